@@ -1,0 +1,57 @@
+"""The failures a store reports, each mapped to one stable HTTP status and one XML-RPC fault code.
+
+The web layer and the RPC layer translate these, and nothing else, into client-visible errors; any
+other exception is a bug and is logged with its traceback.
+"""
+
+from __future__ import annotations
+
+
+class GotoError(Exception):
+    """Base of the errors a store reports to its callers."""
+
+    #: HTTP status the web front end answers for this error.
+    http_status = 500
+    #: XML-RPC fault code the master answers (and the slave maps back) for this error.
+    fault_code = 500
+
+
+class KeyNotFound(GotoError):
+    """No long URL is stored under the key."""
+
+    http_status = 404
+    fault_code = 404
+
+
+class KeyExists(GotoError):
+    """``set`` was asked to store a key that is already taken (keys are never overwritten)."""
+
+    http_status = 409
+    fault_code = 409
+
+
+class InvalidURL(GotoError):
+    """The long URL is refused; the message says why, in words fit for the user."""
+
+    http_status = 400
+    fault_code = 400
+
+
+class StoreUnavailable(GotoError):
+    """The store cannot answer now (master unreachable, disk write failed); retrying later may work."""
+
+    http_status = 503
+    fault_code = 503
+
+
+class NotAuthorized(GotoError):
+    """The RPC caller did not present the shared secret the master requires."""
+
+    http_status = 403
+    fault_code = 401
+
+
+#: Errors by fault code, for the RPC client to map a master's fault back to the same error.
+ERRORS_BY_FAULT_CODE: dict[int, type[GotoError]] = {
+    cls.fault_code: cls for cls in (KeyNotFound, KeyExists, InvalidURL, StoreUnavailable, NotAuthorized)
+}

@@ -1,0 +1,76 @@
+"""Short keys: the bijection from a counter to a base-62 key, and the paths a key must never take.
+
+goto derives each new key from the store's count; doing the same keeps keys as short as they can be.
+The reserved paths live here, in one place, so the web layer and the key generator cannot disagree.
+"""
+
+from __future__ import annotations
+
+import string
+
+ALPHABET = string.digits + string.ascii_letters
+_BASE = len(ALPHABET)
+_DIGIT_VALUE = {char: value for value, char in enumerate(ALPHABET)}
+
+#: First path segments the service itself answers; no key may ever equal one of them.
+RESERVED_SEGMENTS = frozenset(
+    {
+        "add",
+        "api",
+        "RPC2",
+        "favicon.ico",
+        "robots.txt",
+        "health",
+        "metrics",
+        "static",
+    }
+)
+
+#: Every path segment starting with this prefix belongs to the service (``/_goto/health``...).
+RESERVED_PREFIX = "_"
+
+
+def key_for_index(index: int) -> str:
+    """Return the base-62 key of ``index`` (0 -> ``"0"``, 61 -> ``"Z"``, 62 -> ``"10"``).
+
+    It is a bijection between the non-negative integers and the base-62 strings without a leading
+    zero (plus ``"0"`` itself), so distinct indexes never give the same key.
+    """
+    if index < 0:
+        raise ValueError(f"key index must not be negative: {index}")
+    if index == 0:
+        return ALPHABET[0]
+    digits = []
+    while index:
+        index, digit = divmod(index, _BASE)
+        digits.append(ALPHABET[digit])
+    return "".join(reversed(digits))
+
+
+def index_for_key(key: str) -> int:
+    """Return the index whose key is ``key``: the inverse of :func:`key_for_index`.
+
+    Raises ``ValueError`` for a string that :func:`key_for_index` never produces.
+    """
+    if not key or (len(key) > 1 and key[0] == ALPHABET[0]):
+        raise ValueError(f"not a generated key: {key!r}")
+    index = 0
+    for char in key:
+        try:
+            index = index * _BASE + _DIGIT_VALUE[char]
+        except KeyError:
+            raise ValueError(f"not a generated key: {key!r}") from None
+    return index
+
+
+def is_reserved(key: str) -> bool:
+    """Tell whether ``key`` is a path the service answers itself, so it can never be a short key."""
+    return key in RESERVED_SEGMENTS or key.startswith(RESERVED_PREFIX)
+
+
+def is_valid_key(key: str) -> bool:
+    """Tell whether ``key`` could name a stored link: non-empty, short, base-62, not reserved.
+
+    The web layer uses it to answer 404 at once for paths no key can match, without a store look-up.
+    """
+    return 0 < len(key) <= 64 and all(c in _DIGIT_VALUE for c in key) and not is_reserved(key)

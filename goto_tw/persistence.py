@@ -1,0 +1,294 @@
+"""The master's append-only data file: loading it at start-up, and appending records durably.
+
+Format: UTF-8 text, one JSON object per line, ``{"key":"K","url":"U"}``, in the order the pairs were
+stored. A record is one ``write`` of a whole line, so a crash can only tear the last line; such a
+line was never acknowledged, and loading cuts it off. Anything else that does not parse is
+corruption, and start-up stops with the file name and line number rather than guess.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+from typing import Callable, Protocol
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from goto_tw.errors import StoreUnavailable
+from goto_tw.interfaces import IRecordLog
+
+log = Logger()
+
+
+class CorruptDataFile(Exception):
+    """The data file holds a record that cannot be read; the message names the file and line."""
+
+    def __init__(self, path: str, line_number: int, reason: str) -> None:
+        super().__init__(f"{path}, line {line_number}: {reason}")
+        self.path = path
+        self.line_number = line_number
+        self.reason = reason
+
+
+def encode_record(key: str, url: str) -> bytes:
+    """Return the line that stores one pair, newline included (ASCII-only JSON, no spaces)."""
+    return json.dumps({"key": key, "url": url}, separators=(",", ":")).encode("ascii") + b"\n"
+
+
+def _decode_line(path: str, line_number: int, line: bytes) -> tuple[str, str]:
+    """Decode one line, or raise :class:`CorruptDataFile` saying what is wrong with it."""
+    try:
+        record = json.loads(line)
+    except ValueError as exc:
+        raise CorruptDataFile(path, line_number, f"not a JSON record ({exc})") from None
+    if not isinstance(record, dict):
+        raise CorruptDataFile(path, line_number, "not a JSON object")
+    key, url = record.get("key"), record.get("url")
+    if not isinstance(key, str) or not key or not isinstance(url, str) or not url:
+        raise CorruptDataFile(path, line_number, 'the record needs non-empty "key" and "url" strings')
+    return key, url
+
+
+#: A record exactly as :func:`encode_record` writes it when neither field needs a JSON escape.
+_PLAIN_RECORD = re.compile(r'^\{"key":"([^"\\\n]+)","url":"([^"\\\n]+)"\}$', re.MULTILINE)
+
+
+def parse_records(path: str, body: bytes) -> dict[str, str]:
+    """Parse complete lines (``body`` ends with a newline or is empty) into a key -> URL dict.
+
+    The common case, a file this program wrote whose records need no JSON escapes, is parsed by one
+    regular-expression scan straight into the dict, several times faster and lighter than a
+    ``json.loads`` per line. Only when some line is not in that plain form are the lines read one by
+    one, as JSON, which also names the first bad one. A key stored twice is corruption too: keys are
+    never reused, so the file cannot be trusted to say which URL is right.
+    """
+    if not body:
+        return {}
+    lines = body.count(b"\n")
+    if body.isascii():
+        pairs = _PLAIN_RECORD.findall(body.decode("ascii"))
+        if len(pairs) == lines:
+            urls = dict(pairs)
+            if len(urls) == lines:
+                return urls
+    urls = {}
+    for line_number, line in enumerate(body[:-1].split(b"\n"), start=1):
+        key, url = _decode_line(path, line_number, line)
+        if key in urls:
+            raise CorruptDataFile(path, line_number, f"key {key!r} is stored twice")
+        urls[key] = url
+    return urls
+
+
+def load_records(path: str) -> dict[str, str]:
+    """Read the data file at ``path`` into a key -> URL dict; a missing file is an empty store.
+
+    A torn last line (no final newline: the process died mid-write, before acknowledging it) is cut
+    off the file with a warning, so the next append starts on a clean line. Any other unreadable
+    record raises :class:`CorruptDataFile`; nothing is silently discarded.
+    """
+    try:
+        with open(path, "r+b") as data_file:
+            data = data_file.read()
+            complete = data.rfind(b"\n") + 1
+            if complete < len(data):
+                log.warn(
+                    "Data file {path} ends with a torn record ({torn} bytes, never acknowledged): "
+                    "cutting it off",
+                    path=path,
+                    torn=len(data) - complete,
+                )
+                data_file.truncate(complete)
+                data = data[:complete]
+    except FileNotFoundError:
+        return {}
+    return parse_records(path, data)
+
+
+class RecordFile(Protocol):
+    """The few file operations the writer needs; a seam for tests to inject disk faults."""
+
+    def size(self) -> int:
+        """Return the file's current size in bytes."""
+
+    def write_all(self, data: bytes) -> None:
+        """Append all of ``data`` to the file and hand it to the OS, or raise ``OSError``."""
+
+    def truncate(self, size: int) -> None:
+        """Cut the file back to ``size`` bytes, or raise ``OSError``."""
+
+    def sync(self) -> None:
+        """Make what was written survive a power loss (``fsync``), or raise ``OSError``."""
+
+    def close(self) -> None:
+        """Release the file."""
+
+
+class OSRecordFile:
+    """A :class:`RecordFile` over an unbuffered ``O_APPEND`` file descriptor.
+
+    Unbuffered, because "flushed to the OS" must hold when ``write_all`` returns: an acknowledged
+    record then survives ``kill -9`` of the process (though not a power loss without ``sync``).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def size(self) -> int:
+        return os.fstat(self._fd).st_size
+
+    def write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            if written == 0:  # pragma: no cover - a regular file never does this; never spin
+                raise OSError(errno.EIO, "write() wrote nothing")
+            view = view[written:]
+
+    def truncate(self, size: int) -> None:
+        os.ftruncate(self._fd, size)
+
+    def sync(self) -> None:
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+#: Runs a blocking callable off the reactor thread, returning a Deferred of its result.
+ThreadRunner = Callable[[Callable[[], None]], "Deferred[None]"]
+
+
+@implementer(IRecordLog)
+class AppendLog(Service):
+    """The writer service: appends records with group commit, acknowledging each once it is safe.
+
+    Appends that arrive in the same reactor turn are written together in one ``write`` (and, with
+    ``fsync``, one ``fsync`` in a thread, while the next group gathers), then all their Deferreds
+    fire. Only one group is in flight at a time, so records reach the file in order.
+
+    A write that fails (disk full, I/O error) fails its whole group with :class:`StoreUnavailable`
+    and cuts the file back to its last complete record before anything else is written, so a half
+    record is never followed by a good one; later appends are tried afresh.
+    """
+
+    def __init__(
+        self,
+        record_file: RecordFile,
+        clock: IReactorTime,
+        *,
+        fsync: bool = False,
+        run_in_thread: ThreadRunner | None = None,
+    ) -> None:
+        if fsync and run_in_thread is None:
+            raise ValueError("fsync needs a thread runner, so the reactor never waits for the disk")
+        self._file = record_file
+        self._clock = clock
+        self._fsync = fsync
+        self._run_in_thread = run_in_thread
+        self._good_size = record_file.size()
+        self._needs_repair = False
+        self._pending: list[tuple[bytes, Deferred[None]]] = []
+        self._flush_call: IDelayedCall | None = None
+        self._in_flight: Deferred[None] | None = None
+        self._closed = False
+
+    def append(self, key: str, url: str) -> Deferred[None]:
+        """Queue one record; the Deferred fires once it is written (and synced, with ``fsync``)."""
+        if self._closed or not self.running:
+            return fail(StoreUnavailable("the data file is closed: the server is stopping"))
+        acknowledged: Deferred[None] = Deferred()
+        self._pending.append((encode_record(key, url), acknowledged))
+        self._schedule_flush()
+        return acknowledged
+
+    def _schedule_flush(self) -> None:
+        if self._flush_call is None and self._in_flight is None and self._pending:
+            self._flush_call = self._clock.callLater(0, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_call = None
+        group, self._pending = self._pending, []
+        data = b"".join(line for line, _ in group)
+        if self._fsync:
+            assert self._run_in_thread is not None
+            self._in_flight = self._run_in_thread(lambda: self._write(data, sync=True))
+            self._in_flight.addBoth(self._group_done, group)
+        else:
+            try:
+                self._write(data, sync=False)
+            except StoreUnavailable:
+                self._group_done(Failure(), group)
+            else:
+                self._group_done(None, group)
+
+    def _write(self, data: bytes, sync: bool) -> None:
+        """Write one group; on failure cut the file back and raise :class:`StoreUnavailable`.
+
+        It runs on the reactor thread without ``fsync`` (a page-cache write), in a thread with it;
+        either way only one call runs at a time.
+        """
+        try:
+            if self._needs_repair:
+                self._file.truncate(self._good_size)
+                self._needs_repair = False
+            self._file.write_all(data)
+            if sync:
+                self._file.sync()
+        except OSError as exc:
+            self._needs_repair = True
+            try:
+                self._file.truncate(self._good_size)
+                self._needs_repair = False
+            except OSError:
+                pass  # tried again before the next write; until it works, nothing is written
+            raise StoreUnavailable(f"writing the data file failed: {exc}") from exc
+        self._good_size += len(data)
+
+    def _group_done(self, result: object, group: list[tuple[bytes, Deferred[None]]]) -> None:
+        self._in_flight = None
+        if isinstance(result, Failure):
+            if not result.check(StoreUnavailable):
+                result = Failure(StoreUnavailable(f"writing the data file failed: {result.value}"))
+            log.error(
+                "Could not store {count} record(s): {error}",
+                count=len(group),
+                error=result.value,
+            )
+            for _, acknowledged in group:
+                acknowledged.errback(result)
+        else:
+            for _, acknowledged in group:
+                acknowledged.callback(None)
+        self._schedule_flush()
+
+    def stopService(self) -> Deferred[None]:
+        """Stop taking records, write every one already taken, then close the file."""
+        super().stopService()
+        self._closed = True
+        done: Deferred[None] = Deferred()
+
+        def drain(_: object = None) -> None:
+            if self._in_flight is not None:
+                self._in_flight.addBoth(drain)
+                return
+            if self._flush_call is not None:
+                self._flush_call.cancel()
+                self._flush_call = None
+            if self._pending:
+                self._flush()
+                drain()
+                return
+            self._file.close()
+            done.callback(None)
+
+        drain()
+        return done

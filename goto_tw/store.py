@@ -1,0 +1,107 @@
+"""The master's store: the key -> URL map in memory, written through the record log."""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from goto_tw.errors import GotoError, KeyExists, KeyNotFound
+from goto_tw.fanout import SharedResult
+from goto_tw.interfaces import IRecordLog, IURLStore
+from goto_tw.keys import is_reserved, key_for_index
+from goto_tw.urls import validate_url
+
+
+@implementer(IURLStore)
+class URLStore:
+    """Holds every pair in memory and makes each new one durable before anyone sees its key.
+
+    A pair becomes visible to ``get`` only once the log has acknowledged it, so a key is never
+    answered that a crash could take back. Keys come from a counter in base 62 (as goto's do),
+    skipping reserved paths and any key already held, so they never collide. Putting a URL that is
+    stored, or on its way to the file, answers the same key: a retried add never makes a second link.
+
+    With no log (``log=None``) the store neither loads nor saves, like goto's ``NewURLStore("")``.
+    """
+
+    def __init__(self, urls: dict[str, str] | None = None, log: IRecordLog | None = None) -> None:
+        self._urls: dict[str, str] = urls if urls is not None else {}
+        self._keys_by_url: dict[str, str] = {}
+        for key, url in self._urls.items():
+            self._keys_by_url.setdefault(url, key)
+        self._log = log
+        self._next_index = len(self._urls)
+        self._pending_keys: set[str] = set()
+        self._pending_puts: dict[str, SharedResult[str]] = {}
+
+    def count(self) -> int:
+        """Return how many pairs are stored (acknowledged ones only)."""
+        return len(self._urls)
+
+    def get(self, key: str) -> Deferred[str]:
+        """Answer the URL stored under ``key`` at once, or fail with :class:`KeyNotFound`."""
+        url = self._urls.get(key)
+        if url is None:
+            return fail(KeyNotFound(f"no link is stored under {key!r}"))
+        return succeed(url)
+
+    def lookup(self, key: str) -> str | None:
+        """Return the URL under ``key`` or ``None``, synchronously: for callers on a hot path."""
+        return self._urls.get(key)
+
+    def put(self, url: str) -> Deferred[str]:
+        """Store ``url`` under a new key (or answer its existing key) once the record is durable."""
+        try:
+            url = validate_url(url)
+        except GotoError:
+            return fail()
+        key = self._keys_by_url.get(url)
+        if key is not None:
+            return succeed(key)
+        pending = self._pending_puts.get(url)
+        if pending is None:
+            stored = self.set(self._allocate_key(), url)
+            pending = self._pending_puts[url] = SharedResult(stored)
+            stored.addBoth(self._put_done, url)
+        return pending.wait()
+
+    def _put_done(self, result: object, url: str) -> object:
+        del self._pending_puts[url]
+        return result
+
+    def set(self, key: str, url: str) -> Deferred[str]:
+        """Store ``url`` under exactly ``key``; fail with :class:`KeyExists` if it is taken.
+
+        The URL is stored as given: validating it is the caller's business (``put`` does).
+        """
+        if key in self._urls or key in self._pending_keys:
+            return fail(KeyExists(f"the key {key!r} is already taken"))
+        if self._log is None:
+            self._insert(key, url)
+            return succeed(key)
+        self._pending_keys.add(key)
+        written = self._log.append(key, url)
+
+        def stored(_: None) -> str:
+            self._pending_keys.discard(key)
+            self._insert(key, url)
+            return key
+
+        def not_stored(failure: Failure) -> Failure:
+            self._pending_keys.discard(key)
+            return failure
+
+        return written.addCallbacks(stored, not_stored)
+
+    def _insert(self, key: str, url: str) -> None:
+        self._urls[key] = url
+        self._keys_by_url.setdefault(url, key)
+
+    def _allocate_key(self) -> str:
+        """Return the next unused, unreserved key; a key whose write failed is never reused here."""
+        while True:
+            key = key_for_index(self._next_index)
+            self._next_index += 1
+            if not is_reserved(key) and key not in self._urls and key not in self._pending_keys:
+                return key

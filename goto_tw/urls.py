@@ -1,0 +1,57 @@
+"""Validation of the long URLs users ask us to shorten (pure functions, no I/O).
+
+A URL is checked before it reaches the store, the data file or the RPC: XML-RPC cannot carry every
+character, and Twisted's redirect would mangle CR/LF, so anything doubtful is refused at the door.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import hyperlink
+
+from goto_tw.errors import InvalidURL
+
+#: Longest long URL we accept, in characters (browsers and proxies commonly cope with 8 KiB).
+MAX_URL_LENGTH = 4096
+
+ALLOWED_SCHEMES = frozenset({"http", "https"})
+
+
+def _has_forbidden_character(text: str) -> bool:
+    """True when ``text`` holds white space or a control character (C0, DEL or C1)."""
+    return any(ch.isspace() or ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in text)
+
+
+def validate_url(url: str) -> str:
+    """Return ``url`` as it will be stored and redirected to, or raise :class:`InvalidURL`.
+
+    Accepted: absolute ``http``/``https`` URLs with a host, at most :data:`MAX_URL_LENGTH`
+    characters, without white space or control characters. A URL holding non-ASCII characters
+    (an IRI such as ``https://bücher.example/ä``) is converted to its ASCII URI form, since a
+    ``Location`` header carries ASCII only; an ASCII URL is stored exactly as given.
+    """
+    if not url:
+        raise InvalidURL("the URL is empty")
+    if len(url) > MAX_URL_LENGTH:
+        raise InvalidURL(f"the URL is longer than {MAX_URL_LENGTH} characters")
+    if _has_forbidden_character(url):
+        raise InvalidURL("the URL holds white space or control characters")
+    if not url.isascii():
+        try:
+            url = hyperlink.parse(url, decoded=False).to_uri().to_text()
+        except (ValueError, UnicodeError) as exc:
+            raise InvalidURL(f"the URL cannot be converted to ASCII: {exc}") from None
+        if len(url) > MAX_URL_LENGTH:
+            raise InvalidURL(f"the URL is longer than {MAX_URL_LENGTH} characters")
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    except ValueError as exc:
+        raise InvalidURL(f"the URL is malformed: {exc}") from None
+    if parts.scheme.lower() not in ALLOWED_SCHEMES:
+        raise InvalidURL("only absolute http:// and https:// URLs can be shortened")
+    if not hostname:
+        raise InvalidURL("the URL has no host")
+    return url

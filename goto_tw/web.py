@@ -1,0 +1,228 @@
+"""The web front end: the add form, adding a URL, and redirecting a key (``twisted.web`` resources).
+
+Every response a user can cause is decided here: 302 for a known key, 404 for an unknown one, 400
+with a short reason for a refused URL, 503 with ``Retry-After`` while the store cannot answer. HTML
+is made with ``twisted.web.template``, which escapes whatever it is given; errors are plain text.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, TypeVar
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import http
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.template import Tag, flattenString, tags
+
+from goto_tw.errors import GotoError, InvalidURL, StoreUnavailable
+from goto_tw.interfaces import IURLStore
+from goto_tw.keys import is_valid_key
+
+log = Logger()
+T = TypeVar("T")
+
+#: Seconds a client is told to wait (``Retry-After``) when the store is unavailable.
+RETRY_AFTER_SECONDS = 5
+
+
+def _flatten(tag: Tag) -> bytes:
+    """Render a template synchronously: the pages here hold no Deferreds."""
+    out: list[bytes] = []
+    flattenString(None, tag).addCallback(out.append)
+    return b"<!DOCTYPE html>\n" + out[0]
+
+
+def form_page() -> bytes:
+    """Return the HTML of the add form (``GET /``, ``GET /add``), which posts to ``/add``."""
+    return _flatten(
+        tags.html(
+            tags.head(
+                tags.meta(charset="utf-8"),
+                tags.meta(name="viewport", content="width=device-width, initial-scale=1"),
+                tags.title("goto: shorten a URL"),
+            ),
+            tags.body(
+                tags.h1("goto"),
+                tags.form(
+                    tags.label("Add this URL: ", tags.input(type="url", name="url", required="", size="60")),
+                    tags.input(type="submit", value="Shorten"),
+                    method="POST",
+                    action="/add",
+                ),
+            ),
+            lang="en",
+        )
+    )
+
+
+def write_text(request: Request, status: int, text: str, headers: dict[bytes, bytes] | None = None) -> None:
+    """Answer ``status`` with a short plain-text body and finish the request."""
+    body = text.encode("utf-8") + b"\n"
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    request.setHeader(b"x-content-type-options", b"nosniff")
+    request.setHeader(b"content-length", b"%d" % len(body))
+    for name, value in (headers or {}).items():
+        request.setHeader(name, value)
+    request.write(body)
+    request.finish()
+
+
+def write_error(request: Request, error: GotoError) -> None:
+    """Answer a store error with its own status; 503s tell the client when to retry."""
+    headers = {}
+    if isinstance(error, StoreUnavailable):
+        headers[b"retry-after"] = b"%d" % RETRY_AFTER_SECONDS
+    write_text(request, error.http_status, str(error), headers)
+
+
+def respond_when_ready(request: Request, result: Deferred[T], answer: Callable[[T], None]) -> object:
+    """Answer ``request`` with ``answer(value)`` once ``result`` fires; return ``NOT_DONE_YET``.
+
+    Store errors become their HTTP status, any other failure a logged 500 with no traceback shown
+    to the client. A client that goes away cancels ``result`` and gets nothing written to it.
+    """
+    gone = False
+
+    def client_gone(_: Failure) -> None:
+        nonlocal gone
+        gone = True
+        result.cancel()
+
+    def succeeded(value: T) -> None:
+        if not gone:
+            answer(value)
+
+    def failed(failure: Failure) -> None:
+        if gone:
+            return
+        if isinstance(failure.value, GotoError):
+            if isinstance(failure.value, StoreUnavailable):
+                log.info(
+                    "{method} {uri}: 503: {error}",
+                    method=request.method,
+                    uri=request.uri,
+                    error=failure.value,
+                )
+            write_error(request, failure.value)
+        else:
+            log.failure("Failed to answer {method} {uri}", failure, method=request.method, uri=request.uri)
+            write_text(request, http.INTERNAL_SERVER_ERROR, "Internal error: the server log has the details.")
+
+    request.notifyFinish().addErrback(client_gone)
+    result.addCallbacks(succeeded, failed).addErrback(
+        lambda failure: log.failure("Failed to write a response", failure)
+    )
+    return NOT_DONE_YET
+
+
+class FormResource(Resource):
+    """``GET /``: the add form."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._page = form_page()
+
+    def render_GET(self, request: Request) -> bytes:
+        if request.postpath not in ([], [b""]):
+            return _not_found(request)
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        return self._page
+
+
+class AddResource(Resource):
+    """``/add``: the form without ``url``; with it, store the URL and answer ``http://HOST/KEY``."""
+
+    isLeaf = True
+
+    def __init__(self, store: IURLStore, host: str) -> None:
+        super().__init__()
+        self._store = store
+        self._host = host
+        self._form = form_page()
+
+    def render_GET(self, request: Request) -> object:
+        values = (request.args or {}).get(b"url") or [b""]
+        raw = values[0]
+        if not raw:
+            request.setHeader(b"content-type", b"text/html; charset=utf-8")
+            return self._form
+        try:
+            url = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            write_error(request, InvalidURL("the URL is not valid UTF-8"))
+            return NOT_DONE_YET
+        return respond_when_ready(request, self._store.put(url), lambda key: self._answer(request, key))
+
+    render_POST = render_GET
+    render_HEAD = render_GET
+
+    def _answer(self, request: Request, key: str) -> None:
+        write_text(request, http.OK, f"http://{self._host}/{key}")
+
+
+class RedirectResource(Resource):
+    """``/KEY``: 302 to the long URL, 404 for an unknown key (``HEAD`` answers the same headers)."""
+
+    isLeaf = True
+
+    def __init__(self, store: IURLStore, key: str) -> None:
+        super().__init__()
+        self._store = store
+        self._key = key
+
+    def render_GET(self, request: Request) -> object:
+        if request.postpath:
+            return _not_found(request)
+        return respond_when_ready(request, self._store.get(self._key), lambda url: _redirect(request, url))
+
+    render_HEAD = render_GET
+
+
+def _redirect(request: Request, url: str) -> None:
+    request.setResponseCode(http.FOUND)
+    request.setHeader(b"location", url.encode("ascii"))
+    request.setHeader(b"content-length", b"0")
+    request.finish()
+
+
+def _not_found(request: Request) -> bytes:
+    write_text(request, http.NOT_FOUND, "No link here.")
+    return NOT_DONE_YET  # type: ignore[return-value]
+
+
+class GotoRoot(Resource):
+    """The root: fixed children (``add``, ``RPC2``...) first, then any other segment is a key."""
+
+    def __init__(self, store: IURLStore, host: str) -> None:
+        super().__init__()
+        self._store = store
+        self.putChild(b"", FormResource())
+        self.putChild(b"add", AddResource(store, host))
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        try:
+            key = path.decode("ascii")
+        except UnicodeDecodeError:
+            key = ""
+        if not is_valid_key(key):
+            return NotFoundResource()
+        return RedirectResource(self._store, key)
+
+    def render_GET(self, request: Request) -> bytes:
+        # Reached for a request target with no path segment at all; answer as "/" does.
+        return self.children[b""].render(request)  # type: ignore[no-any-return]
+
+
+class NotFoundResource(Resource):
+    """404 for any path that cannot be a key, whatever the method."""
+
+    isLeaf = True
+
+    def render(self, request: Request) -> bytes:
+        return _not_found(request)

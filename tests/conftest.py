@@ -1,0 +1,35 @@
+"""Shared fixtures: capturing what the code logs through ``twisted.logger``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
+from zope.interface import implementer
+
+
+@implementer(ILogObserver)
+class LogCapture:
+    """The events logged while a test runs, with their formatted text."""
+
+    def __init__(self) -> None:
+        self.events: list[LogEvent] = []
+
+    def __call__(self, event: LogEvent) -> None:
+        self.events.append(event)
+
+    def messages(self) -> list[str]:
+        """Return every event as the line a log reader would see."""
+        return [formatEvent(event) for event in self.events]
+
+
+@pytest.fixture
+def log_events() -> Iterator[LogCapture]:
+    """Capture ``twisted.logger`` events for the duration of one test."""
+    capture = LogCapture()
+    globalLogPublisher.addObserver(capture)
+    try:
+        yield capture
+    finally:
+        globalLogPublisher.removeObserver(capture)

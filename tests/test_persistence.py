@@ -1,0 +1,355 @@
+"""The data file: loading (torn tails, corruption) and the group-commit writer service."""
+
+from __future__ import annotations
+
+import errno
+import json
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
+
+from goto_tw.errors import StoreUnavailable
+from goto_tw.persistence import (
+    AppendLog,
+    CorruptDataFile,
+    OSRecordFile,
+    encode_record,
+    load_records,
+    parse_records,
+)
+from tests.conftest import LogCapture
+from tests.helpers import failure_of, has_fired, result_of
+
+
+def write_lines(path: Path, *lines: str, tail: str = "") -> None:
+    path.write_text("".join(line + "\n" for line in lines) + tail)
+
+
+def test_missing_file_is_an_empty_store(tmp_path: Path) -> None:
+    """A master started without a data file starts empty (and creates it on the first add)."""
+    assert load_records(str(tmp_path / "absent.json")) == {}
+
+
+def test_records_load_in_order(tmp_path: Path) -> None:
+    """Every record of a healthy file is loaded."""
+    path = tmp_path / "store.json"
+    path.write_bytes(encode_record("0", "http://a/") + encode_record("1", "http://b/"))
+    assert load_records(str(path)) == {"0": "http://a/", "1": "http://b/"}
+
+
+def test_record_format_is_one_json_object_per_line() -> None:
+    """The documented format: compact JSON with "key" and "url", newline-terminated."""
+    assert encode_record("a", "http://x/ü") == b'{"key":"a","url":"http://x/\\u00fc"}\n'
+
+
+def test_torn_last_line_is_cut_off_with_a_warning(tmp_path: Path, log_events: LogCapture) -> None:
+    """A crash mid-write leaves an unterminated line: it is dropped, cut off the file, and logged."""
+    path = tmp_path / "store.json"
+    write_lines(path, '{"key":"0","url":"http://a/"}', tail='{"key":"1","url":"htt')
+    assert load_records(str(path)) == {"0": "http://a/"}
+    assert path.read_text() == '{"key":"0","url":"http://a/"}\n'
+    assert any("torn record (21 bytes" in message for message in log_events.messages())
+
+
+def test_torn_line_is_dropped_even_if_it_parses(tmp_path: Path) -> None:
+    """A line without its newline was never acknowledged; keeping it would be a guess."""
+    path = tmp_path / "store.json"
+    write_lines(path, tail='{"key":"0","url":"http://a/"}')
+    assert load_records(str(path)) == {}
+    assert path.read_bytes() == b""
+
+
+@pytest.mark.parametrize(
+    ("lines", "line_number", "reason"),
+    [
+        (['{"key":"0","url":"http://a/"}', "garbage", '{"key":"2","url":"http://c/"}'], 2, "not a JSON"),
+        (['{"key":"0","url":"http://a/"}', "[1, 2]"], 2, "not a JSON object"),
+        (['{"key":"0"}'], 1, '"key" and "url"'),
+        (['{"key":"0","url":""}'], 1, '"key" and "url"'),
+        (['{"key":0,"url":"http://a/"}'], 1, '"key" and "url"'),
+        (['{"key":"0","url":"http://a/"}', ""], 2, "not a JSON"),
+        (['{"key":"0","url":"http://a/"}', '{"key":"0","url":"http://b/"}'], 2, "stored twice"),
+    ],
+)
+def test_corrupt_record_names_file_and_line(
+    tmp_path: Path, lines: list[str], line_number: int, reason: str
+) -> None:
+    """Corruption before the last line stops loading with the file, the line and what is wrong."""
+    path = tmp_path / "store.json"
+    write_lines(path, *lines)
+    with pytest.raises(CorruptDataFile, match=reason) as raised:
+        load_records(str(path))
+    assert raised.value.line_number == line_number
+    assert str(path) in str(raised.value)
+    assert f"line {line_number}" in str(raised.value)
+
+
+def test_extra_fields_are_tolerated() -> None:
+    """A record may carry more fields (a later version's); key and url are what count."""
+    assert parse_records("f", b'{"key":"0","url":"http://a/","at":1}\n') == {"0": "http://a/"}
+
+
+records_strategy = st.dictionaries(
+    st.text(alphabet="0123456789abcXYZ", min_size=1, max_size=6),
+    st.from_regex(r"\Ahttps?://[a-z]{1,8}/[a-z0-9?=&%]{0,12}\Z"),
+    max_size=20,
+)
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(records=records_strategy, data=st.data())
+def test_any_truncation_loads_every_complete_record_before_it(
+    tmp_path: Path, records: dict[str, str], data: st.DataObject
+) -> None:
+    """Cut a valid file anywhere: every record wholly before the cut loads, nothing after it."""
+    body = b"".join(encode_record(k, u) for k, u in records.items())
+    cut = data.draw(st.integers(min_value=0, max_value=len(body)))
+    path = tmp_path / "cut.json"
+    path.write_bytes(body[:cut])
+    complete = body[:cut].count(b"\n")
+    assert load_records(str(path)) == dict(list(records.items())[:complete])
+
+
+# --- the writer ------------------------------------------------------------------------------------
+
+
+class FaultyFile(OSRecordFile):
+    """A real file whose writes can be made to fail after writing part of the data (a full disk)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.fail_writes = 0
+        self.fail_truncates = 0
+        self.syncs = 0
+
+    def write_all(self, data: bytes) -> None:
+        if self.fail_writes:
+            self.fail_writes -= 1
+            super().write_all(data[: len(data) // 2 or 1])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        super().write_all(data)
+
+    def truncate(self, size: int) -> None:
+        if self.fail_truncates:
+            self.fail_truncates -= 1
+            raise OSError(errno.EIO, "Input/output error")
+        super().truncate(size)
+
+    def sync(self) -> None:
+        self.syncs += 1
+        super().sync()
+
+
+class ManualThreads:
+    """Stands in for the thread pool: runs each job when the test says so, in order."""
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[Callable[[], None], Deferred[None]]] = []
+
+    def __call__(self, job: Callable[[], None]) -> Deferred[None]:
+        done: Deferred[None] = Deferred()
+        self.jobs.append((job, done))
+        return done
+
+    def run_next(self) -> None:
+        job, done = self.jobs.pop(0)
+        try:
+            job()
+        except Exception:
+            done.errback()
+        else:
+            done.callback(None)
+
+
+def started_log(record_file: OSRecordFile, clock: Clock, **kwargs: object) -> AppendLog:
+    log = AppendLog(record_file, clock, **kwargs)  # type: ignore[arg-type]
+    log.startService()
+    return log
+
+
+def test_append_is_acknowledged_only_once_written(tmp_path: Path) -> None:
+    """The Deferred fires after the record is in the file, not before."""
+    path = tmp_path / "store.json"
+    clock = Clock()
+    log = started_log(OSRecordFile(str(path)), clock)
+    acknowledged = log.append("0", "http://a/")
+    assert not has_fired(acknowledged)
+    assert path.read_bytes() == b""
+    clock.advance(0)
+    assert result_of(acknowledged) is None
+    assert path.read_bytes() == encode_record("0", "http://a/")
+    result_of(log.stopService())
+
+
+def test_appends_in_one_turn_share_one_write(tmp_path: Path) -> None:
+    """Group commit: records queued together are written together, in order, then all acknowledged."""
+    path = tmp_path / "store.json"
+    clock = Clock()
+    record_file = FaultyFile(str(path))
+    writes: list[bytes] = []
+    original = record_file.write_all
+
+    def counting_write(data: bytes) -> None:
+        writes.append(data)
+        original(data)
+
+    record_file.write_all = counting_write  # type: ignore[method-assign]
+    log = started_log(record_file, clock)
+    acks = [log.append(str(i), f"http://x/{i}") for i in range(5)]
+    clock.advance(0)
+    assert all(result_of(ack) is None for ack in acks)
+    assert len(writes) == 1
+    assert load_records(str(path)) == {str(i): f"http://x/{i}" for i in range(5)}
+    result_of(log.stopService())
+
+
+def test_fsync_runs_off_the_reactor_and_groups_what_arrives_meanwhile(tmp_path: Path) -> None:
+    """With fsync, one sync is in flight at a time; appends made during it form the next group."""
+    path = tmp_path / "store.json"
+    clock = Clock()
+    threads = ManualThreads()
+    record_file = FaultyFile(str(path))
+    log = started_log(record_file, clock, fsync=True, run_in_thread=threads)
+    first = log.append("0", "http://a/")
+    clock.advance(0)
+    assert len(threads.jobs) == 1 and not has_fired(first)
+    second = [log.append("1", "http://b/"), log.append("2", "http://c/")]
+    clock.advance(0)
+    assert len(threads.jobs) == 1, "a second group must wait for the first sync"
+    threads.run_next()
+    assert result_of(first) is None and record_file.syncs == 1
+    assert not any(has_fired(ack) for ack in second)
+    clock.advance(0)
+    threads.run_next()
+    assert all(result_of(ack) is None for ack in second)
+    assert record_file.syncs == 2
+    result_of(log.stopService())
+
+
+def test_fsync_needs_a_thread_runner(tmp_path: Path) -> None:
+    """fsync on the reactor thread would stall every client, so it is refused outright."""
+    with pytest.raises(ValueError, match="thread"):
+        AppendLog(OSRecordFile(str(tmp_path / "s.json")), Clock(), fsync=True)
+
+
+def test_failed_write_fails_its_group_and_leaves_no_half_record(
+    tmp_path: Path, log_events: LogCapture
+) -> None:
+    """A disk-full write fails its adds with StoreUnavailable; the half record is cut off; later adds work."""
+    path = tmp_path / "store.json"
+    clock = Clock()
+    record_file = FaultyFile(str(path))
+    log = started_log(record_file, clock)
+    zero = log.append("0", "http://a/")
+    clock.advance(0)
+    assert result_of(zero) is None
+    record_file.fail_writes = 1
+    failed = log.append("1", "http://b/")
+    clock.advance(0)
+    assert failure_of(failed).check(StoreUnavailable)
+    assert path.read_bytes() == encode_record("0", "http://a/")
+    assert any("Could not store 1 record(s)" in m and "No space" in m for m in log_events.messages())
+    later = log.append("2", "http://c/")
+    clock.advance(0)
+    assert result_of(later) is None
+    assert load_records(str(path)) == {"0": "http://a/", "2": "http://c/"}
+    result_of(log.stopService())
+
+
+def test_failed_repair_blocks_writes_until_the_file_is_repaired(tmp_path: Path) -> None:
+    """If cutting the half record off fails too, nothing is appended after it until the cut succeeds."""
+    path = tmp_path / "store.json"
+    clock = Clock()
+    record_file = FaultyFile(str(path))
+    log = started_log(record_file, clock)
+    record_file.fail_writes = 1
+    record_file.fail_truncates = 2  # the repair right after the failure, and the one before the next write
+    first = log.append("0", "http://a/")
+    clock.advance(0)
+    assert failure_of(first).check(StoreUnavailable)
+    second = log.append("1", "http://b/")
+    clock.advance(0)
+    assert failure_of(second).check(StoreUnavailable)
+    assert not path.read_bytes().endswith(b"\n"), "the half record is still there, nothing after it"
+    third = log.append("2", "http://c/")
+    clock.advance(0)
+    assert result_of(third) is None
+    assert path.read_bytes() == encode_record("2", "http://c/")
+    result_of(log.stopService())
+
+
+def test_failed_fsync_fails_the_group(tmp_path: Path) -> None:
+    """An fsync error means the records may not be durable: they are not acknowledged."""
+    path = tmp_path / "store.json"
+    clock = Clock()
+    threads = ManualThreads()
+    record_file = FaultyFile(str(path))
+
+    def failing_sync() -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    record_file.sync = failing_sync  # type: ignore[method-assign]
+    log = started_log(record_file, clock, fsync=True, run_in_thread=threads)
+    ack = log.append("0", "http://a/")
+    clock.advance(0)
+    threads.run_next()
+    assert failure_of(ack).check(StoreUnavailable)
+    assert path.read_bytes() == b""
+    log.stopService()
+
+
+def test_stop_writes_everything_accepted_then_refuses(tmp_path: Path) -> None:
+    """On SIGTERM, records already taken reach the file; appends after that are refused with 503."""
+    path = tmp_path / "store.json"
+    clock = Clock()
+    log = started_log(OSRecordFile(str(path)), clock)
+    ack = log.append("0", "http://a/")
+    stopped = log.stopService()
+    assert result_of(stopped) is None
+    assert result_of(ack) is None
+    assert load_records(str(path)) == {"0": "http://a/"}
+    assert failure_of(log.append("1", "http://b/")).check(StoreUnavailable)
+
+
+def test_stop_waits_for_the_sync_in_flight(tmp_path: Path) -> None:
+    """Stopping with an fsync in flight finishes it and the group queued behind it first."""
+    path = tmp_path / "store.json"
+    clock = Clock()
+    threads = ManualThreads()
+    log = started_log(OSRecordFile(str(path)), clock, fsync=True, run_in_thread=threads)
+    first = log.append("0", "http://a/")
+    clock.advance(0)
+    second = log.append("1", "http://b/")
+    stopped = log.stopService()
+    assert not has_fired(stopped)
+    threads.run_next()
+    threads.run_next()
+    assert result_of(stopped) is None
+    assert result_of(first) is None and result_of(second) is None
+    assert [json.loads(line)["key"] for line in path.read_text().splitlines()] == ["0", "1"]
+
+
+def test_appends_continue_an_existing_file(tmp_path: Path) -> None:
+    """A restarted master appends after what it loaded."""
+    path = tmp_path / "store.json"
+    path.write_bytes(encode_record("0", "http://a/"))
+    clock = Clock()
+    log = started_log(OSRecordFile(str(path)), clock, fsync=True, run_in_thread=lambda job: succeed(job()))
+    ack = log.append("1", "http://b/")
+    clock.advance(0)
+    assert result_of(ack) is None
+    assert load_records(str(path)) == {"0": "http://a/", "1": "http://b/"}
+    result_of(log.stopService())
+
+
+def test_records_needing_json_escapes_load_exactly(tmp_path: Path) -> None:
+    """Quotes, backslashes and non-ASCII in a record take the careful path and load exactly."""
+    path = tmp_path / "store.json"
+    urls = {"0": 'http://a/"q"', "1": "http://b/back\\slash", "2": "http://c/ü", "3": "http://d/plain"}
+    path.write_bytes(b"".join(encode_record(k, u) for k, u in urls.items()))
+    assert load_records(str(path)) == urls
