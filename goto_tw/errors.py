@@ -44,6 +44,10 @@ class StoreUnavailable(GotoError):
     fault_code = 503
 
 
+class MasterUnreachable(StoreUnavailable):
+    """A slave could not get an answer from its master (refused, reset, timed out, not XML-RPC)."""
+
+
 class NotAuthorized(GotoError):
     """The RPC caller did not present the shared secret the master requires."""
 

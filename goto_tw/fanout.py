@@ -24,6 +24,11 @@ class SharedResult(Generic[T]):
         self._fired = False
         source.addBoth(self._fire)
 
+    @property
+    def done(self) -> bool:
+        """True once the shared call has its result."""
+        return self._fired
+
     def wait(self) -> Deferred[T]:
         """Return a new Deferred that fires with the shared result (at once, if it is known)."""
         waiter: Deferred[T] = Deferred(lambda d: self._waiters.remove(d) if d in self._waiters else None)

@@ -9,6 +9,7 @@ corruption, and start-up stops with the file name and line number rather than gu
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import re
@@ -57,7 +58,7 @@ def _decode_line(path: str, line_number: int, line: bytes) -> tuple[str, str]:
 
 
 #: A record exactly as :func:`encode_record` writes it when neither field needs a JSON escape.
-_PLAIN_RECORD = re.compile(r'^\{"key":"([^"\\\n]+)","url":"([^"\\\n]+)"\}$', re.MULTILINE)
+_PLAIN_RECORD = re.compile(r'^\{"key":"([^"\\\x00-\x1f]+)","url":"([^"\\\x00-\x1f]+)"\}$', re.MULTILINE)
 
 
 def parse_records(path: str, body: bytes) -> dict[str, str]:
@@ -136,11 +137,20 @@ class OSRecordFile:
 
     Unbuffered, because "flushed to the OS" must hold when ``write_all`` returns: an acknowledged
     record then survives ``kill -9`` of the process (though not a power loss without ``sync``).
+    The file is locked (``flock``) for as long as it is open: two masters on one data file would
+    hand out the same keys, so the second one is refused at start-up.
     """
 
     def __init__(self, path: str) -> None:
         self.path = path
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(self._fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EACCES):
+                raise OSError(exc.errno, f"{path} is in use by another goto process") from None
+            raise
 
     def size(self) -> int:
         return os.fstat(self._fd).st_size

@@ -6,14 +6,21 @@ import re
 import sys
 from typing import Any
 
+from treq.client import HTTPClient
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import IService, MultiService
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.threads import deferToThreadPool
 from twisted.python import usage
+from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.server import Site
 
+from goto_tw.interfaces import IURLStore
 from goto_tw.persistence import AppendLog, CorruptDataFile, OSRecordFile, load_records
+from goto_tw.proxystore import ProxyStore
+from goto_tw.remote import RemoteStore, master_rpc_url
+from goto_tw.rpc import RPCResource
 from goto_tw.store import URLStore
 from goto_tw.web import GotoRoot
 
@@ -29,17 +36,54 @@ def parse_endpoint(value: str) -> str:
     return value
 
 
+def parse_master(value: str) -> str:
+    """Accept ``HOST:PORT`` or a full ``http(s)://HOST:PORT/RPC2`` URL for ``--master``."""
+    url = master_rpc_url(value)
+    if not re.match(r"^https?://[^/\s]+(/\S*)?$", url):
+        raise usage.UsageError(f"--master: expected HOST:PORT or http://HOST:PORT/RPC2, not {value!r}")
+    return url
+
+
+def positive(kind: type[int] | type[float]) -> Any:
+    """An option coercer that accepts only positive numbers of ``kind``."""
+
+    def coerce(value: str) -> int | float:
+        number = kind(value)
+        if number <= 0:
+            raise ValueError(f"must be positive, not {value}")
+        return number
+
+    coerce.coerceDoc = "Must be positive."  # type: ignore[attr-defined]
+    return coerce
+
+
 def default_host(endpoint: str) -> str:
     """Guess the ``HOST[:PORT]`` of short URLs from the listening endpoint: ``localhost:PORT``."""
     match = re.match(r"^(?:tcp6?|ssl):(?:port=)?(\d+)", endpoint) or re.search(r":port=(\d+)", endpoint)
     return f"localhost:{match.group(1)}" if match else "localhost"
 
 
+def read_secret(path: str) -> bytes:
+    """Read the shared RPC secret (surrounding white space dropped); it must not be empty."""
+    try:
+        with open(path, "rb") as secret_file:
+            secret = secret_file.read().strip()
+    except OSError as exc:
+        raise usage.UsageError(f"--rpc-secret-file: cannot read {path}: {exc.strerror}") from None
+    if not secret or not secret.isascii() or any(byte <= 0x20 for byte in secret):
+        raise usage.UsageError(f"--rpc-secret-file: {path} must hold one printable ASCII word")
+    return secret
+
+
 class Options(usage.Options):
     """Options of ``twistd goto``; ``twistd -n goto --help`` lists them."""
 
     synopsis = "[options]"
-    longdesc = "goto: a URL shortener. /add stores a URL and answers its short URL; /KEY redirects."
+    longdesc = (
+        "goto: a URL shortener. /add stores a URL and answers its short URL; /KEY redirects. "
+        "A master keeps the data file (--file) and, with --rpc, serves its store at /RPC2; "
+        "a slave (--master HOST:PORT) caches redirects and forwards adds to the master."
+    )
 
     optParameters = [
         [
@@ -49,44 +93,106 @@ class Options(usage.Options):
             "Port number or Twisted endpoint string to serve HTTP on.",
             parse_endpoint,
         ],
-        ["file", None, "store.json", "Data file (one JSON record per line), loaded at start, appended to."],
+        [
+            "file",
+            None,
+            "store.json",
+            "Master: data file (one JSON record per line), loaded at start, appended to.",
+        ],
         ["host", None, None, "HOST[:PORT] written into short URLs [default: localhost:<http port>]."],
+        [
+            "master",
+            None,
+            None,
+            "Run as a slave of this master: HOST:PORT or http://HOST:PORT/RPC2.",
+            parse_master,
+        ],
+        ["cache-size", None, 100_000, "Slave: how many pairs the cache holds (LRU).", positive(int)],
+        ["rpc-timeout", None, 5.0, "Slave: seconds to wait for the master's answer.", positive(float)],
+        [
+            "rpc-secret-file",
+            None,
+            None,
+            "File holding the shared RPC secret: required by a master, sent by a slave.",
+        ],
     ]
     optFlags = [
-        ["fsync", None, "fsync the data file before acknowledging adds (survives power loss)."],
+        ["rpc", None, "Master: serve the store over XML-RPC at /RPC2 (Store.Get, Store.Put) for slaves."],
+        ["fsync", None, "Master: fsync the data file before acknowledging adds (survives power loss)."],
     ]
 
     def postOptions(self) -> None:
         if self["host"] is None:
             self["host"] = default_host(self["http"])
+        if self["master"] and (self["rpc"] or self["fsync"]):
+            raise usage.UsageError("--rpc and --fsync are for a master; a slave (--master) has no data file")
+        self["rpc-secret"] = read_secret(self["rpc-secret-file"]) if self["rpc-secret-file"] else None
 
 
 def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IService:
-    """Build the service tree: the data file writer first (so it stops last), then the listener.
+    """Build the service tree: the store's own services first (so they stop last), then the listener.
 
-    The data file is loaded here, before anything listens: a process accepts connections only once
-    it can answer them. A corrupt data file stops start-up with the file and line named.
+    A master loads its data file here, before anything listens: a process accepts connections only
+    once it can answer them. A corrupt data file stops start-up with the file and line named.
     """
     if reactor is None:
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
     top = MultiService()
+    if options["master"]:
+        store: IURLStore = make_slave_store(options, reactor, top)
+    else:
+        store = make_master_store(options, reactor, top)
+    root = GotoRoot(store, options["host"])
+    if options["rpc"]:
+        root.putChild(b"RPC2", RPCResource(store, options.get("rpc-secret")))
+    site = Site(root, reactor=reactor)
+    StreamServerEndpointService(serverFromString(reactor, options["http"]), site).setServiceParent(top)
+    return top
+
+
+def make_master_store(options: Options | dict[str, Any], reactor: Any, parent: MultiService) -> URLStore:
+    """Load the data file and start its writer under ``parent``; exit with a clear message if corrupt."""
     try:
         urls = load_records(options["file"])
+        record_file = OSRecordFile(options["file"])
     except (CorruptDataFile, OSError) as exc:
         sys.exit(f"goto: cannot load the data file: {exc}")
     record_log = AppendLog(
-        OSRecordFile(options["file"]),
-        reactor,
-        fsync=bool(options["fsync"]),
-        run_in_thread=_thread_runner(reactor),
+        record_file, reactor, fsync=bool(options["fsync"]), run_in_thread=_thread_runner(reactor)
     )
-    record_log.setServiceParent(top)
-    store = URLStore(urls, record_log)
-    site = Site(GotoRoot(store, options["host"]), reactor=reactor)
-    StreamServerEndpointService(serverFromString(reactor, options["http"]), site).setServiceParent(top)
-    return top
+    record_log.setServiceParent(parent)
+    return URLStore(urls, record_log)
+
+
+def make_slave_store(options: Options | dict[str, Any], reactor: Any, parent: MultiService) -> ProxyStore:
+    """A caching proxy of the master's store, over a pool of persistent HTTP/1.1 connections."""
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = 16
+    ConnectionPoolService(pool).setServiceParent(parent)
+    timeout = float(options["rpc-timeout"])
+    agent = Agent(reactor, pool=pool, connectTimeout=timeout)
+    remote = RemoteStore(
+        HTTPClient(agent),
+        options["master"],
+        reactor,
+        timeout=timeout,
+        secret=options.get("rpc-secret"),
+    )
+    return ProxyStore(remote, reactor, cache_size=int(options["cache-size"]))
+
+
+class ConnectionPoolService(Service):
+    """Closes the slave's idle connections to the master on shutdown, so nothing is left dangling."""
+
+    def __init__(self, pool: HTTPConnectionPool) -> None:
+        self._pool = pool
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        closed: Deferred[None] = self._pool.closeCachedConnections()
+        return closed
 
 
 def _thread_runner(reactor: Any) -> Any:

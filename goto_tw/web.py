@@ -160,7 +160,11 @@ class AddResource(Resource):
         return respond_when_ready(request, self._store.put(url), lambda key: self._answer(request, key))
 
     render_POST = render_GET
-    render_HEAD = render_GET
+
+    def render_HEAD(self, request: Request) -> bytes:
+        # HEAD must be safe: a link checker or prefetcher must not create links. Answer the form's headers.
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        return self._form
 
     def _answer(self, request: Request, key: str) -> None:
         write_text(request, http.OK, f"http://{self._host}/{key}")

@@ -353,3 +353,21 @@ def test_records_needing_json_escapes_load_exactly(tmp_path: Path) -> None:
     urls = {"0": 'http://a/"q"', "1": "http://b/back\\slash", "2": "http://c/ü", "3": "http://d/plain"}
     path.write_bytes(b"".join(encode_record(k, u) for k, u in urls.items()))
     assert load_records(str(path)) == urls
+
+
+def test_raw_control_characters_are_corruption(tmp_path: Path) -> None:
+    """A record with a raw control character is refused as JSON would, whichever parser reads it."""
+    path = tmp_path / "store.json"
+    path.write_bytes(b'{"key":"0","url":"http://a.example/\x01x"}\n')
+    with pytest.raises(CorruptDataFile, match="line 1"):
+        load_records(str(path))
+
+
+def test_a_second_writer_on_the_same_file_is_refused(tmp_path: Path) -> None:
+    """Two masters on one data file would hand out the same keys: the second open fails clearly."""
+    path = str(tmp_path / "store.json")
+    first = OSRecordFile(path)
+    with pytest.raises(OSError, match="in use by another goto process"):
+        OSRecordFile(path)
+    first.close()
+    OSRecordFile(path).close()

@@ -89,3 +89,48 @@ def test_corrupt_data_file_stops_start_up_with_a_clear_message(tmp_path: Path) -
     with pytest.raises(SystemExit) as exited:
         makeService(parse("--file", str(data)), reactor=MemoryReactor())
     assert f"{data}, line 2" in str(exited.value.code)
+
+
+def test_master_option_makes_a_slave_that_writes_no_file(tmp_path: Path) -> None:
+    """--master wires a ProxyStore and never touches the data file."""
+    reactor = MemoryReactor()
+    data = tmp_path / "s.json"
+    service = makeService(parse("--master", "127.0.0.1:8081", "--file", str(data)), reactor=reactor)
+    assert isinstance(service, MultiService)
+    assert not any(isinstance(child, AppendLog) for child in service)
+    service.startService()
+    service.stopService()
+    assert not data.exists()
+
+
+def test_slave_refuses_master_only_options() -> None:
+    """--rpc and --fsync make no sense on a slave; saying so beats silently ignoring them."""
+    for flag in ("--rpc", "--fsync"):
+        with pytest.raises(usage.UsageError, match="slave"):
+            parse("--master", "127.0.0.1:8081", flag)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--master", "not a url"],
+        ["--cache-size", "0"],
+        ["--cache-size", "many"],
+        ["--rpc-timeout", "-1"],
+        ["--rpc-secret-file", "/nonexistent/secret"],
+    ],
+)
+def test_bad_option_values_are_usage_errors(args: list[str]) -> None:
+    """Bad values are refused at start-up with a usage error naming the option."""
+    with pytest.raises(usage.UsageError):
+        parse(*args)
+
+
+def test_secret_file_is_read_and_stripped(tmp_path: Path) -> None:
+    """The secret is the file's one word; an empty file is refused (an empty secret guards nothing)."""
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret\n")
+    assert parse("--rpc-secret-file", str(secret))["rpc-secret"] == b"s3cret"
+    secret.write_text("\n")
+    with pytest.raises(usage.UsageError, match="printable"):
+        parse("--rpc-secret-file", str(secret))

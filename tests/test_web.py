@@ -203,3 +203,10 @@ def test_client_that_leaves_cancels_the_lookup() -> None:
     client.stub.flush()
     assert cancelled == [True]
     assert failure_of(response)
+
+
+def test_head_add_stores_nothing(client: Client, store: URLStore) -> None:
+    """HEAD is safe: a link checker probing /add?url=... must not create a link."""
+    status, _, body = client.request("HEAD", "/add?url=http%3A%2F%2Fhead.example%2F")
+    assert (status, body) == (200, b"")
+    assert store.count() == 0

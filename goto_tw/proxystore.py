@@ -1,0 +1,195 @@
+"""The slave's store: a bounded LRU cache in front of the master's store (goto's ``ProxyStore``).
+
+``get`` answers from the cache, else asks the master once (however many requests want the same key
+at the same moment) and caches the answer; ``put`` goes to the master and caches the pair it
+confirms. Nothing enters the cache that the master did not confirm.
+
+Production behaviour beyond the seed:
+
+- The cache holds at most ``cache_size`` pairs, dropping the least recently used.
+- "No such key" is remembered for ``negative_ttl`` seconds only: a key added through another slave
+  becomes visible soon, yet a flood of lookups for one unknown key costs the master one call per
+  ``negative_ttl``, not one per request.
+- When the master does not answer, the slave says so once in its log, answers what it has cached,
+  and fails everything else at once (503) instead of making each request wait for a timeout; one
+  probe call per ``retry_interval`` finds out when the master is back, and it says so once.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from goto_tw.errors import GotoError, KeyNotFound, MasterUnreachable
+from goto_tw.fanout import SharedResult
+from goto_tw.interfaces import IURLStore
+from goto_tw.urls import validate_url
+
+log = Logger()
+
+
+class CacheStats:
+    """Counters a metrics exporter can read: hits, misses and evictions of the cache."""
+
+    def __init__(self) -> None:
+        self.hits = 0
+        self.misses = 0
+        self.evictions = 0
+
+
+@implementer(IURLStore)
+class ProxyStore:
+    """A caching, coalescing, master-outage-aware :class:`IURLStore` over a remote one."""
+
+    def __init__(
+        self,
+        master: IURLStore,
+        clock: IReactorTime,
+        *,
+        cache_size: int = 100_000,
+        negative_ttl: float = 1.0,
+        retry_interval: float = 1.0,
+    ) -> None:
+        if cache_size < 1:
+            raise ValueError("the cache must hold at least one pair")
+        self._master = master
+        self._clock = clock
+        self._cache_size = cache_size
+        self._negative_ttl = negative_ttl
+        self._retry_interval = retry_interval
+        self._cache: OrderedDict[str, str] = OrderedDict()
+        self._unknown_until: OrderedDict[str, float] = OrderedDict()
+        self._gets: dict[str, SharedResult[str]] = {}
+        self._puts: dict[str, SharedResult[str]] = {}
+        self._master_down_since: float | None = None
+        self._next_probe_at = 0.0
+        self._probing = False
+        self.stats = CacheStats()
+
+    # --- IURLStore -------------------------------------------------------------------------------
+
+    def count(self) -> int:
+        """Return how many pairs are cached."""
+        return len(self._cache)
+
+    def lookup(self, key: str) -> str | None:
+        """Return the cached URL for ``key`` or ``None``, synchronously (for the hot path)."""
+        url = self._cache.get(key)
+        if url is not None:
+            self._cache.move_to_end(key)
+            self.stats.hits += 1
+        return url
+
+    def get(self, key: str) -> Deferred[str]:
+        """Answer from the cache, else from the master (one call for concurrent misses of a key)."""
+        url = self.lookup(key)
+        if url is not None:
+            return succeed(url)
+        self.stats.misses += 1
+        unknown_until = self._unknown_until.get(key)
+        if unknown_until is not None:
+            if self._clock.seconds() < unknown_until:
+                return fail(KeyNotFound(f"no link is stored under {key!r}"))
+            del self._unknown_until[key]
+        pending = self._gets.get(key)
+        if pending is None:
+            asked = self._ask_master(lambda: self._master.get(key))
+            if asked is None:
+                return self._unreachable()
+            asked.addCallbacks(self._got, self._not_got, callbackArgs=(key,), errbackArgs=(key,))
+            pending = SharedResult(asked)
+            if not pending.done:
+                self._gets[key] = pending
+        return pending.wait()
+
+    def put(self, url: str) -> Deferred[str]:
+        """Store ``url`` on the master and cache the pair it confirms."""
+        try:
+            url = validate_url(url)
+        except GotoError:
+            return fail()
+        pending = self._puts.get(url)
+        if pending is None:
+            asked = self._ask_master(lambda: self._master.put(url))
+            if asked is None:
+                return self._unreachable()
+            asked.addBoth(self._put_done, url)
+            pending = SharedResult(asked)
+            if not pending.done:
+                self._puts[url] = pending
+        return pending.wait()
+
+    # --- the cache -------------------------------------------------------------------------------
+
+    def _remember(self, key: str, url: str) -> None:
+        self._cache[key] = url
+        self._cache.move_to_end(key)
+        self._unknown_until.pop(key, None)
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+            self.stats.evictions += 1
+
+    def _got(self, url: str, key: str) -> str:
+        self._gets.pop(key, None)
+        self._remember(key, url)
+        return url
+
+    def _not_got(self, failure: Failure, key: str) -> Failure:
+        self._gets.pop(key, None)
+        if failure.check(KeyNotFound) and self._negative_ttl > 0:
+            self._unknown_until[key] = self._clock.seconds() + self._negative_ttl
+            if len(self._unknown_until) > self._cache_size:
+                self._unknown_until.popitem(last=False)
+        return failure
+
+    def _put_done(self, result: str | Failure, url: str) -> str | Failure:
+        self._puts.pop(url, None)
+        if not isinstance(result, Failure):
+            self._remember(result, url)
+        return result
+
+    # --- the master's health ---------------------------------------------------------------------
+
+    @property
+    def master_reachable(self) -> bool:
+        """False from the first unanswered call until the master answers again."""
+        return self._master_down_since is None
+
+    def _ask_master(self, call: Callable[[], Deferred[str]]) -> Deferred[str] | None:
+        """Make ``call`` unless the master is known to be down and this is not the time to probe."""
+        if self._master_down_since is not None:
+            if self._probing or self._clock.seconds() < self._next_probe_at:
+                return None
+            self._probing = True
+        asked = call()
+        asked.addBoth(self._note_master_health)
+        return asked
+
+    def _note_master_health(self, result: object) -> object:
+        self._probing = False
+        now = self._clock.seconds()
+        if isinstance(result, Failure) and result.check(MasterUnreachable):
+            self._next_probe_at = now + self._retry_interval
+            if self._master_down_since is None:
+                self._master_down_since = now
+                log.error(
+                    "The master is unreachable ({error}); serving cached keys only, "
+                    "answering 503 for the rest until it is back",
+                    error=result.value,
+                )
+        elif self._master_down_since is not None:
+            log.info(
+                "The master answers again after {seconds:.1f} s",
+                seconds=now - self._master_down_since,
+            )
+            self._master_down_since = None
+        return result
+
+    def _unreachable(self) -> Deferred[str]:
+        return fail(MasterUnreachable("the master is unreachable; try again shortly"))

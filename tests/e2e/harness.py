@@ -1,0 +1,431 @@
+"""Start real ``twistd -n goto`` processes on loopback and talk HTTP to them, synchronously.
+
+End-to-end tests use this module from plain (non-reactor) pytest functions:
+
+- :class:`GotoProcess` runs one ``twistd -n --pidfile= goto ...`` child in a directory of its own,
+  with its output (stdout and stderr together) going to a file there, never to a pipe that could
+  fill up and stall the child. It listens on ``tcp:0`` unless told otherwise, and learns its port
+  from the ``Site starting on PORT`` line twistd logs: race-free, and the readiness signal too,
+  since the product listens only once its data file is loaded.
+- :func:`request` and its shortcuts are a tiny blocking HTTP client on :mod:`http.client` that never
+  follows redirects (a test must see the 302 and its ``Location``) and always has a timeout.
+
+Every wait here polls with short sleeps until a deadline; nothing sleeps a fixed time and hopes.
+"""
+
+from __future__ import annotations
+
+import atexit
+import http.client
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from email.message import Message
+from pathlib import Path
+from types import TracebackType
+from typing import NamedTuple, TypeVar
+
+#: The twistd of the interpreter running the tests, so the children run the code under test.
+TWISTD = Path(sys.executable).parent / "twistd"
+
+#: Listen on a port the OS picks, on loopback only.
+LOOPBACK_ANY_PORT = "tcp:0:interface=127.0.0.1"
+
+#: The ``HOST[:PORT]`` written into short URLs unless a test asks for another.
+DEFAULT_HOST = "short.test"
+
+#: Seconds a process gets to start listening, to stop after SIGTERM, or to exit on its own.
+START_TIMEOUT = 10.0
+STOP_TIMEOUT = 10.0
+#: Seconds a single HTTP request may take.
+HTTP_TIMEOUT = 5.0
+
+#: Seconds between two looks at a child's output while waiting: short, so waits end promptly.
+_POLL_INTERVAL = 0.01
+
+#: twistd logs this line (with the real port) once a ``Site`` listens; one per listening site.
+_LISTENING = re.compile(r"Site starting on (\d+)\n")
+
+T = TypeVar("T")
+
+
+class GotoProcessError(AssertionError):
+    """A child did not do what the test waited for (start, exit); the message holds its output.
+
+    An ``AssertionError``, so pytest reports it as a test failure with the output in full.
+    """
+
+
+def poll_until(check: Callable[[], T | None], timeout: float, what: str) -> T:
+    """Call ``check`` every few milliseconds until it returns something other than ``None``.
+
+    Returns that value, or raises :class:`TimeoutError` naming ``what`` once ``timeout`` seconds
+    have passed (``check`` is always called at least once, and once more at the deadline).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result is not None:
+            return result
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(min(_POLL_INTERVAL, remaining))
+
+
+# Every started process, so that one a test forgot is still killed when the interpreter exits.
+_live: weakref.WeakSet[GotoProcess] = weakref.WeakSet()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for process in list(_live):
+        process.kill()
+
+
+class GotoProcess:
+    """One ``twistd -n --pidfile= goto`` child process listening on loopback.
+
+    Construction only records the command; :meth:`start` (or ``with``) runs it. The child runs
+    with its current directory set to a fresh directory under ``workdir`` (so ``twistd.pid`` or
+    ``dropin.cache`` never land in the repository, and several processes can share ``workdir``),
+    and its output goes to ``output.log`` in that directory.
+
+    The command is ``twistd -n --pidfile= goto --http HTTP --file DATA_FILE --host HOST ARGS...``,
+    leaving out ``--http``, ``--file`` or ``--host`` when the argument is ``None``; ``args`` are any
+    further plugin options (``"--rpc"``, ``"--master", "127.0.0.1:8080"``...). ``env`` adds to (or
+    overrides) the test process's environment, which the child otherwise inherits unchanged.
+
+    Used as a context manager it starts on entry (unless already started) and stops on exit,
+    killing the child if it does not stop in time, so a failing test never leaves a process behind.
+    A process runs once; :meth:`respawn` makes a new one with the same command, for restarts.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        *args: str,
+        data_file: Path | None,
+        http: str | None = LOOPBACK_ANY_PORT,
+        host: str | None = DEFAULT_HOST,
+        name: str = "goto",
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.workdir = Path(workdir)
+        self.args: tuple[str, ...] = args
+        self.data_file = None if data_file is None else Path(data_file).absolute()
+        self.http = http
+        self.host = host
+        self.name = name
+        self.env = env
+        #: The child's own directory (its cwd) and output file; set by :meth:`start`.
+        self.rundir: Path | None = None
+        self.output_path: Path | None = None
+        self._popen: subprocess.Popen[bytes] | None = None
+        #: Set by :meth:`stop` when SIGTERM was not enough and the child had to be killed.
+        self.stop_timed_out = False
+
+    @property
+    def command(self) -> list[str]:
+        """The full command line the child runs (or will run)."""
+        command = [str(TWISTD), "-n", "--pidfile=", "goto"]
+        if self.http is not None:
+            command += ["--http", self.http]
+        if self.data_file is not None:
+            command += ["--file", str(self.data_file)]
+        if self.host is not None:
+            command += ["--host", self.host]
+        return command + list(self.args)
+
+    def start(self) -> GotoProcess:
+        """Start the child and return ``self`` at once, without waiting for it to listen."""
+        if self._popen is not None:
+            raise RuntimeError(f"{self.name} was already started; respawn() makes a new process")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.rundir = Path(tempfile.mkdtemp(prefix=f"{self.name}-", dir=self.workdir))
+        self.output_path = self.rundir / "output.log"
+        env = None if self.env is None else {**os.environ, **self.env}
+        with open(self.output_path, "wb") as output:
+            # The child holds its own copy of the descriptor; ours is closed on leaving the block.
+            self._popen = subprocess.Popen(
+                self.command,
+                cwd=self.rundir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        _live.add(self)
+        return self
+
+    def respawn(self, *, keep_port: bool = False) -> GotoProcess:
+        """Return a new, unstarted process with the same command, data file and options.
+
+        Meant for restarts once this one has stopped. With ``keep_port=True`` it listens on the
+        port this one had (which must be known, see :attr:`port`) rather than a new one, for tests
+        where other processes must find it at the same address again.
+        """
+        http = self.http
+        if keep_port:
+            http = f"tcp:{self.port}:interface=127.0.0.1"
+        return GotoProcess(
+            self.workdir,
+            *self.args,
+            data_file=self.data_file,
+            http=http,
+            host=self.host,
+            name=self.name,
+            env=self.env,
+        )
+
+    def __enter__(self) -> GotoProcess:
+        if self._popen is None:
+            self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def pid(self) -> int:
+        """The child's process id."""
+        return self._started().pid
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status if the child has exited (``-N`` for signal N, as ``subprocess`` says)."""
+        return self._started().poll()
+
+    def output(self) -> str:
+        """Everything the child has written so far (stdout and stderr), for assertions and messages."""
+        self._started()
+        assert self.output_path is not None
+        return self.output_path.read_bytes().decode("utf-8", errors="replace")
+
+    def ports(self) -> list[int]:
+        """The ports of every site the child has logged as listening so far, in order."""
+        return [int(port) for port in _LISTENING.findall(self.output())]
+
+    @property
+    def port(self) -> int:
+        """The port of the first site the child listens on; call :meth:`wait_ready` first."""
+        ports = self.ports()
+        if not ports:
+            raise GotoProcessError(f"{self.name} is not listening (yet):\n{self.output()}")
+        return ports[0]
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT`` of the first listening site (no trailing slash)."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout: float = START_TIMEOUT, *, listeners: int = 1) -> int:
+        """Wait until ``listeners`` sites listen and return the first one's port.
+
+        Raises :class:`GotoProcessError` with the child's output if it exits first or does not get
+        there within ``timeout`` seconds.
+        """
+
+        def check() -> int | None:
+            ports = self.ports()
+            if len(ports) >= listeners:
+                return ports[0]
+            if self.returncode is not None:
+                raise GotoProcessError(
+                    f"{self.name} exited with status {self.returncode} before listening:\n{self.output()}"
+                )
+            return None
+
+        try:
+            return poll_until(check, timeout, f"{self.name} to listen")
+        except TimeoutError as exc:
+            raise GotoProcessError(f"{exc}; its output:\n{self.output()}") from None
+
+    def wait_exit(self, timeout: float = STOP_TIMEOUT) -> int:
+        """Wait until the child exits of its own accord and return its exit status.
+
+        Raises :class:`GotoProcessError` with its output if it is still running after ``timeout``
+        seconds (the child is left running: the fixture or ``with`` block stops it).
+        """
+        try:
+            return self._started().wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise GotoProcessError(
+                f"{self.name} still running after {timeout:g}s; its output:\n{self.output()}"
+            ) from None
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int:
+        """Stop the child with SIGTERM, SIGKILL it if it has not exited after ``timeout`` seconds.
+
+        Returns the exit status (``-SIGTERM`` for a clean twistd shutdown, ``-SIGKILL`` if it had
+        to be killed). Harmless on a process that has already exited or was never started.
+        """
+        if self._popen is None:
+            return 0
+        if self._popen.poll() is None:
+            self._popen.send_signal(signal.SIGTERM)
+            try:
+                self._popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.stop_timed_out = True
+                self.kill()
+        return self._popen.wait()
+
+    def kill(self) -> int:
+        """SIGKILL the child at once (a crash: no shutdown code runs) and return its exit status."""
+        if self._popen is None:
+            return 0
+        if self._popen.poll() is None:
+            self._popen.kill()
+        return self._popen.wait()
+
+    def _started(self) -> subprocess.Popen[bytes]:
+        if self._popen is None:
+            raise RuntimeError(f"{self.name} has not been started")
+        return self._popen
+
+    def __repr__(self) -> str:
+        state = "not started" if self._popen is None else f"pid {self._popen.pid}"
+        return f"<GotoProcess {self.name} ({state})>"
+
+
+class GotoProcesses:
+    """Starts :class:`GotoProcess` children in one ``workdir`` and stops every one of them at the end.
+
+    The ``goto_processes`` fixture is one of these: ``start = goto_processes`` then
+    ``master = start("--rpc", data_file=path)``. Calling it (or :meth:`start`) starts a process and,
+    by default, waits until it listens; :meth:`restart` replaces one with a fresh process on the
+    same command and data file. :meth:`stop_all` stops them all, newest first.
+    """
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = Path(workdir)
+        #: Every process started here, oldest first.
+        self.processes: list[GotoProcess] = []
+
+    def start(
+        self,
+        *args: str,
+        data_file: Path | None,
+        http: str | None = LOOPBACK_ANY_PORT,
+        host: str | None = DEFAULT_HOST,
+        name: str = "goto",
+        env: Mapping[str, str] | None = None,
+        wait: bool = True,
+    ) -> GotoProcess:
+        """Start ``twistd goto ARGS...`` (see :class:`GotoProcess`); with ``wait``, return once it listens."""
+        process = GotoProcess(
+            self.workdir, *args, data_file=data_file, http=http, host=host, name=name, env=env
+        )
+        return self._run(process, wait)
+
+    __call__ = start
+
+    def restart(self, process: GotoProcess, *, keep_port: bool = False, wait: bool = True) -> GotoProcess:
+        """Stop ``process`` (SIGTERM) unless it has exited, then start and return its respawn."""
+        process.stop()
+        return self._run(process.respawn(keep_port=keep_port), wait)
+
+    def _run(self, process: GotoProcess, wait: bool) -> GotoProcess:
+        self.processes.append(process)
+        process.start()
+        if wait:
+            process.wait_ready()
+        return process
+
+    def stop_all(self) -> list[GotoProcess]:
+        """Stop every process, newest first; return those that ignored SIGTERM and had to be killed."""
+        for process in reversed(self.processes):
+            process.stop()
+        return [process for process in self.processes if process.stop_timed_out]
+
+
+class Reply(NamedTuple):
+    """An HTTP answer: status, headers (case-insensitive ``get``) and the whole body."""
+
+    status: int
+    headers: Message
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        """The body decoded as UTF-8."""
+        return self.body.decode("utf-8")
+
+
+def request(
+    method: str,
+    url: str,
+    *,
+    body: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = HTTP_TIMEOUT,
+) -> Reply:
+    """Send one request on a new connection and return the answer; redirects are not followed.
+
+    ``url`` is absolute (``http://127.0.0.1:PORT/path?query``). Connection errors and timeouts
+    propagate as ``OSError`` / ``http.client.HTTPException``.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "http" or parts.hostname is None:
+        raise ValueError(f"not an absolute http:// URL: {url!r}")
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        connection.request(method, target, body=body, headers=dict(headers or {}))
+        response = connection.getresponse()
+        return Reply(response.status, response.msg, response.read())
+    finally:
+        connection.close()
+
+
+def get(url: str, *, timeout: float = HTTP_TIMEOUT) -> Reply:
+    """``GET url`` without following redirects."""
+    return request("GET", url, timeout=timeout)
+
+
+def post_form(
+    url: str, fields: Mapping[str, str] | Sequence[tuple[str, str]], *, timeout: float = HTTP_TIMEOUT
+) -> Reply:
+    """``POST`` ``fields`` to ``url`` as ``application/x-www-form-urlencoded`` (UTF-8)."""
+    body = urllib.parse.urlencode(fields).encode("ascii")
+    return request(
+        "POST",
+        url,
+        body=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        timeout=timeout,
+    )
+
+
+def add_url(base_url: str, long_url: str, *, method: str = "GET", timeout: float = HTTP_TIMEOUT) -> Reply:
+    """Ask the service at ``base_url`` to shorten ``long_url`` with ``GET /add?url=`` or ``POST /add``."""
+    if method == "GET":
+        return get(f"{base_url}/add?{urllib.parse.urlencode({'url': long_url})}", timeout=timeout)
+    if method == "POST":
+        return post_form(f"{base_url}/add", {"url": long_url}, timeout=timeout)
+    raise ValueError(f"/add takes GET or POST, not {method!r}")
+
+
+def key_of(short_url: str, host: str = DEFAULT_HOST) -> str:
+    """Return the key of a short URL ``http://HOST/KEY`` (trailing newline allowed).
+
+    Raises ``AssertionError`` if ``short_url`` does not have exactly that form for ``host``.
+    """
+    match = re.fullmatch(rf"http://{re.escape(host)}/([0-9A-Za-z]+)\n?", short_url)
+    assert match is not None, f"not a short URL for host {host!r}: {short_url!r}"
+    return match.group(1)

@@ -1,0 +1,192 @@
+"""XML-RPC: the master's ``/RPC2`` resource, and the slave's RemoteStore talking to it (no sockets)."""
+
+from __future__ import annotations
+
+import xmlrpc.client as xmlrpclib
+from typing import Any, cast
+
+import pytest
+from treq.testing import StubTreq
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from goto_tw.errors import InvalidURL, KeyNotFound, MasterUnreachable, NotAuthorized, StoreUnavailable
+from goto_tw.remote import HTTPPoster, RemoteStore, master_rpc_url
+from goto_tw.rpc import RPCResource
+from goto_tw.store import URLStore
+from tests.fakes import ManualLog
+from tests.helpers import failure_of, has_fired, result_of
+
+RPC_URL = "http://master.test:8081/RPC2"
+
+
+def rpc_site(store: URLStore, secret: bytes | None = None) -> Resource:
+    root = Resource()
+    root.putChild(b"RPC2", RPCResource(store, secret))
+    return root
+
+
+class Master:
+    """A master's RPC resource behind StubTreq, and a RemoteStore pointed at it."""
+
+    def __init__(
+        self, store: URLStore, secret: bytes | None = None, client_secret: bytes | None = None
+    ) -> None:
+        self.stub: Any = StubTreq(rpc_site(store, secret))  # its methods are generated, so untyped
+        self.clock = Clock()
+        self.remote = RemoteStore(
+            cast(HTTPPoster, self.stub), RPC_URL, self.clock, timeout=5.0, secret=client_secret
+        )
+
+    def settle(self, deferred: Deferred[Any]) -> Deferred[Any]:
+        for _ in range(3):
+            self.stub.flush()
+        return deferred
+
+    def raw_call(self, body: bytes, headers: dict[bytes, list[bytes]] | None = None) -> tuple[int, bytes]:
+        response = self.settle(self.stub.post(RPC_URL, data=body, headers=headers or {}))
+        answered = result_of(response)
+        return answered.code, result_of(self.settle(answered.content()))
+
+
+def test_put_then_get_over_rpc() -> None:
+    """Store.Put answers the key; Store.Get answers the URL: the store round-trips over XML-RPC."""
+    store = URLStore()
+    master = Master(store)
+    key = result_of(master.settle(master.remote.put("http://example.com/a")))
+    assert key == "0"
+    assert result_of(master.settle(master.remote.get(key))) == "http://example.com/a"
+
+
+@pytest.mark.parametrize(
+    ("method", "argument", "error"),
+    [("get", "nope", KeyNotFound), ("put", "ftp://x/", InvalidURL)],
+)
+def test_store_errors_cross_the_wire_as_the_same_errors(
+    method: str, argument: str, error: type[Exception]
+) -> None:
+    """Faults carry stable codes that the client maps back to the store's own errors."""
+    master = Master(URLStore())
+    call = getattr(master.remote, method)(argument)
+    assert failure_of(master.settle(call)).check(error)
+
+
+def test_fault_codes_are_stable_and_documented() -> None:
+    """A plain XML-RPC client sees fault 404 for an unknown key and 400 for a bad URL."""
+    master = Master(URLStore())
+    status, body = master.raw_call(xmlrpclib.dumps(("nope",), "Store.Get").encode())
+    assert status == 200
+    with pytest.raises(xmlrpclib.Fault) as raised:
+        xmlrpclib.loads(body)
+    assert raised.value.faultCode == 404
+    _, body = master.raw_call(xmlrpclib.dumps(("ftp://x/",), "Store.Put").encode())
+    with pytest.raises(xmlrpclib.Fault) as raised:
+        xmlrpclib.loads(body)
+    assert raised.value.faultCode == 400
+    assert "http" in raised.value.faultString
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        xmlrpclib.dumps((), "Store.Get").encode(),
+        xmlrpclib.dumps((1,), "Store.Get").encode(),
+        xmlrpclib.dumps(("a", "b"), "Store.Put").encode(),
+        xmlrpclib.dumps((["x"],), "Store.Put").encode(),
+    ],
+)
+def test_wrong_arguments_are_fault_400(body: bytes) -> None:
+    """Wrong argument counts or types are a client error with a clear fault, not a traceback."""
+    _, answer = Master(URLStore()).raw_call(body)
+    with pytest.raises(xmlrpclib.Fault) as raised:
+        xmlrpclib.loads(answer)
+    assert raised.value.faultCode == 400
+
+
+def test_unknown_method_and_garbage_are_faults() -> None:
+    """An unknown method or a body that is not XML-RPC answers a fault, and the master keeps serving."""
+    master = Master(URLStore())
+    for body in (xmlrpclib.dumps((), "Store.Delete").encode(), b"<not xml", b"\xff\xfe"):
+        status, answer = master.raw_call(body)
+        assert status == 200
+        with pytest.raises(xmlrpclib.Fault):
+            xmlrpclib.loads(answer)
+    assert result_of(master.settle(master.remote.put("http://ok/"))) == "0"
+
+
+def test_disk_failure_on_the_master_is_store_unavailable_on_the_slave() -> None:
+    """The master's 503 (its disk failed) reaches the slave as StoreUnavailable, not as unreachable."""
+    log = ManualLog()
+    master = Master(URLStore(log=log))
+    call = master.remote.put("http://a/")
+    master.settle(call)
+    log.fail_all()
+    failure = failure_of(master.settle(call))
+    assert failure.check(StoreUnavailable)
+    assert not failure.check(MasterUnreachable)
+
+
+def test_secret_is_required_when_configured() -> None:
+    """Without the secret, or with a wrong one, the master answers fault 401 and stores nothing."""
+    store = URLStore()
+    for client_secret in (None, b"wrong"):
+        master = Master(store, secret=b"s3cret", client_secret=client_secret)
+        assert failure_of(master.settle(master.remote.put("http://a/"))).check(NotAuthorized)
+    assert store.count() == 0
+    master = Master(store, secret=b"s3cret", client_secret=b"s3cret")
+    assert result_of(master.settle(master.remote.put("http://a/"))) == "0"
+
+
+def test_unauthorized_calls_are_not_even_parsed() -> None:
+    """The secret is checked before the body is parsed: garbage without it gets the 401 fault."""
+    master = Master(URLStore(), secret=b"s3cret")
+    _, answer = master.raw_call(b"<garbage")
+    with pytest.raises(xmlrpclib.Fault) as raised:
+        xmlrpclib.loads(answer)
+    assert raised.value.faultCode == 401
+
+
+class Silent(Resource):
+    """A master that accepts the request and never answers."""
+
+    isLeaf = True
+
+    def render_POST(self, request: Any) -> object:
+        return NOT_DONE_YET
+
+
+def test_a_master_that_does_not_answer_times_out() -> None:
+    """No answer within the timeout is MasterUnreachable (a 503), never a hang."""
+    clock = Clock()
+    stub: Any = StubTreq(Silent())
+    remote = RemoteStore(stub, RPC_URL, clock, timeout=2.0)
+    call = remote.get("abc")
+    stub.flush()
+    clock.advance(1.9)
+    assert not has_fired(call)
+    clock.advance(0.2)
+    assert failure_of(call).check(MasterUnreachable)
+
+
+def test_a_non_xmlrpc_answer_is_unreachable() -> None:
+    """Something that is not our master on that port (an HTML 404 page) is a 503, not a crash."""
+    stub: Any = StubTreq(Resource())
+    remote = RemoteStore(stub, RPC_URL, Clock(), timeout=2.0)
+    call = remote.get("abc")
+    stub.flush()
+    assert failure_of(call).check(StoreUnavailable)
+
+
+@pytest.mark.parametrize(
+    ("given", "url"),
+    [
+        ("127.0.0.1:8081", "http://127.0.0.1:8081/RPC2"),
+        ("http://m.example:81/RPC2", "http://m.example:81/RPC2"),
+        ("https://m.example/goto/RPC2", "https://m.example/goto/RPC2"),
+    ],
+)
+def test_master_option_forms(given: str, url: str) -> None:
+    """--master takes HOST:PORT or a full RPC URL."""
+    assert master_rpc_url(given) == url
