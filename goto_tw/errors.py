@@ -48,6 +48,14 @@ class MasterUnreachable(StoreUnavailable):
     """A slave could not get an answer from its master (refused, reset, timed out, not XML-RPC)."""
 
 
+class MasterRefused(MasterUnreachable):
+    """The master refused a slave's RPC secret: a deployment mistake, so a 503 for the user.
+
+    For the slave it is as good as an unreachable master: it serves its cache, fails the rest
+    fast, logs the cause once, and notices by itself when the secret is accepted again.
+    """
+
+
 class NotAuthorized(GotoError):
     """The RPC caller did not present the shared secret the master requires."""
 

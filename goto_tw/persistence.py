@@ -13,6 +13,7 @@ import fcntl
 import json
 import os
 import re
+import time
 from typing import Callable, Protocol
 
 from twisted.application.service import Service
@@ -24,6 +25,7 @@ from zope.interface import implementer
 
 from goto_tw.errors import StoreUnavailable
 from goto_tw.interfaces import IRecordLog
+from goto_tw.metrics import Metrics
 
 log = Logger()
 
@@ -197,6 +199,8 @@ class AppendLog(Service):
         *,
         fsync: bool = False,
         run_in_thread: ThreadRunner | None = None,
+        metrics: Metrics | None = None,
+        timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         if fsync and run_in_thread is None:
             raise ValueError("fsync needs a thread runner, so the reactor never waits for the disk")
@@ -204,6 +208,8 @@ class AppendLog(Service):
         self._clock = clock
         self._fsync = fsync
         self._run_in_thread = run_in_thread
+        self._metrics = metrics
+        self._timer = timer
         self._good_size = record_file.size()
         self._needs_repair = False
         self._pending: list[tuple[bytes, Deferred[None]]] = []
@@ -250,9 +256,15 @@ class AppendLog(Service):
             if self._needs_repair:
                 self._file.truncate(self._good_size)
                 self._needs_repair = False
+            started = self._timer()
             self._file.write_all(data)
+            written = self._timer()
             if sync:
                 self._file.sync()
+            if self._metrics is not None:
+                self._metrics.write_latency.observe(written - started)
+                if sync:
+                    self._metrics.fsync_latency.observe(self._timer() - written)
         except OSError as exc:
             self._needs_repair = True
             try:

@@ -33,6 +33,9 @@ from goto_tw.urls import validate_url
 
 log = Logger()
 
+#: The key a health check looks up on the master: reserved, so it can never be stored.
+HEALTH_PROBE_KEY = "_goto_health"
+
 
 class CacheStats:
     """Counters a metrics exporter can read: hits, misses and evictions of the cache."""
@@ -160,6 +163,21 @@ class ProxyStore:
     def master_reachable(self) -> bool:
         """False from the first unanswered call until the master answers again."""
         return self._master_down_since is None
+
+    def check_master(self) -> Deferred[bool]:
+        """Ask the master now whether it serves us: True when it answers a look-up properly.
+
+        The look-up is for a reserved key no one can store, so the proper answer is "unknown key".
+        It bypasses the cache and the fail-fast window, and counts as a probe: a health check
+        also notices that a master is back.
+        """
+        asked = self._master.get(HEALTH_PROBE_KEY)
+        asked.addBoth(self._note_master_health)
+
+        def answered_properly(result: object) -> bool:
+            return isinstance(result, Failure) and bool(result.check(KeyNotFound))
+
+        return asked.addBoth(answered_properly)
 
     def _ask_master(self, call: Callable[[], Deferred[str]]) -> Deferred[str] | None:
         """Make ``call`` unless the master is known to be down and this is not the time to probe."""

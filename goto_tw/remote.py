@@ -19,8 +19,15 @@ from twisted.web.client import RequestTransmissionFailed, ResponseFailed, Respon
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
-from goto_tw.errors import ERRORS_BY_FAULT_CODE, MasterUnreachable, StoreUnavailable
+from goto_tw.errors import (
+    ERRORS_BY_FAULT_CODE,
+    MasterRefused,
+    MasterUnreachable,
+    NotAuthorized,
+    StoreUnavailable,
+)
 from goto_tw.interfaces import IURLStore
+from goto_tw.metrics import Metrics
 
 #: Failures that mean "the master did not answer", as opposed to "the master said no".
 _UNREACHABLE = (
@@ -64,8 +71,10 @@ class RemoteStore:
         *,
         timeout: float,
         secret: bytes | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._http = http
+        self._metrics = metrics
         self._url = url
         self._clock = clock
         self._timeout = timeout
@@ -91,7 +100,21 @@ class RemoteStore:
         answered: Deferred[Any] = self._http.post(self._url, data=body, headers=Headers(self._headers))
         answered.addCallback(self._read)
         answered.addTimeout(self._timeout, self._clock)
-        return answered.addErrback(self._translate, method)
+        answered.addErrback(self._translate, method)
+        if self._metrics is not None:
+            answered.addBoth(self._observe, method, self._clock.seconds())
+        return answered
+
+    def _observe(self, result: object, method: str, started: float) -> object:
+        assert self._metrics is not None
+        if not isinstance(result, Failure):
+            outcome = "ok"
+        elif result.check(MasterUnreachable):
+            outcome = "unreachable"
+        else:
+            outcome = "error"
+        self._metrics.rpc_latency.labels(method, outcome).observe(self._clock.seconds() - started)
+        return result
 
     def _read(self, response: Any) -> Deferred[Any]:
         if response.code != 200:
@@ -113,6 +136,11 @@ def _decode_response(body: bytes) -> Any:
     try:
         (value,), _ = xmlrpclib.loads(body)
     except xmlrpclib.Fault as fault:
+        if fault.faultCode == NotAuthorized.fault_code:
+            # Our own misconfiguration, not the user's fault: they get a 503, the operator a log line.
+            raise MasterRefused(
+                "the master refused this slave's RPC secret (see --rpc-secret-file)"
+            ) from None
         error_class = ERRORS_BY_FAULT_CODE.get(fault.faultCode)
         if error_class is None:
             raise StoreUnavailable(f"the master failed: {fault.faultString}") from None

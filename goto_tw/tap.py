@@ -14,13 +14,17 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.threads import deferToThreadPool
 from twisted.python import usage
 from twisted.web.client import Agent, HTTPConnectionPool
-from twisted.web.server import Site
+from twisted.web.resource import Resource
 
+from goto_tw.api import LinksResource
 from goto_tw.interfaces import IURLStore
+from goto_tw.metrics import Metrics
+from goto_tw.ops import ops_resource
 from goto_tw.persistence import AppendLog, CorruptDataFile, OSRecordFile, load_records
 from goto_tw.proxystore import ProxyStore
 from goto_tw.remote import RemoteStore, master_rpc_url
 from goto_tw.rpc import RPCResource
+from goto_tw.site import GotoSite
 from goto_tw.store import URLStore
 from goto_tw.web import GotoRoot
 
@@ -140,19 +144,35 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
 
         reactor = global_reactor
     top = MultiService()
+    metrics = Metrics("slave" if options["master"] else "master")
     if options["master"]:
-        store: IURLStore = make_slave_store(options, reactor, top)
+        store: IURLStore = make_slave_store(options, reactor, top, metrics)
     else:
-        store = make_master_store(options, reactor, top)
-    root = GotoRoot(store, options["host"])
-    if options["rpc"]:
-        root.putChild(b"RPC2", RPCResource(store, options.get("rpc-secret")))
-    site = Site(root, reactor=reactor)
+        store = make_master_store(options, reactor, top, metrics)
+    rpc = RPCResource(store, options.get("rpc-secret")) if options["rpc"] else None
+    site = GotoSite(make_root(store, options["host"], metrics, rpc), metrics, reactor=reactor)
     StreamServerEndpointService(serverFromString(reactor, options["http"]), site).setServiceParent(top)
     return top
 
 
-def make_master_store(options: Options | dict[str, Any], reactor: Any, parent: MultiService) -> URLStore:
+def make_root(store: IURLStore, host: str, metrics: Metrics, rpc: Resource | None = None) -> Resource:
+    """The resource tree: the front end, the JSON API, ``/_goto/`` and, on a master, ``/RPC2``."""
+    metrics.watch_store(store.count)
+    root = GotoRoot(store, host)
+    api = Resource()
+    root.putChild(b"api", api)
+    version1 = Resource()
+    api.putChild(b"v1", version1)
+    version1.putChild(b"links", LinksResource(store, host))
+    root.putChild(b"_goto", ops_resource(store, metrics))
+    if rpc is not None:
+        root.putChild(b"RPC2", rpc)
+    return root
+
+
+def make_master_store(
+    options: Options | dict[str, Any], reactor: Any, parent: MultiService, metrics: Metrics
+) -> URLStore:
     """Load the data file and start its writer under ``parent``; exit with a clear message if corrupt."""
     try:
         urls = load_records(options["file"])
@@ -166,7 +186,9 @@ def make_master_store(options: Options | dict[str, Any], reactor: Any, parent: M
     return URLStore(urls, record_log)
 
 
-def make_slave_store(options: Options | dict[str, Any], reactor: Any, parent: MultiService) -> ProxyStore:
+def make_slave_store(
+    options: Options | dict[str, Any], reactor: Any, parent: MultiService, metrics: Metrics
+) -> ProxyStore:
     """A caching proxy of the master's store, over a pool of persistent HTTP/1.1 connections."""
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 16
@@ -179,8 +201,11 @@ def make_slave_store(options: Options | dict[str, Any], reactor: Any, parent: Mu
         reactor,
         timeout=timeout,
         secret=options.get("rpc-secret"),
+        metrics=metrics,
     )
-    return ProxyStore(remote, reactor, cache_size=int(options["cache-size"]))
+    store = ProxyStore(remote, reactor, cache_size=int(options["cache-size"]))
+    metrics.watch_cache(lambda: (store.stats.hits, store.stats.misses, store.stats.evictions))
+    return store
 
 
 class ConnectionPoolService(Service):

@@ -79,11 +79,17 @@ def write_error(request: Request, error: GotoError) -> None:
     write_text(request, error.http_status, str(error), headers)
 
 
-def respond_when_ready(request: Request, result: Deferred[T], answer: Callable[[T], None]) -> object:
+def respond_when_ready(
+    request: Request,
+    result: Deferred[T],
+    answer: Callable[[T], None],
+    on_error: Callable[[Request, GotoError], None] = write_error,
+) -> int:
     """Answer ``request`` with ``answer(value)`` once ``result`` fires; return ``NOT_DONE_YET``.
 
-    Store errors become their HTTP status, any other failure a logged 500 with no traceback shown
-    to the client. A client that goes away cancels ``result`` and gets nothing written to it.
+    Store errors are answered by ``on_error`` (their HTTP status), any other failure is a logged 500
+    with no traceback shown to the client. A client that goes away cancels ``result`` and gets
+    nothing written to it.
     """
     gone = False
 
@@ -100,14 +106,9 @@ def respond_when_ready(request: Request, result: Deferred[T], answer: Callable[[
         if gone:
             return
         if isinstance(failure.value, GotoError):
-            if isinstance(failure.value, StoreUnavailable):
-                log.info(
-                    "{method} {uri}: 503: {error}",
-                    method=request.method,
-                    uri=request.uri,
-                    error=failure.value,
-                )
-            write_error(request, failure.value)
+            # No log line per refused request: the access log has the status, and the cause (a
+            # master outage, a disk failure) is logged once where it is detected.
+            on_error(request, failure.value)
         else:
             log.failure("Failed to answer {method} {uri}", failure, method=request.method, uri=request.uri)
             write_text(request, http.INTERNAL_SERVER_ERROR, "Internal error: the server log has the details.")

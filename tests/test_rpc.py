@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from goto_tw.errors import InvalidURL, KeyNotFound, MasterUnreachable, NotAuthorized, StoreUnavailable
+from goto_tw.errors import InvalidURL, KeyNotFound, MasterRefused, MasterUnreachable, StoreUnavailable
 from goto_tw.remote import HTTPPoster, RemoteStore, master_rpc_url
 from goto_tw.rpc import RPCResource
 from goto_tw.store import URLStore
@@ -129,11 +129,14 @@ def test_disk_failure_on_the_master_is_store_unavailable_on_the_slave() -> None:
 
 
 def test_secret_is_required_when_configured() -> None:
-    """Without the secret, or with a wrong one, the master answers fault 401 and stores nothing."""
+    """Without the secret, or with a wrong one, the master refuses and stores nothing; for the slave
+    this is a 503 (its own deployment mistake, not the user's), never a 4xx."""
     store = URLStore()
     for client_secret in (None, b"wrong"):
         master = Master(store, secret=b"s3cret", client_secret=client_secret)
-        assert failure_of(master.settle(master.remote.put("http://a/"))).check(NotAuthorized)
+        failure = failure_of(master.settle(master.remote.put("http://a/")))
+        assert failure.check(MasterRefused)
+        assert isinstance(failure.value, StoreUnavailable)
     assert store.count() == 0
     master = Master(store, secret=b"s3cret", client_secret=b"s3cret")
     assert result_of(master.settle(master.remote.put("http://a/"))) == "0"

@@ -1,0 +1,126 @@
+"""The JSON API: ``POST /api/v1/links`` and ``GET /api/v1/links/KEY``, errors as RFC 9457 problems.
+
+It answers the same store errors as the form (404, 400, 503 with ``Retry-After``) but as
+``application/problem+json``, and refuses what is not a small JSON object naming a ``url`` with a 4xx
+(415 wrong content type, 413 too large, 400 malformed or incomplete), never a 500.
+"""
+
+from __future__ import annotations
+
+import json
+from http import HTTPStatus
+from typing import Any
+
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from goto_tw.errors import GotoError, InvalidURL, StoreUnavailable
+from goto_tw.interfaces import IURLStore
+from goto_tw.keys import is_valid_key
+from goto_tw.urls import validate_url
+from goto_tw.web import RETRY_AFTER_SECONDS, respond_when_ready
+
+#: Largest request body accepted, in bytes: a 4 KiB URL plus JSON framing fits with room to spare.
+MAX_BODY_BYTES = 16 * 1024
+
+
+def write_json(
+    request: Request, status: int, document: dict[str, Any], content_type: bytes = b"application/json"
+) -> None:
+    """Answer ``status`` with ``document`` as JSON and finish the request."""
+    body = json.dumps(document, separators=(",", ":")).encode("utf-8") + b"\n"
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", content_type)
+    request.setHeader(b"content-length", b"%d" % len(body))
+    request.setHeader(b"x-content-type-options", b"nosniff")
+    request.write(body)
+    request.finish()
+
+
+def write_problem(
+    request: Request, status: int, detail: str, headers: dict[bytes, bytes] | None = None
+) -> None:
+    """Answer an RFC 9457 problem document: the status, its title and a human sentence."""
+    for name, value in (headers or {}).items():
+        request.setHeader(name, value)
+    problem = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status, "detail": detail}
+    write_json(request, status, problem, b"application/problem+json")
+
+
+def write_error_problem(request: Request, error: GotoError) -> None:
+    """A store error as a problem document, with ``Retry-After`` for a 503."""
+    headers = {b"retry-after": b"%d" % RETRY_AFTER_SECONDS} if isinstance(error, StoreUnavailable) else {}
+    write_problem(request, error.http_status, str(error), headers)
+
+
+def _method_not_allowed(request: Request, allowed: bytes) -> int:
+    request.setHeader(b"allow", allowed)
+    method = request.method.decode("ascii", "replace")
+    write_problem(request, 405, f"{method} is not allowed here; use {allowed.decode()}")
+    return NOT_DONE_YET
+
+
+class LinksResource(Resource):
+    """``/api/v1/links`` (POST creates) and ``/api/v1/links/KEY`` (GET reads)."""
+
+    isLeaf = True
+
+    def __init__(self, store: IURLStore, host: str) -> None:
+        super().__init__()
+        self._store = store
+        self._host = host
+
+    def render(self, request: Request) -> int:
+        path = request.postpath or []
+        if path in ([], [b""]):
+            if request.method != b"POST":
+                return _method_not_allowed(request, b"POST")
+            return self._create(request)
+        if len(path) == 1:
+            if request.method not in (b"GET", b"HEAD"):
+                return _method_not_allowed(request, b"GET, HEAD")
+            return self._read(request, path[0])
+        write_problem(request, 404, "no such API resource")
+        return NOT_DONE_YET
+
+    def _create(self, request: Request) -> int:
+        content_type = (request.getHeader(b"content-type") or b"").split(b";", 1)[0].strip().lower()
+        if content_type != b"application/json" and not content_type.endswith(b"+json"):
+            write_problem(request, 415, 'send the link as application/json: {"url": "https://..."}')
+            return NOT_DONE_YET
+        assert request.content is not None
+        body = request.content.read(MAX_BODY_BYTES + 1)
+        if len(body) > MAX_BODY_BYTES:
+            write_problem(request, 413, f"the body is larger than {MAX_BODY_BYTES} bytes")
+            return NOT_DONE_YET
+        try:
+            document = json.loads(body)
+        except (ValueError, RecursionError):
+            write_problem(request, 400, "the body is not valid JSON")
+            return NOT_DONE_YET
+        url = document.get("url") if isinstance(document, dict) else None
+        if not isinstance(url, str):
+            write_problem(request, 400, 'the JSON object needs a "url" string')
+            return NOT_DONE_YET
+        try:
+            url = validate_url(url)  # answer the URL as stored (an IRI becomes its ASCII form)
+        except InvalidURL as error:
+            write_error_problem(request, error)
+            return NOT_DONE_YET
+
+        def created(key: str) -> None:
+            request.setHeader(b"location", f"/api/v1/links/{key}".encode("ascii"))
+            write_json(request, 201, {"key": key, "url": url, "short_url": f"http://{self._host}/{key}"})
+
+        return respond_when_ready(request, self._store.put(url), created, on_error=write_error_problem)
+
+    def _read(self, request: Request, segment: bytes) -> int:
+        key = segment.decode("ascii", "replace")
+        if not is_valid_key(key):
+            write_problem(request, 404, f"no link is stored under {key!r}")
+            return NOT_DONE_YET
+
+        def found(url: str) -> None:
+            write_json(request, 200, {"key": key, "url": url})
+
+        return respond_when_ready(request, self._store.get(key), found, on_error=write_error_problem)

@@ -1,0 +1,101 @@
+"""Prometheus metrics: what an operator graphs and alerts on, exposed through ``prometheus-client``.
+
+Counting on the request path is done with plain integers, read by a custom collector only when
+``/_goto/metrics`` is scraped: a redirect must not pay for a lock per label set. Latencies, which are
+rarer (RPC calls, data-file writes), go into ``prometheus_client`` histograms directly. Each process
+has its own registry (not the library's global one), so tests and several stores never mix.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import Callable
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+#: Buckets (seconds) for RPC and disk latencies: from a fast local call to a timed-out one.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """Every metric of one goto process, and the registry ``/_goto/metrics`` renders."""
+
+    def __init__(self, role: str) -> None:
+        self.role = role
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests: Counter[tuple[str, str, int]] = Counter()
+        self.adds = 0
+        self.redirects = 0
+        self._store_size: Callable[[], int] = lambda: 0
+        self._cache_stats: Callable[[], tuple[int, int, int]] | None = None
+        self.rpc_latency = Histogram(
+            "goto_rpc_call_seconds",
+            "Time for a call to the master to be answered (or to fail), by method and outcome.",
+            ["method", "outcome"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.write_latency = Histogram(
+            "goto_data_file_write_seconds",
+            "Time to write one group of records to the data file (and hand it to the OS).",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.fsync_latency = Histogram(
+            "goto_data_file_fsync_seconds",
+            "Time for one fsync of the data file (--fsync).",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(_Collector(self))
+
+    def watch_store(self, size: Callable[[], int]) -> None:
+        """Report ``size()`` as the number of keys held, read at each scrape."""
+        self._store_size = size
+
+    def watch_cache(self, stats: Callable[[], tuple[int, int, int]]) -> None:
+        """Report ``stats()`` as the cache's (hits, misses, evictions), read at each scrape."""
+        self._cache_stats = stats
+
+    def count_request(self, route: str, method: str, status: int) -> None:
+        """Count one finished HTTP request (cheap: called for every request)."""
+        self.requests[(route, method, status)] += 1
+
+    def render(self) -> bytes:
+        """The text exposition format of every metric."""
+        return generate_latest(self.registry)
+
+
+class _Collector(Collector):
+    """Turns the plain counters of :class:`Metrics` into metric families at scrape time."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        metrics = self._metrics
+        requests = CounterMetricFamily(
+            "goto_http_requests",
+            "HTTP requests answered, by route, method and status.",
+            labels=["route", "method", "status"],
+        )
+        for (route, method, status), count in sorted(metrics.requests.items()):
+            requests.add_metric([route, method, str(status)], count)
+        yield requests
+        yield CounterMetricFamily("goto_redirects", "Redirects answered (302).", value=metrics.redirects)
+        yield CounterMetricFamily("goto_adds", "Links added or found (successful adds).", value=metrics.adds)
+        size = GaugeMetricFamily(
+            "goto_store_keys",
+            "Keys held: all of them on a master, the cached ones on a slave.",
+            labels=["role"],
+        )
+        size.add_metric([metrics.role], metrics._store_size())
+        yield size
+        if metrics._cache_stats is not None:
+            hits, misses, evictions = metrics._cache_stats()
+            yield CounterMetricFamily("goto_cache_hits", "Slave cache hits.", value=hits)
+            yield CounterMetricFamily("goto_cache_misses", "Slave cache misses.", value=misses)
+            yield CounterMetricFamily("goto_cache_evictions", "Slave cache evictions (LRU).", value=evictions)

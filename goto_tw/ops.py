@@ -1,0 +1,69 @@
+"""Operations endpoints under ``/_goto/``: ``health`` for load balancers, ``metrics`` for Prometheus."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from goto_tw.api import write_json
+from goto_tw.interfaces import IURLStore
+from goto_tw.metrics import Metrics
+from goto_tw.proxystore import ProxyStore
+from goto_tw.web import respond_when_ready
+
+
+class HealthResource(Resource):
+    """``GET /_goto/health``: 200 with ``{"status", "role", "keys"}``; a slave also says whether its
+    master answers, checked by a call made now (not a guess from past traffic), and answers 503 when
+    it does not, so a load balancer can take it out of rotation.
+    """
+
+    isLeaf = True
+
+    def __init__(self, store: IURLStore) -> None:
+        super().__init__()
+        self._store = store
+
+    def render_GET(self, request: Request) -> int:
+        store = self._store
+        if not isinstance(store, ProxyStore):
+            write_json(request, 200, {"status": "ok", "role": "master", "keys": store.count()})
+            return NOT_DONE_YET
+
+        def answer(reachable: bool) -> None:
+            document: dict[str, Any] = {
+                "status": "ok" if reachable else "master unreachable",
+                "role": "slave",
+                "keys": store.count(),
+                "master_reachable": reachable,
+            }
+            write_json(request, 200 if reachable else 503, document)
+
+        return respond_when_ready(request, store.check_master(), answer)
+
+    render_HEAD = render_GET
+
+
+class MetricsResource(Resource):
+    """``GET /_goto/metrics``: every metric in the Prometheus text format."""
+
+    isLeaf = True
+
+    def __init__(self, metrics: Metrics) -> None:
+        super().__init__()
+        self._metrics = metrics
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
+        return self._metrics.render()
+
+
+def ops_resource(store: IURLStore, metrics: Metrics) -> Resource:
+    """The ``/_goto`` subtree."""
+    ops = Resource()
+    ops.putChild(b"health", HealthResource(store))
+    ops.putChild(b"metrics", MetricsResource(metrics))
+    return ops

@@ -1,0 +1,108 @@
+"""``/_goto/health`` and ``/_goto/metrics``."""
+
+from __future__ import annotations
+
+import json
+
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet.task import Clock
+
+from goto_tw.errors import KeyNotFound, MasterUnreachable
+from goto_tw.metrics import Metrics
+from goto_tw.proxystore import HEALTH_PROBE_KEY, ProxyStore
+from goto_tw.site import GotoSite
+from goto_tw.store import URLStore
+from goto_tw.tap import make_root
+from tests.stub_client import Client
+from tests.test_proxystore import FakeMaster
+from tests.wire import exchange
+
+
+def test_master_health() -> None:
+    """A master is healthy when it serves: 200 with its role and key count."""
+    client = Client(make_root(URLStore({"a": "http://a/"}), "h", Metrics("master")))
+    status, headers, body = client.request("GET", "/_goto/health")
+    assert status == 200
+    assert headers.getRawHeaders("content-type") == ["application/json"]
+    assert json.loads(body) == {"status": "ok", "role": "master", "keys": 1}
+
+
+def slave_client() -> tuple[Client, FakeMaster, ProxyStore]:
+    master = FakeMaster()
+    store = ProxyStore(master, Clock())
+    return Client(make_root(store, "h", Metrics("slave"))), master, store
+
+
+def test_slave_health_asks_the_master_now() -> None:
+    """A slave's health check makes a call to the master; its proper 'unknown key' means healthy."""
+    client, master, _ = slave_client()
+    response = client.start("GET", "/_goto/health")
+    client.stub.flush()
+    [(method, key, _)] = master.calls
+    assert (method, key) == ("get", HEALTH_PROBE_KEY)
+    master.fail(KeyNotFound("no"))
+    status, _, body = client.finish(response)
+    assert status == 200
+    assert json.loads(body) == {"status": "ok", "role": "slave", "keys": 0, "master_reachable": True}
+
+
+def test_slave_health_is_503_without_master_and_recovers() -> None:
+    """A slave whose master does not answer is unhealthy (503); the next check sees it recover."""
+    client, master, store = slave_client()
+    response = client.start("GET", "/_goto/health")
+    client.stub.flush()
+    master.fail(MasterUnreachable("refused"))
+    status, _, body = client.finish(response)
+    assert status == 503
+    assert json.loads(body)["master_reachable"] is False
+    assert not store.master_reachable
+    response = client.start("GET", "/_goto/health")
+    client.stub.flush()
+    master.fail(KeyNotFound("no"))
+    assert client.finish(response)[0] == 200
+    assert store.master_reachable
+
+
+def test_metrics_after_traffic_parse_as_prometheus_text() -> None:
+    """After real requests, /_goto/metrics parses with prometheus_client and counts them."""
+    metrics = Metrics("master")
+    store = URLStore()
+    site = GotoSite(make_root(store, "h", metrics), metrics, reactor=Clock())
+    for request in (
+        b"GET /add?url=https%3A%2F%2Fa.example%2F HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"GET /0 HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"GET /0 HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"GET /zz HTTP/1.1\r\nHost: h\r\n\r\n",
+    ):
+        exchange(site, request)
+    answer = exchange(site, b"GET /_goto/metrics HTTP/1.1\r\nHost: h\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"Content-Type: text/plain; version=" in head
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+    }
+    assert samples[("goto_redirects_total", ())] == 2
+    assert samples[("goto_adds_total", ())] == 1
+    assert samples[("goto_store_keys", (("role", "master"),))] == 1
+    assert (
+        samples[("goto_http_requests_total", (("method", "GET"), ("route", "redirect"), ("status", "404")))]
+        == 1
+    )
+    assert ("goto_data_file_write_seconds_count", ()) in samples
+    assert ("goto_rpc_call_seconds_count", (("method", "Store.Get"), ("outcome", "ok"))) not in samples
+
+
+def test_slave_metrics_include_the_cache() -> None:
+    """A slave exports its cache hits, misses and evictions."""
+    _, master, store = slave_client()
+    metrics = Metrics("slave")
+    metrics.watch_cache(lambda: (store.stats.hits, store.stats.misses, store.stats.evictions))
+    store.get("k")
+    master.answer("http://k/")
+    store.get("k")
+    families = {f.name: f for f in text_string_to_metric_families(metrics.render().decode())}
+    assert families["goto_cache_hits"].samples[0].value == 1
+    assert families["goto_cache_misses"].samples[0].value == 1
+    assert families["goto_cache_evictions"].samples[0].value == 0
