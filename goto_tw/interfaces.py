@@ -29,6 +29,13 @@ class IURLStore(Interface):
         and :class:`~goto_tw.errors.StoreUnavailable` when the pair cannot be stored now.
         """
 
+    def lookup(key: str) -> str | None:
+        """Return the URL under ``key`` if this store holds it locally, else ``None``, at once.
+
+        A synchronous look-up for the redirect fast path; ``None`` means "ask ``get``", not
+        "unknown".
+        """
+
     def count() -> int:
         """Return how many pairs this store holds (for a slave: how many it has cached)."""
 

@@ -1,24 +1,22 @@
-"""The HTTP site: ``twisted.web``'s ``Site`` plus our access log and request metrics.
+"""The HTTP site: ``twisted.web``'s ``Site`` plus the redirect fast path, access log and metrics.
 
-Every finished request passes through :meth:`GotoSite.log` once: it is counted for ``/_goto/metrics``
-and written to the access log as one Common Log Format line, carried by a ``twisted.logger`` event
-whose fields (client, method, path, status, bytes, route) a JSON log shipper can index.
+Every answered request passes through :meth:`GotoSite._record` once, whichever path answered it:
+it is counted for ``/_goto/metrics`` and written to the access log (:mod:`goto_tw.accesslog`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.logger import Logger
-from twisted.web.http import Request, datetimeToLogString
+from twisted.web.http import Request, datetimeToString
 from twisted.web.resource import IResource
 from twisted.web.server import Site
 
+from goto_tw.accesslog import AccessLog, EventAccessLog
+from goto_tw.fastpath import FastRedirectChannel, parse_simple_get, redirect_response
 from goto_tw.keys import is_valid_key
 from goto_tw.metrics import Metrics
-
-access_log = Logger(namespace="goto.access")
 
 #: First path segments with a route name of their own; any other valid key is a redirect.
 _ROUTES = {b"": "form", b"add": "add", b"api": "api", b"RPC2": "rpc", b"_goto": "ops"}
@@ -36,51 +34,83 @@ def route_of(path: bytes) -> str:
         return "other"
 
 
-def _printable(value: bytes) -> str:
-    """Bytes from the client, made safe for one log line (no quotes, controls or newlines)."""
-    text = value.decode("ascii", "backslashreplace")
-    return "".join(ch if " " <= ch < "\x7f" and ch not in '"\\' else f"\\x{ord(ch):02x}" for ch in text)
+def _client_of(address: object) -> str:
+    return address.host if isinstance(address, (IPv4Address, IPv6Address)) else "-"
 
 
 class GotoSite(Site):
-    """A ``Site`` whose access log is a structured event, and which counts every request."""
+    """A ``Site`` with the redirect fast path, our access log, and a count of every request."""
 
-    def __init__(self, resource: IResource, metrics: Metrics, *, reactor: Any, timeout: float = 60) -> None:
+    # A plain HTTP/1.1 channel: no HTTP/2 negotiation wrapper, which only matters over TLS (ALPN).
+    protocol = FastRedirectChannel  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        resource: IResource,
+        metrics: Metrics,
+        *,
+        reactor: Any,
+        lookup: Callable[[str], str | None] | None = None,
+        access_log: AccessLog | None = None,
+        timeout: float = 60,
+    ) -> None:
+        """``lookup(key)`` answers a URL the store holds locally, or ``None``; without it there is
+        no fast path (every request takes twisted.web's general path). ``timeout`` closes idle
+        connections, so slow or silent clients cannot hold sockets for ever."""
         super().__init__(resource, reactor=reactor, timeout=timeout)
         self.metrics = metrics
+        self.access_log: AccessLog = access_log if access_log is not None else EventAccessLog(reactor)
+        self._lookup: Callable[[str], str | None] = lookup or (lambda key: None)
         self._clock = reactor
-        self._log_second = -1
-        self._log_time = ""
+        self._date_second = -1
+        self._date = b""
 
     def log(self, request: Request) -> None:
-        method = request.method.decode("ascii", "replace")
-        route = route_of(request.uri)
-        status = request.code
+        """twisted.web's hook, called once per finished request of the general path."""
+        self._record(
+            _client_of(request.getClientAddress()),
+            request.method.decode("ascii", "replace"),
+            request.uri,
+            request.clientproto,
+            request.code,
+            request.sentLength or "-",
+        )
+
+    def fast_redirect(self, head: bytes, channel: FastRedirectChannel) -> bytes | None:
+        """Answer a request head on the fast path, or ``None`` to leave it to twisted.web.
+
+        Called by :class:`~goto_tw.fastpath.FastRedirectChannel`; logs and counts what it answers
+        exactly as :meth:`log` does for the general path.
+        """
+        parsed = parse_simple_get(head)
+        if parsed is None:
+            return None
+        method, key = parsed
+        url = self._lookup(key)
+        if url is None:
+            return None
+        now = self._clock.seconds()
+        if int(now) != self._date_second:
+            self._date_second = int(now)
+            self._date = datetimeToString(now)
+        client = channel.client
+        if client is None:
+            client = channel.client = _client_of(channel.transport.getPeer())  # type: ignore[union-attr]
+        metrics = self.metrics
+        metrics.count_request("redirect", method, 302)
+        metrics.redirects += 1
+        self.access_log.record(client, method, b"/" + key.encode("ascii"), b"HTTP/1.1", 302, "-", "redirect")
+        return redirect_response(url.encode("ascii"), self._date)
+
+    def _record(
+        self, client: str, method: str, path: bytes, protocol: bytes, status: int, size: int | str
+    ) -> None:
+        """Count one answered request and write its access-log line."""
+        route = route_of(path)
         metrics = self.metrics
         metrics.count_request(route, method, status)
         if status == 302 and route == "redirect":
             metrics.redirects += 1
         elif (status == 200 and route == "add" and method != "HEAD") or (status == 201 and route == "api"):
             metrics.adds += 1
-        address = request.getClientAddress()
-        client = address.host if isinstance(address, (IPv4Address, IPv6Address)) else "-"
-        access_log.info(
-            '{client} - - [{when}] "{method} {path} {protocol}" {status} {size}',
-            client=client,
-            when=self._timestamp(),
-            method=_printable(request.method),
-            path=_printable(request.uri),
-            protocol=_printable(request.clientproto),
-            status=status,
-            size=request.sentLength or "-",
-            route=route,
-        )
-
-    def _timestamp(self) -> str:
-        """The Common Log Format time, formatted once per second at most."""
-        now = self._clock.seconds()
-        second = int(now)
-        if second != self._log_second:
-            self._log_second = second
-            self._log_time = datetimeToLogString(now)[1:-1]
-        return self._log_time
+        self.access_log.record(client, method, path, protocol, status, size, route)

@@ -16,6 +16,7 @@ from twisted.python import usage
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.resource import Resource
 
+from goto_tw.accesslog import make_access_log
 from goto_tw.api import LinksResource
 from goto_tw.interfaces import IURLStore
 from goto_tw.metrics import Metrics
@@ -119,6 +120,13 @@ class Options(usage.Options):
             None,
             "File holding the shared RPC secret: required by a master, sent by a slave.",
         ],
+        [
+            "access-log",
+            None,
+            "-",
+            "Access log (Common Log Format): '-' standard output, a file path, 'events' (twisted.logger "
+            "events with fields, for JSON logs), or 'none'.",
+        ],
     ]
     optFlags = [
         ["rpc", None, "Master: serve the store over XML-RPC at /RPC2 (Store.Get, Store.Put) for slaves."],
@@ -149,8 +157,17 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         store: IURLStore = make_slave_store(options, reactor, top, metrics)
     else:
         store = make_master_store(options, reactor, top, metrics)
+    access_log = make_access_log(options["access-log"], reactor)
+    if isinstance(access_log, Service):
+        access_log.setServiceParent(top)  # flushed on stop, after the listener has stopped
     rpc = RPCResource(store, options.get("rpc-secret")) if options["rpc"] else None
-    site = GotoSite(make_root(store, options["host"], metrics, rpc), metrics, reactor=reactor)
+    site = GotoSite(
+        make_root(store, options["host"], metrics, rpc),
+        metrics,
+        reactor=reactor,
+        lookup=store.lookup,
+        access_log=access_log,
+    )
     StreamServerEndpointService(serverFromString(reactor, options["http"]), site).setServiceParent(top)
     return top
 

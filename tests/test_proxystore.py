@@ -30,6 +30,9 @@ class FakeMaster:
     def count(self) -> int:
         return 0
 
+    def lookup(self, key: str) -> str | None:
+        return None
+
     def _call(self, method: str, argument: str) -> Deferred[str]:
         answer: Deferred[str] = Deferred()
         self.calls.append((method, argument, answer))

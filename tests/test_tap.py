@@ -76,7 +76,7 @@ def test_make_service_writer_first_then_listener(tmp_path: Path) -> None:
     assert isinstance(service, MultiService)
     children = list(service)
     assert isinstance(children[0], AppendLog)
-    assert isinstance(children[1], StreamServerEndpointService)
+    assert isinstance(children[-1], StreamServerEndpointService)
     service.startService()
     assert len(reactor.tcpServers) == 1
     service.stopService()

@@ -136,6 +136,9 @@ class BrokenStore:
     def count(self) -> int:
         return 0
 
+    def lookup(self, key: str) -> str | None:
+        return None
+
 
 def test_unexpected_errors_are_500_without_details(log_events: LogCapture) -> None:
     """A bug answers a plain 500 that leaks nothing; the traceback goes to the log."""

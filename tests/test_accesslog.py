@@ -1,0 +1,60 @@
+"""The access log writers: Common Log Format lines, batched per reactor turn, safe against hostile input."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from twisted.internet.task import Clock
+
+from goto_tw.accesslog import EventAccessLog, LineAccessLog, NoAccessLog, make_access_log, printable
+
+
+def test_lines_are_common_log_format_written_once_per_turn() -> None:
+    """Lines are buffered during a reactor turn and written together at its end."""
+    out = io.StringIO()
+    clock = Clock()
+    clock.advance(1_790_000_000)
+    log = LineAccessLog(out, clock)
+    log.record("192.0.2.1", "GET", b"/abc", b"HTTP/1.1", 302, "-", "redirect")
+    log.record("192.0.2.1", "POST", b"/add", b"HTTP/1.1", 200, 20, "add")
+    assert out.getvalue() == ""
+    clock.advance(0)
+    assert out.getvalue().splitlines() == [
+        '192.0.2.1 - - [21/Sep/2026:14:13:20 +0000] "GET /abc HTTP/1.1" 302 -',
+        '192.0.2.1 - - [21/Sep/2026:14:13:20 +0000] "POST /add HTTP/1.1" 200 20',
+    ]
+
+
+def test_stopping_writes_what_is_buffered(tmp_path: Path) -> None:
+    """A stop (SIGTERM) loses no access-log line."""
+    path = tmp_path / "access.log"
+    log = make_access_log(str(path), Clock())
+    assert isinstance(log, LineAccessLog)
+    log.startService()
+    log.record("192.0.2.1", "GET", b"/abc", b"HTTP/1.1", 302, "-", "redirect")
+    log.stopService()
+    assert path.read_text().endswith('"GET /abc HTTP/1.1" 302 -\n')
+
+
+@pytest.mark.parametrize(
+    ("raw", "safe"),
+    [
+        (b"/abc?x=1", "/abc?x=1"),
+        (b'/a"b', "/a\\x22b"),
+        (b"/a\\b", "/a\\x5cb"),
+        (b"/\xff \x1b", "/\\xff\\x20\\x1b"),
+    ],
+)
+def test_client_bytes_cannot_forge_lines(raw: bytes, safe: str) -> None:
+    """Quotes, backslashes, spaces and control or non-ASCII bytes are escaped."""
+    assert printable(raw) == safe
+
+
+def test_choices() -> None:
+    """--access-log picks the writer: none, events, or lines to stdout or a file."""
+    clock = Clock()
+    assert isinstance(make_access_log("none", clock), NoAccessLog)
+    assert isinstance(make_access_log("events", clock), EventAccessLog)
+    assert isinstance(make_access_log("-", clock), LineAccessLog)
