@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.error import ConnectError, ConnectionClosed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 from twisted.web.client import RequestTransmissionFailed, ResponseFailed, ResponseNeverReceived
 from twisted.web.http_headers import Headers
@@ -39,6 +39,10 @@ _UNREACHABLE = (
     TimeoutError,
     CancelledError,
 )
+
+
+#: Most calls sent in one ``system.multicall`` (the master accepts up to 1000).
+MAX_BATCH = 500
 
 
 def master_rpc_url(master: str) -> str:
@@ -78,6 +82,8 @@ class RemoteStore:
         self._url = url
         self._clock = clock
         self._timeout = timeout
+        self._queue: list[tuple[str, tuple[Any, ...], Deferred[Any]]] = []
+        self._flush_call: IDelayedCall | None = None
         self._headers: dict[bytes, list[bytes]] = {b"content-type": [b"text/xml"]}
         if secret is not None:
             self._headers[b"authorization"] = [b"Bearer " + secret]
@@ -99,7 +105,33 @@ class RemoteStore:
         return None
 
     def call(self, method: str, *params: Any) -> Deferred[Any]:
-        """Call ``method`` on the master; fail with a store error, never with a transport error."""
+        """Call ``method`` on the master; fail with a store error, never with a transport error.
+
+        Calls made in the same reactor turn travel together, as one ``system.multicall`` (at most
+        :data:`MAX_BATCH` each): one request, one connection, one group commit on the master.
+        """
+        answer: Deferred[Any] = Deferred()
+        self._queue.append((method, params, answer))
+        if self._flush_call is None:
+            self._flush_call = self._clock.callLater(0, self._flush)
+        return answer
+
+    def _flush(self) -> None:
+        self._flush_call = None
+        queue, self._queue = self._queue, []
+        for start in range(0, len(queue), MAX_BATCH):
+            batch = queue[start : start + MAX_BATCH]
+            if len(batch) == 1:
+                method, params, answer = batch[0]
+                self._send(method, params).chainDeferred(answer)
+            else:
+                calls = [{"methodName": method, "params": list(params)} for method, params, _ in batch]
+                answers = [answer for _, _, answer in batch]
+                sent = self._send("system.multicall", (calls,))
+                sent.addCallbacks(_distribute, _fail_all, callbackArgs=(answers,), errbackArgs=(answers,))
+
+    def _send(self, method: str, params: tuple[Any, ...]) -> Deferred[Any]:
+        """One XML-RPC request to the master, with its timeout and its metrics."""
         body = xmlrpclib.dumps(params, method).encode("utf-8")
         answered: Deferred[Any] = self._http.post(self._url, data=body, headers=Headers(self._headers))
         answered.addCallback(self._read)
@@ -135,20 +167,45 @@ class RemoteStore:
         return failure
 
 
+def _fault_error(code: object, text: object) -> Exception:
+    """The store error a master's fault stands for."""
+    if code == NotAuthorized.fault_code:
+        # Our own misconfiguration, not the user's fault: they get a 503, the operator a log line.
+        return MasterRefused("the master refused this slave's RPC secret (see --rpc-secret-file)")
+    error_class = ERRORS_BY_FAULT_CODE.get(code) if isinstance(code, int) else None
+    if error_class is None:
+        return StoreUnavailable(f"the master failed: {text}")
+    return error_class(str(text))
+
+
+def _distribute(results: Any, answers: list[Deferred[Any]]) -> None:
+    """Fire each batched call's Deferred with its own result from a multicall answer."""
+    if not isinstance(results, list) or len(results) != len(answers):
+        _fail_all(
+            Failure(MasterUnreachable("the master's multicall answer does not match the calls")), answers
+        )
+        return
+    for result, answer in zip(results, answers):
+        if isinstance(result, list) and len(result) == 1:
+            answer.callback(result[0])
+        elif isinstance(result, dict):
+            answer.errback(_fault_error(result.get("faultCode"), result.get("faultString")))
+        else:
+            answer.errback(MasterUnreachable("the master's multicall answer is malformed"))
+
+
+def _fail_all(failure: Failure, answers: list[Deferred[Any]]) -> None:
+    """Fail every batched call with the failure of their shared request."""
+    for answer in answers:
+        answer.errback(failure)
+
+
 def _decode_response(body: bytes) -> Any:
     """Return the single value of an XML-RPC response, or raise the store error its fault names."""
     try:
         (value,), _ = xmlrpclib.loads(body)
     except xmlrpclib.Fault as fault:
-        if fault.faultCode == NotAuthorized.fault_code:
-            # Our own misconfiguration, not the user's fault: they get a 503, the operator a log line.
-            raise MasterRefused(
-                "the master refused this slave's RPC secret (see --rpc-secret-file)"
-            ) from None
-        error_class = ERRORS_BY_FAULT_CODE.get(fault.faultCode)
-        if error_class is None:
-            raise StoreUnavailable(f"the master failed: {fault.faultString}") from None
-        raise error_class(fault.faultString) from None
+        raise _fault_error(fault.faultCode, fault.faultString) from None
     except Exception as exc:
         raise MasterUnreachable(f"the master's answer is not XML-RPC: {exc}") from None
     return value

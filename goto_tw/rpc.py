@@ -9,13 +9,14 @@ without it cannot even make the master parse XML.
 from __future__ import annotations
 
 import hmac
+import xmlrpc.client as xmlrpclib
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import xmlrpc
-from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.server import Request
 
 from goto_tw.errors import GotoError, InvalidURL, NotAuthorized
 from goto_tw.interfaces import IURLStore
@@ -24,6 +25,8 @@ log = Logger()
 
 #: Fault code for a call with the wrong number or kind of arguments.
 BAD_ARGUMENTS = 400
+#: Most calls one ``system.multicall`` may carry (a slave sends at most this many per batch).
+MAX_MULTICALL = 1000
 
 
 def _as_fault(failure: Failure) -> Failure:
@@ -61,6 +64,51 @@ class StoreHandler(xmlrpc.XMLRPC):
         return self._store.put(url).addErrback(_as_fault)
 
 
+class SystemHandler(xmlrpc.XMLRPC):
+    """The ``system`` sub-handler: ``system.multicall``, the de facto standard way to batch calls.
+
+    A slave sends every call that arrives in one reactor turn as one multicall over one
+    connection; the master runs them concurrently, so the puts in it share one group commit.
+    """
+
+    def __init__(self, parent: xmlrpc.XMLRPC) -> None:
+        super().__init__(allowNone=False)
+        self._parent = parent
+
+    def xmlrpc_multicall(self, *args: Any) -> Deferred[list[Any]]:
+        """Run ``[{"methodName": ..., "params": [...]}, ...]``; answer ``[value]`` or a fault struct each."""
+        if len(args) != 1 or not isinstance(args[0], list):
+            raise xmlrpc.Fault(BAD_ARGUMENTS, "expected one array of calls")
+        calls = args[0]
+        if len(calls) > MAX_MULTICALL:
+            raise xmlrpc.Fault(BAD_ARGUMENTS, f"at most {MAX_MULTICALL} calls in one multicall")
+        return gatherResults([self._one(call) for call in calls])
+
+    def _one(self, call: Any) -> Deferred[Any]:
+        try:
+            if not isinstance(call, dict) or not isinstance(call.get("params"), list):
+                raise xmlrpc.Fault(BAD_ARGUMENTS, "each call needs a methodName and a params array")
+            name = call.get("methodName")
+            if not isinstance(name, str) or name.startswith("system."):
+                raise xmlrpc.Fault(BAD_ARGUMENTS, "not a method that can be batched")
+            method = self._parent.lookupProcedure(name)
+        except xmlrpc.Fault as fault:
+            return succeed(_fault_struct(fault))
+        answered: Deferred[Any] = maybeDeferred(method, *call["params"])
+        return answered.addCallbacks(lambda value: [value], _failure_struct)
+
+
+def _fault_struct(fault: xmlrpc.Fault) -> dict[str, Any]:
+    return {"faultCode": fault.faultCode, "faultString": fault.faultString}
+
+
+def _failure_struct(failure: Failure) -> dict[str, Any]:
+    if isinstance(failure.value, xmlrpc.Fault):
+        return _fault_struct(failure.value)
+    log.failure("An RPC call in a multicall failed", failure)
+    return {"faultCode": xmlrpc.XMLRPC.FAILURE, "faultString": "error"}
+
+
 class RPCResource(xmlrpc.XMLRPC):
     """``/RPC2``: the XML-RPC endpoint, optionally guarded by a shared secret."""
 
@@ -68,16 +116,17 @@ class RPCResource(xmlrpc.XMLRPC):
         super().__init__(allowNone=False)
         self._secret = secret
         self.putSubHandler("Store", StoreHandler(store))
+        self.putSubHandler("system", SystemHandler(self))
 
     def render_POST(self, request: Request) -> Any:
         if self._secret is not None and not self._authorized(request):
             log.warn(
                 "Refused an RPC call without the right secret from {peer}", peer=request.getClientAddress()
             )
-            request.setHeader(b"content-type", b"text/xml; charset=utf-8")
             error = NotAuthorized("the RPC call needs the shared secret (Authorization: Bearer ...)")
-            self._cbRender(xmlrpc.Fault(error.fault_code, str(error)), request)
-            return NOT_DONE_YET
+            body = xmlrpclib.dumps(xmlrpclib.Fault(error.fault_code, str(error)), methodresponse=True)
+            request.setHeader(b"content-type", b"text/xml; charset=utf-8")
+            return body.encode("utf-8")
         return super().render_POST(request)
 
     def _authorized(self, request: Request) -> bool:

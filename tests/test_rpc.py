@@ -41,6 +41,8 @@ class Master:
         )
 
     def settle(self, deferred: Deferred[Any]) -> Deferred[Any]:
+        """Let queued calls go out (one reactor turn) and the stub answer them."""
+        self.clock.advance(0)
         for _ in range(3):
             self.stub.flush()
         return deferred
@@ -166,6 +168,7 @@ def test_a_master_that_does_not_answer_times_out() -> None:
     stub: Any = StubTreq(Silent())
     remote = RemoteStore(stub, RPC_URL, clock, timeout=2.0)
     call = remote.get("abc")
+    clock.advance(0)
     stub.flush()
     clock.advance(1.9)
     assert not has_fired(call)
@@ -176,8 +179,10 @@ def test_a_master_that_does_not_answer_times_out() -> None:
 def test_a_non_xmlrpc_answer_is_unreachable() -> None:
     """Something that is not our master on that port (an HTML 404 page) is a 503, not a crash."""
     stub: Any = StubTreq(Resource())
-    remote = RemoteStore(stub, RPC_URL, Clock(), timeout=2.0)
+    clock = Clock()
+    remote = RemoteStore(stub, RPC_URL, clock, timeout=2.0)
     call = remote.get("abc")
+    clock.advance(0)
     stub.flush()
     assert failure_of(call).check(StoreUnavailable)
 
@@ -193,3 +198,85 @@ def test_a_non_xmlrpc_answer_is_unreachable() -> None:
 def test_master_option_forms(given: str, url: str) -> None:
     """--master takes HOST:PORT or a full RPC URL."""
     assert master_rpc_url(given) == url
+
+
+class Counting(Resource):
+    """Counts the HTTP requests that reach the wrapped RPC resource."""
+
+    def __init__(self, inner: Resource) -> None:
+        super().__init__()
+        self.inner = inner
+        self.requests = 0
+
+    def getChild(self, path: bytes, request: Any) -> Resource:
+        self.requests += 1
+        return self.inner.children[path]  # type: ignore[no-any-return]
+
+
+def test_calls_in_one_turn_travel_as_one_multicall() -> None:
+    """Many puts and gets made together cost one HTTP request; each gets its own answer or error."""
+    store = URLStore({"k": "http://known/"})
+    counting = Counting(rpc_site(store))
+    stub: Any = StubTreq(counting)
+    clock = Clock()
+    remote = RemoteStore(cast(HTTPPoster, stub), RPC_URL, clock, timeout=5.0)
+    calls = [remote.put(f"http://u/{i}") for i in range(5)] + [
+        remote.get("k"),
+        remote.get("nope"),
+        remote.put("bad"),
+    ]
+    clock.advance(0)
+    for _ in range(3):
+        stub.flush()
+    assert counting.requests == 1
+    assert [result_of(call) for call in calls[:6]] == ["1", "2", "3", "4", "5", "http://known/"]
+    assert failure_of(calls[6]).check(KeyNotFound)
+    assert failure_of(calls[7]).check(InvalidURL)
+
+
+def test_a_failed_batch_fails_each_call() -> None:
+    """If the batch's request gets no answer, every call in it is MasterUnreachable."""
+    clock = Clock()
+    stub: Any = StubTreq(Silent())
+    remote = RemoteStore(cast(HTTPPoster, stub), RPC_URL, clock, timeout=1.0)
+    calls = [remote.get("a"), remote.put("http://b/")]
+    clock.advance(0)
+    stub.flush()
+    clock.advance(1.1)
+    assert all(failure_of(call).check(MasterUnreachable) for call in calls)
+
+
+def multicall(master: Master, calls: Any) -> Any:
+    status, body = master.raw_call(xmlrpclib.dumps((calls,), "system.multicall").encode())
+    assert status == 200
+    return xmlrpclib.loads(body)[0][0]
+
+
+def test_multicall_reports_each_call_on_its_own() -> None:
+    """Bad items in a multicall get fault structs; the good ones still run."""
+    master = Master(URLStore())
+    answers = multicall(
+        master,
+        [
+            {"methodName": "Store.Put", "params": ["http://a/"]},
+            {"methodName": "system.multicall", "params": [[]]},
+            {"methodName": "Store.Nope", "params": []},
+            {"params": []},
+            "not a call",
+            {"methodName": "Store.Get", "params": ["0"]},
+        ],
+    )
+    assert answers[0] == ["0"]
+    assert all(isinstance(answer, dict) and "faultCode" in answer for answer in answers[1:5])
+    assert answers[5] == ["http://a/"]
+
+
+def test_multicall_is_bounded() -> None:
+    """A multicall of more than 1000 calls is refused whole with fault 400."""
+    master = Master(URLStore())
+    _, body = master.raw_call(
+        xmlrpclib.dumps(([{"methodName": "Store.Get", "params": ["0"]}] * 1001,), "system.multicall").encode()
+    )
+    with pytest.raises(xmlrpclib.Fault) as raised:
+        xmlrpclib.loads(body)
+    assert raised.value.faultCode == 400
