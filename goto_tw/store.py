@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Mapping
+
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -10,7 +13,11 @@ from goto_tw.errors import GotoError, KeyExists, KeyNotFound
 from goto_tw.fanout import SharedResult
 from goto_tw.interfaces import IRecordLog, IURLStore
 from goto_tw.keys import is_reserved, key_for_index
+from goto_tw.urlmap import URLMap
 from goto_tw.urls import validate_url
+
+#: How many of the latest adds are remembered by URL, so that adding one again answers its key.
+RECENT_ADDS = 10_000
 
 
 @implementer(IURLStore)
@@ -19,19 +26,24 @@ class URLStore:
 
     A pair becomes visible to ``get`` only once the log has acknowledged it, so a key is never
     answered that a crash could take back. Keys come from a counter in base 62 (as goto's do),
-    skipping reserved paths and any key already held, so they never collide. Putting a URL that is
-    stored, or on its way to the file, answers the same key: a retried add never makes a second link.
+    skipping reserved paths and any key already held, so they never collide.
+
+    Adding a URL again while its first add is in flight, or while it is among the latest
+    :data:`RECENT_ADDS` adds, answers the same key: a retried or double-clicked add never makes a
+    second link. (Remembering every URL would double the memory a large store needs.)
 
     With no log (``log=None``) the store neither loads nor saves, like goto's ``NewURLStore("")``.
     """
 
-    def __init__(self, urls: dict[str, str] | None = None, log: IRecordLog | None = None) -> None:
-        self._urls: dict[str, str] = urls if urls is not None else {}
-        self._keys_by_url: dict[str, str] = {}
-        for key, url in self._urls.items():
-            self._keys_by_url.setdefault(url, key)
+    def __init__(self, urls: URLMap | Mapping[str, str] | None = None, log: IRecordLog | None = None) -> None:
+        if urls is None:
+            urls = URLMap()
+        elif not isinstance(urls, URLMap):
+            urls = URLMap.of(urls)
+        self._urls: URLMap = urls
+        self._recent: OrderedDict[str, str] = OrderedDict((url, key) for key, url in urls.newest(RECENT_ADDS))
         self._log = log
-        self._next_index = len(self._urls)
+        self._next_index = urls.next_index()
         self._pending_keys: set[str] = set()
         self._pending_puts: dict[str, SharedResult[str]] = {}
 
@@ -51,12 +63,12 @@ class URLStore:
         return self._urls.get(key)
 
     def put(self, url: str) -> Deferred[str]:
-        """Store ``url`` under a new key (or answer its existing key) once the record is durable."""
+        """Store ``url`` under a new key (or answer its recent key) once the record is durable."""
         try:
             url = validate_url(url)
         except GotoError:
             return fail()
-        key = self._keys_by_url.get(url)
+        key = self._recent.get(url)
         if key is not None:
             return succeed(key)
         pending = self._pending_puts.get(url)
@@ -95,8 +107,12 @@ class URLStore:
         return written.addCallbacks(stored, not_stored)
 
     def _insert(self, key: str, url: str) -> None:
-        self._urls[key] = url
-        self._keys_by_url.setdefault(url, key)
+        self._urls.add(key, url)
+        recent = self._recent
+        if url not in recent:
+            recent[url] = key
+            if len(recent) > RECENT_ADDS:
+                recent.popitem(last=False)
 
     def _allocate_key(self) -> str:
         """Return the next unused, unreserved key; a key whose write failed is never reused here."""

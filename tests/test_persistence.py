@@ -101,7 +101,7 @@ records_strategy = st.dictionaries(
 )
 
 
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
 @given(records=records_strategy, data=st.data())
 def test_any_truncation_loads_every_complete_record_before_it(
     tmp_path: Path, records: dict[str, str], data: st.DataObject

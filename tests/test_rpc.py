@@ -215,13 +215,13 @@ class Counting(Resource):
 
 def test_calls_in_one_turn_travel_as_one_multicall() -> None:
     """Many puts and gets made together cost one HTTP request; each gets its own answer or error."""
-    store = URLStore({"k": "http://known/"})
+    store = URLStore({"0": "http://known/"})
     counting = Counting(rpc_site(store))
     stub: Any = StubTreq(counting)
     clock = Clock()
     remote = RemoteStore(cast(HTTPPoster, stub), RPC_URL, clock, timeout=5.0)
     calls = [remote.put(f"http://u/{i}") for i in range(5)] + [
-        remote.get("k"),
+        remote.get("0"),
         remote.get("nope"),
         remote.put("bad"),
     ]

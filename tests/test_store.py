@@ -134,3 +134,18 @@ def test_loaded_urls_answer_their_existing_key(url: str) -> None:
     store = URLStore({"k": url}, log)
     assert result_of(store.put(url)) == "k"
     assert log.appended == []
+
+
+def test_only_recent_adds_are_remembered_by_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A URL among the latest RECENT_ADDS adds answers its key; an older one gets a new key.
+
+    Remembering every URL would double the memory of a large store; retries are recent.
+    """
+    monkeypatch.setattr("goto_tw.store.RECENT_ADDS", 3)
+    store = URLStore()
+    first = result_of(store.put("http://first/"))
+    for i in range(3):
+        result_of(store.put(f"http://later/{i}"))
+    assert result_of(store.put("http://later/0")) == key_for_index(1)
+    assert result_of(store.put("http://later/2")) == key_for_index(3)
+    assert result_of(store.put("http://first/")) == key_for_index(4) != first

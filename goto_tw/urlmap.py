@@ -1,0 +1,137 @@
+"""A compact key -> URL map for millions of links, indexed by the key's counter value.
+
+A ``dict[str, str]`` of a million links costs about 230 MiB on CPython: a key object, a URL object
+and a hash-table slot per link. Keys here are base 62 of a counter, so they are indexes in disguise:
+this map keeps one list slot (8 bytes) per index holding the URL as ASCII ``bytes``, and no key
+objects at all, about 125 MiB for the same million. A key that is not the canonical form of an
+index (``set`` of a custom key, a hand-edited file) lives in a small dict beside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+from goto_tw.keys import ALPHABET, index_for_key, key_for_index
+
+_ALPHABET_BYTES = [char.encode("ascii") for char in ALPHABET]
+
+#: A canonical key this far past the end of the list is kept in the side dict rather than
+#: growing the list by millions of empty slots (a hand-edited file, ``set`` of a long key).
+MAX_GAP = 1 << 16
+
+
+def canonical_index(key: str) -> int | None:
+    """The counter value ``key`` is the base-62 form of, or ``None`` for any other string."""
+    try:
+        return index_for_key(key)
+    except ValueError:
+        return None
+
+
+def expected_keys(start: int, stop: int) -> list[bytes]:
+    """The keys of indexes ``start`` to ``stop - 1``, as bytes, built 62 at a time.
+
+    Start-up compares a data file's keys against this list in one C-level comparison instead of
+    decoding each key: in a file this program wrote, they are the same, bar reserved keys skipped
+    and keys whose write failed.
+    """
+    keys: list[bytes] = []
+    index = start
+    while index < stop:
+        prefix_index, digit = divmod(index, 62)
+        prefix = key_for_index(prefix_index).encode("ascii") if prefix_index else b""
+        end = min(stop - index, 62 - digit)
+        keys.extend([prefix + char for char in _ALPHABET_BYTES[digit : digit + end]])
+        index += end
+    return keys
+
+
+class URLMap(Mapping[str, str]):
+    """key -> URL, compact: URLs as bytes in a list indexed by the key's counter value."""
+
+    def __init__(self) -> None:
+        self._by_index: list[bytes | None] = []
+        self._others: dict[str, bytes] = {}
+        self._count = 0
+
+    @classmethod
+    def of(cls, pairs: Mapping[str, str]) -> URLMap:
+        """A map holding ``pairs`` (for tests and small stores)."""
+        built = cls()
+        for key, url in pairs.items():
+            built.add(key, url)
+        return built
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, key: str) -> str:
+        url = self.get_bytes(key)
+        if url is None:
+            raise KeyError(key)
+        return url.decode("utf-8")
+
+    def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        url = self.get_bytes(key)
+        return default if url is None else url.decode("utf-8")
+
+    def get_bytes(self, key: str) -> bytes | None:
+        """The URL under ``key`` as stored (UTF-8 bytes), or ``None``."""
+        index = canonical_index(key)
+        if index is not None and index < len(self._by_index):
+            url = self._by_index[index]
+            if url is not None:
+                return url
+        return self._others.get(key) if self._others else None
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.get_bytes(key) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        for index, url in enumerate(self._by_index):
+            if url is not None:
+                yield key_for_index(index)
+        yield from list(self._others)
+
+    def newest(self, count: int) -> list[tuple[str, str]]:
+        """Up to ``count`` of the most recently allocated canonical pairs, oldest first."""
+        found: list[tuple[str, str]] = []
+        index = len(self._by_index) - 1
+        while index >= 0 and len(found) < count:
+            url = self._by_index[index]
+            if url is not None:
+                found.append((key_for_index(index), url.decode("utf-8")))
+            index -= 1
+        found.reverse()
+        return found
+
+    def next_index(self) -> int:
+        """The first counter value past every canonical key held."""
+        return len(self._by_index)
+
+    def add(self, key: str, url: str | bytes) -> None:
+        """Hold ``url`` under ``key``; raises ``KeyError`` if the key is taken (keys never change)."""
+        data = url.encode("utf-8") if isinstance(url, str) else url
+        if key in self:
+            raise KeyError(key)
+        index = canonical_index(key)
+        slots = self._by_index
+        if index is None or index > len(slots) + MAX_GAP:
+            self._others[key] = data
+        else:
+            if index >= len(slots):
+                slots.extend([None] * (index - len(slots) + 1))
+            slots[index] = data
+        self._count += 1
+
+    def extend_run(self, start: int, urls: list[bytes]) -> None:
+        """Hold ``urls`` under the keys of indexes ``start``, ``start + 1``... (all past the end)."""
+        slots = self._by_index
+        if start < len(slots) or (
+            self._others and any(key_for_index(start + i) in self._others for i in range(len(urls)))
+        ):
+            raise KeyError(key_for_index(start))
+        if start > len(slots):
+            slots.extend([None] * (start - len(slots)))
+        slots.extend(urls)
+        self._count += len(urls)

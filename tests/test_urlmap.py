@@ -1,0 +1,70 @@
+"""URLMap: the compact key -> URL map, equal in behaviour to a dict."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from goto_tw.keys import key_for_index
+from goto_tw.urlmap import MAX_GAP, URLMap, expected_keys
+
+
+def test_behaves_like_a_dict() -> None:
+    """get, [], in, len, iteration and equality agree with a dict of the same pairs."""
+    pairs = {"0": "http://a/", "5": "http://b/", "custom-key": "http://c/", "01": "http://d/"}
+    urls = URLMap.of(pairs)
+    assert urls == pairs
+    assert len(urls) == 4
+    assert urls["5"] == "http://b/" and urls.get("custom-key") == "http://c/"
+    assert "1" not in urls and urls.get("1") is None
+    with pytest.raises(KeyError):
+        urls["1"]
+
+
+def test_keys_are_never_replaced() -> None:
+    """Adding a taken key raises, whichever storage holds it."""
+    urls = URLMap.of({"0": "http://a/", "x-y": "http://b/"})
+    for key in ("0", "x-y"):
+        with pytest.raises(KeyError):
+            urls.add(key, "http://other/")
+
+
+def test_a_far_canonical_key_does_not_allocate_millions_of_slots() -> None:
+    """A huge canonical key (a hand-edited file) goes to the side dict and is still found later."""
+    urls = URLMap()
+    far = key_for_index(10**12)
+    urls.add(far, "http://far/")
+    assert urls.next_index() == 0
+    assert urls[far] == "http://far/"
+    urls.add(key_for_index(MAX_GAP), "http://near/")
+    assert urls[far] == "http://far/"
+
+
+def test_newest_pairs_in_allocation_order() -> None:
+    """newest(n) gives the last n canonical pairs, oldest first (for the recent-adds memory)."""
+    urls = URLMap.of({key_for_index(i): f"http://u/{i}" for i in range(10)})
+    assert urls.newest(3) == [(key_for_index(i), f"http://u/{i}") for i in (7, 8, 9)]
+
+
+def test_extend_run_refuses_overlaps() -> None:
+    """A run of records can only extend the map, never overwrite it."""
+    urls = URLMap.of({"0": "http://a/"})
+    with pytest.raises(KeyError):
+        urls.extend_run(0, [b"http://b/"])
+    urls.extend_run(3, [b"http://d/"])
+    assert urls == {"0": "http://a/", "3": "http://d/"}
+
+
+@given(st.integers(min_value=0, max_value=10**7), st.integers(min_value=0, max_value=300))
+def test_expected_keys_match_the_generator(start: int, count: int) -> None:
+    """The batch key builder agrees with key_for_index everywhere, across 62-key blocks."""
+    assert expected_keys(start, start + count) == [
+        key_for_index(i).encode() for i in range(start, start + count)
+    ]
+
+
+@given(st.dictionaries(st.text(min_size=1, max_size=8), st.text(min_size=1, max_size=20), max_size=30))
+def test_any_pairs_round_trip(pairs: dict[str, str]) -> None:
+    """Whatever the keys (canonical or not) and URLs, the map holds exactly what was added."""
+    assert URLMap.of(pairs) == pairs
