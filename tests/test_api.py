@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -88,7 +89,10 @@ def test_unknown_link_is_a_404_problem(client: Client, path: str) -> None:
         (b'{"url": "https://a/"}', {}, 415, "application/json"),
         (b'{"url": ', JSON, 400, "not valid JSON"),
         (b"\xff\xfe{}", JSON, 400, "not valid JSON"),
-        (b"[" * 5000 + b"]" * 5000, JSON, 400, "not valid JSON"),
+        # CPython's json gives up on this nesting (RecursionError); PyPy's parses it: a list, not an object.
+        pytest.param(
+            b"[" * 5000 + b"]" * 5000, JSON, 400, r'not valid JSON|"url" string', id="deeply-nested"
+        ),
         (b'["https://a/"]', JSON, 400, '"url" string'),
         (b'{"link": "https://a/"}', JSON, 400, '"url" string'),
         (b'{"url": 42}', JSON, 400, '"url" string'),
@@ -104,7 +108,7 @@ def test_bad_requests_are_4xx_problems_and_store_nothing(
     assert answered == status
     document = problem(answered_headers, answer)
     assert document["status"] == status
-    assert detail in document["detail"]
+    assert re.search(detail, document["detail"])
     assert store.count() == 0
 
 
