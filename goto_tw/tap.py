@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from treq.client import HTTPClient
-from twisted.application.internet import StreamServerEndpointService
+from twisted.application import strports
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
@@ -168,7 +168,9 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         lookup=store.lookup,
         access_log=access_log,
     )
-    StreamServerEndpointService(serverFromString(reactor, options["http"]), site).setServiceParent(top)
+    # strports.service fails start-up when the port cannot be opened (in use, no permission):
+    # a plain StreamServerEndpointService would only log it and keep running, serving nothing.
+    strports.service(options["http"], site, reactor=reactor).setServiceParent(top)
     return top
 
 

@@ -17,15 +17,19 @@ from __future__ import annotations
 
 import atexit
 import http.client
+import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 import weakref
+import xmlrpc.client as xmlrpclib
 from collections.abc import Callable, Mapping, Sequence
 from email.message import Message
 from pathlib import Path
@@ -429,3 +433,122 @@ def key_of(short_url: str, host: str = DEFAULT_HOST) -> str:
     match = re.fullmatch(rf"http://{re.escape(host)}/([0-9A-Za-z]+)\n?", short_url)
     assert match is not None, f"not a short URL for host {host!r}: {short_url!r}"
     return match.group(1)
+
+
+def read_records(path: Path) -> list[tuple[str, str]]:
+    """Every ``(key, url)`` record of a data file, in file order, duplicates included.
+
+    Parses the documented format (one ``{"key", "url"}`` JSON object per line, each line ended by a
+    newline) and fails the test on anything else; a missing file has no records.
+    """
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    if not data:
+        return []
+    assert data.endswith(b"\n"), f"{path} does not end with a newline: {data[-80:]!r}"
+    records = []
+    for line_number, line in enumerate(data.decode("ascii").splitlines(), start=1):
+        record = json.loads(line)
+        assert isinstance(record, dict) and set(record) == {"key", "url"}, f"{path}:{line_number}: {line!r}"
+        records.append((record["key"], record["url"]))
+    return records
+
+
+def free_tcp_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, then closed).
+
+    Racy by nature (another process may take it before the caller binds it): only for programs
+    that must be told a port number and cannot report the one the OS picked.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def port_is_free(port: int) -> bool:
+    """Whether a listening socket can bind ``127.0.0.1:port`` right now (``SO_REUSEADDR``, as Twisted)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+class _TimeoutTransport(xmlrpclib.Transport):
+    """The standard XML-RPC transport, with a socket timeout so a test can never hang on it."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__()
+        self._timeout = timeout
+
+    def make_connection(self, host: tuple[str, dict[str, str]] | str) -> http.client.HTTPConnection:
+        connection = super().make_connection(host)
+        connection.timeout = self._timeout
+        return connection
+
+
+def rpc_proxy(base_url: str, *, timeout: float = HTTP_TIMEOUT) -> xmlrpclib.ServerProxy:
+    """A plain standard-library ``ServerProxy`` for ``BASE_URL/RPC2`` (close it, or use ``with``)."""
+    return xmlrpclib.ServerProxy(f"{base_url}/RPC2", transport=_TimeoutTransport(timeout))
+
+
+class SilentServer:
+    """A TCP listener on loopback that accepts connections and never answers: a hung master.
+
+    The kernel completes every handshake and the request is sent, but no byte ever comes back, so
+    a client waits for its own timeout. A thread accepts connections promptly (and holds them
+    open) so that :attr:`connections` counts every attempt to reach it.
+    """
+
+    def __init__(self) -> None:
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(128)
+        self._listener.settimeout(_POLL_INTERVAL)
+        self.port: int = self._listener.getsockname()[1]
+        self._accepted: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._accept_forever, name="silent-server", daemon=True)
+        self._thread.start()
+
+    @property
+    def connections(self) -> int:
+        """How many connections it has accepted so far."""
+        with self._lock:
+            return len(self._accepted)
+
+    def _accept_forever(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                connection, _ = self._listener.accept()
+            except socket.timeout:  # TimeoutError from Python 3.10 on; spelled so for 3.9
+                continue
+            except OSError:
+                return  # closed under us
+            with self._lock:
+                self._accepted.append(connection)
+
+    def close(self) -> None:
+        """Stop accepting and close the listener and every connection it holds."""
+        self._stopping.set()
+        self._thread.join(STOP_TIMEOUT)
+        self._listener.close()
+        with self._lock:
+            for connection in self._accepted:
+                connection.close()
+
+    def __enter__(self) -> SilentServer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
