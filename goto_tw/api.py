@@ -11,14 +11,13 @@ import json
 from http import HTTPStatus
 from typing import Any
 
-from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from goto_tw.errors import GotoError, InvalidURL, StoreUnavailable
 from goto_tw.interfaces import IURLStore
 from goto_tw.keys import is_valid_key
 from goto_tw.urls import validate_url
-from goto_tw.web import RETRY_AFTER_SECONDS, respond_when_ready
+from goto_tw.web import RETRY_AFTER_SECONDS, PlainResource, respond_when_ready
 
 #: Largest request body accepted, in bytes: a 4 KiB URL plus JSON framing fits with room to spare.
 MAX_BODY_BYTES = 16 * 1024
@@ -60,7 +59,7 @@ def _method_not_allowed(request: Request, allowed: bytes) -> int:
     return NOT_DONE_YET
 
 
-class LinksResource(Resource):
+class LinksResource(PlainResource):
     """``/api/v1/links`` (POST creates) and ``/api/v1/links/KEY`` (GET reads)."""
 
     isLeaf = True

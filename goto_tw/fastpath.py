@@ -22,10 +22,10 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from twisted.web.http import HTTPChannel
 from twisted.web.server import version as server_version
 
 from goto_tw.keys import is_reserved
+from goto_tw.limits import DeadlineChannel
 
 if TYPE_CHECKING:
     from goto_tw.site import GotoSite
@@ -71,7 +71,7 @@ def parse_simple_get(head: bytes) -> tuple[str, str] | None:
     return match.group(1).decode("ascii"), key
 
 
-class FastRedirectChannel(HTTPChannel):
+class FastRedirectChannel(DeadlineChannel):
     """An ``HTTPChannel`` that answers cached ``GET``/``HEAD /KEY`` itself (see the module doc)."""
 
     site: GotoSite
@@ -85,6 +85,7 @@ class FastRedirectChannel(HTTPChannel):
             super().dataReceived(data)
             return
         self.resetTimeout()
+        self.start_request_clock()
         buffer = self._gathered + data if self._gathered else data
         site = self.site
         start = 0
@@ -96,6 +97,8 @@ class FastRedirectChannel(HTTPChannel):
                     self._hand_over(rest)
                 else:
                     self._gathered = rest
+                    if not rest:
+                        self.stop_request_clock()
                 return
             head_end = end + 4
             answer = site.fast_redirect(buffer[start:head_end], self)
@@ -106,6 +109,7 @@ class FastRedirectChannel(HTTPChannel):
             start = head_end
             if start == len(buffer):
                 self._gathered = b""
+                self.stop_request_clock()
                 return
 
     def _hand_over(self, data: bytes) -> None:

@@ -12,10 +12,10 @@ from goto_tw.api import write_json
 from goto_tw.interfaces import IURLStore
 from goto_tw.metrics import Metrics
 from goto_tw.proxystore import ProxyStore
-from goto_tw.web import respond_when_ready
+from goto_tw.web import PlainResource, respond_when_ready
 
 
-class HealthResource(Resource):
+class HealthResource(PlainResource):
     """``GET /_goto/health``: 200 with ``{"status", "role", "keys"}``; a slave also says whether its
     master answers, checked by a call made now (not a guess from past traffic), and answers 503 when
     it does not, so a load balancer can take it out of rotation.
@@ -47,7 +47,7 @@ class HealthResource(Resource):
     render_HEAD = render_GET
 
 
-class MetricsResource(Resource):
+class MetricsResource(PlainResource):
     """``GET /_goto/metrics``: every metric in the Prometheus text format."""
 
     isLeaf = True
@@ -63,7 +63,7 @@ class MetricsResource(Resource):
 
 def ops_resource(store: IURLStore, metrics: Metrics) -> Resource:
     """The ``/_goto`` subtree."""
-    ops = Resource()
+    ops = PlainResource()
     ops.putChild(b"health", HealthResource(store))
     ops.putChild(b"metrics", MetricsResource(metrics))
     return ops

@@ -20,6 +20,7 @@ from twisted.web.server import Request
 
 from goto_tw.errors import GotoError, InvalidURL, NotAuthorized
 from goto_tw.interfaces import IURLStore
+from goto_tw.web import PlainResource
 
 log = Logger()
 
@@ -109,7 +110,7 @@ def _failure_struct(failure: Failure) -> dict[str, Any]:
     return {"faultCode": xmlrpc.XMLRPC.FAILURE, "faultString": "error"}
 
 
-class RPCResource(xmlrpc.XMLRPC):
+class RPCResource(PlainResource, xmlrpc.XMLRPC):
     """``/RPC2``: the XML-RPC endpoint, optionally guarded by a shared secret."""
 
     def __init__(self, store: IURLStore, secret: bytes | None = None) -> None:

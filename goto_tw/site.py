@@ -16,6 +16,7 @@ from twisted.web.server import Site
 from goto_tw.accesslog import AccessLog, EventAccessLog
 from goto_tw.fastpath import FastRedirectChannel, parse_simple_get, redirect_response
 from goto_tw.keys import is_valid_key
+from goto_tw.limits import BoundedRequest
 from goto_tw.metrics import Metrics
 
 #: First path segments with a route name of their own; any other valid key is a redirect.
@@ -43,6 +44,7 @@ class GotoSite(Site):
 
     # A plain HTTP/1.1 channel: no HTTP/2 negotiation wrapper, which only matters over TLS (ALPN).
     protocol = FastRedirectChannel  # type: ignore[assignment]
+    requestFactory = BoundedRequest
 
     def __init__(
         self,

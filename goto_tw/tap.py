@@ -27,7 +27,7 @@ from goto_tw.remote import RemoteStore, master_rpc_url
 from goto_tw.rpc import RPCResource
 from goto_tw.site import GotoSite
 from goto_tw.store import URLStore
-from goto_tw.web import GotoRoot
+from goto_tw.web import GotoRoot, PlainResource
 
 
 def parse_endpoint(value: str) -> str:
@@ -178,9 +178,9 @@ def make_root(store: IURLStore, host: str, metrics: Metrics, rpc: Resource | Non
     """The resource tree: the front end, the JSON API, ``/_goto/`` and, on a master, ``/RPC2``."""
     metrics.watch_store(store.count)
     root = GotoRoot(store, host)
-    api = Resource()
+    api = PlainResource()
     root.putChild(b"api", api)
-    version1 = Resource()
+    version1 = PlainResource()
     api.putChild(b"v1", version1)
     version1.putChild(b"links", LinksResource(store, host))
     root.putChild(b"_goto", ops_resource(store, metrics))

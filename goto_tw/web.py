@@ -7,12 +7,13 @@ is made with ``twisted.web.template``, which escapes whatever it is given; error
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http
+from twisted.web.error import UnsupportedMethod
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.template import Tag, flattenString, tags
@@ -120,7 +121,42 @@ def respond_when_ready(
     return NOT_DONE_YET
 
 
-class FormResource(Resource):
+class PlainResource(Resource):
+    """Base of every resource here: unknown children are a plain 404, unsupported methods a plain 405.
+
+    twisted.web's own answers for these are deprecated HTML error pages; ours are short text, with
+    the ``Allow`` header a 405 must carry.
+    """
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        return NotFoundResource()
+
+    def render(self, request: Request) -> Any:
+        if request.method == b"HEAD" and getattr(self, "render_GET", None) is None:
+            # twisted.web's default HEAD calls render_GET even where there is none (XML-RPC).
+            methods = [
+                name[len("render_") :].encode("ascii") for name in dir(self) if name.startswith("render_")
+            ]
+            return self._not_allowed(request, [method for method in methods if method != b"HEAD"])
+        try:
+            return super().render(request)
+        except UnsupportedMethod as unsupported:
+            allowed: list[bytes] = list(unsupported.allowedMethods)
+            if request.method == b"HEAD" and b"GET" in allowed:
+                raise  # twisted.web answers HEAD by rendering GET without its body
+            return self._not_allowed(request, allowed)
+
+    @staticmethod
+    def _not_allowed(request: Request, allowed: list[bytes]) -> int:
+        if b"GET" in allowed and b"HEAD" not in allowed:
+            allowed.append(b"HEAD")
+        request.setHeader(b"allow", b", ".join(sorted(allowed)))
+        method = request.method.decode("ascii", "replace")
+        write_text(request, http.NOT_ALLOWED, f"{method} is not allowed here.")
+        return NOT_DONE_YET
+
+
+class FormResource(PlainResource):
     """``GET /``: the add form."""
 
     isLeaf = True
@@ -136,7 +172,7 @@ class FormResource(Resource):
         return self._page
 
 
-class AddResource(Resource):
+class AddResource(PlainResource):
     """``/add``: the form without ``url``; with it, store the URL and answer ``http://HOST/KEY``."""
 
     isLeaf = True
@@ -171,7 +207,7 @@ class AddResource(Resource):
         write_text(request, http.OK, f"http://{self._host}/{key}")
 
 
-class RedirectResource(Resource):
+class RedirectResource(PlainResource):
     """``/KEY``: 302 to the long URL, 404 for an unknown key (``HEAD`` answers the same headers)."""
 
     isLeaf = True
@@ -201,7 +237,7 @@ def _not_found(request: Request) -> bytes:
     return NOT_DONE_YET  # type: ignore[return-value]
 
 
-class GotoRoot(Resource):
+class GotoRoot(PlainResource):
     """The root: fixed children (``add``, ``RPC2``...) first, then any other segment is a key."""
 
     def __init__(self, store: IURLStore, host: str) -> None:

@@ -280,3 +280,39 @@ def test_multicall_is_bounded() -> None:
     with pytest.raises(xmlrpclib.Fault) as raised:
         xmlrpclib.loads(body)
     assert raised.value.faultCode == 400
+
+
+BILLION_LAUGHS = b"""<?xml version="1.0"?>
+<!DOCTYPE lolz [
+ <!ENTITY lol "lol">
+ <!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+ <!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">
+ <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
+ <!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
+ <!ENTITY lol5 "&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;">
+ <!ENTITY lol6 "&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;">
+ <!ENTITY lol7 "&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;">
+ <!ENTITY lol8 "&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;">
+ <!ENTITY lol9 "&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;">
+]>
+<methodCall><methodName>Store.Put</methodName><params><param><value><string>&lol9;</string></value></param></params></methodCall>"""
+
+
+def test_entity_expansion_bomb_is_a_fault_not_a_gigabyte() -> None:
+    """A billion-laughs body is refused by the parser (expat's amplification limit) with a fault."""
+    store = URLStore()
+    master = Master(store)
+    status, answer = master.raw_call(BILLION_LAUGHS)
+    assert status == 200
+    with pytest.raises(xmlrpclib.Fault):
+        xmlrpclib.loads(answer)
+    assert store.count() == 0
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "PUT"])
+def test_rpc_answers_only_post(method: str) -> None:
+    """/RPC2 takes POST only; anything else is a plain 405 with Allow: POST (never a 500)."""
+    master = Master(URLStore())
+    response = result_of(master.settle(master.stub.request(method, RPC_URL)))
+    assert response.code == 405
+    assert response.headers.getRawHeaders("allow") == ["POST"]

@@ -185,3 +185,22 @@ def test_head_add_stores_nothing(client: Client, store: URLStore) -> None:
     status, _, body = client.request("HEAD", "/add?url=http%3A%2F%2Fhead.example%2F")
     assert (status, body) == (200, b"")
     assert store.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("POST", "/", "GET, HEAD"),
+        ("DELETE", "/add", "GET, HEAD, POST"),
+        ("PUT", "/abc", "GET, HEAD"),
+    ],
+)
+def test_unsupported_methods_are_plain_405_with_allow(
+    client: Client, method: str, path: str, allow: str
+) -> None:
+    """A method a resource does not support is a short plain 405 naming the allowed ones."""
+    status, headers, body = client.request(method, path)
+    assert status == 405
+    assert headers.getRawHeaders("allow") == [allow]
+    assert headers.getRawHeaders("content-type") == ["text/plain; charset=utf-8"]
+    assert method.encode() in body

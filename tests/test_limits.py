@@ -1,0 +1,100 @@
+"""Bounds on slow and greedy clients: the request deadline and the body size limit."""
+
+from __future__ import annotations
+
+from twisted.internet.task import Clock
+
+from goto_tw.limits import MAX_BODY_BYTES, REQUEST_DEADLINE, TOO_LARGE
+from goto_tw.metrics import Metrics
+from goto_tw.site import GotoSite
+from goto_tw.store import URLStore
+from goto_tw.tap import make_root
+from tests.wire import Connection
+
+GET = b"GET /abc HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def make_site(fast: bool = True) -> tuple[GotoSite, URLStore, Clock]:
+    store = URLStore({"abc": "http://a/"})
+    metrics = Metrics("master")
+    clock = Clock()
+    site = GotoSite(
+        make_root(store, "h", metrics), metrics, reactor=clock, lookup=store.lookup if fast else None
+    )
+    return site, store, clock
+
+
+def test_slow_loris_is_cut_off_at_the_deadline() -> None:
+    """A client trickling a request byte by byte (never idle) is closed after the deadline."""
+    for fast in (True, False):
+        site, _, clock = make_site(fast)
+        connection = Connection(site)
+        for byte in GET[:-4]:  # 26 bytes, one every 2 s: never idle, never complete
+            connection.send(bytes([byte]))
+            clock.advance(2)
+            if connection.transport.disconnecting:
+                break
+        assert connection.transport.disconnecting
+        assert clock.seconds() <= REQUEST_DEADLINE + 2
+
+
+def test_a_patient_keep_alive_client_is_not_cut_off() -> None:
+    """Complete requests stop the clock: a keep-alive client asking every 20 s stays connected."""
+    for fast in (True, False):
+        site, _, clock = make_site(fast)
+        connection = Connection(site)
+        for _ in range(6):
+            connection.send(GET)
+            assert connection.received().startswith(b"HTTP/1.1 302 Found")
+            clock.advance(20)
+        assert not connection.transport.disconnecting
+
+
+def test_declared_oversized_body_is_refused_before_it_is_read() -> None:
+    """A Content-Length over the limit is answered 413 at once and the connection closed."""
+    site, store, _ = make_site()
+    connection = Connection(site)
+    connection.send(
+        b"POST /add HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: %d\r\n\r\nurl=http%%3A%%2F%%2Fx%%2F" % (MAX_BODY_BYTES + 1)
+    )
+    assert connection.received() == TOO_LARGE
+    assert connection.transport.disconnecting
+    assert store.count() == 1
+
+
+def test_chunked_body_is_refused_once_it_passes_the_limit() -> None:
+    """A chunked body is cut off as soon as it passes the limit; nothing beyond it is kept."""
+    site, _, _ = make_site()
+    connection = Connection(site)
+    connection.send(b"POST /api/v1/links HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+    chunk = b"x" * 65536
+    for _ in range(MAX_BODY_BYTES // len(chunk) + 1):
+        connection.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+    assert connection.received().endswith(TOO_LARGE)
+    assert connection.transport.disconnecting
+
+
+def test_bodies_under_the_limit_are_served() -> None:
+    """A body under the limit reaches the resource as usual."""
+    site, store, _ = make_site()
+    connection = Connection(site)
+    body = b"url=http%3A%2F%2Fnew.example%2F"
+    connection.send(
+        b"POST /add HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    assert connection.received().startswith(b"HTTP/1.1 200 OK")
+    assert store.count() == 2
+
+
+def test_refusal_keeps_pipelined_order() -> None:
+    """An earlier pipelined request is answered before the 413 of a later oversized one."""
+    site, _, _ = make_site(fast=False)
+    connection = Connection(site)
+    connection.send(
+        GET + b"POST /add HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (MAX_BODY_BYTES + 1)
+    )
+    answer = connection.received()
+    assert answer.startswith(b"HTTP/1.1 302 Found")
+    assert answer.endswith(TOO_LARGE)
