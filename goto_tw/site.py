@@ -9,15 +9,23 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.web.http import Request, datetimeToString
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http import Request, datetimeToString, parse_qs
 from twisted.web.resource import IResource
 from twisted.web.server import Site
 
 from goto_tw.accesslog import AccessLog, EventAccessLog
-from goto_tw.fastpath import FastRedirectChannel, parse_simple_get, redirect_response
+from goto_tw.errors import GotoError, StoreUnavailable
+from goto_tw.fastpath import FastRedirectChannel, parse_simple_get, redirect_response, text_response
+from goto_tw.interfaces import IURLStore
 from goto_tw.keys import is_valid_key
 from goto_tw.limits import BoundedRequest
 from goto_tw.metrics import Metrics
+from goto_tw.web import RETRY_AFTER_SECONDS
+
+log = Logger()
 
 #: First path segments with a route name of their own; any other valid key is a redirect.
 _ROUTES = {b"": "form", b"add": "add", b"api": "api", b"RPC2": "rpc", b"_goto": "ops"}
@@ -52,17 +60,20 @@ class GotoSite(Site):
         metrics: Metrics,
         *,
         reactor: Any,
-        lookup: Callable[[str], str | None] | None = None,
+        store: IURLStore | None = None,
+        host: str = "localhost",
         access_log: AccessLog | None = None,
         timeout: float = 60,
     ) -> None:
-        """``lookup(key)`` answers a URL the store holds locally, or ``None``; without it there is
-        no fast path (every request takes twisted.web's general path). ``timeout`` closes idle
-        connections, so slow or silent clients cannot hold sockets for ever."""
+        """With a ``store`` (and the ``host`` of short URLs), redirects and adds take the fast
+        path; without one every request takes twisted.web's general path. ``timeout`` closes
+        idle connections, so slow or silent clients cannot hold sockets for ever."""
         super().__init__(resource, reactor=reactor, timeout=timeout)
         self.metrics = metrics
         self.access_log: AccessLog = access_log if access_log is not None else EventAccessLog(reactor)
-        self._lookup: Callable[[str], str | None] = lookup or (lambda key: None)
+        self._store = store
+        self._lookup: Callable[[str], str | None] = store.lookup if store is not None else (lambda key: None)
+        self._host = host
         self._clock = reactor
         self._date_second = -1
         self._date = b""
@@ -91,18 +102,68 @@ class GotoSite(Site):
         url = self._lookup(key)
         if url is None:
             return None
+        metrics = self.metrics
+        metrics.count_request("redirect", method, 302)
+        metrics.redirects += 1
+        self.access_log.record(
+            self._client(channel), method, b"/" + key.encode("ascii"), b"HTTP/1.1", 302, "-", "redirect"
+        )
+        return redirect_response(url.encode("ascii"), self._now())
+
+    def fast_add(
+        self, method: str, target: bytes, body: bytes, channel: FastRedirectChannel
+    ) -> bytes | Deferred[bytes] | None:
+        """Answer ``GET /add?url=`` or a form ``POST /add`` on the fast path, as ``AddResource`` does.
+
+        ``None`` (twisted.web answers) when there is no ``url`` (the form page). Otherwise the
+        answer, or a Deferred of it once the pair is durable, with the very bytes, log line and
+        counts of the general path; the arguments are parsed with twisted.web's own ``parse_qs``.
+        """
+        if self._store is None:
+            return None
+        args = parse_qs(target.split(b"?", 1)[1] if method == "GET" else body, 1)
+        raw = (args.get(b"url") or [b""])[0]
+        if not raw:
+            return None
+        date = self._now()  # twisted.web dates a response when the request is processed
+        client = self._client(channel)
+
+        def answer(status: int, text: str, retry_after: int | None = None) -> bytes:
+            data = text.encode("utf-8") + b"\n"
+            self._record(client, method, target, b"HTTP/1.1", status, len(data))
+            return text_response(status, date, data, retry_after)
+
+        try:
+            url = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return answer(400, "the URL is not valid UTF-8")
+
+        def stored(key: str) -> bytes:
+            return answer(200, f"http://{self._host}/{key}")
+
+        def failed(failure: Failure) -> bytes:
+            error = failure.value
+            if isinstance(error, GotoError):
+                retry = RETRY_AFTER_SECONDS if isinstance(error, StoreUnavailable) else None
+                return answer(error.http_status, str(error), retry)
+            log.failure("Failed to answer {method} {uri}", failure, method=method, uri=target)
+            return answer(500, "Internal error: the server log has the details.")
+
+        return self._store.put(url).addCallbacks(stored, failed)
+
+    def _now(self) -> bytes:
+        """The Date header of now, formatted once per second at most."""
         now = self._clock.seconds()
         if int(now) != self._date_second:
             self._date_second = int(now)
             self._date = datetimeToString(now)
+        return self._date
+
+    def _client(self, channel: FastRedirectChannel) -> str:
         client = channel.client
         if client is None:
             client = channel.client = _client_of(channel.transport.getPeer())  # type: ignore[union-attr]
-        metrics = self.metrics
-        metrics.count_request("redirect", method, 302)
-        metrics.redirects += 1
-        self.access_log.record(client, method, b"/" + key.encode("ascii"), b"HTTP/1.1", 302, "-", "redirect")
-        return redirect_response(url.encode("ascii"), self._date)
+        return client
 
     def _record(
         self, client: str, method: str, path: bytes, protocol: bytes, status: int, size: int | str

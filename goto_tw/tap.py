@@ -165,7 +165,8 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         make_root(store, options["host"], metrics, rpc),
         metrics,
         reactor=reactor,
-        lookup=store.lookup,
+        store=store,
+        host=options["host"],
         access_log=access_log,
     )
     # strports.service fails start-up when the port cannot be opened (in use, no permission):

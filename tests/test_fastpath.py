@@ -13,6 +13,7 @@ from goto_tw.site import GotoSite
 from goto_tw.store import URLStore
 from goto_tw.tap import make_root
 from tests.conftest import LogCapture
+from tests.fakes import ManualLog
 from tests.wire import Connection
 
 URLS = {"abc": "https://a.example/x?y=1", "Z9": "http://b.example/"}
@@ -26,7 +27,8 @@ def make_site(fast: bool) -> tuple[GotoSite, Metrics]:
         make_root(store, "go.example", metrics),
         metrics,
         reactor=Clock(),
-        lookup=store.lookup if fast else None,
+        store=store if fast else None,
+        host="go.example",
     )
     return site, metrics
 
@@ -79,6 +81,20 @@ CONVERSATIONS = {
     "header without colon": [b"GET /abc HTTP/1.1\r\nBroken\r\n\r\n"],
     "bare LF": [b"GET /abc HTTP/1.1\nHost: x\n\n"],
     "too many headers": [b"GET /abc HTTP/1.1\r\n" + b"X-A: 1\r\n" * 600 + b"\r\n"],
+    "add by GET": [b"GET /add?url=https%3A%2F%2Fnew.example%2Fq%3Fa%3D1 HTTP/1.1\r\nHost: x\r\n\r\n"],
+    "add by POST, then redirect to it": [POST_ADD + b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n"],
+    "add body split across reads": [POST_ADD[:-10], POST_ADD[-10:-3], POST_ADD[-3:]],
+    "add of a refused URL": [b"GET /add?url=ftp%3A%2F%2Fx HTTP/1.1\r\nHost: x\r\n\r\n", GET],
+    "add of bad UTF-8": [b"GET /add?url=%FF HTTP/1.1\r\nHost: x\r\n\r\n"],
+    "add without url shows the form": [b"GET /add?x=1 HTTP/1.1\r\nHost: x\r\n\r\n", GET],
+    "POST add with a query": [POST_ADD.replace(b"POST /add ", b"POST /add?url=http%3A%2F%2Fq%2F ")],
+    "POST add with another type": [POST_ADD.replace(b"x-www-form-urlencoded", b"json")],
+    "POST add twice the same URL": [POST_ADD + POST_ADD],
+    "POST add with two urls": [
+        b"POST /add HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 35\r\n\r\n"
+        b"url=http%3A%2F%2Fa%2F&url=http%3A%2F%2Fb"
+    ],
+    "add then Connection: close": [POST_ADD + b"GET /abc HTTP/1.1\r\nConnection: close\r\n\r\n"],
 }
 
 
@@ -89,13 +105,69 @@ def test_fast_path_sends_the_same_bytes_as_twisted_web(chunks: list[bytes]) -> N
     assert converse(True, *chunks) == converse(False, *chunks)
 
 
+def logged_site(fast: bool) -> tuple[GotoSite, ManualLog]:
+    """A site whose store's writes wait for the test, fast path on or off."""
+    log = ManualLog()
+    store = URLStore(dict(URLS), log)
+    metrics = Metrics("master")
+    site = GotoSite(
+        make_root(store, "go.example", metrics),
+        metrics,
+        reactor=Clock(),
+        store=store if fast else None,
+        host="go.example",
+    )
+    return site, log
+
+
+def test_a_pending_add_holds_back_the_answers_behind_it() -> None:
+    """Answers go out in request order: a redirect pipelined after an add waits for the add's write."""
+    outcomes = []
+    for fast in (True, False):
+        site, log = logged_site(fast)
+        connection = Connection(site)
+        connection.send(POST_ADD + GET)
+        assert connection.received() == b"", "nothing may be answered before the add is durable"
+        log.complete_all()
+        outcomes.append(normalized(connection.received()))
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0].count(b"HTTP/1.1 ") == 2
+    assert outcomes[0].index(b"200 OK") < outcomes[0].index(b"302 Found")
+
+
+def test_a_failed_write_answers_503_like_the_general_path() -> None:
+    """A disk failure during a fast add is the general path's 503 with Retry-After, byte for byte."""
+    outcomes = []
+    for fast in (True, False):
+        site, log = logged_site(fast)
+        connection = Connection(site)
+        connection.send(POST_ADD)
+        log.fail_all()
+        outcomes.append(normalized(connection.received()))
+    assert outcomes[0] == outcomes[1]
+    assert b"HTTP/1.1 503 Service Unavailable\r\n" in outcomes[0] and b"Retry-After: 5\r\n" in outcomes[0]
+
+
+def test_held_back_general_requests_wait_for_owed_fast_answers() -> None:
+    """A request for twisted.web pipelined behind a pending fast add is answered after it."""
+    site, log = logged_site(True)
+    connection = Connection(site)
+    connection.send(POST_ADD + b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert connection.received() == b""
+    log.complete_all()
+    answer = connection.received()
+    assert answer.index(b"200 OK") < answer.index(b"404 Not Found")
+
+
 def test_the_conversations_do_exercise_the_fast_path() -> None:
     """Guard against a vacuous comparison: the simple requests are really answered without twisted.web."""
     site, _ = make_site(True)
     connection = Connection(site)
-    connection.send(GET + HEAD)
+    connection.send(GET + HEAD + POST_ADD + b"GET /add?url=http%3A%2F%2Fb.example%2F HTTP/1.1\r\n\r\n")
     assert connection.protocol.requests == []  # twisted.web never saw a request
-    assert connection.received().count(b"HTTP/1.1 302 Found\r\n") == 2
+    answer = connection.received()
+    assert answer.count(b"HTTP/1.1 302 Found\r\n") == 2
+    assert answer.count(b"HTTP/1.1 200 OK\r\n") == 2
     assert not connection.protocol._general
 
 
@@ -145,7 +217,7 @@ def test_fast_path_answers_the_current_date() -> None:
     store = URLStore(dict(URLS))
     metrics = Metrics("master")
     clock = Clock()
-    site = GotoSite(make_root(store, "h", metrics), metrics, reactor=clock, lookup=store.lookup)
+    site = GotoSite(make_root(store, "h", metrics), metrics, reactor=clock, store=store)
     connection = Connection(site)
     connection.send(GET)
     assert b"\r\nDate: Thu, 01 Jan 1970 00:00:00 GMT\r\n" in connection.received()
@@ -159,7 +231,7 @@ def test_slow_split_request_still_times_out() -> None:
     store = URLStore(dict(URLS))
     metrics = Metrics("master")
     clock = Clock()
-    site = GotoSite(make_root(store, "h", metrics), metrics, reactor=clock, lookup=store.lookup)
+    site = GotoSite(make_root(store, "h", metrics), metrics, reactor=clock, store=store)
     connection = Connection(site)
     connection.send(GET[:10])
     clock.advance(61)

@@ -73,7 +73,7 @@ def make_site() -> tuple[GotoSite, URLStore]:
     store = URLStore({"abc": "http://a/"})
     metrics = Metrics("master")
     root = make_root(store, "go.example", metrics, RPCResource(store))
-    return GotoSite(root, metrics, reactor=Clock(), lookup=store.lookup), store
+    return GotoSite(root, metrics, reactor=Clock(), store=store), store
 
 
 @settings(max_examples=300, deadline=None)

@@ -19,7 +19,11 @@ def make_site(fast: bool = True) -> tuple[GotoSite, URLStore, Clock]:
     metrics = Metrics("master")
     clock = Clock()
     site = GotoSite(
-        make_root(store, "h", metrics), metrics, reactor=clock, lookup=store.lookup if fast else None
+        make_root(store, "h", metrics),
+        metrics,
+        reactor=clock,
+        store=store if fast else None,
+        host="go.example",
     )
     return site, store, clock
 
