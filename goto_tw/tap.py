@@ -6,14 +6,12 @@ import re
 import sys
 from typing import Any
 
-from treq.client import HTTPClient
 from twisted.application import strports
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.threads import deferToThreadPool
 from twisted.python import usage
-from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.resource import Resource
 
 from goto_tw.accesslog import make_access_log
@@ -23,7 +21,6 @@ from goto_tw.metrics import Metrics
 from goto_tw.ops import ops_resource
 from goto_tw.persistence import AppendLog, CorruptDataFile, OSRecordFile, load_records
 from goto_tw.proxystore import ProxyStore
-from goto_tw.remote import RemoteStore, master_rpc_url
 from goto_tw.rpc import RPCResource
 from goto_tw.site import GotoSite
 from goto_tw.store import URLStore
@@ -43,6 +40,8 @@ def parse_endpoint(value: str) -> str:
 
 def parse_master(value: str) -> str:
     """Accept ``HOST:PORT`` or a full ``http(s)://HOST:PORT/RPC2`` URL for ``--master``."""
+    from goto_tw.remote import master_rpc_url  # a master never needs the RPC client: keep start-up lean
+
     url = master_rpc_url(value)
     if not re.match(r"^https?://[^/\s]+(/\S*)?$", url):
         raise usage.UsageError(f"--master: expected HOST:PORT or http://HOST:PORT/RPC2, not {value!r}")
@@ -210,6 +209,12 @@ def make_slave_store(
     options: Options | dict[str, Any], reactor: Any, parent: MultiService, metrics: Metrics
 ) -> ProxyStore:
     """A caching proxy of the master's store, over a pool of persistent HTTP/1.1 connections."""
+    # Imported here: the HTTP client stack is a third of the start-up imports, and only slaves use it.
+    from treq.client import HTTPClient
+    from twisted.web.client import Agent, HTTPConnectionPool
+
+    from goto_tw.remote import RemoteStore
+
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 16
     ConnectionPoolService(pool).setServiceParent(parent)
@@ -231,7 +236,7 @@ def make_slave_store(
 class ConnectionPoolService(Service):
     """Closes the slave's idle connections to the master on shutdown, so nothing is left dangling."""
 
-    def __init__(self, pool: HTTPConnectionPool) -> None:
+    def __init__(self, pool: Any) -> None:
         self._pool = pool
 
     def stopService(self) -> Deferred[None]:
