@@ -10,6 +10,7 @@ the process's peak RSS. Prints one line per round and a median.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import subprocess
@@ -17,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from goto_tw.keys import key_for_index
+from goto_tw.keys import is_reserved, key_for_index
 from goto_tw.persistence import encode_record
 
 _ROUND = r"""
@@ -34,11 +35,19 @@ print(json.dumps({"records": store.count(), "import_s": t1 - t0, "load_s": t2 - 
 
 
 def write_data_file(path: Path, records: int) -> None:
-    """Write ``records`` realistic-looking records (URLs of 60-90 characters)."""
+    """Write ``records`` realistic-looking records (URLs of 60-90 characters), keyed as a master
+    would key them: by the counter, skipping the reserved keys (``add``, ``api``...)."""
     with path.open("wb") as out:
-        for index in range(records):
+        written = 0
+        for index in itertools.count():
+            if written == records:
+                break
+            key = key_for_index(index)
+            if is_reserved(key):
+                continue
             url = f"https://www.example.com/articles/{index:08d}/some-readable-slug-{index % 997}?ref=bench"
-            out.write(encode_record(key_for_index(index), url))
+            out.write(encode_record(key, url))
+            written += 1
 
 
 def main() -> None:

@@ -1,0 +1,225 @@
+"""What the benchmarks share: server child processes pinned to a CPU, always killed, and statistics.
+
+- :class:`Child` runs one server process with its output going to a file (never a pipe that could
+  fill up and stall it), learns its port from the ``Site starting on PORT`` line twistd logs when it
+  listens on ``tcp:0`` (race-free, and the readiness signal too), and reads its RSS and CPU time.
+- Every child started here is killed when the benchmark exits, whether it ends normally, on an
+  error, on Ctrl-C (``KeyboardInterrupt``) or on SIGTERM/SIGHUP (turned into ``SystemExit`` by
+  :func:`exit_on_signals`, so ``finally`` blocks and ``atexit`` run).
+- With two or more CPUs and ``taskset``, servers run on CPU 0 and the load generator on CPU 1, so
+  the two do not fight over one core; :func:`pinning` says whether that is possible.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+#: Listen on a port the OS picks, on loopback only.
+LOOPBACK_ANY_PORT = "tcp:0:interface=127.0.0.1"
+
+#: CPU for the servers under test, and CPU for the load generator (when pinning is possible).
+SERVER_CPU = 0
+CLIENT_CPU = 1
+
+#: twistd logs this line (with the real port) once a ``Site`` listens.
+_LISTENING = re.compile(r"Site starting on (\d+)\n")
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def pinning() -> bool:
+    """Tell whether servers and load generator can run on CPUs of their own (2+ CPUs and taskset)."""
+    return shutil.which("taskset") is not None and {SERVER_CPU, CLIENT_CPU} <= os.sched_getaffinity(0)
+
+
+def pinned(command: Sequence[str], cpu: int | None) -> list[str]:
+    """Prefix ``command`` with ``taskset -c CPU`` (which execs it: the pid stays the command's)."""
+    if cpu is None or not pinning():
+        return list(command)
+    return ["taskset", "-c", str(cpu), *command]
+
+
+def twistd_of(python: Path) -> Path:
+    """The ``twistd`` script of the virtualenv whose interpreter is ``python`` (symlinks not resolved)."""
+    return python.parent / "twistd"
+
+
+def goto_command(twistd: Path, *args: str, http: str = LOOPBACK_ANY_PORT) -> list[str]:
+    """``twistd -n --pidfile= goto --http HTTP ARGS...``: a foreground goto server."""
+    return [str(twistd), "-n", "--pidfile=", "goto", "--http", http, *args]
+
+
+def free_port() -> int:
+    """A TCP port that was free on 127.0.0.1 a moment ago (for children that must not use ``tcp:0``)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class ChildError(RuntimeError):
+    """A child did not start or listen as expected; the message holds the end of its output."""
+
+
+_live: list[Child] = []
+
+
+@atexit.register
+def kill_all() -> None:
+    """Kill every child still running (newest first); called at exit and by :func:`exit_on_signals`."""
+    for child in reversed(_live):
+        child.kill()
+
+
+def exit_on_signals() -> None:
+    """Turn SIGTERM and SIGHUP into ``SystemExit``, so cleanup runs as it does for Ctrl-C."""
+
+    def leave(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, leave)
+
+
+class Child:
+    """One server process, run in ``rundir`` with stdout and stderr going to ``rundir/NAME.log``.
+
+    ``start`` returns at once; :meth:`wait_port` waits until it logs that it listens. Use it as a
+    context manager (or call :meth:`stop`) so it is stopped even when the benchmark fails.
+    """
+
+    def __init__(self, name: str, command: Sequence[str], rundir: Path, *, cpu: int | None = SERVER_CPU):
+        self.name = name
+        self.command = pinned(command, cpu)
+        self.rundir = rundir
+        self.log_path = rundir / f"{name}.log"
+        self._popen: subprocess.Popen[bytes] | None = None
+        #: ``time.perf_counter()`` when the process was spawned.
+        self.spawned_at = 0.0
+
+    def start(self) -> Child:
+        """Spawn the process and return ``self`` without waiting."""
+        self.rundir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "wb") as output:
+            self.spawned_at = time.perf_counter()
+            self._popen = subprocess.Popen(
+                self.command,
+                cwd=self.rundir,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        _live.append(self)
+        return self
+
+    def __enter__(self) -> Child:
+        if self._popen is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def pid(self) -> int:
+        """The process id (``taskset`` execs the server, so this is the server's own)."""
+        assert self._popen is not None, "not started"
+        return self._popen.pid
+
+    def output(self) -> str:
+        """Everything the child has logged so far."""
+        try:
+            return self.log_path.read_bytes().decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def _tail(self, lines: int = 30) -> str:
+        return "\n".join(self.output().splitlines()[-lines:])
+
+    def wait_port(self, timeout: float = 60.0) -> int:
+        """Wait until the child logs ``Site starting on PORT``; return PORT.
+
+        Raises :class:`ChildError` with the end of its output if it exits first or takes longer.
+        """
+        assert self._popen is not None, "not started"
+        deadline = time.monotonic() + timeout
+        while True:
+            found = _LISTENING.search(self.output())
+            if found:
+                return int(found.group(1))
+            if self._popen.poll() is not None:
+                raise ChildError(
+                    f"{self.name} exited ({self._popen.returncode}) before listening:\n{self._tail()}"
+                )
+            if time.monotonic() > deadline:
+                raise ChildError(f"{self.name} did not listen within {timeout:g}s:\n{self._tail()}")
+            time.sleep(0.01)
+
+    def rss_mib(self) -> float:
+        """The resident set size now (``VmRSS`` of ``/proc/PID/status``), in MiB."""
+        status = Path(f"/proc/{self.pid}/status").read_text()
+        found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+        if found is None:
+            raise ChildError(f"{self.name}: no VmRSS in /proc/{self.pid}/status")
+        return int(found.group(1)) / 1024
+
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time the process has used so far (``/proc/PID/stat``)."""
+        stat = Path(f"/proc/{self.pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()
+        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM the process, SIGKILL it if it has not exited within ``timeout`` seconds."""
+        if self._popen is None:
+            return
+        if self._popen.poll() is None:
+            self._popen.terminate()
+            try:
+                self._popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._popen.kill()
+        self._popen.wait()
+        if self in _live:
+            _live.remove(self)
+
+    def kill(self) -> None:
+        """SIGKILL the process at once if it is still running."""
+        if self._popen is not None and self._popen.poll() is None:
+            self._popen.kill()
+            self._popen.wait()
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """Median, minimum and maximum of a non-empty sequence, as a JSON-friendly dict."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def format_spread(values: Sequence[float], fmt: str = "{:,.0f}") -> str:
+    """``median [min-max]`` (just the value when there is one)."""
+    if len(values) == 1:
+        return fmt.format(values[0])
+    return f"{fmt.format(statistics.median(values))} [{fmt.format(min(values))}-{fmt.format(max(values))}]"
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all CPUs together have spent busy since boot (``/proc/stat``: all but idle and iowait).
+
+    The difference over a round, minus what our own processes used, is what other programs on the
+    machine took meanwhile: the noise figure the benchmarks report.
+    """
+    with open("/proc/stat") as stat:
+        fields = [int(field) for field in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / _CLOCK_TICKS

@@ -1,0 +1,54 @@
+-- GET /KEY over a range of keys: wrk ... -s redirect.lua URL -- COUNT [OFFSET [once]]
+-- Keys are goto's: base 62 of the indexes OFFSET .. OFFSET+COUNT-1 (goto_tw.keys.key_for_index).
+-- Default: cycle through them for as long as wrk runs. With "once": request each key once, in order,
+-- then keep requesting the first one (counted in `issued`, the number of distinct keys requested).
+-- Keys that are paths goto answers itself (goto_tw.keys.RESERVED_SEGMENTS: "add", "api"...) are never
+-- stored by goto; the first key is requested in their place.
+package.path = (debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "?.lua;" .. package.path
+local report = require("report")
+
+local ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+local function key_for_index(index)
+  if index == 0 then
+    return "0"
+  end
+  local digits = {}
+  while index > 0 do
+    local digit = index % 62
+    table.insert(digits, 1, ALPHABET:sub(digit + 1, digit + 1))
+    index = (index - digit) / 62
+  end
+  return table.concat(digits)
+end
+
+local RESERVED = { add = true, api = true, RPC2 = true, health = true, metrics = true, static = true }
+
+local count, offset, once
+local position = 0
+issued = 0
+
+function init(args)
+  count = tonumber(args[1])
+  offset = tonumber(args[2] or "0")
+  once = args[3] == "once"
+end
+
+function request()
+  local index
+  if once and position >= count then
+    index = offset
+  else
+    index = offset + position % count
+    position = position + 1
+    issued = math.min(position, count)
+  end
+  local key = key_for_index(index)
+  if RESERVED[key] then
+    key = key_for_index(offset)
+  end
+  return wrk.format("GET", "/" .. key)
+end
+
+setup = report.setup
+done = report.done
