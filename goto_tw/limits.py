@@ -30,6 +30,10 @@ TOO_LARGE = (
 )
 
 
+#: What twisted.web answers to a malformed request, before closing the connection.
+BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\n\r\n"
+
+
 class DeadlineChannel(HTTPChannel):
     """An ``HTTPChannel`` that closes a connection whose request does not arrive whole in time.
 
@@ -107,20 +111,26 @@ class BoundedRequest(Request):
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         if self._refused:
             return  # already answered; the connection is closing
+        content_types = self.requestHeaders.getRawHeaders(b"content-type") or []
+        if any(b"\r" in value or b"\n" in value for value in content_types):
+            # twisted.web hands this header to the email package, which raises on a bare CR or LF:
+            # an unhandled error that drops the connection. Answer as for any malformed request.
+            self._refused = True
+            self._close_with(BAD_REQUEST, "a malformed Content-Type header")
+            return
         super().requestReceived(command, path, version)
 
     def _refuse(self) -> None:
         self._refused = True
         if self.content is not None:
             self.content.close()  # a chunked body is spooled to a temporary file: release it now
+        self._close_with(TOO_LARGE, f"a request body over {self.max_body_bytes} bytes")
+
+    def _close_with(self, answer: bytes, what: str) -> None:
+        """Answer ``answer`` (unless an earlier pipelined request is still owed its own) and close."""
         channel: Any = self.channel
         transport = channel.transport
-        # Answer only if no earlier pipelined request is still owed its response (order matters).
         if channel.requests and channel.requests[0] is self:
-            transport.write(TOO_LARGE)
-        log.info(
-            "Refused a request body over {limit} bytes from {peer}",
-            limit=self.max_body_bytes,
-            peer=transport.getPeer(),
-        )
+            transport.write(answer)
+        log.info("Refused {what} from {peer}", what=what, peer=transport.getPeer())
         transport.loseConnection()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from twisted.internet.task import Clock
 
-from goto_tw.limits import MAX_BODY_BYTES, REQUEST_DEADLINE, TOO_LARGE
+from goto_tw.limits import BAD_REQUEST, MAX_BODY_BYTES, REQUEST_DEADLINE, TOO_LARGE
 from goto_tw.metrics import Metrics
 from goto_tw.site import GotoSite
 from goto_tw.store import URLStore
 from goto_tw.tap import make_root
+from tests.conftest import LogCapture
 from tests.wire import Connection
 
 GET = b"GET /abc HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -102,3 +103,14 @@ def test_refusal_keeps_pipelined_order() -> None:
     answer = connection.received()
     assert answer.startswith(b"HTTP/1.1 302 Found")
     assert answer.endswith(TOO_LARGE)
+
+
+def test_a_content_type_with_a_bare_cr_is_a_400_not_an_unhandled_error(log_events: LogCapture) -> None:
+    """twisted.web would hand this header to the email package, which raises: answer 400 instead."""
+    site, store, _ = make_site(fast=False)
+    connection = Connection(site)
+    connection.send(b"POST /add HTTP/1.1\r\nContent-Type: a\rb\r\nContent-Length: 5\r\n\r\nurl=x")
+    assert connection.received() == BAD_REQUEST
+    assert connection.transport.disconnecting
+    assert not [e for e in log_events.events if e.get("log_failure") is not None]
+    assert store.count() == 1
