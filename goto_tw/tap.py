@@ -199,7 +199,11 @@ def make_master_store(
     except (CorruptDataFile, OSError) as exc:
         sys.exit(f"goto: cannot load the data file: {exc}")
     record_log = AppendLog(
-        record_file, reactor, fsync=bool(options["fsync"]), run_in_thread=_thread_runner(reactor)
+        record_file,
+        reactor,
+        fsync=bool(options["fsync"]),
+        run_in_thread=_thread_runner(reactor),
+        metrics=metrics,
     )
     record_log.setServiceParent(parent)
     return URLStore(urls, record_log)

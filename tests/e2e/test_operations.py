@@ -1,0 +1,91 @@
+"""End to end, the operator's view: the JSON API across master and slave, health, metrics, logs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from .harness import DEFAULT_HOST, GotoProcesses, add_url, get, key_of, request
+
+
+def samples(base_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Scrape /_goto/metrics and return every sample by name and labels."""
+    reply = get(f"{base_url}/_goto/metrics")
+    assert reply.status == 200
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(reply.text)
+        for sample in family.samples
+    }
+
+
+def post_json(url: str, document: object) -> tuple[int, dict[str, object], str | None]:
+    reply = request(
+        "POST", url, body=json.dumps(document).encode(), headers={"Content-Type": "application/json"}
+    )
+    return reply.status, json.loads(reply.body), reply.headers.get("Location")
+
+
+def test_json_api_through_a_slave_and_the_master(goto_processes: GotoProcesses, tmp_path: Path) -> None:
+    """A link created with the JSON API on a slave is readable through the API on the master and
+    redirects everywhere; API errors are problem documents on both."""
+    master = goto_processes("--rpc", data_file=tmp_path / "data.json", name="master")
+    slave = goto_processes(
+        "--master", f"127.0.0.1:{master.port}", data_file=None, name="slave", host="slave.test"
+    )
+    status, created, location = post_json(f"{slave.base_url}/api/v1/links", {"url": "https://api.example/x"})
+    assert status == 201
+    key = str(created["key"])
+    assert created == {"key": key, "url": "https://api.example/x", "short_url": f"http://slave.test/{key}"}
+    assert location == f"/api/v1/links/{key}"
+    for process in (master, slave):
+        reply = get(f"{process.base_url}/api/v1/links/{key}")
+        assert (reply.status, json.loads(reply.body)) == (200, {"key": key, "url": "https://api.example/x"})
+        assert get(f"{process.base_url}/{key}").headers["Location"] == "https://api.example/x"
+        status, problem, _ = post_json(f"{process.base_url}/api/v1/links", {"link": "nope"})
+        assert status == 400 and problem["status"] == 400
+        reply = get(f"{process.base_url}/api/v1/links/zzzz")
+        assert reply.status == 404 and reply.headers["Content-Type"] == "application/problem+json"
+
+
+def test_health_and_metrics_after_traffic(goto_processes: GotoProcesses, tmp_path: Path) -> None:
+    """After real adds and redirects, health and metrics tell the operator what happened."""
+    master = goto_processes("--rpc", data_file=tmp_path / "data.json", name="master")
+    slave = goto_processes("--master", f"127.0.0.1:{master.port}", data_file=None, name="slave")
+    key = key_of(add_url(slave.base_url, "https://metrics.example/").text, DEFAULT_HOST)
+    for _ in range(3):
+        assert get(f"{slave.base_url}/{key}").status == 302
+    assert get(f"{slave.base_url}/nokey").status == 404
+
+    assert json.loads(get(f"{master.base_url}/_goto/health").body) == {
+        "status": "ok",
+        "role": "master",
+        "keys": 1,
+    }
+    assert json.loads(get(f"{slave.base_url}/_goto/health").body)["master_reachable"] is True
+
+    on_master, on_slave = samples(master.base_url), samples(slave.base_url)
+    assert on_master[("goto_store_keys", (("role", "master"),))] == 1
+    assert on_master[("goto_data_file_write_seconds_count", ())] >= 1
+    assert (
+        on_master[("goto_http_requests_total", (("method", "POST"), ("route", "rpc"), ("status", "200")))]
+        >= 1
+    )
+    assert on_slave[("goto_redirects_total", ())] == 3
+    assert on_slave[("goto_adds_total", ())] == 1
+    assert on_slave[("goto_cache_hits_total", ())] >= 3
+    assert on_slave[("goto_rpc_call_seconds_count", (("method", "Store.Put"), ("outcome", "ok")))] == 1
+    assert (
+        on_slave[("goto_http_requests_total", (("method", "GET"), ("route", "redirect"), ("status", "404")))]
+        == 1
+    )
+
+
+def test_access_log_lines(goto_processes: GotoProcesses, tmp_path: Path) -> None:
+    """Every request leaves one Common Log Format line on the process's output."""
+    master = goto_processes(data_file=tmp_path / "data.json", name="master")
+    get(f"{master.base_url}/nokey")
+    master.stop()
+    assert '"GET /nokey HTTP/1.1" 404 ' in master.output()
