@@ -17,13 +17,13 @@ from twisted.web.resource import IResource
 from twisted.web.server import Site
 
 from goto_tw.accesslog import AccessLog, EventAccessLog
-from goto_tw.errors import GotoError, StoreUnavailable
+from goto_tw.errors import GotoError, InvalidURL, StoreUnavailable
 from goto_tw.fastpath import FastRedirectChannel, parse_simple_get, redirect_response, text_response
 from goto_tw.interfaces import IURLStore
 from goto_tw.keys import is_valid_key
 from goto_tw.limits import BoundedRequest
 from goto_tw.metrics import Metrics
-from goto_tw.web import RETRY_AFTER_SECONDS
+from goto_tw.web import NOT_UTF8, RETRY_AFTER_SECONDS
 
 log = Logger()
 
@@ -136,7 +136,7 @@ class GotoSite(Site):
         try:
             url = raw.decode("utf-8")
         except UnicodeDecodeError:
-            return answer(400, "the URL is not valid UTF-8")
+            return answer(InvalidURL.http_status, NOT_UTF8)
 
         def stored(key: str) -> bytes:
             return answer(200, f"http://{self._host}/{key}")

@@ -25,6 +25,9 @@ from goto_tw.keys import is_valid_key
 log = Logger()
 T = TypeVar("T")
 
+#: Why a URL that is not UTF-8 is refused (the general and the fast path say the same).
+NOT_UTF8 = "the URL is not valid UTF-8"
+
 #: Seconds a client is told to wait (``Retry-After``) when the store is unavailable.
 RETRY_AFTER_SECONDS = 5
 
@@ -192,7 +195,7 @@ class AddResource(PlainResource):
         try:
             url = raw.decode("utf-8")
         except UnicodeDecodeError:
-            write_error(request, InvalidURL("the URL is not valid UTF-8"))
+            write_error(request, InvalidURL(NOT_UTF8))
             return NOT_DONE_YET
         return respond_when_ready(request, self._store.put(url), lambda key: self._answer(request, key))
 
