@@ -95,6 +95,7 @@ class BoundedRequest(Request):
     def gotLength(self, length: int | None) -> None:
         if length is not None and length > self.max_body_bytes:
             super().gotLength(0)
+            self.requestHeaders.removeHeader(b"expect")  # no "100 Continue" after our 413
             self._refuse()
         else:
             super().gotLength(length)
@@ -112,9 +113,10 @@ class BoundedRequest(Request):
         if self._refused:
             return  # already answered; the connection is closing
         content_types = self.requestHeaders.getRawHeaders(b"content-type") or []
-        if any(b"\r" in value or b"\n" in value for value in content_types):
-            # twisted.web hands this header to the email package, which raises on a bare CR or LF:
-            # an unhandled error that drops the connection. Answer as for any malformed request.
+        if any(len(value.decode("latin-1").splitlines()) > 1 for value in content_types):
+            # twisted.web hands this header to the email package, which raises on anything that
+            # str.splitlines() takes for a line break (CR, LF, VT, FF, \x1c-\x1e, \x85): an unhandled
+            # error that drops the connection. Answer as for any malformed request.
             self._refused = True
             self._close_with(BAD_REQUEST, "a malformed Content-Type header")
             return

@@ -18,8 +18,9 @@ from twisted.python.failure import Failure
 from twisted.web import xmlrpc
 from twisted.web.server import Request
 
-from goto_tw.errors import GotoError, InvalidURL, NotAuthorized
+from goto_tw.errors import GotoError, InvalidURL, KeyNotFound, NotAuthorized
 from goto_tw.interfaces import IURLStore
+from goto_tw.keys import is_valid_key
 from goto_tw.web import PlainResource
 
 log = Logger()
@@ -54,6 +55,8 @@ class StoreHandler(xmlrpc.XMLRPC):
     def xmlrpc_Get(self, *args: Any) -> Deferred[str]:
         """Return the long URL stored under the key; fault 404 when there is none."""
         key = _single_string(args, "key")
+        if not is_valid_key(key):
+            raise xmlrpc.Fault(KeyNotFound.fault_code, "no link is stored under that key")
         return self._store.get(key).addErrback(_as_fault)
 
     def xmlrpc_Put(self, *args: Any) -> Deferred[str]:
@@ -119,16 +122,43 @@ class RPCResource(PlainResource, xmlrpc.XMLRPC):
         self.putSubHandler("Store", StoreHandler(store))
         self.putSubHandler("system", SystemHandler(self))
 
+    def lookupProcedure(self, procedurePath: Any) -> Any:
+        # twisted.web's own raises AttributeError (a 500) for a body with no method name.
+        if not isinstance(procedurePath, str):
+            raise xmlrpc.NoSuchFunction(self.NOT_FOUND, "the call names no method")
+        return super().lookupProcedure(procedurePath)
+
     def render_POST(self, request: Request) -> Any:
         if self._secret is not None and not self._authorized(request):
             log.warn(
                 "Refused an RPC call without the right secret from {peer}", peer=request.getClientAddress()
             )
             error = NotAuthorized("the RPC call needs the shared secret (Authorization: Bearer ...)")
-            body = xmlrpclib.dumps(xmlrpclib.Fault(error.fault_code, str(error)), methodresponse=True)
-            request.setHeader(b"content-type", b"text/xml; charset=utf-8")
-            return body.encode("utf-8")
+            return self._fault(request, error.fault_code, str(error))
+        if self._refuses_dtd(request):
+            return self._fault(
+                request, BAD_ARGUMENTS, "XML-RPC has no use for a DOCTYPE; this one is refused"
+            )
         return super().render_POST(request)
+
+    @staticmethod
+    def _refuses_dtd(request: Request) -> bool:
+        """True for a body with a document type declaration, refused before any parsing.
+
+        Entity expansion is bounded by expat, but only after megabytes of work per request: a
+        few small "billion laughs" bodies a second would keep the master busy. XML-RPC never
+        needs a DTD.
+        """
+        assert request.content is not None
+        request.content.seek(0)
+        body = request.content.read()
+        request.content.seek(0)
+        return b"<!DOCTYPE" in body or b"<!ENTITY" in body
+
+    @staticmethod
+    def _fault(request: Request, code: int, message: str) -> bytes:
+        request.setHeader(b"content-type", b"text/xml; charset=utf-8")
+        return xmlrpclib.dumps(xmlrpclib.Fault(code, message), methodresponse=True).encode("utf-8")
 
     def _authorized(self, request: Request) -> bool:
         assert self._secret is not None

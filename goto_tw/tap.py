@@ -217,13 +217,14 @@ def make_slave_store(
     from treq.client import HTTPClient
     from twisted.web.client import Agent, HTTPConnectionPool
 
+    from goto_tw.masterlink import MasterEndpointFactory
     from goto_tw.remote import RemoteStore
 
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 16
     ConnectionPoolService(pool).setServiceParent(parent)
     timeout = float(options["rpc-timeout"])
-    agent = Agent(reactor, pool=pool, connectTimeout=timeout)
+    agent = Agent.usingEndpointFactory(reactor, MasterEndpointFactory(reactor, timeout), pool=pool)
     remote = RemoteStore(
         HTTPClient(agent),
         options["master"],

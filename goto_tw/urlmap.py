@@ -20,8 +20,18 @@ _ALPHABET_BYTES = [char.encode("ascii") for char in ALPHABET]
 MAX_GAP = 1 << 16
 
 
+#: Longest canonical key: 16 base-62 digits cover far more links than any store will hold.
+MAX_CANONICAL_LENGTH = 16
+
+
 def canonical_index(key: str) -> int | None:
-    """The counter value ``key`` is the base-62 form of, or ``None`` for any other string."""
+    """The counter value ``key`` is the base-62 form of, or ``None`` for any other string.
+
+    Longer strings are never canonical: decoding is quadratic in the length, and a look-up of a
+    megabyte-long "key" (an RPC call can carry one) must not stall the reactor for seconds.
+    """
+    if len(key) > MAX_CANONICAL_LENGTH:
+        return None
     try:
         return index_for_key(key)
     except ValueError:

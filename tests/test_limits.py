@@ -114,3 +114,24 @@ def test_a_content_type_with_a_bare_cr_is_a_400_not_an_unhandled_error(log_event
     assert connection.transport.disconnecting
     assert not [e for e in log_events.events if e.get("log_failure") is not None]
     assert store.count() == 1
+
+
+def test_content_types_the_email_package_splits_are_a_400() -> None:
+    """Bytes str.splitlines() takes for line breaks (VT, FF, x1c-x1e, x85) in Content-Type: 400."""
+    for byte in (b"\x0b", b"\x0c", b"\x1c", b"\x1e", b"\x85"):
+        site, _, _ = make_site(fast=False)
+        connection = Connection(site)
+        connection.send(
+            b"POST /add HTTP/1.1\r\nContent-Type: text/" + byte + b"plain\r\nContent-Length: 5\r\n\r\nurl=x"
+        )
+        assert connection.received() == BAD_REQUEST, byte
+
+
+def test_no_100_continue_after_a_413() -> None:
+    """A client expecting 100-continue with an oversized body gets the 413 and nothing else."""
+    site, _, _ = make_site()
+    connection = Connection(site)
+    connection.send(
+        b"POST /add HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n" % (MAX_BODY_BYTES + 1)
+    )
+    assert connection.received() == TOO_LARGE

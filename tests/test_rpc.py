@@ -316,3 +316,30 @@ def test_rpc_answers_only_post(method: str) -> None:
     response = result_of(master.settle(master.stub.request(method, RPC_URL)))
     assert response.code == 405
     assert response.headers.getRawHeaders("allow") == ["POST"]
+
+
+def test_a_body_without_a_method_name_is_a_fault() -> None:
+    """A methodResponse sent as a call (no method name) is a fault, not a 500."""
+    _, answer = Master(URLStore()).raw_call(
+        b"<methodResponse><params><param><value>x</value></param></params></methodResponse>"
+    )
+    with pytest.raises(xmlrpclib.Fault):
+        xmlrpclib.loads(answer)
+
+
+def test_a_huge_key_is_answered_at_once() -> None:
+    """A megabyte-long key is unknown at once (key decoding is quadratic: it must not be tried)."""
+    store = URLStore({"0": "http://a/"})
+    master = Master(store)
+    failure = failure_of(master.settle(master.remote.get("7" * 1_000_000)))
+    assert failure.check(KeyNotFound)
+    assert store.lookup("7" * 1_000_000) is None
+
+
+def test_doctype_is_refused_before_parsing() -> None:
+    """Any DTD is refused with fault 400 before the parser sees it (entity expansion costs CPU)."""
+    _, answer = Master(URLStore()).raw_call(BILLION_LAUGHS)
+    with pytest.raises(xmlrpclib.Fault) as raised:
+        xmlrpclib.loads(answer)
+    assert raised.value.faultCode == 400
+    assert "DOCTYPE" in raised.value.faultString
