@@ -1,0 +1,484 @@
+"""Crash drill: SIGKILL the master at random moments under add load; no acknowledged add may be lost.
+
+A master (``--rpc``) and two slaves run on loopback. Client threads add unique URLs without pause,
+directly to the master and through each slave, with ``GET /add?url=``, ``POST /add`` and
+``POST /api/v1/links`` in turn, each over a persistent connection. Meanwhile the master is killed
+with SIGKILL at a random moment and restarted on the same data file and port, ``--kills`` times.
+
+A client counts an add as acknowledged only when it gets its 200 (or 201) with the short URL; a
+connection error or a 503 is "not acknowledged", and the client retries the same URL shortly after
+(the store answers a recently added URL with its existing key, so a retry never makes a second
+link). After the last restart the load stops and the drill checks that:
+
+- every acknowledged add redirects through the master (``GET /KEY`` -> 302 to its URL), and a
+  sample of them through each slave too;
+- the data file (read after a clean SIGTERM) holds each key exactly once, and every acknowledged
+  ``(key, url)`` pair;
+- no key was acknowledged for two different URLs, and no URL got two keys;
+- every server came back (each target acknowledged adds after the last restart), and no server
+  logged a traceback.
+
+Figures: kills, acknowledged, lost (must be 0), duplicate keys (0), conflicting keys (0), and the
+adds refused with 503 or lost to connection errors during outages (expected, reported).
+
+Usage: ``python drills/crash.py [--quick] [--kills N] [--seed S] [--workdir DIR] [--keep]``
+"""
+
+from __future__ import annotations
+
+import bisect
+import http.client
+import json
+import random
+import re
+import sys
+import threading
+import time
+import urllib.parse
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from drills._common import (
+    DEFAULT_HOST,
+    DrillWorkdir,
+    Fleet,
+    KeepAliveClient,
+    Report,
+    drill_arguments,
+    exit_on_signals,
+    summarize,
+)
+
+#: How adds are sent, in turn, by every client.
+METHODS = ("GET /add", "POST /add", "POST /api/v1/links")
+#: Seconds a client waits before retrying after a 503 or a connection error.
+RETRY_PAUSE = 0.02
+#: Tries of one URL before a client gives up on it (counted as abandoned, never as acknowledged).
+MAX_TRIES_PER_URL = 500
+#: Acknowledged adds looked up through each slave at the end (all of them through the master).
+SLAVE_SAMPLE = 500
+
+_SHORT_URL = re.compile(rf"http://{re.escape(DEFAULT_HOST)}/([0-9A-Za-z]+)\n")
+
+
+@dataclass(frozen=True)
+class Ack:
+    """One acknowledged add: the URL, the key answered, who answered it and when."""
+
+    url: str
+    key: str
+    target: str
+    method: str
+    at: float
+    #: How many tries the URL took, and when the first one was sent.
+    tries: int
+    first_try_at: float
+
+
+@dataclass
+class Ledger:
+    """What every client saw, shared between the client threads (under ``lock``)."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    acks: list[Ack] = field(default_factory=list)
+    attempts: Counter[str] = field(default_factory=Counter)
+    unavailable: Counter[str] = field(default_factory=Counter)
+    connection_errors: Counter[str] = field(default_factory=Counter)
+    abandoned: int = 0
+    #: Answers that are neither an acknowledgement, nor a 503: ``(target, method, status, body)``.
+    unexpected: list[tuple[str, str, int, bytes]] = field(default_factory=list)
+
+
+class AddClient(threading.Thread):
+    """Adds unique URLs to one server without pause until told to stop (or its deadline passes)."""
+
+    def __init__(
+        self, number: int, target: str, port: int, ledger: Ledger, stop: threading.Event, deadline: float
+    ) -> None:
+        super().__init__(name=f"client-{number}-{target}", daemon=True)
+        self.number = number
+        self.target = target
+        self.ledger = ledger
+        self.stop_event = stop
+        self.deadline = deadline
+        self.client = KeepAliveClient(port)
+
+    def run(self) -> None:
+        ledger = self.ledger
+        count = 0
+        pending: str | None = None
+        tries = 0
+        first_try_at = 0.0
+        try:
+            while not self.stop_event.is_set() and time.monotonic() < self.deadline:
+                if pending is None:
+                    count += 1
+                    pending = f"https://crash.test/c{self.number}/{count}?via={self.target}"
+                    tries = 0
+                    first_try_at = time.monotonic()
+                method = METHODS[(count + tries) % len(METHODS)]
+                tries += 1
+                with ledger.lock:
+                    ledger.attempts[self.target] += 1
+                try:
+                    status, body = self._add(method, pending)
+                except (OSError, http.client.HTTPException):
+                    with ledger.lock:
+                        ledger.connection_errors[self.target] += 1
+                    pending = self._retry_later(pending, tries)
+                    continue
+                try:
+                    key = _key_in_answer(method, status, body, pending)
+                except ValueError:
+                    with ledger.lock:
+                        ledger.unexpected.append((self.target, method, status, body[:200]))
+                    pending = None
+                    continue
+                if key is not None:
+                    with ledger.lock:
+                        ledger.acks.append(
+                            Ack(pending, key, self.target, method, time.monotonic(), tries, first_try_at)
+                        )
+                    pending = None
+                elif status == 503:
+                    with ledger.lock:
+                        ledger.unavailable[self.target] += 1
+                    pending = self._retry_later(pending, tries)
+                else:
+                    with ledger.lock:
+                        ledger.unexpected.append((self.target, method, status, body[:200]))
+                    pending = None
+        except Exception as exc:  # a bug in the drill: make it fail loudly, not go quiet
+            with ledger.lock:
+                ledger.unexpected.append((self.target, "client crashed", 0, repr(exc).encode()))
+        finally:
+            self.client.close()
+
+    def _retry_later(self, url: str, tries: int) -> str | None:
+        self.stop_event.wait(RETRY_PAUSE)
+        if tries >= MAX_TRIES_PER_URL:
+            with self.ledger.lock:
+                self.ledger.abandoned += 1
+            return None
+        return url
+
+    def _add(self, method: str, url: str) -> tuple[int, bytes]:
+        if method == "GET /add":
+            query = urllib.parse.urlencode({"url": url})
+            status, _, body = self.client.request("GET", f"/add?{query}")
+        elif method == "POST /add":
+            form = urllib.parse.urlencode({"url": url}).encode("ascii")
+            headers = {"Content-Type": "application/x-www-form-urlencoded"}
+            status, _, body = self.client.request("POST", "/add", form, headers)
+        else:
+            document = json.dumps({"url": url}).encode("ascii")
+            headers = {"Content-Type": "application/json"}
+            status, _, body = self.client.request("POST", "/api/v1/links", document, headers)
+        return status, body
+
+
+def _key_in_answer(method: str, status: int, body: bytes, url: str) -> str | None:
+    """The key an acknowledging answer (200 or 201) holds, or ``None`` for any other answer.
+
+    A 200 or 201 that does not hold the short URL of ``url`` raises ``ValueError``.
+    """
+    if method == "POST /api/v1/links":
+        if status != 201:
+            return None
+        document = json.loads(body)
+        key = document.get("key") if isinstance(document, dict) else None
+        if (
+            not isinstance(key, str)
+            or document.get("url") != url
+            or document.get("short_url") != f"http://{DEFAULT_HOST}/{key}"
+        ):
+            raise ValueError(f"201 answer does not match the add of {url!r}")
+        return key
+    if status != 200:
+        return None
+    match = _SHORT_URL.fullmatch(body.decode("ascii", "replace"))
+    if match is None:
+        raise ValueError(f"200 answer to the add of {url!r} is not a short URL")
+    return match.group(1)
+
+
+@dataclass
+class Records:
+    """The data file as parsed: records in order, and whatever could not be parsed."""
+
+    pairs: list[tuple[str, str]]
+    bad_lines: list[str]
+    torn_tail: bytes
+
+
+def read_data_file(path: Path) -> Records:
+    """Parse the data file line by line, keeping (not raising on) anything malformed."""
+    data = path.read_bytes() if path.exists() else b""
+    end = data.rfind(b"\n") + 1
+    torn_tail = data[end:]
+    pairs: list[tuple[str, str]] = []
+    bad: list[str] = []
+    for number, line in enumerate(data[:end].splitlines(), start=1):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            bad.append(f"line {number}: {line[:200]!r}")
+            continue
+        if not isinstance(record, dict) or set(record) != {"key", "url"}:
+            bad.append(f"line {number}: {line[:200]!r}")
+            continue
+        pairs.append((record["key"], record["url"]))
+    return Records(pairs, bad, torn_tail)
+
+
+def lookup_all(port: int, acks: list[Ack], threads: int = 2) -> list[tuple[Ack, str]]:
+    """``GET /KEY`` for every ack on ``port``; return the acks that did not redirect to their URL."""
+    wrong: list[tuple[Ack, str]] = []
+    lock = threading.Lock()
+
+    def work(part: list[Ack]) -> None:
+        client = KeepAliveClient(port)
+        try:
+            for ack in part:
+                try:
+                    status, headers, _ = client.request("GET", f"/{ack.key}")
+                except (OSError, http.client.HTTPException) as exc:
+                    outcome = f"error {exc!r}"
+                else:
+                    location = headers.get("Location")
+                    if status == 302 and location == ack.url:
+                        continue
+                    outcome = f"{status} Location={location!r}"
+                with lock:
+                    wrong.append((ack, outcome))
+        finally:
+            client.close()
+
+    workers = [threading.Thread(target=work, args=(acks[i::threads],), daemon=True) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=600)
+    return wrong
+
+
+def run(args_list: list[str] | None = None) -> int:
+    """Run the drill with command-line ``args_list``; return the exit status."""
+    parser = drill_arguments(__doc__.split("\n\n", 1)[0] if __doc__ else "crash drill")
+    parser.add_argument("--kills", type=int, default=None, help="SIGKILLs of the master (100; quick: 5)")
+    parser.add_argument(
+        "--clients-per-server", type=int, default=2, help="add clients per server (default: 2)"
+    )
+    args = parser.parse_args(args_list)
+    kills: int = args.kills if args.kills is not None else (5 if args.quick else 100)
+    # The master lives this long between restarts, then stays dead this long, in seconds.
+    uptime = (0.2, 0.8) if args.quick else (0.3, 1.8)
+    downtime = (0.0, 0.2)
+    rng = random.Random(args.seed)
+    exit_on_signals()
+    report = Report(
+        f"crash drill ({'quick' if args.quick else 'full'}): {kills} SIGKILLs of the master, seed {args.seed}"
+    )
+    started = time.monotonic()
+    with DrillWorkdir("crash", args.workdir, args.keep) as work, Fleet(work.path) as fleet:
+        status = _drill(report, fleet, work.path, kills, uptime, downtime, rng, args.clients_per_server)
+        work.failed = status != 0
+        report.figure("drill seconds", f"{time.monotonic() - started:.1f}")
+    return status
+
+
+def _drill(
+    report: Report,
+    fleet: Fleet,
+    workdir: Path,
+    kills: int,
+    uptime: tuple[float, float],
+    downtime: tuple[float, float],
+    rng: random.Random,
+    clients_per_server: int,
+) -> int:
+    data_file = workdir / "data.json"
+    quiet = ("--access-log", "none")
+    master = fleet.start("--rpc", *quiet, name="master", data_file=data_file)
+    slaves = [
+        fleet.start(
+            "--master",
+            f"127.0.0.1:{master.port}",
+            "--rpc-timeout",
+            "2",
+            *quiet,
+            name=name,
+            data_file=None,
+            wait=False,
+        )
+        for name in ("slave-a", "slave-b")
+    ]
+    for slave in slaves:
+        slave.wait_ready()
+    targets = {"master": master.port, "slave-a": slaves[0].port, "slave-b": slaves[1].port}
+
+    ledger = Ledger()
+    stop = threading.Event()
+    # The clients' own deadline bounds the load even if the main thread never reaches its stop.
+    deadline = time.monotonic() + kills * (uptime[1] + downtime[1] + 15) + 60
+    clients = [
+        AddClient(number, target, port, ledger, stop, deadline)
+        for number, (target, port) in enumerate(
+            (target, port) for target, port in targets.items() for _ in range(clients_per_server)
+        )
+    ]
+    restart_seconds: list[float] = []
+    #: When each kill happened, and how many records the data file held right after it.
+    kill_log: list[tuple[float, int]] = []
+    load_started = time.monotonic()
+    for client in clients:
+        client.start()
+    try:
+        for _ in range(kills):
+            time.sleep(rng.uniform(*uptime))
+            master.kill()
+            kill_log.append((time.monotonic(), data_file.read_bytes().count(b"\n")))
+            time.sleep(rng.uniform(*downtime))
+            spawned = time.monotonic()
+            master = fleet.restart(master)
+            restart_seconds.append(time.monotonic() - spawned)
+        last_restart = time.monotonic()
+        # Let the slaves notice the master is back (they probe once a second) and add through it.
+        _wait_for_acks_after(ledger, last_restart, set(targets), timeout=10.0)
+    finally:
+        stop.set()
+        for client in clients:
+            client.join(timeout=15)
+    load_seconds = time.monotonic() - load_started
+
+    acks = ledger.acks
+    report.figure("kills", kills)
+    report.figure("master restart (spawn to listening)", summarize(restart_seconds))
+    report.figure("load seconds", f"{load_seconds:.1f}")
+    report.figure("add attempts", sum(ledger.attempts.values()))
+    report.figure("acknowledged", len(acks))
+    report.figure("acknowledged per second", f"{len(acks) / load_seconds:.0f}")
+    by_target = Counter(ack.target for ack in acks)
+    by_method = Counter(ack.method for ack in acks)
+    report.figure("acknowledged by server", dict(sorted(by_target.items())))
+    report.figure("acknowledged by method", dict(sorted(by_method.items())))
+    report.figure("refused with 503 during outages", dict(sorted(ledger.unavailable.items())))
+    report.figure("connection errors during outages", dict(sorted(ledger.connection_errors.items())))
+    report.figure("abandoned URLs", ledger.abandoned)
+    report.figure("unexpected answers", len(ledger.unexpected))
+    for target, method, code, body in ledger.unexpected[:10]:
+        report.note(f"{target} {method}: {code} {body!r}")
+
+    # Keys handed out: one URL per key and one key per URL, across every acknowledgement.
+    urls_of_key: defaultdict[str, set[str]] = defaultdict(set)
+    keys_of_url: defaultdict[str, set[str]] = defaultdict(set)
+    for ack in acks:
+        urls_of_key[ack.key].add(ack.url)
+        keys_of_url[ack.url].add(ack.key)
+    conflicting = {key: urls for key, urls in urls_of_key.items() if len(urls) > 1}
+    two_keys = {url: keys for url, keys in keys_of_url.items() if len(keys) > 1}
+
+    # Every acknowledged add through the running master, and a sample through each slave.
+    unique_acks = list({ack.key: ack for ack in acks}.values())
+    looked_up = time.monotonic()
+    wrong_http = lookup_all(master.port, unique_acks)
+    lookup_seconds = time.monotonic() - looked_up
+    sample = rng.sample(unique_acks, min(SLAVE_SAMPLE, len(unique_acks)))
+    wrong_slave = [item for slave in slaves for item in lookup_all(slave.port, sample, threads=1)]
+
+    # Then the data file, after a clean stop (SIGTERM writes every accepted record).
+    stopped = master.stop()
+    records = read_data_file(data_file)
+    key_count = Counter(key for key, _ in records.pairs)
+    duplicate_keys = {key: n for key, n in key_count.items() if n > 1}
+    url_count = Counter(url for _, url in records.pairs)
+    duplicate_urls = {url: n for url, n in url_count.items() if n > 1}
+    stored = set(records.pairs)
+    lost_file = [ack for ack in unique_acks if (ack.key, ack.url) not in stored]
+    acked_urls = {ack.url for ack in acks}
+    unacknowledged_stored = sum(1 for _, url in records.pairs if url not in acked_urls)
+    lost = {ack.key for ack in lost_file} | {ack.key for ack, _ in wrong_http}
+    # Adds whose record reached the file before a kill but whose answer did not reach the client:
+    # tried before the kill, answered after it, with a key the file already held at the kill.
+    line_of = {key: number for number, (key, _) in enumerate(records.pairs)}
+    kill_times = [at for at, _ in kill_log]
+    answered_after_kill = 0
+    for ack in acks:
+        last_kill = bisect.bisect_left(kill_times, ack.at) - 1
+        if ack.tries > 1 and last_kill >= 0:
+            killed_at, lines_then = kill_log[last_kill]
+            if ack.first_try_at < killed_at and line_of.get(ack.key, lines_then) < lines_then:
+                answered_after_kill += 1
+    retried = sum(1 for ack in acks if ack.tries > 1)
+
+    report.figure("lookups through the master", f"{len(unique_acks)} in {lookup_seconds:.1f}s")
+    report.figure("records in the data file", len(records.pairs))
+    report.figure("stored but never acknowledged", unacknowledged_stored)
+    report.figure("acknowledged after retries", retried)
+    report.figure("stored before a kill, answered with that key on a retry after it", answered_after_kill)
+    report.figure("lost", len(lost))
+    report.figure("lost (not redirected by the master)", len(wrong_http))
+    report.figure("lost (not in the data file)", len(lost_file))
+    report.figure("duplicate keys", len(duplicate_keys))
+    report.figure("conflicting keys", len(conflicting))
+    report.figure("URLs with two keys", len(two_keys))
+    report.figure("URLs stored twice in the data file", len(duplicate_urls))
+    report.figure("slave lookups wrong", f"{len(wrong_slave)} of {len(sample) * len(slaves)}")
+    for ack, outcome in (wrong_http + wrong_slave)[:10]:
+        report.note(f"{ack.key} -> {ack.url} (acknowledged by {ack.target}, {ack.method}): {outcome}")
+    for ack in lost_file[:10]:
+        report.note(f"not in the data file: {ack.key} -> {ack.url} ({ack.target}, {ack.method})")
+    for key, urls in list(conflicting.items())[:10]:
+        report.note(f"key {key} acknowledged for {sorted(urls)}")
+    for url, keys in list(two_keys.items())[:10]:
+        report.note(f"URL {url} acknowledged with keys {sorted(keys)}")
+    problems = fleet.problems()
+    report.figure("tracebacks in server logs", len(problems))
+    for line in problems[:10]:
+        report.note(line)
+
+    report.check("adds acknowledged", len(acks) > 0)
+    report.check("lost == 0", not lost)
+    report.check("duplicate keys == 0", not duplicate_keys)
+    report.check("conflicting keys == 0", not conflicting)
+    report.check("URLs with two keys == 0", not two_keys and not duplicate_urls)
+    report.check("slaves redirect acknowledged adds", not wrong_slave)
+    report.check(
+        "data file well formed",
+        not records.bad_lines and not records.torn_tail,
+        "; ".join(records.bad_lines[:3]),
+    )
+    report.check("unexpected answers == 0", not ledger.unexpected)
+    back = {
+        target for target in targets if any(ack.at > last_restart and ack.target == target for ack in acks)
+    }
+    report.check("every server acknowledges after the last restart", back == set(targets), f"{sorted(back)}")
+    report.check("master stops cleanly on SIGTERM", stopped == -15, f"exit status {stopped}")
+    report.check("no tracebacks in server logs", not problems)
+    return report.exit_status()
+
+
+def _wait_for_acks_after(ledger: Ledger, since: float, targets: set[str], timeout: float) -> None:
+    """Wait (at most ``timeout`` seconds) until every target has acknowledged an add after ``since``."""
+    deadline = time.monotonic() + timeout
+
+    def seen() -> set[str]:
+        with ledger.lock:
+            return {ack.target for ack in ledger.acks if ack.at > since}
+
+    while seen() != targets and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # a little more load on the final master
+
+
+def main() -> None:
+    """Entry point: run the drill with the command line's arguments and exit with its status."""
+    raise SystemExit(run(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()
