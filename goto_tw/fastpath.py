@@ -37,18 +37,24 @@ from goto_tw.limits import DeadlineChannel
 if TYPE_CHECKING:
     from goto_tw.site import GotoSite
 
-#: The request head the fast path answers; group 1 is the method, group 2 the key.
-_SIMPLE_GET = re.compile(
-    rb"(GET|HEAD) /([0-9A-Za-z]{1,64}) HTTP/1\.1\r\n"
+#: Well-formed header lines (a token, a colon, visible ASCII), as many as there are; then the blank line.
+_HEADER_LINES = (
     rb"((?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[ \t]*[\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?[ \t]*\r\n"
-    rb"|[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[ \t]*\r\n)*)"
-    rb"\r\n"
+    rb"|[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[ \t]*\r\n)*)\r\n"
 )
-#: Headers whose presence means the request is not one the fast path can answer exactly.
-_DISQUALIFYING = re.compile(
-    rb"(?im)^(content-length|transfer-encoding|expect|upgrade|connection|te|trailer)[ \t]*:"
-)
+#: A redirect head: group 1 the method, 2 the key, 3 the header lines.
+_SIMPLE_GET = re.compile(rb"(GET|HEAD) /([0-9A-Za-z]{1,64}) HTTP/1\.1\r\n" + _HEADER_LINES)
+#: An add head: group 1 the method, 2 the target, 3 the header lines.
+_SIMPLE_ADD = re.compile(rb"(GET|POST) (/add(?:\?[\x21-\x7e]*)?) HTTP/1\.1\r\n" + _HEADER_LINES)
+
+#: Headers that frame or upgrade a request: a request with one (but a lone ``Connection:
+#: keep-alive``, which changes nothing on HTTP/1.1) is not one the fast path can answer exactly.
+_FRAMING = re.compile(rb"(?im)^(transfer-encoding|expect|upgrade|connection|te|trailer)[ \t]*:")
 _KEEP_ALIVE = re.compile(rb"(?im)^connection:[ \t]*keep-alive[ \t]*\r$")
+_CONTENT_LENGTH_NAME = re.compile(rb"(?im)^content-length[ \t]*:")
+_CONTENT_LENGTH = re.compile(rb"(?im)^content-length:[ \t]*([0-9]{1,5})[ \t]*\r$")
+_CONTENT_TYPE_NAME = re.compile(rb"(?im)^content-type[ \t]*:")
+_FORM_CONTENT_TYPE = re.compile(rb"(?im)^content-type:[ \t]*application/x-www-form-urlencoded[ \t]*\r$")
 
 #: Largest request head gathered before giving up and handing it to twisted.web (which has its own limit).
 MAX_HEAD_BYTES = 16 * 1024
@@ -56,24 +62,38 @@ MAX_HEAD_BYTES = 16 * 1024
 #: (``totalHeadersSize``, ``maxHeaders``) then apply exactly as they would to any request.
 MAX_FAST_HEAD_BYTES = 4096
 MAX_FAST_HEADERS = 64
-
-
-#: The add request heads the fast path may answer: group 1 the method, 2 the target, 3 the headers.
-_SIMPLE_ADD = re.compile(
-    rb"(GET|POST) (/add(?:\?[\x21-\x7e]*)?) HTTP/1\.1\r\n"
-    rb"((?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[ \t]*[\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?[ \t]*\r\n"
-    rb"|[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[ \t]*\r\n)*)"
-    rb"\r\n"
-)
-_CONTENT_LENGTH = re.compile(rb"(?im)^content-length:[ \t]*([0-9]{1,5})[ \t]*\r$")
-_FORM_CONTENT_TYPE = re.compile(rb"(?im)^content-type:[ \t]*application/x-www-form-urlencoded[ \t]*\r$")
-_CONTENT_TYPE = re.compile(rb"(?im)^content-type[ \t]*:")
-_BODY_FRAMING = re.compile(rb"(?im)^(transfer-encoding|expect|upgrade|connection|te|trailer)[ \t]*:")
-
 #: Largest form body the fast path reads itself; a larger one goes to twisted.web.
 MAX_FAST_BODY_BYTES = 8192
 #: Most fast answers owed on one connection; a client pipelining more is left to twisted.web.
 MAX_OWED = 64
+
+
+def _match_head(pattern: re.Pattern[bytes], head: bytes) -> re.Match[bytes] | None:
+    """Match one whole request head against ``pattern``, within the fast path's size limits and
+    without framing headers; ``None`` otherwise."""
+    if len(head) > MAX_FAST_HEAD_BYTES:
+        return None
+    match = pattern.fullmatch(head)
+    if match is None:
+        return None
+    headers = match.group(3)
+    if headers.count(b"\n") > MAX_FAST_HEADERS:
+        return None
+    if _FRAMING.search(headers) and _FRAMING.search(_KEEP_ALIVE.sub(b"", headers, count=1)):
+        return None
+    return match
+
+
+def parse_simple_get(head: bytes) -> tuple[str, str] | None:
+    """Return ``(method, key)`` if ``head`` (one request head, ending with the blank line) is a
+    redirect the fast path may answer, else ``None``."""
+    match = _match_head(_SIMPLE_GET, head)
+    if match is None or _CONTENT_LENGTH_NAME.search(match.group(3)):
+        return None
+    key = match.group(2).decode("ascii")
+    if is_reserved(key):
+        return None
+    return match.group(1).decode("ascii"), key
 
 
 def parse_simple_add(head: bytes) -> tuple[str, bytes, int] | None:
@@ -81,52 +101,22 @@ def parse_simple_add(head: bytes) -> tuple[str, bytes, int] | None:
 
     ``GET /add?...`` without a body, or ``POST /add`` (no query) with one exact ``Content-Length``
     of at most :data:`MAX_FAST_BODY_BYTES` and one ``Content-Type:
-    application/x-www-form-urlencoded``, no other framing header. ``None`` for anything else.
+    application/x-www-form-urlencoded``. ``None`` for anything else.
     """
-    if len(head) > MAX_FAST_HEAD_BYTES:
-        return None
-    match = _SIMPLE_ADD.fullmatch(head)
+    match = _match_head(_SIMPLE_ADD, head)
     if match is None:
         return None
-    headers = match.group(3)
-    if headers.count(b"\n") > MAX_FAST_HEADERS:
-        return None
-    if _BODY_FRAMING.search(headers) and _BODY_FRAMING.search(_KEEP_ALIVE.sub(b"", headers, count=1)):
-        return None
-    method, target = match.group(1), match.group(2)
-    lengths = _CONTENT_LENGTH.findall(headers)
+    method, target, headers = match.group(1), match.group(2), match.group(3)
+    lengths = _CONTENT_LENGTH_NAME.findall(headers)
     if method == b"GET":
-        if b"?" not in target or _DISQUALIFYING.search(_KEEP_ALIVE.sub(b"", headers, count=1)):
-            return None
-        return "GET", target, 0
-    if b"?" in target or len(lengths) != 1 or headers.lower().count(b"content-length") != 1:
+        return ("GET", target, 0) if b"?" in target and not lengths else None
+    if b"?" in target or len(lengths) != 1 or len(_CONTENT_TYPE_NAME.findall(headers)) != 1:
         return None
-    if len(_FORM_CONTENT_TYPE.findall(headers)) != 1 or len(_CONTENT_TYPE.findall(headers)) != 1:
+    length = _CONTENT_LENGTH.search(headers)
+    if length is None or _FORM_CONTENT_TYPE.search(headers) is None:
         return None
-    length = int(lengths[0])
-    if not 0 < length <= MAX_FAST_BODY_BYTES:
-        return None
-    return "POST", target, length
-
-
-def parse_simple_get(head: bytes) -> tuple[str, str] | None:
-    """Return ``(method, key)`` if ``head`` (one request head, ending with the blank line) is a
-    request the fast path may answer, else ``None``."""
-    if len(head) > MAX_FAST_HEAD_BYTES:
-        return None
-    match = _SIMPLE_GET.fullmatch(head)
-    if match is None:
-        return None
-    headers = match.group(3)
-    if headers.count(b"\n") > MAX_FAST_HEADERS:
-        return None
-    # One "Connection: keep-alive" changes nothing on HTTP/1.1; any other such header disqualifies.
-    if _DISQUALIFYING.search(headers) and _DISQUALIFYING.search(_KEEP_ALIVE.sub(b"", headers, count=1)):
-        return None
-    key = match.group(2).decode("ascii")
-    if is_reserved(key):
-        return None
-    return match.group(1).decode("ascii"), key
+    body_length = int(length.group(1))
+    return ("POST", target, body_length) if 0 < body_length <= MAX_FAST_BODY_BYTES else None
 
 
 class FastRedirectChannel(DeadlineChannel):
