@@ -24,8 +24,8 @@ class IURLStore(Interface):
     def put(url: str) -> Deferred[str]:
         """Return a Deferred firing with the key under which ``url`` is stored, once it is durable.
 
-        Putting a URL that is already stored answers its existing key, so a retried add never
-        creates a second link. It fails with :class:`~goto_tw.errors.InvalidURL` for a refused URL
+        Putting a URL that was added recently (or is being added) answers its existing key, so a
+        retried add never creates a second link. It fails with :class:`~goto_tw.errors.InvalidURL` for a refused URL
         and :class:`~goto_tw.errors.StoreUnavailable` when the pair cannot be stored now.
         """
 
