@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+from typing import Callable, Generic, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
@@ -51,3 +51,33 @@ class SharedResult(Generic[T]):
         for waiter in waiters:
             self._deliver(waiter)
         return None  # the source's own chain ends here; its failure is delivered, not lost
+
+
+K = TypeVar("K")
+
+
+class Coalescing(Generic[K, T]):
+    """Calls by key, where a call for a key already in flight joins it instead of starting another.
+
+    How a flood of requests for one uncached key costs the master one call, and how two adds of
+    one URL at the same moment write one record.
+    """
+
+    def __init__(self) -> None:
+        self._in_flight: dict[K, SharedResult[T]] = {}
+
+    def call(self, key: K, start: Callable[[], Deferred[T]]) -> Deferred[T]:
+        """Join the call in flight for ``key``, or make it with ``start()``; each caller gets its own
+        Deferred of the one result."""
+        shared = self._in_flight.get(key)
+        if shared is None:
+            source = start()
+            source.addBoth(self._finished, key)  # runs before the waiters hear of the result
+            shared = SharedResult(source)
+            if not shared.done:  # a call that answered at once leaves nothing in flight
+                self._in_flight[key] = shared
+        return shared.wait()
+
+    def _finished(self, result: object, key: K) -> object:
+        self._in_flight.pop(key, None)
+        return result

@@ -27,7 +27,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from goto_tw.errors import GotoError, KeyNotFound, MasterUnreachable
-from goto_tw.fanout import SharedResult
+from goto_tw.fanout import Coalescing
 from goto_tw.interfaces import IURLStore
 from goto_tw.urls import validate_url
 
@@ -68,8 +68,8 @@ class ProxyStore:
         self._retry_interval = retry_interval
         self._cache: OrderedDict[str, str] = OrderedDict()
         self._unknown_until: OrderedDict[str, float] = OrderedDict()
-        self._gets: dict[str, SharedResult[str]] = {}
-        self._puts: dict[str, SharedResult[str]] = {}
+        self._gets: Coalescing[str, str] = Coalescing()
+        self._puts: Coalescing[str, str] = Coalescing()
         self._master_down_since: float | None = None
         self._next_probe_at = 0.0
         self._probing = False
@@ -100,16 +100,7 @@ class ProxyStore:
             if self._clock.seconds() < unknown_until:
                 return fail(KeyNotFound(f"no link is stored under {key!r}"))
             del self._unknown_until[key]
-        pending = self._gets.get(key)
-        if pending is None:
-            asked = self._ask_master(lambda: self._master.get(key))
-            if asked is None:
-                return self._unreachable()
-            asked.addCallbacks(self._got, self._not_got, callbackArgs=(key,), errbackArgs=(key,))
-            pending = SharedResult(asked)
-            if not pending.done:
-                self._gets[key] = pending
-        return pending.wait()
+        return self._gets.call(key, lambda: self._ask_master_get(key))
 
     def put(self, url: str) -> Deferred[str]:
         """Store ``url`` on the master and cache the pair it confirms."""
@@ -117,16 +108,14 @@ class ProxyStore:
             url = validate_url(url)
         except GotoError:
             return fail()
-        pending = self._puts.get(url)
-        if pending is None:
-            asked = self._ask_master(lambda: self._master.put(url))
-            if asked is None:
-                return self._unreachable()
-            asked.addBoth(self._put_done, url)
-            pending = SharedResult(asked)
-            if not pending.done:
-                self._puts[url] = pending
-        return pending.wait()
+        return self._puts.call(url, lambda: self._ask_master_put(url))
+
+    def _ask_master_get(self, key: str) -> Deferred[str]:
+        asked = self._ask_master(lambda: self._master.get(key))
+        return asked.addCallbacks(self._got, self._not_got, callbackArgs=(key,), errbackArgs=(key,))
+
+    def _ask_master_put(self, url: str) -> Deferred[str]:
+        return self._ask_master(lambda: self._master.put(url)).addCallback(self._put_done, url)
 
     # --- the cache -------------------------------------------------------------------------------
 
@@ -139,23 +128,19 @@ class ProxyStore:
             self.stats.evictions += 1
 
     def _got(self, url: str, key: str) -> str:
-        self._gets.pop(key, None)
         self._remember(key, url)
         return url
 
     def _not_got(self, failure: Failure, key: str) -> Failure:
-        self._gets.pop(key, None)
         if failure.check(KeyNotFound) and self._negative_ttl > 0:
             self._unknown_until[key] = self._clock.seconds() + self._negative_ttl
             if len(self._unknown_until) > self._cache_size:
                 self._unknown_until.popitem(last=False)
         return failure
 
-    def _put_done(self, result: str | Failure, url: str) -> str | Failure:
-        self._puts.pop(url, None)
-        if not isinstance(result, Failure):
-            self._remember(result, url)
-        return result
+    def _put_done(self, key: str, url: str) -> str:
+        self._remember(key, url)
+        return key
 
     # --- the master's health ---------------------------------------------------------------------
 
@@ -179,11 +164,12 @@ class ProxyStore:
 
         return asked.addBoth(answered_properly)
 
-    def _ask_master(self, call: Callable[[], Deferred[str]]) -> Deferred[str] | None:
-        """Make ``call`` unless the master is known to be down and this is not the time to probe."""
+    def _ask_master(self, call: Callable[[], Deferred[str]]) -> Deferred[str]:
+        """Make ``call``, unless the master is known to be down and this is not the time to probe:
+        then fail at once with :class:`MasterUnreachable`."""
         if self._master_down_since is not None:
             if self._probing or self._clock.seconds() < self._next_probe_at:
-                return None
+                return fail(MasterUnreachable("the master is unreachable; try again shortly"))
             self._probing = True
         asked = call()
         asked.addBoth(self._note_master_health)
@@ -208,6 +194,3 @@ class ProxyStore:
             )
             self._master_down_since = None
         return result
-
-    def _unreachable(self) -> Deferred[str]:
-        return fail(MasterUnreachable("the master is unreachable; try again shortly"))

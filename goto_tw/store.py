@@ -10,7 +10,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from goto_tw.errors import GotoError, KeyExists, KeyNotFound
-from goto_tw.fanout import SharedResult
+from goto_tw.fanout import Coalescing
 from goto_tw.interfaces import IRecordLog, IURLStore
 from goto_tw.keys import is_reserved, key_for_index
 from goto_tw.urlmap import URLMap
@@ -45,7 +45,7 @@ class URLStore:
         self._log = log
         self._next_index = urls.next_index()
         self._pending_keys: set[str] = set()
-        self._pending_puts: dict[str, SharedResult[str]] = {}
+        self._puts: Coalescing[str, str] = Coalescing()
 
     def count(self) -> int:
         """Return how many pairs are stored (acknowledged ones only)."""
@@ -71,16 +71,7 @@ class URLStore:
         key = self._recent.get(url)
         if key is not None:
             return succeed(key)
-        pending = self._pending_puts.get(url)
-        if pending is None:
-            stored = self.set(self._allocate_key(), url)
-            pending = self._pending_puts[url] = SharedResult(stored)
-            stored.addBoth(self._put_done, url)
-        return pending.wait()
-
-    def _put_done(self, result: object, url: str) -> object:
-        del self._pending_puts[url]
-        return result
+        return self._puts.call(url, lambda: self.set(self._allocate_key(), url))
 
     def set(self, key: str, url: str) -> Deferred[str]:
         """Store ``url`` under exactly ``key``; fail with :class:`KeyExists` if it is taken.
