@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 from twisted.web import xmlrpc
 from twisted.web.server import Request
 
-from goto_tw.errors import GotoError, InvalidURL, KeyNotFound, NotAuthorized
+from goto_tw.errors import GotoError, KeyNotFound, NotAuthorized
 from goto_tw.interfaces import IURLStore
 from goto_tw.keys import is_valid_key
 from goto_tw.web import PlainResource
@@ -61,10 +61,7 @@ class StoreHandler(xmlrpc.XMLRPC):
 
     def xmlrpc_Put(self, *args: Any) -> Deferred[str]:
         """Store the URL (once durable) and return its key; fault 400 for a refused URL."""
-        try:
-            url = _single_string(args, "URL")
-        except xmlrpc.Fault:
-            raise xmlrpc.Fault(InvalidURL.fault_code, "expected one string argument, the URL") from None
+        url = _single_string(args, "URL")
         return self._store.put(url).addErrback(_as_fault)
 
 
