@@ -79,8 +79,7 @@ def parse_records(path: str, body: bytes) -> URLMap:
     while position < len(body):
         end = body.find(b"\n", min(position + _CHUNK_BYTES, len(body)) - 1) + 1
         chunk = body[position:end]
-        _parse_chunk(path, chunk, lines_before, urls)
-        lines_before += chunk.count(b"\n")
+        lines_before += _parse_chunk(path, chunk, lines_before, urls)
         position = end
     return urls
 
@@ -112,7 +111,8 @@ def _split_plain(chunk: bytes, lines: int) -> tuple[list[bytes], list[bytes]] | 
     return keys, urls
 
 
-def _parse_chunk(path: str, chunk: bytes, lines_before: int, urls: URLMap) -> None:
+def _parse_chunk(path: str, chunk: bytes, lines_before: int, urls: URLMap) -> int:
+    """Add the records of ``chunk`` (complete lines) to ``urls``; return how many lines it held."""
     lines = chunk.count(b"\n")
     split = _split_plain(chunk, lines)
     records: list[tuple[str, str | bytes]]
@@ -121,7 +121,7 @@ def _parse_chunk(path: str, chunk: bytes, lines_before: int, urls: URLMap) -> No
         start = urls.next_index()
         if keys == expected_keys(start, start + lines):
             urls.extend_run(start, plain_urls)
-            return
+            return lines
         records = [(key.decode("ascii"), url) for key, url in zip(keys, plain_urls)]
     else:
         records = [
@@ -133,6 +133,7 @@ def _parse_chunk(path: str, chunk: bytes, lines_before: int, urls: URLMap) -> No
             urls.add(key, url)
         except KeyError:
             raise CorruptDataFile(path, number, f"key {key!r} is stored twice") from None
+    return lines
 
 
 def load_records(path: str) -> URLMap:
@@ -152,8 +153,7 @@ def load_records(path: str) -> URLMap:
                 data = carried + block if carried else block
                 end = data.rfind(b"\n") + 1
                 if end:
-                    _parse_chunk(path, data[:end], lines_before, urls)
-                    lines_before += data.count(b"\n", 0, end)
+                    lines_before += _parse_chunk(path, data[:end], lines_before, urls)
                     complete += end
                 carried = data[end:]
             if carried:
