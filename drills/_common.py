@@ -37,6 +37,7 @@ from tests.e2e.harness import (  # noqa: E402 - needs the path set above when ru
     LOOPBACK_ANY_PORT,
     GotoProcess,
     GotoProcessError,
+    GotoProcesses,
 )
 
 __all__ = [
@@ -113,46 +114,16 @@ class DrillWorkdir:
             print(f"work directory (data files, server logs): {self.path}", flush=True)
 
 
-class Fleet:
-    """Starts goto server processes in one work directory and ends every one of them on :meth:`close`.
-
-    Use it as a context manager. It keeps a strong reference to every process it started (the
-    harness only keeps weak ones), so none can be forgotten while still running.
+class Fleet(GotoProcesses):
+    """The harness's :class:`GotoProcesses`, as a context manager that ends every process it started
+    on :meth:`close`, and that can list the tracebacks in their logs.
     """
 
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        #: Every process started, oldest first (restarted ones included).
-        self.processes: list[GotoProcess] = []
-
-    def start(
-        self,
-        *args: str,
-        name: str,
-        data_file: Path | None,
-        http: str = LOOPBACK_ANY_PORT,
-        host: str = DEFAULT_HOST,
-        wait: bool = True,
-    ) -> GotoProcess:
-        """Start ``twistd -n --pidfile= goto --http HTTP [--file DATA] --host HOST ARGS...``.
-
-        With ``wait`` it returns once the process listens, or raises :class:`GotoProcessError`.
-        """
-        process = GotoProcess(self.workdir, *args, data_file=data_file, http=http, host=host, name=name)
-        return self._run(process, wait)
-
-    def restart(self, process: GotoProcess, *, wait: bool = True) -> GotoProcess:
+    def restart(self, process: GotoProcess, *, keep_port: bool = True, wait: bool = True) -> GotoProcess:
         """Start a new process with ``process``'s command, data file and port (it must have exited)."""
         if process.returncode is None:
             raise RuntimeError(f"{process.name} is still running")
-        return self._run(process.respawn(keep_port=True), wait)
-
-    def _run(self, process: GotoProcess, wait: bool) -> GotoProcess:
-        self.processes.append(process)
-        process.start()
-        if wait:
-            process.wait_ready()
-        return process
+        return self._run(process.respawn(keep_port=keep_port), wait)
 
     def problems(self) -> list[str]:
         """Every traceback in any process's output, as ``name: log line before it ... exception``."""

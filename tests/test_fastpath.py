@@ -19,9 +19,10 @@ from tests.wire import Connection
 URLS = {"abc": "https://a.example/x?y=1", "Z9": "http://b.example/"}
 
 
-def make_site(fast: bool) -> tuple[GotoSite, Metrics]:
-    """A site over the same store, with the fast path on or off (the general path only)."""
-    store = URLStore(dict(URLS))
+def make_site(fast: bool, log: ManualLog | None = None) -> tuple[GotoSite, Metrics]:
+    """A site over the same store, with the fast path on or off (the general path only); with a
+    ``log``, the store's writes wait for the test."""
+    store = URLStore(dict(URLS), log)
     metrics = Metrics("master")
     site = GotoSite(
         make_root(store, "go.example", metrics),
@@ -108,16 +109,7 @@ def test_fast_path_sends_the_same_bytes_as_twisted_web(chunks: list[bytes]) -> N
 def logged_site(fast: bool) -> tuple[GotoSite, ManualLog]:
     """A site whose store's writes wait for the test, fast path on or off."""
     log = ManualLog()
-    store = URLStore(dict(URLS), log)
-    metrics = Metrics("master")
-    site = GotoSite(
-        make_root(store, "go.example", metrics),
-        metrics,
-        reactor=Clock(),
-        store=store if fast else None,
-        host="go.example",
-    )
-    return site, log
+    return make_site(fast, log)[0], log
 
 
 def test_a_pending_add_holds_back_the_answers_behind_it() -> None:
