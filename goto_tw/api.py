@@ -13,11 +13,11 @@ from typing import Any
 
 from twisted.web.server import NOT_DONE_YET, Request
 
-from goto_tw.errors import GotoError, InvalidURL, StoreUnavailable
+from goto_tw.errors import GotoError, InvalidURL
 from goto_tw.interfaces import IURLStore
 from goto_tw.keys import is_valid_key
 from goto_tw.urls import validate_url
-from goto_tw.web import RETRY_AFTER_SECONDS, PlainResource, respond_when_ready
+from goto_tw.web import PlainResource, respond_when_ready, retry_after_header
 
 #: Largest request body accepted, in bytes: a 4 KiB URL plus JSON framing fits with room to spare.
 MAX_BODY_BYTES = 16 * 1024
@@ -48,8 +48,7 @@ def write_problem(
 
 def write_error_problem(request: Request, error: GotoError) -> None:
     """A store error as a problem document, with ``Retry-After`` for a 503."""
-    headers = {b"retry-after": b"%d" % RETRY_AFTER_SECONDS} if isinstance(error, StoreUnavailable) else {}
-    write_problem(request, error.http_status, str(error), headers)
+    write_problem(request, error.http_status, str(error), retry_after_header(error))
 
 
 def _method_not_allowed(request: Request, allowed: bytes) -> int:

@@ -6,14 +6,33 @@ other exception is a bug and is logged with its traceback.
 
 from __future__ import annotations
 
+#: Seconds a client is told to wait (``Retry-After``) when the store is unavailable: the one place
+#: that decides it, for the web pages, the JSON API and the fast path alike.
+RETRY_AFTER_SECONDS = 5
+
 
 class GotoError(Exception):
-    """Base of the errors a store reports to its callers."""
+    """Base of the errors a store reports to its callers.
+
+    ``str(error)`` is the message for the client: short, in words fit for the user, free of
+    internals. ``detail`` (optional) is for the operator's log only: errno texts, peer addresses,
+    failure reprs. Nothing that answers a client ever writes ``detail``.
+    """
 
     #: HTTP status the web front end answers for this error.
     http_status = 500
     #: XML-RPC fault code the master answers (and the slave maps back) for this error.
     fault_code = 500
+    #: Seconds for a ``Retry-After`` header with this error, or ``None`` for none.
+    retry_after: int | None = None
+
+    def __init__(self, message: str, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail
+
+    def log_text(self) -> str:
+        """The message with its detail, for a log line (never for a client)."""
+        return f"{self} ({self.detail})" if self.detail else str(self)
 
 
 class KeyNotFound(GotoError):
@@ -42,6 +61,7 @@ class StoreUnavailable(GotoError):
 
     http_status = 503
     fault_code = 503
+    retry_after = RETRY_AFTER_SECONDS
 
 
 class MasterUnreachable(StoreUnavailable):

@@ -1,14 +1,17 @@
 """The seams between the parts: a store the front end talks to, and the log a master writes through.
 
-The web front end and the RPC resource depend only on :class:`IURLStore`, so a master's
+A store plays up to three roles, each its own interface so each caller depends on just the one it
+uses: :class:`IURLStore` (asynchronous get/put: the web pages, the JSON API, the RPC resource),
+:class:`ILocalLookup` (a synchronous look-up of what is held in this process: the fast path), and
+:class:`IMasterHealth` (whether the master behind a slave answers: ``/_goto/health``). A master's
 :class:`~goto_tw.store.URLStore` and a slave's :class:`~goto_tw.proxystore.ProxyStore` are
-interchangeable behind them. Both return Deferreds, so callers never care which one they hold.
+interchangeable behind the first two; only a slave's store provides the third.
 """
 
 from __future__ import annotations
 
 from twisted.internet.defer import Deferred
-from zope.interface import Interface
+from zope.interface import Attribute, Interface
 
 
 class IURLStore(Interface):
@@ -29,6 +32,13 @@ class IURLStore(Interface):
         and :class:`~goto_tw.errors.StoreUnavailable` when the pair cannot be stored now.
         """
 
+    def count() -> int:
+        """Return how many pairs this store holds (for a slave: how many it has cached)."""
+
+
+class ILocalLookup(Interface):
+    """What this process holds itself, answered at once (no Deferred, no I/O)."""
+
     def lookup(key: str) -> str | None:
         """Return the URL under ``key`` if this store holds it locally, else ``None``, at once.
 
@@ -36,8 +46,18 @@ class IURLStore(Interface):
         "unknown".
         """
 
-    def count() -> int:
-        """Return how many pairs this store holds (for a slave: how many it has cached)."""
+
+class IMasterHealth(Interface):
+    """A slave's view of its master, for health checks and load balancers."""
+
+    master_reachable = Attribute("False from the first unanswered call until the master answers again.")
+
+    def check_master() -> Deferred[bool]:
+        """Ask the master now; fire with True only once it has really answered.
+
+        Concurrent checks share one call in flight; a check whose caller gives up (cancels) never
+        changes what the slave believes about its master.
+        """
 
 
 class IRecordLog(Interface):

@@ -9,9 +9,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from goto_tw.api import write_json
-from goto_tw.interfaces import IURLStore
+from goto_tw.interfaces import IMasterHealth, IURLStore
 from goto_tw.metrics import Metrics
-from goto_tw.proxystore import ProxyStore
 from goto_tw.web import PlainResource, respond_when_ready
 
 
@@ -23,13 +22,14 @@ class HealthResource(PlainResource):
 
     isLeaf = True
 
-    def __init__(self, store: IURLStore) -> None:
+    def __init__(self, store: IURLStore, master: IMasterHealth | None) -> None:
         super().__init__()
         self._store = store
+        self._master = master
 
     def render_GET(self, request: Request) -> int:
-        store = self._store
-        if not isinstance(store, ProxyStore):
+        store, master = self._store, self._master
+        if master is None:
             write_json(request, 200, {"status": "ok", "role": "master", "keys": store.count()})
             return NOT_DONE_YET
 
@@ -42,7 +42,7 @@ class HealthResource(PlainResource):
             }
             write_json(request, 200 if reachable else 503, document)
 
-        return respond_when_ready(request, store.check_master(), answer)
+        return respond_when_ready(request, master.check_master(), answer)
 
     render_HEAD = render_GET
 
@@ -62,8 +62,8 @@ class MetricsResource(PlainResource):
 
 
 def ops_resource(store: IURLStore, metrics: Metrics) -> Resource:
-    """The ``/_goto`` subtree."""
+    """The ``/_goto`` subtree; a store that also sees a master (a slave's) reports on it."""
     ops = PlainResource()
-    ops.putChild(b"health", HealthResource(store))
+    ops.putChild(b"health", HealthResource(store, IMasterHealth(store, None)))
     ops.putChild(b"metrics", MetricsResource(metrics))
     return ops

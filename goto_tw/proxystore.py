@@ -28,7 +28,7 @@ from zope.interface import implementer
 
 from goto_tw.errors import GotoError, KeyNotFound, MasterUnreachable
 from goto_tw.fanout import Coalescing
-from goto_tw.interfaces import IURLStore
+from goto_tw.interfaces import ILocalLookup, IMasterHealth, IURLStore
 from goto_tw.urls import validate_url
 
 log = Logger()
@@ -46,7 +46,7 @@ class CacheStats:
         self.evictions = 0
 
 
-@implementer(IURLStore)
+@implementer(IURLStore, ILocalLookup, IMasterHealth)
 class ProxyStore:
     """A caching, coalescing, master-outage-aware :class:`IURLStore` over a remote one."""
 

@@ -100,10 +100,6 @@ class RemoteStore:
         """A remote store holds nothing locally."""
         return 0
 
-    def lookup(self, key: str) -> str | None:
-        """A remote store holds nothing locally: always ask ``get``."""
-        return None
-
     def call(self, method: str, *params: Any) -> Deferred[Any]:
         """Call ``method`` on the master; fail with a store error, never with a transport error.
 

@@ -17,13 +17,13 @@ from twisted.web.resource import IResource
 from twisted.web.server import Site
 
 from goto_tw.accesslog import AccessLog, EventAccessLog
-from goto_tw.errors import GotoError, InvalidURL, StoreUnavailable
+from goto_tw.errors import GotoError, InvalidURL
 from goto_tw.fastpath import FastRedirectChannel, parse_simple_get, redirect_response, text_response
-from goto_tw.interfaces import IURLStore
+from goto_tw.interfaces import ILocalLookup, IURLStore
 from goto_tw.keys import is_valid_key
 from goto_tw.limits import BoundedRequest
 from goto_tw.metrics import Metrics
-from goto_tw.web import NOT_UTF8, RETRY_AFTER_SECONDS
+from goto_tw.web import NOT_UTF8
 
 log = Logger()
 
@@ -72,7 +72,8 @@ class GotoSite(Site):
         self.metrics = metrics
         self.access_log: AccessLog = access_log if access_log is not None else EventAccessLog(reactor)
         self._store = store
-        self._lookup: Callable[[str], str | None] = store.lookup if store is not None else (lambda key: None)
+        local = ILocalLookup(store, None)
+        self._lookup: Callable[[str], str | None] = local.lookup if local is not None else (lambda key: None)
         self._host = host
         self._clock = reactor
         self._date_second = -1
@@ -144,8 +145,7 @@ class GotoSite(Site):
         def failed(failure: Failure) -> bytes:
             error = failure.value
             if isinstance(error, GotoError):
-                retry = RETRY_AFTER_SECONDS if isinstance(error, StoreUnavailable) else None
-                return answer(error.http_status, str(error), retry)
+                return answer(error.http_status, str(error), error.retry_after)
             log.failure("Failed to answer {method} {uri}", failure, method=method, uri=target)
             return answer(500, "Internal error: the server log has the details.")
 

@@ -11,7 +11,7 @@ from zope.interface import implementer
 
 from goto_tw.errors import GotoError, KeyExists, KeyNotFound
 from goto_tw.fanout import Coalescing
-from goto_tw.interfaces import IRecordLog, IURLStore
+from goto_tw.interfaces import ILocalLookup, IRecordLog, IURLStore
 from goto_tw.keys import is_reserved, key_for_index
 from goto_tw.urlmap import URLMap
 from goto_tw.urls import validate_url
@@ -20,7 +20,7 @@ from goto_tw.urls import validate_url
 RECENT_ADDS = 10_000
 
 
-@implementer(IURLStore)
+@implementer(IURLStore, ILocalLookup)
 class URLStore:
     """Holds every pair in memory and makes each new one durable before anyone sees its key.
 

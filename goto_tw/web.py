@@ -18,7 +18,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.template import Tag, flattenString, tags
 
-from goto_tw.errors import GotoError, InvalidURL, StoreUnavailable
+from goto_tw.errors import GotoError, InvalidURL
 from goto_tw.interfaces import IURLStore
 from goto_tw.keys import is_valid_key
 
@@ -27,9 +27,6 @@ T = TypeVar("T")
 
 #: Why a URL that is not UTF-8 is refused (the general and the fast path say the same).
 NOT_UTF8 = "the URL is not valid UTF-8"
-
-#: Seconds a client is told to wait (``Retry-After``) when the store is unavailable.
-RETRY_AFTER_SECONDS = 5
 
 
 def _flatten(tag: Tag) -> bytes:
@@ -77,10 +74,12 @@ def write_text(request: Request, status: int, text: str, headers: dict[bytes, by
 
 def write_error(request: Request, error: GotoError) -> None:
     """Answer a store error with its own status; 503s tell the client when to retry."""
-    headers = {}
-    if isinstance(error, StoreUnavailable):
-        headers[b"retry-after"] = b"%d" % RETRY_AFTER_SECONDS
-    write_text(request, error.http_status, str(error), headers)
+    write_text(request, error.http_status, str(error), retry_after_header(error))
+
+
+def retry_after_header(error: GotoError) -> dict[bytes, bytes]:
+    """The ``Retry-After`` header an error's answer carries (none for most errors)."""
+    return {} if error.retry_after is None else {b"retry-after": b"%d" % error.retry_after}
 
 
 def respond_when_ready(
