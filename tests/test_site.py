@@ -90,7 +90,9 @@ def test_idle_connections_time_out(fast: bool) -> None:
     clock = Clock()
     metrics = Metrics("master")
     store = URLStore({"abc": "https://a.example/"})
-    site = GotoSite(make_root(store, "go.example", metrics), metrics, reactor=clock, store=store if fast else None)
+    site = GotoSite(
+        make_root(store, "go.example", metrics), metrics, reactor=clock, store=store if fast else None
+    )
     connection = Connection(site)
     connection.send(b"GET /abc HTTP/1.1\r\nHost: x\r\n\r\n")
     assert connection.received().startswith(b"HTTP/1.1 302 Found")

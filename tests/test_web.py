@@ -179,8 +179,9 @@ def test_client_that_leaves_cancels_the_lookup() -> None:
     client.stub.flush()
     assert cancelled == [True]
     failure = failure_of(response)
-    assert failure.check(ResponseNeverReceived), failure
-    assert [reason.type for reason in failure.value.reasons] == [CancelledError]
+    never = failure.value
+    assert isinstance(never, ResponseNeverReceived), failure
+    assert [reason.type for reason in never.reasons] == [CancelledError]
 
 
 def test_head_add_stores_nothing(client: Client, store: URLStore) -> None:
