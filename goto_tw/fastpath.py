@@ -303,10 +303,11 @@ class FastRedirectChannel(DeadlineChannel):
                 self.record(self.client, method, path, route, answer[0], answer[1])
             except Exception:
                 log.failure("Failed to record an answer to {method} {path}", method=method, path=path)
+        if not owed:
+            self.setTimeout(self._idle_timeout)  # nothing owed: idle again
         if self._parsing:
             return  # an answer that was ready at once: the parsing loop carries on by itself
         if not owed:
-            self.setTimeout(self._idle_timeout)
             if self._held is not None:
                 held, self._held, self._held_bytes = b"".join(self._held), None, 0
                 self._check_budget()

@@ -291,3 +291,56 @@ def test_a_half_closed_client_with_nothing_owed_is_closed_at_once() -> None:
     connection.protocol.readConnectionLost()
     assert connection.received().count(b"302 Found") == 1
     assert connection.transport.disconnecting
+
+
+def test_an_add_answered_at_once_leaves_the_idle_timeout_armed() -> None:
+    """Item 4: an add whose Deferred has already fired (a store without a log) disarms the idle
+    timeout only for the instant it is owed: the connection still times out when idle."""
+    store = URLStore({"abc": "https://a.example/x"})
+    metrics = Metrics("master")
+    clock = Clock()
+    site = GotoSite(
+        make_root(store, "go.example", metrics), metrics, reactor=clock, store=store, timeout=IDLE_TIMEOUT
+    )
+    connection = Connection(site)
+    connection.send(POST_ADD)
+    assert connection.received().startswith(b"HTTP/1.1 200 OK")
+    clock.advance(IDLE_TIMEOUT + 1)
+    assert connection.transport.disconnecting
+
+
+def test_error_answers_carry_the_message_never_the_detail() -> None:
+    """Item 21: a store error's answer is ``str(error)`` on both paths and in the API; its detail
+    (errno texts, addresses, failure reprs) stays in the log."""
+    from goto_tw.errors import StoreUnavailable
+
+    error = StoreUnavailable(
+        "the link could not be stored now", detail="[<Failure CancelledError>] errno 111 127.0.0.1:8081"
+    )
+    api = b'{"url": "https://x.example/"}'
+
+    class Failing(DictStore):
+        def put(self, url: str) -> Deferred[str]:
+            return fail(error)
+
+    for fast in (True, False):
+        site, _ = dict_site(Failing({}), fast)
+        connection = Connection(site)
+        connection.send(POST_ADD)
+        connection.send(
+            b"POST /api/v1/links HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(api), api)
+        )
+        answer = connection.received()
+        assert answer.count(b"503 Service Unavailable") == 2, answer
+        assert answer.count(b"the link could not be stored now") == 2
+        assert b"errno" not in answer and b"Failure" not in answer and b"127.0.0.1" not in answer
+
+
+def test_the_web_layer_provides_the_fast_responder() -> None:
+    """The seam: the site's responder is the web layer's, and provides the interface the channel uses."""
+    from zope.interface.verify import verifyObject
+
+    site, _, _, _ = pending_site()
+    assert site.responder is not None
+    assert verifyObject(IFastResponder, site.responder)
