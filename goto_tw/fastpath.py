@@ -307,11 +307,10 @@ class FastRedirectChannel(DeadlineChannel):
             self.setTimeout(self._idle_timeout)  # nothing owed: idle again
         if self._parsing:
             return  # an answer that was ready at once: the parsing loop carries on by itself
-        if not owed:
-            if self._held is not None:
-                held, self._held, self._held_bytes = b"".join(self._held), None, 0
-                self._check_budget()
-                super().dataReceived(held)
+        if not owed and self._held is not None:
+            held, self._held, self._held_bytes = b"".join(self._held), None, 0
+            self._check_budget()
+            super().dataReceived(held)
         if not self._general and self._unparsed:
             self._parse()
         else:
