@@ -181,6 +181,7 @@ class FastRedirectChannel(DeadlineChannel):
     _send_blocked = False
     _parsing = False
     _read_closed = False
+    _close_check_due = False
     _lost = False
 
     def buffered(self) -> int:
@@ -367,11 +368,21 @@ class FastRedirectChannel(DeadlineChannel):
         self.loseConnection()
 
     def _close_if_done(self) -> None:
-        """After a half-close, close once nothing more is owed (an incomplete request never completes)."""
-        if not self._read_closed or self._lost or self._owed:
-            return
+        """After a half-close, close once nothing more is owed (an incomplete request never completes).
+
+        Checked once the current call unwinds: twisted.web answers a request inside the parsing
+        loop that holds the next pipelined ones, so "no request in hand" is only true after it.
+        """
+        if self._read_closed and not self._lost and not self._close_check_due:
+            self._close_check_due = True
+            self.callLater(0, self._close_when_done)
+
+    def _close_when_done(self) -> None:
+        self._close_check_due = False
+        if self._lost or self._owed:
+            return  # an owed answer's flush calls back (what the fast path still holds is incomplete)
         if self._general and (self._handlingRequest or self._held is not None):
-            return  # twisted.web is answering: requestDone calls back here
+            return  # twisted.web is answering: requestDone calls back
         if self.transport is not None and not self.transport.disconnecting:  # type: ignore[attr-defined]
             self.loseConnection()
 

@@ -3,6 +3,8 @@ requests, the idle timeout, failures, clients that leave or half-close, and corr
 
 from __future__ import annotations
 
+import re
+
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from zope.interface import implementer
@@ -271,12 +273,14 @@ def test_a_stored_url_with_cr_lf_never_splits_a_header(log_events: LogCapture) -
 def test_a_half_closed_client_gets_every_answer_owed() -> None:
     """Item 16: after the client shuts down its sending side, owed answers (fast and general) are
     still written, and the connection is closed only then."""
-    site, log, _, _ = pending_site()
+    site, log, _, clock = pending_site()
     connection = Connection(site)
     connection.send(POST_ADD + GET + b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n" + GET[:5])
     connection.protocol.readConnectionLost()
+    clock.advance(0)
     assert not connection.transport.disconnecting
     log.complete_all()
+    clock.advance(0)
     answer = connection.received()
     assert answer.count(b"HTTP/1.1 ") == 3
     assert connection.transport.disconnecting
@@ -285,10 +289,11 @@ def test_a_half_closed_client_gets_every_answer_owed() -> None:
 def test_a_half_closed_client_with_nothing_owed_is_closed_at_once() -> None:
     """Item 16: with nothing left to answer, a half-close closes the connection (an incomplete
     request can never complete)."""
-    site, _, _, _ = pending_site()
+    site, _, _, clock = pending_site()
     connection = Connection(site)
     connection.send(GET + GET[:5])
     connection.protocol.readConnectionLost()
+    clock.advance(0)
     assert connection.received().count(b"302 Found") == 1
     assert connection.transport.disconnecting
 
@@ -344,3 +349,25 @@ def test_the_web_layer_provides_the_fast_responder() -> None:
     site, _, _, _ = pending_site()
     assert site.responder is not None
     assert verifyObject(IFastResponder, site.responder)
+
+
+def test_a_half_closed_client_gets_every_pipelined_answer_of_the_general_path() -> None:
+    """Item 16: behind an answer the general path owes (a slave's uncached redirect), pipelined
+    requests that twisted.web answers at once are all answered before the close."""
+    pending: Deferred[str] = Deferred()
+
+    class Slow(DictStore):
+        def get(self, key: str) -> Deferred[str]:
+            return pending if key == "slow" else super().get(key)
+
+    site, _ = dict_site(Slow({"abc": "https://a.example/"}))
+    clock = site.reactor
+    connection = Connection(site)
+    connection.send(b"GET /slow HTTP/1.1\r\n\r\n" + b"GET /nope HTTP/1.1\r\n\r\n" * 3 + GET)
+    connection.protocol.readConnectionLost()
+    assert connection.received() == b""
+    pending.callback("https://slow.example/")
+    clock.advance(0)
+    answer = connection.received()
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answer) == [b"302", b"404", b"404", b"404", b"302"], answer
+    assert connection.transport.disconnecting
