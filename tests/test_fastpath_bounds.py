@@ -362,6 +362,7 @@ def test_a_half_closed_client_gets_every_pipelined_answer_of_the_general_path() 
 
     site, _ = dict_site(Slow({"abc": "https://a.example/"}))
     clock = site.reactor
+    assert isinstance(clock, Clock)
     connection = Connection(site)
     connection.send(b"GET /slow HTTP/1.1\r\n\r\n" + b"GET /nope HTTP/1.1\r\n\r\n" * 3 + GET)
     connection.protocol.readConnectionLost()
