@@ -161,7 +161,7 @@ class FastRedirectChannel(DeadlineChannel):
     request goes to twisted.web.
     """
 
-    responder: Any = None  # an IFastResponder, or None
+    responder: IFastResponder | None = None
     record: Recorder
     #: The client's address as the access log writes it, found once per connection.
     client: str = "-"
@@ -208,6 +208,7 @@ class FastRedirectChannel(DeadlineChannel):
         """Answer every complete request in ``_unparsed`` that the bounds allow."""
         buffer = self._unparsed
         responder = self.responder
+        assert responder is not None  # dataReceived hands everything to twisted.web without one
         start = 0
         waiting_for_client = False
         self._parsing = True
@@ -289,6 +290,7 @@ class FastRedirectChannel(DeadlineChannel):
 
     def _failed(self, failure: Failure, slot: list[Any]) -> None:
         log.failure("A fast answer failed; answering 500", failure)
+        assert self.responder is not None  # only its answers are owed
         self._ready(self.responder.internal_error(), slot)
 
     def _flush(self) -> None:
