@@ -27,8 +27,9 @@ the very bytes the general path would send, and hands everything else to twisted
 
 The channel knows nothing of stores or resources: it asks an :class:`IFastResponder` (the web
 layer's) for answers and hands each written answer to a recorder (the site's accounting). It uses
-only public Twisted API: ``HTTPChannel.dataReceived``, ``requestDone``, ``resetTimeout``,
-``setTimeout``, the transport's ``IPushProducer``.
+``HTTPChannel.dataReceived``, ``requestDone``, ``resetTimeout``/``setTimeout``, the transport's
+``IPushProducer``, ``IHalfCloseableProtocol``, and one documented but underscored ivar,
+``HTTPChannel._handlingRequest`` (whether twisted.web is answering a request), for the half-close.
 """
 
 from __future__ import annotations
