@@ -120,6 +120,15 @@ class DeadlineChannel(HTTPChannel):
             self.transport.write(answer)
             self.loseConnection()
 
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        """twisted.web's answer to a malformed request (a bare 400); under ``/api/``, a problem document."""
+        if not is_api_path(self.request_target) or self.transport is None:
+            super()._respondToBadRequestAndDisconnect()
+            return
+        self._head_refused = True
+        self.transport.write(refusal(400, "The request is malformed.", self.request_target))
+        self.loseConnection()
+
     def allContentReceived(self) -> None:
         self.stop_request_clock()
         self._head_bytes = self._head_lines = 0
@@ -192,7 +201,12 @@ class BoundedRequest(Request):
             # str.splitlines() takes for a line break (CR, LF, VT, FF, \x1c-\x1e, \x85): an unhandled
             # error that drops the connection. Answer as for any malformed request.
             self._refused = True
-            self._close_with(BAD_REQUEST, "a malformed Content-Type header")
+            malformed = (
+                refusal(400, "The request is malformed.", self.target)
+                if is_api_path(self.target)
+                else BAD_REQUEST
+            )
+            self._close_with(malformed, "a malformed Content-Type header")
             return
         super().requestReceived(command, origin_form(path), version)
 

@@ -225,3 +225,24 @@ def test_absolute_form_targets_are_served(fast: bool) -> None:
 def test_origin_form(target: bytes, path: bytes) -> None:
     """The absolute form's path and query; anything else is left for twisted.web to judge."""
     assert origin_form(target) == path
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_malformed_api_request_is_a_400_problem(fast: bool) -> None:
+    """Item 19: twisted.web's bare 400 for a malformed request is a problem document under /api/
+    (and stays twisted.web's own answer elsewhere)."""
+    for head in (
+        b"POST /api/v1/links HTTP/1.1\r\nBroken header line\r\n\r\n",
+        b"POST /api/v1/links HTTP/1.1\r\nContent-Type: text/\x0bjson\r\nContent-Length: 2\r\n\r\n{}",
+    ):
+        site, _, _ = make_site(fast)
+        connection = Connection(site)
+        connection.send(head)
+        answer = connection.received()
+        assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer
+        assert problem_of(answer)["status"] == 400
+        assert connection.transport.disconnecting
+    site, _, _ = make_site(fast)
+    connection = Connection(site)
+    connection.send(b"GET /abc HTTP/1.1\r\nBroken header line\r\n\r\n")
+    assert connection.received() == BAD_REQUEST
