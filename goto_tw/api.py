@@ -8,7 +8,6 @@ It answers the same store errors as the form (404, 400, 503 with ``Retry-After``
 from __future__ import annotations
 
 import json
-from http import HTTPStatus
 from typing import Any
 
 from twisted.web.server import NOT_DONE_YET, Request
@@ -17,7 +16,7 @@ from goto_tw.errors import GotoError, InvalidURL
 from goto_tw.interfaces import IURLStore
 from goto_tw.keys import is_valid_key
 from goto_tw.urls import validate_url
-from goto_tw.web import PlainResource, respond_when_ready, retry_after_header
+from goto_tw.web import PlainResource, respond_when_ready, retry_after_header, write_json_body, write_problem
 
 #: Largest request body accepted, in bytes: a 4 KiB URL plus JSON framing fits with room to spare.
 MAX_BODY_BYTES = 16 * 1024
@@ -28,22 +27,10 @@ def write_json(
 ) -> None:
     """Answer ``status`` with ``document`` as JSON and finish the request."""
     body = json.dumps(document, separators=(",", ":")).encode("utf-8") + b"\n"
-    request.setResponseCode(status)
-    request.setHeader(b"content-type", content_type)
-    request.setHeader(b"content-length", b"%d" % len(body))
-    request.setHeader(b"x-content-type-options", b"nosniff")
-    request.write(body)
-    request.finish()
+    write_json_body(request, status, body, content_type)
 
 
-def write_problem(
-    request: Request, status: int, detail: str, headers: dict[bytes, bytes] | None = None
-) -> None:
-    """Answer an RFC 9457 problem document: the status, its title and a human sentence."""
-    for name, value in (headers or {}).items():
-        request.setHeader(name, value)
-    problem = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status, "detail": detail}
-    write_json(request, status, problem, b"application/problem+json")
+__all__ = ["LinksResource", "write_error_problem", "write_json", "write_problem"]
 
 
 def write_error_problem(request: Request, error: GotoError) -> None:

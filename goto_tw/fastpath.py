@@ -15,27 +15,58 @@ the very bytes the general path would send, and hands everything else to twisted
 - once any bytes have gone to twisted.web, the whole rest of the connection does too (after the
   fast answers still owed have been written), so no parser state is ever shared or guessed;
 - a request split across reads is gathered (up to the header size limit) before deciding;
-- each answered request is logged and counted exactly as the general path does it.
+- each answer is logged and counted exactly as the general path does it, once it is written (an
+  answer owed to a client that has gone is neither);
+- bounds: at most :data:`MAX_OWED` answers owed, and one byte budget (:data:`BUDGET`) for what
+  the connection holds (request bytes not yet parsed, bytes held for twisted.web, answers waiting
+  for an earlier one): over it, reading pauses (``transport.pauseProducing``) until it drains, as
+  twisted.web does with the requests it holds;
+- the request deadline restarts with each request; the idle timeout is disarmed while an answer
+  is owed (twisted.web does so while it handles a request); a half-closed client
+  (``shutdown(SHUT_WR)``) gets every answer owed before the connection closes.
 
-It uses only public Twisted API: ``HTTPChannel.dataReceived``, ``resetTimeout``, the transport.
+The channel knows nothing of stores or resources: it asks an :class:`IFastResponder` (the web
+layer's) for answers and hands each written answer to a recorder (the site's accounting). It uses
+``HTTPChannel.dataReceived``, ``requestDone``, ``resetTimeout``/``setTimeout``, the transport's
+``IPushProducer``, ``IHalfCloseableProtocol``, and one documented but underscored ivar,
+``HTTPChannel._handlingRequest`` (whether twisted.web is answering a request), for the half-close.
 """
 
 from __future__ import annotations
 
 import re
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import Any, Callable, Optional, Union
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import RESPONSES
-from twisted.web.server import version as server_version
+from zope.interface import Interface, implementer
 
 from goto_tw.keys import is_reserved
 from goto_tw.limits import DeadlineChannel
 
-if TYPE_CHECKING:
-    from goto_tw.site import GotoSite
+log = Logger()
+
+#: One fast answer: its status, its size for the access log (``"-"`` for none), its bytes.
+FastAnswer = tuple[int, Union[int, str], bytes]
+#: Records one written answer: (client, method, path, route, status, size).
+Recorder = Callable[[str, str, bytes, str, int, Union[int, str]], None]
+
+
+class IFastResponder(Interface):
+    """What answers the requests the fast path takes: the very bytes twisted.web would send."""
+
+    def redirect(method: str, key: str) -> Optional[FastAnswer]:
+        """The answer to ``GET``/``HEAD /KEY``, or ``None`` to leave the request to twisted.web."""
+
+    def add(method: str, target: bytes, body: bytes) -> Union[FastAnswer, Deferred[FastAnswer], None]:
+        """The answer (or a Deferred of it) to an add, or ``None`` to leave it to twisted.web."""
+
+    def internal_error() -> FastAnswer:
+        """The 500 answered in place of an answer whose Deferred failed with a bug."""
+
 
 #: Well-formed header lines (a token, a colon, visible ASCII), as many as there are; then the blank line.
 _HEADER_LINES = (
@@ -64,8 +95,12 @@ MAX_FAST_HEAD_BYTES = 4096
 MAX_FAST_HEADERS = 64
 #: Largest form body the fast path reads itself; a larger one goes to twisted.web.
 MAX_FAST_BODY_BYTES = 8192
-#: Most fast answers owed on one connection; a client pipelining more is left to twisted.web.
+#: Most fast answers owed on one connection (of every kind): past it, parsing waits for them.
 MAX_OWED = 64
+#: Bytes one connection may hold (unparsed requests, bytes held for twisted.web, answers waiting
+#: behind an earlier one) before it stops reading. Above the largest request gathered, so a
+#: request being gathered never pauses reading by itself.
+BUDGET = 2 * (MAX_HEAD_BYTES + MAX_FAST_BODY_BYTES)
 
 
 def _match_head(pattern: re.Pattern[bytes], head: bytes) -> re.Match[bytes] | None:
@@ -119,133 +154,241 @@ def parse_simple_add(head: bytes) -> tuple[str, bytes, int] | None:
     return ("POST", target, body_length) if 0 < body_length <= MAX_FAST_BODY_BYTES else None
 
 
+@implementer(IHalfCloseableProtocol)
 class FastRedirectChannel(DeadlineChannel):
-    """An ``HTTPChannel`` that answers redirects and adds itself (see the module doc)."""
+    """An ``HTTPChannel`` that answers redirects and adds itself (see the module doc).
 
-    site: GotoSite
+    ``responder`` and ``record`` are set by the site that builds it; without a responder every
+    request goes to twisted.web.
+    """
+
+    responder: IFastResponder | None = None
+    record: Recorder
     #: The client's address as the access log writes it, found once per connection.
-    client: str | None = None
+    client: str = "-"
     _general = False
-    _gathered = b""
-    #: Fast answers still owed, in request order: each a one-item list, filled when ready.
-    _owed: deque[list[bytes | None]] | None = None
+    #: Bytes received on the fast path and not parsed yet (an incomplete request, or requests
+    #: waiting for owed answers).
+    _unparsed = b""
+    #: Fast answers still owed, in request order: each ``[answer or None, method, path, route]``.
+    _owed: deque[list[Any]] | None = None
+    #: Bytes of the owed answers that are ready but wait behind an earlier one.
+    _owed_bytes = 0
     #: Bytes for twisted.web held back until the fast answers still owed are written.
     _held: list[bytes] | None = None
+    _held_bytes = 0
+    _idle_timeout: float | None = None
+    _budget_paused = False
+    _send_blocked = False
+    _parsing = False
+    _read_closed = False
+    _close_check_due = False
     _lost = False
+
+    def buffered(self) -> int:
+        """Bytes this connection holds now, as the budget counts them."""
+        return len(self._unparsed) + self._held_bytes + self._owed_bytes
 
     def dataReceived(self, data: bytes) -> None:
         if self._general:
             if self._held is not None:
                 self._held.append(data)
+                self._held_bytes += len(data)
+                self._check_budget()
             else:
                 super().dataReceived(data)
             return
+        if self.responder is None:
+            self._hand_over(data)
+            return
         self.resetTimeout()
-        self.start_request_clock()
-        buffer = self._gathered + data if self._gathered else data
-        site = self.site
+        self._unparsed = self._unparsed + data if self._unparsed else data
+        self._parse()
+
+    def _parse(self) -> None:
+        """Answer every complete request in ``_unparsed`` that the bounds allow."""
+        buffer = self._unparsed
+        responder = self.responder
+        assert responder is not None  # dataReceived hands everything to twisted.web without one
         start = 0
-        while True:
-            end = buffer.find(b"\r\n\r\n", start)
-            if end < 0:
-                self._gather(buffer[start:])
-                return
-            head_end = end + 4
-            head = buffer[start:head_end]
-            answer: bytes | Deferred[bytes] | None = site.fast_redirect(head, self)
-            if answer is None:
-                add = parse_simple_add(head)
-                if add is None or (self._owed is not None and len(self._owed) >= MAX_OWED):
-                    self._hand_over(buffer[start:])
-                    return
-                method, target, body_length = add
-                if len(buffer) < head_end + body_length:
-                    self._gather(buffer[start:])
-                    return
-                answer = site.fast_add(method, target, buffer[head_end : head_end + body_length], self)
+        waiting_for_client = False
+        self._parsing = True
+        try:
+            while True:
+                owed = self._owed
+                if owed and (len(owed) >= MAX_OWED or self._owed_bytes >= BUDGET):
+                    break  # resumed once the owed answers are written
+                end = buffer.find(b"\r\n\r\n", start)
+                if end < 0:
+                    if len(buffer) - start > MAX_HEAD_BYTES + MAX_FAST_BODY_BYTES:
+                        self._hand_over(buffer[start:])  # twisted.web takes (and limits) an oversized head
+                        return
+                    waiting_for_client = start < len(buffer)
+                    break
+                head_end = end + 4
+                head = buffer[start:head_end]
+                get = parse_simple_get(head)
+                answer: Union[FastAnswer, Deferred[FastAnswer], None]
+                if get is not None:
+                    method, key = get
+                    answer = responder.redirect(method, key)
+                    path = b"/" + key.encode("ascii")
+                    route = "redirect"
+                else:
+                    add = parse_simple_add(head)
+                    if add is None:
+                        self._hand_over(buffer[start:])
+                        return
+                    method, path, body_length = add
+                    if len(buffer) < head_end + body_length:
+                        waiting_for_client = True
+                        break
+                    answer = responder.add(method, path, buffer[head_end : head_end + body_length])
+                    head_end += body_length
+                    route = "add"
                 if answer is None:
                     self._hand_over(buffer[start:])
                     return
-                head_end += body_length
-            self._answer(answer)
-            start = head_end
-            if start == len(buffer):
-                self._gathered = b""
-                self.stop_request_clock()
-                return
+                self._answer(answer, method, path, route)
+                start = head_end
+                if self._deadline_call is not None:
+                    self.stop_request_clock()  # that request is whole: the next one gets its own deadline
+        finally:
+            self._parsing = False
+        self._unparsed = buffer[start:] if start else buffer
+        if waiting_for_client:
+            self.start_request_clock()
+        elif self._deadline_call is not None:
+            self.stop_request_clock()  # what is left waits for us, not for the client
+        self._check_budget()
 
-    def _gather(self, rest: bytes) -> None:
-        """Keep an incomplete request until more arrives (twisted.web takes an oversized one)."""
-        if len(rest) > MAX_HEAD_BYTES + MAX_FAST_BODY_BYTES:
-            self._hand_over(rest)
-            return
-        self._gathered = rest
-        if not rest:
-            self.stop_request_clock()
-
-    def _answer(self, answer: bytes | Deferred[bytes]) -> None:
+    def _answer(
+        self, answer: Union[FastAnswer, Deferred[FastAnswer]], method: str, path: bytes, route: str
+    ) -> None:
         """Write ``answer`` now if nothing is owed before it, else once everything before it is."""
-        if isinstance(answer, bytes) and not self._owed:
-            self.transport.write(answer)  # type: ignore[union-attr] # connected while data arrives
+        owed = self._owed
+        if not owed and isinstance(answer, tuple):
+            self.transport.write(answer[2])  # type: ignore[union-attr] # connected while data arrives
+            self.record(self.client, method, path, route, answer[0], answer[1])
             return
-        if self._owed is None:
-            self._owed = deque()
-        slot: list[bytes | None] = [None]
-        self._owed.append(slot)
-        if isinstance(answer, bytes):
+        if owed is None:
+            owed = self._owed = deque()
+        if not owed:
+            # twisted.web disarms the idle timeout while it handles a request: so do we while one is owed.
+            self._idle_timeout = self.setTimeout(None)
+        slot: list[Any] = [None, method, path, route]
+        owed.append(slot)
+        if isinstance(answer, tuple):
             slot[0] = answer
+            self._owed_bytes += len(answer[2])
         else:
-            answer.addCallback(self._ready, slot)
+            answer.addCallbacks(self._ready, self._failed, callbackArgs=(slot,), errbackArgs=(slot,))
 
-    def _ready(self, answer: bytes, slot: list[bytes | None]) -> None:
+    def _ready(self, answer: FastAnswer, slot: list[Any]) -> None:
         slot[0] = answer
+        self._owed_bytes += len(answer[2])
+        self._flush()
+
+    def _failed(self, failure: Failure, slot: list[Any]) -> None:
+        log.failure("A fast answer failed; answering 500", failure)
+        assert self.responder is not None  # only its answers are owed
+        self._ready(self.responder.internal_error(), slot)
+
+    def _flush(self) -> None:
+        """Write the owed answers that are ready, in order; then carry on with what waited for them."""
         owed = self._owed
         if self._lost or owed is None:
-            return
+            return  # nothing is written, logged or counted for a client that has gone
         while owed and owed[0][0] is not None:
-            ready = owed.popleft()[0]
-            assert ready is not None
-            self.transport.write(ready)  # type: ignore[union-attr] # connected: not _lost
+            answer, method, path, route = owed.popleft()
+            self._owed_bytes -= len(answer[2])
+            self.transport.write(answer[2])  # type: ignore[union-attr] # connected: not _lost
+            try:
+                self.record(self.client, method, path, route, answer[0], answer[1])
+            except Exception:
+                log.failure("Failed to record an answer to {method} {path}", method=method, path=path)
+        if not owed:
+            self.setTimeout(self._idle_timeout)  # nothing owed: idle again
+        if self._parsing:
+            return  # an answer that was ready at once: the parsing loop carries on by itself
         if not owed and self._held is not None:
-            held, self._held = b"".join(self._held), None
+            held, self._held, self._held_bytes = b"".join(self._held), None, 0
+            self._check_budget()
             super().dataReceived(held)
+        if not self._general and self._unparsed:
+            self._parse()
+        else:
+            self._check_budget()
+        self._close_if_done()
 
     def _hand_over(self, data: bytes) -> None:
         """From now on twisted.web parses everything on this connection, starting with ``data``."""
         self._general = True
-        self._gathered = b""
+        self._unparsed = b""
         if self._owed:
             self._held = [data]
+            self._held_bytes = len(data)
+            self._check_budget()
         else:
+            self._check_budget()
             super().dataReceived(data)
+
+    def _check_budget(self) -> None:
+        """Pause reading while the connection holds more than :data:`BUDGET` bytes; resume below it."""
+        if len(self._unparsed) + self._held_bytes + self._owed_bytes > BUDGET:
+            if not self._budget_paused and self.transport is not None:
+                self._budget_paused = True
+                self.transport.pauseProducing()  # type: ignore[attr-defined] # TCP, TLS: IPushProducer
+        elif self._budget_paused:
+            self._budget_paused = False
+            if not self._send_blocked and self.transport is not None:
+                self.transport.resumeProducing()  # type: ignore[attr-defined]
+
+    def pauseProducing(self) -> None:
+        """The transport's send buffer is full (twisted.web pauses reading then, and so do we)."""
+        self._send_blocked = True
+        super().pauseProducing()
+
+    def resumeProducing(self) -> None:
+        """The send buffer drained: read again, unless the byte budget still says no."""
+        self._send_blocked = False
+        super().resumeProducing()
+        if self._budget_paused and self.transport is not None:
+            self.transport.pauseProducing()  # type: ignore[attr-defined]
+
+    def requestDone(self, request: Any) -> None:
+        super().requestDone(request)
+        self._close_if_done()
+
+    def readConnectionLost(self) -> None:
+        """The client will send no more (``shutdown(SHUT_WR)``): answer what is owed, then close."""
+        self._read_closed = True
+        self.stop_request_clock()
+        self._close_if_done()
+
+    def writeConnectionLost(self) -> None:
+        """We never half-close ourselves; should the write side go, nothing more can be answered."""
+        self.loseConnection()
+
+    def _close_if_done(self) -> None:
+        """After a half-close, close once nothing more is owed (an incomplete request never completes).
+
+        Checked once the current call unwinds: twisted.web answers a request inside the parsing
+        loop that holds the next pipelined ones, so "no request in hand" is only true after it.
+        """
+        if self._read_closed and not self._lost and not self._close_check_due:
+            self._close_check_due = True
+            self.callLater(0, self._close_when_done)
+
+    def _close_when_done(self) -> None:
+        self._close_check_due = False
+        if self._lost or self._owed:
+            return  # an owed answer's flush calls back (what the fast path still holds is incomplete)
+        if self._general and (self._handlingRequest or self._held is not None):
+            return  # twisted.web is answering: requestDone calls back
+        if self.transport is not None and not self.transport.disconnecting:  # type: ignore[attr-defined]
+            self.loseConnection()
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         self._lost = True
         super().connectionLost(reason)
-
-
-def text_response(status: int, date: bytes, text: bytes, retry_after: int | None = None) -> bytes:
-    """The bytes twisted.web sends for ``web.write_text``, header for header."""
-    return b"HTTP/1.1 %d %s\r\nServer: %s\r\nDate: %s\r\n%s%s\r\n%s" % (
-        status,
-        RESPONSES[status],
-        server_version,
-        date,
-        b"Content-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nContent-Length: %d\r\n"
-        % len(text),
-        b"" if retry_after is None else b"Retry-After: %d\r\n" % retry_after,
-        text,
-    )
-
-
-def redirect_response(location: bytes, date: bytes) -> bytes:
-    """The bytes twisted.web sends for our 302 (see ``web._redirect``), header for header."""
-    return (
-        b"HTTP/1.1 302 Found\r\nServer: "
-        + server_version
-        + b"\r\nDate: "
-        + date
-        + b"\r\nLocation: "
-        + location
-        + b"\r\nContent-Length: 0\r\n\r\n"
-    )

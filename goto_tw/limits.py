@@ -1,19 +1,24 @@
-"""Bounds on what one client can make the server hold: time to send a request, size of a body.
+"""Bounds on what one client can make the server hold: time to send a request, size of a head or body.
 
 twisted.web closes connections idle for the site's timeout, but a client that trickles one byte
-now and then is never idle, and a request body of any size is accepted (spooled to a temporary
-file). These two classes close both gaps with public ``HTTPChannel``/``Request`` hooks only.
+now and then is never idle, a request body of any size is accepted (spooled to a temporary
+file), and an over-long request line or header block is met with a silent close or a bare 400.
+These classes close the gaps with ``HTTPChannel``/``Request`` hooks: refusals are answered with
+their own status (413, 414, 431; a problem document under ``/api/``) before the connection closes.
 """
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel
+from twisted.web.http import RESPONSES, HTTPChannel
 from twisted.web.server import Request
+
+from goto_tw.problems import PROBLEM_JSON, is_api_path, problem_body
 
 log = Logger()
 
@@ -23,11 +28,28 @@ REQUEST_DEADLINE = 30.0
 #: Largest request body accepted, in bytes; a larger one is answered 413 before it is read.
 MAX_BODY_BYTES = 1 << 20
 
-_TOO_LARGE_BODY = f"Request body larger than {MAX_BODY_BYTES} bytes.\n".encode("ascii")
-TOO_LARGE = (
-    b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: text/plain; charset=utf-8\r\n"
-    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_TOO_LARGE_BODY), _TOO_LARGE_BODY)
-)
+
+def refusal(status: int, text: str, target: bytes = b"") -> bytes:
+    """A whole answer refusing a request before any resource sees it, announcing the close.
+
+    Under ``/api/`` it is a problem document, elsewhere short plain text.
+    """
+    if is_api_path(target):
+        body, content_type = problem_body(status, text), PROBLEM_JSON
+    else:
+        body, content_type = text.encode("utf-8") + b"\n", b"text/plain; charset=utf-8"
+    return b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (
+        status,
+        RESPONSES.get(status) or HTTPStatus(status).phrase.encode("ascii"),
+        content_type,
+        len(body),
+        body,
+    )
+
+
+_TOO_LARGE_TEXT = f"Request body larger than {MAX_BODY_BYTES} bytes."
+#: The answer to a body over :data:`MAX_BODY_BYTES` (outside ``/api/``).
+TOO_LARGE = refusal(413, _TOO_LARGE_TEXT)
 
 
 #: What twisted.web answers to a malformed request, before closing the connection.
@@ -45,13 +67,71 @@ class DeadlineChannel(HTTPChannel):
 
     request_deadline = REQUEST_DEADLINE
     _deadline_call: IDelayedCall | None = None
+    #: Bytes and lines of the request head being parsed (as twisted.web counts them: no CRLF).
+    _head_bytes = 0
+    _head_lines = 0
+    #: The target of the request being parsed (for the form of a refusal).
+    request_target = b""
+
+    #: Set once a request head has been refused: whatever the client still sends is dropped.
+    _head_refused = False
 
     def dataReceived(self, data: bytes) -> None:
+        if self._head_refused:
+            return
         self.start_request_clock()
         super().dataReceived(data)
 
+    def lineReceived(self, line: bytes) -> None:
+        """Refuse an over-long request line (414) or header block (431) before twisted.web (400) does."""
+        if self._head_lines == 0:
+            if not line:
+                super().lineReceived(line)  # a stray blank line between requests: twisted.web's to judge
+                return
+            parts = line.split(b" ", 2)
+            self.request_target = parts[1] if len(parts) > 1 else b""
+        self._head_lines += 1
+        self._head_bytes += len(line)
+        if self._head_bytes > self.totalHeadersSize:
+            self._refuse_head(self._head_lines == 1)
+            return
+        super().lineReceived(line)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """A line longer than twisted.web takes: 414 if it is the request line, else 431."""
+        first = self._head_lines == 0
+        if first:
+            parts = line.split(b" ", 2)
+            self.request_target = parts[1] if len(parts) > 1 else b""
+        self._refuse_head(first)
+
+    def _refuse_head(self, request_line: bool) -> None:
+        if request_line:
+            answer = refusal(414, "The request target is too long.", self.request_target)
+        else:
+            answer = refusal(431, "The request header fields are too large.", self.request_target)
+        log.info(
+            "Refused {what} from {peer}",
+            what="an over-long request line" if request_line else "an over-large header block",
+            peer=self.transport.getPeer() if self.transport is not None else "-",
+        )
+        self._head_refused = True
+        if self.transport is not None:
+            self.transport.write(answer)
+            self.loseConnection()
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        """twisted.web's answer to a malformed request (a bare 400); under ``/api/``, a problem document."""
+        if not is_api_path(self.request_target) or self.transport is None:
+            super()._respondToBadRequestAndDisconnect()
+            return
+        self._head_refused = True
+        self.transport.write(refusal(400, "The request is malformed.", self.request_target))
+        self.loseConnection()
+
     def allContentReceived(self) -> None:
         self.stop_request_clock()
+        self._head_bytes = self._head_lines = 0
         super().allContentReceived()
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
@@ -91,8 +171,11 @@ class BoundedRequest(Request):
     max_body_bytes = MAX_BODY_BYTES
     _refused = False
     _body_bytes = 0
+    #: The request target as sent, known before ``requestReceived`` (for the form of a refusal).
+    target = b""
 
     def gotLength(self, length: int | None) -> None:
+        self.target = getattr(self.channel, "request_target", b"")
         if length is not None and length > self.max_body_bytes:
             super().gotLength(0)
             self.requestHeaders.removeHeader(b"expect")  # no "100 Continue" after our 413
@@ -118,15 +201,22 @@ class BoundedRequest(Request):
             # str.splitlines() takes for a line break (CR, LF, VT, FF, \x1c-\x1e, \x85): an unhandled
             # error that drops the connection. Answer as for any malformed request.
             self._refused = True
-            self._close_with(BAD_REQUEST, "a malformed Content-Type header")
+            malformed = (
+                refusal(400, "The request is malformed.", self.target)
+                if is_api_path(self.target)
+                else BAD_REQUEST
+            )
+            self._close_with(malformed, "a malformed Content-Type header")
             return
-        super().requestReceived(command, path, version)
+        super().requestReceived(command, origin_form(path), version)
 
     def _refuse(self) -> None:
         self._refused = True
         if self.content is not None:
             self.content.close()  # a chunked body is spooled to a temporary file: release it now
-        self._close_with(TOO_LARGE, f"a request body over {self.max_body_bytes} bytes")
+        self._close_with(
+            refusal(413, _TOO_LARGE_TEXT, self.target), f"a request body over {self.max_body_bytes} bytes"
+        )
 
     def _close_with(self, answer: bytes, what: str) -> None:
         """Answer ``answer`` (unless an earlier pipelined request is still owed its own) and close."""
@@ -136,3 +226,18 @@ class BoundedRequest(Request):
             transport.write(answer)
         log.info("Refused {what} from {peer}", what=what, peer=transport.getPeer())
         transport.loseConnection()
+
+
+def origin_form(target: bytes) -> bytes:
+    """The path of an absolute-form request target (``http://host/KEY`` -> ``/KEY``); others unchanged.
+
+    HTTP/1.1 servers must accept the absolute form (RFC 9112, 3.2.2); twisted.web would take the
+    scheme and host for path segments.
+    """
+    if target[:1] == b"/" or not target[:8].lower().startswith((b"http://", b"https://")):
+        return target
+    rest = target.split(b"//", 1)[1]
+    cut = min((index for index in (rest.find(b"/"), rest.find(b"?")) if index >= 0), default=-1)
+    if cut < 0:
+        return b"/"
+    return rest[cut:] if rest[cut : cut + 1] == b"/" else b"/" + rest[cut:]

@@ -24,7 +24,7 @@ from goto_tw.proxystore import ProxyStore
 from goto_tw.rpc import RPCResource
 from goto_tw.site import GotoSite
 from goto_tw.store import URLStore
-from goto_tw.web import GotoRoot, PlainResource
+from goto_tw.web import GotoRoot, NotFoundResource, PlainResource
 
 
 def parse_endpoint(value: str) -> str:
@@ -120,6 +120,14 @@ class Options(usage.Options):
             "File holding the shared RPC secret: required by a master, sent by a slave.",
         ],
         [
+            "ops",
+            None,
+            None,
+            "Serve /_goto/health and /_goto/metrics on this port or endpoint only (e.g. "
+            "tcp:9100:interface=127.0.0.1), not on --http [default: on --http].",
+            parse_endpoint,
+        ],
+        [
             "access-log",
             None,
             "-",
@@ -160,8 +168,9 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
     if isinstance(access_log, Service):
         access_log.setServiceParent(top)  # flushed on stop, after the listener has stopped
     rpc = RPCResource(store, options.get("rpc-secret")) if options["rpc"] else None
+    root = make_root(store, options["host"], metrics, rpc)
     site = GotoSite(
-        make_root(store, options["host"], metrics, rpc),
+        root,
         metrics,
         reactor=reactor,
         store=store,
@@ -171,6 +180,13 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
     # strports.service fails start-up when the port cannot be opened (in use, no permission):
     # a plain StreamServerEndpointService would only log it and keep running, serving nothing.
     strports.service(options["http"], site, reactor=reactor).setServiceParent(top)
+    if options.get("ops"):
+        # --ops: /_goto/ moves to an endpoint of its own (a Site with just it); the public port says 404.
+        ops_root = PlainResource()
+        ops_root.putChild(b"_goto", root.children[b"_goto"])
+        root.putChild(b"_goto", NotFoundResource())
+        ops_site = GotoSite(ops_root, metrics, reactor=reactor, access_log=access_log)
+        strports.service(options["ops"], ops_site, reactor=reactor).setServiceParent(top)
     return top
 
 

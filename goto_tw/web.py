@@ -2,31 +2,72 @@
 
 Every response a user can cause is decided here: 302 for a known key, 404 for an unknown one, 400
 with a short reason for a refused URL, 503 with ``Retry-After`` while the store cannot answer. HTML
-is made with ``twisted.web.template``, which escapes whatever it is given; errors are plain text.
+is made with ``twisted.web.template``, which escapes whatever it is given; errors are plain text
+(problem documents under ``/api/``).
+
+The fast path's answers live here too (:class:`FastAnswers`), beside the resources whose bytes they
+equal: both serialisers take their headers from the same definitions (:data:`TEXT_HEADERS`,
+:data:`REDIRECT_HEADERS`), so they cannot drift apart.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
+import re
+from typing import Any, Callable, TypeVar, Union
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.error import UnsupportedMethod
+from twisted.web.http import RESPONSES, datetimeToString, parse_qs
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.server import version as server_version
 from twisted.web.template import Tag, flattenString, tags
+from zope.interface import implementer
 
 from goto_tw.errors import GotoError, InvalidURL
-from goto_tw.interfaces import IURLStore
+from goto_tw.fastpath import FastAnswer, IFastResponder
+from goto_tw.interfaces import ILocalLookup, IURLStore
 from goto_tw.keys import is_valid_key
+from goto_tw.problems import PROBLEM_JSON, is_api_path, problem_body
 
 log = Logger()
 T = TypeVar("T")
 
 #: Why a URL that is not UTF-8 is refused (the general and the fast path say the same).
 NOT_UTF8 = "the URL is not valid UTF-8"
+#: What a client is told about a bug; the log has the details.
+INTERNAL_ERROR = "Internal error: the server log has the details."
+
+#: Headers of a plain-text answer, after twisted.web's Server and Date and before Content-Length,
+#: in the order twisted.web writes them: the one definition both serialisers use.
+TEXT_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"Content-Type", b"text/plain; charset=utf-8"),
+    (b"X-Content-Type-Options", b"nosniff"),
+)
+#: The header carrying a redirect's target, and the headers that follow it.
+LOCATION = b"Location"
+REDIRECT_HEADERS: tuple[tuple[bytes, bytes], ...] = ((b"Content-Length", b"0"),)
+
+#: A header value we send: visible ASCII only (no CR, LF, NUL, space or anything else that could
+#: end a header or mean something else to a client).
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
+
+
+def is_header_safe(value: str) -> bool:
+    """Tell whether ``value`` may be sent as a header value as it is (visible ASCII only)."""
+    return _HEADER_SAFE.fullmatch(value) is not None
+
+
+def _log_unsendable(key: str) -> None:
+    log.error(
+        "The URL stored under {key!r} is not visible ASCII and cannot be sent in a Location header: "
+        "answering 500 (a corrupt record?)",
+        key=key,
+    )
 
 
 def _flatten(tag: Tag) -> bytes:
@@ -63,13 +104,42 @@ def write_text(request: Request, status: int, text: str, headers: dict[bytes, by
     """Answer ``status`` with a short plain-text body and finish the request."""
     body = text.encode("utf-8") + b"\n"
     request.setResponseCode(status)
-    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-    request.setHeader(b"x-content-type-options", b"nosniff")
+    for name, value in TEXT_HEADERS:
+        request.setHeader(name, value)
     request.setHeader(b"content-length", b"%d" % len(body))
     for name, value in (headers or {}).items():
         request.setHeader(name, value)
     request.write(body)
     request.finish()
+
+
+def write_json_body(request: Request, status: int, body: bytes, content_type: bytes) -> None:
+    """Answer ``status`` with a JSON ``body`` already encoded, and finish the request."""
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", content_type)
+    request.setHeader(b"content-length", b"%d" % len(body))
+    request.setHeader(b"x-content-type-options", b"nosniff")
+    request.write(body)
+    request.finish()
+
+
+def write_problem(
+    request: Request, status: int, detail: str, headers: dict[bytes, bytes] | None = None
+) -> None:
+    """Answer an RFC 9457 problem document: the status, its title and a human sentence."""
+    for name, value in (headers or {}).items():
+        request.setHeader(name, value)
+    write_json_body(request, status, problem_body(status, detail), PROBLEM_JSON)
+
+
+def write_refusal(
+    request: Request, status: int, text: str, headers: dict[bytes, bytes] | None = None
+) -> None:
+    """Answer an error in the form its path calls for: a problem document under ``/api/``, else text."""
+    if is_api_path(request.path or b""):
+        write_problem(request, status, text, headers)
+    else:
+        write_text(request, status, text, headers)
 
 
 def write_error(request: Request, error: GotoError) -> None:
@@ -114,10 +184,16 @@ def respond_when_ready(
             on_error(request, failure.value)
         else:
             log.failure("Failed to answer {method} {uri}", failure, method=request.method, uri=request.uri)
-            write_text(request, http.INTERNAL_SERVER_ERROR, "Internal error: the server log has the details.")
+            write_refusal(request, http.INTERNAL_SERVER_ERROR, INTERNAL_ERROR)
+
+    def answer_failed(failure: Failure) -> None:
+        # A bug in ``answer`` or ``on_error``: the client still gets an answer, unless one was begun.
+        log.failure("Failed to write a response", failure)
+        if not gone and not request.startedWriting and not request.finished:
+            write_refusal(request, http.INTERNAL_SERVER_ERROR, INTERNAL_ERROR)
 
     request.notifyFinish().addErrback(client_gone)
-    result.addCallbacks(succeeded, failed).addErrback(
+    result.addCallbacks(succeeded, failed).addErrback(answer_failed).addErrback(
         lambda failure: log.failure("Failed to write a response", failure)
     )
     return NOT_DONE_YET
@@ -146,15 +222,19 @@ class PlainResource(Resource):
             allowed: list[bytes] = list(unsupported.allowedMethods)
             if request.method == b"HEAD" and b"GET" in allowed:
                 raise  # twisted.web answers HEAD by rendering GET without its body
-            return self._not_allowed(request, allowed)
+            return self._not_allowed(request, [method for method in allowed if method != b"HEAD"])
 
     @staticmethod
     def _not_allowed(request: Request, allowed: list[bytes]) -> int:
+        if not allowed:
+            # A node that only holds children (``/api``, ``/_goto``) answers nothing itself: twisted.web's
+            # inherited HEAD would make it a 405 allowing only HEAD. Nothing is here.
+            return _not_found(request)  # type: ignore[return-value]
         if b"GET" in allowed and b"HEAD" not in allowed:
             allowed.append(b"HEAD")
         request.setHeader(b"allow", b", ".join(sorted(allowed)))
         method = request.method.decode("ascii", "replace")
-        write_text(request, http.NOT_ALLOWED, f"{method} is not allowed here.")
+        write_refusal(request, http.NOT_ALLOWED, f"{method} is not allowed here.")
         return NOT_DONE_YET
 
 
@@ -222,20 +302,30 @@ class RedirectResource(PlainResource):
     def render_GET(self, request: Request) -> object:
         if request.postpath:
             return _not_found(request)
-        return respond_when_ready(request, self._store.get(self._key), lambda url: _redirect(request, url))
+        key = self._key
+        return respond_when_ready(request, self._store.get(key), lambda url: _redirect(request, key, url))
 
     render_HEAD = render_GET
 
 
-def _redirect(request: Request, url: str) -> None:
+def _redirect(request: Request, key: str, url: str) -> None:
+    if not is_header_safe(url):
+        # twisted.web would turn CR/LF into spaces and send a mangled Location: refuse it whole.
+        _log_unsendable(key)
+        write_text(request, http.INTERNAL_SERVER_ERROR, INTERNAL_ERROR)
+        return
     request.setResponseCode(http.FOUND)
-    request.setHeader(b"location", url.encode("ascii"))
-    request.setHeader(b"content-length", b"0")
+    request.setHeader(LOCATION, url.encode("ascii"))
+    for name, value in REDIRECT_HEADERS:
+        request.setHeader(name, value)
     request.finish()
 
 
 def _not_found(request: Request) -> bytes:
-    write_text(request, http.NOT_FOUND, "No link here.")
+    if is_api_path(request.path or b""):
+        write_problem(request, http.NOT_FOUND, "no such API resource")
+    else:
+        write_text(request, http.NOT_FOUND, "No link here.")
     return NOT_DONE_YET  # type: ignore[return-value]
 
 
@@ -269,3 +359,115 @@ class NotFoundResource(Resource):
 
     def render(self, request: Request) -> bytes:
         return _not_found(request)
+
+
+#: Status line and Server header of each answer the fast path writes, made once.
+_STATUS_LINES = {
+    status: b"HTTP/1.1 %d %s\r\nServer: %s\r\nDate: " % (status, RESPONSES[status], server_version)
+    for status in (200, 302, 400, 403, 404, 409, 500, 503)
+}
+_TEXT_HEADERS = b"".join(b"\r\n%s: %s" % header for header in TEXT_HEADERS)
+_REDIRECT_START = _STATUS_LINES[302]
+_LOCATION = b"\r\n" + LOCATION + b": "
+_REDIRECT_END = b"".join(b"\r\n%s: %s" % header for header in REDIRECT_HEADERS) + b"\r\n\r\n"
+
+
+def text_response(status: int, date: bytes, text: bytes, retry_after: int | None = None) -> bytes:
+    """The bytes twisted.web sends for :func:`write_text`, header for header."""
+    start = _STATUS_LINES.get(status) or b"HTTP/1.1 %d %s\r\nServer: %s\r\nDate: " % (
+        status,
+        RESPONSES[status],
+        server_version,
+    )
+    return b"%s%s%s\r\nContent-Length: %d\r\n%s\r\n%s" % (
+        start,
+        date,
+        _TEXT_HEADERS,
+        len(text),
+        b"" if retry_after is None else b"Retry-After: %d\r\n" % retry_after,
+        text,
+    )
+
+
+def redirect_response(location: bytes, date: bytes) -> bytes:
+    """The bytes twisted.web sends for :func:`_redirect`, header for header (``location`` checked)."""
+    return _REDIRECT_START + date + _LOCATION + location + _REDIRECT_END
+
+
+class HTTPDate:
+    """The ``Date`` header of now, formatted once per second at most."""
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
+        self._second = -1
+        self._text = b""
+
+    def now(self) -> bytes:
+        now = self._clock.seconds()
+        if int(now) != self._second:
+            self._second = int(now)
+            self._text = datetimeToString(now)
+        return self._text
+
+
+@implementer(IFastResponder)
+class FastAnswers:
+    """The fast path's answers: the very bytes :class:`RedirectResource` and :class:`AddResource` send.
+
+    No accounting here: the channel has each answer logged and counted once it is written.
+    """
+
+    def __init__(self, store: IURLStore, local: ILocalLookup, host: str, clock: IReactorTime) -> None:
+        self._store = store
+        self._lookup = local.lookup
+        self._host = host
+        self._date = HTTPDate(clock)
+
+    def redirect(self, method: str, key: str) -> FastAnswer | None:
+        """A redirect to what the store holds locally under ``key``; ``None`` (general path) otherwise."""
+        url = self._lookup(key)
+        if url is None:
+            return None
+        if _HEADER_SAFE.fullmatch(url) is None:
+            _log_unsendable(key)
+            return self.internal_error()
+        return 302, "-", _REDIRECT_START + self._date.now() + _LOCATION + url.encode("ascii") + _REDIRECT_END
+
+    def add(self, method: str, target: bytes, body: bytes) -> Union[FastAnswer, Deferred[FastAnswer], None]:
+        """Answer ``GET /add?url=`` or a form ``POST /add`` as :class:`AddResource` does.
+
+        ``None`` (twisted.web answers) when there is no ``url`` (the form page). Otherwise the
+        answer, or a Deferred of it once the pair is durable; the arguments are parsed with
+        twisted.web's own ``parse_qs``.
+        """
+        args = parse_qs(target.split(b"?", 1)[1] if method == "GET" else body, 1)
+        raw = (args.get(b"url") or [b""])[0]
+        if not raw:
+            return None
+        date = self._date.now()  # twisted.web dates a response when the request is processed
+
+        def answer(status: int, text: str, retry_after: int | None = None) -> FastAnswer:
+            data = text.encode("utf-8") + b"\n"
+            return status, len(data), text_response(status, date, data, retry_after)
+
+        try:
+            url = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return answer(InvalidURL.http_status, NOT_UTF8)
+
+        def stored(key: str) -> FastAnswer:
+            return answer(200, f"http://{self._host}/{key}")
+
+        def failed(failure: Failure) -> FastAnswer:
+            error = failure.value
+            if isinstance(error, GotoError):
+                return answer(error.http_status, str(error), error.retry_after)
+            log.failure("Failed to answer {method} {uri}", failure, method=method, uri=target)
+            return answer(500, INTERNAL_ERROR)
+
+        return self._store.put(url).addCallbacks(stored, failed)
+
+    def internal_error(self) -> FastAnswer:
+        """The 500 :func:`respond_when_ready` answers for a bug, dated now."""
+        data = INTERNAL_ERROR.encode("utf-8") + b"\n"
+        return 500, len(data), text_response(500, self._date.now(), data)

@@ -139,3 +139,43 @@ def test_store_unavailable_is_a_503_problem_with_retry_after() -> None:
     assert status == 503
     assert headers.getRawHeaders("retry-after") == ["5"]
     assert problem(headers, body)["status"] == 503
+
+
+@pytest.mark.parametrize(
+    "path", ["/api", "/api/", "/api/v1", "/api/v1/", "/api/nothing", "/api/v1/nothing/x"]
+)
+@pytest.mark.parametrize("method", ["GET", "HEAD", "DELETE"])
+def test_api_paths_without_a_resource_are_404_problems(client: Client, path: str, method: str) -> None:
+    """Items 19, 20: /api and /api/v1 only hold children: 404 (not 405 allowing HEAD), as a problem."""
+    status, headers, body = client.request(method, path)
+    assert status == 404
+    assert headers.getRawHeaders("allow") is None
+    if method == "HEAD":
+        assert headers.getRawHeaders("content-type") == ["application/problem+json"]
+    else:
+        assert problem(headers, body)["status"] == 404
+
+
+@pytest.mark.parametrize("path", ["/_goto", "/_goto/"])
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_the_ops_folder_itself_is_404(client: Client, path: str, method: str) -> None:
+    """Item 20: /_goto answers 404 like any path with nothing there, not a 405 with an empty Allow."""
+    status, headers, _ = client.request(method, path)
+    assert status == 404
+    assert headers.getRawHeaders("allow") is None
+    assert headers.getRawHeaders("content-type") == ["text/plain; charset=utf-8"]
+
+
+def test_an_unexpected_error_under_the_api_is_a_500_problem() -> None:
+    """Item 19: a bug behind the API answers a problem document too, with nothing internal in it."""
+    from twisted.internet.defer import fail
+
+    class Broken(URLStore):
+        def get(self, key: str) -> Any:
+            return fail(RuntimeError("secret internal detail"))
+
+    client = Client(make_root(Broken(), HOST, Metrics("master")))
+    status, headers, body = client.request("GET", "/api/v1/links/abc")
+    assert status == 500
+    assert problem(headers, body)["status"] == 500
+    assert b"secret" not in body

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
 from twisted.internet.task import Clock
 
-from goto_tw.limits import BAD_REQUEST, MAX_BODY_BYTES, REQUEST_DEADLINE, TOO_LARGE
+from goto_tw.limits import BAD_REQUEST, MAX_BODY_BYTES, REQUEST_DEADLINE, TOO_LARGE, origin_form
 from goto_tw.metrics import Metrics
 from goto_tw.site import GotoSite
 from goto_tw.store import URLStore
@@ -76,7 +79,9 @@ def test_chunked_body_is_refused_once_it_passes_the_limit() -> None:
     chunk = b"x" * 65536
     for _ in range(MAX_BODY_BYTES // len(chunk) + 1):
         connection.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-    assert connection.received().endswith(TOO_LARGE)
+    answer = connection.received()
+    assert answer.startswith(b"HTTP/1.1 413 Request Entity Too Large\r\n")
+    assert b"\r\nContent-Type: application/problem+json\r\n" in answer, "an /api/ error is a problem document"
     assert connection.transport.disconnecting
 
 
@@ -137,3 +142,107 @@ def test_no_100_continue_after_a_413() -> None:
         b"POST /add HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n" % (MAX_BODY_BYTES + 1)
     )
     assert connection.received() == TOO_LARGE
+
+
+def problem_of(answer: bytes) -> dict[str, object]:
+    """The problem document an answer carries (failing the test if it is not one)."""
+    head, body = answer.split(b"\r\n\r\n", 1)
+    assert b"\r\nContent-Type: application/problem+json\r\n" in head + b"\r\n", head
+    document: dict[str, object] = json.loads(body)
+    return document
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_an_oversized_api_body_is_a_413_problem(fast: bool) -> None:
+    """Item 19: the body limit's refusal under /api/ is a problem document, like every /api/ error."""
+    site, _, _ = make_site(fast)
+    connection = Connection(site)
+    connection.send(
+        b"POST /api/v1/links HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n{" % (MAX_BODY_BYTES + 1)
+    )
+    answer = connection.received()
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert problem_of(answer)["status"] == 413
+    assert connection.transport.disconnecting
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("split", [True, False])
+def test_an_over_long_request_line_is_a_414(fast: bool, split: bool) -> None:
+    """Item 19: a request line longer than twisted.web takes is answered 414, then closed (not a
+    silent close), whether it arrives whole or in pieces."""
+    site, _, _ = make_site(fast)
+    connection = Connection(site)
+    request = b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    for chunk in [request[i : i + 1000] for i in range(0, len(request), 1000)] if split else [request]:
+        connection.send(chunk)
+    answer = connection.received()
+    assert answer.startswith(b"HTTP/1.1 414 "), answer[:100]
+    assert connection.transport.disconnecting
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_an_over_large_header_block_is_a_431(fast: bool) -> None:
+    """Item 19: a header block over twisted.web's 16 KiB is answered 431 (a problem under /api/)."""
+    for path, problem in ((b"/abc", False), (b"/api/v1/links/abc", True)):
+        site, _, _ = make_site(fast)
+        connection = Connection(site)
+        connection.send(b"GET " + path + b" HTTP/1.1\r\n" + b"X-Pad: " + b"p" * 1000 + b"\r\n" * 1)
+        for _ in range(20):
+            connection.send(b"X-Pad: " + b"p" * 1000 + b"\r\n")
+        connection.send(b"\r\n")
+        answer = connection.received()
+        assert answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"), answer[:100]
+        if problem:
+            assert problem_of(answer)["status"] == 431
+        assert connection.transport.disconnecting
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_absolute_form_targets_are_served(fast: bool) -> None:
+    """Item 19: ``GET http://host/KEY`` (the absolute form every HTTP/1.1 server must accept) redirects."""
+    site, _, _ = make_site(fast)
+    connection = Connection(site)
+    connection.send(b"GET http://go.example/abc HTTP/1.1\r\nHost: go.example\r\n\r\n")
+    answer = connection.received()
+    assert answer.startswith(b"HTTP/1.1 302 Found\r\n")
+    assert b"\r\nLocation: http://a/\r\n" in answer
+
+
+@pytest.mark.parametrize(
+    ("target", "path"),
+    [
+        (b"/abc", b"/abc"),
+        (b"http://h/abc", b"/abc"),
+        (b"HTTPS://h:8080/a/b?c=d", b"/a/b?c=d"),
+        (b"http://h", b"/"),
+        (b"http://h?x=1", b"/?x=1"),
+        (b"*", b"*"),
+        (b"ftp://h/abc", b"ftp://h/abc"),
+    ],
+)
+def test_origin_form(target: bytes, path: bytes) -> None:
+    """The absolute form's path and query; anything else is left for twisted.web to judge."""
+    assert origin_form(target) == path
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_malformed_api_request_is_a_400_problem(fast: bool) -> None:
+    """Item 19: twisted.web's bare 400 for a malformed request is a problem document under /api/
+    (and stays twisted.web's own answer elsewhere)."""
+    for head in (
+        b"POST /api/v1/links HTTP/1.1\r\nBroken header line\r\n\r\n",
+        b"POST /api/v1/links HTTP/1.1\r\nContent-Type: text/\x0bjson\r\nContent-Length: 2\r\n\r\n{}",
+    ):
+        site, _, _ = make_site(fast)
+        connection = Connection(site)
+        connection.send(head)
+        answer = connection.received()
+        assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer
+        assert problem_of(answer)["status"] == 400
+        assert connection.transport.disconnecting
+    site, _, _ = make_site(fast)
+    connection = Connection(site)
+    connection.send(b"GET /abc HTTP/1.1\r\nBroken header line\r\n\r\n")
+    assert connection.received() == BAD_REQUEST

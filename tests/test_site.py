@@ -81,12 +81,22 @@ def test_requests_are_counted_by_route_method_and_status() -> None:
     assert (metrics.redirects, metrics.adds) == (2, 1)
 
 
-def test_idle_connections_time_out() -> None:
-    """A connection that sends nothing is closed after the idle timeout (slow clients cannot pile up)."""
+@pytest.mark.parametrize("fast", [True, False])
+def test_idle_connections_time_out(fast: bool) -> None:
+    """A connection that sends nothing after its last answer is closed after the idle timeout (60 s),
+    not before: the request deadline (30 s) is not running, since no request is under way."""
     from tests.wire import Connection
 
-    site, _, clock = make_site()
+    clock = Clock()
+    metrics = Metrics("master")
+    store = URLStore({"abc": "https://a.example/"})
+    site = GotoSite(
+        make_root(store, "go.example", metrics), metrics, reactor=clock, store=store if fast else None
+    )
     connection = Connection(site)
-    connection.send(b"GET /abc HTTP/1.1\r\n")
-    clock.advance(61)
+    connection.send(b"GET /abc HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert connection.received().startswith(b"HTTP/1.1 302 Found")
+    clock.advance(59)
+    assert not connection.transport.disconnecting, "closed before the idle timeout"
+    clock.advance(2)
     assert connection.transport.disconnecting

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import CancelledError, Deferred, fail
+from twisted.web.client import ResponseNeverReceived
 from zope.interface import implementer
 
 from goto_tw.errors import StoreUnavailable
@@ -177,7 +178,10 @@ def test_client_that_leaves_cancels_the_lookup() -> None:
     response.cancel()
     client.stub.flush()
     assert cancelled == [True]
-    assert failure_of(response)
+    failure = failure_of(response)
+    never = failure.value
+    assert isinstance(never, ResponseNeverReceived), failure
+    assert [reason.type for reason in never.reasons] == [CancelledError]
 
 
 def test_head_add_stores_nothing(client: Client, store: URLStore) -> None:

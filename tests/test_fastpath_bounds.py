@@ -1,0 +1,374 @@
+"""The fast path's bounds and answers: owed answers, the byte budget, the deadline between pipelined
+requests, the idle timeout, failures, clients that leave or half-close, and corrupt stored URLs."""
+
+from __future__ import annotations
+
+import re
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
+from zope.interface import implementer
+
+from goto_tw.errors import KeyNotFound
+from goto_tw.fastpath import MAX_OWED, FastAnswer, IFastResponder
+from goto_tw.interfaces import ILocalLookup, IURLStore
+from goto_tw.limits import REQUEST_DEADLINE
+from goto_tw.metrics import Metrics
+from goto_tw.site import GotoSite
+from goto_tw.store import URLStore
+from goto_tw.tap import make_root
+from tests.conftest import LogCapture
+from tests.fakes import ManualLog
+from tests.wire import Connection
+
+GET = b"GET /abc HTTP/1.1\r\nHost: go.example\r\n\r\n"
+FORM = b"url=https%3A%2F%2Fnew.example%2F"
+POST_ADD = (
+    b"POST /add HTTP/1.1\r\nHost: go.example\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+    b"Content-Length: %d\r\n\r\n%s" % (len(FORM), FORM)
+)
+IDLE_TIMEOUT = 60
+
+
+def pending_site(fast: bool = True) -> tuple[GotoSite, ManualLog, Metrics, Clock]:
+    """A site over a store whose writes wait for the test (adds stay owed until then)."""
+    log = ManualLog()
+    store = URLStore({"abc": "https://a.example/x"}, log)
+    metrics = Metrics("master")
+    clock = Clock()
+    site = GotoSite(
+        make_root(store, "go.example", metrics),
+        metrics,
+        reactor=clock,
+        store=store if fast else None,
+        host="go.example",
+        timeout=IDLE_TIMEOUT,
+    )
+    return site, log, metrics, clock
+
+
+def send_while_reading(connection: Connection, chunks: list[bytes]) -> int:
+    """Send ``chunks`` as a real transport delivers them: not while the channel has paused reading.
+
+    Returns how many chunks were delivered.
+    """
+    sent = 0
+    for chunk in chunks:
+        if connection.transport.producerState == "paused":
+            break
+        connection.send(chunk)
+        sent += 1
+    return sent
+
+
+def test_redirects_behind_a_pending_add_count_against_max_owed() -> None:
+    """Item 1: redirects pipelined behind a pending add are bounded like adds (MAX_OWED in all)."""
+    site, log, _, _ = pending_site()
+    connection = Connection(site)
+    connection.send(POST_ADD + GET * (MAX_OWED * 3))
+    owed = connection.protocol._owed
+    assert owed is not None and len(owed) <= MAX_OWED
+    log.complete_all()
+    answer = connection.received()
+    assert answer.count(b"HTTP/1.1 302 Found\r\n") == MAX_OWED * 3, "every request is answered, in the end"
+    assert answer.index(b"200 OK") < answer.index(b"302 Found")
+
+
+def test_held_bytes_for_twisted_web_pause_reading_until_drained() -> None:
+    """Item 2: behind a pending add, what the client sends for twisted.web is bounded: over the
+    budget the channel pauses reading, and resumes once the owed answers are written."""
+    site, log, _, _ = pending_site()
+    connection = Connection(site)
+    connection.send(POST_ADD + b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
+    chunk = b"GET /nope HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 4000 + b"\r\n\r\n"
+    sent = send_while_reading(connection, [chunk] * 1000)
+    assert connection.transport.producerState == "paused"
+    assert sent * len(chunk) < 256 * 1024, "reading pauses long before a quarter MiB is held"
+    log.complete_all()
+    assert connection.transport.producerState == "producing"
+    answer = connection.received()
+    assert answer.startswith(b"HTTP/1.1 200 OK")
+    assert answer.count(b"404 Not Found") == sent + 1
+
+
+def test_pipelined_fast_answers_pause_reading_too() -> None:
+    """Item 2: many fast requests behind a pending add pause reading rather than queue without end."""
+    site, log, _, _ = pending_site()
+    connection = Connection(site)
+    connection.send(POST_ADD)
+    sent = send_while_reading(connection, [GET * 100] * 100)
+    assert connection.transport.producerState == "paused"
+    assert sent < 100
+    log.complete_all()
+    assert connection.transport.producerState == "producing"
+    assert connection.received().count(b"302 Found") == sent * 100
+
+
+def test_deadline_restarts_between_pipelined_requests() -> None:
+    """Item 3: a client completing a request every 10 s (each read ending mid-request) stays connected."""
+    site, _, _, clock = pending_site()
+    connection = Connection(site)
+    half = len(GET) // 2
+    connection.send(GET[:half])
+    for _ in range(12):  # two minutes: four times the request deadline
+        clock.advance(10)
+        connection.send(GET[half:] + GET[:half])
+        assert not connection.transport.disconnecting
+    assert connection.received().count(b"302 Found") == 12
+
+
+def test_deadline_still_cuts_a_request_that_never_completes() -> None:
+    """Item 3: restarting the clock per request does not let one request take longer than the deadline."""
+    site, _, _, clock = pending_site()
+    connection = Connection(site)
+    connection.send(GET + GET[:10])
+    clock.advance(REQUEST_DEADLINE - 1)
+    assert not connection.transport.disconnecting
+    clock.advance(2)
+    assert connection.transport.disconnecting
+
+
+def test_idle_timeout_is_disarmed_while_a_fast_answer_is_owed() -> None:
+    """Item 4: a pending add is not cut by the idle timeout (twisted.web does the same); once
+    answered, the connection is idle again and times out as usual."""
+    site, log, _, clock = pending_site()
+    connection = Connection(site)
+    connection.send(POST_ADD)
+    clock.advance(IDLE_TIMEOUT * 3)
+    assert not connection.transport.disconnecting
+    log.complete_all()
+    assert connection.received().startswith(b"HTTP/1.1 200 OK")
+    clock.advance(IDLE_TIMEOUT - 1)
+    assert not connection.transport.disconnecting
+    clock.advance(2)
+    assert connection.transport.disconnecting
+
+
+@implementer(IURLStore, ILocalLookup)
+class DictStore:
+    """A store over a plain dict, whose URLs nothing validates (as a corrupt source would give)."""
+
+    def __init__(self, urls: dict[str, str], put_result: Deferred[str] | None = None) -> None:
+        self.urls = urls
+        self.put_result = put_result
+
+    def get(self, key: str) -> Deferred[str]:
+        url = self.urls.get(key)
+        return fail(KeyNotFound("no link here")) if url is None else succeed(url)
+
+    def lookup(self, key: str) -> str | None:
+        return self.urls.get(key)
+
+    def put(self, url: str) -> Deferred[str]:
+        assert self.put_result is not None
+        return self.put_result
+
+    def count(self) -> int:
+        return len(self.urls)
+
+
+def dict_site(store: DictStore, fast: bool = True) -> tuple[GotoSite, Metrics]:
+    metrics = Metrics("master")
+    site = GotoSite(
+        make_root(store, "go.example", metrics),
+        metrics,
+        reactor=Clock(),
+        store=store if fast else None,
+        host="go.example",
+    )
+    return site, metrics
+
+
+class RaisingAccessLog:
+    """An access log that fails on its first line: a bug in the accounting after an answer."""
+
+    def __init__(self) -> None:
+        self.lines = 0
+
+    def record(self, *args: object) -> None:
+        self.lines += 1
+        if self.lines == 1:
+            raise RuntimeError("a bug in the access log")
+
+
+def test_an_exception_after_a_fast_answer_does_not_stall_the_connection(log_events: LogCapture) -> None:
+    """Item 4: an exception while answering a pending add is logged, and the answers pipelined
+    behind it still go out (the connection does not wait for the idle timeout)."""
+    site, log, _, _ = pending_site()
+    site.access_log = RaisingAccessLog()
+    connection = Connection(site)
+    connection.send(POST_ADD + GET)
+    log.complete_all()
+    answer = connection.received()
+    assert answer.count(b"HTTP/1.1 ") == 2, answer
+    assert b"302 Found" in answer
+    assert any(e.get("log_failure") is not None for e in log_events.events)
+
+
+@implementer(IFastResponder)
+class FailingResponder:
+    """A responder whose add fails with a bug (not a store error)."""
+
+    def __init__(self, inner: IFastResponder) -> None:
+        self.inner = inner
+        self.pending: Deferred[FastAnswer] = Deferred()
+
+    def redirect(self, method: str, key: str) -> FastAnswer | None:
+        return self.inner.redirect(method, key)
+
+    def add(self, method: str, target: bytes, body: bytes) -> Deferred[FastAnswer]:
+        return self.pending
+
+    def internal_error(self) -> FastAnswer:
+        return self.inner.internal_error()
+
+
+def test_an_unexpected_failure_of_a_fast_answer_is_a_500_in_order(log_events: LogCapture) -> None:
+    """Item 4: a fast answer's Deferred failing with a bug answers 500 in its place (logged), and
+    the answers behind it still go out."""
+    site, _, _, _ = pending_site()
+    assert site.responder is not None
+    responder = site.responder = FailingResponder(site.responder)
+    connection = Connection(site)
+    connection.send(POST_ADD + GET)
+    responder.pending.errback(RuntimeError("a bug"))
+    answer = connection.received()
+    assert answer.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+    assert b"302 Found" in answer
+    assert any("a bug" in str(e.get("log_failure")) for e in log_events.events)
+
+
+def test_an_answer_to_a_client_that_left_is_neither_logged_nor_counted(log_events: LogCapture) -> None:
+    """Item 4: twisted.web does not log requests whose connection was lost; nor does the fast path."""
+    from twisted.internet.error import ConnectionLost
+    from twisted.python.failure import Failure
+
+    site, log, metrics, _ = pending_site()
+    connection = Connection(site)
+    connection.send(POST_ADD + GET)
+    connection.protocol.connectionLost(Failure(ConnectionLost()))
+    log.complete_all()
+    assert [e for e in log_events.events if e.get("log_namespace") == "goto.access"] == []
+    assert metrics.requests == {}
+    assert (metrics.adds, metrics.redirects) == (0, 0)
+
+
+def test_a_stored_url_with_cr_lf_never_splits_a_header(log_events: LogCapture) -> None:
+    """Item 6: a corrupt stored URL is an internal error (500, one log line), never a second header,
+    on the fast path and on the general path alike."""
+    for url in ("https://a.example/\r\nSet-Cookie: stolen=1", "https://ä.example/", "https://a/\x00"):
+        for fast in (True, False):
+            log_events.events.clear()
+            site, _ = dict_site(DictStore({"abc": url}), fast)
+            connection = Connection(site)
+            connection.send(GET + GET)
+            answer = connection.received()
+            assert answer.count(b"HTTP/1.1 500 Internal Server Error\r\n") == 2, (url, fast, answer)
+            assert b"Set-Cookie" not in answer
+            assert b"Location" not in answer
+            errors = [e for e in log_events.events if e.get("log_namespace") != "goto.access"]
+            assert len(errors) == 2, (url, fast)
+
+
+def test_a_half_closed_client_gets_every_answer_owed() -> None:
+    """Item 16: after the client shuts down its sending side, owed answers (fast and general) are
+    still written, and the connection is closed only then."""
+    site, log, _, clock = pending_site()
+    connection = Connection(site)
+    connection.send(POST_ADD + GET + b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n" + GET[:5])
+    connection.protocol.readConnectionLost()
+    clock.advance(0)
+    assert not connection.transport.disconnecting
+    log.complete_all()
+    clock.advance(0)
+    answer = connection.received()
+    assert answer.count(b"HTTP/1.1 ") == 3
+    assert connection.transport.disconnecting
+
+
+def test_a_half_closed_client_with_nothing_owed_is_closed_at_once() -> None:
+    """Item 16: with nothing left to answer, a half-close closes the connection (an incomplete
+    request can never complete)."""
+    site, _, _, clock = pending_site()
+    connection = Connection(site)
+    connection.send(GET + GET[:5])
+    connection.protocol.readConnectionLost()
+    clock.advance(0)
+    assert connection.received().count(b"302 Found") == 1
+    assert connection.transport.disconnecting
+
+
+def test_an_add_answered_at_once_leaves_the_idle_timeout_armed() -> None:
+    """Item 4: an add whose Deferred has already fired (a store without a log) disarms the idle
+    timeout only for the instant it is owed: the connection still times out when idle."""
+    store = URLStore({"abc": "https://a.example/x"})
+    metrics = Metrics("master")
+    clock = Clock()
+    site = GotoSite(
+        make_root(store, "go.example", metrics), metrics, reactor=clock, store=store, timeout=IDLE_TIMEOUT
+    )
+    connection = Connection(site)
+    connection.send(POST_ADD)
+    assert connection.received().startswith(b"HTTP/1.1 200 OK")
+    clock.advance(IDLE_TIMEOUT + 1)
+    assert connection.transport.disconnecting
+
+
+def test_error_answers_carry_the_message_never_the_detail() -> None:
+    """Item 21: a store error's answer is ``str(error)`` on both paths and in the API; its detail
+    (errno texts, addresses, failure reprs) stays in the log."""
+    from goto_tw.errors import StoreUnavailable
+
+    error = StoreUnavailable(
+        "the link could not be stored now", detail="[<Failure CancelledError>] errno 111 127.0.0.1:8081"
+    )
+    api = b'{"url": "https://x.example/"}'
+
+    class Failing(DictStore):
+        def put(self, url: str) -> Deferred[str]:
+            return fail(error)
+
+    for fast in (True, False):
+        site, _ = dict_site(Failing({}), fast)
+        connection = Connection(site)
+        connection.send(POST_ADD)
+        connection.send(
+            b"POST /api/v1/links HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(api), api)
+        )
+        answer = connection.received()
+        assert answer.count(b"503 Service Unavailable") == 2, answer
+        assert answer.count(b"the link could not be stored now") == 2
+        assert b"errno" not in answer and b"Failure" not in answer and b"127.0.0.1" not in answer
+
+
+def test_the_web_layer_provides_the_fast_responder() -> None:
+    """The seam: the site's responder is the web layer's, and provides the interface the channel uses."""
+    from zope.interface.verify import verifyObject
+
+    site, _, _, _ = pending_site()
+    assert site.responder is not None
+    assert verifyObject(IFastResponder, site.responder)
+
+
+def test_a_half_closed_client_gets_every_pipelined_answer_of_the_general_path() -> None:
+    """Item 16: behind an answer the general path owes (a slave's uncached redirect), pipelined
+    requests that twisted.web answers at once are all answered before the close."""
+    pending: Deferred[str] = Deferred()
+
+    class Slow(DictStore):
+        def get(self, key: str) -> Deferred[str]:
+            return pending if key == "slow" else super().get(key)
+
+    site, _ = dict_site(Slow({"abc": "https://a.example/"}))
+    clock = site.reactor
+    assert isinstance(clock, Clock)
+    connection = Connection(site)
+    connection.send(b"GET /slow HTTP/1.1\r\n\r\n" + b"GET /nope HTTP/1.1\r\n\r\n" * 3 + GET)
+    connection.protocol.readConnectionLost()
+    assert connection.received() == b""
+    pending.callback("https://slow.example/")
+    clock.advance(0)
+    answer = connection.received()
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answer) == [b"302", b"404", b"404", b"404", b"302"], answer
+    assert connection.transport.disconnecting

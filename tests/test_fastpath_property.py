@@ -1,0 +1,179 @@
+"""Properties of the fast path (issue 9, item 5): on any pipelined conversation, split at any read
+points, the fast site sends the very bytes plain twisted.web sends; and no connection ever holds
+more than its byte budget while it keeps reading."""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from twisted.internet.task import Clock
+
+from goto_tw.fastpath import BUDGET
+from goto_tw.metrics import Metrics
+from goto_tw.site import GotoSite
+from goto_tw.store import URLStore
+from goto_tw.tap import make_root
+from tests.fakes import ManualLog
+from tests.wire import Connection
+
+URLS = {"abc": "https://a.example/x?y=1", "Z9": "http://b.example/", "1": "https://c.example/" + "p" * 3000}
+KEYS = [*URLS, "nope", "7", "2", "add", "_goto"]
+ADD_URLS = [
+    "https://new.example/",
+    "https://new.example/q?a=1&b=%20",
+    "http://b.example/",
+    "ftp://refused.example/",
+    "https://" + "l" * 200 + ".example/",
+]
+
+HEADER_LINES = st.sampled_from(
+    [
+        b"Host: go.example\r\n",
+        b"User-Agent: t/1.0\r\n",
+        b"x-lower:1\r\n",
+        b"X-Spaces: \t v \t\r\n",
+        b"X-Empty:\r\n",
+        b"Connection: keep-alive\r\n",
+        b"Accept: */*\r\n",
+        b"X-Pad: " + b"p" * 2000 + b"\r\n",
+        b"X-Odd: \xff\r\n",
+        b"X-Folded: a\r\n  b\r\n",
+    ]
+)
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> bytes:
+    """One request of the kinds a shortener sees (and some it should not)."""
+    kind = draw(
+        st.sampled_from(
+            ["redirect", "redirect", "add-get", "add-post", "form", "close", "http10", "body-get", "chunked"]
+        )
+    )
+    headers = b"".join(draw(st.lists(HEADER_LINES, max_size=3)))
+    if kind == "redirect":
+        method = draw(st.sampled_from([b"GET", b"HEAD"]))
+        return b"%s /%s HTTP/1.1\r\n%s\r\n" % (method, draw(st.sampled_from(KEYS)).encode(), headers)
+    if kind == "add-get":
+        query = urllib.parse.urlencode({"url": draw(st.sampled_from(ADD_URLS))}).encode()
+        return b"GET /add?%s HTTP/1.1\r\n%s\r\n" % (query, headers)
+    if kind == "add-post":
+        form = draw(
+            st.sampled_from(
+                [urllib.parse.urlencode({"url": url}).encode() for url in ADD_URLS] + [b"url=", b"url=%FF"]
+            )
+        )
+        content_type = draw(st.sampled_from([b"application/x-www-form-urlencoded", b"text/plain"]))
+        return b"POST /add HTTP/1.1\r\n%sContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s" % (
+            headers,
+            content_type,
+            len(form),
+            form,
+        )
+    if kind == "form":
+        return b"GET %s HTTP/1.1\r\n%s\r\n" % (draw(st.sampled_from([b"/", b"/add", b"/add?x=1"])), headers)
+    if kind == "close":
+        return b"GET /%s HTTP/1.1\r\nConnection: close\r\n%s\r\n" % (
+            draw(st.sampled_from(KEYS)).encode(),
+            headers,
+        )
+    if kind == "http10":
+        return b"GET /abc HTTP/1.0\r\n%s\r\n" % headers
+    if kind == "body-get":
+        return b"GET /abc HTTP/1.1\r\nContent-Length: 3\r\n%s\r\nxyz" % headers
+    return b"POST /add HTTP/1.1\r\nTransfer-Encoding: chunked\r\n%s\r\n0\r\n\r\n" % headers
+
+
+@st.composite
+def conversations(draw: st.DrawFn) -> tuple[list[bytes], list[bool]]:
+    """Pipelined requests split at random read points, and when the store's pending writes complete."""
+    data = b"".join(draw(st.lists(requests(), min_size=1, max_size=8)))
+    cuts = sorted(set(draw(st.lists(st.integers(min_value=1, max_value=max(1, len(data) - 1)), max_size=6))))
+    chunks = [data[start:end] for start, end in zip([0, *cuts], [*cuts, len(data)]) if data[start:end]]
+    complete_after = draw(st.lists(st.booleans(), min_size=len(chunks), max_size=len(chunks)))
+    return chunks, complete_after
+
+
+def converse(fast: bool, chunks: list[bytes], complete_after: list[bool]) -> tuple[bytes, bool]:
+    """Play a conversation against a fresh site; return the answer bytes and whether it closed."""
+    log = ManualLog()
+    store = URLStore(dict(URLS), log)
+    metrics = Metrics("master")
+    site = GotoSite(
+        make_root(store, "go.example", metrics),
+        metrics,
+        reactor=Clock(),
+        store=store if fast else None,
+        host="go.example",
+    )
+    connection = Connection(site)
+    for chunk, complete in zip(chunks, complete_after):
+        connection.send(chunk)
+        if complete:
+            log.complete_all()
+    while log.appended:  # twisted.web puts one add at a time: complete until none is left
+        log.complete_all()
+    answer = re.sub(rb"\r\nDate: [^\r]*\r\n", b"\r\nDate: -\r\n", connection.received())
+    return answer, bool(connection.transport.disconnecting)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(conversations())
+def test_the_fast_path_sends_what_twisted_web_sends(conversation: tuple[list[bytes], list[bool]]) -> None:
+    """Any conversation, split anywhere, with writes completing at any point: the same bytes and
+    the same close as twisted.web alone."""
+    chunks, complete_after = conversation
+    assert converse(True, chunks, complete_after) == converse(False, chunks, complete_after)
+
+
+#: The largest answer the fast path makes here (a redirect to the longest URL, with its headers).
+LARGEST_ANSWER = 4096
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.sampled_from(["fast", "add", "general", "big-general"]), min_size=1, max_size=400),
+    st.lists(st.integers(min_value=1, max_value=65536), min_size=1, max_size=50),
+    st.lists(st.booleans(), min_size=1, max_size=50),
+)
+def test_no_connection_holds_more_than_its_budget(
+    kinds: list[str], sizes: list[int], completions: list[bool]
+) -> None:
+    """A connection reads while it holds at most :data:`BUDGET` bytes: over it, reading is paused
+    until the owed answers drain (so a real transport delivers nothing more); it never holds more
+    than the budget plus the read that crossed it and one answer."""
+    pieces = {
+        "fast": b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n",
+        "add": b"GET /add?url=https%3A%2F%2Fn.example%2F HTTP/1.1\r\n\r\n",
+        "general": b"GET /nope HTTP/1.1\r\n\r\n",
+        "big-general": b"POST /nope HTTP/1.1\r\nContent-Length: 60000\r\n\r\n" + b"b" * 60000,
+    }
+    data = b"".join(pieces[kind] for kind in kinds)
+    log = ManualLog()
+    store = URLStore(dict(URLS), log)
+    metrics = Metrics("master")
+    site = GotoSite(make_root(store, "h", metrics), metrics, reactor=Clock(), store=store, host="h")
+    connection = Connection(site)
+    protocol = connection.protocol
+    position = 0
+    turn = 0
+    while position < len(data) and not connection.transport.disconnecting:
+        if connection.transport.producerState == "paused":
+            assert log.appended, "reading is paused with nothing left to drain it"
+            log.complete_all()
+            continue
+        size = sizes[turn % len(sizes)]
+        chunk = data[position : position + size]
+        position += len(chunk)
+        connection.send(chunk)
+        held = protocol.buffered()
+        assert held <= BUDGET + len(chunk) + LARGEST_ANSWER, held
+        if held > BUDGET:
+            assert connection.transport.producerState == "paused"
+        if completions[turn % len(completions)]:
+            log.complete_all()
+        turn += 1
+        connection.received()
