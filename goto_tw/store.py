@@ -33,9 +33,18 @@ class URLStore:
     second link. (Remembering every URL would double the memory a large store needs.)
 
     With no log (``log=None``) the store neither loads nor saves, like goto's ``NewURLStore("")``.
+    ``next_index`` is where the key counter may resume at the earliest (the data file's key bound:
+    keys past the loaded ones may have been acknowledged before a power loss); it never starts
+    before the keys loaded.
     """
 
-    def __init__(self, urls: URLMap | Mapping[str, str] | None = None, log: IRecordLog | None = None) -> None:
+    def __init__(
+        self,
+        urls: URLMap | Mapping[str, str] | None = None,
+        log: IRecordLog | None = None,
+        *,
+        next_index: int = 0,
+    ) -> None:
         if urls is None:
             urls = URLMap()
         elif not isinstance(urls, URLMap):
@@ -43,7 +52,7 @@ class URLStore:
         self._urls: URLMap = urls
         self._recent: OrderedDict[str, str] = OrderedDict((url, key) for key, url in urls.newest(RECENT_ADDS))
         self._log = log
-        self._next_index = urls.next_index()
+        self._next_index = max(urls.next_index(), next_index)
         self._pending_keys: set[str] = set()
         self._puts: Coalescing[str, str] = Coalescing()
 

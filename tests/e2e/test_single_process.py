@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from http.client import HTTPException
@@ -238,3 +239,21 @@ def test_short_urls_name_the_configured_host(goto_processes: GotoProcesses, tmp_
     assert reply.status == 200
     assert key_of(reply.text, "go.example:8443") == "0"
     assert DEFAULT_HOST not in reply.text
+
+
+def test_busy_port_leaves_no_data_file_behind(goto_processes: GotoProcesses, tmp_path: Path) -> None:
+    """A master that cannot open its port exits 1 and creates neither its data file nor its key bound.
+
+    The data file is created only once start-up has succeeded (the port is open), so a mistyped
+    port never leaves an empty file that a later, correct start would take for an empty store.
+    """
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        data_file = tmp_path / "absent" / "data.json"
+        data_file.parent.mkdir()
+        process = goto_processes(data_file=data_file, http=f"tcp:{port}:interface=127.0.0.1", wait=False)
+        status = process.wait_exit()
+    assert status == 1, process.output()
+    assert list(data_file.parent.iterdir()) == [], process.output()
