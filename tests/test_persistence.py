@@ -305,7 +305,11 @@ def test_failed_write_fails_its_group_and_leaves_no_half_record(
     record_file.fail_writes = 1
     failed = log.append("1", "http://b/")
     clock.advance(0)
-    assert failure_of(failed).check(StoreUnavailable)
+    error = failure_of(failed).value
+    assert isinstance(error, StoreUnavailable)
+    # Issue 9 item 21: the client's text is short and human; the errno text is for the log only.
+    assert str(error) == "the link could not be stored now; try again shortly"
+    assert error.detail is not None and "No space" in error.detail
     assert path.read_bytes() == encode_record("0", "http://a/")
     assert any("Could not store 1 record(s)" in m and "No space" in m for m in log_events.messages())
     later = log.append("2", "http://c/")
