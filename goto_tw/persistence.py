@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from typing import Callable, NamedTuple, Protocol
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -402,6 +402,15 @@ def load_records(path: str) -> URLMap:
     return data.urls
 
 
+class _Queued(NamedTuple):
+    """A record waiting to be written: its line, its acknowledgement, its key's counter value."""
+
+    line: bytes
+    acknowledged: Deferred[None]
+    #: The key's counter value, or -1 for a key that is not one (``set`` of a custom key).
+    key_index: int
+
+
 #: Runs a blocking callable off the reactor thread, returning a Deferred of its result.
 ThreadRunner = Callable[[Callable[[], None]], "Deferred[None]"]
 
@@ -412,13 +421,14 @@ class AppendLog(Service):
 
     Appends that arrive in the same reactor turn are written together in one ``write`` (and, with
     ``fsync``, one ``fsync`` in a thread, while the next group gathers), then all their Deferreds
-    fire. Only one group is in flight at a time, so records reach the file in order.
+    fire. Only one group is in flight at a time.
 
     With a :class:`~goto_tw.keybound.KeyBound`, no record whose key is a counter value at or past
-    the durable bound is written (so none is acknowledged) until a higher bound is durable. The
-    bound is raised a block ahead, in a thread, once keys come within half a block of it, so
-    adds almost never wait for it; start-up resumes past it, so even without ``fsync`` a power
-    loss never lets a key be handed out again.
+    the durable bound is written (so none is acknowledged) until a higher bound is durable; the
+    others go ahead. The bound is raised a block ahead, in a thread, at start and whenever keys
+    come within half a block of it, so adds almost never wait for it; start-up resumes past it,
+    so even without ``fsync`` a power loss never lets a key be handed out again. A clean stop
+    syncs the file and lowers the bound to the keys really used, so restarts skip no keys.
 
     A write that fails (disk full, I/O error) fails its whole group with :class:`StoreUnavailable`
     and cuts the file back to its last complete record before anything else is written, so a half
@@ -435,6 +445,7 @@ class AppendLog(Service):
         metrics: Metrics | None = None,
         timer: Callable[[], float] = time.perf_counter,
         key_bound: KeyBound | None = None,
+        resume_index: int = 0,
     ) -> None:
         if (fsync or key_bound is not None) and run_in_thread is None:
             raise ValueError("fsync needs a thread runner, so the reactor never waits for the disk")
@@ -445,12 +456,14 @@ class AppendLog(Service):
         self._metrics = metrics
         self._timer = timer
         self._key_bound = key_bound
-        #: One past the highest counter value of any key appended: the bound must exceed it.
-        self._needed = 0
+        #: One past the highest counter value any acknowledged key may have (every key below the
+        #: index the store resumes at may have been, before a power loss): the bound must exceed it.
+        self._needed = resume_index
+        self._opened = False
         self._raising: Deferred[None] | None = None
         self._good_size = 0
         self._needs_repair = False
-        self._pending: list[tuple[bytes, Deferred[None]]] = []
+        self._pending: list[_Queued] = []
         self._flush_call: IDelayedCall | None = None
         self._in_flight: Deferred[None] | None = None
         self._closed = False
@@ -463,8 +476,10 @@ class AppendLog(Service):
     def startService(self) -> None:
         """Open the file (creating it now if start-up found none): start-up has succeeded."""
         self._file.open()
+        self._opened = True
         self._good_size = self._file.size()
         super().startService()
+        self._raise_bound_ahead()  # so the first add need not wait for it
 
     def append(self, key: str, url: str) -> Deferred[None]:
         """Queue one record; the Deferred fires once it is written (and synced, with ``fsync``)."""
@@ -476,7 +491,7 @@ class AppendLog(Service):
         if index is not None and index >= self._needed:
             self._needed = index + 1
         acknowledged: Deferred[None] = Deferred()
-        self._pending.append((encode_record(key, url), acknowledged))
+        self._pending.append(_Queued(encode_record(key, url), acknowledged, -1 if index is None else index))
         self._raise_bound_ahead()
         self._schedule_flush()
         return acknowledged
@@ -498,18 +513,27 @@ class AppendLog(Service):
             error = StoreUnavailable(
                 NOT_STORED, detail=f"making the key bound durable failed: {result.value}"
             )
-            waiting, self._pending = self._pending, []
+            self._pending, waiting = self._split_covered()
             log.error(
-                "Could not store {count} record(s): {error}", count=len(waiting), error=error.log_text()
+                "Could not make the key bound durable ({count} add(s) waiting for it): {error}",
+                count=len(waiting),
+                error=error.log_text(),
             )
-            for _, acknowledged in waiting:
-                acknowledged.errback(Failure(error))
+            for record in waiting:
+                record.acknowledged.errback(Failure(error))
         else:
             self._key_bound.durable = max(self._key_bound.durable, target)
         self._schedule_flush()
 
-    def _bound_covers_pending(self) -> bool:
-        return self._key_bound is None or self._needed <= self._key_bound.durable
+    def _split_covered(self) -> tuple[list[_Queued], list[_Queued]]:
+        """The pending records whose keys the durable bound covers, and the others (held back)."""
+        if self._key_bound is None:
+            return self._pending, []
+        durable = self._key_bound.durable
+        covered = [record for record in self._pending if record.key_index < durable]
+        if len(covered) == len(self._pending):
+            return self._pending, []
+        return covered, [record for record in self._pending if record.key_index >= durable]
 
     def _schedule_flush(self) -> None:
         if self._flush_call is None and self._in_flight is None and self._pending:
@@ -517,11 +541,12 @@ class AppendLog(Service):
 
     def _flush(self) -> None:
         self._flush_call = None
-        if not self._bound_covers_pending():
-            self._raise_bound_ahead()
-            return  # _bound_raised schedules the flush again
-        group, self._pending = self._pending, []
-        data = b"".join(line for line, _ in group)
+        group, self._pending = self._split_covered()
+        if self._pending:
+            self._raise_bound_ahead()  # its completion flushes what it holds back
+        if not group:
+            return
+        data = b"".join(record.line for record in group)
         if self._fsync:
             assert self._run_in_thread is not None
             self._in_flight = self._run_in_thread(lambda: self._write(data, sync=True))
@@ -563,7 +588,7 @@ class AppendLog(Service):
             raise StoreUnavailable(NOT_STORED, detail=f"writing the data file failed: {exc}") from exc
         self._good_size += len(data)
 
-    def _group_done(self, result: object, group: list[tuple[bytes, Deferred[None]]]) -> None:
+    def _group_done(self, result: object, group: list[_Queued]) -> None:
         self._in_flight = None
         if isinstance(result, Failure):
             error = result.value
@@ -571,11 +596,11 @@ class AppendLog(Service):
                 error = StoreUnavailable(NOT_STORED, detail=f"writing the data file failed: {error}")
                 result = Failure(error)
             log.error("Could not store {count} record(s): {error}", count=len(group), error=error.log_text())
-            for _, acknowledged in group:
-                acknowledged.errback(result)
+            for record in group:
+                record.acknowledged.errback(result)
         else:
-            for _, acknowledged in group:
-                acknowledged.callback(None)
+            for record in group:
+                record.acknowledged.callback(None)
         self._schedule_flush()
 
     def stopService(self) -> Deferred[None]:
@@ -596,8 +621,40 @@ class AppendLog(Service):
                 self._flush()
                 drain()
                 return
+            self._lower_bound().addBoth(close)
+
+        def close(_: object) -> None:
             self._file.close()
             done.callback(None)
 
         drain()
         return done
+
+    def _lower_bound(self) -> Deferred[None]:
+        """On a clean stop, sync the file and bring the bound down to the keys really used.
+
+        Safe once every record is synced: start-up then resumes past them from the file itself, and
+        ``_needed`` never drops below where this run resumed. It saves a restart from skipping up to
+        a block of keys. If anything fails, the higher bound stays, which is merely wasteful.
+        """
+        bound = self._key_bound
+        if bound is None or not self._opened or bound.durable <= self._needed:
+            return succeed(None)
+        needed = self._needed
+
+        def sync_then_lower() -> None:
+            self._file.sync()
+            bound.store(needed)
+
+        assert self._run_in_thread is not None
+        lowered = self._run_in_thread(sync_then_lower)
+
+        def done(result: object) -> None:
+            if isinstance(result, Failure):
+                log.warn(
+                    "Could not lower the key bound on stop (it stays higher): {error}", error=result.value
+                )
+            else:
+                bound.durable = needed
+
+        return lowered.addBoth(done)

@@ -219,6 +219,7 @@ def make_master_store(
         run_in_thread=_thread_runner(reactor),
         metrics=metrics,
         key_bound=data.key_bound,
+        resume_index=data.next_index,
     )
     record_log.setServiceParent(parent)
     return URLStore(data.urls, record_log, next_index=data.next_index)

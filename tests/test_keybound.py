@@ -89,9 +89,10 @@ def start_master(
     """What make_master_store does, on the simulated disk, without fsync and with a small block."""
     urls = parse_records("disk", disk.cached)
     bound = KeyBound(disk.bound, disk.store_bound, block=10)
-    log = AppendLog(DiskFile(disk), clock, run_in_thread=run_in_thread, key_bound=bound)
+    resume = resume_index(urls, bound.durable)
+    log = AppendLog(DiskFile(disk), clock, run_in_thread=run_in_thread, key_bound=bound, resume_index=resume)
     log.startService()
-    return URLStore(urls, log, next_index=resume_index(urls, bound.durable)), log
+    return URLStore(urls, log, next_index=resume), log
 
 
 def add(store: URLStore, clock: Clock, url: str) -> str:
@@ -117,43 +118,58 @@ def test_after_a_power_loss_no_acknowledged_key_goes_to_another_url() -> None:
 
 
 def test_the_bound_is_raised_ahead_so_adds_rarely_wait() -> None:
-    """Only an add past the durable bound waits for it; the bound is raised half a block early, so
-    adds made while a raise is in flight are written at once."""
+    """The bound is raised at start and half a block early; only an add past the durable bound
+    waits for it, and adds below it are written while a raise is in flight."""
     disk, clock = Disk(), Clock()
     threads = ManualThreads()
     store, _ = start_master(disk, clock, threads)
+    assert len(threads.jobs) == 1, "raised at start, so the first add need not wait"
     first = store.put("http://a/0")
     clock.advance(0)
-    assert not has_fired(first) and disk.cached == b"", "key 0 is past the bound 0: it waits"
-    threads.run_next()  # the bound becomes 11
+    assert not has_fired(first) and disk.cached == b"", "key 0 is not below the bound 0 yet: it waits"
+    threads.run_next()
     clock.advance(0)
-    assert result_of(first) == "0" and disk.bound == 11
+    assert result_of(first) == "0" and disk.bound == 10
     later = [store.put(f"http://a/{i}") for i in range(1, 8)]
     clock.advance(0)
     assert all(has_fired(put) for put in later), "keys below the bound never wait"
     assert len(threads.jobs) == 1, "within half a block of the bound: the next raise has started"
     threads.run_next()
-    assert disk.bound == 21, "a block past the highest key in use"
+    assert disk.bound == 20, "a block past the highest key in use"
 
 
-def test_a_failed_bound_write_fails_the_waiting_adds_and_is_retried(tmp_path: Path) -> None:
-    """Adds waiting for a bound that could not be made durable get a 503 with a short message (the
-    cause goes to the log); the next add tries again."""
+def test_only_the_adds_past_the_bound_wait_or_fail() -> None:
+    """When raising the bound fails, the adds it held back get a 503 with a short message (the cause
+    goes to the log); adds below the bound are written as usual; the next add tries again."""
     disk, clock = Disk(), Clock()
-    disk.fail_bound_writes = 1
-    store, _ = start_master(disk, clock)
-    failed = store.put("http://a/")
+    threads = ManualThreads()
+    store, _ = start_master(disk, clock, threads)
+    threads.run_next()  # bound 10
+    below = [store.put(f"http://a/{i}") for i in range(9)]
     clock.advance(0)
-    error = failure_of(failed).value
+    assert [result_of(put) for put in below] == [key_for_index(i) for i in range(9)]
+    disk.fail_bound_writes = 1
+    threads.run_next()  # the raise started at key 5 fails: nothing was waiting for it
+    past = [store.put("http://a/9"), store.put("http://a/10")]
+    clock.advance(0)
+    assert result_of(past[0]) == "9", "key 9 is below the bound 10"
+    assert not has_fired(past[1]), "key a (10) waits for a higher bound"
+    disk.fail_bound_writes = 1
+    threads.run_next()
+    error = failure_of(past[1]).value
     assert isinstance(error, StoreUnavailable) and str(error) == NOT_STORED
     assert error.detail is not None and "Input/output error" in error.detail
-    assert disk.cached == b""
-    assert add(store, clock, "http://a/") == "1"
-    assert disk.bound == 12
+    assert "http://a/10" not in parse_records("disk", disk.cached).values()
+    retry = store.put("http://a/10")
+    clock.advance(0)
+    threads.run_next()
+    clock.advance(0)
+    assert result_of(retry) == "b" and disk.bound == 22
 
 
-def test_stop_waits_for_a_bound_raise_in_flight() -> None:
-    """An add waiting for the bound when the master stops is still written and acknowledged."""
+def test_stop_waits_for_a_bound_raise_in_flight_then_lowers_the_bound() -> None:
+    """An add waiting for the bound when the master stops is still written and acknowledged; a clean
+    stop then syncs the file and lowers the bound to the keys used, so a restart skips none."""
     disk, clock = Disk(), Clock()
     threads = ManualThreads()
     store, log = start_master(disk, clock, threads)
@@ -161,9 +177,26 @@ def test_stop_waits_for_a_bound_raise_in_flight() -> None:
     clock.advance(0)
     stopped = log.stopService()
     assert not has_fired(stopped)
-    threads.run_next()
+    threads.run_next()  # the raise: bound 10
+    threads.run_next()  # the stop: sync, then bound 1
     assert result_of(stopped) is None and result_of(put) == "0"
-    assert parse_records("disk", disk.cached) == {"0": "http://a/"}
+    assert disk.synced == encode_record("0", "http://a/") and disk.bound == 1
+    clock = Clock()
+    restarted, _ = start_master(disk, clock)
+    assert add(restarted, clock, "http://b/") == "1"
+
+
+def test_a_stop_after_a_power_loss_keeps_the_bound_past_every_lost_key() -> None:
+    """Lowering the bound on stop never forgets keys acknowledged before a power loss."""
+    disk, clock = Disk(), Clock()
+    store, _ = start_master(disk, clock)
+    lost = {add(store, clock, f"http://lost/{i}") for i in range(7)}
+    disk.power_loss()
+    _, log = start_master(disk, Clock())
+    result_of(log.stopService())
+    clock = Clock()
+    store, _ = start_master(disk, clock)
+    assert add(store, clock, "http://new/") not in lost
 
 
 class ManualThreads:
