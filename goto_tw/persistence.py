@@ -425,8 +425,8 @@ class AppendLog(Service):
 
     With a :class:`~goto_tw.keybound.KeyBound`, no record whose key is a counter value at or past
     the durable bound is written (so none is acknowledged) until a higher bound is durable; the
-    others go ahead. The bound is raised a block ahead, in a thread, at start and whenever keys
-    come within half a block of it, so adds almost never wait for it; start-up resumes past it,
+    others go ahead. The bound is raised a block ahead, in a thread, whenever keys come within
+    half a block of it, so adds almost never wait for it (the first after a start may); start-up resumes past it,
     so even without ``fsync`` a power loss never lets a key be handed out again. A clean stop
     syncs the file and lowers the bound to the keys really used, so restarts skip no keys.
 
@@ -479,7 +479,6 @@ class AppendLog(Service):
         self._opened = True
         self._good_size = self._file.size()
         super().startService()
-        self._raise_bound_ahead()  # so the first add need not wait for it
 
     def append(self, key: str, url: str) -> Deferred[None]:
         """Queue one record; the Deferred fires once it is written (and synced, with ``fsync``)."""
@@ -523,6 +522,7 @@ class AppendLog(Service):
                 record.acknowledged.errback(Failure(error))
         else:
             self._key_bound.durable = max(self._key_bound.durable, target)
+            self._raise_bound_ahead()  # keys may have come near the new bound meanwhile
         self._schedule_flush()
 
     def _split_covered(self) -> tuple[list[_Queued], list[_Queued]]:

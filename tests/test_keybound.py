@@ -118,24 +118,23 @@ def test_after_a_power_loss_no_acknowledged_key_goes_to_another_url() -> None:
 
 
 def test_the_bound_is_raised_ahead_so_adds_rarely_wait() -> None:
-    """The bound is raised at start and half a block early; only an add past the durable bound
-    waits for it, and adds below it are written while a raise is in flight."""
+    """The bound is raised half a block early; only an add past the durable bound waits for it, and
+    adds below it are written while a raise is in flight."""
     disk, clock = Disk(), Clock()
     threads = ManualThreads()
     store, _ = start_master(disk, clock, threads)
-    assert len(threads.jobs) == 1, "raised at start, so the first add need not wait"
     first = store.put("http://a/0")
     clock.advance(0)
     assert not has_fired(first) and disk.cached == b"", "key 0 is not below the bound 0 yet: it waits"
     threads.run_next()
     clock.advance(0)
-    assert result_of(first) == "0" and disk.bound == 10
+    assert result_of(first) == "0" and disk.bound == 11
     later = [store.put(f"http://a/{i}") for i in range(1, 8)]
     clock.advance(0)
     assert all(has_fired(put) for put in later), "keys below the bound never wait"
     assert len(threads.jobs) == 1, "within half a block of the bound: the next raise has started"
     threads.run_next()
-    assert disk.bound == 20, "a block past the highest key in use"
+    assert disk.bound == 21, "a block past the highest key in use"
 
 
 def test_only_the_adds_past_the_bound_wait_or_fail() -> None:
@@ -144,27 +143,25 @@ def test_only_the_adds_past_the_bound_wait_or_fail() -> None:
     disk, clock = Disk(), Clock()
     threads = ManualThreads()
     store, _ = start_master(disk, clock, threads)
-    threads.run_next()  # bound 10
-    below = [store.put(f"http://a/{i}") for i in range(9)]
+    first = store.put("http://a/0")
+    threads.run_next()  # bound 11
     clock.advance(0)
-    assert [result_of(put) for put in below] == [key_for_index(i) for i in range(9)]
+    assert result_of(first) == "0"
+    puts = [store.put(f"http://a/{i}") for i in range(1, 12)]  # the raise starts at key 6
     disk.fail_bound_writes = 1
-    threads.run_next()  # the raise started at key 5 fails: nothing was waiting for it
-    past = [store.put("http://a/9"), store.put("http://a/10")]
     clock.advance(0)
-    assert result_of(past[0]) == "9", "key 9 is below the bound 10"
-    assert not has_fired(past[1]), "key a (10) waits for a higher bound"
-    disk.fail_bound_writes = 1
+    assert [result_of(put) for put in puts[:10]] == [key_for_index(i) for i in range(1, 11)]
+    assert not has_fired(puts[10]), "key b (11) waits for a higher bound"
     threads.run_next()
-    error = failure_of(past[1]).value
+    error = failure_of(puts[10]).value
     assert isinstance(error, StoreUnavailable) and str(error) == NOT_STORED
     assert error.detail is not None and "Input/output error" in error.detail
-    assert "http://a/10" not in parse_records("disk", disk.cached).values()
-    retry = store.put("http://a/10")
+    assert "http://a/11" not in parse_records("disk", disk.cached).values()
+    retry = store.put("http://a/11")
     clock.advance(0)
     threads.run_next()
     clock.advance(0)
-    assert result_of(retry) == "b" and disk.bound == 22
+    assert result_of(retry) == "c" and disk.bound == 23
 
 
 def test_stop_waits_for_a_bound_raise_in_flight_then_lowers_the_bound() -> None:
@@ -177,7 +174,7 @@ def test_stop_waits_for_a_bound_raise_in_flight_then_lowers_the_bound() -> None:
     clock.advance(0)
     stopped = log.stopService()
     assert not has_fired(stopped)
-    threads.run_next()  # the raise: bound 10
+    threads.run_next()  # the raise: bound 11
     threads.run_next()  # the stop: sync, then bound 1
     assert result_of(stopped) is None and result_of(put) == "0"
     assert disk.synced == encode_record("0", "http://a/") and disk.bound == 1
