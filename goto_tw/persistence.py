@@ -299,11 +299,6 @@ class OSRecordFile:
             return
         self._fd = _lock(fd, path)
 
-    @property
-    def exists(self) -> bool:
-        """Whether the file was there (and is now locked), rather than still to be created."""
-        return self._fd is not None
-
     def read(self, size: int) -> bytes:
         """The next ``size`` bytes from the start on (for loading), or ``b""`` at the end."""
         return b"" if self._fd is None else os.read(self._fd, size)
@@ -448,7 +443,9 @@ class AppendLog(Service):
         resume_index: int = 0,
     ) -> None:
         if (fsync or key_bound is not None) and run_in_thread is None:
-            raise ValueError("fsync needs a thread runner, so the reactor never waits for the disk")
+            raise ValueError(
+                "fsync and the key bound need a thread runner: the reactor never waits for the disk"
+            )
         self._file = record_file
         self._clock = clock
         self._fsync = fsync
