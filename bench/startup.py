@@ -3,7 +3,7 @@
 Usage: python bench/startup.py [--records 1000000] [--rounds 3]
 
 It writes a data file in a temporary directory, then, in a fresh interpreter per round (so one round's
-memory does not flatter the next), times ``load_records`` plus building the ``URLStore``, and reports
+memory does not flatter the next), times ``open_data_file`` (lock, load, key bound) plus building the ``URLStore``, and reports
 the process's peak RSS. Prints one line per round and a median.
 """
 
@@ -24,10 +24,11 @@ from goto_tw.persistence import encode_record
 _ROUND = r"""
 import json, resource, sys, time
 t0 = time.perf_counter()
-from goto_tw.persistence import load_records
+from goto_tw.persistence import open_data_file
 from goto_tw.store import URLStore
 t1 = time.perf_counter()
-store = URLStore(load_records(sys.argv[1]))
+data = open_data_file(sys.argv[1])
+store = URLStore(data.urls, next_index=data.next_index)
 t2 = time.perf_counter()
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"records": store.count(), "import_s": t1 - t0, "load_s": t2 - t1, "peak_rss_mib": rss}))

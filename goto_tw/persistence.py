@@ -1,33 +1,51 @@
 """The master's append-only data file: loading it at start-up, and appending records durably.
 
-Format: UTF-8 text, one JSON object per line, ``{"key":"K","url":"U"}``, in the order the pairs were
-stored. A record is one ``write`` of a whole line, so a crash can only tear the last line; such a
-line was never acknowledged, and loading cuts it off. Anything else that does not parse is
-corruption, and start-up stops with the file name and line number rather than guess.
+Format: ASCII text, one JSON object per line, ``{"key":"K","url":"U"}``, in the order the pairs
+were stored. A record is one ``write`` of a whole line, so a crash can only tear the last line;
+such a line was never acknowledged, and loading cuts it off. Anything else that does not parse, or
+holds a key or URL the service would not accept from a user, is corruption, and start-up stops
+with the file name and line number rather than guess (or serve a stored URL nobody checked).
+
+The file is locked (``flock``) before a byte of it is read, and loading repairs its tail through
+that locked descriptor: a second master started by mistake on the same file is refused without
+touching it. A file that does not exist yet is created only once start-up has succeeded.
 """
 
 from __future__ import annotations
 
+import bisect
 import errno
 import fcntl
 import json
 import os
+import re
 import time
-from typing import Callable, Protocol
+from collections.abc import Iterable
+from typing import Callable, NamedTuple, Protocol
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from goto_tw.errors import StoreUnavailable
+from goto_tw.errors import InvalidURL, StoreUnavailable
 from goto_tw.interfaces import IRecordLog
+from goto_tw.keybound import KeyBound, bound_path
+from goto_tw.keys import RESERVED_SEGMENTS, is_valid_key
 from goto_tw.metrics import Metrics
-from goto_tw.urlmap import URLMap, expected_keys
+from goto_tw.urlmap import URLMap, canonical_index, expected_keys
+from goto_tw.urls import MAX_URL_LENGTH, validate_url
 
 log = Logger()
+
+#: What a client is told when its add could not be made durable (the cause goes to the log only).
+NOT_STORED = "the link could not be stored now; try again shortly"
+
+#: Longest line the loader accepts. A record this program writes is far shorter (a valid key and a
+#: URL of at most MAX_URL_LENGTH characters, escaped); anything longer is not a record.
+MAX_RECORD_BYTES = 64 * 1024
 
 
 class CorruptDataFile(Exception):
@@ -59,6 +77,23 @@ def _decode_line(path: str, line_number: int, line: bytes) -> tuple[str, str]:
     return key, url
 
 
+def _check_key(path: str, line_number: int, key: str) -> None:
+    if not is_valid_key(key):
+        raise CorruptDataFile(path, line_number, f"{key[:80]!r} is not a short key the service hands out")
+
+
+def _check_url(path: str, line_number: int, url: str) -> None:
+    """Refuse a URL the service would not store for a user, in the form it stores it (ASCII)."""
+    if not url.isascii():
+        raise CorruptDataFile(path, line_number, "the URL is not in its stored form (ASCII only)")
+    try:
+        checked = validate_url(url)
+    except InvalidURL as exc:
+        raise CorruptDataFile(path, line_number, f"the URL is refused: {exc}") from None
+    if checked != url:  # pragma: no cover - validate_url changes non-ASCII URLs only
+        raise CorruptDataFile(path, line_number, "the URL is not in its stored form")
+
+
 #: Bytes of the file parsed at a time: big enough for C-speed scans, small enough to bound memory.
 _CHUNK_BYTES = 1 << 20
 
@@ -67,11 +102,11 @@ def parse_records(path: str, body: bytes) -> URLMap:
     """Parse complete lines (``body`` ends with a newline or is empty) into a :class:`URLMap`.
 
     The file is read a chunk of lines at a time. The common case, lines this program wrote with
-    keys in counter order, costs a regular-expression scan and one list comparison per chunk (no
-    Python code per record): a million records load in well under a second. A chunk with anything
-    else (a skipped key, a JSON escape, damage) is read record by record, as JSON where needed,
-    which also names the first bad line. A key stored twice is corruption: keys are never reused,
-    so the file cannot be trusted to say which URL is right.
+    keys in counter order, costs a few C-level scans per chunk (no Python code per record): a
+    million records load in well under a second. A chunk with anything else (a skipped key, a JSON
+    escape, a port in a URL, damage) is read record by record, as JSON where needed, which also
+    names the first bad line. A key stored twice is corruption: keys are never reused, so the file
+    cannot be trusted to say which URL is right.
     """
     urls = URLMap()
     lines_before = 0
@@ -84,18 +119,29 @@ def parse_records(path: str, body: bytes) -> URLMap:
     return urls
 
 
-#: The bytes a plain record may hold: printable ASCII but the backslash, and the line feed.
-_PLAIN_BYTES = bytes(byte for byte in range(0x20, 0x7F) if byte != ord("\\")) + b"\n"
+#: Bytes a plain record holds besides its colons: visible ASCII but the backslash (so no JSON
+#: escape), and not ``@``, ``[`` or ``]`` (which a URL's host part may hold); and the line feed.
+_PLAIN_BYTES = bytes(byte for byte in range(0x21, 0x7F) if byte not in b"\\:@[]") + b"\n"
+#: What only a plain record's host part may hold besides what _PLAIN_BYTES lets through.
+_HOST_MARKS = b":@[]"
+#: Finds a URL in a plain chunk that does not start with ``http://`` or ``https://`` and a host byte.
+_NOT_HTTP_WITH_HOST = re.compile(rb'"url":"(?!https?://[^/?#"])')
+#: Counter values of the reserved paths that are also base-62 keys, sorted (``add``, ``api``...).
+_RESERVED_INDEXES = sorted(
+    index for index in (canonical_index(segment) for segment in RESERVED_SEGMENTS) if index is not None
+)
 
 
-def _split_plain(chunk: bytes, lines: int) -> tuple[list[bytes], list[bytes]] | None:
+def _split_plain(chunk: bytes, lines: int) -> tuple[list[bytes], list[bytes], bool] | None:
     """Split ``lines`` plain records into their keys and URLs using C-level operations only.
 
     A plain record, ``{"key":"K","url":"U"}``, splits on ``"`` into eight pieces with fixed ones
     between K and U; checking the fixed pieces by slicing and counting proves every line has that
     shape (no line can hide an escaped quote: backslashes are refused first). ``None`` otherwise.
+    The flag says whether every URL is also proven valid (see :func:`_plain_urls_valid`).
     """
-    if chunk.translate(None, _PLAIN_BYTES):  # deletes every plain byte: anything left is not plain
+    marks = chunk.translate(None, _PLAIN_BYTES)  # every byte but the plain ones: colons, mostly
+    if marks.translate(None, _HOST_MARKS):
         return None
     parts = chunk.split(b'"')
     if len(parts) != 8 * lines + 1 or parts[0] != b"{" or parts[-1] != b"}\n":
@@ -108,27 +154,53 @@ def _split_plain(chunk: bytes, lines: int) -> tuple[list[bytes], list[bytes]] | 
     keys, urls = parts[3::8], parts[7::8]
     if b"" in keys or b"" in urls:
         return None
-    return keys, urls
+    return keys, urls, len(marks) == 3 * lines and _plain_urls_valid(chunk, urls)
+
+
+def _plain_urls_valid(chunk: bytes, urls: list[bytes]) -> bool:
+    """Prove, with whole-chunk scans, that every URL of a plain chunk passes ``validate_url``.
+
+    Called when the chunk's only colons are the two of each record's frame and one more per line:
+    so each URL holds one colon, no ``@``, ``[`` or ``]``, no white space, no control or non-ASCII
+    byte. If each also starts with ``http://`` or ``https://`` and a byte of a host (so that colon
+    is the scheme's and the host is not empty), and is short enough, ``validate_url`` accepts it unchanged. A
+    chunk that fails this is checked URL by URL instead, which is slower but names the line.
+    """
+    return _NOT_HTTP_WITH_HOST.search(chunk) is None and max(map(len, urls)) <= MAX_URL_LENGTH
+
+
+def _holds_reserved(start: int, stop: int) -> bool:
+    """True when a reserved path's counter value lies in ``[start, stop)``."""
+    position = bisect.bisect_left(_RESERVED_INDEXES, start)
+    return position < len(_RESERVED_INDEXES) and _RESERVED_INDEXES[position] < stop
 
 
 def _parse_chunk(path: str, chunk: bytes, lines_before: int, urls: URLMap) -> int:
     """Add the records of ``chunk`` (complete lines) to ``urls``; return how many lines it held."""
     lines = chunk.count(b"\n")
     split = _split_plain(chunk, lines)
-    records: list[tuple[str, str | bytes]]
+    records: Iterable[tuple[str, str]]  # read lazily, so the first bad line is the one named
+    urls_valid = False
     if split is not None:
-        keys, plain_urls = split
+        keys, plain_urls, urls_valid = split
         start = urls.next_index()
-        if keys == expected_keys(start, start + lines):
+        if (
+            urls_valid
+            and keys == expected_keys(start, start + lines)
+            and not _holds_reserved(start, start + lines)
+        ):
             urls.extend_run(start, plain_urls)
             return lines
-        records = [(key.decode("ascii"), url) for key, url in zip(keys, plain_urls)]
+        records = ((key.decode("ascii"), url.decode("ascii")) for key, url in zip(keys, plain_urls))
     else:
-        records = [
+        records = (
             _decode_line(path, lines_before + number, line)
             for number, line in enumerate(chunk[:-1].split(b"\n"), start=1)
-        ]
+        )
     for number, (key, url) in enumerate(records, start=lines_before + 1):
+        _check_key(path, number, key)
+        if not urls_valid:
+            _check_url(path, number, url)
         try:
             urls.add(key, url)
         except KeyError:
@@ -136,41 +208,43 @@ def _parse_chunk(path: str, chunk: bytes, lines_before: int, urls: URLMap) -> in
     return lines
 
 
-def load_records(path: str) -> URLMap:
-    """Read the data file at ``path`` into a key -> URL map; a missing file is an empty store.
+def _read_records(path: str, read: Callable[[int], bytes]) -> tuple[URLMap, int, int, bytes]:
+    """Load every complete line ``read`` yields; return the map, the lines, their bytes, and the rest.
 
-    The file is streamed a chunk at a time, so loading needs little memory beyond the map itself.
-    A torn last line (no final newline: the process died mid-write, before acknowledging it) is cut
-    off the file with a warning, so the next append starts on a clean line. Any other unreadable
-    record raises :class:`CorruptDataFile`; nothing is silently discarded.
+    The rest is what follows the last newline: nothing, a torn record, or a last record whose
+    final newline is missing. It may not grow past :data:`MAX_RECORD_BYTES` (a file with no line
+    breaks must not be gathered into memory whole).
     """
     urls = URLMap()
+    lines_before = complete = 0
+    carried = b""
+    while True:
+        block = read(_CHUNK_BYTES)
+        if not block:
+            return urls, lines_before, complete, carried
+        data = carried + block if carried else block
+        end = data.rfind(b"\n") + 1
+        if end:
+            lines_before += _parse_chunk(path, data[:end], lines_before, urls)
+            complete += end
+        carried = data[end:]
+        if len(carried) > MAX_RECORD_BYTES:
+            raise CorruptDataFile(path, lines_before + 1, f"a line longer than {MAX_RECORD_BYTES} bytes")
+
+
+def _is_whole_json(text: bytes) -> bool:
     try:
-        with open(path, "r+b") as data_file:
-            lines_before = complete = 0
-            carried = b""
-            while block := data_file.read(_CHUNK_BYTES):
-                data = carried + block if carried else block
-                end = data.rfind(b"\n") + 1
-                if end:
-                    lines_before += _parse_chunk(path, data[:end], lines_before, urls)
-                    complete += end
-                carried = data[end:]
-            if carried:
-                log.warn(
-                    "Data file {path} ends with a torn record ({torn} bytes, never acknowledged): "
-                    "cutting it off",
-                    path=path,
-                    torn=len(carried),
-                )
-                data_file.truncate(complete)
-    except FileNotFoundError:
-        pass
-    return urls
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
 
 
 class RecordFile(Protocol):
     """The few file operations the writer needs; a seam for tests to inject disk faults."""
+
+    def open(self) -> None:
+        """Make the file ready for appending (creating it now if start-up found none), or raise ``OSError``."""
 
     def size(self) -> int:
         """Return the file's current size in bytes."""
@@ -188,45 +262,148 @@ class RecordFile(Protocol):
         """Release the file."""
 
 
+def _in_use(path: str, exc: OSError) -> OSError:
+    if exc.errno in (errno.EWOULDBLOCK, errno.EACCES):
+        return OSError(exc.errno, f"{path} is in use by another goto process")
+    return exc
+
+
+def _lock(fd: int, path: str) -> int:
+    """Lock ``fd`` (held until it is closed) or close it and raise "in use"."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        raise _in_use(path, exc) from None
+    return fd
+
+
 class OSRecordFile:
-    """A :class:`RecordFile` over an unbuffered ``O_APPEND`` file descriptor.
+    """A :class:`RecordFile` over one unbuffered, locked ``O_APPEND`` file descriptor.
+
+    Construction opens an existing file and locks it (``flock``) at once, before anything reads
+    it: two masters on one data file would hand out the same keys, and the second must not even
+    repair the first one's in-flight tail. The same descriptor then serves loading, repair and
+    appending. A file that does not exist is created by :meth:`open`, once start-up has succeeded.
 
     Unbuffered, because "flushed to the OS" must hold when ``write_all`` returns: an acknowledged
     record then survives ``kill -9`` of the process (though not a power loss without ``sync``).
-    The file is locked (``flock``) for as long as it is open: two masters on one data file would
-    hand out the same keys, so the second one is refused at start-up.
     """
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._fd: int | None = None
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(self._fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EACCES):
-                raise OSError(exc.errno, f"{path} is in use by another goto process") from None
-            raise
+            fd = os.open(path, os.O_RDWR | os.O_APPEND)
+        except FileNotFoundError:
+            return
+        self._fd = _lock(fd, path)
+
+    def read(self, size: int) -> bytes:
+        """The next ``size`` bytes from the start on (for loading), or ``b""`` at the end."""
+        return b"" if self._fd is None else os.read(self._fd, size)
+
+    def open(self) -> None:
+        if self._fd is not None:
+            return
+        fd = _lock(os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644), self.path)
+        if os.fstat(fd).st_size:  # another process wrote it since start-up found none
+            os.close(fd)
+            raise OSError(errno.EEXIST, f"{self.path} appeared while this master was starting")
+        self._fd = fd
+
+    def _open_fd(self) -> int:
+        if self._fd is None:
+            raise OSError(errno.EBADF, f"{self.path} is not open")
+        return self._fd
 
     def size(self) -> int:
-        return os.fstat(self._fd).st_size
+        return os.fstat(self._open_fd()).st_size
 
     def write_all(self, data: bytes) -> None:
+        fd = self._open_fd()
         view = memoryview(data)
         while view:
-            written = os.write(self._fd, view)
+            written = os.write(fd, view)
             if written == 0:  # pragma: no cover - a regular file never does this; never spin
                 raise OSError(errno.EIO, "write() wrote nothing")
             view = view[written:]
 
     def truncate(self, size: int) -> None:
-        os.ftruncate(self._fd, size)
+        os.ftruncate(self._open_fd(), size)
 
     def sync(self) -> None:
-        os.fsync(self._fd)
+        os.fsync(self._open_fd())
 
     def close(self) -> None:
-        os.close(self._fd)
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class DataFile(NamedTuple):
+    """A loaded data file: its pairs, the locked file to append to, and where keys resume."""
+
+    urls: URLMap
+    record_file: OSRecordFile
+    key_bound: KeyBound
+    #: The first counter value a new key may take: past every key in the file and the bound.
+    next_index: int
+
+
+def resume_index(urls: URLMap, bound: int) -> int:
+    """Where the key counter resumes: past every key loaded and every key possibly acknowledged."""
+    return max(urls.next_index(), bound)
+
+
+def open_data_file(path: str) -> DataFile:
+    """Lock the data file at ``path``, load it, repair its tail, and read its key bound.
+
+    The lock comes first: a file in use raises ``OSError`` ("in use") untouched. A missing file is
+    an empty store (created on start, see :class:`OSRecordFile`). A last line without its newline
+    is kept, its newline added, if it is a whole JSON record (checked like any other); otherwise it
+    is a torn write, never acknowledged, and is cut off with a warning. Any other unreadable record
+    raises :class:`CorruptDataFile`; an unreadable key bound raises
+    :class:`~goto_tw.keybound.CorruptKeyBound`. Nothing is silently discarded.
+    """
+    record_file = OSRecordFile(path)
+    try:
+        urls, lines, complete, rest = _read_records(path, record_file.read)
+        if rest and _is_whole_json(rest):
+            _parse_chunk(path, rest + b"\n", lines, urls)
+            log.warn(
+                "Data file {path} ends with a whole record without its newline: adding the newline",
+                path=path,
+            )
+            record_file.write_all(b"\n")
+        elif rest:
+            log.warn(
+                "Data file {path} ends with a torn record ({torn} bytes, never acknowledged): cutting it off",
+                path=path,
+                torn=len(rest),
+            )
+            record_file.truncate(complete)
+        key_bound = KeyBound.at(bound_path(path))
+    except BaseException:
+        record_file.close()
+        raise
+    return DataFile(urls, record_file, key_bound, resume_index(urls, key_bound.durable))
+
+
+def load_records(path: str) -> URLMap:
+    """Load (and repair) the data file at ``path`` as :func:`open_data_file` does, then release it."""
+    data = open_data_file(path)
+    data.record_file.close()
+    return data.urls
+
+
+class _Queued(NamedTuple):
+    """A record waiting to be written: its line, its acknowledgement, its key's counter value."""
+
+    line: bytes
+    acknowledged: Deferred[None]
+    #: The key's counter value, or -1 for a key that is not one (``set`` of a custom key).
+    key_index: int
 
 
 #: Runs a blocking callable off the reactor thread, returning a Deferred of its result.
@@ -239,7 +416,14 @@ class AppendLog(Service):
 
     Appends that arrive in the same reactor turn are written together in one ``write`` (and, with
     ``fsync``, one ``fsync`` in a thread, while the next group gathers), then all their Deferreds
-    fire. Only one group is in flight at a time, so records reach the file in order.
+    fire. Only one group is in flight at a time.
+
+    With a :class:`~goto_tw.keybound.KeyBound`, no record whose key is a counter value at or past
+    the durable bound is written (so none is acknowledged) until a higher bound is durable; the
+    others go ahead. The bound is raised a block ahead, in a thread, whenever keys come within
+    half a block of it, so adds almost never wait for it (the first after a start may); start-up resumes past it,
+    so even without ``fsync`` a power loss never lets a key be handed out again. A clean stop
+    syncs the file and lowers the bound to the keys really used, so restarts skip no keys.
 
     A write that fails (disk full, I/O error) fails its whole group with :class:`StoreUnavailable`
     and cuts the file back to its last complete record before anything else is written, so a half
@@ -255,30 +439,98 @@ class AppendLog(Service):
         run_in_thread: ThreadRunner | None = None,
         metrics: Metrics | None = None,
         timer: Callable[[], float] = time.perf_counter,
+        key_bound: KeyBound | None = None,
+        resume_index: int = 0,
     ) -> None:
-        if fsync and run_in_thread is None:
-            raise ValueError("fsync needs a thread runner, so the reactor never waits for the disk")
+        if (fsync or key_bound is not None) and run_in_thread is None:
+            raise ValueError(
+                "fsync and the key bound need a thread runner: the reactor never waits for the disk"
+            )
         self._file = record_file
         self._clock = clock
         self._fsync = fsync
         self._run_in_thread = run_in_thread
         self._metrics = metrics
         self._timer = timer
-        self._good_size = record_file.size()
+        self._key_bound = key_bound
+        #: One past the highest counter value any acknowledged key may have (every key below the
+        #: index the store resumes at may have been, before a power loss): the bound must exceed it.
+        self._needed = resume_index
+        self._opened = False
+        self._raising: Deferred[None] | None = None
+        self._good_size = 0
         self._needs_repair = False
-        self._pending: list[tuple[bytes, Deferred[None]]] = []
+        self._pending: list[_Queued] = []
         self._flush_call: IDelayedCall | None = None
         self._in_flight: Deferred[None] | None = None
         self._closed = False
 
+    @property
+    def fsync(self) -> bool:
+        """Whether each group is synced to disk before it is acknowledged."""
+        return self._fsync
+
+    def startService(self) -> None:
+        """Open the file (creating it now if start-up found none): start-up has succeeded."""
+        self._file.open()
+        self._opened = True
+        self._good_size = self._file.size()
+        super().startService()
+
     def append(self, key: str, url: str) -> Deferred[None]:
         """Queue one record; the Deferred fires once it is written (and synced, with ``fsync``)."""
         if self._closed or not self.running:
-            return fail(StoreUnavailable("the data file is closed: the server is stopping"))
+            return fail(
+                StoreUnavailable(NOT_STORED, detail="the data file is closed: the server is stopping")
+            )
+        index = canonical_index(key)
+        if index is not None and index >= self._needed:
+            self._needed = index + 1
         acknowledged: Deferred[None] = Deferred()
-        self._pending.append((encode_record(key, url), acknowledged))
+        self._pending.append(_Queued(encode_record(key, url), acknowledged, -1 if index is None else index))
+        self._raise_bound_ahead()
         self._schedule_flush()
         return acknowledged
+
+    def _raise_bound_ahead(self) -> None:
+        """Start making a higher bound durable once keys come within half a block of it."""
+        bound = self._key_bound
+        if bound is None or self._raising is not None or self._needed + bound.block // 2 <= bound.durable:
+            return
+        target = max(bound.durable, self._needed) + bound.block
+        assert self._run_in_thread is not None
+        self._raising = self._run_in_thread(lambda: bound.store(target))
+        self._raising.addBoth(self._bound_raised, target)
+
+    def _bound_raised(self, result: object, target: int) -> None:
+        self._raising = None
+        assert self._key_bound is not None
+        if isinstance(result, Failure):
+            error = StoreUnavailable(
+                NOT_STORED, detail=f"making the key bound durable failed: {result.value}"
+            )
+            self._pending, waiting = self._split_covered()
+            log.error(
+                "Could not make the key bound durable ({count} add(s) waiting for it): {error}",
+                count=len(waiting),
+                error=error.log_text(),
+            )
+            for record in waiting:
+                record.acknowledged.errback(Failure(error))
+        else:
+            self._key_bound.durable = max(self._key_bound.durable, target)
+            self._raise_bound_ahead()  # keys may have come near the new bound meanwhile
+        self._schedule_flush()
+
+    def _split_covered(self) -> tuple[list[_Queued], list[_Queued]]:
+        """The pending records whose keys the durable bound covers, and the others (held back)."""
+        if self._key_bound is None:
+            return self._pending, []
+        durable = self._key_bound.durable
+        covered = [record for record in self._pending if record.key_index < durable]
+        if len(covered) == len(self._pending):
+            return self._pending, []
+        return covered, [record for record in self._pending if record.key_index >= durable]
 
     def _schedule_flush(self) -> None:
         if self._flush_call is None and self._in_flight is None and self._pending:
@@ -286,8 +538,12 @@ class AppendLog(Service):
 
     def _flush(self) -> None:
         self._flush_call = None
-        group, self._pending = self._pending, []
-        data = b"".join(line for line, _ in group)
+        group, self._pending = self._split_covered()
+        if self._pending:
+            self._raise_bound_ahead()  # its completion flushes what it holds back
+        if not group:
+            return
+        data = b"".join(record.line for record in group)
         if self._fsync:
             assert self._run_in_thread is not None
             self._in_flight = self._run_in_thread(lambda: self._write(data, sync=True))
@@ -326,24 +582,22 @@ class AppendLog(Service):
                 self._needs_repair = False
             except OSError:
                 pass  # tried again before the next write; until it works, nothing is written
-            raise StoreUnavailable(f"writing the data file failed: {exc}") from exc
+            raise StoreUnavailable(NOT_STORED, detail=f"writing the data file failed: {exc}") from exc
         self._good_size += len(data)
 
-    def _group_done(self, result: object, group: list[tuple[bytes, Deferred[None]]]) -> None:
+    def _group_done(self, result: object, group: list[_Queued]) -> None:
         self._in_flight = None
         if isinstance(result, Failure):
-            if not result.check(StoreUnavailable):
-                result = Failure(StoreUnavailable(f"writing the data file failed: {result.value}"))
-            log.error(
-                "Could not store {count} record(s): {error}",
-                count=len(group),
-                error=result.value,
-            )
-            for _, acknowledged in group:
-                acknowledged.errback(result)
+            error = result.value
+            if not isinstance(error, StoreUnavailable):
+                error = StoreUnavailable(NOT_STORED, detail=f"writing the data file failed: {error}")
+                result = Failure(error)
+            log.error("Could not store {count} record(s): {error}", count=len(group), error=error.log_text())
+            for record in group:
+                record.acknowledged.errback(result)
         else:
-            for _, acknowledged in group:
-                acknowledged.callback(None)
+            for record in group:
+                record.acknowledged.callback(None)
         self._schedule_flush()
 
     def stopService(self) -> Deferred[None]:
@@ -353,9 +607,10 @@ class AppendLog(Service):
         done: Deferred[None] = Deferred()
 
         def drain(_: object = None) -> None:
-            if self._in_flight is not None:
-                self._in_flight.addBoth(drain)
-                return
+            for busy in (self._in_flight, self._raising):
+                if busy is not None:
+                    busy.addBoth(drain)
+                    return
             if self._flush_call is not None:
                 self._flush_call.cancel()
                 self._flush_call = None
@@ -363,8 +618,40 @@ class AppendLog(Service):
                 self._flush()
                 drain()
                 return
+            self._lower_bound().addBoth(close)
+
+        def close(_: object) -> None:
             self._file.close()
             done.callback(None)
 
         drain()
         return done
+
+    def _lower_bound(self) -> Deferred[None]:
+        """On a clean stop, sync the file and bring the bound down to the keys really used.
+
+        Safe once every record is synced: start-up then resumes past them from the file itself, and
+        ``_needed`` never drops below where this run resumed. It saves a restart from skipping up to
+        a block of keys. If anything fails, the higher bound stays, which is merely wasteful.
+        """
+        bound = self._key_bound
+        if bound is None or not self._opened or bound.durable <= self._needed:
+            return succeed(None)
+        needed = self._needed
+
+        def sync_then_lower() -> None:
+            self._file.sync()
+            bound.store(needed)
+
+        assert self._run_in_thread is not None
+        lowered = self._run_in_thread(sync_then_lower)
+
+        def done(result: object) -> None:
+            if isinstance(result, Failure):
+                log.warn(
+                    "Could not lower the key bound on stop (it stays higher): {error}", error=result.value
+                )
+            else:
+                bound.durable = needed
+
+        return lowered.addBoth(done)

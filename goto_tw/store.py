@@ -9,10 +9,10 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from goto_tw.errors import GotoError, KeyExists, KeyNotFound
+from goto_tw.errors import GotoError, InvalidURL, KeyExists, KeyNotFound
 from goto_tw.fanout import Coalescing
 from goto_tw.interfaces import ILocalLookup, IRecordLog, IURLStore
-from goto_tw.keys import is_reserved, key_for_index
+from goto_tw.keys import is_reserved, is_valid_key, key_for_index
 from goto_tw.urlmap import URLMap
 from goto_tw.urls import validate_url
 
@@ -33,9 +33,18 @@ class URLStore:
     second link. (Remembering every URL would double the memory a large store needs.)
 
     With no log (``log=None``) the store neither loads nor saves, like goto's ``NewURLStore("")``.
+    ``next_index`` is where the key counter may resume at the earliest (the data file's key bound:
+    keys past the loaded ones may have been acknowledged before a power loss); it never starts
+    before the keys loaded.
     """
 
-    def __init__(self, urls: URLMap | Mapping[str, str] | None = None, log: IRecordLog | None = None) -> None:
+    def __init__(
+        self,
+        urls: URLMap | Mapping[str, str] | None = None,
+        log: IRecordLog | None = None,
+        *,
+        next_index: int = 0,
+    ) -> None:
         if urls is None:
             urls = URLMap()
         elif not isinstance(urls, URLMap):
@@ -43,7 +52,7 @@ class URLStore:
         self._urls: URLMap = urls
         self._recent: OrderedDict[str, str] = OrderedDict((url, key) for key, url in urls.newest(RECENT_ADDS))
         self._log = log
-        self._next_index = urls.next_index()
+        self._next_index = max(urls.next_index(), next_index)
         self._pending_keys: set[str] = set()
         self._puts: Coalescing[str, str] = Coalescing()
 
@@ -71,13 +80,26 @@ class URLStore:
         key = self._recent.get(url)
         if key is not None:
             return succeed(key)
-        return self._puts.call(url, lambda: self.set(self._allocate_key(), url))
+        return self._puts.call(url, lambda: self._store(self._allocate_key(), url))
 
     def set(self, key: str, url: str) -> Deferred[str]:
         """Store ``url`` under exactly ``key``; fail with :class:`KeyExists` if it is taken.
 
-        The URL is stored as given: validating it is the caller's business (``put`` does).
+        Only what the data file's loader accepts is stored, so no record can make the next start-up
+        fail: a key the service could hand out (``ValueError`` otherwise) and a URL in the form
+        ``put`` stores it (:class:`InvalidURL` otherwise; ``put`` converts, ``set`` does not).
         """
+        if not is_valid_key(key):
+            return fail(ValueError(f"not a short key the service could hand out: {key[:80]!r}"))
+        try:
+            if validate_url(url) != url:
+                raise InvalidURL("the URL is not in its stored (ASCII) form")
+        except GotoError:
+            return fail()
+        return self._store(key, url)
+
+    def _store(self, key: str, url: str) -> Deferred[str]:
+        """Store a checked pair under ``key`` once the log has it; fail with :class:`KeyExists` if taken."""
         if key in self._urls or key in self._pending_keys:
             return fail(KeyExists(f"the key {key!r} is already taken"))
         if self._log is None:

@@ -17,9 +17,10 @@ from twisted.web.resource import Resource
 from goto_tw.accesslog import make_access_log
 from goto_tw.api import LinksResource
 from goto_tw.interfaces import IURLStore
+from goto_tw.keybound import CorruptKeyBound
 from goto_tw.metrics import Metrics
 from goto_tw.ops import ops_resource
-from goto_tw.persistence import AppendLog, CorruptDataFile, OSRecordFile, load_records
+from goto_tw.persistence import AppendLog, CorruptDataFile, open_data_file
 from goto_tw.proxystore import ProxyStore
 from goto_tw.rpc import RPCResource
 from goto_tw.site import GotoSite
@@ -137,7 +138,17 @@ class Options(usage.Options):
     ]
     optFlags = [
         ["rpc", None, "Master: serve the store over XML-RPC at /RPC2 (Store.Get, Store.Put) for slaves."],
-        ["fsync", None, "Master: fsync the data file before acknowledging adds (survives power loss)."],
+        [
+            "fsync",
+            None,
+            "Master: fsync the data file before acknowledging adds (the default; kept for compatibility).",
+        ],
+        [
+            "no-fsync",
+            None,
+            "Master: acknowledge adds once written to the OS, without waiting for fsync (faster; a power "
+            "loss may lose the latest adds, but their keys are never handed to another URL).",
+        ],
     ]
 
     def postOptions(self) -> None:
@@ -208,21 +219,26 @@ def make_root(store: IURLStore, host: str, metrics: Metrics, rpc: Resource | Non
 def make_master_store(
     options: Options | dict[str, Any], reactor: Any, parent: MultiService, metrics: Metrics
 ) -> URLStore:
-    """Load the data file and start its writer under ``parent``; exit with a clear message if corrupt."""
+    """Lock and load the data file and start its writer under ``parent``; exit clearly if it is unusable.
+
+    Adds are synced to disk before they are acknowledged unless ``--no-fsync`` says otherwise; either
+    way the key bound keeps every acknowledged key from ever going to another URL.
+    """
     try:
-        urls = load_records(options["file"])
-        record_file = OSRecordFile(options["file"])
-    except (CorruptDataFile, OSError) as exc:
+        data = open_data_file(options["file"])
+    except (CorruptDataFile, CorruptKeyBound, OSError) as exc:
         sys.exit(f"goto: cannot load the data file: {exc}")
     record_log = AppendLog(
-        record_file,
+        data.record_file,
         reactor,
-        fsync=bool(options["fsync"]),
+        fsync=not options.get("no-fsync"),
         run_in_thread=_thread_runner(reactor),
         metrics=metrics,
+        key_bound=data.key_bound,
+        resume_index=data.next_index,
     )
     record_log.setServiceParent(parent)
-    return URLStore(urls, record_log)
+    return URLStore(data.urls, record_log, next_index=data.next_index)
 
 
 def make_slave_store(

@@ -3,31 +3,46 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
+import os
 from pathlib import Path
 from typing import Callable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
-from goto_tw.errors import StoreUnavailable
+from goto_tw.errors import InvalidURL, StoreUnavailable
+from goto_tw.keys import index_for_key, is_valid_key, key_for_index
+from goto_tw.metrics import Metrics
 from goto_tw.persistence import (
+    MAX_RECORD_BYTES,
     AppendLog,
     CorruptDataFile,
     OSRecordFile,
     encode_record,
     load_records,
+    open_data_file,
     parse_records,
 )
+from goto_tw.tap import make_master_store
+from goto_tw.urlmap import URLMap
+from goto_tw.urls import validate_url
 from tests.conftest import LogCapture
 from tests.helpers import failure_of, has_fired, result_of
 
 
 def write_lines(path: Path, *lines: str, tail: str = "") -> None:
     path.write_text("".join(line + "\n" for line in lines) + tail)
+
+
+def records_in(path: Path) -> URLMap:
+    """The pairs a file holds, read without locking it (a writer under test holds the lock)."""
+    return parse_records(str(path), path.read_bytes())
 
 
 def test_missing_file_is_an_empty_store(tmp_path: Path) -> None:
@@ -56,12 +71,32 @@ def test_torn_last_line_is_cut_off_with_a_warning(tmp_path: Path, log_events: Lo
     assert any("torn record (21 bytes" in message for message in log_events.messages())
 
 
-def test_torn_line_is_dropped_even_if_it_parses(tmp_path: Path) -> None:
-    """A line without its newline was never acknowledged; keeping it would be a guess."""
+def test_whole_last_record_without_its_newline_is_kept(tmp_path: Path, log_events: LogCapture) -> None:
+    """Issue 9 item 18: a last line that is a whole record, lacking only its newline (a hand-edited
+    file), is kept and its newline added; only a truly torn record is cut."""
     path = tmp_path / "store.json"
-    write_lines(path, tail='{"key":"0","url":"http://a/"}')
-    assert load_records(str(path)) == {}
-    assert path.read_bytes() == b""
+    write_lines(path, '{"key":"0","url":"http://a/"}', tail='{"key":"1","url":"http://b/"}')
+    assert load_records(str(path)) == {"0": "http://a/", "1": "http://b/"}
+    assert path.read_bytes() == b'{"key":"0","url":"http://a/"}\n{"key":"1","url":"http://b/"}\n'
+    assert any("without its newline" in message for message in log_events.messages())
+
+
+def test_a_whole_but_bad_last_record_is_corruption(tmp_path: Path) -> None:
+    """A last line that is whole JSON is a record like any other: a refused one stops start-up."""
+    path = tmp_path / "store.json"
+    original = b'{"key":"0","url":"http://a/"}\n{"key":"1","url":"ftp://b/"}'
+    path.write_bytes(original)
+    with pytest.raises(CorruptDataFile, match="line 2"):
+        load_records(str(path))
+    assert path.read_bytes() == original
+
+
+def test_a_line_without_end_is_refused_before_it_fills_memory(tmp_path: Path) -> None:
+    """A file with no line break for megabytes is not gathered into memory whole: corruption at once."""
+    path = tmp_path / "store.json"
+    path.write_bytes(b'{"key":"0","url":"http://a/"}\n' + b"x" * (3 * MAX_RECORD_BYTES))
+    with pytest.raises(CorruptDataFile, match=f"line 2: a line longer than {MAX_RECORD_BYTES}"):
+        load_records(str(path))
 
 
 @pytest.mark.parametrize(
@@ -74,6 +109,23 @@ def test_torn_line_is_dropped_even_if_it_parses(tmp_path: Path) -> None:
         (['{"key":0,"url":"http://a/"}'], 1, '"key" and "url"'),
         (['{"key":"0","url":"http://a/"}', ""], 2, "not a JSON"),
         (['{"key":"0","url":"http://a/"}', '{"key":"0","url":"http://b/"}'], 2, "stored twice"),
+        # Issue 9 item 6: what the service would refuse from a user is refused from the file too.
+        (
+            ['{"key":"1","url":"http://ok/"}', '{"key":"0","url":"http://a/\\r\\nSet-Cookie: x=1"}'],
+            2,
+            "refused",
+        ),
+        (['{"key":"1","url":"http://ok/"}', '{"key":"0","url":"javascript:alert(1)"}'], 2, "refused"),
+        (['{"key":"1","url":"http://ok/"}', '{"key":"0","url":"http://a b/"}'], 2, "refused"),
+        (['{"key":"0","url":"http://ok/"}', '{"key":"1","url":"http:///path"}'], 2, "no host"),
+        (['{"key":"0","url":"http://ok/"}', '{"key":"1","url":"https://a:99999/"}'], 2, "malformed"),
+        (['{"key":"0","url":"http://ok/"}', '{"key":"1","url":"http://[::1/"}'], 2, "malformed"),
+        (['{"key":"0","url":"http://ok/"}', '{"key":"1","url":"http://u@/"}'], 2, "no host"),
+        (['{"key":"0","url":"http://ok/"}', '{"key":"1","url":"http://a/\\u00fc"}'], 2, "ASCII"),
+        (['{"key":"0","url":"http://ok/"}', '{"key":"1","url":"http://a/\x7f"}'], 2, "not a JSON|refused"),
+        (['{"key":"1","url":"http://ok/"}', '{"key":"add","url":"http://a/"}'], 2, "not a short key"),
+        (['{"key":"1","url":"http://ok/"}', '{"key":"a-b","url":"http://a/"}'], 2, "not a short key"),
+        (['{"key":"0","url":"http://ok/"}', '{"key":"1","url":"http://a/' + "x" * 4096 + '"}'], 2, "longer"),
     ],
 )
 def test_corrupt_record_names_file_and_line(
@@ -112,6 +164,8 @@ def test_any_truncation_loads_every_complete_record_before_it(
     path = tmp_path / "cut.json"
     path.write_bytes(body[:cut])
     complete = body[:cut].count(b"\n")
+    if body[cut : cut + 1] == b"\n":
+        complete += 1  # a whole record that lacks only its newline is kept
     assert load_records(str(path)) == dict(list(records.items())[:complete])
 
 
@@ -204,7 +258,7 @@ def test_appends_in_one_turn_share_one_write(tmp_path: Path) -> None:
     clock.advance(0)
     assert all(result_of(ack) is None for ack in acks)
     assert len(writes) == 1
-    assert load_records(str(path)) == {str(i): f"http://x/{i}" for i in range(5)}
+    assert records_in(path) == {str(i): f"http://x/{i}" for i in range(5)}
     result_of(log.stopService())
 
 
@@ -251,13 +305,17 @@ def test_failed_write_fails_its_group_and_leaves_no_half_record(
     record_file.fail_writes = 1
     failed = log.append("1", "http://b/")
     clock.advance(0)
-    assert failure_of(failed).check(StoreUnavailable)
+    error = failure_of(failed).value
+    assert isinstance(error, StoreUnavailable)
+    # Issue 9 item 21: the client's text is short and human; the errno text is for the log only.
+    assert str(error) == "the link could not be stored now; try again shortly"
+    assert error.detail is not None and "No space" in error.detail
     assert path.read_bytes() == encode_record("0", "http://a/")
     assert any("Could not store 1 record(s)" in m and "No space" in m for m in log_events.messages())
     later = log.append("2", "http://c/")
     clock.advance(0)
     assert result_of(later) is None
-    assert load_records(str(path)) == {"0": "http://a/", "2": "http://c/"}
+    assert records_in(path) == {"0": "http://a/", "2": "http://c/"}
     result_of(log.stopService())
 
 
@@ -343,14 +401,14 @@ def test_appends_continue_an_existing_file(tmp_path: Path) -> None:
     ack = log.append("1", "http://b/")
     clock.advance(0)
     assert result_of(ack) is None
-    assert load_records(str(path)) == {"0": "http://a/", "1": "http://b/"}
+    assert records_in(path) == {"0": "http://a/", "1": "http://b/"}
     result_of(log.stopService())
 
 
 def test_records_needing_json_escapes_load_exactly(tmp_path: Path) -> None:
-    """Quotes, backslashes and non-ASCII in a record take the careful path and load exactly."""
+    """Quotes and backslashes in a record take the careful path and load exactly."""
     path = tmp_path / "store.json"
-    urls = {"0": 'http://a/"q"', "1": "http://b/back\\slash", "2": "http://c/ü", "3": "http://d/plain"}
+    urls = {"0": 'http://a/"q"', "1": "http://b/back\\slash", "2": "http://c/%C3%BC", "3": "http://d/plain"}
     path.write_bytes(b"".join(encode_record(k, u) for k, u in urls.items()))
     assert load_records(str(path)) == urls
 
@@ -367,7 +425,106 @@ def test_a_second_writer_on_the_same_file_is_refused(tmp_path: Path) -> None:
     """Two masters on one data file would hand out the same keys: the second open fails clearly."""
     path = str(tmp_path / "store.json")
     first = OSRecordFile(path)
+    first.open()
     with pytest.raises(OSError, match="in use by another goto process"):
         OSRecordFile(path)
     first.close()
     OSRecordFile(path).close()
+
+
+# --- the file boundary: every record is checked as a user's add would be (issue 9 item 6) ----------
+
+#: Visible ASCII and a few bytes around it: enough to hit every rule validate_url has.
+url_text = st.text(alphabet=st.characters(min_codepoint=0x1F, max_codepoint=0x7F), max_size=30)
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None, max_examples=300)
+@given(
+    tails=st.lists(
+        st.tuples(st.sampled_from(["http://", "https://", "HTTP://", "http:/", "ftp://", ""]), url_text),
+        min_size=1,
+        max_size=5,
+    ),
+    first=st.integers(min_value=0, max_value=70_000),
+)
+def test_the_fast_loader_accepts_exactly_what_validate_url_accepts(
+    tmp_path: Path, tails: list[tuple[str, str]], first: int
+) -> None:
+    """Records in counter order (the fast path's case) load iff every URL and key is one a user
+    could have added; otherwise loading stops at the first bad line, whichever path read it."""
+    keys = [key_for_index(first + number) for number in range(len(tails))]
+    urls = [scheme + rest for scheme, rest in tails]
+    path = tmp_path / "store.json"
+    path.write_bytes(b"".join(encode_record(key, url) for key, url in zip(keys, urls)))
+    bad = [number for number, (key, url) in enumerate(zip(keys, urls), start=1) if not _acceptable(key, url)]
+    if bad:
+        with pytest.raises(CorruptDataFile) as raised:
+            parse_records(str(path), path.read_bytes())
+        assert raised.value.line_number == bad[0]
+    else:
+        assert parse_records(str(path), path.read_bytes()) == dict(zip(keys, urls))
+
+
+def _acceptable(key: str, url: str) -> bool:
+    try:
+        return is_valid_key(key) and validate_url(url) == url
+    except InvalidURL:
+        return False
+
+
+def test_a_reserved_key_in_a_run_of_counter_keys_is_refused(tmp_path: Path) -> None:
+    """The fast path takes whole runs of counter keys; a run that holds ``add`` is checked record by record."""
+    reserved = index_for_key("add")
+    path = tmp_path / "store.json"
+    path.write_bytes(
+        b"".join(encode_record(key_for_index(i), f"http://x/{i}") for i in range(reserved - 5, reserved + 5))
+    )
+    with pytest.raises(CorruptDataFile, match="line 6: 'add' is not a short key"):
+        load_records(str(path))
+
+
+# --- the lock comes first (issue 9 items 9 and 22) ---------------------------------------------------
+
+
+def test_a_second_master_leaves_a_locked_file_untouched(tmp_path: Path) -> None:
+    """A second master on a data file in use fails with "in use" and leaves the file byte for byte as
+    it was, even though its tail looks torn (it is the running master's record in flight)."""
+    path = tmp_path / "store.json"
+    original = b'{"key":"0","url":"http://a/"}\n{"key":"1","url":"http://b'
+    path.write_bytes(original)
+    holder = os.open(path, os.O_RDWR | os.O_APPEND)
+    fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        with pytest.raises(OSError, match="in use by another goto process"):
+            open_data_file(str(path))
+        with pytest.raises(SystemExit, match="in use"):
+            make_master_store({"file": str(path)}, Clock(), MultiService(), Metrics("master"))
+        assert path.read_bytes() == original
+    finally:
+        os.close(holder)
+
+
+def test_a_missing_file_is_created_only_when_the_writer_starts(tmp_path: Path) -> None:
+    """Loading a file that does not exist creates nothing; the writer creates it when it starts, which
+    a master does only once its port is open."""
+    path = tmp_path / "store.json"
+    data = open_data_file(str(path))
+    assert data.urls == {} and not path.exists()
+    log = AppendLog(data.record_file, Clock())
+    assert not path.exists()
+    log.startService()
+    assert path.exists()
+    with pytest.raises(OSError, match="in use"):
+        open_data_file(str(path))
+    result_of(log.stopService())
+
+
+def test_a_file_that_appears_during_start_up_is_not_taken_for_an_empty_one(tmp_path: Path) -> None:
+    """If another process wrote the file between loading (none) and starting, starting fails rather
+    than append to records this master never loaded."""
+    path = tmp_path / "store.json"
+    data = open_data_file(str(path))
+    path.write_bytes(encode_record("0", "http://a/"))
+    with pytest.raises(OSError, match="appeared"):
+        AppendLog(data.record_file, Clock()).startService()
+    assert path.read_bytes() == encode_record("0", "http://a/")

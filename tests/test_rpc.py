@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import xmlrpc.client as xmlrpclib
 from typing import Any, cast
+from xml.parsers import expat
 
 import pytest
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.web import xmlrpc
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
@@ -298,15 +300,147 @@ BILLION_LAUGHS = b"""<?xml version="1.0"?>
 <methodCall><methodName>Store.Put</methodName><params><param><value><string>&lol9;</string></value></param></params></methodCall>"""
 
 
-def test_entity_expansion_bomb_is_a_fault_not_a_gigabyte() -> None:
-    """A billion-laughs body is refused by the parser (expat's amplification limit) with a fault."""
-    store = URLStore()
-    master = Master(store)
-    status, answer = master.raw_call(BILLION_LAUGHS)
+class ParserSpy:
+    """Records every expat parser made and which of its handlers ran (issue 9 item 24: a test of the
+    parser's refusal must show the parser was reached, and that it did no expansion work)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.parsers: list[SpiedParser] = []
+        self.watching = True
+        create = expat.ParserCreate
+
+        def spied(*args: Any) -> Any:
+            if not self.watching:  # the test's own parsing of the answer
+                return create(*args)
+            parser = SpiedParser(create(*args))
+            self.parsers.append(parser)
+            return parser
+
+        monkeypatch.setattr(expat, "ParserCreate", spied)
+
+
+class SpiedParser:
+    """An expat parser whose handlers count their calls."""
+
+    def __init__(self, parser: Any) -> None:
+        object.__setattr__(self, "_parser", parser)
+        object.__setattr__(self, "calls", {})
+
+    def __setattr__(self, name: str, handler: Any) -> None:
+        calls: dict[str, int] = self.calls
+
+        def counted(*args: Any) -> Any:
+            calls[name] = calls.get(name, 0) + 1
+            return handler(*args)
+
+        setattr(self._parser, name, counted if name.endswith("Handler") and callable(handler) else handler)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._parser, name)
+
+
+def refusal(master: Master, body: bytes, spy: ParserSpy) -> xmlrpclib.Fault:
+    status, answer = master.raw_call(body)
     assert status == 200
-    with pytest.raises(xmlrpclib.Fault):
+    spy.watching = False
+    with pytest.raises(xmlrpclib.Fault) as raised:
         xmlrpclib.loads(answer)
+    return raised.value
+
+
+def test_a_billion_laughs_is_refused_by_the_parser_at_its_doctype(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bomb reaches the parser (no byte filter in front), which stops at the DOCTYPE: no entity is
+    declared, no character data delivered, nothing stored; fault 400."""
+    spy = ParserSpy(monkeypatch)
+    store = URLStore()
+    fault = refusal(Master(store), BILLION_LAUGHS, spy)
+    assert fault.faultCode == 400 and "DOCTYPE" in fault.faultString
+    [parser] = spy.parsers
+    assert parser.calls == {"StartDoctypeDeclHandler": 1}
     assert store.count() == 0
+
+
+def test_a_billion_laughs_in_utf_16_is_refused_before_any_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same bomb in UTF-16 (expat would follow its byte-order mark) is refused as not UTF-8,
+    with fault 400, before a parser exists: the refusal costs one decode check."""
+    spy = ParserSpy(monkeypatch)
+    body = (
+        BILLION_LAUGHS.decode().replace('version="1.0"', 'version="1.0" encoding="UTF-16"').encode("utf-16")
+    )
+    fault = refusal(Master(URLStore()), body, spy)
+    assert fault.faultCode == 400 and "UTF-8" in fault.faultString
+    assert spy.parsers == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'<?xml version="1.0"?><!DOCTYPE m [<!ENTITY e SYSTEM "file:///etc/passwd">]>'
+        b"<methodCall><methodName>Store.Put</methodName><params><param><value>&e;</value></param>"
+        b"</params></methodCall>",
+        b'<!DOCTYPE methodCall SYSTEM "http://127.0.0.1:9/x.dtd"><methodCall><methodName>Store.Get'
+        b"</methodName></methodCall>",
+    ],
+    ids=["external-entity", "external-dtd"],
+)
+def test_external_entities_are_refused_by_the_parser(monkeypatch: pytest.MonkeyPatch, body: bytes) -> None:
+    """An external entity or DTD reaches the parser and is refused at its DOCTYPE, before anything is
+    declared, fetched or stored; fault 400."""
+    spy = ParserSpy(monkeypatch)
+    store = URLStore()
+    fault = refusal(Master(store), body, spy)
+    assert fault.faultCode == 400
+    [parser] = spy.parsers
+    assert parser.calls == {"StartDoctypeDeclHandler": 1}
+    assert store.count() == 0
+
+
+def test_a_body_in_another_encoding_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Latin-1 body is refused (fault 400) whatever its XML declaration says, before parsing."""
+    spy = ParserSpy(monkeypatch)
+    body = (
+        b'<?xml version="1.0" encoding="ISO-8859-1"?><methodCall><methodName>Store.Put</methodName>'
+        b"<params><param><value>http://a/\xe9</value></param></params></methodCall>"
+    )
+    store = URLStore()
+    fault = refusal(Master(store), body, spy)
+    assert fault.faultCode == 400 and "UTF-8" in fault.faultString
+    assert spy.parsers == [] and store.count() == 0
+
+
+class TwistedsOwn(RPCResource):
+    """The same resource, parsing as twisted.web does: the reference for good input."""
+
+    render_POST = xmlrpc.XMLRPC.render_POST
+
+
+def test_answers_to_good_input_are_twisted_webs_byte_for_byte() -> None:
+    """Parsing through the hardened parser changes nothing for good input (or plain bad XML)."""
+    bodies = [
+        xmlrpclib.dumps(("http://example.com/ä?q=1&r=<x>",), "Store.Put").encode("utf-8"),
+        xmlrpclib.dumps(("0",), "Store.Get").encode(),
+        xmlrpclib.dumps(("nope",), "Store.Get").encode(),
+        xmlrpclib.dumps(("ftp://x/",), "Store.Put").encode(),
+        xmlrpclib.dumps(([{"methodName": "Store.Get", "params": ["0"]}, "x"],), "system.multicall").encode(),
+        xmlrpclib.dumps((), "Store.Nope").encode(),
+        b"\xef\xbb\xbf" + xmlrpclib.dumps(("1",), "Store.Get").encode(),
+        b"<not xml",
+        b"<methodCall><methodName>Store.Get</methodName><params><param><value><int>x</int></value>"
+        b"</param></params></methodCall>",
+    ]
+    answers = []
+    for resource in (RPCResource(URLStore()), TwistedsOwn(URLStore())):
+        root = Resource()
+        root.putChild(b"RPC2", resource)
+        stub: Any = StubTreq(root)
+        seen = []
+        for body in bodies:
+            response = result_of(stub.post(RPC_URL, data=body))
+            seen.append(
+                (response.code, response.headers.getRawHeaders("content-type"), result_of(response.content()))
+            )
+        answers.append(seen)
+    assert answers[0] == answers[1]
 
 
 @pytest.mark.parametrize("method", ["GET", "HEAD", "PUT"])
@@ -334,12 +468,3 @@ def test_a_huge_key_is_answered_at_once() -> None:
     failure = failure_of(master.settle(master.remote.get("7" * 1_000_000)))
     assert failure.check(KeyNotFound)
     assert store.lookup("7" * 1_000_000) is None
-
-
-def test_doctype_is_refused_before_parsing() -> None:
-    """Any DTD is refused with fault 400 before the parser sees it (entity expansion costs CPU)."""
-    _, answer = Master(URLStore()).raw_call(BILLION_LAUGHS)
-    with pytest.raises(xmlrpclib.Fault) as raised:
-        xmlrpclib.loads(answer)
-    assert raised.value.faultCode == 400
-    assert "DOCTYPE" in raised.value.faultString

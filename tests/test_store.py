@@ -149,3 +149,21 @@ def test_only_recent_adds_are_remembered_by_url(monkeypatch: pytest.MonkeyPatch)
     assert result_of(store.put("http://later/0")) == key_for_index(1)
     assert result_of(store.put("http://later/2")) == key_for_index(3)
     assert result_of(store.put("http://first/")) == key_for_index(4) != first
+
+
+@pytest.mark.parametrize(
+    ("key", "url", "error"),
+    [
+        ("custom", "javascript:alert(1)", InvalidURL),
+        ("custom", "https://bücher.example/", InvalidURL),
+        ("a-b", "http://a/", ValueError),
+        ("add", "http://a/", ValueError),
+    ],
+)
+def test_set_stores_nothing_the_data_file_would_refuse(key: str, url: str, error: type[Exception]) -> None:
+    """set takes only a valid key and a URL in its stored form: a record the loader refuses at the next
+    start-up (a corrupt data file) must never be written in the first place."""
+    log = ManualLog()
+    store = URLStore(log=log)
+    assert failure_of(store.set(key, url)).check(error)
+    assert log.appended == [] and store.count() == 0

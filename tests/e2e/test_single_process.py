@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from http.client import HTTPException
@@ -238,3 +239,69 @@ def test_short_urls_name_the_configured_host(goto_processes: GotoProcesses, tmp_
     assert reply.status == 200
     assert key_of(reply.text, "go.example:8443") == "0"
     assert DEFAULT_HOST not in reply.text
+
+
+def test_busy_port_leaves_no_data_file_behind(goto_processes: GotoProcesses, tmp_path: Path) -> None:
+    """A master that cannot open its port exits 1 and creates neither its data file nor its key bound.
+
+    The data file is created only once start-up has succeeded (the port is open), so a mistyped
+    port never leaves an empty file that a later, correct start would take for an empty store.
+    """
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        data_file = tmp_path / "absent" / "data.json"
+        data_file.parent.mkdir()
+        process = goto_processes(data_file=data_file, http=f"tcp:{port}:interface=127.0.0.1", wait=False)
+        status = process.wait_exit()
+    assert status == 1, process.output()
+    assert list(data_file.parent.iterdir()) == [], process.output()
+
+
+def test_a_second_master_on_the_same_file_changes_nothing(
+    goto_processes: GotoProcesses, tmp_path: Path
+) -> None:
+    """Issue 9 item 9: a second master on a data file in use exits 1 saying so, before it reads or
+    repairs the file: the running master's tail (here a record in flight, torn-looking) is untouched."""
+    data_file = tmp_path / "data.json"
+    first = goto_processes(data_file=data_file)
+    shorten(first, "http://example.com/first")
+    with data_file.open("ab") as in_flight:
+        in_flight.write(b'{"key":"1","url":"http://exa')
+    before = data_file.read_bytes()
+
+    second = goto_processes(data_file=data_file, wait=False)
+    status = second.wait_exit()
+    assert status == 1, second.output()
+    assert "in use by another goto process" in second.output()
+    assert second.ports() == []
+    assert data_file.read_bytes() == before
+    data_file.write_bytes(before[: before.rindex(b"\n") + 1])  # let the first master stop on a clean file
+
+
+def test_start_up_checks_each_stored_url_and_keeps_a_whole_last_record(
+    goto_processes: GotoProcesses, tmp_path: Path
+) -> None:
+    """Issue 9 items 6 and 18: a stored URL the service would refuse (a CR LF that would split the
+    Location header) stops start-up naming file and line; a whole last record without its newline
+    is served, and the next add goes on a line of its own."""
+    data_file = tmp_path / "data.json"
+    bad = b'{"key":"0","url":"http://example.com/"}\n{"key":"1","url":"http://a/\\r\\nSet-Cookie: x=1"}\n'
+    data_file.write_bytes(bad)
+    refused = goto_processes(data_file=data_file, wait=False)
+    assert refused.wait_exit() == 1, refused.output()
+    assert f"{data_file}, line 2: the URL is refused" in refused.output()
+    assert data_file.read_bytes() == bad
+
+    data_file.write_bytes(
+        b'{"key":"0","url":"http://example.com/0"}\n{"key":"1","url":"http://example.com/1"}'
+    )
+    process = goto_processes(data_file=data_file)
+    assert_redirects(process, "1", "http://example.com/1")
+    key = shorten(process, "http://example.com/next")
+    assert read_data_file(data_file) == {
+        "0": "http://example.com/0",
+        "1": "http://example.com/1",
+        key: "http://example.com/next",
+    }
