@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 from typing import Any
 
 from twisted.application import strports
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IProtocolFactory, IReactorTime
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 
 from goto_tw.accesslog import make_access_log
@@ -26,6 +32,15 @@ from goto_tw.site import GotoSite
 from goto_tw.store import URLStore
 from goto_tw.web import GotoRoot, PlainResource
 
+log = Logger()
+
+#: A master's data file when ``--file`` is not given.
+DEFAULT_DATA_FILE = "store.json"
+#: Longest ``--rpc-timeout`` accepted, in seconds: beyond it a request has long been given up on.
+MAX_RPC_TIMEOUT = 600.0
+#: Longest a stopping slave waits for the calls it accepted (it waits ``--rpc-timeout`` + 1 s at most).
+MAX_DRAIN_SECONDS = 10.0
+
 
 def parse_endpoint(value: str) -> str:
     """Accept a port number (``8081``) or any Twisted server endpoint string (``tcp:8081:...``)."""
@@ -39,22 +54,28 @@ def parse_endpoint(value: str) -> str:
 
 
 def parse_master(value: str) -> str:
-    """Accept ``HOST:PORT`` or a full ``http(s)://HOST:PORT/RPC2`` URL for ``--master``."""
+    """Accept ``HOST:PORT`` (``[::1]:PORT`` for IPv6) or a full ``http(s)://HOST:PORT/RPC2`` URL."""
     from goto_tw.remote import master_rpc_url  # a master never needs the RPC client: keep start-up lean
 
-    url = master_rpc_url(value)
-    if not re.match(r"^https?://[^/\s]+(/\S*)?$", url):
-        raise usage.UsageError(f"--master: expected HOST:PORT or http://HOST:PORT/RPC2, not {value!r}")
-    return url
+    try:
+        return master_rpc_url(value)
+    except ValueError as exc:
+        raise usage.UsageError(f"--master: {exc}, not {value!r}") from None
 
 
-def positive(kind: type[int] | type[float]) -> Any:
-    """An option coercer that accepts only positive numbers of ``kind``."""
+def positive(kind: type[int] | type[float], option: str, maximum: float | None = None) -> Any:
+    """An option coercer for ``--option`` that accepts only finite positive numbers of ``kind``
+    (at most ``maximum``), and names the option when it refuses a value."""
 
     def coerce(value: str) -> int | float:
-        number = kind(value)
-        if number <= 0:
-            raise ValueError(f"must be positive, not {value}")
+        try:
+            number = kind(value)
+        except ValueError:
+            number = None
+        if number is None or not math.isfinite(number) or number <= 0:
+            raise usage.UsageError(f"--{option}: expected a positive number, not {value!r}")
+        if maximum is not None and number > maximum:
+            raise usage.UsageError(f"--{option}: at most {maximum:g}, not {value!r}")
         return number
 
     coerce.coerceDoc = "Must be positive."  # type: ignore[attr-defined]
@@ -100,8 +121,9 @@ class Options(usage.Options):
         [
             "file",
             None,
-            "store.json",
-            "Master: data file (one JSON record per line), loaded at start, appended to.",
+            None,
+            f"Master: data file (one JSON record per line), loaded at start, appended to "
+            f"[default: {DEFAULT_DATA_FILE}].",
         ],
         ["host", None, None, "HOST[:PORT] written into short URLs [default: localhost:<http port>]."],
         [
@@ -111,8 +133,20 @@ class Options(usage.Options):
             "Run as a slave of this master: HOST:PORT or http://HOST:PORT/RPC2.",
             parse_master,
         ],
-        ["cache-size", None, 100_000, "Slave: how many pairs the cache holds (LRU).", positive(int)],
-        ["rpc-timeout", None, 5.0, "Slave: seconds to wait for the master's answer.", positive(float)],
+        [
+            "cache-size",
+            None,
+            100_000,
+            "Slave: how many pairs the cache holds (LRU).",
+            positive(int, "cache-size"),
+        ],
+        [
+            "rpc-timeout",
+            None,
+            5.0,
+            "Slave: seconds to wait for the master's answer.",
+            positive(float, "rpc-timeout", MAX_RPC_TIMEOUT),
+        ],
         [
             "rpc-secret-file",
             None,
@@ -135,8 +169,12 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if self["host"] is None:
             self["host"] = default_host(self["http"])
-        if self["master"] and (self["rpc"] or self["fsync"]):
-            raise usage.UsageError("--rpc and --fsync are for a master; a slave (--master) has no data file")
+        if self["master"] and (self["rpc"] or self["fsync"] or self["file"] is not None):
+            raise usage.UsageError(
+                "--file, --rpc and --fsync are for a master; a slave (--master) has no data file"
+            )
+        if not self["master"] and self["file"] is None:
+            self["file"] = DEFAULT_DATA_FILE
         self["rpc-secret"] = read_secret(self["rpc-secret-file"]) if self["rpc-secret-file"] else None
 
 
@@ -150,15 +188,23 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
-    top = MultiService()
+    top = StopInOrder()
     metrics = Metrics("slave" if options["master"] else "master")
+    try:
+        access_log = make_access_log(options["access-log"], reactor)  # before any file is created
+    except OSError as exc:
+        sys.exit(f"goto: --access-log: cannot open {options['access-log']}: {exc.strerror}")
+    drain: Service | None = None
     if options["master"]:
-        store: IURLStore = make_slave_store(options, reactor, top, metrics)
+        slave_store = make_slave_store(options, reactor, top, metrics)
+        drain = DrainService(slave_store, reactor, min(float(options["rpc-timeout"]) + 1, MAX_DRAIN_SECONDS))
+        store: IURLStore = slave_store
     else:
         store = make_master_store(options, reactor, top, metrics)
-    access_log = make_access_log(options["access-log"], reactor)
     if isinstance(access_log, Service):
         access_log.setServiceParent(top)  # flushed on stop, after the listener has stopped
+    if drain is not None:
+        drain.setServiceParent(top)  # the accepted requests finish before the log and the pool close
     rpc = RPCResource(store, options.get("rpc-secret")) if options["rpc"] else None
     site = GotoSite(
         make_root(store, options["host"], metrics, rpc),
@@ -168,10 +214,84 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         host=options["host"],
         access_log=access_log,
     )
-    # strports.service fails start-up when the port cannot be opened (in use, no permission):
-    # a plain StreamServerEndpointService would only log it and keep running, serving nothing.
-    strports.service(options["http"], site, reactor=reactor).setServiceParent(top)
+    listening_service("--http", options["http"], site, reactor).setServiceParent(top)
     return top
+
+
+def listening_service(option: str, description: str, factory: IProtocolFactory, reactor: Any) -> IService:
+    """A service listening on ``description``; start-up ends with one line naming ``option`` if it cannot.
+
+    ``strports.service`` fails start-up when the port cannot be opened (in use, no permission),
+    where a plain ``StreamServerEndpointService`` would only log it and keep running, serving
+    nothing; this turns its traceback into a message and exit status 1.
+    """
+    listener = _ExitIfCannotListen(option, description)
+    strports.service(description, factory, reactor=reactor).setServiceParent(listener)
+    return listener
+
+
+class _ExitIfCannotListen(MultiService):
+    def __init__(self, option: str, description: str) -> None:
+        super().__init__()
+        self._option = option
+        self._description = description
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except CannotListenError as exc:
+            reason = getattr(exc.socketError, "strerror", None) or exc.socketError
+            raise SystemExit(
+                f"goto: {self._option}: cannot listen on {self._description}: {reason}"
+            ) from None
+
+
+class StopInOrder(MultiService):
+    """A ``MultiService`` that stops its children one at a time, newest first, each once the one
+    added after it has finished stopping.
+
+    ``MultiService`` stops them all at once; here the listeners (added last) stop first, the
+    requests they accepted are then let finish, and only then are the access log flushed and the
+    store's connections or files closed.
+    """
+
+    def stopService(self) -> Deferred[None]:
+        Service.stopService(self)
+        stopped: Deferred[None] = succeed(None)
+        for child in reversed(list(self)):
+            stopped.addCallback(_stop, child)
+        return stopped
+
+
+def _stop(_: object, child: IService) -> Deferred[None]:
+    """Stop ``child``; a failure to stop is logged and does not keep the others running."""
+    stopping: Deferred[None] = maybeDeferred(child.stopService)
+    return stopping.addErrback(_log_stop_failure, child)
+
+
+def _log_stop_failure(failure: Failure, child: IService) -> None:
+    log.failure("Failed to stop {service!r}", failure, service=child)
+
+
+class DrainService(Service):
+    """Stopping a slave: let the calls to the master that accepted requests wait on finish (at most
+    ``timeout`` seconds), then two more reactor turns so their answers reach the clients' sockets
+    before the reactor drops every connection.
+    """
+
+    def __init__(self, store: ProxyStore, clock: IReactorTime, timeout: float) -> None:
+        self._store = store
+        self._clock = clock
+        self._timeout = timeout
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        drained = self._store.drain(self._timeout)
+        # The answer of the last call is written in the turn it arrives; the turn after, the reactor
+        # sends it. Timed calls run before I/O in a turn, hence two turns.
+        drained.addCallback(lambda _: deferLater(self._clock, 0, lambda: None))
+        drained.addCallback(lambda _: deferLater(self._clock, 0, lambda: None))
+        return drained
 
 
 def make_root(store: IURLStore, host: str, metrics: Metrics, rpc: Resource | None = None) -> Resource:
@@ -214,11 +334,10 @@ def make_slave_store(
 ) -> ProxyStore:
     """A caching proxy of the master's store, over a pool of persistent HTTP/1.1 connections."""
     # Imported here: the HTTP client stack is a third of the start-up imports, and only slaves use it.
-    from treq.client import HTTPClient
     from twisted.web.client import Agent, HTTPConnectionPool
 
     from goto_tw.masterlink import MasterEndpointFactory
-    from goto_tw.remote import RemoteStore
+    from goto_tw.remote import AgentPoster, RemoteStore
 
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 16
@@ -226,7 +345,7 @@ def make_slave_store(
     timeout = float(options["rpc-timeout"])
     agent = Agent.usingEndpointFactory(reactor, MasterEndpointFactory(reactor, timeout), pool=pool)
     remote = RemoteStore(
-        HTTPClient(agent),
+        AgentPoster(agent),
         options["master"],
         reactor,
         timeout=timeout,
