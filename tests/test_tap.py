@@ -237,10 +237,10 @@ def test_stopping_a_slave_stops_listening_then_waits_for_calls_in_flight() -> No
 
     class Recording(Service):
         def __init__(self, name: str) -> None:
-            self.name = name
+            self.label = name
 
         def stopService(self) -> None:
-            order.append(self.name)
+            order.append(self.label)
 
     top = StopInOrder()
     Recording("pool").setServiceParent(top)
