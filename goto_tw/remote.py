@@ -81,8 +81,10 @@ MAX_QUEUED_CALLS = 10_000
 MAX_QUEUED_BYTES = 16 * 1024 * 1024
 #: Most bytes of one answer read from the master (a multicall answer of 500 4 KiB URLs is ~2.5 MiB).
 MAX_ANSWER_BYTES = 8 * 1024 * 1024
-#: Bytes an XML-RPC call struct costs around its parameters (tags, method name, white space).
-_CALL_OVERHEAD = 160
+#: Bytes an XML-RPC call struct of a multicall costs besides its method name and parameters (tags,
+#: white space: 227 with Python's marshaller), and bytes of the envelope around all of them (172).
+_CALL_OVERHEAD = 256
+_BODY_OVERHEAD = 256
 #: Longest text from a master's fault that is shown to a user (longer: a generic message).
 _MAX_FAULT_TEXT = 300
 
@@ -236,7 +238,7 @@ class RemoteStore:
         try:
             size = _call_size(method, params)
         except Exception:
-            return self._internal_failure(Failure(), [])
+            return fail(self._internal_failure(Failure(), []))
         if len(self._queue) >= MAX_QUEUED_CALLS or self._queued_bytes + size > MAX_QUEUED_BYTES:
             if not self._overloaded:
                 self._overloaded = True
@@ -285,7 +287,7 @@ class RemoteStore:
         while (
             taken < len(self._queue)
             and taken < MAX_BATCH_CALLS
-            and size + self._queue[taken].size <= MAX_BATCH_BYTES
+            and size + self._queue[taken].size <= MAX_BATCH_BYTES - _BODY_OVERHEAD
         ):
             size += self._queue[taken].size
             taken += 1
@@ -293,30 +295,44 @@ class RemoteStore:
         self._queued_bytes -= size
         return batch
 
-    def _send_batch(self, batch: list[_Call]) -> Deferred[Any]:
-        """Send one request for ``batch``; its Deferred fires (never fails) once each call has its answer."""
-        if len(batch) == 1:
-            method, params, _, answer = batch[0]
-            sent = self._send(method, params)
-            sent.chainDeferred(answer)
-            return sent.addErrback(lambda _: None)
-        calls = [{"methodName": call.method, "params": list(call.params)} for call in batch]
+    def _send_batch(self, batch: list[_Call]) -> Deferred[Failure | None]:
+        """Send one request for ``batch``; its Deferred fires (never fails) once each call has its
+        answer, with the request's own failure if it failed as a whole."""
         answers = [call.answer for call in batch]
-        sent = self._send("system.multicall", (calls,))
-        return sent.addCallbacks(_distribute, _fail_all, callbackArgs=(answers,), errbackArgs=(answers,))
+        if len(batch) == 1:
+            method, params, _, _ = batch[0]
+            sent = self._send(method, params)
+            distribute = _deliver
+        else:
+            calls = [{"methodName": call.method, "params": list(call.params)} for call in batch]
+            sent = self._send("system.multicall", (calls,))
+            distribute = _distribute
 
-    def _batch_done(self, result: object) -> None:
+        def delivered(result: object) -> Failure | None:
+            if isinstance(result, Failure):
+                _fail_all(result, answers)
+                return result
+            distribute(result, answers)
+            return None
+
+        return sent.addBoth(delivered)
+
+    def _batch_done(self, failed: Failure | None) -> None:
         self._in_flight -= 1
+        if failed is not None and failed.check(MasterUnreachable):
+            # The calls still waiting would go to the same silent master: answer them now rather
+            # than after one more timeout each (the proxy store fails new ones fast from here on).
+            queue, self._queue, self._queued_bytes = self._queue, [], 0
+            _fail_all(failed, [call.answer for call in queue])
         self._schedule()
 
-    def _internal_failure(self, failure: Failure, answers: list[Deferred[Any]]) -> Deferred[Any]:
-        """Log a failure of our own code once and fail ``answers`` with a user-fit 503."""
+    def _internal_failure(self, failure: Failure, answers: list[Deferred[Any]]) -> StoreUnavailable:
+        """Log a failure of our own code and fail ``answers`` with a user-fit 503, returned."""
         log.failure("Could not send calls to the master (a bug)", failure)
-        error = StoreUnavailable(
-            UNREACHABLE_MESSAGE, detail=f"sending to the master failed: {failure.value!r}"
-        )
+        detail = f"sending to the master failed: {failure.value!r}"
+        error = StoreUnavailable(UNREACHABLE_MESSAGE, detail=detail)
         _fail_all(Failure(error), answers)
-        return fail(error)
+        return error
 
     def _send(self, method: str, params: tuple[Any, ...]) -> Deferred[Any]:
         """One XML-RPC request to the master, with its timeout and its metrics."""
@@ -491,6 +507,12 @@ def _fault_error(code: object, text: object) -> Exception:
     return error_class(_client_text(text, UNREACHABLE_MESSAGE), detail=f"the master's fault {code}: {text!r}")
 
 
+def _deliver(results: Any, answers: list[Deferred[Any]]) -> None:
+    """Fire the one call of a request that was not a multicall."""
+    if not answers[0].called:
+        answers[0].callback(results)
+
+
 def _distribute(results: Any, answers: list[Deferred[Any]]) -> None:
     """Fire each batched call's Deferred with its own result from a multicall answer."""
     if not isinstance(results, list) or len(results) != len(answers):
@@ -498,6 +520,8 @@ def _distribute(results: Any, answers: list[Deferred[Any]]) -> None:
         _fail_all(Failure(MasterUnreachable(UNREACHABLE_MESSAGE, detail=detail)), answers)
         return
     for result, answer in zip(results, answers):
+        if answer.called:
+            continue
         if isinstance(result, list) and len(result) == 1:
             answer.callback(result[0])
         elif isinstance(result, dict):
