@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application import strports
 from twisted.application.service import IService, MultiService, Service
@@ -31,6 +31,9 @@ from goto_tw.rpc import RPCResource
 from goto_tw.site import GotoSite
 from goto_tw.store import URLStore
 from goto_tw.web import GotoRoot, PlainResource
+
+if TYPE_CHECKING:
+    from goto_tw.remote import HTTPPoster  # imported at run time by slaves only (see make_slave_store)
 
 log = Logger()
 
@@ -330,22 +333,22 @@ def make_master_store(
 
 
 def make_slave_store(
-    options: Options | dict[str, Any], reactor: Any, parent: MultiService, metrics: Metrics
+    options: Options | dict[str, Any],
+    reactor: Any,
+    parent: MultiService,
+    metrics: Metrics,
+    http: HTTPPoster | None = None,
 ) -> ProxyStore:
-    """A caching proxy of the master's store, over a pool of persistent HTTP/1.1 connections."""
+    """A caching proxy of the master's store, over a pool of persistent HTTP/1.1 connections
+    (or over ``http``, a client given instead: tests pass one that needs no sockets)."""
     # Imported here: the HTTP client stack is a third of the start-up imports, and only slaves use it.
-    from twisted.web.client import Agent, HTTPConnectionPool
+    from goto_tw.remote import RemoteStore
 
-    from goto_tw.masterlink import MasterEndpointFactory
-    from goto_tw.remote import AgentPoster, RemoteStore
-
-    pool = HTTPConnectionPool(reactor, persistent=True)
-    pool.maxPersistentPerHost = 16
-    ConnectionPoolService(pool).setServiceParent(parent)
     timeout = float(options["rpc-timeout"])
-    agent = Agent.usingEndpointFactory(reactor, MasterEndpointFactory(reactor, timeout), pool=pool)
+    if http is None:
+        http = _master_client(reactor, timeout, parent)
     remote = RemoteStore(
-        AgentPoster(agent),
+        http,
         options["master"],
         reactor,
         timeout=timeout,
@@ -355,6 +358,20 @@ def make_slave_store(
     store = ProxyStore(remote, reactor, cache_size=int(options["cache-size"]))
     metrics.watch_cache(lambda: (store.stats.hits, store.stats.misses, store.stats.evictions))
     return store
+
+
+def _master_client(reactor: Any, timeout: float, parent: MultiService) -> HTTPPoster:
+    """The HTTP client a slave reaches its master with; its pool is closed when ``parent`` stops."""
+    from twisted.web.client import Agent, HTTPConnectionPool
+
+    from goto_tw.masterlink import MasterEndpointFactory
+    from goto_tw.remote import AgentPoster
+
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = 16
+    ConnectionPoolService(pool).setServiceParent(parent)
+    agent = Agent.usingEndpointFactory(reactor, MasterEndpointFactory(reactor, timeout), pool=pool)
+    return AgentPoster(agent)
 
 
 class ConnectionPoolService(Service):
