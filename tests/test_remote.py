@@ -13,6 +13,7 @@ from treq.testing import RequestTraversalAgent
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionRefusedError, DNSLookupError
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from twisted.web import pages
 from twisted.web.client import ResponseNeverReceived
 from twisted.web.http_headers import Headers
@@ -40,6 +41,13 @@ from tests.helpers import failure_of, has_fired, result_of
 RPC_URL = "http://master.test:8081/RPC2"
 
 
+def detail_of(failure: Failure) -> str:
+    """The log-only detail of the store error ``failure`` holds."""
+    error = failure.value
+    assert isinstance(error, GotoError)
+    return str(error.detail)
+
+
 class Recording(Resource):
     """In front of /RPC2: records each request body's size and refuses, as the master's
     ``BoundedRequest`` does, a body over the master's limit with 413."""
@@ -52,8 +60,9 @@ class Recording(Resource):
         self.bodies: list[int] = []
 
     def render(self, request: Request) -> Any:
-        size = len(request.content.read())
-        request.content.seek(0)
+        content: Any = request.content
+        size = len(content.read())
+        content.seek(0)
         self.bodies.append(size)
         if size > MAX_BODY_BYTES:
             return Answer(413, b"Request body too large\n").render(request)
@@ -157,7 +166,8 @@ class Held(Resource):
 
     def release(self) -> None:
         request = self.held.pop(0)
-        request.content.seek(0)
+        content: Any = request.content
+        content.seek(0)
         self.rpc.render(request)
 
 
@@ -303,7 +313,7 @@ def test_an_answer_over_the_bound_is_unreachable(declared: bool, monkeypatch: py
     link.settle()
     failure = failure_of(call)
     assert failure.check(MasterUnreachable)
-    assert "longer than 10000 bytes" in str(failure.value.detail)
+    assert "longer than 10000 bytes" in detail_of(failure)
     assert str(failure.value) == UNREACHABLE_MESSAGE
 
 
@@ -341,7 +351,7 @@ def test_something_that_is_not_a_goto_master_is_unreachable_with_the_cause(root_
     failure = failure_of(call)
     assert failure.check(MasterUnreachable)
     assert str(failure.value) == UNREACHABLE_MESSAGE
-    assert cause in str(failure.value.detail)
+    assert cause in detail_of(failure)
 
 
 def _at_rpc2(resource: Resource) -> Resource:
@@ -378,8 +388,8 @@ def test_transport_failures_are_unreachable_with_a_human_message(error: Exceptio
     failure = failure_of(call)
     assert failure.check(MasterUnreachable)
     assert str(failure.value) == UNREACHABLE_MESSAGE
-    assert cause in str(failure.value.detail)
-    assert "Failure" not in str(failure.value.detail)
+    assert cause in detail_of(failure)
+    assert "Failure" not in detail_of(failure)
 
 
 def test_a_refused_secret_is_a_human_503() -> None:
@@ -392,7 +402,7 @@ def test_a_refused_secret_is_a_human_503() -> None:
     failure = failure_of(call)
     assert failure.check(MasterRefused)
     assert str(failure.value) == UNREACHABLE_MESSAGE
-    assert "--rpc-secret-file" in str(failure.value.detail)
+    assert "--rpc-secret-file" in detail_of(failure)
 
 
 def test_a_master_fault_text_is_shown_only_when_fit_for_a_user() -> None:
