@@ -568,6 +568,9 @@ class ClosedThenSilentServer(SilentServer):
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._accept_forever, name="silent-server", daemon=True)
 
+    def __enter__(self) -> ClosedThenSilentServer:
+        return self
+
     def silence(self) -> None:
         """Start accepting connections (and never answering them)."""
         self._listener.listen(128)
