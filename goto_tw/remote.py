@@ -69,8 +69,10 @@ UNREACHABLE_MESSAGE = "the service cannot reach its store right now; try again s
 #: What a user is told when this slave already has as many calls waiting as it may hold.
 BUSY_MESSAGE = "the service is too busy right now; try again shortly"
 
-#: Most calls sent in one ``system.multicall`` (the master accepts up to 1000).
-MAX_BATCH_CALLS = 500
+#: Most calls sent in one ``system.multicall`` (the master accepts up to 1000). Chosen so that even
+#: the answers to a batch of look-ups of the longest URLs, escaped at worst (``&`` -> ``&amp;``:
+#: 5 bytes a character, about 20.6 KB an answer), fit in :data:`MAX_ANSWER_BYTES` (5.3 MB of 8 MiB).
+MAX_BATCH_CALLS = 256
 #: Most bytes of calls in one request body (the master refuses bodies over 1 MiB); a single call
 #: larger than this still travels, alone.
 MAX_BATCH_BYTES = 512 * 1024
@@ -79,7 +81,7 @@ MAX_IN_FLIGHT = 4
 #: Most calls, and bytes of calls, that may wait for a request slot; beyond them calls fail at once.
 MAX_QUEUED_CALLS = 10_000
 MAX_QUEUED_BYTES = 16 * 1024 * 1024
-#: Most bytes of one answer read from the master (a multicall answer of 500 4 KiB URLs is ~2.5 MiB).
+#: Most bytes of one answer read from the master (see :data:`MAX_BATCH_CALLS`).
 MAX_ANSWER_BYTES = 8 * 1024 * 1024
 #: Bytes an XML-RPC call struct of a multicall costs besides its method name and parameters (tags,
 #: white space: 227 with Python's marshaller), and bytes of the envelope around all of them (172).
@@ -323,6 +325,7 @@ class RemoteStore:
             # The calls still waiting would go to the same silent master: answer them now rather
             # than after one more timeout each (the proxy store fails new ones fast from here on).
             queue, self._queue, self._queued_bytes = self._queue, [], 0
+            self._overloaded = False
             _fail_all(failed, [call.answer for call in queue])
         self._schedule()
 

@@ -22,11 +22,13 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from goto_tw import remote
 from goto_tw.errors import GotoError, KeyNotFound, MasterRefused, MasterUnreachable, StoreUnavailable
+from goto_tw.keys import key_for_index
 from goto_tw.limits import MAX_BODY_BYTES
 from goto_tw.metrics import Metrics
 from goto_tw.remote import (
     BUSY_MESSAGE,
     MAX_BATCH_BYTES,
+    MAX_BATCH_CALLS,
     MAX_IN_FLIGHT,
     MAX_QUEUED_CALLS,
     UNREACHABLE_MESSAGE,
@@ -35,6 +37,7 @@ from goto_tw.remote import (
 )
 from goto_tw.rpc import RPCResource
 from goto_tw.store import URLStore
+from goto_tw.urls import MAX_URL_LENGTH
 from tests.conftest import LogCapture
 from tests.helpers import failure_of, has_fired, result_of
 
@@ -169,6 +172,19 @@ class Held(Resource):
         content: Any = request.content
         content.seek(0)
         self.rpc.render(request)
+
+
+def test_a_full_batch_of_the_longest_urls_is_answered_within_the_bound() -> None:
+    """Look-ups of MAX_BATCH_CALLS URLs of the longest kind, every character escaped on the wire,
+    travel as one multicall whose answer the slave reads whole (it stays under MAX_ANSWER_BYTES)."""
+    longest = "http://a.example/?" + "&" * (MAX_URL_LENGTH - 18)
+    store = URLStore({key_for_index(i): longest for i in range(MAX_BATCH_CALLS)})
+    root, recording = master_root(store)
+    link = Link(root)
+    gets = [link.remote.get(key_for_index(i)) for i in range(MAX_BATCH_CALLS)]
+    link.settle()
+    assert len(recording.bodies) == 1
+    assert all(result_of(call) == longest for call in gets)
 
 
 def test_requests_in_flight_are_capped_and_later_calls_wait() -> None:
