@@ -7,22 +7,17 @@ import re
 import sys
 from typing import TYPE_CHECKING, Any
 
-from twisted.application import strports
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IProtocolFactory, IReactorTime
-from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
 from twisted.python import usage
-from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 
 from goto_tw.accesslog import make_access_log
 from goto_tw.api import LinksResource
 from goto_tw.interfaces import IURLStore
+from goto_tw.lifecycle import DrainService, StopInOrder, listening_service
 from goto_tw.metrics import Metrics
 from goto_tw.ops import ops_resource
 from goto_tw.persistence import AppendLog, CorruptDataFile, OSRecordFile, load_records
@@ -34,8 +29,6 @@ from goto_tw.web import GotoRoot, PlainResource
 
 if TYPE_CHECKING:
     from goto_tw.remote import HTTPPoster  # imported at run time by slaves only (see make_slave_store)
-
-log = Logger()
 
 #: A master's data file when ``--file`` is not given.
 DEFAULT_DATA_FILE = "store.json"
@@ -219,82 +212,6 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
     )
     listening_service("--http", options["http"], site, reactor).setServiceParent(top)
     return top
-
-
-def listening_service(option: str, description: str, factory: IProtocolFactory, reactor: Any) -> IService:
-    """A service listening on ``description``; start-up ends with one line naming ``option`` if it cannot.
-
-    ``strports.service`` fails start-up when the port cannot be opened (in use, no permission),
-    where a plain ``StreamServerEndpointService`` would only log it and keep running, serving
-    nothing; this turns its traceback into a message and exit status 1.
-    """
-    listener = _ExitIfCannotListen(option, description)
-    strports.service(description, factory, reactor=reactor).setServiceParent(listener)
-    return listener
-
-
-class _ExitIfCannotListen(MultiService):
-    def __init__(self, option: str, description: str) -> None:
-        super().__init__()
-        self._option = option
-        self._description = description
-
-    def privilegedStartService(self) -> None:
-        try:
-            super().privilegedStartService()
-        except CannotListenError as exc:
-            reason = getattr(exc.socketError, "strerror", None) or exc.socketError
-            raise SystemExit(
-                f"goto: {self._option}: cannot listen on {self._description}: {reason}"
-            ) from None
-
-
-class StopInOrder(MultiService):
-    """A ``MultiService`` that stops its children one at a time, newest first, each once the one
-    added after it has finished stopping.
-
-    ``MultiService`` stops them all at once; here the listeners (added last) stop first, the
-    requests they accepted are then let finish, and only then are the access log flushed and the
-    store's connections or files closed.
-    """
-
-    def stopService(self) -> Deferred[None]:
-        Service.stopService(self)
-        stopped: Deferred[None] = succeed(None)
-        for child in reversed(list(self)):
-            stopped.addCallback(_stop, child)
-        return stopped
-
-
-def _stop(_: object, child: IService) -> Deferred[None]:
-    """Stop ``child``; a failure to stop is logged and does not keep the others running."""
-    stopping: Deferred[None] = maybeDeferred(child.stopService)
-    return stopping.addErrback(_log_stop_failure, child)
-
-
-def _log_stop_failure(failure: Failure, child: IService) -> None:
-    log.failure("Failed to stop {service!r}", failure, service=child)
-
-
-class DrainService(Service):
-    """Stopping a slave: let the calls to the master that accepted requests wait on finish (at most
-    ``timeout`` seconds), then two more reactor turns so their answers reach the clients' sockets
-    before the reactor drops every connection.
-    """
-
-    def __init__(self, store: ProxyStore, clock: IReactorTime, timeout: float) -> None:
-        self._store = store
-        self._clock = clock
-        self._timeout = timeout
-
-    def stopService(self) -> Deferred[None]:
-        super().stopService()
-        drained = self._store.drain(self._timeout)
-        # The answer of the last call is written in the turn it arrives; the turn after, the reactor
-        # sends it. Timed calls run before I/O in a turn, hence two turns.
-        drained.addCallback(lambda _: deferLater(self._clock, 0, lambda: None))
-        drained.addCallback(lambda _: deferLater(self._clock, 0, lambda: None))
-        return drained
 
 
 def make_root(store: IURLStore, host: str, metrics: Metrics, rpc: Resource | None = None) -> Resource:

@@ -8,22 +8,18 @@ from typing import Any
 
 import pytest
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import IServiceMaker, MultiService, Service
+from twisted.application.service import IServiceMaker, MultiService
 from twisted.internet.error import CannotListenError
-from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor, MemoryReactorClock
-from twisted.logger import LogLevel
 from twisted.plugin import getPlugins
 from twisted.python import usage
 
 from goto_tw.errors import MasterUnreachable
 from goto_tw.metrics import Metrics
 from goto_tw.persistence import AppendLog
-from goto_tw.proxystore import ProxyStore
-from goto_tw.tap import DrainService, Options, StopInOrder, default_host, make_slave_store, makeService
+from goto_tw.tap import Options, default_host, make_slave_store, makeService
 from tests.conftest import LogCapture
-from tests.helpers import failure_of, has_fired, result_of
-from tests.test_proxystore import FakeMaster
+from tests.helpers import failure_of, has_fired
 
 
 def parse(*args: str) -> Options:
@@ -225,55 +221,3 @@ def test_ipv6_master_is_connected_to(log_events: LogCapture) -> None:
     reactor.advance(float(options["rpc-timeout"]) + 1)
     assert failure_of(call).check(MasterUnreachable)
     assert not [event for event in log_events.events if event.get("log_failure") is not None]
-
-
-def test_stopping_a_slave_stops_listening_then_waits_for_calls_in_flight() -> None:
-    """On stop the listener goes first; the store's calls in flight then finish (bounded) before the
-    services added earlier (access log, connection pool) stop."""
-    clock = Clock()
-    master = FakeMaster()
-    store = ProxyStore(master, clock)
-    order: list[str] = []
-
-    class Recording(Service):
-        def __init__(self, name: str) -> None:
-            self.label = name
-
-        def stopService(self) -> None:
-            order.append(self.label)
-
-    top = StopInOrder()
-    Recording("pool").setServiceParent(top)
-    DrainService(store, clock, timeout=5.0).setServiceParent(top)
-    Recording("listener").setServiceParent(top)
-    top.startService()
-    add = store.put("http://a.example/")
-    stopped = top.stopService()
-    assert order == ["listener"]
-    clock.advance(1)
-    assert order == ["listener"], "the pool stays open while an accepted add waits for the master"
-    master.answer("7")
-    assert result_of(add) == "7"
-    clock.advance(0)
-    clock.advance(0)
-    assert order == ["listener", "pool"]
-    assert has_fired(stopped)
-
-
-def test_stopping_a_slave_waits_a_bounded_time(log_events: LogCapture) -> None:
-    """A master that never answers holds the stop for the drain timeout only; no error is logged."""
-    clock = Clock()
-    master = FakeMaster()
-    store = ProxyStore(master, clock)
-    drain = DrainService(store, clock, timeout=3.0)
-    drain.startService()
-    store.get("k").addErrback(lambda _: None)
-    stopped = drain.stopService()
-    clock.advance(2.9)
-    assert not has_fired(stopped)
-    clock.advance(0.1)
-    clock.advance(0)
-    clock.advance(0)
-    assert has_fired(stopped)
-    master.fail(MasterUnreachable("x", detail="connection lost at shutdown"))
-    assert not [e for e in log_events.events if e.get("log_level") in (LogLevel.error, LogLevel.critical)]
