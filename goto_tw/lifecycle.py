@@ -35,6 +35,8 @@ def listening_service(option: str, description: str, factory: IProtocolFactory, 
 
 
 class _ExitIfCannotListen(MultiService):
+    """The parent of a listener: its ``CannotListenError`` at start-up becomes one line and exit 1."""
+
     def __init__(self, option: str, description: str) -> None:
         super().__init__()
         self._option = option
