@@ -220,13 +220,13 @@ class ProxyStore:
                 self._down_error = error
                 if self._stopping:
                     log.info(
-                        "The master did not answer while this slave stops ({error})", error=error.log_text()
+                        "The master did not answer while this slave stops ({error})", error=_cause(error)
                     )
                 else:
                     log.error(
                         "The master is unreachable ({error}); serving cached keys only, "
                         "answering 503 for the rest until it is back",
-                        error=error.log_text(),
+                        error=_cause(error),
                     )
         elif self._master_down_since is not None and _answered(result):
             log.info(
@@ -274,6 +274,12 @@ class ProxyStore:
             )
 
         return idle.addTimeout(timeout, self._clock).addErrback(gave_up)
+
+
+def _cause(error: GotoError) -> str:
+    """What went wrong, for the log: the detail where there is one (the user's message, which
+    ``log_text`` would put first, is the same for every outage and says nothing of the cause)."""
+    return error.detail or str(error)
 
 
 def _answered(result: object) -> bool:
