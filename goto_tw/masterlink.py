@@ -5,6 +5,9 @@ with Nagle's algorithm on (Twisted's default for outgoing connections) the body 
 master to acknowledge the head, and the master delays that acknowledgement: every RPC call paid
 tens of milliseconds of idle time. ``HostnameEndpoint`` also waits its 0.3 s attempt delay before
 reporting a refused connection, even to ``127.0.0.1``, which a probe of a stopped master then paid.
+
+The connection pool's factories are made quiet: by default each new connection logs a "Starting
+factory" and "Stopping factory" pair, which during an outage is a pair of lines per probe.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint, ITCPTransport
+from twisted.internet.protocol import Factory
 from twisted.web.client import BrowserLikePolicyForHTTPS
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
@@ -22,12 +26,14 @@ from zope.interface import implementer
 
 @implementer(IStreamClientEndpoint)
 class _NoDelay:
-    """An endpoint whose TCP connections have Nagle's algorithm turned off."""
+    """An endpoint whose TCP connections have Nagle's algorithm turned off, made by quiet factories."""
 
     def __init__(self, endpoint: IStreamClientEndpoint) -> None:
         self._endpoint = endpoint
 
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        if isinstance(protocolFactory, Factory):
+            protocolFactory.noisy = False
         connected: Deferred[IProtocol] = self._endpoint.connect(protocolFactory)
         return connected.addCallback(_no_delay)
 

@@ -12,29 +12,40 @@ Production behaviour beyond the seed:
   ``negative_ttl``, not one per request.
 - When the master does not answer, the slave says so once in its log, answers what it has cached,
   and fails everything else at once (503) instead of making each request wait for a timeout; one
-  probe call per ``retry_interval`` finds out when the master is back, and it says so once.
+  probe call per ``retry_interval`` finds out when the master is back, and it says so once. Only a
+  real answer from the master (a value, or a definite "no" such as an unknown key) marks it back
+  up: a caller that gives up, or a failure of our own, says nothing about the master.
+- What the master answers is checked before it is cached or handed on: a URL must be one the slave
+  itself would accept, unchanged; a key must be a valid key (both end up in response headers).
+- :meth:`drain` lets the calls in flight finish when the process stops, and a master that stops
+  answering during our own shutdown is no outage worth an error line.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable
+from typing import Callable, TypeVar
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, TimeoutError, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from goto_tw.errors import GotoError, KeyNotFound, MasterUnreachable
+from goto_tw.errors import GotoError, KeyNotFound, MasterUnreachable, StoreUnavailable
 from goto_tw.fanout import Coalescing
 from goto_tw.interfaces import ILocalLookup, IMasterHealth, IURLStore
+from goto_tw.keys import is_valid_key
 from goto_tw.urls import validate_url
 
 log = Logger()
+T = TypeVar("T")
 
 #: The key a health check looks up on the master: reserved, so it can never be stored.
 HEALTH_PROBE_KEY = "_goto_health"
+
+#: What a user is told when the master's answer cannot be used (the cause goes to the log).
+BAD_ANSWER_MESSAGE = "the service got a bad answer from its store; try again shortly"
 
 
 class CacheStats:
@@ -71,8 +82,13 @@ class ProxyStore:
         self._gets: Coalescing[str, str] = Coalescing()
         self._puts: Coalescing[str, str] = Coalescing()
         self._master_down_since: float | None = None
+        self._down_error: MasterUnreachable | None = None
         self._next_probe_at = 0.0
         self._probing = False
+        self._health_checks: Coalescing[None, bool] = Coalescing()
+        self._in_flight = 0
+        self._idle_waiters: list[Deferred[None]] = []
+        self._stopping = False
         self.stats = CacheStats()
 
     # --- IURLStore -------------------------------------------------------------------------------
@@ -127,9 +143,12 @@ class ProxyStore:
             self._cache.popitem(last=False)
             self.stats.evictions += 1
 
-    def _got(self, url: str, key: str) -> str:
-        self._remember(key, url)
-        return url
+    def _got(self, url: object, key: str) -> str:
+        checked = _checked_url(url)
+        if checked is None:
+            raise _bad_answer(f"the master answered {_shown(url)} for key {key!r}, which is not a valid URL")
+        self._remember(key, checked)
+        return checked
 
     def _not_got(self, failure: Failure, key: str) -> Failure:
         if failure.check(KeyNotFound) and self._negative_ttl > 0:
@@ -138,7 +157,11 @@ class ProxyStore:
                 self._unknown_until.popitem(last=False)
         return failure
 
-    def _put_done(self, key: str, url: str) -> str:
+    def _put_done(self, key: object, url: str) -> str:
+        if not isinstance(key, str) or not is_valid_key(key):
+            raise _bad_answer(
+                f"the master answered {_shown(key)} as the key of {url!r}, which is not a valid key"
+            )
         self._remember(key, url)
         return key
 
@@ -154,9 +177,13 @@ class ProxyStore:
 
         The look-up is for a reserved key no one can store, so the proper answer is "unknown key".
         It bypasses the cache and the fail-fast window, and counts as a probe: a health check
-        also notices that a master is back.
+        also notices that a master is back. Concurrent checks share one call; a check whose
+        caller gives up leaves that call running for the others and changes nothing.
         """
-        asked = self._master.get(HEALTH_PROBE_KEY)
+        return self._health_checks.call(None, self._probe_health)
+
+    def _probe_health(self) -> Deferred[bool]:
+        asked = self._tracked(self._master.get(HEALTH_PROBE_KEY))
         asked.addBoth(self._note_master_health)
 
         def answered_properly(result: object) -> bool:
@@ -169,28 +196,117 @@ class ProxyStore:
         then fail at once with :class:`MasterUnreachable`."""
         if self._master_down_since is not None:
             if self._probing or self._clock.seconds() < self._next_probe_at:
-                return fail(MasterUnreachable("the master is unreachable; try again shortly"))
+                message = str(self._down_error) if self._down_error else "the master is unreachable"
+                return fail(MasterUnreachable(message, detail="failing fast while the master is down"))
             self._probing = True
-        asked = call()
+            asked = self._tracked(call())
+            asked.addBoth(self._probe_done)
+        else:
+            asked = self._tracked(call())
         asked.addBoth(self._note_master_health)
         return asked
 
-    def _note_master_health(self, result: object) -> object:
+    def _probe_done(self, result: object) -> object:
         self._probing = False
+        return result
+
+    def _note_master_health(self, result: object) -> object:
         now = self._clock.seconds()
-        if isinstance(result, Failure) and result.check(MasterUnreachable):
+        error = result.value if isinstance(result, Failure) else None
+        if isinstance(error, MasterUnreachable):
             self._next_probe_at = now + self._retry_interval
             if self._master_down_since is None:
                 self._master_down_since = now
-                log.error(
-                    "The master is unreachable ({error}); serving cached keys only, "
-                    "answering 503 for the rest until it is back",
-                    error=result.value,
-                )
-        elif self._master_down_since is not None:
+                self._down_error = error
+                if self._stopping:
+                    log.info(
+                        "The master did not answer while this slave stops ({error})", error=_cause(error)
+                    )
+                else:
+                    log.error(
+                        "The master is unreachable ({error}); serving cached keys only, "
+                        "answering 503 for the rest until it is back",
+                        error=_cause(error),
+                    )
+        elif self._master_down_since is not None and _answered(result):
             log.info(
                 "The master answers again after {seconds:.1f} s",
                 seconds=now - self._master_down_since,
             )
             self._master_down_since = None
+            self._down_error = None
         return result
+
+    # --- stopping --------------------------------------------------------------------------------
+
+    def _tracked(self, asked: Deferred[T]) -> Deferred[T]:
+        """Count ``asked`` as in flight until it has its result (for :meth:`drain`)."""
+        self._in_flight += 1
+        asked.addBoth(self._call_done)
+        return asked
+
+    def _call_done(self, result: object) -> object:
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+        return result
+
+    def drain(self, timeout: float) -> Deferred[None]:
+        """Fire once no call to the master is in flight, or after ``timeout`` seconds (never fails).
+
+        For a graceful stop: the listener has stopped taking connections; what was accepted gets
+        its answer. From now on a master that does not answer is logged as part of stopping.
+        """
+        self._stopping = True
+        if self._in_flight == 0:
+            return succeed(None)
+        idle: Deferred[None] = Deferred(lambda d: self._idle_waiters.remove(d))
+        self._idle_waiters.append(idle)
+
+        def gave_up(failure: Failure) -> None:
+            failure.trap(TimeoutError)
+            log.warn(
+                "Stopping with {calls} calls to the master still unanswered after {timeout} s",
+                calls=self._in_flight,
+                timeout=timeout,
+            )
+
+        return idle.addTimeout(timeout, self._clock).addErrback(gave_up)
+
+
+def _cause(error: GotoError) -> str:
+    """What went wrong, for the log: the detail where there is one (the user's message, which
+    ``log_text`` would put first, is the same for every outage and says nothing of the cause)."""
+    return error.detail or str(error)
+
+
+def _answered(result: object) -> bool:
+    """Whether ``result`` of a call came from the master itself: a value or a definite "no"."""
+    if not isinstance(result, Failure):
+        return True
+    error = result.value
+    return isinstance(error, GotoError) and error.http_status < 500
+
+
+def _checked_url(url: object) -> str | None:
+    """``url`` if it is a URL this slave would accept as it is, else ``None``."""
+    if not isinstance(url, str):
+        return None
+    try:
+        return url if validate_url(url) == url else None
+    except GotoError:
+        return None
+
+
+def _shown(value: object) -> str:
+    """A bounded repr of a value from the master, for a log line."""
+    text = repr(value)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def _bad_answer(detail: str) -> StoreUnavailable:
+    """Log a bad answer from the master (one line) and return the error its callers get."""
+    log.error("Bad answer from the master, not cached: {detail}", detail=detail)
+    return StoreUnavailable(BAD_ANSWER_MESSAGE, detail=detail)

@@ -1,26 +1,46 @@
 """The slave's side of the RPC: calls ``Store.Get``/``Store.Put`` on the master over persistent HTTP.
 
 ``twisted.web.xmlrpc.Proxy`` opens a new TCP connection for every call (HTTP/1.0); this client sends
-the same XML-RPC bodies over a treq ``HTTPClient`` whose agent keeps HTTP/1.1 connections open in a
-pool, and bounds every call with a timeout on an injected clock. ``bench/rpc_client.py`` measures
-the two against each other.
+the same XML-RPC bodies over an ``Agent`` that keeps HTTP/1.1 connections open in a pool, and bounds
+every call with a timeout on an injected clock. ``bench/rpc_client.py`` measures the two.
+
+Everything here is bounded, and every caller gets an answer:
+
+- calls made in one reactor turn travel together as one ``system.multicall``, each request at most
+  :data:`MAX_BATCH_CALLS` calls and about :data:`MAX_BATCH_BYTES` bytes (the master refuses bodies
+  over 1 MiB);
+- at most :data:`MAX_IN_FLIGHT` requests are on their way at once; further calls wait in a queue of
+  at most :data:`MAX_QUEUED_CALLS` calls and :data:`MAX_QUEUED_BYTES` bytes, and beyond that fail
+  at once (503: the slave is overloaded, waiting longer would not help);
+- at most :data:`MAX_ANSWER_BYTES` of an answer are read; a longer one is a broken master;
+- whatever goes wrong, transport or our own code, each call's Deferred fires: with the value, with
+  the store error the master's fault names, or with :class:`MasterUnreachable` /
+  :class:`StoreUnavailable` whose message is fit for a user and whose ``detail`` is for the log.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import xmlrpc.client as xmlrpclib
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
+from urllib.parse import urlsplit
 
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError
-from twisted.internet.error import ConnectError, ConnectionClosed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, fail, succeed
+from twisted.internet.error import ConnectError, ConnectingCancelledError, ConnectionClosed, DNSLookupError
+from twisted.internet.interfaces import IConsumer, IDelayedCall, IReactorTime
+from twisted.internet.protocol import Protocol as BaseProtocol
+from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import RequestTransmissionFailed, ResponseFailed, ResponseNeverReceived
+from twisted.web.client import RequestTransmissionFailed, ResponseDone, ResponseFailed, ResponseNeverReceived
+from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
+from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IBodyProducer
 from zope.interface import implementer
 
 from goto_tw.errors import (
     ERRORS_BY_FAULT_CODE,
+    GotoError,
     MasterRefused,
     MasterUnreachable,
     NotAuthorized,
@@ -29,10 +49,14 @@ from goto_tw.errors import (
 from goto_tw.interfaces import IURLStore
 from goto_tw.metrics import Metrics
 
+log = Logger()
+
 #: Failures that mean "the master did not answer", as opposed to "the master said no".
 _UNREACHABLE = (
     ConnectError,
+    ConnectingCancelledError,
     ConnectionClosed,
+    DNSLookupError,
     ResponseFailed,
     ResponseNeverReceived,
     RequestTransmissionFailed,
@@ -40,31 +64,136 @@ _UNREACHABLE = (
     CancelledError,
 )
 
+#: What a user is told whenever the master cannot be used; the cause goes to the log only.
+UNREACHABLE_MESSAGE = "the service cannot reach its store right now; try again shortly"
+#: What a user is told when this slave already has as many calls waiting as it may hold.
+BUSY_MESSAGE = "the service is too busy right now; try again shortly"
 
-#: Most calls sent in one ``system.multicall`` (the master accepts up to 1000).
-MAX_BATCH = 500
+#: Most calls sent in one ``system.multicall`` (the master accepts up to 1000). Chosen so that even
+#: the answers to a batch of look-ups of the longest URLs, escaped at worst (``&`` -> ``&amp;``:
+#: 5 bytes a character, about 20.6 KB an answer), fit in :data:`MAX_ANSWER_BYTES` (5.3 MB of 8 MiB).
+MAX_BATCH_CALLS = 256
+#: Most bytes of calls in one request body (the master refuses bodies over 1 MiB); a single call
+#: larger than this still travels, alone.
+MAX_BATCH_BYTES = 512 * 1024
+#: Most requests to the master on their way at once (each holds a pooled connection).
+MAX_IN_FLIGHT = 4
+#: Most calls, and bytes of calls, that may wait for a request slot; beyond them calls fail at once.
+MAX_QUEUED_CALLS = 10_000
+MAX_QUEUED_BYTES = 16 * 1024 * 1024
+#: Most bytes of one answer read from the master (see :data:`MAX_BATCH_CALLS`).
+MAX_ANSWER_BYTES = 8 * 1024 * 1024
+#: Bytes an XML-RPC call struct of a multicall costs besides its method name and parameters (tags,
+#: white space: 227 with Python's marshaller), and bytes of the envelope around all of them (172).
+_CALL_OVERHEAD = 256
+_BODY_OVERHEAD = 256
+#: Longest text from a master's fault that is shown to a user (longer: a generic message).
+_MAX_FAULT_TEXT = 300
+
+_HOST_PORT = re.compile(r"(\[[^\]\s]*\]|[^:/\[\]\s@?#]+):([0-9]{1,5})")
+_HOST_NAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?")
 
 
 def master_rpc_url(master: str) -> str:
-    """Turn ``--master`` (``HOST:PORT`` or a full ``http://HOST:PORT/RPC2`` URL) into the RPC URL."""
-    if "://" in master:
-        return master
-    return f"http://{master}/RPC2"
+    """Turn ``--master`` into the master's RPC URL, or raise ``ValueError`` saying what is wrong.
+
+    ``HOST:PORT`` (an IPv6 address in brackets: ``[::1]:8081``) means ``http://HOST:PORT/RPC2``;
+    a full ``http(s)://HOST[:PORT]/PATH`` URL is taken as it is (``/RPC2`` when it has no path).
+    A host that does not resolve is accepted here (it may resolve later); nonsense is not.
+    """
+    if "://" not in master:
+        if not _HOST_PORT.fullmatch(master):
+            raise ValueError("expected HOST:PORT ([::1]:PORT for IPv6) or http://HOST:PORT/RPC2")
+        master = f"http://{master}/RPC2"
+    try:
+        parts = urlsplit(master)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"bad port ({exc})") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("the master's URL must start with http:// or https://")
+    if parts.username is not None or parts.query or parts.fragment or any(c.isspace() for c in master):
+        raise ValueError("the master's URL takes no user, query, fragment or white space")
+    host = parts.hostname or ""
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} is not an IPv6 address") from None
+    elif not _HOST_NAME.fullmatch(host):
+        raise ValueError("no host name or address")
+    if port == 0:
+        raise ValueError("port 0 is not a port a master listens on")
+    if not parts.path:
+        master += "/RPC2"
+    return master
 
 
 class HTTPPoster(Protocol):
-    """What RemoteStore needs of an HTTP client: treq's ``HTTPClient`` (or ``StubTreq`` in tests)."""
+    """What RemoteStore needs of an HTTP client: :class:`AgentPoster`, or ``StubTreq`` in tests.
+
+    The response it fires with needs ``code`` and ``deliverBody`` (an ``IResponse``).
+    """
 
     def post(self, url: str, /, *, data: bytes, headers: Headers) -> Deferred[Any]:
-        """POST ``data`` to ``url``; fire with a treq response."""
+        """POST ``data`` to ``url``; fire with the response."""
+
+
+@implementer(IBodyProducer)
+class _Body:
+    """A request body that is already in memory: written at once, no cooperator, no copies."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self.length = len(data)
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        consumer.write(self._data)
+        return succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class AgentPoster:
+    """POSTs through a Twisted ``IAgent``; the URL goes to the agent as bytes, untouched.
+
+    (treq's ``HTTPClient`` re-encodes the URL's host with IDNA, which raises for an IPv6 address.)
+    """
+
+    def __init__(self, agent: IAgent) -> None:
+        self._agent = agent
+
+    def post(self, url: str, /, *, data: bytes, headers: Headers) -> Deferred[Any]:
+        """POST ``data`` to ``url``; fire with the ``IResponse``."""
+        response: Deferred[Any] = self._agent.request(b"POST", url.encode("ascii"), headers, _Body(data))
+        return response
+
+
+class _Call(NamedTuple):
+    method: str
+    params: tuple[Any, ...]
+    size: int
+    answer: Deferred[Any]
 
 
 @implementer(IURLStore)
 class RemoteStore:
     """The master's store seen through XML-RPC: every call goes over the network, nothing is cached.
 
-    Each call fails with the error the master's fault code names (``KeyNotFound``, ``InvalidURL``...)
-    or, when no answer came in time, :class:`MasterUnreachable`.
+    Each call fails with the error the master's fault code names (``KeyNotFound``, ``InvalidURL``...),
+    with :class:`MasterUnreachable` when no proper answer came in time, or with
+    :class:`StoreUnavailable` when the call could not even be sent (see the module doc).
+
+    Metrics (``goto_rpc_call_seconds``) label each request's outcome ``ok`` when the master answered
+    (a value, or a definite "no" such as an unknown key: what a health check asks for),
+    ``unreachable`` when it did not, and ``error`` when it answered a failure of its own.
     """
 
     def __init__(
@@ -82,7 +211,10 @@ class RemoteStore:
         self._url = url
         self._clock = clock
         self._timeout = timeout
-        self._queue: list[tuple[str, tuple[Any, ...], Deferred[Any]]] = []
+        self._queue: list[_Call] = []
+        self._queued_bytes = 0
+        self._in_flight = 0
+        self._overloaded = False
         self._flush_call: IDelayedCall | None = None
         self._headers: dict[bytes, list[bytes]] = {b"content-type": [b"text/xml"]}
         if secret is not None:
@@ -103,28 +235,107 @@ class RemoteStore:
     def call(self, method: str, *params: Any) -> Deferred[Any]:
         """Call ``method`` on the master; fail with a store error, never with a transport error.
 
-        Calls made in the same reactor turn travel together, as one ``system.multicall`` (at most
-        :data:`MAX_BATCH` each): one request, one connection, one group commit on the master.
+        Calls made in the same reactor turn travel together (see the module doc).
         """
+        try:
+            size = _call_size(method, params)
+        except Exception:
+            return fail(self._internal_failure(Failure(), []))
+        if len(self._queue) >= MAX_QUEUED_CALLS or self._queued_bytes + size > MAX_QUEUED_BYTES:
+            if not self._overloaded:
+                self._overloaded = True
+                log.warn(
+                    "The master answers too slowly for the load: {calls} calls are waiting to be sent; "
+                    "refusing more (503) until the queue drains",
+                    calls=len(self._queue),
+                )
+            return fail(StoreUnavailable(BUSY_MESSAGE, detail=f"{len(self._queue)} calls are queued"))
         answer: Deferred[Any] = Deferred()
-        self._queue.append((method, params, answer))
-        if self._flush_call is None:
-            self._flush_call = self._clock.callLater(0, self._flush)
+        self._queue.append(_Call(method, params, size, answer))
+        self._queued_bytes += size
+        self._schedule()
         return answer
 
+    # --- sending ---------------------------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        if self._flush_call is None and self._queue and self._in_flight < MAX_IN_FLIGHT:
+            self._flush_call = self._clock.callLater(0, self._flush)
+
     def _flush(self) -> None:
+        """Send queued calls as requests while request slots are free; never raises."""
         self._flush_call = None
-        queue, self._queue = self._queue, []
-        for start in range(0, len(queue), MAX_BATCH):
-            batch = queue[start : start + MAX_BATCH]
-            if len(batch) == 1:
-                method, params, answer = batch[0]
-                self._send(method, params).chainDeferred(answer)
-            else:
-                calls = [{"methodName": method, "params": list(params)} for method, params, _ in batch]
-                answers = [answer for _, _, answer in batch]
-                sent = self._send("system.multicall", (calls,))
-                sent.addCallbacks(_distribute, _fail_all, callbackArgs=(answers,), errbackArgs=(answers,))
+        try:
+            while self._queue and self._in_flight < MAX_IN_FLIGHT:
+                batch = self._take_batch()
+                try:
+                    sent = self._send_batch(batch)
+                except Exception:
+                    self._internal_failure(Failure(), [call.answer for call in batch])
+                    continue
+                self._in_flight += 1
+                sent.addBoth(self._batch_done)
+        except Exception:
+            # A bug above this line must not strand the calls still queued: answer each of them.
+            queue, self._queue, self._queued_bytes = self._queue, [], 0
+            self._internal_failure(Failure(), [call.answer for call in queue])
+        if not self._queue:
+            self._overloaded = False
+
+    def _take_batch(self) -> list[_Call]:
+        """The oldest queued calls that fit in one request (at least one call)."""
+        taken = 1
+        size = self._queue[0].size
+        while (
+            taken < len(self._queue)
+            and taken < MAX_BATCH_CALLS
+            and size + self._queue[taken].size <= MAX_BATCH_BYTES - _BODY_OVERHEAD
+        ):
+            size += self._queue[taken].size
+            taken += 1
+        batch, self._queue = self._queue[:taken], self._queue[taken:]
+        self._queued_bytes -= size
+        return batch
+
+    def _send_batch(self, batch: list[_Call]) -> Deferred[Failure | None]:
+        """Send one request for ``batch``; its Deferred fires (never fails) once each call has its
+        answer, with the request's own failure if it failed as a whole."""
+        answers = [call.answer for call in batch]
+        if len(batch) == 1:
+            method, params, _, _ = batch[0]
+            sent = self._send(method, params)
+            distribute = _deliver
+        else:
+            calls = [{"methodName": call.method, "params": list(call.params)} for call in batch]
+            sent = self._send("system.multicall", (calls,))
+            distribute = _distribute
+
+        def delivered(result: object) -> Failure | None:
+            if isinstance(result, Failure):
+                _fail_all(result, answers)
+                return result
+            distribute(result, answers)
+            return None
+
+        return sent.addBoth(delivered)
+
+    def _batch_done(self, failed: Failure | None) -> None:
+        self._in_flight -= 1
+        if failed is not None and failed.check(MasterUnreachable):
+            # The calls still waiting would go to the same silent master: answer them now rather
+            # than after one more timeout each (the proxy store fails new ones fast from here on).
+            queue, self._queue, self._queued_bytes = self._queue, [], 0
+            self._overloaded = False
+            _fail_all(failed, [call.answer for call in queue])
+        self._schedule()
+
+    def _internal_failure(self, failure: Failure, answers: list[Deferred[Any]]) -> StoreUnavailable:
+        """Log a failure of our own code and fail ``answers`` with a user-fit 503, returned."""
+        log.failure("Could not send calls to the master (a bug)", failure)
+        detail = f"sending to the master failed: {failure.value!r}"
+        error = StoreUnavailable(UNREACHABLE_MESSAGE, detail=detail)
+        _fail_all(Failure(error), answers)
+        return error
 
     def _send(self, method: str, params: tuple[Any, ...]) -> Deferred[Any]:
         """One XML-RPC request to the master, with its timeout and its metrics."""
@@ -137,71 +348,218 @@ class RemoteStore:
             answered.addBoth(self._observe, method, self._clock.seconds())
         return answered
 
+    # --- answers ---------------------------------------------------------------------------------
+
     def _observe(self, result: object, method: str, started: float) -> object:
         assert self._metrics is not None
         if not isinstance(result, Failure):
             outcome = "ok"
         elif result.check(MasterUnreachable):
             outcome = "unreachable"
+        elif isinstance(result.value, GotoError) and result.value.http_status < 500:
+            outcome = "ok"  # the master answered: an unknown key, a refused URL
         else:
             outcome = "error"
         self._metrics.rpc_latency.labels(method, outcome).observe(self._clock.seconds() - started)
         return result
 
     def _read(self, response: Any) -> Deferred[Any]:
+        body = _read_bounded(response, MAX_ANSWER_BYTES)
         if response.code != 200:
-            raise StoreUnavailable(f"the master answered HTTP {response.code}")
-        body: Deferred[bytes] = response.content()
-        return body.addCallback(_decode_response)
+            body.addErrback(lambda _: None)  # the body was only read to free the connection
+            hint = ": is it a goto master started with --rpc?" if response.code in (404, 405) else ""
+            raise self._unreachable(f"the master answered HTTP {response.code} at {self._url}{hint}")
+        return body.addCallback(self._decode)
+
+    def _decode(self, body: bytes) -> Any:
+        try:
+            return _decode_response(body)
+        except _NotXMLRPC as exc:
+            raise self._unreachable(
+                f"the answer from {self._url} is not XML-RPC ({exc}): is it a goto master started with --rpc?"
+            ) from None
+
+    def _unreachable(self, detail: str) -> MasterUnreachable:
+        return MasterUnreachable(UNREACHABLE_MESSAGE, detail=detail)
 
     def _translate(self, failure: Failure, method: str) -> Failure:
+        if failure.check(GotoError):
+            return failure
         if failure.check(*_UNREACHABLE):
-            error: Exception = MasterUnreachable(
-                f"the master did not answer {method}: {failure.getErrorMessage()}"
+            return Failure(self._unreachable(f"no answer to {method} from {self._url}: {_describe(failure)}"))
+        log.failure("Unexpected failure calling {method} on the master", failure, method=method)
+        return Failure(StoreUnavailable(UNREACHABLE_MESSAGE, detail=f"{method}: {failure.value!r}"))
+
+
+def _call_size(method: str, params: tuple[Any, ...]) -> int:
+    """About how many bytes ``method(*params)`` adds to a request body (never less than it adds)."""
+    size = _CALL_OVERHEAD + len(method)
+    for param in params:
+        if isinstance(param, str):
+            # XML escaping turns & into &amp; and < > into &lt; &gt;
+            size += (
+                len(param.encode("utf-8")) + 4 * param.count("&") + 3 * (param.count("<") + param.count(">"))
             )
-            return Failure(error)
-        return failure
+        else:
+            size += len(xmlrpclib.dumps((param,)))
+    return size
+
+
+class _TooLarge(Exception):
+    pass
+
+
+_DONE = Failure(ResponseDone())
+
+
+class _BoundedBody(BaseProtocol):
+    """Collects a response body of at most ``limit`` bytes; past it, drops the connection."""
+
+    def __init__(self, finished: Deferred[bytes], limit: int, declared: int | None) -> None:
+        self._finished = finished
+        self._limit = limit
+        self._declared = declared
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._refused = False
+
+    def connectionMade(self) -> None:
+        if self._declared is not None and self._declared > self._limit:
+            self.stop()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._refused:
+            return
+        self._size += len(data)
+        if self._size > self._limit:
+            self.stop()
+            return
+        self._parts.append(data)
+
+    def stop(self) -> None:
+        """Stop reading: the connection is closed and the body refused."""
+        if not self._refused:
+            self._refused = True
+            self._parts = []
+            producer: Any = self.transport  # an IPushProducer: the response's connection
+            if producer is not None:
+                producer.stopProducing()
+
+    def connectionLost(self, reason: Failure = _DONE) -> None:
+        if self._finished.called:
+            return
+        if self._refused:
+            self._finished.errback(_TooLarge(f"the answer is longer than {self._limit} bytes"))
+        elif reason.check(ResponseDone, PotentialDataLoss):
+            self._finished.callback(b"".join(self._parts))
+        else:
+            self._finished.errback(reason)
+
+
+def _read_bounded(response: Any, limit: int) -> Deferred[bytes]:
+    """The body of ``response`` (an ``IResponse``), or a failure if it is longer than ``limit``."""
+    length = getattr(response, "length", UNKNOWN_LENGTH)
+    declared = length if isinstance(length, int) else None
+    protocol: _BoundedBody
+
+    def cancel(_: Deferred[bytes]) -> None:
+        protocol.stop()
+
+    finished: Deferred[bytes] = Deferred(cancel)
+    protocol = _BoundedBody(finished, limit, declared)
+    response.deliverBody(protocol)
+
+    def too_large(failure: Failure) -> Failure:
+        failure.trap(_TooLarge)
+        return Failure(MasterUnreachable(UNREACHABLE_MESSAGE, detail=str(failure.value)))
+
+    return finished.addErrback(too_large)
+
+
+def _describe(failure: Failure) -> str:
+    """A one-line cause for the log: the reasons inside Twisted's wrappers, not their reprs."""
+    value = failure.value
+    reasons = getattr(value, "reasons", None)
+    if isinstance(reasons, list) and reasons:
+        return "; ".join(
+            _describe(reason) if isinstance(reason, Failure) else str(reason) for reason in reasons
+        )
+    if isinstance(value, (TimeoutError, CancelledError)):
+        return "no answer in time (--rpc-timeout)"
+    text = str(value).strip()
+    return f"{type(value).__name__}: {text}" if text else type(value).__name__
+
+
+def _client_text(text: object, default: str) -> str:
+    """A master's fault text, if it is fit to show a user (short, printable); else ``default``."""
+    if isinstance(text, str) and 0 < len(text) <= _MAX_FAULT_TEXT and text.isprintable():
+        return text
+    return default
 
 
 def _fault_error(code: object, text: object) -> Exception:
     """The store error a master's fault stands for."""
     if code == NotAuthorized.fault_code:
         # Our own misconfiguration, not the user's fault: they get a 503, the operator a log line.
-        return MasterRefused("the master refused this slave's RPC secret (see --rpc-secret-file)")
+        return MasterRefused(
+            UNREACHABLE_MESSAGE, detail="the master refused this slave's RPC secret (see --rpc-secret-file)"
+        )
     error_class = ERRORS_BY_FAULT_CODE.get(code) if isinstance(code, int) else None
-    if error_class is None:
-        return StoreUnavailable(f"the master failed: {text}")
-    return error_class(str(text))
+    if error_class is None or error_class is NotAuthorized:
+        return StoreUnavailable(UNREACHABLE_MESSAGE, detail=f"the master answered fault {code!r}: {text!r}")
+    return error_class(_client_text(text, UNREACHABLE_MESSAGE), detail=f"the master's fault {code}: {text!r}")
+
+
+def _deliver(results: Any, answers: list[Deferred[Any]]) -> None:
+    """Fire the one call of a request that was not a multicall."""
+    if not answers[0].called:
+        answers[0].callback(results)
 
 
 def _distribute(results: Any, answers: list[Deferred[Any]]) -> None:
     """Fire each batched call's Deferred with its own result from a multicall answer."""
     if not isinstance(results, list) or len(results) != len(answers):
-        _fail_all(
-            Failure(MasterUnreachable("the master's multicall answer does not match the calls")), answers
-        )
+        detail = "the master's multicall answer does not match the calls"
+        _fail_all(Failure(MasterUnreachable(UNREACHABLE_MESSAGE, detail=detail)), answers)
         return
     for result, answer in zip(results, answers):
+        if answer.called:
+            continue
         if isinstance(result, list) and len(result) == 1:
             answer.callback(result[0])
         elif isinstance(result, dict):
             answer.errback(_fault_error(result.get("faultCode"), result.get("faultString")))
         else:
-            answer.errback(MasterUnreachable("the master's multicall answer is malformed"))
+            answer.errback(MasterUnreachable(UNREACHABLE_MESSAGE, detail="a malformed multicall answer"))
 
 
 def _fail_all(failure: Failure, answers: list[Deferred[Any]]) -> None:
     """Fail every batched call with the failure of their shared request."""
     for answer in answers:
-        answer.errback(failure)
+        if not answer.called:
+            answer.errback(failure)
+
+
+class _NotXMLRPC(Exception):
+    pass
 
 
 def _decode_response(body: bytes) -> Any:
-    """Return the single value of an XML-RPC response, or raise the store error its fault names."""
+    """Return the single value of an XML-RPC response, or raise the store error its fault names.
+
+    The master sends UTF-8 without a DTD; anything else is refused before the parser sees it (a DTD
+    could make the parser expand entities, and only UTF-8 keeps a byte search for one reliable).
+    """
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _NotXMLRPC("not UTF-8") from None
+    if b"<!" in body or b"\x00" in body:
+        raise _NotXMLRPC("a DTD, comment or NUL byte")
     try:
         (value,), _ = xmlrpclib.loads(body)
     except xmlrpclib.Fault as fault:
         raise _fault_error(fault.faultCode, fault.faultString) from None
     except Exception as exc:
-        raise MasterUnreachable(f"the master's answer is not XML-RPC: {exc}") from None
+        raise _NotXMLRPC(f"{type(exc).__name__}: {exc}"[:200]) from None
     return value

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import re
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from twisted.application import strports
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
@@ -18,6 +18,7 @@ from goto_tw.accesslog import make_access_log
 from goto_tw.api import LinksResource
 from goto_tw.interfaces import IURLStore
 from goto_tw.keybound import CorruptKeyBound
+from goto_tw.lifecycle import DrainService, StopInOrder, listening_service
 from goto_tw.metrics import Metrics
 from goto_tw.ops import ops_resource
 from goto_tw.persistence import AppendLog, CorruptDataFile, open_data_file
@@ -26,6 +27,16 @@ from goto_tw.rpc import RPCResource
 from goto_tw.site import GotoSite
 from goto_tw.store import URLStore
 from goto_tw.web import GotoRoot, NotFoundResource, PlainResource
+
+if TYPE_CHECKING:
+    from goto_tw.remote import HTTPPoster  # imported at run time by slaves only (see make_slave_store)
+
+#: A master's data file when ``--file`` is not given.
+DEFAULT_DATA_FILE = "store.json"
+#: Longest ``--rpc-timeout`` accepted, in seconds: beyond it a request has long been given up on.
+MAX_RPC_TIMEOUT = 600.0
+#: Longest a stopping slave waits for the calls it accepted (it waits ``--rpc-timeout`` + 1 s at most).
+MAX_DRAIN_SECONDS = 10.0
 
 
 def parse_endpoint(value: str) -> str:
@@ -40,22 +51,28 @@ def parse_endpoint(value: str) -> str:
 
 
 def parse_master(value: str) -> str:
-    """Accept ``HOST:PORT`` or a full ``http(s)://HOST:PORT/RPC2`` URL for ``--master``."""
+    """Accept ``HOST:PORT`` (``[::1]:PORT`` for IPv6) or a full ``http(s)://HOST:PORT/RPC2`` URL."""
     from goto_tw.remote import master_rpc_url  # a master never needs the RPC client: keep start-up lean
 
-    url = master_rpc_url(value)
-    if not re.match(r"^https?://[^/\s]+(/\S*)?$", url):
-        raise usage.UsageError(f"--master: expected HOST:PORT or http://HOST:PORT/RPC2, not {value!r}")
-    return url
+    try:
+        return master_rpc_url(value)
+    except ValueError as exc:
+        raise usage.UsageError(f"--master: {exc}, not {value!r}") from None
 
 
-def positive(kind: type[int] | type[float]) -> Any:
-    """An option coercer that accepts only positive numbers of ``kind``."""
+def positive(kind: type[int] | type[float], option: str, maximum: float | None = None) -> Any:
+    """An option coercer for ``--option`` that accepts only finite positive numbers of ``kind``
+    (at most ``maximum``), and names the option when it refuses a value."""
 
     def coerce(value: str) -> int | float:
-        number = kind(value)
-        if number <= 0:
-            raise ValueError(f"must be positive, not {value}")
+        try:
+            number = kind(value)
+        except ValueError:
+            number = None
+        if number is None or not math.isfinite(number) or number <= 0:
+            raise usage.UsageError(f"--{option}: expected a positive number, not {value!r}")
+        if maximum is not None and number > maximum:
+            raise usage.UsageError(f"--{option}: at most {maximum:g}, not {value!r}")
         return number
 
     coerce.coerceDoc = "Must be positive."  # type: ignore[attr-defined]
@@ -101,8 +118,9 @@ class Options(usage.Options):
         [
             "file",
             None,
-            "store.json",
-            "Master: data file (one JSON record per line), loaded at start, appended to.",
+            None,
+            f"Master: data file (one JSON record per line), loaded at start, appended to "
+            f"[default: {DEFAULT_DATA_FILE}].",
         ],
         ["host", None, None, "HOST[:PORT] written into short URLs [default: localhost:<http port>]."],
         [
@@ -112,8 +130,20 @@ class Options(usage.Options):
             "Run as a slave of this master: HOST:PORT or http://HOST:PORT/RPC2.",
             parse_master,
         ],
-        ["cache-size", None, 100_000, "Slave: how many pairs the cache holds (LRU).", positive(int)],
-        ["rpc-timeout", None, 5.0, "Slave: seconds to wait for the master's answer.", positive(float)],
+        [
+            "cache-size",
+            None,
+            100_000,
+            "Slave: how many pairs the cache holds (LRU).",
+            positive(int, "cache-size"),
+        ],
+        [
+            "rpc-timeout",
+            None,
+            5.0,
+            "Slave: seconds to wait for the master's answer.",
+            positive(float, "rpc-timeout", MAX_RPC_TIMEOUT),
+        ],
         [
             "rpc-secret-file",
             None,
@@ -154,8 +184,12 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if self["host"] is None:
             self["host"] = default_host(self["http"])
-        if self["master"] and (self["rpc"] or self["fsync"]):
-            raise usage.UsageError("--rpc and --fsync are for a master; a slave (--master) has no data file")
+        if self["master"] and (self["rpc"] or self["fsync"] or self["no-fsync"] or self["file"] is not None):
+            raise usage.UsageError(
+                "--file, --rpc, --fsync and --no-fsync are for a master; a slave (--master) has no data file"
+            )
+        if not self["master"] and self["file"] is None:
+            self["file"] = DEFAULT_DATA_FILE
         self["rpc-secret"] = read_secret(self["rpc-secret-file"]) if self["rpc-secret-file"] else None
 
 
@@ -169,15 +203,23 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
-    top = MultiService()
+    top = StopInOrder()
     metrics = Metrics("slave" if options["master"] else "master")
+    try:
+        access_log = make_access_log(options["access-log"], reactor)  # before any file is created
+    except OSError as exc:
+        sys.exit(f"goto: --access-log: cannot open {options['access-log']}: {exc.strerror}")
+    drain: Service | None = None
     if options["master"]:
-        store: IURLStore = make_slave_store(options, reactor, top, metrics)
+        slave_store = make_slave_store(options, reactor, top, metrics)
+        drain = DrainService(slave_store, reactor, min(float(options["rpc-timeout"]) + 1, MAX_DRAIN_SECONDS))
+        store: IURLStore = slave_store
     else:
         store = make_master_store(options, reactor, top, metrics)
-    access_log = make_access_log(options["access-log"], reactor)
     if isinstance(access_log, Service):
         access_log.setServiceParent(top)  # flushed on stop, after the listener has stopped
+    if drain is not None:
+        drain.setServiceParent(top)  # the accepted requests finish before the log and the pool close
     rpc = RPCResource(store, options.get("rpc-secret")) if options["rpc"] else None
     root = make_root(store, options["host"], metrics, rpc)
     site = GotoSite(
@@ -188,16 +230,14 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         host=options["host"],
         access_log=access_log,
     )
-    # strports.service fails start-up when the port cannot be opened (in use, no permission):
-    # a plain StreamServerEndpointService would only log it and keep running, serving nothing.
-    strports.service(options["http"], site, reactor=reactor).setServiceParent(top)
+    listening_service("--http", options["http"], site, reactor).setServiceParent(top)
     if options.get("ops"):
         # --ops: /_goto/ moves to an endpoint of its own (a Site with just it); the public port says 404.
         ops_root = PlainResource()
         ops_root.putChild(b"_goto", root.children[b"_goto"])
         root.putChild(b"_goto", NotFoundResource())
         ops_site = GotoSite(ops_root, metrics, reactor=reactor, access_log=access_log)
-        strports.service(options["ops"], ops_site, reactor=reactor).setServiceParent(top)
+        listening_service("--ops", options["ops"], ops_site, reactor).setServiceParent(top)
     return top
 
 
@@ -242,23 +282,22 @@ def make_master_store(
 
 
 def make_slave_store(
-    options: Options | dict[str, Any], reactor: Any, parent: MultiService, metrics: Metrics
+    options: Options | dict[str, Any],
+    reactor: Any,
+    parent: MultiService,
+    metrics: Metrics,
+    http: HTTPPoster | None = None,
 ) -> ProxyStore:
-    """A caching proxy of the master's store, over a pool of persistent HTTP/1.1 connections."""
+    """A caching proxy of the master's store, over a pool of persistent HTTP/1.1 connections
+    (or over ``http``, a client given instead: tests pass one that needs no sockets)."""
     # Imported here: the HTTP client stack is a third of the start-up imports, and only slaves use it.
-    from treq.client import HTTPClient
-    from twisted.web.client import Agent, HTTPConnectionPool
-
-    from goto_tw.masterlink import MasterEndpointFactory
     from goto_tw.remote import RemoteStore
 
-    pool = HTTPConnectionPool(reactor, persistent=True)
-    pool.maxPersistentPerHost = 16
-    ConnectionPoolService(pool).setServiceParent(parent)
     timeout = float(options["rpc-timeout"])
-    agent = Agent.usingEndpointFactory(reactor, MasterEndpointFactory(reactor, timeout), pool=pool)
+    if http is None:
+        http = _master_client(reactor, timeout, parent)
     remote = RemoteStore(
-        HTTPClient(agent),
+        http,
         options["master"],
         reactor,
         timeout=timeout,
@@ -268,6 +307,20 @@ def make_slave_store(
     store = ProxyStore(remote, reactor, cache_size=int(options["cache-size"]))
     metrics.watch_cache(lambda: (store.stats.hits, store.stats.misses, store.stats.evictions))
     return store
+
+
+def _master_client(reactor: Any, timeout: float, parent: MultiService) -> HTTPPoster:
+    """The HTTP client a slave reaches its master with; its pool is closed when ``parent`` stops."""
+    from twisted.web.client import Agent, HTTPConnectionPool
+
+    from goto_tw.masterlink import MasterEndpointFactory
+    from goto_tw.remote import AgentPoster
+
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = 16
+    ConnectionPoolService(pool).setServiceParent(parent)
+    agent = Agent.usingEndpointFactory(reactor, MasterEndpointFactory(reactor, timeout), pool=pool)
+    return AgentPoster(agent)
 
 
 class ConnectionPoolService(Service):

@@ -5,14 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from twisted.internet.address import IPv4Address
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.internet.testing import MemoryReactor, MemoryReactorClock, StringTransport
 from twisted.web.client import URI
 from zope.interface import implementer
 
 from goto_tw.masterlink import MasterEndpointFactory, _no_delay
+from tests.conftest import LogCapture
 from tests.helpers import result_of
 
 
@@ -28,11 +30,43 @@ def test_ip_addresses_are_connected_to_directly() -> None:
     assert isinstance(endpoint_for(b"http://master.example:8081/RPC2"), HostnameEndpoint)
 
 
+def first_bytes_sent(url: bytes, factory: Factory | None = None) -> bytes:
+    """Connect to ``url``'s master through the endpoint, and return what the client sends first."""
+    reactor = MemoryReactorClock()
+    endpoint = MasterEndpointFactory(reactor, 5.0).endpointForURI(URI.fromBytes(url))
+    endpoint.connect(factory or Factory.forProtocol(Protocol))
+    reactor.advance(0)
+    [(host, port, wrapping, *_)] = reactor.tcpClients
+    protocol = wrapping.buildProtocol(IPv4Address("TCP", host, port))
+    assert protocol is not None
+    transport = TCPTransport()
+    protocol.makeConnection(transport)
+    return transport.value()  # type: ignore[no-any-return]
+
+
 # pyOpenSSL under Twisted 25.5 (what PyPy 3.9 gets) warns while Twisted builds a TLS context.
 @pytest.mark.filterwarnings("ignore:Attempting to mutate a Context after a Connection:DeprecationWarning")
-def test_https_masters_are_reached_over_tls() -> None:
-    """An https:// master is wrapped in TLS (not sent plain text to port 443)."""
-    assert not isinstance(endpoint_for(b"https://127.0.0.1/RPC2"), TCP4ClientEndpoint)
+def test_https_masters_are_reached_over_tls_for_their_host_name() -> None:
+    """An https:// master gets a TLS handshake, for its own name (SNI, which the certificate is then
+    checked against), before any HTTP; an http:// master gets none."""
+    hello = first_bytes_sent(b"https://master.example:8443/RPC2")
+    assert hello[:2] == b"\x16\x03", "a TLS handshake record"
+    assert b"master.example" in hello
+    assert first_bytes_sent(b"http://master.example:8080/RPC2") == b""
+
+
+def test_the_pool_factories_are_quiet(log_events: LogCapture) -> None:
+    """A connection to the master logs no "Starting factory"/"Stopping factory" pair (during an
+    outage that was two lines per probe, one probe a second)."""
+    reactor = MemoryReactorClock()
+    endpoint = MasterEndpointFactory(reactor, 5.0).endpointForURI(
+        URI.fromBytes(b"http://127.0.0.1:8080/RPC2")
+    )
+    endpoint.connect(Factory.forProtocol(Protocol))
+    [(_, _, wrapping, *_)] = reactor.tcpClients
+    wrapping.doStart()  # what a real connector does when it connects
+    wrapping.doStop()
+    assert not [m for m in log_events.messages() if "factory" in m.lower()]
 
 
 @implementer(ITCPTransport)

@@ -5,14 +5,19 @@ from __future__ import annotations
 import json
 
 from prometheus_client.parser import text_string_to_metric_families
+from treq.testing import RequestTraversalAgent
+from twisted.application.service import MultiService
 from twisted.internet.task import Clock
+from twisted.web.resource import Resource
 
 from goto_tw.errors import KeyNotFound, MasterUnreachable
 from goto_tw.metrics import Metrics
 from goto_tw.proxystore import HEALTH_PROBE_KEY, ProxyStore
+from goto_tw.remote import AgentPoster
+from goto_tw.rpc import RPCResource
 from goto_tw.site import GotoSite
 from goto_tw.store import URLStore
-from goto_tw.tap import make_root
+from goto_tw.tap import Options, make_root, make_slave_store
 from tests.stub_client import Client
 from tests.test_proxystore import FakeMaster
 from tests.wire import exchange
@@ -94,15 +99,59 @@ def test_metrics_after_traffic_parse_as_prometheus_text() -> None:
     assert ("goto_rpc_call_seconds_count", (("method", "Store.Get"), ("outcome", "ok"))) not in samples
 
 
+class RealSlave:
+    """A slave store built by the real wiring (``tap.make_slave_store``), talking to a real master's
+    /RPC2 in memory (twisted.web client and server, no sockets)."""
+
+    def __init__(self, *args: str) -> None:
+        master = URLStore({"0": "http://zero.example/", "1": "http://one.example/"})
+        root = Resource()
+        root.putChild(b"RPC2", RPCResource(master, None))
+        self.agent = RequestTraversalAgent(root)
+        self.clock = Clock()
+        self.metrics = Metrics("slave")
+        options = Options()
+        options.parseOptions(["--master", "127.0.0.1:8081", *args])
+        self.store = make_slave_store(
+            options, self.clock, MultiService(), self.metrics, http=AgentPoster(self.agent)
+        )
+
+    def settle(self) -> None:
+        for _ in range(6):
+            self.clock.advance(0)
+            self.agent.flush()
+
+    def samples(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(self.metrics.render().decode())
+            for sample in family.samples
+        }
+
+
 def test_slave_metrics_include_the_cache() -> None:
-    """A slave exports its cache hits, misses and evictions."""
-    _, master, store = slave_client()
-    metrics = Metrics("slave")
-    metrics.watch_cache(lambda: (store.stats.hits, store.stats.misses, store.stats.evictions))
-    store.get("k")
-    master.answer("http://k/")
-    store.get("k")
-    families = {f.name: f for f in text_string_to_metric_families(metrics.render().decode())}
-    assert families["goto_cache_hits"].samples[0].value == 1
-    assert families["goto_cache_misses"].samples[0].value == 1
-    assert families["goto_cache_evictions"].samples[0].value == 0
+    """A slave wired by makeService's own function exports its cache hits, misses and evictions."""
+    slave = RealSlave("--cache-size", "1")
+    for key in ("0", "0", "1"):
+        slave.store.get(key)
+        slave.settle()
+    samples = slave.samples()
+    assert samples[("goto_cache_hits_total", ())] == 1
+    assert samples[("goto_cache_misses_total", ())] == 2
+    assert samples[("goto_cache_evictions_total", ())] == 1
+
+
+def test_slave_health_check_is_not_an_rpc_error() -> None:
+    """The health check's look-up of a reserved key is answered "unknown key" by a healthy master:
+    counted as an ``ok`` call, never as an RPC error."""
+    slave = RealSlave()
+    client = Client(make_root(slave.store, "h", slave.metrics))
+    response = client.start("GET", "/_goto/health")
+    slave.settle()
+    assert client.finish(response)[0] == 200
+    calls = {
+        labels: value
+        for (name, labels), value in slave.samples().items()
+        if name == "goto_rpc_call_seconds_count"
+    }
+    assert calls == {(("method", "Store.Get"), ("outcome", "ok")): 1}

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred
+import pytest
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
+from twisted.logger import LogLevel
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from goto_tw.errors import InvalidURL, KeyNotFound, MasterUnreachable, StoreUnavailable
-from goto_tw.interfaces import IURLStore
-from goto_tw.proxystore import ProxyStore
+from goto_tw.interfaces import ILocalLookup, IMasterHealth, IURLStore
+from goto_tw.proxystore import HEALTH_PROBE_KEY, ProxyStore
 from tests.conftest import LogCapture
 from tests.helpers import failure_of, has_fired, result_of
 
@@ -50,9 +52,12 @@ def make(cache_size: int = 100, negative_ttl: float = 1.0) -> tuple[ProxyStore, 
     return ProxyStore(master, clock, cache_size=cache_size, negative_ttl=negative_ttl), master, clock
 
 
-def test_provides_the_store_interface() -> None:
-    """The front end cannot tell a slave's store from a master's."""
-    assert verifyObject(IURLStore, make()[0])
+def test_provides_the_store_interfaces() -> None:
+    """The front end cannot tell a slave's store from a master's; ops sees its master's health."""
+    store = make()[0]
+    assert verifyObject(IURLStore, store)
+    assert verifyObject(ILocalLookup, store)
+    assert verifyObject(IMasterHealth, store)
 
 
 def test_miss_asks_the_master_then_hits_the_cache() -> None:
@@ -202,6 +207,120 @@ def test_waiter_that_gives_up_does_not_cancel_the_others() -> None:
     store, master, _ = make()
     leaving, staying = store.get("k"), store.get("k")
     leaving.cancel()
-    assert failure_of(leaving)
+    assert failure_of(leaving).check(CancelledError)
     master.answer("http://a/")
     assert result_of(staying) == "http://a/"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "http://a.example/\r\nSet-Cookie: session=stolen",
+        "http://a.example/ spaced",
+        "javascript:alert(1)",
+        "https://bücher.example/",  # valid once converted to ASCII, but the master never sends that
+        "",
+        7,
+        ["http://a.example/"],
+    ],
+)
+def test_a_bad_url_from_the_master_is_a_503_logged_and_never_cached(
+    answer: object, log_events: LogCapture
+) -> None:
+    """The master's answer crosses a trust boundary: a URL the slave would not accept itself, as it
+    is, is refused with a 503 (one log line), never cached, never redirected to."""
+    store, master, _ = make()
+    first, second = store.get("k"), store.get("k")
+    master.calls.pop(0)[2].callback(answer)  # type: ignore[arg-type]
+    for waiter in (first, second):
+        failure = failure_of(waiter)
+        assert failure.check(StoreUnavailable) and not failure.check(MasterUnreachable)
+        assert "\r" not in str(failure.value) and "Set-Cookie" not in str(failure.value)
+    assert store.lookup("k") is None
+    assert store.master_reachable
+    assert sum("Bad answer from the master" in m for m in log_events.messages()) == 1
+    again = store.get("k")
+    master.answer("http://a.example/")
+    assert result_of(again) == "http://a.example/"
+
+
+@pytest.mark.parametrize("key", ["a\r\nLocation: http://evil.example/", "_goto", "", 5, "k" * 65])
+def test_a_bad_key_from_the_master_is_a_503_and_never_cached(key: object) -> None:
+    """A key the master answers for an add ends up in headers (the API's Location): it must be a key."""
+    store, master, _ = make()
+    put = store.put("http://a.example/")
+    master.calls.pop(0)[2].callback(key)  # type: ignore[arg-type]
+    assert failure_of(put).check(StoreUnavailable)
+    assert store.count() == 0
+
+
+def test_concurrent_health_checks_share_one_probe() -> None:
+    """Many health checks at once cost the master one call."""
+    store, master, _ = make()
+    checks = [store.check_master() for _ in range(5)]
+    assert [(m, a) for m, a, _ in master.calls] == [("get", HEALTH_PROBE_KEY)]
+    master.fail(KeyNotFound("no"))
+    assert [result_of(check) for check in checks] == [True] * 5
+
+
+def test_a_cancelled_health_check_does_not_mark_a_down_master_up(log_events: LogCapture) -> None:
+    """A load balancer that gives up on /_goto/health changes nothing: the master stays down, the
+    probe goes on for the other checks, and only its real answer marks the master up."""
+    store, master, _ = make()
+    store.get("x").addErrback(lambda _: None)
+    master.fail(MasterUnreachable("down", detail="refused"))
+    assert not store.master_reachable
+    leaving, staying = store.check_master(), store.check_master()
+    leaving.cancel()
+    assert failure_of(leaving).check(CancelledError)
+    assert not store.master_reachable
+    assert failure_of(store.get("y")).check(MasterUnreachable), "still failing fast"
+    master.fail(MasterUnreachable("down", detail="still refused"))
+    assert result_of(staying) is False
+    assert not store.master_reachable
+    again = store.check_master()
+    master.fail(KeyNotFound("no"))
+    assert result_of(again) is True
+    assert store.master_reachable
+    assert sum("unreachable" in m for m in log_events.messages()) == 1
+
+
+def test_only_a_real_answer_marks_the_master_up() -> None:
+    """A failure that did not come from the master (a caller's cancel, our own bug, a 503 of ours)
+    leaves a down master down."""
+    store, master, clock = make()
+    store.get("x").addErrback(lambda _: None)
+    master.fail(MasterUnreachable("down"))
+    for error in (CancelledError(), RuntimeError("bug"), StoreUnavailable("busy")):
+        clock.advance(1.0)
+        probe = store.get("y")
+        master.fail(error)
+        failure_of(probe)
+        assert not store.master_reachable, error
+
+
+def test_fail_fast_answers_carry_the_human_message_of_the_outage() -> None:
+    """While the master is down, the fast failures say what the first one said, not internals."""
+    store, master, _ = make()
+    store.get("x").addErrback(lambda _: None)
+    master.fail(MasterUnreachable("the service cannot reach its store right now", detail="errno 111"))
+    failure = failure_of(store.get("y"))
+    assert str(failure.value) == "the service cannot reach its store right now"
+    assert "111" not in str(failure.value)
+
+
+def test_drain_waits_for_calls_in_flight_and_mutes_the_outage_log(log_events: LogCapture) -> None:
+    """drain() fires once the master's calls are answered; a master lost during our own shutdown is
+    logged at info level, not as an outage (error)."""
+    store, master, _ = make()
+    add, lookup = store.put("http://a.example/"), store.get("k")
+    drained = store.drain(5.0)
+    assert not has_fired(drained)
+    master.answer("7")
+    assert result_of(add) == "7"
+    assert not has_fired(drained)
+    master.fail(MasterUnreachable("gone", detail="connection lost"))
+    failure_of(lookup)
+    assert has_fired(drained)
+    assert not [e for e in log_events.events if e.get("log_level") in (LogLevel.error, LogLevel.critical)]
+    assert result_of(store.drain(5.0)) is None, "nothing in flight: at once"

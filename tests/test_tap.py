@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
+from typing import Any
 
 import pytest
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IServiceMaker, MultiService
-from twisted.internet.testing import MemoryReactor
+from twisted.internet.error import CannotListenError
+from twisted.internet.testing import MemoryReactor, MemoryReactorClock
 from twisted.plugin import getPlugins
 from twisted.python import usage
 
+from goto_tw.errors import MasterUnreachable
+from goto_tw.metrics import Metrics
 from goto_tw.persistence import AppendLog
-from goto_tw.tap import Options, default_host, makeService
+from goto_tw.tap import Options, default_host, make_slave_store, makeService
+from tests.conftest import LogCapture
+from tests.helpers import failure_of, has_fired
 
 
 def parse(*args: str) -> Options:
@@ -76,7 +83,7 @@ def test_make_service_writer_first_then_listener(tmp_path: Path) -> None:
     assert isinstance(service, MultiService)
     children = list(service)
     assert isinstance(children[0], AppendLog)
-    assert isinstance(children[-1], StreamServerEndpointService)
+    assert [type(listener) for listener in children[-1]] == [StreamServerEndpointService]
     service.startService()
     assert len(reactor.tcpServers) == 1
     service.stopService()
@@ -91,39 +98,75 @@ def test_corrupt_data_file_stops_start_up_with_a_clear_message(tmp_path: Path) -
     assert f"{data}, line 2" in str(exited.value.code)
 
 
-def test_master_option_makes_a_slave_that_writes_no_file(tmp_path: Path) -> None:
-    """--master wires a ProxyStore and never touches the data file."""
+def test_master_option_makes_a_slave_that_writes_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--master wires a ProxyStore and never touches a data file (not even the default one)."""
+    monkeypatch.chdir(tmp_path)
     reactor = MemoryReactor()
-    data = tmp_path / "s.json"
-    service = makeService(parse("--master", "127.0.0.1:8081", "--file", str(data)), reactor=reactor)
+    service = makeService(parse("--master", "127.0.0.1:8081"), reactor=reactor)
     assert isinstance(service, MultiService)
     assert not any(isinstance(child, AppendLog) for child in service)
     service.startService()
     service.stopService()
-    assert not data.exists()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_slave_refuses_master_only_options() -> None:
-    """--rpc and --fsync make no sense on a slave; saying so beats silently ignoring them."""
-    for flag in ("--rpc", "--fsync"):
+    """--file, --rpc and --fsync make no sense on a slave; saying so beats silently ignoring them."""
+    for args in (["--rpc"], ["--fsync"], ["--file", "store.json"]):
         with pytest.raises(usage.UsageError, match="slave"):
-            parse("--master", "127.0.0.1:8081", flag)
+            parse("--master", "127.0.0.1:8081", *args)
+
+
+def test_master_data_file_defaults_to_store_json() -> None:
+    """Without --file a master uses store.json; given, it uses that file."""
+    assert parse()["file"] == "store.json"
+    assert parse("--file", "x.json")["file"] == "x.json"
 
 
 @pytest.mark.parametrize(
-    "args",
+    ("args", "option"),
     [
-        ["--master", "not a url"],
-        ["--cache-size", "0"],
-        ["--cache-size", "many"],
-        ["--rpc-timeout", "-1"],
-        ["--rpc-secret-file", "/nonexistent/secret"],
+        (["--master", "not a url"], "--master"),
+        (["--master", "garbage"], "--master"),
+        (["--master", ":::"], "--master"),
+        (["--master", "127.0.0.1:99999"], "--master"),
+        (["--master", "127.0.0.1:0"], "--master"),
+        (["--master", "http://:8081/RPC2"], "--master"),
+        (["--master", "http://[::1/RPC2"], "--master"),
+        (["--master", "http://[nonsense]:8081/RPC2"], "--master"),
+        (["--master", "ftp://127.0.0.1:8081/RPC2"], "--master"),
+        (["--master", "http://127.0.0.1:65536/RPC2"], "--master"),
+        (["--cache-size", "0"], "--cache-size"),
+        (["--cache-size", "-1"], "--cache-size"),
+        (["--cache-size", "many"], "--cache-size"),
+        (["--rpc-timeout", "-1"], "--rpc-timeout"),
+        (["--rpc-timeout", "nan"], "--rpc-timeout"),
+        (["--rpc-timeout", "inf"], "--rpc-timeout"),
+        (["--rpc-timeout", "1e9"], "--rpc-timeout"),
+        (["--rpc-secret-file", "/nonexistent/secret"], "--rpc-secret-file"),
     ],
 )
-def test_bad_option_values_are_usage_errors(args: list[str]) -> None:
+def test_bad_option_values_are_usage_errors(args: list[str], option: str) -> None:
     """Bad values are refused at start-up with a usage error naming the option."""
-    with pytest.raises(usage.UsageError):
+    with pytest.raises(usage.UsageError, match=option):
         parse(*args)
+
+
+@pytest.mark.parametrize(
+    ("given", "url"),
+    [
+        ("[::1]:8081", "http://[::1]:8081/RPC2"),
+        ("http://[::1]:8081/RPC2", "http://[::1]:8081/RPC2"),
+        ("no-such-master.invalid:8081", "http://no-such-master.invalid:8081/RPC2"),
+        ("127.0.0.1:65535", "http://127.0.0.1:65535/RPC2"),
+        ("https://m.example", "https://m.example/RPC2"),
+    ],
+)
+def test_master_forms_accepted(given: str, url: str) -> None:
+    """IPv6 masters (in brackets) and names that may resolve later are accepted at start-up."""
+    assert parse("--master", given)["master"] == url
 
 
 def test_secret_file_is_read_and_stripped(tmp_path: Path) -> None:
@@ -134,3 +177,47 @@ def test_secret_file_is_read_and_stripped(tmp_path: Path) -> None:
     secret.write_text("\n")
     with pytest.raises(usage.UsageError, match="printable"):
         parse("--rpc-secret-file", str(secret))
+
+
+class BusyReactor(MemoryReactor):
+    """A reactor on which every port is taken."""
+
+    def listenTCP(self, port: int, factory: Any, backlog: int = 50, interface: str = "") -> Any:
+        raise CannotListenError(interface, port, OSError(errno.EADDRINUSE, "Address already in use"))
+
+
+def test_busy_port_is_one_line_naming_the_option(tmp_path: Path) -> None:
+    """A port in use ends start-up with one line naming --http and the reason (no traceback)."""
+    service = makeService(
+        parse("--file", str(tmp_path / "s.json"), "--http", "tcp:8081"), reactor=BusyReactor()
+    )
+    with pytest.raises(SystemExit) as exited:
+        service.privilegedStartService()
+    assert exited.value.code == "goto: --http: cannot listen on tcp:8081: Address already in use"
+
+
+def test_unwritable_access_log_is_one_line_and_creates_no_data_file(tmp_path: Path) -> None:
+    """An access log that cannot be opened ends start-up with one line naming --access-log, before the
+    data file is created."""
+    data = tmp_path / "s.json"
+    with pytest.raises(SystemExit) as exited:
+        makeService(parse("--file", str(data), "--access-log", str(tmp_path / "no" / "access.log")))
+    assert str(exited.value.code).startswith("goto: --access-log: cannot open ")
+    assert "No such file or directory" in str(exited.value.code)
+    assert not data.exists()
+
+
+def test_ipv6_master_is_connected_to(log_events: LogCapture) -> None:
+    """With --master [::1]:PORT a slave's call opens a TCP connection to ::1 (it used to raise inside
+    the batch flush, leaving the caller waiting for ever)."""
+    reactor = MemoryReactorClock()
+    options = parse("--master", "[::1]:8081")
+    store = make_slave_store(options, reactor, MultiService(), Metrics("slave"))
+    call = store.get("abc")
+    reactor.advance(0)
+    [(host, port, *_)] = reactor.tcpClients
+    assert (host, port) == ("::1", 8081)
+    assert not has_fired(call)
+    reactor.advance(float(options["rpc-timeout"]) + 1)
+    assert failure_of(call).check(MasterUnreachable)
+    assert not [event for event in log_events.events if event.get("log_failure") is not None]

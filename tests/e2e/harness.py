@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from email.message import Message
 from pathlib import Path
 from types import TracebackType
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 #: The twistd of the interpreter running the tests, so the children run the code under test.
 TWISTD = Path(sys.executable).parent / "twistd"
@@ -552,3 +552,144 @@ class SilentServer:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class ClosedThenSilentServer(SilentServer):
+    """A loopback port that first refuses connections (bound, not listening: a stopped master) and,
+    after :meth:`silence`, accepts them and never answers (a hung master), counting them."""
+
+    def __init__(self) -> None:
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.settimeout(_POLL_INTERVAL)
+        self.port = self._listener.getsockname()[1]
+        self._accepted = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._accept_forever, name="silent-server", daemon=True)
+
+    def __enter__(self) -> ClosedThenSilentServer:
+        return self
+
+    def silence(self) -> None:
+        """Start accepting connections (and never answering them)."""
+        self._listener.listen(128)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop accepting and close the listener and every connection it holds."""
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join(STOP_TIMEOUT)
+        self._listener.close()
+        with self._lock:
+            for connection in self._accepted:
+                connection.close()
+
+
+class GatedMaster:
+    """A goto master's ``/RPC2`` served from the test process, whose answers wait for :meth:`release`.
+
+    It answers ``Store.Put`` with keys 0, 1, 2... (the same key for the same URL) and ``Store.Get``
+    from those, or fault 404, over HTTP/1.1 (``system.multicall`` too), as a real master does; but
+    every request waits (at most ``hold`` seconds) until the test releases the gate: a slow master
+    whose pace the test sets, so calls can be known to be in flight. :attr:`puts` counts the
+    ``Store.Put`` calls received so far.
+    """
+
+    def __init__(self, hold: float = 30.0) -> None:
+        import http.server
+
+        from goto_tw.keys import key_for_index
+
+        self.puts = 0
+        self._keys: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._gate = threading.Event()
+        master = self
+
+        def answer(method: str, params: list[object]) -> object:
+            if method == "Store.Put" and len(params) == 1 and isinstance(params[0], str):
+                with master._lock:
+                    master.puts += 1
+                    key = master._keys.setdefault(params[0], key_for_index(len(master._keys)))
+                return [key]
+            if method == "Store.Get" and len(params) == 1:
+                for url, key in master._keys.items():
+                    if key == params[0]:
+                        return [url]
+                return {"faultCode": 404, "faultString": "no link is stored under this key"}
+            return {"faultCode": 400, "faultString": "bad call"}
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                loaded: Any
+                loaded, method = xmlrpclib.loads(body)
+                params: list[Any] = list(loaded)
+                if method == "system.multicall":
+                    calls = params[0]
+                    result: Any = [answer(c["methodName"], list(c["params"])) for c in calls]
+                    response = xmlrpclib.dumps((result,), methodresponse=True)
+                else:
+                    single: Any = answer(method or "", params)
+                    if isinstance(single, dict):
+                        fault = xmlrpclib.Fault(single["faultCode"], single["faultString"])
+                        response = xmlrpclib.dumps(fault, methodresponse=True)
+                    else:
+                        assert isinstance(single, list)
+                        response = xmlrpclib.dumps((single[0],), methodresponse=True)
+                master._gate.wait(hold)
+                data = response.encode("utf-8")
+                self.send_response(200)
+                self.send_header("Content-Type", "text/xml")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port: int = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, name="gated-master", daemon=True)
+        self._thread.start()
+
+    def wait_for_puts(self, count: int, timeout: float = START_TIMEOUT) -> None:
+        """Wait until at least ``count`` ``Store.Put`` calls have arrived (their answers still held)."""
+        poll_until(lambda: True if self.puts >= count else None, timeout, f"{count} Store.Put calls")
+
+    def release(self) -> None:
+        """Let every held answer, and every later one, go."""
+        self._gate.set()
+
+    def close(self) -> None:
+        """Release everything and stop serving."""
+        self.release()
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> GatedMaster:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def refuses_connections(port: int) -> bool:
+    """Whether a connection to ``127.0.0.1:port`` is refused right now (nothing listens there)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(HTTP_TIMEOUT)
+        try:
+            probe.connect(("127.0.0.1", port))
+        except ConnectionRefusedError:
+            return True
+        return False

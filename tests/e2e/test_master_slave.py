@@ -11,25 +11,24 @@ master or need other options start their own processes through the ``goto_proces
 from __future__ import annotations
 
 import signal
-import time
 import urllib.parse
 import xmlrpc.client as xmlrpclib
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
 from goto_tw.keys import key_for_index
 
 from .harness import (
+    HTTP_TIMEOUT,
+    ClosedThenSilentServer,
     GotoProcess,
     GotoProcesses,
     Reply,
-    SilentServer,
     add_url,
     get,
     key_of,
@@ -42,16 +41,15 @@ MASTER_HOST = "master.test"
 A_HOST = "a.test"
 B_HOST = "b.test"
 
-#: ``--rpc-timeout`` of the slaves in the outage tests, and the bound on a fail-fast answer. The
-#: bound is about behaviour (no waiting for the master's timeout), not speed: kept generous.
-RPC_TIMEOUT = 2.0
-FAIL_FAST = 1.5
+#: ``--rpc-timeout`` of the slaves in the outage tests: far longer than a client here waits for any
+#: answer (``HTTP_TIMEOUT``), so a request that waited for the master's timeout fails the test by
+#: itself, whatever the speed of the machine; no latency is measured.
+RPC_TIMEOUT = 30.0
+assert RPC_TIMEOUT > 2 * HTTP_TIMEOUT
 #: Seconds a slave may take to notice that its master is back (it probes about once a second).
 RECOVERY_DEADLINE = 10.0
 #: Seconds for an unknown key to become visible once added (the negative cache keeps it 1 s).
 NEGATIVE_CACHE_DEADLINE = 5.0
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -85,13 +83,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     finally:
         hung = processes.stop_all()
     assert not hung, [process.output() for process in hung]
-
-
-def timed(call: Callable[[str], T], argument: str) -> tuple[T, float]:
-    """Return what ``call(argument)`` returns and the seconds it took."""
-    started = time.monotonic()
-    result = call(argument)
-    return result, time.monotonic() - started
 
 
 def shorten(process: GotoProcess, long_url: str, host: str) -> str:
@@ -265,9 +256,9 @@ def test_slaves_ride_out_a_master_restart(goto_processes: GotoProcesses, tmp_pat
     Before: pairs are added through A and through B, and B looks some of A's keys up (so caches
     differ). The master is stopped with SIGTERM (a clean exit). Meanwhile each slave still
     redirects every key it cached, and answers 503 with ``Retry-After`` for a stored key it has not
-    cached, for an unknown key (it cannot know) and for adds; after the first failure each of these
-    answers comes back in under 1.5 s although the slaves wait up to 2 s for the master
-    (``--rpc-timeout 2``). The master restarts on the same data file and port; without being
+    cached, for an unknown key (it cannot know) and for adds, each within the client's 5 s although
+    the slaves would wait 30 s for an answer (``--rpc-timeout 30``): no request waits for a timeout.
+    The master restarts on the same data file and port; without being
     touched, each slave accepts an uncached add again within 10 s. Then every key acknowledged
     before redirects through both slaves and the master, re-adding its URL through the other slave
     answers the same key, and the data file holds each key and each URL exactly once: exactly the
@@ -293,10 +284,9 @@ def test_slaves_ride_out_a_master_restart(goto_processes: GotoProcesses, tmp_pat
 
     uncached = {cluster.a: list(via_b.values()), cluster.b: uncached_on_b}
     for slave, host in ((cluster.a, A_HOST), (cluster.b, B_HOST)):
-        # The first failure may take up to the RPC timeout (here it is a refused connection).
-        first, first_seconds = timed(get, f"{slave.base_url}/{uncached[slave][0]}")
+        # The first failure is a refused connection: no timeout either.
+        first = get(f"{slave.base_url}/{uncached[slave][0]}")
         assert_unavailable(first, f"{slave.name}: first uncached look-up after the master stopped")
-        assert first_seconds < RPC_TIMEOUT + 3, (slave.name, first_seconds)
 
         for key in cached[slave]:
             assert_redirects(slave, key, url_of[key])
@@ -304,9 +294,7 @@ def test_slaves_ride_out_a_master_restart(goto_processes: GotoProcesses, tmp_pat
         targets = {"unknown key": "/zzzzzz", "add": add, "add again": add}
         targets.update({f"stored, uncached key {key}": f"/{key}" for key in uncached[slave]})
         for what, target in targets.items():
-            reply, seconds = timed(get, slave.base_url + target)
-            assert_unavailable(reply, f"{slave.name}: {what}")
-            assert seconds < FAIL_FAST, (slave.name, what, seconds)
+            assert_unavailable(get(slave.base_url + target), f"{slave.name}: {what}")
         for key in cached[slave]:
             assert_redirects(slave, key, url_of[key])
 
@@ -334,67 +322,75 @@ def test_slaves_ride_out_a_master_restart(goto_processes: GotoProcesses, tmp_pat
     for long_url, key in via_b.items():
         assert shorten(cluster.a, long_url, A_HOST) == key
 
+    for slave in (cluster.a, cluster.b):
+        assert "_HTTP11ClientFactory" not in slave.output(), "no Starting/Stopping factory lines per probe"
+        assert sum("master is unreachable" in line for line in slave.output().splitlines()) == 1
+
     records = read_records(data_file)
     assert [key for key, count in Counter(key for key, _ in records).items() if count > 1] == []
     assert [url for url, count in Counter(url for _, url in records).items() if count > 1] == []
     assert dict(records) == {**url_of, **recovered}
 
 
-def test_a_hung_master_costs_one_timeout_then_one_probe_per_second(goto_processes: GotoProcesses) -> None:
-    """A master that accepts connections and never answers makes a slave fail fast after one timeout.
+def test_a_silent_master_costs_one_probe_and_no_request_waits(goto_processes: GotoProcesses) -> None:
+    """Once a slave knows its master is down, a master that accepts connections and never answers
+    holds one probe at a time, and every other request is answered at once.
 
-    The first add waits for the slave's ``--rpc-timeout`` (1 s) and answers 503. For the next
-    2.5 s, four clients keep asking for uncached keys and adds: every answer is a 503 with
-    ``Retry-After``; the slave asks the master at most once a second (at most 3 new connections,
-    where waiting for the timeout on every request would make dozens), so all but those probes
-    answer at once.
+    The master's port first refuses connections (a stopped master): the first uncached look-up is a
+    503 and the slave marks the master down. Then the port accepts connections and never answers,
+    and the slave waits 30 s for an answer (``--rpc-timeout 30``). One request becomes the slave's
+    probe of the master and waits. While it waits, and while the master is still silent, 4 clients
+    make 40 more requests (uncached keys, adds): each is a 503 with ``Retry-After`` within the
+    client's 5 s, so none waited for the master; and the master saw exactly one connection: the probe.
     """
-    with SilentServer() as silent_master:
+    with ClosedThenSilentServer() as master:
         slave = goto_processes(
             "--master",
-            f"127.0.0.1:{silent_master.port}",
+            f"127.0.0.1:{master.port}",
             "--rpc-timeout",
-            "1",
+            str(RPC_TIMEOUT),
             data_file=None,
             host=A_HOST,
             name="slave",
         )
+        assert_unavailable(get(f"{slave.base_url}/{key_for_index(1000)}"), "look-up while the master refuses")
+        master.silence()
 
-        def add(long_url: str) -> Reply:
-            return add_url(slave.base_url, long_url)
+        def probe_once_allowed() -> list[Reply]:
+            # Ask until a request is let through to the master as the probe (about 1 s after the
+            # failure); that one waits until the master's connection is closed at the end.
+            replies: list[Reply] = []
+            while master.connections == 0:
+                replies.append(
+                    get(f"{slave.base_url}/{key_for_index(2000 + len(replies))}", timeout=3 * RPC_TIMEOUT)
+                )
+            return replies
 
-        first, first_seconds = timed(add, "http://example.com/hung/first")
-        assert_unavailable(first, "first add")
-        assert 0.9 <= first_seconds < 1 + FAIL_FAST, first_seconds
-        connections_before = silent_master.connections
-        assert connections_before >= 1
+        with ThreadPoolExecutor(max_workers=5) as pool:
+            prober = pool.submit(probe_once_allowed)
+            poll_until(lambda: True if master.connections else None, 10, "the slave to probe the master")
 
-        window_ends = time.monotonic() + 2.5
+            def client(number: int) -> list[Reply]:
+                replies = []
+                for request in range(10):
+                    if request % 2:
+                        replies.append(
+                            get(f"{slave.base_url}/{key_for_index(3000 + number * 100 + request)}")
+                        )
+                    else:
+                        replies.append(
+                            add_url(slave.base_url, f"http://example.com/silent/{number}/{request}")
+                        )
+                return replies
 
-        def client(number: int) -> list[float]:
-            seconds = []
-            request = 0
-            while time.monotonic() < window_ends:
-                request += 1
-                if request % 2:
-                    target = f"{slave.base_url}/{key_for_index(1000 + number * 10_000 + request)}"
-                    reply, took = timed(get, target)
-                else:
-                    url = f"http://example.com/hung/{number}/{request}"
-                    reply, took = timed(add, url)
-                assert_unavailable(reply, f"client {number}, request {request}")
-                seconds.append(took)
-                time.sleep(0.02)  # plenty of requests without flooding the slave's log
-            return seconds
-
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            answers = [took for seconds in pool.map(client, range(4)) for took in seconds]
-        probes = silent_master.connections - connections_before
-
-    slow = [took for took in answers if took >= FAIL_FAST / 3]
-    assert probes <= 3, (probes, len(answers))
-    assert len(slow) <= probes, (slow, probes)
-    assert len(answers) >= 40, answers
+            answers = [reply for replies in pool.map(client, range(4)) for reply in replies]
+            assert master.connections == 1, "only the probe reached the master"
+            assert not prober.done(), "the probe is still waiting: the master is still silent"
+            for number, reply in enumerate(answers):
+                assert_unavailable(reply, f"request {number} while the master is silent")
+            master.close()  # the probe's connection drops: it is answered too
+            assert all(reply.status == 503 for reply in prober.result())
+    assert len(answers) == 40
 
 
 # --- the shared secret ---------------------------------------------------------------------------

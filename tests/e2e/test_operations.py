@@ -77,6 +77,9 @@ def test_health_and_metrics_after_traffic(goto_processes: GotoProcesses, tmp_pat
     assert on_slave[("goto_adds_total", ())] == 1
     assert on_slave[("goto_cache_hits_total", ())] >= 3
     assert on_slave[("goto_rpc_call_seconds_count", (("method", "Store.Put"), ("outcome", "ok")))] == 1
+    # The health check's look-up of a reserved key is answered "unknown" by a healthy master: no error.
+    assert on_slave[("goto_rpc_call_seconds_count", (("method", "Store.Get"), ("outcome", "ok")))] >= 1
+    assert not [labels for (name, labels), _ in on_slave.items() if ("outcome", "error") in labels]
     assert (
         on_slave[("goto_http_requests_total", (("method", "GET"), ("route", "redirect"), ("status", "404")))]
         == 1

@@ -1,0 +1,107 @@
+"""How the services start and stop: listeners that fail start-up in one line, and a graceful stop.
+
+On SIGTERM ``twistd`` stops the service tree and waits for it. A graceful stop stops taking
+connections first, lets the requests already accepted finish (bounded), and only then flushes the
+access log and closes files and connection pools: :class:`StopInOrder` stops its children one after
+another, newest first, and :class:`DrainService` is the "let them finish" step between the two.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from twisted.application import strports
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IProtocolFactory, IReactorTime
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+log = Logger()
+
+
+def listening_service(option: str, description: str, factory: IProtocolFactory, reactor: Any) -> IService:
+    """A service listening on ``description``; start-up ends with one line naming ``option`` if it cannot.
+
+    ``strports.service`` fails start-up when the port cannot be opened (in use, no permission),
+    where a plain ``StreamServerEndpointService`` would only log it and keep running, serving
+    nothing; this turns its traceback into a message and exit status 1.
+    """
+    listener = _ExitIfCannotListen(option, description)
+    strports.service(description, factory, reactor=reactor).setServiceParent(listener)
+    return listener
+
+
+class _ExitIfCannotListen(MultiService):
+    """The parent of a listener: its ``CannotListenError`` at start-up becomes one line and exit 1."""
+
+    def __init__(self, option: str, description: str) -> None:
+        super().__init__()
+        self._option = option
+        self._description = description
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except CannotListenError as exc:
+            reason = getattr(exc.socketError, "strerror", None) or exc.socketError
+            raise SystemExit(
+                f"goto: {self._option}: cannot listen on {self._description}: {reason}"
+            ) from None
+
+
+class StopInOrder(MultiService):
+    """A ``MultiService`` that stops its children one at a time, newest first, each once the one
+    added after it has finished stopping.
+
+    ``MultiService`` stops them all at once; here the listeners (added last) stop first, the
+    requests they accepted are then let finish, and only then are the access log flushed and the
+    store's connections or files closed.
+    """
+
+    def stopService(self) -> Deferred[None]:
+        Service.stopService(self)
+        stopped: Deferred[None] = succeed(None)
+        for child in reversed(list(self)):
+            stopped.addCallback(_stop, child)
+        return stopped
+
+
+def _stop(_: object, child: IService) -> Deferred[None]:
+    """Stop ``child``; a failure to stop is logged and does not keep the others running."""
+    stopping: Deferred[None] = maybeDeferred(child.stopService)
+    return stopping.addErrback(_log_stop_failure, child)
+
+
+def _log_stop_failure(failure: Failure, child: IService) -> None:
+    log.failure("Failed to stop {service!r}", failure, service=child)
+
+
+class Drainable(Protocol):
+    """A store that can tell when the work it has accepted is done (a slave's ``ProxyStore``)."""
+
+    def drain(self, timeout: float) -> Deferred[None]:
+        """Fire once nothing is in flight, or after ``timeout`` seconds; never fail."""
+
+
+class DrainService(Service):
+    """On stop, waits until the calls that accepted requests are waiting on have finished (at most
+    ``timeout`` seconds), then two more reactor turns so their answers reach the clients' sockets
+    before the reactor drops every connection at shutdown.
+    """
+
+    def __init__(self, store: Drainable, clock: IReactorTime, timeout: float) -> None:
+        self._store = store
+        self._clock = clock
+        self._timeout = timeout
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        drained = self._store.drain(self._timeout)
+        # The answer of the last call is written in the turn it arrives; the turn after, the reactor
+        # sends it. Timed calls run before I/O in a turn, hence two turns.
+        drained.addCallback(lambda _: deferLater(self._clock, 0, lambda: None))
+        drained.addCallback(lambda _: deferLater(self._clock, 0, lambda: None))
+        return drained

@@ -1,0 +1,162 @@
+"""End to end, slaves under odd but legitimate configuration and at the edges of their life: an IPv6
+master, a master that does not resolve or is not a goto master, a port in use, a graceful stop."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+import twisted
+
+from .harness import (
+    GatedMaster,
+    GotoProcess,
+    GotoProcesses,
+    Reply,
+    add_url,
+    get,
+    key_of,
+    poll_until,
+    refuses_connections,
+)
+
+TWISTED_VERSION = tuple(int(part) for part in twisted.__version__.split(".")[:2])
+
+#: What a user of a slave is told while its master cannot be used (goto_tw.remote.UNREACHABLE_MESSAGE).
+HUMAN_503 = "the service cannot reach its store right now; try again shortly\n"
+
+
+def assert_human_503(reply: Reply, what: str) -> None:
+    """A 503 with ``Retry-After`` whose body is the short human message, no internals."""
+    assert reply.status == 503, (what, reply)
+    assert reply.headers["Retry-After"] is not None and int(reply.headers["Retry-After"]) > 0, (what, reply)
+    assert reply.text == HUMAN_503, (what, reply)
+
+
+def error_lines(process: GotoProcess) -> list[str]:
+    """The lines a process logged at error level or worse, and any traceback."""
+    return [
+        line
+        for line in process.output().splitlines()
+        if re.search(r"#(error|critical)\]", line) or "Traceback" in line or "Unhandled" in line
+    ]
+
+
+def test_an_ipv6_master_serves_slaves(goto_processes: GotoProcesses, tmp_path: Path) -> None:
+    """A master listening on ::1 only serves slaves started with ``--master [::1]:PORT`` and with
+    ``--master http://[::1]:PORT/RPC2``: an add through one redirects through the other."""
+    master = goto_processes(
+        "--rpc", data_file=tmp_path / "data.json", http=r"tcp6:0:interface=\:\:1", name="master"
+    )
+    a = goto_processes("--master", f"[::1]:{master.port}", data_file=None, host="a.test", name="slave-a")
+    b = goto_processes(
+        "--master", f"http://[::1]:{master.port}/RPC2", data_file=None, host="b.test", name="slave-b"
+    )
+    reply = add_url(a.base_url, "https://example.org/over-ipv6")
+    assert reply.status == 200, (reply, a.output())
+    key = key_of(reply.text, "a.test")
+    reply = get(f"{b.base_url}/{key}")
+    assert (reply.status, reply.headers["Location"]) == (302, "https://example.org/over-ipv6"), b.output()
+    assert get(f"{b.base_url}/_goto/health").status == 200
+    assert error_lines(a) == [] and error_lines(b) == []
+
+
+def test_a_master_name_that_does_not_resolve_is_an_unreachable_master(goto_processes: GotoProcesses) -> None:
+    """``--master no-such-master.invalid:8081``: adds and uncached keys answer 503 with Retry-After
+    and the human message (not a 500), and the log says "master unreachable" once, with the cause."""
+    slave = goto_processes(
+        "--master", "no-such-master.invalid:8081", "--rpc-timeout", "3", data_file=None, name="slave"
+    )
+    for attempt in range(3):
+        assert_human_503(add_url(slave.base_url, f"http://example.com/dns/{attempt}"), "add")
+        assert_human_503(get(f"{slave.base_url}/abc{attempt}"), "uncached key")
+    lines = [line for line in slave.output().splitlines() if "master is unreachable" in line]
+    assert len(lines) == 1, slave.output()
+    assert "no-such-master.invalid" in lines[0]
+    assert "Traceback" not in slave.output()
+
+
+def test_a_master_without_rpc_is_logged_once_with_the_cause(
+    goto_processes: GotoProcesses, tmp_path: Path
+) -> None:
+    """A slave pointed at a goto master started without ``--rpc`` (its /RPC2 is a 404) answers users
+    a human 503 and logs the cause once, with the hint an operator needs."""
+    master = goto_processes(data_file=tmp_path / "data.json", name="master-without-rpc")
+    slave = goto_processes("--master", f"127.0.0.1:{master.port}", data_file=None, name="slave")
+    for attempt in range(3):
+        assert_human_503(add_url(slave.base_url, f"http://example.com/no-rpc/{attempt}"), "add")
+        assert_human_503(get(f"{slave.base_url}/abc{attempt}"), "uncached key")
+    expected = f"the master answered HTTP 404 at http://127.0.0.1:{master.port}/RPC2: is it a goto master started with --rpc?"
+    lines = [line for line in slave.output().splitlines() if expected in line]
+    assert len(lines) == 1, slave.output()
+    assert "#error]" in lines[0]
+
+
+@pytest.mark.parametrize("role", ["master", "slave"])
+def test_a_busy_port_is_one_clear_line_and_exit_1(
+    goto_processes: GotoProcesses, tmp_path: Path, role: str
+) -> None:
+    """A port already in use ends start-up with one line naming --http and the reason, exit status 1,
+    and no traceback."""
+    holder = goto_processes(data_file=tmp_path / "data.json", name="holder")
+    endpoint = f"tcp:{holder.port}:interface=127.0.0.1"
+    args = ("--master", f"127.0.0.1:{holder.port}") if role == "slave" else ()
+    data_file = tmp_path / "second.json" if role == "master" else None
+    second = goto_processes(*args, data_file=data_file, http=endpoint, name=f"second-{role}", wait=False)
+    assert second.wait_exit() == 1
+    output = second.output()
+    assert f"goto: --http: cannot listen on {endpoint}: Address already in use" in output, output
+    assert "Traceback" not in output, output
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (("--master", "garbage"), "--master"),
+        (("--master", "127.0.0.1:99999"), "--master"),
+        (("--master", ":::"), "--master"),
+        (("--master", "127.0.0.1:8081", "--rpc-timeout", "nan"), "--rpc-timeout"),
+        (("--master", "127.0.0.1:8081", "--file", "store.json"), "--file"),
+        (("--cache-size", "-1"), "--cache-size"),
+    ],
+)
+def test_nonsense_options_are_refused_at_start_up(
+    goto_processes: GotoProcesses, args: tuple[str, ...], option: str
+) -> None:
+    """Nonsense is refused before anything runs: a message naming the option, and exit status 1
+    (twistd of Twisted 25, which PyPy 3.9 gets, exits with 0 after any usage error)."""
+    process = goto_processes(*args, data_file=None, name="refused", wait=False)
+    status = process.wait_exit()
+    assert status == 1 or (status == 0 and TWISTED_VERSION < (26,)), status
+    output = process.output()
+    assert "Site starting" not in output
+    assert option in output.split("Usage:")[0] + output.split("\n\n")[-1], output
+    assert "Traceback" not in output, output
+
+
+def test_sigterm_lets_accepted_adds_finish(goto_processes: GotoProcesses) -> None:
+    """A slave stopped while adds wait for a slow master stops listening at once, answers every add
+    it accepted with its key once the master answers, then exits cleanly with no error logged."""
+    with GatedMaster() as master:
+        slave = goto_processes("--master", f"127.0.0.1:{master.port}", data_file=None, name="slave")
+        urls = [f"http://example.com/deploy/{i}" for i in range(4)]
+        with ThreadPoolExecutor(max_workers=len(urls)) as pool:
+            adds = [pool.submit(add_url, slave.base_url, url, timeout=30) for url in urls]
+            master.wait_for_puts(len(urls))  # every add is in flight: accepted, waiting on the master
+            os.kill(slave.pid, signal.SIGTERM)
+            poll_until(
+                lambda: True if refuses_connections(slave.port) else None, 5, "the slave to stop listening"
+            )
+            assert slave.returncode is None, "still running: waiting for the adds it accepted"
+            master.release()
+            replies = [add.result() for add in adds]
+        assert [reply.status for reply in replies] == [200] * len(urls), (replies, slave.output())
+        assert len({key_of(reply.text) for reply in replies}) == len(urls)
+        assert slave.wait_exit() == -signal.SIGTERM
+    assert error_lines(slave) == [], slave.output()
+    assert "unreachable" not in slave.output()
