@@ -16,7 +16,14 @@ from goto_tw.errors import GotoError, InvalidURL
 from goto_tw.interfaces import IURLStore
 from goto_tw.keys import is_valid_key
 from goto_tw.urls import validate_url
-from goto_tw.web import PlainResource, respond_when_ready, retry_after_header, write_json_body, write_problem
+from goto_tw.web import (
+    PlainResource,
+    respond_when_ready,
+    retry_after_header,
+    short_url,
+    write_json_body,
+    write_problem,
+)
 
 #: Largest request body accepted, in bytes: a 4 KiB URL plus JSON framing fits with room to spare.
 MAX_BODY_BYTES = 16 * 1024
@@ -95,7 +102,7 @@ class LinksResource(PlainResource):
 
         def created(key: str) -> None:
             request.setHeader(b"location", f"/api/v1/links/{key}".encode("ascii"))
-            write_json(request, 201, {"key": key, "url": url, "short_url": f"http://{self._host}/{key}"})
+            write_json(request, 201, {"key": key, "url": url, "short_url": short_url(self._host, key)})
 
         return respond_when_ready(request, self._store.put(url), created, on_error=write_error_problem)
 

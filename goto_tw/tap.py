@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 import sys
@@ -79,10 +80,40 @@ def positive(kind: type[int] | type[float], option: str, maximum: float | None =
     return coerce
 
 
+#: ``--host``: an optional http(s) scheme, a host name, IPv4 address or bracketed IPv6 address, an
+#: optional port; nothing else (no user, path, query or fragment).
+_SHORT_ORIGIN = re.compile(
+    r"(?:(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://)?"
+    r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)"
+    r"(?::(?P<port>[0-9]{1,5}))?/?"
+)
+
+
+def parse_host(value: str) -> str:
+    """Accept ``[http://|https://]HOST[:PORT]`` for ``--host``; return it with its scheme (default http).
+
+    Short links over https are what public shorteners hand out; a value that is not an origin
+    (``https://https://x``, a path, a user, a port out of range) is refused at start-up rather than
+    written into every link.
+    """
+    match = _SHORT_ORIGIN.fullmatch(value)
+    scheme = (match.group("scheme") or "http").lower() if match else ""
+    port = match.group("port") if match else None
+    if match is None or scheme not in ("http", "https") or (port is not None and not 0 < int(port) < 65536):
+        raise usage.UsageError(f"--host: expected [http:// or https://]HOST[:PORT], not {value!r}")
+    host = match.group("host")
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise usage.UsageError(f"--host: not an IPv6 address: {host!r}") from None
+    return f"{scheme}://{host}" + (f":{port}" if port is not None else "")
+
+
 def default_host(endpoint: str) -> str:
-    """Guess the ``HOST[:PORT]`` of short URLs from the listening endpoint: ``localhost:PORT``."""
+    """Guess the origin of short URLs from the listening endpoint: ``http://localhost:PORT``."""
     match = re.match(r"^(?:tcp6?|ssl):(?:port=)?(\d+)", endpoint) or re.search(r":port=(\d+)", endpoint)
-    return f"localhost:{match.group(1)}" if match else "localhost"
+    return f"http://localhost:{match.group(1)}" if match else "http://localhost"
 
 
 def read_secret(path: str) -> bytes:
@@ -122,7 +153,13 @@ class Options(usage.Options):
             f"Master: data file (one JSON record per line), loaded at start, appended to "
             f"[default: {DEFAULT_DATA_FILE}].",
         ],
-        ["host", None, None, "HOST[:PORT] written into short URLs [default: localhost:<http port>]."],
+        [
+            "host",
+            None,
+            None,
+            "[http://|https://]HOST[:PORT] of short URLs (http://HOST/KEY) [default: http://localhost:<http port>].",
+            parse_host,
+        ],
         [
             "master",
             None,

@@ -100,6 +100,12 @@ def form_page() -> bytes:
     )
 
 
+def short_url(origin: str, key: str) -> str:
+    """The short link of ``key``: ``ORIGIN/KEY``, where ``origin`` is ``--host`` as checked at start-up
+    (``https://go.example``), or a bare ``HOST[:PORT]`` (then over ``http``, as goto's are)."""
+    return f"{origin}/{key}" if "://" in origin else f"http://{origin}/{key}"
+
+
 def write_text(request: Request, status: int, text: str, headers: dict[bytes, bytes] | None = None) -> None:
     """Answer ``status`` with a short plain-text body and finish the request."""
     body = text.encode("utf-8") + b"\n"
@@ -286,7 +292,7 @@ class AddResource(PlainResource):
         return self._form
 
     def _answer(self, request: Request, key: str) -> None:
-        write_text(request, http.OK, f"http://{self._host}/{key}")
+        write_text(request, http.OK, short_url(self._host, key))
 
 
 class RedirectResource(PlainResource):
@@ -456,7 +462,7 @@ class FastAnswers:
             return answer(InvalidURL.http_status, NOT_UTF8)
 
         def stored(key: str) -> FastAnswer:
-            return answer(200, f"http://{self._host}/{key}")
+            return answer(200, short_url(self._host, key))
 
         def failed(failure: Failure) -> FastAnswer:
             error = failure.value

@@ -62,14 +62,49 @@ def test_bad_endpoint_is_a_usage_error() -> None:
         parse("--http", "nonsense:1")
 
 
-def test_explicit_host_wins() -> None:
-    """--host is written into short URLs as given."""
-    assert parse("--host", "go.example.com")["host"] == "go.example.com"
+@pytest.mark.parametrize(
+    ("given", "origin"),
+    [
+        ("go.example.com", "http://go.example.com"),
+        ("go.example.com:8080", "http://go.example.com:8080"),
+        ("https://go.example.com", "https://go.example.com"),
+        ("HTTPS://go.example.com:8443/", "https://go.example.com:8443"),
+        ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+        ("[::1]:8080", "http://[::1]:8080"),
+    ],
+)
+def test_explicit_host_is_the_origin_of_short_urls(given: str, origin: str) -> None:
+    """--host takes an optional http(s) scheme (default http) and becomes the short links' origin."""
+    assert parse("--host", given)["host"] == origin
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "https://https://go.example.com",
+        "ftp://go.example.com",
+        "go.example.com/path",
+        "user@go.example.com",
+        "go.example.com:0",
+        "go.example.com:65536",
+        "[zz::1]:80",
+        "go example",
+        "",
+    ],
+)
+def test_a_host_that_is_not_an_origin_is_a_usage_error(bad: str) -> None:
+    """A --host that would make broken links (``http://https://...``) is refused, naming the option."""
+    with pytest.raises(usage.UsageError, match="--host"):
+        parse("--host", bad)
 
 
 @pytest.mark.parametrize(
     ("endpoint", "host"),
-    [("tcp:80", "localhost:80"), ("tcp:port=81:interface=::1", "localhost:81"), ("unix:/tmp/s", "localhost")],
+    [
+        ("tcp:80", "http://localhost:80"),
+        ("tcp:port=81:interface=::1", "http://localhost:81"),
+        ("unix:/tmp/s", "http://localhost"),
+    ],
 )
 def test_default_host_from_endpoint(endpoint: str, host: str) -> None:
     """The default host names the port the service listens on, where there is one."""

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from http.client import HTTPException
 from pathlib import Path
 
-from .harness import DEFAULT_HOST, GotoProcess, GotoProcesses, add_url, get, key_of
+from .harness import DEFAULT_HOST, GotoProcess, GotoProcesses, add_url, get, key_of, request
 
 
 def read_data_file(path: Path) -> dict[str, str]:
@@ -239,6 +239,33 @@ def test_short_urls_name_the_configured_host(goto_processes: GotoProcesses, tmp_
     assert reply.status == 200
     assert key_of(reply.text, "go.example:8443") == "0"
     assert DEFAULT_HOST not in reply.text
+
+
+def test_short_urls_over_https(goto_processes: GotoProcesses, tmp_path: Path) -> None:
+    """``--host https://HOST`` hands out https short links, in the form answer and in the JSON API."""
+    process = goto_processes(data_file=tmp_path / "data.json", host="https://go.example.com")
+    reply = add_url(process.base_url, "http://example.com/")
+    assert (reply.status, reply.text) == (200, "https://go.example.com/0\n")
+    created = request(
+        "POST",
+        process.base_url + "/api/v1/links",
+        body=json.dumps({"url": "http://example.com/b"}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    assert created.status == 201
+    assert json.loads(created.body)["short_url"] == "https://go.example.com/1"
+
+
+def test_a_host_that_is_not_an_origin_is_refused(goto_processes: GotoProcesses, tmp_path: Path) -> None:
+    """``--host https://https://x`` (or a path, a user...) stops start-up naming the option."""
+    process = goto_processes(
+        data_file=tmp_path / "data.json", host="https://https://go.example.com", wait=False
+    )
+    process.wait_exit()  # twistd's status for a usage error is 1 on Twisted 26, 0 on Twisted 25
+    output = process.output()
+    assert "--host: expected [http:// or https://]HOST[:PORT]" in output, output
+    assert process.ports() == [], output
+    assert not (tmp_path / "data.json").exists()
 
 
 def test_busy_port_leaves_no_data_file_behind(goto_processes: GotoProcesses, tmp_path: Path) -> None:
