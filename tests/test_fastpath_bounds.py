@@ -390,7 +390,7 @@ class SmallSendBuffer(StringTransport):
 
     def drain(self) -> bytes:
         """The client reads everything; the transport resumes its producer."""
-        data = self.value()
+        data: bytes = self.value()
         self.clear()
         if self.blocked:
             self.blocked = False
