@@ -16,7 +16,8 @@ Throughput scenarios (``wrk -t1 -c50``, Lua scripts in ``bench/lua/``, each one 
 - ``b``: redirect on the master; ``b-nolog``: the same with ``--access-log none``;
 - ``e``: uncached redirect through a slave with ``--cache-size 1``: nearly every GET is a cache miss
   and a ``Store.Get`` to the master (slave and master both count as the server);
-- ``c``: durable add on the master (``POST /add``, every URL new); ``d``: the same through a slave.
+- ``c``: durable add on the master (``POST /add``, every URL new, synced: the default);
+  ``c-nofsync``: the same with ``--no-fsync``; ``d``: the same through a slave.
 
 The redirect scenarios cycle through ``--keys`` keys (the master's data file holds exactly those).
 
@@ -302,6 +303,11 @@ def throughput(settings: Settings, python: Path, tmp: Path, stack: contextlib.Ex
         "master-nolog",
         goto_command(twistd, "--file", str(quiet_data), "--host", HOST, "--access-log", "none"),
     )
+    unsynced_data = tmp / "store-nofsync.json"
+    shutil.copyfile(data, unsynced_data)
+    unsynced, unsynced_port = start(
+        "master-nofsync", goto_command(twistd, "--file", str(unsynced_data), "--host", HOST, "--no-fsync")
+    )
     ref, ref_port = start("reference", [str(python), str(REFERENCE_SERVER), "--data", str(data)])
     ref_quiet, ref_quiet_port = start(
         "reference-nolog", [str(python), str(REFERENCE_SERVER), "--data", str(data), "--no-access-log"]
@@ -316,6 +322,7 @@ def throughput(settings: Settings, python: Path, tmp: Path, stack: contextlib.Ex
     ]:
         check_redirect(port, settings.keys - 1, what)
     check_add(master_port, "master")
+    check_add(unsynced_port, "master --no-fsync")
     check_add(slave_port, "slave")
 
     print(f"warming the slave's cache with all {settings.keys:,} keys...", file=sys.stderr)
@@ -367,6 +374,7 @@ def throughput(settings: Settings, python: Path, tmp: Path, stack: contextlib.Ex
             small_port,
         ),
         Scenario("c", "c) durable add, master", "add", master_port, "add.lua", [], [master]),
+        Scenario("c-nofsync", "c) add, master --no-fsync", "add", unsynced_port, "add.lua", [], [unsynced]),
         Scenario("d", "d) add through slave", "add", slave_port, "add.lua", [], [slave, master], slave_port),
     ]
     for scenario in scenarios:
