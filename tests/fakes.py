@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
@@ -32,3 +34,24 @@ class ManualLog:
         waiting, self.appended = self.appended, []
         for _, _, done in waiting:
             done.errback(StoreUnavailable("writing the data file failed: disk full"))
+
+
+class ManualThreads:
+    """Stands in for the thread pool: runs each job when the test says so, in order."""
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[Callable[[], None], Deferred[None]]] = []
+
+    def __call__(self, job: Callable[[], None]) -> Deferred[None]:
+        done: Deferred[None] = Deferred()
+        self.jobs.append((job, done))
+        return done
+
+    def run_next(self) -> None:
+        job, done = self.jobs.pop(0)
+        try:
+            job()
+        except Exception:
+            done.errback()
+        else:
+            done.callback(None)

@@ -14,7 +14,7 @@ from goto_tw.store import URLStore
 from goto_tw.tap import make_root
 from tests.conftest import LogCapture
 from tests.fakes import ManualLog
-from tests.wire import Connection
+from tests.wire import Connection, goto_site
 
 URLS = {"abc": "https://a.example/x?y=1", "Z9": "http://b.example/"}
 
@@ -22,16 +22,7 @@ URLS = {"abc": "https://a.example/x?y=1", "Z9": "http://b.example/"}
 def make_site(fast: bool, log: ManualLog | None = None) -> tuple[GotoSite, Metrics]:
     """A site over the same store, with the fast path on or off (the general path only); with a
     ``log``, the store's writes wait for the test."""
-    store = URLStore(dict(URLS), log)
-    metrics = Metrics("master")
-    site = GotoSite(
-        make_root(store, "go.example", metrics),
-        metrics,
-        reactor=Clock(),
-        store=store if fast else None,
-        host="go.example",
-    )
-    return site, metrics
+    return goto_site(URLStore(dict(URLS), log), fast=fast)
 
 
 def normalized(answer: bytes) -> bytes:

@@ -20,7 +20,7 @@ from goto_tw.store import URLStore
 from goto_tw.tap import make_root
 from tests.conftest import LogCapture
 from tests.fakes import ManualLog
-from tests.wire import CLIENT, Connection
+from tests.wire import CLIENT, Connection, goto_site
 
 GET = b"GET /abc HTTP/1.1\r\nHost: go.example\r\n\r\n"
 FORM = b"url=https%3A%2F%2Fnew.example%2F"
@@ -34,16 +34,9 @@ IDLE_TIMEOUT = 60
 def pending_site(fast: bool = True) -> tuple[GotoSite, ManualLog, Metrics, Clock]:
     """A site over a store whose writes wait for the test (adds stay owed until then)."""
     log = ManualLog()
-    store = URLStore({"abc": "https://a.example/x"}, log)
-    metrics = Metrics("master")
     clock = Clock()
-    site = GotoSite(
-        make_root(store, "go.example", metrics),
-        metrics,
-        reactor=clock,
-        store=store if fast else None,
-        host="go.example",
-        timeout=IDLE_TIMEOUT,
+    site, metrics = goto_site(
+        URLStore({"abc": "https://a.example/x"}, log), fast=fast, clock=clock, timeout=IDLE_TIMEOUT
     )
     return site, log, metrics, clock
 
@@ -169,15 +162,7 @@ class DictStore:
 
 
 def dict_site(store: DictStore, fast: bool = True) -> tuple[GotoSite, Metrics]:
-    metrics = Metrics("master")
-    site = GotoSite(
-        make_root(store, "go.example", metrics),
-        metrics,
-        reactor=Clock(),
-        store=store if fast else None,
-        host="go.example",
-    )
-    return site, metrics
+    return goto_site(store, fast=fast)
 
 
 class RaisingAccessLog:

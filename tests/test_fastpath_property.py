@@ -17,7 +17,7 @@ from goto_tw.site import GotoSite
 from goto_tw.store import URLStore
 from goto_tw.tap import make_root
 from tests.fakes import ManualLog
-from tests.wire import Connection
+from tests.wire import Connection, goto_site
 
 URLS = {"abc": "https://a.example/x?y=1", "Z9": "http://b.example/", "1": "https://c.example/" + "p" * 3000}
 KEYS = [*URLS, "nope", "7", "2", "add", "_goto"]
@@ -100,15 +100,7 @@ def conversations(draw: st.DrawFn) -> tuple[list[bytes], list[bool]]:
 def converse(fast: bool, chunks: list[bytes], complete_after: list[bool]) -> tuple[bytes, bool]:
     """Play a conversation against a fresh site; return the answer bytes and whether it closed."""
     log = ManualLog()
-    store = URLStore(dict(URLS), log)
-    metrics = Metrics("master")
-    site = GotoSite(
-        make_root(store, "go.example", metrics),
-        metrics,
-        reactor=Clock(),
-        store=store if fast else None,
-        host="go.example",
-    )
+    site, _ = goto_site(URLStore(dict(URLS), log), fast=fast)
     connection = Connection(site)
     for chunk, complete in zip(chunks, complete_after):
         connection.send(chunk)

@@ -30,6 +30,7 @@ from goto_tw.persistence import (
 from goto_tw.store import URLStore
 from goto_tw.tap import Options, make_master_store
 from tests.conftest import LogCapture
+from tests.fakes import ManualThreads
 from tests.helpers import failure_of, has_fired, result_of
 
 
@@ -195,27 +196,6 @@ def test_a_stop_after_a_power_loss_keeps_the_bound_past_every_lost_key() -> None
     clock = Clock()
     store, _ = start_master(disk, clock)
     assert add(store, clock, "http://new/") not in lost
-
-
-class ManualThreads:
-    """Stands in for the thread pool: runs each job when the test says so, in order."""
-
-    def __init__(self) -> None:
-        self.jobs: list[tuple[Callable[[], None], Deferred[None]]] = []
-
-    def __call__(self, job: Callable[[], None]) -> Deferred[None]:
-        done: Deferred[None] = Deferred()
-        self.jobs.append((job, done))
-        return done
-
-    def run_next(self) -> None:
-        job, done = self.jobs.pop(0)
-        try:
-            job()
-        except Exception:
-            done.errback()
-        else:
-            done.callback(None)
 
 
 # --- the bound file --------------------------------------------------------------------------------

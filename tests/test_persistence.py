@@ -7,13 +7,12 @@ import fcntl
 import json
 import os
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 
 from goto_tw.errors import InvalidURL, StoreUnavailable
@@ -33,6 +32,7 @@ from goto_tw.tap import make_master_store
 from goto_tw.urlmap import URLMap
 from goto_tw.urls import validate_url
 from tests.conftest import LogCapture
+from tests.fakes import ManualThreads
 from tests.helpers import failure_of, has_fired, result_of
 
 
@@ -197,27 +197,6 @@ class FaultyFile(OSRecordFile):
     def sync(self) -> None:
         self.syncs += 1
         super().sync()
-
-
-class ManualThreads:
-    """Stands in for the thread pool: runs each job when the test says so, in order."""
-
-    def __init__(self) -> None:
-        self.jobs: list[tuple[Callable[[], None], Deferred[None]]] = []
-
-    def __call__(self, job: Callable[[], None]) -> Deferred[None]:
-        done: Deferred[None] = Deferred()
-        self.jobs.append((job, done))
-        return done
-
-    def run_next(self) -> None:
-        job, done = self.jobs.pop(0)
-        try:
-            job()
-        except Exception:
-            done.errback()
-        else:
-            done.callback(None)
 
 
 def started_log(record_file: OSRecordFile, clock: Clock, **kwargs: object) -> AppendLog:

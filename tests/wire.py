@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.web.server import Site
+
+from goto_tw.interfaces import IURLStore
+from goto_tw.metrics import Metrics
+from goto_tw.site import GotoSite
+from goto_tw.tap import make_root
 
 CLIENT = IPv4Address("TCP", "192.0.2.7", 40000)
 
@@ -32,3 +40,20 @@ def exchange(site: Site, data: bytes) -> bytes:
     connection = Connection(site)
     connection.send(data)
     return connection.received()
+
+
+def goto_site(
+    store: IURLStore, *, fast: bool = True, clock: Any = None, host: str = "go.example", **site: Any
+) -> tuple[GotoSite, Metrics]:
+    """goto's site over ``store`` (a master's), with the fast path on or off (then every request
+    takes twisted.web's general path); ``site`` are further ``GotoSite`` arguments."""
+    metrics = Metrics("master")
+    built = GotoSite(
+        make_root(store, host, metrics),
+        metrics,
+        reactor=clock if clock is not None else Clock(),
+        store=store if fast else None,
+        host=host,
+        **site,
+    )
+    return built, metrics
