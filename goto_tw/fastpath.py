@@ -74,7 +74,7 @@ _HEADER_LINES = (
     rb"|[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[ \t]*\r\n)*)\r\n"
 )
 #: A redirect head: group 1 the method, 2 the key, 3 the header lines.
-_SIMPLE_GET = re.compile(rb"(GET|HEAD) /([0-9A-Za-z]{1,64}) HTTP/1\.1\r\n" + _HEADER_LINES)
+_SIMPLE_GET = re.compile(rb"(GET|HEAD) /([0-9A-Za-z_-]{1,64}) HTTP/1\.1\r\n" + _HEADER_LINES)
 #: An add head: group 1 the method, 2 the target, 3 the header lines.
 _SIMPLE_ADD = re.compile(rb"(GET|POST) (/add(?:\?[\x21-\x7e]*)?) HTTP/1\.1\r\n" + _HEADER_LINES)
 

@@ -20,7 +20,7 @@ from twisted.web import xmlrpc
 from twisted.web.server import NOT_DONE_YET, Request
 
 from goto_tw.errors import GotoError, KeyNotFound, NotAuthorized
-from goto_tw.interfaces import IURLStore
+from goto_tw.interfaces import ILinkAdder, IURLStore
 from goto_tw.keys import is_valid_key
 from goto_tw.web import PlainResource
 from goto_tw.xmlrpcbody import RefusedBody, parse_call
@@ -62,9 +62,29 @@ class StoreHandler(xmlrpc.XMLRPC):
         return self._store.get(key).addErrback(_as_fault)
 
     def xmlrpc_Put(self, *args: Any) -> Deferred[str]:
-        """Store the URL (once durable) and return its key; fault 400 for a refused URL."""
+        """Store the URL (once durable) and return its key; fault 400 for a refused URL.
+
+        ``Store.Put(url, key)`` stores it under that custom key: fault 409 if the key holds another
+        URL, 400 for a key the service could not serve (plain ``Store.Put(url)`` is unchanged).
+        """
+        if len(args) == 2:
+            return self._add(args).addCallback(lambda added: added["key"])
         url = _single_string(args, "URL")
         return self._store.put(url).addErrback(_as_fault)
+
+    def xmlrpc_Add(self, *args: Any) -> Deferred[dict[str, Any]]:
+        """``Store.Add(url, key)`` -> ``{"key": K, "new": B}``: a custom key (``""`` for a counter key),
+        and whether the link is new (the JSON API answers 201 or 200 by it). Faults as ``Store.Put``."""
+        return self._add(args)
+
+    def _add(self, args: tuple[Any, ...]) -> Deferred[dict[str, Any]]:
+        if len(args) != 2 or not all(isinstance(arg, str) for arg in args):
+            raise xmlrpc.Fault(BAD_ARGUMENTS, "expected two string arguments, the URL and the key")
+        adder = ILinkAdder(self._store, None)
+        if adder is None:
+            raise xmlrpc.Fault(BAD_ARGUMENTS, "this store takes no custom keys")
+        added = adder.add(args[0], args[1] or None)
+        return added.addCallbacks(lambda result: {"key": result[0], "new": result[1]}, _as_fault)
 
 
 class SystemHandler(xmlrpc.XMLRPC):

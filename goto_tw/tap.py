@@ -315,7 +315,7 @@ def make_master_store(
         resume_index=data.next_index,
     )
     record_log.setServiceParent(parent)
-    return URLStore(data.urls, record_log, next_index=data.next_index)
+    return URLStore(data.urls, record_log, next_index=data.next_index, clock=reactor)
 
 
 def make_slave_store(

@@ -1,0 +1,496 @@
+"""Click statistics: counting redirects cheaply, sending a slave's counts to its master in batches,
+and keeping a master's totals durable in a companion file.
+
+- :class:`ClickCounter` is what the redirect path calls: one dict increment per click, nothing else
+  (no allocation, no I/O, no lock). Its pending counts are taken as a whole by whoever flushes them.
+- :class:`ClickForwarder` (slave) sends the pending counts to the master at most once a second as
+  one ``Store.Clicks({key: count})`` call: nothing per click goes over the network. A batch the
+  master does not acknowledge is merged back and sent again with the next one.
+- :class:`ClickBook` (master) holds the totals (an ``array`` slot per counter key, a dict for custom
+  keys) and appends each flush as one JSON line to ``<data file>.clicks``; a batch from a slave is
+  acknowledged only once its line is written (and synced, unless ``--no-fsync``). Start-up adds the
+  lines up and, when there are many, rewrites the file as one compact snapshot, so it stays fast.
+
+Loss bounds: a slave killed with ``kill -9`` loses the clicks it has not yet sent (at most about a
+second's); a master loses none it acknowledged, and at most its last second of its own redirects.
+Requests from link-preview bots (:data:`PREVIEW_BOTS`) and ``HEAD`` requests are not clicks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from array import array
+from typing import Any, Callable
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from goto_tw.errors import StoreUnavailable
+from goto_tw.interfaces import IClickCounter
+from goto_tw.keys import is_valid_key
+from goto_tw.urlmap import canonical_index
+
+log = Logger()
+
+#: User-agent patterns of link-preview bots (case-insensitive substrings): a chat app unfurling a
+#: link is not a person following it. Short on purpose; the README lists it.
+PREVIEW_BOTS = (
+    "Slackbot",
+    "Slack-ImgProxy",
+    "Twitterbot",
+    "facebookexternalhit",
+    "Facebot",
+    "Discordbot",
+    "WhatsApp",
+    "TelegramBot",
+    "LinkedInBot",
+    "SkypeUriPreview",
+    "redditbot",
+    "Mastodon",
+)
+_BOT_PATTERN = "|".join(re.escape(bot) for bot in PREVIEW_BOTS)
+#: Finds a preview bot's name in the User-Agent line of a raw request head (the fast path).
+PREVIEW_BOT_IN_HEAD = re.compile(
+    rb"\r\nuser-agent:[^\r\n]*(?:" + _BOT_PATTERN.encode("ascii") + rb")", re.IGNORECASE
+)
+_PREVIEW_BOT_AGENT = re.compile(_BOT_PATTERN.encode("ascii"), re.IGNORECASE)
+
+
+def is_preview_bot(user_agent: bytes | None) -> bool:
+    """Tell whether a ``User-Agent`` value names a link-preview bot (its redirects are not clicks)."""
+    return user_agent is not None and _PREVIEW_BOT_AGENT.search(user_agent) is not None
+
+
+#: Most distinct keys waiting to be flushed; a click for a new key beyond it is dropped (and counted
+#: in ``dropped``), so a master outage cannot grow a slave's memory without bound.
+MAX_PENDING_KEYS = 100_000
+#: Most keys one ``Store.Clicks`` call carries (about 40 bytes each on the wire: far below the RPC
+#: client's 512 KiB batch bound); the master refuses more.
+MAX_BATCH_KEYS = 5_000
+#: Largest count for one key in one batch (an XML-RPC int is 32 bits).
+MAX_BATCH_COUNT = 2**31 - 1
+#: Seconds between two flushes.
+FLUSH_INTERVAL = 1.0
+
+
+@implementer(IClickCounter)
+class ClickCounter:
+    """Pending clicks by key, cheap to count and taken whole by the flusher."""
+
+    def __init__(self, max_keys: int = MAX_PENDING_KEYS) -> None:
+        self.pending: dict[str, int] = {}
+        self.max_keys = max_keys
+        #: Clicks taken out by flushes so far (``total`` adds the pending ones).
+        self.taken = 0
+        #: Clicks dropped because too many distinct keys were waiting.
+        self.dropped = 0
+
+    def click(self, key: str) -> None:
+        """Count one click (a dict increment; a new key past the bound is dropped)."""
+        pending = self.pending
+        count = pending.get(key)
+        if count is not None:
+            pending[key] = count + 1
+        elif len(pending) < self.max_keys:
+            pending[key] = 1
+        else:
+            self.dropped += 1
+
+    def take(self) -> dict[str, int]:
+        """Remove and return every pending count."""
+        taken, self.pending = self.pending, {}
+        self.taken += sum(taken.values())
+        return taken
+
+    def give_back(self, counts: dict[str, int]) -> None:
+        """Merge counts that could not be delivered back into the pending ones (within the bound)."""
+        self.taken -= sum(counts.values())
+        for key, count in counts.items():
+            if key in self.pending or len(self.pending) < self.max_keys:
+                self.pending[key] = self.pending.get(key, 0) + count
+            else:
+                self.dropped += count
+                self.taken += count  # neither pending nor counted any more: keep total() honest
+
+    def total(self) -> int:
+        """Every click counted here (for ``goto_clicks_total``)."""
+        return self.taken + sum(self.pending.values()) - self.dropped
+
+
+def check_batch(batch: object) -> dict[str, int]:
+    """Validate a ``Store.Clicks`` argument from a slave: ``{key: count}``, bounded; raise ``ValueError``."""
+    if not isinstance(batch, dict):
+        raise ValueError("expected one struct of key -> click count")
+    if len(batch) > MAX_BATCH_KEYS:
+        raise ValueError(f"at most {MAX_BATCH_KEYS} keys in one batch")
+    for key, count in batch.items():
+        if not isinstance(key, str) or not is_valid_key(key):
+            raise ValueError("a key in the batch is not a valid key")
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 < count <= MAX_BATCH_COUNT:
+            raise ValueError("a click count is not a positive whole number")
+    return batch
+
+
+class ClickForwarder(Service):
+    """A slave's flusher: every second, one ``Store.Clicks`` call with everything counted since.
+
+    ``send`` is the RPC (``RemoteStore.call`` bound to ``Store.Clicks``); only one call is in flight
+    at a time. On stop, what is pending is sent once more (the RPC's own timeout bounds the wait).
+    """
+
+    def __init__(
+        self,
+        counter: ClickCounter,
+        send: Callable[[dict[str, int]], Deferred[Any]],
+        clock: IReactorTime,
+        interval: float = FLUSH_INTERVAL,
+    ) -> None:
+        self._counter = counter
+        self._send = send
+        self._clock = clock
+        self._interval = interval
+        self._timer: IDelayedCall | None = None
+        self._in_flight: Deferred[None] | None = None
+        self._warned = False
+
+    def startService(self) -> None:
+        super().startService()
+        self._timer = self._clock.callLater(self._interval, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = self._clock.callLater(self._interval, self._tick)
+        if self._in_flight is None:
+            self.flush()
+
+    def flush(self) -> Deferred[None]:
+        """Send what is pending now (in batches of at most :data:`MAX_BATCH_KEYS` keys)."""
+        if self._in_flight is not None:
+            return succeed(None)
+        counts = self._counter.take()
+        if not counts:
+            return succeed(None)
+        items = list(counts.items())
+        batches = [dict(items[i : i + MAX_BATCH_KEYS]) for i in range(0, len(items), MAX_BATCH_KEYS)]
+        done: Deferred[None] = Deferred()
+        self._in_flight = done
+
+        def send_next(_: object = None) -> None:
+            if not batches:
+                self._finished(done, None)
+                return
+            batch = batches.pop(0)
+
+            def failed(failure: Failure) -> None:
+                self._counter.give_back(batch)
+                for rest in batches:
+                    self._counter.give_back(rest)
+                self._finished(done, failure)
+
+            self._send(batch).addCallbacks(send_next, failed)
+
+        send_next()
+        return done
+
+    def _finished(self, done: Deferred[None], failure: Failure | None) -> None:
+        self._in_flight = None
+        if failure is None:
+            if self._warned:
+                log.info("Clicks reach the master again")
+                self._warned = False
+        elif not self._warned:
+            self._warned = True
+            error = failure.value
+            cause = error.log_text() if isinstance(error, StoreUnavailable) else repr(error)
+            log.warn("Could not send clicks to the master (kept, sent again later): {cause}", cause=cause)
+        done.callback(None)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        if self._in_flight is not None:
+            waiting = self._in_flight
+            return waiting.addCallback(lambda _: self.flush())
+        return self.flush()
+
+
+class ClickTotals:
+    """Total clicks per key: an 8-byte slot per counter key, a dict for the others (custom keys)."""
+
+    def __init__(self) -> None:
+        self._by_index: array[int] = array("q")
+        self._others: dict[str, int] = {}
+
+    def add(self, key: str, count: int) -> None:
+        index = canonical_index(key)
+        if index is None or index > len(self._by_index) + (1 << 20):
+            self._others[key] = self._others.get(key, 0) + count
+            return
+        slots = self._by_index
+        if index >= len(slots):
+            slots.extend(array("q", [0]) * (index - len(slots) + 1))
+        slots[index] += count
+
+    def get(self, key: str) -> int:
+        index = canonical_index(key)
+        count = self._others.get(key, 0)
+        if index is not None and index < len(self._by_index):
+            count += self._by_index[index]
+        return count
+
+    def items(self) -> list[tuple[str, int]]:
+        """Every non-zero total (for a snapshot)."""
+        from goto_tw.keys import key_for_index
+
+        found = [(key_for_index(index), count) for index, count in enumerate(self._by_index) if count]
+        merged = dict(found)
+        for key, count in self._others.items():
+            merged[key] = merged.get(key, 0) + count
+        return list(merged.items())
+
+
+class CorruptClickFile(Exception):
+    """The click file holds a line that cannot be read; the message names the file and line."""
+
+
+#: Lines above which start-up rewrites the click file as a compact snapshot.
+COMPACT_LINES = 1_000
+#: Keys per line of a snapshot.
+SNAPSHOT_KEYS = 10_000
+
+
+def clicks_path(data_path: str) -> str:
+    """The click file beside a data file."""
+    return data_path + ".clicks"
+
+
+def _parse_click_line(path: str, number: int, line: bytes) -> dict[str, int]:
+    try:
+        record = json.loads(line)
+        if not isinstance(record, dict) or set(record) != {"c"}:
+            raise ValueError("not a click record")
+        return check_batch_unbounded(record["c"])
+    except (ValueError, RecursionError) as exc:
+        raise CorruptClickFile(f"{path}, line {number}: {exc}") from None
+
+
+def check_batch_unbounded(counts: object) -> dict[str, int]:
+    """Like :func:`check_batch` without the key bound (a snapshot line holds up to 10,000 keys)."""
+    if not isinstance(counts, dict):
+        raise ValueError("expected an object of key -> click count")
+    for key, count in counts.items():
+        if not isinstance(key, str) or not is_valid_key(key):
+            raise ValueError("a key is not a valid key")
+        if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
+            raise ValueError("a click count is not a positive whole number")
+    return counts
+
+
+def load_clicks(path: str) -> tuple[ClickTotals, int]:
+    """Add up the click file at ``path`` (missing: no clicks); return the totals and the lines read.
+
+    A torn last line (a crash mid-write: never acknowledged) is cut off; any other bad line raises
+    :class:`CorruptClickFile` naming the line.
+    """
+    totals = ClickTotals()
+    try:
+        with open(path, "rb") as file:
+            data = file.read()
+    except FileNotFoundError:
+        return totals, 0
+    complete = data.rfind(b"\n") + 1
+    if complete < len(data):
+        log.warn("Click file {path} ends with a torn line (never acknowledged): cutting it off", path=path)
+        with open(path, "r+b") as file:
+            file.truncate(complete)
+    lines = data[:complete].split(b"\n")[:-1]
+    for number, line in enumerate(lines, start=1):
+        for key, count in _parse_click_line(path, number, line).items():
+            totals.add(key, count)
+    return totals, len(lines)
+
+
+def encode_clicks(counts: dict[str, int]) -> bytes:
+    """One click record: ``{"c":{"KEY":COUNT,...}}`` and a newline."""
+    return json.dumps({"c": counts}, separators=(",", ":")).encode("ascii") + b"\n"
+
+
+def write_snapshot(path: str, totals: ClickTotals) -> None:
+    """Replace the click file by one holding just the totals, atomically and durably."""
+    items = totals.items()
+    temporary = path + ".tmp"
+    with open(temporary, "wb") as file:
+        for start in range(0, len(items), SNAPSHOT_KEYS):
+            file.write(encode_clicks(dict(items[start : start + SNAPSHOT_KEYS])))
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+    directory = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def open_click_book(path: str) -> ClickTotals:
+    """Load the click file, compacting it first when it has many lines (before anything listens)."""
+    totals, lines = load_clicks(path)
+    if lines > COMPACT_LINES:
+        write_snapshot(path, totals)
+    return totals
+
+
+ThreadRunner = Callable[[Callable[[], None]], "Deferred[None]"]
+
+
+class ClickBook(Service):
+    """A master's clicks: its own redirects' and the slaves' batches, made durable once a second.
+
+    ``record(batch)`` (a slave's ``Store.Clicks``) fires once the batch is in the file; the master's
+    own clicks (its :attr:`counter`) go into the same line. Totals shown (``clicks(key)``) include
+    what is still pending.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        totals: ClickTotals,
+        clock: IReactorTime,
+        *,
+        fsync: bool,
+        run_in_thread: ThreadRunner | None,
+        interval: float = FLUSH_INTERVAL,
+    ) -> None:
+        self.counter = ClickCounter()
+        self._path = path
+        self._totals = totals
+        self._clock = clock
+        self._fsync = fsync
+        self._run_in_thread = run_in_thread
+        self._interval = interval
+        self._fd: int | None = None
+        self._timer: IDelayedCall | None = None
+        self._soon: IDelayedCall | None = None
+        self._in_flight: Deferred[None] | None = None
+        self._waiting: list[tuple[dict[str, int], Deferred[None]]] = []
+        self._waiting_keys = 0
+        self.acknowledged = 0
+
+    def clicks(self, key: str) -> int:
+        """Clicks counted for ``key``: the durable total plus what is waiting to be written."""
+        pending = self.counter.pending.get(key, 0)
+        return self._totals.get(key) + pending + sum(batch.get(key, 0) for batch, _ in self._waiting)
+
+    def total(self) -> int:
+        """Every click this master holds (for ``goto_clicks_total``)."""
+        return self.acknowledged + self.counter.total() + sum(sum(b.values()) for b, _ in self._waiting)
+
+    def startService(self) -> None:
+        self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        super().startService()
+        self._timer = self._clock.callLater(self._interval, self._tick)
+
+    def record(self, batch: dict[str, int]) -> Deferred[None]:
+        """Make a slave's batch durable; fire once it is (or fail with :class:`StoreUnavailable`)."""
+        if not self.running or self._waiting_keys + len(batch) > MAX_PENDING_KEYS:
+            return fail(StoreUnavailable("clicks cannot be stored now", detail="click queue full or stopping"))
+        done: Deferred[None] = Deferred()
+        self._waiting.append((batch, done))
+        self._waiting_keys += len(batch)
+        if self._soon is None and self._in_flight is None:
+            self._soon = self._clock.callLater(0, self._write_now)
+        return done
+
+    def _write_now(self) -> None:
+        self._soon = None
+        self._write()
+
+    def _tick(self) -> None:
+        self._timer = self._clock.callLater(self._interval, self._tick)
+        self._write()
+
+    def _write(self) -> Deferred[None]:
+        if self._in_flight is not None:
+            return self._in_flight
+        waiting, self._waiting, self._waiting_keys = self._waiting, [], 0
+        own_counts = self.counter.take()
+        own = sum(own_counts.values())
+        merged = dict(own_counts)
+        for batch, _ in waiting:
+            for key, count in batch.items():
+                merged[key] = merged.get(key, 0) + count
+        if not merged:
+            return succeed(None)
+        lines = b"".join(
+            encode_clicks(dict(list(merged.items())[i : i + SNAPSHOT_KEYS]))
+            for i in range(0, len(merged), SNAPSHOT_KEYS)
+        )
+
+        def write() -> None:
+            assert self._fd is not None
+            view = memoryview(lines)
+            while view:
+                view = view[os.write(self._fd, view) :]
+            if self._fsync:
+                os.fsync(self._fd)
+
+        if self._run_in_thread is not None and self._fsync:
+            written = self._run_in_thread(write)
+        else:
+            try:
+                write()
+                written = succeed(None)
+            except OSError:
+                written = fail()
+        self._in_flight = written
+
+        def done(result: object) -> None:
+            self._in_flight = None
+            if isinstance(result, Failure):
+                log.error("Could not write clicks: {error}", error=result.value)
+                error = Failure(StoreUnavailable("clicks cannot be stored now", detail=str(result.value)))
+                if self.running:  # kept for the next try; on stop there is none
+                    self.counter.give_back(own_counts)
+                for _, waiter in waiting:
+                    waiter.errback(error)
+                return
+            for key, count in merged.items():
+                self._totals.add(key, count)
+            self.acknowledged += own + sum(sum(batch.values()) for batch, _ in waiting)
+            self.counter.taken -= own  # now in acknowledged
+            for _, waiter in waiting:
+                waiter.callback(None)
+            if self._waiting and self._soon is None:
+                self._soon = self._clock.callLater(0, self._write_now)
+
+        return written.addBoth(done)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        for call in (self._timer, self._soon):
+            if call is not None and call.active():
+                call.cancel()
+        self._timer = self._soon = None
+        finished: Deferred[None] = Deferred()
+
+        def drain(_: object = None) -> None:
+            if self._in_flight is not None:
+                self._in_flight.addBoth(drain)
+                return
+            if self._waiting or self.counter.pending:
+                self._write().addBoth(drain)
+                return
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            finished.callback(None)
+
+        drain()
+        return finished
