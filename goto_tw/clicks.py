@@ -400,7 +400,9 @@ class ClickBook(Service):
     def record(self, batch: dict[str, int]) -> Deferred[None]:
         """Make a slave's batch durable; fire once it is (or fail with :class:`StoreUnavailable`)."""
         if not self.running or self._waiting_keys + len(batch) > MAX_PENDING_KEYS:
-            return fail(StoreUnavailable("clicks cannot be stored now", detail="click queue full or stopping"))
+            return fail(
+                StoreUnavailable("clicks cannot be stored now", detail="click queue full or stopping")
+            )
         done: Deferred[None] = Deferred()
         self._waiting.append((batch, done))
         self._waiting_keys += len(batch)

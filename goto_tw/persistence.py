@@ -217,7 +217,9 @@ def _parse_chunk(path: str, chunk: bytes, lines_before: int, urls: URLMap) -> in
             try:
                 urls.extend_run(start, plain_urls)
             except KeyError as exc:
-                raise CorruptDataFile(path, lines_before + 1, f"key {exc.args[0]!r} is stored twice") from None
+                raise CorruptDataFile(
+                    path, lines_before + 1, f"key {exc.args[0]!r} is stored twice"
+                ) from None
             return lines
         records = ((key.decode("ascii"), url.decode("ascii"), None) for key, url in zip(keys, plain_urls))
     else:

@@ -19,9 +19,11 @@ from twisted.python.failure import Failure
 from twisted.web import xmlrpc
 from twisted.web.server import NOT_DONE_YET, Request
 
+from goto_tw.clicks import ClickBook, check_batch
 from goto_tw.errors import GotoError, KeyNotFound, NotAuthorized
-from goto_tw.interfaces import ILinkAdder, IURLStore
+from goto_tw.interfaces import ILinkAdder, ILinkStats, IURLStore
 from goto_tw.keys import is_valid_key
+from goto_tw.linkstats import stats_struct
 from goto_tw.web import PlainResource
 from goto_tw.xmlrpcbody import RefusedBody, parse_call
 
@@ -48,11 +50,38 @@ def _single_string(args: tuple[Any, ...], what: str) -> str:
 
 
 class StoreHandler(xmlrpc.XMLRPC):
-    """The ``Store`` sub-handler: goto's ``Store.Get`` and ``Store.Put`` over an :class:`IURLStore`."""
+    """The ``Store`` sub-handler: goto's ``Store.Get`` and ``Store.Put`` over an :class:`IURLStore`,
+    and, with a click book, ``Store.Clicks`` and ``Store.Stats`` for slaves."""
 
-    def __init__(self, store: IURLStore) -> None:
+    def __init__(
+        self, store: IURLStore, clicks: ClickBook | None = None, stats: ILinkStats | None = None
+    ) -> None:
         super().__init__(allowNone=False)
         self._store = store
+        self._clicks = clicks
+        self._stats = stats
+
+    def xmlrpc_Clicks(self, *args: Any) -> Deferred[bool]:
+        """``Store.Clicks({key: count, ...})``: a slave's batch; True once durable (fault 503 if not).
+
+        At most 5,000 keys of 1 to 64 key characters, each count a positive 32-bit int (fault 400).
+        """
+        if self._clicks is None:
+            raise xmlrpc.Fault(xmlrpc.XMLRPC.NOT_FOUND, "this master counts no clicks")
+        try:
+            batch = check_batch(args[0] if len(args) == 1 else None)
+        except ValueError as exc:
+            raise xmlrpc.Fault(BAD_ARGUMENTS, str(exc)) from None
+        return self._clicks.record(batch).addCallbacks(lambda _: True, _as_fault)
+
+    def xmlrpc_Stats(self, *args: Any) -> Deferred[dict[str, object]]:
+        """``Store.Stats(key)`` -> ``{"clicks": double, "created": double}`` (no ``created`` when unknown)."""
+        key = _single_string(args, "key")
+        if self._stats is None:
+            raise xmlrpc.Fault(xmlrpc.XMLRPC.NOT_FOUND, "this master keeps no statistics")
+        if not is_valid_key(key):
+            raise xmlrpc.Fault(KeyNotFound.fault_code, "no link is stored under that key")
+        return self._stats.stats(key).addCallbacks(stats_struct, _as_fault)
 
     def xmlrpc_Get(self, *args: Any) -> Deferred[str]:
         """Return the long URL stored under the key; fault 404 when there is none."""
@@ -135,10 +164,16 @@ def _failure_struct(failure: Failure) -> dict[str, Any]:
 class RPCResource(PlainResource, xmlrpc.XMLRPC):
     """``/RPC2``: the XML-RPC endpoint, optionally guarded by a shared secret."""
 
-    def __init__(self, store: IURLStore, secret: bytes | None = None) -> None:
+    def __init__(
+        self,
+        store: IURLStore,
+        secret: bytes | None = None,
+        clicks: ClickBook | None = None,
+        stats: ILinkStats | None = None,
+    ) -> None:
         super().__init__(allowNone=False)
         self._secret = secret
-        self.putSubHandler("Store", StoreHandler(store))
+        self.putSubHandler("Store", StoreHandler(store, clicks, stats))
         self.putSubHandler("system", SystemHandler(self))
 
     def lookupProcedure(self, procedurePath: Any) -> Any:

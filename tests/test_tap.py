@@ -113,7 +113,7 @@ def test_default_host_from_endpoint(endpoint: str, host: str) -> None:
 
 def test_make_service_writer_first_then_listener(tmp_path: Path) -> None:
     """The writer starts first and stops last, so the file is flushed after the listener stopped."""
-    reactor = MemoryReactor()
+    reactor = MemoryReactorClock()
     service = makeService(parse("--file", str(tmp_path / "s.json"), "--http", "tcp:0"), reactor=reactor)
     assert isinstance(service, MultiService)
     children = list(service)
@@ -129,7 +129,7 @@ def test_corrupt_data_file_stops_start_up_with_a_clear_message(tmp_path: Path) -
     data = tmp_path / "s.json"
     data.write_text('{"key":"0","url":"http://a/"}\nbroken\n{"key":"2","url":"http://c/"}\n')
     with pytest.raises(SystemExit) as exited:
-        makeService(parse("--file", str(data)), reactor=MemoryReactor())
+        makeService(parse("--file", str(data)), reactor=MemoryReactorClock())
     assert f"{data}, line 2" in str(exited.value.code)
 
 
@@ -138,7 +138,7 @@ def test_master_option_makes_a_slave_that_writes_no_file(
 ) -> None:
     """--master wires a ProxyStore and never touches a data file (not even the default one)."""
     monkeypatch.chdir(tmp_path)
-    reactor = MemoryReactor()
+    reactor = MemoryReactorClock()
     service = makeService(parse("--master", "127.0.0.1:8081"), reactor=reactor)
     assert isinstance(service, MultiService)
     assert not any(isinstance(child, AppendLog) for child in service)
@@ -214,7 +214,7 @@ def test_secret_file_is_read_and_stripped(tmp_path: Path) -> None:
         parse("--rpc-secret-file", str(secret))
 
 
-class BusyReactor(MemoryReactor):
+class BusyReactor(MemoryReactorClock):
     """A reactor on which every port is taken."""
 
     def listenTCP(self, port: int, factory: Any, backlog: int = 50, interface: str = "") -> Any:
