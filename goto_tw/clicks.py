@@ -18,6 +18,7 @@ Requests from link-preview bots (:data:`PREVIEW_BOTS`) and ``HEAD`` requests are
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import re
@@ -271,14 +272,53 @@ def clicks_path(data_path: str) -> str:
     return data_path + ".clicks"
 
 
-def _parse_click_line(path: str, number: int, line: bytes) -> dict[str, int]:
+def _parse_click_line(path: str, number: int, line: bytes) -> dict[str, int] | tuple[int, int]:
+    """A click record's counts, or a mark ``(n, t)``: every counter key below ``n`` existed at time ``t``."""
     try:
         record = json.loads(line)
-        if not isinstance(record, dict) or set(record) != {"c"}:
-            raise ValueError("not a click record")
-        return check_batch_unbounded(record["c"])
+        if isinstance(record, dict) and set(record) == {"c"}:
+            return check_batch_unbounded(record["c"])
+        if isinstance(record, dict) and set(record) == {"n", "t"}:
+            n, t = record["n"], record["t"]
+            if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (n, t)):
+                raise ValueError("a mark needs whole numbers n and t")
+            return n, t
+        raise ValueError("not a click record")
     except (ValueError, RecursionError) as exc:
         raise CorruptClickFile(f"{path}, line {number}: {exc}") from None
+
+
+class Marks:
+    """When counter keys were made: marks ``(n, t)`` saying every key below counter value ``n`` existed
+    at time ``t`` (``t`` 0: unknown, for links older than the marks). One mark a second at most while
+    links are added; a snapshot thins marks older than a day to one a minute."""
+
+    def __init__(self) -> None:
+        self.n: array[int] = array("q")
+        self.t: array[int] = array("q")
+
+    def add(self, n: int, t: int) -> None:
+        if self.n and n <= self.n[-1]:
+            return  # the counter did not move: nothing new to date
+        self.n.append(n)
+        self.t.append(t)
+
+    def created(self, index: int) -> float | None:
+        """When the key of counter value ``index`` was made (at the latest), or ``None`` if unknown."""
+        position = bisect.bisect_right(self.n, index)
+        if position == len(self.n) or self.t[position] == 0:
+            return None
+        return float(self.t[position])
+
+    def thinned(self, now: float) -> list[tuple[int, int]]:
+        """The marks to keep in a snapshot: all of the last day's, one a minute before that."""
+        kept: list[tuple[int, int]] = []
+        for n, t in zip(self.n, self.t):
+            if kept and t < now - 86_400 and t - kept[-1][1] < 60 and kept[-1][1] != 0:
+                kept[-1] = (n, t)  # merged: the later time still bounds when every key below n was made
+                continue
+            kept.append((n, t))
+        return kept
 
 
 def check_batch_unbounded(counts: object) -> dict[str, int]:
@@ -293,18 +333,19 @@ def check_batch_unbounded(counts: object) -> dict[str, int]:
     return counts
 
 
-def load_clicks(path: str) -> tuple[ClickTotals, int]:
-    """Add up the click file at ``path`` (missing: no clicks); return the totals and the lines read.
+def load_clicks(path: str) -> tuple[ClickTotals, Marks, int]:
+    """Add up the click file at ``path`` (missing: no clicks); return the totals, marks and lines read.
 
     A torn last line (a crash mid-write: never acknowledged) is cut off; any other bad line raises
     :class:`CorruptClickFile` naming the line.
     """
     totals = ClickTotals()
+    marks = Marks()
     try:
         with open(path, "rb") as file:
             data = file.read()
     except FileNotFoundError:
-        return totals, 0
+        return totals, marks, 0
     complete = data.rfind(b"\n") + 1
     if complete < len(data):
         log.warn("Click file {path} ends with a torn line (never acknowledged): cutting it off", path=path)
@@ -312,9 +353,13 @@ def load_clicks(path: str) -> tuple[ClickTotals, int]:
             file.truncate(complete)
     lines = data[:complete].split(b"\n")[:-1]
     for number, line in enumerate(lines, start=1):
-        for key, count in _parse_click_line(path, number, line).items():
+        parsed = _parse_click_line(path, number, line)
+        if isinstance(parsed, tuple):
+            marks.add(*parsed)
+            continue
+        for key, count in parsed.items():
             totals.add(key, count)
-    return totals, len(lines)
+    return totals, marks, len(lines)
 
 
 def encode_clicks(counts: dict[str, int]) -> bytes:
@@ -322,11 +367,17 @@ def encode_clicks(counts: dict[str, int]) -> bytes:
     return json.dumps({"c": counts}, separators=(",", ":")).encode("ascii") + b"\n"
 
 
-def write_snapshot(path: str, totals: ClickTotals) -> None:
-    """Replace the click file by one holding just the totals, atomically and durably."""
+def encode_mark(n: int, t: int) -> bytes:
+    """One mark record: ``{"n":N,"t":T}`` and a newline."""
+    return b'{"n":%d,"t":%d}\n' % (n, t)
+
+
+def write_snapshot(path: str, totals: ClickTotals, marks: Marks, now: float) -> None:
+    """Replace the click file by one holding just the totals and the (thinned) marks, atomically and durably."""
     items = totals.items()
     temporary = path + ".tmp"
     with open(temporary, "wb") as file:
+        file.write(b"".join(encode_mark(n, t) for n, t in marks.thinned(now)))
         for start in range(0, len(items), SNAPSHOT_KEYS):
             file.write(encode_clicks(dict(items[start : start + SNAPSHOT_KEYS])))
         file.flush()
@@ -339,12 +390,13 @@ def write_snapshot(path: str, totals: ClickTotals) -> None:
         os.close(directory)
 
 
-def open_click_book(path: str) -> ClickTotals:
+def open_click_book(path: str, now: float) -> tuple[ClickTotals, Marks]:
     """Load the click file, compacting it first when it has many lines (before anything listens)."""
-    totals, lines = load_clicks(path)
+    totals, marks, lines = load_clicks(path)
     if lines > COMPACT_LINES:
-        write_snapshot(path, totals)
-    return totals
+        write_snapshot(path, totals, marks, now)
+        totals, marks, _ = load_clicks(path)  # what is on disk now, thinned
+    return totals, marks
 
 
 ThreadRunner = Callable[[Callable[[], None]], "Deferred[None]"]
@@ -367,8 +419,12 @@ class ClickBook(Service):
         fsync: bool,
         run_in_thread: ThreadRunner | None,
         interval: float = FLUSH_INTERVAL,
+        marks: Marks | None = None,
+        next_index: Callable[[], int] | None = None,
     ) -> None:
         self.counter = ClickCounter()
+        self.marks = marks if marks is not None else Marks()
+        self._next_index = next_index
         self._path = path
         self._totals = totals
         self._clock = clock
@@ -382,6 +438,7 @@ class ClickBook(Service):
         self._waiting: list[tuple[dict[str, int], Deferred[None]]] = []
         self._waiting_keys = 0
         self.acknowledged = 0
+        self._mark_line = b""
 
     def clicks(self, key: str) -> int:
         """Clicks counted for ``key``: the durable total plus what is waiting to be written."""
@@ -392,9 +449,20 @@ class ClickBook(Service):
         """Every click this master holds (for ``goto_clicks_total``)."""
         return self.acknowledged + self.counter.total() + sum(sum(b.values()) for b, _ in self._waiting)
 
+    def created(self, index: int) -> float | None:
+        """When the counter key of ``index`` was made (to the second), ``None`` if unknown or not made."""
+        created = self.marks.created(index)
+        if created is None and self._next_index is not None and self.marks.n and index < self._next_index():
+            return self._clock.seconds()  # made since the last mark: within the last second
+        return created
+
     def startService(self) -> None:
-        self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        # The file is opened (created) at the first write, so a start that fails leaves none behind.
         super().startService()
+        if not self.marks.n and self._next_index is not None:
+            # The first mark: keys made before marks existed (an older data file) have no known time.
+            self.marks.add(self._next_index(), 0)
+            self._mark_line = encode_mark(self._next_index(), 0)
         self._timer = self._clock.callLater(self._interval, self._tick)
 
     def record(self, batch: dict[str, int]) -> Deferred[None]:
@@ -428,15 +496,24 @@ class ClickBook(Service):
         for batch, _ in waiting:
             for key, count in batch.items():
                 merged[key] = merged.get(key, 0) + count
-        if not merged:
+        mark = self._mark_line
+        if self._next_index is not None:
+            n = self._next_index()
+            if not self.marks.n or n > self.marks.n[-1]:
+                t = int(self._clock.seconds())
+                self.marks.add(n, t)
+                mark = encode_mark(n, t)
+        self._mark_line = b""
+        if not merged and not mark:
             return succeed(None)
-        lines = b"".join(
+        lines = mark + b"".join(
             encode_clicks(dict(list(merged.items())[i : i + SNAPSHOT_KEYS]))
             for i in range(0, len(merged), SNAPSHOT_KEYS)
         )
 
         def write() -> None:
-            assert self._fd is not None
+            if self._fd is None:
+                self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             view = memoryview(lines)
             while view:
                 view = view[os.write(self._fd, view) :]

@@ -15,6 +15,7 @@ from zope.interface import implementer
 from goto_tw.clicks import ClickBook, ClickCounter
 from goto_tw.errors import KeyNotFound, StoreUnavailable
 from goto_tw.interfaces import ILinkStats, ILocalLookup
+from goto_tw.urlmap import canonical_index
 
 #: Seconds since the epoch, or ``None`` when unknown.
 Created = Any
@@ -36,7 +37,11 @@ class MasterLinkStats:
     def stats(self, key: str) -> Deferred[dict[str, object]]:
         if self._local.lookup(key) is None:
             return fail(KeyNotFound(f"no link is stored under {key!r}"))
-        return succeed({"clicks": self._book.clicks(key), "created": self._store.created(key)})
+        created = self._store.created(key)  # a custom key's own time
+        if created is None:
+            index = canonical_index(key)
+            created = None if index is None else self._book.created(index)
+        return succeed({"clicks": self._book.clicks(key), "created": created})
 
 
 class _Caller(Protocol):

@@ -122,6 +122,10 @@ class URLStore:
             return succeed((key, False))
         return self._store(key, url, custom=True).addCallback(lambda stored: (stored, True))
 
+    def next_index(self) -> int:
+        """Where the key counter stands: every counter key below it was made (or skipped) already."""
+        return self._next_index
+
     def created(self, key: str) -> float | None:
         """When the custom ``key`` was stored, or ``None`` (a counter key, or unknown)."""
         return self._urls.custom_created.get(key)

@@ -6,7 +6,7 @@ import ipaddress
 import math
 import re
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
@@ -268,7 +268,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         store: IURLStore = slave_store
     else:
         master_store = make_master_store(options, reactor, top, metrics)
-        book = make_click_book(options, reactor, top)
+        book = make_click_book(options, reactor, top, master_store.next_index)
         clicks = book.counter
         stats = MasterLinkStats(master_store, master_store, book)
         store = master_store
@@ -346,15 +346,28 @@ def make_master_store(
     return URLStore(data.urls, record_log, next_index=data.next_index, clock=reactor)
 
 
-def make_click_book(options: Options | dict[str, Any], reactor: Any, parent: MultiService) -> ClickBook:
-    """Load (and compact) the master's click file beside its data file; its writer stops after the listener."""
+def make_click_book(
+    options: Options | dict[str, Any], reactor: Any, parent: MultiService, next_index: Callable[[], int]
+) -> ClickBook:
+    """Load (and compact) the master's click file beside its data file; its writer stops after the listener.
+
+    ``next_index`` is where the store's key counter stands: the book dates counter keys by it.
+    """
     path = clicks_path(options["file"])
     try:
-        totals = open_click_book(path)
+        totals, marks = open_click_book(path, reactor.seconds())
     except (CorruptClickFile, OSError) as exc:
         sys.exit(f"goto: cannot load the click file: {exc}")
     fsync = not options.get("no-fsync")
-    book = ClickBook(path, totals, reactor, fsync=fsync, run_in_thread=_thread_runner(reactor))
+    book = ClickBook(
+        path,
+        totals,
+        reactor,
+        fsync=fsync,
+        run_in_thread=_thread_runner(reactor),
+        marks=marks,
+        next_index=next_index,
+    )
     book.setServiceParent(parent)
     return book
 

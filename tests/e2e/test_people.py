@@ -166,6 +166,8 @@ def test_the_json_api_takes_keys_and_answers_200_for_an_existing_link(cluster: C
     assert again.status == 200 and json.loads(again.body)["key"] == "api-key", again
     generated = api_post(cluster.a.base_url, {"url": "https://api.example/generated"})
     assert generated.status == 201
+    dated = api_get(cluster.master.base_url, json.loads(generated.body)["key"])
+    assert isinstance(dated["created"], str), dated  # a counter key is dated too (by the click file's marks)
     repeated = api_post(cluster.a.base_url, {"url": "https://api.example/generated"})
     assert repeated.status == 200 and json.loads(repeated.body)["key"] == json.loads(generated.body)["key"]
     taken = api_post(cluster.a.base_url, {"url": "https://api.example/other", "key": "api-key"})
