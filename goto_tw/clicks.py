@@ -117,11 +117,10 @@ class ClickCounter:
                 self.pending[key] = self.pending.get(key, 0) + count
             else:
                 self.dropped += count
-                self.taken += count  # neither pending nor counted any more: keep total() honest
 
     def total(self) -> int:
-        """Every click counted here (for ``goto_clicks_total``)."""
-        return self.taken + sum(self.pending.values()) - self.dropped
+        """Every click counted here and not dropped (for ``goto_clicks_total``)."""
+        return self.taken + sum(self.pending.values())
 
 
 def check_batch(batch: object) -> dict[str, int]:
@@ -451,10 +450,10 @@ class ClickBook(Service):
 
     def created(self, index: int) -> float | None:
         """When the counter key of ``index`` was made (to the second), ``None`` if unknown or not made."""
-        created = self.marks.created(index)
-        if created is None and self._next_index is not None and self.marks.n and index < self._next_index():
+        marks = self.marks.n
+        if marks and marks[-1] <= index and self._next_index is not None and index < self._next_index():
             return self._clock.seconds()  # made since the last mark: within the last second
-        return created
+        return self.marks.created(index)
 
     def startService(self) -> None:
         # The file is opened (created) at the first write, so a start that fails leaves none behind.
@@ -502,7 +501,7 @@ class ClickBook(Service):
             if not self.marks.n or n > self.marks.n[-1]:
                 t = int(self._clock.seconds())
                 self.marks.add(n, t)
-                mark = encode_mark(n, t)
+                mark += encode_mark(n, t)
         self._mark_line = b""
         if not merged and not mark:
             return succeed(None)
