@@ -21,7 +21,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from goto_tw.clicks import ClickBook, check_batch
 from goto_tw.errors import GotoError, KeyNotFound, NotAuthorized
-from goto_tw.interfaces import ILinkAdder, ILinkStats, IURLStore
+from goto_tw.interfaces import ILinkAdder, ILinkStats, ILocalLookup, IURLStore
 from goto_tw.keys import is_valid_key
 from goto_tw.linkstats import stats_struct
 from goto_tw.web import PlainResource
@@ -72,6 +72,9 @@ class StoreHandler(xmlrpc.XMLRPC):
             batch = check_batch(args[0] if len(args) == 1 else None)
         except ValueError as exc:
             raise xmlrpc.Fault(BAD_ARGUMENTS, str(exc)) from None
+        local = ILocalLookup(self._store, None)
+        if local is not None:  # clicks for keys never stored (a confused or hostile caller) are dropped
+            batch = {key: count for key, count in batch.items() if local.lookup(key) is not None}
         return self._clicks.record(batch).addCallbacks(lambda _: True, _as_fault)
 
     def xmlrpc_Stats(self, *args: Any) -> Deferred[dict[str, object]]:

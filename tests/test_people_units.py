@@ -224,3 +224,20 @@ def test_the_fast_path_leaves_browser_adds_and_custom_keys_to_twisted_web() -> N
     received = connection.received()
     assert b"Content-Type: text/html; charset=utf-8" in received and b"Content-Security-Policy" in received
     assert re.search(rb"\r\n\r\nhttp://go\.example/my-key\n", received), received
+
+
+def test_store_clicks_keeps_only_keys_the_master_holds(tmp_path: Path) -> None:
+    """``Store.Clicks`` from a slave is checked where it enters: unknown keys are dropped, not counted."""
+    from goto_tw.clicks import ClickBook, ClickTotals
+    from goto_tw.rpc import StoreHandler
+
+    clock = Clock()
+    store = URLStore({"abc": "https://a.example/"})
+    book = ClickBook(str(tmp_path / "c.clicks"), ClickTotals(), clock, fsync=False, run_in_thread=None)
+    book.startService()
+    handler = StoreHandler(store, book)
+    answer = handler.xmlrpc_Clicks({"abc": 2, "never-stored": 5})
+    clock.advance(0)
+    assert result_of(answer) is True
+    assert (book.clicks("abc"), book.clicks("never-stored")) == (2, 0)
+    result_of(book.stopService())
