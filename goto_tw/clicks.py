@@ -68,6 +68,37 @@ def is_preview_bot(user_agent: bytes | None) -> bool:
     return user_agent is not None and _PREVIEW_BOT_AGENT.search(user_agent) is not None
 
 
+#: Distinct User-Agent values whose verdict is remembered; past it the memory starts afresh.
+MAX_AGENTS_REMEMBERED = 1024
+
+
+class PreviewBotFilter:
+    """Whether a raw request head comes from a preview bot, at a fraction of a regex search's cost.
+
+    Searching every redirect's head for a dozen names costs a few microseconds, a third of a fast
+    redirect; the User-Agent values a service sees are few, so the verdict per value is remembered
+    (in a bounded dict) and a redirect pays for two ``find`` calls, a slice and a dict look-up.
+    """
+
+    def __init__(self, max_agents: int = MAX_AGENTS_REMEMBERED) -> None:
+        self._verdicts: dict[bytes, bool] = {}
+        self._max_agents = max_agents
+
+    def __call__(self, head: bytes) -> bool:
+        start = head.find(b"\r\nUser-Agent:")
+        if start < 0:
+            # No User-Agent, or one spelled otherwise (``user-agent``): the full search, rarely needed.
+            return PREVIEW_BOT_IN_HEAD.search(head) is not None
+        agent = head[start + 13 : head.find(b"\r", start + 13)]
+        verdict = self._verdicts.get(agent)
+        if verdict is None:
+            verdict = _PREVIEW_BOT_AGENT.search(agent) is not None
+            if len(self._verdicts) >= self._max_agents:
+                self._verdicts.clear()
+            self._verdicts[agent] = verdict
+        return verdict
+
+
 #: Most distinct keys waiting to be flushed; a click for a new key beyond it is dropped (and counted
 #: in ``dropped``), so a master outage cannot grow a slave's memory without bound.
 MAX_PENDING_KEYS = 100_000

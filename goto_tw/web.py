@@ -27,7 +27,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.server import version as server_version
 from zope.interface import implementer
 
-from goto_tw.clicks import PREVIEW_BOT_IN_HEAD, is_preview_bot
+from goto_tw.clicks import PreviewBotFilter, is_preview_bot
 from goto_tw.errors import GotoError, InvalidKey, InvalidURL
 from goto_tw.fastpath import FastAnswer, IFastResponder
 from goto_tw.interfaces import IClickCounter, ILinkAdder, ILinkStats, ILocalLookup, IURLStore
@@ -571,6 +571,7 @@ class FastAnswers:
         self._host = host
         self._date = HTTPDate(clock)
         self._click = clicks.click if clicks is not None else None
+        self._is_bot = PreviewBotFilter()
 
     def redirect(self, method: str, key: str, head: bytes = b"") -> FastAnswer | None:
         """A redirect to what the store holds locally under ``key``; ``None`` (general path) otherwise.
@@ -582,7 +583,7 @@ class FastAnswers:
         if _HEADER_SAFE.fullmatch(url) is None:
             _log_unsendable(key)
             return self.internal_error()
-        if self._click is not None and method == "GET" and PREVIEW_BOT_IN_HEAD.search(head) is None:
+        if self._click is not None and method == "GET" and not self._is_bot(head):
             self._click(key)
         return 302, "-", _REDIRECT_START + self._date.now() + _LOCATION + url.encode("ascii") + _REDIRECT_END
 

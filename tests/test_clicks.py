@@ -19,6 +19,7 @@ from goto_tw.clicks import (
     ClickForwarder,
     ClickTotals,
     CorruptClickFile,
+    PreviewBotFilter,
     check_batch,
     is_preview_bot,
     load_clicks,
@@ -52,6 +53,21 @@ def test_preview_bots_and_people() -> None:
     assert PREVIEW_BOT_IN_HEAD.search(head)
     referer_only = b"GET /a HTTP/1.1\r\nReferer: http://x/Slackbot\r\nUser-Agent: curl/8\r\n\r\n"
     assert PREVIEW_BOT_IN_HEAD.search(referer_only) is None
+
+
+def test_preview_bot_filter_remembers_verdicts_within_a_bound() -> None:
+    """The cached filter says what the full search says, for any spelling, and forgets past its bound."""
+    bot_filter = PreviewBotFilter(max_agents=2)
+    heads = [
+        b"GET /a HTTP/1.1\r\nUser-Agent: Twitterbot/1.0\r\n\r\n",
+        b"GET /a HTTP/1.1\r\nUser-Agent: Mozilla/5.0\r\n\r\n",
+        b"GET /a HTTP/1.1\r\nuser-agent: WhatsApp/2.23\r\n\r\n",
+        b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /a HTTP/1.1\r\nUser-Agent: curl/8\r\n\r\n",
+        b"GET /a HTTP/1.1\r\nUser-Agent: Twitterbot/1.0\r\n\r\n",
+    ]
+    assert [bot_filter(head) for head in heads] == [True, False, True, False, False, True]
+    assert len(bot_filter._verdicts) <= 2
 
 
 @pytest.mark.parametrize(
