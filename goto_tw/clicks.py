@@ -109,6 +109,8 @@ MAX_BATCH_KEYS = 5_000
 MAX_BATCH_COUNT = 2**31 - 1
 #: Seconds between two flushes.
 FLUSH_INTERVAL = 1.0
+#: Seconds a stopping slave waits for its last batch to be acknowledged.
+STOP_FLUSH_SECONDS = 5.0
 
 
 @implementer(IClickCounter)
@@ -242,14 +244,21 @@ class ClickForwarder(Service):
         done.callback(None)
 
     def stopService(self) -> Deferred[None]:
+        """Send what is pending once more, waiting at most :data:`STOP_FLUSH_SECONDS` (shutdown never hangs)."""
         super().stopService()
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        finished: Deferred[None] = Deferred()
         if self._in_flight is not None:
-            waiting = self._in_flight
-            return waiting.addCallback(lambda _: self.flush())
-        return self.flush()
+            self._in_flight.addCallback(lambda _: self.flush()).chainDeferred(finished)
+        else:
+            self.flush().chainDeferred(finished)
+        finished.addTimeout(STOP_FLUSH_SECONDS, self._clock)
+        return finished.addErrback(self._gave_up)
+
+    def _gave_up(self, failure: Failure) -> None:
+        log.warn("Gave up sending the last clicks to the master on stop: {error}", error=failure.value)
 
 
 class ClickTotals:

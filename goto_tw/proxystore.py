@@ -135,7 +135,9 @@ class ProxyStore:
             url = validate_url(url)
         except GotoError:
             return fail()
-        master = ILinkAdder(self._master)
+        master = ILinkAdder(self._master, None)
+        if master is None:
+            return fail(InvalidKey("this server takes no custom keys"))
         asked = self._adds.call((key or "", url), lambda: self._ask_master(lambda: master.add(url, key)))
         return asked.addCallback(self._add_done, url, key)
 

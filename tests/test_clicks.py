@@ -14,6 +14,7 @@ from goto_tw.clicks import (
     COMPACT_LINES,
     MAX_BATCH_KEYS,
     PREVIEW_BOT_IN_HEAD,
+    STOP_FLUSH_SECONDS,
     ClickBook,
     ClickCounter,
     ClickForwarder,
@@ -278,3 +279,15 @@ def test_marks_date_counter_keys(tmp_path: Path) -> None:
     second = book(path, Clock(), counter)
     assert (second.created(2), second.created(6)) == (None, 1_000_001.0)
     result_of(second.stopService())
+
+
+def test_forwarder_stop_never_waits_longer_than_its_bound() -> None:
+    """A silent master cannot hang a slave's shutdown: the last flush is given up after a bound."""
+    clock, master, counter = Clock(), FakeMaster(), ClickCounter()
+    forwarder = ClickForwarder(counter, master.send, clock)
+    forwarder.startService()
+    counter.click("a")
+    stopped = forwarder.stopService()
+    assert master.batches == [{"a": 1}] and not has_fired(stopped)
+    clock.advance(STOP_FLUSH_SECONDS)
+    assert has_fired(stopped)
