@@ -256,3 +256,29 @@ def test_a_slave_stopping_sends_its_pending_clicks(goto_processes: GotoProcesses
         FLUSH_DEADLINE,
         "the slave's clicks on the master",
     )
+
+
+def test_plain_xml_rpc_clients_put_with_an_optional_key(cluster: Cluster) -> None:
+    """``Store.Put(url)`` is unchanged; ``Store.Put(url, key)`` stores under the key, fault 409 when it is
+    taken, 400 when invalid; ``Store.Add`` tells whether the link is new."""
+    import xmlrpc.client as xmlrpclib
+
+    with rpc_proxy(cluster.master.base_url) as proxy:
+        plain = proxy.Store.Put("https://rpc.example/plain")
+        assert isinstance(plain, str) and plain.isalnum()
+        assert proxy.Store.Put("https://rpc.example/custom", "rpc-custom") == "rpc-custom"
+        assert proxy.Store.Add("https://rpc.example/custom", "rpc-custom") == {
+            "key": "rpc-custom",
+            "new": False,
+        }
+        assert proxy.Store.Add("https://rpc.example/fresh", "") == {
+            "key": proxy.Store.Put("https://rpc.example/fresh"),
+            "new": True,
+        }
+        for args, code in (
+            (("https://rpc.example/other", "rpc-custom"), 409),
+            (("https://rpc.example/x", "a.b"), 400),
+        ):
+            with pytest.raises(xmlrpclib.Fault) as raised:
+                proxy.Store.Put(*args)
+            assert raised.value.faultCode == code, args
