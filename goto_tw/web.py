@@ -36,6 +36,7 @@ from goto_tw.negotiation import prefers_html
 from goto_tw.pages import error_page, form_page, info_page, result_page, write_html
 from goto_tw.problems import PROBLEM_JSON, is_api_path, problem_body
 from goto_tw.qr import qr_png, qr_svg
+from goto_tw.urls import validate_url
 
 log = Logger()
 T = TypeVar("T")
@@ -273,7 +274,7 @@ class AddResource(PlainResource):
         return respond_when_ready(
             request,
             adder.add(url, key),
-            lambda added: self._added(request, added, html),
+            lambda added: self._added(request, added, html, url),
             on_error=lambda request, error: self._error(request, error, html, url, key or ""),
         )
 
@@ -287,16 +288,13 @@ class AddResource(PlainResource):
     def _answer(self, request: Request, key: str) -> None:
         write_text(request, http.OK, short_url(self._host, key))
 
-    def _added(self, request: Request, added: tuple[str, bool], html: bool) -> None:
+    def _added(self, request: Request, added: tuple[str, bool], html: bool, url: str) -> None:
         key, new = added
         if not html:
             self._answer(request, key)
             return
-        stored = self._store.get(key)  # the URL as stored (an IRI in its ASCII form); held, so at once
-        stored.addCallbacks(
-            lambda url: write_html(request, http.OK, result_page(short_url(self._host, key), url, key, new)),
-            lambda failure: self._error(request, failure.value, html),
-        )
+        stored_url = validate_url(url)  # as stored (an IRI in its ASCII form); the add accepted it
+        write_html(request, http.OK, result_page(short_url(self._host, key), stored_url, key, new))
 
     @staticmethod
     def _error(request: Request, error: Exception, html: bool, url: str = "", key: str = "") -> None:
