@@ -19,6 +19,7 @@ Requests from link-preview bots (:data:`PREVIEW_BOTS`) and ``HEAD`` requests are
 from __future__ import annotations
 
 import bisect
+import contextlib
 import json
 import os
 import re
@@ -302,6 +303,9 @@ class CorruptClickFile(Exception):
 
 #: Lines above which start-up rewrites the click file as a compact snapshot.
 COMPACT_LINES = 1_000
+#: Lines above which a running master rewrites it (in its writer thread, instead of one append), so
+#: the file stays bounded however long the master runs: about a day of one line a second.
+RUNTIME_COMPACT_LINES = 100_000
 #: Keys per line of a snapshot.
 SNAPSHOT_KEYS = 10_000
 
@@ -330,7 +334,8 @@ def _parse_click_line(path: str, number: int, line: bytes) -> dict[str, int] | t
 class Marks:
     """When counter keys were made: marks ``(n, t)`` saying every key below counter value ``n`` existed
     at time ``t`` (``t`` 0: unknown, for links older than the marks). One mark a second at most while
-    links are added; a snapshot thins marks older than a day to one a minute."""
+    links are added; snapshots thin older marks (see :meth:`thinned`), so a key's time is an upper
+    bound: to the second for an hour, to the minute for a day, to the hour after that."""
 
     def __init__(self) -> None:
         self.n: array[int] = array("q")
@@ -350,10 +355,13 @@ class Marks:
         return float(self.t[position])
 
     def thinned(self, now: float) -> list[tuple[int, int]]:
-        """The marks to keep in a snapshot: all of the last day's, one a minute before that."""
+        """The marks to keep in a snapshot: a second apart for the last hour, a minute apart for the
+        last day, an hour apart before that (about 14,000 marks for a year of constant adds)."""
         kept: list[tuple[int, int]] = []
         for n, t in zip(self.n, self.t):
-            if kept and t < now - 86_400 and t - kept[-1][1] < 60 and kept[-1][1] != 0:
+            age = now - t
+            gap = 1 if age < 3_600 else 60 if age < 86_400 else 3_600
+            if kept and kept[-1][1] != 0 and t - kept[-1][1] < gap:
                 kept[-1] = (n, t)  # merged: the later time still bounds when every key below n was made
                 continue
             kept.append((n, t))
@@ -411,12 +419,19 @@ def encode_mark(n: int, t: int) -> bytes:
     return b'{"n":%d,"t":%d}\n' % (n, t)
 
 
-def write_snapshot(path: str, totals: ClickTotals, marks: Marks, now: float) -> None:
-    """Replace the click file by one holding just the totals and the (thinned) marks, atomically and durably."""
-    items = totals.items()
+def write_snapshot(
+    path: str, totals: ClickTotals, marks: Marks, now: float, extra: dict[str, int] | None = None
+) -> int:
+    """Replace the click file by one holding just the totals (plus ``extra``) and the (thinned) marks,
+    atomically and durably; return how many lines it holds."""
+    merged = dict(totals.items())
+    for key, count in (extra or {}).items():
+        merged[key] = merged.get(key, 0) + count
+    items = list(merged.items())
+    thinned = marks.thinned(now)
     temporary = path + ".tmp"
     with open(temporary, "wb") as file:
-        file.write(b"".join(encode_mark(n, t) for n, t in marks.thinned(now)))
+        file.write(b"".join(encode_mark(n, t) for n, t in thinned))
         for start in range(0, len(items), SNAPSHOT_KEYS):
             file.write(encode_clicks(dict(items[start : start + SNAPSHOT_KEYS])))
         file.flush()
@@ -427,15 +442,17 @@ def write_snapshot(path: str, totals: ClickTotals, marks: Marks, now: float) -> 
         os.fsync(directory)
     finally:
         os.close(directory)
+    return len(thinned) + -(-len(items) // SNAPSHOT_KEYS)
 
 
-def open_click_book(path: str, now: float) -> tuple[ClickTotals, Marks]:
-    """Load the click file, compacting it first when it has many lines (before anything listens)."""
+def open_click_book(path: str, now: float) -> tuple[ClickTotals, Marks, int]:
+    """Load the click file, compacting it first when it has many lines (before anything listens);
+    return the totals, the marks and the lines the file holds."""
     totals, marks, lines = load_clicks(path)
     if lines > COMPACT_LINES:
         write_snapshot(path, totals, marks, now)
-        totals, marks, _ = load_clicks(path)  # what is on disk now, thinned
-    return totals, marks
+        totals, marks, lines = load_clicks(path)  # what is on disk now, thinned
+    return totals, marks, lines
 
 
 ThreadRunner = Callable[[Callable[[], None]], "Deferred[None]"]
@@ -460,8 +477,14 @@ class ClickBook(Service):
         interval: float = FLUSH_INTERVAL,
         marks: Marks | None = None,
         next_index: Callable[[], int] | None = None,
+        lines: int = 0,
+        compact_lines: int = RUNTIME_COMPACT_LINES,
     ) -> None:
         self.counter = ClickCounter()
+        #: Lines in the file, and the size of its last complete line (a failed write is cut back to it).
+        self._lines = lines
+        self._compact_lines = compact_lines
+        self._good_size: int | None = None
         self.marks = marks if marks is not None else Marks()
         self._next_index = next_index
         self._path = path
@@ -549,15 +572,37 @@ class ClickBook(Service):
             encode_clicks(dict(list(merged.items())[i : i + SNAPSHOT_KEYS]))
             for i in range(0, len(merged), SNAPSHOT_KEYS)
         )
+        compact = self._lines + lines.count(b"\n") > self._compact_lines
+        now = self._clock.seconds()
 
         def write() -> None:
+            if compact:
+                # Rewrite the whole file as a snapshot holding this write too; only this thread
+                # touches the totals and marks meanwhile (the reactor waits for ``done``).
+                self._lines = write_snapshot(self._path, self._totals, self.marks, now, merged)
+                if self._fd is not None:
+                    os.close(self._fd)
+                    self._fd = None
+                self._good_size = None
+                return
             if self._fd is None:
                 self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            view = memoryview(lines)
-            while view:
-                view = view[os.write(self._fd, view) :]
-            if self._fsync:
-                os.fsync(self._fd)
+            fd = self._fd
+            if self._good_size is None:
+                self._good_size = os.fstat(fd).st_size
+            try:
+                os.ftruncate(fd, self._good_size)  # a no-op unless a write failed half-way before
+                view = memoryview(lines)
+                while view:
+                    view = view[os.write(fd, view) :]
+                if self._fsync:
+                    os.fsync(fd)
+            except OSError:
+                with contextlib.suppress(OSError):  # else tried again before the next write
+                    os.ftruncate(fd, self._good_size)
+                raise
+            self._good_size += len(lines)
+            self._lines += lines.count(b"\n")
 
         if self._run_in_thread is not None and self._fsync:
             written = self._run_in_thread(write)

@@ -355,7 +355,7 @@ def make_click_book(
     """
     path = clicks_path(options["file"])
     try:
-        totals, marks = open_click_book(path, reactor.seconds())
+        totals, marks, lines = open_click_book(path, reactor.seconds())
     except (CorruptClickFile, OSError) as exc:
         sys.exit(f"goto: cannot load the click file: {exc}")
     fsync = not options.get("no-fsync")
@@ -367,6 +367,7 @@ def make_click_book(
         run_in_thread=_thread_runner(reactor),
         marks=marks,
         next_index=next_index,
+        lines=lines,
     )
     book.setServiceParent(parent)
     return book

@@ -20,6 +20,7 @@ from goto_tw.clicks import (
     ClickForwarder,
     ClickTotals,
     CorruptClickFile,
+    Marks,
     PreviewBotFilter,
     check_batch,
     is_preview_bot,
@@ -173,7 +174,7 @@ def test_totals_hold_counter_and_custom_keys() -> None:
 
 
 def book(path: Path, clock: Clock, next_index: list[int] | None = None) -> ClickBook:
-    totals, marks = open_click_book(str(path), clock.seconds())
+    totals, marks, _ = open_click_book(str(path), clock.seconds())
     counter_at = next_index if next_index is not None else [0]
     made = ClickBook(
         str(path),
@@ -257,7 +258,8 @@ def test_many_lines_are_compacted_at_start(tmp_path: Path) -> None:
     """Past COMPACT_LINES lines, start-up rewrites the file as a snapshot with the same totals."""
     path = tmp_path / "c.clicks"
     path.write_bytes(b'{"c":{"a":1,"b":2}}\n' * (COMPACT_LINES + 1))
-    totals, _ = open_click_book(str(path), 0.0)
+    totals, _, lines = open_click_book(str(path), 0.0)
+    assert lines == 1
     assert (totals.get("a"), totals.get("b")) == (COMPACT_LINES + 1, 2 * (COMPACT_LINES + 1))
     assert path.read_bytes().count(b"\n") == 1
     assert json.loads(path.read_bytes()) == {"c": {"a": COMPACT_LINES + 1, "b": 2 * (COMPACT_LINES + 1)}}
@@ -291,3 +293,64 @@ def test_forwarder_stop_never_waits_longer_than_its_bound() -> None:
     assert master.batches == [{"a": 1}] and not has_fired(stopped)
     clock.advance(STOP_FLUSH_SECONDS)
     assert has_fired(stopped)
+
+
+def test_a_running_book_compacts_its_file_past_the_bound(tmp_path: Path) -> None:
+    """Past its line bound a running master rewrites the file as a snapshot (this write included):
+    the file stays bounded and a restart finds the same totals and marks."""
+    path, clock = tmp_path / "c.clicks", Clock()
+    counter_at = [0]
+    made = ClickBook(
+        str(path), ClickTotals(), clock, fsync=False, run_in_thread=None, next_index=lambda: counter_at[0],
+        compact_lines=10,
+    )  # fmt: skip
+    made.startService()
+    for second in range(25):
+        counter_at[0] += 1
+        made.counter.click(f"k{second % 3}")
+        clock.advance(1)
+    assert path.read_bytes().count(b'{"c"') <= 10  # compacted (the marks of the last hour stay)
+    result_of(made.stopService())
+    totals, marks, _ = load_clicks(str(path))
+    assert [totals.get(f"k{n}") for n in range(3)] == [9, 8, 8]
+    assert made.clicks("k0") == 9 and marks.created(3) == made.marks.created(3)
+
+
+def test_a_failed_write_is_cut_back_before_the_next(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that fails half-way leaves no torn line before the next good one (start-up would refuse it)."""
+    import os
+
+    path, clock = tmp_path / "c.clicks", Clock()
+    made = book(path, clock)
+    made.counter.click("a")
+    clock.advance(1)
+    real_write = os.write
+
+    def half_then_fail(fd: int, data: Any) -> int:
+        real_write(fd, bytes(data)[:3])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", half_then_fail)
+    answer = made.record({"a": 5})
+    clock.advance(0)
+    assert failure_of(answer).check(StoreUnavailable)
+    monkeypatch.setattr(os, "write", real_write)
+    later = made.record({"a": 2})
+    clock.advance(0)
+    assert result_of(later) is None
+    result_of(made.stopService())
+    totals, _, _ = load_clicks(str(path))
+    assert totals.get("a") == 3
+
+
+def test_marks_are_thinned_with_age() -> None:
+    """A second apart for the last hour, a minute for the last day, an hour before; the undated base stays."""
+    marks = Marks()
+    marks.add(5, 0)
+    now = 10 * 86_400
+    for t in range(0, now, 10):  # a mark every 10 s for ten days
+        marks.add(6 + t, t)
+    kept = marks.thinned(now)
+    assert kept[0] == (5, 0)
+    assert len(kept) < 1 + 9 * 24 + 24 * 60 // 1 + 360 + 10
+    assert all(a[0] < b[0] for a, b in zip(kept, kept[1:]))
