@@ -604,7 +604,7 @@ class ClickBook(Service):
             self._good_size += len(lines)
             self._lines += lines.count(b"\n")
 
-        if self._run_in_thread is not None and self._fsync:
+        if self._run_in_thread is not None and (self._fsync or compact):  # never block the reactor on a disk
             written = self._run_in_thread(write)
         else:
             try:
