@@ -16,7 +16,10 @@ link). After the last restart the load stops and the drill checks that:
   ``(key, url)`` pair;
 - no key was acknowledged for two different URLs, and no URL got two keys;
 - every server came back (each target acknowledged adds after the last restart), and no server
-  logged a traceback.
+  logged a traceback;
+- clicks: a client sends click batches (``Store.Clicks``, as slaves do) to the master throughout;
+  after the last restart the master counts at least every click it acknowledged, and no more than
+  were sent (an unanswered batch may or may not have been written).
 
 Figures: kills, acknowledged, lost (must be 0), duplicate keys (0), conflicting keys (0), and the
 adds refused with 503 or lost to connection errors during outages (expected, reported).
@@ -35,9 +38,11 @@ import sys
 import threading
 import time
 import urllib.parse
+import xmlrpc.client as xmlrpclib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -63,6 +68,64 @@ MAX_TRIES_PER_URL = 500
 SLAVE_SAMPLE = 500
 
 _SHORT_URL = re.compile(rf"http://{re.escape(DEFAULT_HOST)}/([0-9A-Za-z]+)\n")
+
+
+#: The custom key the click client counts clicks for.
+CLICK_KEY = "crash-clicks"
+
+
+@dataclass
+class ClickLedger:
+    """Clicks the click client sent, split by whether the master acknowledged them."""
+
+    acknowledged: int = 0
+    unanswered: int = 0
+    refused: int = 0
+    batches: int = 0
+
+
+class ClickClient(threading.Thread):
+    """Sends ``Store.Clicks({CLICK_KEY: n})`` to the master without pause, as a slave's flusher does."""
+
+    def __init__(
+        self, port: int, ledger: ClickLedger, stop: threading.Event, deadline: float, seed: int
+    ) -> None:
+        super().__init__(name="click-client", daemon=True)
+        self.port = port
+        self.ledger = ledger
+        self.stop_event = stop
+        self.deadline = deadline
+        self.rng = random.Random(seed)
+
+    def run(self) -> None:
+        while not self.stop_event.is_set() and time.monotonic() < self.deadline:
+            count = self.rng.randint(1, 20)
+            self.ledger.batches += 1
+            proxy = xmlrpclib.ServerProxy(f"http://127.0.0.1:{self.port}/RPC2", transport=_ShortTransport())
+            try:
+                answer = proxy.Store.Clicks({CLICK_KEY: count})
+            except xmlrpclib.Fault:
+                self.ledger.refused += count  # answered "not stored": certainly not written
+                self.stop_event.wait(RETRY_PAUSE)
+            except (OSError, http.client.HTTPException, xmlrpclib.ProtocolError):
+                self.ledger.unanswered += count
+                self.stop_event.wait(RETRY_PAUSE)
+            else:
+                if answer is True:
+                    self.ledger.acknowledged += count
+                else:
+                    self.ledger.unanswered += count
+            finally:
+                proxy("close")()
+
+
+class _ShortTransport(xmlrpclib.Transport):
+    """An XML-RPC transport with a 2-second timeout (a killed master must not stall the client)."""
+
+    def make_connection(self, host: Any) -> http.client.HTTPConnection:
+        connection = super().make_connection(host)
+        connection.timeout = 2.0
+        return connection
 
 
 @dataclass(frozen=True)
@@ -187,7 +250,7 @@ def _key_in_answer(method: str, status: int, body: bytes, url: str) -> str | Non
     A 200 or 201 that does not hold the short URL of ``url`` raises ``ValueError``.
     """
     if method == "POST /api/v1/links":
-        if status != 201:
+        if status not in (200, 201):  # 200: the URL was already stored (a retry after a kill)
             return None
         document = json.loads(body)
         key = document.get("key") if isinstance(document, dict) else None
@@ -196,7 +259,7 @@ def _key_in_answer(method: str, status: int, body: bytes, url: str) -> str | Non
             or document.get("url") != url
             or document.get("short_url") != f"http://{DEFAULT_HOST}/{key}"
         ):
-            raise ValueError(f"201 answer does not match the add of {url!r}")
+            raise ValueError(f"{status} answer does not match the add of {url!r}")
         return key
     if status != 200:
         return None
@@ -228,7 +291,10 @@ def read_data_file(path: Path) -> Records:
         except ValueError:
             bad.append(f"line {number}: {line[:200]!r}")
             continue
-        if not isinstance(record, dict) or set(record) != {"key", "url"}:
+        if not isinstance(record, dict) or set(record) not in (
+            {"key", "url"},
+            {"key", "url", "custom", "created"},
+        ):
             bad.append(f"line {number}: {line[:200]!r}")
             continue
         pairs.append((record["key"], record["url"]))
@@ -320,8 +386,17 @@ def _drill(
     for slave in slaves:
         slave.wait_ready()
     targets = {"master": master.port, "slave-a": slaves[0].port, "slave-b": slaves[1].port}
+    made = KeepAliveClient(master.port)
+    try:
+        status, _, _ = made.request("GET", f"/add?url=https%3A%2F%2Fcrash.test%2Fclicks&key={CLICK_KEY}")
+    finally:
+        made.close()
+    if status != 200:
+        report.check("the click key is stored", False, f"status {status}")
+        return report.exit_status()
 
     ledger = Ledger()
+    click_ledger = ClickLedger()
     stop = threading.Event()
     # The clients' own deadline bounds the load even if the main thread never reaches its stop.
     deadline = time.monotonic() + kills * (uptime[1] + downtime[1] + 15) + 60
@@ -335,6 +410,8 @@ def _drill(
     #: When each kill happened, and how many records the data file held right after it.
     kill_log: list[tuple[float, int]] = []
     load_started = time.monotonic()
+    click_client = ClickClient(master.port, click_ledger, stop, deadline, rng.randint(0, 2**31))
+    click_client.start()
     for client in clients:
         client.start()
     try:
@@ -353,6 +430,7 @@ def _drill(
         stop.set()
         for client in clients:
             client.join(timeout=15)
+        click_client.join(timeout=15)
     load_seconds = time.monotonic() - load_started
 
     acks = ledger.acks
@@ -389,6 +467,28 @@ def _drill(
     lookup_seconds = time.monotonic() - looked_up
     sample = rng.sample(unique_acks, min(SLAVE_SAMPLE, len(unique_acks)))
     wrong_slave = [item for slave in slaves for item in lookup_all(slave.port, sample, threads=1)]
+
+    # Clicks: every acknowledged one is counted, and nothing beyond what was sent.
+    reader = KeepAliveClient(master.port)
+    try:
+        status, _, body = reader.request("GET", f"/api/v1/links/{CLICK_KEY}")
+    finally:
+        reader.close()
+    clicks_counted = json.loads(body).get("clicks") if status == 200 else None
+    report.figure("click batches sent", click_ledger.batches)
+    report.figure("clicks acknowledged by the master", click_ledger.acknowledged)
+    report.figure("clicks unanswered (kills)", click_ledger.unanswered)
+    report.figure("clicks counted by the master at the end", clicks_counted)
+    clicks_ok = (
+        isinstance(clicks_counted, int)
+        and click_ledger.acknowledged <= clicks_counted <= click_ledger.acknowledged + click_ledger.unanswered
+    )
+    report.check("clicks acknowledged were batches > 0", click_ledger.acknowledged > 0)
+    report.check(
+        "acknowledged clicks lost == 0 (and none invented)",
+        clicks_ok,
+        f"acknowledged {click_ledger.acknowledged}, counted {clicks_counted}",
+    )
 
     # Then the data file, after a clean stop (SIGTERM writes every accepted record).
     stopped = master.stop()

@@ -8,13 +8,15 @@ It answers the same store errors as the form (404, 400, 503 with ``Retry-After``
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.web.server import NOT_DONE_YET, Request
 
-from goto_tw.errors import GotoError, InvalidURL
-from goto_tw.interfaces import IURLStore
-from goto_tw.keys import is_valid_key
+from goto_tw.errors import GotoError, InvalidKey, InvalidURL
+from goto_tw.interfaces import ILinkAdder, ILinkStats, IURLStore
+from goto_tw.keys import INVALID_KEY, is_valid_key
 from goto_tw.urls import validate_url
 from goto_tw.web import (
     PlainResource,
@@ -54,10 +56,11 @@ class LinksResource(PlainResource):
 
     isLeaf = True
 
-    def __init__(self, store: IURLStore, host: str) -> None:
+    def __init__(self, store: IURLStore, host: str, stats: ILinkStats | None = None) -> None:
         super().__init__()
         self._store = store
         self._host = host
+        self._stats = stats
 
     def render(self, request: Request) -> int:
         path = request.postpath or []
@@ -91,17 +94,31 @@ class LinksResource(PlainResource):
         if not isinstance(url, str):
             write_problem(request, 400, 'the JSON object needs a "url" string')
             return NOT_DONE_YET
+        key = document.get("key")
+        if key is not None and (not isinstance(key, str) or not is_valid_key(key)):
+            write_error_problem(request, InvalidKey(INVALID_KEY))
+            return NOT_DONE_YET
         try:
             url = validate_url(url)  # answer the URL as stored (an IRI becomes its ASCII form)
         except InvalidURL as error:
             write_error_problem(request, error)
             return NOT_DONE_YET
 
-        def created(key: str) -> None:
+        def created(added: tuple[str, bool]) -> None:
+            key, new = added
             request.setHeader(b"location", f"/api/v1/links/{key}".encode("ascii"))
-            write_json(request, 201, {"key": key, "url": url, "short_url": short_url(self._host, key)})
+            document = {"key": key, "url": url, "short_url": short_url(self._host, key)}
+            write_json(request, 201 if new else 200, document)
 
-        return respond_when_ready(request, self._store.put(url), created, on_error=write_error_problem)
+        adder = ILinkAdder(self._store, None)
+        if adder is None:
+            if key is not None:
+                write_problem(request, 400, "this server takes no custom keys")
+                return NOT_DONE_YET
+            added = self._store.put(url).addCallback(lambda key: (key, True))
+        else:
+            added = adder.add(url, key)
+        return respond_when_ready(request, added, created, on_error=write_error_problem)
 
     def _read(self, request: Request, segment: bytes) -> int:
         key = segment.decode("ascii", "replace")
@@ -109,7 +126,25 @@ class LinksResource(PlainResource):
             write_problem(request, 404, f"no link is stored under {key!r}")
             return NOT_DONE_YET
 
-        def found(url: str) -> None:
-            write_json(request, 200, {"key": key, "url": url})
+        def with_stats(url: str) -> Deferred[dict[str, Any]]:
+            document: dict[str, Any] = {"key": key, "url": url}
+            if self._stats is None:
+                return succeed(document)
 
-        return respond_when_ready(request, self._store.get(key), found, on_error=write_error_problem)
+            def add(stats: dict[str, object]) -> dict[str, Any]:
+                created = stats.get("created")
+                document["clicks"] = stats.get("clicks")
+                document["created"] = None if not isinstance(created, float) else _rfc3339(created)
+                return document
+
+            return self._stats.stats(key).addCallback(add)
+
+        found = self._store.get(key).addCallback(with_stats)
+        return respond_when_ready(
+            request, found, lambda document: write_json(request, 200, document), on_error=write_error_problem
+        )
+
+
+def _rfc3339(seconds: float) -> str:
+    """A time as RFC 3339 UTC, to the second (``2026-11-29T12:52:00Z``)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))

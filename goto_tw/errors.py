@@ -56,6 +56,13 @@ class InvalidURL(GotoError):
     fault_code = 400
 
 
+class InvalidKey(GotoError):
+    """A custom key is refused (characters, length, a reserved path); the message says why."""
+
+    http_status = 400
+    fault_code = 400
+
+
 class StoreUnavailable(GotoError):
     """The store cannot answer now (master unreachable, disk write failed); retrying later may work."""
 

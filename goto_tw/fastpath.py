@@ -48,6 +48,7 @@ from zope.interface import Interface, implementer
 
 from goto_tw.keys import is_reserved
 from goto_tw.limits import DeadlineChannel
+from goto_tw.negotiation import head_prefers_html
 
 log = Logger()
 
@@ -60,8 +61,10 @@ Recorder = Callable[[str, str, bytes, str, int, Union[int, str]], None]
 class IFastResponder(Interface):
     """What answers the requests the fast path takes: the very bytes twisted.web would send."""
 
-    def redirect(method: str, key: str) -> Optional[FastAnswer]:
-        """The answer to ``GET``/``HEAD /KEY``, or ``None`` to leave the request to twisted.web."""
+    def redirect(method: str, key: str, head: bytes = b"") -> Optional[FastAnswer]:
+        """The answer to ``GET``/``HEAD /KEY``, or ``None`` to leave the request to twisted.web.
+
+        ``head`` is the whole request head (for the click counter's bot check)."""
 
     def add(method: str, target: bytes, body: bytes) -> Union[FastAnswer, Deferred[FastAnswer], None]:
         """The answer (or a Deferred of it) to an add, or ``None`` to leave it to twisted.web."""
@@ -76,7 +79,7 @@ _HEADER_LINES = (
     rb"|[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[ \t]*\r\n)*)\r\n"
 )
 #: A redirect head: group 1 the method, 2 the key, 3 the header lines.
-_SIMPLE_GET = re.compile(rb"(GET|HEAD) /([0-9A-Za-z]{1,64}) HTTP/1\.1\r\n" + _HEADER_LINES)
+_SIMPLE_GET = re.compile(rb"(GET|HEAD) /([0-9A-Za-z_-]{1,64}) HTTP/1\.1\r\n" + _HEADER_LINES)
 #: An add head: group 1 the method, 2 the target, 3 the header lines.
 _SIMPLE_ADD = re.compile(rb"(GET|POST) (/add(?:\?[\x21-\x7e]*)?) HTTP/1\.1\r\n" + _HEADER_LINES)
 
@@ -235,12 +238,12 @@ class FastRedirectChannel(DeadlineChannel):
                 answer: Union[FastAnswer, Deferred[FastAnswer], None]
                 if get is not None:
                     method, key = get
-                    answer = responder.redirect(method, key)
+                    answer = responder.redirect(method, key, head)
                     path = b"/" + key.encode("ascii")
                     route = "redirect"
                 else:
                     add = parse_simple_add(head)
-                    if add is None:
+                    if add is None or head_prefers_html(head):  # a browser gets twisted.web's HTML page
                         self._hand_over(buffer[start:])
                         return
                     method, path, body_length = add

@@ -63,9 +63,44 @@ class IMasterHealth(Interface):
 class IRecordLog(Interface):
     """Where a master makes its pairs durable: an append-only record log."""
 
-    def append(key: str, url: str) -> Deferred[None]:
+    def append(key: str, url: str, custom: bool = False) -> Deferred[None]:
         """Return a Deferred firing with ``None`` once the record is as safe as the log promises.
+
+        ``custom`` marks a key a person chose (not the counter's): it is recorded as such, so it
+        never moves where the counter resumes, however much it looks like a counter value.
 
         It fails with :class:`~goto_tw.errors.StoreUnavailable` when the record could not be written;
         such a record is never acknowledged and never left half-written before a later good one.
+        """
+
+
+class ILinkAdder(Interface):
+    """A store that says whether an add made a new link, and takes keys a person chose."""
+
+    def add(url: str, key: str | None = None) -> Deferred[tuple[str, bool]]:
+        """Store ``url`` (under exactly ``key`` if given) once durable; fire with ``(key, new)``.
+
+        ``new`` is False when the answer is an existing link: a recent add of the same URL, or
+        the same custom pair stored again (a retried add). It fails with
+        :class:`~goto_tw.errors.KeyExists` when ``key`` holds another URL,
+        :class:`~goto_tw.errors.InvalidKey` for a key the service could not serve,
+        :class:`~goto_tw.errors.InvalidURL` and :class:`~goto_tw.errors.StoreUnavailable` as ``put``.
+        """
+
+
+class IClickCounter(Interface):
+    """Where a process counts the redirects it answers, one click per redirect."""
+
+    def click(key: str) -> None:
+        """Count one click for ``key``: a dict increment, nothing more (it is on the redirect path)."""
+
+
+class ILinkStats(Interface):
+    """What the info page and the API show of a link besides its URL."""
+
+    def stats(key: str) -> Deferred[dict[str, object]]:
+        """Fire with ``{"clicks": int, "created": float | None}`` for a stored key.
+
+        ``created`` is ``None`` when unknown (links stored before it was recorded). Fails with
+        :class:`~goto_tw.errors.KeyNotFound` or :class:`~goto_tw.errors.StoreUnavailable`.
         """

@@ -68,9 +68,19 @@ def is_reserved(key: str) -> bool:
     return key in RESERVED_SEGMENTS or key.startswith(RESERVED_PREFIX)
 
 
-def is_valid_key(key: str) -> bool:
-    """Tell whether ``key`` could name a stored link: non-empty, short, base-62, not reserved.
+#: Characters a key may hold: the generated keys' base 62, plus ``-`` and ``_`` for custom keys
+#: (``my-launch``). No other: a key is a path segment and a header value as it is, never escaped.
+KEY_CHARACTERS = frozenset(ALPHABET + "-_")
+#: Longest key, generated or custom.
+MAX_KEY_LENGTH = 64
+#: Why a custom key is refused: the one sentence the form, the API and the RPC all answer.
+INVALID_KEY = "a custom key is 1 to 64 letters, digits, '-' or '_', and not a path the service uses itself"
 
-    The web layer uses it to answer 404 at once for paths no key can match, without a store look-up.
+
+def is_valid_key(key: str) -> bool:
+    """Tell whether ``key`` could name a stored link: 1 to 64 key characters, not reserved.
+
+    The web layer uses it to answer 404 at once for paths no key can match, without a store look-up;
+    a custom key must pass it too, so a key a person chooses is one the service could serve.
     """
-    return 0 < len(key) <= 64 and all(c in _DIGIT_VALUE for c in key) and not is_reserved(key)
+    return 0 < len(key) <= MAX_KEY_LENGTH and KEY_CHARACTERS.issuperset(key) and not is_reserved(key)

@@ -35,6 +35,7 @@ class Metrics:
         self.redirects = 0
         self._store_size: Callable[[], int] = lambda: 0
         self._cache_stats: Callable[[], tuple[int, int, int]] | None = None
+        self._clicks: Callable[[], int] | None = None
         self.rpc_latency = Histogram(
             "goto_rpc_call_seconds",
             "Time for a call to the master to be answered (or to fail), by method and outcome.",
@@ -59,6 +60,10 @@ class Metrics:
     def watch_store(self, size: Callable[[], int]) -> None:
         """Report ``size()`` as the number of keys held, read at each scrape."""
         self._store_size = size
+
+    def watch_clicks(self, total: Callable[[], int]) -> None:
+        """Report ``total()`` as ``goto_clicks_total``, read at each scrape (nothing per click here)."""
+        self._clicks = total
 
     def watch_cache(self, stats: Callable[[], tuple[int, int, int]]) -> None:
         """Report ``stats()`` as the cache's (hits, misses, evictions), read at each scrape."""
@@ -102,6 +107,12 @@ class _Collector(Collector):
         )
         size.add_metric([metrics.role], metrics._store_size())
         yield size
+        if metrics._clicks is not None:
+            yield CounterMetricFamily(
+                "goto_clicks",
+                "Clicks counted (redirects but HEAD and preview bots).",
+                value=metrics._clicks(),
+            )
         if metrics._cache_stats is not None:
             hits, misses, evictions = metrics._cache_stats()
             yield CounterMetricFamily("goto_cache_hits", "Slave cache hits.", value=hits)

@@ -63,8 +63,18 @@ def encode_record(key: str, url: str) -> bytes:
     return json.dumps({"key": key, "url": url}, separators=(",", ":")).encode("ascii") + b"\n"
 
 
-def _decode_line(path: str, line_number: int, line: bytes) -> tuple[str, str]:
-    """Decode one line, or raise :class:`CorruptDataFile` saying what is wrong with it."""
+def encode_custom_record(key: str, url: str, created: float) -> bytes:
+    """The line of a pair under a key a person chose: marked, so loading never takes it for a counter
+    value, and dated (whole seconds). Older programs read it as a plain pair."""
+    record = {"key": key, "url": url, "custom": 1, "created": int(created)}
+    return json.dumps(record, separators=(",", ":")).encode("ascii") + b"\n"
+
+
+def _decode_line(path: str, line_number: int, line: bytes) -> tuple[str, str, float | None]:
+    """Decode one line into ``(key, url, created)``, or raise :class:`CorruptDataFile` saying what is wrong.
+
+    ``created`` is ``None`` for a pair record (a counter key), or the time a custom key was stored.
+    """
     try:
         record = json.loads(line)
     except ValueError as exc:
@@ -74,7 +84,22 @@ def _decode_line(path: str, line_number: int, line: bytes) -> tuple[str, str]:
     key, url = record.get("key"), record.get("url")
     if not isinstance(key, str) or not key or not isinstance(url, str) or not url:
         raise CorruptDataFile(path, line_number, 'the record needs non-empty "key" and "url" strings')
-    return key, url
+    return key, url, _custom_created(path, line_number, record)
+
+
+def _custom_created(path: str, line_number: int, record: dict[str, object]) -> float | None:
+    """The creation time of a custom-key record (``"custom":1,"created":T``), ``None`` for a pair record."""
+    if "custom" not in record:
+        return None
+    created = record.get("created")
+    if (
+        record["custom"] != 1
+        or isinstance(created, bool)
+        or not isinstance(created, (int, float))
+        or not 0 <= created < 1e11
+    ):
+        raise CorruptDataFile(path, line_number, 'a custom-key record needs "custom":1 and a "created" time')
+    return float(created)
 
 
 def _check_key(path: str, line_number: int, key: str) -> None:
@@ -179,7 +204,7 @@ def _parse_chunk(path: str, chunk: bytes, lines_before: int, urls: URLMap) -> in
     """Add the records of ``chunk`` (complete lines) to ``urls``; return how many lines it held."""
     lines = chunk.count(b"\n")
     split = _split_plain(chunk, lines)
-    records: Iterable[tuple[str, str]]  # read lazily, so the first bad line is the one named
+    records: Iterable[tuple[str, str, float | None]]  # read lazily, so the first bad line is the one named
     urls_valid = False
     if split is not None:
         keys, plain_urls, urls_valid = split
@@ -189,20 +214,28 @@ def _parse_chunk(path: str, chunk: bytes, lines_before: int, urls: URLMap) -> in
             and keys == expected_keys(start, start + lines)
             and not _holds_reserved(start, start + lines)
         ):
-            urls.extend_run(start, plain_urls)
+            try:
+                urls.extend_run(start, plain_urls)
+            except KeyError as exc:
+                raise CorruptDataFile(
+                    path, lines_before + 1, f"key {exc.args[0]!r} is stored twice"
+                ) from None
             return lines
-        records = ((key.decode("ascii"), url.decode("ascii")) for key, url in zip(keys, plain_urls))
+        records = ((key.decode("ascii"), url.decode("ascii"), None) for key, url in zip(keys, plain_urls))
     else:
         records = (
             _decode_line(path, lines_before + number, line)
             for number, line in enumerate(chunk[:-1].split(b"\n"), start=1)
         )
-    for number, (key, url) in enumerate(records, start=lines_before + 1):
+    for number, (key, url, created) in enumerate(records, start=lines_before + 1):
         _check_key(path, number, key)
         if not urls_valid:
             _check_url(path, number, url)
         try:
-            urls.add(key, url)
+            if created is None:
+                urls.add(key, url)
+            else:
+                urls.add_custom(key, url, created)
         except KeyError:
             raise CorruptDataFile(path, number, f"key {key!r} is stored twice") from None
     return lines
@@ -485,16 +518,24 @@ class AppendLog(Service):
         self._good_size = self._file.size()
         super().startService()
 
-    def append(self, key: str, url: str) -> Deferred[None]:
-        """Queue one record; the Deferred fires once it is written (and synced, with ``fsync``)."""
+    def append(self, key: str, url: str, custom: bool = False) -> Deferred[None]:
+        """Queue one record; the Deferred fires once it is written (and synced, with ``fsync``).
+
+        A ``custom`` key is recorded as such (with the time) and never counts against the key bound.
+        """
         if self._closed or not self.running:
             return fail(
                 StoreUnavailable(NOT_STORED, detail="the data file is closed: the server is stopping")
             )
+        acknowledged: Deferred[None] = Deferred()
+        if custom:
+            line = encode_custom_record(key, url, self._clock.seconds())
+            self._pending.append(_Queued(line, acknowledged, -1))
+            self._schedule_flush()
+            return acknowledged
         index = canonical_index(key)
         if index is not None and index >= self._needed:
             self._needed = index + 1
-        acknowledged: Deferred[None] = Deferred()
         self._pending.append(_Queued(encode_record(key, url), acknowledged, -1 if index is None else index))
         self._raise_bound_ahead()
         self._schedule_flush()

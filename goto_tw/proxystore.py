@@ -32,10 +32,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from goto_tw.errors import GotoError, KeyNotFound, MasterUnreachable, StoreUnavailable
+from goto_tw.errors import GotoError, InvalidKey, KeyNotFound, MasterUnreachable, StoreUnavailable
 from goto_tw.fanout import Coalescing, SharedResult
-from goto_tw.interfaces import ILocalLookup, IMasterHealth, IURLStore
-from goto_tw.keys import is_valid_key
+from goto_tw.interfaces import ILinkAdder, ILocalLookup, IMasterHealth, IURLStore
+from goto_tw.keys import INVALID_KEY, is_valid_key
 from goto_tw.urls import validate_url
 
 log = Logger()
@@ -57,7 +57,7 @@ class CacheStats:
         self.evictions = 0
 
 
-@implementer(IURLStore, ILocalLookup, IMasterHealth)
+@implementer(IURLStore, ILocalLookup, IMasterHealth, ILinkAdder)
 class ProxyStore:
     """A caching, coalescing, master-outage-aware :class:`IURLStore` over a remote one."""
 
@@ -81,6 +81,7 @@ class ProxyStore:
         self._unknown_until: OrderedDict[str, float] = OrderedDict()
         self._gets: Coalescing[str, str] = Coalescing()
         self._puts: Coalescing[str, str] = Coalescing()
+        self._adds: Coalescing[tuple[str, str], tuple[str, bool]] = Coalescing()
         self._master_down_since: float | None = None
         self._down_error: MasterUnreachable | None = None
         self._next_probe_at = 0.0
@@ -130,6 +131,33 @@ class ProxyStore:
         except GotoError:
             return fail()
         return self._puts.call(url, lambda: self._ask_master_put(url))
+
+    def add(self, url: str, key: str | None = None) -> Deferred[tuple[str, bool]]:
+        """Add through the master's ``Store.Add`` (409 there if a custom key is taken); cache the pair."""
+        if key is not None and not is_valid_key(key):
+            return fail(InvalidKey(INVALID_KEY))
+        try:
+            url = validate_url(url)
+        except GotoError:
+            return fail()
+        master = ILinkAdder(self._master, None)
+        if master is None:
+            return fail(InvalidKey("this server takes no custom keys"))
+        asked = self._adds.call((key or "", url), lambda: self._ask_master(lambda: master.add(url, key)))
+        return asked.addCallback(self._add_done, url, key)
+
+    def _add_done(self, answered: object, url: str, key: str | None) -> tuple[str, bool]:
+        if (
+            not isinstance(answered, tuple)
+            or len(answered) != 2
+            or not isinstance(answered[0], str)
+            or not is_valid_key(answered[0])
+            or (key is not None and answered[0] != key)
+            or not isinstance(answered[1], bool)
+        ):
+            raise self._bad_answer(f"the master answered {_shown(answered)} to an add of {url!r}")
+        self._remember(answered[0], url)
+        return answered[0], answered[1]
 
     def _ask_master_get(self, key: str) -> Deferred[str]:
         asked = self._ask_master(lambda: self._master.get(key))
@@ -220,7 +248,7 @@ class ProxyStore:
 
         return asked.addBoth(answered_properly)
 
-    def _ask_master(self, call: Callable[[], Deferred[str]]) -> Deferred[str]:
+    def _ask_master(self, call: Callable[[], Deferred[T]]) -> Deferred[T]:
         """Make ``call``, unless the master is known to be down and this is not the time to probe:
         then fail at once with :class:`MasterUnreachable`."""
         if self._master_down_since is not None:

@@ -46,7 +46,7 @@ from goto_tw.errors import (
     NotAuthorized,
     StoreUnavailable,
 )
-from goto_tw.interfaces import IURLStore
+from goto_tw.interfaces import ILinkAdder, IURLStore
 from goto_tw.metrics import Metrics
 from goto_tw.xmlrpcbody import RefusedBody, parse_call
 
@@ -184,7 +184,7 @@ class _Call(NamedTuple):
     answer: Deferred[Any]
 
 
-@implementer(IURLStore)
+@implementer(IURLStore, ILinkAdder)
 class RemoteStore:
     """The master's store seen through XML-RPC: every call goes over the network, nothing is cached.
 
@@ -228,6 +228,14 @@ class RemoteStore:
     def put(self, url: str) -> Deferred[str]:
         """``Store.Put(url)`` on the master."""
         return self.call("Store.Put", url)
+
+    def add(self, url: str, key: str | None = None) -> Deferred[tuple[str, bool]]:
+        """``Store.Add(url, key)`` on the master (``""`` for no custom key): ``(key, new)``.
+
+        The answer is passed on as the master sent it; :class:`~goto_tw.proxystore.ProxyStore` checks it.
+        """
+        answered: Deferred[Any] = self.call("Store.Add", url, key or "")
+        return answered.addCallback(_add_answer)
 
     def count(self) -> int:
         """A remote store holds nothing locally."""
@@ -563,3 +571,10 @@ def _decode_response(body: bytes) -> Any:
     except Exception as exc:
         raise _NotXMLRPC(f"{type(exc).__name__}: {exc}"[:200]) from None
     return value
+
+
+def _add_answer(answer: Any) -> Any:
+    """``Store.Add`` answers ``{"key": K, "new": B}``; the pair ``(K, B)``, or the answer as it came."""
+    if isinstance(answer, dict) and set(answer) == {"key", "new"}:
+        return answer["key"], answer["new"]
+    return answer

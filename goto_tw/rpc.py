@@ -19,9 +19,11 @@ from twisted.python.failure import Failure
 from twisted.web import xmlrpc
 from twisted.web.server import NOT_DONE_YET, Request
 
+from goto_tw.clicks import ClickBook, check_batch
 from goto_tw.errors import GotoError, KeyNotFound, NotAuthorized
-from goto_tw.interfaces import IURLStore
+from goto_tw.interfaces import ILinkAdder, ILinkStats, ILocalLookup, IURLStore
 from goto_tw.keys import is_valid_key
+from goto_tw.linkstats import stats_struct
 from goto_tw.web import PlainResource
 from goto_tw.xmlrpcbody import RefusedBody, parse_call
 
@@ -48,11 +50,41 @@ def _single_string(args: tuple[Any, ...], what: str) -> str:
 
 
 class StoreHandler(xmlrpc.XMLRPC):
-    """The ``Store`` sub-handler: goto's ``Store.Get`` and ``Store.Put`` over an :class:`IURLStore`."""
+    """The ``Store`` sub-handler: goto's ``Store.Get`` and ``Store.Put`` over an :class:`IURLStore`,
+    and, with a click book, ``Store.Clicks`` and ``Store.Stats`` for slaves."""
 
-    def __init__(self, store: IURLStore) -> None:
+    def __init__(
+        self, store: IURLStore, clicks: ClickBook | None = None, stats: ILinkStats | None = None
+    ) -> None:
         super().__init__(allowNone=False)
         self._store = store
+        self._clicks = clicks
+        self._stats = stats
+
+    def xmlrpc_Clicks(self, *args: Any) -> Deferred[bool]:
+        """``Store.Clicks({key: count, ...})``: a slave's batch; True once durable (fault 503 if not).
+
+        At most 5,000 keys of 1 to 64 key characters, each count a positive 32-bit int (fault 400).
+        """
+        if self._clicks is None:
+            raise xmlrpc.Fault(xmlrpc.XMLRPC.NOT_FOUND, "this master counts no clicks")
+        try:
+            batch = check_batch(args[0] if len(args) == 1 else None)
+        except ValueError as exc:
+            raise xmlrpc.Fault(BAD_ARGUMENTS, str(exc)) from None
+        local = ILocalLookup(self._store, None)
+        if local is not None:  # clicks for keys never stored (a confused or hostile caller) are dropped
+            batch = {key: count for key, count in batch.items() if local.lookup(key) is not None}
+        return self._clicks.record(batch).addCallbacks(lambda _: True, _as_fault)
+
+    def xmlrpc_Stats(self, *args: Any) -> Deferred[dict[str, object]]:
+        """``Store.Stats(key)`` -> ``{"clicks": double, "created": double}`` (no ``created`` when unknown)."""
+        key = _single_string(args, "key")
+        if self._stats is None:
+            raise xmlrpc.Fault(xmlrpc.XMLRPC.NOT_FOUND, "this master keeps no statistics")
+        if not is_valid_key(key):
+            raise xmlrpc.Fault(KeyNotFound.fault_code, "no link is stored under that key")
+        return self._stats.stats(key).addCallbacks(stats_struct, _as_fault)
 
     def xmlrpc_Get(self, *args: Any) -> Deferred[str]:
         """Return the long URL stored under the key; fault 404 when there is none."""
@@ -62,9 +94,29 @@ class StoreHandler(xmlrpc.XMLRPC):
         return self._store.get(key).addErrback(_as_fault)
 
     def xmlrpc_Put(self, *args: Any) -> Deferred[str]:
-        """Store the URL (once durable) and return its key; fault 400 for a refused URL."""
+        """Store the URL (once durable) and return its key; fault 400 for a refused URL.
+
+        ``Store.Put(url, key)`` stores it under that custom key: fault 409 if the key holds another
+        URL, 400 for a key the service could not serve (plain ``Store.Put(url)`` is unchanged).
+        """
+        if len(args) == 2:
+            return self._add(args).addCallback(lambda added: added["key"])
         url = _single_string(args, "URL")
         return self._store.put(url).addErrback(_as_fault)
+
+    def xmlrpc_Add(self, *args: Any) -> Deferred[dict[str, Any]]:
+        """``Store.Add(url, key)`` -> ``{"key": K, "new": B}``: a custom key (``""`` for a counter key),
+        and whether the link is new (the JSON API answers 201 or 200 by it). Faults as ``Store.Put``."""
+        return self._add(args)
+
+    def _add(self, args: tuple[Any, ...]) -> Deferred[dict[str, Any]]:
+        if len(args) != 2 or not all(isinstance(arg, str) for arg in args):
+            raise xmlrpc.Fault(BAD_ARGUMENTS, "expected two string arguments, the URL and the key")
+        adder = ILinkAdder(self._store, None)
+        if adder is None:
+            raise xmlrpc.Fault(BAD_ARGUMENTS, "this store takes no custom keys")
+        added = adder.add(args[0], args[1] or None)
+        return added.addCallbacks(lambda result: {"key": result[0], "new": result[1]}, _as_fault)
 
 
 class SystemHandler(xmlrpc.XMLRPC):
@@ -115,10 +167,16 @@ def _failure_struct(failure: Failure) -> dict[str, Any]:
 class RPCResource(PlainResource, xmlrpc.XMLRPC):
     """``/RPC2``: the XML-RPC endpoint, optionally guarded by a shared secret."""
 
-    def __init__(self, store: IURLStore, secret: bytes | None = None) -> None:
+    def __init__(
+        self,
+        store: IURLStore,
+        secret: bytes | None = None,
+        clicks: ClickBook | None = None,
+        stats: ILinkStats | None = None,
+    ) -> None:
         super().__init__(allowNone=False)
         self._secret = secret
-        self.putSubHandler("Store", StoreHandler(store))
+        self.putSubHandler("Store", StoreHandler(store, clicks, stats))
         self.putSubHandler("system", SystemHandler(self))
 
     def lookupProcedure(self, procedurePath: Any) -> Any:

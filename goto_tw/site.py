@@ -18,7 +18,7 @@ from twisted.web.server import Site
 
 from goto_tw.accesslog import AccessLog, EventAccessLog
 from goto_tw.fastpath import FastRedirectChannel, IFastResponder
-from goto_tw.interfaces import ILocalLookup, IURLStore
+from goto_tw.interfaces import IClickCounter, ILocalLookup, IURLStore
 from goto_tw.keys import is_valid_key
 from goto_tw.limits import BoundedRequest
 from goto_tw.metrics import Metrics
@@ -61,6 +61,7 @@ class GotoSite(Site):
         host: str = "localhost",
         access_log: AccessLog | None = None,
         timeout: float = 60,
+        clicks: IClickCounter | None = None,
     ) -> None:
         """With a ``store`` that can look keys up locally (and the ``host`` of short URLs),
         redirects and adds take the fast path; without one every request takes twisted.web's
@@ -71,7 +72,9 @@ class GotoSite(Site):
         self.access_log: AccessLog = access_log if access_log is not None else EventAccessLog(reactor)
         local = ILocalLookup(store, None)
         self.responder: IFastResponder | None = (
-            FastAnswers(store, local, host, reactor) if store is not None and local is not None else None
+            FastAnswers(store, local, host, reactor, clicks)
+            if store is not None and local is not None
+            else None
         )
 
     def buildProtocol(self, addr: Any) -> Any:

@@ -6,13 +6,14 @@ from collections import OrderedDict
 from collections.abc import Mapping
 
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from goto_tw.errors import GotoError, InvalidURL, KeyExists, KeyNotFound
+from goto_tw.errors import GotoError, InvalidKey, InvalidURL, KeyExists, KeyNotFound
 from goto_tw.fanout import Coalescing
-from goto_tw.interfaces import ILocalLookup, IRecordLog, IURLStore
-from goto_tw.keys import is_reserved, is_valid_key, key_for_index
+from goto_tw.interfaces import ILinkAdder, ILocalLookup, IRecordLog, IURLStore
+from goto_tw.keys import INVALID_KEY, is_reserved, is_valid_key, key_for_index
 from goto_tw.urlmap import URLMap
 from goto_tw.urls import validate_url
 
@@ -20,7 +21,7 @@ from goto_tw.urls import validate_url
 RECENT_ADDS = 10_000
 
 
-@implementer(IURLStore, ILocalLookup)
+@implementer(IURLStore, ILocalLookup, ILinkAdder)
 class URLStore:
     """Holds every pair in memory and makes each new one durable before anyone sees its key.
 
@@ -44,6 +45,7 @@ class URLStore:
         log: IRecordLog | None = None,
         *,
         next_index: int = 0,
+        clock: IReactorTime | None = None,
     ) -> None:
         if urls is None:
             urls = URLMap()
@@ -55,6 +57,7 @@ class URLStore:
         self._next_index = max(urls.next_index(), next_index)
         self._pending_keys: set[str] = set()
         self._puts: Coalescing[str, str] = Coalescing()
+        self._clock = clock
 
     def count(self) -> int:
         """Return how many pairs are stored (acknowledged ones only)."""
@@ -98,19 +101,48 @@ class URLStore:
             return fail()
         return self._store(key, url)
 
-    def _store(self, key: str, url: str) -> Deferred[str]:
+    def add(self, url: str, key: str | None = None) -> Deferred[tuple[str, bool]]:
+        """``put`` that tells whether the link is new, or store under a custom ``key`` (:class:`ILinkAdder`).
+
+        The same custom pair again answers ``(key, False)`` (a retry); a key holding another URL,
+        or being stored, is :class:`KeyExists` (409): keys are never overwritten.
+        """
+        if key is not None and not is_valid_key(key):
+            return fail(InvalidKey(INVALID_KEY))
+        try:
+            url = validate_url(url)
+        except GotoError:
+            return fail()
+        if key is None:
+            known = self._recent.get(url)
+            if known is not None:
+                return succeed((known, False))
+            return self.put(url).addCallback(lambda stored: (stored, True))
+        if self._urls.get(key) == url:
+            return succeed((key, False))
+        return self._store(key, url, custom=True).addCallback(lambda stored: (stored, True))
+
+    def next_index(self) -> int:
+        """Where the key counter stands: every counter key below it was made (or skipped) already."""
+        return self._next_index
+
+    def created(self, key: str) -> float | None:
+        """When the custom ``key`` was stored, or ``None`` (a counter key, or unknown)."""
+        return self._urls.custom_created.get(key)
+
+    def _store(self, key: str, url: str, custom: bool = False) -> Deferred[str]:
         """Store a checked pair under ``key`` once the log has it; fail with :class:`KeyExists` if taken."""
         if key in self._urls or key in self._pending_keys:
             return fail(KeyExists(f"the key {key!r} is already taken"))
         if self._log is None:
-            self._insert(key, url)
+            self._insert(key, url, custom)
             return succeed(key)
         self._pending_keys.add(key)
-        written = self._log.append(key, url)
+        written = self._log.append(key, url, custom) if custom else self._log.append(key, url)
 
         def stored(_: None) -> str:
             self._pending_keys.discard(key)
-            self._insert(key, url)
+            self._insert(key, url, custom)
             return key
 
         def not_stored(failure: Failure) -> Failure:
@@ -119,8 +151,11 @@ class URLStore:
 
         return written.addCallbacks(stored, not_stored)
 
-    def _insert(self, key: str, url: str) -> None:
-        self._urls.add(key, url)
+    def _insert(self, key: str, url: str, custom: bool = False) -> None:
+        if custom:
+            self._urls.add_custom(key, url, self._clock.seconds() if self._clock is not None else 0.0)
+        else:
+            self._urls.add(key, url)
         recent = self._recent
         if url not in recent:
             recent[url] = key

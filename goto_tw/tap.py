@@ -6,7 +6,7 @@ import ipaddress
 import math
 import re
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
@@ -17,9 +17,18 @@ from twisted.web.resource import Resource
 
 from goto_tw.accesslog import make_access_log
 from goto_tw.api import LinksResource
-from goto_tw.interfaces import IURLStore
+from goto_tw.clicks import (
+    ClickBook,
+    ClickCounter,
+    ClickForwarder,
+    CorruptClickFile,
+    clicks_path,
+    open_click_book,
+)
+from goto_tw.interfaces import IClickCounter, ILinkStats, IURLStore
 from goto_tw.keybound import CorruptKeyBound
 from goto_tw.lifecycle import DrainService, StopInOrder, listening_service
+from goto_tw.linkstats import MasterLinkStats, RemoteLinkStats
 from goto_tw.metrics import Metrics
 from goto_tw.ops import ops_resource
 from goto_tw.persistence import AppendLog, CorruptDataFile, open_data_file
@@ -30,7 +39,10 @@ from goto_tw.store import URLStore
 from goto_tw.web import GotoRoot, NotFoundResource, PlainResource
 
 if TYPE_CHECKING:
-    from goto_tw.remote import HTTPPoster  # imported at run time by slaves only (see make_slave_store)
+    from goto_tw.remote import (  # imported at run time by slaves only (see _remote_store)
+        HTTPPoster,
+        RemoteStore,
+    )
 
 #: A master's data file when ``--file`` is not given.
 DEFAULT_DATA_FILE = "store.json"
@@ -261,16 +273,24 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         # adds a master is still writing, the calls a slave drains) still gets its line.
         access_log.setServiceParent(top)
     drain: Service | None = None
+    book: ClickBook | None = None
+    clicks: ClickCounter
+    stats: ILinkStats
     if options["master"]:
-        slave_store = make_slave_store(options, reactor, top, metrics)
+        slave_store, clicks, stats = make_slave(options, reactor, top, metrics)
         drain = DrainService(slave_store, reactor, min(float(options["rpc-timeout"]) + 1, MAX_DRAIN_SECONDS))
         store: IURLStore = slave_store
     else:
-        store = make_master_store(options, reactor, top, metrics)
+        master_store = make_master_store(options, reactor, top, metrics)
+        book = make_click_book(options, reactor, top, master_store.next_index)
+        clicks = book.counter
+        stats = MasterLinkStats(master_store, master_store, book)
+        store = master_store
+    metrics.watch_clicks(book.total if book is not None else clicks.total)
     if drain is not None:
         drain.setServiceParent(top)  # the accepted requests finish before the log and the pool close
-    rpc = RPCResource(store, options.get("rpc-secret")) if options["rpc"] else None
-    root = make_root(store, options["host"], metrics, rpc)
+    rpc = RPCResource(store, options.get("rpc-secret"), book, stats) if options["rpc"] else None
+    root = make_root(store, options["host"], metrics, rpc, clicks, stats)
     site = GotoSite(
         root,
         metrics,
@@ -278,6 +298,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         store=store,
         host=options["host"],
         access_log=access_log,
+        clicks=clicks,
     )
     listening_service("--http", options["http"], site, reactor).setServiceParent(top)
     if options.get("ops"):
@@ -290,15 +311,22 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
     return top
 
 
-def make_root(store: IURLStore, host: str, metrics: Metrics, rpc: Resource | None = None) -> Resource:
+def make_root(
+    store: IURLStore,
+    host: str,
+    metrics: Metrics,
+    rpc: Resource | None = None,
+    clicks: IClickCounter | None = None,
+    stats: ILinkStats | None = None,
+) -> Resource:
     """The resource tree: the front end, the JSON API, ``/_goto/`` and, on a master, ``/RPC2``."""
     metrics.watch_store(store.count)
-    root = GotoRoot(store, host)
+    root = GotoRoot(store, host, clicks, stats)
     api = PlainResource()
     root.putChild(b"api", api)
     version1 = PlainResource()
     api.putChild(b"v1", version1)
-    version1.putChild(b"links", LinksResource(store, host))
+    version1.putChild(b"links", LinksResource(store, host, stats))
     root.putChild(b"_goto", ops_resource(store, metrics))
     if rpc is not None:
         root.putChild(b"RPC2", rpc)
@@ -327,7 +355,55 @@ def make_master_store(
         resume_index=data.next_index,
     )
     record_log.setServiceParent(parent)
-    return URLStore(data.urls, record_log, next_index=data.next_index)
+    return URLStore(data.urls, record_log, next_index=data.next_index, clock=reactor)
+
+
+def make_click_book(
+    options: Options | dict[str, Any], reactor: Any, parent: MultiService, next_index: Callable[[], int]
+) -> ClickBook:
+    """Load (and compact) the master's click file beside its data file; its writer stops after the listener.
+
+    ``next_index`` is where the store's key counter stands: the book dates counter keys by it.
+    """
+    path = clicks_path(options["file"])
+    try:
+        totals, marks, lines = open_click_book(path, reactor.seconds())
+    except (CorruptClickFile, OSError) as exc:
+        sys.exit(f"goto: cannot load the click file: {exc}")
+    fsync = not options.get("no-fsync")
+    book = ClickBook(
+        path,
+        totals,
+        reactor,
+        fsync=fsync,
+        run_in_thread=_thread_runner(reactor),
+        marks=marks,
+        next_index=next_index,
+        lines=lines,
+    )
+    book.setServiceParent(parent)
+    return book
+
+
+def make_slave(
+    options: Options | dict[str, Any],
+    reactor: Any,
+    parent: MultiService,
+    metrics: Metrics,
+    http: HTTPPoster | None = None,
+) -> tuple[ProxyStore, ClickCounter, RemoteLinkStats]:
+    """A slave's store (:func:`make_slave_store`), its click counter, and its view of link statistics.
+
+    The counter's forwarder sends a batch a second (``Store.Clicks``); it stops before the connection
+    pool closes, sending what is pending once more.
+    """
+    remote = _remote_store(options, reactor, parent, metrics, http)
+    store = _proxy_store(remote, reactor, options, metrics)
+    counter = ClickCounter()
+    ClickForwarder(counter, lambda batch: remote.call("Store.Clicks", batch), reactor).setServiceParent(
+        parent
+    )
+    return store, counter, RemoteLinkStats(remote, counter)
 
 
 def make_slave_store(
@@ -339,13 +415,23 @@ def make_slave_store(
 ) -> ProxyStore:
     """A caching proxy of the master's store, over a pool of persistent HTTP/1.1 connections
     (or over ``http``, a client given instead: tests pass one that needs no sockets)."""
+    return _proxy_store(_remote_store(options, reactor, parent, metrics, http), reactor, options, metrics)
+
+
+def _remote_store(
+    options: Options | dict[str, Any],
+    reactor: Any,
+    parent: MultiService,
+    metrics: Metrics,
+    http: HTTPPoster | None = None,
+) -> RemoteStore:
     # Imported here: the HTTP client stack is a third of the start-up imports, and only slaves use it.
     from goto_tw.remote import RemoteStore
 
     timeout = float(options["rpc-timeout"])
     if http is None:
         http = _master_client(reactor, timeout, parent)
-    remote = RemoteStore(
+    return RemoteStore(
         http,
         options["master"],
         reactor,
@@ -353,6 +439,11 @@ def make_slave_store(
         secret=options.get("rpc-secret"),
         metrics=metrics,
     )
+
+
+def _proxy_store(
+    remote: RemoteStore, reactor: Any, options: Options | dict[str, Any], metrics: Metrics
+) -> ProxyStore:
     store = ProxyStore(remote, reactor, cache_size=int(options["cache-size"]))
     metrics.watch_cache(lambda: (store.stats.hits, store.stats.misses, store.stats.evictions))
     return store

@@ -9,6 +9,7 @@ index (``set`` of a custom key, a hand-edited file) lives in a small dict beside
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterator, Mapping
 
 from goto_tw.keys import ALPHABET, index_for_key, key_for_index
@@ -63,6 +64,11 @@ class URLMap(Mapping[str, str]):
         self._by_index: list[bytes | None] = []
         self._others: dict[str, bytes] = {}
         self._count = 0
+        #: Counter values of the keys held in ``_others`` that look like one, sorted: what ``extend_run``
+        #: must not overwrite, found by bisection instead of a look-up per key of the run.
+        self._other_indexes: list[int] = []
+        #: When each custom key was stored (custom keys are few: a dict is fine).
+        self.custom_created: dict[str, float] = {}
 
     @classmethod
     def of(cls, pairs: Mapping[str, str]) -> URLMap:
@@ -127,19 +133,37 @@ class URLMap(Mapping[str, str]):
         index = canonical_index(key)
         slots = self._by_index
         if index is None or index > len(slots) + MAX_GAP:
-            self._others[key] = data
+            self._hold_apart(key, data)
         else:
             if index >= len(slots):
                 slots.extend([None] * (index - len(slots) + 1))
             slots[index] = data
         self._count += 1
 
+    def add_custom(self, key: str, url: str | bytes, created: float) -> None:
+        """Hold ``url`` under a key a person chose, stored at ``created``; ``KeyError`` if taken.
+
+        Kept beside the counter's list even when it looks like a counter value (``abc``), so a
+        custom key never moves where the counter resumes (``next_index``); the counter skips it.
+        """
+        if key in self:
+            raise KeyError(key)
+        self._hold_apart(key, url.encode("utf-8") if isinstance(url, str) else url)
+        self.custom_created[key] = created
+        self._count += 1
+
+    def _hold_apart(self, key: str, data: bytes) -> None:
+        self._others[key] = data
+        index = canonical_index(key)
+        if index is not None:
+            bisect.insort(self._other_indexes, index)
+
     def extend_run(self, start: int, urls: list[bytes]) -> None:
         """Hold ``urls`` under the keys of indexes ``start``, ``start + 1``... (all past the end)."""
         slots = self._by_index
-        if start < len(slots) or (
-            self._others and any(key_for_index(start + i) in self._others for i in range(len(urls)))
-        ):
+        held = self._other_indexes
+        position = bisect.bisect_left(held, start)
+        if start < len(slots) or (position < len(held) and held[position] < start + len(urls)):
             raise KeyError(key_for_index(start))
         if start > len(slots):
             slots.extend([None] * (start - len(slots)))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, TypeVar, Union
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -25,15 +25,19 @@ from twisted.web.http import RESPONSES, datetimeToString, parse_qs
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.server import version as server_version
-from twisted.web.template import Tag, flattenString, tags
 from zope.interface import implementer
 
-from goto_tw.errors import GotoError, InvalidURL
+from goto_tw.clicks import PreviewBotFilter, is_preview_bot
+from goto_tw.errors import GotoError, InvalidKey, InvalidURL
 from goto_tw.fastpath import FastAnswer, IFastResponder
-from goto_tw.interfaces import ILocalLookup, IURLStore
-from goto_tw.keys import is_valid_key
+from goto_tw.interfaces import IClickCounter, ILinkAdder, ILinkStats, ILocalLookup, IURLStore
+from goto_tw.keys import INVALID_KEY, is_valid_key
+from goto_tw.negotiation import prefers_html
+from goto_tw.pages import error_page, form_page, info_page, result_page, write_html
 from goto_tw.problems import PROBLEM_JSON, is_api_path, problem_body
+from goto_tw.qr import qr_png, qr_svg
 from goto_tw.timestamps import PerSecond
+from goto_tw.urls import validate_url
 
 log = Logger()
 T = TypeVar("T")
@@ -70,36 +74,6 @@ def _log_unsendable(key: str) -> None:
         "The URL stored under {key!r} is not visible ASCII and cannot be sent in a Location header: "
         "answering 500 (a corrupt record?)",
         key=key,
-    )
-
-
-def _flatten(tag: Tag) -> bytes:
-    """Render a template synchronously: the pages here hold no Deferreds."""
-    out: list[bytes] = []
-    flattenString(None, tag).addCallback(out.append)
-    return b"<!DOCTYPE html>\n" + out[0]
-
-
-def form_page() -> bytes:
-    """Return the HTML of the add form (``GET /``, ``GET /add``), which posts to ``/add``."""
-    return _flatten(
-        tags.html(
-            tags.head(
-                tags.meta(charset="utf-8"),
-                tags.meta(name="viewport", content="width=device-width, initial-scale=1"),
-                tags.title("goto: shorten a URL"),
-            ),
-            tags.body(
-                tags.h1("goto"),
-                tags.form(
-                    tags.label("Add this URL: ", tags.input(type="url", name="url", required="", size="60")),
-                    tags.input(type="submit", value="Shorten"),
-                    method="POST",
-                    action="/add",
-                ),
-            ),
-            lang="en",
-        )
     )
 
 
@@ -259,8 +233,8 @@ class FormResource(PlainResource):
     def render_GET(self, request: Request) -> bytes:
         if request.postpath not in ([], [b""]):
             return _not_found(request)
-        request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        return self._page
+        write_html(request, http.OK, self._page)
+        return NOT_DONE_YET  # type: ignore[return-value]
 
 
 class AddResource(PlainResource):
@@ -275,27 +249,70 @@ class AddResource(PlainResource):
         self._form = form_page()
 
     def render_GET(self, request: Request) -> object:
-        values = (request.args or {}).get(b"url") or [b""]
-        raw = values[0]
+        args = request.args or {}
+        raw = (args.get(b"url") or [b""])[0]
+        raw_key = (args.get(b"key") or [b""])[0]
+        html = prefers_html(request.getHeader(b"accept"))
         if not raw:
-            request.setHeader(b"content-type", b"text/html; charset=utf-8")
-            return self._form
+            write_html(request, http.OK, self._form)
+            return NOT_DONE_YET
         try:
             url = raw.decode("utf-8")
         except UnicodeDecodeError:
-            write_error(request, InvalidURL(NOT_UTF8))
+            self._error(request, InvalidURL(NOT_UTF8), html)
             return NOT_DONE_YET
-        return respond_when_ready(request, self._store.put(url), lambda key: self._answer(request, key))
+        key: str | None = None
+        if raw_key:
+            key = raw_key.decode("ascii", "replace")
+            if not is_valid_key(key):
+                self._error(request, InvalidKey(INVALID_KEY), html, url, key)
+                return NOT_DONE_YET
+        adder = ILinkAdder(self._store, None)
+        if adder is None or (key is None and not html):
+            # Plain clients without a custom key: exactly the seed's answer, through ``put``.
+            if key is not None:
+                self._error(request, InvalidKey("this server takes no custom keys"), html, url, key)
+                return NOT_DONE_YET
+            return respond_when_ready(request, self._store.put(url), lambda key: self._answer(request, key))
+        return respond_when_ready(
+            request,
+            adder.add(url, key),
+            lambda added: self._added(request, added, html, url),
+            on_error=lambda request, error: self._error(request, error, html, url, key or ""),
+        )
 
     render_POST = render_GET
 
     def render_HEAD(self, request: Request) -> bytes:
         # HEAD must be safe: a link checker or prefetcher must not create links. Answer the form's headers.
-        request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        return self._form
+        write_html(request, http.OK, self._form)
+        return NOT_DONE_YET  # type: ignore[return-value]
 
     def _answer(self, request: Request, key: str) -> None:
         write_text(request, http.OK, short_url(self._host, key))
+
+    def _added(self, request: Request, added: tuple[str, bool], html: bool, url: str) -> None:
+        key, new = added
+        if not html:
+            self._answer(request, key)
+            return
+        stored_url = validate_url(url)  # as stored (an IRI in its ASCII form); the add accepted it
+        write_html(request, http.OK, result_page(short_url(self._host, key), stored_url, key, new))
+
+    @staticmethod
+    def _error(request: Request, error: Exception, html: bool, url: str = "", key: str = "") -> None:
+        if not isinstance(error, GotoError):
+            log.error("Failed to answer an add: {error!r}", error=error)
+            error = GotoError(INTERNAL_ERROR)
+        if html:
+            write_html(
+                request,
+                error.http_status,
+                error_page(error.http_status, str(error), url, key),
+                retry_after_header(error),
+            )
+        else:
+            write_error(request, error)
 
 
 class RedirectResource(PlainResource):
@@ -303,16 +320,119 @@ class RedirectResource(PlainResource):
 
     isLeaf = True
 
-    def __init__(self, store: IURLStore, key: str) -> None:
+    def __init__(self, store: IURLStore, key: str, clicks: IClickCounter | None = None) -> None:
         super().__init__()
         self._store = store
+        self._key = key
+        self._clicks = clicks
+
+    def render_GET(self, request: Request) -> object:
+        if request.postpath:
+            return _not_found(request)
+        key = self._key
+        return respond_when_ready(
+            request, self._store.get(key), lambda url: self._redirect(request, key, url)
+        )
+
+    def _redirect(self, request: Request, key: str, url: str) -> None:
+        _redirect(request, key, url)
+        if (
+            self._clicks is not None
+            and request.code == http.FOUND
+            and request.method == b"GET"
+            and not is_preview_bot(request.getHeader(b"user-agent"))
+        ):
+            self._clicks.click(key)
+
+    render_HEAD = render_GET
+
+
+class InfoResource(PlainResource):
+    """``/KEY+``: the link's info page (long URL, short link, QR code, created, clicks); 404 page if unknown."""
+
+    isLeaf = True
+
+    def __init__(self, store: IURLStore, stats: ILinkStats | None, host: str, key: str) -> None:
+        super().__init__()
+        self._store = store
+        self._stats = stats
+        self._host = host
         self._key = key
 
     def render_GET(self, request: Request) -> object:
         if request.postpath:
             return _not_found(request)
         key = self._key
-        return respond_when_ready(request, self._store.get(key), lambda url: _redirect(request, key, url))
+
+        def with_stats(url: str) -> Deferred[tuple[str, dict[str, object]]]:
+            if self._stats is None:
+                return succeed((url, {"clicks": 0, "created": None}))
+            return self._stats.stats(key).addCallback(lambda stats: (url, stats))
+
+        def answer(found: tuple[str, dict[str, object]]) -> None:
+            url, stats = found
+            clicks, created = stats.get("clicks"), stats.get("created")
+            page = info_page(
+                short_url(self._host, key),
+                url,
+                key,
+                clicks if isinstance(clicks, int) else 0,
+                created if isinstance(created, float) else None,
+            )
+            write_html(request, http.OK, page)
+
+        def failed(request: Request, error: GotoError) -> None:
+            message = "No link is stored under this key." if error.http_status == 404 else str(error)
+            write_html(
+                request, error.http_status, error_page(error.http_status, message), retry_after_header(error)
+            )
+
+        return respond_when_ready(request, self._store.get(key).addCallback(with_stats), answer, failed)
+
+    render_HEAD = render_GET
+
+
+#: Headers of a QR code: an image that can hold no active content, cached (a link never changes).
+QR_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"Content-Security-Policy", b"default-src 'none'"),
+    (b"X-Content-Type-Options", b"nosniff"),
+    (b"Cache-Control", b"public, max-age=86400"),
+)
+
+
+class QRResource(PlainResource):
+    """``/KEY.qr``: the short link's QR code as SVG, or PNG with ``?format=png``; 404 if unknown."""
+
+    isLeaf = True
+
+    def __init__(self, store: IURLStore, host: str, key: str) -> None:
+        super().__init__()
+        self._store = store
+        self._host = host
+        self._key = key
+
+    def render_GET(self, request: Request) -> object:
+        if request.postpath:
+            return _not_found(request)
+        wanted = ((request.args or {}).get(b"format") or [b"svg"])[0]
+        if wanted not in (b"svg", b"png"):
+            write_text(request, http.BAD_REQUEST, "format is svg or png")
+            return NOT_DONE_YET
+        short = short_url(self._host, self._key)
+
+        def answer(_: str) -> None:
+            body, kind = (
+                (qr_png(short), b"image/png") if wanted == b"png" else (qr_svg(short), b"image/svg+xml")
+            )
+            request.setResponseCode(http.OK)
+            request.setHeader(b"content-type", kind)
+            for name, value in QR_HEADERS:
+                request.setHeader(name, value)
+            request.setHeader(b"content-length", b"%d" % len(body))
+            request.write(body)
+            request.finish()
+
+        return respond_when_ready(request, self._store.get(self._key), answer)
 
     render_HEAD = render_GET
 
@@ -341,9 +461,18 @@ def _not_found(request: Request) -> bytes:
 class GotoRoot(PlainResource):
     """The root: fixed children (``add``, ``RPC2``...) first, then any other segment is a key."""
 
-    def __init__(self, store: IURLStore, host: str) -> None:
+    def __init__(
+        self,
+        store: IURLStore,
+        host: str,
+        clicks: IClickCounter | None = None,
+        stats: ILinkStats | None = None,
+    ) -> None:
         super().__init__()
         self._store = store
+        self._host = host
+        self._clicks = clicks
+        self._stats = stats
         self.putChild(b"", FormResource())
         self.putChild(b"add", AddResource(store, host))
 
@@ -352,9 +481,13 @@ class GotoRoot(PlainResource):
             key = path.decode("ascii")
         except UnicodeDecodeError:
             key = ""
+        if key.endswith("+") and is_valid_key(key[:-1]):
+            return InfoResource(self._store, self._stats, self._host, key[:-1])
+        if key.endswith(".qr") and is_valid_key(key[:-3]):
+            return QRResource(self._store, self._host, key[:-3])
         if not is_valid_key(key):
             return NotFoundResource()
-        return RedirectResource(self._store, key)
+        return RedirectResource(self._store, key, self._clicks)
 
     def render_GET(self, request: Request) -> bytes:
         # Reached for a request target with no path segment at all; answer as "/" does.
@@ -405,20 +538,33 @@ class FastAnswers:
     No accounting here: the channel has each answer logged and counted once it is written.
     """
 
-    def __init__(self, store: IURLStore, local: ILocalLookup, host: str, clock: IReactorTime) -> None:
+    def __init__(
+        self,
+        store: IURLStore,
+        local: ILocalLookup,
+        host: str,
+        clock: IReactorTime,
+        clicks: IClickCounter | None = None,
+    ) -> None:
         self._store = store
         self._lookup = local.lookup
         self._host = host
         self._date = PerSecond(clock, datetimeToString)
+        self._click = clicks.click if clicks is not None else None
+        self._is_bot = PreviewBotFilter()
 
-    def redirect(self, method: str, key: str) -> FastAnswer | None:
-        """A redirect to what the store holds locally under ``key``; ``None`` (general path) otherwise."""
+    def redirect(self, method: str, key: str, head: bytes = b"") -> FastAnswer | None:
+        """A redirect to what the store holds locally under ``key``; ``None`` (general path) otherwise.
+
+        A ``GET`` from anyone but a link-preview bot counts one click (a dict increment)."""
         url = self._lookup(key)
         if url is None:
             return None
         if _HEADER_SAFE.fullmatch(url) is None:
             _log_unsendable(key)
             return self.internal_error()
+        if self._click is not None and method == "GET" and not self._is_bot(head):
+            self._click(key)
         return 302, "-", _REDIRECT_START + self._date.now() + _LOCATION + url.encode("ascii") + _REDIRECT_END
 
     def add(self, method: str, target: bytes, body: bytes) -> Union[FastAnswer, Deferred[FastAnswer], None]:
@@ -430,8 +576,8 @@ class FastAnswers:
         """
         args = parse_qs(target.split(b"?", 1)[1] if method == "GET" else body, 1)
         raw = (args.get(b"url") or [b""])[0]
-        if not raw:
-            return None
+        if not raw or args.get(b"key"):
+            return None  # the form page, or a custom key: twisted.web answers
         date = self._date.now()  # twisted.web dates a response when the request is processed
 
         def answer(status: int, text: str, retry_after: int | None = None) -> FastAnswer:

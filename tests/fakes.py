@@ -18,7 +18,7 @@ class ManualLog:
     def __init__(self) -> None:
         self.appended: list[tuple[str, str, Deferred[None]]] = []
 
-    def append(self, key: str, url: str) -> Deferred[None]:
+    def append(self, key: str, url: str, custom: bool = False) -> Deferred[None]:
         done: Deferred[None] = Deferred()
         self.appended.append((key, url, done))
         return done

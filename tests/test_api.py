@@ -57,11 +57,11 @@ def test_create_reports_the_url_as_stored(client: Client) -> None:
 
 def test_charset_and_json_suffix_types_are_accepted(client: Client) -> None:
     """application/json with parameters, and +json media types, are JSON too."""
-    for content_type in ("application/json; charset=utf-8", "application/vnd.goto+json"):
+    for number, content_type in enumerate(("application/json; charset=utf-8", "application/vnd.goto+json")):
         status, _, _ = client.request(
             "POST",
             "/api/v1/links",
-            data=b'{"url": "https://a.example/"}',
+            data=b'{"url": "https://a.example/%d"}' % number,
             headers={"content-type": content_type},
         )
         assert status == 201

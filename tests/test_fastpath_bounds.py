@@ -199,7 +199,7 @@ class FailingResponder:
         self.inner = inner
         self.pending: Deferred[FastAnswer] = Deferred()
 
-    def redirect(self, method: str, key: str) -> FastAnswer | None:
+    def redirect(self, method: str, key: str, head: bytes = b"") -> FastAnswer | None:
         return self.inner.redirect(method, key)
 
     def add(self, method: str, target: bytes, body: bytes) -> Deferred[FastAnswer]:

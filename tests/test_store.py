@@ -156,7 +156,7 @@ def test_only_recent_adds_are_remembered_by_url(monkeypatch: pytest.MonkeyPatch)
     [
         ("custom", "javascript:alert(1)", InvalidURL),
         ("custom", "https://bücher.example/", InvalidURL),
-        ("a-b", "http://a/", ValueError),
+        ("a.b", "http://a/", ValueError),
         ("add", "http://a/", ValueError),
     ],
 )

@@ -10,7 +10,7 @@ import pytest
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IServiceMaker, MultiService
 from twisted.internet.error import CannotListenError
-from twisted.internet.testing import MemoryReactor, MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import getPlugins
 from twisted.python import usage
 
@@ -129,7 +129,7 @@ def test_default_host_from_endpoint(endpoint: str, host: str) -> None:
 def test_make_service_access_log_then_writer_then_listener(tmp_path: Path) -> None:
     """Stopped newest first: the listener, then the writer (the adds in flight are written and
     answered), and the access log last, so those answers still get their lines."""
-    reactor = MemoryReactor()
+    reactor = MemoryReactorClock()
     options = parse(
         "--file", str(tmp_path / "s.json"), "--http", "tcp:0", "--access-log", str(tmp_path / "a")
     )
@@ -148,7 +148,7 @@ def test_corrupt_data_file_stops_start_up_with_a_clear_message(tmp_path: Path) -
     data = tmp_path / "s.json"
     data.write_text('{"key":"0","url":"http://a/"}\nbroken\n{"key":"2","url":"http://c/"}\n')
     with pytest.raises(SystemExit) as exited:
-        makeService(parse("--file", str(data)), reactor=MemoryReactor())
+        makeService(parse("--file", str(data)), reactor=MemoryReactorClock())
     assert f"{data}, line 2" in str(exited.value.code)
 
 
@@ -157,7 +157,7 @@ def test_master_option_makes_a_slave_that_writes_no_file(
 ) -> None:
     """--master wires a ProxyStore and never touches a data file (not even the default one)."""
     monkeypatch.chdir(tmp_path)
-    reactor = MemoryReactor()
+    reactor = MemoryReactorClock()
     service = makeService(parse("--master", "127.0.0.1:8081"), reactor=reactor)
     assert isinstance(service, MultiService)
     assert not any(isinstance(child, AppendLog) for child in service)
@@ -233,7 +233,7 @@ def test_secret_file_is_read_and_stripped(tmp_path: Path) -> None:
         parse("--rpc-secret-file", str(secret))
 
 
-class BusyReactor(MemoryReactor):
+class BusyReactor(MemoryReactorClock):
     """A reactor on which every port is taken."""
 
     def listenTCP(self, port: int, factory: Any, backlog: int = 50, interface: str = "") -> Any:

@@ -42,7 +42,9 @@ def test_json_api_through_a_slave_and_the_master(goto_processes: GotoProcesses, 
     assert location == f"/api/v1/links/{key}"
     for process in (master, slave):
         reply = get(f"{process.base_url}/api/v1/links/{key}")
-        assert (reply.status, json.loads(reply.body)) == (200, {"key": key, "url": "https://api.example/x"})
+        document = json.loads(reply.body)
+        assert (reply.status, document["key"], document["url"]) == (200, key, "https://api.example/x")
+        assert isinstance(document["clicks"], int) and isinstance(document["created"], str)  # issue 10
         assert get(f"{process.base_url}/{key}").headers["Location"] == "https://api.example/x"
         status, problem, _ = post_json(f"{process.base_url}/api/v1/links", {"link": "nope"})
         assert status == 400 and problem["status"] == 400

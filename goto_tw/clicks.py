@@ -1,0 +1,659 @@
+"""Click statistics: counting redirects cheaply, sending a slave's counts to its master in batches,
+and keeping a master's totals durable in a companion file.
+
+- :class:`ClickCounter` is what the redirect path calls: one dict increment per click, nothing else
+  (no allocation, no I/O, no lock). Its pending counts are taken as a whole by whoever flushes them.
+- :class:`ClickForwarder` (slave) sends the pending counts to the master at most once a second as
+  one ``Store.Clicks({key: count})`` call: nothing per click goes over the network. A batch the
+  master does not acknowledge is merged back and sent again with the next one.
+- :class:`ClickBook` (master) holds the totals (an ``array`` slot per counter key, a dict for custom
+  keys) and appends each flush as one JSON line to ``<data file>.clicks``; a batch from a slave is
+  acknowledged only once its line is written (and synced, unless ``--no-fsync``). Start-up adds the
+  lines up and, when there are many, rewrites the file as one compact snapshot, so it stays fast.
+
+Loss bounds: a slave killed with ``kill -9`` loses the clicks it has not yet sent (at most about a
+second's); a master loses none it acknowledged, and at most its last second of its own redirects.
+Requests from link-preview bots (:data:`PREVIEW_BOTS`) and ``HEAD`` requests are not clicks.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import json
+import os
+import re
+from array import array
+from typing import Any, Callable
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from goto_tw.errors import StoreUnavailable
+from goto_tw.interfaces import IClickCounter
+from goto_tw.keys import is_valid_key
+from goto_tw.urlmap import canonical_index
+
+log = Logger()
+
+#: User-agent patterns of link-preview bots (case-insensitive substrings): a chat app unfurling a
+#: link is not a person following it. Short on purpose; the README lists it.
+PREVIEW_BOTS = (
+    "Slackbot",
+    "Slack-ImgProxy",
+    "Twitterbot",
+    "facebookexternalhit",
+    "Facebot",
+    "Discordbot",
+    "WhatsApp",
+    "TelegramBot",
+    "LinkedInBot",
+    "SkypeUriPreview",
+    "redditbot",
+    "Mastodon",
+)
+_BOT_PATTERN = "|".join(re.escape(bot) for bot in PREVIEW_BOTS)
+#: Finds a preview bot's name in the User-Agent line of a raw request head (the fast path).
+PREVIEW_BOT_IN_HEAD = re.compile(
+    rb"\r\nuser-agent:[^\r\n]*(?:" + _BOT_PATTERN.encode("ascii") + rb")", re.IGNORECASE
+)
+_PREVIEW_BOT_AGENT = re.compile(_BOT_PATTERN.encode("ascii"), re.IGNORECASE)
+
+
+def is_preview_bot(user_agent: bytes | None) -> bool:
+    """Tell whether a ``User-Agent`` value names a link-preview bot (its redirects are not clicks)."""
+    return user_agent is not None and _PREVIEW_BOT_AGENT.search(user_agent) is not None
+
+
+#: Distinct User-Agent values whose verdict is remembered; past it the memory starts afresh.
+MAX_AGENTS_REMEMBERED = 1024
+
+
+class PreviewBotFilter:
+    """Whether a raw request head comes from a preview bot, at a fraction of a regex search's cost.
+
+    Searching every redirect's head for a dozen names costs a few microseconds, a third of a fast
+    redirect; the User-Agent values a service sees are few, so the verdict per value is remembered
+    (in a bounded dict) and a redirect pays for two ``find`` calls, a slice and a dict look-up.
+    """
+
+    def __init__(self, max_agents: int = MAX_AGENTS_REMEMBERED) -> None:
+        self._verdicts: dict[bytes, bool] = {}
+        self._max_agents = max_agents
+
+    def __call__(self, head: bytes) -> bool:
+        start = head.find(b"\r\nUser-Agent:")
+        if start < 0:
+            # No User-Agent, or one spelled otherwise (``user-agent``): the full search, rarely needed.
+            return PREVIEW_BOT_IN_HEAD.search(head) is not None
+        agent = head[start + 13 : head.find(b"\r", start + 13)]
+        verdict = self._verdicts.get(agent)
+        if verdict is None:
+            verdict = _PREVIEW_BOT_AGENT.search(agent) is not None
+            if len(self._verdicts) >= self._max_agents:
+                self._verdicts.clear()
+            self._verdicts[agent] = verdict
+        return verdict
+
+
+#: Most distinct keys waiting to be flushed; a click for a new key beyond it is dropped (and counted
+#: in ``dropped``), so a master outage cannot grow a slave's memory without bound.
+MAX_PENDING_KEYS = 100_000
+#: Most keys one ``Store.Clicks`` call carries (about 40 bytes each on the wire: far below the RPC
+#: client's 512 KiB batch bound); the master refuses more.
+MAX_BATCH_KEYS = 5_000
+#: Largest count for one key in one batch (an XML-RPC int is 32 bits).
+MAX_BATCH_COUNT = 2**31 - 1
+#: Seconds between two flushes.
+FLUSH_INTERVAL = 1.0
+#: Seconds a stopping slave waits for its last batch to be acknowledged.
+STOP_FLUSH_SECONDS = 5.0
+
+
+@implementer(IClickCounter)
+class ClickCounter:
+    """Pending clicks by key, cheap to count and taken whole by the flusher."""
+
+    def __init__(self, max_keys: int = MAX_PENDING_KEYS) -> None:
+        self.pending: dict[str, int] = {}
+        self.max_keys = max_keys
+        #: Clicks taken out by flushes so far (``total`` adds the pending ones).
+        self.taken = 0
+        #: Clicks dropped because too many distinct keys were waiting.
+        self.dropped = 0
+
+    def click(self, key: str) -> None:
+        """Count one click (a dict increment; a new key past the bound is dropped)."""
+        pending = self.pending
+        count = pending.get(key)
+        if count is not None:
+            pending[key] = count + 1
+        elif len(pending) < self.max_keys:
+            pending[key] = 1
+        else:
+            self.dropped += 1
+
+    def take(self) -> dict[str, int]:
+        """Remove and return every pending count."""
+        taken, self.pending = self.pending, {}
+        self.taken += sum(taken.values())
+        return taken
+
+    def give_back(self, counts: dict[str, int]) -> None:
+        """Merge counts that could not be delivered back into the pending ones (within the bound)."""
+        self.taken -= sum(counts.values())
+        for key, count in counts.items():
+            if key in self.pending or len(self.pending) < self.max_keys:
+                self.pending[key] = self.pending.get(key, 0) + count
+            else:
+                self.dropped += count
+
+    def total(self) -> int:
+        """Every click counted here and not dropped (for ``goto_clicks_total``)."""
+        return self.taken + sum(self.pending.values())
+
+
+def check_batch(batch: object) -> dict[str, int]:
+    """Validate a ``Store.Clicks`` argument from a slave: ``{key: count}``, bounded; raise ``ValueError``."""
+    if not isinstance(batch, dict):
+        raise ValueError("expected one struct of key -> click count")
+    if len(batch) > MAX_BATCH_KEYS:
+        raise ValueError(f"at most {MAX_BATCH_KEYS} keys in one batch")
+    for key, count in batch.items():
+        if not isinstance(key, str) or not is_valid_key(key):
+            raise ValueError("a key in the batch is not a valid key")
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 < count <= MAX_BATCH_COUNT:
+            raise ValueError("a click count is not a positive whole number")
+    return batch
+
+
+class ClickForwarder(Service):
+    """A slave's flusher: every second, one ``Store.Clicks`` call with everything counted since.
+
+    ``send`` is the RPC (``RemoteStore.call`` bound to ``Store.Clicks``); only one call is in flight
+    at a time. On stop, what is pending is sent once more (the RPC's own timeout bounds the wait).
+    """
+
+    def __init__(
+        self,
+        counter: ClickCounter,
+        send: Callable[[dict[str, int]], Deferred[Any]],
+        clock: IReactorTime,
+        interval: float = FLUSH_INTERVAL,
+    ) -> None:
+        self._counter = counter
+        self._send = send
+        self._clock = clock
+        self._interval = interval
+        self._timer: IDelayedCall | None = None
+        self._in_flight: Deferred[None] | None = None
+        self._warned = False
+
+    def startService(self) -> None:
+        super().startService()
+        self._timer = self._clock.callLater(self._interval, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = self._clock.callLater(self._interval, self._tick)
+        if self._in_flight is None:
+            self.flush()
+
+    def flush(self) -> Deferred[None]:
+        """Send what is pending now (in batches of at most :data:`MAX_BATCH_KEYS` keys)."""
+        if self._in_flight is not None:
+            return succeed(None)
+        counts = self._counter.take()
+        if not counts:
+            return succeed(None)
+        items = list(counts.items())
+        batches = [dict(items[i : i + MAX_BATCH_KEYS]) for i in range(0, len(items), MAX_BATCH_KEYS)]
+        done: Deferred[None] = Deferred()
+        self._in_flight = done
+
+        def send_next(_: object = None) -> None:
+            if not batches:
+                self._finished(done, None)
+                return
+            batch = batches.pop(0)
+
+            def failed(failure: Failure) -> None:
+                self._counter.give_back(batch)
+                for rest in batches:
+                    self._counter.give_back(rest)
+                self._finished(done, failure)
+
+            self._send(batch).addCallbacks(send_next, failed)
+
+        send_next()
+        return done
+
+    def _finished(self, done: Deferred[None], failure: Failure | None) -> None:
+        self._in_flight = None
+        if failure is None:
+            if self._warned:
+                log.info("Clicks reach the master again")
+                self._warned = False
+        elif not self._warned:
+            self._warned = True
+            error = failure.value
+            cause = error.log_text() if isinstance(error, StoreUnavailable) else repr(error)
+            log.warn("Could not send clicks to the master (kept, sent again later): {cause}", cause=cause)
+        done.callback(None)
+
+    def stopService(self) -> Deferred[None]:
+        """Send what is pending once more, waiting at most :data:`STOP_FLUSH_SECONDS` (shutdown never hangs)."""
+        super().stopService()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        finished: Deferred[None] = Deferred()
+        if self._in_flight is not None:
+            self._in_flight.addCallback(lambda _: self.flush()).chainDeferred(finished)
+        else:
+            self.flush().chainDeferred(finished)
+        finished.addTimeout(STOP_FLUSH_SECONDS, self._clock)
+        return finished.addErrback(self._gave_up)
+
+    def _gave_up(self, failure: Failure) -> None:
+        log.warn("Gave up sending the last clicks to the master on stop: {error}", error=failure.value)
+
+
+class ClickTotals:
+    """Total clicks per key: an 8-byte slot per counter key, a dict for the others (custom keys)."""
+
+    def __init__(self) -> None:
+        self._by_index: array[int] = array("q")
+        self._others: dict[str, int] = {}
+
+    def add(self, key: str, count: int) -> None:
+        index = canonical_index(key)
+        if index is None or index > len(self._by_index) + (1 << 20):
+            self._others[key] = self._others.get(key, 0) + count
+            return
+        slots = self._by_index
+        if index >= len(slots):
+            slots.extend(array("q", [0]) * (index - len(slots) + 1))
+        slots[index] += count
+
+    def get(self, key: str) -> int:
+        index = canonical_index(key)
+        count = self._others.get(key, 0)
+        if index is not None and index < len(self._by_index):
+            count += self._by_index[index]
+        return count
+
+    def items(self) -> list[tuple[str, int]]:
+        """Every non-zero total (for a snapshot)."""
+        from goto_tw.keys import key_for_index
+
+        found = [(key_for_index(index), count) for index, count in enumerate(self._by_index) if count]
+        merged = dict(found)
+        for key, count in self._others.items():
+            merged[key] = merged.get(key, 0) + count
+        return list(merged.items())
+
+
+class CorruptClickFile(Exception):
+    """The click file holds a line that cannot be read; the message names the file and line."""
+
+
+#: Lines above which start-up rewrites the click file as a compact snapshot.
+COMPACT_LINES = 1_000
+#: Lines above which a running master rewrites it (in its writer thread, instead of one append), so
+#: the file stays bounded however long the master runs: about a day of one line a second.
+RUNTIME_COMPACT_LINES = 100_000
+#: Keys per line of a snapshot.
+SNAPSHOT_KEYS = 10_000
+
+
+def clicks_path(data_path: str) -> str:
+    """The click file beside a data file."""
+    return data_path + ".clicks"
+
+
+def _parse_click_line(path: str, number: int, line: bytes) -> dict[str, int] | tuple[int, int]:
+    """A click record's counts, or a mark ``(n, t)``: every counter key below ``n`` existed at time ``t``."""
+    try:
+        record = json.loads(line)
+        if isinstance(record, dict) and set(record) == {"c"}:
+            return check_batch_unbounded(record["c"])
+        if isinstance(record, dict) and set(record) == {"n", "t"}:
+            n, t = record["n"], record["t"]
+            if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (n, t)):
+                raise ValueError("a mark needs whole numbers n and t")
+            return n, t
+        raise ValueError("not a click record")
+    except (ValueError, RecursionError) as exc:
+        raise CorruptClickFile(f"{path}, line {number}: {exc}") from None
+
+
+class Marks:
+    """When counter keys were made: marks ``(n, t)`` saying every key below counter value ``n`` existed
+    at time ``t`` (``t`` 0: unknown, for links older than the marks). One mark a second at most while
+    links are added; snapshots thin older marks (see :meth:`thinned`), so a key's time is an upper
+    bound: to the second for an hour, to the minute for a day, to the hour after that."""
+
+    def __init__(self) -> None:
+        self.n: array[int] = array("q")
+        self.t: array[int] = array("q")
+
+    def add(self, n: int, t: int) -> None:
+        if self.n and n <= self.n[-1]:
+            return  # the counter did not move: nothing new to date
+        self.n.append(n)
+        self.t.append(t)
+
+    def created(self, index: int) -> float | None:
+        """When the key of counter value ``index`` was made (at the latest), or ``None`` if unknown."""
+        position = bisect.bisect_right(self.n, index)
+        if position == len(self.n) or self.t[position] == 0:
+            return None
+        return float(self.t[position])
+
+    def thinned(self, now: float) -> list[tuple[int, int]]:
+        """The marks to keep in a snapshot: a second apart for the last hour, a minute apart for the
+        last day, an hour apart before that (about 14,000 marks for a year of constant adds)."""
+        kept: list[tuple[int, int]] = []
+        for n, t in zip(self.n, self.t):
+            age = now - t
+            gap = 1 if age < 3_600 else 60 if age < 86_400 else 3_600
+            if kept and kept[-1][1] != 0 and t - kept[-1][1] < gap:
+                kept[-1] = (n, t)  # merged: the later time still bounds when every key below n was made
+                continue
+            kept.append((n, t))
+        return kept
+
+
+def check_batch_unbounded(counts: object) -> dict[str, int]:
+    """Like :func:`check_batch` without the key bound (a snapshot line holds up to 10,000 keys)."""
+    if not isinstance(counts, dict):
+        raise ValueError("expected an object of key -> click count")
+    for key, count in counts.items():
+        if not isinstance(key, str) or not is_valid_key(key):
+            raise ValueError("a key is not a valid key")
+        if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
+            raise ValueError("a click count is not a positive whole number")
+    return counts
+
+
+def load_clicks(path: str) -> tuple[ClickTotals, Marks, int]:
+    """Add up the click file at ``path`` (missing: no clicks); return the totals, marks and lines read.
+
+    A torn last line (a crash mid-write: never acknowledged) is cut off; any other bad line raises
+    :class:`CorruptClickFile` naming the line.
+    """
+    totals = ClickTotals()
+    marks = Marks()
+    try:
+        with open(path, "rb") as file:
+            data = file.read()
+    except FileNotFoundError:
+        return totals, marks, 0
+    complete = data.rfind(b"\n") + 1
+    if complete < len(data):
+        log.warn("Click file {path} ends with a torn line (never acknowledged): cutting it off", path=path)
+        with open(path, "r+b") as file:
+            file.truncate(complete)
+    lines = data[:complete].split(b"\n")[:-1]
+    for number, line in enumerate(lines, start=1):
+        parsed = _parse_click_line(path, number, line)
+        if isinstance(parsed, tuple):
+            marks.add(*parsed)
+            continue
+        for key, count in parsed.items():
+            totals.add(key, count)
+    return totals, marks, len(lines)
+
+
+def encode_clicks(counts: dict[str, int]) -> bytes:
+    """One click record: ``{"c":{"KEY":COUNT,...}}`` and a newline."""
+    return json.dumps({"c": counts}, separators=(",", ":")).encode("ascii") + b"\n"
+
+
+def encode_mark(n: int, t: int) -> bytes:
+    """One mark record: ``{"n":N,"t":T}`` and a newline."""
+    return b'{"n":%d,"t":%d}\n' % (n, t)
+
+
+def write_snapshot(
+    path: str, totals: ClickTotals, marks: Marks, now: float, extra: dict[str, int] | None = None
+) -> int:
+    """Replace the click file by one holding just the totals (plus ``extra``) and the (thinned) marks,
+    atomically and durably; return how many lines it holds."""
+    merged = dict(totals.items())
+    for key, count in (extra or {}).items():
+        merged[key] = merged.get(key, 0) + count
+    items = list(merged.items())
+    thinned = marks.thinned(now)
+    temporary = path + ".tmp"
+    with open(temporary, "wb") as file:
+        file.write(b"".join(encode_mark(n, t) for n, t in thinned))
+        for start in range(0, len(items), SNAPSHOT_KEYS):
+            file.write(encode_clicks(dict(items[start : start + SNAPSHOT_KEYS])))
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+    directory = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+    return len(thinned) + -(-len(items) // SNAPSHOT_KEYS)
+
+
+def open_click_book(path: str, now: float) -> tuple[ClickTotals, Marks, int]:
+    """Load the click file, compacting it first when it has many lines (before anything listens);
+    return the totals, the marks and the lines the file holds."""
+    totals, marks, lines = load_clicks(path)
+    if lines > COMPACT_LINES:
+        write_snapshot(path, totals, marks, now)
+        totals, marks, lines = load_clicks(path)  # what is on disk now, thinned
+    return totals, marks, lines
+
+
+ThreadRunner = Callable[[Callable[[], None]], "Deferred[None]"]
+
+
+class ClickBook(Service):
+    """A master's clicks: its own redirects' and the slaves' batches, made durable once a second.
+
+    ``record(batch)`` (a slave's ``Store.Clicks``) fires once the batch is in the file; the master's
+    own clicks (its :attr:`counter`) go into the same line. Totals shown (``clicks(key)``) include
+    what is still pending.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        totals: ClickTotals,
+        clock: IReactorTime,
+        *,
+        fsync: bool,
+        run_in_thread: ThreadRunner | None,
+        interval: float = FLUSH_INTERVAL,
+        marks: Marks | None = None,
+        next_index: Callable[[], int] | None = None,
+        lines: int = 0,
+        compact_lines: int = RUNTIME_COMPACT_LINES,
+    ) -> None:
+        self.counter = ClickCounter()
+        #: Lines in the file, and the size of its last complete line (a failed write is cut back to it).
+        self._lines = lines
+        self._compact_lines = compact_lines
+        self._good_size: int | None = None
+        self.marks = marks if marks is not None else Marks()
+        self._next_index = next_index
+        self._path = path
+        self._totals = totals
+        self._clock = clock
+        self._fsync = fsync
+        self._run_in_thread = run_in_thread
+        self._interval = interval
+        self._fd: int | None = None
+        self._timer: IDelayedCall | None = None
+        self._soon: IDelayedCall | None = None
+        self._in_flight: Deferred[None] | None = None
+        self._waiting: list[tuple[dict[str, int], Deferred[None]]] = []
+        self._waiting_keys = 0
+        self.acknowledged = 0
+        self._mark_line = b""
+
+    def clicks(self, key: str) -> int:
+        """Clicks counted for ``key``: the durable total plus what is waiting to be written."""
+        pending = self.counter.pending.get(key, 0)
+        return self._totals.get(key) + pending + sum(batch.get(key, 0) for batch, _ in self._waiting)
+
+    def total(self) -> int:
+        """Every click this master holds (for ``goto_clicks_total``)."""
+        return self.acknowledged + self.counter.total() + sum(sum(b.values()) for b, _ in self._waiting)
+
+    def created(self, index: int) -> float | None:
+        """When the counter key of ``index`` was made (to the second), ``None`` if unknown or not made."""
+        marks = self.marks.n
+        if marks and marks[-1] <= index and self._next_index is not None and index < self._next_index():
+            return self._clock.seconds()  # made since the last mark: within the last second
+        return self.marks.created(index)
+
+    def startService(self) -> None:
+        # The file is opened (created) at the first write, so a start that fails leaves none behind.
+        super().startService()
+        if not self.marks.n and self._next_index is not None:
+            # The first mark: keys made before marks existed (an older data file) have no known time.
+            self.marks.add(self._next_index(), 0)
+            self._mark_line = encode_mark(self._next_index(), 0)
+        self._timer = self._clock.callLater(self._interval, self._tick)
+
+    def record(self, batch: dict[str, int]) -> Deferred[None]:
+        """Make a slave's batch durable; fire once it is (or fail with :class:`StoreUnavailable`)."""
+        if not self.running or self._waiting_keys + len(batch) > MAX_PENDING_KEYS:
+            return fail(
+                StoreUnavailable("clicks cannot be stored now", detail="click queue full or stopping")
+            )
+        done: Deferred[None] = Deferred()
+        self._waiting.append((batch, done))
+        self._waiting_keys += len(batch)
+        if self._soon is None and self._in_flight is None:
+            self._soon = self._clock.callLater(0, self._write_now)
+        return done
+
+    def _write_now(self) -> None:
+        self._soon = None
+        self._write()
+
+    def _tick(self) -> None:
+        self._timer = self._clock.callLater(self._interval, self._tick)
+        self._write()
+
+    def _write(self) -> Deferred[None]:
+        if self._in_flight is not None:
+            return self._in_flight
+        waiting, self._waiting, self._waiting_keys = self._waiting, [], 0
+        own_counts = self.counter.take()
+        own = sum(own_counts.values())
+        merged = dict(own_counts)
+        for batch, _ in waiting:
+            for key, count in batch.items():
+                merged[key] = merged.get(key, 0) + count
+        mark = self._mark_line
+        if self._next_index is not None:
+            n = self._next_index()
+            if not self.marks.n or n > self.marks.n[-1]:
+                t = int(self._clock.seconds())
+                self.marks.add(n, t)
+                mark += encode_mark(n, t)
+        self._mark_line = b""
+        if not merged and not mark:
+            return succeed(None)
+        lines = mark + b"".join(
+            encode_clicks(dict(list(merged.items())[i : i + SNAPSHOT_KEYS]))
+            for i in range(0, len(merged), SNAPSHOT_KEYS)
+        )
+        compact = self._lines + lines.count(b"\n") > self._compact_lines
+        now = self._clock.seconds()
+
+        def write() -> None:
+            if compact:
+                # Rewrite the whole file as a snapshot holding this write too; only this thread
+                # touches the totals and marks meanwhile (the reactor waits for ``done``).
+                self._lines = write_snapshot(self._path, self._totals, self.marks, now, merged)
+                if self._fd is not None:
+                    os.close(self._fd)
+                    self._fd = None
+                self._good_size = None
+                return
+            if self._fd is None:
+                self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = self._fd
+            if self._good_size is None:
+                self._good_size = os.fstat(fd).st_size
+            try:
+                os.ftruncate(fd, self._good_size)  # a no-op unless a write failed half-way before
+                view = memoryview(lines)
+                while view:
+                    view = view[os.write(fd, view) :]
+                if self._fsync:
+                    os.fsync(fd)
+            except OSError:
+                with contextlib.suppress(OSError):  # else tried again before the next write
+                    os.ftruncate(fd, self._good_size)
+                raise
+            self._good_size += len(lines)
+            self._lines += lines.count(b"\n")
+
+        if self._run_in_thread is not None and (self._fsync or compact):  # never block the reactor on a disk
+            written = self._run_in_thread(write)
+        else:
+            try:
+                write()
+                written = succeed(None)
+            except OSError:
+                written = fail()
+        self._in_flight = written
+
+        def done(result: object) -> None:
+            self._in_flight = None
+            if isinstance(result, Failure):
+                log.error("Could not write clicks: {error}", error=result.value)
+                error = Failure(StoreUnavailable("clicks cannot be stored now", detail=str(result.value)))
+                if self.running:  # kept for the next try; on stop there is none
+                    self.counter.give_back(own_counts)
+                for _, waiter in waiting:
+                    waiter.errback(error)
+                return
+            for key, count in merged.items():
+                self._totals.add(key, count)
+            self.acknowledged += own + sum(sum(batch.values()) for batch, _ in waiting)
+            self.counter.taken -= own  # now in acknowledged
+            for _, waiter in waiting:
+                waiter.callback(None)
+            if self._waiting and self._soon is None:
+                self._soon = self._clock.callLater(0, self._write_now)
+
+        return written.addBoth(done)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        for call in (self._timer, self._soon):
+            if call is not None and call.active():
+                call.cancel()
+        self._timer = self._soon = None
+        finished: Deferred[None] = Deferred()
+
+        def drain(_: object = None) -> None:
+            if self._in_flight is not None:
+                self._in_flight.addBoth(drain)
+                return
+            if self._waiting or self.counter.pending:
+                self._write().addBoth(drain)
+                return
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            finished.callback(None)
+
+        drain()
+        return finished

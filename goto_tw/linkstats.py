@@ -1,0 +1,86 @@
+"""What the info page and the API show of a link besides its URL: its clicks and when it was made.
+
+A master answers from its own :class:`~goto_tw.clicks.ClickBook` and store; a slave asks its master
+(``Store.Stats``) and adds the clicks it has counted but not yet sent, so a person who just followed
+a link through this slave sees it counted at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred, fail, succeed
+from zope.interface import implementer
+
+from goto_tw.clicks import ClickBook, ClickCounter
+from goto_tw.errors import KeyNotFound, StoreUnavailable
+from goto_tw.interfaces import ILinkStats, ILocalLookup
+from goto_tw.urlmap import canonical_index
+
+#: Seconds since the epoch, or ``None`` when unknown.
+Created = Any
+
+
+class _Created(Protocol):
+    def created(self, key: str) -> float | None: ...
+
+
+@implementer(ILinkStats)
+class MasterLinkStats:
+    """A master's stats: clicks from its click book, the creation time from its store."""
+
+    def __init__(self, store: _Created, local: ILocalLookup, book: ClickBook) -> None:
+        self._store = store
+        self._local = local
+        self._book = book
+
+    def stats(self, key: str) -> Deferred[dict[str, object]]:
+        if self._local.lookup(key) is None:
+            return fail(KeyNotFound(f"no link is stored under {key!r}"))
+        created = self._store.created(key)  # a custom key's own time
+        if created is None:
+            index = canonical_index(key)
+            created = None if index is None else self._book.created(index)
+        return succeed({"clicks": self._book.clicks(key), "created": created})
+
+
+class _Caller(Protocol):
+    def call(self, method: str, *params: Any) -> Deferred[Any]: ...
+
+
+@implementer(ILinkStats)
+class RemoteLinkStats:
+    """A slave's stats: the master's ``Store.Stats``, plus the clicks this slave has not sent yet."""
+
+    def __init__(self, remote: _Caller, counter: ClickCounter) -> None:
+        self._remote = remote
+        self._counter = counter
+
+    def stats(self, key: str) -> Deferred[dict[str, object]]:
+        asked: Deferred[Any] = self._remote.call("Store.Stats", key)
+        return asked.addCallback(self._checked, key)
+
+    def _checked(self, answer: object, key: str) -> dict[str, object]:
+        if not isinstance(answer, dict):
+            raise StoreUnavailable("the link's statistics are not available now", detail=f"answer {answer!r}")
+        clicks, created = answer.get("clicks"), answer.get("created")
+        if isinstance(clicks, bool) or not isinstance(clicks, (int, float)) or clicks < 0:
+            raise StoreUnavailable("the link's statistics are not available now", detail=f"clicks {clicks!r}")
+        if created is not None and (isinstance(created, bool) or not isinstance(created, (int, float))):
+            raise StoreUnavailable(
+                "the link's statistics are not available now", detail=f"created {created!r}"
+            )
+        return {
+            "clicks": int(clicks) + self._counter.pending.get(key, 0),
+            "created": None if created is None else float(created),
+        }
+
+
+def stats_struct(stats: dict[str, object]) -> dict[str, object]:
+    """Stats as XML-RPC can carry them: clicks as a double (past 32 bits), no ``created`` when unknown."""
+    clicks = stats["clicks"]
+    assert isinstance(clicks, int)
+    struct: dict[str, object] = {"clicks": float(clicks)}
+    if stats.get("created") is not None:
+        struct["created"] = stats["created"]
+    return struct

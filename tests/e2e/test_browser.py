@@ -1,0 +1,134 @@
+"""The pages in a real browser: headless Chromium (Debian's ``chromium`` and ``chromium-driver``) driven
+by Selenium against a real master and slave.
+
+Nothing is downloaded at test time: the driver's path is given to Selenium's ``Service`` (so
+Selenium Manager never runs) and the browser's to its options. Where Chromium or Selenium is missing
+the test says so and skips, unless ``GOTO_REQUIRE_BROWSER=1`` (set by ``.ci/run``), which makes that a
+failure. On PyPy it always skips: Selenium needs Python 3.10 or later, and PyPy here is 3.9.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .harness import GotoProcesses, free_tcp_port, poll_until
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+#: Flags for a headless Chromium on a closed network (see ../shared/TWISTED-NOTES.md): no sandbox
+#: (root in CI), no GPU, and none of the background traffic to outside hosts.
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+)
+#: Seconds the browser gets for one page or one wait.
+BROWSER_TIMEOUT = 15.0
+#: Seconds for a click on the slave to reach the master's count (flushed once a second).
+FLUSH_DEADLINE = 10.0
+
+
+def _missing_browser() -> str | None:
+    """Why the browser test cannot run here, or ``None`` when it can."""
+    if platform.python_implementation() != "CPython":
+        return None  # decided separately: PyPy always skips
+    if not (Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()):
+        return f"{CHROMIUM} or {CHROMEDRIVER} is missing (Debian: apt-get install chromium chromium-driver)"
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install -e '.[test]' on CPython 3.10+)"
+    return None
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """A headless Chromium through chromedriver, with an empty profile of its own; quit at the end."""
+    if platform.python_implementation() != "CPython":
+        pytest.skip("the browser test runs on the CPython stage only (Selenium needs Python 3.10+)")
+    missing = _missing_browser()
+    if missing is not None:
+        if os.environ.get("GOTO_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"GOTO_REQUIRE_BROWSER=1 but {missing}", pytrace=False)
+        pytest.skip(missing)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="goto-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--window-size=360,900"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(BROWSER_TIMEOUT)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_a_person_shortens_follows_and_sees_the_click(
+    browser: Any, goto_processes: GotoProcesses, tmp_path: Path
+) -> None:
+    """Type a URL into the form on a slave, submit, find the link on the result page, follow it, and
+    see the info page's click count go from 0 to 1 (the click counted on the slave, flushed to the master)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    master = goto_processes("--rpc", data_file=tmp_path / "data.json")
+    port = free_tcp_port()  # the slave's short links must lead back to it: --host names its real port
+    slave = goto_processes(
+        "--master",
+        f"127.0.0.1:{master.port}",
+        data_file=None,
+        http=f"tcp:{port}:interface=127.0.0.1",
+        host=f"127.0.0.1:{port}",
+        name="slave",
+    )
+    target = f"{master.base_url}/_goto/health"  # somewhere real to land, on loopback
+    wait = WebDriverWait(browser, BROWSER_TIMEOUT)
+
+    browser.get(f"{slave.base_url}/")
+    field = browser.find_element(By.ID, "url")
+    assert browser.switch_to.active_element == field  # autofocus
+    field.send_keys(target)
+    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    short = wait.until(lambda driver: driver.find_element(By.ID, "short"))
+    short_url = short.get_attribute("href")
+    key = short_url.rsplit("/", 1)[1]
+    assert re.fullmatch(r"[0-9A-Za-z]+", key), short_url
+    assert browser.find_element(By.ID, "copy").is_displayed()  # the script ran under the CSP
+
+    assert short_url == f"http://127.0.0.1:{port}/{key}"
+    assert browser.find_element(By.CSS_SELECTOR, "img.qr").get_property("naturalWidth") > 0
+
+    browser.find_element(By.ID, "info").click()
+    wait.until(lambda driver: driver.current_url.endswith(f"/{key}+"))
+    assert browser.find_element(By.ID, "clicks").text == "0"
+
+    browser.find_element(By.ID, "short").click()  # follow the short link, as the person would
+    wait.until(lambda driver: driver.current_url.startswith(master.base_url))
+
+    def counted() -> bool | None:
+        browser.get(f"{master.base_url}/{key}+")
+        return True if browser.find_element(By.ID, "clicks").text == "1" else None
+
+    poll_until(counted, FLUSH_DEADLINE, "the click on the master's info page")
+    browser.get(f"{slave.base_url}/{key}+")
+    assert browser.find_element(By.ID, "clicks").text == "1"  # the slave shows the master's count
