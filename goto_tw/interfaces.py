@@ -69,3 +69,12 @@ class IRecordLog(Interface):
         It fails with :class:`~goto_tw.errors.StoreUnavailable` when the record could not be written;
         such a record is never acknowledged and never left half-written before a later good one.
         """
+
+
+class IDatabaseHealth(Interface):
+    """A master's view of the database behind it (PostgreSQL), for ``/_goto/health``."""
+
+    database_reachable = Attribute("False from the first failed database call until it answers again.")
+
+    def check_database() -> Deferred[bool]:
+        """Ask the database now (concurrent checks share one call); fire with whether it answered."""

@@ -25,7 +25,7 @@ from zope.interface import implementer
 
 from goto_tw.errors import GotoError, KeyNotFound, StoreUnavailable
 from goto_tw.fanout import Coalescing
-from goto_tw.interfaces import ILocalLookup, IURLStore
+from goto_tw.interfaces import IDatabaseHealth, ILocalLookup, IURLStore
 from goto_tw.keys import is_reserved, is_valid_key, key_for_index
 from goto_tw.pgdb import Database, DatabaseDown
 from goto_tw.urls import validate_url
@@ -110,7 +110,7 @@ class _PendingPut:
         self.done: Deferred[str] = Deferred()
 
 
-@implementer(IURLStore, ILocalLookup)
+@implementer(IURLStore, ILocalLookup, IDatabaseHealth)
 class PGStore:
     """A caching, group-committing, outage-aware :class:`IURLStore` over a PostgreSQL database."""
 
