@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from goto_tw.errors import MasterUnreachable
+from goto_tw.errors import GotoError, MasterUnreachable
 from goto_tw.interfaces import IURLStore
 
 log = Logger()
@@ -114,9 +114,14 @@ class FailoverStore:
                 log.warn(
                     "Master {name} does not answer ({error}); trying the others",
                     name=member.name,
-                    error=failure.value.log_text(),
+                    error=_log_text(failure),
                 )
             member.down_until = self._clock.seconds() + self._retry_interval
             return self._try(call, rest, failure)
 
         return asked.addCallbacks(answered, failed)
+
+
+def _log_text(failure: Failure) -> str:
+    error = failure.value
+    return error.log_text() if isinstance(error, GotoError) else failure.getErrorMessage()

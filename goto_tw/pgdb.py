@@ -13,6 +13,7 @@ pure-Python psycopg the same way, and group commit makes a thread hop per batch,
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from typing import Any, Callable, TypeVar
@@ -20,6 +21,7 @@ from typing import Any, Callable, TypeVar
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 T = TypeVar("T")
@@ -34,14 +36,17 @@ class DatabaseDown(Exception):
     """The database could not be used for this call (the text says why, for the operator's log)."""
 
 
-def connect(uri: str) -> Any:
-    """Open a psycopg connection to ``uri`` with the store's timeouts (blocking: call in a thread)."""
+def connect(uri: str, statement_timeout_ms: int = STATEMENT_TIMEOUT_MS) -> Any:
+    """Open a psycopg connection to ``uri`` with the store's timeouts (blocking: call in a thread).
+
+    ``statement_timeout_ms=0`` lifts the statement timeout (bulk work in ``goto-admin``).
+    """
     import psycopg
 
     return psycopg.connect(
         uri,
         connect_timeout=CONNECT_TIMEOUT,
-        options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+        options=f"-c statement_timeout={statement_timeout_ms}",
         application_name="goto-tw",
     )
 
@@ -100,7 +105,10 @@ class Database(Service):
         def done(result: object) -> object:
             self.in_use -= 1
             if self._observe is not None:
-                outcome = "ok" if not hasattr(result, "check") else "down" if result.check(DatabaseDown) else "error"  # type: ignore[attr-defined]
+                if not isinstance(result, Failure):
+                    outcome = "ok"
+                else:
+                    outcome = "down" if result.check(DatabaseDown) else "error"
                 self._observe(time.monotonic() - started, outcome)
             return result
 
@@ -117,7 +125,9 @@ class Database(Service):
             with connection.transaction():
                 result = function(connection)
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            if connection is not None and (connection.closed or connection.broken or _is_connection_error(exc)):
+            if connection is not None and (
+                connection.closed or connection.broken or _is_connection_error(exc)
+            ):
                 _close(connection)
                 connection = None
             raise DatabaseDown(_describe(exc)) from None
@@ -151,10 +161,8 @@ def _is_connection_error(exc: Exception) -> bool:
 
 
 def _close(connection: Any) -> None:
-    try:
+    with contextlib.suppress(Exception):
         connection.close()
-    except Exception:
-        pass
 
 
 def _describe(exc: Exception) -> str:

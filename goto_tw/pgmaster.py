@@ -41,7 +41,13 @@ def prepare_database(uri: str) -> tuple[int, int]:
 
 
 def make_pg_store(
-    uri: str, reactor: Any, parent: MultiService, metrics: Metrics, *, cache_size: int, pool_size: int = POOL_SIZE
+    uri: str,
+    reactor: Any,
+    parent: MultiService,
+    metrics: Metrics,
+    *,
+    cache_size: int,
+    pool_size: int = POOL_SIZE,
 ) -> PGStore:
     """Migrate the database, then start its pool under ``parent`` and return the store over it."""
     prepare_database(uri)
@@ -56,13 +62,15 @@ def make_pg_store(
     Gauge(
         "goto_database_pool_in_use", "Database calls running now (threads busy).", registry=metrics.registry
     ).set_function(lambda: database.in_use)
-    Gauge("goto_database_pool_size", "Threads (connections) of the database pool.", registry=metrics.registry).set(
-        pool_size
-    )
+    Gauge(
+        "goto_database_pool_size", "Threads (connections) of the database pool.", registry=metrics.registry
+    ).set(pool_size)
     database.setServiceParent(parent)
     store = PGStore(database, reactor, cache_size=cache_size)
     Gauge(
-        "goto_database_reachable", "1 while the database answers, 0 while it is down.", registry=metrics.registry
+        "goto_database_reachable",
+        "1 while the database answers, 0 while it is down.",
+        registry=metrics.registry,
     ).set_function(lambda: 1 if store.database_reachable else 0)
     metrics.watch_cache(lambda: (store.hits, store.misses, store.evictions))
     timer = TimerService(COUNT_INTERVAL, store.refresh_count)

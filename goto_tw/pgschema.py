@@ -27,12 +27,17 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
             AS $$ SELECT sha256(convert_to(url, 'UTF8')) $$;
         CREATE SEQUENCE goto_key_index AS bigint MINVALUE 0 START 0;
         CREATE TABLE goto_links (
+            -- the order pairs were stored in (export writes the data file in it)
+            id bigint GENERATED ALWAYS AS IDENTITY,
             key text PRIMARY KEY CHECK (length(key) BETWEEN 1 AND 64),
             url text NOT NULL CHECK (length(url) BETWEEN 1 AND 4096),
             url_hash bytea GENERATED ALWAYS AS (goto_url_hash(url)) STORED,
-            created timestamptz NOT NULL DEFAULT now()
+            created timestamptz NOT NULL DEFAULT now(),
+            -- false only for a URL imported under a second key (a data file may hold such pairs):
+            -- the key keeps working, and adding the URL answers its canonical key.
+            canonical boolean NOT NULL DEFAULT true
         );
-        CREATE UNIQUE INDEX goto_links_url_hash ON goto_links (url_hash);
+        CREATE UNIQUE INDEX goto_links_url_hash ON goto_links (url_hash) WHERE canonical;
         """,
     ),
 )

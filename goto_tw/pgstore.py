@@ -52,7 +52,7 @@ SELECT key, url FROM inserted
 """
 _FIND_URLS = """
 SELECT key, url FROM goto_links
-WHERE url_hash IN (SELECT goto_url_hash(u) FROM unnest(%s::text[]) AS u)
+WHERE canonical AND url_hash IN (SELECT goto_url_hash(u) FROM unnest(%s::text[]) AS u)
 """
 
 
@@ -211,7 +211,9 @@ class PGStore:
 
     def _read(self, key: str) -> Deferred[str]:
         if self._gets_waiting >= self._max_pending_gets:
-            return fail(StoreUnavailable("the service is too busy now", detail="too many database look-ups waiting"))
+            return fail(
+                StoreUnavailable("the service is too busy now", detail="too many database look-ups waiting")
+            )
         self._gets_waiting += 1
 
         def read(connection: Any) -> str | None:
@@ -227,7 +229,10 @@ class PGStore:
             self._gets_waiting -= 1
             return result
 
-        return self._call(read).addBoth(finished).addCallback(answered)
+        asked: Deferred[str | None] = self._call(read)
+        got = asked.addCallback(answered)
+        got.addBoth(finished)
+        return got
 
     def _remember(self, key: str, url: str) -> None:
         cache = self._cache
@@ -276,7 +281,9 @@ class PGStore:
         def not_written(failure: Failure) -> None:
             if not failure.check(GotoError):
                 log.failure("Writing {count} links to the database failed", failure, count=len(batch))
-                failure = Failure(StoreUnavailable("the link could not be stored now", detail=str(failure.value)))
+                failure = Failure(
+                    StoreUnavailable("the link could not be stored now", detail=str(failure.value))
+                )
             for pending in batch:
                 pending.done.errback(failure)
 
@@ -301,7 +308,9 @@ class PGStore:
         return fail(self._unavailable())
 
     def _unavailable(self) -> StoreUnavailable:
-        return StoreUnavailable("the database is unavailable now", detail=self._down_detail or "database down")
+        return StoreUnavailable(
+            "the database is unavailable now", detail=self._down_detail or "database down"
+        )
 
     def _call(self, function: Callable[[Any], Any], *, probe: bool = False) -> Deferred[Any]:
         """Run ``function`` on the database, failing fast while it is down (one probe at a time)."""

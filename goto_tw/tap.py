@@ -372,7 +372,9 @@ def make_postgres_store(
     from goto_tw.pgschema import SchemaTooNew
 
     try:
-        return make_pg_store(options["store"], reactor, parent, metrics, cache_size=int(options["cache-size"]))
+        return make_pg_store(
+            options["store"], reactor, parent, metrics, cache_size=int(options["cache-size"])
+        )
     except (DatabaseUnusable, SchemaTooNew) as exc:
         sys.exit(f"goto: cannot use the database: {exc}")
 

@@ -93,7 +93,9 @@ class Cluster:
             if self._as_postgres:
                 shutil.chown(self.root, "postgres", "postgres")
                 shutil.chown(self.socket_dir, "postgres", "postgres")
-            self._run("initdb", "-D", str(self.data_dir), "-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--no-sync")
+            self._run(
+                "initdb", "-D", str(self.data_dir), "-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--no-sync"
+            )
         self._pg_ctl("start")
         return self
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
+from zope.interface import implementer
 
 from goto_tw.errors import KeyNotFound, MasterUnreachable
 from goto_tw.failover import FailoverStore
+from goto_tw.interfaces import IURLStore
 from tests.helpers import failure_of, result_of
 
 
+@implementer(IURLStore)
 class FakeMaster:
     """A master's store that answers, says "unknown", or is unreachable, and records its calls."""
 
@@ -39,7 +42,8 @@ class FakeMaster:
 
 def _store(clock: Clock, count: int = 2) -> tuple[FailoverStore, list[FakeMaster]]:
     masters = [FakeMaster(f"m{i}") for i in range(count)]
-    return FailoverStore([(m.name, m) for m in masters], clock), masters
+    members: list[tuple[str, IURLStore]] = [(m.name, m) for m in masters]
+    return FailoverStore(members, clock), masters
 
 
 def test_calls_are_spread_over_the_masters() -> None:
@@ -54,7 +58,7 @@ def test_a_dead_master_fails_over_at_once_and_is_skipped_then_retried(log_events
     """A call to a master that does not answer goes at once to the next; the dead one is skipped for a
     second (logged once), then tried again, and used again once it answers."""
     clock = Clock()
-    store, (a, b) = _store(clock)
+    store, (a, _b) = _store(clock)
     a.down = True
     assert result_of(store.put("https://x/1")) == "k"
     assert result_of(store.get("k1")) == "https://m1/k1"

@@ -6,7 +6,7 @@ import threading
 
 import psycopg
 import pytest
-import pytest_twisted
+import pytest_twisted  # type: ignore[import-untyped]
 from twisted.internet import reactor
 from twisted.internet.defer import DeferredList, gatherResults
 
