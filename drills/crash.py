@@ -21,11 +21,15 @@ link). After the last restart the load stops and the drill checks that:
 Figures: kills, acknowledged, lost (must be 0), duplicate keys (0), conflicting keys (0), and the
 adds refused with 503 or lost to connection errors during outages (expected, reported).
 
-Usage: ``python drills/crash.py [--quick] [--kills N] [--seed S] [--workdir DIR] [--keep]``
+With ``--postgres`` the drill runs two masters on one PostgreSQL database instead (see
+``drills/crash_pg.py``).
+
+Usage: ``python drills/crash.py [--quick] [--postgres] [--kills N] [--seed S] [--workdir DIR] [--keep]``
 """
 
 from __future__ import annotations
 
+import argparse
 import bisect
 import json
 import random
@@ -82,7 +86,15 @@ def run(args_list: list[str] | None = None) -> int:
     parser.add_argument(
         "--clients-per-server", type=int, default=2, help="add clients per server (default: 2)"
     )
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="two masters on one throwaway PostgreSQL, two slaves of both; kills of a random master "
+        "(20; quick: 4) and 3 PostgreSQL restarts (see drills/crash_pg.py)",
+    )
     args = parser.parse_args(args_list)
+    if args.postgres:
+        return _run_postgres(args)
     kills: int = args.kills if args.kills is not None else (5 if args.quick else 100)
     # The master lives this long between restarts, then stays dead this long, in seconds.
     uptime = (0.2, 0.8) if args.quick else (0.3, 1.8)
@@ -95,6 +107,23 @@ def run(args_list: list[str] | None = None) -> int:
     started = time.monotonic()
     with DrillWorkdir("crash", args.workdir, args.keep) as work, Fleet(work.path) as fleet:
         status = _drill(report, fleet, work.path, kills, uptime, downtime, rng, args.clients_per_server)
+        work.failed = status != 0
+        report.figure("drill seconds", f"{time.monotonic() - started:.1f}")
+    return status
+
+
+def _run_postgres(args: argparse.Namespace) -> int:
+    """``--postgres``: the drill of :mod:`drills.crash_pg`."""
+    from drills.crash_pg import drill_postgres
+
+    kills: int = args.kills if args.kills is not None else (4 if args.quick else 20)
+    exit_on_signals()
+    mode = "quick" if args.quick else "full"
+    report = Report(f"crash drill, PostgreSQL ({mode}): {kills} SIGKILLs of a master, seed {args.seed}")
+    started = time.monotonic()
+    with DrillWorkdir("crash-pg", args.workdir, args.keep) as work, Fleet(work.path) as fleet:
+        rng = random.Random(args.seed)
+        status = drill_postgres(report, fleet, kills, rng, args.clients_per_server, args.quick)
         work.failed = status != 0
         report.figure("drill seconds", f"{time.monotonic() - started:.1f}")
     return status
