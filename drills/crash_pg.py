@@ -141,8 +141,8 @@ def _drill(
 
     # While a master was down, did adds go on being acknowledged by the others (or the slaves)?
     flowing = 0
-    for victim, down_from, down_until in windows:
-        if any(down_from < ack.at <= down_until and ack.target != victim for ack in acks):
+    for victim_name, down_from, down_until in windows:
+        if any(down_from < ack.at <= down_until and ack.target != victim_name for ack in acks):
             flowing += 1
     report.figure("kill windows with adds acknowledged meanwhile", f"{flowing} of {len(windows)}")
 
