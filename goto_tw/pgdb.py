@@ -24,6 +24,8 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from goto_tw import pypyctypes
+
 T = TypeVar("T")
 
 #: Seconds to wait for a connection to the database to open (libpq ``connect_timeout``).
@@ -43,6 +45,7 @@ def connect(uri: str, statement_timeout_ms: int = STATEMENT_TIMEOUT_MS) -> Any:
     """
     import psycopg
 
+    pypyctypes.apply()
     return psycopg.connect(
         uri,
         connect_timeout=CONNECT_TIMEOUT,

@@ -20,6 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from goto_tw import pypyctypes
+
+pypyctypes.apply()  # before any psycopg connection (tests connect directly too)
+
 #: Set to 1 (CI does) to make a missing PostgreSQL a test failure instead of a skip.
 REQUIRE_ENV = "GOTO_REQUIRE_POSTGRES"
 
