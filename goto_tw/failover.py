@@ -4,7 +4,9 @@ With PostgreSQL behind them, every master answers every key and any master can a
 may ask any of them. :class:`FailoverStore` sends each call to the next master in turn (round robin)
 among those believed up. When a master does not answer (:class:`MasterUnreachable`: refused, reset,
 timed out), it is believed down for ``retry_interval`` seconds and the same call goes at once to the
-next master: a killed master costs a refused connection, not a request. Retrying an add elsewhere is
+next master: a killed master costs a refused connection, not a request. A master silent for
+``failover_after`` seconds (hung, or cut off without a reset) is believed down too and the call also
+goes to the next one, so a call never waits for ``--rpc-timeout`` while another master answers. Retrying an add elsewhere is
 safe: a URL has one key in the database, so an add that did commit on the first master answers the
 same key on the second. Any other answer (a key, "unknown key", "invalid URL") is the answer.
 
@@ -15,7 +17,7 @@ Only when every master failed the call does it fail, with the last master's erro
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Callable
+from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
@@ -30,6 +32,8 @@ log = Logger()
 
 #: Seconds a master that did not answer is skipped before it is tried again.
 RETRY_INTERVAL = 1.0
+#: Seconds of silence after which a call also goes to the next master (a hung master, not a dead one).
+FAILOVER_AFTER = 1.0
 
 
 class _Member:
@@ -51,12 +55,14 @@ class FailoverStore:
         clock: IReactorTime,
         *,
         retry_interval: float = RETRY_INTERVAL,
+        failover_after: float = FAILOVER_AFTER,
     ) -> None:
         if not masters:
             raise ValueError("at least one master is needed")
         self._members = [_Member(name, store) for name, store in masters]
         self._clock = clock
         self._retry_interval = retry_interval
+        self._failover_after = failover_after
         self._next = 0
 
     def get(self, key: str) -> Deferred[str]:
@@ -85,41 +91,85 @@ class FailoverStore:
         )
 
     def _call(self, call: Callable[[IURLStore], Deferred[str]]) -> Deferred[str]:
-        return self._try(call, self._order(), None)
+        return _Race(self, call, self._order()).result
 
-    def _try(
-        self, call: Callable[[IURLStore], Deferred[str]], members: list[_Member], last: Failure | None
-    ) -> Deferred[str]:
-        if not members:
-            assert last is not None
-            return fail(last)
-        member, rest = members[0], members[1:]
+    def _mark_down(self, member: _Member, why: str) -> None:
+        if member.down_until == 0.0:
+            log.warn(
+                "Master {name} does not answer ({error}); trying the others", name=member.name, error=why
+            )
+        member.down_until = self._clock.seconds() + self._retry_interval
+
+    def _mark_up(self, member: _Member) -> None:
+        if member.down_until:
+            log.info("Master {name} answers again", name=member.name)
+            member.down_until = 0.0
+
+
+class _Race:
+    """One call: asked of the masters in ``order`` until one gives a real answer.
+
+    A master that fails with :class:`MasterUnreachable` hands the call to the next at once; one
+    that is silent for ``failover_after`` seconds is believed down and the call also goes to the
+    next, the slow one still counting if it answers first. The first real answer wins; the later
+    ones are dropped. The call fails only when every master failed it.
+    """
+
+    def __init__(
+        self, store: FailoverStore, call: Callable[[IURLStore], Deferred[str]], order: list[_Member]
+    ) -> None:
+        self._store = store
+        self._call = call
+        self._waiting = order
+        self._outstanding = 0
+        self._last: Failure | None = None
+        self.result: Deferred[str] = Deferred()
+        self._ask_next()
+
+    def _ask_next(self) -> None:
+        if not self._waiting:
+            if self._outstanding == 0 and not self.result.called:
+                assert self._last is not None
+                self.result.errback(self._last)
+            return
+        member, self._waiting = self._waiting[0], self._waiting[1:]
+        self._outstanding += 1
+        moved_on = [False]
+        timer = None
+        if self._waiting:
+            timer = self._store._clock.callLater(self._store._failover_after, self._slow, member, moved_on)
         try:
-            asked = call(member.store)
+            asked = self._call(member.store)
         except Exception:
-            return fail()
+            asked = fail()
+        asked.addBoth(self._answered, member, timer, moved_on)
 
-        def answered(result: str) -> str:
-            if member.down_until:
-                log.info("Master {name} answers again", name=member.name)
-                member.down_until = 0.0
-            return result
+    def _slow(self, member: _Member, moved_on: list[bool]) -> None:
+        if self.result.called:
+            return
+        moved_on[0] = True
+        self._store._mark_down(member, f"no answer within {self._store._failover_after:g} s")
+        self._ask_next()
 
-        def failed(failure: Failure) -> Deferred[str] | Failure:
-            if not failure.check(MasterUnreachable):
-                if member.down_until:
-                    member.down_until = 0.0  # it answered, if only with "no"
-                return failure
-            if member.down_until == 0.0:
-                log.warn(
-                    "Master {name} does not answer ({error}); trying the others",
-                    name=member.name,
-                    error=_log_text(failure),
-                )
-            member.down_until = self._clock.seconds() + self._retry_interval
-            return self._try(call, rest, failure)
-
-        return asked.addCallbacks(answered, failed)
+    def _answered(self, result: object, member: _Member, timer: Any, moved_on: list[bool]) -> None:
+        self._outstanding -= 1
+        if timer is not None and timer.active():
+            timer.cancel()
+        if isinstance(result, Failure) and result.check(MasterUnreachable):
+            self._store._mark_down(member, _log_text(result))
+            self._last = result
+            if not moved_on[0]:
+                self._ask_next()
+            elif self._outstanding == 0 and not self._waiting and not self.result.called:
+                self.result.errback(result)
+            return
+        self._store._mark_up(member)  # a value, or a definite "no" (unknown key, invalid URL)
+        if self.result.called:
+            return  # a faster master answered already (or the caller gave up)
+        if isinstance(result, Failure):
+            self.result.errback(result)
+        else:
+            self.result.callback(result)  # type: ignore[arg-type]
 
 
 def _log_text(failure: Failure) -> str:

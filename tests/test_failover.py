@@ -9,7 +9,7 @@ from zope.interface import implementer
 from goto_tw.errors import KeyNotFound, MasterUnreachable
 from goto_tw.failover import FailoverStore
 from goto_tw.interfaces import IURLStore
-from tests.helpers import failure_of, result_of
+from tests.helpers import failure_of, has_fired, result_of
 
 
 @implementer(IURLStore)
@@ -88,3 +88,48 @@ def test_all_masters_down_fails_with_unreachable() -> None:
         master.down = True
     assert failure_of(store.get("k")).check(MasterUnreachable)
     assert all(len(m.calls) == 1 for m in masters)
+
+
+class SilentMaster(FakeMaster):
+    """A master that accepts calls and never answers (hung)."""
+
+    def _answer(self, method: str, arg: str, value: str) -> Deferred[str]:
+        self.calls.append((method, arg))
+        return Deferred()
+
+
+def test_a_silent_master_is_passed_over_within_a_second() -> None:
+    """A hung master costs one second, not --rpc-timeout: the call also goes to the next master, the
+    hung one is skipped afterwards; a late answer from it changes nothing."""
+    clock = Clock()
+    hung, good = SilentMaster("m0"), FakeMaster("m1")
+    members: list[tuple[str, IURLStore]] = [("m0", hung), ("m1", good)]
+    store = FailoverStore(members, clock)
+    asked = store.put("https://x/1")
+    assert not has_fired(asked)
+    clock.advance(0.99)
+    assert not has_fired(asked) and good.calls == []
+    clock.advance(0.01)
+    assert result_of(asked) == "k"
+    assert store.up() == ["m1"]
+    assert result_of(store.get("a")) == "https://m1/a" and len(hung.calls) == 1
+    assert not clock.getDelayedCalls()
+
+
+def test_every_master_failing_fails_once_even_after_a_slow_one() -> None:
+    """A slow master that then fails, after the others failed too, fails the call exactly once."""
+    clock = Clock()
+    slow_answer: Deferred[str] = Deferred()
+
+    class Slow(FakeMaster):
+        def _answer(self, method: str, arg: str, value: str) -> Deferred[str]:
+            return slow_answer
+
+    down = FakeMaster("m1")
+    down.down = True
+    members: list[tuple[str, IURLStore]] = [("m0", Slow("m0")), ("m1", down)]
+    asked = FailoverStore(members, clock).get("k")
+    clock.advance(1.0)
+    assert not has_fired(asked)
+    slow_answer.errback(MasterUnreachable("the master is unreachable"))
+    assert failure_of(asked).check(MasterUnreachable)
