@@ -51,6 +51,7 @@ def connect(uri: str, statement_timeout_ms: int = STATEMENT_TIMEOUT_MS) -> Any:
         connect_timeout=CONNECT_TIMEOUT,
         options=f"-c statement_timeout={statement_timeout_ms}",
         application_name="goto-tw",
+        autocommit=True,  # a look-up is one round trip; writes open their transaction themselves
     )
 
 
@@ -93,17 +94,21 @@ class Database(Service):
 
         return closed.addBoth(stop_pool)
 
-    def run(self, function: Callable[[Any], T]) -> Deferred[T]:
+    def run(self, function: Callable[[Any], T], *, transaction: bool = True) -> Deferred[T]:
         """Run ``function(connection)`` in a pool thread; fire with its result (in the reactor thread).
 
-        The function runs inside a transaction that commits when it returns and rolls back when
-        it raises. Fails with :class:`DatabaseDown` when the database cannot be used.
+        With ``transaction`` the function runs inside a transaction that commits when it returns
+        and rolls back when it raises; without, each statement commits by itself (a single read is
+        then one round trip, not three). Fails with :class:`DatabaseDown` when the database cannot
+        be used.
         """
         if not self._pool.started:
             return succeed(None).addCallback(lambda _: _raise(DatabaseDown("the database pool is stopped")))
         self.in_use += 1
         started = time.monotonic()
-        ran: Deferred[T] = deferToThreadPool(self._reactor, self._pool, self._in_thread, function)
+        ran: Deferred[T] = deferToThreadPool(
+            self._reactor, self._pool, self._in_thread, function, transaction
+        )
 
         def done(result: object) -> object:
             self.in_use -= 1
@@ -117,7 +122,7 @@ class Database(Service):
 
         return ran.addBoth(done)
 
-    def _in_thread(self, function: Callable[[Any], T]) -> T:
+    def _in_thread(self, function: Callable[[Any], T], transaction: bool) -> T:
         import psycopg
 
         with self._lock:
@@ -125,7 +130,10 @@ class Database(Service):
         try:
             if connection is None:
                 connection = self._connector(self.uri)
-            with connection.transaction():
+            if transaction:
+                with connection.transaction():
+                    result = function(connection)
+            else:
                 result = function(connection)
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             if connection is not None and (

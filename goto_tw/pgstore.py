@@ -191,7 +191,7 @@ class PGStore:
         """Ask the database now (one call for concurrent checks); fire with whether it answered."""
 
         def check() -> Deferred[bool]:
-            asked = self._call(count_links, probe=True)
+            asked = self._call(count_links, probe=True, transaction=False)
 
             def counted(result: object) -> bool:
                 if isinstance(result, int):
@@ -229,7 +229,7 @@ class PGStore:
             self._gets_waiting -= 1
             return result
 
-        asked: Deferred[str | None] = self._call(read)
+        asked: Deferred[str | None] = self._call(read, transaction=False)
         got = asked.addCallback(answered)
         got.addBoth(finished)
         return got
@@ -312,7 +312,9 @@ class PGStore:
             "the database is unavailable now", detail=self._down_detail or "database down"
         )
 
-    def _call(self, function: Callable[[Any], Any], *, probe: bool = False) -> Deferred[Any]:
+    def _call(
+        self, function: Callable[[Any], Any], *, probe: bool = False, transaction: bool = True
+    ) -> Deferred[Any]:
         """Run ``function`` on the database, failing fast while it is down (one probe at a time)."""
         refused = self._refuse_while_down()
         if refused is not None and not probe:
@@ -320,7 +322,7 @@ class PGStore:
         is_probe = self._down_since is not None
         if is_probe:
             self._probing = True
-        asked = self._db.run(function)
+        asked = self._db.run(function, transaction=transaction)
 
         def note(result: object) -> object:
             if is_probe:

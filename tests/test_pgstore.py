@@ -91,9 +91,9 @@ def test_adds_arriving_together_share_one_commit(pg_uri):
     calls = []
     original = database.run
 
-    def counting_run(function):
+    def counting_run(function, **kwargs):
         calls.append(function)
-        return original(function)
+        return original(function, **kwargs)
 
     database.run = counting_run  # type: ignore[method-assign]
     try:
@@ -118,9 +118,9 @@ def test_cache_is_bounded_and_misses_coalesce(pg_uri):
         calls = []
         original = database.run
 
-        def counting_run(function):
+        def counting_run(function, **kwargs):
             calls.append(function)
-            return original(function)
+            return original(function, **kwargs)
 
         database.run = counting_run  # type: ignore[method-assign]
         urls = yield gatherResults([store.get(keys[0]) for _ in range(50)])

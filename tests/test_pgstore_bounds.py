@@ -20,7 +20,7 @@ class FakeDatabase:
     def __init__(self) -> None:
         self.calls: list[tuple[Callable[[Any], Any], Deferred[Any]]] = []
 
-    def run(self, function: Callable[[Any], Any]) -> Deferred[Any]:
+    def run(self, function: Callable[[Any], Any], *, transaction: bool = True) -> Deferred[Any]:
         done: Deferred[Any] = Deferred()
         self.calls.append((function, done))
         return done
