@@ -118,3 +118,14 @@ def test_database_outage_cached_redirects_503_fast_and_recovery(goto_processes, 
     poll_until(back, RECOVERY_DEADLINE, "the master to reconnect to the database")
     assert get(f"{master.base_url}/{cached}").headers["Location"] == "https://example.com/cached"
     assert "The database answers again" in master.output()
+
+
+def test_master_with_an_unusable_database_exits_saying_why(goto_processes, pg_cluster: Cluster):
+    """A database that does not exist stops start-up with a clear message; nothing listens."""
+    master = goto_processes.start(
+        "--rpc", "--store", pg_cluster.uri("no_such_database"), data_file=None, name="master", wait=False
+    )
+    assert master.wait_exit() != 0
+    output = master.output()
+    assert "cannot use the database" in output and "no_such_database" in output
+    assert "Site starting" not in output
