@@ -38,6 +38,11 @@ class DatabaseDown(Exception):
     """The database could not be used for this call (the text says why, for the operator's log)."""
 
 
+class TransactionConflict(Exception):
+    """The server rolled this transaction back (deadlock, serialization): retrying may work; the
+    database itself is fine."""
+
+
 def connect(uri: str, statement_timeout_ms: int = STATEMENT_TIMEOUT_MS) -> Any:
     """Open a psycopg connection to ``uri`` with the store's timeouts (blocking: call in a thread).
 
@@ -124,6 +129,7 @@ class Database(Service):
 
     def _in_thread(self, function: Callable[[Any], T], transaction: bool) -> T:
         import psycopg
+        import psycopg.errors
 
         with self._lock:
             connection = self._idle.pop() if self._idle else None
@@ -135,6 +141,8 @@ class Database(Service):
                     result = function(connection)
             else:
                 result = function(connection)
+        except psycopg.errors.TransactionRollback as exc:
+            raise TransactionConflict(_describe(exc)) from None
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             if connection is not None and (
                 connection.closed or connection.broken or _is_connection_error(exc)

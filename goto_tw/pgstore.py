@@ -27,7 +27,7 @@ from goto_tw.errors import GotoError, KeyNotFound, StoreUnavailable
 from goto_tw.fanout import Coalescing
 from goto_tw.interfaces import IDatabaseHealth, ILocalLookup, IURLStore
 from goto_tw.keys import is_reserved, is_valid_key, key_for_index
-from goto_tw.pgdb import Database, DatabaseDown
+from goto_tw.pgdb import Database, DatabaseDown, TransactionConflict
 from goto_tw.urls import validate_url
 
 log = Logger()
@@ -43,12 +43,19 @@ RETRY_INTERVAL = 1.0
 #: Attempts at a batch whose fresh keys were taken meanwhile (custom or imported keys).
 KEY_ATTEMPTS = 5
 
-_INSERT = """
+#: Keys a master fetches from the sequence beyond what a batch needs, so that most batches need none.
+#: A crash loses the spare ones (gaps in the keys, never a key twice).
+SPARE_KEYS = 64
+
+_INSERT_OR_FIND = """
 WITH input AS (SELECT * FROM unnest(%s::text[], %s::text[]) AS t(key, url)),
 inserted AS (
     INSERT INTO goto_links (key, url) SELECT key, url FROM input ON CONFLICT DO NOTHING RETURNING key, url
 )
 SELECT key, url FROM inserted
+UNION ALL
+SELECT key, url FROM goto_links
+WHERE canonical AND url_hash IN (SELECT goto_url_hash(url) FROM input)
 """
 _FIND_URLS = """
 SELECT key, url FROM goto_links
@@ -56,36 +63,66 @@ WHERE canonical AND url_hash IN (SELECT goto_url_hash(u) FROM unnest(%s::text[])
 """
 
 
-def write_batch(connection: Any, urls: list[str]) -> dict[str, str]:
+class KeyReserve:
+    """Fresh keys from the shared sequence, fetched ahead in blocks; used by one writer at a time.
+
+    Values of the sequence are never reused (a batch that failed leaves its keys unused), reserved
+    keys are skipped, and a key taken meanwhile (custom or imported) makes the batch try others.
+    """
+
+    def __init__(self, spare: int = SPARE_KEYS) -> None:
+        self._spare = spare
+        self._keys: list[str] = []
+
+    def take(self, connection: Any, count: int) -> list[str]:
+        while len(self._keys) < count:
+            wanted = count - len(self._keys) + self._spare
+            rows = connection.execute(
+                "SELECT nextval('goto_key_index') FROM generate_series(1, %s)", (wanted,)
+            ).fetchall()
+            self._keys.extend(key for key in (key_for_index(row[0]) for row in rows) if not is_reserved(key))
+        taken, self._keys = self._keys[:count], self._keys[count:]
+        return taken
+
+
+def write_batch(connection: Any, urls: list[str], reserve: KeyReserve | None = None) -> dict[str, str]:
     """Store each of ``urls`` (distinct, valid) under a fresh key, or find the key it already has.
 
-    Runs in a pool thread inside the caller's transaction; returns url -> key for every URL.
+    Runs in a pool thread; returns url -> key for every URL, once committed. The usual batch is one
+    round trip: ``BEGIN``, one statement that inserts the new URLs and finds the known ones, and
+    ``COMMIT``, sent together (pipeline mode). A URL another master is adding at this very moment,
+    or a fresh key taken meanwhile, is settled by a second transaction.
     """
-    found: dict[str, str] = {}
-    missing = list(urls)
+    if reserve is None:
+        reserve = KeyReserve(spare=0)
+    urls = sorted(urls)  # every master locks new URLs in one order: no deadlock between two batches
+    keys = reserve.take(connection, len(urls))
+    with connection.pipeline():
+        with connection.transaction():
+            cursor = connection.execute(_INSERT_OR_FIND, (keys, urls))
+        rows = cursor.fetchall()
+    found = {url: key for key, url in rows}
+    missing = [url for url in urls if url not in found]
     for _ in range(KEY_ATTEMPTS):
-        keys = allocate_keys(connection, len(missing))
-        rows = connection.execute(_INSERT, (keys, missing)).fetchall()
-        found.update((url, key) for key, url in rows)
-        missing = [url for url in missing if url not in found]
-        if missing:  # stored before (by anyone), or the fresh key was taken: look again
+        if not missing:
+            return found
+        with connection.transaction():
             rows = connection.execute(_FIND_URLS, (missing,)).fetchall()
             found.update((url, key) for key, url in rows)
             missing = [url for url in missing if url not in found]
-        if not missing:
-            return found
-    raise RuntimeError(f"could not find free keys for {len(missing)} URLs in {KEY_ATTEMPTS} attempts")
+            if missing:
+                keys = reserve.take(connection, len(missing))
+                rows = connection.execute(_INSERT_OR_FIND, (keys, missing)).fetchall()
+                found.update((url, key) for key, url in rows)
+                missing = [url for url in missing if url not in found]
+    if missing:
+        raise RuntimeError(f"could not find free keys for {len(missing)} URLs in {KEY_ATTEMPTS} attempts")
+    return found
 
 
 def allocate_keys(connection: Any, count: int) -> list[str]:
     """``count`` fresh keys from the shared sequence, reserved ones skipped (values are never reused)."""
-    keys: list[str] = []
-    while len(keys) < count:
-        rows = connection.execute(
-            "SELECT nextval('goto_key_index') FROM generate_series(1, %s)", (count - len(keys),)
-        ).fetchall()
-        keys.extend(key for key in (key_for_index(row[0]) for row in rows) if not is_reserved(key))
-    return keys
+    return KeyReserve(spare=0).take(connection, count)
 
 
 def read_url(connection: Any, key: str) -> str | None:
@@ -138,6 +175,7 @@ class PGStore:
         self._gets: Coalescing[str, str] = Coalescing()
         self._puts: Coalescing[str, str] = Coalescing()
         self._pending: list[_PendingPut] = []
+        self._keys = KeyReserve()  # used by the one batch being written at a time
         self._writing = False
         self._flush_scheduled = False
         self._gets_waiting = 0
@@ -269,7 +307,7 @@ class PGStore:
         urls = [pending.url for pending in batch]
 
         def write(connection: Any) -> dict[str, str]:
-            return write_batch(connection, urls)
+            return write_batch(connection, urls, self._keys)
 
         def written(keys: dict[str, str]) -> None:
             for pending in batch:
@@ -279,7 +317,16 @@ class PGStore:
             self._count += len(batch)
 
         def not_written(failure: Failure) -> None:
-            if not failure.check(GotoError):
+            if failure.check(TransactionConflict):
+                log.warn(
+                    "Writing {count} links was rolled back ({error}); answering 503",
+                    count=len(batch),
+                    error=failure.value,
+                )
+                failure = Failure(
+                    StoreUnavailable("the link could not be stored now", detail=str(failure.value))
+                )
+            elif not failure.check(GotoError):
                 log.failure("Writing {count} links to the database failed", failure, count=len(batch))
                 failure = Failure(
                     StoreUnavailable("the link could not be stored now", detail=str(failure.value))
@@ -295,7 +342,9 @@ class PGStore:
                     pending.done.errback(self._unavailable())
             self._schedule_flush()
 
-        self._call(write, probe=True).addCallbacks(written, not_written).addBoth(next_batch)
+        self._call(write, probe=True, transaction=False).addCallbacks(written, not_written).addBoth(
+            next_batch
+        )
 
     # --- the database's health -------------------------------------------------------------------
 
