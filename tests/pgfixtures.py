@@ -7,10 +7,23 @@ they fail instead.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from types import ModuleType
 
 import pytest
 
 from tests.pgcluster import MISSING_REASON, Cluster, driver_available, find_bin_dir, required
+
+
+def import_psycopg() -> ModuleType:
+    """``psycopg`` for a test module's top; without it (or without libpq) the whole module skips,
+    saying why, or fails under ``GOTO_REQUIRE_POSTGRES=1``."""
+    try:
+        import psycopg
+    except ImportError as exc:
+        if required():
+            raise
+        pytest.skip(f"{MISSING_REASON}: {exc}", allow_module_level=True)
+    return psycopg
 
 
 @pytest.fixture(scope="session")

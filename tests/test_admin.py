@@ -5,7 +5,6 @@ from __future__ import annotations
 import fcntl
 import os
 
-import psycopg
 import pytest
 
 from goto_tw.admin import main
@@ -14,6 +13,9 @@ from goto_tw.persistence import encode_record, load_records
 from goto_tw.pgdb import connect
 from goto_tw.pgschema import migrate
 from goto_tw.pgstore import write_batch
+from tests.pgfixtures import import_psycopg
+
+psycopg = import_psycopg()
 
 
 def _write(path, pairs) -> None:

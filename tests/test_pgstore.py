@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 
-import psycopg
 import pytest
 import pytest_twisted  # type: ignore[import-untyped]
 from twisted.internet import reactor
@@ -15,6 +14,9 @@ from goto_tw.keys import is_reserved
 from goto_tw.pgdb import Database
 from goto_tw.pgschema import LATEST_VERSION, SchemaTooNew, migrate
 from goto_tw.pgstore import PGStore, allocate_keys
+from tests.pgfixtures import import_psycopg
+
+psycopg = import_psycopg()
 
 
 def _store(uri: str, **kwargs) -> tuple[PGStore, Database]:

@@ -93,9 +93,9 @@ def test_crash_drill(tmp_path: Path) -> None:
 def test_crash_drill_postgres(tmp_path: Path) -> None:
     """Two masters on one PostgreSQL: kills of a random master and PostgreSQL restarts under add load
     through both masters and two slaves lose no acknowledged add and hand out no key twice."""
-    from tests.pgcluster import MISSING_REASON, find_bin_dir, required
+    from tests.pgcluster import MISSING_REASON, driver_available, find_bin_dir, required
 
-    if find_bin_dir() is None:
+    if find_bin_dir() is None or not driver_available():
         if required():
             pytest.fail(f"GOTO_REQUIRE_POSTGRES=1: {MISSING_REASON}")
         pytest.skip(MISSING_REASON)
