@@ -21,6 +21,9 @@ Throughput scenarios (``wrk -t1 -c50``, Lua scripts in ``bench/lua/``, each one 
 
 The redirect scenarios cycle through ``--keys`` keys (the master's data file holds exactly those).
 
+With ``--postgres``, the PostgreSQL scenarios (``p-b``, ``p-miss``, ``p-c``, ``p-d2``; see
+:func:`postgres_scenarios`) run in the same rounds.
+
 Memory and start-up:
 
 - ``f``: a master with a 1,000,000-record data file: seconds from spawn until it answers
@@ -281,8 +284,11 @@ def fill_cache(
     return {"requested": done, "errors": errors, "seconds": time.perf_counter() - started, "points": points}
 
 
-def throughput(settings: Settings, python: Path, tmp: Path, stack: contextlib.ExitStack) -> list[Scenario]:
-    """Start the servers of scenarios a-e and the references, then run every scenario's rounds."""
+def throughput(
+    settings: Settings, python: Path, tmp: Path, stack: contextlib.ExitStack, postgres: bool = False
+) -> list[Scenario]:
+    """Start the servers of scenarios a-e and the references (and with ``postgres`` those of p-*),
+    then run every scenario's rounds."""
     twistd = twistd_of(python)
     data = tmp / "store.json"
     write_data_file(data, settings.keys)
@@ -377,6 +383,8 @@ def throughput(settings: Settings, python: Path, tmp: Path, stack: contextlib.Ex
         Scenario("c-nofsync", "c) add, master --no-fsync", "add", unsynced_port, "add.lua", [], [unsynced]),
         Scenario("d", "d) add through slave", "add", slave_port, "add.lua", [], [slave, master], slave_port),
     ]
+    if postgres:
+        scenarios += postgres_scenarios(settings, data, tmp, stack, start, twistd)
     for scenario in scenarios:
         print(f"warm-up: {scenario.title}", file=sys.stderr)
         scenario.warmup = scenario.run(settings.warmup, tmp)
@@ -389,6 +397,86 @@ def throughput(settings: Settings, python: Path, tmp: Path, stack: contextlib.Ex
                 file=sys.stderr,
             )
     return scenarios
+
+
+def postgres_scenarios(
+    settings: Settings,
+    data: Path,
+    tmp: Path,
+    stack: contextlib.ExitStack,
+    start: Any,
+    twistd: Path,
+) -> list[Scenario]:
+    """``--postgres``: masters on a throwaway PostgreSQL (fsync on) holding the same keys (imported
+    with goto-admin), measured in the same rounds as the file store. The PostgreSQL server's own CPU
+    is not in the "server" column (it shows under "others"): compare req/s and latency.
+
+    - ``p-b``: redirect answered from a PostgreSQL master's cache (warmed with every key);
+    - ``p-miss``: cold misses: a master with ``--cache-size 1``, nearly every GET a database read;
+    - ``p-c``: durable add on a PostgreSQL master (group commit);
+    - ``p-d2``: durable add through a slave of two PostgreSQL masters (both commit).
+    """
+    from goto_tw.admin import import_file
+    from tests.pgcluster import Cluster, find_bin_dir
+
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        raise BenchError("--postgres: no PostgreSQL server programs (apt-get install postgresql)")
+    cluster = Cluster(bin_dir, fsync=True)
+    stack.callback(cluster.destroy)
+    cluster.start()
+    uri = cluster.new_database("bench")
+    copy = tmp / "store-pg.json"  # the file master holds the lock on its own data file
+    shutil.copyfile(data, copy)
+    import_file(str(copy), uri)
+    pg, pg_port = start("pg-master", goto_command(twistd, "--rpc", "--store", uri, "--host", HOST))
+    pg2, pg2_port = start("pg-master2", goto_command(twistd, "--rpc", "--store", uri, "--host", HOST))
+    cold, cold_port = start(
+        "pg-master-cache1", goto_command(twistd, "--store", uri, "--host", HOST, "--cache-size", "1")
+    )
+    both = f"127.0.0.1:{pg_port},127.0.0.1:{pg2_port}"
+    pg_slave, pg_slave_port = start("pg-slave", goto_command(twistd, "--master", both, "--host", HOST))
+    for port, what in [(pg_port, "PostgreSQL master"), (cold_port, "PostgreSQL master, cache 1")]:
+        check_redirect(port, settings.keys - 1, what)
+    check_add(pg_port, "PostgreSQL master")
+    check_add(pg_slave_port, "slave of two PostgreSQL masters")
+    fill = fill_cache(pg_port, 0, settings.keys, 120, 5, tmp)
+    if fill["requested"] < settings.keys or fill["errors"]["status"] or fill["errors"]["socket"]:
+        raise BenchError(f"warming the PostgreSQL master's cache failed: {fill}")
+    keys = [str(settings.keys)]
+    return [
+        Scenario(
+            "p-b",
+            "p-b) redirect, PG master (cached)",
+            "redirect",
+            pg_port,
+            "redirect.lua",
+            keys,
+            [pg],
+            pg_port,
+        ),
+        Scenario(
+            "p-miss",
+            "p-miss) redirect, PG master, cold",
+            "redirect",
+            cold_port,
+            "redirect.lua",
+            keys,
+            [cold],
+            cold_port,
+        ),
+        Scenario("p-c", "p-c) durable add, PG master", "add", pg_port, "add.lua", [], [pg]),
+        Scenario(
+            "p-d2",
+            "p-d2) add, slave of 2 PG masters",
+            "add",
+            pg_slave_port,
+            "add.lua",
+            [],
+            [pg_slave, pg, pg2],
+            pg_slave_port,
+        ),
+    ]
 
 
 # --- start-up and memory ----------------------------------------------------------------------------
@@ -678,6 +766,11 @@ def main() -> int:
         help="g: seconds allowed to fill the slave's cache (default 240, quick 20)",
     )
     parser.add_argument("--skip-throughput", action="store_true", help="skip the wrk scenarios (a-e)")
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="also the PostgreSQL scenarios p-* (a throwaway cluster; needs Debian's postgresql)",
+    )
     parser.add_argument("--skip-memory", action="store_true", help="skip f and g (start-up and memory)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -715,7 +808,11 @@ def main() -> int:
     started = time.perf_counter()
     start_result = memory = None
     with workspace(args.keep) as (tmp, stack):
-        rows = [] if args.skip_throughput else summarize(throughput(settings, args.python, tmp, stack))
+        rows = (
+            []
+            if args.skip_throughput
+            else summarize(throughput(settings, args.python, tmp, stack, postgres=args.postgres))
+        )
         stack.close()  # stop the throughput servers before the memory scenarios
         if not args.skip_memory:
             start_result, big_master, big_port = startup(settings, args.python, tmp, stack)

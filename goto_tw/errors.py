@@ -90,6 +90,13 @@ class NotAuthorized(GotoError):
     fault_code = 401
 
 
+class NotKept(GotoError):
+    """What was asked is not kept by this server's store (click statistics on PostgreSQL, for now)."""
+
+    http_status = 501
+    fault_code = 501
+
+
 #: Errors by fault code, for the RPC client to map a master's fault back to the same error.
 ERRORS_BY_FAULT_CODE: dict[int, type[GotoError]] = {
     cls.fault_code: cls for cls in (KeyNotFound, KeyExists, InvalidURL, StoreUnavailable, NotAuthorized)

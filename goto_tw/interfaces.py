@@ -104,3 +104,12 @@ class ILinkStats(Interface):
         ``created`` is ``None`` when unknown (links stored before it was recorded). Fails with
         :class:`~goto_tw.errors.KeyNotFound` or :class:`~goto_tw.errors.StoreUnavailable`.
         """
+
+
+class IDatabaseHealth(Interface):
+    """A master's view of the database behind it (PostgreSQL), for ``/_goto/health``."""
+
+    database_reachable = Attribute("False from the first failed database call until it answers again.")
+
+    def check_database() -> Deferred[bool]:
+        """Ask the database now (concurrent checks share one call); fire with whether it answered."""

@@ -13,7 +13,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
 from goto_tw.clicks import ClickBook, ClickCounter
-from goto_tw.errors import KeyNotFound, StoreUnavailable
+from goto_tw.errors import KeyNotFound, NotKept, StoreUnavailable
 from goto_tw.interfaces import ILinkStats, ILocalLookup
 from goto_tw.urlmap import canonical_index
 
@@ -84,3 +84,12 @@ def stats_struct(stats: dict[str, object]) -> dict[str, object]:
     if stats.get("created") is not None:
         struct["created"] = stats["created"]
     return struct
+
+
+@implementer(ILinkStats)
+class NoLinkStats:
+    """Stats of a store that keeps none (a master on PostgreSQL, until its schema holds clicks):
+    every question is answered 501, never with made-up figures."""
+
+    def stats(self, key: str) -> Deferred[dict[str, object]]:
+        return fail(NotKept("this server does not keep click statistics (its store is PostgreSQL)"))

@@ -9,7 +9,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from goto_tw.api import write_json
-from goto_tw.interfaces import IMasterHealth, IURLStore
+from goto_tw.interfaces import IDatabaseHealth, IMasterHealth, IURLStore
 from goto_tw.metrics import Metrics
 from goto_tw.web import PlainResource, respond_when_ready
 
@@ -30,8 +30,22 @@ class HealthResource(PlainResource):
     def render_GET(self, request: Request) -> int:
         store, master = self._store, self._master
         if master is None:
-            write_json(request, 200, {"status": "ok", "role": "master", "keys": store.count()})
-            return NOT_DONE_YET
+            database = IDatabaseHealth(store, None)
+            if database is None:
+                write_json(request, 200, {"status": "ok", "role": "master", "keys": store.count()})
+                return NOT_DONE_YET
+
+            def answer_master(reachable: bool) -> None:
+                document = {
+                    "status": "ok" if reachable else "database unreachable",
+                    "role": "master",
+                    "keys": store.count(),
+                    "database": "postgresql",
+                    "database_reachable": reachable,
+                }
+                write_json(request, 200 if reachable else 503, document)
+
+            return respond_when_ready(request, database.check_database(), answer_master)
 
         def answer(reachable: bool) -> None:
             document: dict[str, Any] = {

@@ -114,7 +114,12 @@ class StoreHandler(xmlrpc.XMLRPC):
             raise xmlrpc.Fault(BAD_ARGUMENTS, "expected two string arguments, the URL and the key")
         adder = ILinkAdder(self._store, None)
         if adder is None:
-            raise xmlrpc.Fault(BAD_ARGUMENTS, "this store takes no custom keys")
+            if args[1]:
+                raise xmlrpc.Fault(BAD_ARGUMENTS, "this store takes no custom keys")
+            # A store that cannot say whether the link is new (PostgreSQL, for now): a plain put,
+            # answered as new.
+            put = self._store.put(args[0])
+            return put.addCallbacks(lambda key: {"key": key, "new": True}, _as_fault)
         added = adder.add(args[0], args[1] or None)
         return added.addCallbacks(lambda result: {"key": result[0], "new": result[1]}, _as_fault)
 

@@ -28,7 +28,7 @@ from goto_tw.clicks import (
 from goto_tw.interfaces import IClickCounter, ILinkStats, IURLStore
 from goto_tw.keybound import CorruptKeyBound
 from goto_tw.lifecycle import DrainService, StopInOrder, listening_service
-from goto_tw.linkstats import MasterLinkStats, RemoteLinkStats
+from goto_tw.linkstats import MasterLinkStats, NoLinkStats, RemoteLinkStats
 from goto_tw.metrics import Metrics
 from goto_tw.ops import ops_resource
 from goto_tw.persistence import AppendLog, CorruptDataFile, open_data_file
@@ -39,10 +39,9 @@ from goto_tw.store import URLStore
 from goto_tw.web import GotoRoot, NotFoundResource, PlainResource
 
 if TYPE_CHECKING:
-    from goto_tw.remote import (  # imported at run time by slaves only (see _remote_store)
-        HTTPPoster,
-        RemoteStore,
-    )
+    # Imported at run time by slaves only (see _remote_store).
+    from goto_tw.failover import FailoverStore
+    from goto_tw.remote import HTTPPoster, RemoteStore
 
 #: A master's data file when ``--file`` is not given.
 DEFAULT_DATA_FILE = "store.json"
@@ -79,6 +78,26 @@ def parse_master(value: str) -> str:
         return master_rpc_url(value)
     except ValueError as exc:
         raise usage.UsageError(f"--master: {exc}, not {value!r}") from None
+
+
+def parse_store(value: str) -> str:
+    """Accept ``file:PATH`` or a libpq URI (``postgresql://`` or ``postgres://``) for ``--store``.
+
+    A password in the URI is refused: command lines are visible to every user of the machine.
+    """
+    from urllib.parse import urlsplit
+
+    if value.startswith("file:") and len(value) > len("file:"):
+        return value
+    if value.startswith(("postgresql://", "postgres://")):
+        try:
+            parts = urlsplit(value)
+        except ValueError as exc:
+            raise usage.UsageError(f"--store: not a PostgreSQL URI ({exc})") from None
+        if parts.password is not None or "password=" in parts.query:
+            raise usage.UsageError("--store: no password on the command line; use PGPASSFILE or a credential")
+        return value
+    raise usage.UsageError(f"--store: expected file:PATH or postgresql://..., not {value[:100]!r}")
 
 
 def positive(kind: type[int] | type[float], option: str, maximum: float | None = None) -> Any:
@@ -181,17 +200,18 @@ class Options(usage.Options):
             parse_host,
         ],
         [
-            "master",
+            "store",
             None,
             None,
-            "Run as a slave of this master: HOST:PORT or http://HOST:PORT/RPC2.",
-            parse_master,
+            "Master: where links are kept: file:PATH (the data file, as --file) or a PostgreSQL "
+            "connection URI postgresql://USER@HOST/DB (password from PGPASSFILE, never here).",
+            parse_store,
         ],
         [
             "cache-size",
             None,
             100_000,
-            "Slave: how many pairs the cache holds (LRU).",
+            "Slave, or master on PostgreSQL: how many pairs the cache holds (LRU).",
             positive(int, "cache-size"),
         ],
         [
@@ -238,7 +258,30 @@ class Options(usage.Options):
         ],
     ]
 
+    def __init__(self) -> None:
+        super().__init__()
+        self["master"] = None
+        self["masters"] = []
+
+    def opt_master(self, value: str) -> None:
+        """Run as a slave of this master: HOST:PORT or http://HOST:PORT/RPC2; several masters (on one
+        PostgreSQL database) as a comma-separated list or by repeating the option."""
+        for one in value.split(","):
+            self["masters"].append(parse_master(one.strip()))
+        self["master"] = self["masters"][0]
+
     def postOptions(self) -> None:
+        store = self.get("store")
+        if store is not None:
+            if self["file"] is not None:
+                raise usage.UsageError("--store and --file name the same thing: give one of them")
+            if store.startswith("file:"):
+                self["file"] = store[len("file:") :]
+                self["store"] = None
+        if self["master"] and self.get("store"):
+            raise usage.UsageError("--store is for a master; a slave (--master) has no store of its own")
+        if self.get("store") and (self["fsync"] or self["no-fsync"]):
+            raise usage.UsageError("--fsync and --no-fsync are for the data file; PostgreSQL commits durably")
         if self["host"] is None:
             self["host"] = default_host(self["http"])
         if self["fsync"] and self["no-fsync"]:
@@ -247,7 +290,7 @@ class Options(usage.Options):
             raise usage.UsageError(
                 "--file, --rpc, --fsync and --no-fsync are for a master; a slave (--master) has no data file"
             )
-        if not self["master"] and self["file"] is None:
+        if not self["master"] and self["file"] is None and not self.get("store"):
             self["file"] = DEFAULT_DATA_FILE
         self["rpc-secret"] = read_secret(self["rpc-secret-file"]) if self["rpc-secret-file"] else None
 
@@ -280,6 +323,10 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         slave_store, clicks, stats = make_slave(options, reactor, top, metrics)
         drain = DrainService(slave_store, reactor, min(float(options["rpc-timeout"]) + 1, MAX_DRAIN_SECONDS))
         store: IURLStore = slave_store
+    elif options.get("store"):
+        store = make_postgres_store(options, reactor, top, metrics)
+        clicks = ClickCounter(max_keys=0)  # not kept on PostgreSQL yet: counted as dropped
+        stats = NoLinkStats()
     else:
         master_store = make_master_store(options, reactor, top, metrics)
         book = make_click_book(options, reactor, top, master_store.next_index)
@@ -406,6 +453,21 @@ def make_slave(
     return store, counter, RemoteLinkStats(remote, counter)
 
 
+def make_postgres_store(
+    options: Options | dict[str, Any], reactor: Any, parent: MultiService, metrics: Metrics
+) -> IURLStore:
+    """A master on PostgreSQL (``--store postgresql://...``); exit clearly if the database is unusable."""
+    from goto_tw.pgmaster import DatabaseUnusable, make_pg_store  # psycopg only for such masters
+    from goto_tw.pgschema import SchemaTooNew
+
+    try:
+        return make_pg_store(
+            options["store"], reactor, parent, metrics, cache_size=int(options["cache-size"])
+        )
+    except (DatabaseUnusable, SchemaTooNew) as exc:
+        sys.exit(f"goto: cannot use the database: {exc}")
+
+
 def make_slave_store(
     options: Options | dict[str, Any],
     reactor: Any,
@@ -424,25 +486,29 @@ def _remote_store(
     parent: MultiService,
     metrics: Metrics,
     http: HTTPPoster | None = None,
-) -> RemoteStore:
+) -> RemoteStore | FailoverStore:
+    """The master's store as this slave calls it: over one connection pool, to one master or (with
+    several ``--master``) to whichever of them answers (:class:`~goto_tw.failover.FailoverStore`)."""
     # Imported here: the HTTP client stack is a third of the start-up imports, and only slaves use it.
     from goto_tw.remote import RemoteStore
 
     timeout = float(options["rpc-timeout"])
     if http is None:
         http = _master_client(reactor, timeout, parent)
-    return RemoteStore(
-        http,
-        options["master"],
-        reactor,
-        timeout=timeout,
-        secret=options.get("rpc-secret"),
-        metrics=metrics,
-    )
+    masters = options.get("masters") or [options["master"]]
+    remotes = [
+        RemoteStore(http, url, reactor, timeout=timeout, secret=options.get("rpc-secret"), metrics=metrics)
+        for url in masters
+    ]
+    if len(remotes) == 1:
+        return remotes[0]
+    from goto_tw.failover import FailoverStore
+
+    return FailoverStore(list(zip(masters, remotes)), reactor)
 
 
 def _proxy_store(
-    remote: RemoteStore, reactor: Any, options: Options | dict[str, Any], metrics: Metrics
+    remote: IURLStore, reactor: Any, options: Options | dict[str, Any], metrics: Metrics
 ) -> ProxyStore:
     store = ProxyStore(remote, reactor, cache_size=int(options["cache-size"]))
     metrics.watch_cache(lambda: (store.stats.hits, store.stats.misses, store.stats.evictions))

@@ -33,3 +33,7 @@ def log_events() -> Iterator[LogCapture]:
         yield capture
     finally:
         globalLogPublisher.removeObserver(capture)
+
+
+# A real PostgreSQL for the tests of the PostgreSQL store (skips, saying why, where there is none).
+from tests.pgfixtures import pg_cluster, pg_uri  # noqa: E402, F401

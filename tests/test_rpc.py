@@ -8,13 +8,15 @@ from xml.parsers import expat
 
 import pytest
 from treq.testing import StubTreq
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.web import xmlrpc
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
 
 from goto_tw.errors import InvalidURL, KeyNotFound, MasterRefused, MasterUnreachable, StoreUnavailable
+from goto_tw.interfaces import IURLStore
 from goto_tw.remote import HTTPPoster, RemoteStore, master_rpc_url
 from goto_tw.rpc import RPCResource
 from goto_tw.store import URLStore
@@ -468,3 +470,31 @@ def test_a_huge_key_is_answered_at_once() -> None:
     failure = failure_of(master.settle(master.remote.get("7" * 1_000_000)))
     assert failure.check(KeyNotFound)
     assert store.lookup("7" * 1_000_000) is None
+
+
+@implementer(IURLStore)
+class PutOnlyStore:
+    """A store that hands out keys but takes no custom ones (as the PostgreSQL store, for now)."""
+
+    def __init__(self) -> None:
+        self.urls: dict[str, str] = {}
+
+    def get(self, key: str) -> Deferred[str]:
+        return succeed(self.urls[key])
+
+    def put(self, url: str) -> Deferred[str]:
+        key = str(len(self.urls))
+        self.urls[key] = url
+        return succeed(key)
+
+    def count(self) -> int:
+        return len(self.urls)
+
+
+def test_store_add_without_a_key_works_on_a_store_without_custom_keys() -> None:
+    """A slave adds through ``Store.Add(url, "")``: a master whose store takes no custom keys still
+    stores the URL (answered as new); a custom key there is a 400 fault."""
+    master = Master(PutOnlyStore())  # type: ignore[arg-type]
+    assert result_of(master.settle(master.remote.add("http://example.com/a"))) == ("0", True)
+    failure = failure_of(master.settle(master.remote.add("http://example.com/b", "mine")))
+    assert "takes no custom keys" in str(failure.value)

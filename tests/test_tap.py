@@ -275,3 +275,31 @@ def test_ipv6_master_is_connected_to(log_events: LogCapture) -> None:
     reactor.advance(float(options["rpc-timeout"]) + 1)
     assert failure_of(call).check(MasterUnreachable)
     assert not [event for event in log_events.events if event.get("log_failure") is not None]
+
+
+def test_store_option_file_and_postgresql() -> None:
+    """--store file:PATH is --file; --store postgresql://... selects PostgreSQL; nonsense, a password on
+    the command line, --store with --file, and --store on a slave are refused."""
+    assert parse("--store", "file:/tmp/x.json")["file"] == "/tmp/x.json"
+    options = parse("--store", "postgresql://goto@db.internal/goto")
+    assert options["store"] == "postgresql://goto@db.internal/goto" and options["file"] is None
+    for args in (
+        ("--store", "mysql://x"),
+        ("--store", "postgresql://goto:secret@db/goto"),
+        ("--store", "postgresql://db/goto?password=x"),
+        ("--store", "file:a", "--file", "b"),
+        ("--store", "postgresql://db/goto", "--master", "127.0.0.1:8081"),
+        ("--store", "postgresql://db/goto", "--no-fsync"),
+    ):
+        with pytest.raises(usage.UsageError):
+            parse(*args)
+
+
+def test_several_masters_by_list_or_repeated_option() -> None:
+    """--master a,b and --master a --master b both give a slave two masters, in order."""
+    expected = ["http://127.0.0.1:8081/RPC2", "http://127.0.0.1:8082/RPC2"]
+    assert parse("--master", "127.0.0.1:8081,127.0.0.1:8082")["masters"] == expected
+    options = parse("--master", "127.0.0.1:8081", "--master", "127.0.0.1:8082")
+    assert options["masters"] == expected and options["master"] == expected[0]
+    with pytest.raises(usage.UsageError):
+        parse("--master", "127.0.0.1:8081,nonsense")

@@ -90,6 +90,27 @@ def test_crash_drill(tmp_path: Path) -> None:
     assert figure(output, "tracebacks in server logs") == "0"
 
 
+def test_crash_drill_postgres(tmp_path: Path) -> None:
+    """Two masters on one PostgreSQL: kills of a random master and PostgreSQL restarts under add load
+    through both masters and two slaves lose no acknowledged add and hand out no key twice."""
+    from tests.pgcluster import MISSING_REASON, driver_available, find_bin_dir, required
+
+    if find_bin_dir() is None or not driver_available():
+        if required():
+            pytest.fail(f"GOTO_REQUIRE_POSTGRES=1: {MISSING_REASON}")
+        pytest.skip(MISSING_REASON)
+    output = run_drill("crash", tmp_path, "--postgres")
+    assert_passed(output)
+    assert figure(output, "kills") == "4"
+    assert figure(output, "PostgreSQL restarts") == "3"
+    assert int(figure(output, "acknowledged")) > 0
+    assert figure(output, "lost") == "0"
+    assert figure(output, "duplicate keys") == "0"
+    assert figure(output, "conflicting keys") == "0"
+    assert figure(output, "URLs with two keys") == "0"
+    assert figure(output, "tracebacks in server logs") == "0"
+
+
 def test_outage_drill(tmp_path: Path) -> None:
     """During a master outage (SIGTERM, then SIGKILL) slaves serve cached keys, fail the rest fast
     with 503, and recover by themselves once the master is back."""

@@ -1,0 +1,131 @@
+"""End-to-end: masters on a real PostgreSQL (``--store postgresql://...``), and slaves failing over.
+
+Every process here is a real ``twistd goto``; the database is the session's throwaway cluster
+(``pg_cluster``), each test with a database of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from tests.pgcluster import Cluster
+
+from .harness import GotoProcesses, add_url, get, key_of, poll_until
+
+#: Seconds within which a master must notice that the database is back (it probes once a second).
+RECOVERY_DEADLINE = 15.0
+#: An answer that waited on the database (connect timeout 3 s) would take longer than this.
+FAST = 1.0
+
+
+def _master(start: GotoProcesses, uri: str, name: str = "master"):
+    return start("--rpc", "--store", uri, data_file=None, name=name)
+
+
+def test_master_on_postgresql_keeps_links_across_restarts(goto_processes, pg_uri):
+    """Adds are answered once committed; a restarted master (empty cache) redirects them all."""
+    master = _master(goto_processes, pg_uri)
+    keys = {}
+    for i in range(5):
+        reply = add_url(master.base_url, f"https://example.com/pg/{i}")
+        assert reply.status == 200, reply.text
+        keys[i] = key_of(reply.text)
+    assert len(set(keys.values())) == 5
+    assert add_url(master.base_url, "https://example.com/pg/0").text.strip().endswith("/" + keys[0])
+    master = goto_processes.restart(master)
+    for i, key in keys.items():
+        reply = get(f"{master.base_url}/{key}")
+        assert reply.status == 302 and reply.headers["Location"] == f"https://example.com/pg/{i}"
+    assert get(f"{master.base_url}/zzzz").status == 404
+    health = get(f"{master.base_url}/_goto/health")
+    assert health.status == 200
+    document = json.loads(health.body)
+    assert document["database_reachable"] is True and document["keys"] == 5
+    metrics = get(f"{master.base_url}/_goto/metrics").text
+    assert "goto_database_call_seconds_bucket" in metrics and "goto_database_pool_in_use" in metrics
+
+
+def test_two_masters_share_one_database(goto_processes, pg_uri):
+    """Keys are unique across masters, the same URL added through both at once has one key, and a key
+    added through one redirects through the other."""
+    a = _master(goto_processes, pg_uri, "a")
+    b = _master(goto_processes, pg_uri, "b")
+
+    def add(args: tuple[str, str]) -> str:
+        base, url = args
+        reply = add_url(base, url)
+        assert reply.status == 200, reply.text
+        return key_of(reply.text)
+
+    jobs = [(base, f"https://example.com/both/{i}") for i in range(40) for base in (a.base_url, b.base_url)]
+    jobs += [(a.base_url if i % 2 else b.base_url, f"https://example.com/own/{i}") for i in range(40)]
+    with ThreadPoolExecutor(8) as pool:
+        keys = list(pool.map(add, jobs))
+    by_url: dict[str, set[str]] = {}
+    for (_, url), key in zip(jobs, keys):
+        by_url.setdefault(url, set()).add(key)
+    assert all(len(found) == 1 for found in by_url.values())  # one key per URL
+    assert len({next(iter(found)) for found in by_url.values()}) == len(by_url)  # no key twice
+    for url, (key,) in list(by_url.items())[:10]:
+        for process in (a, b):
+            assert get(f"{process.base_url}/{key}").headers["Location"] == url
+
+
+def test_slave_fails_over_when_a_master_is_killed(goto_processes, pg_uri):
+    """A slave of two masters keeps adding and redirecting (uncached keys) with one of them killed."""
+    a = _master(goto_processes, pg_uri, "a")
+    b = _master(goto_processes, pg_uri, "b")
+    writer_keys = [key_of(add_url(b.base_url, f"https://example.com/pre/{i}").text) for i in range(20)]
+    slave = goto_processes.start(
+        "--master", f"127.0.0.1:{a.port},127.0.0.1:{b.port}", data_file=None, name="slave"
+    )
+    assert add_url(slave.base_url, "https://example.com/before").status == 200
+    a.kill()
+    for i in range(20):
+        started = time.monotonic()
+        reply = add_url(slave.base_url, f"https://example.com/after/{i}")
+        assert reply.status == 200, reply.text
+        reply = get(f"{slave.base_url}/{writer_keys[i]}")
+        assert reply.status == 302 and reply.headers["Location"] == f"https://example.com/pre/{i}"
+        assert time.monotonic() - started < FAST * 2
+
+
+def test_database_outage_cached_redirects_503_fast_and_recovery(goto_processes, pg_cluster: Cluster, pg_uri):
+    """With PostgreSQL stopped a master redirects what it cached, answers 503 + Retry-After at once for
+    the rest, says so on /_goto/health, logs it once, and reconnects by itself when it is back."""
+    master = _master(goto_processes, pg_uri)
+    cached = key_of(add_url(master.base_url, "https://example.com/cached").text)
+    pg_cluster.stop("immediate")
+    try:
+        assert get(f"{master.base_url}/{cached}").status == 302
+        for i in range(10):
+            started = time.monotonic()
+            reply = add_url(master.base_url, f"https://example.com/down/{i}")
+            assert reply.status == 503 and reply.headers["Retry-After"]
+            assert get(f"{master.base_url}/abc{i}").status == 503
+            assert time.monotonic() - started < FAST * 2
+        assert get(f"{master.base_url}/_goto/health").status == 503
+    finally:
+        pg_cluster.start()
+    assert master.output().count("The database is unavailable") == 1
+
+    def back() -> bool | None:
+        reply = add_url(master.base_url, "https://example.com/back")
+        return True if reply.status == 200 else None
+
+    poll_until(back, RECOVERY_DEADLINE, "the master to reconnect to the database")
+    assert get(f"{master.base_url}/{cached}").headers["Location"] == "https://example.com/cached"
+    assert "The database answers again" in master.output()
+
+
+def test_master_with_an_unusable_database_exits_saying_why(goto_processes, pg_cluster: Cluster):
+    """A database that does not exist stops start-up with a clear message; nothing listens."""
+    master = goto_processes.start(
+        "--rpc", "--store", pg_cluster.uri("no_such_database"), data_file=None, name="master", wait=False
+    )
+    assert master.wait_exit() != 0
+    output = master.output()
+    assert "cannot use the database" in output and "no_such_database" in output
+    assert "Site starting" not in output

@@ -1,0 +1,135 @@
+"""A slave's several masters: calls spread over them and fail over at once when one does not answer."""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
+from zope.interface import implementer
+
+from goto_tw.errors import KeyNotFound, MasterUnreachable
+from goto_tw.failover import FailoverStore
+from goto_tw.interfaces import IURLStore
+from tests.helpers import failure_of, has_fired, result_of
+
+
+@implementer(IURLStore)
+class FakeMaster:
+    """A master's store that answers, says "unknown", or is unreachable, and records its calls."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.down = False
+        self.calls: list[tuple[str, str]] = []
+
+    def _answer(self, method: str, arg: str, value: str) -> Deferred[str]:
+        self.calls.append((method, arg))
+        if self.down:
+            return fail(MasterUnreachable("the master is unreachable", detail=f"{self.name} refused"))
+        return succeed(value)
+
+    def get(self, key: str) -> Deferred[str]:
+        if key == "unknown" and not self.down:
+            self.calls.append(("get", key))
+            return fail(KeyNotFound("no link"))
+        return self._answer("get", key, f"https://{self.name}/{key}")
+
+    def put(self, url: str) -> Deferred[str]:
+        return self._answer("put", url, "k")
+
+    def count(self) -> int:
+        return 0
+
+
+def _store(clock: Clock, count: int = 2) -> tuple[FailoverStore, list[FakeMaster]]:
+    masters = [FakeMaster(f"m{i}") for i in range(count)]
+    members: list[tuple[str, IURLStore]] = [(m.name, m) for m in masters]
+    return FailoverStore(members, clock), masters
+
+
+def test_calls_are_spread_over_the_masters() -> None:
+    """Round robin: four calls over two masters make two each."""
+    store, (a, b) = _store(Clock())
+    for i in range(4):
+        result_of(store.get(f"k{i}"))
+    assert len(a.calls) == 2 and len(b.calls) == 2
+
+
+def test_a_dead_master_fails_over_at_once_and_is_skipped_then_retried(log_events) -> None:
+    """A call to a master that does not answer goes at once to the next; the dead one is skipped for a
+    second (logged once), then tried again, and used again once it answers."""
+    clock = Clock()
+    store, (a, _b) = _store(clock)
+    a.down = True
+    assert result_of(store.put("https://x/1")) == "k"
+    assert result_of(store.get("k1")) == "https://m1/k1"
+    assert result_of(store.get("k2")) == "https://m1/k2"
+    assert len(a.calls) == 1  # skipped while believed down
+    assert store.up() == ["m1"]
+    warnings = [m for m in log_events.messages() if "does not answer" in m]
+    assert len(warnings) == 1 and "m0 refused" in warnings[0]
+    clock.advance(1.0)
+    a.down = False
+    for i in range(4):
+        result_of(store.get(f"j{i}"))
+    assert len(a.calls) >= 2 and store.up() == ["m0", "m1"]
+
+
+def test_a_definite_answer_is_not_retried_elsewhere() -> None:
+    """'Unknown key' is the answer of the whole database: the next master is not asked."""
+    store, (a, b) = _store(Clock())
+    assert failure_of(store.get("unknown")).check(KeyNotFound)
+    assert len(a.calls) + len(b.calls) == 1
+
+
+def test_all_masters_down_fails_with_unreachable() -> None:
+    """With every master down the call fails (MasterUnreachable), so the slave fails fast above it."""
+    store, masters = _store(Clock(), 3)
+    for master in masters:
+        master.down = True
+    assert failure_of(store.get("k")).check(MasterUnreachable)
+    assert all(len(m.calls) == 1 for m in masters)
+
+
+class SilentMaster(FakeMaster):
+    """A master that accepts calls and never answers (hung)."""
+
+    def _answer(self, method: str, arg: str, value: str) -> Deferred[str]:
+        self.calls.append((method, arg))
+        return Deferred()
+
+
+def test_a_silent_master_is_passed_over_within_a_second() -> None:
+    """A hung master costs one second, not --rpc-timeout: the call also goes to the next master, the
+    hung one is skipped afterwards; a late answer from it changes nothing."""
+    clock = Clock()
+    hung, good = SilentMaster("m0"), FakeMaster("m1")
+    members: list[tuple[str, IURLStore]] = [("m0", hung), ("m1", good)]
+    store = FailoverStore(members, clock)
+    asked = store.put("https://x/1")
+    assert not has_fired(asked)
+    clock.advance(0.99)
+    assert not has_fired(asked) and good.calls == []
+    clock.advance(0.01)
+    assert result_of(asked) == "k"
+    assert store.up() == ["m1"]
+    assert result_of(store.get("a")) == "https://m1/a" and len(hung.calls) == 1
+    assert not clock.getDelayedCalls()
+
+
+def test_every_master_failing_fails_once_even_after_a_slow_one() -> None:
+    """A slow master that then fails, after the others failed too, fails the call exactly once."""
+    clock = Clock()
+    slow_answer: Deferred[str] = Deferred()
+
+    class Slow(FakeMaster):
+        def _answer(self, method: str, arg: str, value: str) -> Deferred[str]:
+            return slow_answer
+
+    down = FakeMaster("m1")
+    down.down = True
+    members: list[tuple[str, IURLStore]] = [("m0", Slow("m0")), ("m1", down)]
+    asked = FailoverStore(members, clock).get("k")
+    clock.advance(1.0)
+    assert not has_fired(asked)
+    slow_answer.errback(MasterUnreachable("the master is unreachable"))
+    assert failure_of(asked).check(MasterUnreachable)

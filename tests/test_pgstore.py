@@ -1,0 +1,182 @@
+"""The PostgreSQL store against a real server: schema, adds, group commit, cache, outage."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import pytest_twisted  # type: ignore[import-untyped]
+from twisted.internet import reactor
+from twisted.internet.defer import DeferredList, gatherResults
+
+from goto_tw.errors import InvalidURL, KeyNotFound, StoreUnavailable
+from goto_tw.keys import is_reserved
+from goto_tw.pgdb import Database
+from goto_tw.pgschema import LATEST_VERSION, SchemaTooNew, migrate
+from goto_tw.pgstore import PGStore, allocate_keys
+from tests.pgfixtures import import_psycopg
+
+psycopg = import_psycopg()
+
+
+def _store(uri: str, **kwargs) -> tuple[PGStore, Database]:
+    with psycopg.connect(uri) as connection:
+        migrate(connection)
+    database = Database(uri, reactor, size=2)
+    database.startService()
+    return PGStore(database, reactor, **kwargs), database
+
+
+def test_migrate_is_versioned_and_safe_to_run_concurrently(pg_uri):
+    """Two masters migrating at once apply each migration once (advisory lock); again is a no-op."""
+    results: list[tuple[int, int]] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with psycopg.connect(pg_uri) as connection:
+                results.append(migrate(connection))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    assert sorted(results) == [(0, LATEST_VERSION)] + [(LATEST_VERSION, LATEST_VERSION)] * 3
+    with psycopg.connect(pg_uri) as connection:
+        assert migrate(connection) == (LATEST_VERSION, LATEST_VERSION)
+        connection.execute("INSERT INTO goto_schema VALUES (%s)", (LATEST_VERSION + 1,))
+        connection.commit()
+        with pytest.raises(SchemaTooNew):
+            migrate(connection)
+
+
+def test_allocated_keys_skip_reserved_ones(pg_uri):
+    """Keys come from the shared sequence; a reserved path ("add", "api"...) is never handed out."""
+    with psycopg.connect(pg_uri) as connection:
+        migrate(connection)
+        connection.execute("SELECT setval('goto_key_index', 39000)")  # before "add" (39259), "api" (40008)
+        keys = allocate_keys(connection, 2000)
+    assert len(keys) == len(set(keys)) == 2000
+    assert not any(is_reserved(key) for key in keys)
+    assert "adc" in keys and "ade" in keys and "apj" in keys and "apk" in keys
+
+
+@pytest_twisted.inlineCallbacks
+def test_put_get_roundtrip_and_same_url_same_key(pg_uri):
+    """An add answers a key once committed; the same URL again, through any store, gets the same key."""
+    store, database = _store(pg_uri)
+    other, other_db = _store(pg_uri)
+    try:
+        key = yield store.put("https://twisted.org/")
+        assert key == "0"
+        again = yield other.put("https://twisted.org/")
+        assert again == key
+        url = yield other.get(key)
+        assert url == "https://twisted.org/"
+        with pytest.raises(KeyNotFound):
+            yield store.get("zzz")
+        with pytest.raises(InvalidURL):
+            yield store.put("ftp://nope")
+    finally:
+        yield database.stopService()
+        yield other_db.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_adds_arriving_together_share_one_commit(pg_uri):
+    """Group commit: 200 adds in one reactor turn are written in one transaction (one database call)."""
+    store, database = _store(pg_uri)
+    calls = []
+    original = database.run
+
+    def counting_run(function, **kwargs):
+        calls.append(function)
+        return original(function, **kwargs)
+
+    database.run = counting_run  # type: ignore[method-assign]
+    try:
+        keys = yield gatherResults([store.put(f"https://example.com/{i}") for i in range(200)])
+        assert len(set(keys)) == 200
+        assert len(calls) == 1
+        for i in (0, 199):
+            url = yield store.get(keys[i])
+            assert url == f"https://example.com/{i}"
+        assert len(calls) == 1  # answered from the cache
+    finally:
+        yield database.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_cache_is_bounded_and_misses_coalesce(pg_uri):
+    """The LRU cache never holds more than --cache-size pairs; concurrent misses of a key make one call."""
+    writer, writer_db = _store(pg_uri)
+    store, database = _store(pg_uri, cache_size=3)
+    try:
+        keys = yield gatherResults([writer.put(f"https://example.com/{i}") for i in range(10)])
+        calls = []
+        original = database.run
+
+        def counting_run(function, **kwargs):
+            calls.append(function)
+            return original(function, **kwargs)
+
+        database.run = counting_run  # type: ignore[method-assign]
+        urls = yield gatherResults([store.get(keys[0]) for _ in range(50)])
+        assert set(urls) == {"https://example.com/0"} and len(calls) == 1
+        for key in keys:
+            yield store.get(key)
+        assert len(store._cache) == 3 and store.evictions == 7
+    finally:
+        yield database.stopService()
+        yield writer_db.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_database_down_fails_fast_serves_cache_and_recovers(pg_cluster, pg_uri, log_events):
+    """With the server stopped: cached keys still answer, the rest is 503 at once, logged once; the
+    store reconnects by itself when the server is back, and nothing acknowledged is lost."""
+    store, database = _store(pg_uri, retry_interval=0.2)
+    try:
+        key = yield store.put("https://example.com/kept")
+        pg_cluster.stop("immediate")
+        try:
+            url = yield store.get(key)
+            assert url == "https://example.com/kept"
+            results = yield DeferredList(
+                [store.put(f"https://example.com/down{i}") for i in range(20)] + [store.get("abc")],
+                consumeErrors=True,
+            )
+            assert all(not ok and r.check(StoreUnavailable) for ok, r in results)
+            assert database.in_use <= 1  # at most the one probe, no pile-up
+            results = yield DeferredList([store.get("abd") for _ in range(5)], consumeErrors=True)
+            assert all(not ok and r.check(StoreUnavailable) for ok, r in results)
+        finally:
+            pg_cluster.start()
+        errors = [m for m in log_events.messages() if "database is unavailable" in m]
+        assert len(errors) == 1
+        assert not store.database_reachable
+        deadline = reactor.seconds() + 15
+        while True:
+            ok = yield store.check_database()
+            if ok or reactor.seconds() > deadline:
+                break
+            yield _sleep(0.1)
+        assert ok and store.database_reachable
+        new_key = yield store.put("https://example.com/after")
+        assert new_key != key
+        fresh, fresh_db = _store(pg_uri)
+        url = yield fresh.get(key)
+        assert url == "https://example.com/kept"
+        yield fresh_db.stopService()
+    finally:
+        yield database.stopService()
+
+
+def _sleep(seconds: float):
+    from twisted.internet.task import deferLater
+
+    return deferLater(reactor, seconds, lambda: None)

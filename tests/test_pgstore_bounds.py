@@ -1,0 +1,90 @@
+"""PGStore's bounds and answers, with a fake database whose calls the test completes (no server)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+
+from goto_tw.errors import StoreUnavailable
+from goto_tw.pgdb import DatabaseDown
+from goto_tw.pgstore import PGStore
+from tests.helpers import failure_of, has_fired, result_of
+
+
+class FakeDatabase:
+    """Records each call; the test fires it with a result or a failure."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Callable[[Any], Any], Deferred[Any]]] = []
+
+    def run(self, function: Callable[[Any], Any], *, transaction: bool = True) -> Deferred[Any]:
+        done: Deferred[Any] = Deferred()
+        self.calls.append((function, done))
+        return done
+
+
+def _store(**kwargs: Any) -> tuple[PGStore, FakeDatabase, Clock]:
+    clock = Clock()
+    database = FakeDatabase()
+    return PGStore(database, clock, **kwargs), database, clock  # type: ignore[arg-type]
+
+
+def test_adds_past_the_pending_bound_are_refused_at_once() -> None:
+    """With max_pending_puts adds waiting, the next add is 503 "too busy" at once, not queued."""
+    store, database, clock = _store(max_pending_puts=3, max_batch=2)
+    waiting = [store.put(f"https://example.com/{i}") for i in range(3)]
+    refused = store.put("https://example.com/over")
+    failure = failure_of(refused)
+    assert failure.check(StoreUnavailable) and "too busy" in str(failure.value)
+    clock.advance(0)
+    assert len(database.calls) == 1  # one batch of at most max_batch
+    assert not any(has_fired(d) for d in waiting)
+
+
+def test_lookups_past_the_pending_bound_are_refused_at_once() -> None:
+    """With max_pending_gets distinct misses waiting, the next miss is 503 at once."""
+    store, database, _ = _store(max_pending_gets=2)
+    store.get("a1")
+    store.get("a2")
+    assert failure_of(store.get("a3")).check(StoreUnavailable)
+    assert len(database.calls) == 2
+
+
+def test_a_failed_batch_answers_every_waiting_add() -> None:
+    """When the database goes away mid-write, the batch and every add queued behind it get a 503:
+    no waiter is left hanging, and later adds fail fast until a probe succeeds."""
+    store, database, clock = _store(max_batch=2)
+    adds = [store.put(f"https://example.com/{i}") for i in range(5)]
+    clock.advance(0)
+    assert len(database.calls) == 1
+    database.calls[0][1].errback(Failure(DatabaseDown("connection refused")))
+    clock.advance(0)
+    assert all(failure_of(d).check(StoreUnavailable) for d in adds)
+    assert len(database.calls) == 1
+    assert failure_of(store.put("https://example.com/later")).check(StoreUnavailable)
+    assert failure_of(store.get("abc")).check(StoreUnavailable)
+    clock.advance(1.0)  # one probe may go now
+    probe = store.get("abc")
+    assert len(database.calls) == 2 and not has_fired(probe)
+    database.calls[1][1].callback("https://example.com/abc")
+    assert result_of(probe) == "https://example.com/abc"
+    assert store.database_reachable
+
+
+def test_adds_arriving_while_a_batch_is_written_go_in_the_next_one() -> None:
+    """Group commit: one batch in flight at a time; what arrives meanwhile waits and goes together."""
+    store, database, clock = _store()
+    first = store.put("https://example.com/first")
+    clock.advance(0)
+    later = [store.put(f"https://example.com/{i}") for i in range(10)]
+    clock.advance(0)
+    assert len(database.calls) == 1
+    database.calls[0][1].callback({"https://example.com/first": "0"})
+    assert result_of(first) == "0"
+    clock.advance(0)
+    assert len(database.calls) == 2
+    database.calls[1][1].callback({f"https://example.com/{i}": str(i + 1) for i in range(10)})
+    assert [result_of(d) for d in later] == [str(i + 1) for i in range(10)]
