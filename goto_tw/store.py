@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
+from typing import Callable
 
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from goto_tw.errors import GotoError, InvalidURL, KeyExists, KeyNotFound
+from goto_tw.changes import ChangeFeed, Changes
+from goto_tw.errors import DISABLED_MESSAGE, GotoError, InvalidURL, KeyDisabled, KeyExists, KeyNotFound
 from goto_tw.fanout import Coalescing
-from goto_tw.interfaces import ILocalLookup, IRecordLog, IURLStore
+from goto_tw.interfaces import IChangeSource, ILinkAdmin, ILocalLookup, IRecordLog, ITombstoneLog, IURLStore
 from goto_tw.keys import is_reserved, is_valid_key, key_for_index
 from goto_tw.urlmap import URLMap
 from goto_tw.urls import validate_url
@@ -20,7 +23,7 @@ from goto_tw.urls import validate_url
 RECENT_ADDS = 10_000
 
 
-@implementer(IURLStore, ILocalLookup)
+@implementer(IURLStore, ILocalLookup, ILinkAdmin, IChangeSource)
 class URLStore:
     """Holds every pair in memory and makes each new one durable before anyone sees its key.
 
@@ -44,6 +47,8 @@ class URLStore:
         log: IRecordLog | None = None,
         *,
         next_index: int = 0,
+        disabled: Mapping[str, int] | None = None,
+        clock: IReactorTime | None = None,
     ) -> None:
         if urls is None:
             urls = URLMap()
@@ -55,6 +60,13 @@ class URLStore:
         self._next_index = max(urls.next_index(), next_index)
         self._pending_keys: set[str] = set()
         self._puts: Coalescing[str, str] = Coalescing()
+        self._disabled: dict[str, int] = dict(disabled or {})
+        for key in self._disabled:
+            self._forget_recent(key)
+        self._clock = clock
+        self.feed = ChangeFeed()
+        #: Checks a URL before it is stored (blocklist, own host): raises InvalidURL to refuse it.
+        self.policy: Callable[[str], None] | None = None
 
     def count(self) -> int:
         """Return how many pairs are stored (acknowledged ones only)."""
@@ -65,16 +77,25 @@ class URLStore:
         url = self._urls.get(key)
         if url is None:
             return fail(KeyNotFound(f"no link is stored under {key!r}"))
+        if self._disabled and key in self._disabled:
+            return fail(KeyDisabled(DISABLED_MESSAGE))
         return succeed(url)
 
     def lookup(self, key: str) -> str | None:
-        """Return the URL under ``key`` or ``None``, synchronously: for callers on a hot path."""
-        return self._urls.get(key)
+        """Return the URL under ``key`` or ``None``, synchronously: for callers on a hot path.
+
+        ``None`` for a disabled key too: the general path then answers 410."""
+        url = self._urls.get(key)
+        if url is not None and self._disabled and key in self._disabled:
+            return None
+        return url
 
     def put(self, url: str) -> Deferred[str]:
         """Store ``url`` under a new key (or answer its recent key) once the record is durable."""
         try:
             url = validate_url(url)
+            if self.policy is not None:
+                self.policy(url)
         except GotoError:
             return fail()
         key = self._recent.get(url)
@@ -126,6 +147,56 @@ class URLStore:
             recent[url] = key
             if len(recent) > RECENT_ADDS:
                 recent.popitem(last=False)
+
+    # --- ILinkAdmin, IChangeSource ----------------------------------------------------------------
+
+    def links(self, after: str | None, limit: int) -> list[tuple[str, str, int | None]]:
+        """A page of links, in the stable order of :meth:`URLMap.page`, with when each was disabled."""
+        disabled = self._disabled
+        return [(key, url, disabled.get(key)) for key, url in self._urls.page(after, limit)]
+
+    def disabled_at(self, key: str) -> int | None:
+        """When ``key`` was disabled (seconds since the epoch), or ``None``."""
+        return self._disabled.get(key)
+
+    def disable(self, key: str) -> Deferred[int]:
+        """Disable ``key`` once its tombstone is durable; then it answers 410 and enters the feed."""
+        if key not in self._urls:
+            return fail(KeyNotFound(f"no link is stored under {key!r}"))
+        when = self._disabled.get(key)
+        if when is not None:
+            return succeed(when)
+        clock: IReactorTime
+        if self._clock is None:
+            from twisted.internet import reactor as default_reactor  # the wiring default
+
+            clock = default_reactor
+        else:
+            clock = self._clock
+        now = int(clock.seconds())
+        tombstones = ITombstoneLog(self._log, None)
+        written: Deferred[None] = (
+            succeed(None) if tombstones is None else tombstones.append_tombstone(key, now)
+        )
+
+        def durable(_: None) -> int:
+            first = self._disabled.setdefault(key, now)
+            if first == now:
+                self._forget_recent(key)
+                self.feed.record(key)
+            return first
+
+        return written.addCallback(durable)
+
+    def changes(self, epoch: str, since: int) -> Changes:
+        """The keys changed (disabled) after ``since`` in ``epoch``, for a slave's cache."""
+        return self.feed.since(epoch, since)
+
+    def _forget_recent(self, key: str) -> None:
+        """A disabled key is never answered to an add again: drop it from the recent adds."""
+        url = self._urls.get(key)
+        if url is not None and self._recent.get(url) == key:
+            del self._recent[url]
 
     def _allocate_key(self) -> str:
         """Return the next unused, unreserved key; a key whose write failed is never reused here."""
