@@ -100,6 +100,9 @@ class ILinkAdmin(Interface):
     def disabled_at(key: str) -> int | None:
         """When ``key`` was disabled, or ``None``."""
 
+    def url_of(key: str) -> str | None:
+        """The URL stored under ``key``, disabled or not, or ``None``."""
+
 
 class IChangeSource(Interface):
     """Where slaves learn which keys changed (``Store.Changes``): see :mod:`goto_tw.changes`."""

@@ -155,6 +155,10 @@ class URLStore:
         disabled = self._disabled
         return [(key, url, disabled.get(key)) for key, url in self._urls.page(after, limit)]
 
+    def url_of(self, key: str) -> str | None:
+        """The URL stored under ``key`` even if it is disabled (for the operator), or ``None``."""
+        return self._urls.get(key)
+
     def disabled_at(self, key: str) -> int | None:
         """When ``key`` was disabled (seconds since the epoch), or ``None``."""
         return self._disabled.get(key)

@@ -17,6 +17,8 @@ from twisted.web.resource import Resource
 
 from goto_tw.accesslog import make_access_log
 from goto_tw.api import LinksResource
+from goto_tw.auth import APIKeys, KeysFileError
+from goto_tw.clients import ClientAddresses
 from goto_tw.interfaces import IURLStore
 from goto_tw.keybound import CorruptKeyBound
 from goto_tw.lifecycle import DrainService, StopInOrder, listening_service
@@ -24,6 +26,7 @@ from goto_tw.metrics import Metrics
 from goto_tw.ops import ops_resource
 from goto_tw.persistence import AppendLog, CorruptDataFile, open_data_file
 from goto_tw.proxystore import ProxyStore
+from goto_tw.reload import ReloadOnSighup
 from goto_tw.rpc import RPCResource
 from goto_tw.site import GotoSite
 from goto_tw.store import URLStore
@@ -196,6 +199,19 @@ class Options(usage.Options):
             parse_endpoint,
         ],
         [
+            "api-keys-file",
+            None,
+            None,
+            "File of API keys, one per line (# comments): required for listing and disabling links "
+            "(and, with --private, for adding); re-read on SIGHUP.",
+        ],
+        [
+            "trusted-proxy",
+            None,
+            None,
+            "Comma-separated addresses of reverse proxies whose X-Forwarded-For is believed.",
+        ],
+        [
             "access-log",
             None,
             "-",
@@ -204,6 +220,7 @@ class Options(usage.Options):
         ],
     ]
     optFlags = [
+        ["private", None, "Adding links needs an API key too (--api-keys-file)."],
         ["rpc", None, "Master: serve the store over XML-RPC at /RPC2 (Store.Get, Store.Put) for slaves."],
         [
             "fsync",
@@ -228,6 +245,32 @@ class Options(usage.Options):
         if not self["master"] and self["file"] is None:
             self["file"] = DEFAULT_DATA_FILE
         self["rpc-secret"] = read_secret(self["rpc-secret-file"]) if self["rpc-secret-file"] else None
+        if self["private"] and not self["api-keys-file"]:
+            raise usage.UsageError("--private needs --api-keys-file: nobody could add a link")
+        self["trusted-proxies"] = parse_trusted_proxies(self["trusted-proxy"])
+
+
+def parse_trusted_proxies(value: str | None) -> frozenset[str]:
+    """The addresses ``--trusted-proxy`` names (comma-separated IP addresses)."""
+    from goto_tw.clients import parse_proxy
+
+    if not value:
+        return frozenset()
+    try:
+        return frozenset(parse_proxy(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise usage.UsageError(f"--trusted-proxy: expected IP addresses, not {value!r}") from None
+
+
+def make_api_keys(options: Options | dict[str, Any], reactor: Any) -> APIKeys | None:
+    """The API keys of ``--api-keys-file``, or ``None``; exit clearly if the file is unusable."""
+    path = options.get("api-keys-file")
+    if not path:
+        return None
+    try:
+        return APIKeys.from_file(path, reactor)
+    except KeysFileError as exc:
+        sys.exit(f"goto: --api-keys-file: {exc}")
 
 
 def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IService:
@@ -258,7 +301,13 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
     if drain is not None:
         drain.setServiceParent(top)  # the accepted requests finish before the log and the pool close
     rpc = RPCResource(store, options.get("rpc-secret")) if options["rpc"] else None
-    root = make_root(store, options["host"], metrics, rpc)
+    keys = make_api_keys(options, reactor)
+    clients = ClientAddresses(options.get("trusted-proxies") or frozenset())
+    reloaders = [keys.reload] if keys is not None else []
+    ReloadOnSighup(reactor, reloaders).setServiceParent(top)
+    root = make_root(
+        store, options["host"], metrics, rpc, keys=keys, private=bool(options.get("private")), clients=clients
+    )
     site = GotoSite(
         root,
         metrics,
@@ -278,7 +327,16 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
     return top
 
 
-def make_root(store: IURLStore, host: str, metrics: Metrics, rpc: Resource | None = None) -> Resource:
+def make_root(
+    store: IURLStore,
+    host: str,
+    metrics: Metrics,
+    rpc: Resource | None = None,
+    *,
+    keys: APIKeys | None = None,
+    private: bool = False,
+    clients: ClientAddresses | None = None,
+) -> Resource:
     """The resource tree: the front end, the JSON API, ``/_goto/`` and, on a master, ``/RPC2``."""
     metrics.watch_store(store.count)
     root = GotoRoot(store, host)
@@ -286,7 +344,7 @@ def make_root(store: IURLStore, host: str, metrics: Metrics, rpc: Resource | Non
     root.putChild(b"api", api)
     version1 = PlainResource()
     api.putChild(b"v1", version1)
-    version1.putChild(b"links", LinksResource(store, host))
+    version1.putChild(b"links", LinksResource(store, host, keys, private=private, clients=clients))
     root.putChild(b"_goto", ops_resource(store, metrics))
     if rpc is not None:
         root.putChild(b"RPC2", rpc)
@@ -315,7 +373,7 @@ def make_master_store(
         resume_index=data.next_index,
     )
     record_log.setServiceParent(parent)
-    return URLStore(data.urls, record_log, next_index=data.next_index)
+    return URLStore(data.urls, record_log, next_index=data.next_index, disabled=data.disabled, clock=reactor)
 
 
 def make_slave_store(
@@ -342,6 +400,9 @@ def make_slave_store(
         metrics=metrics,
     )
     store = ProxyStore(remote, reactor, cache_size=int(options["cache-size"]))
+    from goto_tw.coherence import CacheCoherence
+
+    CacheCoherence(remote.call, store, reactor).setServiceParent(parent)
     metrics.watch_cache(lambda: (store.stats.hits, store.stats.misses, store.stats.evictions))
     return store
 

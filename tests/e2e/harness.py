@@ -450,9 +450,23 @@ def read_records(path: Path) -> list[tuple[str, str]]:
     records = []
     for line_number, line in enumerate(data.decode("ascii").splitlines(), start=1):
         record = json.loads(line)
+        if isinstance(record, dict) and set(record) == {"key", "disabled"}:
+            continue  # a tombstone (read_tombstones)
         assert isinstance(record, dict) and set(record) == {"key", "url"}, f"{path}:{line_number}: {line!r}"
         records.append((record["key"], record["url"]))
     return records
+
+
+def read_tombstones(path: Path) -> dict[str, int]:
+    """The disabled keys of a data file (its ``{"key", "disabled"}`` records), with when."""
+    if not path.exists():
+        return {}
+    found: dict[str, int] = {}
+    for line in path.read_bytes().decode("ascii").splitlines():
+        record = json.loads(line)
+        if set(record) == {"key", "disabled"}:
+            found.setdefault(record["key"], record["disabled"])
+    return found
 
 
 def free_tcp_port() -> int:
