@@ -12,7 +12,7 @@ from typing import Any
 
 from twisted.web.server import NOT_DONE_YET, Request
 
-from goto_tw.auth import APIKeys
+from goto_tw.auth import APIKeys, refuse
 from goto_tw.clients import ClientAddresses
 from goto_tw.errors import GotoError, InvalidURL
 from goto_tw.interfaces import ILinkAdmin, IURLStore
@@ -85,8 +85,7 @@ class LinksResource(PlainResource):
         """Whether the request carries an API key in force; if not, it has been answered 401."""
         client = self._clients.of_request(request)
         if self._keys is None:
-            request.setHeader(b"www-authenticate", b'Bearer realm="goto"')
-            write_problem(request, 401, "this needs an API key: Authorization: Bearer KEY")
+            refuse(request)
             return False
         return self._keys.authorize(request, client)
 

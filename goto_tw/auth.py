@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import hmac
 from collections import OrderedDict
+from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.web.server import Request
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
 
-from goto_tw.web import write_problem
+from goto_tw.clients import ClientAddresses
+from goto_tw.web import PlainResource, write_refusal
 
 log = Logger()
 
@@ -121,8 +124,7 @@ class APIKeys:
         if self.valid(bearer_token(request)):
             return True
         self._log_refusal(client, request)
-        request.setHeader(b"www-authenticate", b'Bearer realm="goto"')
-        write_problem(request, 401, "this needs an API key: Authorization: Bearer KEY")
+        refuse(request)
         return False
 
     def _log_refusal(self, client: str, request: Request) -> None:
@@ -140,3 +142,27 @@ class APIKeys:
             path=(request.path or b"").decode("ascii", "replace")[:200],
             client=client,
         )
+
+
+def refuse(request: Request) -> None:
+    """Answer 401 with ``WWW-Authenticate: Bearer``: a problem under ``/api/``, else plain text."""
+    request.setHeader(b"www-authenticate", b'Bearer realm="goto"')
+    write_refusal(request, 401, "this needs an API key: Authorization: Bearer KEY")
+
+
+class KeyRequiredToAdd(PlainResource):
+    """``/add`` of a private instance (``--private``): the form for anyone, storing a URL only with a key."""
+
+    isLeaf = True
+
+    def __init__(self, add: Resource, keys: APIKeys, clients: ClientAddresses) -> None:
+        super().__init__()
+        self._add = add
+        self._keys = keys
+        self._clients = clients
+
+    def render(self, request: Request) -> Any:
+        wants_add = request.method != b"HEAD" and (request.args or {}).get(b"url", [b""])[0]
+        if wants_add and not self._keys.authorize(request, self._clients.of_request(request)):
+            return NOT_DONE_YET
+        return self._add.render(request)

@@ -17,7 +17,7 @@ from twisted.web.resource import Resource
 
 from goto_tw.accesslog import make_access_log
 from goto_tw.api import LinksResource
-from goto_tw.auth import APIKeys, KeysFileError
+from goto_tw.auth import APIKeys, KeyRequiredToAdd, KeysFileError
 from goto_tw.clients import ClientAddresses
 from goto_tw.interfaces import IURLStore
 from goto_tw.keybound import CorruptKeyBound
@@ -30,7 +30,7 @@ from goto_tw.reload import ReloadOnSighup
 from goto_tw.rpc import RPCResource
 from goto_tw.site import GotoSite
 from goto_tw.store import URLStore
-from goto_tw.web import GotoRoot, NotFoundResource, PlainResource
+from goto_tw.web import FastAnswers, GotoRoot, NotFoundResource, PlainResource
 
 if TYPE_CHECKING:
     from goto_tw.remote import HTTPPoster  # imported at run time by slaves only (see make_slave_store)
@@ -316,6 +316,8 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         host=options["host"],
         access_log=access_log,
     )
+    if isinstance(site.responder, FastAnswers) and options.get("private"):
+        site.responder.adds = False  # adds need a key: the general path checks it
     listening_service("--http", options["http"], site, reactor).setServiceParent(top)
     if options.get("ops"):
         # --ops: /_goto/ moves to an endpoint of its own (a Site with just it); the public port says 404.
@@ -345,6 +347,8 @@ def make_root(
     version1 = PlainResource()
     api.putChild(b"v1", version1)
     version1.putChild(b"links", LinksResource(store, host, keys, private=private, clients=clients))
+    if private and keys is not None:
+        root.putChild(b"add", KeyRequiredToAdd(root.children[b"add"], keys, clients or ClientAddresses()))
     root.putChild(b"_goto", ops_resource(store, metrics))
     if rpc is not None:
         root.putChild(b"RPC2", rpc)

@@ -423,6 +423,9 @@ class FastAnswers:
     No accounting here: the channel has each answer logged and counted once it is written.
     """
 
+    #: False (``--private``): every add goes to the general path, which asks for a key.
+    adds = True
+
     def __init__(self, store: IURLStore, local: ILocalLookup, host: str, clock: IReactorTime) -> None:
         self._store = store
         self._lookup = local.lookup
@@ -446,6 +449,8 @@ class FastAnswers:
         answer, or a Deferred of it once the pair is durable; the arguments are parsed with
         twisted.web's own ``parse_qs``.
         """
+        if not self.adds:
+            return None
         args = parse_qs(target.split(b"?", 1)[1] if method == "GET" else body, 1)
         raw = (args.get(b"url") or [b""])[0]
         if not raw:
