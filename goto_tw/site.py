@@ -9,7 +9,7 @@ through :meth:`GotoSite.record_fast` once the answer is written.
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any, Callable, Optional, Union
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.web.http import Request
@@ -17,7 +17,7 @@ from twisted.web.resource import IResource
 from twisted.web.server import Site
 
 from goto_tw.accesslog import AccessLog, EventAccessLog
-from goto_tw.fastpath import FastRedirectChannel, IFastResponder
+from goto_tw.fastpath import FastAnswer, FastRedirectChannel, IFastResponder
 from goto_tw.interfaces import ILocalLookup, IURLStore
 from goto_tw.keys import is_valid_key
 from goto_tw.limits import BoundedRequest
@@ -50,6 +50,8 @@ class GotoSite(Site):
     # A plain HTTP/1.1 channel: no HTTP/2 negotiation wrapper, which only matters over TLS (ALPN).
     protocol = FastRedirectChannel  # type: ignore[assignment]
     requestFactory = BoundedRequest
+    #: The fast path's check before an add (a rate limit), or ``None``.
+    add_gate: Callable[[str, bytes], Optional[FastAnswer]] | None = None
 
     def __init__(
         self,
@@ -80,6 +82,7 @@ class GotoSite(Site):
             channel.responder = self.responder
             channel.record = self.record_fast
             channel.client = _client_of(addr)
+            channel.add_gate = self.add_gate
         return channel
 
     def log(self, request: Request) -> None:

@@ -26,6 +26,7 @@ from goto_tw.metrics import Metrics
 from goto_tw.ops import ops_resource
 from goto_tw.persistence import AppendLog, CorruptDataFile, open_data_file
 from goto_tw.proxystore import ProxyStore
+from goto_tw.ratelimit import AddLimiter, LimitAdds, fast_gate, is_api_add, is_form_add
 from goto_tw.reload import ReloadOnSighup
 from goto_tw.rpc import RPCResource
 from goto_tw.site import GotoSite
@@ -131,6 +132,16 @@ def read_secret(path: str) -> bytes:
     return secret
 
 
+def parse_add_rate(value: str) -> float:
+    """``--add-rate``: adds per second from ``N/s``, ``N/m`` or ``N/h``."""
+    from goto_tw.ratelimit import parse_rate
+
+    try:
+        return parse_rate(value)
+    except ValueError as exc:
+        raise usage.UsageError(f"--add-rate: {exc}") from None
+
+
 class Options(usage.Options):
     """Options of ``twistd goto``; ``twistd -n goto --help`` lists them."""
 
@@ -210,6 +221,21 @@ class Options(usage.Options):
             None,
             None,
             "Comma-separated addresses of reverse proxies whose X-Forwarded-For is believed.",
+        ],
+        [
+            "add-rate",
+            None,
+            None,
+            "Rate limit on adds per client address: N/s, N/m or N/h (e.g. 10/s); over it, 429 "
+            "[default: no limit].",
+            parse_add_rate,
+        ],
+        [
+            "add-burst",
+            None,
+            50,
+            "Adds a client may make at once before --add-rate applies.",
+            positive(int, "add-burst"),
         ],
         [
             "access-log",
@@ -308,6 +334,16 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
     root = make_root(
         store, options["host"], metrics, rpc, keys=keys, private=bool(options.get("private")), clients=clients
     )
+    limiter = None
+    if options.get("add-rate"):
+        limiter = AddLimiter(
+            float(options["add-rate"]), int(options.get("add-burst") or 50), reactor, metrics
+        )
+        root.putChild(b"add", LimitAdds(root.children[b"add"], limiter, clients, is_form_add))
+        links = root.children[b"api"].children[b"v1"].children[b"links"]
+        root.children[b"api"].children[b"v1"].putChild(
+            b"links", LimitAdds(links, limiter, clients, is_api_add)
+        )
     site = GotoSite(
         root,
         metrics,
@@ -318,6 +354,8 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
     )
     if isinstance(site.responder, FastAnswers) and options.get("private"):
         site.responder.adds = False  # adds need a key: the general path checks it
+    elif limiter is not None:
+        site.add_gate = fast_gate(limiter, clients, reactor)
     listening_service("--http", options["http"], site, reactor).setServiceParent(top)
     if options.get("ops"):
         # --ops: /_goto/ moves to an endpoint of its own (a Site with just it); the public port says 404.

@@ -13,6 +13,7 @@ equal: both serialisers take their headers from the same definitions (:data:`TEX
 from __future__ import annotations
 
 import re
+from http import HTTPStatus
 from typing import Any, Callable, TypeVar, Union
 
 from twisted.internet.defer import Deferred
@@ -106,10 +107,15 @@ def short_url(origin: str, key: str) -> str:
     return f"{origin}/{key}" if "://" in origin else f"http://{origin}/{key}"
 
 
+def reason_phrase(status: int) -> bytes | None:
+    """The reason phrase of ``status`` where twisted.web knows none (429), else ``None`` (its own)."""
+    return None if status in RESPONSES else HTTPStatus(status).phrase.encode("ascii")
+
+
 def write_text(request: Request, status: int, text: str, headers: dict[bytes, bytes] | None = None) -> None:
     """Answer ``status`` with a short plain-text body and finish the request."""
     body = text.encode("utf-8") + b"\n"
-    request.setResponseCode(status)
+    request.setResponseCode(status, reason_phrase(status))
     for name, value in TEXT_HEADERS:
         request.setHeader(name, value)
     request.setHeader(b"content-length", b"%d" % len(body))
@@ -121,7 +127,7 @@ def write_text(request: Request, status: int, text: str, headers: dict[bytes, by
 
 def write_json_body(request: Request, status: int, body: bytes, content_type: bytes) -> None:
     """Answer ``status`` with a JSON ``body`` already encoded, and finish the request."""
-    request.setResponseCode(status)
+    request.setResponseCode(status, reason_phrase(status))
     request.setHeader(b"content-type", content_type)
     request.setHeader(b"content-length", b"%d" % len(body))
     request.setHeader(b"x-content-type-options", b"nosniff")
@@ -382,7 +388,7 @@ def text_response(status: int, date: bytes, text: bytes, retry_after: int | None
     """The bytes twisted.web sends for :func:`write_text`, header for header."""
     start = _STATUS_LINES.get(status) or b"HTTP/1.1 %d %s\r\nServer: %s\r\nDate: " % (
         status,
-        RESPONSES[status],
+        RESPONSES.get(status) or reason_phrase(status),
         server_version,
     )
     return b"%s%s%s\r\nContent-Length: %d\r\n%s\r\n%s" % (
