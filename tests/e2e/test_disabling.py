@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 from .harness import (
-    GotoProcess,
     GotoProcesses,
     add_url,
     get,
