@@ -6,6 +6,7 @@ import ipaddress
 import math
 import re
 import sys
+import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import IService, MultiService, Service
@@ -18,6 +19,7 @@ from twisted.web.resource import Resource
 from goto_tw.accesslog import make_access_log
 from goto_tw.api import LinksResource
 from goto_tw.auth import APIKeys, KeyRequiredToAdd, KeysFileError
+from goto_tw.blocklist import LinkPolicy
 from goto_tw.clients import ClientAddresses
 from goto_tw.interfaces import IURLStore
 from goto_tw.keybound import CorruptKeyBound
@@ -217,6 +219,13 @@ class Options(usage.Options):
             "(and, with --private, for adding); re-read on SIGHUP.",
         ],
         [
+            "block-file",
+            None,
+            None,
+            "File of domains (one per line, # comments) whose URLs, and their subdomains', may not be "
+            "shortened; re-read on SIGHUP.",
+        ],
+        [
             "trusted-proxy",
             None,
             None,
@@ -288,6 +297,15 @@ def parse_trusted_proxies(value: str | None) -> frozenset[str]:
         raise usage.UsageError(f"--trusted-proxy: expected IP addresses, not {value!r}") from None
 
 
+def make_policy(options: Options | dict[str, Any]) -> LinkPolicy:
+    """What may not be shortened: ``--block-file``'s domains and this service's own host."""
+    own = urllib.parse.urlsplit(options["host"] if "://" in options["host"] else f"http://{options['host']}")
+    try:
+        return LinkPolicy(frozenset({(own.hostname or "").rstrip(".")}), options.get("block-file"))
+    except (OSError, ValueError) as exc:
+        sys.exit(f"goto: --block-file: {exc}")
+
+
 def make_api_keys(options: Options | dict[str, Any], reactor: Any) -> APIKeys | None:
     """The API keys of ``--api-keys-file``, or ``None``; exit clearly if the file is unusable."""
     path = options.get("api-keys-file")
@@ -330,6 +348,10 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
     keys = make_api_keys(options, reactor)
     clients = ClientAddresses(options.get("trusted-proxies") or frozenset())
     reloaders = [keys.reload] if keys is not None else []
+    policy = make_policy(options)
+    reloaders.append(policy.reload)
+    if isinstance(store, (URLStore, ProxyStore)):
+        store.policy = policy
     ReloadOnSighup(reactor, reloaders).setServiceParent(top)
     root = make_root(
         store, options["host"], metrics, rpc, keys=keys, private=bool(options.get("private")), clients=clients

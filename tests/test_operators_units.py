@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
+from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from goto_tw.auth import APIKeys, KeysFileError, parse_keys
@@ -16,7 +17,7 @@ from goto_tw.changes import ChangeFeed
 from goto_tw.clients import ClientAddresses
 from goto_tw.coherence import CacheCoherence
 from goto_tw.errors import KeyDisabled, KeyNotFound
-from goto_tw.interfaces import IChangeSource, ILinkAdmin
+from goto_tw.interfaces import IChangeSource, ILinkAdmin, IRecordLog, ITombstoneLog, IURLStore
 from goto_tw.persistence import CorruptDataFile, open_data_file
 from goto_tw.proxystore import ProxyStore
 from goto_tw.ratelimit import AddLimiter, parse_rate
@@ -64,6 +65,7 @@ def test_a_bad_tombstone_stops_start_up(tmp_path: Path, line: bytes) -> None:
         open_data_file(str(path))
 
 
+@implementer(IRecordLog, ITombstoneLog)
 class MemoryTombstones:
     """An append log keeping what it was given, acknowledging at once."""
 
@@ -82,12 +84,7 @@ class MemoryTombstones:
 def test_store_disables_a_key_for_ever() -> None:
     """Disabling writes a tombstone, then get is 410, lookup None (fast path defers), the feed has
     it, the listing shows when, and adding its URL again gives a new key."""
-    from zope.interface import directlyProvides
-
-    from goto_tw.interfaces import IRecordLog, ITombstoneLog
-
     log = MemoryTombstones()
-    directlyProvides(log, IRecordLog, ITombstoneLog)
     clock = Clock()
     clock.advance(100)
     store = URLStore(log=log, clock=clock)
@@ -104,6 +101,7 @@ def test_store_disables_a_key_for_ever() -> None:
     assert failure_of(store.disable("zz")).check(KeyNotFound)
 
 
+@implementer(IURLStore)
 class FakeMaster:
     def __init__(self) -> None:
         self.urls = {"k": "https://a.example/"}
