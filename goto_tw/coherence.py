@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from goto_tw.changes import MAX_KEYS_PER_ANSWER
+from goto_tw.errors import StoreUnavailable
 
 log = Logger()
 
@@ -76,8 +77,8 @@ class CacheCoherence(Service):
 
     def poll(self) -> None:
         """Ask for the changes since the last answer, unless a poll is still in flight."""
-        if self._polling is not None:
-            return
+        if self._polling is not None or not getattr(self._cache, "master_reachable", True):
+            return  # one poll at a time; while the master is down, the store's own probes find it back
         polling = self._polling = self._call("Store.Changes", self.epoch, self.seq)
         polling.addCallbacks(self._answered, self._failed).addErrback(
             lambda failure: log.failure("Applying the master's changes failed", failure)
@@ -107,7 +108,9 @@ class CacheCoherence(Service):
         self.epoch, self.seq = epoch, seq
 
     def _failed(self, failure: Failure) -> None:
-        if failure.check(Exception) and not self._failing:
+        if failure.check(StoreUnavailable):
+            return  # an outage: the store logs it once, with its cause
+        if not self._failing:
             self._failing = True
             error = failure.value
             detail = getattr(error, "detail", None) or str(error)

@@ -138,7 +138,7 @@ def test_master_option_makes_a_slave_that_writes_no_file(
 ) -> None:
     """--master wires a ProxyStore and never touches a data file (not even the default one)."""
     monkeypatch.chdir(tmp_path)
-    reactor = MemoryReactor()
+    reactor = MemoryReactorClock()
     service = makeService(parse("--master", "127.0.0.1:8081"), reactor=reactor)
     assert isinstance(service, MultiService)
     assert not any(isinstance(child, AppendLog) for child in service)
