@@ -21,6 +21,8 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.web.http import datetimeToLogString
 
+from goto_tw.timestamps import PerSecond
+
 events_log = Logger(namespace="goto.access")
 
 _UNSAFE = re.compile(rb'[^\x21-\x7e]|["\\]')
@@ -44,20 +46,10 @@ class AccessLog(Protocol):
         """Record one answered request."""
 
 
-class _Timestamps:
-    """The Common Log Format time of now, formatted at most once per second."""
-
-    def __init__(self, clock: IReactorTime) -> None:
-        self._clock = clock
-        self._second = -1
-        self._text = ""
-
-    def now(self) -> str:
-        now = self._clock.seconds()
-        if int(now) != self._second:
-            self._second = int(now)
-            self._text = datetimeToLogString(now)[1:-1]
-        return self._text
+def _log_time(now: float) -> str:
+    """The Common Log Format time of ``now``, without its brackets."""
+    text: str = datetimeToLogString(now)
+    return text[1:-1]
 
 
 class LineAccessLog(Service):
@@ -70,7 +62,7 @@ class LineAccessLog(Service):
         self._out = out
         self._clock = clock
         self._close = close
-        self._time = _Timestamps(clock)
+        self._time = PerSecond(clock, _log_time)
         self._lines: list[str] = []
         self._flush_call: IDelayedCall | None = None
 
@@ -104,7 +96,7 @@ class EventAccessLog:
     """Records each request as a ``twisted.logger`` event with the facts as fields (for JSON logs)."""
 
     def __init__(self, clock: IReactorTime) -> None:
-        self._time = _Timestamps(clock)
+        self._time = PerSecond(clock, _log_time)
 
     def record(
         self, client: str, method: str, path: bytes, protocol: bytes, status: int, size: int | str, route: str

@@ -42,9 +42,6 @@ def write_json(
     write_json_body(request, status, body, content_type)
 
 
-__all__ = ["LinksResource", "write_error_problem", "write_json", "write_problem"]
-
-
 def write_error_problem(request: Request, error: GotoError) -> None:
     """A store error as a problem document, with ``Retry-After`` for a 503."""
     write_problem(request, error.http_status, str(error), retry_after_header(error))

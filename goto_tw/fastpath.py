@@ -20,7 +20,9 @@ the very bytes the general path would send, and hands everything else to twisted
 - bounds: at most :data:`MAX_OWED` answers owed, and one byte budget (:data:`BUDGET`) for what
   the connection holds (request bytes not yet parsed, bytes held for twisted.web, answers waiting
   for an earlier one): over it, reading pauses (``transport.pauseProducing``) until it drains, as
-  twisted.web does with the requests it holds;
+  twisted.web does with the requests it holds; and no request is answered while the transport's
+  send buffer is full (a client that pipelines requests but never reads its answers gets no more
+  written than that buffer's limit plus one read's worth);
 - the request deadline restarts with each request; the idle timeout is disarmed while an answer
   is owed (twisted.web does so while it handles a request); a half-closed client
   (``shutdown(SHUT_WR)``) gets every answer owed before the connection closes.
@@ -221,6 +223,8 @@ class FastRedirectChannel(DeadlineChannel):
                 owed = self._owed
                 if owed and (len(owed) >= MAX_OWED or self._owed_bytes >= BUDGET):
                     break  # resumed once the owed answers are written
+                if self._send_blocked:
+                    break  # the client is not reading its answers: resumed when the transport drains
                 end = buffer.find(b"\r\n\r\n", start)
                 if end < 0:
                     if len(buffer) - start > MAX_HEAD_BYTES + MAX_FAST_BODY_BYTES:
@@ -358,11 +362,14 @@ class FastRedirectChannel(DeadlineChannel):
         super().pauseProducing()
 
     def resumeProducing(self) -> None:
-        """The send buffer drained: read again, unless the byte budget still says no."""
+        """The send buffer drained: answer what waited for it, and read again unless the byte
+        budget still says no."""
         self._send_blocked = False
         super().resumeProducing()
         if self._budget_paused and self.transport is not None:
             self.transport.pauseProducing()  # type: ignore[attr-defined]
+        if not self._general and self._unparsed and not self._parsing and not self._lost:
+            self._parse()
 
     def requestDone(self, request: Any) -> None:
         super().requestDone(request)

@@ -29,12 +29,32 @@ REQUEST_DEADLINE = 30.0
 MAX_BODY_BYTES = 1 << 20
 
 
+def _under_api(target: bytes) -> bool:
+    """Whether a request target (origin or absolute form) is under ``/api/``."""
+    return is_api_path(origin_form(target))
+
+
+def origin_form(target: bytes) -> bytes:
+    """The path of an absolute-form request target (``http://host/KEY`` -> ``/KEY``); others unchanged.
+
+    HTTP/1.1 servers must accept the absolute form (RFC 9112, 3.2.2); twisted.web would take the
+    scheme and host for path segments.
+    """
+    if target[:1] == b"/" or not target[:8].lower().startswith((b"http://", b"https://")):
+        return target
+    rest = target.split(b"//", 1)[1]
+    cut = min((index for index in (rest.find(b"/"), rest.find(b"?")) if index >= 0), default=-1)
+    if cut < 0:
+        return b"/"
+    return rest[cut:] if rest[cut : cut + 1] == b"/" else b"/" + rest[cut:]
+
+
 def refusal(status: int, text: str, target: bytes = b"") -> bytes:
     """A whole answer refusing a request before any resource sees it, announcing the close.
 
     Under ``/api/`` it is a problem document, elsewhere short plain text.
     """
-    if is_api_path(target):
+    if _under_api(target):
         body, content_type = problem_body(status, text), PROBLEM_JSON
     else:
         body, content_type = text.encode("utf-8") + b"\n", b"text/plain; charset=utf-8"
@@ -79,7 +99,10 @@ class DeadlineChannel(HTTPChannel):
     def dataReceived(self, data: bytes) -> None:
         if self._head_refused:
             return
-        self.start_request_clock()
+        if not self._handlingRequest:
+            # While twisted.web answers a request, what arrives behind it waits for us, not for
+            # the client: its clock starts when twisted.web replays it (through this method).
+            self.start_request_clock()
         super().dataReceived(data)
 
     def lineReceived(self, line: bytes) -> None:
@@ -122,7 +145,7 @@ class DeadlineChannel(HTTPChannel):
 
     def _respondToBadRequestAndDisconnect(self) -> None:
         """twisted.web's answer to a malformed request (a bare 400); under ``/api/``, a problem document."""
-        if not is_api_path(self.request_target) or self.transport is None:
+        if not _under_api(self.request_target) or self.transport is None:
             super()._respondToBadRequestAndDisconnect()
             return
         self._head_refused = True
@@ -203,7 +226,7 @@ class BoundedRequest(Request):
             self._refused = True
             malformed = (
                 refusal(400, "The request is malformed.", self.target)
-                if is_api_path(self.target)
+                if _under_api(self.target)
                 else BAD_REQUEST
             )
             self._close_with(malformed, "a malformed Content-Type header")
@@ -226,18 +249,3 @@ class BoundedRequest(Request):
             transport.write(answer)
         log.info("Refused {what} from {peer}", what=what, peer=transport.getPeer())
         transport.loseConnection()
-
-
-def origin_form(target: bytes) -> bytes:
-    """The path of an absolute-form request target (``http://host/KEY`` -> ``/KEY``); others unchanged.
-
-    HTTP/1.1 servers must accept the absolute form (RFC 9112, 3.2.2); twisted.web would take the
-    scheme and host for path segments.
-    """
-    if target[:1] == b"/" or not target[:8].lower().startswith((b"http://", b"https://")):
-        return target
-    rest = target.split(b"//", 1)[1]
-    cut = min((index for index in (rest.find(b"/"), rest.find(b"?")) if index >= 0), default=-1)
-    if cut < 0:
-        return b"/"
-    return rest[cut:] if rest[cut : cut + 1] == b"/" else b"/" + rest[cut:]

@@ -414,6 +414,14 @@ def open_data_file(path: str) -> DataFile:
             )
             record_file.truncate(complete)
         key_bound = KeyBound.at(bound_path(path))
+        if len(urls) and not os.path.exists(bound_path(path)):
+            log.warn(
+                "Data file {path} has records but no key bound file {bound}: keys resume from the data "
+                "file alone (normal once, after an upgrade; if the data file was restored or moved "
+                "without it, keys answered after that copy was taken may be handed out again)",
+                path=path,
+                bound=bound_path(path),
+            )
     except BaseException:
         record_file.close()
         raise

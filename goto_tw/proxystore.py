@@ -40,7 +40,7 @@ from goto_tw.errors import (
     MasterUnreachable,
     StoreUnavailable,
 )
-from goto_tw.fanout import Coalescing
+from goto_tw.fanout import Coalescing, SharedResult
 from goto_tw.interfaces import ILocalLookup, IMasterHealth, IURLStore
 from goto_tw.keys import is_valid_key
 from goto_tw.urls import validate_url
@@ -96,6 +96,11 @@ class ProxyStore:
         self._in_flight = 0
         self._idle_waiters: list[Deferred[None]] = []
         self._stopping = False
+        self._bad_answer_logged_at = -BAD_ANSWER_LOG_INTERVAL
+        self._bad_answers_unlogged = 0
+        #: While a probe of a down master is in flight: its outcome (answered or not), shared with
+        #: the health checks that come meanwhile, so they cost the master no call of their own.
+        self._probe_outcome: SharedResult[bool] | None = None
         self.stats = CacheStats()
         #: Keys the master answered as disabled: that never changes, so they are kept (bounded).
         self._gone: OrderedDict[str, None] = OrderedDict()
@@ -187,7 +192,9 @@ class ProxyStore:
     def _got(self, url: object, key: str, generation: int) -> str:
         checked = _checked_url(url)
         if checked is None:
-            raise _bad_answer(f"the master answered {_shown(url)} for key {key!r}, which is not a valid URL")
+            raise self._bad_answer(
+                f"the master answered {_shown(url)} for key {key!r}, which is not a valid URL"
+            )
         if generation == self._generation:
             self._remember(key, checked)
         return checked
@@ -206,12 +213,28 @@ class ProxyStore:
 
     def _put_done(self, key: object, url: str, generation: int) -> str:
         if not isinstance(key, str) or not is_valid_key(key):
-            raise _bad_answer(
+            raise self._bad_answer(
                 f"the master answered {_shown(key)} as the key of {url!r}, which is not a valid key"
             )
         if generation == self._generation:
             self._remember(key, url)
         return key
+
+    def _bad_answer(self, detail: str) -> StoreUnavailable:
+        """Log a bad answer from the master (at most one line per :data:`BAD_ANSWER_LOG_INTERVAL`,
+        with how many were not logged) and return the error its callers get."""
+        now = self._clock.seconds()
+        if now >= self._bad_answer_logged_at + BAD_ANSWER_LOG_INTERVAL:
+            log.error(
+                "Bad answer from the master, not cached: {detail} ({unlogged} more since the last line)",
+                detail=detail,
+                unlogged=self._bad_answers_unlogged,
+            )
+            self._bad_answer_logged_at = now
+            self._bad_answers_unlogged = 0
+        else:
+            self._bad_answers_unlogged += 1
+        return StoreUnavailable(BAD_ANSWER_MESSAGE, detail=detail)
 
     # --- the master's health ---------------------------------------------------------------------
 
@@ -228,11 +251,17 @@ class ProxyStore:
         also notices that a master is back. Concurrent checks share one call; a check whose
         caller gives up leaves that call running for the others and changes nothing.
         """
+        probe = self._probe_outcome
+        if probe is not None:
+            return probe.wait()  # a probe of the down master is in flight: its answer is ours
         return self._health_checks.call(None, self._probe_health)
 
     def _probe_health(self) -> Deferred[bool]:
-        asked = self._tracked(self._master.get(HEALTH_PROBE_KEY))
-        asked.addBoth(self._note_master_health)
+        if self._master_down_since is not None:
+            asked = self._probe(lambda: self._master.get(HEALTH_PROBE_KEY))
+        else:
+            asked = self._tracked(self._master.get(HEALTH_PROBE_KEY))
+            asked.addBoth(self._note_master_health)
 
         def answered_properly(result: object) -> bool:
             return isinstance(result, Failure) and bool(result.check(KeyNotFound))
@@ -246,17 +275,27 @@ class ProxyStore:
             if self._probing or self._clock.seconds() < self._next_probe_at:
                 message = str(self._down_error) if self._down_error else "the master is unreachable"
                 return fail(MasterUnreachable(message, detail="failing fast while the master is down"))
-            self._probing = True
-            asked = self._tracked(call())
-            asked.addBoth(self._probe_done)
-        else:
-            asked = self._tracked(call())
+            return self._probe(call)
+        asked = self._tracked(call())
         asked.addBoth(self._note_master_health)
         return asked
 
-    def _probe_done(self, result: object) -> object:
-        self._probing = False
-        return result
+    def _probe(self, call: Callable[[], Deferred[T]]) -> Deferred[T]:
+        """Make ``call`` as the one probe of a down master: other calls fail fast meanwhile, and
+        health checks wait for its outcome instead of asking the master themselves."""
+        self._probing = True
+        outcome: Deferred[bool] = Deferred()
+        self._probe_outcome = SharedResult(outcome)
+        asked = self._tracked(call())
+        asked.addBoth(self._note_master_health)
+
+        def probe_done(result: object) -> object:
+            self._probing = False
+            self._probe_outcome = None
+            outcome.callback(_answered(result))
+            return result
+
+        return asked.addBoth(probe_done)
 
     def _note_master_health(self, result: object) -> object:
         now = self._clock.seconds()
@@ -354,7 +393,5 @@ def _shown(value: object) -> str:
     return text if len(text) <= 200 else text[:200] + "..."
 
 
-def _bad_answer(detail: str) -> StoreUnavailable:
-    """Log a bad answer from the master (one line) and return the error its callers get."""
-    log.error("Bad answer from the master, not cached: {detail}", detail=detail)
-    return StoreUnavailable(BAD_ANSWER_MESSAGE, detail=detail)
+#: Seconds between two log lines about bad answers from the master (a hot key would flood the log).
+BAD_ANSWER_LOG_INTERVAL = 10.0

@@ -16,13 +16,15 @@ from collections import OrderedDict
 from typing import Any, Callable
 
 from twisted.internet.interfaces import IReactorTime
+from twisted.web.http import datetimeToString
 from twisted.web.server import NOT_DONE_YET, Request
 
 from goto_tw.clients import ClientAddresses
 from goto_tw.errors import RateLimited
 from goto_tw.fastpath import FastAnswer
 from goto_tw.metrics import Metrics
-from goto_tw.web import HTTPDate, PlainResource, text_response, write_refusal
+from goto_tw.timestamps import PerSecond
+from goto_tw.web import PlainResource, text_response, write_refusal
 
 #: Client addresses tracked at once.
 MAX_CLIENTS = 100_000
@@ -118,7 +120,7 @@ def fast_gate(
     limiter: AddLimiter, clients: ClientAddresses, clock: IReactorTime
 ) -> Callable[[str, bytes], FastAnswer | None]:
     """The check the fast path makes before an add: ``None`` to go ahead, or its 429 answer."""
-    date = HTTPDate(clock)
+    date = PerSecond(clock, datetimeToString)
     text = LIMITED_MESSAGE.encode("utf-8") + b"\n"
 
     def gate(peer: str, head: bytes) -> FastAnswer | None:

@@ -48,6 +48,7 @@ from goto_tw.errors import (
 )
 from goto_tw.interfaces import IURLStore
 from goto_tw.metrics import Metrics
+from goto_tw.xmlrpcbody import RefusedBody, parse_call
 
 log = Logger()
 
@@ -366,7 +367,10 @@ class RemoteStore:
     def _read(self, response: Any) -> Deferred[Any]:
         body = _read_bounded(response, MAX_ANSWER_BYTES)
         if response.code != 200:
-            body.addErrback(lambda _: None)  # the body was only read to free the connection
+            # Not an answer: its body is not read at all (it might never end); cancelling the read
+            # drops the connection, so a wrong --master costs no connection per probe.
+            body.addErrback(lambda _: None)
+            body.cancel()
             hint = ": is it a goto master started with --rpc?" if response.code in (404, 405) else ""
             raise self._unreachable(f"the master answered HTTP {response.code} at {self._url}{hint}")
         return body.addCallback(self._decode)
@@ -547,19 +551,15 @@ class _NotXMLRPC(Exception):
 def _decode_response(body: bytes) -> Any:
     """Return the single value of an XML-RPC response, or raise the store error its fault names.
 
-    The master sends UTF-8 without a DTD; anything else is refused before the parser sees it (a DTD
-    could make the parser expand entities, and only UTF-8 keeps a byte search for one reliable).
+    The master sends UTF-8 without a DTD; anything else is refused by the same hardened parser the
+    master reads its calls with (:mod:`goto_tw.xmlrpcbody`): one policy for untrusted XML-RPC.
     """
     try:
-        body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise _NotXMLRPC("not UTF-8") from None
-    if b"<!" in body or b"\x00" in body:
-        raise _NotXMLRPC("a DTD, comment or NUL byte")
-    try:
-        (value,), _ = xmlrpclib.loads(body)
+        (value,), _ = parse_call(body)
     except xmlrpclib.Fault as fault:
         raise _fault_error(fault.faultCode, fault.faultString) from None
+    except RefusedBody as exc:
+        raise _NotXMLRPC(str(exc)) from None
     except Exception as exc:
         raise _NotXMLRPC(f"{type(exc).__name__}: {exc}"[:200]) from None
     return value

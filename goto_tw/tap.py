@@ -46,15 +46,23 @@ MAX_RPC_TIMEOUT = 600.0
 MAX_DRAIN_SECONDS = 10.0
 
 
-def parse_endpoint(value: str) -> str:
-    """Accept a port number (``8081``) or any Twisted server endpoint string (``tcp:8081:...``)."""
-    if value.isdigit():
-        value = f"tcp:{value}"
-    try:
-        serverFromString(None, value)  # parsing only; nothing listens
-    except (ValueError, KeyError, TypeError) as exc:
-        raise usage.UsageError(f"--http: not a port or endpoint description: {value!r} ({exc})") from None
-    return value
+def endpoint_option(option: str) -> Any:
+    """An option coercer for ``--option``: a port number (``8081``) or any Twisted server endpoint
+    string (``tcp:8081:...``), checked at start-up; a refusal names the option."""
+
+    def parse_endpoint(value: str) -> str:
+        if value.isdigit():
+            value = f"tcp:{value}"
+        try:
+            serverFromString(None, value)  # parsing only; nothing listens
+        except (ValueError, KeyError, TypeError) as exc:
+            raise usage.UsageError(
+                f"--{option}: not a port or endpoint description: {value!r} ({exc})"
+            ) from None
+        return value
+
+    parse_endpoint.coerceDoc = "A port number or a Twisted endpoint string."  # type: ignore[attr-defined]
+    return parse_endpoint
 
 
 def parse_master(value: str) -> str:
@@ -160,7 +168,7 @@ class Options(usage.Options):
             None,
             "tcp:8080",
             "Port number or Twisted endpoint string to serve HTTP on.",
-            parse_endpoint,
+            endpoint_option("http"),
         ],
         [
             "file",
@@ -209,7 +217,7 @@ class Options(usage.Options):
             None,
             "Serve /_goto/health and /_goto/metrics on this port or endpoint only (e.g. "
             "tcp:9100:interface=127.0.0.1), not on --http [default: on --http].",
-            parse_endpoint,
+            endpoint_option("ops"),
         ],
         [
             "api-keys-file",
@@ -273,6 +281,8 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if self["host"] is None:
             self["host"] = default_host(self["http"])
+        if self["fsync"] and self["no-fsync"]:
+            raise usage.UsageError("--fsync and --no-fsync contradict each other: give one of them")
         if self["master"] and (self["rpc"] or self["fsync"] or self["no-fsync"] or self["file"] is not None):
             raise usage.UsageError(
                 "--file, --rpc, --fsync and --no-fsync are for a master; a slave (--master) has no data file"
@@ -333,6 +343,10 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         access_log = make_access_log(options["access-log"], reactor)  # before any file is created
     except OSError as exc:
         sys.exit(f"goto: --access-log: cannot open {options['access-log']}: {exc.strerror}")
+    if isinstance(access_log, Service):
+        # The first child, so the last to stop: every request answered while the others stop (the
+        # adds a master is still writing, the calls a slave drains) still gets its line.
+        access_log.setServiceParent(top)
     drain: Service | None = None
     if options["master"]:
         slave_store = make_slave_store(options, reactor, top, metrics)
@@ -340,8 +354,6 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         store: IURLStore = slave_store
     else:
         store = make_master_store(options, reactor, top, metrics)
-    if isinstance(access_log, Service):
-        access_log.setServiceParent(top)  # flushed on stop, after the listener has stopped
     if drain is not None:
         drain.setServiceParent(top)  # the accepted requests finish before the log and the pool close
     rpc = RPCResource(store, options.get("rpc-secret")) if options["rpc"] else None

@@ -34,6 +34,7 @@ from goto_tw.fastpath import FastAnswer, IFastResponder
 from goto_tw.interfaces import ILocalLookup, IURLStore
 from goto_tw.keys import is_valid_key
 from goto_tw.problems import PROBLEM_JSON, is_api_path, problem_body
+from goto_tw.timestamps import PerSecond
 
 log = Logger()
 T = TypeVar("T")
@@ -49,6 +50,8 @@ TEXT_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"Content-Type", b"text/plain; charset=utf-8"),
     (b"X-Content-Type-Options", b"nosniff"),
 )
+#: The header telling a client when to try again (its value: ``GotoError.retry_after``).
+RETRY_AFTER = b"Retry-After"
 #: The header carrying a redirect's target, and the headers that follow it.
 LOCATION = b"Location"
 REDIRECT_HEADERS: tuple[tuple[bytes, bytes], ...] = ((b"Content-Length", b"0"),)
@@ -161,7 +164,7 @@ def write_error(request: Request, error: GotoError) -> None:
 
 def retry_after_header(error: GotoError) -> dict[bytes, bytes]:
     """The ``Retry-After`` header an error's answer carries (none for most errors)."""
-    return {} if error.retry_after is None else {b"retry-after": b"%d" % error.retry_after}
+    return {} if error.retry_after is None else {RETRY_AFTER: b"%d" % error.retry_after}
 
 
 def respond_when_ready(
@@ -396,30 +399,9 @@ def text_response(status: int, date: bytes, text: bytes, retry_after: int | None
         date,
         _TEXT_HEADERS,
         len(text),
-        b"" if retry_after is None else b"Retry-After: %d\r\n" % retry_after,
+        b"" if retry_after is None else b"%s: %d\r\n" % (RETRY_AFTER, retry_after),
         text,
     )
-
-
-def redirect_response(location: bytes, date: bytes) -> bytes:
-    """The bytes twisted.web sends for :func:`_redirect`, header for header (``location`` checked)."""
-    return _REDIRECT_START + date + _LOCATION + location + _REDIRECT_END
-
-
-class HTTPDate:
-    """The ``Date`` header of now, formatted once per second at most."""
-
-    def __init__(self, clock: IReactorTime) -> None:
-        self._clock = clock
-        self._second = -1
-        self._text = b""
-
-    def now(self) -> bytes:
-        now = self._clock.seconds()
-        if int(now) != self._second:
-            self._second = int(now)
-            self._text = datetimeToString(now)
-        return self._text
 
 
 @implementer(IFastResponder)
@@ -436,7 +418,7 @@ class FastAnswers:
         self._store = store
         self._lookup = local.lookup
         self._host = host
-        self._date = HTTPDate(clock)
+        self._date = PerSecond(clock, datetimeToString)
 
     def redirect(self, method: str, key: str) -> FastAnswer | None:
         """A redirect to what the store holds locally under ``key``; ``None`` (general path) otherwise."""

@@ -25,7 +25,8 @@ def _refuse_dtd(*_: object) -> NoReturn:
 
 
 def parse_call(body: bytes, *, use_datetime: bool = False) -> tuple[tuple[Any, ...], str | None]:
-    """Return ``(params, method name)`` of an XML-RPC call, as ``xmlrpc.client.loads`` would.
+    """Return ``(params, method name)`` of an XML-RPC call or response, as ``xmlrpc.client.loads`` would
+    (the method name is ``None`` for a response; a fault response raises ``xmlrpc.client.Fault``).
 
     Raises :class:`RefusedBody` for a body that is not UTF-8 or that holds a DTD, and whatever
     ``loads`` raises for a malformed one.

@@ -7,6 +7,7 @@ import re
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
 from goto_tw.errors import KeyNotFound
@@ -19,7 +20,7 @@ from goto_tw.store import URLStore
 from goto_tw.tap import make_root
 from tests.conftest import LogCapture
 from tests.fakes import ManualLog
-from tests.wire import Connection
+from tests.wire import CLIENT, Connection
 
 GET = b"GET /abc HTTP/1.1\r\nHost: go.example\r\n\r\n"
 FORM = b"url=https%3A%2F%2Fnew.example%2F"
@@ -372,3 +373,52 @@ def test_a_half_closed_client_gets_every_pipelined_answer_of_the_general_path() 
     answer = connection.received()
     assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answer) == [b"302", b"404", b"404", b"404", b"302"], answer
     assert connection.transport.disconnecting
+
+
+class SmallSendBuffer(StringTransport):
+    """A transport whose send buffer holds ``limit`` bytes: past it, it pauses its producer (the
+    channel), as a TCP transport does with a client that does not read."""
+
+    limit = 64 * 1024
+    blocked = False
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        if len(self.io.getvalue()) > self.limit and not self.blocked and self.producer is not None:
+            self.blocked = True
+            self.producer.pauseProducing()
+
+    def drain(self) -> bytes:
+        """The client reads everything; the transport resumes its producer."""
+        data: bytes = self.value()
+        self.clear()
+        if self.blocked:
+            self.blocked = False
+            assert self.producer is not None
+            self.producer.resumeProducing()
+        return data
+
+
+def test_a_client_that_does_not_read_gets_no_more_than_the_send_buffer() -> None:
+    """Item 1: redirects pipelined by a client that never reads its answers are not answered into
+    an ever-growing send buffer: answering stops at the buffer's limit and resumes as it drains."""
+    long_url = "https://a.example/" + "x" * 4000
+    store = URLStore({"abc": long_url})
+    metrics = Metrics("master")
+    site = GotoSite(
+        make_root(store, "go.example", metrics), metrics, reactor=Clock(), store=store, host="go.example"
+    )
+    protocol = site.buildProtocol(CLIENT)
+    assert protocol is not None
+    transport = SmallSendBuffer(peerAddress=CLIENT)
+    protocol.makeConnection(transport)
+    requests = 64 * 1024 // len(GET)
+    protocol.dataReceived(GET * requests)
+    answer_size = len(long_url) + 200
+    assert len(transport.value()) <= SmallSendBuffer.limit + answer_size, "no answers past a full buffer"
+    received = b""
+    for _ in range(requests):
+        received += transport.drain()
+        if received.count(b"302 Found") == requests:
+            break
+    assert received.count(b"302 Found") == requests, "every request is answered as the client reads"

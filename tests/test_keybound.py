@@ -29,6 +29,7 @@ from goto_tw.persistence import (
 )
 from goto_tw.store import URLStore
 from goto_tw.tap import Options, make_master_store
+from tests.conftest import LogCapture
 from tests.helpers import failure_of, has_fired, result_of
 
 
@@ -268,3 +269,17 @@ def test_fsync_is_the_default(tmp_path: Path, argv: list[str], fsync: bool) -> N
     make_master_store(options, Clock(), parent, Metrics("master"))
     [log] = [child for child in parent if isinstance(child, AppendLog)]
     assert log.fsync is fsync
+
+
+def test_a_data_file_without_its_bound_file_is_warned_about(tmp_path: Path, log_events: LogCapture) -> None:
+    """Records but no ``.next`` (an upgrade, or a data file restored without its bound): start-up
+    goes on from the file alone and says so, once; a new store or one with its bound says nothing."""
+    data = tmp_path / "store.json"
+    data.write_bytes(encode_record("0", "http://a/"))
+    open_data_file(str(data)).record_file.close()
+    warnings = [m for m in log_events.messages() if "no key bound file" in m]
+    assert len(warnings) == 1 and str(data) in warnings[0]
+    Path(bound_path(str(data))).write_bytes(b"1\n")
+    open_data_file(str(data)).record_file.close()
+    open_data_file(str(tmp_path / "new.json")).record_file.close()
+    assert len([m for m in log_events.messages() if "no key bound file" in m]) == 1

@@ -13,6 +13,7 @@ from goto_tw.site import GotoSite
 from goto_tw.store import URLStore
 from goto_tw.tap import make_root
 from tests.conftest import LogCapture
+from tests.fakes import ManualLog
 from tests.wire import Connection
 
 GET = b"GET /abc HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -246,3 +247,41 @@ def test_a_malformed_api_request_is_a_400_problem(fast: bool) -> None:
     connection = Connection(site)
     connection.send(b"GET /abc HTTP/1.1\r\nBroken header line\r\n\r\n")
     assert connection.received() == BAD_REQUEST
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_refusals_of_absolute_form_api_targets_are_problems(fast: bool) -> None:
+    """An absolute-form target under /api/ is refused as /api/ is: 413 and 414 as problem documents."""
+    site, _, _ = make_site(fast)
+    connection = Connection(site)
+    connection.send(
+        b"POST http://go.example/api/v1/links HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n{" % (MAX_BODY_BYTES + 1)
+    )
+    answer = connection.received()
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert problem_of(answer)["status"] == 413
+    connection = Connection(site)
+    connection.send(b"GET http://go.example/api/v1/links/" + b"a" * 20_000 + b" HTTP/1.1\r\n\r\n")
+    answer = connection.received()
+    assert answer.startswith(b"HTTP/1.1 414 ")
+    assert problem_of(answer)["status"] == 414
+
+
+def test_a_request_waiting_behind_a_slow_answer_is_not_cut_by_the_deadline() -> None:
+    """On twisted.web's path too, the deadline is the client's time to send a request: a complete
+    request pipelined behind one the server takes 40 s to answer is answered, not cut off at 30 s."""
+    log = ManualLog()
+    store = URLStore({"abc": "http://a/"}, log)
+    metrics = Metrics("master")
+    clock = Clock()
+    site = GotoSite(make_root(store, "h", metrics), metrics, reactor=clock, store=None, host="go.example")
+    connection = Connection(site)
+    connection.send(b"GET /add?url=http%3A%2F%2Fnew.example%2F HTTP/1.1\r\nHost: x\r\n\r\n")
+    connection.send(GET)
+    clock.advance(REQUEST_DEADLINE + 10)
+    assert not connection.transport.disconnecting
+    log.complete_all()
+    answer = connection.received()
+    assert answer.startswith(b"HTTP/1.1 200 OK")
+    assert b"HTTP/1.1 302 Found" in answer

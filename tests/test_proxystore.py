@@ -11,7 +11,7 @@ from zope.interface.verify import verifyObject
 
 from goto_tw.errors import InvalidURL, KeyNotFound, MasterUnreachable, StoreUnavailable
 from goto_tw.interfaces import ILocalLookup, IMasterHealth, IURLStore
-from goto_tw.proxystore import HEALTH_PROBE_KEY, ProxyStore
+from goto_tw.proxystore import BAD_ANSWER_LOG_INTERVAL, HEALTH_PROBE_KEY, ProxyStore
 from tests.conftest import LogCapture
 from tests.helpers import failure_of, has_fired, result_of
 
@@ -324,3 +324,52 @@ def test_drain_waits_for_calls_in_flight_and_mutes_the_outage_log(log_events: Lo
     assert has_fired(drained)
     assert not [e for e in log_events.events if e.get("log_level") in (LogLevel.error, LogLevel.critical)]
     assert result_of(store.drain(5.0)) is None, "nothing in flight: at once"
+
+
+def test_health_checks_during_an_outage_share_the_probe_in_flight() -> None:
+    """While the master is down, a health check that comes while the one probe is in flight waits
+    for that probe instead of asking the master itself, and gets its outcome."""
+    store, master, clock = make()
+    store.get("x").addErrback(lambda _: None)
+    master.fail(MasterUnreachable("down"))
+    clock.advance(1.0)
+    probe = store.get("y")
+    checks = [store.check_master() for _ in range(3)]
+    assert len(master.calls) == 1, "the health checks cost the master no call of their own"
+    master.answer("http://y/")
+    assert result_of(probe) == "http://y/"
+    assert [result_of(check) for check in checks] == [True] * 3
+    assert store.master_reachable
+
+
+def test_a_health_probe_of_a_down_master_is_the_one_probe() -> None:
+    """While the master is down, a health check's call is the probe: requests meanwhile fail fast
+    rather than sending a second call."""
+    store, master, clock = make()
+    store.get("x").addErrback(lambda _: None)
+    master.fail(MasterUnreachable("down"))
+    clock.advance(1.0)  # time for a probe: without the health check's, a request would send one
+    check = store.check_master()
+    assert [(m, a) for m, a, _ in master.calls] == [("get", HEALTH_PROBE_KEY)]
+    assert failure_of(store.get("y")).check(MasterUnreachable)
+    assert len(master.calls) == 1
+    master.fail(MasterUnreachable("still down"))
+    assert result_of(check) is False
+
+
+def test_bad_answers_for_a_hot_key_log_once_per_interval(log_events: LogCapture) -> None:
+    """A master answering garbage for a hot key does not flood the slave's log: one line per
+    interval, saying how many were left out."""
+    store, master, clock = make()
+    for _ in range(20):
+        request = store.get("k")
+        master.calls.pop(0)[2].callback("javascript:alert(1)")
+        failure_of(request)
+    lines = [m for m in log_events.messages() if "Bad answer from the master" in m]
+    assert len(lines) == 1
+    clock.advance(BAD_ANSWER_LOG_INTERVAL)
+    request = store.get("k")
+    master.calls.pop(0)[2].callback("javascript:alert(1)")
+    failure_of(request)
+    lines = [m for m in log_events.messages() if "Bad answer from the master" in m]
+    assert len(lines) == 2 and "19 more since the last line" in lines[1]

@@ -354,8 +354,11 @@ def test_an_answer_under_the_bound_is_read() -> None:
             lambda: _at_rpc2(Answer(200, b"<html><body>hello</body></html>", b"text/html")),
             "is not XML-RPC",
         ),
-        (lambda: _at_rpc2(Answer(200, b"\xff\xfe<\x00?\x00", b"text/xml")), "not UTF-8"),
-        (lambda: _at_rpc2(Answer(200, b'<?xml version="1.0"?><!DOCTYPE x []><methodResponse/>')), "DTD"),
+        (lambda: _at_rpc2(Answer(200, b"\xff\xfe<\x00?\x00", b"text/xml")), "must be UTF-8"),
+        (
+            lambda: _at_rpc2(Answer(200, b'<?xml version="1.0"?><!DOCTYPE x []><methodResponse/>')),
+            "no use for a DOCTYPE",
+        ),
     ],
 )
 def test_something_that_is_not_a_goto_master_is_unreachable_with_the_cause(root_of: Any, cause: str) -> None:
@@ -452,3 +455,24 @@ def test_a_not_found_answer_is_an_ok_call_in_the_metrics() -> None:
         if sample.name == "goto_rpc_call_seconds_count"
     }
     assert samples == {("goto_rpc_call_seconds_count", (("method", "Store.Get"), ("outcome", "ok")))}
+
+
+def test_a_non_answer_is_not_read_and_its_connection_is_dropped() -> None:
+    """A master that answers 404 with a body that never ends (a wrong --master) costs no
+    connection: the slave does not read it and drops the connection at once."""
+    dropped: list[Failure] = []
+
+    class Endless(Resource):
+        isLeaf = True
+
+        def render_POST(self, request: Request) -> object:
+            request.setResponseCode(404)
+            request.write(b"x" * 100)  # and never finishes
+            request.notifyFinish().addErrback(dropped.append)
+            return NOT_DONE_YET
+
+    link = Link(_at_rpc2(Endless()))
+    call = link.remote.get("k")
+    link.settle()
+    assert failure_of(call).check(MasterUnreachable)
+    assert len(dropped) == 1, "the connection of the endless 404 is dropped"

@@ -14,7 +14,9 @@ from twisted.internet.testing import MemoryReactor, MemoryReactorClock
 from twisted.plugin import getPlugins
 from twisted.python import usage
 
+from goto_tw.accesslog import LineAccessLog
 from goto_tw.errors import MasterUnreachable
+from goto_tw.lifecycle import StopInOrder
 from goto_tw.metrics import Metrics
 from goto_tw.persistence import AppendLog
 from goto_tw.tap import Options, default_host, make_slave_store, makeService
@@ -36,19 +38,20 @@ def test_plugin_is_found_by_twistd() -> None:
 
 
 def test_defaults() -> None:
-    """With no options: port 8080, store.json, short URLs on localhost:8080, no fsync."""
+    """With no options: port 8080, store.json, short URLs on http://localhost:8080, adds fsynced
+    (``--no-fsync`` is the opt-out; ``--fsync`` itself is only accepted for compatibility)."""
     options = parse()
     assert options["http"] == "tcp:8080"
     assert options["file"] == "store.json"
-    assert options["host"] == "localhost:8080"
-    assert not options["fsync"]
+    assert options["host"] == "http://localhost:8080"
+    assert not options["no-fsync"]
 
 
 def test_port_number_becomes_an_endpoint() -> None:
     """``--http 8081`` is shorthand for ``tcp:8081``; the default host follows the port."""
     options = parse("--http", "8081")
     assert options["http"] == "tcp:8081"
-    assert options["host"] == "localhost:8081"
+    assert options["host"] == "http://localhost:8081"
 
 
 def test_endpoint_strings_are_accepted() -> None:
@@ -60,6 +63,18 @@ def test_bad_endpoint_is_a_usage_error() -> None:
     """A typo in --http is reported at start-up, before anything runs."""
     with pytest.raises(usage.UsageError, match="--http"):
         parse("--http", "nonsense:1")
+
+
+def test_bad_ops_endpoint_names_its_own_option() -> None:
+    """A typo in --ops is reported as --ops, not as --http."""
+    with pytest.raises(usage.UsageError, match=r"^--ops: "):
+        parse("--ops", "nonsense:1")
+
+
+def test_fsync_and_no_fsync_together_are_refused() -> None:
+    """Two contradicting durability flags are a usage error, not a silent choice."""
+    with pytest.raises(usage.UsageError, match="contradict"):
+        parse("--fsync", "--no-fsync")
 
 
 @pytest.mark.parametrize(
@@ -111,13 +126,17 @@ def test_default_host_from_endpoint(endpoint: str, host: str) -> None:
     assert default_host(endpoint) == host
 
 
-def test_make_service_writer_first_then_listener(tmp_path: Path) -> None:
-    """The writer starts first and stops last, so the file is flushed after the listener stopped."""
+def test_make_service_access_log_then_writer_then_listener(tmp_path: Path) -> None:
+    """Stopped newest first: the listener, then the writer (the adds in flight are written and
+    answered), and the access log last, so those answers still get their lines."""
     reactor = MemoryReactor()
-    service = makeService(parse("--file", str(tmp_path / "s.json"), "--http", "tcp:0"), reactor=reactor)
-    assert isinstance(service, MultiService)
+    options = parse(
+        "--file", str(tmp_path / "s.json"), "--http", "tcp:0", "--access-log", str(tmp_path / "a")
+    )
+    service = makeService(options, reactor=reactor)
+    assert isinstance(service, StopInOrder)
     children = list(service)
-    assert isinstance(children[0], AppendLog)
+    assert [type(child) for child in children[:2]] == [LineAccessLog, AppendLog]
     assert [type(listener) for listener in children[-1]] == [StreamServerEndpointService]
     service.startService()
     assert len(reactor.tcpServers) == 1
