@@ -95,7 +95,9 @@ class _Collector(Collector):
         for (route, method, status), count in sorted(metrics.requests.items()):
             requests.add_metric([route, method, str(status)], count)
         yield requests
-        yield CounterMetricFamily("goto_redirects", "Redirects answered (302).", value=metrics.redirects)
+        yield CounterMetricFamily(
+            "goto_redirects", "Redirects answered (302, or --redirect-status).", value=metrics.redirects
+        )
         yield CounterMetricFamily("goto_adds", "Links added or found (successful adds).", value=metrics.adds)
         yield CounterMetricFamily(
             "goto_adds_rate_limited", "Adds refused by the rate limit (429).", value=metrics.rate_limited

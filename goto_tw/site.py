@@ -22,7 +22,7 @@ from goto_tw.interfaces import ILocalLookup, IURLStore
 from goto_tw.keys import is_valid_key
 from goto_tw.limits import BoundedRequest
 from goto_tw.metrics import Metrics
-from goto_tw.web import FastAnswers
+from goto_tw.web import DEFAULT_REDIRECT_STATUS, REDIRECT_STATUSES, FastAnswers
 
 #: First path segments with a route name of their own; any other valid key is a redirect.
 _ROUTES = {b"": "form", b"add": "add", b"api": "api", b"RPC2": "rpc", b"_goto": "ops"}
@@ -63,6 +63,7 @@ class GotoSite(Site):
         host: str = "localhost",
         access_log: AccessLog | None = None,
         timeout: float = 60,
+        redirect_status: int = DEFAULT_REDIRECT_STATUS,
     ) -> None:
         """With a ``store`` that can look keys up locally (and the ``host`` of short URLs),
         redirects and adds take the fast path; without one every request takes twisted.web's
@@ -73,7 +74,9 @@ class GotoSite(Site):
         self.access_log: AccessLog = access_log if access_log is not None else EventAccessLog(reactor)
         local = ILocalLookup(store, None)
         self.responder: IFastResponder | None = (
-            FastAnswers(store, local, host, reactor) if store is not None and local is not None else None
+            FastAnswers(store, local, host, reactor, redirect_status)
+            if store is not None and local is not None
+            else None
         )
 
     def buildProtocol(self, addr: Any) -> Any:
@@ -103,7 +106,7 @@ class GotoSite(Site):
         :meth:`log` does for the general path (the route is known: no need to work it out)."""
         metrics = self.metrics
         metrics.count_request(route, method, status)
-        if status == 302:
+        if status in REDIRECT_STATUSES:
             metrics.redirects += 1
         elif status == 200 and route == "add":
             metrics.adds += 1
@@ -116,7 +119,7 @@ class GotoSite(Site):
         route = route_of(path)
         metrics = self.metrics
         metrics.count_request(route, method, status)
-        if status == 302 and route == "redirect":
+        if status in REDIRECT_STATUSES and route == "redirect":
             metrics.redirects += 1
         elif (status == 200 and route == "add" and method != "HEAD") or (status == 201 and route == "api"):
             metrics.adds += 1

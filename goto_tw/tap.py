@@ -152,6 +152,15 @@ def parse_add_rate(value: str) -> float:
         raise usage.UsageError(f"--add-rate: {exc}") from None
 
 
+def parse_redirect_status(value: str) -> int:
+    """``--redirect-status``: one of the redirect statuses a short link may answer."""
+    from goto_tw.web import REDIRECT_STATUSES
+
+    if not value.isdigit() or int(value) not in REDIRECT_STATUSES:
+        raise usage.UsageError(f"--redirect-status: expected 301, 302, 307 or 308, not {value!r}")
+    return int(value)
+
+
 class Options(usage.Options):
     """Options of ``twistd goto``; ``twistd -n goto --help`` lists them."""
 
@@ -253,6 +262,14 @@ class Options(usage.Options):
             50,
             "Adds a client may make at once before --add-rate applies.",
             positive(int, "add-burst"),
+        ],
+        [
+            "redirect-status",
+            None,
+            302,
+            "Status of a short link's redirect: 301, 302, 307 or 308 (permanent ones carry "
+            "Cache-Control: private, max-age=90).",
+            parse_redirect_status,
         ],
         [
             "access-log",
@@ -365,8 +382,16 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
     if isinstance(store, (URLStore, ProxyStore)):
         store.policy = policy
     ReloadOnSighup(reactor, reloaders).setServiceParent(top)
+    redirect_status = int(options.get("redirect-status") or 302)
     root = make_root(
-        store, options["host"], metrics, rpc, keys=keys, private=bool(options.get("private")), clients=clients
+        store,
+        options["host"],
+        metrics,
+        rpc,
+        keys=keys,
+        private=bool(options.get("private")),
+        clients=clients,
+        redirect_status=redirect_status,
     )
     limiter = None
     if options.get("add-rate"):
@@ -385,6 +410,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         store=store,
         host=options["host"],
         access_log=access_log,
+        redirect_status=redirect_status,
     )
     if isinstance(site.responder, FastAnswers) and options.get("private"):
         site.responder.adds = False  # adds need a key: the general path checks it
@@ -410,10 +436,11 @@ def make_root(
     keys: APIKeys | None = None,
     private: bool = False,
     clients: ClientAddresses | None = None,
+    redirect_status: int = 302,
 ) -> Resource:
     """The resource tree: the front end, the JSON API, ``/_goto/`` and, on a master, ``/RPC2``."""
     metrics.watch_store(store.count)
-    root = GotoRoot(store, host)
+    root = GotoRoot(store, host, redirect_status=redirect_status)
     api = PlainResource()
     root.putChild(b"api", api)
     version1 = PlainResource()

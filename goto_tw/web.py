@@ -55,6 +55,26 @@ RETRY_AFTER = b"Retry-After"
 #: The header carrying a redirect's target, and the headers that follow it.
 LOCATION = b"Location"
 REDIRECT_HEADERS: tuple[tuple[bytes, bytes], ...] = ((b"Content-Length", b"0"),)
+#: The statuses ``--redirect-status`` may choose; 302 (the seed's) by default.
+REDIRECT_STATUSES = (301, 302, 307, 308)
+DEFAULT_REDIRECT_STATUS = 302
+#: How long a browser may keep a permanent redirect (301, 308) without asking again, in seconds.
+PERMANENT_REDIRECT_MAX_AGE = 90
+
+
+def redirect_headers(status: int) -> tuple[tuple[bytes, bytes], ...]:
+    """The headers after ``Location`` of a redirect with ``status``: the one definition both paths use.
+
+    A permanent redirect (301, 308) may be kept by a browser for ever unless told otherwise, and then
+    a link disabled later (410) would keep redirecting there without the browser ever asking again.
+    So permanent redirects say ``Cache-Control: private, max-age=90``, as YOURLS does (Shlink sends
+    ``private,max-age=`` its redirect cache lifetime): shared caches keep nothing, a browser at most
+    90 seconds. Temporary ones (302, 307) are not cached by default and get nothing, as the seed.
+    """
+    if status in (301, 308):
+        return (*REDIRECT_HEADERS, (b"Cache-Control", b"private, max-age=%d" % PERMANENT_REDIRECT_MAX_AGE))
+    return REDIRECT_HEADERS
+
 
 #: A header value we send: visible ASCII only (no CR, LF, NUL, space or anything else that could
 #: end a header or mean something else to a client).
@@ -305,33 +325,37 @@ class AddResource(PlainResource):
 
 
 class RedirectResource(PlainResource):
-    """``/KEY``: 302 to the long URL, 404 for an unknown key (``HEAD`` answers the same headers)."""
+    """``/KEY``: a redirect (302 unless ``--redirect-status`` says otherwise) to the long URL, 404 for
+    an unknown key (``HEAD`` answers the same headers)."""
 
     isLeaf = True
 
-    def __init__(self, store: IURLStore, key: str) -> None:
+    def __init__(self, store: IURLStore, key: str, status: int = DEFAULT_REDIRECT_STATUS) -> None:
         super().__init__()
         self._store = store
         self._key = key
+        self._status = status
 
     def render_GET(self, request: Request) -> object:
         if request.postpath:
             return _not_found(request)
         key = self._key
-        return respond_when_ready(request, self._store.get(key), lambda url: _redirect(request, key, url))
+        return respond_when_ready(
+            request, self._store.get(key), lambda url: _redirect(request, key, url, self._status)
+        )
 
     render_HEAD = render_GET
 
 
-def _redirect(request: Request, key: str, url: str) -> None:
+def _redirect(request: Request, key: str, url: str, status: int) -> None:
     if not is_header_safe(url):
         # twisted.web would turn CR/LF into spaces and send a mangled Location: refuse it whole.
         _log_unsendable(key)
         write_text(request, http.INTERNAL_SERVER_ERROR, INTERNAL_ERROR)
         return
-    request.setResponseCode(http.FOUND)
+    request.setResponseCode(status)
     request.setHeader(LOCATION, url.encode("ascii"))
-    for name, value in REDIRECT_HEADERS:
+    for name, value in redirect_headers(status):
         request.setHeader(name, value)
     request.finish()
 
@@ -347,9 +371,12 @@ def _not_found(request: Request) -> bytes:
 class GotoRoot(PlainResource):
     """The root: fixed children (``add``, ``RPC2``...) first, then any other segment is a key."""
 
-    def __init__(self, store: IURLStore, host: str) -> None:
+    def __init__(
+        self, store: IURLStore, host: str, *, redirect_status: int = DEFAULT_REDIRECT_STATUS
+    ) -> None:
         super().__init__()
         self._store = store
+        self._redirect_status = redirect_status
         self.putChild(b"", FormResource())
         self.putChild(b"add", AddResource(store, host))
 
@@ -360,7 +387,7 @@ class GotoRoot(PlainResource):
             key = ""
         if not is_valid_key(key):
             return NotFoundResource()
-        return RedirectResource(self._store, key)
+        return RedirectResource(self._store, key, self._redirect_status)
 
     def render_GET(self, request: Request) -> bytes:
         # Reached for a request target with no path segment at all; answer as "/" does.
@@ -379,12 +406,15 @@ class NotFoundResource(Resource):
 #: Status line and Server header of each answer the fast path writes, made once.
 _STATUS_LINES = {
     status: b"HTTP/1.1 %d %s\r\nServer: %s\r\nDate: " % (status, RESPONSES[status], server_version)
-    for status in (200, 302, 400, 403, 404, 409, 500, 503)
+    for status in (200, *REDIRECT_STATUSES, 400, 403, 404, 409, 500, 503)
 }
 _TEXT_HEADERS = b"".join(b"\r\n%s: %s" % header for header in TEXT_HEADERS)
-_REDIRECT_START = _STATUS_LINES[302]
 _LOCATION = b"\r\n" + LOCATION + b": "
-_REDIRECT_END = b"".join(b"\r\n%s: %s" % header for header in REDIRECT_HEADERS) + b"\r\n\r\n"
+#: What follows the URL in a redirect, per status.
+_REDIRECT_ENDS = {
+    status: b"".join(b"\r\n%s: %s" % header for header in redirect_headers(status)) + b"\r\n\r\n"
+    for status in REDIRECT_STATUSES
+}
 
 
 def text_response(status: int, date: bytes, text: bytes, retry_after: int | None = None) -> bytes:
@@ -414,11 +444,21 @@ class FastAnswers:
     #: False (``--private``): every add goes to the general path, which asks for a key.
     adds = True
 
-    def __init__(self, store: IURLStore, local: ILocalLookup, host: str, clock: IReactorTime) -> None:
+    def __init__(
+        self,
+        store: IURLStore,
+        local: ILocalLookup,
+        host: str,
+        clock: IReactorTime,
+        redirect_status: int = DEFAULT_REDIRECT_STATUS,
+    ) -> None:
         self._store = store
         self._lookup = local.lookup
         self._host = host
         self._date = PerSecond(clock, datetimeToString)
+        self._redirect_status = redirect_status
+        self._redirect_start = _STATUS_LINES[redirect_status]
+        self._redirect_end = _REDIRECT_ENDS[redirect_status]
 
     def redirect(self, method: str, key: str) -> FastAnswer | None:
         """A redirect to what the store holds locally under ``key``; ``None`` (general path) otherwise."""
@@ -428,7 +468,8 @@ class FastAnswers:
         if _HEADER_SAFE.fullmatch(url) is None:
             _log_unsendable(key)
             return self.internal_error()
-        return 302, "-", _REDIRECT_START + self._date.now() + _LOCATION + url.encode("ascii") + _REDIRECT_END
+        head = self._redirect_start + self._date.now() + _LOCATION
+        return self._redirect_status, "-", head + url.encode("ascii") + self._redirect_end
 
     def add(self, method: str, target: bytes, body: bytes) -> Union[FastAnswer, Deferred[FastAnswer], None]:
         """Answer ``GET /add?url=`` or a form ``POST /add`` as :class:`AddResource` does.

