@@ -142,10 +142,17 @@ def read_secret(path: str) -> bytes:
     return secret
 
 
-def parse_add_rate(value: str) -> float:
-    """``--add-rate``: adds per second from ``N/s``, ``N/m`` or ``N/h``."""
+#: ``--add-rate`` by default: adds per second per client (10/s), far above what a person adding
+#: links by hand ever does, far below what a script spamming the service needs.
+DEFAULT_ADD_RATE = 10.0
+
+
+def parse_add_rate(value: str) -> float | None:
+    """``--add-rate``: adds per second from ``N/s``, ``N/m`` or ``N/h``; ``off`` (``None``): no limit."""
     from goto_tw.ratelimit import parse_rate
 
+    if value.strip().lower() == "off":
+        return None
     try:
         return parse_rate(value)
     except ValueError as exc:
@@ -251,9 +258,8 @@ class Options(usage.Options):
         [
             "add-rate",
             None,
-            None,
-            "Rate limit on adds per client address: N/s, N/m or N/h (e.g. 10/s); over it, 429 "
-            "[default: no limit].",
+            DEFAULT_ADD_RATE,
+            "Rate limit on adds per client address: N/s, N/m or N/h, or 'off'; over it, 429 [default: 10/s].",
             parse_add_rate,
         ],
         [

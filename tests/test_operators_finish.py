@@ -66,3 +66,16 @@ def test_redirect_status_option() -> None:
     for bad in ("303", "200", "x"):
         with pytest.raises(usage.UsageError, match="--redirect-status"):
             Options().parseOptions(["--redirect-status", bad])
+
+
+def test_adds_are_rate_limited_by_default() -> None:
+    """The default is 10 adds a second with a burst of 50 per client; ``--add-rate off`` disables it."""
+    options = Options()
+    options.parseOptions([])
+    assert (options["add-rate"], options["add-burst"]) == (10.0, 50)
+    options = Options()
+    options.parseOptions(["--add-rate", "off"])
+    assert options["add-rate"] is None
+    options = Options()
+    options.parseOptions(["--add-rate", "2/m"])
+    assert options["add-rate"] == pytest.approx(2 / 60)

@@ -23,3 +23,19 @@ def test_redirect_status_308_on_master_and_slave_both_paths(
             assert reply.status == 308, reply
             assert reply.headers["Location"] == "https://perm.example/"
             assert reply.headers["Cache-Control"] == "private, max-age=90"
+
+
+def test_adds_are_limited_by_default(goto_processes: GotoProcesses, tmp_path: Path) -> None:
+    """Started with no --add-rate, a master lets a client add 50 at once, then answers 429."""
+    master = goto_processes("--no-fsync", data_file=tmp_path / "d.json", rate_limit_off=False)
+    statuses = [add_url(master.base_url, f"https://burst.example/{n}").status for n in range(70)]
+    assert statuses[:50] == [200] * 50
+    assert 429 in statuses[50:], statuses
+
+
+def test_add_rate_off_lifts_the_limit(goto_processes: GotoProcesses, tmp_path: Path) -> None:
+    """With --add-rate off (what the harness passes by default), 120 quick adds all succeed."""
+    master = goto_processes("--no-fsync", data_file=tmp_path / "d.json")
+    assert "--add-rate" in master.command
+    statuses = {add_url(master.base_url, f"https://bulk.example/{n}").status for n in range(120)}
+    assert statuses == {200}
