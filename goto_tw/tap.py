@@ -446,7 +446,7 @@ def make_root(
 ) -> Resource:
     """The resource tree: the front end, the JSON API, ``/_goto/`` and, on a master, ``/RPC2``."""
     metrics.watch_store(store.count)
-    root = GotoRoot(store, host, redirect_status=redirect_status)
+    root = GotoRoot(store, host, redirect_status=redirect_status, private=private and keys is not None)
     api = PlainResource()
     root.putChild(b"api", api)
     version1 = PlainResource()

@@ -101,8 +101,16 @@ def _flatten(tag: Tag) -> bytes:
     return b"<!DOCTYPE html>\n" + out[0]
 
 
-def form_page() -> bytes:
-    """Return the HTML of the add form (``GET /``, ``GET /add``), which posts to ``/add``."""
+#: The form's line on a private instance (``--private``): a browser's form cannot send a key.
+PRIVATE_NOTE = (
+    "Adding links here needs an API key (Authorization: Bearer KEY, e.g. with curl or the JSON API "
+    "at /api/v1/links); this form alone cannot add."
+)
+
+
+def form_page(private: bool = False) -> bytes:
+    """Return the HTML of the add form (``GET /``, ``GET /add``), which posts to ``/add``; on a private
+    instance it says that adding needs a key, so a visitor is not left with a bare 401."""
     return _flatten(
         tags.html(
             tags.head(
@@ -112,6 +120,7 @@ def form_page() -> bytes:
             ),
             tags.body(
                 tags.h1("goto"),
+                tags.p(PRIVATE_NOTE) if private else "",
                 tags.form(
                     tags.label("Add this URL: ", tags.input(type="url", name="url", required="", size="60")),
                     tags.input(type="submit", value="Shorten"),
@@ -278,9 +287,9 @@ class FormResource(PlainResource):
 
     isLeaf = True
 
-    def __init__(self) -> None:
+    def __init__(self, private: bool = False) -> None:
         super().__init__()
-        self._page = form_page()
+        self._page = form_page(private)
 
     def render_GET(self, request: Request) -> bytes:
         if request.postpath not in ([], [b""]):
@@ -294,11 +303,11 @@ class AddResource(PlainResource):
 
     isLeaf = True
 
-    def __init__(self, store: IURLStore, host: str) -> None:
+    def __init__(self, store: IURLStore, host: str, private: bool = False) -> None:
         super().__init__()
         self._store = store
         self._host = host
-        self._form = form_page()
+        self._form = form_page(private)
 
     def render_GET(self, request: Request) -> object:
         values = (request.args or {}).get(b"url") or [b""]
@@ -372,13 +381,18 @@ class GotoRoot(PlainResource):
     """The root: fixed children (``add``, ``RPC2``...) first, then any other segment is a key."""
 
     def __init__(
-        self, store: IURLStore, host: str, *, redirect_status: int = DEFAULT_REDIRECT_STATUS
+        self,
+        store: IURLStore,
+        host: str,
+        *,
+        redirect_status: int = DEFAULT_REDIRECT_STATUS,
+        private: bool = False,
     ) -> None:
         super().__init__()
         self._store = store
         self._redirect_status = redirect_status
-        self.putChild(b"", FormResource())
-        self.putChild(b"add", AddResource(store, host))
+        self.putChild(b"", FormResource(private))
+        self.putChild(b"add", AddResource(store, host, private))
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         try:

@@ -79,3 +79,19 @@ def test_adds_are_rate_limited_by_default() -> None:
     options = Options()
     options.parseOptions(["--add-rate", "2/m"])
     assert options["add-rate"] == pytest.approx(2 / 60)
+
+
+def test_the_form_says_when_adding_needs_a_key() -> None:
+    """On a private instance (--private) the form at / and /add says adding needs an API key; on an
+    open one it says nothing of keys."""
+    from goto_tw.auth import APIKeys
+
+    store = URLStore()
+    keys = APIKeys(None, Clock(), (b"k",))
+    private = Client(make_root(store, HOST, Metrics("master"), keys=keys, private=True))
+    public = Client(make_root(store, HOST, Metrics("master"), keys=keys))
+    for path in ("/", "/add"):
+        status, _, body = private.request("GET", path)
+        assert status == 200 and b"needs an API key" in body, body
+        status, _, body = public.request("GET", path)
+        assert status == 200 and b"API key" not in body
