@@ -21,6 +21,7 @@ from goto_tw.api import LinksResource
 from goto_tw.auth import APIKeys, KeyRequiredToAdd, KeysFileError
 from goto_tw.blocklist import LinkPolicy
 from goto_tw.clients import ClientAddresses
+from goto_tw.cors import add_cors
 from goto_tw.interfaces import IURLStore
 from goto_tw.keybound import CorruptKeyBound
 from goto_tw.lifecycle import DrainService, StopInOrder, listening_service
@@ -301,6 +302,20 @@ class Options(usage.Options):
         ],
     ]
 
+    def __init__(self) -> None:
+        super().__init__()
+        self["cors-origins"] = frozenset()
+
+    def opt_cors_origin(self, value: str) -> None:
+        """Let browser pages from this origin (https://app.example; repeatable or comma-separated)
+        call the JSON API (CORS) [default: none]."""
+        from goto_tw.cors import parse_origins
+
+        try:
+            self["cors-origins"] = self["cors-origins"] | parse_origins(value)
+        except ValueError as exc:
+            raise usage.UsageError(f"--cors-origin: {exc}") from None
+
     def postOptions(self) -> None:
         if self["host"] is None:
             self["host"] = default_host(self["http"])
@@ -409,6 +424,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         root.children[b"api"].children[b"v1"].putChild(
             b"links", LimitAdds(links, limiter, clients, is_api_add)
         )
+    add_cors(root, options.get("cors-origins") or frozenset())
     site = GotoSite(
         root,
         metrics,

@@ -95,3 +95,73 @@ def test_the_form_says_when_adding_needs_a_key() -> None:
         assert status == 200 and b"needs an API key" in body, body
         status, _, body = public.request("GET", path)
         assert status == 200 and b"API key" not in body
+
+
+def cors_client(origins: tuple[str, ...] = ("https://app.example",)) -> tuple[Client, URLStore]:
+    from goto_tw.auth import APIKeys
+    from goto_tw.cors import add_cors
+
+    store = URLStore()
+    root = make_root(store, HOST, Metrics("master"), keys=APIKeys(None, Clock(), (b"k",)))
+    add_cors(root, frozenset(origins))
+    return Client(root), store
+
+
+def test_cors_headers_on_the_api_for_a_listed_origin_only() -> None:
+    """A listed origin gets Access-Control-Allow-Origin (and Vary: Origin) on API answers, errors
+    included; another origin, or a page outside the API, gets no CORS header."""
+    client, store = cors_client()
+    key = result_of(store.put("https://a.example/"))
+    listed = {"Origin": "https://app.example"}
+    for method, path in (
+        ("GET", f"/api/v1/links/{key}"),
+        ("GET", "/api/v1/links/nope"),
+        ("GET", "/api/v1/links"),
+    ):
+        _, headers, _ = client.request(method, path, headers=listed)
+        assert headers.getRawHeaders("access-control-allow-origin") == ["https://app.example"], path
+        assert "Origin" in headers.getRawHeaders("vary")
+    status, headers, _ = client.request(
+        "POST",
+        "/api/v1/links",
+        headers={**listed, "Content-Type": "application/json"},
+        data=b'{"url":"https://b.example/"}',
+    )
+    assert status == 201 and "Location" in headers.getRawHeaders("access-control-expose-headers")[0]
+    _, headers, _ = client.request("GET", f"/api/v1/links/{key}", headers={"Origin": "https://evil.example"})
+    assert not any(name.lower().startswith(b"access-control") for name, _ in headers.getAllRawHeaders())
+    _, headers, _ = client.request("GET", f"/{key}", headers=listed)
+    assert headers.getRawHeaders("access-control-allow-origin") is None
+
+
+def test_cors_preflight_is_204_with_methods_and_authorization() -> None:
+    """OPTIONS with a listed Origin is a 204 preflight allowing the API's methods and the
+    Authorization header; from another origin it is what it is without CORS (405)."""
+    client, _ = cors_client()
+    preflight = {"Access-Control-Request-Method": "DELETE", "Access-Control-Request-Headers": "authorization"}
+    status, headers, body = client.request(
+        "OPTIONS", "/api/v1/links/abc", headers={"Origin": "https://app.example", **preflight}
+    )
+    assert (status, body) == (204, b"")
+    assert headers.getRawHeaders("access-control-allow-origin") == ["https://app.example"]
+    assert "DELETE" in headers.getRawHeaders("access-control-allow-methods")[0]
+    assert "Authorization" in headers.getRawHeaders("access-control-allow-headers")[0]
+    status, headers, _ = client.request(
+        "OPTIONS", "/api/v1/links/abc", headers={"Origin": "https://evil.example", **preflight}
+    )
+    assert status == 405 and headers.getRawHeaders("access-control-allow-origin") is None
+
+
+def test_cors_is_off_by_default_and_origins_are_checked() -> None:
+    """No --cors-origin: no CORS at all; values are origins (repeatable, comma lists), checked."""
+    options = Options()
+    options.parseOptions([])
+    assert options["cors-origins"] == frozenset()
+    options = Options()
+    options.parseOptions(
+        ["--cors-origin", "https://a.example,http://b.example:8080", "--cors-origin", "https://c.example"]
+    )
+    assert options["cors-origins"] == {"https://a.example", "http://b.example:8080", "https://c.example"}
+    for bad in ("a.example", "https://a.example/path", "ftp://a.example"):
+        with pytest.raises(usage.UsageError, match="--cors-origin"):
+            Options().parseOptions(["--cors-origin", bad])

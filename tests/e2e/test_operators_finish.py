@@ -39,3 +39,32 @@ def test_add_rate_off_lifts_the_limit(goto_processes: GotoProcesses, tmp_path: P
     assert "--add-rate" in master.command
     statuses = {add_url(master.base_url, f"https://bulk.example/{n}").status for n in range(120)}
     assert statuses == {200}
+
+
+def test_cors_for_a_listed_origin_on_a_real_master(goto_processes: GotoProcesses, tmp_path: Path) -> None:
+    """--cors-origin: a listed origin's preflight is 204 and its API answers carry
+    Access-Control-Allow-Origin; another origin gets none; redirects never do."""
+    master = goto_processes("--cors-origin", "https://app.example", data_file=tmp_path / "d.json")
+    key = key_of(add_url(master.base_url, "https://cors.example/").text)
+    listed = {"Origin": "https://app.example"}
+    preflight = request(
+        "OPTIONS",
+        f"{master.base_url}/api/v1/links",
+        headers={
+            **listed,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        },
+    )
+    assert preflight.status == 204, preflight
+    assert "Authorization" in preflight.headers["Access-Control-Allow-Headers"]
+    reply = request("GET", f"{master.base_url}/api/v1/links/{key}", headers=listed)
+    assert reply.status == 200 and reply.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    other = request(
+        "GET", f"{master.base_url}/api/v1/links/{key}", headers={"Origin": "https://evil.example"}
+    )
+    assert other.status == 200 and other.headers["Access-Control-Allow-Origin"] is None
+    assert (
+        request("GET", f"{master.base_url}/{key}", headers=listed).headers["Access-Control-Allow-Origin"]
+        is None
+    )
