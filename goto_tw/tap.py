@@ -26,6 +26,7 @@ from goto_tw.interfaces import IURLStore
 from goto_tw.keybound import CorruptKeyBound
 from goto_tw.lifecycle import DrainService, StopInOrder, listening_service
 from goto_tw.metrics import Metrics
+from goto_tw.openapi import OpenAPIResource
 from goto_tw.ops import ops_resource
 from goto_tw.persistence import AppendLog, CorruptDataFile, open_data_file
 from goto_tw.proxystore import ProxyStore
@@ -468,6 +469,7 @@ def make_root(
     version1 = PlainResource()
     api.putChild(b"v1", version1)
     version1.putChild(b"links", LinksResource(store, host, keys, private=private, clients=clients))
+    version1.putChild(b"openapi.json", OpenAPIResource())
     if private and keys is not None:
         root.putChild(b"add", KeyRequiredToAdd(root.children[b"add"], keys, clients or ClientAddresses()))
     root.putChild(b"_goto", ops_resource(store, metrics))
