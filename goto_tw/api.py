@@ -156,7 +156,8 @@ class LinksResource(PlainResource):
         args = request.args or {}
         after_raw = (args.get(b"after") or [b""])[0]
         limit_raw = (args.get(b"limit") or [b"%d" % DEFAULT_PAGE])[0]
-        if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= MAX_PAGE:
+        # At most four digits before int(): thousands of them are refused by int() itself (a 500).
+        if not limit_raw.isdigit() or len(limit_raw) > 4 or not 1 <= int(limit_raw) <= MAX_PAGE:
             write_problem(request, 400, f"limit must be a whole number from 1 to {MAX_PAGE}")
             return NOT_DONE_YET
         try:

@@ -165,3 +165,15 @@ def test_cors_is_off_by_default_and_origins_are_checked() -> None:
     for bad in ("a.example", "https://a.example/path", "ftp://a.example"):
         with pytest.raises(usage.UsageError, match="--cors-origin"):
             Options().parseOptions(["--cors-origin", bad])
+
+
+def test_listing_with_a_limit_of_thousands_of_digits_is_400() -> None:
+    """Found by the fuzz drill: ``limit`` of 5000 digits was a 500 (int() refuses so many digits)."""
+    from goto_tw.auth import APIKeys
+
+    client = Client(make_root(URLStore(), HOST, Metrics("master"), keys=APIKeys(None, Clock(), (b"k",))))
+    status, headers, _ = client.request(
+        "GET", "/api/v1/links?limit=" + "9" * 5000, headers={"Authorization": "Bearer k"}
+    )
+    assert status == 400
+    assert headers.getRawHeaders("content-type") == ["application/problem+json"]

@@ -114,3 +114,7 @@ def test_fuzz_drill(tmp_path: Path) -> None:
     assert figure(output, "XML-RPC faults 8002 'error'") == "0"
     assert figure(output, "pipelined exchanges answered out of order or incompletely") == "0"
     assert figure(output, "tracebacks in server logs") == "0"
+    # Issue 11's inputs reached what they aim at: keys refused and accepted, preflights, disabled links.
+    operators = figure(output, "operators")
+    for status in ("201", "204", "401", "410"):
+        assert f"{status}: " in operators, operators
