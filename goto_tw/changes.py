@@ -16,6 +16,8 @@ from typing import NamedTuple
 
 #: Changes the feed remembers; a slave further behind than this drops its cache.
 MAX_CHANGES = 10_000
+#: The epoch a slave asks about before its first answer (with ``since`` 0).
+FIRST_CONTACT = ""
 #: Most keys one answer carries (the rest come with the next poll).
 MAX_KEYS_PER_ANSWER = 1_000
 
@@ -59,6 +61,11 @@ class ChangeFeed:
         incomplete answer positioned at the latest change.
         """
         oldest_held = self._log[0][0] if self._log else self._seq + 1
+        if epoch == FIRST_CONTACT and seq == 0:
+            # A slave's first poll: it may have cached pairs already, fetched from this master; the
+            # feed from its start (tombstones loaded at start-up included) covers every key that
+            # could be stale among them. Complete if the feed still holds change 1.
+            epoch = self.epoch
         if epoch != self.epoch or seq > self._seq or seq < oldest_held - 1:
             return Changes(self.epoch, self._seq, [], False)
         keys: list[str] = []

@@ -5,9 +5,10 @@ The bound: a key disabled on the master is dropped from every slave's cache at m
 at that moment may predate it; the next one, started at most a second later, carries it), as long
 as the master answers. The call travels in the slave's existing batches (``system.multicall``).
 
-A slave that cannot trust the answer whole (its first poll, a master restarted under a new epoch,
-or more than :data:`~goto_tw.changes.MAX_CHANGES` changes behind after an outage) drops its whole
-cache. While the master does not answer, nothing changes: the slave serves what it holds, as it
+A slave's first poll gets every key disabled since the master started (tombstones loaded from its
+data file included), so what it cached before that answer is checked, not dropped. A slave that
+cannot trust an answer whole (a master restarted under a new epoch, or more than
+:data:`~goto_tw.changes.MAX_CHANGES` changes behind after an outage) drops its whole cache. While the master does not answer, nothing changes: the slave serves what it holds, as it
 always has, and the first answer after the outage brings it up to date.
 """
 

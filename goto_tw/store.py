@@ -65,6 +65,8 @@ class URLStore:
             self._forget_recent(key)
         self._clock = clock
         self.feed = ChangeFeed()
+        for key in self._disabled:  # a slave's first poll learns of them too (see ChangeFeed.since)
+            self.feed.record(key)
         #: Checks a URL before it is stored (blocklist, own host): raises InvalidURL to refuse it.
         self.policy: Callable[[str], None] | None = None
 

@@ -35,7 +35,7 @@ from goto_tw.reload import ReloadOnSighup
 from goto_tw.rpc import RPCResource
 from goto_tw.site import GotoSite
 from goto_tw.store import URLStore
-from goto_tw.web import FastAnswers, GotoRoot, NotFoundResource, PlainResource
+from goto_tw.web import DEFAULT_REDIRECT_STATUS, FastAnswers, GotoRoot, NotFoundResource, PlainResource
 
 if TYPE_CHECKING:
     from goto_tw.remote import HTTPPoster  # imported at run time by slaves only (see make_slave_store)
@@ -274,7 +274,7 @@ class Options(usage.Options):
         [
             "redirect-status",
             None,
-            302,
+            DEFAULT_REDIRECT_STATUS,
             "Status of a short link's redirect: 301, 302, 307 or 308 (permanent ones carry "
             "Cache-Control: private, max-age=90).",
             parse_redirect_status,
@@ -404,7 +404,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
     if isinstance(store, (URLStore, ProxyStore)):
         store.policy = policy
     ReloadOnSighup(reactor, reloaders).setServiceParent(top)
-    redirect_status = int(options.get("redirect-status") or 302)
+    redirect_status = int(options.get("redirect-status") or DEFAULT_REDIRECT_STATUS)
     root = make_root(
         store,
         options["host"],
@@ -459,7 +459,7 @@ def make_root(
     keys: APIKeys | None = None,
     private: bool = False,
     clients: ClientAddresses | None = None,
-    redirect_status: int = 302,
+    redirect_status: int = DEFAULT_REDIRECT_STATUS,
 ) -> Resource:
     """The resource tree: the front end, the JSON API, ``/_goto/`` and, on a master, ``/RPC2``."""
     metrics.watch_store(store.count)

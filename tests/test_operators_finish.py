@@ -177,3 +177,22 @@ def test_listing_with_a_limit_of_thousands_of_digits_is_400() -> None:
     )
     assert status == 400
     assert headers.getRawHeaders("content-type") == ["application/problem+json"]
+
+
+def test_a_slaves_first_poll_lists_every_disabled_key_instead_of_dropping_its_cache() -> None:
+    """Found by the whole suite (test_slaves_ride_out_a_master_restart, flaky): a slave's first poll
+    answered "incomplete", so the slave dropped what it had cached meanwhile (its first adds), and
+    could not serve them during an outage. First contact (epoch "", 0) now gets every key disabled
+    since the master started, tombstones loaded from the data file included, as a complete list;
+    only a feed that has dropped some (too many changes) still says incomplete."""
+    from goto_tw.changes import ChangeFeed
+
+    store = URLStore({"a": "https://a.example/", "b": "https://b.example/"}, disabled={"a": 5})
+    first = store.changes("", 0)
+    assert (first.keys, first.complete) == (["a"], True)
+    assert store.changes(first.epoch, first.seq) == (first.epoch, first.seq, [], True)
+    assert ChangeFeed("e").since("", 0) == ("e", 0, [], True)
+    truncated = ChangeFeed("e", capacity=2)
+    for key in "xyz":
+        truncated.record(key)
+    assert truncated.since("", 0).complete is False
