@@ -11,7 +11,8 @@ def test_redirect_status_308_on_master_and_slave_both_paths(
     goto_processes: GotoProcesses, tmp_path: Path
 ) -> None:
     """A master and a slave started with --redirect-status 308 answer 308 with Cache-Control on the
-    fast path (keep-alive HTTP/1.1) and on twisted.web's (HTTP/1.0 goes there)."""
+    fast path (a plain HTTP/1.1 GET of a key held locally) and on twisted.web's (``Connection:
+    close``, and a slave's first look-up of a key, go there)."""
     master = goto_processes("--rpc", "--redirect-status", "308", data_file=tmp_path / "d.json", name="master")
     slave = goto_processes(
         "--master", f"127.0.0.1:{master.port}", "--redirect-status", "308", data_file=None, name="slave"
