@@ -1,9 +1,9 @@
 """CORS for the JSON API (``--cors-origin``): which browser pages may call ``/api/`` from elsewhere.
 
 Off unless origins are named. A request whose ``Origin`` is one of them gets
-``Access-Control-Allow-Origin`` (that origin, never ``*``: an API key may ride along) with
-``Vary: Origin`` on every answer under ``/api/``, errors included, so a page can read a 401 or a 429;
-a preflight (``OPTIONS`` with ``Access-Control-Request-Method``) is answered ``204`` allowing the
+``Access-Control-Allow-Origin`` (that origin, never ``*``: an API key may ride along) on every
+answer under ``/api/``, errors included, so a page can read a 401 or a 429 (and every answer there
+says ``Vary: Origin``, for caches); a preflight (``OPTIONS`` with ``Access-Control-Request-Method``) is answered ``204`` allowing the
 API's methods and the ``Authorization`` and ``Content-Type`` headers. Any other origin gets no CORS
 header at all (its preflight is what ``OPTIONS`` is without CORS: a 405), and nothing outside
 ``/api/`` (redirects, the form, ``/_goto/``) is touched.
@@ -55,6 +55,8 @@ class CORSResource(Resource):
 
     def _allowed(self, request: Request) -> bytes | None:
         """The request's ``Origin`` if it is listed (then the CORS headers are set), else ``None``."""
+        # Whatever the origin: an answer that depends on Origin says so, for any cache on the way.
+        request.setHeader(b"vary", b"Origin")
         origin = request.getHeader(b"origin")
         if origin is None:
             return None
@@ -65,7 +67,6 @@ class CORSResource(Resource):
         if text not in self._origins and "*" not in self._origins:
             return None
         request.setHeader(b"access-control-allow-origin", origin)
-        request.setHeader(b"vary", b"Origin")
         request.setHeader(b"access-control-expose-headers", EXPOSE_HEADERS)
         return origin
 

@@ -130,6 +130,7 @@ def test_cors_headers_on_the_api_for_a_listed_origin_only() -> None:
     assert status == 201 and "Location" in headers.getRawHeaders("access-control-expose-headers")[0]
     _, headers, _ = client.request("GET", f"/api/v1/links/{key}", headers={"Origin": "https://evil.example"})
     assert not any(name.lower().startswith(b"access-control") for name, _ in headers.getAllRawHeaders())
+    assert headers.getRawHeaders("vary") == ["Origin"]  # for caches: the answer depends on Origin
     _, headers, _ = client.request("GET", f"/{key}", headers=listed)
     assert headers.getRawHeaders("access-control-allow-origin") is None
 
