@@ -53,6 +53,10 @@ class Ledger:
     abandoned: int = 0
     #: Answers that are neither an acknowledgement, nor a 503: ``(target, method, status, body)``.
     unexpected: list[tuple[str, str, int, bytes]] = field(default_factory=list)
+    #: Keys a DELETE was sent for (answered or not), and those whose disabling the master acknowledged.
+    disable_tried: set[str] = field(default_factory=set)
+    disabled: dict[str, str] = field(default_factory=dict)
+    disable_errors: int = 0
 
 
 class AddClient(threading.Thread):
@@ -168,8 +172,9 @@ def _key_in_answer(method: str, status: int, body: bytes, url: str) -> str | Non
     return match.group(1)
 
 
-def lookup_all(port: int, acks: list[Ack], threads: int = 2) -> list[tuple[Ack, str]]:
-    """``GET /KEY`` for every ack on ``port``; return the acks that did not redirect to their URL."""
+def lookup_all(port: int, acks: list[Ack], threads: int = 2, expect: int = 302) -> list[tuple[Ack, str]]:
+    """``GET /KEY`` for every ack on ``port``; return the acks that did not redirect to their URL
+    (with ``expect=410``: those that did not answer 410 Gone)."""
     wrong: list[tuple[Ack, str]] = []
     lock = threading.Lock()
 
@@ -183,7 +188,9 @@ def lookup_all(port: int, acks: list[Ack], threads: int = 2) -> list[tuple[Ack, 
                     outcome = f"error {exc!r}"
                 else:
                     location = headers.get("Location")
-                    if status == 302 and location == ack.url:
+                    if expect == 302 and status == 302 and location == ack.url:
+                        continue
+                    if expect == 410 and status == 410:
                         continue
                     outcome = f"{status} Location={location!r}"
                 with lock:

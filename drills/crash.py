@@ -19,7 +19,11 @@ link). After the last restart the load stops and the drill checks that:
   logged a traceback;
 - clicks: a client sends click batches (``Store.Clicks``, as slaves do) to the master throughout;
   after the last restart the master counts at least every click it acknowledged, and no more than
-  were sent (an unanswered batch may or may not have been written).
+  were sent (an unanswered batch may or may not have been written);
+- tombstones too (issue 11): meanwhile a disabler thread disables acknowledged keys on the master
+  (``DELETE /api/v1/links/KEY`` with an API key) between kills. Every disable the master
+  acknowledged (200) answers 410 afterwards on the master and on both slaves (within the 2 s
+  coherence bound), has its tombstone in the data file, and its key was never handed out again.
 
 Figures: kills, acknowledged, lost (must be 0), duplicate keys (0), conflicting keys (0), and the
 adds refused with 503 or lost to connection errors during outages (expected, reported).
@@ -42,7 +46,7 @@ import threading
 import time
 import xmlrpc.client as xmlrpclib
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +66,13 @@ from drills._load import RETRY_PAUSE, AddClient, Ledger, lookup_all, wait_for_ac
 
 #: Acknowledged adds looked up through each slave at the end (all of them through the master).
 SLAVE_SAMPLE = 500
+#: The API key the master accepts, for the disabler.
+API_KEY = "crash-drill-key-7f3a"
+#: Seconds between two disables, and the most a run makes (quick, full).
+DISABLE_PAUSE = 0.05
+MAX_DISABLES = (40, 1000)
+#: Seconds a disabled key may take to answer 410 on a slave (the coherence bound), plus slack.
+DISABLE_BOUND = 2.0
 
 
 #: The custom key the click client counts clicks for.
@@ -76,6 +87,50 @@ class ClickLedger:
     unanswered: int = 0
     refused: int = 0
     batches: int = 0
+
+
+class Disabler(threading.Thread):
+    """Disables acknowledged keys on the master, one every :data:`DISABLE_PAUSE` seconds, kills or not."""
+
+    def __init__(self, port: int, ledger: Ledger, stop: threading.Event, limit: int, seed: int) -> None:
+        super().__init__(name="disabler", daemon=True)
+        self.ledger = ledger
+        self.stop_event = stop
+        self.limit = limit
+        self.rng = random.Random(seed)
+        self.client = KeepAliveClient(port)
+
+    def run(self) -> None:
+        ledger = self.ledger
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        try:
+            while not self.stop_event.wait(DISABLE_PAUSE) and len(ledger.disable_tried) < self.limit:
+                with ledger.lock:
+                    candidates = ledger.acks[-200:]
+                    ack = self.rng.choice(candidates) if candidates else None
+                    if ack is None or ack.key in ledger.disable_tried:
+                        continue
+                    ledger.disable_tried.add(ack.key)
+                try:
+                    status, _, body = self.client.request("DELETE", f"/api/v1/links/{ack.key}", None, headers)
+                except (OSError, http.client.HTTPException):
+                    with ledger.lock:
+                        ledger.disable_errors += 1
+                    continue
+                with ledger.lock:
+                    if status == 200 and json.loads(body).get("disabled") is not None:
+                        ledger.disabled[ack.key] = ack.url
+                    elif status == 503:
+                        ledger.disable_errors += 1
+                    else:
+                        ledger.unexpected.append(
+                            ("master", f"DELETE /api/v1/links/{ack.key}", status, body[:200])
+                        )
+        except Exception as exc:  # a bug in the drill: make it fail loudly
+            with ledger.lock:
+                ledger.unexpected.append(("master", "disabler crashed", 0, repr(exc).encode()))
+        finally:
+            self.client.close()
 
 
 class ClickClient(threading.Thread):
@@ -129,6 +184,8 @@ class Records:
     pairs: list[tuple[str, str]]
     bad_lines: list[str]
     torn_tail: bytes
+    #: Tombstones: disabled key -> when.
+    tombstones: dict[str, int] = field(default_factory=dict)
 
 
 def read_data_file(path: Path) -> Records:
@@ -138,11 +195,15 @@ def read_data_file(path: Path) -> Records:
     torn_tail = data[end:]
     pairs: list[tuple[str, str]] = []
     bad: list[str] = []
+    tombstones: dict[str, int] = {}
     for number, line in enumerate(data[:end].splitlines(), start=1):
         try:
             record = json.loads(line)
         except ValueError:
             bad.append(f"line {number}: {line[:200]!r}")
+            continue
+        if isinstance(record, dict) and set(record) == {"key", "disabled"}:
+            tombstones.setdefault(record["key"], record["disabled"])
             continue
         if not isinstance(record, dict) or set(record) not in (
             {"key", "url"},
@@ -151,7 +212,7 @@ def read_data_file(path: Path) -> Records:
             bad.append(f"line {number}: {line[:200]!r}")
             continue
         pairs.append((record["key"], record["url"]))
-    return Records(pairs, bad, torn_tail)
+    return Records(pairs, bad, torn_tail, tombstones)
 
 
 def run(args_list: list[str] | None = None) -> int:
@@ -181,7 +242,9 @@ def run(args_list: list[str] | None = None) -> int:
     )
     started = time.monotonic()
     with DrillWorkdir("crash", args.workdir, args.keep) as work, Fleet(work.path) as fleet:
-        status = _drill(report, fleet, work.path, kills, uptime, downtime, rng, args.clients_per_server)
+        status = _drill(
+            report, fleet, work.path, kills, uptime, downtime, rng, args.clients_per_server, bool(args.quick)
+        )
         work.failed = status != 0
         report.figure("drill seconds", f"{time.monotonic() - started:.1f}")
     return status
@@ -213,10 +276,15 @@ def _drill(
     downtime: tuple[float, float],
     rng: random.Random,
     clients_per_server: int,
+    quick: bool = True,
 ) -> int:
     data_file = workdir / "data.json"
+    keys_file = workdir / "api-keys"
+    keys_file.write_text(API_KEY + "\n")
     quiet = ("--access-log", "none")
-    master = fleet.start("--rpc", *quiet, name="master", data_file=data_file)
+    master = fleet.start(
+        "--rpc", "--api-keys-file", str(keys_file), *quiet, name="master", data_file=data_file
+    )
     slaves = [
         fleet.start(
             "--master",
@@ -253,6 +321,7 @@ def _drill(
             (target, port) for target, port in targets.items() for _ in range(clients_per_server)
         )
     ]
+    disabler = Disabler(master.port, ledger, stop, MAX_DISABLES[0 if quick else 1], rng.randrange(1 << 30))
     restart_seconds: list[float] = []
     #: When each kill happened, and how many records the data file held right after it.
     kill_log: list[tuple[float, int]] = []
@@ -261,6 +330,7 @@ def _drill(
     click_client.start()
     for client in clients:
         client.start()
+    disabler.start()
     try:
         for _ in range(kills):
             time.sleep(rng.uniform(*uptime))
@@ -278,6 +348,7 @@ def _drill(
         for client in clients:
             client.join(timeout=15)
         click_client.join(timeout=15)
+        disabler.join(timeout=15)
     load_seconds = time.monotonic() - load_started
 
     acks = ledger.acks
@@ -309,11 +380,28 @@ def _drill(
 
     # Every acknowledged add through the running master, and a sample through each slave.
     unique_acks = list({ack.key: ack for ack in acks}.values())
+    # Keys a DELETE was sent for may be disabled (410) even if its answer was lost: not looked up for 302.
+    live_acks = [ack for ack in unique_acks if ack.key not in ledger.disable_tried]
+    disabled_acks = [ack for ack in unique_acks if ack.key in ledger.disabled]
     looked_up = time.monotonic()
-    wrong_http = lookup_all(master.port, unique_acks)
+    wrong_http = lookup_all(master.port, live_acks)
     lookup_seconds = time.monotonic() - looked_up
-    sample = rng.sample(unique_acks, min(SLAVE_SAMPLE, len(unique_acks)))
+    sample = rng.sample(live_acks, min(SLAVE_SAMPLE, len(live_acks)))
     wrong_slave = [item for slave in slaves for item in lookup_all(slave.port, sample, threads=1)]
+    # Every acknowledged disable: 410 on the master at once, and on each slave within the bound
+    # (a slave that cached the key drops it at its next poll of the change feed).
+    not_gone_master = lookup_all(master.port, disabled_acks, expect=410)
+    bound_deadline = time.monotonic() + DISABLE_BOUND + 1.0
+    not_gone_slaves = [
+        item for slave in slaves for item in lookup_all(slave.port, disabled_acks, 1, expect=410)
+    ]
+    while not_gone_slaves and time.monotonic() < bound_deadline:
+        time.sleep(0.1)
+        not_gone_slaves = [
+            item for slave in slaves for item in lookup_all(slave.port, disabled_acks, 1, expect=410)
+        ]
+    # A disabled key is never handed out again: no acknowledgement gives it to another URL.
+    reused = [ack for ack in acks if ack.key in ledger.disabled and ack.url != ledger.disabled[ack.key]]
 
     # Clicks: every acknowledged one is counted, and nothing beyond what was sent.
     reader = KeepAliveClient(master.port)
@@ -346,6 +434,7 @@ def _drill(
     duplicate_urls = {url: n for url, n in url_count.items() if n > 1}
     stored = set(records.pairs)
     lost_file = [ack for ack in unique_acks if (ack.key, ack.url) not in stored]
+    no_tombstone = sorted(key for key in ledger.disabled if key not in records.tombstones)
     acked_urls = {ack.url for ack in acks}
     unacknowledged_stored = sum(1 for _, url in records.pairs if url not in acked_urls)
     lost = {ack.key for ack in lost_file} | {ack.key for ack, _ in wrong_http}
@@ -375,6 +464,16 @@ def _drill(
     report.figure("URLs with two keys", len(two_keys))
     report.figure("URLs stored twice in the data file", len(duplicate_urls))
     report.figure("slave lookups wrong", f"{len(wrong_slave)} of {len(sample) * len(slaves)}")
+    report.figure("disables sent", len(ledger.disable_tried))
+    report.figure("disables acknowledged", len(ledger.disabled))
+    report.figure("disables refused with 503 or lost to connection errors", ledger.disable_errors)
+    report.figure("tombstones in the data file", len(records.tombstones))
+    report.figure("disabled keys not answering 410 on the master", len(not_gone_master))
+    report.figure("disabled keys not answering 410 on a slave", len(not_gone_slaves))
+    report.figure("disabled keys without a tombstone", len(no_tombstone))
+    report.figure("disabled keys handed out again", len(reused))
+    for ack, outcome in (not_gone_master + not_gone_slaves)[:10]:
+        report.note(f"disabled {ack.key} -> {ack.url}: {outcome}")
     for ack, outcome in (wrong_http + wrong_slave)[:10]:
         report.note(f"{ack.key} -> {ack.url} (acknowledged by {ack.target}, {ack.method}): {outcome}")
     for ack in lost_file[:10]:
@@ -400,6 +499,10 @@ def _drill(
         "; ".join(records.bad_lines[:3]),
     )
     report.check("unexpected answers == 0", not ledger.unexpected)
+    report.check("disables acknowledged", len(ledger.disabled) > 0)
+    report.check("disabled keys answer 410 everywhere", not not_gone_master and not not_gone_slaves)
+    report.check("disabled keys have their tombstone", not no_tombstone, ", ".join(no_tombstone[:5]))
+    report.check("disabled keys never handed out again", not reused)
     back = {
         target for target in targets if any(ack.at > last_restart and ack.target == target for ack in acks)
     }

@@ -21,6 +21,11 @@ a bounded number of connections at a time, each exchange bounded in time):
 ``disconnects``       clients that close (FIN) or reset (RST) mid-request, or right after sending;
                       an identical add on another connection must still be answered
 ``slowloris``         a bounded number of connections trickling a request a byte at a time
+``operators``         issue 11's inputs: odd ``Authorization`` headers (right, wrong, huge, other
+                      schemes), ``DELETE`` of links with and without a key, listing with odd
+                      ``after``/``limit``, ``X-Forwarded-For`` from a trusted proxy (garbage, long
+                      lists, IPv6), ``OPTIONS`` preflights and ``Origin`` headers (CORS), and
+                      ``/api/v1/openapi.json``
 
 After every category the drill checks that both processes are alive and serve a normal add and
 redirect, and reads their ``VmRSS``. It fails on any 500 answer (printing the requests that caused
@@ -68,6 +73,11 @@ from drills._common import (
     summarize,
 )
 
+#: The API key the servers accept, the origin they allow (CORS), the proxy they trust: issue 11's inputs.
+API_KEY = b"fuzz-drill-key-4d9c1e"
+CORS_ORIGIN = b"https://app.fuzz.test"
+TRUSTED_PROXY = "127.0.0.1"
+
 #: Connections open at once while fuzzing.
 CONCURRENCY = 32
 #: Seconds after the last byte received (once an answer's head is in) before an exchange is done.
@@ -95,6 +105,8 @@ ROUTES = (
     "/zzzzzz",
     "/api/v1/links",
     "/api/v1/links/{key}",
+    "/api/v1/links?after={key}&limit=2",
+    "/api/v1/openapi.json",
     "/_goto/health",
     "/_goto/metrics",
     "/RPC2",
@@ -425,6 +437,15 @@ def _templates(ctx: Context) -> list[bytes]:
         request(b"GET", b"/_goto/health"),
         request(b"GET", f"/api/v1/links/{ctx.key}".encode()),
         request(b"GET", f"/{ctx.key}".encode(), close=False) * 2,
+        # Issue 11: no valid API key here, so no mutation can disable a key the drill relies on.
+        request(b"DELETE", f"/api/v1/links/{ctx.key}".encode(), [(b"Authorization", b"Bearer wrong")]),
+        request(b"GET", b"/api/v1/links?after=0&limit=5", [(b"Authorization", b"Bearer wrong")]),
+        request(
+            b"OPTIONS",
+            b"/api/v1/links",
+            [(b"Origin", CORS_ORIGIN), (b"Access-Control-Request-Method", b"POST")],
+        ),
+        request(b"GET", b"/api/v1/openapi.json", [(b"Origin", CORS_ORIGIN)]),
     ]
 
 
@@ -1172,6 +1193,190 @@ def _statuses_match(got: list[int], expected: list[int]) -> bool:
     )
 
 
+def gen_operators(ctx: Context, victims: list[str]) -> list[Probe]:
+    """Issue 11's endpoints and headers. Only ``victims`` (keys added for this) are ever disabled
+    with the right key, so the drill's own key keeps redirecting."""
+    key = ctx.key.encode()
+    good = b"Bearer " + API_KEY
+    authorizations = [
+        good,
+        b"Bearer wrong",
+        b"bearer " + API_KEY,
+        b"Bearer  " + API_KEY + b"  ",
+        b"Basic " + API_KEY,
+        b"Bearer",
+        b"Bearer ",
+        b"Bearer " + API_KEY + b"x",
+        b"Bearer " + API_KEY[:-1],
+        b"Bearer " + b"k" * 5000,
+        b"Bearer \xff\xfe",
+        b"Bearer \x00" + API_KEY,
+        b"Token " + API_KEY,
+        b"",
+    ]
+    probes: list[Probe] = []
+    for number, value in enumerate(authorizations):
+        headers = [(b"Authorization", value)]
+        probes += [
+            Probe(
+                "operators", f"list with authorization {number}", [request(b"GET", b"/api/v1/links", headers)]
+            ),
+            Probe(
+                "operators",
+                f"delete unknown with authorization {number}",
+                [request(b"DELETE", b"/api/v1/links/zzzzzz", headers)],
+            ),
+            Probe(
+                "operators",
+                f"delete own key without the right authorization {number}",
+                [request(b"DELETE", b"/api/v1/links/" + key, headers if value != good else [])],
+            ),
+            Probe(
+                "operators",
+                f"add by API with authorization {number}",
+                [
+                    request(
+                        b"POST",
+                        b"/api/v1/links",
+                        [*headers, (b"Content-Type", b"application/json")],
+                        json.dumps({"url": ctx.url("auth")}).encode(),
+                    )
+                ],
+            ),
+        ]
+    for victim in victims:
+        target = f"/api/v1/links/{victim}".encode()
+        probes += [
+            Probe("operators", f"disable {victim}", [request(b"DELETE", target, [(b"Authorization", good)])]),
+            Probe(
+                "operators",
+                f"disable {victim} again",
+                [request(b"DELETE", target, [(b"Authorization", good)])],
+            ),
+            Probe("operators", f"read disabled {victim}", [request(b"GET", target)]),
+            Probe(
+                "operators",
+                f"redirect disabled {victim}",
+                [request(b"GET", b"/" + victim.encode(), close=False)],
+            ),
+        ]
+    for delete_target in (
+        b"/api/v1/links",
+        b"/api/v1/links/",
+        b"/api/v1/links/a/b",
+        b"/api/v1/links/%00",
+        b"/api/v1/links/_goto",
+        b"/api/v1/links/" + b"9" * 70,
+    ):
+        probes.append(
+            Probe(
+                "operators",
+                f"DELETE {delete_target[:40]!r}",
+                [request(b"DELETE", delete_target, [(b"Authorization", good)])],
+            )
+        )
+    queries = [
+        b"", b"?limit=0", b"?limit=-1", b"?limit=1001", b"?limit=1e3", b"?limit=99999999999999999999",
+        b"?limit=%00", b"?limit=1&limit=2", b"?after=", b"?after=" + key, b"?after=%FF%FE", b"?after=%00",
+        b"?after=" + b"a" * 65, b"?after=" + b"z" * 64 + b"&limit=1000", b"?after=zzzzzz&limit=1",
+        b"?after[]=1", b"?%zz", b"?after=\xff", b"?limit=" + b"9" * 5000,
+    ]  # fmt: skip
+    for query in queries:
+        probes.append(
+            Probe(
+                "operators",
+                f"list {query[:40]!r}",
+                [request(b"GET", b"/api/v1/links" + query, [(b"Authorization", good)])],
+            )
+        )
+    forwarded = [
+        b"198.51.100.7", b"198.51.100.7, 203.0.113.9", b"2001:db8::1", b"[2001:db8::1]:443", b"unknown",
+        b"", b",,,", b"999.1.1.1", b"198.51.100.7:80", b"\xff\xfe", b", ".join([b"10.0.0.1"] * 2000),
+        b"1" * 5000, b"127.0.0.1", b"::1", b"fe80::1%eth0",
+    ]  # fmt: skip
+    for number, value in enumerate(forwarded):
+        headers = [(b"X-Forwarded-For", value)]
+        probes += [
+            Probe(
+                "operators",
+                f"add with X-Forwarded-For {number}",
+                [
+                    request(
+                        b"GET",
+                        b"/add?" + urllib.parse.urlencode({"url": ctx.url("xff")}).encode(),
+                        headers,
+                        close=False,
+                    )
+                ],
+            ),
+            Probe(
+                "operators",
+                f"wrong key with X-Forwarded-For {number}",
+                [request(b"GET", b"/api/v1/links", [*headers, (b"Authorization", b"Bearer no")])],
+            ),
+        ]
+    origins = [
+        CORS_ORIGIN,
+        b"https://evil.test",
+        b"null",
+        b"",
+        b"HTTPS://APP.FUZZ.TEST",
+        b"\xff",
+        b"https://app.fuzz.test" + b"x" * 5000,
+        b"*",
+    ]
+    for number, origin in enumerate(origins):
+        for method, target in (
+            (b"OPTIONS", b"/api/v1/links"),
+            (b"OPTIONS", b"/api/v1/links/" + key),
+            (b"OPTIONS", b"/" + key),
+            (b"OPTIONS", b"/api/v1/openapi.json"),
+        ):
+            preflight = [
+                (b"Origin", origin),
+                (b"Access-Control-Request-Method", b"DELETE"),
+                (b"Access-Control-Request-Headers", b"authorization"),
+            ]
+            probes.append(
+                Probe(
+                    "operators", f"preflight {number} {target[:30]!r}", [request(method, target, preflight)]
+                )
+            )
+        probes.append(
+            Probe(
+                "operators",
+                f"GET with origin {number}",
+                [request(b"GET", b"/api/v1/links/" + key, [(b"Origin", origin)])],
+            )
+        )
+    probes += [
+        Probe("operators", "openapi.json", [request(b"GET", b"/api/v1/openapi.json", close=False)]),
+        Probe("operators", "openapi.json HEAD", [request(b"HEAD", b"/api/v1/openapi.json")]),
+        Probe("operators", "openapi.json/x", [request(b"GET", b"/api/v1/openapi.json/x")]),
+        Probe("operators", "openapi.json POST", [request(b"POST", b"/api/v1/openapi.json", body=b"{}")]),
+    ]
+    for number in range(ctx.scale(20, 300)):
+        template = ctx.rng.choice(
+            [
+                request(
+                    b"GET", b"/api/v1/links?after=0&limit=5", [(b"Authorization", b"Bearer x" + API_KEY)]
+                ),
+                request(
+                    b"OPTIONS",
+                    b"/api/v1/links",
+                    [(b"Origin", CORS_ORIGIN), (b"Access-Control-Request-Method", b"POST")],
+                ),
+                request(
+                    b"GET",
+                    b"/add?url=https%3A%2F%2Ffuzz.test%2Fm",
+                    [(b"X-Forwarded-For", b"198.51.100.1, 203.0.113.2")],
+                ),
+            ]
+        )
+        probes.append(Probe("operators", f"mutated {number}", [mutate(template, ctx.rng)]))
+    return probes
+
+
 def gen_pipelining(ctx: Context, slave_key: str) -> list[Probe]:
     """Pipelined requests with the statuses they must get, in order (answers are never reordered)."""
     key = ctx.key.encode()
@@ -1405,14 +1610,31 @@ def run(args_list: list[str] | None = None) -> int:
 def _drill(report: Report, fleet: Fleet, workdir: Path, args: argparse.Namespace) -> int:
     quick = bool(args.quick)
     timeout = 0.5 if quick else 2.0
-    master = fleet.start("--rpc", name="master", data_file=workdir / "data.json")
+    keys_file = workdir / "api-keys"
+    keys_file.write_bytes(API_KEY + b"\n")
+    operators = [
+        "--api-keys-file", str(keys_file), "--cors-origin", CORS_ORIGIN.decode(), "--trusted-proxy", TRUSTED_PROXY,
+    ]  # fmt: skip
+    master = fleet.start("--rpc", *operators, name="master", data_file=workdir / "data.json")
     slave = fleet.start(
-        "--master", f"127.0.0.1:{master.port}", "--rpc-timeout", "3", name="slave", data_file=None, wait=False
+        "--master",
+        f"127.0.0.1:{master.port}",
+        "--rpc-timeout",
+        "3",
+        *operators,
+        name="slave",
+        data_file=None,
+        wait=False,
     )
     setup = KeepAliveClient(master.port)
     status, _, body = setup.request("GET", "/add?url=https%3A%2F%2Ffuzz.test%2Fknown")
+    victims = []
+    for number in range(3):  # links the operators category disables (never the drill's own key)
+        victim_status, _, victim = setup.request("GET", f"/add?url=https%3A%2F%2Ffuzz.test%2Fvictim{number}")
+        if victim_status == 200:
+            victims.append(victim.decode("ascii").strip().rsplit("/", 1)[1])
     setup.close()
-    if status != 200:
+    if status != 200 or len(victims) != 3:
         raise RuntimeError(f"setup: add answered {status} {body!r}")
     key = body.decode("ascii").strip().rsplit("/", 1)[1]
     slave.wait_ready()
@@ -1444,6 +1666,7 @@ def _drill(report: Report, fleet: Fleet, workdir: Path, args: argparse.Namespace
         ("people", lambda: gen_people(ctx)),
         ("pipelining", lambda: gen_pipelining(ctx, key)),
         ("disconnects", lambda: gen_disconnects(ctx)),
+        ("operators", lambda: gen_operators(ctx, victims)),
     ]
     all_results: list[Result] = []
     tried: Counter[str] = Counter()

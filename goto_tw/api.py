@@ -12,10 +12,13 @@ import time
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.python.failure import Failure
 from twisted.web.server import NOT_DONE_YET, Request
 
-from goto_tw.errors import GotoError, InvalidKey, InvalidURL
-from goto_tw.interfaces import ILinkAdder, ILinkStats, IURLStore
+from goto_tw.auth import APIKeys, refuse
+from goto_tw.clients import ClientAddresses
+from goto_tw.errors import GotoError, InvalidKey, InvalidURL, NotKept
+from goto_tw.interfaces import ILinkAdder, ILinkAdmin, ILinkStats, IURLStore
 from goto_tw.keys import INVALID_KEY, is_valid_key
 from goto_tw.urls import validate_url
 from goto_tw.web import (
@@ -29,6 +32,9 @@ from goto_tw.web import (
 
 #: Largest request body accepted, in bytes: a 4 KiB URL plus JSON framing fits with room to spare.
 MAX_BODY_BYTES = 16 * 1024
+#: Links per page of ``GET /api/v1/links`` by default, and at most.
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
 
 
 def write_json(
@@ -56,21 +62,50 @@ class LinksResource(PlainResource):
 
     isLeaf = True
 
-    def __init__(self, store: IURLStore, host: str, stats: ILinkStats | None = None) -> None:
+    def __init__(
+        self,
+        store: IURLStore,
+        host: str,
+        stats: ILinkStats | None = None,
+        keys: APIKeys | None = None,
+        *,
+        private: bool = False,
+        clients: ClientAddresses | None = None,
+    ) -> None:
+        """``keys`` guard the management calls (listing, disabling; and creating if ``private``):
+        without keys, those always answer 401."""
         super().__init__()
         self._store = store
         self._host = host
         self._stats = stats
+        self._keys = keys
+        self._private = private
+        self._clients = clients or ClientAddresses()
+        self._admin = ILinkAdmin(store, None)
+
+    def _authorized(self, request: Request) -> bool:
+        """Whether the request carries an API key in force; if not, it has been answered 401."""
+        client = self._clients.of_request(request)
+        if self._keys is None:
+            refuse(request)
+            return False
+        return self._keys.authorize(request, client)
 
     def render(self, request: Request) -> int:
         path = request.postpath or []
         if path in ([], [b""]):
+            if request.method in (b"GET", b"HEAD"):
+                return self._list(request) if self._authorized(request) else NOT_DONE_YET
             if request.method != b"POST":
-                return _method_not_allowed(request, b"POST")
+                return _method_not_allowed(request, b"GET, HEAD, POST")
+            if self._private and not self._authorized(request):
+                return NOT_DONE_YET
             return self._create(request)
         if len(path) == 1:
+            if request.method == b"DELETE":
+                return self._disable(request, path[0]) if self._authorized(request) else NOT_DONE_YET
             if request.method not in (b"GET", b"HEAD"):
-                return _method_not_allowed(request, b"GET, HEAD")
+                return _method_not_allowed(request, b"DELETE, GET, HEAD")
             return self._read(request, path[0])
         write_problem(request, 404, "no such API resource")
         return NOT_DONE_YET
@@ -137,12 +172,69 @@ class LinksResource(PlainResource):
                 document["created"] = None if not isinstance(created, float) else _rfc3339(created)
                 return document
 
-            return self._stats.stats(key).addCallback(add)
+            def not_kept(failure: Failure) -> dict[str, Any]:
+                failure.trap(NotKept)  # this store keeps no statistics: the link without them
+                return document
+
+            return self._stats.stats(key).addCallbacks(add, not_kept)
 
         found = self._store.get(key).addCallback(with_stats)
         return respond_when_ready(
             request, found, lambda document: write_json(request, 200, document), on_error=write_error_problem
         )
+
+    def _list(self, request: Request) -> int:
+        """``GET /api/v1/links?after=KEY&limit=N``: a page of links in a stable order (master only)."""
+        admin = self._admin
+        if admin is None:
+            write_problem(request, 404, "links are listed by the master, not by a slave")
+            return NOT_DONE_YET
+        args = request.args or {}
+        after_raw = (args.get(b"after") or [b""])[0]
+        limit_raw = (args.get(b"limit") or [b"%d" % DEFAULT_PAGE])[0]
+        # At most four digits before int(): thousands of them are refused by int() itself (a 500).
+        if not limit_raw.isdigit() or len(limit_raw) > 4 or not 1 <= int(limit_raw) <= MAX_PAGE:
+            write_problem(request, 400, f"limit must be a whole number from 1 to {MAX_PAGE}")
+            return NOT_DONE_YET
+        try:
+            after = after_raw.decode("ascii") or None
+        except UnicodeDecodeError:
+            write_problem(request, 400, "after must be a key")
+            return NOT_DONE_YET
+        if after is not None and (len(after) > 64 or not after.isprintable()):
+            write_problem(request, 400, "after must be a key")
+            return NOT_DONE_YET
+        limit = int(limit_raw)
+        page = admin.links(after, limit)
+        document: dict[str, Any] = {
+            "links": [_link_document(self._host, key, url, disabled) for key, url, disabled in page]
+        }
+        if len(page) == limit:
+            document["next"] = f"/api/v1/links?after={page[-1][0]}&limit={limit}"
+        write_json(request, 200, document)
+        return NOT_DONE_YET
+
+    def _disable(self, request: Request, segment: bytes) -> int:
+        """``DELETE /api/v1/links/KEY``: disable the link everywhere (410 from then on); master only."""
+        admin = self._admin
+        if admin is None:
+            write_problem(request, 404, "links are disabled on the master, not on a slave")
+            return NOT_DONE_YET
+        key = segment.decode("ascii", "replace")
+        if not is_valid_key(key):
+            write_problem(request, 404, f"no link is stored under {key!r}")
+            return NOT_DONE_YET
+
+        def disabled(when: int) -> None:
+            assert admin is not None
+            write_json(request, 200, _link_document(self._host, key, admin.url_of(key) or "", when))
+
+        return respond_when_ready(request, admin.disable(key), disabled, on_error=write_error_problem)
+
+
+def _link_document(host: str, key: str, url: str, disabled: int | None) -> dict[str, Any]:
+    """A link as the management API shows it: ``disabled`` is when (seconds since the epoch) or null."""
+    return {"key": key, "url": url, "short_url": short_url(host, key), "disabled": disabled}
 
 
 def _rfc3339(seconds: float) -> str:

@@ -83,6 +83,28 @@ class MasterRefused(MasterUnreachable):
     """
 
 
+#: What a disabled key answers (the same words on every path, master or slave).
+DISABLED_MESSAGE = "This link has been disabled."
+
+
+class KeyDisabled(GotoError):
+    """The key was disabled by an operator: it answers 410 Gone for ever and is never handed out again."""
+
+    http_status = 410
+    fault_code = 410
+
+
+class RateLimited(GotoError):
+    """The client made more adds than its rate allows; ``retry_after`` says when one is allowed again."""
+
+    http_status = 429
+    fault_code = 429
+
+    def __init__(self, message: str, retry_after: int, detail: str | None = None) -> None:
+        super().__init__(message, detail)
+        self.retry_after = retry_after
+
+
 class NotAuthorized(GotoError):
     """The RPC caller did not present the shared secret the master requires."""
 
@@ -99,5 +121,6 @@ class NotKept(GotoError):
 
 #: Errors by fault code, for the RPC client to map a master's fault back to the same error.
 ERRORS_BY_FAULT_CODE: dict[int, type[GotoError]] = {
-    cls.fault_code: cls for cls in (KeyNotFound, KeyExists, InvalidURL, StoreUnavailable, NotAuthorized)
+    cls.fault_code: cls
+    for cls in (KeyNotFound, KeyExists, KeyDisabled, InvalidURL, StoreUnavailable, NotAuthorized)
 }

@@ -169,6 +169,9 @@ class FastRedirectChannel(DeadlineChannel):
 
     responder: IFastResponder | None = None
     record: Recorder
+    #: Asked before each add with (client, request head): ``None`` to go ahead, or the answer to send
+    #: instead (a rate limit's 429). Set by the site.
+    add_gate: Callable[[str, bytes], Optional[FastAnswer]] | None = None
     #: The client's address as the access log writes it, found once per connection.
     client: str = "-"
     _general = False
@@ -250,7 +253,12 @@ class FastRedirectChannel(DeadlineChannel):
                     if len(buffer) < head_end + body_length:
                         waiting_for_client = True
                         break
-                    answer = responder.add(method, path, buffer[head_end : head_end + body_length])
+                    refused = self.add_gate(self.client, head) if self.add_gate is not None else None
+                    answer = (
+                        refused
+                        if refused is not None
+                        else responder.add(method, path, buffer[head_end : head_end + body_length])
+                    )
                     head_end += body_length
                     route = "add"
                 if answer is None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
+from goto_tw.changes import Changes
+
 
 class IURLStore(Interface):
     """A key -> long URL map that hands out short keys."""
@@ -113,3 +115,41 @@ class IDatabaseHealth(Interface):
 
     def check_database() -> Deferred[bool]:
         """Ask the database now (concurrent checks share one call); fire with whether it answered."""
+
+
+class ITombstoneLog(Interface):
+    """A record log that can also make a key's disabling durable (a tombstone record)."""
+
+    def append_tombstone(key: str, when: int) -> Deferred[None]:
+        """Return a Deferred firing once the tombstone of ``key`` is as safe as the log promises."""
+
+
+class ILinkAdmin(Interface):
+    """An operator's view of a master's links: list them, disable one (``/api/v1/links``)."""
+
+    def links(after: str | None, limit: int) -> list[tuple[str, str, int | None]]:
+        """Up to ``limit`` ``(key, url, disabled_at)`` in a stable order, starting past ``after``.
+
+        ``disabled_at`` is ``None`` for a live link. An ``after`` that is not a stored key starts at
+        the first key that sorts after it in the same order.
+        """
+
+    def disable(key: str) -> Deferred[int]:
+        """Disable ``key`` for ever; fire with when (seconds since the epoch) once it is durable.
+
+        Fails with :class:`~goto_tw.errors.KeyNotFound` for an unknown key; disabling a disabled
+        key answers the first time.
+        """
+
+    def disabled_at(key: str) -> int | None:
+        """When ``key`` was disabled, or ``None``."""
+
+    def url_of(key: str) -> str | None:
+        """The URL stored under ``key``, disabled or not, or ``None``."""
+
+
+class IChangeSource(Interface):
+    """Where slaves learn which keys changed (``Store.Changes``): see :mod:`goto_tw.changes`."""
+
+    def changes(epoch: str, since: int) -> Changes:
+        """A :class:`~goto_tw.changes.Changes` after ``since`` in ``epoch``."""

@@ -33,6 +33,8 @@ class Metrics:
         self.requests: Counter[tuple[str, str, int]] = Counter()
         self.adds = 0
         self.redirects = 0
+        #: Adds refused by the rate limit (429).
+        self.rate_limited = 0
         self._store_size: Callable[[], int] = lambda: 0
         self._cache_stats: Callable[[], tuple[int, int, int]] | None = None
         self._clicks: Callable[[], int] | None = None
@@ -98,8 +100,13 @@ class _Collector(Collector):
         for (route, method, status), count in sorted(metrics.requests.items()):
             requests.add_metric([route, method, str(status)], count)
         yield requests
-        yield CounterMetricFamily("goto_redirects", "Redirects answered (302).", value=metrics.redirects)
+        yield CounterMetricFamily(
+            "goto_redirects", "Redirects answered (302, or --redirect-status).", value=metrics.redirects
+        )
         yield CounterMetricFamily("goto_adds", "Links added or found (successful adds).", value=metrics.adds)
+        yield CounterMetricFamily(
+            "goto_adds_rate_limited", "Adds refused by the rate limit (429).", value=metrics.rate_limited
+        )
         size = GaugeMetricFamily(
             "goto_store_keys",
             "Keys held: all of them on a master, the cached ones on a slave.",

@@ -111,9 +111,18 @@ def _form(url: str = "", key: str = "", autofocus: bool = True) -> Tag:
     )
 
 
-def form_page() -> bytes:
-    """The add form (``GET /``, ``GET /add``)."""
-    return _document("goto: shorten a link", tags.h1("Shorten a link"), _form())
+#: The form's line on a private instance (``--private``): a browser's form cannot send a key.
+PRIVATE_NOTE = (
+    "Adding links here needs an API key (Authorization: Bearer KEY, e.g. with curl or the JSON API "
+    "at /api/v1/links); this form alone cannot add."
+)
+
+
+def form_page(private: bool = False) -> bytes:
+    """The add form (``GET /``, ``GET /add``); on a private instance it says that adding needs a
+    key, so a visitor is not left with a bare 401."""
+    notes = [tags.p(PRIVATE_NOTE, id="private")] if private else []
+    return _document("goto: shorten a link", tags.h1("Shorten a link"), *notes, _form())
 
 
 def result_page(short: str, url: str, key: str, new: bool) -> bytes:
@@ -142,7 +151,7 @@ def format_created(created: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(created))
 
 
-def info_page(short: str, url: str, key: str, clicks: int, created: float | None) -> bytes:
+def info_page(short: str, url: str, key: str, clicks: int | None, created: float | None) -> bytes:
     """A link's info page (``GET /KEY+``): where it goes, its QR code, when it was made, its clicks."""
     return _document(
         f"goto: {key}",
@@ -153,7 +162,7 @@ def info_page(short: str, url: str, key: str, clicks: int, created: float | None
             tags.dt("Goes to"),
             tags.dd(tags.span(url, class_="long", id="long")),
             tags.dt("Clicks"),
-            tags.dd(str(clicks), id="clicks"),
+            tags.dd("not counted by this server" if clicks is None else str(clicks), id="clicks"),
             tags.dt("Created"),
             tags.dd(format_created(created), id="created"),
         ),

@@ -20,7 +20,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Callable, NamedTuple, Protocol
 
 from twisted.application.service import Service
@@ -31,10 +31,11 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from goto_tw.errors import InvalidURL, StoreUnavailable
-from goto_tw.interfaces import IRecordLog
+from goto_tw.interfaces import IRecordLog, ITombstoneLog
 from goto_tw.keybound import KeyBound, bound_path
 from goto_tw.keys import RESERVED_SEGMENTS, is_valid_key
 from goto_tw.metrics import Metrics
+from goto_tw.tombstones import MARK, encode_tombstone, parse_tombstone
 from goto_tw.urlmap import URLMap, canonical_index, expected_keys
 from goto_tw.urls import MAX_URL_LENGTH, validate_url
 
@@ -200,11 +201,15 @@ def _holds_reserved(start: int, stop: int) -> bool:
     return position < len(_RESERVED_INDEXES) and _RESERVED_INDEXES[position] < stop
 
 
-def _parse_chunk(path: str, chunk: bytes, lines_before: int, urls: URLMap) -> int:
-    """Add the records of ``chunk`` (complete lines) to ``urls``; return how many lines it held."""
+def _parse_chunk(
+    path: str, chunk: bytes, lines_before: int, urls: URLMap, disabled: dict[str, int] | None = None
+) -> int:
+    """Add the records of ``chunk`` (complete lines) to ``urls``, its tombstones to ``disabled``;
+    return how many lines it held."""
     lines = chunk.count(b"\n")
     split = _split_plain(chunk, lines)
-    records: Iterable[tuple[str, str, float | None]]  # read lazily, so the first bad line is the one named
+    # Read lazily, so the first bad line is the one named; None stands for a tombstone.
+    records: Iterable[tuple[str, str, float | None] | None]
     urls_valid = False
     if split is not None:
         keys, plain_urls, urls_valid = split
@@ -223,11 +228,11 @@ def _parse_chunk(path: str, chunk: bytes, lines_before: int, urls: URLMap) -> in
             return lines
         records = ((key.decode("ascii"), url.decode("ascii"), None) for key, url in zip(keys, plain_urls))
     else:
-        records = (
-            _decode_line(path, lines_before + number, line)
-            for number, line in enumerate(chunk[:-1].split(b"\n"), start=1)
-        )
-    for number, (key, url, created) in enumerate(records, start=lines_before + 1):
+        records = _decode_lines(path, chunk, lines_before, urls, {} if disabled is None else disabled)
+    for number, record in enumerate(records, start=lines_before + 1):
+        if record is None:
+            continue  # a tombstone, already applied
+        key, url, created = record
         _check_key(path, number, key)
         if not urls_valid:
             _check_url(path, number, url)
@@ -241,7 +246,30 @@ def _parse_chunk(path: str, chunk: bytes, lines_before: int, urls: URLMap) -> in
     return lines
 
 
-def _read_records(path: str, read: Callable[[int], bytes]) -> tuple[URLMap, int, int, bytes]:
+def _decode_lines(
+    path: str, chunk: bytes, lines_before: int, urls: URLMap, disabled: dict[str, int]
+) -> Iterator[tuple[str, str, float | None] | None]:
+    """Decode the lines of ``chunk`` lazily: a pair per line, or ``None`` for a tombstone, which
+    is checked (it must follow its key's pair) and noted in ``disabled`` when reached."""
+    for number, line in enumerate(chunk[:-1].split(b"\n"), start=lines_before + 1):
+        if MARK in line and b'"url"' not in line:
+            tombstone = parse_tombstone(line)
+            if tombstone is None:
+                raise CorruptDataFile(path, number, 'not a tombstone record {"key":K,"disabled":SECONDS}')
+            key, when = tombstone
+            if key not in urls:
+                raise CorruptDataFile(
+                    path, number, f"the tombstone disables {key[:80]!r}, which is not stored"
+                )
+            disabled.setdefault(key, when)
+            yield None
+        else:
+            yield _decode_line(path, number, line)
+
+
+def _read_records(
+    path: str, read: Callable[[int], bytes], disabled: dict[str, int] | None = None
+) -> tuple[URLMap, int, int, bytes]:
     """Load every complete line ``read`` yields; return the map, the lines, their bytes, and the rest.
 
     The rest is what follows the last newline: nothing, a torn record, or a last record whose
@@ -258,7 +286,7 @@ def _read_records(path: str, read: Callable[[int], bytes]) -> tuple[URLMap, int,
         data = carried + block if carried else block
         end = data.rfind(b"\n") + 1
         if end:
-            lines_before += _parse_chunk(path, data[:end], lines_before, urls)
+            lines_before += _parse_chunk(path, data[:end], lines_before, urls, disabled)
             complete += end
         carried = data[end:]
         if len(carried) > MAX_RECORD_BYTES:
@@ -382,6 +410,8 @@ class DataFile(NamedTuple):
     key_bound: KeyBound
     #: The first counter value a new key may take: past every key in the file and the bound.
     next_index: int
+    #: Disabled keys (their tombstones), with when they were disabled (seconds since the epoch).
+    disabled: dict[str, int] = {}
 
 
 def resume_index(urls: URLMap, bound: int) -> int:
@@ -400,10 +430,11 @@ def open_data_file(path: str) -> DataFile:
     :class:`~goto_tw.keybound.CorruptKeyBound`. Nothing is silently discarded.
     """
     record_file = OSRecordFile(path)
+    disabled: dict[str, int] = {}
     try:
-        urls, lines, complete, rest = _read_records(path, record_file.read)
+        urls, lines, complete, rest = _read_records(path, record_file.read, disabled)
         if rest and _is_whole_json(rest):
-            _parse_chunk(path, rest + b"\n", lines, urls)
+            _parse_chunk(path, rest + b"\n", lines, urls, disabled)
             log.warn(
                 "Data file {path} ends with a whole record without its newline: adding the newline",
                 path=path,
@@ -428,7 +459,7 @@ def open_data_file(path: str) -> DataFile:
     except BaseException:
         record_file.close()
         raise
-    return DataFile(urls, record_file, key_bound, resume_index(urls, key_bound.durable))
+    return DataFile(urls, record_file, key_bound, resume_index(urls, key_bound.durable), disabled)
 
 
 def load_records(path: str) -> URLMap:
@@ -451,7 +482,7 @@ class _Queued(NamedTuple):
 ThreadRunner = Callable[[Callable[[], None]], "Deferred[None]"]
 
 
-@implementer(IRecordLog)
+@implementer(IRecordLog, ITombstoneLog)
 class AppendLog(Service):
     """The writer service: appends records with group commit, acknowledging each once it is safe.
 
@@ -538,6 +569,17 @@ class AppendLog(Service):
             self._needed = index + 1
         self._pending.append(_Queued(encode_record(key, url), acknowledged, -1 if index is None else index))
         self._raise_bound_ahead()
+        self._schedule_flush()
+        return acknowledged
+
+    def append_tombstone(self, key: str, when: int) -> Deferred[None]:
+        """Queue a tombstone for ``key``; the Deferred fires once it is as safe as a pair would be."""
+        if self._closed or not self.running:
+            return fail(
+                StoreUnavailable(NOT_STORED, detail="the data file is closed: the server is stopping")
+            )
+        acknowledged: Deferred[None] = Deferred()
+        self._pending.append(_Queued(encode_tombstone(key, when), acknowledged, -1))
         self._schedule_flush()
         return acknowledged
 

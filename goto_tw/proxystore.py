@@ -32,7 +32,15 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from goto_tw.errors import GotoError, InvalidKey, KeyNotFound, MasterUnreachable, StoreUnavailable
+from goto_tw.errors import (
+    DISABLED_MESSAGE,
+    GotoError,
+    InvalidKey,
+    KeyDisabled,
+    KeyNotFound,
+    MasterUnreachable,
+    StoreUnavailable,
+)
 from goto_tw.fanout import Coalescing, SharedResult
 from goto_tw.interfaces import ILinkAdder, ILocalLookup, IMasterHealth, IURLStore
 from goto_tw.keys import INVALID_KEY, is_valid_key
@@ -96,6 +104,12 @@ class ProxyStore:
         #: the health checks that come meanwhile, so they cost the master no call of their own.
         self._probe_outcome: SharedResult[bool] | None = None
         self.stats = CacheStats()
+        #: Keys the master answered as disabled: that never changes, so they are kept (bounded).
+        self._gone: OrderedDict[str, None] = OrderedDict()
+        #: Counts the forgets (see :meth:`forget`): an answer asked for before one is not cached.
+        self._generation = 0
+        #: Checks a URL before it is sent to the master (blocklist, own host): raises InvalidURL.
+        self.policy: Callable[[str], None] | None = None
 
     # --- IURLStore -------------------------------------------------------------------------------
 
@@ -117,6 +131,8 @@ class ProxyStore:
         if url is not None:
             return succeed(url)
         self.stats.misses += 1
+        if key in self._gone:
+            return fail(KeyDisabled(DISABLED_MESSAGE))
         unknown_until = self._unknown_until.get(key)
         if unknown_until is not None:
             if self._clock.seconds() < unknown_until:
@@ -128,6 +144,8 @@ class ProxyStore:
         """Store ``url`` on the master and cache the pair it confirms."""
         try:
             url = validate_url(url)
+            if self.policy is not None:
+                self.policy(url)
         except GotoError:
             return fail()
         return self._puts.call(url, lambda: self._ask_master_put(url))
@@ -161,10 +179,34 @@ class ProxyStore:
 
     def _ask_master_get(self, key: str) -> Deferred[str]:
         asked = self._ask_master(lambda: self._master.get(key))
-        return asked.addCallbacks(self._got, self._not_got, callbackArgs=(key,), errbackArgs=(key,))
+        generation = self._generation
+        return asked.addCallbacks(
+            self._got, self._not_got, callbackArgs=(key, generation), errbackArgs=(key,)
+        )
 
     def _ask_master_put(self, url: str) -> Deferred[str]:
-        return self._ask_master(lambda: self._master.put(url)).addCallback(self._put_done, url)
+        generation = self._generation
+        return self._ask_master(lambda: self._master.put(url)).addCallback(self._put_done, url, generation)
+
+    # --- coherence with the master (goto_tw.coherence) -------------------------------------------
+
+    def forget(self, keys: list[str]) -> None:
+        """Drop ``keys`` from the cache (the master changed them): the next look-up asks the master.
+
+        An answer to a call made before this one is passed on but not cached: it may predate the
+        change.
+        """
+        self._generation += 1
+        for key in keys:
+            self._cache.pop(key, None)
+            self._unknown_until.pop(key, None)
+
+    def forget_all(self) -> None:
+        """Drop every cached pair (the slave cannot tell what changed: it fell behind, or the master
+        restarted). Disabled keys stay known: disabling is for ever."""
+        self._generation += 1
+        self._cache.clear()
+        self._unknown_until.clear()
 
     # --- the cache -------------------------------------------------------------------------------
 
@@ -176,28 +218,35 @@ class ProxyStore:
             self._cache.popitem(last=False)
             self.stats.evictions += 1
 
-    def _got(self, url: object, key: str) -> str:
+    def _got(self, url: object, key: str, generation: int) -> str:
         checked = _checked_url(url)
         if checked is None:
             raise self._bad_answer(
                 f"the master answered {_shown(url)} for key {key!r}, which is not a valid URL"
             )
-        self._remember(key, checked)
+        if generation == self._generation:
+            self._remember(key, checked)
         return checked
 
     def _not_got(self, failure: Failure, key: str) -> Failure:
+        if failure.check(KeyDisabled):
+            self._gone[key] = None
+            self._cache.pop(key, None)
+            if len(self._gone) > self._cache_size:
+                self._gone.popitem(last=False)
         if failure.check(KeyNotFound) and self._negative_ttl > 0:
             self._unknown_until[key] = self._clock.seconds() + self._negative_ttl
             if len(self._unknown_until) > self._cache_size:
                 self._unknown_until.popitem(last=False)
         return failure
 
-    def _put_done(self, key: object, url: str) -> str:
+    def _put_done(self, key: object, url: str, generation: int) -> str:
         if not isinstance(key, str) or not is_valid_key(key):
             raise self._bad_answer(
                 f"the master answered {_shown(key)} as the key of {url!r}, which is not a valid key"
             )
-        self._remember(key, url)
+        if generation == self._generation:
+            self._remember(key, url)
         return key
 
     def _bad_answer(self, detail: str) -> StoreUnavailable:

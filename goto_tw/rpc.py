@@ -21,7 +21,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from goto_tw.clicks import ClickBook, check_batch
 from goto_tw.errors import GotoError, KeyNotFound, NotAuthorized
-from goto_tw.interfaces import ILinkAdder, ILinkStats, ILocalLookup, IURLStore
+from goto_tw.interfaces import IChangeSource, ILinkAdder, ILinkStats, ILocalLookup, IURLStore
 from goto_tw.keys import is_valid_key
 from goto_tw.linkstats import stats_struct
 from goto_tw.web import PlainResource
@@ -122,6 +122,25 @@ class StoreHandler(xmlrpc.XMLRPC):
             return put.addCallbacks(lambda key: {"key": key, "new": True}, _as_fault)
         added = adder.add(args[0], args[1] or None)
         return added.addCallbacks(lambda result: {"key": result[0], "new": result[1]}, _as_fault)
+
+    def xmlrpc_Changes(self, *args: Any) -> dict[str, Any]:
+        """``Store.Changes(epoch, since)``: the keys changed after ``since`` (see :mod:`goto_tw.changes`).
+
+        Answers ``{"epoch", "seq", "keys", "complete"}``; a slave whose epoch is not the master's
+        (``""`` on its first call) gets ``complete`` false and the current position.
+        """
+        if len(args) != 2 or not isinstance(args[0], str) or type(args[1]) is not int:
+            raise xmlrpc.Fault(BAD_ARGUMENTS, "expected the epoch (a string) and a sequence number")
+        source = IChangeSource(self._store, None)
+        if source is None:
+            raise xmlrpc.Fault(BAD_ARGUMENTS, "this store has no change feed")
+        changes = source.changes(args[0][:64], args[1])
+        return {
+            "epoch": changes.epoch,
+            "seq": changes.seq,
+            "keys": changes.keys,
+            "complete": changes.complete,
+        }
 
 
 class SystemHandler(xmlrpc.XMLRPC):

@@ -9,7 +9,7 @@ through :meth:`GotoSite.record_fast` once the answer is written.
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any, Callable, Optional, Union
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.web.http import Request
@@ -17,12 +17,12 @@ from twisted.web.resource import IResource
 from twisted.web.server import Site
 
 from goto_tw.accesslog import AccessLog, EventAccessLog
-from goto_tw.fastpath import FastRedirectChannel, IFastResponder
+from goto_tw.fastpath import FastAnswer, FastRedirectChannel, IFastResponder
 from goto_tw.interfaces import IClickCounter, ILocalLookup, IURLStore
 from goto_tw.keys import is_valid_key
 from goto_tw.limits import BoundedRequest
 from goto_tw.metrics import Metrics
-from goto_tw.web import FastAnswers
+from goto_tw.web import DEFAULT_REDIRECT_STATUS, REDIRECT_STATUSES, FastAnswers
 
 #: First path segments with a route name of their own; any other valid key is a redirect.
 _ROUTES = {b"": "form", b"add": "add", b"api": "api", b"RPC2": "rpc", b"_goto": "ops"}
@@ -50,6 +50,8 @@ class GotoSite(Site):
     # A plain HTTP/1.1 channel: no HTTP/2 negotiation wrapper, which only matters over TLS (ALPN).
     protocol = FastRedirectChannel  # type: ignore[assignment]
     requestFactory = BoundedRequest
+    #: The fast path's check before an add (a rate limit), or ``None``.
+    add_gate: Callable[[str, bytes], Optional[FastAnswer]] | None = None
 
     def __init__(
         self,
@@ -62,6 +64,7 @@ class GotoSite(Site):
         access_log: AccessLog | None = None,
         timeout: float = 60,
         clicks: IClickCounter | None = None,
+        redirect_status: int = DEFAULT_REDIRECT_STATUS,
     ) -> None:
         """With a ``store`` that can look keys up locally (and the ``host`` of short URLs),
         redirects and adds take the fast path; without one every request takes twisted.web's
@@ -72,7 +75,7 @@ class GotoSite(Site):
         self.access_log: AccessLog = access_log if access_log is not None else EventAccessLog(reactor)
         local = ILocalLookup(store, None)
         self.responder: IFastResponder | None = (
-            FastAnswers(store, local, host, reactor, clicks)
+            FastAnswers(store, local, host, reactor, clicks, redirect_status)
             if store is not None and local is not None
             else None
         )
@@ -83,6 +86,7 @@ class GotoSite(Site):
             channel.responder = self.responder
             channel.record = self.record_fast
             channel.client = _client_of(addr)
+            channel.add_gate = self.add_gate
         return channel
 
     def log(self, request: Request) -> None:
@@ -103,7 +107,7 @@ class GotoSite(Site):
         :meth:`log` does for the general path (the route is known: no need to work it out)."""
         metrics = self.metrics
         metrics.count_request(route, method, status)
-        if status == 302:
+        if status in REDIRECT_STATUSES:
             metrics.redirects += 1
         elif status == 200 and route == "add":
             metrics.adds += 1
@@ -116,7 +120,7 @@ class GotoSite(Site):
         route = route_of(path)
         metrics = self.metrics
         metrics.count_request(route, method, status)
-        if status == 302 and route == "redirect":
+        if status in REDIRECT_STATUSES and route == "redirect":
             metrics.redirects += 1
         elif (status == 200 and route == "add" and method != "HEAD") or (status == 201 and route == "api"):
             metrics.adds += 1

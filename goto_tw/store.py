@@ -4,15 +4,33 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
+from typing import Callable
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from goto_tw.errors import GotoError, InvalidKey, InvalidURL, KeyExists, KeyNotFound
+from goto_tw.changes import ChangeFeed, Changes
+from goto_tw.errors import (
+    DISABLED_MESSAGE,
+    GotoError,
+    InvalidKey,
+    InvalidURL,
+    KeyDisabled,
+    KeyExists,
+    KeyNotFound,
+)
 from goto_tw.fanout import Coalescing
-from goto_tw.interfaces import ILinkAdder, ILocalLookup, IRecordLog, IURLStore
+from goto_tw.interfaces import (
+    IChangeSource,
+    ILinkAdder,
+    ILinkAdmin,
+    ILocalLookup,
+    IRecordLog,
+    ITombstoneLog,
+    IURLStore,
+)
 from goto_tw.keys import INVALID_KEY, is_reserved, is_valid_key, key_for_index
 from goto_tw.urlmap import URLMap
 from goto_tw.urls import validate_url
@@ -21,7 +39,7 @@ from goto_tw.urls import validate_url
 RECENT_ADDS = 10_000
 
 
-@implementer(IURLStore, ILocalLookup, ILinkAdder)
+@implementer(IURLStore, ILocalLookup, ILinkAdder, ILinkAdmin, IChangeSource)
 class URLStore:
     """Holds every pair in memory and makes each new one durable before anyone sees its key.
 
@@ -45,6 +63,7 @@ class URLStore:
         log: IRecordLog | None = None,
         *,
         next_index: int = 0,
+        disabled: Mapping[str, int] | None = None,
         clock: IReactorTime | None = None,
     ) -> None:
         if urls is None:
@@ -57,7 +76,15 @@ class URLStore:
         self._next_index = max(urls.next_index(), next_index)
         self._pending_keys: set[str] = set()
         self._puts: Coalescing[str, str] = Coalescing()
+        self._disabled: dict[str, int] = dict(disabled or {})
+        for key in self._disabled:
+            self._forget_recent(key)
         self._clock = clock
+        self.feed = ChangeFeed()
+        for key in self._disabled:  # a slave's first poll learns of them too (see ChangeFeed.since)
+            self.feed.record(key)
+        #: Checks a URL before it is stored (blocklist, own host): raises InvalidURL to refuse it.
+        self.policy: Callable[[str], None] | None = None
 
     def count(self) -> int:
         """Return how many pairs are stored (acknowledged ones only)."""
@@ -68,16 +95,25 @@ class URLStore:
         url = self._urls.get(key)
         if url is None:
             return fail(KeyNotFound(f"no link is stored under {key!r}"))
+        if self._disabled and key in self._disabled:
+            return fail(KeyDisabled(DISABLED_MESSAGE))
         return succeed(url)
 
     def lookup(self, key: str) -> str | None:
-        """Return the URL under ``key`` or ``None``, synchronously: for callers on a hot path."""
-        return self._urls.get(key)
+        """Return the URL under ``key`` or ``None``, synchronously: for callers on a hot path.
+
+        ``None`` for a disabled key too: the general path then answers 410."""
+        url = self._urls.get(key)
+        if url is not None and self._disabled and key in self._disabled:
+            return None
+        return url
 
     def put(self, url: str) -> Deferred[str]:
         """Store ``url`` under a new key (or answer its recent key) once the record is durable."""
         try:
             url = validate_url(url)
+            if self.policy is not None:
+                self.policy(url)
         except GotoError:
             return fail()
         key = self._recent.get(url)
@@ -105,12 +141,15 @@ class URLStore:
         """``put`` that tells whether the link is new, or store under a custom ``key`` (:class:`ILinkAdder`).
 
         The same custom pair again answers ``(key, False)`` (a retry); a key holding another URL,
-        or being stored, is :class:`KeyExists` (409): keys are never overwritten.
+        being stored, or disabled, is :class:`KeyExists` (409): keys are never overwritten or handed
+        out again. The URL passes the same policy (blocklist, own host) as ``put``.
         """
         if key is not None and not is_valid_key(key):
             return fail(InvalidKey(INVALID_KEY))
         try:
             url = validate_url(url)
+            if self.policy is not None:
+                self.policy(url)
         except GotoError:
             return fail()
         if key is None:
@@ -118,6 +157,9 @@ class URLStore:
             if known is not None:
                 return succeed((known, False))
             return self.put(url).addCallback(lambda stored: (stored, True))
+        if key in self._disabled:
+            # A disabled link is never handed out again, not even to the URL it had.
+            return fail(KeyExists(f"the key {key!r} is taken (by a disabled link)"))
         if self._urls.get(key) == url:
             return succeed((key, False))
         return self._store(key, url, custom=True).addCallback(lambda stored: (stored, True))
@@ -161,6 +203,60 @@ class URLStore:
             recent[url] = key
             if len(recent) > RECENT_ADDS:
                 recent.popitem(last=False)
+
+    # --- ILinkAdmin, IChangeSource ----------------------------------------------------------------
+
+    def links(self, after: str | None, limit: int) -> list[tuple[str, str, int | None]]:
+        """A page of links, in the stable order of :meth:`URLMap.page`, with when each was disabled."""
+        disabled = self._disabled
+        return [(key, url, disabled.get(key)) for key, url in self._urls.page(after, limit)]
+
+    def url_of(self, key: str) -> str | None:
+        """The URL stored under ``key`` even if it is disabled (for the operator), or ``None``."""
+        return self._urls.get(key)
+
+    def disabled_at(self, key: str) -> int | None:
+        """When ``key`` was disabled (seconds since the epoch), or ``None``."""
+        return self._disabled.get(key)
+
+    def disable(self, key: str) -> Deferred[int]:
+        """Disable ``key`` once its tombstone is durable; then it answers 410 and enters the feed."""
+        if key not in self._urls:
+            return fail(KeyNotFound(f"no link is stored under {key!r}"))
+        when = self._disabled.get(key)
+        if when is not None:
+            return succeed(when)
+        clock: IReactorTime
+        if self._clock is None:
+            from twisted.internet import reactor as default_reactor  # the wiring default
+
+            clock = default_reactor
+        else:
+            clock = self._clock
+        now = int(clock.seconds())
+        tombstones = ITombstoneLog(self._log, None)
+        written: Deferred[None] = (
+            succeed(None) if tombstones is None else tombstones.append_tombstone(key, now)
+        )
+
+        def durable(_: None) -> int:
+            first = self._disabled.setdefault(key, now)
+            if first == now:
+                self._forget_recent(key)
+                self.feed.record(key)
+            return first
+
+        return written.addCallback(durable)
+
+    def changes(self, epoch: str, since: int) -> Changes:
+        """The keys changed (disabled) after ``since`` in ``epoch``, for a slave's cache."""
+        return self.feed.since(epoch, since)
+
+    def _forget_recent(self, key: str) -> None:
+        """A disabled key is never answered to an add again: drop it from the recent adds."""
+        url = self._urls.get(key)
+        if url is not None and self._recent.get(url) == key:
+            del self._recent[url]
 
     def _allocate_key(self) -> str:
         """Return the next unused, unreserved key; a key whose write failed is never reused here."""

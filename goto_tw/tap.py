@@ -6,6 +6,7 @@ import ipaddress
 import math
 import re
 import sys
+import urllib.parse
 from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.application.service import IService, MultiService, Service
@@ -17,6 +18,8 @@ from twisted.web.resource import Resource
 
 from goto_tw.accesslog import make_access_log
 from goto_tw.api import LinksResource
+from goto_tw.auth import APIKeys, KeyRequiredToAdd, KeysFileError
+from goto_tw.blocklist import LinkPolicy
 from goto_tw.clicks import (
     ClickBook,
     ClickCounter,
@@ -25,18 +28,23 @@ from goto_tw.clicks import (
     clicks_path,
     open_click_book,
 )
+from goto_tw.clients import ClientAddresses
+from goto_tw.cors import add_cors
 from goto_tw.interfaces import IClickCounter, ILinkStats, IURLStore
 from goto_tw.keybound import CorruptKeyBound
 from goto_tw.lifecycle import DrainService, StopInOrder, listening_service
 from goto_tw.linkstats import MasterLinkStats, NoLinkStats, RemoteLinkStats
 from goto_tw.metrics import Metrics
+from goto_tw.openapi import OpenAPIResource
 from goto_tw.ops import ops_resource
 from goto_tw.persistence import AppendLog, CorruptDataFile, open_data_file
 from goto_tw.proxystore import ProxyStore
+from goto_tw.ratelimit import AddLimiter, LimitAdds, fast_gate, is_api_add, is_form_add
+from goto_tw.reload import ReloadOnSighup
 from goto_tw.rpc import RPCResource
 from goto_tw.site import GotoSite
 from goto_tw.store import URLStore
-from goto_tw.web import GotoRoot, NotFoundResource, PlainResource
+from goto_tw.web import DEFAULT_REDIRECT_STATUS, FastAnswers, GotoRoot, NotFoundResource, PlainResource
 
 if TYPE_CHECKING:
     # Imported at run time by slaves only (see _remote_store).
@@ -167,6 +175,32 @@ def read_secret(path: str) -> bytes:
     return secret
 
 
+#: ``--add-rate`` by default: adds per second per client (10/s), far above what a person adding
+#: links by hand ever does, far below what a script spamming the service needs.
+DEFAULT_ADD_RATE = 10.0
+
+
+def parse_add_rate(value: str) -> float | None:
+    """``--add-rate``: adds per second from ``N/s``, ``N/m`` or ``N/h``; ``off`` (``None``): no limit."""
+    from goto_tw.ratelimit import parse_rate
+
+    if value.strip().lower() == "off":
+        return None
+    try:
+        return parse_rate(value)
+    except ValueError as exc:
+        raise usage.UsageError(f"--add-rate: {exc}") from None
+
+
+def parse_redirect_status(value: str) -> int:
+    """``--redirect-status``: one of the redirect statuses a short link may answer."""
+    from goto_tw.web import REDIRECT_STATUSES
+
+    if not value.isdigit() or int(value) not in REDIRECT_STATUSES:
+        raise usage.UsageError(f"--redirect-status: expected 301, 302, 307 or 308, not {value!r}")
+    return int(value)
+
+
 class Options(usage.Options):
     """Options of ``twistd goto``; ``twistd -n goto --help`` lists them."""
 
@@ -236,6 +270,48 @@ class Options(usage.Options):
             endpoint_option("ops"),
         ],
         [
+            "api-keys-file",
+            None,
+            None,
+            "File of API keys, one per line (# comments): required for listing and disabling links "
+            "(and, with --private, for adding); re-read on SIGHUP.",
+        ],
+        [
+            "block-file",
+            None,
+            None,
+            "File of domains (one per line, # comments) whose URLs, and their subdomains', may not be "
+            "shortened; re-read on SIGHUP.",
+        ],
+        [
+            "trusted-proxy",
+            None,
+            None,
+            "Comma-separated addresses of reverse proxies whose X-Forwarded-For is believed.",
+        ],
+        [
+            "add-rate",
+            None,
+            DEFAULT_ADD_RATE,
+            "Rate limit on adds per client address: N/s, N/m or N/h, or 'off'; over it, 429 [default: 10/s].",
+            parse_add_rate,
+        ],
+        [
+            "add-burst",
+            None,
+            50,
+            "Adds a client may make at once before --add-rate applies.",
+            positive(int, "add-burst"),
+        ],
+        [
+            "redirect-status",
+            None,
+            DEFAULT_REDIRECT_STATUS,
+            "Status of a short link's redirect: 301, 302, 307 or 308 (permanent ones carry "
+            "Cache-Control: private, max-age=90).",
+            parse_redirect_status,
+        ],
+        [
             "access-log",
             None,
             "-",
@@ -244,6 +320,7 @@ class Options(usage.Options):
         ],
     ]
     optFlags = [
+        ["private", None, "Adding links needs an API key too (--api-keys-file)."],
         ["rpc", None, "Master: serve the store over XML-RPC at /RPC2 (Store.Get, Store.Put) for slaves."],
         [
             "fsync",
@@ -262,6 +339,7 @@ class Options(usage.Options):
         super().__init__()
         self["master"] = None
         self["masters"] = []
+        self["cors-origins"] = frozenset()
 
     def opt_master(self, value: str) -> None:
         """Run as a slave of this master: HOST:PORT or http://HOST:PORT/RPC2; several masters (on one
@@ -269,6 +347,16 @@ class Options(usage.Options):
         for one in value.split(","):
             self["masters"].append(parse_master(one.strip()))
         self["master"] = self["masters"][0]
+
+    def opt_cors_origin(self, value: str) -> None:
+        """Let browser pages from this origin (https://app.example; repeatable or comma-separated)
+        call the JSON API (CORS) [default: none]."""
+        from goto_tw.cors import parse_origins
+
+        try:
+            self["cors-origins"] = self["cors-origins"] | parse_origins(value)
+        except ValueError as exc:
+            raise usage.UsageError(f"--cors-origin: {exc}") from None
 
     def postOptions(self) -> None:
         store = self.get("store")
@@ -293,6 +381,41 @@ class Options(usage.Options):
         if not self["master"] and self["file"] is None and not self.get("store"):
             self["file"] = DEFAULT_DATA_FILE
         self["rpc-secret"] = read_secret(self["rpc-secret-file"]) if self["rpc-secret-file"] else None
+        if self["private"] and not self["api-keys-file"]:
+            raise usage.UsageError("--private needs --api-keys-file: nobody could add a link")
+        self["trusted-proxies"] = parse_trusted_proxies(self["trusted-proxy"])
+
+
+def parse_trusted_proxies(value: str | None) -> frozenset[str]:
+    """The addresses ``--trusted-proxy`` names (comma-separated IP addresses)."""
+    from goto_tw.clients import parse_proxy
+
+    if not value:
+        return frozenset()
+    try:
+        return frozenset(parse_proxy(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise usage.UsageError(f"--trusted-proxy: expected IP addresses, not {value!r}") from None
+
+
+def make_policy(options: Options | dict[str, Any]) -> LinkPolicy:
+    """What may not be shortened: ``--block-file``'s domains and this service's own host."""
+    own = urllib.parse.urlsplit(options["host"] if "://" in options["host"] else f"http://{options['host']}")
+    try:
+        return LinkPolicy(frozenset({(own.hostname or "").rstrip(".")}), options.get("block-file"))
+    except (OSError, ValueError) as exc:
+        sys.exit(f"goto: --block-file: {exc}")
+
+
+def make_api_keys(options: Options | dict[str, Any], reactor: Any) -> APIKeys | None:
+    """The API keys of ``--api-keys-file``, or ``None``; exit clearly if the file is unusable."""
+    path = options.get("api-keys-file")
+    if not path:
+        return None
+    try:
+        return APIKeys.from_file(path, reactor)
+    except KeysFileError as exc:
+        sys.exit(f"goto: --api-keys-file: {exc}")
 
 
 def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IService:
@@ -337,7 +460,38 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
     if drain is not None:
         drain.setServiceParent(top)  # the accepted requests finish before the log and the pool close
     rpc = RPCResource(store, options.get("rpc-secret"), book, stats) if options["rpc"] else None
-    root = make_root(store, options["host"], metrics, rpc, clicks, stats)
+    keys = make_api_keys(options, reactor)
+    clients = ClientAddresses(options.get("trusted-proxies") or frozenset())
+    reloaders = [keys.reload] if keys is not None else []
+    policy = make_policy(options)
+    reloaders.append(policy.reload)
+    if isinstance(store, (URLStore, ProxyStore)):
+        store.policy = policy
+    ReloadOnSighup(reactor, reloaders).setServiceParent(top)
+    redirect_status = int(options.get("redirect-status") or DEFAULT_REDIRECT_STATUS)
+    root = make_root(
+        store,
+        options["host"],
+        metrics,
+        rpc,
+        clicks,
+        stats,
+        keys=keys,
+        private=bool(options.get("private")),
+        clients=clients,
+        redirect_status=redirect_status,
+    )
+    limiter = None
+    if options.get("add-rate"):
+        limiter = AddLimiter(
+            float(options["add-rate"]), int(options.get("add-burst") or 50), reactor, metrics
+        )
+        root.putChild(b"add", LimitAdds(root.children[b"add"], limiter, clients, is_form_add))
+        links = root.children[b"api"].children[b"v1"].children[b"links"]
+        root.children[b"api"].children[b"v1"].putChild(
+            b"links", LimitAdds(links, limiter, clients, is_api_add)
+        )
+    add_cors(root, options.get("cors-origins") or frozenset())
     site = GotoSite(
         root,
         metrics,
@@ -346,7 +500,12 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         host=options["host"],
         access_log=access_log,
         clicks=clicks,
+        redirect_status=redirect_status,
     )
+    if isinstance(site.responder, FastAnswers) and options.get("private"):
+        site.responder.adds = False  # adds need a key: the general path checks it
+    elif limiter is not None:
+        site.add_gate = fast_gate(limiter, clients, reactor)
     listening_service("--http", options["http"], site, reactor).setServiceParent(top)
     if options.get("ops"):
         # --ops: /_goto/ moves to an endpoint of its own (a Site with just it); the public port says 404.
@@ -365,15 +524,30 @@ def make_root(
     rpc: Resource | None = None,
     clicks: IClickCounter | None = None,
     stats: ILinkStats | None = None,
+    *,
+    keys: APIKeys | None = None,
+    private: bool = False,
+    clients: ClientAddresses | None = None,
+    redirect_status: int = DEFAULT_REDIRECT_STATUS,
 ) -> Resource:
     """The resource tree: the front end, the JSON API, ``/_goto/`` and, on a master, ``/RPC2``."""
     metrics.watch_store(store.count)
-    root = GotoRoot(store, host, clicks, stats)
+    root = GotoRoot(
+        store,
+        host,
+        clicks,
+        stats,
+        redirect_status=redirect_status,
+        private=private and keys is not None,
+    )
     api = PlainResource()
     root.putChild(b"api", api)
     version1 = PlainResource()
     api.putChild(b"v1", version1)
-    version1.putChild(b"links", LinksResource(store, host, stats))
+    version1.putChild(b"links", LinksResource(store, host, stats, keys, private=private, clients=clients))
+    version1.putChild(b"openapi.json", OpenAPIResource())
+    if private and keys is not None:
+        root.putChild(b"add", KeyRequiredToAdd(root.children[b"add"], keys, clients or ClientAddresses()))
     root.putChild(b"_goto", ops_resource(store, metrics))
     if rpc is not None:
         root.putChild(b"RPC2", rpc)
@@ -402,7 +576,7 @@ def make_master_store(
         resume_index=data.next_index,
     )
     record_log.setServiceParent(parent)
-    return URLStore(data.urls, record_log, next_index=data.next_index, clock=reactor)
+    return URLStore(data.urls, record_log, next_index=data.next_index, disabled=data.disabled, clock=reactor)
 
 
 def make_click_book(
@@ -445,7 +619,7 @@ def make_slave(
     pool closes, sending what is pending once more.
     """
     remote = _remote_store(options, reactor, parent, metrics, http)
-    store = _proxy_store(remote, reactor, options, metrics)
+    store = _proxy_store(remote, reactor, options, metrics, parent)
     counter = ClickCounter()
     ClickForwarder(counter, lambda batch: remote.call("Store.Clicks", batch), reactor).setServiceParent(
         parent
@@ -477,7 +651,8 @@ def make_slave_store(
 ) -> ProxyStore:
     """A caching proxy of the master's store, over a pool of persistent HTTP/1.1 connections
     (or over ``http``, a client given instead: tests pass one that needs no sockets)."""
-    return _proxy_store(_remote_store(options, reactor, parent, metrics, http), reactor, options, metrics)
+    remote = _remote_store(options, reactor, parent, metrics, http)
+    return _proxy_store(remote, reactor, options, metrics, parent)
 
 
 def _remote_store(
@@ -508,9 +683,21 @@ def _remote_store(
 
 
 def _proxy_store(
-    remote: IURLStore, reactor: Any, options: Options | dict[str, Any], metrics: Metrics
+    remote: RemoteStore | FailoverStore,
+    reactor: Any,
+    options: Options | dict[str, Any],
+    metrics: Metrics,
+    parent: MultiService,
 ) -> ProxyStore:
+    """The slave's cache over ``remote``; with one master, kept coherent with its change feed (a
+    disabled link answers 410 here within 2 s). Several masters share a PostgreSQL database, which
+    has no change feed yet (links cannot be disabled there)."""
+    from goto_tw.coherence import CacheCoherence
+    from goto_tw.remote import RemoteStore
+
     store = ProxyStore(remote, reactor, cache_size=int(options["cache-size"]))
+    if isinstance(remote, RemoteStore):
+        CacheCoherence(remote.call, store, reactor).setServiceParent(parent)
     metrics.watch_cache(lambda: (store.stats.hits, store.stats.misses, store.stats.evictions))
     return store
 

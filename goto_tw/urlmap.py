@@ -121,6 +121,37 @@ class URLMap(Mapping[str, str]):
         found.reverse()
         return found
 
+    def page(self, after: str | None, limit: int) -> list[tuple[str, str]]:
+        """Up to ``limit`` pairs in a stable order, starting past the key ``after`` (``None``: the start).
+
+        The order is canonical keys by counter value, then any other keys sorted: it never changes
+        as links are added (new ones come at the end of their part), so paging with the last key
+        seen visits every link once.
+        """
+        found: list[tuple[str, str]] = []
+        slots = self._by_index
+        index = 0
+        others_after: str | None = None
+        if after is not None:
+            after_index = canonical_index(after)
+            if after_index is not None and after not in self._others:
+                index = after_index + 1
+            else:
+                index = len(slots)
+                others_after = after
+        while index < len(slots) and len(found) < limit:
+            url = slots[index]
+            if url is not None:
+                found.append((key_for_index(index), url.decode("utf-8")))
+            index += 1
+        if len(found) < limit and self._others:
+            for key in sorted(self._others):
+                if len(found) >= limit:
+                    break
+                if others_after is None or key > others_after:
+                    found.append((key, self._others[key].decode("utf-8")))
+        return found
+
     def next_index(self) -> int:
         """The first counter value past every canonical key held."""
         return len(self._by_index)

@@ -13,6 +13,7 @@ equal: both serialisers take their headers from the same definitions (:data:`TEX
 from __future__ import annotations
 
 import re
+from http import HTTPStatus
 from typing import Any, Callable, TypeVar, Union
 
 from twisted.internet.defer import Deferred, succeed
@@ -28,7 +29,7 @@ from twisted.web.server import version as server_version
 from zope.interface import implementer
 
 from goto_tw.clicks import PreviewBotFilter, is_preview_bot
-from goto_tw.errors import GotoError, InvalidKey, InvalidURL
+from goto_tw.errors import GotoError, InvalidKey, InvalidURL, NotKept
 from goto_tw.fastpath import FastAnswer, IFastResponder
 from goto_tw.interfaces import IClickCounter, ILinkAdder, ILinkStats, ILocalLookup, IURLStore
 from goto_tw.keys import INVALID_KEY, is_valid_key
@@ -58,6 +59,26 @@ RETRY_AFTER = b"Retry-After"
 #: The header carrying a redirect's target, and the headers that follow it.
 LOCATION = b"Location"
 REDIRECT_HEADERS: tuple[tuple[bytes, bytes], ...] = ((b"Content-Length", b"0"),)
+#: The statuses ``--redirect-status`` may choose; 302 (the seed's) by default.
+REDIRECT_STATUSES = (301, 302, 307, 308)
+DEFAULT_REDIRECT_STATUS = 302
+#: How long a browser may keep a permanent redirect (301, 308) without asking again, in seconds.
+PERMANENT_REDIRECT_MAX_AGE = 90
+
+
+def redirect_headers(status: int) -> tuple[tuple[bytes, bytes], ...]:
+    """The headers after ``Location`` of a redirect with ``status``: the one definition both paths use.
+
+    A permanent redirect (301, 308) may be kept by a browser for ever unless told otherwise, and then
+    a link disabled later (410) would keep redirecting there without the browser ever asking again.
+    So permanent redirects say ``Cache-Control: private, max-age=90``, as YOURLS does (Shlink sends
+    ``private,max-age=`` its redirect cache lifetime): shared caches keep nothing, a browser at most
+    90 seconds. Temporary ones (302, 307) are not cached by default and get nothing, as the seed.
+    """
+    if status in (301, 308):
+        return (*REDIRECT_HEADERS, (b"Cache-Control", b"private, max-age=%d" % PERMANENT_REDIRECT_MAX_AGE))
+    return REDIRECT_HEADERS
+
 
 #: A header value we send: visible ASCII only (no CR, LF, NUL, space or anything else that could
 #: end a header or mean something else to a client).
@@ -83,10 +104,15 @@ def short_url(origin: str, key: str) -> str:
     return f"{origin}/{key}" if "://" in origin else f"http://{origin}/{key}"
 
 
+def reason_phrase(status: int) -> bytes | None:
+    """The reason phrase of ``status`` where twisted.web knows none (429), else ``None`` (its own)."""
+    return None if status in RESPONSES else HTTPStatus(status).phrase.encode("ascii")
+
+
 def write_text(request: Request, status: int, text: str, headers: dict[bytes, bytes] | None = None) -> None:
     """Answer ``status`` with a short plain-text body and finish the request."""
     body = text.encode("utf-8") + b"\n"
-    request.setResponseCode(status)
+    request.setResponseCode(status, reason_phrase(status))
     for name, value in TEXT_HEADERS:
         request.setHeader(name, value)
     request.setHeader(b"content-length", b"%d" % len(body))
@@ -98,7 +124,7 @@ def write_text(request: Request, status: int, text: str, headers: dict[bytes, by
 
 def write_json_body(request: Request, status: int, body: bytes, content_type: bytes) -> None:
     """Answer ``status`` with a JSON ``body`` already encoded, and finish the request."""
-    request.setResponseCode(status)
+    request.setResponseCode(status, reason_phrase(status))
     request.setHeader(b"content-type", content_type)
     request.setHeader(b"content-length", b"%d" % len(body))
     request.setHeader(b"x-content-type-options", b"nosniff")
@@ -226,9 +252,9 @@ class FormResource(PlainResource):
 
     isLeaf = True
 
-    def __init__(self) -> None:
+    def __init__(self, private: bool = False) -> None:
         super().__init__()
-        self._page = form_page()
+        self._page = form_page(private)
 
     def render_GET(self, request: Request) -> bytes:
         if request.postpath not in ([], [b""]):
@@ -242,11 +268,11 @@ class AddResource(PlainResource):
 
     isLeaf = True
 
-    def __init__(self, store: IURLStore, host: str) -> None:
+    def __init__(self, store: IURLStore, host: str, private: bool = False) -> None:
         super().__init__()
         self._store = store
         self._host = host
-        self._form = form_page()
+        self._form = form_page(private)
 
     def render_GET(self, request: Request) -> object:
         args = request.args or {}
@@ -316,15 +342,23 @@ class AddResource(PlainResource):
 
 
 class RedirectResource(PlainResource):
-    """``/KEY``: 302 to the long URL, 404 for an unknown key (``HEAD`` answers the same headers)."""
+    """``/KEY``: a redirect (302 unless ``--redirect-status`` says otherwise) to the long URL, 404 for
+    an unknown key (``HEAD`` answers the same headers)."""
 
     isLeaf = True
 
-    def __init__(self, store: IURLStore, key: str, clicks: IClickCounter | None = None) -> None:
+    def __init__(
+        self,
+        store: IURLStore,
+        key: str,
+        clicks: IClickCounter | None = None,
+        status: int = DEFAULT_REDIRECT_STATUS,
+    ) -> None:
         super().__init__()
         self._store = store
         self._key = key
         self._clicks = clicks
+        self._status = status
 
     def render_GET(self, request: Request) -> object:
         if request.postpath:
@@ -335,16 +369,22 @@ class RedirectResource(PlainResource):
         )
 
     def _redirect(self, request: Request, key: str, url: str) -> None:
-        _redirect(request, key, url)
+        _redirect(request, key, url, self._status)
         if (
             self._clicks is not None
-            and request.code == http.FOUND
+            and request.code == self._status
             and request.method == b"GET"
             and not is_preview_bot(request.getHeader(b"user-agent"))
         ):
             self._clicks.click(key)
 
     render_HEAD = render_GET
+
+
+def _stats_not_kept(failure: Failure, url: str) -> tuple[str, dict[str, object]]:
+    """The info page of a store that keeps no statistics: the link, its clicks not counted here."""
+    failure.trap(NotKept)
+    return url, {"clicks": None, "created": None}
 
 
 class InfoResource(PlainResource):
@@ -367,7 +407,9 @@ class InfoResource(PlainResource):
         def with_stats(url: str) -> Deferred[tuple[str, dict[str, object]]]:
             if self._stats is None:
                 return succeed((url, {"clicks": 0, "created": None}))
-            return self._stats.stats(key).addCallback(lambda stats: (url, stats))
+            return self._stats.stats(key).addCallbacks(
+                lambda stats: (url, stats), lambda failure: _stats_not_kept(failure, url)
+            )
 
         def answer(found: tuple[str, dict[str, object]]) -> None:
             url, stats = found
@@ -376,7 +418,7 @@ class InfoResource(PlainResource):
                 short_url(self._host, key),
                 url,
                 key,
-                clicks if isinstance(clicks, int) else 0,
+                clicks if isinstance(clicks, int) else None,
                 created if isinstance(created, float) else None,
             )
             write_html(request, http.OK, page)
@@ -437,15 +479,15 @@ class QRResource(PlainResource):
     render_HEAD = render_GET
 
 
-def _redirect(request: Request, key: str, url: str) -> None:
+def _redirect(request: Request, key: str, url: str, status: int) -> None:
     if not is_header_safe(url):
         # twisted.web would turn CR/LF into spaces and send a mangled Location: refuse it whole.
         _log_unsendable(key)
         write_text(request, http.INTERNAL_SERVER_ERROR, INTERNAL_ERROR)
         return
-    request.setResponseCode(http.FOUND)
+    request.setResponseCode(status)
     request.setHeader(LOCATION, url.encode("ascii"))
-    for name, value in REDIRECT_HEADERS:
+    for name, value in redirect_headers(status):
         request.setHeader(name, value)
     request.finish()
 
@@ -467,14 +509,18 @@ class GotoRoot(PlainResource):
         host: str,
         clicks: IClickCounter | None = None,
         stats: ILinkStats | None = None,
+        *,
+        redirect_status: int = DEFAULT_REDIRECT_STATUS,
+        private: bool = False,
     ) -> None:
         super().__init__()
         self._store = store
         self._host = host
         self._clicks = clicks
         self._stats = stats
-        self.putChild(b"", FormResource())
-        self.putChild(b"add", AddResource(store, host))
+        self._redirect_status = redirect_status
+        self.putChild(b"", FormResource(private))
+        self.putChild(b"add", AddResource(store, host, private))
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         try:
@@ -487,7 +533,7 @@ class GotoRoot(PlainResource):
             return QRResource(self._store, self._host, key[:-3])
         if not is_valid_key(key):
             return NotFoundResource()
-        return RedirectResource(self._store, key, self._clicks)
+        return RedirectResource(self._store, key, self._clicks, self._redirect_status)
 
     def render_GET(self, request: Request) -> bytes:
         # Reached for a request target with no path segment at all; answer as "/" does.
@@ -506,19 +552,22 @@ class NotFoundResource(Resource):
 #: Status line and Server header of each answer the fast path writes, made once.
 _STATUS_LINES = {
     status: b"HTTP/1.1 %d %s\r\nServer: %s\r\nDate: " % (status, RESPONSES[status], server_version)
-    for status in (200, 302, 400, 403, 404, 409, 500, 503)
+    for status in (200, *REDIRECT_STATUSES, 400, 403, 404, 409, 500, 503)
 }
 _TEXT_HEADERS = b"".join(b"\r\n%s: %s" % header for header in TEXT_HEADERS)
-_REDIRECT_START = _STATUS_LINES[302]
 _LOCATION = b"\r\n" + LOCATION + b": "
-_REDIRECT_END = b"".join(b"\r\n%s: %s" % header for header in REDIRECT_HEADERS) + b"\r\n\r\n"
+#: What follows the URL in a redirect, per status.
+_REDIRECT_ENDS = {
+    status: b"".join(b"\r\n%s: %s" % header for header in redirect_headers(status)) + b"\r\n\r\n"
+    for status in REDIRECT_STATUSES
+}
 
 
 def text_response(status: int, date: bytes, text: bytes, retry_after: int | None = None) -> bytes:
     """The bytes twisted.web sends for :func:`write_text`, header for header."""
     start = _STATUS_LINES.get(status) or b"HTTP/1.1 %d %s\r\nServer: %s\r\nDate: " % (
         status,
-        RESPONSES[status],
+        RESPONSES.get(status) or reason_phrase(status),
         server_version,
     )
     return b"%s%s%s\r\nContent-Length: %d\r\n%s\r\n%s" % (
@@ -538,6 +587,9 @@ class FastAnswers:
     No accounting here: the channel has each answer logged and counted once it is written.
     """
 
+    #: False (``--private``): every add goes to the general path, which asks for a key.
+    adds = True
+
     def __init__(
         self,
         store: IURLStore,
@@ -545,6 +597,7 @@ class FastAnswers:
         host: str,
         clock: IReactorTime,
         clicks: IClickCounter | None = None,
+        redirect_status: int = DEFAULT_REDIRECT_STATUS,
     ) -> None:
         self._store = store
         self._lookup = local.lookup
@@ -552,6 +605,9 @@ class FastAnswers:
         self._date = PerSecond(clock, datetimeToString)
         self._click = clicks.click if clicks is not None else None
         self._is_bot = PreviewBotFilter()
+        self._redirect_status = redirect_status
+        self._redirect_start = _STATUS_LINES[redirect_status]
+        self._redirect_end = _REDIRECT_ENDS[redirect_status]
 
     def redirect(self, method: str, key: str, head: bytes = b"") -> FastAnswer | None:
         """A redirect to what the store holds locally under ``key``; ``None`` (general path) otherwise.
@@ -565,7 +621,8 @@ class FastAnswers:
             return self.internal_error()
         if self._click is not None and method == "GET" and not self._is_bot(head):
             self._click(key)
-        return 302, "-", _REDIRECT_START + self._date.now() + _LOCATION + url.encode("ascii") + _REDIRECT_END
+        start = self._redirect_start + self._date.now() + _LOCATION
+        return self._redirect_status, "-", start + url.encode("ascii") + self._redirect_end
 
     def add(self, method: str, target: bytes, body: bytes) -> Union[FastAnswer, Deferred[FastAnswer], None]:
         """Answer ``GET /add?url=`` or a form ``POST /add`` as :class:`AddResource` does.
@@ -574,6 +631,8 @@ class FastAnswers:
         answer, or a Deferred of it once the pair is durable; the arguments are parsed with
         twisted.web's own ``parse_qs``.
         """
+        if not self.adds:
+            return None
         args = parse_qs(target.split(b"?", 1)[1] if method == "GET" else body, 1)
         raw = (args.get(b"url") or [b""])[0]
         if not raw or args.get(b"key"):

@@ -115,9 +115,8 @@ def test_bad_requests_are_4xx_problems_and_store_nothing(
 @pytest.mark.parametrize(
     ("method", "path", "allow"),
     [
-        ("GET", "/api/v1/links", "POST"),
-        ("DELETE", "/api/v1/links/0", "GET, HEAD"),
-        ("PUT", "/api/v1/links", "POST"),
+        ("PATCH", "/api/v1/links/0", "DELETE, GET, HEAD"),
+        ("PUT", "/api/v1/links", "GET, HEAD, POST"),
     ],
 )
 def test_wrong_methods_are_405_with_allow(client: Client, method: str, path: str, allow: str) -> None:

@@ -97,10 +97,12 @@ def conversations(draw: st.DrawFn) -> tuple[list[bytes], list[bool]]:
     return chunks, complete_after
 
 
-def converse(fast: bool, chunks: list[bytes], complete_after: list[bool]) -> tuple[bytes, bool]:
+def converse(
+    fast: bool, chunks: list[bytes], complete_after: list[bool], redirect_status: int = 302
+) -> tuple[bytes, bool]:
     """Play a conversation against a fresh site; return the answer bytes and whether it closed."""
     log = ManualLog()
-    site, _ = goto_site(URLStore(dict(URLS), log), fast=fast)
+    site, _ = goto_site(URLStore(dict(URLS), log), fast=fast, redirect_status=redirect_status)
     connection = Connection(site)
     for chunk, complete in zip(chunks, complete_after):
         connection.send(chunk)
@@ -113,12 +115,15 @@ def converse(fast: bool, chunks: list[bytes], complete_after: list[bool]) -> tup
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(conversations())
-def test_the_fast_path_sends_what_twisted_web_sends(conversation: tuple[list[bytes], list[bool]]) -> None:
-    """Any conversation, split anywhere, with writes completing at any point: the same bytes and
-    the same close as twisted.web alone."""
+@given(conversations(), st.sampled_from([301, 302, 307, 308]))
+def test_the_fast_path_sends_what_twisted_web_sends(
+    conversation: tuple[list[bytes], list[bool]], redirect_status: int
+) -> None:
+    """Any conversation, split anywhere, with writes completing at any point, whatever
+    ``--redirect-status``: the same bytes and the same close as twisted.web alone."""
     chunks, complete_after = conversation
-    assert converse(True, chunks, complete_after) == converse(False, chunks, complete_after)
+    fast = converse(True, chunks, complete_after, redirect_status)
+    assert fast == converse(False, chunks, complete_after, redirect_status)
 
 
 #: The largest answer the fast path makes here (a redirect to the longest URL, with its headers).

@@ -43,17 +43,24 @@ def exchange(site: Site, data: bytes) -> bytes:
 
 
 def goto_site(
-    store: IURLStore, *, fast: bool = True, clock: Any = None, host: str = "go.example", **site: Any
+    store: IURLStore,
+    *,
+    fast: bool = True,
+    clock: Any = None,
+    host: str = "go.example",
+    redirect_status: int = 302,
+    **site: Any,
 ) -> tuple[GotoSite, Metrics]:
     """goto's site over ``store`` (a master's), with the fast path on or off (then every request
     takes twisted.web's general path); ``site`` are further ``GotoSite`` arguments."""
     metrics = Metrics("master")
     built = GotoSite(
-        make_root(store, host, metrics),
+        make_root(store, host, metrics, redirect_status=redirect_status),
         metrics,
         reactor=clock if clock is not None else Clock(),
         store=store if fast else None,
         host=host,
+        redirect_status=redirect_status,
         **site,
     )
     return built, metrics

@@ -45,6 +45,10 @@ LOOPBACK_ANY_PORT = "tcp:0:interface=127.0.0.1"
 #: The ``HOST[:PORT]`` written into short URLs unless a test asks for another.
 DEFAULT_HOST = "short.test"
 
+#: Added to every child's arguments unless a test gives ``--add-rate`` or ``rate_limit_off=False``:
+#: tests and drills add in bulk from 127.0.0.1, far past the default limit (10 adds a second).
+NO_RATE_LIMIT = ("--add-rate", "off")
+
 #: Seconds a process gets to start listening, to stop after SIGTERM, or to exit on its own.
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
@@ -121,9 +125,13 @@ class GotoProcess:
         host: str | None = DEFAULT_HOST,
         name: str = "goto",
         env: Mapping[str, str] | None = None,
+        rate_limit_off: bool = True,
     ) -> None:
         self.workdir = Path(workdir)
+        if rate_limit_off and "--add-rate" not in args:
+            args = (*args, *NO_RATE_LIMIT)
         self.args: tuple[str, ...] = args
+        self.rate_limit_off = rate_limit_off
         self.data_file = None if data_file is None else Path(data_file).absolute()
         self.http = http
         self.host = host
@@ -187,6 +195,7 @@ class GotoProcess:
             host=self.host,
             name=self.name,
             env=self.env,
+            rate_limit_off=self.rate_limit_off,
         )
 
     def __enter__(self) -> GotoProcess:
@@ -328,10 +337,18 @@ class GotoProcesses:
         name: str = "goto",
         env: Mapping[str, str] | None = None,
         wait: bool = True,
+        rate_limit_off: bool = True,
     ) -> GotoProcess:
         """Start ``twistd goto ARGS...`` (see :class:`GotoProcess`); with ``wait``, return once it listens."""
         process = GotoProcess(
-            self.workdir, *args, data_file=data_file, http=http, host=host, name=name, env=env
+            self.workdir,
+            *args,
+            data_file=data_file,
+            http=http,
+            host=host,
+            name=name,
+            env=env,
+            rate_limit_off=rate_limit_off,
         )
         return self._run(process, wait)
 
@@ -450,9 +467,23 @@ def read_records(path: Path) -> list[tuple[str, str]]:
     records = []
     for line_number, line in enumerate(data.decode("ascii").splitlines(), start=1):
         record = json.loads(line)
+        if isinstance(record, dict) and set(record) == {"key", "disabled"}:
+            continue  # a tombstone (read_tombstones)
         assert isinstance(record, dict) and set(record) == {"key", "url"}, f"{path}:{line_number}: {line!r}"
         records.append((record["key"], record["url"]))
     return records
+
+
+def read_tombstones(path: Path) -> dict[str, int]:
+    """The disabled keys of a data file (its ``{"key", "disabled"}`` records), with when."""
+    if not path.exists():
+        return {}
+    found: dict[str, int] = {}
+    for line in path.read_bytes().decode("ascii").splitlines():
+        record = json.loads(line)
+        if set(record) == {"key", "disabled"}:
+            found.setdefault(record["key"], record["disabled"])
+    return found
 
 
 def free_tcp_port() -> int:

@@ -78,7 +78,8 @@ def assert_passed(output: str) -> None:
 
 
 def test_crash_drill(tmp_path: Path) -> None:
-    """Five SIGKILLs of a master under add load lose no acknowledged add and reuse no key."""
+    """Five SIGKILLs of a master under add load lose no acknowledged add and reuse no key; keys
+    disabled meanwhile answer 410 everywhere afterwards."""
     output = run_drill("crash", tmp_path)
     assert_passed(output)
     assert figure(output, "kills") == "5"
@@ -88,6 +89,12 @@ def test_crash_drill(tmp_path: Path) -> None:
     assert figure(output, "conflicting keys") == "0"
     assert figure(output, "URLs with two keys") == "0"
     assert figure(output, "tracebacks in server logs") == "0"
+    # Tombstones (issue 11): keys disabled between kills are gone everywhere and never reused.
+    assert int(figure(output, "disables acknowledged")) > 0
+    assert figure(output, "disabled keys not answering 410 on the master") == "0"
+    assert figure(output, "disabled keys not answering 410 on a slave") == "0"
+    assert figure(output, "disabled keys without a tombstone") == "0"
+    assert figure(output, "disabled keys handed out again") == "0"
 
 
 def test_crash_drill_postgres(tmp_path: Path) -> None:
@@ -135,3 +142,7 @@ def test_fuzz_drill(tmp_path: Path) -> None:
     assert figure(output, "XML-RPC faults 8002 'error'") == "0"
     assert figure(output, "pipelined exchanges answered out of order or incompletely") == "0"
     assert figure(output, "tracebacks in server logs") == "0"
+    # Issue 11's inputs reached what they aim at: keys refused and accepted, preflights, disabled links.
+    operators = figure(output, "operators")
+    for status in ("201", "204", "401", "410"):
+        assert f"{status}: " in operators, operators

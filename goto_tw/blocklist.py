@@ -1,0 +1,74 @@
+"""Which URLs may not be shortened: blocked domains (``--block-file``), the service's own host
+(a short link to a short link loops), and URLs with credentials before the host
+(``https://bank.example@evil.example/``, a classic phishing form). Refusals are 400 with a reason.
+
+The block file holds one domain per line (``#`` comments); a domain blocks itself and its
+subdomains. It is read at start and again on SIGHUP; a file that cannot be read keeps the list in
+force.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+
+from twisted.logger import Logger
+
+from goto_tw.errors import InvalidURL
+
+log = Logger()
+
+#: Largest block file read, in bytes.
+MAX_BLOCK_FILE_BYTES = 16 << 20
+
+
+def read_domains(path: str) -> frozenset[str]:
+    """The domains of a block file (lower case, no trailing dot), or ``OSError``/``ValueError``."""
+    with open(path, "rb") as block_file:
+        data = block_file.read(MAX_BLOCK_FILE_BYTES + 1)
+    if len(data) > MAX_BLOCK_FILE_BYTES:
+        raise ValueError(f"{path} is larger than {MAX_BLOCK_FILE_BYTES} bytes")
+    domains = set()
+    for number, raw in enumerate(data.decode("utf-8", "replace").splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip().lower().rstrip(".")
+        if not line:
+            continue
+        if " " in line or "/" in line:
+            raise ValueError(f"{path}, line {number}: not a domain")
+        domains.add(line)
+    return frozenset(domains)
+
+
+class LinkPolicy:
+    """``check(url)`` raises :class:`InvalidURL` for a URL this service will not shorten."""
+
+    def __init__(self, own_hosts: frozenset[str] = frozenset(), block_path: str | None = None) -> None:
+        self._own = frozenset(host.lower() for host in own_hosts)
+        self._path = block_path
+        self.blocked: frozenset[str] = read_domains(block_path) if block_path else frozenset()
+
+    def reload(self) -> None:
+        """Read the block file again (SIGHUP); keep the list in force if it is unusable."""
+        if self._path is None:
+            return
+        try:
+            self.blocked = read_domains(self._path)
+        except (OSError, ValueError) as exc:
+            log.error(
+                "Keeping the {count} blocked domain(s) in force: {error}", count=len(self.blocked), error=exc
+            )
+            return
+        log.info("Reloaded {count} blocked domain(s) from {path}", count=len(self.blocked), path=self._path)
+
+    def __call__(self, url: str) -> None:
+        parts = urllib.parse.urlsplit(url)
+        if "@" in parts.netloc:
+            raise InvalidURL("a URL with a user name or password before the host is not accepted")
+        host = (parts.hostname or "").rstrip(".")
+        if host in self._own:
+            raise InvalidURL("a link to this service itself would loop")
+        blocked = self.blocked
+        if blocked:
+            labels = host.split(".")
+            for start in range(len(labels)):
+                if ".".join(labels[start:]) in blocked:
+                    raise InvalidURL("links to this domain are not accepted here")

@@ -1,0 +1,134 @@
+"""A slave's cache coherence: poll the master's change feed once a second, drop what changed.
+
+The bound: a key disabled on the master is dropped from every slave's cache at most
+:data:`POLL_INTERVAL` + one RPC round trip after the master acknowledged it (the poll in flight
+at that moment may predate it; the next one, started at most a second later, carries it), as long
+as the master answers. The call travels in the slave's existing batches (``system.multicall``).
+
+A slave's first poll gets every key disabled since the master started (tombstones loaded from its
+data file included), so what it cached before that answer is checked, not dropped. A slave that
+cannot trust an answer whole (a master restarted under a new epoch, or more than
+:data:`~goto_tw.changes.MAX_CHANGES` changes behind after an outage) drops its whole cache. While the master does not answer, nothing changes: the slave serves what it holds, as it
+always has, and the first answer after the outage brings it up to date.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from goto_tw.changes import MAX_KEYS_PER_ANSWER
+from goto_tw.errors import StoreUnavailable
+
+log = Logger()
+
+#: Seconds between two polls of the master's change feed.
+POLL_INTERVAL = 1.0
+
+
+class Forgetting(Protocol):
+    """The cache the poller keeps coherent (a :class:`~goto_tw.proxystore.ProxyStore`)."""
+
+    def forget(self, keys: list[str]) -> None: ...
+
+    def forget_all(self) -> None: ...
+
+
+class CacheCoherence(Service):
+    """Polls ``Store.Changes`` through ``call`` (the remote store's batching ``call``) every
+    :data:`POLL_INTERVAL` seconds; one poll in flight at most."""
+
+    def __init__(
+        self,
+        call: Callable[..., Deferred[Any]],
+        cache: Forgetting,
+        clock: IReactorTime,
+        interval: float = POLL_INTERVAL,
+    ) -> None:
+        self._call = call
+        self._cache = cache
+        self._clock = clock
+        self._interval = interval
+        self.epoch = ""
+        self.seq = 0
+        self._polling: Deferred[Any] | None = None
+        self._loop: LoopingCall | None = None
+        self._failing = False
+
+    def startService(self) -> None:
+        super().startService()
+        loop = self._loop = LoopingCall(self.poll)
+        loop.clock = self._clock
+        loop.start(self._interval, now=True).addErrback(
+            lambda failure: log.failure("The change-feed poller stopped", failure)
+        )
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        if self._polling is not None:
+            self._polling.cancel()
+
+    def poll(self) -> None:
+        """Ask for the changes since the last answer, unless a poll is still in flight."""
+        if self._polling is not None or not getattr(self._cache, "master_reachable", True):
+            return  # one poll at a time; while the master is down, the store's own probes find it back
+        polling = self._polling = self._call("Store.Changes", self.epoch, self.seq)
+        polling.addCallbacks(self._answered, self._failed).addErrback(
+            lambda failure: log.failure("Applying the master's changes failed", failure)
+        ).addBoth(self._done)
+
+    def _done(self, _: object) -> None:
+        self._polling = None
+
+    def _answered(self, answer: object) -> None:
+        checked = _checked(answer)
+        if checked is None:
+            self._failed(Failure(ValueError(f"a malformed Store.Changes answer: {answer!r:.200}")))
+            return
+        epoch, seq, keys, complete = checked
+        if self._failing:
+            self._failing = False
+            log.info("The master's change feed answers again")
+        if not complete:
+            if self.epoch:
+                log.info(
+                    "Cannot tell what changed on the master (it restarted or this slave fell behind): "
+                    "dropping the cache"
+                )
+            self._cache.forget_all()
+        elif keys:
+            self._cache.forget(keys)
+        self.epoch, self.seq = epoch, seq
+
+    def _failed(self, failure: Failure) -> None:
+        if failure.check(StoreUnavailable):
+            return  # an outage: the store logs it once, with its cause
+        if not self._failing:
+            self._failing = True
+            error = failure.value
+            detail = getattr(error, "detail", None) or str(error)
+            log.warn(
+                "Polling the master's change feed failed ({detail}); retrying every second", detail=detail
+            )
+
+
+def _checked(answer: object) -> tuple[str, int, list[str], bool] | None:
+    """The answer's fields if it has the shape ``Store.Changes`` promises, else ``None``."""
+    if not isinstance(answer, dict):
+        return None
+    epoch, seq, keys, complete = (answer.get(name) for name in ("epoch", "seq", "keys", "complete"))
+    if not isinstance(epoch, str) or not 0 < len(epoch) <= 64 or type(seq) is not int or seq < 0:
+        return None
+    if not isinstance(complete, bool) or not isinstance(keys, list) or len(keys) > MAX_KEYS_PER_ANSWER:
+        return None
+    if not all(isinstance(key, str) and 0 < len(key) <= 64 and key.isprintable() for key in keys):
+        return None
+    return epoch, seq, keys, complete

@@ -1,0 +1,272 @@
+"""The OpenAPI 3.1 document of the JSON API, served at ``/api/v1/openapi.json`` by master and slave.
+
+One document describes what :mod:`goto_tw.api` answers: every operation, field, status and problem.
+The test suite runs schemathesis against real processes from it (tests/e2e/test_openapi.py), so the
+document and the code cannot drift apart silently. ``/_goto/`` (health, metrics) is operations, not
+API, and is left out. Fields issue 10 brings (a custom ``key`` when creating, ``clicks`` and
+``created`` when reading, 200 for a URL already stored, 409 for a key taken) are described as optional.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.web.server import NOT_DONE_YET, Request
+
+from goto_tw.api import DEFAULT_PAGE, MAX_BODY_BYTES, MAX_PAGE
+from goto_tw.web import PlainResource, write_json_body, write_problem
+
+#: The path the document is served at.
+OPENAPI_PATH = "/api/v1/openapi.json"
+
+_PROBLEM = {"$ref": "#/components/schemas/Problem"}
+#: A URL every instance accepts (unless its block list names the domain).
+_URL_PATTERN = r"^https?://[a-z0-9]{1,20}(\.[a-z0-9]{1,20}){0,3}\.[a-z]{2,10}(/[A-Za-z0-9._~%-]{0,40}){0,5}$"
+_KEY = {"type": "string", "pattern": "^[0-9A-Za-z_-]{1,64}$", "description": "The short link's key."}
+
+
+def _problem(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    answer: dict[str, Any] = {
+        "description": description,
+        "content": {"application/problem+json": {"schema": _PROBLEM}},
+    }
+    if headers:
+        answer["headers"] = headers
+    return answer
+
+
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Whole seconds to wait before trying again.",
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    }
+}
+_UNAUTHORIZED = _problem(
+    "A missing or wrong API key (Authorization: Bearer KEY).",
+    {"WWW-Authenticate": {"description": "Bearer, with the realm.", "schema": {"type": "string"}}},
+)
+_NOT_ALLOWED = _problem(
+    "The method is not allowed here; Allow lists those that are.",
+    {"Allow": {"description": "The methods allowed.", "schema": {"type": "string"}}},
+)
+_UNAVAILABLE = _problem("The store cannot answer now (master unreachable, disk failing).", _RETRY_AFTER)
+_MASTER_REFUSED = _problem("The master refused this slave's call (a wrong RPC secret).")
+
+
+def _json(schema: dict[str, Any], description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    answer: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": schema}}}
+    if headers:
+        answer["headers"] = headers
+    return answer
+
+
+def openapi_document() -> dict[str, Any]:
+    """The document, as a JSON-ready dict."""
+    link = {"$ref": "#/components/schemas/Link"}
+    key_parameter = {"name": "key", "in": "path", "required": True, "schema": _KEY}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "goto",
+            "version": "1",
+            "description": "A URL shortener's JSON API: create, read, list and disable short links. "
+            "Errors are RFC 9457 problem documents.",
+        },
+        "paths": {
+            "/api/v1/links": {
+                "post": {
+                    "operationId": "createLink",
+                    "summary": "Shorten a URL (anonymous unless the instance runs with --private).",
+                    "security": [{}, {"bearer": []}],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/NewLink"}}},
+                    },
+                    "responses": {
+                        "200": _json(link, "The URL was already stored: its existing link (issue 10)."),
+                        "201": _json(
+                            link,
+                            "Created.",
+                            {
+                                "Location": {
+                                    "description": "The link's API URL.",
+                                    "schema": {"type": "string"},
+                                }
+                            },
+                        ),
+                        "400": _problem(
+                            "Not a JSON object with a url string, or a URL refused (not http(s), too "
+                            "long, blocked, this service's own host, credentials before the host), or "
+                            "an invalid custom key."
+                        ),
+                        "401": _UNAUTHORIZED,
+                        "403": _MASTER_REFUSED,
+                        "405": _NOT_ALLOWED,
+                        "409": _problem("The custom key is taken (issue 10)."),
+                        "413": _problem(f"The body is larger than {MAX_BODY_BYTES} bytes."),
+                        "415": _problem("The body is not application/json."),
+                        "429": _problem("Too many links added from this address.", _RETRY_AFTER),
+                        "503": _UNAVAILABLE,
+                    },
+                },
+                "get": {
+                    "operationId": "listLinks",
+                    "summary": "A page of links in a stable order (the master's; a slave answers 404).",
+                    "security": [{"bearer": []}],
+                    "parameters": [
+                        {
+                            "name": "after",
+                            "in": "query",
+                            "required": False,
+                            "description": "Start after this key (the previous page's last).",
+                            "schema": _KEY,
+                        },
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "required": False,
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": MAX_PAGE,
+                                "default": DEFAULT_PAGE,
+                            },
+                        },
+                    ],
+                    "responses": {
+                        "200": _json({"$ref": "#/components/schemas/LinkPage"}, "A page of links."),
+                        "400": _problem(
+                            f"limit is not a whole number from 1 to {MAX_PAGE}, or after is not a key."
+                        ),
+                        "401": _UNAUTHORIZED,
+                        "404": _problem("Asked of a slave: links are listed by the master."),
+                        "405": _NOT_ALLOWED,
+                    },
+                },
+            },
+            "/api/v1/links/{key}": {
+                "parameters": [key_parameter],
+                "get": {
+                    "operationId": "getLink",
+                    "summary": "The URL stored under a key.",
+                    "security": [{}],
+                    "responses": {
+                        "200": _json({"$ref": "#/components/schemas/StoredLink"}, "The link."),
+                        "403": _MASTER_REFUSED,
+                        "404": _problem("No link is stored under this key."),
+                        "405": _NOT_ALLOWED,
+                        "410": _problem("The link was disabled."),
+                        "503": _UNAVAILABLE,
+                    },
+                },
+                "delete": {
+                    "operationId": "disableLink",
+                    "summary": "Disable a link everywhere: from then on it answers 410 (idempotent).",
+                    "security": [{"bearer": []}],
+                    "responses": {
+                        "200": _json(link, "The link, disabled."),
+                        "401": _UNAUTHORIZED,
+                        "404": _problem("No link is stored under this key, or asked of a slave."),
+                        "405": _NOT_ALLOWED,
+                        "503": _UNAVAILABLE,
+                    },
+                },
+            },
+            OPENAPI_PATH: {
+                "get": {
+                    "operationId": "getOpenAPI",
+                    "summary": "This document.",
+                    "security": [{}],
+                    "responses": {
+                        "200": _json({"type": "object"}, "The OpenAPI document."),
+                        "405": _NOT_ALLOWED,
+                    },
+                }
+            },
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "An API key."}},
+            "schemas": {
+                "NewLink": {
+                    "type": "object",
+                    "required": ["url"],
+                    "properties": {
+                        "url": {
+                            "type": "string",
+                            "maxLength": 2048,
+                            # The shape every instance accepts; other http(s) URLs may be accepted too,
+                            # and a blocked domain or this service's own host is refused (400).
+                            "pattern": _URL_PATTERN,
+                            "description": "An absolute http(s) URL (an IRI is stored in its ASCII form).",
+                        },
+                        "key": {**_KEY, "description": "A custom key (issue 10; optional)."},
+                    },
+                },
+                "Link": {
+                    "type": "object",
+                    "required": ["key", "url", "short_url"],
+                    "properties": {
+                        "key": _KEY,
+                        "url": {"type": "string"},
+                        "short_url": {"type": "string"},
+                        "disabled": {
+                            "type": ["integer", "null"],
+                            "description": "When the link was disabled (seconds since the epoch), or null.",
+                        },
+                        "clicks": {"type": "integer", "minimum": 0, "description": "Issue 10; optional."},
+                        "created": {"type": ["integer", "string"], "description": "Issue 10; optional."},
+                    },
+                },
+                "StoredLink": {
+                    "type": "object",
+                    "required": ["key", "url"],
+                    "properties": {
+                        "key": _KEY,
+                        "url": {"type": "string"},
+                        "short_url": {"type": "string"},
+                        "clicks": {"type": "integer", "minimum": 0, "description": "Issue 10; optional."},
+                        "created": {"type": ["integer", "string"], "description": "Issue 10; optional."},
+                    },
+                },
+                "LinkPage": {
+                    "type": "object",
+                    "required": ["links"],
+                    "properties": {
+                        "links": {"type": "array", "items": {"$ref": "#/components/schemas/Link"}},
+                        "next": {
+                            "type": "string",
+                            "description": "The next page's path, if there may be one.",
+                        },
+                    },
+                },
+                "Problem": {
+                    "type": "object",
+                    "required": ["type", "title", "status", "detail"],
+                    "properties": {
+                        "type": {"type": "string"},
+                        "title": {"type": "string"},
+                        "status": {"type": "integer", "minimum": 400, "maximum": 599},
+                        "detail": {"type": "string"},
+                    },
+                },
+            },
+        },
+    }
+
+
+class OpenAPIResource(PlainResource):
+    """``GET /api/v1/openapi.json``: the document, encoded once."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._body = json.dumps(openapi_document(), separators=(",", ":")).encode("utf-8") + b"\n"
+
+    def render_GET(self, request: Request) -> int:
+        if request.postpath not in ([], [b""]):
+            write_problem(request, 404, "no such API resource")
+            return NOT_DONE_YET
+        write_json_body(request, 200, self._body, b"application/json")
+        return NOT_DONE_YET

@@ -1,0 +1,132 @@
+"""Rate limits on adds, per client address: a token bucket each (``--add-rate``, ``--add-burst``).
+
+A client may add ``burst`` links at once, then ``rate`` a second; past that an add is answered 429
+with ``Retry-After`` (whole seconds until a token is back), on the fast path and the general path
+alike, and counted in ``goto_adds_rate_limited``. Redirects are never limited (nor slowed: the
+check runs for adds only). The table of clients is bounded (:data:`MAX_CLIENTS`, least recently
+seen dropped first); a client dropped from it starts again with a full bucket, so the bound
+costs at most one burst per forgotten client.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import OrderedDict
+from typing import Any, Callable
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.http import datetimeToString
+from twisted.web.server import NOT_DONE_YET, Request
+
+from goto_tw.clients import ClientAddresses
+from goto_tw.errors import RateLimited
+from goto_tw.fastpath import FastAnswer
+from goto_tw.metrics import Metrics
+from goto_tw.timestamps import PerSecond
+from goto_tw.web import PlainResource, text_response, write_refusal
+
+#: Client addresses tracked at once.
+MAX_CLIENTS = 100_000
+#: What a limited client is told.
+LIMITED_MESSAGE = "Too many links added from your address; try again shortly."
+
+
+def parse_rate(value: str) -> float:
+    """``--add-rate``: ``N/s``, ``N/m`` or ``N/h`` (or a bare ``N``, per second): adds per second."""
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(?:/\s*([smh]))?\s*", value)
+    if match is None or float(match.group(1)) <= 0:
+        raise ValueError(f"expected N/s, N/m or N/h, not {value!r}")
+    per = {"s": 1, "m": 60, "h": 3600}[match.group(2) or "s"]
+    return float(match.group(1)) / per
+
+
+class AddLimiter:
+    """Token buckets per client: ``admit(client)`` is ``None`` (go ahead) or seconds to wait."""
+
+    def __init__(
+        self,
+        rate: float,
+        burst: int,
+        clock: IReactorTime,
+        metrics: Metrics | None = None,
+        max_clients: int = MAX_CLIENTS,
+    ) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._clock = clock
+        self._metrics = metrics
+        self._max_clients = max_clients
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def admit(self, client: str) -> int | None:
+        """Take a token for ``client``; ``None`` if it had one, else whole seconds until it will."""
+        now = self._clock.seconds()
+        buckets = self._buckets
+        tokens, last = buckets.get(client, (self._burst, now))
+        tokens = min(self._burst, tokens + (now - last) * self._rate)
+        if tokens >= 1.0:
+            buckets[client] = (tokens - 1.0, now)
+            waited = None
+        else:
+            buckets[client] = (tokens, now)
+            waited = max(1, math.ceil((1.0 - tokens) / self._rate))
+            if self._metrics is not None:
+                self._metrics.rate_limited += 1
+        buckets.move_to_end(client)
+        if len(buckets) > self._max_clients:
+            buckets.popitem(last=False)
+        return waited
+
+
+class LimitAdds(PlainResource):
+    """Wraps a resource that adds links (``/add``, ``/api/v1/links``): each add first takes a token."""
+
+    isLeaf = True
+
+    def __init__(
+        self, inner: Any, limiter: AddLimiter, clients: ClientAddresses, is_add: Callable[[Request], bool]
+    ) -> None:
+        super().__init__()
+        self._inner = inner
+        self._limiter = limiter
+        self._clients = clients
+        self._is_add = is_add
+
+    def render(self, request: Request) -> Any:
+        if self._is_add(request):
+            wait = self._limiter.admit(self._clients.of_request(request))
+            if wait is not None:
+                error = RateLimited(LIMITED_MESSAGE, wait)
+                write_refusal(request, 429, str(error), {b"retry-after": b"%d" % wait})
+                return NOT_DONE_YET
+        return self._inner.render(request)
+
+
+def is_form_add(request: Request) -> bool:
+    """Whether a request to ``/add`` stores a URL (not the form page, not HEAD)."""
+    return request.method in (b"GET", b"POST") and bool((request.args or {}).get(b"url", [b""])[0])
+
+
+def is_api_add(request: Request) -> bool:
+    """Whether a request under ``/api/v1/links`` creates a link."""
+    return request.method == b"POST" and (request.postpath or []) in ([], [b""])
+
+
+def fast_gate(
+    limiter: AddLimiter, clients: ClientAddresses, clock: IReactorTime
+) -> Callable[[str, bytes], FastAnswer | None]:
+    """The check the fast path makes before an add: ``None`` to go ahead, or its 429 answer."""
+    date = PerSecond(clock, datetimeToString)
+    text = LIMITED_MESSAGE.encode("utf-8") + b"\n"
+
+    def gate(peer: str, head: bytes) -> FastAnswer | None:
+        wait = limiter.admit(clients.of_head(peer, head))
+        if wait is None:
+            return None
+        return 429, len(text), text_response(429, date.now(), text, wait)
+
+    return gate

@@ -1,0 +1,63 @@
+"""End to end, issue 11: the add rate limit on both paths, and X-Forwarded-For from a trusted proxy only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .harness import GotoProcesses, add_url, get, request
+
+
+def api_add(base_url: str, url: str, headers: dict[str, str] | None = None) -> int:
+    body = json.dumps({"url": url}).encode()
+    return request(
+        "POST",
+        f"{base_url}/api/v1/links",
+        body=body,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    ).status
+
+
+def test_adds_over_the_rate_are_429_with_retry_after_on_both_paths(
+    goto_processes: GotoProcesses, tmp_path: Path
+) -> None:
+    """With --add-rate 1/m --add-burst 2: two adds pass, the third is 429 with Retry-After on the
+    fast path (GET /add), the general path (HTTP/1.0) and the API; redirects are not limited; the
+    refusals are counted in metrics."""
+    master = goto_processes("--add-rate", "1/m", "--add-burst", "2", data_file=tmp_path / "data.json")
+    assert add_url(master.base_url, "https://rate.example/1").status == 200
+    assert add_url(master.base_url, "https://rate.example/2", method="POST").status == 200
+    fast = add_url(master.base_url, "https://rate.example/3")
+    assert fast.status == 429 and 1 <= int(fast.headers["Retry-After"]) <= 60, fast
+    general = request(
+        "GET", f"{master.base_url}/add?url=https://rate.example/4", headers={"Connection": "close"}
+    )
+    assert general.status == 429 and general.headers["Retry-After"], general
+    assert api_add(master.base_url, "https://rate.example/5") == 429
+    assert get(f"{master.base_url}/0").status == 302
+    metrics = get(f"{master.base_url}/_goto/metrics").text
+    assert "goto_adds_rate_limited_total 3.0" in metrics
+
+
+def test_forwarded_for_is_believed_only_from_a_trusted_proxy(
+    goto_processes: GotoProcesses, tmp_path: Path
+) -> None:
+    """Behind --trusted-proxy 127.0.0.1 each X-Forwarded-For client has its own bucket; without it,
+    the header is ignored and every request counts against the peer."""
+    trusted = goto_processes(
+        "--add-rate", "1/m", "--add-burst", "1", "--trusted-proxy", "127.0.0.1", data_file=tmp_path / "a.json"
+    )
+    for number in range(3):
+        headers = {"X-Forwarded-For": f"198.51.100.{number}"}
+        reply = request("GET", f"{trusted.base_url}/add?url=https://xff.example/{number}", headers=headers)
+        assert reply.status == 200, reply
+    untrusted = goto_processes("--add-rate", "1/m", "--add-burst", "1", data_file=tmp_path / "b.json")
+    statuses = [
+        request(
+            "GET",
+            f"{untrusted.base_url}/add?url=https://xff.example/{n}",
+            headers={"X-Forwarded-For": f"198.51.100.{n}"},
+        ).status
+        for n in range(2)
+    ]
+    assert statuses == [200, 429]

@@ -1,0 +1,216 @@
+"""Unit tests of issue 11's parts: the change feed, tombstones in the data file, the store's admin
+role, the slave's coherence poller, API keys and the add rate limit (no sockets; a Clock)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from goto_tw.auth import APIKeys, KeysFileError, parse_keys
+from goto_tw.changes import ChangeFeed
+from goto_tw.clients import ClientAddresses
+from goto_tw.coherence import CacheCoherence
+from goto_tw.errors import KeyDisabled, KeyNotFound
+from goto_tw.interfaces import IChangeSource, ILinkAdmin, IRecordLog, ITombstoneLog, IURLStore
+from goto_tw.persistence import CorruptDataFile, open_data_file
+from goto_tw.proxystore import ProxyStore
+from goto_tw.ratelimit import AddLimiter, parse_rate
+from goto_tw.store import URLStore
+from goto_tw.tombstones import encode_tombstone
+from tests.helpers import failure_of, result_of
+
+
+def test_feed_lists_changes_after_a_number_and_says_when_it_cannot() -> None:
+    """Changes after ``since`` in order; another epoch, the future or a number the bounded feed
+    dropped are answered incomplete (the slave drops its cache)."""
+    feed = ChangeFeed("e", capacity=3)
+    for key in "abcd":
+        feed.record(key)
+    assert feed.since("e", 2) == ("e", 4, ["c", "d"], True)
+    assert feed.since("e", 4) == ("e", 4, [], True)
+    assert feed.since("e", 0).complete is False  # 1 was dropped: more than 3 behind
+    assert feed.since("other", 4).complete is False
+    assert feed.since("e", 9).complete is False
+
+
+def write(path: Path, *lines: bytes) -> None:
+    path.write_bytes(b"".join(lines))
+
+
+def test_tombstones_load_with_their_pairs(tmp_path: Path) -> None:
+    """A tombstone after its pair disables the key on load; the pairs load as before."""
+    path = tmp_path / "data.json"
+    write(
+        path, b'{"key":"0","url":"http://a/"}\n', b'{"key":"1","url":"http://b/"}\n', encode_tombstone("0", 7)
+    )
+    data = open_data_file(str(path))
+    data.record_file.close()
+    assert data.disabled == {"0": 7} and dict(data.urls) == {"0": "http://a/", "1": "http://b/"}
+
+
+@pytest.mark.parametrize(
+    "line", [encode_tombstone("9", 1), b'{"key":"0","disabled":"x"}\n', b'{"key":"0","disabled":1,"z":2}\n']
+)
+def test_a_bad_tombstone_stops_start_up(tmp_path: Path, line: bytes) -> None:
+    """A tombstone of an unknown key, or a damaged one, is corruption named by line."""
+    path = tmp_path / "data.json"
+    write(path, b'{"key":"0","url":"http://a/"}\n', line)
+    with pytest.raises(CorruptDataFile, match="line 2"):
+        open_data_file(str(path))
+
+
+@implementer(IRecordLog, ITombstoneLog)
+class MemoryTombstones:
+    """An append log keeping what it was given, acknowledging at once."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, Any]] = []
+
+    def append(self, key: str, url: str, custom: bool = False) -> Deferred[None]:
+        self.lines.append((key, url))
+        return succeed(None)
+
+    def append_tombstone(self, key: str, when: int) -> Deferred[None]:
+        self.lines.append((key, when))
+        return succeed(None)
+
+
+def test_store_disables_a_key_for_ever() -> None:
+    """Disabling writes a tombstone, then get is 410, lookup None (fast path defers), the feed has
+    it, the listing shows when, and adding its URL again gives a new key."""
+    log = MemoryTombstones()
+    clock = Clock()
+    clock.advance(100)
+    store = URLStore(log=log, clock=clock)
+    verifyObject(ILinkAdmin, store)
+    verifyObject(IChangeSource, store)
+    key = result_of(store.put("https://x.example/"))
+    assert result_of(store.disable(key)) == 100
+    assert log.lines[-1] == (key, 100)
+    assert failure_of(store.get(key)).check(KeyDisabled)
+    assert store.lookup(key) is None
+    assert store.changes(store.feed.epoch, 0).keys == [key]
+    assert store.links(None, 10) == [(key, "https://x.example/", 100)]
+    assert result_of(store.put("https://x.example/")) != key
+    assert failure_of(store.disable("zz")).check(KeyNotFound)
+
+
+@implementer(IURLStore)
+class FakeMaster:
+    def __init__(self) -> None:
+        self.urls = {"k": "https://a.example/"}
+        self.calls: list[tuple[Any, ...]] = []
+        self.pending: list[Deferred[Any]] = []
+
+    def get(self, key: str) -> Deferred[str]:
+        if key in self.urls:
+            return succeed(self.urls[key])
+        from twisted.internet.defer import fail
+
+        return fail(KeyDisabled("gone"))
+
+    def put(self, url: str) -> Deferred[str]:
+        return succeed("n")
+
+    def count(self) -> int:
+        return 0
+
+    def call(self, method: str, *params: Any) -> Deferred[Any]:
+        self.calls.append((method, *params))
+        answer: Deferred[Any] = Deferred()
+        self.pending.append(answer)
+        return answer
+
+
+def test_poller_drops_changed_keys_once_a_second() -> None:
+    """The first poll (no epoch) drops the cache; later ones drop just the keys listed; a disabled
+    key then answers 410 from the slave and is remembered; one poll in flight at most."""
+    clock, master = Clock(), FakeMaster()
+    cache = ProxyStore(master, clock)
+    assert result_of(cache.get("k")) == "https://a.example/"
+    poller = CacheCoherence(master.call, cache, clock)
+    poller.startService()
+    assert master.calls == [("Store.Changes", "", 0)]
+    master.pending.pop().callback({"epoch": "e", "seq": 5, "keys": [], "complete": False})
+    assert cache.lookup("k") is None
+    assert result_of(cache.get("k")) == "https://a.example/"
+    clock.advance(1)
+    assert master.calls[-1] == ("Store.Changes", "e", 5)
+    clock.advance(1)
+    assert len(master.calls) == 2  # the first is still in flight
+    del master.urls["k"]
+    master.pending.pop().callback({"epoch": "e", "seq": 6, "keys": ["k"], "complete": True})
+    assert cache.lookup("k") is None
+    assert failure_of(cache.get("k")).check(KeyDisabled)
+    assert failure_of(cache.get("k")).check(KeyDisabled)
+    poller.stopService()
+
+
+def test_an_answer_asked_for_before_a_forget_is_not_cached() -> None:
+    """A look-up in flight when its key is forgotten is answered but not cached (it may be stale)."""
+    clock = Clock()
+    slow: Deferred[str] = Deferred()
+
+    class Slow(FakeMaster):
+        def get(self, key: str) -> Deferred[str]:
+            return slow
+
+    cache = ProxyStore(Slow(), clock)
+    asked = cache.get("k")
+    cache.forget(["k"])
+    slow.callback("https://a.example/")
+    assert result_of(asked) == "https://a.example/"
+    assert cache.lookup("k") is None
+
+
+def test_keys_file_parsing_and_constant_time_check(tmp_path: Path) -> None:
+    """Comments and blank lines are skipped; a key with spaces or none at all is refused; a failed
+    reload keeps the keys in force."""
+    assert parse_keys("f", b"# c\n\nabc # note\n def\n") == (b"abc", b"def")
+    with pytest.raises(KeysFileError):
+        parse_keys("f", b"a b\n")
+    with pytest.raises(KeysFileError):
+        parse_keys("f", b"# none\n")
+    path = tmp_path / "keys"
+    path.write_bytes(b"one\n")
+    keys = APIKeys.from_file(str(path), Clock())
+    assert keys.valid(b"one") and not keys.valid(b"two") and not keys.valid(None)
+    path.write_bytes(b"bad key\n")
+    keys.reload()
+    assert keys.valid(b"one")
+    path.write_bytes(b"two\n")
+    keys.reload()
+    assert keys.valid(b"two") and not keys.valid(b"one")
+
+
+def test_limiter_buckets_and_bound() -> None:
+    """Burst then rate; the wait is whole seconds; the table of clients never passes its bound."""
+    clock = Clock()
+    limiter = AddLimiter(0.5, 2, clock, max_clients=3)
+    assert [limiter.admit("a") for _ in range(3)] == [None, None, 2]
+    clock.advance(2)
+    assert limiter.admit("a") is None
+    for number in range(10):
+        limiter.admit(f"c{number}")
+    assert len(limiter) == 3
+    assert parse_rate("10/s") == 10 and parse_rate("60/m") == 1
+    with pytest.raises(ValueError):
+        parse_rate("0/s")
+
+
+def test_forwarded_for_only_from_trusted_proxies() -> None:
+    """The right-most untrusted address from a trusted peer; the peer otherwise or on garbage."""
+    clients = ClientAddresses(frozenset({"10.0.0.1"}))
+    assert clients.client("10.0.0.1", [b"1.2.3.4, 5.6.7.8"]) == "5.6.7.8"
+    assert clients.client("10.0.0.1", [b"1.2.3.4, 10.0.0.1"]) == "1.2.3.4"
+    assert clients.client("9.9.9.9", [b"1.2.3.4"]) == "9.9.9.9"
+    assert clients.client("10.0.0.1", [b"nonsense"]) == "10.0.0.1"
+    head = b"GET /add?url=x HTTP/1.1\r\nX-Forwarded-For: 7.7.7.7\r\n\r\n"
+    assert clients.of_head("10.0.0.1", head) == "7.7.7.7"
+    assert ClientAddresses().of_head("10.0.0.1", head) == "10.0.0.1"
