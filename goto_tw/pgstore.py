@@ -166,6 +166,8 @@ class PGStore:
             raise ValueError("the cache must hold at least one pair")
         self._db = database
         self._clock = clock
+        #: Checks a URL before it is stored (blocklist, own host): raises InvalidURL to refuse it.
+        self.policy: Callable[[str], None] | None = None
         self._cache_size = cache_size
         self._retry_interval = retry_interval
         self._max_batch = max_batch
@@ -214,6 +216,8 @@ class PGStore:
     def put(self, url: str) -> Deferred[str]:
         try:
             url = validate_url(url)
+            if self.policy is not None:
+                self.policy(url)
         except GotoError:
             return fail()
         return self._puts.call(url, lambda: self._enqueue(url))

@@ -465,7 +465,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
     reloaders = [keys.reload] if keys is not None else []
     policy = make_policy(options)
     reloaders.append(policy.reload)
-    if isinstance(store, (URLStore, ProxyStore)):
+    if hasattr(store, "policy"):  # every store that takes adds: the file's, PostgreSQL's, a slave's
         store.policy = policy
     ReloadOnSighup(reactor, reloaders).setServiceParent(top)
     redirect_status = int(options.get("redirect-status") or DEFAULT_REDIRECT_STATUS)

@@ -180,3 +180,22 @@ def _sleep(seconds: float):
     from twisted.internet.task import deferLater
 
     return deferLater(reactor, seconds, lambda: None)
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_link_policy_refuses_before_anything_is_written(pg_uri):
+    """The operator's policy (blocklist, own host) applies to a PostgreSQL master's adds too."""
+    store, database = _store(pg_uri)
+
+    def policy(url: str) -> None:
+        if "blocked.example" in url:
+            raise InvalidURL("links to blocked.example may not be shortened")
+
+    store.policy = policy
+    try:
+        with pytest.raises(InvalidURL):
+            yield store.put("https://blocked.example/x")
+        key = yield store.put("https://fine.example/x")
+        assert key == "0", "nothing was written for the refused URL"
+    finally:
+        yield database.stopService()
