@@ -567,6 +567,8 @@ class ClickBook(Service):
                 mark += encode_mark(n, t)
         self._mark_line = b""
         if not merged and not mark:
+            for _, waiter in waiting:  # empty batches (every key unknown or disabled): nothing to write
+                waiter.callback(None)
             return succeed(None)
         lines = mark + b"".join(
             encode_clicks(dict(list(merged.items())[i : i + SNAPSHOT_KEYS]))

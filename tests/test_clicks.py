@@ -354,3 +354,14 @@ def test_marks_are_thinned_with_age() -> None:
     assert kept[0] == (5, 0)
     assert len(kept) < 1 + 9 * 24 + 24 * 60 // 1 + 360 + 10
     assert all(a[0] < b[0] for a, b in zip(kept, kept[1:]))
+
+
+def test_an_empty_batch_is_acknowledged_too(tmp_path: Path) -> None:
+    """A batch with nothing left to count (its keys unknown or disabled on the master) is answered,
+    not left waiting: a slave's whole RPC batch waits on it."""
+    path, clock = tmp_path / "data.json.clicks", Clock()
+    made = book(path, clock)
+    clock.advance(1)  # the time mark of the counter's position is written once
+    acknowledged = made.record({})
+    clock.advance(0)
+    assert result_of(acknowledged) is None
