@@ -9,6 +9,7 @@ force.
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 
 from twisted.logger import Logger
@@ -16,6 +17,12 @@ from twisted.logger import Logger
 from goto_tw.errors import InvalidURL
 
 log = Logger()
+
+#: A host as browsers read it the same way Python does: DNS labels (letters, digits, ``-``, ``_``,
+#: dots) or a bracketed IPv6 address. A ``%`` (browsers percent-decode hosts: ``evil%2Eexample``) or a
+#: ``\`` (browsers read it as ``/``: ``evil.example\.ok.com``) would let a blocked or looping host
+#: pass as another.
+_PLAIN_HOST = re.compile(r"[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]")
 
 #: Largest block file read, in bytes.
 MAX_BLOCK_FILE_BYTES = 16 << 20
@@ -34,6 +41,10 @@ def read_domains(path: str) -> frozenset[str]:
             continue
         if " " in line or "/" in line:
             raise ValueError(f"{path}, line {number}: not a domain")
+        try:
+            line = line.encode("idna").decode("ascii")  # URLs are stored in ASCII (punycode) form
+        except UnicodeError:
+            raise ValueError(f"{path}, line {number}: not a domain") from None
         domains.add(line)
     return frozenset(domains)
 
@@ -63,6 +74,9 @@ class LinkPolicy:
         parts = urllib.parse.urlsplit(url)
         if "@" in parts.netloc:
             raise InvalidURL("a URL with a user name or password before the host is not accepted")
+        host_and_port = parts.netloc.rsplit(":", 1)[0] if not parts.netloc.endswith("]") else parts.netloc
+        if _PLAIN_HOST.fullmatch(host_and_port) is None:
+            raise InvalidURL("the URL's host holds characters a browser would read differently (% or \\)")
         host = (parts.hostname or "").rstrip(".")
         if host in self._own:
             raise InvalidURL("a link to this service itself would loop")

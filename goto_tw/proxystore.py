@@ -156,15 +156,18 @@ class ProxyStore:
             return fail(InvalidKey(INVALID_KEY))
         try:
             url = validate_url(url)
+            if self.policy is not None:
+                self.policy(url)
         except GotoError:
             return fail()
         master = ILinkAdder(self._master, None)
         if master is None:
             return fail(InvalidKey("this server takes no custom keys"))
+        generation = self._generation
         asked = self._adds.call((key or "", url), lambda: self._ask_master(lambda: master.add(url, key)))
-        return asked.addCallback(self._add_done, url, key)
+        return asked.addCallback(self._add_done, url, key, generation)
 
-    def _add_done(self, answered: object, url: str, key: str | None) -> tuple[str, bool]:
+    def _add_done(self, answered: object, url: str, key: str | None, generation: int) -> tuple[str, bool]:
         if (
             not isinstance(answered, tuple)
             or len(answered) != 2
@@ -174,7 +177,9 @@ class ProxyStore:
             or not isinstance(answered[1], bool)
         ):
             raise self._bad_answer(f"the master answered {_shown(answered)} to an add of {url!r}")
-        self._remember(answered[0], url)
+        if generation == self._generation and answered[0] not in self._gone:
+            # An answer to a call made before a change (a disabling) may predate it: passed on, not cached.
+            self._remember(answered[0], url)
         return answered[0], answered[1]
 
     def _ask_master_get(self, key: str) -> Deferred[str]:

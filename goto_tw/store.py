@@ -32,7 +32,7 @@ from goto_tw.interfaces import (
     IURLStore,
 )
 from goto_tw.keys import INVALID_KEY, is_reserved, is_valid_key, key_for_index
-from goto_tw.urlmap import URLMap
+from goto_tw.urlmap import URLMap, canonical_index
 from goto_tw.urls import validate_url
 
 #: How many of the latest adds are remembered by URL, so that adding one again answers its key.
@@ -141,8 +141,8 @@ class URLStore:
         """``put`` that tells whether the link is new, or store under a custom ``key`` (:class:`ILinkAdder`).
 
         The same custom pair again answers ``(key, False)`` (a retry); a key holding another URL,
-        being stored, or disabled, is :class:`KeyExists` (409): keys are never overwritten or handed
-        out again. The URL passes the same policy (blocklist, own host) as ``put``.
+        being stored, disabled, or one the key counter has passed (it may have been handed out before
+        a power loss), is :class:`KeyExists` (409): keys are never overwritten or handed out again. The URL passes the same policy (blocklist, own host) as ``put``.
         """
         if key is not None and not is_valid_key(key):
             return fail(InvalidKey(INVALID_KEY))
@@ -162,6 +162,11 @@ class URLStore:
             return fail(KeyExists(f"the key {key!r} is taken (by a disabled link)"))
         if self._urls.get(key) == url:
             return succeed((key, False))
+        index = canonical_index(key)
+        if index is not None and index < self._next_index:
+            # The counter has passed it: handed out, skipped, or perhaps acknowledged and then lost
+            # in a power loss (--no-fsync). Never to another URL, so never as a custom key.
+            return fail(KeyExists(f"the key {key!r} is already taken"))
         return self._store(key, url, custom=True).addCallback(lambda stored: (stored, True))
 
     def next_index(self) -> int:

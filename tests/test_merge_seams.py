@@ -1,0 +1,109 @@
+"""Where issues 10, 11 and 12 meet: custom keys, disabled keys, the blocklist, slaves' adds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
+from zope.interface import implementer
+
+from goto_tw.blocklist import LinkPolicy
+from goto_tw.errors import InvalidURL, KeyExists
+from goto_tw.interfaces import ILinkAdder, IURLStore
+from goto_tw.proxystore import ProxyStore
+from goto_tw.store import URLStore
+from tests.helpers import failure_of, result_of
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://evil%2Eexample/",  # browsers percent-decode the host
+        "http://evil.example\\.ok.com/",  # and read a backslash as a slash
+        "http://go.test\\.ok.com/0",  # a loop back to the service itself
+        "https://evil.example:443\\@ok.com/",
+    ],
+)
+def test_hosts_a_browser_reads_differently_are_refused(tmp_path: Path, url: str) -> None:
+    """The blocklist and the loop check read the host as Python does; a host a browser would read
+    as another (``%`` escapes, a backslash) is refused rather than let through."""
+    blocks = tmp_path / "blocked"
+    blocks.write_text("evil.example\n")
+    policy = LinkPolicy(frozenset({"go.test"}), str(blocks))
+    with pytest.raises(InvalidURL):
+        policy(url)
+    policy("https://ok.example:8443/a%2Eb?c=%5C")  # escapes after the host are fine
+
+
+def test_a_unicode_domain_in_the_block_file_blocks_its_stored_form(tmp_path: Path) -> None:
+    """URLs are stored in ASCII (punycode); a block file may name the domain in Unicode."""
+    blocks = tmp_path / "blocked"
+    blocks.write_text("bücher.example\n", encoding="utf-8")
+    policy = LinkPolicy(frozenset(), str(blocks))
+    with pytest.raises(InvalidURL):
+        policy("https://xn--bcher-kva.example/x")
+    with pytest.raises(InvalidURL):
+        policy("https://shop.xn--bcher-kva.example/x")
+
+
+@implementer(IURLStore, ILinkAdder)
+class AddingMaster:
+    """A master whose adds wait until the test answers them."""
+
+    def __init__(self) -> None:
+        self.adds: list[Deferred[tuple[str, bool]]] = []
+
+    def get(self, key: str) -> Deferred[str]:
+        return Deferred()
+
+    def put(self, url: str) -> Deferred[str]:
+        return Deferred()
+
+    def add(self, url: str, key: str | None = None) -> Deferred[tuple[str, bool]]:
+        added: Deferred[tuple[str, bool]] = Deferred()
+        self.adds.append(added)
+        return added
+
+    def count(self) -> int:
+        return 0
+
+
+def test_a_slaves_custom_and_browser_adds_pass_its_policy() -> None:
+    """A slave's own blocklist applies to ``add`` (custom keys, browsers, the API) as to ``put``."""
+    master = AddingMaster()
+    slave = ProxyStore(master, Clock())
+
+    def policy(url: str) -> None:
+        if "evil.example" in url:
+            raise InvalidURL("links to this domain are not accepted here")
+
+    slave.policy = policy
+    assert failure_of(slave.add("https://evil.example/", "mine")).check(InvalidURL)
+    assert failure_of(slave.add("https://evil.example/")).check(InvalidURL)
+    assert master.adds == [], "nothing reached the master"
+
+
+def test_an_add_answered_after_a_forget_is_not_cached() -> None:
+    """An add whose answer comes after the key was dropped (disabled meanwhile) is passed on, never
+    cached: the slave would otherwise redirect a disabled link for ever."""
+    master = AddingMaster()
+    slave = ProxyStore(master, Clock())
+    added = slave.add("https://a.example/", "k")
+    slave.forget(["k"])
+    master.adds[0].callback(("k", False))
+    assert result_of(added) == ("k", False)
+    assert slave.lookup("k") is None
+
+
+def test_a_custom_key_the_counter_has_passed_is_refused() -> None:
+    """A counter key below where the counter resumes may have been handed out before a power loss
+    (``--no-fsync``): nobody may claim it as a custom key for another URL."""
+    store = URLStore({"0": "https://a.example/"}, next_index=500)
+    assert failure_of(store.add("https://evil.example/", "7")).check(KeyExists)
+    assert failure_of(store.add("https://evil.example/", "0")).check(KeyExists)
+    assert result_of(store.add("https://a.example/", "0")) == ("0", False)
+    assert result_of(store.add("https://b.example/", "my-launch")) == ("my-launch", True)
+    assert result_of(store.add("https://c.example/", "zz")) == ("zz", True)  # index 3843, ahead
+    assert result_of(succeed(store.lookup("zz"))) == "https://c.example/"
