@@ -10,7 +10,8 @@ then moves past every imported key, so masters never hand one out again. A URL t
 several keys keeps every key; adds of it answer the first. ``export`` writes a new file beside the
 target and renames it into place (refusing a file a running master holds), oldest pairs first.
 
-Clicks, custom-key and disabled-link data (issues 10 and 11) are not moved yet.
+Clicks, custom-key and disabled-link data (issues 10 and 11) are not moved yet; a data file with
+disabled links is refused (importing would bring them back to life).
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ def import_file(path: str, uri: str) -> tuple[int, int]:
         data = open_data_file(path)
     except (CorruptDataFile, CorruptKeyBound, OSError) as exc:
         raise AdminError(f"cannot load the data file: {exc}") from None
+    if data.disabled:
+        data.record_file.close()
+        raise AdminError(
+            f"{path} holds {len(data.disabled)} disabled link(s), which a PostgreSQL store cannot keep "
+            "disabled yet: importing would bring them back to life (nothing was imported)"
+        )
     try:
         urls = data.urls
         next_index = data.next_index

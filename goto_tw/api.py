@@ -187,7 +187,11 @@ class LinksResource(PlainResource):
         """``GET /api/v1/links?after=KEY&limit=N``: a page of links in a stable order (master only)."""
         admin = self._admin
         if admin is None:
-            write_problem(request, 404, "links are listed by the master, not by a slave")
+            write_problem(
+                request,
+                404,
+                "links are listed by a master on the data-file store (not by a slave, not yet on PostgreSQL)",
+            )
             return NOT_DONE_YET
         args = request.args or {}
         after_raw = (args.get(b"after") or [b""])[0]
@@ -218,7 +222,11 @@ class LinksResource(PlainResource):
         """``DELETE /api/v1/links/KEY``: disable the link everywhere (410 from then on); master only."""
         admin = self._admin
         if admin is None:
-            write_problem(request, 404, "links are disabled on the master, not on a slave")
+            write_problem(
+                request,
+                404,
+                "links are disabled on a master on the data-file store (not on a slave, not yet on PostgreSQL)",
+            )
             return NOT_DONE_YET
         key = segment.decode("ascii", "replace")
         if not is_valid_key(key):

@@ -215,7 +215,11 @@ def openapi_document() -> dict[str, Any]:
                             "description": "When the link was disabled (seconds since the epoch), or null.",
                         },
                         "clicks": {"type": "integer", "minimum": 0, "description": "Issue 10; optional."},
-                        "created": {"type": ["integer", "string"], "description": "Issue 10; optional."},
+                        "created": {
+                            "type": ["string", "null"],
+                            "format": "date-time",
+                            "description": "When the link was made (RFC 3339), or null when unknown.",
+                        },
                     },
                 },
                 "StoredLink": {
@@ -226,7 +230,11 @@ def openapi_document() -> dict[str, Any]:
                         "url": {"type": "string"},
                         "short_url": {"type": "string"},
                         "clicks": {"type": "integer", "minimum": 0, "description": "Issue 10; optional."},
-                        "created": {"type": ["integer", "string"], "description": "Issue 10; optional."},
+                        "created": {
+                            "type": ["string", "null"],
+                            "format": "date-time",
+                            "description": "When the link was made (RFC 3339), or null when unknown.",
+                        },
                     },
                 },
                 "LinkPage": {

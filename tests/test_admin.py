@@ -84,3 +84,19 @@ def test_admin_refuses_a_non_postgresql_uri(argv):
     """The database argument must be a PostgreSQL URI."""
     with pytest.raises(SystemExit):
         main(argv)
+
+
+def test_import_refuses_a_file_with_disabled_links(tmp_path, pg_uri, capsys):
+    """A PostgreSQL store cannot keep a link disabled yet: importing a file with tombstones would bring
+    a link an operator disabled (a phishing link) back to life, so nothing is imported."""
+    from goto_tw.tombstones import encode_tombstone
+
+    source = tmp_path / "store.json"
+    _write(source, [("0", "https://example.com/0"), ("1", "https://phish.example/")])
+    with open(source, "ab") as data:
+        data.write(encode_tombstone("1", 1_795_000_000))
+    assert main(["import", str(source), pg_uri]) == 1
+    assert "disabled link" in capsys.readouterr().err
+    with psycopg.connect(pg_uri) as connection:
+        migrate(connection)
+        assert connection.execute("SELECT count(*) FROM goto_links").fetchone() == (0,)
