@@ -624,19 +624,31 @@ class FastAnswers:
         start = self._redirect_start + self._date.now() + _LOCATION
         return self._redirect_status, "-", start + url.encode("ascii") + self._redirect_end
 
-    def add(self, method: str, target: bytes, body: bytes) -> Union[FastAnswer, Deferred[FastAnswer], None]:
+    def add(
+        self,
+        method: str,
+        target: bytes,
+        body: bytes,
+        admit: Callable[[], FastAnswer | None] | None = None,
+    ) -> Union[FastAnswer, Deferred[FastAnswer], None]:
         """Answer ``GET /add?url=`` or a form ``POST /add`` as :class:`AddResource` does.
 
-        ``None`` (twisted.web answers) when there is no ``url`` (the form page). Otherwise the
-        answer, or a Deferred of it once the pair is durable; the arguments are parsed with
-        twisted.web's own ``parse_qs``.
+        ``None`` (twisted.web answers) when there is no ``url`` (the form page) or there is a custom
+        ``key``. Otherwise ``admit`` (the rate limit) is asked, exactly where twisted.web's
+        ``LimitAdds`` would ask, and then the answer, or a Deferred of it once the pair is durable;
+        the arguments are parsed with twisted.web's own ``parse_qs``. Asking only here keeps it one
+        token per add: an add left to twisted.web takes its token there.
         """
         if not self.adds:
             return None
         args = parse_qs(target.split(b"?", 1)[1] if method == "GET" else body, 1)
         raw = (args.get(b"url") or [b""])[0]
         if not raw or args.get(b"key"):
-            return None  # the form page, or a custom key: twisted.web answers
+            return None  # the form page, or a custom key: twisted.web answers (and limits)
+        if admit is not None:
+            refused = admit()
+            if refused is not None:
+                return refused
         date = self._date.now()  # twisted.web dates a response when the request is processed
 
         def answer(status: int, text: str, retry_after: int | None = None) -> FastAnswer:
