@@ -6,10 +6,15 @@ alike, and counted in ``goto_adds_rate_limited``. Redirects are never limited (n
 check runs for adds only). The table of clients is bounded (:data:`MAX_CLIENTS`, least recently
 seen dropped first); a client dropped from it starts again with a full bucket, so the bound
 costs at most one burst per forgotten client.
+
+A client is an IPv4 address, or an IPv6 /64 (:func:`rate_bucket`): one IPv6 subscriber is given a
+/64 (or more) and picks any address in it, so a bucket per full IPv6 address would give each
+subscriber 2^64 buckets.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from collections import OrderedDict
@@ -41,6 +46,21 @@ def parse_rate(value: str) -> float:
     return float(match.group(1)) / per
 
 
+def rate_bucket(client: str) -> str:
+    """The bucket a client address spends: an IPv4 address itself (also written IPv4-mapped,
+    ``::ffff:192.0.2.1``), an IPv6 address's /64 (``2001:db8:1:2::/64``); anything else as it is."""
+    if ":" not in client:
+        return client  # IPv4 (or no address): the common case, no parsing
+    try:
+        address = ipaddress.IPv6Address(client.split("%", 1)[0])
+    except ValueError:
+        return client
+    mapped = address.ipv4_mapped
+    if mapped is not None:
+        return str(mapped)
+    return f"{ipaddress.IPv6Address(int(address) >> 64 << 64)}/64"
+
+
 class AddLimiter:
     """Token buckets per client: ``admit(client)`` is ``None`` (go ahead) or seconds to wait."""
 
@@ -63,7 +83,9 @@ class AddLimiter:
         return len(self._buckets)
 
     def admit(self, client: str) -> int | None:
-        """Take a token for ``client``; ``None`` if it had one, else whole seconds until it will."""
+        """Take a token for ``client`` (its :func:`rate_bucket`); ``None`` if it had one, else whole
+        seconds until it will."""
+        client = rate_bucket(client)
         now = self._clock.seconds()
         buckets = self._buckets
         tokens, last = buckets.get(client, (self._burst, now))

@@ -9,7 +9,7 @@ from twisted.internet.task import Clock
 from goto_tw.auth import APIKeys
 from goto_tw.clients import ClientAddresses
 from goto_tw.metrics import Metrics
-from goto_tw.ratelimit import AddLimiter, LimitAdds, fast_gate, is_api_add, is_form_add
+from goto_tw.ratelimit import AddLimiter, LimitAdds, fast_gate, is_api_add, is_form_add, rate_bucket
 from goto_tw.site import GotoSite
 from goto_tw.store import URLStore
 from goto_tw.tap import make_root
@@ -72,3 +72,59 @@ def test_the_form_page_and_plain_adds_still_take_their_tokens() -> None:
         connection = Connection(site)
         connection.send(b"GET /add?url=https://b.example/%d HTTP/1.1\r\nHost: x\r\n\r\n" % number)
         assert status_of(connection.received()) == expected
+
+
+# Item 15 --------------------------------------------------------------------------------------
+
+
+def test_ipv6_clients_share_a_bucket_per_64() -> None:
+    """Addresses in one /64 (what one IPv6 subscriber gets) share a bucket; another /64 has its own;
+    IPv4 clients (and IPv4-mapped IPv6 ones) are limited per address as before."""
+    limiter = AddLimiter(1 / 60, 2, Clock())
+    assert limiter.admit("2001:db8:1:2::1") is None
+    assert limiter.admit("2001:db8:1:2:ffff:ffff:ffff:fffe") is None
+    assert limiter.admit("2001:db8:1:2:abcd::7") is not None  # the same /64: its two tokens are gone
+    assert limiter.admit("2001:db8:1:3::1") is None  # the next /64
+    assert limiter.admit("192.0.2.1") is None
+    assert limiter.admit("::ffff:192.0.2.1") is None  # the same client as 192.0.2.1
+    assert limiter.admit("192.0.2.1") is not None
+    assert limiter.admit("192.0.2.2") is None
+    assert limiter.admit("-") is None  # no address (a UNIX socket): one bucket, as before
+
+
+def test_ipv6_clients_on_the_fast_and_general_paths_share_the_64_bucket() -> None:
+    """Both paths bucket by /64: a fast add from one address and a general (HTTP/1.0) add from
+    another in the same /64 spend the same bucket."""
+    from twisted.internet.address import IPv6Address
+    from twisted.internet.testing import StringTransport
+
+    site = limited_site(1, Clock())
+
+    def add(host: str, version: bytes) -> int:
+        address = IPv6Address("TCP", host, 40000)
+        protocol = site.buildProtocol(address)
+        transport = StringTransport(peerAddress=address)
+        protocol.makeConnection(transport)
+        protocol.dataReceived(b"GET /add?url=https://v6.example/ HTTP/%s\r\nHost: x\r\n\r\n" % version)
+        return status_of(transport.value())
+
+    assert add("2001:db8::1", b"1.1") == 200
+    assert add("2001:db8::2", b"1.0") == 429
+    assert add("2001:db8::3", b"1.1") == 429
+    assert add("2001:db8:0:1::1", b"1.1") == 200
+
+
+@pytest.mark.parametrize(
+    ("client", "bucket"),
+    [
+        ("192.0.2.1", "192.0.2.1"),
+        ("-", "-"),
+        ("::ffff:192.0.2.1", "192.0.2.1"),
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+        ("fe80::1%eth0", "fe80::/64"),
+        ("::1", "::/64"),
+        ("not:an:address", "not:an:address"),
+    ],
+)
+def test_rate_bucket(client: str, bucket: str) -> None:
+    assert rate_bucket(client) == bucket
