@@ -2,7 +2,8 @@
 
 A client may add ``burst`` links at once, then ``rate`` a second; past that an add is answered 429
 with ``Retry-After`` (whole seconds until a token is back), on the fast path and the general path
-alike, and counted in ``goto_adds_rate_limited``. Redirects are never limited (nor slowed: the
+alike, and counted in ``goto_adds_rate_limited`` (a browser, whose adds the fast path leaves to
+twisted.web, gets the HTML error page with the form; the API a problem document). Redirects are never limited (nor slowed: the
 check runs for adds only). The table of clients is bounded (:data:`MAX_CLIENTS`, least recently
 seen dropped first); a client dropped from it starts again with a full bucket, so the bound
 costs at most one burst per forgotten client.
@@ -29,7 +30,7 @@ from goto_tw.errors import RateLimited
 from goto_tw.fastpath import FastAnswer
 from goto_tw.metrics import Metrics
 from goto_tw.timestamps import PerSecond
-from goto_tw.web import PlainResource, text_response, write_refusal
+from goto_tw.web import PlainResource, text_response, write_refusal_page
 
 #: Client addresses tracked at once.
 MAX_CLIENTS = 100_000
@@ -123,7 +124,7 @@ class LimitAdds(PlainResource):
             wait = self._limiter.admit(self._clients.of_request(request))
             if wait is not None:
                 error = RateLimited(LIMITED_MESSAGE, wait)
-                write_refusal(request, 429, str(error), {b"retry-after": b"%d" % wait})
+                write_refusal_page(request, 429, str(error), {b"retry-after": b"%d" % wait})
                 return NOT_DONE_YET
         return self._inner.render(request)
 

@@ -13,6 +13,7 @@ from goto_tw.ratelimit import AddLimiter, LimitAdds, fast_gate, is_api_add, is_f
 from goto_tw.site import GotoSite
 from goto_tw.store import URLStore
 from goto_tw.tap import make_root
+from goto_tw.web import FastAnswers
 from tests.wire import Connection
 
 HOST = "go.example"
@@ -31,7 +32,10 @@ def limited_site(burst: int, clock: Clock, *, private: bool = False) -> GotoSite
     links = root.children[b"api"].children[b"v1"].children[b"links"]
     root.children[b"api"].children[b"v1"].putChild(b"links", LimitAdds(links, limiter, clients, is_api_add))
     site = GotoSite(root, metrics, reactor=clock, store=store, host=HOST)
-    if not private:
+    assert isinstance(site.responder, FastAnswers)
+    if private:
+        site.responder.adds = False  # adds need a key: the general path checks it
+    else:
         site.add_gate = fast_gate(limiter, clients, clock)
     return site
 
@@ -128,3 +132,106 @@ def test_ipv6_clients_on_the_fast_and_general_paths_share_the_64_bucket() -> Non
 )
 def test_rate_bucket(client: str, bucket: str) -> None:
     assert rate_bucket(client) == bucket
+
+
+# Item 12 --------------------------------------------------------------------------------------
+
+
+def answer_of(site: GotoSite, request: bytes) -> tuple[bytes, dict[bytes, list[bytes]], bytes]:
+    """(status line, headers by lower-case name, body) of the answer to ``request``."""
+    connection = Connection(site)
+    connection.send(request)
+    head, _, body = connection.received().partition(b"\r\n\r\n")
+    status, *lines = head.split(b"\r\n")
+    headers: dict[bytes, list[bytes]] = {}
+    for line in lines:
+        name, _, value = line.partition(b":")
+        headers.setdefault(name.strip().lower(), []).append(value.strip())
+    return status, headers, body
+
+
+def spend(site: GotoSite, burst: int) -> None:
+    for number in range(burst):
+        connection = Connection(site)
+        connection.send(b"GET /add?url=https://spent.example/%d HTTP/1.1\r\nHost: x\r\n\r\n" % number)
+        assert status_of(connection.received()) == 200
+
+
+@pytest.mark.parametrize("method", [b"GET", b"POST"])
+def test_a_browser_over_the_rate_gets_an_html_429_page_with_the_form(method: bytes) -> None:
+    """A browser's add over the limit: 429 Too Many Requests with Retry-After, as an HTML page with
+    the reason and the form holding what was typed (escaped), and the HTML pages' security headers."""
+    site = limited_site(1, Clock())
+    spend(site, 1)
+    form = b"url=https://typed.example/%3Cx%3E&key=mine"
+    if method == b"GET":
+        request = b"GET /add?%s HTTP/1.1\r\nHost: x\r\nAccept: %s\r\n\r\n" % (form, BROWSER_ACCEPT)
+    else:
+        request = (
+            b"POST /add HTTP/1.1\r\nHost: x\r\nAccept: %s\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n%s"
+            % (BROWSER_ACCEPT, len(form), form)
+        )
+    status, headers, body = answer_of(site, request)
+    assert status == b"HTTP/1.1 429 Too Many Requests"
+    assert headers[b"content-type"] == [b"text/html; charset=utf-8"]
+    assert headers[b"content-security-policy"] and headers[b"x-content-type-options"] == [b"nosniff"]
+    assert 1 <= int(headers[b"retry-after"][0]) <= 60
+    assert int(headers[b"content-length"][0]) == len(body)
+    assert body.startswith(b"<!DOCTYPE html>")
+    assert b"<title>goto: Too Many Requests</title>" in body
+    assert b"Too many links added from your address" in body
+    assert b'action="/add"' in body
+    assert b'value="https://typed.example/&lt;x&gt;"' in body and b'value="mine"' in body
+
+
+def test_other_clients_over_the_rate_keep_the_plain_and_problem_answers() -> None:
+    """curl (no Accept, or */*) keeps the plain-text 429; under /api/ even a browser gets the problem."""
+    site = limited_site(1, Clock())
+    spend(site, 1)
+    for accept in (b"", b"Accept: */*\r\n", b"Accept: text/plain\r\n"):
+        for version in (b"1.1", b"1.0"):  # the fast path's 429, and twisted.web's
+            request = b"GET /add?url=https://c.example/ HTTP/%s\r\nHost: x\r\n%s\r\n" % (version, accept)
+            status, headers, body = answer_of(site, request)
+            assert status.split(b" ", 1)[1] == b"429 Too Many Requests"
+            assert headers[b"content-type"] == [b"text/plain; charset=utf-8"]
+            assert body == b"Too many links added from your address; try again shortly.\n"
+    status, headers, body = answer_of(
+        site,
+        b"POST /api/v1/links HTTP/1.1\r\nHost: x\r\nAccept: %s\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 29\r\n\r\n{"url": "https://d.example/"}' % BROWSER_ACCEPT,
+    )
+    assert status == b"HTTP/1.1 429 Too Many Requests"
+    assert headers[b"content-type"] == [b"application/problem+json"]
+    assert headers[b"retry-after"]
+
+
+def test_a_browser_adding_on_a_private_instance_gets_an_html_401_page_with_the_form() -> None:
+    """--private: a browser's add without a key is 401 with WWW-Authenticate, as an HTML page with the
+    reason and the form; curl keeps the plain 401, the API its problem; a key still adds."""
+    site = limited_site(5, Clock(), private=True)
+    status, headers, body = answer_of(
+        site, b"GET /add?url=https://p.example/ HTTP/1.1\r\nHost: x\r\nAccept: %s\r\n\r\n" % BROWSER_ACCEPT
+    )
+    assert status == b"HTTP/1.1 401 Unauthorized"
+    assert headers[b"www-authenticate"] == [b'Bearer realm="goto"']
+    assert headers[b"content-type"] == [b"text/html; charset=utf-8"]
+    assert headers[b"content-security-policy"]
+    assert b"<title>goto: Unauthorized</title>" in body
+    assert b"this needs an API key" in body
+    assert b'action="/add"' in body and b'value="https://p.example/"' in body
+    status, headers, body = answer_of(site, b"GET /add?url=https://p.example/ HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == b"HTTP/1.1 401 Unauthorized"
+    assert headers[b"content-type"] == [b"text/plain; charset=utf-8"]
+    assert body == b"this needs an API key: Authorization: Bearer KEY\n"
+    status, headers, _ = answer_of(
+        site,
+        b"POST /api/v1/links HTTP/1.1\r\nHost: x\r\nAccept: %s\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 29\r\n\r\n{"url": "https://d.example/"}' % BROWSER_ACCEPT,
+    )
+    assert status == b"HTTP/1.1 401 Unauthorized"
+    assert headers[b"content-type"] == [b"application/problem+json"]
+    status, _, _ = answer_of(
+        site, b"GET /add?url=https://p.example/ HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sesame\r\n\r\n"
+    )
+    assert status == b"HTTP/1.1 200 OK"
