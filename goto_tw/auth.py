@@ -4,7 +4,7 @@
 start and again on SIGHUP (:mod:`goto_tw.reload`), and a file that cannot be read or holds a bad
 line keeps the keys already loaded. Keys are compared in constant time, each against every key, and
 never logged. A request presents one as ``Authorization: Bearer KEY``; a missing or wrong key is a
-401 problem with ``WWW-Authenticate: Bearer``, and failed attempts are logged at most once a second
+401 with ``WWW-Authenticate: Bearer`` (a problem under ``/api/``, an HTML page for a browser), and failed attempts are logged at most once a second
 per client address (from a bounded table), so a guessing client cannot flood the log.
 """
 
@@ -20,7 +20,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from goto_tw.clients import ClientAddresses
-from goto_tw.web import PlainResource, write_refusal
+from goto_tw.web import PlainResource, write_refusal_page
 
 log = Logger()
 
@@ -145,9 +145,10 @@ class APIKeys:
 
 
 def refuse(request: Request) -> None:
-    """Answer 401 with ``WWW-Authenticate: Bearer``: a problem under ``/api/``, else plain text."""
+    """Answer 401 with ``WWW-Authenticate: Bearer``: a problem under ``/api/``, an HTML page with the
+    form for a browser, else plain text."""
     request.setHeader(b"www-authenticate", b'Bearer realm="goto"')
-    write_refusal(request, 401, "this needs an API key: Authorization: Bearer KEY")
+    write_refusal_page(request, 401, "this needs an API key: Authorization: Bearer KEY")
 
 
 class KeyRequiredToAdd(PlainResource):

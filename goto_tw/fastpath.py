@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
+from functools import partial
 from typing import Any, Callable, Optional, Union
 
 from twisted.internet.defer import Deferred
@@ -66,8 +67,14 @@ class IFastResponder(Interface):
 
         ``head`` is the whole request head (for the click counter's bot check)."""
 
-    def add(method: str, target: bytes, body: bytes) -> Union[FastAnswer, Deferred[FastAnswer], None]:
-        """The answer (or a Deferred of it) to an add, or ``None`` to leave it to twisted.web."""
+    def add(
+        method: str, target: bytes, body: bytes, admit: Optional[Callable[[], Optional[FastAnswer]]] = None
+    ) -> Union[FastAnswer, Deferred[FastAnswer], None]:
+        """The answer (or a Deferred of it) to an add, or ``None`` to leave it to twisted.web.
+
+        ``admit`` (the channel's ``add_gate`` for this request) is called once the responder has
+        decided to answer the add itself, and only then: ``None`` to go ahead, or the answer to send
+        instead. A request left to twisted.web is checked there, so each add is checked once."""
 
     def internal_error() -> FastAnswer:
         """The 500 answered in place of an answer whose Deferred failed with a bug."""
@@ -169,8 +176,9 @@ class FastRedirectChannel(DeadlineChannel):
 
     responder: IFastResponder | None = None
     record: Recorder
-    #: Asked before each add with (client, request head): ``None`` to go ahead, or the answer to send
-    #: instead (a rate limit's 429). Set by the site.
+    #: Asked with (client, request head) before each add the fast path answers itself (the responder
+    #: calls it once it has decided to answer; an add it leaves to twisted.web is checked there):
+    #: ``None`` to go ahead, or the answer to send instead (a rate limit's 429). Set by the site.
     add_gate: Callable[[str, bytes], Optional[FastAnswer]] | None = None
     #: The client's address as the access log writes it, found once per connection.
     client: str = "-"
@@ -253,11 +261,12 @@ class FastRedirectChannel(DeadlineChannel):
                     if len(buffer) < head_end + body_length:
                         waiting_for_client = True
                         break
-                    refused = self.add_gate(self.client, head) if self.add_gate is not None else None
-                    answer = (
-                        refused
-                        if refused is not None
-                        else responder.add(method, path, buffer[head_end : head_end + body_length])
+                    gate = self.add_gate
+                    answer = responder.add(
+                        method,
+                        path,
+                        buffer[head_end : head_end + body_length],
+                        None if gate is None else partial(gate, self.client, head),
                     )
                     head_end += body_length
                     route = "add"

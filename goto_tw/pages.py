@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
+from http import HTTPStatus
 
 from twisted.web.http import RESPONSES
 from twisted.web.server import Request
@@ -61,6 +62,23 @@ HTML_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"X-Content-Type-Options", b"nosniff"),
     (b"Referrer-Policy", b"no-referrer"),
 )
+
+
+def status_phrase(status: int) -> bytes:
+    """The reason phrase of ``status``: twisted.web's, else the standard one (429), else ``Error``."""
+    known = RESPONSES.get(status)
+    if known is not None:
+        return known
+    try:
+        return HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b"Error"
+
+
+def reason_phrase(status: int) -> bytes | None:
+    """The reason phrase to give ``setResponseCode`` for ``status``: ``None`` where twisted.web knows
+    one (it writes its own), else :func:`status_phrase` (twisted.web would say "Unknown Status")."""
+    return None if status in RESPONSES else status_phrase(status)
 
 
 def _document(title: str, *content: Tag) -> bytes:
@@ -174,7 +192,7 @@ def info_page(short: str, url: str, key: str, clicks: int | None, created: float
 
 def error_page(status: int, message: str, url: str = "", key: str = "") -> bytes:
     """An error for a browser: the reason and the form again (with what was typed, escaped)."""
-    title = RESPONSES.get(status, b"Error").decode("ascii", "replace")
+    title = status_phrase(status).decode("ascii", "replace")
     return _document(
         f"goto: {title}",
         tags.h1(title),
@@ -185,7 +203,7 @@ def error_page(status: int, message: str, url: str = "", key: str = "") -> bytes
 
 def write_html(request: Request, status: int, body: bytes, headers: dict[bytes, bytes] | None = None) -> None:
     """Answer ``status`` with an HTML page and its security headers, and finish the request."""
-    request.setResponseCode(status)
+    request.setResponseCode(status, reason_phrase(status))
     for name, value in HTML_HEADERS:
         request.setHeader(name, value)
     for name, value in (headers or {}).items():

@@ -2,14 +2,20 @@
 
 A client may add ``burst`` links at once, then ``rate`` a second; past that an add is answered 429
 with ``Retry-After`` (whole seconds until a token is back), on the fast path and the general path
-alike, and counted in ``goto_adds_rate_limited``. Redirects are never limited (nor slowed: the
+alike, and counted in ``goto_adds_rate_limited`` (a browser, whose adds the fast path leaves to
+twisted.web, gets the HTML error page with the form; the API a problem document). Redirects are never limited (nor slowed: the
 check runs for adds only). The table of clients is bounded (:data:`MAX_CLIENTS`, least recently
 seen dropped first); a client dropped from it starts again with a full bucket, so the bound
 costs at most one burst per forgotten client.
+
+A client is an IPv4 address, or an IPv6 /64 (:func:`rate_bucket`): one IPv6 subscriber is given a
+/64 (or more) and picks any address in it, so a bucket per full IPv6 address would give each
+subscriber 2^64 buckets.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from collections import OrderedDict
@@ -24,7 +30,7 @@ from goto_tw.errors import RateLimited
 from goto_tw.fastpath import FastAnswer
 from goto_tw.metrics import Metrics
 from goto_tw.timestamps import PerSecond
-from goto_tw.web import PlainResource, text_response, write_refusal
+from goto_tw.web import PlainResource, text_response, write_refusal_page
 
 #: Client addresses tracked at once.
 MAX_CLIENTS = 100_000
@@ -39,6 +45,21 @@ def parse_rate(value: str) -> float:
         raise ValueError(f"expected N/s, N/m or N/h, not {value!r}")
     per = {"s": 1, "m": 60, "h": 3600}[match.group(2) or "s"]
     return float(match.group(1)) / per
+
+
+def rate_bucket(client: str) -> str:
+    """The bucket a client address spends: an IPv4 address itself (also written IPv4-mapped,
+    ``::ffff:192.0.2.1``), an IPv6 address's /64 (``2001:db8:1:2::/64``); anything else as it is."""
+    if ":" not in client:
+        return client  # IPv4 (or no address): the common case, no parsing
+    try:
+        address = ipaddress.IPv6Address(client.split("%", 1)[0])
+    except ValueError:
+        return client
+    mapped = address.ipv4_mapped
+    if mapped is not None:
+        return str(mapped)
+    return f"{ipaddress.IPv6Address(int(address) >> 64 << 64)}/64"
 
 
 class AddLimiter:
@@ -63,7 +84,9 @@ class AddLimiter:
         return len(self._buckets)
 
     def admit(self, client: str) -> int | None:
-        """Take a token for ``client``; ``None`` if it had one, else whole seconds until it will."""
+        """Take a token for ``client`` (its :func:`rate_bucket`); ``None`` if it had one, else whole
+        seconds until it will."""
+        client = rate_bucket(client)
         now = self._clock.seconds()
         buckets = self._buckets
         tokens, last = buckets.get(client, (self._burst, now))
@@ -101,7 +124,7 @@ class LimitAdds(PlainResource):
             wait = self._limiter.admit(self._clients.of_request(request))
             if wait is not None:
                 error = RateLimited(LIMITED_MESSAGE, wait)
-                write_refusal(request, 429, str(error), {b"retry-after": b"%d" % wait})
+                write_refusal_page(request, 429, str(error), {b"retry-after": b"%d" % wait})
                 return NOT_DONE_YET
         return self._inner.render(request)
 

@@ -13,7 +13,6 @@ equal: both serialisers take their headers from the same definitions (:data:`TEX
 from __future__ import annotations
 
 import re
-from http import HTTPStatus
 from typing import Any, Callable, TypeVar, Union
 
 from twisted.internet.defer import Deferred, succeed
@@ -34,7 +33,7 @@ from goto_tw.fastpath import FastAnswer, IFastResponder
 from goto_tw.interfaces import IClickCounter, ILinkAdder, ILinkStats, ILocalLookup, IURLStore
 from goto_tw.keys import INVALID_KEY, is_valid_key
 from goto_tw.negotiation import prefers_html
-from goto_tw.pages import error_page, form_page, info_page, result_page, write_html
+from goto_tw.pages import error_page, form_page, info_page, reason_phrase, result_page, write_html
 from goto_tw.problems import PROBLEM_JSON, is_api_path, problem_body
 from goto_tw.qr import qr_png, qr_svg
 from goto_tw.timestamps import PerSecond
@@ -104,11 +103,6 @@ def short_url(origin: str, key: str) -> str:
     return f"{origin}/{key}" if "://" in origin else f"http://{origin}/{key}"
 
 
-def reason_phrase(status: int) -> bytes | None:
-    """The reason phrase of ``status`` where twisted.web knows none (429), else ``None`` (its own)."""
-    return None if status in RESPONSES else HTTPStatus(status).phrase.encode("ascii")
-
-
 def write_text(request: Request, status: int, text: str, headers: dict[bytes, bytes] | None = None) -> None:
     """Answer ``status`` with a short plain-text body and finish the request."""
     body = text.encode("utf-8") + b"\n"
@@ -149,6 +143,22 @@ def write_refusal(
         write_problem(request, status, text, headers)
     else:
         write_text(request, status, text, headers)
+
+
+def write_refusal_page(
+    request: Request, status: int, text: str, headers: dict[bytes, bytes] | None = None
+) -> None:
+    """Answer a refusal a person may meet in a browser (401 of ``--private``, 429 of the rate limit):
+    under ``/api/`` a problem document and for other clients plain text, as :func:`write_refusal`;
+    for a browser (``Accept`` preferring HTML) the HTML error page, same status and headers, with
+    the reason and the form holding what was typed, as :class:`AddResource`'s other errors."""
+    if is_api_path(request.path or b"") or not prefers_html(request.getHeader(b"accept")):
+        write_refusal(request, status, text, headers)
+        return
+    args = request.args or {}
+    url = (args.get(b"url") or [b""])[0].decode("utf-8", "replace")
+    key = (args.get(b"key") or [b""])[0].decode("ascii", "replace")
+    write_html(request, status, error_page(status, text, url, key), headers)
 
 
 def write_error(request: Request, error: GotoError) -> None:
@@ -624,19 +634,31 @@ class FastAnswers:
         start = self._redirect_start + self._date.now() + _LOCATION
         return self._redirect_status, "-", start + url.encode("ascii") + self._redirect_end
 
-    def add(self, method: str, target: bytes, body: bytes) -> Union[FastAnswer, Deferred[FastAnswer], None]:
+    def add(
+        self,
+        method: str,
+        target: bytes,
+        body: bytes,
+        admit: Callable[[], FastAnswer | None] | None = None,
+    ) -> Union[FastAnswer, Deferred[FastAnswer], None]:
         """Answer ``GET /add?url=`` or a form ``POST /add`` as :class:`AddResource` does.
 
-        ``None`` (twisted.web answers) when there is no ``url`` (the form page). Otherwise the
-        answer, or a Deferred of it once the pair is durable; the arguments are parsed with
-        twisted.web's own ``parse_qs``.
+        ``None`` (twisted.web answers) when there is no ``url`` (the form page) or there is a custom
+        ``key``. Otherwise ``admit`` (the rate limit) is asked, exactly where twisted.web's
+        ``LimitAdds`` would ask, and then the answer, or a Deferred of it once the pair is durable;
+        the arguments are parsed with twisted.web's own ``parse_qs``. Asking only here keeps it one
+        token per add: an add left to twisted.web takes its token there.
         """
         if not self.adds:
             return None
         args = parse_qs(target.split(b"?", 1)[1] if method == "GET" else body, 1)
         raw = (args.get(b"url") or [b""])[0]
         if not raw or args.get(b"key"):
-            return None  # the form page, or a custom key: twisted.web answers
+            return None  # the form page, or a custom key: twisted.web answers (and limits)
+        if admit is not None:
+            refused = admit()
+            if refused is not None:
+                return refused
         date = self._date.now()  # twisted.web dates a response when the request is processed
 
         def answer(status: int, text: str, retry_after: int | None = None) -> FastAnswer:

@@ -202,7 +202,7 @@ class FailingResponder:
     def redirect(self, method: str, key: str, head: bytes = b"") -> FastAnswer | None:
         return self.inner.redirect(method, key)
 
-    def add(self, method: str, target: bytes, body: bytes) -> Deferred[FastAnswer]:
+    def add(self, method: str, target: bytes, body: bytes, admit: object = None) -> Deferred[FastAnswer]:
         return self.pending
 
     def internal_error(self) -> FastAnswer:
