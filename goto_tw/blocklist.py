@@ -53,7 +53,11 @@ class LinkPolicy:
     """``check(url)`` raises :class:`InvalidURL` for a URL this service will not shorten."""
 
     def __init__(self, own_hosts: frozenset[str] = frozenset(), block_path: str | None = None) -> None:
-        self._own = frozenset(host.lower() for host in own_hosts)
+        """``own_hosts``: this service's ``HOST`` or ``HOST:PORT`` (``--host``): a link to it would loop."""
+        self._own: dict[str, int | None] = {}
+        for own in own_hosts:
+            origin = urllib.parse.urlsplit(f"http://{own}")
+            self._own[(origin.hostname or "").rstrip(".").lower()] = origin.port
         self._path = block_path
         self.blocked: frozenset[str] = read_domains(block_path) if block_path else frozenset()
 
@@ -79,7 +83,12 @@ class LinkPolicy:
             raise InvalidURL("the URL's host holds characters a browser would read differently (% or \\)")
         host = (parts.hostname or "").rstrip(".")
         if host in self._own:
-            raise InvalidURL("a link to this service itself would loop")
+            # The same host loops unless the URL names another port than the service's (a link
+            # to another service on the same machine); the default ports may be the service behind
+            # a proxy (http redirecting to https), so they loop too.
+            port = parts.port
+            if port is None or port in (80, 443) or port == self._own[host]:
+                raise InvalidURL("a link to this service itself would loop")
         blocked = self.blocked
         if blocked:
             labels = host.split(".")

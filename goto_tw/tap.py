@@ -402,7 +402,7 @@ def make_policy(options: Options | dict[str, Any]) -> LinkPolicy:
     """What may not be shortened: ``--block-file``'s domains and this service's own host."""
     own = urllib.parse.urlsplit(options["host"] if "://" in options["host"] else f"http://{options['host']}")
     try:
-        return LinkPolicy(frozenset({(own.hostname or "").rstrip(".")}), options.get("block-file"))
+        return LinkPolicy(frozenset({own.netloc}), options.get("block-file"))
     except (OSError, ValueError) as exc:
         sys.exit(f"goto: --block-file: {exc}")
 

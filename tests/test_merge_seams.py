@@ -107,3 +107,26 @@ def test_a_custom_key_the_counter_has_passed_is_refused() -> None:
     assert result_of(store.add("https://b.example/", "my-launch")) == ("my-launch", True)
     assert result_of(store.add("https://c.example/", "zz")) == ("zz", True)  # index 3843, ahead
     assert result_of(succeed(store.lookup("zz"))) == "https://c.example/"
+
+
+@pytest.mark.parametrize(
+    ("url", "loops"),
+    [
+        ("http://go.test/0", True),
+        ("https://go.test/0", True),
+        ("http://go.test:8080/0", True),
+        ("https://go.test:443/0", True),
+        ("http://go.test:9000/", False),  # another service on the same machine
+        ("http://other.test:8080/", False),
+    ],
+)
+def test_a_link_to_the_service_itself_loops_but_another_port_does_not(url: str, loops: bool) -> None:
+    """The service's own host loops on its port and the default ports (it may sit behind a proxy);
+    another explicit port on the same host is another service (the browser test links the slave to
+    its master, both on 127.0.0.1)."""
+    policy = LinkPolicy(frozenset({"go.test:8080"}))
+    if loops:
+        with pytest.raises(InvalidURL, match="loop"):
+            policy(url)
+    else:
+        policy(url)
