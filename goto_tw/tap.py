@@ -588,7 +588,7 @@ def make_click_book(
     """
     path = clicks_path(options["file"])
     try:
-        totals, marks, lines = open_click_book(path, reactor.seconds())
+        totals, marks, lines = open_click_book(path, reactor.seconds(), next_index)
     except (CorruptClickFile, OSError) as exc:
         sys.exit(f"goto: cannot load the click file: {exc}")
     fsync = not options.get("no-fsync")
