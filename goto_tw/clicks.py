@@ -224,9 +224,6 @@ class ClickForwarder(Service):
 
     def _tick(self) -> None:
         self._timer = self._clock.callLater(self._interval, self._tick)
-        if self._clock.seconds() < self._quiet_until:
-            self._counter.drop(self._counter.take())  # nobody keeps them: memory stays small
-            return
         if self._in_flight is None:
             self.flush()
 
@@ -235,6 +232,9 @@ class ClickForwarder(Service):
         if self._in_flight is not None:
             return succeed(None)
         counts = self._counter.take()
+        if counts and self._clock.seconds() < self._quiet_until:
+            self._counter.drop(counts)  # the master keeps none: memory stays small, nothing is sent
+            return succeed(None)
         if not counts:
             return succeed(None)
         items = list(counts.items())

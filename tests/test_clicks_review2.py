@@ -216,3 +216,22 @@ def test_the_longest_line_the_writer_makes_is_within_the_load_bound() -> None:
 
     counts = {f"{n:0{MAX_KEY_LENGTH}d}": 2**63 - 1 for n in range(clicks.SNAPSHOT_KEYS)}
     assert len(clicks.encode_clicks(counts)) <= clicks.MAX_LINE_BYTES
+
+
+def test_a_stopping_slave_offers_nothing_to_a_master_that_counts_no_clicks() -> None:
+    clock, counter = Clock(), ClickCounter()
+    sent: list[dict[str, int]] = []
+
+    def send(batch: dict[str, int]) -> Deferred[Any]:
+        sent.append(batch)
+        answer: Deferred[Any] = Deferred()
+        answer.errback(NotKept("this master counts no clicks"))
+        return answer
+
+    forwarder = ClickForwarder(counter, send, clock)
+    forwarder.startService()
+    counter.click("a")
+    clock.advance(1)
+    counter.click("a")
+    result_of(forwarder.stopService())
+    assert len(sent) == 1 and counter.dropped == 2 and counter.total() == 0
