@@ -33,7 +33,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from goto_tw.errors import StoreUnavailable
+from goto_tw.errors import NotKept, StoreUnavailable
 from goto_tw.interfaces import IClickCounter
 from goto_tw.keys import is_valid_key
 from goto_tw.urlmap import canonical_index
@@ -73,12 +73,20 @@ def is_preview_bot(user_agent: bytes | None) -> bool:
 MAX_AGENTS_REMEMBERED = 1024
 
 
+_USER_AGENT_IN_HEAD = re.compile(rb"\r\nuser-agent:([^\r\n]*)", re.IGNORECASE)
+
+
 class PreviewBotFilter:
     """Whether a raw request head comes from a preview bot, at a fraction of a regex search's cost.
 
     Searching every redirect's head for a dozen names costs a few microseconds, a third of a fast
     redirect; the User-Agent values a service sees are few, so the verdict per value is remembered
-    (in a bounded dict) and a redirect pays for two ``find`` calls, a slice and a dict look-up.
+    (in a bounded dict) and a redirect pays for a few ``find`` calls, a slice and a dict look-up.
+
+    Of repeated ``User-Agent`` headers the last one counts, as in twisted.web's ``getHeader`` (one
+    rule on both paths). A head with the name spelled otherwise (``user-agent``, ``USER-AGENT``)
+    is searched in full for its last one; only an odd mixed spelling (``User-AGENT``) after a
+    ``User-Agent`` would be missed, and it can only decide whether its sender's click counts.
     """
 
     def __init__(self, max_agents: int = MAX_AGENTS_REMEMBERED) -> None:
@@ -86,11 +94,15 @@ class PreviewBotFilter:
         self._max_agents = max_agents
 
     def __call__(self, head: bytes) -> bool:
-        start = head.find(b"\r\nUser-Agent:")
-        if start < 0:
-            # No User-Agent, or one spelled otherwise (``user-agent``): the full search, rarely needed.
-            return PREVIEW_BOT_IN_HEAD.search(head) is not None
-        agent = head[start + 13 : head.find(b"\r", start + 13)]
+        start = head.rfind(b"\r\nUser-Agent:")
+        if start >= 0 and b"ser-agent:" not in head and b"SER-AGENT:" not in head:
+            agent = head[start + 13 : head.find(b"\r", start + 13)]
+        else:
+            # None, or one spelled otherwise: the full search for the last one, rarely needed.
+            agents = _USER_AGENT_IN_HEAD.findall(head)
+            if not agents:
+                return False
+            agent = agents[-1]
         verdict = self._verdicts.get(agent)
         if verdict is None:
             verdict = _PREVIEW_BOT_AGENT.search(agent) is not None
@@ -112,6 +124,8 @@ MAX_BATCH_COUNT = 2**31 - 1
 FLUSH_INTERVAL = 1.0
 #: Seconds a stopping slave waits for its last batch to be acknowledged.
 STOP_FLUSH_SECONDS = 5.0
+#: Seconds a slave waits before offering clicks again to a master that keeps none (PostgreSQL).
+UNSUPPORTED_RETRY_SECONDS = 300.0
 
 
 @implementer(IClickCounter)
@@ -152,6 +166,12 @@ class ClickCounter:
             else:
                 self.dropped += count
 
+    def drop(self, counts: dict[str, int]) -> None:
+        """Count taken clicks that nobody will keep as dropped."""
+        dropped = sum(counts.values())
+        self.taken -= dropped
+        self.dropped += dropped
+
     def total(self) -> int:
         """Every click counted here and not dropped (for ``goto_clicks_total``)."""
         return self.taken + sum(self.pending.values())
@@ -174,8 +194,11 @@ def check_batch(batch: object) -> dict[str, int]:
 class ClickForwarder(Service):
     """A slave's flusher: every second, one ``Store.Clicks`` call with everything counted since.
 
-    ``send`` is the RPC (``RemoteStore.call`` bound to ``Store.Clicks``); only one call is in flight
-    at a time. On stop, what is pending is sent once more (the RPC's own timeout bounds the wait).
+    ``send`` is the RPC (``RemoteStore.call_alone`` bound to ``Store.Clicks``); only one call is in
+    flight at a time. On stop, what is pending is sent once more (the RPC's own timeout bounds the
+    wait). A master that keeps no clicks (:class:`~goto_tw.errors.NotKept`: a PostgreSQL master) is
+    logged once and offered clicks again only every :data:`UNSUPPORTED_RETRY_SECONDS`; the clicks
+    of the meantime are counted as dropped.
     """
 
     def __init__(
@@ -192,6 +215,8 @@ class ClickForwarder(Service):
         self._timer: IDelayedCall | None = None
         self._in_flight: Deferred[None] | None = None
         self._warned = False
+        #: Until when a master that keeps no clicks is left alone (clock seconds; 0: it keeps them).
+        self._quiet_until = 0.0
 
     def startService(self) -> None:
         super().startService()
@@ -207,6 +232,9 @@ class ClickForwarder(Service):
         if self._in_flight is not None:
             return succeed(None)
         counts = self._counter.take()
+        if counts and self._clock.seconds() < self._quiet_until:
+            self._counter.drop(counts)  # the master keeps none: memory stays small, nothing is sent
+            return succeed(None)
         if not counts:
             return succeed(None)
         items = list(counts.items())
@@ -221,9 +249,10 @@ class ClickForwarder(Service):
             batch = batches.pop(0)
 
             def failed(failure: Failure) -> None:
-                self._counter.give_back(batch)
+                keep = self._counter.drop if failure.check(NotKept) else self._counter.give_back
+                keep(batch)
                 for rest in batches:
-                    self._counter.give_back(rest)
+                    keep(rest)
                 self._finished(done, failure)
 
             self._send(batch).addCallbacks(send_next, failed)
@@ -233,7 +262,19 @@ class ClickForwarder(Service):
 
     def _finished(self, done: Deferred[None], failure: Failure | None) -> None:
         self._in_flight = None
-        if failure is None:
+        if failure is not None and failure.check(NotKept):
+            if not self._quiet_until:
+                log.warn(
+                    "The master keeps no clicks ({reason}): this slave's clicks are dropped, and "
+                    "offered again every {seconds:.0f} s",
+                    reason=str(failure.value),
+                    seconds=UNSUPPORTED_RETRY_SECONDS,
+                )
+            self._quiet_until = self._clock.seconds() + UNSUPPORTED_RETRY_SECONDS
+        elif failure is None:
+            if self._quiet_until:
+                log.info("The master keeps clicks again")
+                self._quiet_until = 0.0
             if self._warned:
                 log.info("Clicks reach the master again")
                 self._warned = False
@@ -263,15 +304,26 @@ class ClickForwarder(Service):
 
 
 class ClickTotals:
-    """Total clicks per key: an 8-byte slot per counter key, a dict for the others (custom keys)."""
+    """Total clicks per key: an 8-byte slot per counter key, a dict for the others (custom keys).
 
-    def __init__(self) -> None:
+    Only a key below the store's key counter (``next_index()``) gets a slot: the counter made it,
+    or skipped it, so the array never outgrows the keys the store handed out. Anything else (a
+    custom key that reads as a far number, say ``4oMw``) goes to the dict: a person choosing keys
+    costs one dict entry per key, never megabytes of slots. Without ``next_index``, every key does.
+    """
+
+    def __init__(self, next_index: Callable[[], int] | None = None) -> None:
         self._by_index: array[int] = array("q")
         self._others: dict[str, int] = {}
+        self._next_index = next_index
+
+    def slots(self) -> int:
+        """How many counter slots the array holds (8 bytes each)."""
+        return len(self._by_index)
 
     def add(self, key: str, count: int) -> None:
         index = canonical_index(key)
-        if index is None or index > len(self._by_index) + (1 << 20):
+        if index is None or self._next_index is None or index >= self._next_index():
             self._others[key] = self._others.get(key, 0) + count
             return
         slots = self._by_index
@@ -306,8 +358,17 @@ COMPACT_LINES = 1_000
 #: Lines above which a running master rewrites it (in its writer thread, instead of one append), so
 #: the file stays bounded however long the master runs: about a day of one line a second.
 RUNTIME_COMPACT_LINES = 100_000
+#: Bytes above which a running master rewrites it (one line holds up to 10,000 keys, so lines
+#: alone do not bound it), or twice the size of its last snapshot if that is more: a snapshot
+#: larger than this bound must not make every write a rewrite.
+RUNTIME_COMPACT_BYTES = 64 * 1024 * 1024
 #: Keys per line of a snapshot.
 SNAPSHOT_KEYS = 10_000
+#: Bytes read at a time when the click file is loaded.
+LOAD_CHUNK_BYTES = 1024 * 1024
+#: Longest line the click file may hold: a line carries at most :data:`SNAPSHOT_KEYS` keys of at
+#: most 64 characters, each with a count of at most 19 digits (about 870 KB).
+MAX_LINE_BYTES = 1024 * 1024
 
 
 def clicks_path(data_path: str) -> str:
@@ -380,33 +441,53 @@ def check_batch_unbounded(counts: object) -> dict[str, int]:
     return counts
 
 
-def load_clicks(path: str) -> tuple[ClickTotals, Marks, int]:
+def load_clicks(path: str, next_index: Callable[[], int] | None = None) -> tuple[ClickTotals, Marks, int]:
     """Add up the click file at ``path`` (missing: no clicks); return the totals, marks and lines read.
 
-    A torn last line (a crash mid-write: never acknowledged) is cut off; any other bad line raises
-    :class:`CorruptClickFile` naming the line.
+    The file is read :data:`LOAD_CHUNK_BYTES` at a time, so loading it costs the totals and at most
+    a chunk and a line, however large it grew. A torn last line (a crash mid-write: never
+    acknowledged) is cut off; any other bad line, or one longer than :data:`MAX_LINE_BYTES`, raises
+    :class:`CorruptClickFile` naming the line. ``next_index`` is the store's key counter (see
+    :class:`ClickTotals`).
     """
-    totals = ClickTotals()
+    totals = ClickTotals(next_index)
     marks = Marks()
     try:
-        with open(path, "rb") as file:
-            data = file.read()
+        fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return totals, marks, 0
-    complete = data.rfind(b"\n") + 1
-    if complete < len(data):
+    number = 0
+    complete = 0  # bytes of the complete lines read so far
+    tail = b""
+    try:
+        while True:
+            chunk = os.read(fd, LOAD_CHUNK_BYTES)
+            if not chunk:
+                break
+            lines = (tail + chunk).split(b"\n")
+            tail = lines.pop()
+            if len(tail) > MAX_LINE_BYTES:
+                raise CorruptClickFile(
+                    f"{path}, line {number + len(lines) + 1}: longer than {MAX_LINE_BYTES} bytes"
+                )
+            for line in lines:
+                number += 1
+                if len(line) > MAX_LINE_BYTES:
+                    raise CorruptClickFile(f"{path}, line {number}: longer than {MAX_LINE_BYTES} bytes")
+                complete += len(line) + 1
+                parsed = _parse_click_line(path, number, line)
+                if isinstance(parsed, tuple):
+                    marks.add(*parsed)
+                    continue
+                for key, count in parsed.items():
+                    totals.add(key, count)
+    finally:
+        os.close(fd)
+    if tail:
         log.warn("Click file {path} ends with a torn line (never acknowledged): cutting it off", path=path)
         with open(path, "r+b") as file:
             file.truncate(complete)
-    lines = data[:complete].split(b"\n")[:-1]
-    for number, line in enumerate(lines, start=1):
-        parsed = _parse_click_line(path, number, line)
-        if isinstance(parsed, tuple):
-            marks.add(*parsed)
-            continue
-        for key, count in parsed.items():
-            totals.add(key, count)
-    return totals, marks, len(lines)
+    return totals, marks, number
 
 
 def encode_clicks(counts: dict[str, int]) -> bytes:
@@ -445,13 +526,15 @@ def write_snapshot(
     return len(thinned) + -(-len(items) // SNAPSHOT_KEYS)
 
 
-def open_click_book(path: str, now: float) -> tuple[ClickTotals, Marks, int]:
+def open_click_book(
+    path: str, now: float, next_index: Callable[[], int] | None = None
+) -> tuple[ClickTotals, Marks, int]:
     """Load the click file, compacting it first when it has many lines (before anything listens);
     return the totals, the marks and the lines the file holds."""
-    totals, marks, lines = load_clicks(path)
+    totals, marks, lines = load_clicks(path, next_index)
     if lines > COMPACT_LINES:
         write_snapshot(path, totals, marks, now)
-        totals, marks, lines = load_clicks(path)  # what is on disk now, thinned
+        totals, marks, lines = load_clicks(path, next_index)  # what is on disk now, thinned
     return totals, marks, lines
 
 
@@ -479,11 +562,20 @@ class ClickBook(Service):
         next_index: Callable[[], int] | None = None,
         lines: int = 0,
         compact_lines: int = RUNTIME_COMPACT_LINES,
+        compact_bytes: int = RUNTIME_COMPACT_BYTES,
     ) -> None:
         self.counter = ClickCounter()
         #: Lines in the file, and the size of its last complete line (a failed write is cut back to it).
         self._lines = lines
         self._compact_lines = compact_lines
+        self._compact_bytes = compact_bytes
+        try:
+            size = os.stat(path).st_size  # once, at start-up, before anything listens
+        except FileNotFoundError:
+            size = 0
+        #: Bytes in the file, and the size past which it is compacted.
+        self._size = size
+        self._compact_at = max(compact_bytes, 2 * size)
         self._good_size: int | None = None
         self.marks = marks if marks is not None else Marks()
         self._next_index = next_index
@@ -574,7 +666,10 @@ class ClickBook(Service):
             encode_clicks(dict(list(merged.items())[i : i + SNAPSHOT_KEYS]))
             for i in range(0, len(merged), SNAPSHOT_KEYS)
         )
-        compact = self._lines + lines.count(b"\n") > self._compact_lines
+        compact = (
+            self._lines + lines.count(b"\n") > self._compact_lines
+            or self._size + len(lines) > self._compact_at
+        )
         now = self._clock.seconds()
 
         def write() -> None:
@@ -582,6 +677,8 @@ class ClickBook(Service):
                 # Rewrite the whole file as a snapshot holding this write too; only this thread
                 # touches the totals and marks meanwhile (the reactor waits for ``done``).
                 self._lines = write_snapshot(self._path, self._totals, self.marks, now, merged)
+                self._size = os.stat(self._path).st_size
+                self._compact_at = max(self._compact_bytes, 2 * self._size)
                 if self._fd is not None:
                     os.close(self._fd)
                     self._fd = None
@@ -604,6 +701,7 @@ class ClickBook(Service):
                     os.ftruncate(fd, self._good_size)
                 raise
             self._good_size += len(lines)
+            self._size = self._good_size
             self._lines += lines.count(b"\n")
 
         if self._run_in_thread is not None and (self._fsync or compact):  # never block the reactor on a disk

@@ -10,6 +10,10 @@ data file included), so what it cached before that answer is checked, not droppe
 cannot trust an answer whole (a master restarted under a new epoch, or more than
 :data:`~goto_tw.changes.MAX_CHANGES` changes behind after an outage) drops its whole cache. While the master does not answer, nothing changes: the slave serves what it holds, as it
 always has, and the first answer after the outage brings it up to date.
+
+A master that refuses the call itself (a PostgreSQL master has no change feed: fault 400, or an
+older master without the method) is not polled every second for ever: the refusal is logged once
+and the feed asked for again every :data:`NO_FEED_RETRY_SECONDS` only.
 """
 
 from __future__ import annotations
@@ -24,12 +28,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from goto_tw.changes import MAX_KEYS_PER_ANSWER
-from goto_tw.errors import StoreUnavailable
+from goto_tw.errors import GotoError, StoreUnavailable
 
 log = Logger()
 
 #: Seconds between two polls of the master's change feed.
 POLL_INTERVAL = 1.0
+#: Seconds between two asks of a master that refused to give a change feed.
+NO_FEED_RETRY_SECONDS = 300.0
 
 
 class Forgetting(Protocol):
@@ -60,6 +66,8 @@ class CacheCoherence(Service):
         self._polling: Deferred[Any] | None = None
         self._loop: LoopingCall | None = None
         self._failing = False
+        #: Until when a master that refused the feed is left alone (clock seconds; 0: not refused).
+        self._quiet_until = 0.0
 
     def startService(self) -> None:
         super().startService()
@@ -80,6 +88,8 @@ class CacheCoherence(Service):
         """Ask for the changes since the last answer, unless a poll is still in flight."""
         if self._polling is not None or not getattr(self._cache, "master_reachable", True):
             return  # one poll at a time; while the master is down, the store's own probes find it back
+        if self._clock.seconds() < self._quiet_until:
+            return  # the master refused the feed: asked again only now and then
         polling = self._polling = self._call("Store.Changes", self.epoch, self.seq)
         polling.addCallbacks(self._answered, self._failed).addErrback(
             lambda failure: log.failure("Applying the master's changes failed", failure)
@@ -94,8 +104,9 @@ class CacheCoherence(Service):
             self._failed(Failure(ValueError(f"a malformed Store.Changes answer: {answer!r:.200}")))
             return
         epoch, seq, keys, complete = checked
-        if self._failing:
+        if self._failing or self._quiet_until:
             self._failing = False
+            self._quiet_until = 0.0
             log.info("The master's change feed answers again")
         if not complete:
             if self.epoch:
@@ -111,6 +122,16 @@ class CacheCoherence(Service):
     def _failed(self, failure: Failure) -> None:
         if failure.check(StoreUnavailable):
             return  # an outage: the store logs it once, with its cause
+        if failure.check(GotoError):
+            # The master answered, and said no to the call itself: asking every second cannot help.
+            if not self._quiet_until:
+                log.warn(
+                    "The master gives no change feed ({reason}); asking again every {seconds:.0f} s only",
+                    reason=str(failure.value),
+                    seconds=NO_FEED_RETRY_SECONDS,
+                )
+            self._quiet_until = self._clock.seconds() + NO_FEED_RETRY_SECONDS
+            return
         if not self._failing:
             self._failing = True
             error = failure.value

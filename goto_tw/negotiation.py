@@ -50,6 +50,10 @@ def prefers_html(accept: bytes | None) -> bool:
 
 
 def head_prefers_html(head: bytes) -> bool:
-    """:func:`prefers_html` of the ``Accept`` header in a raw request head (the fast path's view)."""
-    found = _ACCEPT_IN_HEAD.search(head)
-    return found is not None and prefers_html(found.group(1))
+    """:func:`prefers_html` of the ``Accept`` header in a raw request head (the fast path's view).
+
+    Of repeated ``Accept`` headers the last one counts, as in twisted.web's ``getHeader``: one rule
+    on both paths, so a request gets the same answer whichever path serves it.
+    """
+    values = _ACCEPT_IN_HEAD.findall(head)
+    return bool(values) and prefers_html(values[-1])

@@ -8,7 +8,8 @@ Everything here is bounded, and every caller gets an answer:
 
 - calls made in one reactor turn travel together as one ``system.multicall``, each request at most
   :data:`MAX_BATCH_CALLS` calls and about :data:`MAX_BATCH_BYTES` bytes (the master refuses bodies
-  over 1 MiB);
+  over 1 MiB); a call made with :meth:`RemoteStore.call_alone` travels as a request of its own
+  (a click batch, which the master answers only once it is on disk, must not hold up look-ups);
 - at most :data:`MAX_IN_FLIGHT` requests are on their way at once; further calls wait in a queue of
   at most :data:`MAX_QUEUED_CALLS` calls and :data:`MAX_QUEUED_BYTES` bytes, and beyond that fail
   at once (503: the slave is overloaded, waiting longer would not help);
@@ -44,6 +45,7 @@ from goto_tw.errors import (
     MasterRefused,
     MasterUnreachable,
     NotAuthorized,
+    NotKept,
     StoreUnavailable,
 )
 from goto_tw.interfaces import ILinkAdder, IURLStore
@@ -88,6 +90,8 @@ MAX_ANSWER_BYTES = 8 * 1024 * 1024
 #: white space: 227 with Python's marshaller), and bytes of the envelope around all of them (172).
 _CALL_OVERHEAD = 256
 _BODY_OVERHEAD = 256
+#: XML-RPC's fault code for a method the server does not have (``twisted.web.xmlrpc.XMLRPC.NOT_FOUND``).
+_NO_SUCH_METHOD = 8001
 #: Longest text from a master's fault that is shown to a user (longer: a generic message).
 _MAX_FAULT_TEXT = 300
 
@@ -182,6 +186,8 @@ class _Call(NamedTuple):
     params: tuple[Any, ...]
     size: int
     answer: Deferred[Any]
+    #: Sent as a request of its own, never in a multicall with other calls.
+    alone: bool = False
 
 
 @implementer(IURLStore, ILinkAdder)
@@ -246,6 +252,16 @@ class RemoteStore:
 
         Calls made in the same reactor turn travel together (see the module doc).
         """
+        return self._enqueue(method, params, alone=False)
+
+    def call_alone(self, method: str, *params: Any) -> Deferred[Any]:
+        """Like :meth:`call`, but as a request of its own: the master answers a multicall only once
+        every call in it is done, so a call it may take long over (``Store.Clicks`` waits for the
+        click file's write) must not share one with look-ups and adds. It waits for a request slot
+        and counts against the queue bounds like any other call."""
+        return self._enqueue(method, params, alone=True)
+
+    def _enqueue(self, method: str, params: tuple[Any, ...], *, alone: bool) -> Deferred[Any]:
         try:
             size = _call_size(method, params)
         except Exception:
@@ -260,7 +276,7 @@ class RemoteStore:
                 )
             return fail(StoreUnavailable(BUSY_MESSAGE, detail=f"{len(self._queue)} calls are queued"))
         answer: Deferred[Any] = Deferred()
-        self._queue.append(_Call(method, params, size, answer))
+        self._queue.append(_Call(method, params, size, answer, alone))
         self._queued_bytes += size
         self._schedule()
         return answer
@@ -292,11 +308,14 @@ class RemoteStore:
             self._overloaded = False
 
     def _take_batch(self) -> list[_Call]:
-        """The oldest queued calls that fit in one request (at least one call)."""
+        """The oldest queued calls that fit in one request (at least one call; a call that goes
+        alone is a batch by itself, and ends the batch before it)."""
         taken = 1
         size = self._queue[0].size
         while (
-            taken < len(self._queue)
+            not self._queue[0].alone
+            and taken < len(self._queue)
+            and not self._queue[taken].alone
             and taken < MAX_BATCH_CALLS
             and size + self._queue[taken].size <= MAX_BATCH_BYTES - _BODY_OVERHEAD
         ):
@@ -311,7 +330,7 @@ class RemoteStore:
         answer, with the request's own failure if it failed as a whole."""
         answers = [call.answer for call in batch]
         if len(batch) == 1:
-            method, params, _, _ = batch[0]
+            method, params = batch[0].method, batch[0].params
             sent = self._send(method, params)
             distribute = _deliver
         else:
@@ -510,7 +529,15 @@ def _client_text(text: object, default: str) -> str:
 
 
 def _fault_error(code: object, text: object) -> Exception:
-    """The store error a master's fault stands for."""
+    """The store error a master's fault stands for.
+
+    XML-RPC's "not found" fault (8001: no such method, or a master that keeps nothing for it, such
+    as clicks on PostgreSQL) is :class:`NotKept`: asking again will not help, so callers stop.
+    """
+    if code == _NO_SUCH_METHOD:
+        return NotKept(
+            _client_text(text, "the master does not keep this"), detail=f"the master's fault {code}: {text!r}"
+        )
     if code == NotAuthorized.fault_code:
         # Our own misconfiguration, not the user's fault: they get a 503, the operator a log line.
         return MasterRefused(

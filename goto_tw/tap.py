@@ -588,7 +588,7 @@ def make_click_book(
     """
     path = clicks_path(options["file"])
     try:
-        totals, marks, lines = open_click_book(path, reactor.seconds())
+        totals, marks, lines = open_click_book(path, reactor.seconds(), next_index)
     except (CorruptClickFile, OSError) as exc:
         sys.exit(f"goto: cannot load the click file: {exc}")
     fsync = not options.get("no-fsync")
@@ -615,15 +615,18 @@ def make_slave(
 ) -> tuple[ProxyStore, ClickCounter, RemoteLinkStats]:
     """A slave's store (:func:`make_slave_store`), its click counter, and its view of link statistics.
 
-    The counter's forwarder sends a batch a second (``Store.Clicks``); it stops before the connection
-    pool closes, sending what is pending once more.
+    The counter's forwarder sends a batch a second (``Store.Clicks``, a request of its own); it stops
+    before the connection pool closes, sending what is pending once more.
     """
+    from goto_tw.remote import RemoteStore
+
     remote = _remote_store(options, reactor, parent, metrics, http)
     store = _proxy_store(remote, reactor, options, metrics, parent)
     counter = ClickCounter()
-    ClickForwarder(counter, lambda batch: remote.call("Store.Clicks", batch), reactor).setServiceParent(
-        parent
-    )
+    # A batch of clicks travels as a request of its own: the master answers it once it is on disk,
+    # and a multicall waits for all of its calls (several masters share PostgreSQL: no clicks kept).
+    call = remote.call_alone if isinstance(remote, RemoteStore) else remote.call
+    ClickForwarder(counter, lambda batch: call("Store.Clicks", batch), reactor).setServiceParent(parent)
     return store, counter, RemoteLinkStats(remote, counter)
 
 

@@ -1,0 +1,182 @@
+"""Tests of the second review's slave-side findings: a click batch travels alone, never in the
+multicall of look-ups and adds (item 6); a slave stops asking a master for what it does not keep:
+its change feed, its click counts (item 9); one Accept rule on both paths (item 14)."""
+
+from __future__ import annotations
+
+import xmlrpc.client as xmlrpclib
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.web.http_headers import Headers
+
+from goto_tw.coherence import NO_FEED_RETRY_SECONDS, CacheCoherence
+from goto_tw.errors import InvalidURL, NotKept, StoreUnavailable
+from goto_tw.metrics import Metrics
+from goto_tw.negotiation import head_prefers_html
+from goto_tw.rpc import RPCResource
+from goto_tw.store import URLStore
+from goto_tw.tap import Options, make_slave
+from tests.conftest import LogCapture
+from tests.helpers import failure_of, has_fired, result_of
+from tests.test_remote import Held, Link, _at_rpc2
+
+
+def _method(body: bytes) -> str:
+    _, method = xmlrpclib.loads(body)
+    return str(method)
+
+
+# --- item 6 ---------------------------------------------------------------------------------------
+
+
+def test_a_call_alone_is_its_own_request_and_a_slow_one_holds_up_nothing() -> None:
+    """Look-ups made in the same turn as a click batch travel without it; while the master sits
+    on the batch (a slow click write), the look-ups are answered."""
+    store = URLStore({"0": "http://zero.example/"})
+    held = Held(store)
+    link = Link(_at_rpc2(held))
+    gets = [link.remote.get("0") for _ in range(3)]
+    clicks = link.remote.call_alone("Store.Clicks", {"0": 2})
+    more = link.remote.get("0")
+    link.settle()
+    bodies = [request.content.getvalue() for request in held.held]  # type: ignore[union-attr]
+    methods = sorted(_method(body) for body in bodies)
+    assert methods == ["Store.Clicks", "Store.Get", "system.multicall"], methods
+    clicks_request = next(r for r in held.held if _method(r.content.getvalue()) == "Store.Clicks")  # type: ignore[union-attr]
+    for request in [r for r in held.held if r is not clicks_request]:
+        held.held.remove(request)
+        held.held.insert(0, request)
+        held.release()
+        link.settle()
+    assert [result_of(call) for call in (*gets, more)] == ["http://zero.example/"] * 4
+    assert not has_fired(clicks)
+    held.release()
+    link.settle()
+    assert failure_of(clicks).check(NotKept)  # this master keeps no click book
+
+
+def test_calls_alone_keep_the_queue_bounds() -> None:
+    """A call that goes alone waits for a request slot like any other, and is answered."""
+    store = URLStore({"0": "http://zero.example/"})
+    held = Held(store)
+    link = Link(_at_rpc2(held))
+    from goto_tw.remote import MAX_IN_FLIGHT
+
+    for _ in range(MAX_IN_FLIGHT):
+        link.remote.get("0")
+        link.settle()
+    alone = link.remote.call_alone("Store.Get", "0")
+    link.settle()
+    assert len(held.held) == MAX_IN_FLIGHT and not has_fired(alone)
+    while held.held:
+        held.release()
+        link.settle()
+    assert result_of(alone) == "http://zero.example/"
+
+
+class Recorder:
+    """An HTTP client for the slave's wiring that records each request body and never answers."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+
+    def post(self, url: str, /, *, data: bytes, headers: Headers) -> Deferred[Any]:
+        self.bodies.append(data)
+        return Deferred()
+
+
+def test_the_slave_sends_its_clicks_alone() -> None:
+    """The slave's wiring: the click forwarder's batch is a request of its own, not a part of the
+    multicall carrying the look-ups made in the same turn."""
+    clock, http = Clock(), Recorder()
+    options = Options()
+    options.parseOptions(["--master", "127.0.0.1:8081"])
+    parent = MultiService()
+    store, counter, _ = make_slave(options, clock, parent, Metrics("slave"), http)
+    parent.startService()
+    counter.click("abc")
+    clock.callLater(1, store.get, "zz")  # a look-up in the turn of the forwarder's tick
+    clock.advance(1)
+    methods = [_method(body) for body in http.bodies]
+    assert "Store.Clicks" in methods, methods
+    for body in http.bodies:
+        if _method(body) == "system.multicall":
+            assert b"Store.Clicks" not in body
+
+
+# --- item 9 ---------------------------------------------------------------------------------------
+
+
+def test_a_master_without_a_click_book_answers_not_kept() -> None:
+    """Fault 8001 (no such method, or nothing kept for it) is NotKept on the slave, not a 503."""
+    link = Link(_at_rpc2(RPCResource(URLStore(), None)))
+    call = link.remote.call("Store.Clicks", {"a": 1})
+    link.settle()
+    failure = failure_of(call)
+    assert failure.check(NotKept) and not failure.check(StoreUnavailable)
+
+
+class Feedless:
+    """A cache for the poller, and a master whose every Changes call is refused as a PostgreSQL
+    master refuses it."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.master_reachable = True
+
+    def forget(self, keys: list[str]) -> None:
+        pass
+
+    def forget_all(self) -> None:
+        pass
+
+    def call(self, method: str, *params: Any) -> Deferred[Any]:
+        self.calls += 1
+        answer: Deferred[Any] = Deferred()
+        answer.errback(InvalidURL("this store has no change feed"))
+        return answer
+
+
+def test_the_poller_stops_asking_a_master_without_a_change_feed(log_events: LogCapture) -> None:
+    """Refused (not unreachable): logged once, asked again only after a long pause."""
+    clock, master = Clock(), Feedless()
+    poller = CacheCoherence(master.call, master, clock)
+    poller.startService()
+    for _ in range(120):
+        clock.advance(1)
+    assert master.calls == 1
+    assert sum("no change feed" in m for m in log_events.messages()) == 1
+    clock.advance(NO_FEED_RETRY_SECONDS)
+    clock.advance(1)
+    assert master.calls == 2
+    poller.stopService()
+
+
+def test_the_poller_keeps_polling_through_an_outage() -> None:
+    """An unreachable master is no refusal: polling goes on every second."""
+    clock = Clock()
+    calls: list[int] = []
+
+    def call(method: str, *params: Any) -> Deferred[Any]:
+        calls.append(1)
+        answer: Deferred[Any] = Deferred()
+        answer.errback(StoreUnavailable("down"))
+        return answer
+
+    poller = CacheCoherence(call, Feedless(), clock)
+    poller.startService()
+    for _ in range(5):
+        clock.advance(1)
+    assert len(calls) == 6
+    poller.stopService()
+
+
+# --- item 14 (Accept) -----------------------------------------------------------------------------
+
+
+def test_the_fast_path_reads_the_last_accept_as_twisted_web_does() -> None:
+    assert head_prefers_html(b"GET /add HTTP/1.1\r\nAccept: */*\r\nAccept: text/html\r\n\r\n")
+    assert not head_prefers_html(b"GET /add HTTP/1.1\r\nAccept: text/html\r\naccept: */*\r\n\r\n")
