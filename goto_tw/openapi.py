@@ -15,6 +15,7 @@ from typing import Any
 from twisted.web.server import NOT_DONE_YET, Request
 
 from goto_tw.api import DEFAULT_PAGE, MAX_BODY_BYTES, MAX_PAGE
+from goto_tw.keys import RESERVED_SEGMENTS
 from goto_tw.web import PlainResource, write_json_body, write_problem
 
 #: The path the document is served at.
@@ -24,6 +25,14 @@ _PROBLEM = {"$ref": "#/components/schemas/Problem"}
 #: A URL every instance accepts (unless its block list names the domain).
 _URL_PATTERN = r"^https?://[a-z0-9]{1,20}(\.[a-z0-9]{1,20}){0,3}\.[a-z]{2,10}(/[A-Za-z0-9._~%-]{0,40}){0,5}$"
 _KEY = {"type": "string", "pattern": "^[0-9A-Za-z_-]{1,64}$", "description": "The short link's key."}
+#: A key a person may choose: as a key, but never a path the service answers itself (``goto_tw.keys``).
+_CUSTOM_KEY = {
+    "type": "string",
+    "pattern": "^[0-9A-Za-z-][0-9A-Za-z_-]{0,63}$",
+    "not": {"enum": sorted(RESERVED_SEGMENTS)},
+    "description": "A custom key (optional): 1 to 64 letters, digits, - or _, not starting with _, "
+    "not a path the service answers itself.",
+}
 
 
 def _problem(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -200,7 +209,7 @@ def openapi_document() -> dict[str, Any]:
                             "pattern": _URL_PATTERN,
                             "description": "An absolute http(s) URL (an IRI is stored in its ASCII form).",
                         },
-                        "key": {**_KEY, "description": "A custom key (issue 10; optional)."},
+                        "key": _CUSTOM_KEY,
                     },
                 },
                 "Link": {
