@@ -28,7 +28,7 @@ from goto_tw.fanout import Coalescing
 from goto_tw.interfaces import IDatabaseHealth, ILocalLookup, IURLStore
 from goto_tw.keys import is_reserved, is_valid_key, key_for_index
 from goto_tw.pgdb import Database, DatabaseDown, TransactionConflict
-from goto_tw.urls import validate_url
+from goto_tw.urls import URLPolicy, accept_url
 
 log = Logger()
 
@@ -167,7 +167,7 @@ class PGStore:
         self._db = database
         self._clock = clock
         #: Checks a URL before it is stored (blocklist, own host): raises InvalidURL to refuse it.
-        self.policy: Callable[[str], None] | None = None
+        self.policy: URLPolicy | None = None
         self._cache_size = cache_size
         self._retry_interval = retry_interval
         self._max_batch = max_batch
@@ -215,9 +215,7 @@ class PGStore:
 
     def put(self, url: str) -> Deferred[str]:
         try:
-            url = validate_url(url)
-            if self.policy is not None:
-                self.policy(url)
+            url = accept_url(url, self.policy)
         except GotoError:
             return fail()
         return self._puts.call(url, lambda: self._enqueue(url))

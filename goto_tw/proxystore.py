@@ -44,7 +44,7 @@ from goto_tw.errors import (
 from goto_tw.fanout import Coalescing, SharedResult
 from goto_tw.interfaces import ILinkAdder, ILocalLookup, IMasterHealth, IURLStore
 from goto_tw.keys import INVALID_KEY, is_valid_key
-from goto_tw.urls import validate_url
+from goto_tw.urls import URLPolicy, accept_url, validate_url
 
 log = Logger()
 T = TypeVar("T")
@@ -109,7 +109,7 @@ class ProxyStore:
         #: Counts the forgets (see :meth:`forget`): an answer asked for before one is not cached.
         self._generation = 0
         #: Checks a URL before it is sent to the master (blocklist, own host): raises InvalidURL.
-        self.policy: Callable[[str], None] | None = None
+        self.policy: URLPolicy | None = None
 
     # --- IURLStore -------------------------------------------------------------------------------
 
@@ -143,9 +143,7 @@ class ProxyStore:
     def put(self, url: str) -> Deferred[str]:
         """Store ``url`` on the master and cache the pair it confirms."""
         try:
-            url = validate_url(url)
-            if self.policy is not None:
-                self.policy(url)
+            url = accept_url(url, self.policy)
         except GotoError:
             return fail()
         return self._puts.call(url, lambda: self._ask_master_put(url))
@@ -155,9 +153,7 @@ class ProxyStore:
         if key is not None and not is_valid_key(key):
             return fail(InvalidKey(INVALID_KEY))
         try:
-            url = validate_url(url)
-            if self.policy is not None:
-                self.policy(url)
+            url = accept_url(url, self.policy)
         except GotoError:
             return fail()
         master = ILinkAdder(self._master, None)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Callable
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -33,7 +32,7 @@ from goto_tw.interfaces import (
 )
 from goto_tw.keys import INVALID_KEY, is_reserved, is_valid_key, key_for_index
 from goto_tw.urlmap import URLMap, canonical_index
-from goto_tw.urls import validate_url
+from goto_tw.urls import URLPolicy, accept_url, validate_url
 
 #: How many of the latest adds are remembered by URL, so that adding one again answers its key.
 RECENT_ADDS = 10_000
@@ -84,7 +83,7 @@ class URLStore:
         for key in self._disabled:  # a slave's first poll learns of them too (see ChangeFeed.since)
             self.feed.record(key)
         #: Checks a URL before it is stored (blocklist, own host): raises InvalidURL to refuse it.
-        self.policy: Callable[[str], None] | None = None
+        self.policy: URLPolicy | None = None
 
     def count(self) -> int:
         """Return how many pairs are stored (acknowledged ones only)."""
@@ -111,9 +110,7 @@ class URLStore:
     def put(self, url: str) -> Deferred[str]:
         """Store ``url`` under a new key (or answer its recent key) once the record is durable."""
         try:
-            url = validate_url(url)
-            if self.policy is not None:
-                self.policy(url)
+            url = accept_url(url, self.policy)
         except GotoError:
             return fail()
         key = self._recent.get(url)
@@ -147,9 +144,7 @@ class URLStore:
         if key is not None and not is_valid_key(key):
             return fail(InvalidKey(INVALID_KEY))
         try:
-            url = validate_url(url)
-            if self.policy is not None:
-                self.policy(url)
+            url = accept_url(url, self.policy)
         except GotoError:
             return fail()
         if key is None:

@@ -7,6 +7,7 @@ character, and Twisted's redirect would mangle CR/LF, so anything doubtful is re
 from __future__ import annotations
 
 import re
+from typing import Callable, Optional
 from urllib.parse import urlsplit
 
 import hyperlink
@@ -59,4 +60,17 @@ def validate_url(url: str) -> str:
         raise InvalidURL("only absolute http:// and https:// URLs can be shortened")
     if not hostname:
         raise InvalidURL("the URL has no host")
+    return url
+
+
+#: A deployment's own rule on top of :func:`validate_url` (the blocklist, the loop check: see
+#: :mod:`goto_tw.blocklist`): it raises :class:`InvalidURL` for a URL this service will not shorten.
+URLPolicy = Callable[[str], None]
+
+
+def accept_url(url: str, policy: Optional[URLPolicy]) -> str:
+    """:func:`validate_url`, then ``policy``: what every store checks before it stores an add."""
+    url = validate_url(url)
+    if policy is not None:
+        policy(url)
     return url
