@@ -75,6 +75,7 @@ class URLStore:
         self._next_index = max(urls.next_index(), next_index)
         self._pending_keys: set[str] = set()
         self._puts: Coalescing[str, str] = Coalescing()
+        self._custom_adds: Coalescing[tuple[str, str], tuple[str, bool]] = Coalescing()
         self._disabled: dict[str, int] = dict(disabled or {})
         for key in self._disabled:
             self._forget_recent(key)
@@ -162,7 +163,10 @@ class URLStore:
             # The counter has passed it: handed out, skipped, or perhaps acknowledged and then lost
             # in a power loss (--no-fsync). Never to another URL, so never as a custom key.
             return fail(KeyExists(f"the key {key!r} is already taken"))
-        return self._store(key, url, custom=True).addCallback(lambda stored: (stored, True))
+        # A double-submitted form: the second add of the same pair joins the first (one record).
+        return self._custom_adds.call(
+            (key, url), lambda: self._store(key, url, custom=True).addCallback(lambda stored: (stored, True))
+        )
 
     def next_index(self) -> int:
         """Where the key counter stands: every counter key below it was made (or skipped) already."""

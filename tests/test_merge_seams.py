@@ -130,3 +130,20 @@ def test_a_link_to_the_service_itself_loops_but_another_port_does_not(url: str, 
             policy(url)
     else:
         policy(url)
+
+
+def test_a_double_submitted_custom_add_is_one_link() -> None:
+    """The same custom pair added twice while the first is being written: both answered with the key,
+    one record written (not a 409 for the second)."""
+    from tests.fakes import ManualLog
+
+    log = ManualLog()
+    store = URLStore(log=log)
+    first = store.add("https://a.example/", "launch")
+    second = store.add("https://a.example/", "launch")
+    assert len(log.appended) == 1
+    log.complete_all()
+    assert result_of(first) == ("launch", True)
+    assert result_of(second)[0] == "launch"
+    other = store.add("https://b.example/", "launch")
+    assert failure_of(other).check(KeyExists)
