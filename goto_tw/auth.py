@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from goto_tw.accesslog import printable
 from goto_tw.clients import ClientAddresses
 from goto_tw.web import PlainResource, write_refusal_page
 
@@ -138,8 +139,8 @@ class APIKeys:
             self._logged.popitem(last=False)
         log.warn(
             "Refused {method} {path} from {client}: missing or wrong API key",
-            method=request.method.decode("ascii", "replace"),
-            path=(request.path or b"").decode("ascii", "replace")[:200],
+            method=printable(request.method[:20]),
+            path=printable((request.path or b"")[:200]),  # the client's bytes: no controls in the log
             client=client,
         )
 

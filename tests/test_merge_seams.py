@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from twisted.internet.defer import Deferred, succeed
@@ -14,6 +15,7 @@ from goto_tw.errors import InvalidURL, KeyExists
 from goto_tw.interfaces import ILinkAdder, IURLStore
 from goto_tw.proxystore import ProxyStore
 from goto_tw.store import URLStore
+from tests.conftest import LogCapture
 from tests.helpers import failure_of, result_of
 
 
@@ -147,3 +149,17 @@ def test_a_double_submitted_custom_add_is_one_link() -> None:
     assert result_of(second)[0] == "launch"
     other = store.add("https://b.example/", "launch")
     assert failure_of(other).check(KeyExists)
+
+
+def test_a_refused_api_call_is_logged_without_the_clients_control_bytes(log_events: LogCapture) -> None:
+    """The path of a request refused for its API key reaches the log escaped (no terminal controls)."""
+    from twisted.web.test.requesthelper import DummyRequest
+
+    from goto_tw.auth import APIKeys
+
+    keys = APIKeys(None, Clock(), (b"right-key-0123456789",))
+    request: Any = DummyRequest([b"api", b"v1", b"links"])  # Request's API, untyped
+    request.path = b"/api/v1/links/\x1b[2Jx"
+    assert not keys.authorize(request, "192.0.2.7")
+    [line] = [m for m in log_events.messages() if "API key" in m]
+    assert "\x1b" not in line and "\\x1b" in line
