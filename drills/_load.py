@@ -12,7 +12,7 @@ import re
 import threading
 import time
 import urllib.parse
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from drills._common import DEFAULT_HOST, KeepAliveClient
@@ -170,6 +170,18 @@ def _key_in_answer(method: str, status: int, body: bytes, url: str) -> str | Non
     if match is None:
         raise ValueError(f"200 answer to the add of {url!r} is not a short URL")
     return match.group(1)
+
+
+def key_conflicts(acks: list[Ack]) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """Across every acknowledgement: keys answered for two URLs, and URLs answered two keys."""
+    urls_of_key: defaultdict[str, set[str]] = defaultdict(set)
+    keys_of_url: defaultdict[str, set[str]] = defaultdict(set)
+    for ack in acks:
+        urls_of_key[ack.key].add(ack.url)
+        keys_of_url[ack.url].add(ack.key)
+    conflicting = {key: urls for key, urls in urls_of_key.items() if len(urls) > 1}
+    two_keys = {url: keys for url, keys in keys_of_url.items() if len(keys) > 1}
+    return conflicting, two_keys
 
 
 def lookup_all(port: int, acks: list[Ack], threads: int = 2, expect: int = 302) -> list[tuple[Ack, str]]:

@@ -45,7 +45,7 @@ import sys
 import threading
 import time
 import xmlrpc.client as xmlrpclib
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,7 +62,7 @@ from drills._common import (
     exit_on_signals,
     summarize,
 )
-from drills._load import RETRY_PAUSE, AddClient, Ledger, lookup_all, wait_for_acks_after
+from drills._load import RETRY_PAUSE, AddClient, Ledger, key_conflicts, lookup_all, wait_for_acks_after
 
 #: Acknowledged adds looked up through each slave at the end (all of them through the master).
 SLAVE_SAMPLE = 500
@@ -370,13 +370,7 @@ def _drill(
         report.note(f"{target} {method}: {code} {body!r}")
 
     # Keys handed out: one URL per key and one key per URL, across every acknowledgement.
-    urls_of_key: defaultdict[str, set[str]] = defaultdict(set)
-    keys_of_url: defaultdict[str, set[str]] = defaultdict(set)
-    for ack in acks:
-        urls_of_key[ack.key].add(ack.url)
-        keys_of_url[ack.url].add(ack.key)
-    conflicting = {key: urls for key, urls in urls_of_key.items() if len(urls) > 1}
-    two_keys = {url: keys for url, keys in keys_of_url.items() if len(keys) > 1}
+    conflicting, two_keys = key_conflicts(acks)
 
     # Every acknowledged add through the running master, and a sample through each slave.
     unique_acks = list({ack.key: ack for ack in acks}.values())

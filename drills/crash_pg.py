@@ -18,10 +18,10 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 
 from drills._common import Fleet, Report, summarize
-from drills._load import AddClient, Ledger, lookup_all, wait_for_acks_after
+from drills._load import AddClient, Ledger, key_conflicts, lookup_all, wait_for_acks_after
 from tests.pgcluster import Cluster, find_bin_dir
 
 #: PostgreSQL restarts in a full run (and in a quick one).
@@ -146,13 +146,7 @@ def _drill(
             flowing += 1
     report.figure("kill windows with adds acknowledged meanwhile", f"{flowing} of {len(windows)}")
 
-    urls_of_key: defaultdict[str, set[str]] = defaultdict(set)
-    keys_of_url: defaultdict[str, set[str]] = defaultdict(set)
-    for ack in acks:
-        urls_of_key[ack.key].add(ack.url)
-        keys_of_url[ack.url].add(ack.key)
-    conflicting = {key: urls for key, urls in urls_of_key.items() if len(urls) > 1}
-    two_keys = {url: keys for url, keys in keys_of_url.items() if len(keys) > 1}
+    conflicting, two_keys = key_conflicts(acks)
 
     unique_acks = list({ack.key: ack for ack in acks}.values())
     looked_up = time.monotonic()

@@ -16,6 +16,7 @@ Every wait here polls with short sleeps until a deadline; nothing sleeps a fixed
 from __future__ import annotations
 
 import atexit
+import contextlib
 import http.client
 import json
 import os
@@ -30,7 +31,8 @@ import time
 import urllib.parse
 import weakref
 import xmlrpc.client as xmlrpclib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
 from types import TracebackType
@@ -730,3 +732,42 @@ def refuses_connections(port: int) -> bool:
         except ConnectionRefusedError:
             return True
         return False
+
+
+#: The hosts a cluster's master and slaves write into their short URLs.
+MASTER_HOST = "master.test"
+A_HOST = "a.test"
+B_HOST = "b.test"
+
+
+@dataclass
+class Cluster:
+    """A master serving /RPC2 and two slaves of it, each writing its own host into short URLs."""
+
+    master: GotoProcess
+    a: GotoProcess
+    b: GotoProcess
+    data_file: Path
+
+
+def start_cluster(start: GotoProcesses, data_file: Path, *slave_args: str) -> Cluster:
+    """Start a master on ``data_file``, then slaves A and B of it (with ``slave_args``) side by side."""
+    master = start("--rpc", data_file=data_file, host=MASTER_HOST, name="master")
+    slave_options = ("--master", f"127.0.0.1:{master.port}", *slave_args)
+    a = start(*slave_options, data_file=None, host=A_HOST, name="slave-a", wait=False)
+    b = start(*slave_options, data_file=None, host=B_HOST, name="slave-b", wait=False)
+    a.wait_ready()
+    b.wait_ready()
+    return Cluster(master, a, b, data_file)
+
+
+@contextlib.contextmanager
+def running_cluster(workdir: Path) -> Iterator[Cluster]:
+    """A :func:`start_cluster` in ``workdir`` for a block of tests; every process stopped (and
+    checked to have stopped) when it ends."""
+    processes = GotoProcesses(workdir)
+    try:
+        yield start_cluster(processes, workdir / "data.json")
+    finally:
+        hung = processes.stop_all()
+    assert not hung, [process.output() for process in hung]

@@ -16,7 +16,6 @@ import xmlrpc.client as xmlrpclib
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -24,8 +23,12 @@ import pytest
 from goto_tw.keys import key_for_index
 
 from .harness import (
+    A_HOST,
+    B_HOST,
     HTTP_TIMEOUT,
+    MASTER_HOST,
     ClosedThenSilentServer,
+    Cluster,
     GotoProcess,
     GotoProcesses,
     Reply,
@@ -35,11 +38,9 @@ from .harness import (
     poll_until,
     read_records,
     rpc_proxy,
+    running_cluster,
+    start_cluster,
 )
-
-MASTER_HOST = "master.test"
-A_HOST = "a.test"
-B_HOST = "b.test"
 
 #: ``--rpc-timeout`` of the slaves in the outage tests: far longer than a client here waits for any
 #: answer (``HTTP_TIMEOUT``), so a request that waited for the master's timeout fails the test by
@@ -52,37 +53,11 @@ RECOVERY_DEADLINE = 10.0
 NEGATIVE_CACHE_DEADLINE = 5.0
 
 
-@dataclass
-class Cluster:
-    """A master serving /RPC2 and two slaves of it, each writing its own host into short URLs."""
-
-    master: GotoProcess
-    a: GotoProcess
-    b: GotoProcess
-    data_file: Path
-
-
-def start_cluster(start: GotoProcesses, data_file: Path, *slave_args: str) -> Cluster:
-    """Start a master on ``data_file``, then slaves A and B of it (with ``slave_args``) side by side."""
-    master = start("--rpc", data_file=data_file, host=MASTER_HOST, name="master")
-    slave_options = ("--master", f"127.0.0.1:{master.port}", *slave_args)
-    a = start(*slave_options, data_file=None, host=A_HOST, name="slave-a", wait=False)
-    b = start(*slave_options, data_file=None, host=B_HOST, name="slave-b", wait=False)
-    a.wait_ready()
-    b.wait_ready()
-    return Cluster(master, a, b, data_file)
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """One healthy cluster for the tests that keep it healthy; stopped (and checked) at the end."""
-    workdir = tmp_path_factory.mktemp("cluster")
-    processes = GotoProcesses(workdir)
-    try:
-        yield start_cluster(processes, workdir / "data.json")
-    finally:
-        hung = processes.stop_all()
-    assert not hung, [process.output() for process in hung]
+    with running_cluster(tmp_path_factory.mktemp("cluster")) as started:
+        yield started
 
 
 def shorten(process: GotoProcess, long_url: str, host: str) -> str:

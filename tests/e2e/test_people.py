@@ -16,6 +16,10 @@ from pathlib import Path
 import pytest
 
 from .harness import (
+    A_HOST,
+    B_HOST,
+    MASTER_HOST,
+    Cluster,
     GotoProcesses,
     Reply,
     add_url,
@@ -23,8 +27,8 @@ from .harness import (
     poll_until,
     request,
     rpc_proxy,
+    running_cluster,
 )
-from .test_master_slave import A_HOST, B_HOST, MASTER_HOST, Cluster, start_cluster
 
 #: What a browser sends (Chromium's Accept for a navigation).
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"
@@ -35,13 +39,8 @@ FLUSH_DEADLINE = 10.0
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """One healthy cluster for the tests that keep it healthy; stopped (and checked) at the end."""
-    workdir = tmp_path_factory.mktemp("people")
-    processes = GotoProcesses(workdir)
-    try:
-        yield start_cluster(processes, workdir / "data.json")
-    finally:
-        hung = processes.stop_all()
-    assert not hung, [process.output() for process in hung]
+    with running_cluster(tmp_path_factory.mktemp("people")) as started:
+        yield started
 
 
 def add(base_url: str, long_url: str, key: str | None = None, accept: str | None = None) -> Reply:
