@@ -8,7 +8,7 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from goto_tw.errors import StoreUnavailable
-from goto_tw.interfaces import IRecordLog
+from goto_tw.interfaces import IRecordLog, IURLStore
 
 
 @implementer(IRecordLog)
@@ -55,3 +55,34 @@ class ManualThreads:
             done.errback()
         else:
             done.callback(None)
+
+
+@implementer(IURLStore)
+class FakeMaster:
+    """A master whose every call waits until the test answers it."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, Deferred[str]]] = []
+
+    def get(self, key: str) -> Deferred[str]:
+        return self._call("get", key)
+
+    def put(self, url: str) -> Deferred[str]:
+        return self._call("put", url)
+
+    def count(self) -> int:
+        return 0
+
+    def lookup(self, key: str) -> str | None:
+        return None
+
+    def _call(self, method: str, argument: str) -> Deferred[str]:
+        answer: Deferred[str] = Deferred()
+        self.calls.append((method, argument, answer))
+        return answer
+
+    def answer(self, value: str) -> None:
+        self.calls.pop(0)[2].callback(value)
+
+    def fail(self, error: Exception) -> None:
+        self.calls.pop(0)[2].errback(error)

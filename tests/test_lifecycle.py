@@ -10,8 +10,8 @@ from goto_tw.errors import MasterUnreachable
 from goto_tw.lifecycle import DrainService, StopInOrder
 from goto_tw.proxystore import ProxyStore
 from tests.conftest import LogCapture
+from tests.fakes import FakeMaster
 from tests.helpers import has_fired, result_of
-from tests.test_proxystore import FakeMaster
 
 
 def test_stopping_a_slave_stops_listening_then_waits_for_calls_in_flight() -> None:

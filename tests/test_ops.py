@@ -18,8 +18,8 @@ from goto_tw.rpc import RPCResource
 from goto_tw.site import GotoSite
 from goto_tw.store import URLStore
 from goto_tw.tap import Options, make_root, make_slave_store
+from tests.fakes import FakeMaster
 from tests.stub_client import Client
-from tests.test_proxystore import FakeMaster
 from tests.wire import exchange
 
 

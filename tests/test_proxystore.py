@@ -3,48 +3,17 @@
 from __future__ import annotations
 
 import pytest
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel
-from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from goto_tw.errors import InvalidURL, KeyNotFound, MasterUnreachable, StoreUnavailable
 from goto_tw.interfaces import ILocalLookup, IMasterHealth, IURLStore
 from goto_tw.proxystore import BAD_ANSWER_LOG_INTERVAL, HEALTH_PROBE_KEY, ProxyStore
 from tests.conftest import LogCapture
+from tests.fakes import FakeMaster
 from tests.helpers import failure_of, has_fired, result_of
-
-
-@implementer(IURLStore)
-class FakeMaster:
-    """A master whose every call waits until the test answers it."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str, Deferred[str]]] = []
-
-    def get(self, key: str) -> Deferred[str]:
-        return self._call("get", key)
-
-    def put(self, url: str) -> Deferred[str]:
-        return self._call("put", url)
-
-    def count(self) -> int:
-        return 0
-
-    def lookup(self, key: str) -> str | None:
-        return None
-
-    def _call(self, method: str, argument: str) -> Deferred[str]:
-        answer: Deferred[str] = Deferred()
-        self.calls.append((method, argument, answer))
-        return answer
-
-    def answer(self, value: str) -> None:
-        self.calls.pop(0)[2].callback(value)
-
-    def fail(self, error: Exception) -> None:
-        self.calls.pop(0)[2].errback(error)
 
 
 def make(cache_size: int = 100, negative_ttl: float = 1.0) -> tuple[ProxyStore, FakeMaster, Clock]:
