@@ -392,10 +392,11 @@ class RemoteStore:
         return result
 
     def _read(self, response: Any) -> Deferred[Any]:
-        body = _read_bounded(response, MAX_ANSWER_BYTES)
+        body = _read_bounded(response, MAX_ANSWER_BYTES, self._clock)
         if response.code != 200:
-            # Not an answer: its body is not read at all (it might never end); cancelling the read
-            # drops the connection, so a wrong --master costs no connection per probe.
+            # Not an answer: its body is not waited for (it might never end); cancelling the read
+            # drops the connection unless the answer is already complete (see _BoundedBody.stop), so
+            # a wrong --master costs no connection per probe.
             body.addErrback(lambda _: None)
             body.cancel()
             hint = ": is it a goto master started with --rpc?" if response.code in (404, 405) else ""
@@ -446,8 +447,11 @@ _DONE = Failure(ResponseDone())
 class _BoundedBody(BaseProtocol):
     """Collects a response body of at most ``limit`` bytes; past it, drops the connection."""
 
-    def __init__(self, finished: Deferred[bytes], limit: int, declared: int | None) -> None:
+    def __init__(
+        self, finished: Deferred[bytes], limit: int, declared: int | None, clock: IReactorTime
+    ) -> None:
         self._finished = finished
+        self._clock = clock
         self._limit = limit
         self._declared = declared
         self._parts: list[bytes] = []
@@ -468,13 +472,24 @@ class _BoundedBody(BaseProtocol):
         self._parts.append(data)
 
     def stop(self) -> None:
-        """Stop reading: the connection is closed and the body refused."""
+        """Refuse the body; the connection is closed on the next reactor turn unless the answer is
+        complete by then.
+
+        Not at once: this may run inside the client's parsing of the answer, and the rest of the answer
+        may be in the very data being parsed. Closing now would let the client see a complete answer
+        and hand the closing connection back to the pool, where the next POST would take it and fail
+        with "connection closed". By the next turn a complete answer has left the connection clean and
+        reusable, and the response's transport no longer reaches it, so stopping is a no-op.
+        """
         if not self._refused:
             self._refused = True
             self._parts = []
-            producer: Any = self.transport  # an IPushProducer: the response's connection
-            if producer is not None:
-                producer.stopProducing()
+            self._clock.callLater(0, self._drop_connection)
+
+    def _drop_connection(self) -> None:
+        producer: Any = self.transport  # an IPushProducer: the response's connection, while it lasts
+        if producer is not None:
+            producer.stopProducing()
 
     def connectionLost(self, reason: Failure = _DONE) -> None:
         if self._finished.called:
@@ -487,7 +502,7 @@ class _BoundedBody(BaseProtocol):
             self._finished.errback(reason)
 
 
-def _read_bounded(response: Any, limit: int) -> Deferred[bytes]:
+def _read_bounded(response: Any, limit: int, clock: IReactorTime) -> Deferred[bytes]:
     """The body of ``response`` (an ``IResponse``), or a failure if it is longer than ``limit``."""
     length = getattr(response, "length", UNKNOWN_LENGTH)
     declared = length if isinstance(length, int) else None
@@ -497,7 +512,7 @@ def _read_bounded(response: Any, limit: int) -> Deferred[bytes]:
         protocol.stop()
 
     finished: Deferred[bytes] = Deferred(cancel)
-    protocol = _BoundedBody(finished, limit, declared)
+    protocol = _BoundedBody(finished, limit, declared, clock)
     response.deliverBody(protocol)
 
     def too_large(failure: Failure) -> Failure:

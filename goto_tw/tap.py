@@ -672,7 +672,7 @@ def _remote_store(
 
     timeout = float(options["rpc-timeout"])
     if http is None:
-        http = _master_client(reactor, timeout, parent)
+        http = master_client(reactor, timeout, parent)
     masters = options.get("masters") or [options["master"]]
     remotes = [
         RemoteStore(http, url, reactor, timeout=timeout, secret=options.get("rpc-secret"), metrics=metrics)
@@ -705,7 +705,7 @@ def _proxy_store(
     return store
 
 
-def _master_client(reactor: Any, timeout: float, parent: MultiService) -> HTTPPoster:
+def master_client(reactor: Any, timeout: float, parent: MultiService) -> HTTPPoster:
     """The HTTP client a slave reaches its master with; its pool is closed when ``parent`` stops."""
     from twisted.web.client import Agent, HTTPConnectionPool
 
