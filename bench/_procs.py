@@ -100,8 +100,18 @@ class Child:
     context manager (or call :meth:`stop`) so it is stopped even when the benchmark fails.
     """
 
-    def __init__(self, name: str, command: Sequence[str], rundir: Path, *, cpu: int | None = SERVER_CPU):
+    def __init__(
+        self,
+        name: str,
+        command: Sequence[str],
+        rundir: Path,
+        *,
+        cpu: int | None = SERVER_CPU,
+        env: dict[str, str] | None = None,
+    ):
         self.name = name
+        #: Variables set for the child on top of this process's environment.
+        self.env = env
         self.command = pinned(command, cpu)
         self.rundir = rundir
         self.log_path = rundir / f"{name}.log"
@@ -120,6 +130,7 @@ class Child:
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
+                env={**os.environ, **self.env} if self.env else None,
             )
         _live.append(self)
         return self
@@ -137,6 +148,10 @@ class Child:
         """The process id (``taskset`` execs the server, so this is the server's own)."""
         assert self._popen is not None, "not started"
         return self._popen.pid
+
+    def exited(self) -> bool:
+        """Tell whether the process has been started and has exited since."""
+        return self._popen is not None and self._popen.poll() is not None
 
     def output(self) -> str:
         """Everything the child has logged so far."""
