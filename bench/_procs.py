@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import re
 import shutil
@@ -55,10 +56,29 @@ def twistd_of(python: Path) -> Path:
     return python.parent / "twistd"
 
 
+@functools.cache
+def goto_options(twistd: Path) -> frozenset[str]:
+    """The long options (``--add-rate``...) the ``goto`` plugin of ``twistd``'s virtualenv accepts.
+
+    The benchmarks run other checkouts' servers too (``--python`` of an older checkout's venv, for
+    "before" figures): what they may pass depends on the servers' code, not on this checkout's.
+    """
+    done = subprocess.run(
+        [str(twistd), "goto", "--help"], capture_output=True, text=True, timeout=120, check=False
+    )
+    if done.returncode != 0:
+        raise ChildError(f"{twistd} goto --help failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    return frozenset(re.findall(r"--([a-z][a-z0-9-]*)", done.stdout))
+
+
 def goto_command(twistd: Path, *args: str, http: str = LOOPBACK_ANY_PORT) -> list[str]:
     """``twistd -n --pidfile= goto --http HTTP ARGS... --add-rate off``: a foreground goto server
-    (the benchmark adds thousands a second from one address: no rate limit)."""
-    return [str(twistd), "-n", "--pidfile=", "goto", "--http", http, *args, "--add-rate", "off"]
+    (the benchmark adds thousands a second from one address: no rate limit; servers older than
+    ``--add-rate`` have none and do not get the option)."""
+    command = [str(twistd), "-n", "--pidfile=", "goto", "--http", http, *args]
+    if "add-rate" in goto_options(twistd):
+        command += ["--add-rate", "off"]
+    return command
 
 
 def free_port() -> int:
