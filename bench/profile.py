@@ -101,19 +101,20 @@ def py_spy_binary() -> str | None:
     return str(beside) if beside.exists() else shutil.which("py-spy")
 
 
+#: Where installed and standard-library modules live: cut from a frame's file, up to the last one.
+_LIBRARY = re.compile(r".*/(site-packages|lib_pypy|lib/python3[.0-9]*|lib/pypy3[.0-9]*)/")
 _FRAME = re.compile(r"^(?P<function>.*?) \((?P<file>[^()]*)\)$")
 
 
 def short_frame(frame: str) -> str:
-    """``function (file)`` with the file's path cut after ``site-packages/`` or the checkout's root."""
+    """``function (file)`` with the file's path cut to what follows ``site-packages/``, the standard library or the checkout's root."""
     found = _FRAME.match(frame)
     if found is None:
         return frame
     path = found.group("file")
-    for marker in ("site-packages/", "lib_pypy/", "/lib/python3"):
-        if marker in path:
-            path = path.split(marker, 1)[1]
-            break
+    library = _LIBRARY.match(path)
+    if library:
+        path = path[library.end() :]
     else:
         for package in ("goto_tw/", "twisted/", "bench/"):
             if f"/{package}" in path:
