@@ -21,6 +21,7 @@ import signal
 import socket
 import statistics
 import subprocess
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,9 +64,15 @@ def goto_options(twistd: Path) -> frozenset[str]:
     The benchmarks run other checkouts' servers too (``--python`` of an older checkout's venv, for
     "before" figures): what they may pass depends on the servers' code, not on this checkout's.
     """
-    done = subprocess.run(
-        [str(twistd), "goto", "--help"], capture_output=True, text=True, timeout=120, check=False
-    )
+    with tempfile.TemporaryDirectory(prefix="goto-probe-") as empty:  # as the servers: no checkout in cwd
+        done = subprocess.run(
+            [str(twistd), "goto", "--help"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            cwd=empty,
+        )
     if done.returncode != 0:
         raise ChildError(f"{twistd} goto --help failed ({done.returncode}):\n{done.stderr[-2000:]}")
     return frozenset(re.findall(r"--([a-z][a-z0-9-]*)", done.stdout))

@@ -1,9 +1,12 @@
 """Load benchmark of goto: real ``twistd -n goto`` processes driven by ``wrk`` over loopback.
 
 Usage: .venv/bin/python bench/run.py [--quick] [--json out.json] [--python .venv-pypy/bin/python]
+       [--go /path/to/go-goto/goto] [--only a,m,e]
 
 ``wrk`` must be installed (Debian: ``apt-get install wrk``). ``--python`` picks the virtualenv whose
-``twistd`` (and interpreter, for the reference server) runs the servers; default: this one.
+``twistd`` (and interpreter, for the reference server) runs the servers; default: this one. Another
+checkout's venv runs that checkout's servers (the header says where their ``goto_tw`` is): options
+its goto lacks are not passed, and the scenarios needing them are left out with a note.
 
 Throughput scenarios (``wrk -t1 -c50``, Lua scripts in ``bench/lua/``, each one a warm-up then
 ``--rounds`` rounds, all scenarios taking turns round by round so that machine noise hits them alike):
@@ -19,7 +22,19 @@ Throughput scenarios (``wrk -t1 -c50``, Lua scripts in ``bench/lua/``, each one 
 - ``c``: durable add on the master (``POST /add``, every URL new, synced: the default);
   ``c-nofsync``: the same with ``--no-fsync``; ``d``: the same through a slave.
 
-The redirect scenarios cycle through ``--keys`` keys (the master's data file holds exactly those).
+- ``m``: the slave of ``a``: of every 100 requests 98 cached keys, 1 miss (a key the master holds and
+  the slave was never asked for, each used once over the run) and 1 unknown key (404; not counted as
+  an error), given as a ratio to ``a`` in the same rounds (``bench/lua/mixed.lua``).
+
+The redirect scenarios cycle through ``--keys`` keys; the master's data file holds those and, after
+them, the mixed scenario's misses. Every row gives p50 and p99 latency.
+
+With ``--go BINARY`` (Go's goto v5, built as bench/README.md says), Go runs in the same rounds:
+``go-b`` (master), ``go-a`` (cached, slave), ``go-m`` (the mix), ``go-e`` (uncached through a slave:
+a fresh key per request, Go's slave cache has no bound to set), ``go-c`` (add on the master, not
+synced), ``go-d`` (add through a slave), and a second table gives goto-tw/Go per scenario with both
+p99s. Go's master gets its keys from a gob data file written before it starts (``bench/go_goto.py``).
+``--only a,m,...`` runs just those scenarios (and those their ratios need).
 
 With ``--postgres``, the PostgreSQL scenarios (``p-b``, ``p-miss``, ``p-c``, ``p-d2``; see
 :func:`postgres_scenarios`) run in the same rounds.
@@ -1060,7 +1075,12 @@ def server_interpreter(python: Path) -> str:
         "import os, sys, twisted, goto_tw; print(sys.implementation.name, sys.version.split()[0], "
         "'Twisted', twisted.__version__ + ', goto_tw from', os.path.dirname(os.path.dirname(goto_tw.__file__)))"
     )
-    done = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+    # ``-c`` puts the working directory first on sys.path: probe from an empty one, as the servers
+    # run in their own directories, or this checkout's goto_tw would answer for the other venv's
+    with tempfile.TemporaryDirectory(prefix="goto-probe-") as empty:
+        done = subprocess.run(
+            [str(python), "-c", probe], capture_output=True, text=True, check=True, timeout=60, cwd=empty
+        )
     return done.stdout.strip()
 
 
