@@ -227,9 +227,10 @@ def main() -> int:
     if not interpreter.startswith("cpython"):
         print(
             f"servers: {interpreter}: py-spy cannot read PyPy's frames. Profile PyPy with vmprof: "
-            "install the vmprof package into that venv and run the server as "
-            "`VENV/bin/python -m vmprof --web|-o OUT VENV/bin/twistd -n goto ...` under the same wrk load "
-            "(or compare req/s and server CPU of bench/run.py rounds instead).",
+            "install the vmprof package into that venv, start the server as "
+            "`VENV/bin/python -m vmprof -o OUT.prof VENV/bin/twistd -n goto ...`, put the same wrk load on it "
+            "(bench/lua), stop it, and read OUT.prof with `vmprofshow OUT.prof` (or compare req/s and "
+            "server CPU in bench/run.py's rounds).",
             file=sys.stderr,
         )
         return 2
