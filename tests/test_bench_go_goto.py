@@ -7,13 +7,23 @@ lengths, empty fields (left out by Go, with the next field's delta counting them
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bench.go_goto import GOB_PREAMBLE, encode_gob_records, gob_record, gob_uint, write_go_data_file
+from bench import _procs
+from bench._procs import ChildError
+from bench.go_goto import (
+    GOB_PREAMBLE,
+    encode_gob_records,
+    gob_record,
+    gob_uint,
+    start_go,
+    write_go_data_file,
+)
 
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz"
 
@@ -88,3 +98,53 @@ def test_preamble_is_the_type_definition() -> None:
     """The preamble is one message (its length byte then the rest) defining type 65, ``record``."""
     assert GOB_PREAMBLE[0] == len(GOB_PREAMBLE) - 1
     assert b"record" in GOB_PREAMBLE and b"Key" in GOB_PREAMBLE and b"URL" in GOB_PREAMBLE
+
+
+def fake_go(tmp_path: Path, body: str) -> Path:
+    """An executable standing in for Go's goto: ``body`` runs with ``port`` parsed from ``-http=``."""
+    script = tmp_path / "fake-goto"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import os, socket, sys, time\n"
+        "port = int(next(a for a in sys.argv if a.startswith('-http=')).rsplit(':', 1)[1])\n" + body
+    )
+    script.chmod(0o755)
+    return script
+
+
+def alive(pid: int) -> bool:
+    """Tell whether ``pid`` is a running (not zombie) process."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_go_process_listens_on_loopback_and_is_killed_at_exit(tmp_path: Path) -> None:
+    """start_go waits until the process accepts connections, gives it GOMAXPROCS=1 and an address on
+    127.0.0.1 only, and the benchmark's exit handler (run at exit, on Ctrl-C and SIGTERM) kills it."""
+    binary = fake_go(
+        tmp_path,
+        "open('env.txt', 'w').write(os.environ.get('GOMAXPROCS', '') + ' ' + ' '.join(sys.argv[1:]))\n"
+        "server = socket.create_server(('127.0.0.1', port))\n"
+        "time.sleep(60)\n",
+    )
+    port = _procs.free_port()
+    child = start_go("go-test", binary, port, ["-rpc=true"], tmp_path / "run", timeout=20)
+    try:
+        assert alive(child.pid)
+        assert (tmp_path / "run" / "env.txt").read_text() == f"1 -http=127.0.0.1:{port} -rpc=true"
+        _procs.kill_all()
+        assert not alive(child.pid)
+    finally:
+        child.stop()
+
+
+def test_go_process_that_exits_is_reported_and_reaped(tmp_path: Path) -> None:
+    """A Go binary that exits before listening (a bad flag, a crash) is a ChildError with its output,
+    and leaves nothing running."""
+    binary = fake_go(tmp_path, "print('flag provided but not defined: -x')\nsys.exit(2)\n")
+    with pytest.raises(ChildError, match="flag provided but not defined"):
+        start_go("go-bad", binary, _procs.free_port(), ["-x"], tmp_path / "run", timeout=20)
+    assert not _procs._live
