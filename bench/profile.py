@@ -8,16 +8,21 @@ wrk load on the same CPUs. Every server process is sampled by ``py-spy record`` 
 wrk, so the sampler does not take the servers' core) for one run of ``--seconds``, and the top
 functions per process are printed twice: by samples in the function itself ("own") and by samples
 with the function anywhere on the stack ("total"), as percentages of that process's busy samples
-(py-spy leaves out samples where the process waits in epoll), with how busy each process was.
+(both profilers leave out time spent waiting in epoll), with how busy each thread was (py-spy).
 ``--keep DIR`` keeps the raw stacks (``NAME.txt``, collapsed: ``flamegraph.pl NAME.txt > NAME.svg``).
 
-``py-spy`` must be in the venv that runs this script or on PATH (``.venv/bin/pip install py-spy``);
-it reads CPython's memory and needs ptrace rights over the servers (root, or
-``kernel.yama.ptrace_scope=0``). It cannot see into PyPy: for a PyPy venv this exits with a note
-(PyPy's own ``_vmprof``, used through the ``vmprof`` package, is the tool there). ``--python``
-pointing at another checkout's venv profiles that checkout's servers (for before/after profiles).
-Sampling at ``--rate`` (default 100 Hz) stops each server briefly per sample: the req/s printed is
-that of the profiled run, lower than bench/run.py's.
+CPython: ``py-spy`` must be in the venv that runs this script or on PATH (``.venv/bin/pip install
+py-spy``); it reads the servers' memory and needs ptrace rights over them (root, or
+``kernel.yama.ptrace_scope=0``). Sampling at ``--rate`` (default 100 Hz) stops each server briefly
+per sample: the req/s printed is that of the profiled run, lower than bench/run.py's.
+
+PyPy (py-spy cannot read its frames): vmprof, which PyPy has built in; the ``vmprof`` package must be
+in the servers' venv (``.venv-pypy/bin/pip install vmprof``). The servers are started through
+``bench/_vmprof_twistd.py``, which samples only between two signals sent around the measured wrk run.
+Its timer counts CPU time in kernel ticks (250 a second here, whatever ``--rate`` asks), so it gives
+shares, not how busy a process was; function names carry no class (``doRead``, not
+``Connection.doRead``). ``--python`` pointing at another checkout's venv profiles that checkout's
+servers (for before/after profiles).
 """
 
 from __future__ import annotations
@@ -27,13 +32,16 @@ import collections
 import contextlib
 import dataclasses
 import math
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for ``bench.*`` when run as a script
 from bench._procs import CLIENT_CPU, SERVER_CPU, Child, exit_on_signals, goto_command, pinned, twistd_of
@@ -56,9 +64,16 @@ KEYS = QUICK.keys
 
 
 def start_scenario(
-    name: str, python: Path, seconds: float, tmp: Path, stack: contextlib.ExitStack
+    name: str,
+    python: Path,
+    seconds: float,
+    tmp: Path,
+    stack: contextlib.ExitStack,
+    wrap: Callable[[str, list[str]], list[str]] | None = None,
 ) -> Scenario:
-    """Start the servers of run.py's scenario ``name`` (warmed as run.py warms them) and return it."""
+    """Start the servers of run.py's scenario ``name`` (warmed as run.py warms them) and return it.
+
+    ``wrap(name, command)`` may change each server's command line (vmprof's wrapper)."""
     twistd = twistd_of(python)
     misses = math.ceil(MIXED_MISSES_PER_SECOND * seconds)  # m: fresh miss keys for every run
     data = tmp / "store.json"
@@ -66,9 +81,10 @@ def start_scenario(
     keys = [str(KEYS)]
 
     def start(child_name: str, *args: str) -> tuple[Child, int]:
-        child = stack.enter_context(
-            Child(child_name, goto_command(twistd, *args, "--host", HOST), tmp / child_name, cpu=SERVER_CPU)
-        )
+        command = goto_command(twistd, *args, "--host", HOST)
+        if wrap is not None:
+            command = wrap(child_name, command)
+        child = stack.enter_context(Child(child_name, command, tmp / child_name, cpu=SERVER_CPU))
         return child, child.wait_port()
 
     master_options = {"c-nofsync": ["--no-fsync"], "b-nolog": ["--access-log", "none"]}.get(name, [])
@@ -128,8 +144,8 @@ def short_frame(frame: str) -> str:
 #: top lines at 40-100% and say nothing about the path measured.
 _OUTER = re.compile(
     r"\((twistd|twisted/application/\S*|twisted/scripts/\S*|threading\.py|twisted/python/(log|context)\.py"
-    r"|twisted/_threads/\S*)\)$"
-    r"|^ReactorBase\.(run|mainLoop|runUntilCurrent) |^\S*Reactor\.doPoll |^_PollLikeMixin\._doReadOrWrite "
+    r"|twisted/_threads/\S*|<builtin>/\S*|bench/_vmprof_twistd\.py)\)$"
+    r"|^(\w*\.)?(run|mainLoop|runUntilCurrent|doPoll|doIteration|_doReadOrWrite) \(twisted/internet/\S*\)$"
 )
 
 
@@ -167,23 +183,24 @@ def top_functions(lines: Iterable[str]) -> Profile:
     return profile
 
 
-def print_profile(name: str, path: Path, seconds: float, rate: int, top: int) -> None:
-    """The top functions of one process's recorded stacks."""
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except FileNotFoundError:
-        print(f"\n{name}: py-spy wrote nothing (see its message above)")
-        return
+def print_profile(name: str, lines: list[str], expected: float | None, top: int) -> None:
+    """The top functions of one process's recorded stacks; ``expected``: samples a thread busy all
+    the run would have (py-spy samples wall time; vmprof's CPU-time timer ticks too coarsely for it)."""
     profile = top_functions(lines)
     total = profile.total
-    expected = seconds * rate
-    print(
-        f"\n{name}: {total:,} samples in which a thread was not idle (~{expected:,.0f} per thread in the run)"
-    )
+    if expected:
+        print(
+            f"\n{name}: {total:,} samples in which a thread was not idle (~{expected:,.0f} per thread in the run)"
+        )
+        shares = [f"{thread} {count / expected:.0%}" for thread, count in profile.threads.most_common()]
+        busy = f"  threads, share of the run each was busy: {', '.join(shares)}"
+    else:
+        print(f"\n{name}: {total:,} samples of CPU time")
+        busy = ""
     if not total:
         return
-    threads = ", ".join(f"{thread} {count / expected:.0%}" for thread, count in profile.threads.most_common())
-    print(f"  threads, share of the run each was busy: {threads}")
+    if busy:
+        print(busy)
     print(f"  {'own':>6} {'total':>6}  function (by own samples, the top {top}; % of the samples above)")
     for function, count in profile.own.most_common(top):
         print(f"  {count / total:>6.1%} {profile.inclusive[function] / total:>6.1%}  {function}")
@@ -191,6 +208,117 @@ def print_profile(name: str, path: Path, seconds: float, rate: int, top: int) ->
     inner = [(f, c) for f, c in profile.inclusive.most_common() if not _OUTER.search(f)]
     for function, count in inner[:top]:
         print(f"  {profile.own[function] / total:>6.1%} {count / total:>6.1%}  {function}")
+
+
+#: Run by the servers' interpreter: vmprof's profile of one process as collapsed stacks, the format
+#: py-spy writes (``thread (TID): TID;function (file);... COUNT``, outermost first).
+_VMPROF_READER = r"""
+import collections, sys, vmprof
+stats = vmprof.read_profile(sys.argv[1])
+names = stats.adr_dict or {}
+stacks = collections.Counter()
+for profile in stats.profiles:
+    frames = []
+    for address in profile[0]:
+        name = names.get(address) if isinstance(address, int) and address > 0 else None
+        if name is None:
+            continue
+        parts = name.split(":", 3)
+        frames.append("%s (%s)" % (parts[1], parts[3]) if len(parts) == 4 else name)
+    if frames:
+        thread = profile[2] if len(profile) > 2 else 0
+        stacks["thread (%s): %s;%s" % (thread, thread, ";".join(frames))] += profile[1]
+for stack, count in stacks.items():
+    print(stack, count)
+"""
+VMPROF_WRAPPER = Path(__file__).resolve().parent / "_vmprof_twistd.py"
+
+
+def has_vmprof(python: Path) -> bool:
+    """Tell whether the servers' venv can import vmprof."""
+    done = subprocess.run([str(python), "-c", "import vmprof"], capture_output=True, timeout=60, check=False)
+    return done.returncode == 0
+
+
+def sample_with_py_spy(
+    py_spy: str, scenario: Scenario, args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack
+) -> tuple[dict[str, Any], list[tuple[str, list[str]]]]:
+    """One wrk run with every server sampled by ``py-spy record``; the result and each one's stacks."""
+    samplers: list[tuple[str, Path, subprocess.Popen[bytes]]] = []
+
+    def stop_samplers() -> None:
+        for _, _, sampler in samplers:
+            if sampler.poll() is None:
+                sampler.kill()
+                sampler.wait()
+
+    stack.callback(stop_samplers)
+    for child in scenario.servers:
+        out = tmp / f"{child.name}.txt"
+        command = [
+            py_spy,
+            "record",
+            "--pid",
+            str(child.pid),
+            "--duration",
+            str(max(1, round(args.seconds))),
+            "--rate",
+            str(args.rate),
+            "--format",
+            "raw",
+            "--nolineno",
+            "--threads",
+            *(["--gil"] if args.gil else []),
+            "--output",
+            str(out),
+        ]
+        with open(tmp / f"{child.name}.py-spy.log", "wb") as log:
+            samplers.append(
+                (child.name, out, subprocess.Popen(pinned(command, CLIENT_CPU), stdout=log, stderr=log))
+            )
+    time.sleep(0.3)  # py-spy attaches before the load starts
+    result = scenario.run(args.seconds, tmp)
+    profiles = []
+    for name, out, sampler in samplers:
+        try:
+            sampler.wait(30)
+        except subprocess.TimeoutExpired:
+            print(f"py-spy for {name} did not finish: killed", file=sys.stderr)
+        if not out.exists():
+            log_text = (tmp / f"{name}.py-spy.log").read_text(errors="replace").strip()
+            print(f"{name}: py-spy wrote nothing ({sampler.returncode}): {log_text[-500:]}", file=sys.stderr)
+        profiles.append((name, out.read_text(errors="replace").splitlines() if out.exists() else []))
+    return result, profiles
+
+
+def sample_with_vmprof(
+    python: Path, scenario: Scenario, args: argparse.Namespace, tmp: Path
+) -> tuple[dict[str, Any], list[tuple[str, list[str]]]]:
+    """One wrk run between SIGUSR1 and SIGUSR2 to servers started under bench/_vmprof_twistd.py."""
+    for child in scenario.servers:
+        os.kill(child.pid, signal.SIGUSR1)
+    time.sleep(0.3)
+    result = scenario.run(args.seconds, tmp)
+    for child in scenario.servers:
+        os.kill(child.pid, signal.SIGUSR2)
+    profiles = []
+    for child in scenario.servers:
+        out = tmp / f"{child.name}.prof"
+        deadline = time.monotonic() + 30
+        while not Path(f"{out}.done").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        read = subprocess.run(
+            [str(python), "-c", _VMPROF_READER, str(out)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if read.returncode != 0:
+            print(f"{child.name}: reading {out} failed: {read.stderr.strip()[-800:]}", file=sys.stderr)
+        (tmp / f"{child.name}.txt").write_text(read.stdout)
+        profiles.append((child.name, read.stdout.splitlines()))
+    return result, profiles
 
 
 def main() -> int:
@@ -208,15 +336,22 @@ def main() -> int:
         "--seconds", type=float, default=10, help="length of the profiled wrk run (default 10)"
     )
     parser.add_argument("--warmup", type=float, default=3, help="unprofiled wrk run first (default 3 s)")
-    parser.add_argument("--rate", type=int, default=100, help="py-spy samples per second (default 100)")
+    parser.add_argument(
+        "--rate",
+        type=int,
+        help="samples per second of CPU (py-spy: of wall time; default py-spy 100, vmprof 1000)",
+    )
     parser.add_argument(
         "--gil",
         action="store_true",
-        help="only samples holding the GIL: Python's CPU time (leaves out waits: fsync, a thread's queue)",
+        help="py-spy: only samples holding the GIL: Python's CPU time (leaves out waits: fsync, a thread's queue)",
     )
     parser.add_argument("--top", type=int, default=15, help="functions listed per process (default 15)")
     parser.add_argument("--keep", type=Path, metavar="DIR", help="work in DIR and keep it (logs, raw stacks)")
     args = parser.parse_args()
+    # the servers run in their own directories: a relative path must not be read from there (and a
+    # venv's python is a symlink, so make it absolute without resolving it)
+    args.python = Path(os.path.abspath(args.python))
     if shutil.which("wrk") is None:
         print("bench/profile.py needs wrk: apt-get install wrk", file=sys.stderr)
         return 2
@@ -224,76 +359,54 @@ def main() -> int:
         print(f"no twistd beside {args.python}", file=sys.stderr)
         return 2
     interpreter = server_interpreter(args.python)
-    if not interpreter.startswith("cpython"):
-        print(
-            f"servers: {interpreter}: py-spy cannot read PyPy's frames. Profile PyPy with vmprof: "
-            "install the vmprof package into that venv, start the server as "
-            "`VENV/bin/python -m vmprof -o OUT.prof VENV/bin/twistd -n goto ...`, put the same wrk load on it "
-            "(bench/lua), stop it, and read OUT.prof with `vmprofshow OUT.prof` (or compare req/s and "
-            "server CPU in bench/run.py's rounds).",
-            file=sys.stderr,
-        )
-        return 2
-    py_spy = py_spy_binary()
-    if py_spy is None:
-        print("bench/profile.py needs py-spy: .venv/bin/pip install py-spy", file=sys.stderr)
-        return 2
+    use_vmprof = not interpreter.startswith("cpython")
+    py_spy = None
+    if use_vmprof:
+        if not has_vmprof(args.python):
+            print(
+                f"servers: {interpreter}: py-spy cannot read PyPy's frames; bench/profile.py uses vmprof there: "
+                f"{args.python.parent / 'pip'} install vmprof",
+                file=sys.stderr,
+            )
+            return 2
+        args.rate = args.rate or 1000
+    else:
+        py_spy = py_spy_binary()
+        if py_spy is None:
+            print("bench/profile.py needs py-spy: .venv/bin/pip install py-spy", file=sys.stderr)
+            return 2
+        args.rate = args.rate or 100
     exit_on_signals()
-    print(f"servers: {interpreter} ({args.python}); scenario {args.scenario}", file=sys.stderr)
+    tool = "vmprof" if use_vmprof else "py-spy"
+    print(f"servers: {interpreter} ({args.python}); scenario {args.scenario}; {tool}", file=sys.stderr)
     with workspace(args.keep) as (tmp, stack):
-        scenario = start_scenario(args.scenario, args.python, args.warmup + args.seconds, tmp, stack)
+
+        def under_vmprof(name: str, command: list[str]) -> list[str]:
+            out = tmp / f"{name}.prof"
+            return [str(args.python), str(VMPROF_WRAPPER), str(out), str(1 / args.rate), *command[1:]]
+
+        scenario = start_scenario(
+            args.scenario,
+            args.python,
+            args.warmup + args.seconds,
+            tmp,
+            stack,
+            under_vmprof if use_vmprof else None,
+        )
         if args.warmup:
             print(f"warm-up: {args.warmup:g} s", file=sys.stderr)
             scenario.run(args.warmup, tmp)
-        samplers: list[tuple[str, Path, subprocess.Popen[bytes]]] = []
-
-        def stop_samplers() -> None:
-            for _, _, sampler in samplers:
-                if sampler.poll() is None:
-                    sampler.kill()
-                    sampler.wait()
-
-        stack.callback(stop_samplers)
-        for child in scenario.servers:
-            out = tmp / f"{child.name}.txt"
-            command = [
-                py_spy,
-                "record",
-                "--pid",
-                str(child.pid),
-                "--duration",
-                str(max(1, round(args.seconds))),
-                "--rate",
-                str(args.rate),
-                "--format",
-                "raw",
-                "--nolineno",
-                "--threads",
-                *(["--gil"] if args.gil else []),
-                "--output",
-                str(out),
-            ]
-            with open(tmp / f"{child.name}.py-spy.log", "wb") as log:
-                samplers.append(
-                    (child.name, out, subprocess.Popen(pinned(command, CLIENT_CPU), stdout=log, stderr=log))
-                )
-        time.sleep(0.3)  # py-spy attaches before the load starts
-        result = scenario.run(args.seconds, tmp)
-        for name, _, sampler in samplers:
-            try:
-                sampler.wait(30)
-            except subprocess.TimeoutExpired:
-                print(f"py-spy for {name} did not finish: killed", file=sys.stderr)
+        if py_spy is not None:
+            result, profiles = sample_with_py_spy(py_spy, scenario, args, tmp, stack)
+        else:
+            result, profiles = sample_with_vmprof(args.python, scenario, args, tmp)
         print(
-            f"scenario {args.scenario} under py-spy ({args.rate} Hz): {result['rps']:,.0f} req/s, "
+            f"scenario {args.scenario} under {tool} ({args.rate} Hz): {result['rps']:,.0f} req/s, "
             f"p99 {result['latency_us']['p99'] / 1000:.1f} ms, servers' CPU {result['server_cpu']:.0%} "
             f"(100% = one core); {interpreter}"
         )
-        for name, out, sampler in samplers:
-            if sampler.returncode not in (0, None):
-                log_text = (tmp / f"{name}.py-spy.log").read_text(errors="replace")
-                print(f"\n{name}: py-spy failed ({sampler.returncode}): {log_text.strip()[-500:]}")
-            print_profile(name, out, args.seconds, args.rate, args.top)
+        for name, lines in profiles:
+            print_profile(name, lines, None if use_vmprof else args.seconds * args.rate, args.top)
     return 0
 
 

@@ -1145,6 +1145,11 @@ def main() -> int:
         help="run only these throughput scenarios (comma-separated: a,m,go-a...), plus those their ratios need",
     )
     args = parser.parse_args()
+    # the servers run in their own directories: a relative path must not be read from there (and a
+    # venv's python is a symlink, so make it absolute without resolving it)
+    args.python = Path(os.path.abspath(args.python))
+    if args.go is not None:
+        args.go = Path(os.path.abspath(args.go))
     if args.go is not None and not os.access(args.go, os.X_OK):
         print(f"--go {args.go}: not an executable (build it as bench/README.md says)", file=sys.stderr)
         return 2

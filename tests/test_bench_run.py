@@ -150,3 +150,8 @@ def test_profile_reads_collapsed_stacks() -> None:
     )
     assert _OUTER.search("ReactorBase.mainLoop (twisted/internet/base.py)")
     assert not _OUTER.search("render (goto_tw/web.py)")
+    # vmprof on PyPy names functions without their class
+    assert _OUTER.search("mainLoop (twisted/internet/base.py)") and _OUTER.search(
+        "entry_point (<builtin>/app_main.py)"
+    )
+    assert not _OUTER.search("doRead (twisted/internet/tcp.py)")
