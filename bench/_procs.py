@@ -42,7 +42,9 @@ _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 def pinning() -> bool:
     """Tell whether servers and load generator can run on CPUs of their own (2+ CPUs and taskset)."""
-    return shutil.which("taskset") is not None and {SERVER_CPU, CLIENT_CPU} <= os.sched_getaffinity(0)
+    affinity = getattr(os, "sched_getaffinity", None)  # PyPy 3.9 has none: then every CPU is ours
+    cpus = affinity(0) if affinity is not None else set(range(os.cpu_count() or 1))
+    return shutil.which("taskset") is not None and {SERVER_CPU, CLIENT_CPU} <= cpus
 
 
 def pinned(command: Sequence[str], cpu: int | None) -> list[str]:

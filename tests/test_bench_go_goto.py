@@ -126,7 +126,8 @@ def test_go_process_listens_on_loopback_and_is_killed_at_exit(tmp_path: Path) ->
     127.0.0.1 only, and the benchmark's exit handler (run at exit, on Ctrl-C and SIGTERM) kills it."""
     binary = fake_go(
         tmp_path,
-        "open('env.txt', 'w').write(os.environ.get('GOMAXPROCS', '') + ' ' + ' '.join(sys.argv[1:]))\n"
+        "with open('env.txt', 'w') as out:\n"
+        "    out.write(os.environ.get('GOMAXPROCS', '') + ' ' + ' '.join(sys.argv[1:]))\n"
         "server = socket.create_server(('127.0.0.1', port))\n"
         "time.sleep(60)\n",
     )
