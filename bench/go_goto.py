@@ -19,6 +19,10 @@ How Go's goto differs from goto-tw (so the comparison is read fairly):
   every request of an unknown key (no negative cache) over its one ``net/rpc`` connection;
 - ``Put`` answers before the record is written: records go through a 1000-record channel to a
   goroutine that ``write``s each one (no buffering, no ``fsync``): an acknowledged add can be lost;
+  when that goroutine falls behind, adds wait for room in the channel (Go's add p99 rises with it);
+- each start appends a new gob stream (type definition again) to the file, and ``load`` stops at the
+  second one ("gob: duplicate type received", logged and ignored): after its second restart a Go
+  master has lost every add made since its first (seen with this binary; the bench never restarts it);
 - a slave's cache has no bound, and no URL is validated; the slave connects to the master once at
   start (if the master is not up yet, its first request crashes it).
 """
