@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import re
 import shutil
@@ -20,6 +21,7 @@ import signal
 import socket
 import statistics
 import subprocess
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,7 +42,9 @@ _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 def pinning() -> bool:
     """Tell whether servers and load generator can run on CPUs of their own (2+ CPUs and taskset)."""
-    return shutil.which("taskset") is not None and {SERVER_CPU, CLIENT_CPU} <= os.sched_getaffinity(0)
+    affinity = getattr(os, "sched_getaffinity", None)  # PyPy 3.9 has none: then every CPU is ours
+    cpus = affinity(0) if affinity is not None else set(range(os.cpu_count() or 1))
+    return shutil.which("taskset") is not None and {SERVER_CPU, CLIENT_CPU} <= cpus
 
 
 def pinned(command: Sequence[str], cpu: int | None) -> list[str]:
@@ -55,10 +59,35 @@ def twistd_of(python: Path) -> Path:
     return python.parent / "twistd"
 
 
+@functools.cache
+def goto_options(twistd: Path) -> frozenset[str]:
+    """The long options (``--add-rate``...) the ``goto`` plugin of ``twistd``'s virtualenv accepts.
+
+    The benchmarks run other checkouts' servers too (``--python`` of an older checkout's venv, for
+    "before" figures): what they may pass depends on the servers' code, not on this checkout's.
+    """
+    with tempfile.TemporaryDirectory(prefix="goto-probe-") as empty:  # as the servers: no checkout in cwd
+        done = subprocess.run(
+            [str(twistd), "goto", "--help"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            cwd=empty,
+        )
+    if done.returncode != 0:
+        raise ChildError(f"{twistd} goto --help failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    return frozenset(re.findall(r"--([a-z][a-z0-9-]*)", done.stdout))
+
+
 def goto_command(twistd: Path, *args: str, http: str = LOOPBACK_ANY_PORT) -> list[str]:
     """``twistd -n --pidfile= goto --http HTTP ARGS... --add-rate off``: a foreground goto server
-    (the benchmark adds thousands a second from one address: no rate limit)."""
-    return [str(twistd), "-n", "--pidfile=", "goto", "--http", http, *args, "--add-rate", "off"]
+    (the benchmark adds thousands a second from one address: no rate limit; servers older than
+    ``--add-rate`` have none and do not get the option)."""
+    command = [str(twistd), "-n", "--pidfile=", "goto", "--http", http, *args]
+    if "add-rate" in goto_options(twistd):
+        command += ["--add-rate", "off"]
+    return command
 
 
 def free_port() -> int:
@@ -100,8 +129,18 @@ class Child:
     context manager (or call :meth:`stop`) so it is stopped even when the benchmark fails.
     """
 
-    def __init__(self, name: str, command: Sequence[str], rundir: Path, *, cpu: int | None = SERVER_CPU):
+    def __init__(
+        self,
+        name: str,
+        command: Sequence[str],
+        rundir: Path,
+        *,
+        cpu: int | None = SERVER_CPU,
+        env: dict[str, str] | None = None,
+    ):
         self.name = name
+        #: Variables set for the child on top of this process's environment.
+        self.env = env
         self.command = pinned(command, cpu)
         self.rundir = rundir
         self.log_path = rundir / f"{name}.log"
@@ -120,6 +159,7 @@ class Child:
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
+                env={**os.environ, **self.env} if self.env else None,
             )
         _live.append(self)
         return self
@@ -137,6 +177,10 @@ class Child:
         """The process id (``taskset`` execs the server, so this is the server's own)."""
         assert self._popen is not None, "not started"
         return self._popen.pid
+
+    def exited(self) -> bool:
+        """Tell whether the process has been started and has exited since."""
+        return self._popen is not None and self._popen.poll() is not None
 
     def output(self) -> str:
         """Everything the child has logged so far."""

@@ -1,9 +1,12 @@
 """Load benchmark of goto: real ``twistd -n goto`` processes driven by ``wrk`` over loopback.
 
 Usage: .venv/bin/python bench/run.py [--quick] [--json out.json] [--python .venv-pypy/bin/python]
+       [--go /path/to/go-goto/goto] [--only a,m,e]
 
 ``wrk`` must be installed (Debian: ``apt-get install wrk``). ``--python`` picks the virtualenv whose
-``twistd`` (and interpreter, for the reference server) runs the servers; default: this one.
+``twistd`` (and interpreter, for the reference server) runs the servers; default: this one. Another
+checkout's venv runs that checkout's servers (the header says where their ``goto_tw`` is): options
+its goto lacks are not passed, and the scenarios needing them are left out with a note.
 
 Throughput scenarios (``wrk -t1 -c50``, Lua scripts in ``bench/lua/``, each one a warm-up then
 ``--rounds`` rounds, all scenarios taking turns round by round so that machine noise hits them alike):
@@ -19,7 +22,19 @@ Throughput scenarios (``wrk -t1 -c50``, Lua scripts in ``bench/lua/``, each one 
 - ``c``: durable add on the master (``POST /add``, every URL new, synced: the default);
   ``c-nofsync``: the same with ``--no-fsync``; ``d``: the same through a slave.
 
-The redirect scenarios cycle through ``--keys`` keys (the master's data file holds exactly those).
+- ``m``: the slave of ``a``: of every 100 requests 98 cached keys, 1 miss (a key the master holds and
+  the slave was never asked for, each used once over the run) and 1 unknown key (404; not counted as
+  an error), given as a ratio to ``a`` in the same rounds (``bench/lua/mixed.lua``).
+
+The redirect scenarios cycle through ``--keys`` keys; the master's data file holds those and, after
+them, the mixed scenario's misses. Every row gives p50 and p99 latency.
+
+With ``--go BINARY`` (Go's goto v5, built as bench/README.md says), Go runs in the same rounds:
+``go-b`` (master), ``go-a`` (cached, slave), ``go-m`` (the mix), ``go-e`` (uncached through a slave:
+a fresh key per request, Go's slave cache has no bound to set), ``go-c`` (add on the master, not
+synced), ``go-d`` (add through a slave), and a second table gives goto-tw/Go per scenario with both
+p99s. Go's master gets its keys from a gob data file written before it starts (``bench/go_goto.py``).
+``--only a,m,...`` runs just those scenarios (and those their ratios need).
 
 With ``--postgres``, the PostgreSQL scenarios (``p-b``, ``p-miss``, ``p-c``, ``p-d2``; see
 :func:`postgres_scenarios`) run in the same rounds.
@@ -46,6 +61,7 @@ import contextlib
 import dataclasses
 import http.client
 import json
+import math
 import os
 import re
 import resource
@@ -72,13 +88,16 @@ from bench._procs import (
     format_spread,
     free_port,
     goto_command,
+    goto_options,
     machine_busy_seconds,
     pinned,
     pinning,
     spread,
     twistd_of,
 )
-from bench.startup import write_data_file
+from bench.go_goto import go_version, start_go, write_go_data_file
+from bench.startup import bench_url, write_data_file
+from goto_tw.keys import key_for_index
 
 BENCH_DIR = Path(__file__).resolve().parent
 LUA_DIR = BENCH_DIR / "lua"
@@ -90,6 +109,13 @@ WRK_TIMEOUT = "5s"
 BIG_RECORDS = 1_000_000
 HOST = "bench.test"
 HTTP_TIMEOUT = 10.0
+#: Unknown keys of the mixed scenario: base 62 of this and up (7 characters), far beyond any counter.
+UNKNOWN_BASE = 62**6
+#: Fresh keys set aside per second of mixed load: 1% misses at up to 100k requests/s.
+MIXED_MISSES_PER_SECOND = 1_000
+#: Fresh keys set aside per second of go-e (each key once): Go did 16-20k/s here, twice that; a run
+#: that runs out says so (stale).
+GO_UNCACHED_PER_SECOND = 40_000
 
 
 @dataclass
@@ -115,6 +141,29 @@ class BenchError(RuntimeError):
     """A load run or check did not do what it should; the message says what happened."""
 
 
+@dataclass
+class FreshKeys:
+    """Keys ``first .. first+count-1``, each to be requested at most once over the whole run.
+
+    A miss is a miss only the first time a slave is asked for the key: every wrk run starts where the
+    last one stopped (``used``), and a run that needed more than were left says so (``stale``).
+    """
+
+    first: int
+    count: int
+    used: int = 0
+
+    @property
+    def left(self) -> int:
+        """How many have not been requested yet."""
+        return self.count - self.used
+
+
+def fresh_keys_needed(settings: Settings, per_second: int) -> int:
+    """Keys for one scenario's warm-up and rounds at ``per_second`` fresh keys a second."""
+    return math.ceil(per_second * (settings.warmup + settings.rounds * settings.seconds))
+
+
 # --- wrk -------------------------------------------------------------------------------------------
 
 
@@ -131,6 +180,7 @@ def run_wrk(url: str, script: str, args: Sequence[str], seconds: float, rundir: 
             f"-d{max(1, round(seconds))}s",
             "--timeout",
             WRK_TIMEOUT,
+            "--latency",
             "-s",
             str(LUA_DIR / script),
             url,
@@ -198,7 +248,7 @@ class Scenario:
 
     name: str
     title: str
-    kind: str  # "redirect" or "add"
+    kind: str  # "redirect", "add", "mixed" (mixed.lua) or "fresh" (redirect.lua, each key once)
     port: int
     script: str
     args: list[str]
@@ -206,16 +256,51 @@ class Scenario:
     slave_port: int | None = None
     rounds: list[dict[str, Any]] = field(default_factory=list)
     warmup: dict[str, Any] | None = None
+    #: "mixed": the misses' keys; "fresh": the keys requested once each.
+    fresh: FreshKeys | None = None
+    #: "mixed": the scenario whose all-hits rate, round by round, the mix is compared with.
+    all_hits: str | None = None
+    #: The Go scenario this one is compared with (``--go``), and whether that is the pair the issue's
+    #: table names (an add with ``--no-fsync`` is compared too, but it is not goto-tw's default).
+    go_peer: str | None = None
+    unknowns: int = 0
+
+    def wrk_args(self) -> list[str]:
+        """The Lua script's arguments for the next run."""
+        if self.kind == "add":
+            return [uuid.uuid4().hex[:12]]
+        if self.kind == "mixed":
+            assert self.fresh is not None
+            misses_from = self.fresh.first + self.fresh.used
+            return [*self.args, str(misses_from), str(self.fresh.left), str(UNKNOWN_BASE + self.unknowns)]
+        if self.kind == "fresh":
+            assert self.fresh is not None
+            return [str(self.fresh.left), str(self.fresh.first + self.fresh.used), "once"]
+        return self.args
+
+    def account(self, result: dict[str, Any]) -> None:
+        """Move past the fresh keys and unknown keys a run used; note how many were not fresh."""
+        if self.fresh is None:
+            return
+        if self.kind == "mixed":
+            self.fresh.used += int(result["misses"])
+            self.unknowns += int(result["unknowns"])
+        else:
+            left = self.fresh.left
+            self.fresh.used += int(result["issued"])
+            # once the range is used up, redirect.lua repeats its first key: a cached hit, not a miss
+            result["stale"] = max(0, int(result["requests"]) - left) if result["issued"] >= left else 0
 
     def run(self, seconds: float, rundir: Path) -> dict[str, Any]:
         """One wrk run, with the CPU the servers, wrk and everything else used meanwhile."""
         cpu_before = [server.cpu_seconds() for server in self.servers]
         machine_before = machine_busy_seconds()
         cache_before = cache_counts(self.slave_port) if self.slave_port else None
-        args = [uuid.uuid4().hex[:12]] if self.kind == "add" else self.args
+        args = self.wrk_args()
         started = time.perf_counter()
         result = run_wrk(f"http://127.0.0.1:{self.port}", self.script, args, seconds, rundir)
         elapsed = time.perf_counter() - started
+        self.account(result)
         servers_cpu = sum(s.cpu_seconds() - b for s, b in zip(self.servers, cpu_before))
         machine = machine_busy_seconds() - machine_before
         result["server_cpu"] = servers_cpu / elapsed
@@ -230,8 +315,6 @@ class Scenario:
 
 def check_redirect(port: int, key_index: int, what: str) -> None:
     """``GET /KEY`` must answer 302 to the URL the data file holds."""
-    from goto_tw.keys import key_for_index
-
     status, headers, _ = fetch(port, "GET", f"/{key_for_index(key_index)}")
     if status != 302 or f"/articles/{key_index:08d}/" not in headers.get("location", ""):
         raise BenchError(
@@ -285,57 +368,53 @@ def fill_cache(
 
 
 def throughput(
-    settings: Settings, python: Path, tmp: Path, stack: contextlib.ExitStack, postgres: bool = False
-) -> list[Scenario]:
-    """Start the servers of scenarios a-e and the references (and with ``postgres`` those of p-*),
-    then run every scenario's rounds."""
+    settings: Settings,
+    python: Path,
+    tmp: Path,
+    stack: contextlib.ExitStack,
+    postgres: bool = False,
+    go: Path | None = None,
+    only: set[str] | None = None,
+) -> tuple[list[Scenario], list[str]]:
+    """Start the servers of scenarios a-e and m and the references (with ``postgres`` those of p-*,
+    with ``go`` Go's goto for go-*), then run every scenario's rounds (``only``: just those, with the
+    scenarios their ratios need). Returns the scenarios and notes on what was left out and why."""
     twistd = twistd_of(python)
+    supported = goto_options(twistd)
+    notes: list[str] = []
+    mixed_misses = fresh_keys_needed(settings, MIXED_MISSES_PER_SECOND)
     data = tmp / "store.json"
-    write_data_file(data, settings.keys)
-    quiet_data = tmp / "store-nolog.json"  # a master locks its data file: the second master gets a copy
-    shutil.copyfile(data, quiet_data)
+    # keys 0 .. keys-1 are the ones the scenarios cycle through (and the slave caches); the mixed
+    # scenario's misses are the next ones, held by the master and never asked of the slave before
+    write_data_file(data, settings.keys + mixed_misses)
     keys = [str(settings.keys)]
 
     def start(name: str, command: list[str]) -> tuple[Child, int]:
         child = stack.enter_context(Child(name, command, tmp / name, cpu=SERVER_CPU))
         return child, child.wait_port()
 
+    def copy_of_data(name: str) -> str:
+        """A master locks its data file: every other master gets a copy."""
+        copy = tmp / name
+        shutil.copyfile(data, copy)
+        return str(copy)
+
     print("starting servers...", file=sys.stderr)
     master, master_port = start("master", goto_command(twistd, "--rpc", "--file", str(data), "--host", HOST))
     master_args = ["--master", f"127.0.0.1:{master_port}", "--host", HOST]
     slave, slave_port = start("slave", goto_command(twistd, *master_args))
     small, small_port = start("slave-cache1", goto_command(twistd, *master_args, "--cache-size", "1"))
-    quiet, quiet_port = start(
-        "master-nolog",
-        goto_command(twistd, "--file", str(quiet_data), "--host", HOST, "--access-log", "none"),
-    )
-    unsynced_data = tmp / "store-nofsync.json"
-    shutil.copyfile(data, unsynced_data)
-    unsynced, unsynced_port = start(
-        "master-nofsync", goto_command(twistd, "--file", str(unsynced_data), "--host", HOST, "--no-fsync")
-    )
     ref, ref_port = start("reference", [str(python), str(REFERENCE_SERVER), "--data", str(data)])
     ref_quiet, ref_quiet_port = start(
         "reference-nolog", [str(python), str(REFERENCE_SERVER), "--data", str(data), "--no-access-log"]
     )
-    for port, what in [
+    checks = [
         (master_port, "master"),
         (slave_port, "slave"),
         (small_port, "slave --cache-size 1"),
-        (quiet_port, "master --access-log none"),
         (ref_port, "reference"),
         (ref_quiet_port, "reference, no access log"),
-    ]:
-        check_redirect(port, settings.keys - 1, what)
-    check_add(master_port, "master")
-    check_add(unsynced_port, "master --no-fsync")
-    check_add(slave_port, "slave")
-
-    print(f"warming the slave's cache with all {settings.keys:,} keys...", file=sys.stderr)
-    fill = fill_cache(slave_port, 0, settings.keys, 120, 5, tmp)
-    if fill["requested"] < settings.keys or fill["errors"]["status"] or fill["errors"]["socket"]:
-        raise BenchError(f"warming the slave's cache failed: {fill}")
-
+    ]
     scenarios = [
         Scenario(
             "ref", "reference: twisted.web Site + dict", "redirect", ref_port, "redirect.lua", keys, [ref]
@@ -349,16 +428,40 @@ def throughput(
             keys,
             [ref_quiet],
         ),
-        Scenario("b", "b) redirect, master", "redirect", master_port, "redirect.lua", keys, [master]),
         Scenario(
-            "b-nolog",
-            "b) redirect, master --access-log none",
+            "b",
+            "b) redirect, master",
             "redirect",
-            quiet_port,
+            master_port,
             "redirect.lua",
             keys,
-            [quiet],
+            [master],
+            go_peer="go-b",
         ),
+    ]
+    if "access-log" in supported:
+        quiet, quiet_port = start(
+            "master-nolog",
+            goto_command(
+                twistd, "--file", copy_of_data("store-nolog.json"), "--host", HOST, "--access-log", "none"
+            ),
+        )
+        checks.append((quiet_port, "master --access-log none"))
+        scenarios.append(
+            Scenario(
+                "b-nolog",
+                "b) redirect, master --access-log none",
+                "redirect",
+                quiet_port,
+                "redirect.lua",
+                keys,
+                [quiet],
+                go_peer="go-b",
+            )
+        )
+    else:
+        notes.append("b-nolog left out: these servers have no --access-log option")
+    scenarios += [
         Scenario(
             "a",
             "a) cached redirect, slave",
@@ -368,6 +471,20 @@ def throughput(
             keys,
             [slave, master],
             slave_port,
+            go_peer="go-a",
+        ),
+        Scenario(
+            "m",
+            "m) slave: hits + 1% misses + 1% unknown",
+            "mixed",
+            slave_port,
+            "mixed.lua",
+            keys,
+            [slave, master],
+            slave_port,
+            fresh=FreshKeys(settings.keys, mixed_misses),
+            all_hits="a",
+            go_peer="go-m",
         ),
         Scenario(
             "e",
@@ -378,13 +495,57 @@ def throughput(
             keys,
             [small, master],
             small_port,
+            go_peer="go-e",
         ),
-        Scenario("c", "c) durable add, master", "add", master_port, "add.lua", [], [master]),
-        Scenario("c-nofsync", "c) add, master --no-fsync", "add", unsynced_port, "add.lua", [], [unsynced]),
-        Scenario("d", "d) add through slave", "add", slave_port, "add.lua", [], [slave, master], slave_port),
+        Scenario("c", "c) durable add, master", "add", master_port, "add.lua", [], [master], go_peer="go-c"),
     ]
+    if "no-fsync" in supported:
+        unsynced, unsynced_port = start(
+            "master-nofsync",
+            goto_command(twistd, "--file", copy_of_data("store-nofsync.json"), "--host", HOST, "--no-fsync"),
+        )
+        scenarios.append(
+            Scenario(
+                "c-nofsync",
+                "c) add, master --no-fsync",
+                "add",
+                unsynced_port,
+                "add.lua",
+                [],
+                [unsynced],
+                go_peer="go-c",
+            )
+        )
+        check_add(unsynced_port, "master --no-fsync")
+    else:
+        notes.append("c-nofsync left out: these servers have no --no-fsync option")
+    scenarios.append(
+        Scenario(
+            "d",
+            "d) add through slave",
+            "add",
+            slave_port,
+            "add.lua",
+            [],
+            [slave, master],
+            slave_port,
+            go_peer="go-d",
+        )
+    )
+    for port, what in checks:
+        check_redirect(port, settings.keys - 1, what)
+    check_redirect(master_port, settings.keys + mixed_misses - 1, "master (the mixed scenario's last miss)")
+    check_add(master_port, "master")
+    check_add(slave_port, "slave")
+
+    print(f"warming the slave's cache with all {settings.keys:,} keys...", file=sys.stderr)
+    warm(slave_port, settings.keys, tmp, "the slave")
+    if go is not None:
+        scenarios += go_scenarios(settings, go, tmp, stack, mixed_misses)
     if postgres:
         scenarios += postgres_scenarios(settings, data, tmp, stack, start, twistd)
+    if only is not None:
+        scenarios = chosen(scenarios, only)
     for scenario in scenarios:
         print(f"warm-up: {scenario.title}", file=sys.stderr)
         scenario.warmup = scenario.run(settings.warmup, tmp)
@@ -396,7 +557,110 @@ def throughput(
                 f"round {number + 1}/{settings.rounds}: {scenario.title}: {result['rps']:,.0f} req/s",
                 file=sys.stderr,
             )
-    return scenarios
+    return scenarios, notes
+
+
+def warm(port: int, keys: int, tmp: Path, what: str) -> None:
+    """Request keys ``0 .. keys-1`` once each through a slave, so that all of them are cached."""
+    fill = fill_cache(port, 0, keys, 120, 5, tmp)
+    if fill["requested"] < keys or fill["errors"]["status"] or fill["errors"]["socket"]:
+        raise BenchError(f"warming {what}'s cache failed: {fill}")
+
+
+def chosen(scenarios: list[Scenario], only: set[str]) -> list[Scenario]:
+    """The scenarios named in ``only``, plus those their ratios need (``ref``, a mix's all-hits
+    scenario, a scenario's Go peer when Go runs), in their usual order."""
+    by_name = {scenario.name: scenario for scenario in scenarios}
+    unknown = only - by_name.keys()
+    if unknown:
+        raise BenchError(
+            f"--only: no scenario {', '.join(sorted(unknown))} (there are: {', '.join(by_name)})"
+        )
+    wanted = set(only) | {"ref"}
+    for name in list(wanted):
+        scenario = by_name[name]
+        for needed in (scenario.all_hits, scenario.go_peer):
+            if needed in by_name:
+                wanted.add(needed)
+    for name in list(wanted):  # a Go mix needs Go's all-hits figure too
+        needed = by_name[name].all_hits
+        if needed in by_name:
+            wanted.add(needed)
+    return [scenario for scenario in scenarios if scenario.name in wanted]
+
+
+def go_scenarios(
+    settings: Settings, binary: Path, tmp: Path, stack: contextlib.ExitStack, mixed_misses: int
+) -> list[Scenario]:
+    """``--go``: Go's goto v5 in the same rounds, in every scenario it can do (see bench/go_goto.py).
+
+    Its master gets a gob data file with the same keys and URLs as goto-tw's (keys ``0 .. N-1``
+    without gaps: Go's ``Put`` loops for ever if the key its counter gives is taken), plus, after
+    the mixed scenario's misses, one fresh key per request of go-e: Go's slave has no cache bound
+    to set to 1, it caches every key it fetches, so an uncached redirect needs a key never asked.
+    """
+    uncached = fresh_keys_needed(settings, GO_UNCACHED_PER_SECOND)
+    total = settings.keys + mixed_misses + uncached
+    data = tmp / "go-store.gob"
+    print(f"writing Go's data file ({total:,} keys)...", file=sys.stderr)
+    write_go_data_file(
+        data,
+        ((key_for_index(index), bench_url(index)) for index in range(total)),
+    )
+
+    def start(name: str, args: list[str]) -> tuple[Child, int]:
+        port = free_port()
+        child = stack.enter_context(start_go(name, binary, port, args, tmp / name))
+        return child, port
+
+    master, master_port = start("go-master", ["-rpc=true", f"-file={data}", f"-host={HOST}"])
+    slave_args = [f"-master=127.0.0.1:{master_port}", f"-host={HOST}"]
+    slave, slave_port = start("go-slave", slave_args)
+    uncached_slave, uncached_port = start("go-slave-e", slave_args)
+    check_redirect(master_port, 0, "Go master")
+    check_redirect(master_port, total - 1, "Go master (its data file's last key)")
+    check_redirect(slave_port, settings.keys - 1, "Go slave")
+    check_redirect(uncached_port, settings.keys - 1, "Go slave for go-e")
+    check_add(master_port, "Go master")
+    check_add(slave_port, "Go slave")
+    print(f"warming Go's slave's cache with all {settings.keys:,} keys...", file=sys.stderr)
+    warm(slave_port, settings.keys, tmp, "Go's slave")
+    keys = [str(settings.keys)]
+    return [
+        Scenario("go-b", "Go: redirect, master", "redirect", master_port, "redirect.lua", keys, [master]),
+        Scenario(
+            "go-a",
+            "Go: cached redirect, slave",
+            "redirect",
+            slave_port,
+            "redirect.lua",
+            keys,
+            [slave, master],
+        ),
+        Scenario(
+            "go-m",
+            "Go: slave, hits + 1% misses + 1% unknown",
+            "mixed",
+            slave_port,
+            "mixed.lua",
+            keys,
+            [slave, master],
+            fresh=FreshKeys(settings.keys, mixed_misses),
+            all_hits="go-a",
+        ),
+        Scenario(
+            "go-e",
+            "Go: uncached redirect, slave (RPC)",
+            "fresh",
+            uncached_port,
+            "redirect.lua",
+            [],
+            [uncached_slave, master],
+            fresh=FreshKeys(settings.keys + mixed_misses, uncached),
+        ),
+        Scenario("go-c", "Go: add, master (not synced)", "add", master_port, "add.lua", [], [master]),
+        Scenario("go-d", "Go: add through slave", "add", slave_port, "add.lua", [], [slave, master]),
+    ]
 
 
 def postgres_scenarios(
@@ -616,13 +880,22 @@ def linear_fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
 # --- report -----------------------------------------------------------------------------------------
 
 
+def per_round(mine: Scenario, other: Scenario) -> dict[str, float]:
+    """``mine``'s rate over ``other``'s, round by round (they ran in the same rounds): the spread."""
+    return spread([a["rps"] / b["rps"] for a, b in zip(mine.rounds, other.rounds)])
+
+
 def summarize(scenarios: list[Scenario]) -> list[dict[str, Any]]:
-    """Per scenario: medians and ranges over the rounds, ratios to the reference round by round."""
-    reference = next(s for s in scenarios if s.name == "ref")
+    """Per scenario: medians and ranges over the rounds, ratios to the reference round by round (and
+    for a mix, to its all-hits scenario)."""
+    by_name = {scenario.name: scenario for scenario in scenarios}
+    reference = by_name["ref"]
     rows = []
     for scenario in scenarios:
         rounds = scenario.rounds
         rps = [r["rps"] for r in rounds]
+        status = sum(r["errors"]["status"] for r in rounds)
+        unknowns = sum(int(r.get("unknowns", 0)) for r in rounds) if scenario.kind == "mixed" else 0
         row: dict[str, Any] = {
             "name": scenario.name,
             "title": scenario.title,
@@ -633,26 +906,69 @@ def summarize(scenarios: list[Scenario]) -> list[dict[str, Any]]:
             "server_cpu": statistics.median(r["server_cpu"] for r in rounds),
             "wrk_cpu": statistics.median(r["wrk_cpu"] for r in rounds),
             "other_cpu": statistics.median(r["other_cpu"] for r in rounds),
-            "non_2xx_3xx": sum(r["errors"]["status"] for r in rounds),
+            "non_2xx_3xx": status,
+            # a mix's unknown keys are meant to be refused (404, Go 500); requests still in flight
+            # when wrk stops were issued but not answered, so this is approximate by a few
+            "unexpected_non_2xx_3xx": max(0, status - unknowns),
+            "unknown_keys_requested": unknowns,
+            "stale": sum(int(r.get("stale", 0)) for r in rounds),
             "timeouts": sum(r["errors"]["timeout"] for r in rounds),
             "socket_errors": sum(r["errors"][k] for r in rounds for k in ("connect", "read", "write")),
+            "go_peer": scenario.go_peer,
             "rounds": rounds,
             "warmup": scenario.warmup,
         }
         hit_ratios = [r["cache_hit_ratio"] for r in rounds if r.get("cache_hit_ratio") is not None]
         if hit_ratios:
             row["cache_hit_ratio"] = statistics.median(hit_ratios)
-        if scenario.kind == "redirect":
-            ratios = [mine["rps"] / ref["rps"] for mine, ref in zip(rounds, reference.rounds)]
-            row["ratio_to_reference"] = spread(ratios)
+        if scenario.kind != "add":
+            row["ratio_to_reference"] = per_round(scenario, reference)
+        if scenario.all_hits in by_name:
+            row["all_hits"] = scenario.all_hits
+            row["ratio_to_all_hits"] = per_round(scenario, by_name[scenario.all_hits])
         rows.append(row)
     return rows
+
+
+def go_comparison(scenarios: list[Scenario]) -> list[dict[str, Any]]:
+    """``--go``: every goto-tw scenario over its Go peer, round by round, with both p99s."""
+    by_name = {scenario.name: scenario for scenario in scenarios}
+    rows = []
+    for scenario in scenarios:
+        peer = by_name.get(scenario.go_peer or "")
+        if peer is None:
+            continue
+        p99 = statistics.median(r["latency_us"]["p99"] / 1000 for r in scenario.rounds)
+        go_p99 = statistics.median(r["latency_us"]["p99"] / 1000 for r in peer.rounds)
+        rows.append(
+            {
+                "name": scenario.name,
+                "go": peer.name,
+                "title": scenario.title,
+                "requests_per_s": statistics.median(r["rps"] for r in scenario.rounds),
+                "go_requests_per_s": statistics.median(r["rps"] for r in peer.rounds),
+                "ratio_to_go": per_round(scenario, peer),
+                "p99_ms": p99,
+                "go_p99_ms": go_p99,
+                "p99_x_go": p99 / go_p99 if go_p99 else None,
+            }
+        )
+    return rows
+
+
+def ratio_text(ratio: dict[str, float] | None, rounds: int) -> str:
+    """``median [min-max]`` of a per-round ratio, ``-`` if there is none."""
+    if ratio is None:
+        return "-"
+    if rounds == 1:
+        return f"{ratio['median']:.2f}"
+    return f"{ratio['median']:.2f} [{ratio['min']:.2f}-{ratio['max']:.2f}]"
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     """The throughput table, and notes on errors and cache hit ratios."""
     columns = (
-        f"{'scenario':<38} {'req/s median [min-max]':<25} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'scenario':<42} {'req/s median [min-max]':<25} {'p50 ms':>7} {'p99 ms':>7} "
         f"{'x ref [rounds]':<17} {'server':>6} {'others':>6} {'errors':>6}"
     )
     print(columns)
@@ -660,43 +976,79 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     notes = []
     for row in rows:
         rps = [r["rps"] for r in row["rounds"]]
-        ratio = row.get("ratio_to_reference")
-        if ratio is None:
-            ratio_text = "-"
-        elif len(rps) == 1:
-            ratio_text = f"{ratio['median']:.2f}"
-        else:
-            ratio_text = f"{ratio['median']:.2f} [{ratio['min']:.2f}-{ratio['max']:.2f}]"
-        errors = row["non_2xx_3xx"] + row["timeouts"] + row["socket_errors"]
+        errors = row["unexpected_non_2xx_3xx"] + row["timeouts"] + row["socket_errors"]
         print(
-            f"{row['title']:<38} {format_spread(rps):<25} {row['p50_ms']:>7.2f} {row['p99_ms']:>7.1f} "
-            f"{ratio_text:<17} {row['server_cpu']:>6.0%} {row['other_cpu']:>6.0%} {errors:>6}"
+            f"{row['title']:<42} {format_spread(rps):<25} {row['p50_ms']:>7.2f} {row['p99_ms']:>7.1f} "
+            f"{ratio_text(row.get('ratio_to_reference'), len(rps)):<17} {row['server_cpu']:>6.0%} "
+            f"{row['other_cpu']:>6.0%} {errors:>6}"
         )
+        if "ratio_to_all_hits" in row:
+            notes.append(
+                f"{row['title']}: {ratio_text(row['ratio_to_all_hits'], len(rps))} x the all-hits rate "
+                f"({row['all_hits']}) in the same rounds; {row['unknown_keys_requested']} unknown keys requested "
+                f"and {row['non_2xx_3xx']} refused (404 or Go's 500): not counted as errors"
+            )
         if errors:
             notes.append(
-                f"{row['title']}: {row['non_2xx_3xx']} non-2xx/3xx responses, {row['timeouts']} timeouts, "
-                f"{row['socket_errors']} socket errors"
+                f"{row['title']}: {row['unexpected_non_2xx_3xx']} unexpected non-2xx/3xx responses, "
+                f"{row['timeouts']} timeouts, {row['socket_errors']} socket errors"
+            )
+        if row["stale"]:
+            notes.append(
+                f"{row['title']}: about {row['stale']} requests were meant to be misses but their fresh keys "
+                "had run out (they were cache hits): the figure flatters it"
             )
         if "cache_hit_ratio" in row:
             notes.append(
                 f"{row['title']}: slave cache hit ratio {row['cache_hit_ratio']:.1%} (from /_goto/metrics)"
             )
     print(
-        "server = CPU of the server processes (slave + master for a, d, e; 100% = one core); "
+        "server = CPU of the server processes (slave + master for a, m, d, e and Go's; 100% = one core); "
         "others = CPU other programs took meanwhile (noise); errors = non-2xx/3xx + timeouts + socket errors"
     )
     for note in notes:
         print(f"  {note}")
 
 
+def print_go_table(rows: list[dict[str, Any]], rounds: int) -> None:
+    """goto-tw over Go, scenario by scenario (same rounds), with the p99s side by side."""
+    columns = (
+        f"{'goto-tw scenario (Go peer)':<50} {'goto-tw/s':>10} {'Go/s':>10} {'x Go [rounds]':<17} "
+        f"{'p99 ms':>7} {'Go p99':>7} {'p99 x Go':>8}"
+    )
+    print()
+    print(columns)
+    print("-" * len(columns))
+    for row in rows:
+        p99_x = "-" if row["p99_x_go"] is None else f"{row['p99_x_go']:.1f}"
+        print(
+            f"{row['title'] + ' (' + row['go'] + ')':<50} {row['requests_per_s']:>10,.0f} "
+            f"{row['go_requests_per_s']:>10,.0f} {ratio_text(row['ratio_to_go'], rounds):<17} "
+            f"{row['p99_ms']:>7.1f} {row['go_p99_ms']:>7.1f} {p99_x:>8}"
+        )
+    print(
+        "Go's goto v5 has no access log, answers an unknown key with 500, and acknowledges an add before "
+        "writing it (no fsync): see bench/go_goto.py"
+    )
+
+
 def print_report(
-    rows: list[dict[str, Any]], start: dict[str, Any] | None, memory: dict[str, Any] | None, header: str
+    rows: list[dict[str, Any]],
+    start: dict[str, Any] | None,
+    memory: dict[str, Any] | None,
+    header: str,
+    go_rows: list[dict[str, Any]] | None = None,
+    notes: Sequence[str] = (),
 ) -> None:
     """Print the tables and the notes on errors."""
     print()
     print(header)
+    for note in notes:
+        print(f"note: {note}")
     if rows:
         print_table(rows)
+    if go_rows:
+        print_go_table(go_rows, len(rows[0]["rounds"]))
     if start:
         print(
             f"\nf) start-up, {start['records']:,}-record data file ({start['data_file_mib']:.0f} MiB): "
@@ -718,9 +1070,18 @@ def print_report(
 
 
 def server_interpreter(python: Path) -> str:
-    """``implementation version, Twisted version`` of the interpreter that runs the servers."""
-    probe = "import sys, twisted; print(sys.implementation.name, sys.version.split()[0], 'Twisted', twisted.__version__)"
-    done = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+    """``implementation version, Twisted version, goto_tw from DIR`` of the interpreter that runs the
+    servers: with ``--python`` of another checkout's venv, the servers run that checkout's code."""
+    probe = (
+        "import os, sys, twisted, goto_tw; print(sys.implementation.name, sys.version.split()[0], "
+        "'Twisted', twisted.__version__ + ', goto_tw from', os.path.dirname(os.path.dirname(goto_tw.__file__)))"
+    )
+    # ``-c`` puts the working directory first on sys.path: probe from an empty one, as the servers
+    # run in their own directories, or this checkout's goto_tw would answer for the other venv's
+    with tempfile.TemporaryDirectory(prefix="goto-probe-") as empty:
+        done = subprocess.run(
+            [str(python), "-c", probe], capture_output=True, text=True, check=True, timeout=60, cwd=empty
+        )
     return done.stdout.strip()
 
 
@@ -772,7 +1133,26 @@ def main() -> int:
         help="also the PostgreSQL scenarios p-* (a throwaway cluster; needs Debian's postgresql)",
     )
     parser.add_argument("--skip-memory", action="store_true", help="skip f and g (start-up and memory)")
+    parser.add_argument(
+        "--go",
+        type=Path,
+        metavar="BINARY",
+        help="also run Go's goto v5 (built from the book's sources, see bench/README.md) in the same rounds",
+    )
+    parser.add_argument(
+        "--only",
+        metavar="NAMES",
+        help="run only these throughput scenarios (comma-separated: a,m,go-a...), plus those their ratios need",
+    )
     args = parser.parse_args()
+    # the servers run in their own directories: a relative path must not be read from there (and a
+    # venv's python is a symlink, so make it absolute without resolving it)
+    args.python = Path(os.path.abspath(args.python))
+    if args.go is not None:
+        args.go = Path(os.path.abspath(args.go))
+    if args.go is not None and not os.access(args.go, os.X_OK):
+        print(f"--go {args.go}: not an executable (build it as bench/README.md says)", file=sys.stderr)
+        return 2
     if shutil.which("wrk") is None:
         print("bench/run.py needs wrk: apt-get install wrk", file=sys.stderr)
         return 2
@@ -798,8 +1178,9 @@ def main() -> int:
     else:
         layout = "not pinned (fewer than 2 CPUs or no taskset): servers and wrk share the CPUs"
     interpreter = server_interpreter(args.python)
+    go_text = f"; Go peer: {args.go} ({go_version(args.go)}, GOMAXPROCS=1)" if args.go else ""
     header = (
-        f"servers: {interpreter} ({args.python}); {layout}; {os.cpu_count()} CPUs\n"
+        f"servers: {interpreter} ({args.python}){go_text}; {layout}; {os.cpu_count()} CPUs\n"
         f"wrk -t{WRK_THREADS} -c{CONNECTIONS} --timeout {WRK_TIMEOUT}; {settings.rounds} round(s) of "
         f"{settings.seconds:g} s per scenario after a {settings.warmup:g} s warm-up, scenarios taking turns; "
         f"{settings.keys:,} keys"
@@ -807,17 +1188,22 @@ def main() -> int:
     print(header, file=sys.stderr)
     started = time.perf_counter()
     start_result = memory = None
+    rows: list[dict[str, Any]] = []
+    go_rows: list[dict[str, Any]] = []
+    notes: list[str] = []
+    only = {name.strip() for name in args.only.split(",") if name.strip()} if args.only else None
     with workspace(args.keep) as (tmp, stack):
-        rows = (
-            []
-            if args.skip_throughput
-            else summarize(throughput(settings, args.python, tmp, stack, postgres=args.postgres))
-        )
+        if not args.skip_throughput:
+            scenarios, notes = throughput(
+                settings, args.python, tmp, stack, postgres=args.postgres, go=args.go, only=only
+            )
+            rows = summarize(scenarios)
+            go_rows = go_comparison(scenarios)
         stack.close()  # stop the throughput servers before the memory scenarios
         if not args.skip_memory:
             start_result, big_master, big_port = startup(settings, args.python, tmp, stack)
             memory = slave_memory(settings, args.python, tmp, stack, big_master, big_port)
-    print_report(rows, start_result, memory, header)
+    print_report(rows, start_result, memory, header, go_rows, notes)
     print(f"\n(whole run: {time.perf_counter() - started:.0f} s)")
     if args.json:
         document = {
@@ -828,7 +1214,10 @@ def main() -> int:
             "cpus": os.cpu_count(),
             "settings": settings.__dict__,
             "wrk": {"threads": WRK_THREADS, "connections": CONNECTIONS, "timeout": WRK_TIMEOUT},
+            "go": {"binary": str(args.go), "version": go_version(args.go)} if args.go else None,
+            "notes": notes,
             "scenarios": rows,
+            "go_comparison": go_rows,
             "startup": start_result,
             "slave_memory": memory,
         }

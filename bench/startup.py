@@ -35,6 +35,11 @@ print(json.dumps({"records": store.count(), "import_s": t1 - t0, "load_s": t2 - 
 """
 
 
+def bench_url(index: int) -> str:
+    """The URL the benchmarks store under the key of ``index``: realistic, 80-90 characters."""
+    return f"https://www.example.com/articles/{index:08d}/some-readable-slug-{index % 997}?ref=bench"
+
+
 def write_data_file(path: Path, records: int) -> None:
     """Write ``records`` realistic-looking records (URLs of 60-90 characters), keyed as a master
     would key them: by the counter, skipping the reserved keys (``add``, ``api``...)."""
@@ -46,8 +51,7 @@ def write_data_file(path: Path, records: int) -> None:
             key = key_for_index(index)
             if is_reserved(key):
                 continue
-            url = f"https://www.example.com/articles/{index:08d}/some-readable-slug-{index % 997}?ref=bench"
-            out.write(encode_record(key, url))
+            out.write(encode_record(key, bench_url(index)))
             written += 1
 
 

@@ -7,22 +7,9 @@
 package.path = (debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "?.lua;" .. package.path
 local report = require("report")
 
-local ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-
-local function key_for_index(index)
-  if index == 0 then
-    return "0"
-  end
-  local digits = {}
-  while index > 0 do
-    local digit = index % 62
-    table.insert(digits, 1, ALPHABET:sub(digit + 1, digit + 1))
-    index = (index - digit) / 62
-  end
-  return table.concat(digits)
-end
-
-local RESERVED = { add = true, api = true, RPC2 = true, health = true, metrics = true, static = true }
+local keys = require("keys")
+local key_for_index = keys.key_for_index
+local RESERVED = keys.RESERVED
 
 local count, offset, once
 local position = 0

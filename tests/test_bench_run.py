@@ -1,0 +1,157 @@
+"""bench/run.py and bench/profile.py bookkeeping: fresh keys, scenario choice, ratios, options, profiles.
+
+No server and no wrk here: the scenarios are given wrk results as run_wrk returns them.
+"""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import _procs
+from bench.profile import _OUTER, short_frame, top_functions
+from bench.run import (
+    UNKNOWN_BASE,
+    BenchError,
+    FreshKeys,
+    Scenario,
+    chosen,
+    go_comparison,
+    summarize,
+)
+
+
+def result(rps: float, p99_us: int = 1000, **extra: Any) -> dict[str, Any]:
+    """A wrk result as run_wrk and Scenario.run return it."""
+    base: dict[str, Any] = {
+        "requests": int(rps),
+        "duration_us": 1_000_000,
+        "issued": int(rps),
+        "misses": 0,
+        "unknowns": 0,
+        "stale": 0,
+        "errors": {"connect": 0, "read": 0, "write": 0, "status": 0, "timeout": 0},
+        "latency_us": {"mean": 1.0, "p50": 500, "p90": 800, "p99": p99_us, "max": 5000},
+        "rps": rps,
+        "server_cpu": 1.0,
+        "wrk_cpu": 0.5,
+        "other_cpu": 0.0,
+    }
+    base.update(extra)
+    return base
+
+
+def scenario(name: str, kind: str = "redirect", **fields: Any) -> Scenario:
+    """A scenario with no processes behind it."""
+    return Scenario(name, name, kind, 1, "redirect.lua", ["100"], [], **fields)
+
+
+def test_mixed_scenario_moves_past_its_misses_and_unknown_keys() -> None:
+    """Each run of the mix starts after the misses and unknown keys the previous runs requested, so
+    a miss is never a key the slave has already fetched."""
+    mixed = scenario("m", "mixed", fresh=FreshKeys(first=100, count=50))
+    assert mixed.wrk_args() == ["100", "100", "50", str(UNKNOWN_BASE)]
+    mixed.account(result(1000, misses=10, unknowns=11))
+    assert mixed.wrk_args() == ["100", "110", "40", str(UNKNOWN_BASE + 11)]
+
+
+def test_fresh_scenario_requests_each_key_once_and_flags_running_out() -> None:
+    """go-e asks for keys never asked before (once mode), and counts the requests made after the
+    range ran out (redirect.lua then repeats a key: cache hits) as stale."""
+    fresh = scenario("go-e", "fresh", fresh=FreshKeys(first=500, count=100))
+    assert fresh.wrk_args() == ["100", "500", "once"]
+    first = result(60, issued=60)
+    fresh.account(first)
+    assert first["stale"] == 0 and fresh.wrk_args() == ["40", "560", "once"]
+    second = result(70, issued=40)
+    fresh.account(second)
+    assert second["stale"] == 30 and fresh.fresh is not None and fresh.fresh.left == 0
+
+
+def test_chosen_keeps_what_ratios_need() -> None:
+    """--only m brings in ref, m's all-hits scenario a, the Go peer go-m and go-m's all-hits go-a."""
+    scenarios = [
+        scenario("ref"),
+        scenario("b", go_peer="go-b"),
+        scenario("a", go_peer="go-a"),
+        scenario("m", "mixed", all_hits="a", go_peer="go-m"),
+        scenario("go-b"),
+        scenario("go-a"),
+        scenario("go-m", "mixed", all_hits="go-a"),
+    ]
+    assert [s.name for s in chosen(scenarios, {"m"})] == ["ref", "a", "m", "go-a", "go-m"]
+    assert [s.name for s in chosen(scenarios[:4], {"m"})] == ["ref", "a", "m"]
+    with pytest.raises(BenchError, match="no scenario x"):
+        chosen(scenarios, {"x"})
+
+
+def test_summary_ratios_and_expected_refusals() -> None:
+    """A mix is given as a ratio to its all-hits scenario round by round, and its unknown keys'
+    refusals are not errors; the Go table divides round by round and puts the p99s side by side."""
+    ref = scenario("ref")
+    hits = scenario("a", go_peer="go-a")
+    mix = scenario("m", "mixed", all_hits="a", go_peer="go-m")
+    go_hits = scenario("go-a")
+    go_mix = scenario("go-m", "mixed", all_hits="go-a")
+    refused = {"connect": 0, "read": 0, "write": 0, "status": 9, "timeout": 0}
+    for number, (r, a, m, ga, gm) in enumerate([(10, 20, 18, 40, 40), (10, 10, 5, 20, 10)]):
+        ref.rounds.append(result(r))
+        hits.rounds.append(result(a, p99_us=4000))
+        mix.rounds.append(result(m, unknowns=10 if number == 0 else 8, errors=refused))
+        go_hits.rounds.append(result(ga, p99_us=2000))
+        go_mix.rounds.append(result(gm))
+    rows = {row["name"]: row for row in summarize([ref, hits, mix, go_hits, go_mix])}
+    assert rows["m"]["ratio_to_all_hits"] == {"median": 0.7, "min": 0.5, "max": 0.9}
+    assert rows["m"]["non_2xx_3xx"] == 18 and rows["m"]["unexpected_non_2xx_3xx"] == 0
+    assert rows["a"]["ratio_to_reference"]["median"] == 1.5
+    go_rows = {row["name"]: row for row in go_comparison([ref, hits, mix, go_hits, go_mix])}
+    assert set(go_rows) == {"a", "m"}
+    assert go_rows["a"]["ratio_to_go"] == {"median": 0.5, "min": 0.5, "max": 0.5}
+    assert go_rows["a"]["p99_x_go"] == 2.0
+
+
+def fake_twistd(tmp_path: Path, help_text: str) -> Path:
+    """A ``twistd`` that prints ``help_text`` for ``goto --help``, as an older checkout's would."""
+    twistd = tmp_path / "twistd"
+    twistd.write_text(f"#!/bin/sh\ncat <<'EOF'\n{help_text}\nEOF\n")
+    twistd.chmod(twistd.stat().st_mode | stat.S_IXUSR)
+    return twistd
+
+
+def test_add_rate_only_for_servers_that_have_it(tmp_path: Path) -> None:
+    """An older checkout's goto has no --add-rate: its command line must not carry the option
+    (twistd would refuse to start); a goto that has it gets --add-rate off."""
+    old = fake_twistd(tmp_path, "  --http=  where to listen\n  --rpc  serve RPC")
+    assert "--add-rate" not in _procs.goto_command(old, "--rpc")
+    (tmp_path / "new").mkdir()
+    new = fake_twistd(tmp_path / "new", "  --http=\n  --add-rate=  adds per second")
+    assert _procs.goto_command(new, "--rpc")[-2:] == ["--add-rate", "off"]
+
+
+def test_profile_reads_collapsed_stacks() -> None:
+    """py-spy's --threads collapsed stacks become per-thread counts, own and on-the-stack counts."""
+    lines = [
+        "thread (1): MainThread;<module> (twistd);ReactorBase.mainLoop (/v/site-packages/twisted/internet/base.py);"
+        "render (/w/goto_tw/web.py);quote (/usr/lib/python3.11/urllib/parse.py) 3",
+        "thread (1): MainThread;<module> (twistd);render (/w/goto_tw/web.py) 1",
+        "thread (2): PoolThread;sync (/w/goto_tw/persistence.py) 2",
+        "garbage line",
+    ]
+    profile = top_functions(lines)
+    assert profile.total == 6
+    assert profile.threads == {"MainThread": 4, "PoolThread": 2}
+    assert profile.own["quote (urllib/parse.py)"] == 3
+    assert profile.inclusive["render (goto_tw/web.py)"] == 4 and profile.own["render (goto_tw/web.py)"] == 1
+    assert (
+        short_frame("doRead (/v/site-packages/twisted/internet/tcp.py)") == "doRead (twisted/internet/tcp.py)"
+    )
+    assert _OUTER.search("ReactorBase.mainLoop (twisted/internet/base.py)")
+    assert not _OUTER.search("render (goto_tw/web.py)")
+    # vmprof on PyPy names functions without their class
+    assert _OUTER.search("mainLoop (twisted/internet/base.py)") and _OUTER.search(
+        "entry_point (<builtin>/app_main.py)"
+    )
+    assert not _OUTER.search("doRead (twisted/internet/tcp.py)")
