@@ -132,7 +132,7 @@ LARGEST_ANSWER = 4096
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    st.lists(st.sampled_from(["fast", "add", "general", "big-general"]), min_size=1, max_size=400),
+    st.lists(st.sampled_from(["fast", "add", "miss", "general", "big-general"]), min_size=1, max_size=400),
     st.lists(st.integers(min_value=1, max_value=65536), min_size=1, max_size=50),
     st.lists(st.booleans(), min_size=1, max_size=50),
 )
@@ -145,7 +145,8 @@ def test_no_connection_holds_more_than_its_budget(
     pieces = {
         "fast": b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n",
         "add": b"GET /add?url=https%3A%2F%2Fn.example%2F HTTP/1.1\r\n\r\n",
-        "general": b"GET /nope HTTP/1.1\r\n\r\n",
+        "general": b"GET /x/nope HTTP/1.1\r\n\r\n",
+        "miss": b"GET /nope HTTP/1.1\r\n\r\n",
         "big-general": b"POST /nope HTTP/1.1\r\nContent-Length: 60000\r\n\r\n" + b"b" * 60000,
     }
     data = b"".join(pieces[kind] for kind in kinds)
