@@ -14,6 +14,10 @@ the very bytes the general path would send, and hands everything else to twisted
   on a master), holds back the answers pipelined behind it, and the connection stays on the fast
   path (before, one miss handed the rest of a keep-alive connection to twisted.web, which cost a
   slave three quarters of its throughput with 1% misses);
+- the store is asked (an add, a miss) only once every answer before it is written, as twisted.web
+  asks it one request at a time: what an earlier request changed (a key just added, an outage it
+  revealed) is then known, so the answer is the one twisted.web would give. Redirects of keys held
+  locally are answered as they come (up to :data:`MAX_OWED` owed);
 - once any bytes have gone to twisted.web, the whole rest of the connection does too (after the
   fast answers still owed have been written), so no parser state is ever shared or guessed;
 - a request split across reads is gathered (up to the header size limit) before deciding;
@@ -287,7 +291,8 @@ class FastRedirectChannel(DeadlineChannel):
                     if answer is None:
                         if owed:
                             # Not held here: the store is asked once the answers before it are
-                            # written, as twisted.web would ask it (an add before it is then in).
+                            # written, in the state twisted.web would ask it in (one request at a
+                            # time: an add before it is in, an outage it revealed is known).
                             break  # resumed by _flush
                         answer = responder.redirect_later(method, key, head)
                     path = b"/" + key.encode("ascii")
@@ -301,6 +306,8 @@ class FastRedirectChannel(DeadlineChannel):
                     if len(buffer) < head_end + body_length:
                         waiting_for_client = True
                         break
+                    if owed:
+                        break  # as a miss: the store is asked once the answers before it are written
                     gate = self.add_gate
                     answer = responder.add(
                         method,
