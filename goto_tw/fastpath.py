@@ -18,8 +18,13 @@ the very bytes the general path would send, and hands everything else to twisted
   asks it one request at a time: what an earlier request changed (a key just added, an outage it
   revealed) is then known, so the answer is the one twisted.web would give. Redirects of keys held
   locally are answered as they come (up to :data:`MAX_OWED` owed);
-- once any bytes have gone to twisted.web, the whole rest of the connection does too (after the
-  fast answers still owed have been written), so no parser state is ever shared or guessed;
+- a plain ``GET``/``HEAD`` the fast path does not answer (an info page, a QR code, the form,
+  ``/_goto/health``) is lent to twisted.web whole, once the answers before it are written, with
+  no byte after it; once twisted.web has answered it the connection is back on the fast path (a
+  request boundary of a persistent connection: twisted.web's parser is as on a new connection);
+- any other request for twisted.web (a body, chunked, HTTP/1.0, ``Connection: close``, a
+  malformed head) hands it the whole rest of the connection (after the fast answers still owed
+  have been written), so no parser state is ever shared or guessed;
 - a request split across reads is gathered (up to the header size limit) before deciding;
 - each answer is logged and counted exactly as the general path does it, once it is written (an
   answer owed to a client that has gone is neither);
@@ -110,6 +115,10 @@ _SIMPLE_GET = re.compile(rb"(GET|HEAD) /([0-9A-Za-z_-]{1,64}) HTTP/1\.1\r\n" + _
 #: An add head: group 1 the method, 2 the target, 3 the header lines.
 _SIMPLE_ADD = re.compile(rb"(GET|POST) (/add(?:\?[\x21-\x7e]*)?) HTTP/1\.1\r\n" + _HEADER_LINES)
 
+#: A head twisted.web may answer alone (a ``GET``/``HEAD`` without a body): group 1 the method,
+#: 2 the target, 3 the header lines.
+_LENDABLE = re.compile(rb"(GET|HEAD) (/[\x21-\x7e]*) HTTP/1\.1\r\n" + _HEADER_LINES)
+
 #: Headers that frame or upgrade a request: a request with one (but a lone ``Connection:
 #: keep-alive``, which changes nothing on HTTP/1.1) is not one the fast path can answer exactly.
 _FRAMING = re.compile(rb"(?im)^(transfer-encoding|expect|upgrade|connection|te|trailer)[ \t]*:")
@@ -169,6 +178,14 @@ def parse_simple_get(head: bytes) -> tuple[str, str] | None:
     if is_reserved(key):
         return None
     return match.group(1).decode("ascii"), key
+
+
+def is_lendable(head: bytes) -> bool:
+    """Whether ``head`` is one whole request (a plain ``HTTP/1.1`` ``GET``/``HEAD`` without a body,
+    a framing header or ``Connection: close``) that twisted.web can answer alone, after which the
+    connection comes back to the fast path at the next request boundary."""
+    match = _match_head(_LENDABLE, head)
+    return match is not None and not _CONTENT_LENGTH_NAME.search(match.group(3))
 
 
 def parse_simple_add(head: bytes) -> tuple[str, bytes, int] | None:
@@ -238,6 +255,9 @@ class FastRedirectChannel(DeadlineChannel):
     _read_closed = False
     _close_check_due = False
     _lost = False
+    #: Whether twisted.web is answering one request lent to it (see :meth:`_lend`).
+    _lent = False
+    _lending = False
 
     def buffered(self) -> int:
         """Bytes this connection holds now, as the budget counts them."""
@@ -274,6 +294,8 @@ class FastRedirectChannel(DeadlineChannel):
                     break  # resumed once the owed answers are written
                 if self._send_blocked:
                     break  # the client is not reading its answers: resumed when the transport drains
+                if self._lent:
+                    break  # twisted.web is answering a request: resumed by requestDone
                 end = buffer.find(b"\r\n\r\n", start)
                 if end < 0:
                     if len(buffer) - start > MAX_HEAD_BYTES + MAX_FAST_BODY_BYTES:
@@ -300,8 +322,16 @@ class FastRedirectChannel(DeadlineChannel):
                 else:
                     add = parse_simple_add(head)
                     if add is None or head_prefers_html(head):  # a browser gets twisted.web's HTML page
-                        self._hand_over(buffer[start:])
-                        return
+                        if not is_lendable(head):
+                            self._hand_over(buffer[start:])
+                            return
+                        if owed:
+                            break  # twisted.web answers once the answers before it are written
+                        start = head_end
+                        self._lend(head)
+                        if self._lent or self._lost:
+                            break  # resumed by requestDone
+                        continue
                     method, path, body_length = add
                     if len(buffer) < head_end + body_length:
                         waiting_for_client = True
@@ -318,8 +348,14 @@ class FastRedirectChannel(DeadlineChannel):
                     head_end += body_length
                     route = "add"
                 if answer is None:
-                    self._hand_over(buffer[start:])
-                    return
+                    if not is_lendable(head):
+                        self._hand_over(buffer[start:])
+                        return
+                    start = head_end  # nothing was owed (the store was not asked otherwise)
+                    self._lend(head)
+                    if self._lent or self._lost:
+                        break  # resumed by requestDone
+                    continue
                 self._answer(answer, method, path, route)
                 start = head_end
                 if self._deadline_call is not None:
@@ -444,6 +480,21 @@ class FastRedirectChannel(DeadlineChannel):
             self._check_budget()
         self._close_if_done()
 
+    def _lend(self, head: bytes) -> None:
+        """Let twisted.web answer one whole request (``head``, no body), nothing after it.
+
+        At a request boundary of a persistent connection twisted.web's parser is where it is on a
+        new connection, and it gets no byte beyond this request: no parser state is shared or
+        guessed. Once it has answered (``requestDone``), the fast path carries on with what came
+        meanwhile, so an info page, a QR code or the form costs the requests after it nothing.
+        """
+        self._lent = True
+        self._lending = True
+        try:
+            super().dataReceived(head)
+        finally:
+            self._lending = False
+
     def _hand_over(self, data: bytes) -> None:
         """From now on twisted.web parses everything on this connection, starting with ``data``."""
         self._general = True
@@ -484,6 +535,12 @@ class FastRedirectChannel(DeadlineChannel):
 
     def requestDone(self, request: Any) -> None:
         super().requestDone(request)
+        if self._lent and not self.requests:
+            self._lent = False
+            if self._budget_paused and self.transport is not None:
+                self.transport.pauseProducing()  # type: ignore[attr-defined] # twisted.web resumed it
+            if not self._parsing and not self._lost and self.persistent and self._unparsed:
+                self._parse()  # as twisted.web itself goes on with the requests it holds
         self._close_if_done()
 
     def readConnectionLost(self) -> None:
@@ -510,7 +567,7 @@ class FastRedirectChannel(DeadlineChannel):
         self._close_check_due = False
         if self._lost or self._owed:
             return  # an owed answer's flush calls back (what the fast path still holds is incomplete)
-        if self._general and (self._handlingRequest or self._held is not None):
+        if self._lent or (self._general and (self._handlingRequest or self._held is not None)):
             return  # twisted.web is answering: requestDone calls back
         if self.transport is not None and not self.transport.disconnecting:  # type: ignore[attr-defined]
             self.loseConnection()

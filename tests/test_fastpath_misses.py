@@ -17,7 +17,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from goto_tw.errors import KeyDisabled, KeyNotFound, MasterUnreachable, StoreUnavailable
-from goto_tw.fastpath import MAX_OWED
+from goto_tw.fastpath import BUDGET, MAX_OWED
 from goto_tw.interfaces import IClickCounter
 from goto_tw.metrics import Metrics
 from goto_tw.proxystore import BAD_ANSWER_MESSAGE, ProxyStore
@@ -291,3 +291,78 @@ def test_a_miss_pending_when_the_client_half_closes_is_still_answered() -> None:
     slave.clock.advance(0)
     assert b"302 Found" in slave.received()
     assert slave.connection.transport.disconnecting
+
+
+def test_a_page_for_twisted_web_costs_nothing_to_the_requests_after_it() -> None:
+    """A plain GET the fast path does not answer (an info page, a QR code, health) is lent to
+    twisted.web whole; the requests after it, pipelined or later, are back on the fast path."""
+    answers = []
+    for fast in (True, False):
+        site, _ = goto_site(URLStore({"abc": "https://a.example/x"}), fast=fast)
+        connection = Connection(site)
+        protocol: Any = connection.protocol
+        connection.send(b"GET /abc+ HTTP/1.1\r\n\r\n" + HIT + b"HEAD /abc.qr HTTP/1.1\r\n\r\n")
+        connection.send(b"GET /_goto/health HTTP/1.1\r\n\r\n" + HIT)
+        if fast:
+            assert not protocol._general and not protocol._lent
+        answers.append(normalized(connection.received()))
+    assert answers[0] == answers[1]
+    statuses = [int(status) for status in re.findall(rb"HTTP/1\.1 (\d+) ", answers[0])]
+    assert statuses == [200, 302, 200, 200, 302]
+
+
+def test_requests_behind_a_lent_request_wait_for_its_answer() -> None:
+    """On a slave an info page waits for the master; the hit pipelined behind it waits for that
+    page (answers in request order), then the connection is back on the fast path."""
+    slave = Slave(fast=True)
+    protocol: Any = slave.connection.protocol
+    slave.send(b"GET /miss+ HTTP/1.1\r\n\r\n" + HIT)
+    assert protocol._lent
+    assert slave.received() == b""
+    slave.master.answer("https://m.example/")
+    answer = slave.received()
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.count(b"HTTP/1.1 302 Found\r\n") == 1
+    assert not protocol._lent and not protocol._general
+    slave.send(b"GET /fresh HTTP/1.1\r\n\r\n")
+    assert [call[1] for call in slave.master.calls] == ["fresh"]  # asked by the fast path
+
+
+def test_a_half_closed_client_gets_the_lent_answer_then_the_close() -> None:
+    """A client that half-closes while twisted.web answers a lent request gets that answer and
+    the ones after it, then the connection closes."""
+    slave = Slave(fast=True)
+    protocol: Any = slave.connection.protocol
+    slave.send(b"GET /miss+ HTTP/1.1\r\n\r\n" + HIT)
+    protocol.readConnectionLost()
+    slave.clock.advance(0)
+    assert not slave.connection.transport.disconnecting
+    slave.master.answer("https://m.example/")
+    slave.clock.advance(0)
+    answer = slave.received()
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and b"302 Found" in answer
+    assert slave.connection.transport.disconnecting
+
+
+def test_a_request_with_a_body_still_hands_the_connection_to_twisted_web() -> None:
+    """What cannot be lent whole (a body, Connection: close) still hands the rest over, as before."""
+    site, _ = goto_site(URLStore({"abc": "https://a.example/x"}))
+    connection = Connection(site)
+    protocol: Any = connection.protocol
+    connection.send(b"GET /abc+ HTTP/1.1\r\nContent-Length: 1\r\n\r\nx" + HIT)
+    assert protocol._general
+    assert normalized(connection.received()).count(b"HTTP/1.1 ") == 2
+
+
+def test_the_byte_budget_holds_across_a_lent_request() -> None:
+    """twisted.web resumes reading when it finishes a request; while the connection still holds
+    more than its budget (behind a second lent request still being answered), reading stays paused."""
+    slave = Slave(fast=True)
+    transport = slave.connection.transport
+    slave.send(b"GET /miss+ HTTP/1.1\r\n\r\nGET /other+ HTTP/1.1\r\n\r\n" + HIT * (BUDGET // len(HIT) + 10))
+    assert transport.producerState == "paused"
+    slave.master.answer("https://m.example/")  # the first page is answered; the second one waits
+    assert [call[1] for call in slave.master.calls] == ["other"]
+    assert transport.producerState == "paused"
+    slave.master.answer("https://o.example/")
+    assert transport.producerState == "producing"
+    assert slave.received().count(b"HTTP/1.1 302 Found\r\n") == BUDGET // len(HIT) + 10
