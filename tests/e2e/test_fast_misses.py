@@ -1,6 +1,7 @@
 """End to end (issue 13): a keep-alive connection that asks for a key its server does not hold (an
-unknown key, a slave's cache miss) is answered correctly, and so is every request after it on the
-same connection, sent one after the other or pipelined, on a real master and a real slave.
+unknown key, a slave's cache miss), or for a page only twisted.web answers (an info page, a QR
+code, health), is answered correctly, and so is every request after it on the same connection,
+sent one after the other or pipelined, on a real master and a real slave.
 
 Which path answered is not visible from outside by design (both send the same bytes, log the
 same line and count the same metrics); the unit tests (tests/test_fastpath_misses.py) show that
@@ -79,14 +80,26 @@ def test_a_miss_costs_nothing_to_the_requests_after_it(goto_processes: GotoProce
         assert ask(connection, "HEAD", "/unknownkey") == (404, None, b"")
         assert ask(connection, "GET", f"/{uncached}")[:2] == (302, uncached_url)
         assert ask(connection, "GET", f"/{cached}")[:2] == (302, cached_url)
+        # Pages only twisted.web answers, each followed by a redirect on the same connection.
+        assert ask(connection, "GET", "/unknownkey+")[0] == 404
+        assert ask(connection, "GET", f"/{cached}")[:2] == (302, cached_url)
+        status, _, body = ask(connection, "GET", f"/{uncached}+")
+        assert status == 200 and uncached_url.encode() in body
+        assert ask(connection, "HEAD", f"/{cached}.qr")[0] == 200
+        assert ask(connection, "GET", "/_goto/health")[0] == 200
+        assert ask(connection, "GET", f"/{cached}")[:2] == (302, cached_url)
     finally:
         connection.close()
 
-    assert pipelined(slave, ["/otherunknown", f"/{cached}", "/otherunknown", f"/{uncached}"]) == [
+    assert pipelined(
+        slave, ["/otherunknown", f"/{cached}", "/otherunknown", f"/{uncached}", "/x+", f"/{cached}"]
+    ) == [
         (404, None),
         (302, cached_url),
         (404, None),
         (302, uncached_url),
+        (404, None),
+        (302, cached_url),
     ]
 
     connection = keep_alive(master)
