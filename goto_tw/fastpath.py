@@ -139,8 +139,9 @@ MAX_FAST_BODY_BYTES = 8192
 #: Most fast answers owed on one connection (of every kind): past it, parsing waits for them.
 MAX_OWED = 64
 #: Seconds an answer owed later (a miss, an add) may take from its request until it is ready; then
-#: the connection is closed. As long as the request deadline: a store keeps its own, shorter
-#: timeouts (the slave's ``--rpc-timeout``), so only a store that never answers meets it.
+#: the connection is closed. As long as the request deadline: stores keep their own, shorter
+#: timeouts (a slave's ``--rpc-timeout``, 5 s by default; the site gets a longer deadline when that
+#: option asks for more), so only a store that never answers meets it.
 ANSWER_DEADLINE = REQUEST_DEADLINE
 #: Bytes one connection may hold (unparsed requests, bytes held for twisted.web, answers waiting
 #: behind an earlier one) before it stops reading. Above the largest request gathered, so a
