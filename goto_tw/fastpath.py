@@ -5,15 +5,26 @@ header objects, form parsing through the ``email`` package, resource traversal).
 :class:`FastRedirectChannel` is an ``HTTPChannel`` that answers exactly these requests itself, with
 the very bytes the general path would send, and hands everything else to twisted.web unchanged:
 
-- ``GET``/``HEAD /KEY`` of a key the store holds locally (``lookup``), and ``GET /add?url=...`` or
-  ``POST /add`` with a small ``application/x-www-form-urlencoded`` body naming a ``url``; all
-  ``HTTP/1.1``, with well-formed header lines and no ``Connection`` header other than ``keep-alive``.
-  Anything else, including HTTP/1.0, ``Connection: close``, chunked bodies, an unknown or uncached
-  key, goes to twisted.web;
-- answers go out in request order: an add answered later (once durable) holds back the answers
-  pipelined behind it;
-- once any bytes have gone to twisted.web, the whole rest of the connection does too (after the
-  fast answers still owed have been written), so no parser state is ever shared or guessed;
+- ``GET``/``HEAD /KEY`` of any key, and ``GET /add?url=...`` or ``POST /add`` with a small
+  ``application/x-www-form-urlencoded`` body naming a ``url``; all ``HTTP/1.1``, with well-formed
+  header lines and no ``Connection`` header other than ``keep-alive``. Anything else, including
+  HTTP/1.0, ``Connection: close``, chunked bodies, goes to twisted.web;
+- answers go out in request order: an add answered later (once durable), or a key the store does
+  not hold locally (a slave's cache miss, answered once the master has; an unknown or disabled key
+  on a master), holds back the answers pipelined behind it, and the connection stays on the fast
+  path (before, one miss handed the rest of a keep-alive connection to twisted.web, which cost a
+  slave three quarters of its throughput with 1% misses);
+- the store is asked (an add, a miss) only once every answer before it is written, as twisted.web
+  asks it one request at a time: what an earlier request changed (a key just added, an outage it
+  revealed) is then known, so the answer is the one twisted.web would give. Redirects of keys held
+  locally are answered as they come (up to :data:`MAX_OWED` owed);
+- a plain ``GET``/``HEAD`` the fast path does not answer (an info page, a QR code, the form,
+  ``/_goto/health``) is lent to twisted.web whole, once the answers before it are written, with
+  no byte after it; once twisted.web has answered it the connection is back on the fast path (a
+  request boundary of a persistent connection: twisted.web's parser is as on a new connection);
+- any other request for twisted.web (a body, chunked, HTTP/1.0, ``Connection: close``, a
+  malformed head) hands it the whole rest of the connection (after the fast answers still owed
+  have been written), so no parser state is ever shared or guessed;
 - a request split across reads is gathered (up to the header size limit) before deciding;
 - each answer is logged and counted exactly as the general path does it, once it is written (an
   answer owed to a client that has gone is neither);
@@ -24,7 +35,10 @@ the very bytes the general path would send, and hands everything else to twisted
   send buffer is full (a client that pipelines requests but never reads its answers gets no more
   written than that buffer's limit plus one read's worth);
 - the request deadline restarts with each request; the idle timeout is disarmed while an answer
-  is owed (twisted.web does so while it handles a request); a half-closed client
+  is owed (twisted.web does so while it handles a request), and each answer owed later must be
+  ready within :attr:`~FastRedirectChannel.answer_deadline` of its request, or the connection is
+  closed (a store that never answers cannot hold a connection for ever); a client that goes away
+  cancels what it is owed (nothing more is done for it: no click, no log line); a half-closed client
   (``shutdown(SHUT_WR)``) gets every answer owed before the connection closes.
 
 The channel knows nothing of stores or resources: it asks an :class:`IFastResponder` (the web
@@ -42,13 +56,13 @@ from functools import partial
 from typing import Any, Callable, Optional, Union
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from goto_tw.keys import is_reserved
-from goto_tw.limits import DeadlineChannel
+from goto_tw.limits import REQUEST_DEADLINE, DeadlineChannel
 from goto_tw.negotiation import head_prefers_html
 
 log = Logger()
@@ -63,9 +77,19 @@ class IFastResponder(Interface):
     """What answers the requests the fast path takes: the very bytes twisted.web would send."""
 
     def redirect(method: str, key: str, head: bytes = b"") -> Optional[FastAnswer]:
-        """The answer to ``GET``/``HEAD /KEY``, or ``None`` to leave the request to twisted.web.
+        """The answer to ``GET``/``HEAD /KEY`` if the store holds ``key`` locally, else ``None``
+        (then :meth:`redirect_later`).
 
         ``head`` is the whole request head (for the click counter's bot check)."""
+
+    def redirect_later(method: str, key: str, head: bytes = b"") -> Optional[Deferred[FastAnswer]]:
+        """A Deferred of the answer to ``GET``/``HEAD /KEY`` of a key not held locally (whatever
+        the store says: the redirect, 404, 410, 503...), or ``None`` to leave it to twisted.web.
+
+        Asked only once every earlier request on the connection is answered, so the store is
+        asked in the state twisted.web would ask it in (after an add pipelined before it). A
+        Deferred the channel cancels (its client has gone, or the answer deadline passed) must do
+        nothing more: no click, no log line."""
 
     def add(
         method: str, target: bytes, body: bytes, admit: Optional[Callable[[], Optional[FastAnswer]]] = None
@@ -76,8 +100,9 @@ class IFastResponder(Interface):
         decided to answer the add itself, and only then: ``None`` to go ahead, or the answer to send
         instead. A request left to twisted.web is checked there, so each add is checked once."""
 
-    def internal_error() -> FastAnswer:
-        """The 500 answered in place of an answer whose Deferred failed with a bug."""
+    def internal_error(method: str = "GET") -> FastAnswer:
+        """The 500 answered (to a request with ``method``) in place of an answer whose Deferred
+        failed with a bug."""
 
 
 #: Well-formed header lines (a token, a colon, visible ASCII), as many as there are; then the blank line.
@@ -89,6 +114,10 @@ _HEADER_LINES = (
 _SIMPLE_GET = re.compile(rb"(GET|HEAD) /([0-9A-Za-z_-]{1,64}) HTTP/1\.1\r\n" + _HEADER_LINES)
 #: An add head: group 1 the method, 2 the target, 3 the header lines.
 _SIMPLE_ADD = re.compile(rb"(GET|POST) (/add(?:\?[\x21-\x7e]*)?) HTTP/1\.1\r\n" + _HEADER_LINES)
+
+#: A head twisted.web may answer alone (a ``GET``/``HEAD`` without a body): group 1 the method,
+#: 2 the target, 3 the header lines.
+_LENDABLE = re.compile(rb"(GET|HEAD) (/[\x21-\x7e]*) HTTP/1\.1\r\n" + _HEADER_LINES)
 
 #: Headers that frame or upgrade a request: a request with one (but a lone ``Connection:
 #: keep-alive``, which changes nothing on HTTP/1.1) is not one the fast path can answer exactly.
@@ -109,10 +138,19 @@ MAX_FAST_HEADERS = 64
 MAX_FAST_BODY_BYTES = 8192
 #: Most fast answers owed on one connection (of every kind): past it, parsing waits for them.
 MAX_OWED = 64
+#: Seconds an answer owed later (a miss, an add) may take from its request until it is ready; then
+#: the connection is closed. As long as the request deadline: stores keep their own, shorter
+#: timeouts (a slave's ``--rpc-timeout``, 5 s by default; the site gets a longer deadline when that
+#: option asks for more), so only a store that never answers meets it.
+ANSWER_DEADLINE = REQUEST_DEADLINE
 #: Bytes one connection may hold (unparsed requests, bytes held for twisted.web, answers waiting
 #: behind an earlier one) before it stops reading. Above the largest request gathered, so a
 #: request being gathered never pauses reading by itself.
 BUDGET = 2 * (MAX_HEAD_BYTES + MAX_FAST_BODY_BYTES)
+
+
+#: The fields of an owed answer's slot.
+_ANSWER, _METHOD, _PATH, _ROUTE, _AWAITED, _DUE = range(6)
 
 
 def _match_head(pattern: re.Pattern[bytes], head: bytes) -> re.Match[bytes] | None:
@@ -141,6 +179,14 @@ def parse_simple_get(head: bytes) -> tuple[str, str] | None:
     if is_reserved(key):
         return None
     return match.group(1).decode("ascii"), key
+
+
+def is_lendable(head: bytes) -> bool:
+    """Whether ``head`` is one whole request (a plain ``HTTP/1.1`` ``GET``/``HEAD`` without a body,
+    a framing header or ``Connection: close``) that twisted.web can answer alone, after which the
+    connection comes back to the fast path at the next request boundary."""
+    match = _match_head(_LENDABLE, head)
+    return match is not None and not _CONTENT_LENGTH_NAME.search(match.group(3))
 
 
 def parse_simple_add(head: bytes) -> tuple[str, bytes, int] | None:
@@ -186,8 +232,18 @@ class FastRedirectChannel(DeadlineChannel):
     #: Bytes received on the fast path and not parsed yet (an incomplete request, or requests
     #: waiting for owed answers).
     _unparsed = b""
-    #: Fast answers still owed, in request order: each ``[answer or None, method, path, route]``.
+    #: Tells the time for :attr:`answer_deadline`; set by the site (its reactor).
+    clock: IReactorTime | None = None
+    #: Seconds an answer owed later may take (:data:`ANSWER_DEADLINE`).
+    answer_deadline = ANSWER_DEADLINE
+    #: Fast answers still owed, in request order: each ``[answer or None, method, path, route,
+    #: the Deferred still awaited or None, when it is due]`` (see ``_ANSWER``...).
     _owed: deque[list[Any]] | None = None
+    #: How many owed answers are still awaited (their Deferred has not fired).
+    _awaited = 0
+    #: Checks the oldest awaited answer's deadline; left armed when none is awaited (it then does
+    #: nothing), so a steady stream of answers owed later costs one timer per deadline, not one each.
+    _answer_call: IDelayedCall | None = None
     #: Bytes of the owed answers that are ready but wait behind an earlier one.
     _owed_bytes = 0
     #: Bytes for twisted.web held back until the fast answers still owed are written.
@@ -200,6 +256,9 @@ class FastRedirectChannel(DeadlineChannel):
     _read_closed = False
     _close_check_due = False
     _lost = False
+    #: Whether twisted.web is answering one request lent to it (see :meth:`_lend`).
+    _lent = False
+    _lending = False
 
     def buffered(self) -> int:
         """Bytes this connection holds now, as the budget counts them."""
@@ -236,6 +295,8 @@ class FastRedirectChannel(DeadlineChannel):
                     break  # resumed once the owed answers are written
                 if self._send_blocked:
                     break  # the client is not reading its answers: resumed when the transport drains
+                if self._lent:
+                    break  # twisted.web is answering a request: resumed by requestDone
                 end = buffer.find(b"\r\n\r\n", start)
                 if end < 0:
                     if len(buffer) - start > MAX_HEAD_BYTES + MAX_FAST_BODY_BYTES:
@@ -250,17 +311,34 @@ class FastRedirectChannel(DeadlineChannel):
                 if get is not None:
                     method, key = get
                     answer = responder.redirect(method, key, head)
+                    if answer is None:
+                        if owed:
+                            # Not held here: the store is asked once the answers before it are
+                            # written, in the state twisted.web would ask it in (one request at a
+                            # time: an add before it is in, an outage it revealed is known).
+                            break  # resumed by _flush
+                        answer = responder.redirect_later(method, key, head)
                     path = b"/" + key.encode("ascii")
                     route = "redirect"
                 else:
                     add = parse_simple_add(head)
                     if add is None or head_prefers_html(head):  # a browser gets twisted.web's HTML page
-                        self._hand_over(buffer[start:])
-                        return
+                        if not is_lendable(head):
+                            self._hand_over(buffer[start:])
+                            return
+                        if owed:
+                            break  # twisted.web answers once the answers before it are written
+                        start = head_end
+                        self._lend(head)
+                        if self._lent or self._lost:
+                            break  # resumed by requestDone
+                        continue
                     method, path, body_length = add
                     if len(buffer) < head_end + body_length:
                         waiting_for_client = True
                         break
+                    if owed:
+                        break  # as a miss: the store is asked once the answers before it are written
                     gate = self.add_gate
                     answer = responder.add(
                         method,
@@ -271,8 +349,14 @@ class FastRedirectChannel(DeadlineChannel):
                     head_end += body_length
                     route = "add"
                 if answer is None:
-                    self._hand_over(buffer[start:])
-                    return
+                    if not is_lendable(head):
+                        self._hand_over(buffer[start:])
+                        return
+                    start = head_end  # nothing was owed (the store was not asked otherwise)
+                    self._lend(head)
+                    if self._lent or self._lost:
+                        break  # resumed by requestDone
+                    continue
                 self._answer(answer, method, path, route)
                 start = head_end
                 if self._deadline_call is not None:
@@ -300,31 +384,83 @@ class FastRedirectChannel(DeadlineChannel):
         if not owed:
             # twisted.web disarms the idle timeout while it handles a request: so do we while one is owed.
             self._idle_timeout = self.setTimeout(None)
-        slot: list[Any] = [None, method, path, route]
+        slot: list[Any] = [None, method, path, route, None, 0.0]
         owed.append(slot)
         if isinstance(answer, tuple):
-            slot[0] = answer
+            slot[_ANSWER] = answer
             self._owed_bytes += len(answer[2])
-        else:
-            answer.addCallbacks(self._ready, self._failed, callbackArgs=(slot,), errbackArgs=(slot,))
+            return
+        slot[_AWAITED] = answer
+        self._awaited += 1
+        clock = self.clock
+        if clock is not None:
+            slot[_DUE] = clock.seconds() + self.answer_deadline
+            if self._answer_call is None:
+                self._answer_call = self.callLater(self.answer_deadline, self._check_answer_deadline)
+        answer.addCallbacks(self._ready, self._failed, callbackArgs=(slot,), errbackArgs=(slot,))
 
     def _ready(self, answer: FastAnswer, slot: list[Any]) -> None:
-        slot[0] = answer
+        if slot[_AWAITED] is None:
+            return  # given up (the client has gone, or the deadline passed): nothing more to do
+        slot[_AWAITED] = None
+        self._awaited -= 1
+        slot[_ANSWER] = answer
         self._owed_bytes += len(answer[2])
         self._flush()
 
     def _failed(self, failure: Failure, slot: list[Any]) -> None:
+        if slot[_AWAITED] is None:
+            return  # cancelled by us: the client has gone, nothing is answered or logged
         log.failure("A fast answer failed; answering 500", failure)
         assert self.responder is not None  # only its answers are owed
-        self._ready(self.responder.internal_error(), slot)
+        self._ready(self.responder.internal_error(slot[_METHOD]), slot)
+
+    def _check_answer_deadline(self) -> None:
+        """Close the connection if the oldest answer still awaited is overdue; else check again
+        when it is due."""
+        self._answer_call = None
+        if self._lost or not self._awaited or self._owed is None or self.clock is None:
+            return
+        now = self.clock.seconds()
+        for slot in self._owed:
+            if slot[_AWAITED] is not None:  # the oldest one awaited: the first in request order
+                if slot[_DUE] > now:
+                    self._answer_call = self.callLater(slot[_DUE] - now, self._check_answer_deadline)
+                    return
+                break
+        log.info(
+            "Closing a connection from {peer}: an answer was not ready within {seconds:g} s",
+            peer=self.transport.getPeer() if self.transport is not None else "-",
+            seconds=self.answer_deadline,
+        )
+        self._give_up()
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+    def _give_up(self) -> None:
+        """Nothing more is written or done on this connection: cancel every answer still awaited
+        (a responder's Deferred that is cancelled does nothing more)."""
+        self._lost = True
+        if self._answer_call is not None:
+            if self._answer_call.active():
+                self._answer_call.cancel()
+            self._answer_call = None
+        if not self._awaited or self._owed is None:
+            return
+        self._awaited = 0
+        for slot in self._owed:
+            awaited = slot[_AWAITED]
+            if awaited is not None:
+                slot[_AWAITED] = None
+                awaited.cancel()
 
     def _flush(self) -> None:
         """Write the owed answers that are ready, in order; then carry on with what waited for them."""
         owed = self._owed
         if self._lost or owed is None:
             return  # nothing is written, logged or counted for a client that has gone
-        while owed and owed[0][0] is not None:
-            answer, method, path, route = owed.popleft()
+        while owed and owed[0][_ANSWER] is not None:
+            answer, method, path, route, _, _ = owed.popleft()
             self._owed_bytes -= len(answer[2])
             self.transport.write(answer[2])  # type: ignore[union-attr] # connected: not _lost
             try:
@@ -344,6 +480,21 @@ class FastRedirectChannel(DeadlineChannel):
         else:
             self._check_budget()
         self._close_if_done()
+
+    def _lend(self, head: bytes) -> None:
+        """Let twisted.web answer one whole request (``head``, no body), nothing after it.
+
+        At a request boundary of a persistent connection twisted.web's parser is where it is on a
+        new connection, and it gets no byte beyond this request: no parser state is shared or
+        guessed. Once it has answered (``requestDone``), the fast path carries on with what came
+        meanwhile, so an info page, a QR code or the form costs the requests after it nothing.
+        """
+        self._lent = True
+        self._lending = True
+        try:
+            super().dataReceived(head)
+        finally:
+            self._lending = False
 
     def _hand_over(self, data: bytes) -> None:
         """From now on twisted.web parses everything on this connection, starting with ``data``."""
@@ -385,6 +536,12 @@ class FastRedirectChannel(DeadlineChannel):
 
     def requestDone(self, request: Any) -> None:
         super().requestDone(request)
+        if self._lent and not self.requests:
+            self._lent = False
+            if self._budget_paused and self.transport is not None:
+                self.transport.pauseProducing()  # type: ignore[attr-defined] # twisted.web resumed it
+            if not self._parsing and not self._lost and self.persistent and self._unparsed:
+                self._parse()  # as twisted.web itself goes on with the requests it holds
         self._close_if_done()
 
     def readConnectionLost(self) -> None:
@@ -411,11 +568,11 @@ class FastRedirectChannel(DeadlineChannel):
         self._close_check_due = False
         if self._lost or self._owed:
             return  # an owed answer's flush calls back (what the fast path still holds is incomplete)
-        if self._general and (self._handlingRequest or self._held is not None):
+        if self._lent or (self._general and (self._handlingRequest or self._held is not None)):
             return  # twisted.web is answering: requestDone calls back
         if self.transport is not None and not self.transport.disconnecting:  # type: ignore[attr-defined]
             self.loseConnection()
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
-        self._lost = True
+        self._give_up()
         super().connectionLost(reason)

@@ -17,7 +17,7 @@ from twisted.web.resource import IResource
 from twisted.web.server import Site
 
 from goto_tw.accesslog import AccessLog, EventAccessLog
-from goto_tw.fastpath import FastAnswer, FastRedirectChannel, IFastResponder
+from goto_tw.fastpath import ANSWER_DEADLINE, FastAnswer, FastRedirectChannel, IFastResponder
 from goto_tw.interfaces import IClickCounter, ILocalLookup, IURLStore
 from goto_tw.keys import is_valid_key
 from goto_tw.limits import BoundedRequest
@@ -65,12 +65,16 @@ class GotoSite(Site):
         timeout: float = 60,
         clicks: IClickCounter | None = None,
         redirect_status: int = DEFAULT_REDIRECT_STATUS,
+        answer_deadline: float = ANSWER_DEADLINE,
     ) -> None:
         """With a ``store`` that can look keys up locally (and the ``host`` of short URLs),
         redirects and adds take the fast path; without one every request takes twisted.web's
         general path. ``timeout`` closes idle connections, so slow or silent clients cannot hold
-        sockets for ever."""
+        sockets for ever. ``answer_deadline`` bounds how long the fast path waits for the store's
+        answer to one request (a slave's should exceed what its RPC may take) before it closes
+        the connection."""
         super().__init__(resource, reactor=reactor, timeout=timeout)
+        self.answer_deadline = answer_deadline
         self.metrics = metrics
         self.access_log: AccessLog = access_log if access_log is not None else EventAccessLog(reactor)
         local = ILocalLookup(store, None)
@@ -87,6 +91,8 @@ class GotoSite(Site):
             channel.record = self.record_fast
             channel.client = _client_of(addr)
             channel.add_gate = self.add_gate
+            channel.clock = self.reactor
+            channel.answer_deadline = self.answer_deadline
         return channel
 
     def log(self, request: Request) -> None:

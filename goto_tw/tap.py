@@ -30,6 +30,7 @@ from goto_tw.clicks import (
 )
 from goto_tw.clients import ClientAddresses
 from goto_tw.cors import add_cors
+from goto_tw.fastpath import ANSWER_DEADLINE
 from goto_tw.interfaces import IClickCounter, ILinkStats, IURLStore
 from goto_tw.keybound import CorruptKeyBound
 from goto_tw.lifecycle import DrainService, StopInOrder, listening_service
@@ -501,6 +502,8 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         access_log=access_log,
         clicks=clicks,
         redirect_status=redirect_status,
+        # A slave's look-up may wait for a batch in flight, then its own: twice --rpc-timeout.
+        answer_deadline=max(ANSWER_DEADLINE, 2 * float(options.get("rpc-timeout") or 0) + 1),
     )
     if isinstance(site.responder, FastAnswers) and options.get("private"):
         site.responder.adds = False  # adds need a key: the general path checks it

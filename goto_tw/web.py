@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, TypeVar, Union
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -620,19 +620,54 @@ class FastAnswers:
         self._redirect_end = _REDIRECT_ENDS[redirect_status]
 
     def redirect(self, method: str, key: str, head: bytes = b"") -> FastAnswer | None:
-        """A redirect to what the store holds locally under ``key``; ``None`` (general path) otherwise.
-
-        A ``GET`` from anyone but a link-preview bot counts one click (a dict increment)."""
+        """A redirect to what the store holds locally under ``key``, at once; ``None`` otherwise
+        (then :meth:`redirect_later`). A ``GET`` from anyone but a link-preview bot counts one
+        click (a dict increment)."""
         url = self._lookup(key)
         if url is None:
             return None
+        return self._redirect(url, method, key, head)
+
+    def redirect_later(self, method: str, key: str, head: bytes = b"") -> Deferred[FastAnswer]:
+        """Answer ``GET``/``HEAD /KEY`` of a key not held locally as :class:`RedirectResource` does.
+
+        The store is asked (``get``: a slave asks its master) and the answer made once it has
+        answered: the redirect (and its click), or what :func:`write_error` writes (404, 410, 503
+        with ``Retry-After``...). A Deferred the channel cancels (the client has gone) counts and
+        logs nothing.
+        """
+        return self._store.get(key).addCallbacks(
+            self._redirect, self._refused, callbackArgs=(method, key, head), errbackArgs=(method, key)
+        )
+
+    def _redirect(self, url: str, method: str, key: str, head: bytes) -> FastAnswer:
         if _HEADER_SAFE.fullmatch(url) is None:
             _log_unsendable(key)
-            return self.internal_error()
+            return self.internal_error(method)
         if self._click is not None and method == "GET" and not self._is_bot(head):
             self._click(key)
         start = self._redirect_start + self._date.now() + _LOCATION
         return self._redirect_status, "-", start + url.encode("ascii") + self._redirect_end
+
+    def _refused(self, failure: Failure, method: str, key: str) -> Union[FastAnswer, Failure]:
+        """What :func:`respond_when_ready` answers for a failed look-up (text, dated now)."""
+        error = failure.value
+        if isinstance(error, GotoError):
+            return self._text(method, error.http_status, str(error), error.retry_after)
+        if isinstance(error, CancelledError):
+            return failure  # the channel gave up on it (the client has gone): nothing to answer or log
+        log.failure(
+            "Failed to answer {method} {uri}", failure, method=method.encode(), uri=b"/" + key.encode()
+        )
+        return self.internal_error(method)
+
+    def _text(self, method: str, status: int, text: str, retry_after: int | None = None) -> FastAnswer:
+        """The bytes of :func:`write_text` (for ``HEAD``, twisted.web sends the headers only)."""
+        data = text.encode("utf-8") + b"\n"
+        whole = text_response(status, self._date.now(), data, retry_after)
+        if method == "HEAD":
+            return status, "-", whole[: len(whole) - len(data)]
+        return status, len(data), whole
 
     def add(
         self,
@@ -673,16 +708,17 @@ class FastAnswers:
         def stored(key: str) -> FastAnswer:
             return answer(200, short_url(self._host, key))
 
-        def failed(failure: Failure) -> FastAnswer:
+        def failed(failure: Failure) -> Union[FastAnswer, Failure]:
             error = failure.value
             if isinstance(error, GotoError):
                 return answer(error.http_status, str(error), error.retry_after)
+            if isinstance(error, CancelledError):
+                return failure  # the channel gave up on it (the client has gone)
             log.failure("Failed to answer {method} {uri}", failure, method=method, uri=target)
             return answer(500, INTERNAL_ERROR)
 
         return self._store.put(url).addCallbacks(stored, failed)
 
-    def internal_error(self) -> FastAnswer:
+    def internal_error(self, method: str = "GET") -> FastAnswer:
         """The 500 :func:`respond_when_ready` answers for a bug, dated now."""
-        data = INTERNAL_ERROR.encode("utf-8") + b"\n"
-        return 500, len(data), text_response(500, self._date.now(), data)
+        return self._text(method, 500, INTERNAL_ERROR)

@@ -11,7 +11,7 @@ from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
 from goto_tw.errors import KeyNotFound
-from goto_tw.fastpath import MAX_OWED, FastAnswer, IFastResponder
+from goto_tw.fastpath import ANSWER_DEADLINE, MAX_OWED, FastAnswer, IFastResponder
 from goto_tw.interfaces import ILocalLookup, IURLStore
 from goto_tw.limits import REQUEST_DEADLINE
 from goto_tw.metrics import Metrics
@@ -73,8 +73,8 @@ def test_held_bytes_for_twisted_web_pause_reading_until_drained() -> None:
     budget the channel pauses reading, and resumes once the owed answers are written."""
     site, log, _, _ = pending_site()
     connection = Connection(site)
-    connection.send(POST_ADD + b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
-    chunk = b"GET /nope HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 4000 + b"\r\n\r\n"
+    connection.send(POST_ADD + b"POST /x/nope HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx")
+    chunk = b"POST /x/nope HTTP/1.1\r\nHost: x\r\nContent-Length: 4000\r\n\r\n" + b"p" * 4000
     sent = send_while_reading(connection, [chunk] * 1000)
     assert connection.transport.producerState == "paused"
     assert sent * len(chunk) < 256 * 1024, "reading pauses long before a quarter MiB is held"
@@ -82,7 +82,7 @@ def test_held_bytes_for_twisted_web_pause_reading_until_drained() -> None:
     assert connection.transport.producerState == "producing"
     answer = connection.received()
     assert answer.startswith(b"HTTP/1.1 200 OK")
-    assert answer.count(b"404 Not Found") == sent + 1
+    assert answer.count(b"405 Method Not Allowed") == sent + 1
 
 
 def test_pipelined_fast_answers_pause_reading_too() -> None:
@@ -122,10 +122,24 @@ def test_deadline_still_cuts_a_request_that_never_completes() -> None:
     assert connection.transport.disconnecting
 
 
+def test_a_pending_add_is_cut_by_the_answer_deadline() -> None:
+    """Issue 13: every answer owed later has a deadline, an add's too: a store whose write never
+    completes cannot hold the connection for ever (the idle timeout is disarmed meanwhile)."""
+    site, _, _, clock = pending_site()
+    connection = Connection(site)
+    connection.send(POST_ADD + GET)
+    clock.advance(ANSWER_DEADLINE - 1)
+    assert not connection.transport.disconnecting
+    clock.advance(1)
+    assert connection.transport.disconnecting
+    assert connection.received() == b""
+
+
 def test_idle_timeout_is_disarmed_while_a_fast_answer_is_owed() -> None:
     """Item 4: a pending add is not cut by the idle timeout (twisted.web does the same); once
     answered, the connection is idle again and times out as usual."""
     site, log, _, clock = pending_site()
+    site.answer_deadline = IDLE_TIMEOUT * 4  # the answer deadline is not what this test is about
     connection = Connection(site)
     connection.send(POST_ADD)
     clock.advance(IDLE_TIMEOUT * 3)
@@ -202,11 +216,14 @@ class FailingResponder:
     def redirect(self, method: str, key: str, head: bytes = b"") -> FastAnswer | None:
         return self.inner.redirect(method, key)
 
+    def redirect_later(self, method: str, key: str, head: bytes = b"") -> Deferred[FastAnswer] | None:
+        return self.inner.redirect_later(method, key)
+
     def add(self, method: str, target: bytes, body: bytes, admit: object = None) -> Deferred[FastAnswer]:
         return self.pending
 
-    def internal_error(self) -> FastAnswer:
-        return self.inner.internal_error()
+    def internal_error(self, method: str = "GET") -> FastAnswer:
+        return self.inner.internal_error(method)
 
 
 def test_an_unexpected_failure_of_a_fast_answer_is_a_500_in_order(log_events: LogCapture) -> None:
