@@ -125,6 +125,10 @@ class URLStore:
             url = accept_url(url, self.policy)
         except GotoError:
             return fail()
+        return self._put_accepted(url)
+
+    def _put_accepted(self, url: str) -> Deferred[str]:
+        """:meth:`put` of a URL already checked (and in its stored form)."""
         key = self._recent.get(url)
         if key is not None:
             return succeed(key)
@@ -194,7 +198,7 @@ class URLStore:
             known = self._recent.get(url)
             if known is not None:
                 return succeed((known, False))
-            return self.put(url).addCallback(lambda stored: (stored, True))
+            return self._put_accepted(url).addCallback(lambda stored: (stored, True))
         if key in self._disabled:
             # A disabled link is never handed out again, not even to the URL it had.
             return fail(KeyExists(f"the key {key!r} is taken (by a disabled link)"))
