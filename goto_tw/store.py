@@ -159,6 +159,7 @@ class URLStore:
         self._put_settled(result, url)
 
     def _put_settled(self, result: str | Failure, url: str) -> None:
+        """Answer every caller waiting on the put of ``url`` (a cancelled one ignores its answer)."""
         for waiter in self._puts.pop(url):
             if isinstance(result, Failure):
                 waiter.errback(result)
