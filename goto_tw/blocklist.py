@@ -15,6 +15,7 @@ import urllib.parse
 from twisted.logger import Logger
 
 from goto_tw.errors import InvalidURL
+from goto_tw.urls import simple_host
 
 log = Logger()
 
@@ -75,18 +76,17 @@ class LinkPolicy:
         log.info("Reloaded {count} blocked domain(s) from {path}", count=len(self.blocked), path=self._path)
 
     def __call__(self, url: str) -> None:
-        parts = urllib.parse.urlsplit(url)
-        if "@" in parts.netloc:
-            raise InvalidURL("a URL with a user name or password before the host is not accepted")
-        host_and_port = parts.netloc.rsplit(":", 1)[0] if not parts.netloc.endswith("]") else parts.netloc
-        if _PLAIN_HOST.fullmatch(host_and_port) is None:
-            raise InvalidURL("the URL's host holds characters a browser would read differently (% or \\)")
-        host = (parts.hostname or "").rstrip(".")
+        simple = simple_host(url)
+        if simple is None:
+            parts = self._general_parts(url)
+            host = (parts.hostname or "").rstrip(".")
+        else:  # a plain host: no user, no % or \\ (see simple_host), nothing to refuse before its name
+            host = simple[0].rstrip(".")
         if host in self._own:
             # The same host loops unless the URL names another port than the service's (a link
             # to another service on the same machine); the default ports may be the service behind
             # a proxy (http redirecting to https), so they loop too.
-            port = parts.port
+            port = parts.port if simple is None else simple[1]
             if port is None or port in (80, 443) or port == self._own[host]:
                 raise InvalidURL("a link to this service itself would loop")
         blocked = self.blocked
@@ -95,3 +95,15 @@ class LinkPolicy:
             for start in range(len(labels)):
                 if ".".join(labels[start:]) in blocked:
                     raise InvalidURL("links to this domain are not accepted here")
+
+    @staticmethod
+    def _general_parts(url: str) -> urllib.parse.SplitResult:
+        """``url`` split, or :class:`InvalidURL` for a user before the host or a host a browser
+        reads otherwise."""
+        parts = urllib.parse.urlsplit(url)
+        if "@" in parts.netloc:
+            raise InvalidURL("a URL with a user name or password before the host is not accepted")
+        host_and_port = parts.netloc.rsplit(":", 1)[0] if not parts.netloc.endswith("]") else parts.netloc
+        if _PLAIN_HOST.fullmatch(host_and_port) is None:
+            raise InvalidURL("the URL's host holds characters a browser would read differently (% or \\)")
+        return parts

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
+from functools import partial
+from typing import Callable
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -31,6 +33,7 @@ from goto_tw.interfaces import (
     IURLStore,
 )
 from goto_tw.keys import INVALID_KEY, is_reserved, is_valid_key, key_for_index
+from goto_tw.persistence import Acknowledge
 from goto_tw.urlmap import URLMap, canonical_index
 from goto_tw.urls import URLPolicy, accept_url, validate_url
 
@@ -74,7 +77,11 @@ class URLStore:
         self._log = log
         self._next_index = max(urls.next_index(), next_index)
         self._pending_keys: set[str] = set()
-        self._puts: Coalescing[str, str] = Coalescing()
+        #: The callers of each put in flight, by URL: a second add of the URL joins the first.
+        self._puts: dict[str, list[Deferred[str]]] = {}
+        append_counter = getattr(log, "append_counter", None)
+        #: The log's Deferred-free append for counter keys (:meth:`AppendLog.append_counter`), if it has one.
+        self._append_counter: Callable[[int, str, str, Acknowledge], None] | None = append_counter
         self._custom_adds: Coalescing[tuple[str, str], tuple[str, bool]] = Coalescing()
         self._disabled: dict[str, int] = dict(disabled or {})
         for key in self._disabled:
@@ -109,15 +116,55 @@ class URLStore:
         return url
 
     def put(self, url: str) -> Deferred[str]:
-        """Store ``url`` under a new key (or answer its recent key) once the record is durable."""
+        """Store ``url`` under a new key (or answer its recent key) once the record is durable.
+
+        Each caller gets its own Deferred (cancelling it only stops that caller's wait); with a log
+        that has ``append_counter`` it is the only Deferred the add makes.
+        """
         try:
             url = accept_url(url, self.policy)
         except GotoError:
             return fail()
+        return self._put_accepted(url)
+
+    def _put_accepted(self, url: str) -> Deferred[str]:
+        """:meth:`put` of a URL already checked (and in its stored form)."""
         key = self._recent.get(url)
         if key is not None:
             return succeed(key)
-        return self._puts.call(url, lambda: self._store(self._allocate_key(), url))
+        waiter: Deferred[str] = Deferred()
+        waiters = self._puts.get(url)
+        if waiters is not None:
+            waiters.append(waiter)
+            return waiter
+        self._puts[url] = [waiter]
+        index, key = self._allocate()
+        if self._append_counter is None:
+            self._store(key, url).addBoth(self._put_settled, url)
+        else:
+            self._pending_keys.add(key)
+            self._append_counter(index, key, url, partial(self._put_written, index, key, url))
+        return waiter
+
+    def _put_written(self, index: int, key: str, url: str, failure: Failure | None) -> None:
+        """The record of a put is safe (``failure`` is ``None``) or is not: hold the pair, tell the callers."""
+        self._pending_keys.discard(key)
+        result: str | Failure = key if failure is None else failure
+        if failure is None:
+            try:
+                self._urls.add_at(index, key, url)
+                self._remember(url, key)
+            except Exception:  # pragma: no cover - the pending key keeps the slot free: a bug
+                result = Failure()
+        self._put_settled(result, url)
+
+    def _put_settled(self, result: str | Failure, url: str) -> None:
+        """Answer every caller waiting on the put of ``url`` (a cancelled one ignores its answer)."""
+        for waiter in self._puts.pop(url):
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(result)
 
     def set(self, key: str, url: str) -> Deferred[str]:
         """Store ``url`` under exactly ``key``; fail with :class:`KeyExists` if it is taken.
@@ -152,7 +199,7 @@ class URLStore:
             known = self._recent.get(url)
             if known is not None:
                 return succeed((known, False))
-            return self.put(url).addCallback(lambda stored: (stored, True))
+            return self._put_accepted(url).addCallback(lambda stored: (stored, True))
         if key in self._disabled:
             # A disabled link is never handed out again, not even to the URL it had.
             return fail(KeyExists(f"the key {key!r} is taken (by a disabled link)"))
@@ -202,6 +249,10 @@ class URLStore:
             self._urls.add_custom(key, url, self._clock.seconds() if self._clock is not None else 0.0)
         else:
             self._urls.add(key, url)
+        self._remember(url, key)
+
+    def _remember(self, url: str, key: str) -> None:
+        """Note ``key`` as the answer to adds of ``url`` (if it has none), among the latest adds."""
         recent = self._recent
         if url not in recent:
             recent[url] = key
@@ -262,10 +313,13 @@ class URLStore:
         if url is not None and self._recent.get(url) == key:
             del self._recent[url]
 
-    def _allocate_key(self) -> str:
-        """Return the next unused, unreserved key; a key whose write failed is never reused here."""
+    def _allocate(self) -> tuple[int, str]:
+        """Return the next unused, unreserved counter value and its key; a key whose write failed
+        is never reused here."""
+        urls = self._urls
         while True:
-            key = key_for_index(self._next_index)
-            self._next_index += 1
-            if not is_reserved(key) and key not in self._urls and key not in self._pending_keys:
-                return key
+            index = self._next_index
+            self._next_index = index + 1
+            key = key_for_index(index)
+            if not is_reserved(key) and not urls.holds(index, key) and key not in self._pending_keys:
+                return index, key

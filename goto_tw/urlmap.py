@@ -171,6 +171,27 @@ class URLMap(Mapping[str, str]):
             slots[index] = data
         self._count += 1
 
+    def holds(self, index: int, key: str) -> bool:
+        """``key in self`` for ``key``, the canonical key of ``index``, without decoding it again."""
+        slots = self._by_index
+        if index < len(slots) and slots[index] is not None:
+            return True
+        return bool(self._others) and key in self._others
+
+    def add_at(self, index: int, key: str, url: str) -> None:
+        """:meth:`add` of ``key``, the canonical key of ``index`` (the store's adds know both)."""
+        slots = self._by_index
+        if self.holds(index, key):
+            raise KeyError(key)
+        data = url.encode("utf-8")
+        if index > len(slots) + MAX_GAP:
+            self._hold_apart(key, data)
+        else:
+            if index >= len(slots):
+                slots.extend([None] * (index - len(slots) + 1))
+            slots[index] = data
+        self._count += 1
+
     def add_custom(self, key: str, url: str | bytes, created: float) -> None:
         """Hold ``url`` under a key a person chose, stored at ``created``; ``KeyError`` if taken.
 

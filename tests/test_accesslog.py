@@ -58,3 +58,33 @@ def test_choices() -> None:
     assert isinstance(make_access_log("none", clock), NoAccessLog)
     assert isinstance(make_access_log("events", clock), EventAccessLog)
     assert isinstance(make_access_log("-", clock), LineAccessLog)
+
+
+def _records(log: LineAccessLog) -> None:
+    log.record("192.0.2.1", "GET", b"/abc", b"HTTP/1.1", 302, "-", "redirect")
+    log.record("2001:db8::1", "M\ufffdTHOD", b'/a"b\xff', b"HTTP/1.0", 404, 12, "redirect")
+
+
+@pytest.mark.parametrize(("encoding", "errors"), [("utf-8", "strict"), ("ascii", "backslashreplace")])
+def test_lines_go_to_the_descriptor_as_the_stream_would_write_them(
+    tmp_path: Path, encoding: str, errors: str
+) -> None:
+    """A stream with a descriptor is written beneath its text layer (one ``os.write`` a turn), in
+    the very bytes the stream would have written: its encoding, its error handler."""
+    clock = Clock()
+    clock.advance(1_790_000_000)
+    expected = io.StringIO()
+    _records(reference := LineAccessLog(expected, clock))
+    reference.flush()
+    path = tmp_path / "access.log"
+    with open(path, "w", encoding=encoding, errors=errors) as out:
+        out.write("before\n")  # what the stream held already comes first
+        log = LineAccessLog(out, clock)
+
+        def refuse(text: str) -> int:
+            raise AssertionError("the text layer was used")
+
+        out.write = refuse  # type: ignore[method-assign]
+        _records(log)
+        clock.advance(0)
+        assert path.read_bytes() == b"before\n" + expected.getvalue().encode(encoding, errors)

@@ -9,11 +9,12 @@ import os
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from twisted.application.service import MultiService
 from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 
 from goto_tw.errors import InvalidURL, StoreUnavailable
 from goto_tw.keys import index_for_key, is_valid_key, key_for_index
@@ -60,6 +61,26 @@ def test_records_load_in_order(tmp_path: Path) -> None:
 def test_record_format_is_one_json_object_per_line() -> None:
     """The documented format: compact JSON with "key" and "url", newline-terminated."""
     assert encode_record("a", "http://x/ü") == b'{"key":"a","url":"http://x/\\u00fc"}\n'
+
+
+@settings(max_examples=500)
+@given(
+    key=st.one_of(st.from_regex(r"\A[0-9A-Za-z_-]{1,8}\Z"), st.text(max_size=8)),
+    url=st.one_of(
+        st.from_regex(r"\Ahttps?://[a-z.]{1,10}[/?#][ -~]{0,30}\Z"),
+        st.text(alphabet=st.characters(max_codepoint=0x2100), max_size=30),
+    ),
+)
+@example(key="a", url='http://x/"q"')
+@example(key="a", url="http://x/\\")
+@example(key="a", url="http://x/\x7f")
+@example(key="a", url="http://x/ a")
+@example(key='"', url="http://x/")
+def test_records_are_the_bytes_json_makes(key: str, url: str) -> None:
+    """The record encoder's shortcut for text that needs no escape writes exactly what
+    ``json.dumps`` writes, for any key and URL."""
+    expected = json.dumps({"key": key, "url": url}, separators=(",", ":")).encode("ascii") + b"\n"
+    assert encode_record(key, url) == expected
 
 
 def test_torn_last_line_is_cut_off_with_a_warning(tmp_path: Path, log_events: LogCapture) -> None:
@@ -262,6 +283,55 @@ def test_fsync_runs_off_the_reactor_and_groups_what_arrives_meanwhile(tmp_path: 
     assert all(result_of(ack) is None for ack in second)
     assert record_file.syncs == 2
     result_of(log.stopService())
+
+
+def test_the_next_group_goes_to_the_disk_before_the_last_one_is_answered(tmp_path: Path) -> None:
+    """When a sync ends, what gathered meanwhile is handed to the writer before that sync's adds are
+    acknowledged (their answers take reactor time the disk need not wait for), and is still
+    acknowledged only after its own sync."""
+    path = tmp_path / "store.json"
+    clock = Clock()
+    threads = ManualThreads()
+    record_file = FaultyFile(str(path))
+    log = started_log(record_file, clock, fsync=True, run_in_thread=threads)
+    first = log.append("0", "http://a/")
+    clock.advance(0)
+    second = log.append("1", "http://b/")
+    clock.advance(0)
+    jobs_when_first_answered: list[int] = []
+    first.addCallback(lambda _: jobs_when_first_answered.append(len(threads.jobs)))
+    threads.run_next()
+    assert jobs_when_first_answered == [1], "the second group's write must already be under way"
+    assert not has_fired(second) and record_file.syncs == 1
+    threads.run_next()
+    assert result_of(second) is None and record_file.syncs == 2
+    assert records_in(path) == {"0": "http://a/", "1": "http://b/"}
+    result_of(log.stopService())
+
+
+def test_every_record_is_acknowledged_whatever_one_acknowledgement_does(
+    tmp_path: Path, log_events: LogCapture
+) -> None:
+    """``append_counter`` calls each record's acknowledgement once; one that raises is logged and the
+    records after it in the group are still told."""
+    path = tmp_path / "store.json"
+    clock = Clock()
+    log = started_log(OSRecordFile(str(path)), clock)
+    told: list[object] = []
+
+    def broken(failure: object) -> None:
+        raise RuntimeError("a bug in a waiter")
+
+    log.append_counter(0, "0", "http://a/", broken)
+    log.append_counter(1, "1", "http://b/", told.append)
+    clock.advance(0)
+    assert told == [None]
+    assert any("Acknowledging a record failed" in message for message in log_events.messages())
+    result_of(log.stopService())
+    refused: list[object] = []
+    log.append_counter(2, "2", "http://c/", refused.append)
+    assert len(refused) == 1 and isinstance(refused[0], Failure)
+    assert refused[0].check(StoreUnavailable)
 
 
 def test_fsync_needs_a_thread_runner(tmp_path: Path) -> None:

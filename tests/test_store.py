@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from twisted.internet.defer import CancelledError
+from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
 from goto_tw.errors import InvalidURL, KeyExists, KeyNotFound, StoreUnavailable
 from goto_tw.interfaces import IURLStore
 from goto_tw.keys import index_for_key, key_for_index
+from goto_tw.persistence import AppendLog, OSRecordFile
 from goto_tw.store import URLStore
-from tests.fakes import ManualLog
+from tests.fakes import ManualLog, ManualThreads
 from tests.helpers import failure_of, has_fired, result_of
 
 
@@ -167,3 +172,69 @@ def test_set_stores_nothing_the_data_file_would_refuse(key: str, url: str, error
     store = URLStore(log=log)
     assert failure_of(store.set(key, url)).check(error)
     assert log.appended == [] and store.count() == 0
+
+
+def _store_on_append_log(tmp_path: Path) -> tuple[URLStore, AppendLog, ManualThreads, Clock, Path]:
+    """A store over a real append log with fsync, whose syncs run when the test says so."""
+    path = tmp_path / "store.json"
+    clock = Clock()
+    threads = ManualThreads()
+    log = AppendLog(OSRecordFile(str(path)), clock, fsync=True, run_in_thread=threads)
+    log.startService()
+    return URLStore(log=log, clock=clock), log, threads, clock, path
+
+
+def test_puts_through_the_append_log_answer_once_synced(tmp_path: Path) -> None:
+    """Over the data file's log (its Deferred-free appends), a put answers and its key resolves only
+    once the record is written and synced; the record is the pair, in the file."""
+    store, log, threads, clock, path = _store_on_append_log(tmp_path)
+    put = store.put("http://a.example/")
+    clock.advance(0)
+    assert not has_fired(put)
+    assert failure_of(store.get("0")).check(KeyNotFound)
+    threads.run_next()
+    assert result_of(put) == "0"
+    assert result_of(store.get("0")) == "http://a.example/"
+    assert path.read_bytes() == b'{"key":"0","url":"http://a.example/"}\n'
+    assert result_of(store.put("http://a.example/")) == "0"
+    result_of(log.stopService())
+
+
+def test_a_cancelled_put_only_stops_its_own_wait(tmp_path: Path) -> None:
+    """Two adds of one URL share one record; cancelling one (its client left) leaves the other's
+    answer and the stored pair as they would have been."""
+    store, log, threads, clock, _ = _store_on_append_log(tmp_path)
+    first, second = store.put("http://a.example/"), store.put("http://a.example/")
+    first.cancel()
+    assert failure_of(first).check(CancelledError)
+    clock.advance(0)
+    threads.run_next()
+    assert result_of(second) == "0"
+    assert result_of(store.get("0")) == "http://a.example/"
+    result_of(log.stopService())
+
+
+def test_a_failed_sync_fails_every_waiter_and_burns_the_key(tmp_path: Path) -> None:
+    """A sync that fails answers StoreUnavailable to every add waiting on the record; the key is
+    never handed out, and the URL can be added again under a new key."""
+    store, log, threads, clock, _ = _store_on_append_log(tmp_path)
+    first, second = store.put("http://a.example/"), store.put("http://a.example/")
+    clock.advance(0)
+    _job, done = threads.jobs.pop(0)
+    done.errback(OSError(5, "I/O error"))
+    assert failure_of(first).check(StoreUnavailable) and failure_of(second).check(StoreUnavailable)
+    assert store.count() == 0
+    retry = store.put("http://a.example/")
+    clock.advance(0)
+    threads.run_next()
+    assert result_of(retry) == "1"
+    result_of(log.stopService())
+
+
+def test_a_put_refused_by_a_stopping_log_leaves_nothing_behind(tmp_path: Path) -> None:
+    """Once the log has stopped, a put fails at once (every waiter gets an answer) and a later
+    put of the same URL is refused the same way rather than joining a put that never ends."""
+    store, log, _, _, _ = _store_on_append_log(tmp_path)
+    result_of(log.stopService())
+    assert failure_of(store.put("http://a.example/")).check(StoreUnavailable)
+    assert failure_of(store.put("http://a.example/")).check(StoreUnavailable)

@@ -68,3 +68,30 @@ def test_expected_keys_match_the_generator(start: int, count: int) -> None:
 def test_any_pairs_round_trip(pairs: dict[str, str]) -> None:
     """Whatever the keys (canonical or not) and URLs, the map holds exactly what was added."""
     assert URLMap.of(pairs) == pairs
+
+
+@given(
+    held=st.dictionaries(st.integers(min_value=0, max_value=300), st.booleans(), max_size=20),
+    index=st.integers(min_value=0, max_value=300 + MAX_GAP + 5),
+)
+def test_add_at_is_add_for_a_known_counter_value(held: dict[int, bool], index: int) -> None:
+    """``holds``/``add_at`` (the store's adds, which know the counter value) agree with ``in``/``add``
+    whatever the map holds: counter keys in the list, custom keys that look like counter values
+    beside it, a key far past the end."""
+    by_add, by_index = URLMap(), URLMap()
+    for number, custom in held.items():
+        for urls in (by_add, by_index):
+            if custom:
+                urls.add_custom(key_for_index(number), f"http://c/{number}", 0.0)
+            else:
+                urls.add(key_for_index(number), f"http://x/{number}")
+    key = key_for_index(index)
+    assert by_index.holds(index, key) == (key in by_add)
+    if key in by_add:
+        with pytest.raises(KeyError):
+            by_index.add_at(index, key, "http://new/")
+        return
+    by_add.add(key, "http://new/")
+    by_index.add_at(index, key, "http://new/")
+    assert dict(by_index) == dict(by_add) and len(by_index) == len(by_add)
+    assert by_index.next_index() == by_add.next_index()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from urllib.parse import urlsplit
+
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from goto_tw.errors import InvalidURL
-from goto_tw.urls import MAX_URL_LENGTH, validate_url
+from goto_tw.urls import MAX_URL_LENGTH, _validate_general, simple_host, validate_url
 
 
 @pytest.mark.parametrize(
@@ -72,3 +75,56 @@ def test_validation_never_raises_anything_but_invalid_url(text: str) -> None:
 def test_generated_valid_urls_are_accepted_unchanged(url: str) -> None:
     """Well-formed ASCII URLs are never refused nor altered."""
     assert validate_url(url) == url
+
+
+#: URLs near the common shape: every part drawn from pieces that do and do not fit it.
+_near_simple_urls = st.builds(
+    lambda scheme, host, port, rest: f"{scheme}{host}{port}{rest}",
+    st.sampled_from(["http://", "https://", "HTTP://", "Https://", "ftp://", "http:/", "http:", ""]),
+    st.one_of(
+        st.from_regex(r"\A[A-Za-z0-9._-]{1,12}\Z"),
+        st.text(alphabet="aZ09._-%@[]:\\ \u00e9\x00", max_size=12),
+    ),
+    st.one_of(st.just(""), st.from_regex(r"\A:[0-9]{0,7}\Z"), st.text(alphabet=":0a ", max_size=4)),
+    st.one_of(
+        st.just(""),
+        st.from_regex(r"\A[/?#][!-~]{0,30}\Z"),
+        st.text(alphabet='/?#a"\\@ \t\x7f\u00e4\u2028', max_size=10),
+    ),
+)
+
+
+@settings(max_examples=500)
+@given(_near_simple_urls)
+@example("http://Bench.EXAMPLE/x")
+@example("http://a.example:99999/")
+@example("http://a.example:065535")
+@example("http://a%2Eexample/")
+@example("http://a.example/a b")
+@example("http://a.example/\x7f")
+def test_the_common_shape_is_judged_exactly_as_urlsplit_judges_it(url: str) -> None:
+    """``simple_host`` gives urlsplit's host and port where it answers at all, and ``validate_url``
+    (fast shape first) answers every URL exactly as the general path does: value or reason."""
+    simple = simple_host(url)
+    if simple is not None:
+        parts = urlsplit(url)
+        assert simple == (parts.hostname, parts.port)
+    try:
+        expected: str | BaseException = _validate_general(url)
+    except InvalidURL as exc:
+        expected = exc
+    try:
+        got: str | BaseException = validate_url(url)
+    except InvalidURL as exc:
+        got = exc
+    if isinstance(expected, InvalidURL):
+        assert isinstance(got, InvalidURL) and str(got) == str(expected)
+    else:
+        assert got == expected
+
+
+@given(st.from_regex(r"\Ahttps?://[a-z0-9.-]{1,20}(:[0-9]{1,5})?([/?#][!-~]{0,30})?\Z"))
+def test_common_urls_take_the_fast_shape(url: str) -> None:
+    """The URLs people shorten are read without urlsplit (unless the port is out of range)."""
+    port = re.search(r"//[^/?#]*:([0-9]+)", url)
+    assert (simple_host(url) is None) == (port is not None and int(port.group(1)) > 65535)
