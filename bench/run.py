@@ -1116,6 +1116,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, help="measured rounds per scenario")
     parser.add_argument("--seconds", type=float, help="length of one round")
     parser.add_argument(
+        "--warmup",
+        type=float,
+        help="seconds of load per scenario before its rounds (default 2; PyPy's JIT needs 15-25 s "
+        "before its latency settles, so give it --warmup 20 when reading p99s)",
+    )
+    parser.add_argument(
         "--keep",
         type=Path,
         metavar="DIR",
@@ -1167,6 +1173,7 @@ def main() -> int:
             for name, value in [
                 ("rounds", args.rounds),
                 ("seconds", args.seconds),
+                ("warmup", args.warmup),
                 ("fill_budget", args.fill_budget),
             ]
             if value
