@@ -303,3 +303,28 @@ def test_several_masters_by_list_or_repeated_option() -> None:
     assert options["masters"] == expected and options["master"] == expected[0]
     with pytest.raises(usage.UsageError):
         parse("--master", "127.0.0.1:8081,nonsense")
+
+
+def _site_of(service: Any) -> Any:
+    """The web site the service's --http listener serves."""
+    [listener] = [child for child in list(service)[-1] if isinstance(child, StreamServerEndpointService)]
+    return listener.factory
+
+
+@pytest.mark.parametrize(
+    ("args", "deadline"),
+    [
+        ((), 30.0),
+        (("--master", "127.0.0.1:8081"), 30.0),
+        (("--master", "127.0.0.1:8081", "--rpc-timeout", "20"), 41.0),
+    ],
+)
+def test_the_fast_paths_answer_deadline_outlasts_a_slaves_rpc(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], deadline: float
+) -> None:
+    """The fast path closes a connection whose answer takes longer than its deadline (30 s); a slave
+    whose look-up may wait for a batch in flight and then its own (twice --rpc-timeout) gets longer,
+    so a slow but answering master never costs users their connection."""
+    monkeypatch.chdir(tmp_path)
+    service = makeService(parse(*args), reactor=MemoryReactorClock())
+    assert _site_of(service).answer_deadline == deadline
