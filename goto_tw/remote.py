@@ -50,6 +50,7 @@ from goto_tw.errors import (
 )
 from goto_tw.interfaces import ILinkAdder, IURLStore
 from goto_tw.metrics import Metrics
+from goto_tw.rpcwire import dumps_call
 from goto_tw.xmlrpcbody import RefusedBody, parse_call
 
 log = Logger()
@@ -367,7 +368,7 @@ class RemoteStore:
 
     def _send(self, method: str, params: tuple[Any, ...]) -> Deferred[Any]:
         """One XML-RPC request to the master, with its timeout and its metrics."""
-        body = xmlrpclib.dumps(params, method).encode("utf-8")
+        body = dumps_call(params, method).encode("utf-8")
         answered: Deferred[Any] = self._http.post(self._url, data=body, headers=Headers(self._headers))
         answered.addCallback(self._read)
         answered.addTimeout(self._timeout, self._clock)
