@@ -161,8 +161,9 @@ class StoreHandler(xmlrpc.XMLRPC):
 class SystemHandler(xmlrpc.XMLRPC):
     """The ``system`` sub-handler: ``system.multicall``, the de facto standard way to batch calls.
 
-    A slave sends every call that arrives in one reactor turn as one multicall over one
-    connection; the master runs them concurrently, so the puts in it share one group commit.
+    A slave sends the calls that arrive in one reactor turn, or while its earlier batches are on
+    their way, as one multicall over one connection; the master runs them concurrently, so the
+    puts in it share one group commit.
     """
 
     def __init__(self, parent: xmlrpc.XMLRPC) -> None:
