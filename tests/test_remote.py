@@ -213,6 +213,7 @@ def test_requests_in_flight_are_capped_and_later_calls_wait(monkeypatch: pytest.
 def _calls_in(request: Request) -> int:
     """How many calls one held request carries (1 unless it is a multicall)."""
     content: Any = request.content
+    params: Any
     params, method = xmlrpclib.loads(content.getvalue())
     return len(params[0]) if method == "system.multicall" else 1
 
