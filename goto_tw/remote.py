@@ -10,6 +10,9 @@ Everything here is bounded, and every caller gets an answer:
   :data:`MAX_BATCH_CALLS` calls and about :data:`MAX_BATCH_BYTES` bytes (the master refuses bodies
   over 1 MiB); a call made with :meth:`RemoteStore.call_alone` travels as a request of its own
   (a click batch, which the master answers only once it is on disk, must not hold up look-ups);
+- like the data file's group commit, calls made while :data:`GATHER_IN_FLIGHT` batches are on their
+  way wait for one of them to be answered and then travel together: fewer, larger batches (the
+  master's cost is mostly per request, not per call); a full batch does not wait;
 - at most :data:`MAX_IN_FLIGHT` requests are on their way at once; further calls wait in a queue of
   at most :data:`MAX_QUEUED_CALLS` calls and :data:`MAX_QUEUED_BYTES` bytes, and beyond that fail
   at once (503: the slave is overloaded, waiting longer would not help);
@@ -50,6 +53,7 @@ from goto_tw.errors import (
 )
 from goto_tw.interfaces import ILinkAdder, IURLStore
 from goto_tw.metrics import Metrics
+from goto_tw.rpcwire import dumps_call
 from goto_tw.xmlrpcbody import RefusedBody, parse_call
 
 log = Logger()
@@ -81,6 +85,9 @@ MAX_BATCH_CALLS = 256
 MAX_BATCH_BYTES = 512 * 1024
 #: Most requests to the master on their way at once (each holds a pooled connection).
 MAX_IN_FLIGHT = 4
+#: Batches that are not full are sent only while fewer than this many are on their way; calls made
+#: meanwhile gather into the next one (full batches and calls alone go while MAX_IN_FLIGHT allows).
+GATHER_IN_FLIGHT = 2
 #: Most calls, and bytes of calls, that may wait for a request slot; beyond them calls fail at once.
 MAX_QUEUED_CALLS = 10_000
 MAX_QUEUED_BYTES = 16 * 1024 * 1024
@@ -221,6 +228,7 @@ class RemoteStore:
         self._queue: list[_Call] = []
         self._queued_bytes = 0
         self._in_flight = 0
+        self._gathering = 0  # requests in flight that are batches (not calls alone)
         self._overloaded = False
         self._flush_call: IDelayedCall | None = None
         self._headers: dict[bytes, list[bytes]] = {b"content-type": [b"text/xml"]}
@@ -284,22 +292,39 @@ class RemoteStore:
     # --- sending ---------------------------------------------------------------------------------
 
     def _schedule(self) -> None:
-        if self._flush_call is None and self._queue and self._in_flight < MAX_IN_FLIGHT:
+        if self._flush_call is None and self._may_send():
             self._flush_call = self._clock.callLater(0, self._flush)
 
+    def _may_send(self) -> bool:
+        """Whether the oldest queued call may leave now: a slot is free, and it goes alone, or fewer
+        than GATHER_IN_FLIGHT batches are on their way, or a full batch is waiting."""
+        return (
+            bool(self._queue)
+            and self._in_flight < MAX_IN_FLIGHT
+            and (
+                self._queue[0].alone
+                or self._gathering < GATHER_IN_FLIGHT
+                or len(self._queue) >= MAX_BATCH_CALLS
+                or self._queued_bytes >= MAX_BATCH_BYTES - _BODY_OVERHEAD
+            )
+        )
+
     def _flush(self) -> None:
-        """Send queued calls as requests while request slots are free; never raises."""
+        """Send queued calls as requests while they may leave (see _may_send); never raises."""
         self._flush_call = None
         try:
-            while self._queue and self._in_flight < MAX_IN_FLIGHT:
+            while self._may_send():
                 batch = self._take_batch()
+                alone = batch[0].alone
                 try:
                     sent = self._send_batch(batch)
                 except Exception:
                     self._internal_failure(Failure(), [call.answer for call in batch])
                     continue
                 self._in_flight += 1
-                sent.addBoth(self._batch_done)
+                if not alone:
+                    self._gathering += 1
+                sent.addBoth(self._batch_done, alone)
         except Exception:
             # A bug above this line must not strand the calls still queued: answer each of them.
             queue, self._queue, self._queued_bytes = self._queue, [], 0
@@ -347,8 +372,10 @@ class RemoteStore:
 
         return sent.addBoth(delivered)
 
-    def _batch_done(self, failed: Failure | None) -> None:
+    def _batch_done(self, failed: Failure | None, alone: bool) -> None:
         self._in_flight -= 1
+        if not alone:
+            self._gathering -= 1
         if failed is not None and failed.check(MasterUnreachable):
             # The calls still waiting would go to the same silent master: answer them now rather
             # than after one more timeout each (the proxy store fails new ones fast from here on).
@@ -367,7 +394,7 @@ class RemoteStore:
 
     def _send(self, method: str, params: tuple[Any, ...]) -> Deferred[Any]:
         """One XML-RPC request to the master, with its timeout and its metrics."""
-        body = xmlrpclib.dumps(params, method).encode("utf-8")
+        body = dumps_call(params, method).encode("utf-8")
         answered: Deferred[Any] = self._http.post(self._url, data=body, headers=Headers(self._headers))
         answered.addCallback(self._read)
         answered.addTimeout(self._timeout, self._clock)

