@@ -14,10 +14,12 @@ the very bytes the general path would send, and hands everything else to twisted
   on a master), holds back the answers pipelined behind it, and the connection stays on the fast
   path (before, one miss handed the rest of a keep-alive connection to twisted.web, which cost a
   slave three quarters of its throughput with 1% misses);
-- the store is asked (an add, a miss) only once every answer before it is written, as twisted.web
-  asks it one request at a time: what an earlier request changed (a key just added, an outage it
-  revealed) is then known, so the answer is the one twisted.web would give. Redirects of keys held
-  locally are answered as they come (up to :data:`MAX_OWED` owed);
+- the store is asked (an add, a miss, a look-up of a key held locally) only once every answer
+  before it is written, as twisted.web asks it one request at a time: what an earlier request or
+  the meantime changed (a key just added, an outage it revealed, a link disabled while a miss
+  waited for the master) is then known, so the answer is the one twisted.web would give, and a
+  client that leaves first has nothing clicked. The requests behind an answer owed later wait
+  unparsed (within :data:`BUDGET`);
 - a plain ``GET``/``HEAD`` the fast path does not answer (an info page, a QR code, the form,
   ``/_goto/health``) is lent to twisted.web whole, once the answers before it are written, with
   no byte after it; once twisted.web has answered it the connection is back on the fast path (a
@@ -309,14 +311,15 @@ class FastRedirectChannel(DeadlineChannel):
                 get = parse_simple_get(head)
                 answer: Union[FastAnswer, Deferred[FastAnswer], None]
                 if get is not None:
+                    if owed:
+                        # Looked up once the answers before it are written, in the state twisted.web
+                        # would look it up in (one request at a time: an add before it is in, an
+                        # outage it revealed, a link disabled meanwhile are known), and clicked only
+                        # if its client is still there.
+                        break  # resumed by _flush
                     method, key = get
                     answer = responder.redirect(method, key, head)
                     if answer is None:
-                        if owed:
-                            # Not held here: the store is asked once the answers before it are
-                            # written, in the state twisted.web would ask it in (one request at a
-                            # time: an add before it is in, an outage it revealed is known).
-                            break  # resumed by _flush
                         answer = responder.redirect_later(method, key, head)
                     path = b"/" + key.encode("ascii")
                     route = "redirect"
