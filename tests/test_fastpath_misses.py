@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 import pytest
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
@@ -18,7 +19,7 @@ from zope.interface import implementer
 
 from goto_tw.errors import KeyDisabled, KeyNotFound, MasterUnreachable, StoreUnavailable
 from goto_tw.fastpath import BUDGET, MAX_OWED
-from goto_tw.interfaces import IClickCounter
+from goto_tw.interfaces import IClickCounter, ILocalLookup, IURLStore
 from goto_tw.metrics import Metrics
 from goto_tw.proxystore import BAD_ANSWER_MESSAGE, ProxyStore
 from goto_tw.site import GotoSite
@@ -397,3 +398,44 @@ def test_a_hit_behind_a_miss_is_not_clicked_for_a_client_that_left(log_events: L
         slave.connection.protocol.connectionLost(Failure(ConnectionLost()))
         results.append((accounting(log_events, slave.metrics), dict(slave.clicks.counts)))
     assert results[0] == results[1] == (([], {}, 0), {})
+
+
+@implementer(IURLStore, ILocalLookup)
+class RaisingStore:
+    """A store with a bug: its get and put raise instead of returning a failed Deferred."""
+
+    def get(self, key: str) -> Deferred[str]:
+        if key == "abc":
+            return succeed("https://a.example/x")
+        raise RuntimeError("a bug in get")
+
+    def lookup(self, key: str) -> str | None:
+        return "https://a.example/x" if key == "abc" else None
+
+    def put(self, url: str) -> Deferred[str]:
+        raise RuntimeError("a bug in put")
+
+    def count(self) -> int:
+        return 1
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [MISS, HEAD_MISS, b"GET /add?url=https%3A%2F%2Fnew.example%2F HTTP/1.1\r\n\r\n"],
+    ids=["GET", "HEAD", "add"],
+)
+def test_a_store_that_raises_is_a_500_in_order_not_a_dropped_connection(
+    request_bytes: bytes, log_events: LogCapture
+) -> None:
+    """Review: a store whose call raises (a bug) instead of failing its Deferred costs the client
+    a 500 (logged once), as twisted.web answers a resource that raises; the connection and the
+    request pipelined behind it live on (the exception used to escape dataReceived, and the
+    reactor dropped the connection with every request on it unanswered)."""
+    site, metrics = goto_site(RaisingStore())
+    connection = Connection(site)
+    connection.send(request_bytes + HIT)
+    answer = connection.received()
+    assert re.findall(rb"HTTP/1\.1 (\d+) ", answer) == [b"500", b"302"]
+    assert not connection.transport.disconnecting
+    assert len([e for e in log_events.events if e.get("log_failure") is not None]) == 1
+    assert metrics.requests
