@@ -260,7 +260,6 @@ class FastRedirectChannel(DeadlineChannel):
     _lost = False
     #: Whether twisted.web is answering one request lent to it (see :meth:`_lend`).
     _lent = False
-    _lending = False
 
     def buffered(self) -> int:
         """Bytes this connection holds now, as the budget counts them."""
@@ -438,7 +437,11 @@ class FastRedirectChannel(DeadlineChannel):
         )
         self._give_up()
         if self.transport is not None:
-            self.transport.loseConnection()
+            # As twisted.web's idle timeout: a close waits for the send buffer to drain, which a
+            # client that does not read never lets happen (and nothing else is armed): abort then.
+            if self.abortTimeout is not None:
+                self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
+            self.loseConnection()
 
     def _give_up(self) -> None:
         """Nothing more is written or done on this connection: cancel every answer still awaited
@@ -493,11 +496,7 @@ class FastRedirectChannel(DeadlineChannel):
         meanwhile, so an info page, a QR code or the form costs the requests after it nothing.
         """
         self._lent = True
-        self._lending = True
-        try:
-            super().dataReceived(head)
-        finally:
-            self._lending = False
+        super().dataReceived(head)
 
     def _hand_over(self, data: bytes) -> None:
         """From now on twisted.web parses everything on this connection, starting with ``data``."""

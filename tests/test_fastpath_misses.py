@@ -439,3 +439,18 @@ def test_a_store_that_raises_is_a_500_in_order_not_a_dropped_connection(
     assert not connection.transport.disconnecting
     assert len([e for e in log_events.events if e.get("log_failure") is not None]) == 1
     assert metrics.requests
+
+
+def test_a_connection_cut_by_the_answer_deadline_is_aborted_if_it_does_not_close() -> None:
+    """Review: the deadline's close waits for the send buffer to drain, and a client that never
+    reads never lets it (with the idle timeout disarmed while the answer was owed, nothing else
+    would ever end it): as twisted.web's idle timeout does, the connection is aborted
+    ``abortTimeout`` seconds later if it has not closed by then."""
+    slave = Slave(fast=True)
+    protocol: Any = slave.connection.protocol
+    slave.send(HIT * 3 + MISS)
+    slave.clock.advance(ANSWER_DEADLINE)
+    transport = slave.connection.transport
+    assert transport.disconnecting and not transport.disconnected
+    slave.clock.advance(protocol.abortTimeout)
+    assert transport.disconnected, "aborted"
