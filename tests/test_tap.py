@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IServiceMaker, MultiService
+from twisted.internet.address import IPv4Address
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import getPlugins
@@ -19,6 +20,7 @@ from goto_tw.errors import MasterUnreachable
 from goto_tw.lifecycle import StopInOrder
 from goto_tw.metrics import Metrics
 from goto_tw.persistence import AppendLog
+from goto_tw.site import GotoSite
 from goto_tw.tap import Options, default_host, make_slave_store, makeService
 from tests.conftest import LogCapture
 from tests.helpers import failure_of, has_fired
@@ -303,3 +305,21 @@ def test_several_masters_by_list_or_repeated_option() -> None:
     assert options["masters"] == expected and options["master"] == expected[0]
     with pytest.raises(usage.UsageError):
         parse("--master", "127.0.0.1:8081,nonsense")
+
+
+@pytest.mark.parametrize(("rpc_timeout", "deadline"), [("5", 30.0), ("20", 41.0)])
+def test_a_slaves_answer_deadline_outlasts_its_rpc(tmp_path: Path, rpc_timeout: str, deadline: float) -> None:
+    """The fast path's answer deadline is never shorter than what a slave's look-up may take (a
+    batch in flight, then its own call: twice --rpc-timeout), so a slow master answers 503 in time
+    rather than the connection being cut first; at least the default 30 s."""
+    reactor = MemoryReactorClock()
+    options = parse("--master", "127.0.0.1:8081", "--rpc-timeout", rpc_timeout, "--http", "tcp:0")
+    service = makeService(options, reactor=reactor)
+    service.startService()
+    try:
+        [(_, site, *_)] = reactor.tcpServers
+        assert isinstance(site, GotoSite)
+        channel: Any = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        assert site.answer_deadline == channel.answer_deadline == deadline
+    finally:
+        service.stopService()
