@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from goto_tw.errors import KeyDisabled, KeyNotFound, MasterUnreachable, StoreUnavailable
-from goto_tw.fastpath import BUDGET, MAX_OWED
+from goto_tw.fastpath import BUDGET, MAX_OWED, IFastResponder
 from goto_tw.interfaces import IClickCounter, ILocalLookup, IURLStore
 from goto_tw.metrics import Metrics
 from goto_tw.proxystore import BAD_ANSWER_MESSAGE, ProxyStore
@@ -454,3 +454,41 @@ def test_a_connection_cut_by_the_answer_deadline_is_aborted_if_it_does_not_close
     assert transport.disconnecting and not transport.disconnected
     slave.clock.advance(protocol.abortTimeout)
     assert transport.disconnected, "aborted"
+
+
+@implementer(IFastResponder)
+class LendingResponder:
+    """A responder that leaves every miss to twisted.web (``redirect_later`` answers ``None``)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def redirect(self, method: str, key: str, head: bytes = b"") -> Any:
+        return self.inner.redirect(method, key, head)
+
+    def redirect_later(self, method: str, key: str, head: bytes = b"") -> None:
+        return None
+
+    def add(self, *args: Any) -> Any:
+        return self.inner.add(*args)
+
+    def internal_error(self, method: str = "GET") -> Any:
+        return self.inner.internal_error(method)
+
+
+def test_a_miss_the_responder_leaves_to_twisted_web_is_lent() -> None:
+    """The interface's promise: ``redirect_later`` may answer ``None``, and then twisted.web answers
+    that request alone, the connection back on the fast path after it."""
+    answers = []
+    for fast in (True, False):
+        site, _ = goto_site(URLStore({"abc": "https://a.example/x"}), fast=fast)
+        if fast:
+            site.responder = LendingResponder(site.responder)
+        connection = Connection(site)
+        connection.send(MISS + HIT)
+        protocol: Any = connection.protocol
+        if fast:
+            assert not protocol._general and not protocol._lent
+        answers.append(normalized(connection.received()))
+    assert answers[0] == answers[1]
+    assert re.findall(rb"HTTP/1\.1 \d+", answers[0]) == [b"HTTP/1.1 404", b"HTTP/1.1 302"]
