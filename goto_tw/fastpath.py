@@ -39,7 +39,8 @@ the very bytes the general path would send, and hands everything else to twisted
 - the request deadline restarts with each request; the idle timeout is disarmed while an answer
   is owed (twisted.web does so while it handles a request), and each answer owed later must be
   ready within :attr:`~FastRedirectChannel.answer_deadline` of its request, or the connection is
-  closed (a store that never answers cannot hold a connection for ever); a client that goes away
+  closed (a store that never answers cannot hold a connection for ever; aborted ``abortTimeout``
+  later if a client that does not read keeps it from closing); a client that goes away
   cancels what it is owed (nothing more is done for it: no click, no log line); a half-closed client
   (``shutdown(SHUT_WR)``) gets every answer owed before the connection closes.
 
