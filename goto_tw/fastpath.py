@@ -14,10 +14,12 @@ the very bytes the general path would send, and hands everything else to twisted
   on a master), holds back the answers pipelined behind it, and the connection stays on the fast
   path (before, one miss handed the rest of a keep-alive connection to twisted.web, which cost a
   slave three quarters of its throughput with 1% misses);
-- the store is asked (an add, a miss) only once every answer before it is written, as twisted.web
-  asks it one request at a time: what an earlier request changed (a key just added, an outage it
-  revealed) is then known, so the answer is the one twisted.web would give. Redirects of keys held
-  locally are answered as they come (up to :data:`MAX_OWED` owed);
+- the store is asked (an add, a miss, a look-up of a key held locally) only once every answer
+  before it is written, as twisted.web asks it one request at a time: what an earlier request or
+  the meantime changed (a key just added, an outage it revealed, a link disabled while a miss
+  waited for the master) is then known, so the answer is the one twisted.web would give, and a
+  client that leaves first has nothing clicked. The requests behind an answer owed later wait
+  unparsed (within :data:`BUDGET`);
 - a plain ``GET``/``HEAD`` the fast path does not answer (an info page, a QR code, the form,
   ``/_goto/health``) is lent to twisted.web whole, once the answers before it are written, with
   no byte after it; once twisted.web has answered it the connection is back on the fast path (a
@@ -37,7 +39,8 @@ the very bytes the general path would send, and hands everything else to twisted
 - the request deadline restarts with each request; the idle timeout is disarmed while an answer
   is owed (twisted.web does so while it handles a request), and each answer owed later must be
   ready within :attr:`~FastRedirectChannel.answer_deadline` of its request, or the connection is
-  closed (a store that never answers cannot hold a connection for ever); a client that goes away
+  closed (a store that never answers cannot hold a connection for ever; aborted ``abortTimeout``
+  later if a client that does not read keeps it from closing); a client that goes away
   cancels what it is owed (nothing more is done for it: no click, no log line); a half-closed client
   (``shutdown(SHUT_WR)``) gets every answer owed before the connection closes.
 
@@ -258,7 +261,6 @@ class FastRedirectChannel(DeadlineChannel):
     _lost = False
     #: Whether twisted.web is answering one request lent to it (see :meth:`_lend`).
     _lent = False
-    _lending = False
 
     def buffered(self) -> int:
         """Bytes this connection holds now, as the budget counts them."""
@@ -309,14 +311,15 @@ class FastRedirectChannel(DeadlineChannel):
                 get = parse_simple_get(head)
                 answer: Union[FastAnswer, Deferred[FastAnswer], None]
                 if get is not None:
+                    if owed:
+                        # Looked up once the answers before it are written, in the state twisted.web
+                        # would look it up in (one request at a time: an add before it is in, an
+                        # outage it revealed, a link disabled meanwhile are known), and clicked only
+                        # if its client is still there.
+                        break  # resumed by _flush
                     method, key = get
                     answer = responder.redirect(method, key, head)
                     if answer is None:
-                        if owed:
-                            # Not held here: the store is asked once the answers before it are
-                            # written, in the state twisted.web would ask it in (one request at a
-                            # time: an add before it is in, an outage it revealed is known).
-                            break  # resumed by _flush
                         answer = responder.redirect_later(method, key, head)
                     path = b"/" + key.encode("ascii")
                     route = "redirect"
@@ -435,7 +438,11 @@ class FastRedirectChannel(DeadlineChannel):
         )
         self._give_up()
         if self.transport is not None:
-            self.transport.loseConnection()
+            # As twisted.web's idle timeout: a close waits for the send buffer to drain, which a
+            # client that does not read never lets happen (and nothing else is armed): abort then.
+            if self.abortTimeout is not None:
+                self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
+            self.loseConnection()
 
     def _give_up(self) -> None:
         """Nothing more is written or done on this connection: cancel every answer still awaited
@@ -490,11 +497,7 @@ class FastRedirectChannel(DeadlineChannel):
         meanwhile, so an info page, a QR code or the form costs the requests after it nothing.
         """
         self._lent = True
-        self._lending = True
-        try:
-            super().dataReceived(head)
-        finally:
-            self._lending = False
+        super().dataReceived(head)
 
     def _hand_over(self, data: bytes) -> None:
         """From now on twisted.web parses everything on this connection, starting with ``data``."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, TypeVar, Union
 
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -636,7 +636,11 @@ class FastAnswers:
         with ``Retry-After``...). A Deferred the channel cancels (the client has gone) counts and
         logs nothing.
         """
-        return self._store.get(key).addCallbacks(
+        try:
+            asked = self._store.get(key)
+        except Exception:  # a bug in the store: a 500 in order, as twisted.web answers a resource that raises
+            asked = fail()
+        return asked.addCallbacks(
             self._redirect, self._refused, callbackArgs=(method, key, head), errbackArgs=(method, key)
         )
 
@@ -717,7 +721,11 @@ class FastAnswers:
             log.failure("Failed to answer {method} {uri}", failure, method=method, uri=target)
             return answer(500, INTERNAL_ERROR)
 
-        return self._store.put(url).addCallbacks(stored, failed)
+        try:
+            putting = self._store.put(url)
+        except Exception:  # a bug in the store: a 500 in order, not an exception out of dataReceived
+            putting = fail()
+        return putting.addCallbacks(stored, failed)
 
     def internal_error(self, method: str = "GET") -> FastAnswer:
         """The 500 :func:`respond_when_ready` answers for a bug, dated now."""

@@ -11,14 +11,15 @@ import re
 from typing import Any
 
 import pytest
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from goto_tw.errors import KeyDisabled, KeyNotFound, MasterUnreachable, StoreUnavailable
-from goto_tw.fastpath import BUDGET, MAX_OWED
-from goto_tw.interfaces import IClickCounter
+from goto_tw.fastpath import BUDGET, MAX_OWED, IFastResponder
+from goto_tw.interfaces import IClickCounter, ILocalLookup, IURLStore
 from goto_tw.metrics import Metrics
 from goto_tw.proxystore import BAD_ANSWER_MESSAGE, ProxyStore
 from goto_tw.site import GotoSite
@@ -251,13 +252,14 @@ def test_a_client_gone_before_its_miss_is_answered_is_neither_logged_nor_counted
     assert not [e for e in log_events.events if e.get("log_failure") is not None]
 
 
-def test_hits_behind_a_miss_count_against_max_owed() -> None:
-    """A miss is an owed answer like any: the hits pipelined behind it are bounded by MAX_OWED
-    (the rest waits, unparsed) and all are answered once it is."""
+def test_hits_behind_a_miss_wait_unparsed() -> None:
+    """A miss is an owed answer like any: the hits pipelined behind it wait, unparsed (within the
+    byte budget), and all are answered once it is."""
     slave = Slave(fast=True)
     slave.send(MISS + HIT * (MAX_OWED * 2))
     owed = slave.connection.protocol._owed
-    assert owed is not None and len(owed) == MAX_OWED
+    assert owed is not None and len(owed) == 1
+    assert slave.store.stats.hits == 0, "not looked up yet"
     slave.master.fail(KeyNotFound("no link"))
     answer = slave.received()
     assert answer.startswith(b"HTTP/1.1 404 Not Found\r\n")
@@ -366,3 +368,127 @@ def test_the_byte_budget_holds_across_a_lent_request() -> None:
     slave.master.answer("https://o.example/")
     assert transport.producerState == "producing"
     assert slave.received().count(b"HTTP/1.1 302 Found\r\n") == BUDGET // len(HIT) + 10
+
+
+def test_a_hit_behind_a_miss_is_looked_up_once_the_miss_is_answered(log_events: LogCapture) -> None:
+    """Review: a key held locally, pipelined behind a miss, is looked up when twisted.web would
+    look it up (once the miss is answered), not when it arrives: a link the master disabled
+    meanwhile (the slave forgets it) answers 410, not the redirect the cache held seconds before."""
+    results = []
+    for fast in (True, False):
+        slave = Slave(fast)
+        slave.send(MISS + HIT)
+        slave.store.forget(["abc"])  # the master's change feed: "abc" changed (it was disabled)
+        slave.master.answer("https://m.example/found")
+        assert [call[1] for call in slave.master.calls] == ["abc"], "asked again, as twisted.web asks"
+        slave.master.fail(KeyDisabled("This link has been disabled."))
+        results.append((slave.received(), accounting(log_events, slave.metrics), slave.clicks.counts))
+    assert results[0] == results[1]
+    assert re.findall(rb"HTTP/1\.1 \d+", results[0][0]) == [b"HTTP/1.1 302", b"HTTP/1.1 410"]
+    assert results[0][2] == {"miss": 1}
+
+
+def test_a_hit_behind_a_miss_is_not_clicked_for_a_client_that_left(log_events: LogCapture) -> None:
+    """Review: a client that pipelines a hit behind a miss and leaves before the miss is answered
+    gets nothing done for either request (no click, no log line), as on the general path."""
+    results = []
+    for fast in (True, False):
+        slave = Slave(fast)
+        slave.send(MISS + HIT)
+        slave.connection.protocol.connectionLost(Failure(ConnectionLost()))
+        results.append((accounting(log_events, slave.metrics), dict(slave.clicks.counts)))
+    assert results[0] == results[1] == (([], {}, 0), {})
+
+
+@implementer(IURLStore, ILocalLookup)
+class RaisingStore:
+    """A store with a bug: its get and put raise instead of returning a failed Deferred."""
+
+    def get(self, key: str) -> Deferred[str]:
+        if key == "abc":
+            return succeed("https://a.example/x")
+        raise RuntimeError("a bug in get")
+
+    def lookup(self, key: str) -> str | None:
+        return "https://a.example/x" if key == "abc" else None
+
+    def put(self, url: str) -> Deferred[str]:
+        raise RuntimeError("a bug in put")
+
+    def count(self) -> int:
+        return 1
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [MISS, HEAD_MISS, b"GET /add?url=https%3A%2F%2Fnew.example%2F HTTP/1.1\r\n\r\n"],
+    ids=["GET", "HEAD", "add"],
+)
+def test_a_store_that_raises_is_a_500_in_order_not_a_dropped_connection(
+    request_bytes: bytes, log_events: LogCapture
+) -> None:
+    """Review: a store whose call raises (a bug) instead of failing its Deferred costs the client
+    a 500 (logged once), as twisted.web answers a resource that raises; the connection and the
+    request pipelined behind it live on (the exception used to escape dataReceived, and the
+    reactor dropped the connection with every request on it unanswered)."""
+    site, metrics = goto_site(RaisingStore())
+    connection = Connection(site)
+    connection.send(request_bytes + HIT)
+    answer = connection.received()
+    assert re.findall(rb"HTTP/1\.1 (\d+) ", answer) == [b"500", b"302"]
+    assert not connection.transport.disconnecting
+    assert len([e for e in log_events.events if e.get("log_failure") is not None]) == 1
+    assert metrics.requests
+
+
+def test_a_connection_cut_by_the_answer_deadline_is_aborted_if_it_does_not_close() -> None:
+    """Review: the deadline's close waits for the send buffer to drain, and a client that never
+    reads never lets it (with the idle timeout disarmed while the answer was owed, nothing else
+    would ever end it): as twisted.web's idle timeout does, the connection is aborted
+    ``abortTimeout`` seconds later if it has not closed by then."""
+    slave = Slave(fast=True)
+    protocol: Any = slave.connection.protocol
+    slave.send(HIT * 3 + MISS)
+    slave.clock.advance(ANSWER_DEADLINE)
+    transport = slave.connection.transport
+    assert transport.disconnecting and not transport.disconnected
+    slave.clock.advance(protocol.abortTimeout)
+    assert transport.disconnected, "aborted"
+
+
+@implementer(IFastResponder)
+class LendingResponder:
+    """A responder that leaves every miss to twisted.web (``redirect_later`` answers ``None``)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def redirect(self, method: str, key: str, head: bytes = b"") -> Any:
+        return self.inner.redirect(method, key, head)
+
+    def redirect_later(self, method: str, key: str, head: bytes = b"") -> None:
+        return None
+
+    def add(self, *args: Any) -> Any:
+        return self.inner.add(*args)
+
+    def internal_error(self, method: str = "GET") -> Any:
+        return self.inner.internal_error(method)
+
+
+def test_a_miss_the_responder_leaves_to_twisted_web_is_lent() -> None:
+    """The interface's promise: ``redirect_later`` may answer ``None``, and then twisted.web answers
+    that request alone, the connection back on the fast path after it."""
+    answers = []
+    for fast in (True, False):
+        site, _ = goto_site(URLStore({"abc": "https://a.example/x"}), fast=fast)
+        if fast:
+            site.responder = LendingResponder(site.responder)
+        connection = Connection(site)
+        connection.send(MISS + HIT)
+        protocol: Any = connection.protocol
+        if fast:
+            assert not protocol._general and not protocol._lent
+        answers.append(normalized(connection.received()))
+    assert answers[0] == answers[1]
+    assert re.findall(rb"HTTP/1\.1 \d+", answers[0]) == [b"HTTP/1.1 404", b"HTTP/1.1 302"]

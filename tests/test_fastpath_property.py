@@ -11,7 +11,9 @@ from typing import Any, Callable, Union
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from goto_tw.clicks import ClickCounter
@@ -238,9 +240,12 @@ def slave_conversations(draw: st.DrawFn) -> tuple[list[bytes], list[bool]]:
     return chunks, answer_after
 
 
-def converse_slave(fast: bool, chunks: list[bytes], answer_after: list[bool]) -> tuple[Any, ...]:
+def converse_slave(
+    fast: bool, chunks: list[bytes], answer_after: list[bool], end: str = ""
+) -> tuple[Any, ...]:
     """Play a conversation against a fresh slave; return the answer bytes, whether it closed, the
-    access log's lines, the metrics and the clicks."""
+    access log's lines, the metrics and the clicks. ``end``: after its last chunk the client
+    half-closes (``"half-close"``) or goes away (``"lost"``), before the master's last answers."""
     clock = Clock()
     master = ScriptedMaster()
     store = ProxyStore(master, clock)
@@ -263,8 +268,14 @@ def converse_slave(fast: bool, chunks: list[bytes], answer_after: list[bool]) ->
         connection.send(chunk)
         if answer:
             master.release()
+    if end == "half-close":
+        connection.protocol.readConnectionLost()
+    elif end == "lost":
+        connection.protocol.connectionLost(Failure(ConnectionLost()))
+    clock.advance(0)
     while master.calls:
         master.release()
+        clock.advance(0)
     answer_bytes = re.sub(rb"\r\nDate: [^\r]*\r\n", b"\r\nDate: -\r\n", connection.received())
     counts = (dict(metrics.requests), metrics.redirects, metrics.adds)
     return answer_bytes, bool(connection.transport.disconnecting), lines, counts, clicks.take()
@@ -302,6 +313,23 @@ def test_a_slave_answers_misses_on_the_fast_path_as_twisted_web_does(
     as twisted.web alone."""
     chunks, answer_after = conversation
     assert converse_slave(True, chunks, answer_after) == converse_slave(False, chunks, answer_after)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(slave_conversations(), st.sampled_from(["half-close", "lost"]))
+@example(  # found by this test: a hit behind an add was clicked for a client that had left
+    ([b"GET /add?url=https%3A%2F%2Fnew.example%2F HTTP/1.1\r\n\r\nGET /abc HTTP/1.1\r\n\r\n"], [False]),
+    "lost",
+)
+@example(([b"GET /nope HTTP/1.1\r\n\r\nGET /abc HTTP/1.1\r\n\r\n"], [False]), "lost")
+def test_a_slave_conversation_cut_short_is_answered_as_twisted_web_does(
+    conversation: tuple[list[bytes], list[bool]], end: str
+) -> None:
+    """Review of issue 13: the same, with a client that half-closes or goes away after its last
+    request, while answers are still owed: what is answered, logged, counted and clicked is what
+    twisted.web does (a client that left gets nothing done for the requests it was still owed)."""
+    chunks, answer_after = conversation
+    assert converse_slave(True, chunks, answer_after, end) == converse_slave(False, chunks, answer_after, end)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
