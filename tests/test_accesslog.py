@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 from pathlib import Path
 
@@ -99,10 +100,7 @@ def test_a_line_after_the_log_file_is_closed_never_reaches_another_file(tmp_path
     assert isinstance(log, LineAccessLog)
     log.startService()
     log.stopService()
-    with open(tmp_path / "other", "wb") as other:
+    with open(tmp_path / "other", "wb"), contextlib.suppress(ValueError):  # a closed stream refuses
         log.record("192.0.2.1", "GET", b"/late", b"HTTP/1.1", 302, "-", "redirect")
-        try:
-            clock.advance(0)
-        except ValueError:
-            pass  # the closed stream refuses the line, as it always did
+        clock.advance(0)
     assert (tmp_path / "other").read_bytes() == b""
