@@ -118,6 +118,9 @@ class LineAccessLog(Service):
         super().stopService()
         self.flush()
         if self._close:
+            # Its descriptor number is free for the next file opened: a later line must meet the
+            # closed stream (which refuses it), never a raw write to whatever reuses the number.
+            self._fd = None
             self._out.close()
 
 

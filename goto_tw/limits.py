@@ -231,10 +231,11 @@ class BoundedRequest(Request):
             )
             self._close_with(malformed, "a malformed Content-Type header")
             return
-        if not any(b"form" in value.lower() for value in content_types):
+        if not any(b"form" in value.lower() or b"=?" in value for value in content_types):
             # twisted.web parses every POST's Content-Type with the email package (about 40 us a
             # request: 5% of a master's RPC work) only to find form bodies to decode; a type
-            # without "form" in it is neither of the two, so the parse is skipped.
+            # without "form" in it is neither of the two, so the parse is skipped. Unless it holds
+            # an RFC 2047 encoded word ("=?"): the email package decodes those, into "form" too.
             self._parsePOSTFormSubmission = False
         super().requestReceived(command, origin_form(path), version)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 from pathlib import Path
 
@@ -88,3 +89,18 @@ def test_lines_go_to_the_descriptor_as_the_stream_would_write_them(
         _records(log)
         clock.advance(0)
         assert path.read_bytes() == b"before\n" + expected.getvalue().encode(encoding, errors)
+
+
+def test_a_line_after_the_log_file_is_closed_never_reaches_another_file(tmp_path: Path) -> None:
+    """A request answered after the access log stopped (and closed its file) must not have its line
+    written to the descriptor number, which the next file opened reuses (before the log wrote by
+    descriptor, the closed stream refused it)."""
+    clock = Clock()
+    log = make_access_log(str(tmp_path / "access.log"), clock)
+    assert isinstance(log, LineAccessLog)
+    log.startService()
+    log.stopService()
+    with open(tmp_path / "other", "wb"), contextlib.suppress(ValueError):  # a closed stream refuses
+        log.record("192.0.2.1", "GET", b"/late", b"HTTP/1.1", 302, "-", "redirect")
+        clock.advance(0)
+    assert (tmp_path / "other").read_bytes() == b""

@@ -315,3 +315,18 @@ def test_only_form_posts_have_their_content_type_parsed(monkeypatch: pytest.Monk
     assert connection.received().startswith(b"HTTP/1.1 200 OK")
     assert parsed == [b"Application/X-WWW-FORM-urlencoded"]
     assert store.count() == 2
+
+
+def test_a_form_type_in_an_encoded_word_is_still_parsed_as_a_form() -> None:
+    """The email package twisted.web parses Content-Type with decodes RFC 2047 encoded words, so
+    ``=?utf-8?b?...?=`` is a form type with no "form" in its bytes: it is parsed as before."""
+    site, store, _ = make_site()
+    connection = Connection(site)
+    body = b"url=http%3A%2F%2Fnew.example%2F"
+    connection.send(
+        b"POST /add HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: =?utf-8?b?YXBwbGljYXRpb24veC13d3ctZm9ybS11cmxlbmNvZGVk?=\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    assert connection.received().startswith(b"HTTP/1.1 200 OK")
+    assert store.count() == 2
