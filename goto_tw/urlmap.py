@@ -161,15 +161,7 @@ class URLMap(Mapping[str, str]):
         data = url.encode("utf-8") if isinstance(url, str) else url
         if key in self:
             raise KeyError(key)
-        index = canonical_index(key)
-        slots = self._by_index
-        if index is None or index > len(slots) + MAX_GAP:
-            self._hold_apart(key, data)
-        else:
-            if index >= len(slots):
-                slots.extend([None] * (index - len(slots) + 1))
-            slots[index] = data
-        self._count += 1
+        self._place(canonical_index(key), key, data)
 
     def holds(self, index: int, key: str) -> bool:
         """``key in self`` for ``key``, the canonical key of ``index``, without decoding it again."""
@@ -180,11 +172,15 @@ class URLMap(Mapping[str, str]):
 
     def add_at(self, index: int, key: str, url: str) -> None:
         """:meth:`add` of ``key``, the canonical key of ``index`` (the store's adds know both)."""
-        slots = self._by_index
         if self.holds(index, key):
             raise KeyError(key)
-        data = url.encode("utf-8")
-        if index > len(slots) + MAX_GAP:
+        self._place(index, key, url.encode("utf-8"))
+
+    def _place(self, index: int | None, key: str, data: bytes) -> None:
+        """Put a new pair in the counter's list at ``index``, or apart (a key that is no counter
+        value, or one too far past the list's end)."""
+        slots = self._by_index
+        if index is None or index > len(slots) + MAX_GAP:
             self._hold_apart(key, data)
         else:
             if index >= len(slots):
