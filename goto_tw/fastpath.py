@@ -67,6 +67,7 @@ from zope.interface import Interface, implementer
 from goto_tw.keys import is_reserved
 from goto_tw.limits import REQUEST_DEADLINE, DeadlineChannel
 from goto_tw.negotiation import head_prefers_html
+from goto_tw.sendnow import send_now
 
 log = Logger()
 
@@ -379,7 +380,7 @@ class FastRedirectChannel(DeadlineChannel):
         """Write ``answer`` now if nothing is owed before it, else once everything before it is."""
         owed = self._owed
         if not owed and isinstance(answer, tuple):
-            self.transport.write(answer[2])  # type: ignore[union-attr] # connected while data arrives
+            send_now(self.transport, answer[2])
             self.record(self.client, method, path, route, answer[0], answer[1])
             return
         if owed is None:
@@ -469,7 +470,7 @@ class FastRedirectChannel(DeadlineChannel):
         while owed and owed[0][_ANSWER] is not None:
             answer, method, path, route, _, _ = owed.popleft()
             self._owed_bytes -= len(answer[2])
-            self.transport.write(answer[2])  # type: ignore[union-attr] # connected: not _lost
+            send_now(self.transport, answer[2])
             try:
                 self.record(self.client, method, path, route, answer[0], answer[1])
             except Exception:
