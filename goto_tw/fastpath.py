@@ -29,7 +29,8 @@ the very bytes the general path would send, and hands everything else to twisted
   have been written), so no parser state is ever shared or guessed;
 - a request split across reads is gathered (up to the header size limit) before deciding;
 - each answer is logged and counted exactly as the general path does it, once it is written (an
-  answer owed to a client that has gone is neither);
+  answer owed to a client that has gone is neither); it leaves at once when nothing waits in the
+  connection's send buffer (:func:`~goto_tw.sendnow.send_now`: no writer registration per answer);
 - bounds: at most :data:`MAX_OWED` answers owed, and one byte budget (:data:`BUDGET`) for what
   the connection holds (request bytes not yet parsed, bytes held for twisted.web, answers waiting
   for an earlier one): over it, reading pauses (``transport.pauseProducing``) until it drains, as
