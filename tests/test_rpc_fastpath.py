@@ -17,7 +17,6 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from goto_tw import rpc
 from goto_tw.fastpath import BUDGET, MAX_FAST_HEAD_BYTES, MAX_FAST_RPC_BYTES, lend_length, parse_simple_rpc
 from goto_tw.interfaces import ILocalLookup, IURLStore
 from goto_tw.limits import MAX_BODY_BYTES
@@ -26,6 +25,7 @@ from goto_tw.rpc import RPCResource
 from goto_tw.site import GotoSite
 from goto_tw.store import URLStore
 from goto_tw.tap import make_root
+from goto_tw.xmlrpcbody import parse_call
 from tests.conftest import LogCapture
 from tests.fakes import ManualLog
 from tests.test_rpc_fastpath_property import SECRET, URLS, ListAccessLog, pinned_dates
@@ -319,7 +319,7 @@ def test_without_the_right_secret_the_fast_path_parses_nothing(log_events: LogCa
     fault 401, and its body is never parsed; the secret is compared in constant time; with it, the
     call is the fast path's."""
     parsed: list[bytes] = []
-    real_parse = rpc.parse_call
+    real_parse = parse_call
 
     def counting_parse(body: bytes, **kwargs: Any) -> Any:
         parsed.append(body)
@@ -333,13 +333,13 @@ def test_without_the_right_secret_the_fast_path_parses_nothing(log_events: LogCa
     answers = []
     for fast in (True, False):
         master = Master(fast, secret=SECRET)
-        with mock.patch.object(rpc, "parse_call", counting_parse):
+        with mock.patch("goto_tw.rpc.parse_call", counting_parse):
             master.send(b"".join(refused))
         answers.append(master.received())
         assert parsed == []
     assert answers[0] == answers[1] and answers[0].count(b"<int>401</int>") == 3
     master = Master(secret=SECRET)
-    with mock.patch.object(rpc.hmac, "compare_digest", wraps=hmac.compare_digest) as compare:
+    with mock.patch("goto_tw.rpc.hmac.compare_digest", wraps=hmac.compare_digest) as compare:
         master.send(post(GET_ABC, b"Authorization: Bearer " + SECRET + b"\r\n"))
     assert compare.call_count == 1
     assert b"<string>https://a.example/x?y=1</string>" in master.received()
