@@ -65,8 +65,8 @@ def test_a_slaves_rpc_and_a_standard_client_take_the_masters_fast_path(
     slave = goto_processes("--master", f"127.0.0.1:{master.port}", *secret, data_file=None, name="slave")
 
     on_master = {key_of(add_url(master.base_url, f"https://example.org/m{n}").text): n for n in range(5)}
-    for key, n in on_master.items():  # not in the slave's cache: each asks the master
-        assert get(f"{slave.base_url}/{key}").headers["Location"] == f"https://example.org/m{n}"
+    for short, n in on_master.items():  # not in the slave's cache: each asks the master
+        assert get(f"{slave.base_url}/{short}").headers["Location"] == f"https://example.org/m{n}"
     for n in range(5):  # adds through the slave: Store.Put on the master
         assert add_url(slave.base_url, f"https://example.org/s{n}").status == 200
     assert get(f"{slave.base_url}/unknownkey").status == 404
