@@ -1,4 +1,4 @@
-"""A narrow fast path for the two requests a shortener lives on: redirects and adds.
+"""A narrow fast path for the requests a shortener lives on: redirects, adds, and a master's RPC.
 
 twisted.web spends most of such a request's time on machinery it does not need (a Request object,
 header objects, form parsing through the ``email`` package, resource traversal).
@@ -9,6 +9,12 @@ the very bytes the general path would send, and hands everything else to twisted
   ``application/x-www-form-urlencoded`` body naming a ``url``; all ``HTTP/1.1``, with well-formed
   header lines and no ``Connection`` header other than ``keep-alive``. Anything else, including
   HTTP/1.0, ``Connection: close``, chunked bodies, goes to twisted.web;
+- on a master with ``--rpc``, ``POST /RPC2`` of ``text/xml`` with a body of at most
+  :data:`MAX_FAST_RPC_BYTES` (a slave's batch, a standard client's call), answered by the ``/RPC2``
+  resource's own logic (the responder's ``rpc``); a call without the right secret, with another
+  Content-Type or a larger body is twisted.web's (lent, below). Before, every RPC call handed its
+  connection to twisted.web for good: a slave's keep-alive connection paid a full twisted.web
+  request per batch;
 - answers go out in request order: an add answered later (once durable), or a key the store does
   not hold locally (a slave's cache miss, answered once the master has; an unknown or disabled key
   on a master), holds back the answers pipelined behind it, and the connection stays on the fast
@@ -21,12 +27,15 @@ the very bytes the general path would send, and hands everything else to twisted
   client that leaves first has nothing clicked. The requests behind an answer owed later wait
   unparsed (within :data:`BUDGET`);
 - a plain ``GET``/``HEAD`` the fast path does not answer (an info page, a QR code, the form,
-  ``/_goto/health``) is lent to twisted.web whole, once the answers before it are written, with
-  no byte after it; once twisted.web has answered it the connection is back on the fast path (a
-  request boundary of a persistent connection: twisted.web's parser is as on a new connection);
-- any other request for twisted.web (a body, chunked, HTTP/1.0, ``Connection: close``, a
-  malformed head) hands it the whole rest of the connection (after the fast answers still owed
-  have been written), so no parser state is ever shared or guessed;
+  ``/_goto/health``), or a ``POST`` with one ``Content-Length`` (an RPC call it leaves, the API,
+  a browser's add) is lent to twisted.web whole, once the answers before it are written, with
+  no byte after it (a body not yet here is passed on as it arrives, never held here); once
+  twisted.web has answered it the connection is back on the fast path (a request boundary of a
+  persistent connection: twisted.web's parser is as on a new connection);
+- any other request for twisted.web (chunked, a ``GET`` with a body, a body over the site's limit,
+  HTTP/1.0, ``Connection: close``, a malformed head) hands it the whole rest of the connection
+  (after the fast answers still owed have been written), so no parser state is ever shared or
+  guessed;
 - a request split across reads is gathered (up to the header size limit) before deciding;
 - each answer is logged and counted exactly as the general path does it, once it is written (an
   answer owed to a client that has gone is neither);
