@@ -677,8 +677,10 @@ class FastRedirectChannel(DeadlineChannel):
         self._close_check_due = False
         if self._lost or self._owed:
             return  # an owed answer's flush calls back (what the fast path still holds is incomplete)
-        if self._lent or (self._general and (self._handlingRequest or self._held is not None)):
-            return  # twisted.web is answering: requestDone calls back
+        if (self._lent and not self._lend_left) or (
+            self._general and (self._handlingRequest or self._held is not None)
+        ):
+            return  # twisted.web is answering: requestDone calls back (a lent body never completes)
         if self.transport is not None and not self.transport.disconnecting:  # type: ignore[attr-defined]
             self.loseConnection()
 

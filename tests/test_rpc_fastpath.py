@@ -374,3 +374,17 @@ def test_an_answer_that_cannot_be_encoded_is_a_fault_on_both_paths() -> None:
         answers.append(master.received())
     assert answers[0] == answers[1]
     assert b"<int>8002</int>" in answers[0] and b"Can't serialize output" in answers[0]
+
+
+def test_a_client_that_half_closes_in_a_lent_body_is_closed_as_on_twisted_web() -> None:
+    """A client that half-closes before the body of a lent call is whole will never complete it:
+    the connection closes at once, as when twisted.web has it (not at the request deadline)."""
+    request = post(multicall(400))
+    assert parse_simple_rpc(request[: request.index(b"\r\n\r\n") + 4]) is None  # over the fast cap: lent
+    for fast in (True, False):
+        master = Master(fast)
+        master.send(request[: len(request) // 2])
+        master.protocol.readConnectionLost()
+        master.clock.advance(0)
+        assert master.transport.disconnecting, fast
+        assert master.received() == b""
