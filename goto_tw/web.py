@@ -618,7 +618,8 @@ def xml_response(date: bytes, content: bytes) -> FastAnswer:
 
 @implementer(IFastResponder)
 class FastAnswers:
-    """The fast path's answers: the very bytes :class:`RedirectResource` and :class:`AddResource` send.
+    """The fast path's answers: the very bytes :class:`RedirectResource`, :class:`AddResource` and
+    (through :attr:`rpc_calls`) the ``/RPC2`` resource send.
 
     No accounting here: the channel has each answer logged and counted once it is written.
     """
