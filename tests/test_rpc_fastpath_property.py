@@ -129,6 +129,8 @@ CONTENT_TYPES = [
     b"Content-Type: TEXT/XML;charset=UTF-8\r\n",
     b"Content-Type: application/xml\r\n",
     b"Content-Type: application/x-www-form-urlencoded\r\n",
+    b"Content-Type: multipart/form-data; boundary=xyz\r\n",
+    b"Content-Type: =?utf-8?q?text/xml?=\r\n",
     b"Content-Type: text/xml\r\nContent-Type: text/xml\r\n",
     b"",
 ]
@@ -327,4 +329,5 @@ def test_rpc_calls_never_hand_the_connection_to_twisted_web(
             log.complete_all()
     while log.appended:
         log.complete_all()
-    assert protocol._general == (not stays_on_the_fast_path(chunks))
+    if stays_on_the_fast_path(chunks):  # (a request that cannot be lent hands it over, if it comes)
+        assert not protocol._general
