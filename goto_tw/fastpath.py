@@ -1,4 +1,4 @@
-"""A narrow fast path for the two requests a shortener lives on: redirects and adds.
+"""A narrow fast path for the requests a shortener lives on: redirects, adds, and a master's RPC.
 
 twisted.web spends most of such a request's time on machinery it does not need (a Request object,
 header objects, form parsing through the ``email`` package, resource traversal).
@@ -9,6 +9,12 @@ the very bytes the general path would send, and hands everything else to twisted
   ``application/x-www-form-urlencoded`` body naming a ``url``; all ``HTTP/1.1``, with well-formed
   header lines and no ``Connection`` header other than ``keep-alive``. Anything else, including
   HTTP/1.0, ``Connection: close``, chunked bodies, goes to twisted.web;
+- on a master with ``--rpc``, ``POST /RPC2`` of ``text/xml`` with a body of at most
+  :data:`MAX_FAST_RPC_BYTES` (a slave's batch, a standard client's call), answered by the ``/RPC2``
+  resource's own logic (the responder's ``rpc``); a call without the right secret, with another
+  Content-Type or a larger body is twisted.web's (lent, below). Before, every RPC call handed its
+  connection to twisted.web for good: a slave's keep-alive connection paid a full twisted.web
+  request per batch;
 - answers go out in request order: an add answered later (once durable), or a key the store does
   not hold locally (a slave's cache miss, answered once the master has; an unknown or disabled key
   on a master), holds back the answers pipelined behind it, and the connection stays on the fast
@@ -21,12 +27,15 @@ the very bytes the general path would send, and hands everything else to twisted
   client that leaves first has nothing clicked. The requests behind an answer owed later wait
   unparsed (within :data:`BUDGET`);
 - a plain ``GET``/``HEAD`` the fast path does not answer (an info page, a QR code, the form,
-  ``/_goto/health``) is lent to twisted.web whole, once the answers before it are written, with
-  no byte after it; once twisted.web has answered it the connection is back on the fast path (a
-  request boundary of a persistent connection: twisted.web's parser is as on a new connection);
-- any other request for twisted.web (a body, chunked, HTTP/1.0, ``Connection: close``, a
-  malformed head) hands it the whole rest of the connection (after the fast answers still owed
-  have been written), so no parser state is ever shared or guessed;
+  ``/_goto/health``), or a ``POST`` with one ``Content-Length`` (an RPC call it leaves, the API,
+  a browser's add) is lent to twisted.web whole, once the answers before it are written, with
+  no byte after it (a body not yet here is passed on as it arrives, never held here); once
+  twisted.web has answered it the connection is back on the fast path (a request boundary of a
+  persistent connection: twisted.web's parser is as on a new connection);
+- any other request for twisted.web (chunked, a ``GET`` with a body, a body over the site's limit,
+  HTTP/1.0, ``Connection: close``, a malformed head) hands it the whole rest of the connection
+  (after the fast answers still owed have been written), so no parser state is ever shared or
+  guessed;
 - a request split across reads is gathered (up to the header size limit) before deciding;
 - each answer is logged and counted exactly as the general path does it, once it is written (an
   answer owed to a client that has gone is neither); it leaves at once when nothing waits in the
@@ -66,7 +75,7 @@ from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from goto_tw.keys import is_reserved
-from goto_tw.limits import REQUEST_DEADLINE, DeadlineChannel
+from goto_tw.limits import MAX_BODY_BYTES, REQUEST_DEADLINE, DeadlineChannel
 from goto_tw.negotiation import head_prefers_html
 from goto_tw.sendnow import send_now
 
@@ -105,6 +114,14 @@ class IFastResponder(Interface):
         decided to answer the add itself, and only then: ``None`` to go ahead, or the answer to send
         instead. A request left to twisted.web is checked there, so each add is checked once."""
 
+    def rpc(
+        body: bytes, authorization: Optional[bytes] = None
+    ) -> Union[FastAnswer, Deferred[FastAnswer], None]:
+        """The answer (or a Deferred of it) to ``POST /RPC2`` with ``body``, sent with the
+        ``Authorization`` header value ``authorization`` (``None`` without one), or ``None`` to leave
+        it to twisted.web. Asked only once every earlier request on the connection is answered; a
+        Deferred the channel cancels does nothing more (no log line)."""
+
     def internal_error(method: str = "GET") -> FastAnswer:
         """The 500 answered (to a request with ``method``) in place of an answer whose Deferred
         failed with a bug."""
@@ -120,9 +137,12 @@ _SIMPLE_GET = re.compile(rb"(GET|HEAD) /([0-9A-Za-z_-]{1,64}) HTTP/1\.1\r\n" + _
 #: An add head: group 1 the method, 2 the target, 3 the header lines.
 _SIMPLE_ADD = re.compile(rb"(GET|POST) (/add(?:\?[\x21-\x7e]*)?) HTTP/1\.1\r\n" + _HEADER_LINES)
 
-#: A head twisted.web may answer alone (a ``GET``/``HEAD`` without a body): group 1 the method,
-#: 2 the target, 3 the header lines.
-_LENDABLE = re.compile(rb"(GET|HEAD) (/[\x21-\x7e]*) HTTP/1\.1\r\n" + _HEADER_LINES)
+#: An XML-RPC call's head: group 1 the method, 2 the target, 3 the header lines.
+_SIMPLE_RPC = re.compile(rb"(POST) (/RPC2) HTTP/1\.1\r\n" + _HEADER_LINES)
+
+#: A head twisted.web may answer alone (a ``GET``/``HEAD`` without a body, a ``POST`` with one of a
+#: known length): group 1 the method, 2 the target, 3 the header lines.
+_LENDABLE = re.compile(rb"(GET|HEAD|POST) (/[\x21-\x7e]*) HTTP/1\.1\r\n" + _HEADER_LINES)
 
 #: Headers that frame or upgrade a request: a request with one (but a lone ``Connection:
 #: keep-alive``, which changes nothing on HTTP/1.1) is not one the fast path can answer exactly.
@@ -132,6 +152,10 @@ _CONTENT_LENGTH_NAME = re.compile(rb"(?im)^content-length[ \t]*:")
 _CONTENT_LENGTH = re.compile(rb"(?im)^content-length:[ \t]*([0-9]{1,5})[ \t]*\r$")
 _CONTENT_TYPE_NAME = re.compile(rb"(?im)^content-type[ \t]*:")
 _FORM_CONTENT_TYPE = re.compile(rb"(?im)^content-type:[ \t]*application/x-www-form-urlencoded[ \t]*\r$")
+#: The Content-Type XML-RPC clients send (``xmlrpc.client``, our slaves: ``text/xml``); twisted.web
+#: parses no body of it (no form), so the fast path answers it as the general path does.
+_XML_CONTENT_TYPE = re.compile(rb"text/xml(?:[ \t]*;[ \t]*charset=utf-8)?")
+_ANY_CONTENT_LENGTH = re.compile(rb"(?im)^content-length:[ \t]*([0-9]{1,7})[ \t]*\r$")
 
 #: Largest request head gathered before giving up and handing it to twisted.web (which has its own limit).
 MAX_HEAD_BYTES = 16 * 1024
@@ -141,6 +165,15 @@ MAX_FAST_HEAD_BYTES = 4096
 MAX_FAST_HEADERS = 64
 #: Largest form body the fast path reads itself; a larger one goes to twisted.web.
 MAX_FAST_BODY_BYTES = 8192
+#: Largest XML-RPC body the fast path gathers and answers itself; a larger one is lent to twisted.web
+#: (streamed to it, not held here), the connection back on the fast path after its answer. A slave
+#: sends batches of up to 512 KiB (``remote.MAX_BATCH_BYTES``) but, under load, of a few KB (about
+#: 300 bytes a call, 9 to 17 calls a batch): 32 KiB holds about a hundred calls, where the general
+#: path's cost per batch (about 0.4 ms) is small beside the calls'. With :data:`MAX_FAST_HEAD_BYTES`
+#: it stays within :data:`BUDGET`, so a call being gathered never pauses reading by itself.
+MAX_FAST_RPC_BYTES = 32 * 1024
+#: The path of XML-RPC calls (a master's ``--rpc``).
+RPC_PATH = b"/RPC2"
 #: Most fast answers owed on one connection (of every kind): past it, parsing waits for them.
 MAX_OWED = 64
 #: Seconds an answer owed later (a miss, an add) may take from its request until it is ready; then
@@ -149,9 +182,11 @@ MAX_OWED = 64
 #: option asks for more), so only a store that never answers meets it.
 ANSWER_DEADLINE = REQUEST_DEADLINE
 #: Bytes one connection may hold (unparsed requests, bytes held for twisted.web, answers waiting
-#: behind an earlier one) before it stops reading. Above the largest request gathered, so a
-#: request being gathered never pauses reading by itself.
+#: behind an earlier one) before it stops reading. At least the largest request gathered (a head
+#: of :data:`MAX_HEAD_BYTES` and a form body, or a fast head and an RPC body), so a request being
+#: gathered never pauses reading by itself.
 BUDGET = 2 * (MAX_HEAD_BYTES + MAX_FAST_BODY_BYTES)
+assert BUDGET >= MAX_FAST_HEAD_BYTES + MAX_FAST_RPC_BYTES
 
 
 #: The fields of an owed answer's slot.
@@ -186,12 +221,64 @@ def parse_simple_get(head: bytes) -> tuple[str, str] | None:
     return match.group(1).decode("ascii"), key
 
 
-def is_lendable(head: bytes) -> bool:
-    """Whether ``head`` is one whole request (a plain ``HTTP/1.1`` ``GET``/``HEAD`` without a body,
-    a framing header or ``Connection: close``) that twisted.web can answer alone, after which the
-    connection comes back to the fast path at the next request boundary."""
+def lend_length(head: bytes) -> int | None:
+    """The length of the body of ``head`` if it is one request twisted.web can answer alone, after
+    which the connection comes back to the fast path at the next request boundary; else ``None``.
+
+    A plain ``HTTP/1.1`` ``GET``/``HEAD`` without a body (0), or a ``POST`` with exactly one
+    ``Content-Length`` of at most ``limits.MAX_BODY_BYTES`` (twisted.web reads that many bytes and
+    no more); none with a framing header or ``Connection: close``.
+    """
     match = _match_head(_LENDABLE, head)
-    return match is not None and not _CONTENT_LENGTH_NAME.search(match.group(3))
+    if match is None:
+        return None
+    headers = match.group(3)
+    if match.group(1) != b"POST":
+        return None if _CONTENT_LENGTH_NAME.search(headers) else 0
+    if len(_CONTENT_LENGTH_NAME.findall(headers)) != 1:
+        return None
+    length = _ANY_CONTENT_LENGTH.search(headers)
+    if length is None or int(length.group(1)) > MAX_BODY_BYTES:
+        return None
+    return int(length.group(1))
+
+
+def parse_simple_rpc(head: bytes) -> tuple[int, bytes | None] | None:
+    """Return ``(body_length, authorization)`` if ``head`` is an XML-RPC call the fast path may
+    answer, else ``None``.
+
+    ``POST /RPC2`` over ``HTTP/1.1`` with exactly one ``Content-Length`` of at most
+    :data:`MAX_FAST_RPC_BYTES`, no ``Content-Type`` or one ``text/xml`` (with at most a
+    ``charset=utf-8``), and at most one ``Authorization`` (its value, or ``None``). The header lines
+    are read in one pass (measured, CPython 3.11: 6.0 -> 3.3 us a head, against five regular-expression
+    searches).
+    """
+    if not head.startswith(b"POST /RPC2 "):
+        return None
+    match = _match_head(_SIMPLE_RPC, head)
+    if match is None:
+        return None
+    length = content_type = authorization = None
+    for line in match.group(3).split(b"\r\n")[:-1]:  # well-formed lines: NAME:VALUE, no space before ':'
+        name, _, value = line.partition(b":")
+        name = name.lower()
+        if name == b"content-length":
+            if length is not None:
+                return None
+            length = value.strip(b" \t")
+        elif name == b"content-type":
+            if content_type is not None:
+                return None
+            content_type = value.strip(b" \t").lower()
+        elif name == b"authorization":
+            if authorization is not None:
+                return None
+            authorization = value.strip(b" \t")  # as twisted.web strips a header value
+    if length is None or not length.isdigit() or len(length) > 7 or int(length) > MAX_FAST_RPC_BYTES:
+        return None
+    if content_type is not None and _XML_CONTENT_TYPE.fullmatch(content_type) is None:
+        return None
+    return int(length), authorization
 
 
 def parse_simple_add(head: bytes) -> tuple[str, bytes, int] | None:
@@ -263,12 +350,21 @@ class FastRedirectChannel(DeadlineChannel):
     _lost = False
     #: Whether twisted.web is answering one request lent to it (see :meth:`_lend`).
     _lent = False
+    #: Bytes of a lent request's body still to come (passed on to twisted.web as they arrive).
+    _lend_left = 0
 
     def buffered(self) -> int:
         """Bytes this connection holds now, as the budget counts them."""
         return len(self._unparsed) + self._held_bytes + self._owed_bytes
 
     def dataReceived(self, data: bytes) -> None:
+        left = self._lend_left
+        if left:  # the rest of a lent request's body: twisted.web's, and nothing after it
+            self._lend_left = max(0, left - len(data))
+            super().dataReceived(data[:left])
+            data = data[left:]
+            if not data:
+                return
         if self._general:
             if self._held is not None:
                 self._held.append(data)
@@ -311,7 +407,8 @@ class FastRedirectChannel(DeadlineChannel):
                 head_end = end + 4
                 head = buffer[start:head_end]
                 get = parse_simple_get(head)
-                answer: Union[FastAnswer, Deferred[FastAnswer], None]
+                answer: Union[FastAnswer, Deferred[FastAnswer], None] = None
+                body_length = 0
                 if get is not None:
                     if owed:
                         # Looked up once the answers before it are written, in the state twisted.web
@@ -327,41 +424,47 @@ class FastRedirectChannel(DeadlineChannel):
                     route = "redirect"
                 else:
                     add = parse_simple_add(head)
-                    if add is None or head_prefers_html(head):  # a browser gets twisted.web's HTML page
-                        if not is_lendable(head):
-                            self._hand_over(buffer[start:])
-                            return
+                    rpc = parse_simple_rpc(head) if add is None else None
+                    route = ""  # none: twisted.web answers
+                    if add is not None and not head_prefers_html(head):  # a browser gets twisted.web's page
+                        method, path, body_length = add
+                        route = "add"
+                    elif rpc is not None:
+                        body_length, authorization = rpc
+                        method, path, route = "POST", RPC_PATH, "rpc"
+                    if route:
+                        if len(buffer) < head_end + body_length:
+                            waiting_for_client = True
+                            break
                         if owed:
-                            break  # twisted.web answers once the answers before it are written
-                        start = head_end
-                        self._lend(head)
-                        if self._lent or self._lost:
-                            break  # resumed by requestDone
-                        continue
-                    method, path, body_length = add
-                    if len(buffer) < head_end + body_length:
-                        waiting_for_client = True
-                        break
-                    if owed:
-                        break  # as a miss: the store is asked once the answers before it are written
-                    gate = self.add_gate
-                    answer = responder.add(
-                        method,
-                        path,
-                        buffer[head_end : head_end + body_length],
-                        None if gate is None else partial(gate, self.client, head),
-                    )
-                    head_end += body_length
-                    route = "add"
+                            break  # as a miss: the store is asked once the answers before it are written
+                        body = buffer[head_end : head_end + body_length]
+                        if route == "add":
+                            gate = self.add_gate
+                            answer = responder.add(
+                                method, path, body, None if gate is None else partial(gate, self.client, head)
+                            )
+                        else:
+                            answer = responder.rpc(body, authorization)
                 if answer is None:
-                    if not is_lendable(head):
+                    length = lend_length(head)
+                    if length is None:
                         self._hand_over(buffer[start:])
                         return
-                    start = head_end  # nothing was owed (the store was not asked otherwise)
-                    self._lend(head)
+                    if owed:
+                        break  # twisted.web answers once the answers before it are written
+                    # Lent with its body, or as much of it as is here (the rest is passed on as it
+                    # comes, never held here); nothing after it.
+                    lent_end = min(head_end + length, len(buffer))
+                    self._lend(buffer[start:lent_end], head_end + length - lent_end)
+                    start = lent_end
+                    if self._lend_left:
+                        waiting_for_client = True  # its body: the request deadline runs
+                        break  # resumed by requestDone
                     if self._lent or self._lost:
                         break  # resumed by requestDone
                     continue
+                head_end += body_length
                 self._answer(answer, method, path, route)
                 start = head_end
                 if self._deadline_call is not None:
@@ -490,16 +593,19 @@ class FastRedirectChannel(DeadlineChannel):
             self._check_budget()
         self._close_if_done()
 
-    def _lend(self, head: bytes) -> None:
-        """Let twisted.web answer one whole request (``head``, no body), nothing after it.
+    def _lend(self, request: bytes, left: int = 0) -> None:
+        """Let twisted.web answer one whole request (``request``: its head and body, but the last
+        ``left`` bytes of the body, passed on as they arrive), nothing after it.
 
         At a request boundary of a persistent connection twisted.web's parser is where it is on a
         new connection, and it gets no byte beyond this request: no parser state is shared or
         guessed. Once it has answered (``requestDone``), the fast path carries on with what came
-        meanwhile, so an info page, a QR code or the form costs the requests after it nothing.
+        meanwhile, so an info page, a QR code, the form, or an RPC call the fast path does not
+        answer costs the requests after it nothing.
         """
         self._lent = True
-        super().dataReceived(head)
+        self._lend_left = left
+        super().dataReceived(request)
 
     def _hand_over(self, data: bytes) -> None:
         """From now on twisted.web parses everything on this connection, starting with ``data``."""
@@ -573,8 +679,10 @@ class FastRedirectChannel(DeadlineChannel):
         self._close_check_due = False
         if self._lost or self._owed:
             return  # an owed answer's flush calls back (what the fast path still holds is incomplete)
-        if self._lent or (self._general and (self._handlingRequest or self._held is not None)):
-            return  # twisted.web is answering: requestDone calls back
+        if (self._lent and not self._lend_left) or (
+            self._general and (self._handlingRequest or self._held is not None)
+        ):
+            return  # twisted.web is answering: requestDone calls back (a lent body never completes)
         if self.transport is not None and not self.transport.disconnecting:  # type: ignore[attr-defined]
             self.loseConnection()
 

@@ -31,6 +31,8 @@ class Metrics:
         self.role = role
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests: Counter[tuple[str, str, int]] = Counter()
+        #: Of those, the requests twisted.web's general path answered (not the fast path), by route.
+        self.general_requests: Counter[str] = Counter()
         self.adds = 0
         self.redirects = 0
         #: Adds refused by the rate limit (429).
@@ -100,6 +102,14 @@ class _Collector(Collector):
         for (route, method, status), count in sorted(metrics.requests.items()):
             requests.add_metric([route, method, str(status)], count)
         yield requests
+        general = CounterMetricFamily(
+            "goto_http_general_path_requests",
+            "Of those, the requests answered by twisted.web's general path, not the fast path, by route.",
+            labels=["route"],
+        )
+        for route, count in sorted(metrics.general_requests.items()):
+            general.add_metric([route], count)
+        yield general
         yield CounterMetricFamily(
             "goto_redirects", "Redirects answered (302, or --redirect-status).", value=metrics.redirects
         )

@@ -10,14 +10,14 @@ without it cannot even make the master parse XML. Bodies are parsed by
 from __future__ import annotations
 
 import hmac
-import xmlrpc.client as xmlrpclib
 from typing import Any
 
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import xmlrpc
 from twisted.web.server import NOT_DONE_YET, Request
+from zope.interface import implementer
 
 from goto_tw.clicks import ClickBook, check_batch
 from goto_tw.errors import GotoError, KeyNotFound, NotAuthorized
@@ -25,7 +25,7 @@ from goto_tw.interfaces import IChangeSource, ILinkAdder, ILinkStats, ILocalLook
 from goto_tw.keys import is_valid_key
 from goto_tw.linkstats import stats_struct
 from goto_tw.rpcwire import dumps_response
-from goto_tw.web import PlainResource
+from goto_tw.web import XML_CONTENT_TYPE, IRPCCalls, PlainResource
 from goto_tw.xmlrpcbody import RefusedBody, parse_call
 
 log = Logger()
@@ -202,6 +202,16 @@ class SystemHandler(xmlrpc.XMLRPC):
         return [answered]
 
 
+def _settled(result: object, settled: list[object]) -> object:
+    """Note a Deferred's result as it passes (a callback that changes nothing)."""
+    settled.append(result)
+    return result
+
+
+def _handled(_: Failure) -> None:
+    """An errback for a failure already answered."""
+
+
 def _one_answer(value: object) -> list[object]:
     return [value]
 
@@ -239,8 +249,10 @@ def _failure_struct(failure: Failure) -> dict[str, Any]:
     return {"faultCode": xmlrpc.XMLRPC.FAILURE, "faultString": "error"}
 
 
+@implementer(IRPCCalls)
 class RPCResource(PlainResource, xmlrpc.XMLRPC):
-    """``/RPC2``: the XML-RPC endpoint, optionally guarded by a shared secret."""
+    """``/RPC2``: the XML-RPC endpoint, optionally guarded by a shared secret; its calls answered
+    on twisted.web's general path (:meth:`render_POST`) and on the fast path (:meth:`fast_call`)."""
 
     def __init__(
         self,
@@ -273,65 +285,122 @@ class RPCResource(PlainResource, xmlrpc.XMLRPC):
 
         The shared secret is checked before the body is parsed, and the body is parsed by
         :func:`~goto_tw.xmlrpcbody.parse_call`, which refuses (fault 400) what is not UTF-8 or holds
-        a DTD, instead of ``xmlrpc.client.loads``.
+        a DTD, instead of ``xmlrpc.client.loads``. The answer is :meth:`answer`'s, which the fast
+        path (:meth:`fast_call`) writes too: one definition of what a call is answered.
         """
-        if self._secret is not None and not self._authorized(request):
+        request.setHeader(b"content-type", XML_CONTENT_TYPE)
+        if not self.authorized(request.getHeader(b"authorization")):
             log.warn(
                 "Refused an RPC call without the right secret from {peer}", peer=request.getClientAddress()
             )
-            error = NotAuthorized("the RPC call needs the shared secret (Authorization: Bearer ...)")
-            return self._fault(request, error.fault_code, str(error))
+            return self._content(self.refusal())
         assert request.content is not None
         request.content.seek(0, 0)
-        request.setHeader(b"content-type", b"text/xml; charset=utf-8")
-        try:
-            args, procedure_path = parse_call(request.content.read(), use_datetime=self.useDateTime)
-        except RefusedBody as refused:
-            return self._fault(request, BAD_ARGUMENTS, str(refused))
-        except Exception as exc:
-            self._cbRender(xmlrpc.Fault(self.FAILURE, f"Can't deserialize input: {exc}"), request)
-            return NOT_DONE_YET
-        try:
-            function = self.lookupProcedure(procedure_path)
-        except xmlrpc.Fault as fault:
-            self._cbRender(fault, request)
+        answered = self.answer(request.content.read(), request)
+        assert answered is not None  # only a call without its request is left to twisted.web
+        if isinstance(answered, bytes):
+            self._write(answered, request)
             return NOT_DONE_YET
         response_failed: list[Failure] = []
         request.notifyFinish().addErrback(response_failed.append)
-        if getattr(function, "withRequest", False):
-            answered = maybeDeferred(function, request, *args)
-        else:
-            answered = maybeDeferred(function, *args)
-        answered.addErrback(self._ebRender)
-        answered.addCallback(self._cbRender, request, response_failed)
+        answered.addCallback(self._write, request, response_failed)
         return NOT_DONE_YET
 
-    @staticmethod
-    def _fault(request: Request, code: int, message: str) -> bytes:
-        request.setHeader(b"content-type", b"text/xml; charset=utf-8")
-        return dumps_response(xmlrpclib.Fault(code, message)).encode("utf-8")
+    def fast_call(self, authorization: bytes | None, body: bytes) -> bytes | Deferred[bytes] | None:
+        """The fast path's call (:class:`~goto_tw.web.IRPCCalls`): :meth:`answer` of ``body`` if the
+        ``Authorization`` header value is right, else ``None`` (twisted.web then refuses it, as above;
+        a refusal is no hot path). The secret is checked before the body is parsed."""
+        if not self.authorized(authorization):
+            return None
+        return self.answer(body)
 
-    def _cbRender(self, result: Any, request: Request, responseFailed: Any = None) -> None:
-        """twisted.web's ``XMLRPC._cbRender``, but the answer is written by
-        :func:`~goto_tw.rpcwire.dumps_response`: the same bytes, a few times faster."""
-        if responseFailed:
-            return
+    def authorized(self, authorization: bytes | None) -> bool:
+        """Whether a call with this ``Authorization`` header value may be made: always without a
+        shared secret, else only with ``Bearer SECRET`` (compared in constant time)."""
+        if self._secret is None:
+            return True
+        scheme, _, presented = (authorization or b"").partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(presented.strip(), self._secret)
+
+    @staticmethod
+    def refusal() -> xmlrpc.Fault:
+        """The fault answered to a call without the right secret."""
+        error = NotAuthorized("the RPC call needs the shared secret (Authorization: Bearer ...)")
+        return xmlrpc.Fault(error.fault_code, str(error))
+
+    def answer(self, body: bytes, request: Request | None = None) -> bytes | Deferred[bytes] | None:
+        """The UTF-8 XML answer to the call in ``body`` (an authorized one), or a Deferred of it
+        that never fails (but with ``CancelledError`` once cancelled: nothing more is done or logged).
+
+        twisted.web's ``XMLRPC.render_POST`` and ``_cbRender`` without a request: a body that
+        cannot be parsed, an unknown method, a method that raises or fails are faults, as there.
+        ``None`` only for a method that wants its request (``withRequest``) when there is none.
+        """
+        try:
+            args, procedure_path = parse_call(body, use_datetime=self.useDateTime)
+        except RefusedBody as refused:
+            return self._content(xmlrpc.Fault(BAD_ARGUMENTS, str(refused)))
+        except Exception as exc:
+            return self._content(xmlrpc.Fault(self.FAILURE, f"Can't deserialize input: {exc}"))
+        try:
+            function = self.lookupProcedure(procedure_path)
+        except xmlrpc.Fault as fault:
+            return self._content(fault)
+        try:
+            if getattr(function, "withRequest", False):
+                if request is None:
+                    return None
+                answered = function(request, *args)
+            else:
+                answered = function(*args)
+        except Exception:
+            return self._content(self._ebRender(Failure()))
+        if isinstance(answered, Failure):
+            return self._content(self._ebRender(answered))
+        if not isinstance(answered, Deferred):
+            return self._content(answered)
+        # A Deferred that has fired already (a fault for an unknown key, say) is answered at once:
+        # no chain of its own, nothing owed later on the fast path (measured: 50 -> 34 us a call).
+        settled: list[Any] = []
+        answered.addBoth(_settled, settled)
+        if settled:
+            answered.addErrback(_handled)  # answered here: no "Unhandled error in Deferred" later
+            result = settled[0]
+            return self._content(self._ebRender(result) if isinstance(result, Failure) else result)
+        cancelled: list[bool] = []
+
+        def failed(failure: Failure) -> Any:
+            if cancelled:
+                return failure  # the caller gave up (its client has gone): nothing to log or answer
+            return self._ebRender(failure)
+
+        def cancel(_: Deferred[bytes]) -> None:
+            cancelled.append(True)
+            answered.cancel()
+
+        content: Deferred[bytes] = Deferred(cancel)
+        answered.addErrback(failed).addCallback(self._content).chainDeferred(content)
+        return content
+
+    def _content(self, result: Any) -> bytes:
+        """twisted.web's ``XMLRPC._cbRender`` without the writing: the UTF-8 answer for ``result``
+        (a value or a fault), written by :func:`~goto_tw.rpcwire.dumps_response` (the same bytes, a
+        few times faster); what cannot be written is the "Can't serialize output" fault."""
         if isinstance(result, xmlrpc.Handler):
             result = result.result
         try:
-            try:
-                content = dumps_response(result)
-            except Exception as exc:
-                content = dumps_response(xmlrpc.Fault(self.FAILURE, f"Can't serialize output: {exc}"))
-            data = content.encode("utf8")
-            request.setHeader(b"content-length", b"%d" % (len(data),))
-            request.write(data)
+            return dumps_response(result).encode("utf8")
+        except Exception as exc:
+            return dumps_response(xmlrpc.Fault(self.FAILURE, f"Can't serialize output: {exc}")).encode("utf8")
+
+    @staticmethod
+    def _write(content: bytes, request: Request, response_failed: list[Failure] | None = None) -> None:
+        """Write an answer (unless the client has gone) and finish the request."""
+        if response_failed:
+            return
+        try:
+            request.setHeader(b"content-length", b"%d" % (len(content),))
+            request.write(content)
         except Exception:
             log.failure("Could not write an RPC answer")
         request.finish()
-
-    def _authorized(self, request: Request) -> bool:
-        assert self._secret is not None
-        header = request.getHeader(b"authorization") or b""
-        scheme, _, presented = header.partition(b" ")
-        return scheme.lower() == b"bearer" and hmac.compare_digest(presented.strip(), self._secret)

@@ -22,7 +22,7 @@ from goto_tw.interfaces import IClickCounter, ILocalLookup, IURLStore
 from goto_tw.keys import is_valid_key
 from goto_tw.limits import BoundedRequest
 from goto_tw.metrics import Metrics
-from goto_tw.web import DEFAULT_REDIRECT_STATUS, REDIRECT_STATUSES, FastAnswers
+from goto_tw.web import DEFAULT_REDIRECT_STATUS, REDIRECT_STATUSES, FastAnswers, IRPCCalls
 
 #: First path segments with a route name of their own; any other valid key is a redirect.
 _ROUTES = {b"": "form", b"add": "add", b"api": "api", b"RPC2": "rpc", b"_goto": "ops"}
@@ -78,11 +78,12 @@ class GotoSite(Site):
         self.metrics = metrics
         self.access_log: AccessLog = access_log if access_log is not None else EventAccessLog(reactor)
         local = ILocalLookup(store, None)
-        self.responder: IFastResponder | None = (
-            FastAnswers(store, local, host, reactor, clicks, redirect_status)
-            if store is not None and local is not None
-            else None
-        )
+        self.responder: IFastResponder | None = None
+        if store is not None and local is not None:
+            answers = FastAnswers(store, local, host, reactor, clicks, redirect_status)
+            # ``POST /RPC2`` goes to the resource twisted.web would route it to (a root's static child).
+            answers.rpc_calls = IRPCCalls(getattr(resource, "children", {}).get(b"RPC2"), None)
+            self.responder = answers
 
     def buildProtocol(self, addr: Any) -> Any:
         channel = super().buildProtocol(addr)
@@ -122,10 +123,11 @@ class GotoSite(Site):
     def _record(
         self, client: str, method: str, path: bytes, protocol: bytes, status: int, size: int | str
     ) -> None:
-        """Count one answered request and write its access-log line."""
+        """Count one request answered by the general path and write its access-log line."""
         route = route_of(path)
         metrics = self.metrics
         metrics.count_request(route, method, status)
+        metrics.general_requests[route] += 1
         if status in REDIRECT_STATUSES and route == "redirect":
             metrics.redirects += 1
         elif (status == 200 and route == "add" and method != "HEAD") or (status == 201 and route == "api"):

@@ -13,7 +13,8 @@ equal: both serialisers take their headers from the same definitions (:data:`TEX
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, TypeVar, Union
+from functools import partial
+from typing import Any, Callable, Optional, TypeVar, Union
 
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -25,7 +26,7 @@ from twisted.web.http import RESPONSES, datetimeToString, parse_qs
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.server import version as server_version
-from zope.interface import implementer
+from zope.interface import Interface, implementer
 
 from goto_tw.clicks import PreviewBotFilter, is_preview_bot
 from goto_tw.errors import GotoError, InvalidKey, InvalidURL, NotKept
@@ -53,6 +54,8 @@ TEXT_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"Content-Type", b"text/plain; charset=utf-8"),
     (b"X-Content-Type-Options", b"nosniff"),
 )
+#: The Content-Type of an XML-RPC answer (twisted.web's ``XMLRPC``'s): the one definition both paths use.
+XML_CONTENT_TYPE = b"text/xml; charset=utf-8"
 #: The header telling a client when to try again (its value: ``GotoError.retry_after``).
 RETRY_AFTER = b"Retry-After"
 #: The header carrying a redirect's target, and the headers that follow it.
@@ -590,15 +593,42 @@ def text_response(status: int, date: bytes, text: bytes, retry_after: int | None
     )
 
 
+class IRPCCalls(Interface):
+    """The master's XML-RPC calls, as the fast path makes them (``/RPC2``'s resource provides it)."""
+
+    def fast_call(authorization: Optional[bytes], body: bytes) -> Union[bytes, Deferred[bytes], None]:
+        """The UTF-8 XML answer (or a Deferred of it) to the XML-RPC call in ``body``, sent with the
+        ``Authorization`` header value ``authorization`` (``None`` without one): the very content
+        the general path writes; ``None`` to leave the request to twisted.web (the authorization is
+        not the one required: checked before the body is parsed). A Deferred never fails, but with
+        ``CancelledError`` once cancelled (then nothing more is done or logged)."""
+
+
+_XML_HEADERS = b"\r\nContent-Type: %s\r\nContent-Length: " % XML_CONTENT_TYPE
+
+
+def xml_response(date: bytes, content: bytes) -> FastAnswer:
+    """The answer twisted.web writes for an XML-RPC call answered ``content``, dated ``date``."""
+    return (
+        200,
+        len(content),
+        b"%s%s%s%d\r\n\r\n%s" % (_STATUS_LINES[200], date, _XML_HEADERS, len(content), content),
+    )
+
+
 @implementer(IFastResponder)
 class FastAnswers:
-    """The fast path's answers: the very bytes :class:`RedirectResource` and :class:`AddResource` send.
+    """The fast path's answers: the very bytes :class:`RedirectResource`, :class:`AddResource` and
+    (through :attr:`rpc_calls`) the ``/RPC2`` resource send.
 
     No accounting here: the channel has each answer logged and counted once it is written.
     """
 
     #: False (``--private``): every add goes to the general path, which asks for a key.
     adds = True
+    #: The master's ``/RPC2`` calls (set by the site when it serves them), or ``None``: every
+    #: ``POST /RPC2`` goes to the general path.
+    rpc_calls: IRPCCalls | None = None
 
     def __init__(
         self,
@@ -726,6 +756,22 @@ class FastAnswers:
         except Exception:  # a bug in the store: a 500 in order, not an exception out of dataReceived
             putting = fail()
         return putting.addCallbacks(stored, failed)
+
+    def rpc(
+        self, body: bytes, authorization: bytes | None = None
+    ) -> Union[FastAnswer, Deferred[FastAnswer], None]:
+        """Answer ``POST /RPC2`` as the ``/RPC2`` resource does on the general path (its own
+        :meth:`IRPCCalls.fast_call` makes the answer), or ``None`` to leave it to twisted.web."""
+        calls = self.rpc_calls
+        if calls is None:
+            return None
+        date = self._date.now()  # twisted.web dates a response when the request is processed
+        content = calls.fast_call(authorization, body)
+        if content is None:
+            return None
+        if isinstance(content, bytes):
+            return xml_response(date, content)
+        return content.addCallback(partial(xml_response, date))
 
     def internal_error(self, method: str = "GET") -> FastAnswer:
         """The 500 :func:`respond_when_ready` answers for a bug, dated now."""

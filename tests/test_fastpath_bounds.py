@@ -222,6 +222,9 @@ class FailingResponder:
     def add(self, method: str, target: bytes, body: bytes, admit: object = None) -> Deferred[FastAnswer]:
         return self.pending
 
+    def rpc(self, body: bytes, authorization: bytes | None = None) -> FastAnswer | None:
+        return None
+
     def internal_error(self, method: str = "GET") -> FastAnswer:
         return self.inner.internal_error(method)
 

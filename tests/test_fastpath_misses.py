@@ -472,6 +472,9 @@ class LendingResponder:
     def add(self, *args: Any) -> Any:
         return self.inner.add(*args)
 
+    def rpc(self, *args: Any) -> Any:
+        return self.inner.rpc(*args)
+
     def internal_error(self, method: str = "GET") -> Any:
         return self.inner.internal_error(method)
 
