@@ -320,6 +320,11 @@ class FastRedirectChannel(DeadlineChannel):
     add_gate: Callable[[str, bytes], Optional[FastAnswer]] | None = None
     #: The client's address as the access log writes it, found once per connection.
     client: str = "-"
+    #: Names the client from the transport's peer address (set by the site). Asked at the first
+    #: bytes, not when the connection is made: a wrapping transport (a ``haproxy:`` endpoint) knows
+    #: the real peer only once it has read the PROXY header, and twisted.web names that one.
+    client_of: Callable[[object], str] | None = None
+    _client_named = False
     _general = False
     #: Bytes received on the fast path and not parsed yet (an incomplete request, or requests
     #: waiting for owed answers).
@@ -376,6 +381,10 @@ class FastRedirectChannel(DeadlineChannel):
         if self.responder is None:
             self._hand_over(data)
             return
+        if not self._client_named:
+            self._client_named = True
+            if self.client_of is not None and self.transport is not None:
+                self.client = self.client_of(self.transport.getPeer())
         self.resetTimeout()
         self._unparsed = self._unparsed + data if self._unparsed else data
         self._parse()

@@ -11,9 +11,10 @@ exactly as it always does: order, backpressure (``pauseProducing`` of the produc
 closing of a broken connection stay Twisted's.
 
 Twisted has no public "is the send buffer empty" question, so this reads two attributes of
-``twisted.internet.abstract.FileDescriptor`` (``dataBuffer``, ``_tempDataLen``; the same in
-Twisted 25.5 and 26.10, both tested) and calls ``writeSomeData``, the method its own ``doWrite``
-sends with. Any transport that is not a plain (non-TLS) ``tcp.Connection`` is simply written to.
+``twisted.internet.abstract.FileDescriptor`` (``dataBuffer``, ``_tempDataLen``) and one of
+``tcp.Connection`` (``_aborting``: after ``abortConnection`` and until the next turn closes it, the
+transport is still ``connected`` but ``write`` never sends again), the same in Twisted 25.5 and
+26.10, both tested, and calls ``writeSomeData``, the method its own ``doWrite`` sends with. Any transport that is not a plain (non-TLS) ``tcp.Connection`` is simply written to.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def send_now(transport: Any, data: bytes) -> None:
         and not transport.TLS
         and transport.connected
         and not transport.disconnecting
+        and not transport._aborting
         and not transport.dataBuffer
         and not transport._tempDataLen
     ):

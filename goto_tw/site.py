@@ -90,7 +90,7 @@ class GotoSite(Site):
         if channel is not None and self.responder is not None:
             channel.responder = self.responder
             channel.record = self.record_fast
-            channel.client = _client_of(addr)
+            channel.client_of = _client_of  # the peer a wrapping transport reports, at the first bytes
             channel.add_gate = self.add_gate
             channel.clock = self.reactor
             channel.answer_deadline = self.answer_deadline

@@ -5,6 +5,7 @@ and the shared secret. Byte equality on any conversation is the property test's
 
 from __future__ import annotations
 
+import gc
 import hmac
 import xmlrpc.client as xmlrpclib
 from typing import Any
@@ -388,3 +389,20 @@ def test_a_client_that_half_closes_in_a_lent_body_is_closed_as_on_twisted_web() 
         master.clock.advance(0)
         assert master.transport.disconnecting, fast
         assert master.received() == b""
+
+
+def test_a_call_whose_answer_is_already_known_is_answered_at_once(log_events: LogCapture) -> None:
+    """rpc.py answers a call whose Deferred has already fired (an unknown key's fault, a failure)
+    with its bytes at once, not a Deferred: nothing is owed later on the fast path (no answer
+    deadline armed), and the failure it consumed is not reported again as unhandled."""
+    store = URLStore(dict(URLS), ManualLog())
+    resource = RPCResource(store)
+    unknown = xmlrpclib.dumps(("nope",), "Store.Get").encode()
+    answered = resource.fast_call(None, unknown)
+    assert isinstance(answered, bytes) and b"<int>404</int>" in answered
+    master = Master()
+    master.send(post(unknown))
+    assert b"<int>404</int>" in master.received()
+    assert master.protocol._answer_call is None and not master.protocol._owed  # nothing owed later
+    gc.collect()  # an unconsumed failure in a dropped Deferred is reported when it is collected
+    assert not [event for event in log_events.events if "Unhandled error" in str(event.get("log_format", ""))]

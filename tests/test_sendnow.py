@@ -14,7 +14,7 @@ import pytest
 from twisted.internet.error import ConnectionLost
 from twisted.internet.protocol import Protocol
 from twisted.internet.tcp import Connection
-from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.internet.testing import MemoryReactor, MemoryReactorClock, StringTransport
 
 from goto_tw.sendnow import send_now
 
@@ -122,3 +122,21 @@ def test_a_tls_connection_is_simply_written_to(pair: tuple[Connection, socket.so
     transport.write = written.append  # type: ignore[method-assign] # what TLS's write would get
     send_now(transport, b"answer")
     assert written == [b"answer"]
+
+
+def test_an_aborted_connection_sends_nothing_more() -> None:
+    """After ``abortConnection`` (before the reactor's next turn closes it) ``transport.write``
+    buffers and never sends: its ``doWrite`` is gone. ``send_now`` must not send either."""
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    theirs.setblocking(False)
+    try:
+        transport = Connection(ours, Protocol(), MemoryReactorClock())
+        transport.connected = True
+        transport.abortConnection()  # connectionLost is only scheduled: still "connected"
+        send_now(transport, b"after the abort")
+        with pytest.raises(BlockingIOError):
+            theirs.recv(100)
+    finally:
+        ours.close()
+        theirs.close()
