@@ -14,7 +14,8 @@ Twisted has no public "is the send buffer empty" question, so this reads two att
 ``twisted.internet.abstract.FileDescriptor`` (``dataBuffer``, ``_tempDataLen``) and one of
 ``tcp.Connection`` (``_aborting``: after ``abortConnection`` and until the next turn closes it, the
 transport is still ``connected`` but ``write`` never sends again), the same in Twisted 25.5 and
-26.10, both tested, and calls ``writeSomeData``, the method its own ``doWrite`` sends with. Any transport that is not a plain (non-TLS) ``tcp.Connection`` is simply written to.
+26.10, both tested, and calls ``writeSomeData``, the method its own ``doWrite`` sends with. Any
+transport that is not a plain (non-TLS) ``tcp.Connection`` is simply written to.
 """
 
 from __future__ import annotations
