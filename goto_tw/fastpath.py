@@ -149,13 +149,14 @@ _LENDABLE = re.compile(rb"(GET|HEAD|POST) (/[\x21-\x7e]*) HTTP/1\.1\r\n" + _HEAD
 _FRAMING = re.compile(rb"(?im)^(transfer-encoding|expect|upgrade|connection|te|trailer)[ \t]*:")
 _KEEP_ALIVE = re.compile(rb"(?im)^connection:[ \t]*keep-alive[ \t]*\r$")
 _CONTENT_LENGTH_NAME = re.compile(rb"(?im)^content-length[ \t]*:")
-_CONTENT_LENGTH = re.compile(rb"(?im)^content-length:[ \t]*([0-9]{1,5})[ \t]*\r$")
+#: A Content-Length value: at most 7 digits, more than any body the site takes (1 MiB); each use
+#: caps the number itself.
+_CONTENT_LENGTH = re.compile(rb"(?im)^content-length:[ \t]*([0-9]{1,7})[ \t]*\r$")
 _CONTENT_TYPE_NAME = re.compile(rb"(?im)^content-type[ \t]*:")
 _FORM_CONTENT_TYPE = re.compile(rb"(?im)^content-type:[ \t]*application/x-www-form-urlencoded[ \t]*\r$")
 #: The Content-Type XML-RPC clients send (``xmlrpc.client``, our slaves: ``text/xml``); twisted.web
 #: parses no body of it (no form), so the fast path answers it as the general path does.
 _XML_CONTENT_TYPE = re.compile(rb"text/xml(?:[ \t]*;[ \t]*charset=utf-8)?")
-_ANY_CONTENT_LENGTH = re.compile(rb"(?im)^content-length:[ \t]*([0-9]{1,7})[ \t]*\r$")
 
 #: Largest request head gathered before giving up and handing it to twisted.web (which has its own limit).
 MAX_HEAD_BYTES = 16 * 1024
@@ -237,7 +238,7 @@ def lend_length(head: bytes) -> int | None:
         return None if _CONTENT_LENGTH_NAME.search(headers) else 0
     if len(_CONTENT_LENGTH_NAME.findall(headers)) != 1:
         return None
-    length = _ANY_CONTENT_LENGTH.search(headers)
+    length = _CONTENT_LENGTH.search(headers)
     if length is None or int(length.group(1)) > MAX_BODY_BYTES:
         return None
     return int(length.group(1))
