@@ -11,10 +11,14 @@ It starts a real master (``twistd -n goto --rpc``, loopback, a small data file) 
 - ``treq-pool``: one XML-RPC POST per call through treq over a persistent ``HTTPConnectionPool``
   (HTTP/1.1 keep-alive): the persistent connection alone;
 - ``RemoteStore``: ``goto_tw.remote.RemoteStore`` as ``goto_tw.tap.make_slave_store`` builds it
-  (treq, persistent pool), which also sends the calls made in one reactor turn as one
-  ``system.multicall``: with 20 in flight, that batching is in the figure.
+  (over ``goto_tw.masterhttp.MasterConnections``, the slave's own persistent connections), which
+  also sends the calls made in one reactor turn as one ``system.multicall``: with 20 in flight,
+  that batching is in the figure;
+- ``RemoteStore-Agent``: the same ``RemoteStore`` over a pooled ``Agent`` on the slave's endpoints
+  (Nagle off), as slaves were built before ``goto_tw.masterhttp``: the two in the same run measure
+  what it saves.
 
-Both pools keep at most 16 idle connections (``maxPersistentPerHost``, as the slave does; ``--pool``).
+The pools keep at most 16 idle connections (``maxPersistentPerHost``; ``--pool``).
 
 Each is run with 1 call in flight (sequential) and with 20 (concurrent): a warm-up, then rounds of
 a fixed duration, the clients taking turns round by round so that machine noise hits them alike.
@@ -45,8 +49,10 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
 from goto_tw.keys import key_for_index
+from goto_tw.masterhttp import MasterConnections
+from goto_tw.masterlink import MasterEndpointFactory
 from goto_tw.persistence import encode_record
-from goto_tw.remote import RemoteStore
+from goto_tw.remote import MAX_ANSWER_BYTES, AgentPoster, RemoteStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for ``bench._procs`` when run as a script
 from bench._procs import (
@@ -165,7 +171,7 @@ def run_round(
 
 
 def make_clients(reactor: Any, url: str, key: str, pool_size: int) -> tuple[dict[str, Any], list[Any]]:
-    """The three clients, as ``name -> call()``; and the pools to close at the end."""
+    """The clients, as ``name -> call()``; and the pools to close at the end."""
     from twisted.web.xmlrpc import Proxy  # deprecated module: imported once its warning is silenced
 
     proxy = Proxy(url.encode("ascii"))
@@ -189,10 +195,31 @@ def make_clients(reactor: Any, url: str, key: str, pool_size: int) -> tuple[dict
         posted.addCallback(lambda answer: xmlrpclib.loads(answer)[0][0])
         return posted.addTimeout(CALL_TIMEOUT, reactor)
 
-    store_http, store_pool = pooled_http()
-    remote = RemoteStore(store_http, url, reactor, timeout=CALL_TIMEOUT)
-    clients = {BASELINE: proxy_get, "treq-pool": pooled_get, "RemoteStore": lambda: remote.get(key)}
-    return clients, [plain_pool, store_pool]
+    # The slave's client before goto_tw.masterhttp: an Agent over its endpoints (Nagle off), pooled.
+    store_pool = HTTPConnectionPool(reactor, persistent=True)
+    store_pool.maxPersistentPerHost = pool_size
+    agent = Agent.usingEndpointFactory(reactor, MasterEndpointFactory(reactor, CALL_TIMEOUT), pool=store_pool)
+    over_agent = RemoteStore(AgentPoster(agent), url, reactor, timeout=CALL_TIMEOUT)
+    connections = MasterConnections(reactor, CALL_TIMEOUT, max_answer_bytes=MAX_ANSWER_BYTES)
+    remote = RemoteStore(connections, url, reactor, timeout=CALL_TIMEOUT)
+    clients = {
+        BASELINE: proxy_get,
+        "treq-pool": pooled_get,
+        "RemoteStore-Agent": lambda: over_agent.get(key),
+        "RemoteStore": lambda: remote.get(key),
+    }
+    return clients, [plain_pool, store_pool, _Closing(connections)]
+
+
+class _Closing:
+    """``closeCachedConnections`` for the slave's own connections (stopping them closes them)."""
+
+    def __init__(self, connections: MasterConnections) -> None:
+        self._connections = connections
+
+    def closeCachedConnections(self) -> Deferred[Any]:
+        stopped: Deferred[Any] = self._connections.stopService()
+        return stopped
 
 
 async def measure(reactor: Any, args: argparse.Namespace, port: int, master: Child) -> dict[str, Any]:
@@ -241,7 +268,7 @@ def report(
     print(layout)
     print("CPU: 100% = one core busy; 'others' = CPU used by other programs on the machine meanwhile (noise)")
     header = (
-        f"{'client':<12} {'in flight':>9}  {'calls/s median [min-max]':<26} {'x Proxy':>7} "
+        f"{'client':<17} {'in flight':>9}  {'calls/s median [min-max]':<26} {'x Proxy':>7} "
         f"{'[pairs]':<13} {'client':>6} {'master':>6} {'others':>6} {'failed':>6}"
     )
     print(header)
@@ -271,7 +298,7 @@ def report(
             failures = sum(r.failures for r in rs)
             pair_text = "" if name == BASELINE else f"[{min(pairs):.2f}-{max(pairs):.2f}]"
             print(
-                f"{name:<12} {in_flight:>9}  {format_spread(rates):<26} {ratio:>6.2f}x {pair_text:<13} "
+                f"{name:<17} {in_flight:>9}  {format_spread(rates):<26} {ratio:>6.2f}x {pair_text:<13} "
                 f"{medians['client']:>6.0%} {medians['master']:>6.0%} {medians['other']:>6.0%} {failures:>6}"
             )
             document["results"].append(

@@ -1,8 +1,9 @@
 """The slave's side of the RPC: calls ``Store.Get``/``Store.Put`` on the master over persistent HTTP.
 
 ``twisted.web.xmlrpc.Proxy`` opens a new TCP connection for every call (HTTP/1.0); this client sends
-the same XML-RPC bodies over an ``Agent`` that keeps HTTP/1.1 connections open in a pool, and bounds
-every call with a timeout on an injected clock. ``bench/rpc_client.py`` measures the two.
+the same XML-RPC bodies over persistent HTTP/1.1 connections (:mod:`goto_tw.masterhttp` in a slave;
+any ``IAgent`` through :class:`AgentPoster`), and bounds every call with a timeout on an injected
+clock. ``bench/rpc_client.py`` measures them.
 
 Everything here is bounded, and every caller gets an answer:
 
@@ -142,7 +143,8 @@ def master_rpc_url(master: str) -> str:
 
 
 class HTTPPoster(Protocol):
-    """What RemoteStore needs of an HTTP client: :class:`AgentPoster`, or ``StubTreq`` in tests.
+    """What RemoteStore needs of an HTTP client: a slave's
+    :class:`~goto_tw.masterhttp.MasterConnections`, an :class:`AgentPoster`, or ``StubTreq`` in tests.
 
     The response it fires with needs ``code`` and ``deliverBody`` (an ``IResponse``).
     """
@@ -231,9 +233,11 @@ class RemoteStore:
         self._gathering = 0  # requests in flight that are batches (not calls alone)
         self._overloaded = False
         self._flush_call: IDelayedCall | None = None
-        self._headers: dict[bytes, list[bytes]] = {b"content-type": [b"text/xml"]}
+        headers: dict[bytes, list[bytes]] = {b"content-type": [b"text/xml"]}
         if secret is not None:
-            self._headers[b"authorization"] = [b"Bearer " + secret]
+            headers[b"authorization"] = [b"Bearer " + secret]
+        #: The same for every request, made once (the HTTP clients copy what they add to).
+        self._headers = Headers(headers)
 
     def get(self, key: str) -> Deferred[str]:
         """``Store.Get(key)`` on the master."""
@@ -395,7 +399,7 @@ class RemoteStore:
     def _send(self, method: str, params: tuple[Any, ...]) -> Deferred[Any]:
         """One XML-RPC request to the master, with its timeout and its metrics."""
         body = dumps_call(params, method).encode("utf-8")
-        answered: Deferred[Any] = self._http.post(self._url, data=body, headers=Headers(self._headers))
+        answered: Deferred[Any] = self._http.post(self._url, data=body, headers=self._headers)
         answered.addCallback(self._read)
         answered.addTimeout(self._timeout, self._clock)
         answered.addErrback(self._translate, method)
@@ -418,7 +422,11 @@ class RemoteStore:
         self._metrics.rpc_latency.labels(method, outcome).observe(self._clock.seconds() - started)
         return result
 
-    def _read(self, response: Any) -> Deferred[Any]:
+    def _read(self, response: Any) -> Any:
+        if response.code == 200:
+            whole = getattr(response, "body", None)
+            if isinstance(whole, bytes):  # handed over complete (goto_tw.masterhttp), and bounded there
+                return self._decode(whole)
         body = _read_bounded(response, MAX_ANSWER_BYTES, self._clock)
         if response.code != 200:
             # Not an answer: its body is not waited for (it might never end); cancelling the read

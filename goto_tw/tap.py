@@ -10,7 +10,6 @@ import urllib.parse
 from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.threads import deferToThreadPool
 from twisted.python import usage
@@ -709,29 +708,13 @@ def _proxy_store(
 
 
 def master_client(reactor: Any, timeout: float, parent: MultiService) -> HTTPPoster:
-    """The HTTP client a slave reaches its master with; its pool is closed when ``parent`` stops."""
-    from twisted.web.client import Agent, HTTPConnectionPool
+    """The HTTP client a slave reaches its masters with; its connections close when ``parent`` stops."""
+    from goto_tw.masterhttp import MasterConnections
+    from goto_tw.remote import MAX_ANSWER_BYTES
 
-    from goto_tw.masterlink import MasterEndpointFactory
-    from goto_tw.remote import AgentPoster
-
-    pool = HTTPConnectionPool(reactor, persistent=True)
-    pool.maxPersistentPerHost = 16
-    ConnectionPoolService(pool).setServiceParent(parent)
-    agent = Agent.usingEndpointFactory(reactor, MasterEndpointFactory(reactor, timeout), pool=pool)
-    return AgentPoster(agent)
-
-
-class ConnectionPoolService(Service):
-    """Closes the slave's idle connections to the master on shutdown, so nothing is left dangling."""
-
-    def __init__(self, pool: Any) -> None:
-        self._pool = pool
-
-    def stopService(self) -> Deferred[None]:
-        super().stopService()
-        closed: Deferred[None] = self._pool.closeCachedConnections()
-        return closed
+    client = MasterConnections(reactor, timeout, max_answer_bytes=MAX_ANSWER_BYTES)
+    client.setServiceParent(parent)
+    return client
 
 
 def _thread_runner(reactor: Any) -> Any:

@@ -3,6 +3,7 @@ was refused is never handed, closing, to the next call."""
 
 from __future__ import annotations
 
+import xmlrpc.client as xmlrpclib
 from typing import Any
 
 import pytest
@@ -15,6 +16,8 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 from twisted.web.client import readBody
 from twisted.web.http_headers import Headers
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from goto_tw.errors import GotoError, MasterUnreachable
 from goto_tw.remote import RemoteStore
@@ -109,3 +112,44 @@ def test_after_a_refused_answer_the_next_post_gets_a_working_connection(answer, 
         yield gatherResults(closed)
         if again is not None and not isinstance(again, Failure):
             yield readBody(again).addErrback(lambda _: None)  # its connection, closed by the master
+
+
+class ChunkedRPC(Resource):
+    """Answers every POST with an XML-RPC string, written in two parts (twisted.web then sends it
+    chunked: no Content-Length), as a proxy in front of a master may; counts its connections."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clients: set[tuple[str, int]] = set()
+
+    def render_POST(self, request: Request) -> object:
+        peer = request.getClientAddress()
+        address: Any = peer
+        self.clients.add((address.host, address.port))
+        body = xmlrpclib.dumps(("http://example.com/chunked",), methodresponse=True).encode()
+        request.setHeader(b"content-type", b"text/xml")
+        request.write(body[:40])
+        request.write(body[40:])
+        request.finish()
+        return NOT_DONE_YET
+
+
+@pytest_twisted.inlineCallbacks
+def test_chunked_answers_from_a_real_twisted_web_server_are_read_over_one_connection():
+    """The slave's client reads twisted.web's chunked answers, and keeps using the connection."""
+    resource = ChunkedRPC()
+    port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Site(resource))
+    parent = MultiService()
+    parent.startService()
+    url = f"http://127.0.0.1:{port.getHost().port}/RPC2"
+    remote = RemoteStore(master_client(reactor, 5.0, parent), url, reactor, timeout=5.0)
+    try:
+        first = yield remote.get("a")
+        second = yield remote.get("b")
+        assert first == second == "http://example.com/chunked"
+        assert len(resource.clients) == 1
+    finally:
+        yield parent.stopService()
+        yield port.stopListening()
