@@ -13,8 +13,12 @@ with the function anywhere on the stack ("total"), as percentages of that proces
 
 CPython: ``py-spy`` must be in the venv that runs this script or on PATH (``.venv/bin/pip install
 py-spy``); it reads the servers' memory and needs ptrace rights over them (root, or
-``kernel.yama.ptrace_scope=0``). Sampling at ``--rate`` (default 100 Hz) stops each server briefly
-per sample: the req/s printed is that of the profiled run, lower than bench/run.py's.
+``kernel.yama.ptrace_scope=0``). py-spy reads the servers' memory while they run
+(``--nonblocking``); ``--blocking`` stops a server for each sample instead, py-spy's own default,
+which on this machine (a VM) lands the samples where the server enters or leaves the kernel: it put
+90% of a cached slave's samples in ``send``/``recv`` where ``perf`` and ``/proc/PID/stat`` measure 27%
+system time. A running server's stack can be read half-changed: a few samples are empty or odd. The
+req/s printed is that of the profiled run, lower than bench/run.py's.
 
 PyPy (py-spy cannot read its frames): vmprof, which PyPy has built in; the ``vmprof`` package must be
 in the servers' venv (``.venv-pypy/bin/pip install vmprof``). The servers are started through
@@ -269,6 +273,7 @@ def sample_with_py_spy(
             "--nolineno",
             "--threads",
             *(["--gil"] if args.gil else []),
+            *([] if args.blocking else ["--nonblocking"]),
             "--output",
             str(out),
         ]
@@ -345,6 +350,11 @@ def main() -> int:
         "--gil",
         action="store_true",
         help="py-spy: only samples holding the GIL: Python's CPU time (leaves out waits: fsync, a thread's queue)",
+    )
+    parser.add_argument(
+        "--blocking",
+        action="store_true",
+        help="py-spy: stop each server for every sample (its default; see the module doc: biased here)",
     )
     parser.add_argument("--top", type=int, default=15, help="functions listed per process (default 15)")
     parser.add_argument("--keep", type=Path, metavar="DIR", help="work in DIR and keep it (logs, raw stacks)")
