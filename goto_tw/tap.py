@@ -573,6 +573,7 @@ def make_master_store(
         reactor,
         fsync=not options.get("no-fsync"),
         run_in_thread=_thread_runner(reactor),
+        call_from_thread=_from_thread(reactor),
         metrics=metrics,
         key_bound=data.key_bound,
         resume_index=data.next_index,
@@ -715,6 +716,15 @@ def master_client(reactor: Any, timeout: float, parent: MultiService) -> HTTPPos
     client = MasterConnections(reactor, timeout, max_answer_bytes=MAX_ANSWER_BYTES)
     client.setServiceParent(parent)
     return client
+
+
+def _from_thread(reactor: Any) -> Callable[..., object]:
+    """Hand a call from a thread to the reactor thread (looked up when called, as the runner's pool)."""
+
+    def call(function: Callable[..., object], *args: object) -> object:
+        return reactor.callFromThread(function, *args)
+
+    return call
 
 
 def _thread_runner(reactor: Any) -> Any:

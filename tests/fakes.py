@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from goto_tw.errors import StoreUnavailable
@@ -37,24 +38,39 @@ class ManualLog:
 
 
 class ManualThreads:
-    """Stands in for the thread pool: runs each job when the test says so, in order."""
+    """Stands in for the thread pool: runs each job when the test says so, in order; what a job hands
+    back to the reactor (``call_from_thread``) runs once the job is over, in order, as the reactor
+    would run it after the thread's call."""
 
     def __init__(self) -> None:
         self.jobs: list[tuple[Callable[[], None], Deferred[None]]] = []
+        self.handed: list[tuple[Callable[..., object], tuple[object, ...]]] = []
 
     def __call__(self, job: Callable[[], None]) -> Deferred[None]:
         done: Deferred[None] = Deferred()
         self.jobs.append((job, done))
         return done
 
+    def call_from_thread(self, function: Callable[..., object], *args: object) -> None:
+        self.handed.append((function, args))
+
     def run_next(self) -> None:
         job, done = self.jobs.pop(0)
         try:
             job()
         except Exception:
-            done.errback()
+            failure = Failure()
+            self.hand_over()
+            done.errback(failure)
         else:
+            self.hand_over()
             done.callback(None)
+
+    def hand_over(self) -> None:
+        """Run what the jobs handed to the reactor so far."""
+        handed, self.handed = self.handed, []
+        for function, args in handed:
+            function(*args)
 
 
 @implementer(IURLStore)

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from twisted.application.service import MultiService
-from twisted.internet.defer import succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
@@ -221,6 +221,11 @@ class FaultyFile(OSRecordFile):
 
 
 def started_log(record_file: OSRecordFile, clock: Clock, **kwargs: object) -> AppendLog:
+    if kwargs.get("fsync") and "call_from_thread" not in kwargs:
+        threads = kwargs.get("run_in_thread")
+        kwargs["call_from_thread"] = getattr(
+            threads, "call_from_thread", lambda function, *args: function(*args)
+        )
     log = AppendLog(record_file, clock, **kwargs)  # type: ignore[arg-type]
     log.startService()
     return log
@@ -263,7 +268,9 @@ def test_appends_in_one_turn_share_one_write(tmp_path: Path) -> None:
 
 
 def test_fsync_runs_off_the_reactor_and_groups_what_arrives_meanwhile(tmp_path: Path) -> None:
-    """With fsync, one sync is in flight at a time; appends made during it form the next group."""
+    """With fsync, one write + sync runs at a time, in the writer thread. Appends made while it runs
+    are written and synced together after it, by the same run of the thread (no new thread per
+    group); each record is acknowledged only once its own sync is over."""
     path = tmp_path / "store.json"
     clock = Clock()
     threads = ManualThreads()
@@ -272,23 +279,32 @@ def test_fsync_runs_off_the_reactor_and_groups_what_arrives_meanwhile(tmp_path: 
     first = log.append("0", "http://a/")
     clock.advance(0)
     assert len(threads.jobs) == 1 and not has_fired(first)
-    second = [log.append("1", "http://b/"), log.append("2", "http://c/")]
-    clock.advance(0)
-    assert len(threads.jobs) == 1, "a second group must wait for the first sync"
+    assert path.read_bytes() == b"", "nothing is written on the reactor thread"
+    later: list[Deferred[None]] = []
+    seen_in_sync: list[tuple[int, bool, bool]] = []
+    sync = record_file.sync
+
+    def sync_while_adds_arrive() -> None:
+        if record_file.syncs == 0:  # the reactor goes on while the thread syncs the first group
+            later.extend([log.append("1", "http://b/"), log.append("2", "http://c/")])
+            clock.advance(0)
+        else:
+            threads.hand_over()  # the reactor takes the first group's acknowledgement meanwhile
+        seen_in_sync.append((record_file.syncs, has_fired(first), any(has_fired(ack) for ack in later)))
+        sync()
+
+    record_file.sync = sync_while_adds_arrive  # type: ignore[method-assign]
     threads.run_next()
-    assert result_of(first) is None and record_file.syncs == 1
-    assert not any(has_fired(ack) for ack in second)
-    clock.advance(0)
-    threads.run_next()
-    assert all(result_of(ack) is None for ack in second)
-    assert record_file.syncs == 2
+    assert seen_in_sync == [(0, False, False), (1, True, False)]
+    assert record_file.syncs == 2 and threads.jobs == [], "one run of the thread wrote both groups"
+    assert result_of(first) is None and all(result_of(ack) is None for ack in later)
+    assert [json.loads(line)["key"] for line in path.read_text().splitlines()] == ["0", "1", "2"]
     result_of(log.stopService())
 
 
 def test_the_next_group_goes_to_the_disk_before_the_last_one_is_answered(tmp_path: Path) -> None:
-    """When a sync ends, what gathered meanwhile is handed to the writer before that sync's adds are
-    acknowledged (their answers take reactor time the disk need not wait for), and is still
-    acknowledged only after its own sync."""
+    """When a sync ends, the writer hands its acknowledgements to the reactor and goes straight on to
+    what gathered meanwhile: the disk does not wait for the reactor to take them."""
     path = tmp_path / "store.json"
     clock = Clock()
     threads = ManualThreads()
@@ -296,17 +312,55 @@ def test_the_next_group_goes_to_the_disk_before_the_last_one_is_answered(tmp_pat
     log = started_log(record_file, clock, fsync=True, run_in_thread=threads)
     first = log.append("0", "http://a/")
     clock.advance(0)
-    second = log.append("1", "http://b/")
-    clock.advance(0)
-    jobs_when_first_answered: list[int] = []
-    first.addCallback(lambda _: jobs_when_first_answered.append(len(threads.jobs)))
-    threads.run_next()
-    assert jobs_when_first_answered == [1], "the second group's write must already be under way"
-    assert not has_fired(second) and record_file.syncs == 1
-    threads.run_next()
-    assert result_of(second) is None and record_file.syncs == 2
+    second: list[Deferred[None]] = []
+    handed_when_syncing: list[int] = []
+    sync = record_file.sync
+
+    def sync_noting() -> None:
+        if not second:
+            second.append(log.append("1", "http://b/"))
+            clock.advance(0)
+        handed_when_syncing.append(len(threads.handed))
+        sync()
+
+    record_file.sync = sync_noting  # type: ignore[method-assign]
+    job, done = threads.jobs.pop(0)
+    job()
+    assert handed_when_syncing == [0, 1], "the second sync began with the first one's answer not yet taken"
+    assert not has_fired(first) and not has_fired(second[0])
+    threads.hand_over()
+    done.callback(None)
+    assert result_of(first) is None and result_of(second[0]) is None
     assert records_in(path) == {"0": "http://a/", "1": "http://b/"}
     result_of(log.stopService())
+
+
+def test_a_writer_thread_that_cannot_run_fails_its_records_and_the_next_add_starts_another(
+    tmp_path: Path,
+) -> None:
+    """If the thread pool refuses the writer's run, the records waiting for it are failed (503), not
+    left waiting, and a later add gets a writer of its own."""
+    path = tmp_path / "store.json"
+    clock = Clock()
+    threads = ManualThreads()
+    log = started_log(OSRecordFile(str(path)), clock, fsync=True, run_in_thread=threads)
+    refused = log.append("0", "http://a/")
+    clock.advance(0)
+    _, done = threads.jobs.pop(0)
+    done.errback(RuntimeError("the thread pool is stopped"))
+    assert failure_of(refused).check(StoreUnavailable)
+    later = log.append("1", "http://b/")
+    clock.advance(0)
+    threads.run_next()
+    assert result_of(later) is None
+    assert records_in(path) == {"1": "http://b/"}
+    result_of(log.stopService())
+
+
+def test_fsync_needs_a_way_back_to_the_reactor(tmp_path: Path) -> None:
+    """The writer thread hands results to the reactor: without ``call_from_thread`` fsync is refused."""
+    with pytest.raises(ValueError, match="call_from_thread"):
+        AppendLog(OSRecordFile(str(tmp_path / "s.json")), Clock(), fsync=True, run_in_thread=ManualThreads())
 
 
 def test_every_record_is_acknowledged_whatever_one_acknowledgement_does(

@@ -179,7 +179,13 @@ def _store_on_append_log(tmp_path: Path) -> tuple[URLStore, AppendLog, ManualThr
     path = tmp_path / "store.json"
     clock = Clock()
     threads = ManualThreads()
-    log = AppendLog(OSRecordFile(str(path)), clock, fsync=True, run_in_thread=threads)
+    log = AppendLog(
+        OSRecordFile(str(path)),
+        clock,
+        fsync=True,
+        run_in_thread=threads,
+        call_from_thread=threads.call_from_thread,
+    )
     log.startService()
     return URLStore(log=log, clock=clock), log, threads, clock, path
 
