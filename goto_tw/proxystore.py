@@ -24,7 +24,7 @@ Production behaviour beyond the seed:
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 from twisted.internet.defer import Deferred, TimeoutError, fail, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -176,65 +176,32 @@ class ProxyStore:
             self._remember(answered[0], url)
         return answered[0], answered[1]
 
-    # Asking the master. While it is up (nearly always), the master's Deferred gets one callback of
-    # ours, which does in order what the general path's layers do one callback each (tracking for
-    # drain, the master's health, checking and caching the answer): each callback costs about
-    # 0.4 us, and a miss had five (bench/slave_calls.py). While it is down, the general path
-    # (_ask_master: fail fast, or the one probe) and its layers.
+    # Each call is made by _ask_master, its answer checked (and cached) once per call, before the
+    # waiters hear of it: so a waiter that joins a call made before a forget caches nothing either.
 
     def _ask_master_get(self, key: str) -> Deferred[str]:
-        if self._master_down_since is None:
-            asked = self._master.get(key)
-            self._in_flight += 1
-            return asked.addBoth(self._get_answered, key, self._generation)
-        asked = self._ask_master(lambda: self._master.get(key))
-        generation = self._generation
-        return asked.addCallbacks(
-            self._got, self._not_got, callbackArgs=(key, generation), errbackArgs=(key,)
-        )
+        return self._ask_master(lambda: self._master.get(key), self._get_answered, key, self._generation)
 
     def _get_answered(self, result: object, key: str, generation: int) -> object:
-        self._master_answered(result)
         if isinstance(result, Failure):
             return self._not_got(result, key)
         return self._got(result, key, generation)
 
     def _ask_master_put(self, url: str) -> Deferred[str]:
-        if self._master_down_since is None:
-            asked = self._master.put(url)
-            self._in_flight += 1
-            return asked.addBoth(self._put_answered, url, self._generation)
-        generation = self._generation
-        return self._ask_master(lambda: self._master.put(url)).addCallback(self._put_done, url, generation)
+        return self._ask_master(lambda: self._master.put(url), self._put_answered, url, self._generation)
 
     def _put_answered(self, result: object, url: str, generation: int) -> object:
-        self._master_answered(result)
         if isinstance(result, Failure):
             return result
         return self._put_done(result, url, generation)
 
     def _ask_master_add(self, master: ILinkAdder, url: str, key: str | None) -> Deferred[tuple[str, bool]]:
-        """Add on the master; the answer is checked and cached once for all the waiters of the call
-        (as a look-up's is), so a call made before a :meth:`forget` is never cached."""
-        if self._master_down_since is None:
-            asked = master.add(url, key)
-            self._in_flight += 1
-            return asked.addBoth(self._add_answered, url, key, self._generation)
-        generation = self._generation
-        return self._ask_master(lambda: master.add(url, key)).addCallback(
-            self._add_done, url, key, generation
-        )
+        return self._ask_master(lambda: master.add(url, key), self._add_answered, url, key, self._generation)
 
     def _add_answered(self, result: object, url: str, key: str | None, generation: int) -> object:
-        self._master_answered(result)
         if isinstance(result, Failure):
             return result
         return self._add_done(result, url, key, generation)
-
-    def _master_answered(self, result: object) -> None:
-        """What :meth:`_tracked` and :meth:`_note_master_health` do with a result, in one call."""
-        self._call_done(result)
-        self._note_master_health(result)
 
     # --- coherence with the master (goto_tw.coherence) -------------------------------------------
 
@@ -345,17 +312,37 @@ class ProxyStore:
 
         return asked.addBoth(answered_properly)
 
-    def _ask_master(self, call: Callable[[], Deferred[T]]) -> Deferred[T]:
+    def _ask_master(
+        self, call: Callable[[], Deferred[Any]], answered: Callable[..., object], *args: object
+    ) -> Deferred[Any]:
         """Make ``call``, unless the master is known to be down and this is not the time to probe:
-        then fail at once with :class:`MasterUnreachable`."""
+        then fail at once with :class:`MasterUnreachable`. Its result, a value or a Failure, goes
+        to ``answered(result, *args)``, which makes the result of the Deferred returned.
+
+        While the master is up (nearly always) that is one callback on the master's Deferred,
+        :meth:`_master_answered`, not one per step: each costs about 0.4 us on CPython 3.11, and
+        every miss and add through a slave paid for five (bench/slave_calls.py).
+        """
         if self._master_down_since is not None:
             if self._probing or self._clock.seconds() < self._next_probe_at:
                 message = str(self._down_error) if self._down_error else "the master is unreachable"
-                return fail(MasterUnreachable(message, detail="failing fast while the master is down"))
-            return self._probe(call)
-        asked = self._tracked(call())
-        asked.addBoth(self._note_master_health)
-        return asked
+                failed: Deferred[Any] = fail(
+                    MasterUnreachable(message, detail="failing fast while the master is down")
+                )
+                return failed.addBoth(answered, *args)
+            return self._probe(call).addBoth(answered, *args)
+        asked = call()
+        self._in_flight += 1  # as _tracked does
+        return asked.addBoth(self._master_answered, answered, args)
+
+    def _master_answered(
+        self, result: object, answered: Callable[..., object], args: tuple[object, ...]
+    ) -> object:
+        """:meth:`_call_done`, :meth:`_note_master_health`, then ``answered``: in this order, what
+        the callbacks of :meth:`_tracked`, :meth:`_note_master_health` and the caller would do."""
+        self._call_done(result)
+        self._note_master_health(result)
+        return answered(result, *args)
 
     def _probe(self, call: Callable[[], Deferred[T]]) -> Deferred[T]:
         """Make ``call`` as the one probe of a down master: other calls fail fast meanwhile, and

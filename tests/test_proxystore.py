@@ -426,3 +426,20 @@ def test_the_calls_of_an_up_master_are_tracked_for_drain_and_health() -> None:
     assert not store.master_reachable
     assert failure_of(get).check(KeyNotFound) and result_of(put) == "7"
     assert failure_of(add).check(MasterUnreachable)
+
+
+def test_adds_while_the_master_is_down_fail_fast_and_the_probe_add_is_cached() -> None:
+    """The layered path of a down master serves adds as look-ups: fail fast, then one add probes,
+    and its checked answer is cached and marks the master up."""
+    store, master, clock = make_counting()
+    store.get("x").addErrback(lambda _: None)
+    master.fail(MasterUnreachable("down"))
+    assert failure_of(store.add("http://a.example/")).check(MasterUnreachable)
+    assert master.calls == []
+    clock.advance(1.0)
+    probe = store.add("http://a.example/")
+    assert [(m, a) for m, a, _ in master.calls] == [("add", "http://a.example/")]
+    master.calls.pop(0)[2].callback(("5", True))  # type: ignore[arg-type]
+    assert result_of(probe) == ("5", True)
+    assert store.lookup("5") == "http://a.example/"
+    assert store.master_reachable
