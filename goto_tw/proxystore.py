@@ -81,6 +81,8 @@ class ProxyStore:
         if cache_size < 1:
             raise ValueError("the cache must hold at least one pair")
         self._master = master
+        #: The master's ``Store.Add``, adapted once (0.7 us an add otherwise), or ``None``.
+        self._adder = ILinkAdder(master, None)
         self._clock = clock
         self._cache_size = cache_size
         self._negative_ttl = negative_ttl
@@ -156,7 +158,7 @@ class ProxyStore:
             url = accept_url(url, self.policy)
         except GotoError:
             return fail()
-        master = ILinkAdder(self._master, None)
+        master = self._adder
         if master is None:
             return fail(InvalidKey("this server takes no custom keys"))
         return self._adds.call((key or "", url), lambda: self._ask_master_add(master, url, key))
