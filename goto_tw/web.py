@@ -675,8 +675,8 @@ class FastAnswers:
     def _redirect_answered(
         self, result: Union[str, Failure], method: str, key: str, head: bytes
     ) -> Union[FastAnswer, Failure]:
-        """:meth:`_redirect` or :meth:`_refused`: one ``addBoth``, cheaper than ``addCallbacks``
-        (0.25 us of about 1.6 per miss on CPython 3.11: its arguments are checked on every call)."""
+        """:meth:`_redirect` or :meth:`_refused`: one ``addBoth``, which costs about 0.25 us less
+        than ``addCallbacks`` on CPython 3.11 (that checks its four argument slots on every call)."""
         if isinstance(result, Failure):
             return self._refused(result, method, key)
         return self._redirect(result, method, key, head)
