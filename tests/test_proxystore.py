@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel
+from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from goto_tw.errors import InvalidURL, KeyNotFound, MasterUnreachable, StoreUnavailable
-from goto_tw.interfaces import ILocalLookup, IMasterHealth, IURLStore
+from goto_tw.interfaces import ILinkAdder, ILocalLookup, IMasterHealth, IURLStore
 from goto_tw.proxystore import BAD_ANSWER_LOG_INTERVAL, HEALTH_PROBE_KEY, ProxyStore
 from tests.conftest import LogCapture
+from tests.counting import CountingDeferred
 from tests.fakes import FakeMaster
 from tests.helpers import failure_of, has_fired, result_of
 
@@ -342,3 +346,100 @@ def test_bad_answers_for_a_hot_key_log_once_per_interval(log_events: LogCapture)
     failure_of(request)
     lines = [m for m in log_events.messages() if "Bad answer from the master" in m]
     assert len(lines) == 2 and "19 more since the last line" in lines[1]
+
+
+@implementer(IURLStore, ILinkAdder)
+class CountingMaster(FakeMaster):
+    """A FakeMaster with ``Store.Add``, whose answers count the callbacks the slave hangs on them."""
+
+    def _call(self, method: str, argument: str) -> Deferred[str]:
+        answer = CountingDeferred()
+        self.calls.append((method, argument, answer))
+        return answer
+
+    def add(self, url: str, key: str | None = None) -> Deferred[tuple[str, bool]]:
+        return self._call("add", url)  # type: ignore[return-value]
+
+
+def make_counting() -> tuple[ProxyStore, CountingMaster, Clock]:
+    master, clock = CountingMaster(), Clock()
+    return ProxyStore(master, clock), master, clock
+
+
+def test_a_miss_an_add_and_a_put_hang_two_callbacks_on_the_masters_answer() -> None:
+    """While the master is up, the slave's bookkeeping of a call (drain tracking, the master's
+    health, checking and caching the answer) is one callback on the master's answer, and the fan-out
+    to the waiters one more: each callback costs every miss and add CPU (bench/slave_calls.py)."""
+    store, master, _ = make_counting()
+    calls: list[Deferred[Any]] = [
+        store.get("k"),
+        store.put("http://a.example/"),
+        store.add("http://b.example/"),
+    ]
+    assert [answer.added for _, _, answer in master.calls] == [2, 2, 2]  # type: ignore[attr-defined]
+    master.answer("http://k.example/")
+    master.answer("7")
+    master.calls.pop(0)[2].callback(("8", True))  # type: ignore[arg-type]
+    assert [result_of(call) for call in calls] == ["http://k.example/", "7", ("8", True)]
+    assert (store.lookup("k"), store.lookup("7"), store.lookup("8")) == (
+        "http://k.example/",
+        "http://a.example/",
+        "http://b.example/",
+    )
+
+
+def test_an_add_made_before_a_forget_is_not_cached_even_for_a_waiter_that_came_after() -> None:
+    """An answer to a call made before a forget may predate the change: it is passed on, never
+    cached, also when the add that joined the call came after the forget."""
+    store, master, _ = make_counting()
+    before = store.add("http://a.example/")
+    store.forget(["5"])
+    after = store.add("http://a.example/")
+    assert len(master.calls) == 1, "the second add joined the call in flight"
+    master.calls.pop(0)[2].callback(("5", True))  # type: ignore[arg-type]
+    assert result_of(before) == result_of(after) == ("5", True)
+    assert store.lookup("5") is None
+
+
+def test_a_bad_answer_to_an_add_fails_every_waiter_and_is_logged_once(log_events: LogCapture) -> None:
+    """The master's answer to an add is checked once for the call: each waiter gets the 503, the
+    log one line, nothing is cached."""
+    store, master, _ = make_counting()
+    adds = [store.add("http://a.example/") for _ in range(3)]
+    master.calls.pop(0)[2].callback(("bad key\r\n", True))  # type: ignore[arg-type]
+    assert all(failure_of(add).check(StoreUnavailable) for add in adds)
+    assert sum("Bad answer from the master" in m for m in log_events.messages()) == 1
+    assert store.count() == 0
+
+
+def test_the_calls_of_an_up_master_are_tracked_for_drain_and_health() -> None:
+    """The one callback does all the layers did: a call in flight holds drain back until answered
+    (a value, a "no", or no answer at all), and an unanswered one marks the master down."""
+    store, master, _ = make_counting()
+    get, put, add = store.get("k"), store.put("http://a.example/"), store.add("http://b.example/")
+    drained = store.drain(5.0)
+    master.fail(KeyNotFound("no"))
+    master.answer("7")
+    assert not has_fired(drained) and store.master_reachable
+    master.fail(MasterUnreachable("gone", detail="connection lost"))
+    assert has_fired(drained)
+    assert not store.master_reachable
+    assert failure_of(get).check(KeyNotFound) and result_of(put) == "7"
+    assert failure_of(add).check(MasterUnreachable)
+
+
+def test_adds_while_the_master_is_down_fail_fast_and_the_probe_add_is_cached() -> None:
+    """The layered path of a down master serves adds as look-ups: fail fast, then one add probes,
+    and its checked answer is cached and marks the master up."""
+    store, master, clock = make_counting()
+    store.get("x").addErrback(lambda _: None)
+    master.fail(MasterUnreachable("down"))
+    assert failure_of(store.add("http://a.example/")).check(MasterUnreachable)
+    assert master.calls == []
+    clock.advance(1.0)
+    probe = store.add("http://a.example/")
+    assert [(m, a) for m, a, _ in master.calls] == [("add", "http://a.example/")]
+    master.calls.pop(0)[2].callback(("5", True))  # type: ignore[arg-type]
+    assert result_of(probe) == ("5", True)
+    assert store.lookup("5") == "http://a.example/"
+    assert store.master_reachable
