@@ -54,7 +54,7 @@ from goto_tw.errors import (
 )
 from goto_tw.interfaces import ILinkAdder, IURLStore
 from goto_tw.metrics import Metrics
-from goto_tw.rpcwire import dumps_call
+from goto_tw.rpcwire import dumps_call, dumps_multicall
 from goto_tw.xmlrpcbody import RefusedBody, parse_call
 
 log = Logger()
@@ -359,12 +359,12 @@ class RemoteStore:
         answer, with the request's own failure if it failed as a whole."""
         answers = [call.answer for call in batch]
         if len(batch) == 1:
-            method, params = batch[0].method, batch[0].params
-            sent = self._send(method, params)
+            method = batch[0].method
+            sent = self._send(method, dumps_call(batch[0].params, method))
             distribute = _deliver
         else:
-            calls = [{"methodName": call.method, "params": list(call.params)} for call in batch]
-            sent = self._send("system.multicall", (calls,))
+            method = "system.multicall"
+            sent = self._send(method, dumps_multicall([(call.method, call.params) for call in batch]))
             distribute = _distribute
 
         def delivered(result: object) -> Failure | None:
@@ -396,9 +396,9 @@ class RemoteStore:
         _fail_all(Failure(error), answers)
         return error
 
-    def _send(self, method: str, params: tuple[Any, ...]) -> Deferred[Any]:
-        """One XML-RPC request to the master, with its timeout and its metrics."""
-        body = dumps_call(params, method).encode("utf-8")
+    def _send(self, method: str, call: str) -> Deferred[Any]:
+        """One XML-RPC request (``call``, of ``method``) to the master, with its timeout and its metrics."""
+        body = call.encode("utf-8")
         answered: Deferred[Any] = self._http.post(self._url, data=body, headers=self._headers)
         answered.addCallback(self._read)
         answered.addTimeout(self._timeout, self._clock)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import re
 import xmlrpc.client as xmlrpclib
+from collections.abc import Sequence
 from typing import Any
 
 #: Deepest nesting of arrays and structs handled here; deeper (or recursive) goes to the library.
@@ -113,6 +114,38 @@ def dumps_call(params: tuple[Any, ...], method: str) -> str:
             out.append("</params>\n</methodCall>\n")
             return "".join(out)
     return xmlrpclib.dumps(params, method)
+
+
+_MULTICALL_HEAD = (
+    _HEADER
+    + "<methodCall>\n<methodName>system.multicall</methodName>\n<params>\n<param>\n<value><array><data>\n"
+)
+_MULTICALL_CALL = "<value><struct>\n<member>\n<name>methodName</name>\n<value><string>"
+_MULTICALL_PARAMS = "</string></value>\n</member>\n<member>\n<name>params</name>\n<value><array><data>\n"
+_MULTICALL_CALL_END = "</data></array></value>\n</member>\n</struct></value>\n"
+_MULTICALL_TAIL = "</data></array></value>\n</param>\n</params>\n</methodCall>\n"
+
+
+def dumps_multicall(calls: Sequence[tuple[str, Sequence[Any]]]) -> str:
+    """``system.multicall`` of ``calls`` (``(method, params)`` pairs) as ``xmlrpc.client.dumps`` writes
+    ``([{"methodName": method, "params": list(params)}, ...],)``: the same text, without building
+    those dicts and lists (a slave's batches: 3% of its time on uncached redirects)."""
+    out = [_MULTICALL_HEAD]
+    try:
+        for method, params in calls:
+            if type(method) is not str:
+                raise _Decline
+            out.append(_MULTICALL_CALL)
+            out.append(_escape(method))
+            out.append(_MULTICALL_PARAMS)
+            for param in params:
+                _dump(param, out, 3)  # the batch's array, a call's struct, its params' array
+            out.append(_MULTICALL_CALL_END)
+    except _Decline:
+        batch = [{"methodName": method, "params": list(params)} for method, params in calls]
+        return xmlrpclib.dumps((batch,), "system.multicall")
+    out.append(_MULTICALL_TAIL)
+    return "".join(out)
 
 
 def dumps_response(result: Any) -> str:

@@ -310,3 +310,21 @@ def test_nan_and_infinities_round_trip() -> None:
     """Doubles the library writes by repr (nan, inf) read back as the library reads them."""
     body = rpcwire.dumps_response([math.inf, -math.inf, math.nan, 1e300, -0.0]).encode("utf-8")
     assert repr(rpcwire.loads(body)) == repr(parse_with_expat(body))
+
+
+@given(
+    calls=st.lists(
+        st.tuples(
+            st.one_of(method_names, st.sampled_from(["Store.Get", "Store.Add"])),
+            st.one_of(st.lists(values(hostile_text, odd_values), max_size=3), st.tuples(hostile_text)),
+        ),
+        max_size=6,
+    )
+)
+def test_a_multicall_encodes_as_the_library_encodes_its_dicts(calls: list[tuple[str, Any]]) -> None:
+    """``dumps_multicall`` of ``(method, params)`` pairs, hostile and unmarshallable values and deep
+    nesting included: the library's text for the dicts a multicall is made of (or its exception)."""
+    batch = [{"methodName": method, "params": list(params)} for method, params in calls]
+    assert outcome(lambda: rpcwire.dumps_multicall(calls)) == outcome(
+        lambda: xmlrpclib.dumps((batch,), "system.multicall")
+    )
