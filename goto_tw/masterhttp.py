@@ -384,6 +384,8 @@ class _Connection(Protocol):
 
     def _complete(self, extra: bytes) -> None:
         """The answer is whole: hand it over (or end its streamed body); reuse or close the connection."""
+        if self._state not in (_LENGTH, _CHUNKED):
+            return  # dropped while the answer's last bytes were being delivered (by its body's reader)
         answer, self._answer = self._answer, None
         post, self._post = self._post, None
         self._state = _IDLE
