@@ -239,6 +239,17 @@ class _Connection(Protocol):
             post.answer.errback(ResponseFailed([Failure(reason)]))
         self._end_streaming(Failure(ResponseFailed([Failure(reason)])))
 
+    def end(self) -> None:
+        """End a connection no answer is expected on (an answer is complete, or it is idle).
+
+        Aborted, not closed gracefully: a graceful close waits on the master (a TLS close waits for
+        its close_notify, a TCP close for it to read what is unsent), and until the connection is lost
+        it holds one of the link's MAX_CONNECTIONS (a master that never completes closes would leave
+        every later post waiting) and, at stop, the service's shutdown."""
+        transport: Any = self.transport
+        if transport is not None:
+            transport.abortConnection()
+
     # --- receiving ---
 
     def dataReceived(self, data: bytes) -> None:
@@ -394,8 +405,7 @@ class _Connection(Protocol):
         streaming = self._streaming is not None
         self._end_streaming(_RESPONSE_DONE)
         if extra or not self._reusable:
-            if self.transport is not None:
-                self.transport.loseConnection()
+            self.end()
         else:
             self._link.release(self)
         if not streaming and answer is not None:
@@ -497,8 +507,7 @@ class _Link:
             connection = self._idle.pop()
             if now - connection.idle_since < IDLE_SECONDS:
                 return connection
-            if connection.transport is not None:
-                connection.transport.loseConnection()
+            connection.end()
         return None
 
     def _connect(self, post: _Post) -> None:
@@ -528,8 +537,7 @@ class _Link:
         if self._waiting:
             connection.send(self._waiting.popleft())
         elif self._closing:
-            if connection.transport is not None:
-                connection.transport.loseConnection()
+            connection.end()
         else:
             connection.idle_since = self.clock.seconds()
             self._idle.append(connection)
@@ -559,7 +567,7 @@ class _Link:
             if connection.transport is not None:
                 connection.lost = Deferred()
                 closed.append(connection.lost)
-                connection.transport.loseConnection()
+                connection.end()
         return gatherResults(closed)
 
 

@@ -64,6 +64,96 @@ def test_a_body_stopped_inside_its_last_bytes_leaves_the_dropped_connection_unus
     assert result_of(again).body == XML
 
 
+class ClosingTransport(StringTransport):
+    """Like a TCP or TLS transport whose peer never completes a graceful close (a TLS peer that never
+    answers close_notify, a peer that stops reading): ``loseConnection`` never ends the connection;
+    ``abortConnection`` always does, on the next turn of ``clock``."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__()
+        self._clock = clock
+        self.protocol: Any = None
+
+    def abortConnection(self) -> None:
+        if self.disconnected:
+            return
+        super().abortConnection()
+        self._clock.callLater(0, self.protocol.connectionLost, Failure(ConnectionAborted()))
+
+
+class ClosingEndpoint(Endpoint):
+    def __init__(self, clock: Clock) -> None:
+        super().__init__()
+        self.clock = clock
+
+    def _made(self, protocol: Any) -> Any:
+        transport = ClosingTransport(self.clock)
+        transport.protocol = protocol
+        protocol.makeConnection(transport)
+        self.transports.append(transport)
+        self.protocols.append(protocol)
+        return protocol
+
+
+def closing_client() -> tuple[MasterConnections, ClosingEndpoint, Clock]:
+    clock = Clock()
+    endpoint = ClosingEndpoint(clock)
+    connections = MasterConnections(clock, 5.0, max_answer_bytes=100_000, endpoints=endpoint)
+    return connections, endpoint, clock
+
+
+def test_connections_the_slave_is_done_with_do_not_hold_their_slots_while_the_peer_lingers() -> None:
+    """Answers with ``Connection: close`` end their connections. Ending them must not wait on the
+    peer: a connection still closing counts against MAX_CONNECTIONS, so MAX_CONNECTIONS of them
+    whose close never completes would leave every later post waiting (for ever: until its timeout)."""
+    connections, endpoint, clock = closing_client()
+    for n in range(MAX_CONNECTIONS):
+        posted = post(connections)
+        answer_to(endpoint, n, CLOSE)
+        assert result_of(posted).body == XML
+        clock.advance(0)
+    late = post(connections)
+    clock.advance(0)
+    assert len(endpoint.transports) == MAX_CONNECTIONS + 1, "the late post got a connection"
+    answer_to(endpoint, MAX_CONNECTIONS, OK)
+    assert result_of(late).body == XML
+
+
+def test_stale_idle_connections_do_not_hold_their_slots_while_the_peer_lingers() -> None:
+    """Idle connections too old to use are closed when a post comes; closing them must not keep
+    their slots, or a master that was quiet for IDLE_SECONDS after a burst is never reached again."""
+    connections, endpoint, clock = closing_client()
+    burst = [post(connections) for _ in range(MAX_CONNECTIONS)]
+    for n in range(MAX_CONNECTIONS):
+        answer_to(endpoint, n, OK)
+    assert all(result_of(posted).body == XML for posted in burst)
+    clock.advance(IDLE_SECONDS + 1)
+    for _ in range(3):
+        late = post(connections)
+        clock.advance(0)
+        assert has_fired(late) or len(endpoint.transports) > MAX_CONNECTIONS
+        answer_to(endpoint, len(endpoint.transports) - 1, OK)
+        assert result_of(late).body == XML
+
+
+def test_cancelling_mid_answer_fails_that_post_once_and_the_next_gets_a_new_connection() -> None:
+    """Cancelled with half a chunked 200 in: the post fails once (CancelledError), the rest of that
+    answer arriving later reaches nobody, and the connection's slot is freed when it ends."""
+    connections, endpoint, clock = closing_client()
+    posted = post(connections)
+    answer_to(endpoint, 0, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(XML, 7)[:30])
+    posted.cancel()
+    assert failure_of(posted).check(CancelledError)
+    answer_to(endpoint, 0, chunked(XML, 7)[30:])  # late bytes, before the abort is through
+    clock.advance(0)
+    again = post(connections)
+    assert len(endpoint.transports) == 2
+    answer_to(endpoint, 1, OK)
+    assert result_of(again).body == XML
+    link: Any = next(iter(connections._links.values()))
+    assert link._open == 1
+
+
 def test_a_post_made_from_a_callback_of_the_answer_it_follows_reuses_the_connection_cleanly() -> None:
     """A caller posting again from its answer's callback (synchronously) gets a working connection
     and its own answer, and the first post fires once."""
@@ -121,4 +211,17 @@ def test_a_connection_lost_while_idle_after_stop_fires_the_stop() -> None:
     result_of(posted)
     stopped = connections.stopService()
     endpoint.protocols[0].connectionLost(Failure(ConnectionDone()))
+    assert has_fired(stopped)
+
+
+def test_stopping_never_waits_on_a_peer_that_does_not_complete_the_close() -> None:
+    """twistd waits for stopService without a timeout: closing the idle connections must end them
+    even when the master never answers a graceful close (a TLS close_notify it ignores)."""
+    connections, endpoint, clock = closing_client()
+    connections.startService()
+    posted = post(connections)
+    answer_to(endpoint, 0, OK)
+    result_of(posted)
+    stopped = connections.stopService()
+    clock.advance(0)
     assert has_fired(stopped)
