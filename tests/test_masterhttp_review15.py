@@ -6,16 +6,33 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import pytest_twisted  # type: ignore[import-untyped]
+from twisted.application.service import MultiService
+from twisted.internet import reactor
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.web import xmlrpc
+from twisted.web.server import Site
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.error import ConnectionAborted, ConnectionDone
+from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseFailed
+from twisted.web.http import PotentialDataLoss
+from twisted.web.http_headers import Headers
 
-from goto_tw.masterhttp import IDLE_SECONDS, MAX_CONNECTIONS, MasterConnections
+from goto_tw.masterhttp import (
+    IDLE_SECONDS,
+    MAX_CONNECTIONS,
+    MAX_HEAD_BYTES,
+    REFUSED_BODY_SECONDS,
+    BadAnswer,
+    MasterConnections,
+)
+from goto_tw.metrics import Metrics
+from goto_tw.tap import make_slave
 from tests.helpers import failure_of, has_fired, result_of
-from tests.test_masterhttp import OK, URL, XML, Endpoint, answer_to, chunked, client, post
+from tests.test_masterhttp import OK, URL, XML, Endpoint, answer_to, chunked, client, post, reason_of
 
 CLOSE = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(XML), XML)
 
@@ -225,3 +242,231 @@ def test_stopping_never_waits_on_a_peer_that_does_not_complete_the_close() -> No
     stopped = connections.stopService()
     clock.advance(0)
     assert has_fired(stopped)
+
+
+# --- over real loopback sockets -------------------------------------------------------------------
+
+
+class ClicksOnly(xmlrpc.XMLRPC):
+    """A master's ``/RPC2`` that keeps clicks (and has no change feed)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clicks: list[dict[str, int]] = []
+
+    def xmlrpc_Clicks(self, batch: dict[str, int]) -> bool:
+        self.clicks.append(batch)
+        return True
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_clicks_counted_before_stopping_reach_the_master_while_the_slave_stops():
+    """The click forwarder's last flush goes out while the slave stops, after the service that owns
+    the connections to the master was told to stop: it still reaches the master."""
+    store = ClicksOnly()
+    root = xmlrpc.XMLRPC()
+    root.putSubHandler("Store", store)
+    port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Site(root))
+    parent = MultiService()
+    options = {
+        "master": f"http://127.0.0.1:{port.getHost().port}/RPC2",
+        "rpc-timeout": 5.0,
+        "cache-size": 100,
+    }
+    try:
+        _, counter, _ = make_slave(options, reactor, parent, Metrics("slave"))
+        parent.startService()
+        counter.click("abc")
+        counter.click("abc")
+        yield parent.stopService()
+        assert store.clicks == [{"abc": 2}]
+    finally:
+        yield port.stopListening()
+
+
+# --- parsing: what real servers send (each case kills a mutant the first tests let live) ----------
+
+LENGTH_OK = b"HTTP/1.1 200 OK\r\n%s\r\n\r\n" + XML
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        b"Content-Length:\t%d\t" % len(XML),  # optional white space may be a tab
+        b"Content-Type: text/xml\r\nX-Empty:\r\nX-Also-Empty: \r\nContent-Length: %d" % len(XML),
+        b"Content-Length: %d\r\nContent-Length: %d" % (len(XML), len(XML)),  # the same twice: one length
+    ],
+    ids=["tabs", "empty-values", "same-length-twice"],
+)
+def test_answers_real_servers_send_are_read_and_the_connection_kept(headers: bytes) -> None:
+    connections, endpoint, _ = client()
+    posted = post(connections)
+    answer_to(endpoint, 0, LENGTH_OK % headers)
+    assert result_of(posted).body == XML
+    post(connections)
+    assert len(endpoint.transports) == 1
+
+
+def test_transfer_coding_names_are_case_insensitive() -> None:
+    connections, endpoint, _ = client()
+    posted = post(connections)
+    answer_to(endpoint, 0, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n" + chunked(XML, 9))
+    assert result_of(posted).body == XML
+
+
+@pytest.mark.parametrize(
+    ("answer", "says"),
+    [
+        (b"HTTP/1.1 200 OK\r\nX-No-Colon\r\n\r\n", "malformed header"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", "coding"),
+        (b"HTTP/1.1 200 OK\r\n" + b"X-Filler: " + b"y" * MAX_HEAD_BYTES + b"\r\n\r\n" + OK, "head is longer"),
+    ],
+    ids=["no-colon", "chunked-twice", "long-head-in-one-piece"],
+)
+def test_answers_this_client_does_not_read_fail(answer: bytes, says: str) -> None:
+    connections, endpoint, _ = client()
+    posted = post(connections)
+    answer_to(endpoint, 0, answer)
+    failure = failure_of(posted)
+    assert failure.check(ResponseFailed)
+    assert failure.value.reasons[0].check(BadAnswer)  # type: ignore[attr-defined]
+    assert says in reason_of(failure)
+    assert endpoint.transports[0].disconnected
+
+
+def test_connection_close_among_other_tokens_ends_the_connection() -> None:
+    connections, endpoint, _ = client()
+    posted = post(connections)
+    answer_to(endpoint, 0, LENGTH_OK % (b"Connection: keep-alive, Close\r\nContent-Length: %d" % len(XML)))
+    assert result_of(posted).body == XML
+    assert endpoint.transports[0].disconnecting
+    post(connections)
+    assert len(endpoint.transports) == 2
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+        b"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"HTTP/1.1 304 Not Modified\r\nContent-Length: 50\r\n\r\n",
+    ],
+    ids=["204", "304-chunked", "304-length"],
+)
+def test_answers_without_a_body_end_at_their_head(answer: bytes) -> None:
+    """204 and 304 have no body whatever their headers say: the answer is complete at its head and
+    the connection carries the next request (its answer is not taken for a body)."""
+    connections, endpoint, _ = client()
+    posted = post(connections)
+    answer_to(endpoint, 0, answer)
+    body = result_of(posted)
+    ended: list[Failure] = []
+
+    class Reader:
+        def makeConnection(self, transport: Any) -> None:
+            pass
+
+        def dataReceived(self, data: bytes) -> None:
+            raise AssertionError(data)
+
+        def connectionLost(self, reason: Failure) -> None:
+            ended.append(reason)
+
+    body.deliverBody(Reader())
+    assert len(ended) == 1
+    again = post(connections)
+    assert len(endpoint.transports) == 1
+    answer_to(endpoint, 0, OK)
+    assert result_of(again).body == XML
+
+
+def test_a_complete_refused_answer_leaves_no_deadline_behind() -> None:
+    """The refused body's deadline is for that body: once it is complete, the connection (idle, or
+    carrying the next request) is not dropped when the deadline would have come."""
+    connections, endpoint, clock = client()
+    posted = post(connections)
+    answer_to(endpoint, 0, REFUSED_HEADS["length"] + REFUSED_BODIES["length"])
+    assert result_of(posted).code == 404
+    again = post(connections)
+    clock.advance(REFUSED_BODY_SECONDS + 1)
+    assert not endpoint.transports[0].disconnected
+    answer_to(endpoint, 0, OK)
+    assert result_of(again).body == XML
+
+
+def test_a_refused_body_ended_by_the_close_is_potential_data_loss() -> None:
+    """A refused answer with neither length nor chunks ends with its connection: its reader gets
+    PotentialDataLoss (what Agent gives), not a failure."""
+    connections, endpoint, _ = client()
+    posted = post(connections)
+    answer_to(endpoint, 0, b"HTTP/1.1 503 Busy\r\n\r\ntry later")
+    ended: list[Failure] = []
+    parts: list[bytes] = []
+
+    class Reader:
+        def makeConnection(self, transport: Any) -> None:
+            pass
+
+        def dataReceived(self, data: bytes) -> None:
+            parts.append(data)
+
+        def connectionLost(self, reason: Failure) -> None:
+            ended.append(reason)
+
+    result_of(posted).deliverBody(Reader())
+    endpoint.protocols[0].connectionLost(Failure(ConnectionDone()))
+    assert b"".join(parts) == b"try later"
+    assert [reason.type for reason in ended] == [PotentialDataLoss]
+
+
+def test_the_callers_host_and_length_headers_are_not_sent_twice() -> None:
+    connections, endpoint, _ = client()
+    headers = Headers({b"host": [b"evil.example"], b"content-length": [b"999"], b"x-a": [b"1"]})
+    connections.post(URL, data=b"abc", headers=headers)
+    head = endpoint.transports[0].value().split(b"\r\n\r\n")[0].lower()
+    assert head.count(b"host:") == 1 and b"evil" not in head
+    assert head.count(b"content-length:") == 1 and b"content-length: 3" in head
+
+
+class RefusingAtFirst(Endpoint):
+    """Refuses the first ``refusals`` connections (at once), then connects as Endpoint does."""
+
+    def __init__(self, refusals: int, hold: bool = False) -> None:
+        super().__init__(hold)
+        self.refusals = refusals
+
+    def connect(self, factory: Any) -> Deferred[Any]:
+        if self.refusals:
+            self.refusals -= 1
+            refused: Deferred[Any] = Deferred()
+            refused.errback(ConnectionRefusedError())
+            return refused
+        return super().connect(factory)
+
+
+def test_refused_connections_give_their_slots_back() -> None:
+    """A master that was down for more than MAX_CONNECTIONS attempts is reached once it is back."""
+    connections, endpoint, _ = client(RefusingAtFirst(MAX_CONNECTIONS + 4))
+    for _ in range(MAX_CONNECTIONS + 4):
+        failure_of(post(connections)).trap(ConnectionRefusedError)
+    back = post(connections)
+    assert len(endpoint.transports) == 1
+    answer_to(endpoint, 0, OK)
+    assert result_of(back).body == XML
+
+
+def test_a_failed_connection_attempt_lets_a_waiting_post_try_at_once() -> None:
+    endpoint = Endpoint(hold=True)
+    connections, _, _ = client(endpoint)
+    first = [post(connections) for _ in range(MAX_CONNECTIONS)]
+    waiting = post(connections)
+    assert len(endpoint.pending) == MAX_CONNECTIONS
+    connecting, _ = endpoint.pending.pop(0)
+    connecting.errback(ConnectionRefusedError())
+    failure_of(first[0]).trap(ConnectionRefusedError)
+    assert len(endpoint.pending) == MAX_CONNECTIONS, "the waiting post is connecting"
+    endpoint.finish_connecting()  # the second post's
+    endpoint.pending[-1][0].callback(endpoint._made(endpoint.pending.pop()[1]))
+    assert endpoint.transports[-1].value().endswith(b"<methodCall/>")
+    answer_to(endpoint, len(endpoint.transports) - 1, OK)
+    assert result_of(waiting).body == XML
