@@ -29,6 +29,7 @@ from goto_tw.masterhttp import (
     BadAnswer,
     MasterConnections,
 )
+from goto_tw.errors import MasterUnreachable
 from goto_tw.metrics import Metrics
 from goto_tw.tap import make_slave
 from tests.helpers import failure_of, has_fired, result_of
@@ -470,3 +471,76 @@ def test_a_failed_connection_attempt_lets_a_waiting_post_try_at_once() -> None:
     assert endpoint.transports[-1].value().endswith(b"<methodCall/>")
     answer_to(endpoint, len(endpoint.transports) - 1, OK)
     assert result_of(waiting).body == XML
+
+
+def _self_signed(name: str) -> tuple[bytes, bytes]:
+    """A certificate for ``name`` and its key, both PEM."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return (
+        certificate.public_bytes(serialization.Encoding.PEM),
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+    )
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest_twisted.inlineCallbacks
+def test_an_https_master_is_reached_only_with_a_certificate_the_slave_trusts(tmp_path, monkeypatch):
+    """Over real TLS through the slave's client: a master whose certificate the slave trusts (here
+    through SSL_CERT_FILE) for the name in --master answers; the same master under another name
+    (the certificate does not match) is never sent the request."""
+    from twisted.internet.endpoints import SSL4ServerEndpoint
+    from twisted.internet.ssl import PrivateCertificate
+
+    from goto_tw.remote import RemoteStore
+
+    certificate, key = _self_signed("localhost")
+    (tmp_path / "ca.pem").write_bytes(certificate)
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path))
+    options = PrivateCertificate.loadPEM(certificate + key).options()
+    master = ClicksOnly()
+    root = xmlrpc.XMLRPC()
+    root.putSubHandler("Store", master)
+    port = yield SSL4ServerEndpoint(reactor, 0, options, interface="127.0.0.1").listen(Site(root))
+    number = port.getHost().port
+    parent = MultiService()
+    parent.startService()
+    from goto_tw.tap import master_client
+
+    http = master_client(reactor, 5.0, parent)
+    try:
+        trusted = RemoteStore(http, f"https://localhost:{number}/RPC2", reactor, timeout=5.0)
+        assert (yield trusted.call("Store.Clicks", {"k": 1})) is True
+        assert master.clicks == [{"k": 1}]
+        wrong_name = RemoteStore(http, f"https://127.0.0.1:{number}/RPC2", reactor, timeout=5.0)
+        [outcome] = yield wrong_name.call("Store.Clicks", {"k": 2}).addBoth(lambda result: [result])
+        assert isinstance(outcome, Failure), outcome
+        assert outcome.check(MasterUnreachable)
+        assert "VerificationError" in str(outcome.value.detail)  # service_identity's: the name does not match
+        assert master.clicks == [{"k": 1}]
+    finally:
+        yield parent.stopService()
+        yield port.stopListening()
