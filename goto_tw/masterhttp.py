@@ -204,7 +204,7 @@ class _Connection(Protocol):
         #: An answer other than 200 handed over before its body ended.
         self._streaming: MasterAnswer | None = None
         self._state = _IDLE
-        self._buffer = b""
+        self._buffer = bytearray()
         self._received_any = False
         self._remaining = 0
         self._chunks: _ChunkedTransferDecoder | None = None
@@ -295,18 +295,28 @@ class _Connection(Protocol):
                 return
 
     def _head(self, data: bytes) -> bytes:
-        """Read the answer's head from ``self._buffer + data``; return the bytes after it."""
-        buffer = self._buffer + data if self._buffer else data
-        end = buffer.find(b"\r\n\r\n")
+        """Read the answer's head from what came before (``self._buffer``) and ``data``; return the
+        bytes after it. A head that comes in pieces is gathered in a bytearray and each byte searched
+        once (copying and searching it whole for each piece cost a trickling master quadratic time)."""
+        buffer: bytes | bytearray
+        if self._buffer:
+            start = max(len(self._buffer) - 3, 0)  # the terminator may straddle the pieces
+            self._buffer += data
+            buffer = self._buffer
+            end = buffer.find(b"\r\n\r\n", start)
+        else:
+            buffer = data
+            end = buffer.find(b"\r\n\r\n")
         if end < 0:
             if len(buffer) > MAX_HEAD_BYTES:
                 raise BadAnswer(f"the answer's head is longer than {MAX_HEAD_BYTES} bytes")
-            self._buffer = buffer
+            if buffer is data:
+                self._buffer = bytearray(data)
             return b""
         if end > MAX_HEAD_BYTES:
             raise BadAnswer(f"the answer's head is longer than {MAX_HEAD_BYTES} bytes")
-        self._buffer = b""
-        head, rest = buffer[:end], buffer[end + 4 :]
+        self._buffer = bytearray()
+        head, rest = bytes(buffer[:end]), bytes(buffer[end + 4 :])
         self._start_answer(head)
         return rest
 
