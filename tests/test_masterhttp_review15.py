@@ -563,3 +563,31 @@ def test_a_head_trickled_a_byte_at_a_time_costs_linear_time() -> None:
     spent = time.process_time() - started
     assert result_of(posted).body == XML
     assert spent < 0.6, f"{spent:.2f} s of CPU for one trickled head"
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_slaves_connections_have_nagle_off_and_log_nothing(log_events):
+    """What MasterEndpointFactory gave Agent's pool, the slave's own client keeps: TCP_NODELAY on
+    every connection, and no "Starting factory" / "Stopping factory" lines per connection."""
+    from goto_tw.remote import RemoteStore
+    from goto_tw.tap import master_client
+
+    master = ClicksOnly()
+    root = xmlrpc.XMLRPC()
+    root.putSubHandler("Store", master)
+    site = Site(root)
+    site.noisy = False  # the master's own lines are not the slave's
+    port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
+    url = f"http://127.0.0.1:{port.getHost().port}/RPC2"
+    parent = MultiService()
+    parent.startService()
+    http: Any = master_client(reactor, 5.0, parent)
+    try:
+        remote = RemoteStore(http, url, reactor, timeout=5.0)
+        assert (yield remote.call("Store.Clicks", {"k": 1})) is True
+        [connection] = http._links[url]._idle
+        assert connection.transport.getTcpNoDelay()
+    finally:
+        yield parent.stopService()
+        yield port.stopListening()
+    assert not [m for m in log_events.messages() if "factory" in m.lower()]
