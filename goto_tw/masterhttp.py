@@ -204,7 +204,7 @@ class _Connection(Protocol):
         #: An answer other than 200 handed over before its body ended.
         self._streaming: MasterAnswer | None = None
         self._state = _IDLE
-        self._buffer = b""
+        self._buffer = bytearray()
         self._received_any = False
         self._remaining = 0
         self._chunks: _ChunkedTransferDecoder | None = None
@@ -238,6 +238,17 @@ class _Connection(Protocol):
         if post is not None and not answered and not post.answer.called:
             post.answer.errback(ResponseFailed([Failure(reason)]))
         self._end_streaming(Failure(ResponseFailed([Failure(reason)])))
+
+    def end(self) -> None:
+        """End a connection no answer is expected on (an answer is complete, or it is idle).
+
+        Aborted, not closed gracefully: a graceful close waits on the master (a TLS close waits for
+        its close_notify, a TCP close for it to read what is unsent), and until the connection is lost
+        it holds one of the link's MAX_CONNECTIONS (a master that never completes closes would leave
+        every later post waiting) and, at stop, the service's shutdown."""
+        transport: Any = self.transport
+        if transport is not None:
+            transport.abortConnection()
 
     # --- receiving ---
 
@@ -284,18 +295,28 @@ class _Connection(Protocol):
                 return
 
     def _head(self, data: bytes) -> bytes:
-        """Read the answer's head from ``self._buffer + data``; return the bytes after it."""
-        buffer = self._buffer + data if self._buffer else data
-        end = buffer.find(b"\r\n\r\n")
+        """Read the answer's head from what came before (``self._buffer``) and ``data``; return the
+        bytes after it. A head that comes in pieces is gathered in a bytearray and each byte searched
+        once (copying and searching it whole for each piece cost a trickling master quadratic time)."""
+        buffer: bytes | bytearray
+        if self._buffer:
+            start = max(len(self._buffer) - 3, 0)  # the terminator may straddle the pieces
+            self._buffer += data
+            buffer = self._buffer
+            end = buffer.find(b"\r\n\r\n", start)
+        else:
+            buffer = data
+            end = buffer.find(b"\r\n\r\n")
         if end < 0:
             if len(buffer) > MAX_HEAD_BYTES:
                 raise BadAnswer(f"the answer's head is longer than {MAX_HEAD_BYTES} bytes")
-            self._buffer = buffer
+            if buffer is data:
+                self._buffer = bytearray(data)
             return b""
         if end > MAX_HEAD_BYTES:
             raise BadAnswer(f"the answer's head is longer than {MAX_HEAD_BYTES} bytes")
-        self._buffer = b""
-        head, rest = buffer[:end], buffer[end + 4 :]
+        self._buffer = bytearray()
+        head, rest = bytes(buffer[:end]), bytes(buffer[end + 4 :])
         self._start_answer(head)
         return rest
 
@@ -384,6 +405,8 @@ class _Connection(Protocol):
 
     def _complete(self, extra: bytes) -> None:
         """The answer is whole: hand it over (or end its streamed body); reuse or close the connection."""
+        if self._state not in (_LENGTH, _CHUNKED):
+            return  # dropped while the answer's last bytes were being delivered (by its body's reader)
         answer, self._answer = self._answer, None
         post, self._post = self._post, None
         self._state = _IDLE
@@ -392,8 +415,7 @@ class _Connection(Protocol):
         streaming = self._streaming is not None
         self._end_streaming(_RESPONSE_DONE)
         if extra or not self._reusable:
-            if self.transport is not None:
-                self.transport.loseConnection()
+            self.end()
         else:
             self._link.release(self)
         if not streaming and answer is not None:
@@ -495,8 +517,7 @@ class _Link:
             connection = self._idle.pop()
             if now - connection.idle_since < IDLE_SECONDS:
                 return connection
-            if connection.transport is not None:
-                connection.transport.loseConnection()
+            connection.end()
         return None
 
     def _connect(self, post: _Post) -> None:
@@ -526,8 +547,7 @@ class _Link:
         if self._waiting:
             connection.send(self._waiting.popleft())
         elif self._closing:
-            if connection.transport is not None:
-                connection.transport.loseConnection()
+            connection.end()
         else:
             connection.idle_since = self.clock.seconds()
             self._idle.append(connection)
@@ -557,7 +577,7 @@ class _Link:
             if connection.transport is not None:
                 connection.lost = Deferred()
                 closed.append(connection.lost)
-                connection.transport.loseConnection()
+                connection.end()
         return gatherResults(closed)
 
 
