@@ -90,6 +90,10 @@ class BadAnswer(Exception):
     """The master's answer is not HTTP this client reads (the message says what was wrong)."""
 
 
+class LinkBusy(Exception):
+    """So many posts already wait for a connection to this master that one more is not queued."""
+
+
 class MasterAnswer:
     """One answer of the master: ``code``, ``phrase``, ``headers``, ``length`` and the body.
 
@@ -508,7 +512,11 @@ class _Link:
         elif len(self._waiting) < MAX_WAITING:
             self._waiting.append(post)
         else:
-            return fail(ResponseNeverReceived([Failure(BadAnswer(f"{MAX_WAITING} calls already wait"))]))
+            return fail(
+                ResponseNeverReceived(
+                    [Failure(LinkBusy(f"{MAX_WAITING} calls already wait for a connection"))]
+                )
+            )
         return post.answer
 
     def _take_idle(self) -> _Connection | None:

@@ -25,6 +25,7 @@ from goto_tw.masterhttp import (
     MAX_WAITING,
     REFUSED_BODY_SECONDS,
     BadAnswer,
+    LinkBusy,
     MasterConnections,
 )
 from tests.helpers import failure_of, has_fired, result_of
@@ -445,7 +446,11 @@ def test_posts_waiting_past_their_bound_fail_at_once() -> None:
     connections, _, _ = client()
     waiting = [post(connections) for _ in range(MAX_CONNECTIONS + MAX_WAITING)]
     assert not any(has_fired(posted) for posted in waiting)
-    assert failure_of(post(connections)).check(ResponseNeverReceived)
+    refused = failure_of(post(connections))
+    assert refused.check(ResponseNeverReceived)
+    assert "already wait for a connection" in reason_of(refused)
+    error: Any = refused.value
+    assert error.reasons[0].check(LinkBusy)
 
 
 def test_master_urls_are_bounded() -> None:
