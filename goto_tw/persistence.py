@@ -532,8 +532,8 @@ class AppendLog(Service):
     all of them for its next ``write`` + ``fsync`` as soon as the last one ends, handing that one's
     acknowledgements to the reactor (``call_from_thread``) without waiting for them. A thread
     started per group (as before) left the disk idle twice per group: while the thread woke to
-    take it, and while the reactor took the result and started the next; on PyPy that was 0.6 ms
-    of each 1 ms cycle (bench/README.md).
+    take it, and while the reactor took the result and started the next (on PyPy, measured with
+    timestamps around the thread's work: 0.6 ms of each 1 ms cycle).
 
     With a :class:`~goto_tw.keybound.KeyBound`, no record whose key is a counter value at or past
     the durable bound is written (so none is acknowledged) until a higher bound is durable; the
