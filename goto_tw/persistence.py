@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator
 from typing import Callable, NamedTuple, Optional, Protocol
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -733,7 +733,10 @@ class AppendLog(Service):
                 return
             self._writer_running = True
         assert self._run_in_thread is not None
-        writer = self._run_in_thread(self._write_groups)
+        try:
+            writer = self._run_in_thread(self._write_groups)
+        except Exception:  # a pool that has quit refuses at once (Twisted's AlreadyQuit)
+            writer = fail()
         self._in_flight = writer
         writer.addBoth(self._writer_stopped, writer)
 
@@ -768,7 +771,8 @@ class AppendLog(Service):
 
     def _writer_stopped(self, result: object, writer: Deferred[None]) -> None:
         """The writer thread's run ended: normally (it found nothing more to write), or not at all
-        (the thread pool refused it): then what waits for it is failed, not left waiting."""
+        (the thread pool refused it, at once or later): then what waits for it is failed, not left
+        waiting."""
         if self._in_flight is writer:
             self._in_flight = None
         if isinstance(result, Failure):

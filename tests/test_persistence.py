@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -349,6 +350,38 @@ def test_a_writer_thread_that_cannot_run_fails_its_records_and_the_next_add_star
     _, done = threads.jobs.pop(0)
     done.errback(RuntimeError("the thread pool is stopped"))
     assert failure_of(refused).check(StoreUnavailable)
+    later = log.append("1", "http://b/")
+    clock.advance(0)
+    threads.run_next()
+    assert result_of(later) is None
+    assert records_in(path) == {"1": "http://b/"}
+    result_of(log.stopService())
+
+
+def test_a_thread_pool_that_refuses_the_writer_at_once_fails_its_records(tmp_path: Path) -> None:
+    """A pool that has quit raises when given the writer's run (Twisted's ``AlreadyQuit``): the records
+    are failed (503) at once, not left waiting, and the next add tries a writer again."""
+    path = tmp_path / "store.json"
+    clock = Clock()
+    threads = ManualThreads()
+    refusing = [True]
+
+    def run_in_thread(job: Callable[[], None]) -> Deferred[None]:
+        if refusing[0]:
+            raise RuntimeError("the pool has quit")
+        return threads(job)
+
+    log = started_log(
+        OSRecordFile(str(path)),
+        clock,
+        fsync=True,
+        run_in_thread=run_in_thread,
+        call_from_thread=threads.call_from_thread,
+    )
+    refused = log.append("0", "http://a/")
+    clock.advance(0)
+    assert failure_of(refused).check(StoreUnavailable)
+    refusing[0] = False
     later = log.append("1", "http://b/")
     clock.advance(0)
     threads.run_next()
