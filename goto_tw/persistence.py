@@ -516,6 +516,18 @@ def _tell(records: list[_Queued], failure: Failure | None) -> None:
             log.failure("Acknowledging a record failed")
 
 
+def _acknowledge(records: list[_Queued], failure: Failure | None) -> None:
+    """Tell ``records`` they are written, or that they failed: the failure as a user-fit
+    :class:`StoreUnavailable` (its cause for the log), logged once for all of them."""
+    if failure is not None:
+        error = failure.value
+        if not isinstance(error, StoreUnavailable):
+            error = StoreUnavailable(NOT_STORED, detail=f"writing the data file failed: {error}")
+            failure = Failure(error)
+        log.error("Could not store {count} record(s): {error}", count=len(records), error=error.log_text())
+    _tell(records, failure)
+
+
 #: Runs a blocking callable off the reactor thread, returning a Deferred of its result.
 ThreadRunner = Callable[[Callable[[], None]], "Deferred[None]"]
 #: Calls a function with arguments in the reactor thread, from another thread (``reactor.callFromThread``).
@@ -758,16 +770,7 @@ class AppendLog(Service):
 
     def _groups_written(self, groups: list[list[_Queued]], failure: Failure | None) -> None:
         """Acknowledge groups the writer thread wrote and synced (or failed to)."""
-        records = [record for group in groups for record in group]
-        if failure is not None:
-            error = failure.value
-            if not isinstance(error, StoreUnavailable):
-                error = StoreUnavailable(NOT_STORED, detail=f"writing the data file failed: {error}")
-                failure = Failure(error)
-            log.error(
-                "Could not store {count} record(s): {error}", count=len(records), error=error.log_text()
-            )
-        _tell(records, failure)
+        _acknowledge([record for group in groups for record in group], failure)
 
     def _writer_stopped(self, result: object, writer: Deferred[None]) -> None:
         """The writer thread's run ended: normally (it found nothing more to write), or not at all
@@ -814,15 +817,7 @@ class AppendLog(Service):
 
     def _group_done(self, result: object, group: list[_Queued]) -> None:
         """Acknowledge a group written on the reactor thread (without ``fsync``), or failed."""
-        if isinstance(result, Failure):
-            error = result.value
-            if not isinstance(error, StoreUnavailable):
-                error = StoreUnavailable(NOT_STORED, detail=f"writing the data file failed: {error}")
-                result = Failure(error)
-            log.error("Could not store {count} record(s): {error}", count=len(group), error=error.log_text())
-            _tell(group, result)
-        else:
-            _tell(group, None)
+        _acknowledge(group, result if isinstance(result, Failure) else None)
         self._schedule_flush()
 
     def stopService(self) -> Deferred[None]:
