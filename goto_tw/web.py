@@ -703,12 +703,13 @@ class FastAnswers:
         return self.internal_error(method)
 
     def _text(self, method: str, status: int, text: str, retry_after: int | None = None) -> FastAnswer:
-        """The bytes of :func:`write_text` (for ``HEAD``, twisted.web sends the headers only)."""
-        data = text.encode("utf-8") + b"\n"
-        whole = text_response(status, self._date.now(), data, retry_after)
+        """The bytes of :func:`write_text`, dated now (for ``HEAD``, twisted.web sends the headers only)."""
+        answer = self._dated_text(self._date.now(), status, text, retry_after)
         if method == "HEAD":
-            return status, "-", whole[: len(whole) - len(data)]
-        return status, len(data), whole
+            size, whole = answer[1], answer[2]
+            assert isinstance(size, int)
+            return status, "-", whole[: len(whole) - size]
+        return answer
 
     def add(
         self,
