@@ -497,8 +497,10 @@ class _Link:
         for name, values in headers.getAllRawHeaders():
             if name.lower() in (b"host", b"content-length"):
                 continue
+            if _HEADER_NAME.fullmatch(name) is None:
+                return fail(ValueError(f"a header this client will not send: {name[:40]!r}"))
             for value in values:
-                if _HEADER_NAME.fullmatch(name) is None or _BAD_VALUE.search(value) is not None:
+                if _BAD_VALUE.search(value) is not None:
                     return fail(ValueError(f"a header this client will not send: {name[:40]!r}"))
                 lines.append(name + b": " + value + b"\r\n")
         lines.append(b"Content-Length: %d\r\n\r\n" % len(data))
