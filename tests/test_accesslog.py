@@ -7,6 +7,8 @@ import io
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
 from goto_tw.accesslog import EventAccessLog, LineAccessLog, NoAccessLog, make_access_log, printable
@@ -51,6 +53,29 @@ def test_stopping_writes_what_is_buffered(tmp_path: Path) -> None:
 def test_client_bytes_cannot_forge_lines(raw: bytes, safe: str) -> None:
     """Quotes, backslashes, spaces and control or non-ASCII bytes are escaped."""
     assert printable(raw) == safe
+
+
+@given(st.binary(max_size=80))
+def test_printable_escapes_exactly_the_unsafe_bytes(raw: bytes) -> None:
+    """Every byte outside visible ASCII, and the quote and backslash, is written as ``\\xNN``;
+    every other byte as itself (the definition, byte by byte)."""
+    expected = "".join(
+        chr(byte) if 0x21 <= byte <= 0x7E and byte not in b'"\\' else f"\\x{byte:02x}" for byte in raw
+    )
+    assert printable(raw) == expected
+
+
+def test_a_protocol_is_made_printable_too() -> None:
+    """A client's odd protocol version cannot forge a line either (the common ones are looked up)."""
+    out = io.StringIO()
+    clock = Clock()
+    log = LineAccessLog(out, clock)
+    log.record("192.0.2.1", "GET", b"/abc", b'HTTP/1.1" 200 -', 400, "-", "")
+    log.record("192.0.2.1", "GET", b"/abc", b"HTTP/1.0", 302, "-", "redirect")
+    clock.advance(0)
+    first, second = out.getvalue().splitlines()
+    assert first.endswith('"GET /abc HTTP/1.1\\x22\\x20200\\x20-" 400 -')
+    assert second.endswith('"GET /abc HTTP/1.0" 302 -')
 
 
 def test_choices() -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
-from goto_tw.fastpath import parse_simple_get
+from goto_tw.fastpath import _CONTENT_LENGTH_NAME, _SIMPLE_GET, _match_head, parse_simple_get
 from goto_tw.metrics import Metrics
 from goto_tw.site import GotoSite
 from goto_tw.store import URLStore
@@ -175,6 +177,59 @@ def test_the_conversations_do_exercise_the_fast_path() -> None:
 )
 def test_which_requests_take_the_fast_path(head: bytes, expected: tuple[str, str] | None) -> None:
     """Only plain HTTP/1.1 GET/HEAD of a key, with harmless headers, is taken."""
+    assert parse_simple_get(head) == expected
+
+
+_HEADER_NAMES = [
+    "Host",
+    "Connection",
+    "connection",
+    "CONNECTION",
+    "Content-Length",
+    "content-length",
+    "Transfer-Encoding",
+    "TE",
+    "te",
+    "Trailer",
+    "Expect",
+    "Upgrade",
+    "Accept",
+    "Tea",
+    "X-Te",
+]
+_HEADER_VALUES = [
+    "keep-alive",
+    "Keep-Alive",
+    " keep-alive ",
+    "close",
+    "0",
+    "5",
+    "chunked",
+    "x",
+    "",
+    "keep-alive, TE",
+]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(_HEADER_NAMES), st.sampled_from(["", " ", "\t"]), st.sampled_from(_HEADER_VALUES)
+        ),
+        max_size=4,
+    ),
+    st.sampled_from(["GET", "HEAD", "POST"]),
+)
+def test_a_redirect_head_is_checked_as_every_fast_head_is(
+    headers: list[tuple[str, str, str]], method: str
+) -> None:
+    """``parse_simple_get`` takes exactly the heads ``_match_head`` takes that have no
+    ``Content-Length`` (its shortcut for heads without those names, or with only a keep-alive,
+    changes nothing), whatever the mix and case of framing, length and keep-alive lines."""
+    lines = "".join(f"{name}:{space}{value}\r\n" for name, space, value in headers)
+    head = f"{method} /abc HTTP/1.1\r\n{lines}\r\n".encode()
+    match = _match_head(_SIMPLE_GET, head)
+    expected = None if match is None or _CONTENT_LENGTH_NAME.search(match.group(3)) else (method, "abc")
     assert parse_simple_get(head) == expected
 
 
