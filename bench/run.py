@@ -301,8 +301,13 @@ class Scenario:
         result = run_wrk(f"http://127.0.0.1:{self.port}", self.script, args, seconds, rundir)
         elapsed = time.perf_counter() - started
         self.account(result)
-        servers_cpu = sum(s.cpu_seconds() - b for s, b in zip(self.servers, cpu_before))
+        cpu_used = [s.cpu_seconds() - b for s, b in zip(self.servers, cpu_before)]
+        servers_cpu = sum(cpu_used)
         machine = machine_busy_seconds() - machine_before
+        requests = int(result["requests"])
+        result["cpu_us_per_request"] = (
+            {s.name: 1e6 * used / requests for s, used in zip(self.servers, cpu_used)} if requests else {}
+        )
         result["server_cpu"] = servers_cpu / elapsed
         result["other_cpu"] = max(0.0, machine - servers_cpu - result["wrk_cpu_s"]) / elapsed
         result["wrk_cpu"] = result["wrk_cpu_s"] / elapsed
@@ -918,6 +923,7 @@ def summarize(scenarios: list[Scenario]) -> list[dict[str, Any]]:
             "rounds": rounds,
             "warmup": scenario.warmup,
         }
+        row["cpu_us_per_request"] = cpu_per_request(rounds)
         hit_ratios = [r["cache_hit_ratio"] for r in rounds if r.get("cache_hit_ratio") is not None]
         if hit_ratios:
             row["cache_hit_ratio"] = statistics.median(hit_ratios)
@@ -928,6 +934,31 @@ def summarize(scenarios: list[Scenario]) -> list[dict[str, Any]]:
             row["ratio_to_all_hits"] = per_round(scenario, by_name[scenario.all_hits])
         rows.append(row)
     return rows
+
+
+def cpu_per_request(rounds: list[dict[str, Any]]) -> dict[str, float]:
+    """Microseconds of CPU each server process used per request answered (its median over the
+    rounds): where a scenario with a slave and a master spends its time, process by process."""
+    names = {name for r in rounds for name in r.get("cpu_us_per_request", {})}
+    return {
+        name: statistics.median(
+            r["cpu_us_per_request"][name] for r in rounds if name in r.get("cpu_us_per_request", {})
+        )
+        for name in sorted(names)
+    }
+
+
+def cpu_total_text(per_process: dict[str, float]) -> str:
+    """The servers' CPU per request, all processes together (``-`` when not measured)."""
+    return f"{sum(per_process.values()):.1f}" if per_process else "-"
+
+
+def cpu_text(per_process: dict[str, float]) -> str:
+    """``12.3 (master 2.2 + slave 10.1)``, or ``12.3`` for one process; ``-`` when not measured."""
+    total = cpu_total_text(per_process)
+    if len(per_process) < 2:
+        return total
+    return total + " (" + " + ".join(f"{name} {us:.1f}" for name, us in per_process.items()) + ")"
 
 
 def go_comparison(scenarios: list[Scenario]) -> list[dict[str, Any]]:
@@ -951,6 +982,8 @@ def go_comparison(scenarios: list[Scenario]) -> list[dict[str, Any]]:
                 "p99_ms": p99,
                 "go_p99_ms": go_p99,
                 "p99_x_go": p99 / go_p99 if go_p99 else None,
+                "cpu_us_per_request": cpu_per_request(scenario.rounds),
+                "go_cpu_us_per_request": cpu_per_request(peer.rounds),
             }
         )
     return rows
@@ -969,7 +1002,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     """The throughput table, and notes on errors and cache hit ratios."""
     columns = (
         f"{'scenario':<42} {'req/s median [min-max]':<25} {'p50 ms':>7} {'p99 ms':>7} "
-        f"{'x ref [rounds]':<17} {'server':>6} {'others':>6} {'errors':>6}"
+        f"{'x ref [rounds]':<17} {'server':>6} {'others':>6} {'errors':>6} {'us/req':>6}"
     )
     print(columns)
     print("-" * len(columns))
@@ -980,8 +1013,10 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         print(
             f"{row['title']:<42} {format_spread(rps):<25} {row['p50_ms']:>7.2f} {row['p99_ms']:>7.1f} "
             f"{ratio_text(row.get('ratio_to_reference'), len(rps)):<17} {row['server_cpu']:>6.0%} "
-            f"{row['other_cpu']:>6.0%} {errors:>6}"
+            f"{row['other_cpu']:>6.0%} {errors:>6} {cpu_total_text(row['cpu_us_per_request']):>6}"
         )
+        if len(row["cpu_us_per_request"]) > 1:
+            notes.append(f"{row['title']}: CPU per request, us: {cpu_text(row['cpu_us_per_request'])}")
         if "ratio_to_all_hits" in row:
             notes.append(
                 f"{row['title']}: {ratio_text(row['ratio_to_all_hits'], len(rps))} x the all-hits rate "
@@ -1004,7 +1039,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             )
     print(
         "server = CPU of the server processes (slave + master for a, m, d, e and Go's; 100% = one core); "
-        "others = CPU other programs took meanwhile (noise); errors = non-2xx/3xx + timeouts + socket errors"
+        "others = CPU other programs took meanwhile (noise); errors = non-2xx/3xx + timeouts + socket errors; "
+        "us/req = microseconds of the servers' CPU per request answered"
     )
     for note in notes:
         print(f"  {note}")
@@ -1014,7 +1050,7 @@ def print_go_table(rows: list[dict[str, Any]], rounds: int) -> None:
     """goto-tw over Go, scenario by scenario (same rounds), with the p99s side by side."""
     columns = (
         f"{'goto-tw scenario (Go peer)':<50} {'goto-tw/s':>10} {'Go/s':>10} {'x Go [rounds]':<17} "
-        f"{'p99 ms':>7} {'Go p99':>7} {'p99 x Go':>8}"
+        f"{'p99 ms':>7} {'Go p99':>7} {'p99 x Go':>8} {'us/req':>7} {'Go us/req':>9}"
     )
     print()
     print(columns)
@@ -1024,12 +1060,20 @@ def print_go_table(rows: list[dict[str, Any]], rounds: int) -> None:
         print(
             f"{row['title'] + ' (' + row['go'] + ')':<50} {row['requests_per_s']:>10,.0f} "
             f"{row['go_requests_per_s']:>10,.0f} {ratio_text(row['ratio_to_go'], rounds):<17} "
-            f"{row['p99_ms']:>7.1f} {row['go_p99_ms']:>7.1f} {p99_x:>8}"
+            f"{row['p99_ms']:>7.1f} {row['go_p99_ms']:>7.1f} {p99_x:>8} "
+            f"{cpu_total_text(row['cpu_us_per_request']):>7} "
+            f"{cpu_total_text(row['go_cpu_us_per_request']):>9}"
         )
     print(
         "Go's goto v5 has no access log, answers an unknown key with 500, and acknowledges an add before "
-        "writing it (no fsync): see bench/go_goto.py"
+        "writing it (no fsync): see bench/go_goto.py; us/req = the servers' CPU per request answered"
     )
+    for row in rows:
+        if len(row["cpu_us_per_request"]) > 1 or len(row["go_cpu_us_per_request"]) > 1:
+            print(
+                f"  {row['title']}: CPU per request, us: goto-tw {cpu_text(row['cpu_us_per_request'])}, "
+                f"Go {cpu_text(row['go_cpu_us_per_request'])}"
+            )
 
 
 def print_report(

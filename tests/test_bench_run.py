@@ -19,6 +19,7 @@ from bench.run import (
     FreshKeys,
     Scenario,
     chosen,
+    cpu_text,
     go_comparison,
     summarize,
 )
@@ -100,9 +101,16 @@ def test_summary_ratios_and_expected_refusals() -> None:
     for number, (r, a, m, ga, gm) in enumerate([(10, 20, 18, 40, 40), (10, 10, 5, 20, 10)]):
         ref.rounds.append(result(r))
         hits.rounds.append(result(a, p99_us=4000))
-        mix.rounds.append(result(m, unknowns=10 if number == 0 else 8, errors=refused))
+        mix.rounds.append(
+            result(
+                m,
+                unknowns=10 if number == 0 else 8,
+                errors=refused,
+                cpu_us_per_request={"master": 4.0 + number, "slave": 30.0 + 2 * number},
+            )
+        )
         go_hits.rounds.append(result(ga, p99_us=2000))
-        go_mix.rounds.append(result(gm))
+        go_mix.rounds.append(result(gm, cpu_us_per_request={"go-master": 2.0, "go-slave": 10.0}))
     rows = {row["name"]: row for row in summarize([ref, hits, mix, go_hits, go_mix])}
     assert rows["m"]["ratio_to_all_hits"] == {"median": 0.7, "min": 0.5, "max": 0.9}
     assert rows["m"]["non_2xx_3xx"] == 18 and rows["m"]["unexpected_non_2xx_3xx"] == 0
@@ -111,6 +119,17 @@ def test_summary_ratios_and_expected_refusals() -> None:
     assert set(go_rows) == {"a", "m"}
     assert go_rows["a"]["ratio_to_go"] == {"median": 0.5, "min": 0.5, "max": 0.5}
     assert go_rows["a"]["p99_x_go"] == 2.0
+    # CPU per request, process by process: the median of the rounds (absent where not measured)
+    assert rows["m"]["cpu_us_per_request"] == {"master": 4.5, "slave": 31.0}
+    assert rows["a"]["cpu_us_per_request"] == {}
+    assert go_rows["m"]["go_cpu_us_per_request"] == {"go-master": 2.0, "go-slave": 10.0}
+
+
+def test_cpu_per_request_reads_process_by_process() -> None:
+    """One process: its figure; several: the total, then each (what the notes print)."""
+    assert cpu_text({}) == "-"
+    assert cpu_text({"master": 21.04}) == "21.0"
+    assert cpu_text({"master": 4.5, "slave": 31.0}) == "35.5 (master 4.5 + slave 31.0)"
 
 
 def fake_twistd(tmp_path: Path, help_text: str) -> Path:
