@@ -59,7 +59,7 @@ def main() -> None:
 
 def _run(args: argparse.Namespace, sink: Any) -> None:
     from twisted.internet import reactor
-    from twisted.internet.defer import Deferred, gatherResults
+    from twisted.internet.defer import Deferred
 
     import goto_tw
     from goto_tw.accesslog import LineAccessLog
@@ -110,15 +110,23 @@ def _run(args: argparse.Namespace, sink: Any) -> None:
 
     def batch(done: Deferred[None]) -> None:
         left = [args.n]
+        waiting = [0]
 
-        def some(_: object = None) -> None:
+        def answered(value: object) -> None:
+            assert isinstance(value, str), value
+            waiting[0] -= 1
+            if not waiting[0]:
+                some()
+
+        def some() -> None:
             if left[0] <= 0:
                 done.callback(None)
                 return
             count = min(args.batch, left[0])
             left[0] -= count
-            calls = [remote.get(keys[(left[0] + index) % len(keys)]) for index in range(count)]
-            gatherResults(calls).addCallback(some).addErrback(done.errback)
+            waiting[0] = count
+            for index in range(count):
+                remote.get(keys[(left[0] + index) % len(keys)]).addCallback(answered).addErrback(done.errback)
 
         some()
 

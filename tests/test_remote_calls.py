@@ -7,17 +7,21 @@ from __future__ import annotations
 import xmlrpc.client as xmlrpclib
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.task import Clock
 from twisted.web.http_headers import Headers
 
+from goto_tw import remote
 from goto_tw.errors import KeyNotFound, MasterUnreachable
 from goto_tw.metrics import Metrics
 from goto_tw.remote import RemoteStore
 from tests.counting import CountingDeferred
 from tests.helpers import failure_of, has_fired, result_of
 from tests.test_remote import detail_of
+from tests.test_rpcwire import hostile_text
 
 RPC_URL = "http://master.test:8081/RPC2"
 
@@ -157,3 +161,30 @@ def test_a_cancelled_post_that_fails_otherwise_is_reported_as_it_failed() -> Non
     assert failure.check(MasterUnreachable)
     assert "ConnectingCancelledError" in detail_of(failure)
     assert clock.getDelayedCalls() == []
+
+
+def _reference_call_size(method: str, params: tuple[Any, ...]) -> int:
+    """The size estimate as it was first written (encode, count)."""
+    size = remote._CALL_OVERHEAD + len(method)
+    for param in params:
+        if isinstance(param, str):
+            size += (
+                len(param.encode("utf-8")) + 4 * param.count("&") + 3 * (param.count("<") + param.count(">"))
+            )
+        else:
+            size += len(xmlrpclib.dumps((param,)))
+    return size
+
+
+@given(params=st.lists(st.one_of(hostile_text, st.integers(0, 2**31 - 1)), max_size=3).map(tuple))
+def test_a_calls_size_is_estimated_as_before(params: tuple[Any, ...]) -> None:
+    """The same estimate (or the same exception, for a lone surrogate)."""
+    try:
+        expected: object = _reference_call_size("Store.Get", params)
+    except Exception as exc:
+        expected = type(exc)
+    try:
+        got: object = remote._call_size("Store.Get", params)
+    except Exception as exc:
+        got = type(exc)
+    assert got == expected
