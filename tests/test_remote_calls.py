@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import xmlrpc.client as xmlrpclib
 from typing import Any
+from unittest import mock
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,9 +16,10 @@ from twisted.internet.task import Clock
 from twisted.web.http_headers import Headers
 
 from goto_tw import remote
-from goto_tw.errors import KeyNotFound, MasterUnreachable
+from goto_tw.errors import KeyNotFound, MasterUnreachable, StoreUnavailable
 from goto_tw.metrics import Metrics
 from goto_tw.remote import RemoteStore
+from tests.conftest import LogCapture
 from tests.counting import CountingDeferred
 from tests.helpers import failure_of, has_fired, result_of
 from tests.test_remote import detail_of
@@ -188,3 +190,55 @@ def test_a_calls_size_is_estimated_as_before(params: tuple[Any, ...]) -> None:
     except Exception as exc:
         got = type(exc)
     assert got == expected
+
+
+def test_a_bug_while_answering_a_request_answers_its_calls_and_frees_its_slot(log_events: LogCapture) -> None:
+    """Whatever fails while a request's answers are handed out, its calls get a 503 and its slot is
+    free for the next request (MAX_IN_FLIGHT such bugs would otherwise stop every call)."""
+    clock = Clock()
+    poster = Poster()
+    store = RemoteStore(poster, RPC_URL, clock, timeout=5.0)
+    for index in range(remote.MAX_IN_FLIGHT + 2):
+        asked = store.get("a")
+        clock.advance(0)
+        with mock.patch.object(remote, "_deliver", side_effect=RuntimeError("a bug")):
+            poster.answer(index, "https://a.example/")
+        assert failure_of(asked).check(StoreUnavailable)
+    assert len(poster.posts) == remote.MAX_IN_FLIGHT + 2
+    assert len([e for e in log_events.events if e.get("log_failure") is not None]) == remote.MAX_IN_FLIGHT + 2
+    asked = store.get("b")
+    clock.advance(0)
+    poster.answer(len(poster.posts) - 1, "https://b.example/")
+    assert result_of(asked) == "https://b.example/"
+
+
+def test_a_post_whose_cancel_raises_still_times_out(log_events: LogCapture) -> None:
+    """A client whose cancel raises: the call fails at its deadline all the same (503, logged), the
+    other requests in flight still time out, and an answer coming after changes nothing."""
+    clock = Clock()
+
+    class Stubborn(Poster):
+        def post(self, url: str, /, *, data: bytes, headers: Headers) -> Deferred[Any]:
+            def refuse(_: Deferred[Any]) -> None:
+                raise RuntimeError("cannot cancel")
+
+            answer = CountingDeferred(refuse if not self.posts else None)
+            self.posts.append((data, answer))
+            return answer
+
+    poster = Stubborn()
+    store = RemoteStore(poster, RPC_URL, clock, timeout=5.0)
+    first = store.call_alone("Store.Get", "a")
+    second = store.call_alone("Store.Get", "b")
+    clock.advance(0)
+    assert len(poster.posts) == 2
+    clock.advance(5.0)
+    assert failure_of(first).check(StoreUnavailable)
+    assert failure_of(second).check(MasterUnreachable)
+    poster.answer(0, "https://a.example/")  # late: nobody is answered twice
+    third = store.get("c")
+    clock.advance(0)
+    poster.answer(2, "https://c.example/")
+    assert result_of(third) == "https://c.example/"
+    clock.advance(5.0)
+    assert clock.getDelayedCalls() == []
