@@ -617,6 +617,13 @@ def xml_response(date: bytes, content: bytes) -> FastAnswer:
     )
 
 
+def _headers_only(answer: FastAnswer) -> FastAnswer:
+    """``answer`` without its body, as twisted.web answers a ``HEAD`` (the access log says ``-``)."""
+    status, size, whole = answer
+    assert isinstance(size, int)
+    return status, "-", whole[: len(whole) - size]
+
+
 @implementer(IFastResponder)
 class FastAnswers:
     """The fast path's answers: the very bytes :class:`RedirectResource`, :class:`AddResource` and
@@ -692,25 +699,28 @@ class FastAnswers:
         return self._redirect_status, "-", start + url.encode("ascii") + self._redirect_end
 
     def _refused(self, failure: Failure, method: str, key: str) -> Union[FastAnswer, Failure]:
-        """What :func:`respond_when_ready` answers for a failed look-up (text, dated now)."""
+        """What :func:`respond_when_ready` answers for a failed look-up, dated now."""
+        return self._failed(failure, method, b"/" + key.encode(), self._date.now())
+
+    def _failed(self, failure: Failure, method: str, uri: bytes, date: bytes) -> Union[FastAnswer, Failure]:
+        """What :func:`respond_when_ready` answers for a store call that failed, dated ``date``: the
+        error's status and text (with its ``Retry-After``), nothing for one the channel cancelled (its
+        client has gone: nothing to answer or log), a logged 500 for anything else (a bug), logged as
+        the general path logs it (the method and URI as bytes)."""
         error = failure.value
-        if isinstance(error, GotoError):
-            return self._text(method, error.http_status, str(error), error.retry_after)
         if isinstance(error, CancelledError):
-            return failure  # the channel gave up on it (the client has gone): nothing to answer or log
-        log.failure(
-            "Failed to answer {method} {uri}", failure, method=method.encode(), uri=b"/" + key.encode()
-        )
-        return self.internal_error(method)
+            return failure
+        if isinstance(error, GotoError):
+            answer = self._dated_text(date, error.http_status, str(error), error.retry_after)
+        else:
+            log.failure("Failed to answer {method} {uri}", failure, method=method.encode(), uri=uri)
+            answer = self._dated_text(date, 500, INTERNAL_ERROR)
+        return _headers_only(answer) if method == "HEAD" else answer
 
     def _text(self, method: str, status: int, text: str, retry_after: int | None = None) -> FastAnswer:
         """The bytes of :func:`write_text`, dated now (for ``HEAD``, twisted.web sends the headers only)."""
         answer = self._dated_text(self._date.now(), status, text, retry_after)
-        if method == "HEAD":
-            size, whole = answer[1], answer[2]
-            assert isinstance(size, int)
-            return status, "-", whole[: len(whole) - size]
-        return answer
+        return _headers_only(answer) if method == "HEAD" else answer
 
     def add(
         self,
@@ -783,14 +793,7 @@ class FastAnswers:
     ) -> Union[FastAnswer, Failure]:
         if not isinstance(result, Failure):
             return self._dated_text(date, 200, short_url(self._host, result))
-        failure = result
-        error = failure.value
-        if isinstance(error, GotoError):
-            return self._dated_text(date, error.http_status, str(error), error.retry_after)
-        if isinstance(error, CancelledError):
-            return failure  # the channel gave up on it (the client has gone)
-        log.failure("Failed to answer {method} {uri}", failure, method=method, uri=target)
-        return self._dated_text(date, 500, INTERNAL_ERROR)
+        return self._failed(result, method, target, date)
 
     def rpc(
         self, body: bytes, authorization: bytes | None = None

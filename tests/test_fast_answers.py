@@ -111,4 +111,4 @@ def test_an_add_refused_a_bug_and_a_cancel(log_events: LogCapture) -> None:
     assert result_of(bug)[0] == 500
     assert failure_of(cancelled).check(CancelledError)
     failures = [e for e in log_events.events if e.get("log_failure") is not None]
-    assert len(failures) == 1 and "Failed to answer POST" in log_events.messages()[0]
+    assert len(failures) == 1 and "Failed to answer b'POST' b'/add'" in log_events.messages()[0]
