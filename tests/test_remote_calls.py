@@ -1,0 +1,244 @@
+"""Issue 13 (the RPC round trip's CPU): what RemoteStore costs per request, counted, not timed (one
+callback on the HTTP client's Deferred, no timer per request), and that every request still times
+out at its own deadline, answers arriving late changing nothing."""
+
+from __future__ import annotations
+
+import xmlrpc.client as xmlrpclib
+from typing import Any
+from unittest import mock
+
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectingCancelledError
+from twisted.internet.task import Clock
+from twisted.web.http_headers import Headers
+
+from goto_tw import remote
+from goto_tw.errors import KeyNotFound, MasterUnreachable, StoreUnavailable
+from goto_tw.metrics import Metrics
+from goto_tw.remote import RemoteStore
+from tests.conftest import LogCapture
+from tests.counting import CountingDeferred
+from tests.helpers import failure_of, has_fired, result_of
+from tests.test_remote import detail_of
+from tests.test_rpcwire import hostile_text
+
+RPC_URL = "http://master.test:8081/RPC2"
+
+
+class Answer:
+    """A 200 handed over whole, as goto_tw.masterhttp hands it over."""
+
+    code = 200
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+
+class Poster:
+    """An HTTP client whose answers the test gives; records whether each post was cancelled."""
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[bytes, CountingDeferred]] = []
+        self.cancelled: list[int] = []
+
+    def post(self, url: str, /, *, data: bytes, headers: Headers) -> Deferred[Any]:
+        index = len(self.posts)
+        answer = CountingDeferred(lambda _: self.cancelled.append(index))
+        self.posts.append((data, answer))
+        return answer
+
+    def answer(self, index: int, value: Any) -> None:
+        self.posts[index][1].callback(Answer(xmlrpclib.dumps((value,), methodresponse=True).encode()))
+
+
+class CountingClock(Clock):
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed = 0
+
+    def callLater(self, delay: float, *args: Any, **kwargs: Any) -> Any:
+        self.armed += 1
+        return super().callLater(delay, *args, **kwargs)
+
+
+def test_a_request_hangs_one_callback_on_the_posts_deferred() -> None:
+    """Reading, translating, the metrics, the timeout, handing out the answers and the batch's
+    bookkeeping are one callback (they were five, and addTimeout's own)."""
+    clock = Clock()
+    poster = Poster()
+    store = RemoteStore(poster, RPC_URL, clock, timeout=5.0, metrics=Metrics("slave"))
+    single = store.get("a")
+    clock.advance(0)
+    batch = [store.get("b"), store.get("c")]
+    clock.advance(0)
+    assert [answer.added for _, answer in poster.posts] == [1, 1]
+    poster.answer(0, "https://a.example/")
+    poster.answer(1, [["https://b.example/"], {"faultCode": 404, "faultString": "no link"}])
+    assert result_of(single) == "https://a.example/"
+    assert result_of(batch[0]) == "https://b.example/"
+    assert failure_of(batch[1]).check(KeyNotFound)
+
+
+def test_requests_one_after_another_arm_one_timer_between_them() -> None:
+    """Each request used to arm and cancel a timer of its own (addTimeout); now the first one arms
+    the store's timer and the others find it armed: one flush per request, and one timer."""
+    clock = CountingClock()
+    poster = Poster()
+    store = RemoteStore(poster, RPC_URL, clock, timeout=5.0)
+    for index in range(20):
+        asked = store.get(f"k{index}")
+        clock.advance(0.01)
+        poster.answer(index, f"https://{index}.example/")
+        assert result_of(asked) == f"https://{index}.example/"
+    assert clock.armed == 20 + 1
+    clock.advance(5.0)  # the timer fires, finds nothing in flight, and is not armed again
+    assert clock.getDelayedCalls() == []
+    assert poster.cancelled == []
+
+
+def test_each_request_times_out_at_its_own_deadline() -> None:
+    """Requests sent at different times fail each at its own send time plus the timeout, with the
+    message a timeout always had; the post is cancelled (the connection dropped); an answer that
+    comes after changes nothing."""
+    clock = Clock()
+    poster = Poster()
+    store = RemoteStore(poster, RPC_URL, clock, timeout=5.0)
+    first = store.get("a")
+    clock.advance(0)
+    clock.advance(3.0)
+    second = store.get("b")
+    clock.advance(0)
+    clock.advance(1.99)
+    assert not has_fired(first) and not has_fired(second)
+    clock.advance(0.01)
+    failure = failure_of(first)
+    assert failure.check(MasterUnreachable)
+    assert "no answer in time (--rpc-timeout)" in detail_of(failure)
+    assert poster.cancelled == [0]
+    assert not has_fired(second)
+    clock.advance(2.99)
+    assert not has_fired(second)
+    clock.advance(0.01)
+    assert failure_of(second).check(MasterUnreachable)
+    assert poster.cancelled == [0, 1]
+    assert clock.getDelayedCalls() == []
+
+
+def test_a_request_sent_after_the_clock_went_back_still_times_out_in_time() -> None:
+    """The wall clock may step back: a request sent then has an earlier deadline than the timer's,
+    and the timer is moved to it."""
+    clock = Clock()
+    clock.advance(100.0)
+    poster = Poster()
+    store = RemoteStore(poster, RPC_URL, clock, timeout=5.0)
+    first = store.get("a")
+    clock.advance(0)
+    clock.rightNow = 10.0
+    second = store.get("b")
+    clock.advance(0)
+    clock.advance(5.0)
+    assert failure_of(second).check(MasterUnreachable)
+    assert not has_fired(first)
+    clock.advance(90.0)
+    assert failure_of(first).check(MasterUnreachable)
+
+
+def test_a_cancelled_post_that_fails_otherwise_is_reported_as_it_failed() -> None:
+    """A client whose cancel fails the post with an error of its own: that error is the cause."""
+    clock = Clock()
+
+    class Refusing(Poster):
+        def post(self, url: str, /, *, data: bytes, headers: Headers) -> Deferred[Any]:
+            answer: Deferred[Any] = Deferred(lambda d: d.errback(ConnectingCancelledError(None)))
+            return answer
+
+    store = RemoteStore(Refusing(), RPC_URL, clock, timeout=1.0)
+    asked = store.get("a")
+    clock.advance(0)
+    clock.advance(1.0)
+    failure = failure_of(asked)
+    assert failure.check(MasterUnreachable)
+    assert "ConnectingCancelledError" in detail_of(failure)
+    assert clock.getDelayedCalls() == []
+
+
+def _reference_call_size(method: str, params: tuple[Any, ...]) -> int:
+    """The size estimate as it was first written (encode, count)."""
+    size = remote._CALL_OVERHEAD + len(method)
+    for param in params:
+        if isinstance(param, str):
+            size += (
+                len(param.encode("utf-8")) + 4 * param.count("&") + 3 * (param.count("<") + param.count(">"))
+            )
+        else:
+            size += len(xmlrpclib.dumps((param,)))
+    return size
+
+
+@given(params=st.lists(st.one_of(hostile_text, st.integers(0, 2**31 - 1)), max_size=3).map(tuple))
+def test_a_calls_size_is_estimated_as_before(params: tuple[Any, ...]) -> None:
+    """The same estimate (or the same exception, for a lone surrogate)."""
+    try:
+        expected: object = _reference_call_size("Store.Get", params)
+    except Exception as exc:
+        expected = type(exc)
+    try:
+        got: object = remote._call_size("Store.Get", params)
+    except Exception as exc:
+        got = type(exc)
+    assert got == expected
+
+
+def test_a_bug_while_answering_a_request_answers_its_calls_and_frees_its_slot(log_events: LogCapture) -> None:
+    """Whatever fails while a request's answers are handed out, its calls get a 503 and its slot is
+    free for the next request (MAX_IN_FLIGHT such bugs would otherwise stop every call)."""
+    clock = Clock()
+    poster = Poster()
+    store = RemoteStore(poster, RPC_URL, clock, timeout=5.0)
+    for index in range(remote.MAX_IN_FLIGHT + 2):
+        asked = store.get("a")
+        clock.advance(0)
+        with mock.patch.object(remote, "_deliver", side_effect=RuntimeError("a bug")):
+            poster.answer(index, "https://a.example/")
+        assert failure_of(asked).check(StoreUnavailable)
+    assert len(poster.posts) == remote.MAX_IN_FLIGHT + 2
+    assert len([e for e in log_events.events if e.get("log_failure") is not None]) == remote.MAX_IN_FLIGHT + 2
+    asked = store.get("b")
+    clock.advance(0)
+    poster.answer(len(poster.posts) - 1, "https://b.example/")
+    assert result_of(asked) == "https://b.example/"
+
+
+def test_a_post_whose_cancel_raises_still_times_out(log_events: LogCapture) -> None:
+    """A client whose cancel raises: the call fails at its deadline all the same (503, logged), the
+    other requests in flight still time out, and an answer coming after changes nothing."""
+    clock = Clock()
+
+    class Stubborn(Poster):
+        def post(self, url: str, /, *, data: bytes, headers: Headers) -> Deferred[Any]:
+            def refuse(_: Deferred[Any]) -> None:
+                raise RuntimeError("cannot cancel")
+
+            answer = CountingDeferred(refuse if not self.posts else None)
+            self.posts.append((data, answer))
+            return answer
+
+    poster = Stubborn()
+    store = RemoteStore(poster, RPC_URL, clock, timeout=5.0)
+    first = store.call_alone("Store.Get", "a")
+    second = store.call_alone("Store.Get", "b")
+    clock.advance(0)
+    assert len(poster.posts) == 2
+    clock.advance(5.0)
+    assert failure_of(first).check(StoreUnavailable)
+    assert failure_of(second).check(MasterUnreachable)
+    poster.answer(0, "https://a.example/")  # late: nobody is answered twice
+    third = store.get("c")
+    clock.advance(0)
+    poster.answer(2, "https://c.example/")
+    assert result_of(third) == "https://c.example/"
+    clock.advance(5.0)
+    assert clock.getDelayedCalls() == []
