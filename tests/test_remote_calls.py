@@ -10,10 +10,13 @@ from unittest import mock
 
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.task import Clock
 from twisted.web.http_headers import Headers
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
 
 from goto_tw import remote
 from goto_tw.errors import KeyNotFound, MasterUnreachable, StoreUnavailable
@@ -22,7 +25,7 @@ from goto_tw.remote import RemoteStore
 from tests.conftest import LogCapture
 from tests.counting import CountingDeferred
 from tests.helpers import failure_of, has_fired, result_of
-from tests.test_remote import detail_of
+from tests.test_remote import Link, _at_rpc2, detail_of
 from tests.test_rpcwire import hostile_text
 
 RPC_URL = "http://master.test:8081/RPC2"
@@ -236,9 +239,72 @@ def test_a_post_whose_cancel_raises_still_times_out(log_events: LogCapture) -> N
     assert failure_of(first).check(StoreUnavailable)
     assert failure_of(second).check(MasterUnreachable)
     poster.answer(0, "https://a.example/")  # late: nobody is answered twice
+    assert result_of(poster.posts[0][1]) is None, (
+        "the late answer is taken quietly (no error in the Deferred)"
+    )
     third = store.get("c")
     clock.advance(0)
     poster.answer(2, "https://c.example/")
     assert result_of(third) == "https://c.example/"
     clock.advance(5.0)
     assert clock.getDelayedCalls() == []
+
+
+class Stalling(Resource):
+    """Answers 200 and the start of its body, then nothing more: the connection stays open."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropped: list[object] = []
+
+    def render_POST(self, request: Request) -> object:
+        request.setHeader(b"content-type", b"text/xml")
+        request.write(b"<?xml version='1.0'?>\n<methodResponse>\n")
+        request.notifyFinish().addBoth(self.dropped.append)
+        return NOT_DONE_YET
+
+
+def test_a_body_that_stops_coming_times_out_at_the_deadline() -> None:
+    """The timeout covers reading the body too: a 200 whose body stops halfway (read through an
+    ``IAgent``, not handed over whole) fails at the request's deadline, the read is cancelled and
+    its connection dropped, and the request's slot is free again. (The post's Deferred has fired by
+    then: the timer's cancel must reach the body's read chained behind it.)"""
+    stalling = Stalling()
+    link = Link(_at_rpc2(stalling), timeout=2.0)
+    asked = link.remote.get("k")
+    link.settle()
+    assert not has_fired(asked)
+    link.clock.advance(1.99)
+    assert not has_fired(asked)
+    link.clock.advance(0.01)
+    failure = failure_of(asked)
+    assert failure.check(MasterUnreachable)
+    assert "no answer in time (--rpc-timeout)" in detail_of(failure)
+    link.settle()
+    assert len(stalling.dropped) == 1, "the stalled answer's connection is dropped"
+    assert link.remote._in_flight == 0
+
+
+def test_the_remembered_latency_histograms_are_bounded() -> None:
+    """The labelled histograms kept for reuse are at most _MAX_HISTOGRAMS, however many methods are
+    called; a call of a method past the bound is still observed, every time."""
+    clock = Clock()
+    poster = Poster()
+    metrics = Metrics("slave")
+    store = RemoteStore(poster, RPC_URL, clock, timeout=5.0, metrics=metrics)
+    methods = [f"Store.M{n}" for n in range(remote._MAX_HISTOGRAMS + 5)]
+    for method in [*methods, methods[-1]]:
+        asked = store.call_alone(method, "a")
+        clock.advance(0)
+        poster.answer(len(poster.posts) - 1, "x")
+        assert result_of(asked) == "x"
+    assert len(store._histograms) == remote._MAX_HISTOGRAMS
+    counts = {
+        dict(sample.labels)["method"]: sample.value
+        for family in text_string_to_metric_families(metrics.render().decode())
+        for sample in family.samples
+        if sample.name == "goto_rpc_call_seconds_count"
+    }
+    assert counts == {method: (2.0 if method == methods[-1] else 1.0) for method in methods}
