@@ -8,11 +8,11 @@ import xmlrpc.client as xmlrpclib
 from typing import Any
 from unittest import mock
 
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectingCancelledError
+from twisted.internet.error import ConnectingCancelledError, ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
@@ -308,3 +308,94 @@ def test_the_remembered_latency_histograms_are_bounded() -> None:
         if sample.name == "goto_rpc_call_seconds_count"
     }
     assert counts == {method: (2.0 if method == methods[-1] else 1.0) for method in methods}
+
+
+class Unruly(Poster):
+    """An HTTP client whose posts with the given indexes refuse to be cancelled (cancel raises)."""
+
+    def __init__(self, stubborn: set[int]) -> None:
+        super().__init__()
+        self.stubborn = stubborn
+
+    def post(self, url: str, /, *, data: bytes, headers: Headers) -> Deferred[Any]:
+        index = len(self.posts)
+
+        def cancel(_: Deferred[Any]) -> None:
+            if index in self.stubborn:
+                raise RuntimeError("cannot cancel")
+
+        answer = CountingDeferred(cancel)
+        self.posts.append((data, answer))
+        return answer
+
+    def reply(self, index: int, kind: str) -> None:
+        """Answer post ``index`` (if it is still open): values, faults, a transport failure or junk."""
+        data, answer = self.posts[index]
+        if answer.called:
+            return
+        if kind == "refused":
+            answer.errback(ConnectionRefusedError())
+        elif kind == "junk":
+            answer.callback(Answer(b"junk"))
+        elif b"<methodName>system.multicall</methodName>" in data:
+            calls = data.count(b"<name>methodName</name>")
+            value: Any = ["u"] if kind == "ok" else {"faultCode": 404, "faultString": "no link"}
+            answer.callback(Answer(xmlrpclib.dumps(([value] * calls,), methodresponse=True).encode()))
+        elif kind == "ok":
+            answer.callback(Answer(xmlrpclib.dumps(("u",), methodresponse=True).encode()))
+        else:
+            fault = xmlrpclib.Fault(404, "no link")
+            answer.callback(Answer(xmlrpclib.dumps(fault, methodresponse=True).encode()))
+
+
+def _note(result: object, answered: list[int], number: int) -> object:
+    answered.append(number)
+    return result
+
+
+_EVENTS = st.one_of(
+    st.tuples(st.just("call"), st.booleans()),
+    st.tuples(st.just("advance"), st.sampled_from([0.0, 0.5, 1.0, 2.5, 5.0])),
+    st.tuples(st.just("reply"), st.integers(0, 6), st.sampled_from(["ok", "fault", "refused", "junk"])),
+    st.tuples(st.just("cancel"), st.integers(0, 12)),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_EVENTS, max_size=40), st.sets(st.integers(0, 6), max_size=3))
+@example([("call", False), ("advance", 0.0), ("advance", 5.0), ("reply", 0, "ok")], {0})
+@example([("call", True), ("call", False), ("advance", 0.0), ("advance", 5.0), ("reply", 1, "ok")], {0})
+@example([("call", False), ("call", False), ("cancel", 0), ("advance", 0.0), ("reply", 0, "ok")], set())
+def test_every_call_is_answered_once_whatever_happens(
+    events: list[tuple[Any, ...]], stubborn: set[int]
+) -> None:
+    """Calls, alone or batched, answered, failed, refused, timed out (their cancel failing or not),
+    cancelled by their callers, answered after their deadline, in any order: once the clock has run
+    past every deadline each call has had exactly one answer, every slot and the timer are free, and
+    the store's own callback never failed on a post's Deferred (a late answer is taken quietly)."""
+    clock = Clock()
+    poster = Unruly(stubborn)
+    store = RemoteStore(poster, RPC_URL, clock, timeout=5.0, metrics=Metrics("slave"))
+    calls: list[Deferred[Any]] = []
+    answered: list[int] = []
+    for event in events:
+        if event[0] == "call":
+            call: Deferred[Any] = store.call_alone("Store.Get", "k") if event[1] else store.get("k")
+            call.addBoth(_note, answered, len(calls))
+            calls.append(call)
+        elif event[0] == "advance":
+            clock.advance(event[1])
+        elif event[0] == "reply" and event[1] < len(poster.posts):
+            poster.reply(event[1], event[2])
+        elif event[0] == "cancel" and event[1] < len(calls):
+            calls[event[1]].cancel()
+    for _ in range(4):
+        clock.advance(5.0)
+    assert sorted(answered) == list(range(len(calls)))
+    assert (store._in_flight, store._gathering, store._requests, store._queue) == (0, 0, [], [])
+    assert clock.getDelayedCalls() == []
+    for call in calls:
+        call.addErrback(lambda _: None)
+    for _, posted in poster.posts:
+        if posted.called:  # (one whose cancel raised, never answered, has not)
+            assert result_of(posted) is None
