@@ -61,10 +61,21 @@ PIECES = st.sampled_from(
 )
 
 
+#: What the plain ``url=...`` shortcut sees: the two escapes it replaces, their lower-case and other
+#: spellings, broken ones, and plain bytes.
+ESCAPE_PIECES = st.sampled_from(
+    [b"%3A", b"%2F", b"%3a", b"%2f", b"%3F", b"%25", b"%", b"%2", b"%%", b"%FF", b"a", b":", b"/", b"3A"]
+)
+
+
 @st.composite
 def queries(draw: st.DrawFn) -> bytes:
     """A query string or form body: mostly near ``url=...``, some encoded by ``urlencode``, some any bytes."""
-    kind = draw(st.sampled_from(["pieces", "pieces", "pieces", "urlencode", "binary"]))
+    kind = draw(st.sampled_from(["pieces", "pieces", "pieces", "escapes", "urlencode", "binary"]))
+    if kind == "escapes":
+        # The shortcut's own shape (``url=``, no separator, no ``+``) with escapes of every case:
+        # whether each ``%`` starts ``%3A``/``%2F`` decides between replacing and unquoting.
+        return b"url=" + b"".join(draw(st.lists(ESCAPE_PIECES, max_size=6)))
     if kind == "binary":
         return draw(st.binary(max_size=60))
     if kind == "urlencode":
@@ -89,6 +100,9 @@ def parsed_by_twisted_web(query: bytes) -> tuple[bytes, bool]:
 @example(b"url=http%3A%2F%2Fbench.example%2Fnonce-1-2")  # what wrk sends
 @example(b"url=http%3A%2F%2Fa.example%2F%3Fq%3D1")  # another escape: unquote_to_bytes
 @example(b"url=http%3a%2f%2fa.example")  # lower-case escapes
+@example(b"url=%2f")  # a lower-case escape alone: unquoted, not left as it is
+@example(b"url=%3a")
+@example(b"url=http%3A%2f%2Fa.example")
 @example(b"url=%3A%")
 @example(b"url=a+b")
 @example(b"url=a&url=b")

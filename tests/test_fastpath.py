@@ -9,7 +9,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
-from goto_tw.fastpath import _CONTENT_LENGTH_NAME, _SIMPLE_GET, _match_head, parse_simple_get
+from goto_tw.fastpath import (
+    _CONTENT_LENGTH_NAME,
+    _SIMPLE_GET,
+    MAX_FAST_HEAD_BYTES,
+    MAX_FAST_HEADERS,
+    _match_head,
+    parse_simple_get,
+)
 from goto_tw.metrics import Metrics
 from goto_tw.site import GotoSite
 from goto_tw.store import URLStore
@@ -75,6 +82,8 @@ CONVERSATIONS = {
     "header without colon": [b"GET /abc HTTP/1.1\r\nBroken\r\n\r\n"],
     "bare LF": [b"GET /abc HTTP/1.1\nHost: x\n\n"],
     "too many headers": [b"GET /abc HTTP/1.1\r\n" + b"X-A: 1\r\n" * 600 + b"\r\n"],
+    # 501 short lines: a head far under MAX_FAST_HEAD_BYTES that twisted.web refuses (maxHeaders 500)
+    "too many short headers": [b"GET /abc HTTP/1.1\r\n" + b"A:1\r\n" * 501 + b"\r\n"],
     "add by GET": [b"GET /add?url=https%3A%2F%2Fnew.example%2Fq%3Fa%3D1 HTTP/1.1\r\nHost: x\r\n\r\n"],
     "add by POST, then redirect to it": [POST_ADD + b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n"],
     "add body split across reads": [POST_ADD[:-10], POST_ADD[-10:-3], POST_ADD[-3:]],
@@ -178,6 +187,20 @@ def test_the_conversations_do_exercise_the_fast_path() -> None:
 def test_which_requests_take_the_fast_path(head: bytes, expected: tuple[str, str] | None) -> None:
     """Only plain HTTP/1.1 GET/HEAD of a key, with harmless headers, is taken."""
     assert parse_simple_get(head) == expected
+
+
+def test_a_redirect_head_past_the_fast_limits_is_left_to_twisted_web() -> None:
+    """``parse_simple_get`` checks the head's size and its number of lines itself (it no longer
+    goes through ``_match_head``): a head one byte or one line past either limit is left to
+    twisted.web, whose own limits then apply; at the limits it is taken."""
+    start = b"GET /abc HTTP/1.1\r\n"
+    pad = b"X-Pad: " + b"p" * (MAX_FAST_HEAD_BYTES - len(start) - len(b"X-Pad: \r\n\r\n"))
+    assert len(start + pad + b"\r\n\r\n") == MAX_FAST_HEAD_BYTES
+    assert parse_simple_get(start + pad + b"\r\n\r\n") == ("GET", "abc")
+    assert parse_simple_get(start + pad + b"p\r\n\r\n") is None
+    lines = b"A:1\r\n" * MAX_FAST_HEADERS
+    assert parse_simple_get(start + lines + b"\r\n") == ("GET", "abc")
+    assert parse_simple_get(start + lines + b"A:1\r\n\r\n") is None
 
 
 _HEADER_NAMES = [

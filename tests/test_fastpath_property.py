@@ -437,6 +437,7 @@ _LENGTHS = st.sampled_from(
         b"8193",
         b"1234567",
         b"12345678",
+        b"00000057",  # eight digits, a small number: the 7-digit cap, not the size cap, refuses it
         b"",
         b"5a",
         b"+5",
@@ -534,6 +535,9 @@ def add_heads(draw: st.DrawFn) -> bytes:
     b"POST /add HTTP/1.1\r\ncontent-length:\t0057 \r\nCONTENT-TYPE: Application/X-WWW-Form-URLEncoded\r\n\r\n"
 )
 @example(b"GET /add?url=x HTTP/1.1\r\nX-Content-Length: 5\r\nContent-Type: text/plain\r\n\r\n")
+@example(
+    b"POST /add HTTP/1.1\r\nContent-Length: 00000057\r\nContent-Type: application/x-www-form-urlencoded\r\n\r\n"
+)
 @example(
     b"POST /add HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n"
     b"Content-Type: application/x-www-form-urlencoded\r\n\r\n"

@@ -66,6 +66,7 @@ _STATUS = st.sampled_from(
         b"HTTP/1.0 200 OK",
         b"HTTP/1.1 200",
         b"HTTP/1.1 200 ",
+        b"HTTP/1.1 200  OK \t",  # the phrase as it comes, its spaces and tab kept
         b"HTTP/1.1 404 Not Found",
         b"HTTP/1.1 100 Continue",
         b"HTTP/1.1 101 Switching",

@@ -8,12 +8,15 @@ import xmlrpc.client as xmlrpclib
 from typing import Any
 from unittest import mock
 
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectingCancelledError
+from twisted.internet.error import ConnectingCancelledError, ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.web.http_headers import Headers
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
 
 from goto_tw import remote
 from goto_tw.errors import KeyNotFound, MasterUnreachable, StoreUnavailable
@@ -22,7 +25,7 @@ from goto_tw.remote import RemoteStore
 from tests.conftest import LogCapture
 from tests.counting import CountingDeferred
 from tests.helpers import failure_of, has_fired, result_of
-from tests.test_remote import detail_of
+from tests.test_remote import Link, _at_rpc2, detail_of
 from tests.test_rpcwire import hostile_text
 
 RPC_URL = "http://master.test:8081/RPC2"
@@ -236,9 +239,163 @@ def test_a_post_whose_cancel_raises_still_times_out(log_events: LogCapture) -> N
     assert failure_of(first).check(StoreUnavailable)
     assert failure_of(second).check(MasterUnreachable)
     poster.answer(0, "https://a.example/")  # late: nobody is answered twice
+    assert result_of(poster.posts[0][1]) is None, (
+        "the late answer is taken quietly (no error in the Deferred)"
+    )
     third = store.get("c")
     clock.advance(0)
     poster.answer(2, "https://c.example/")
     assert result_of(third) == "https://c.example/"
     clock.advance(5.0)
     assert clock.getDelayedCalls() == []
+
+
+class Stalling(Resource):
+    """Answers 200 and the start of its body, then nothing more: the connection stays open."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropped: list[object] = []
+
+    def render_POST(self, request: Request) -> object:
+        request.setHeader(b"content-type", b"text/xml")
+        request.write(b"<?xml version='1.0'?>\n<methodResponse>\n")
+        request.notifyFinish().addBoth(self.dropped.append)
+        return NOT_DONE_YET
+
+
+def test_a_body_that_stops_coming_times_out_at_the_deadline() -> None:
+    """The timeout covers reading the body too: a 200 whose body stops halfway (read through an
+    ``IAgent``, not handed over whole) fails at the request's deadline, the read is cancelled and
+    its connection dropped, and the request's slot is free again. (The post's Deferred has fired by
+    then: the timer's cancel must reach the body's read chained behind it.)"""
+    stalling = Stalling()
+    link = Link(_at_rpc2(stalling), timeout=2.0)
+    asked = link.remote.get("k")
+    link.settle()
+    assert not has_fired(asked)
+    link.clock.advance(1.99)
+    assert not has_fired(asked)
+    link.clock.advance(0.01)
+    failure = failure_of(asked)
+    assert failure.check(MasterUnreachable)
+    assert "no answer in time (--rpc-timeout)" in detail_of(failure)
+    link.settle()
+    assert len(stalling.dropped) == 1, "the stalled answer's connection is dropped"
+    assert link.remote._in_flight == 0
+
+
+def test_the_remembered_latency_histograms_are_bounded() -> None:
+    """The labelled histograms kept for reuse are at most _MAX_HISTOGRAMS, however many methods are
+    called; a call of a method past the bound is still observed, every time."""
+    clock = Clock()
+    poster = Poster()
+    metrics = Metrics("slave")
+    store = RemoteStore(poster, RPC_URL, clock, timeout=5.0, metrics=metrics)
+    methods = [f"Store.M{n}" for n in range(remote._MAX_HISTOGRAMS + 5)]
+    for method in [*methods, methods[-1]]:
+        asked = store.call_alone(method, "a")
+        clock.advance(0)
+        poster.answer(len(poster.posts) - 1, "x")
+        assert result_of(asked) == "x"
+    assert len(store._histograms) == remote._MAX_HISTOGRAMS
+    counts = {
+        dict(sample.labels)["method"]: sample.value
+        for family in text_string_to_metric_families(metrics.render().decode())
+        for sample in family.samples
+        if sample.name == "goto_rpc_call_seconds_count"
+    }
+    assert counts == {method: (2.0 if method == methods[-1] else 1.0) for method in methods}
+
+
+class Unruly(Poster):
+    """An HTTP client whose posts with the given indexes refuse to be cancelled (cancel raises)."""
+
+    def __init__(self, stubborn: set[int]) -> None:
+        super().__init__()
+        self.stubborn = stubborn
+
+    def post(self, url: str, /, *, data: bytes, headers: Headers) -> Deferred[Any]:
+        index = len(self.posts)
+
+        def cancel(_: Deferred[Any]) -> None:
+            if index in self.stubborn:
+                raise RuntimeError("cannot cancel")
+
+        answer = CountingDeferred(cancel)
+        self.posts.append((data, answer))
+        return answer
+
+    def reply(self, index: int, kind: str) -> None:
+        """Answer post ``index`` (if it is still open): values, faults, a transport failure or junk."""
+        data, answer = self.posts[index]
+        if answer.called:
+            return
+        if kind == "refused":
+            answer.errback(ConnectionRefusedError())
+        elif kind == "junk":
+            answer.callback(Answer(b"junk"))
+        elif b"<methodName>system.multicall</methodName>" in data:
+            calls = data.count(b"<name>methodName</name>")
+            value: Any = ["u"] if kind == "ok" else {"faultCode": 404, "faultString": "no link"}
+            answer.callback(Answer(xmlrpclib.dumps(([value] * calls,), methodresponse=True).encode()))
+        elif kind == "ok":
+            answer.callback(Answer(xmlrpclib.dumps(("u",), methodresponse=True).encode()))
+        else:
+            fault = xmlrpclib.Fault(404, "no link")
+            answer.callback(Answer(xmlrpclib.dumps(fault, methodresponse=True).encode()))
+
+
+def _note(result: object, answered: list[int], number: int) -> object:
+    answered.append(number)
+    return result
+
+
+_EVENTS = st.one_of(
+    st.tuples(st.just("call"), st.booleans()),
+    st.tuples(st.just("advance"), st.sampled_from([0.0, 0.5, 1.0, 2.5, 5.0])),
+    st.tuples(st.just("reply"), st.integers(0, 6), st.sampled_from(["ok", "fault", "refused", "junk"])),
+    st.tuples(st.just("cancel"), st.integers(0, 12)),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_EVENTS, max_size=40), st.sets(st.integers(0, 6), max_size=3))
+@example([("call", False), ("advance", 0.0), ("advance", 5.0), ("reply", 0, "ok")], {0})
+@example([("call", True), ("call", False), ("advance", 0.0), ("advance", 5.0), ("reply", 1, "ok")], {0})
+@example([("call", False), ("call", False), ("cancel", 0), ("advance", 0.0), ("reply", 0, "ok")], set())
+def test_every_call_is_answered_once_whatever_happens(
+    events: list[tuple[Any, ...]], stubborn: set[int]
+) -> None:
+    """Calls, alone or batched, answered, failed, refused, timed out (their cancel failing or not),
+    cancelled by their callers, answered after their deadline, in any order: once the clock has run
+    past every deadline each call has had exactly one answer, every slot and the timer are free, and
+    the store's own callback never failed on a post's Deferred (a late answer is taken quietly)."""
+    clock = Clock()
+    poster = Unruly(stubborn)
+    store = RemoteStore(poster, RPC_URL, clock, timeout=5.0, metrics=Metrics("slave"))
+    calls: list[Deferred[Any]] = []
+    answered: list[int] = []
+    for event in events:
+        if event[0] == "call":
+            call: Deferred[Any] = store.call_alone("Store.Get", "k") if event[1] else store.get("k")
+            call.addBoth(_note, answered, len(calls))
+            calls.append(call)
+        elif event[0] == "advance":
+            clock.advance(event[1])
+        elif event[0] == "reply" and event[1] < len(poster.posts):
+            poster.reply(event[1], event[2])
+        elif event[0] == "cancel" and event[1] < len(calls):
+            calls[event[1]].cancel()
+    for _ in range(4):
+        clock.advance(5.0)
+    assert sorted(answered) == list(range(len(calls)))
+    assert (store._in_flight, store._gathering, store._requests, store._queue) == (0, 0, [], [])
+    assert clock.getDelayedCalls() == []
+    for call in calls:
+        call.addErrback(lambda _: None)
+    for _, posted in poster.posts:
+        if posted.called:  # (one whose cancel raised, never answered, has not)
+            assert result_of(posted) is None

@@ -113,3 +113,24 @@ def test_a_batch_that_does_not_tile_is_declined() -> None:
     call = xmlrpclib.dumps(([{"methodName": "Store.Get", "params": ["k"]}] * 2,), "system.multicall")
     body = call.replace("</struct></value>\n<value>", "</struct></value>\n \n<value>", 1).encode()
     assert rpcwire.loads(body) is None
+
+
+_SHAPES = [
+    xmlrpclib.dumps(("k",), "Store.Get"),
+    xmlrpclib.dumps(
+        ([{"methodName": "Store.Get", "params": [str(n)]} for n in range(3)],), "system.multicall"
+    ),
+    xmlrpclib.dumps(("https://a.example/",), methodresponse=True),
+    xmlrpclib.dumps(([[f"https://a.example/{n}"] for n in range(3)],), methodresponse=True),
+]
+
+
+@pytest.mark.parametrize("text", _SHAPES)
+def test_a_shape_whose_closing_tags_are_changed_is_not_read_as_it(text: str) -> None:
+    """Every character of each shape's closing tags checked: one changed to another (the length
+    kept, so the batch's tiling alone cannot tell) is declined or read as the library reads it."""
+    tail = len("</data></array></value>\n</param>\n</params>\n</methodCall>\n")
+    for at in range(len(text) - tail, len(text)):
+        for other in "X ":
+            if text[at] != other:
+                assert_decodes_as_library((text[:at] + other + text[at + 1 :]).encode())
