@@ -1,12 +1,18 @@
-"""Shared fixtures: capturing what the code logs through ``twisted.logger``."""
+"""Shared fixtures: capturing what the code logs through ``twisted.logger``; Hypothesis's settings."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 from zope.interface import implementer
+
+# No per-example deadline: Hypothesis's default (200 ms) is a timed assertion, which a loaded machine or
+# PyPy's warming JIT fails at random; the tests assert what the code does, never how fast.
+settings.register_profile("goto", deadline=None)
+settings.load_profile("goto")
 
 
 @implementer(ILogObserver)
