@@ -221,8 +221,13 @@ def mutated_bodies(draw: st.DrawFn) -> bytes:
         text = xmlrpclib.dumps(
             xmlrpclib.Fault(draw(st.integers(-5, 600)), draw(xml_text)), methodresponse=True
         )
-    body = bytearray(text.encode("utf-8", "surrogatepass"))
-    for _ in range(draw(st.integers(1, 4))):
+    return mutated(draw, text.encode("utf-8", "surrogatepass"), 4)
+
+
+def mutated(draw: st.DrawFn, data: bytes, most: int) -> bytes:
+    """``data`` with 1 to ``most`` bytes inserted, deleted or replaced at drawn places."""
+    body = bytearray(data)
+    for _ in range(draw(st.integers(1, most))):
         at = draw(st.integers(0, len(body)))
         action = draw(st.sampled_from(["insert", "delete", "replace"]))
         if action == "insert":

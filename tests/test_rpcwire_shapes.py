@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from goto_tw import rpcwire
 from goto_tw.xmlrpcbody import parse_with_expat
-from tests.test_rpcwire import _MUTATION_BYTES, assert_decodes_as_library, hostile_text, xml_text
+from tests.test_rpcwire import assert_decodes_as_library, hostile_text, mutated, xml_text
 
 _METHODS = st.sampled_from(["Store.Get", "Store.Put", "Store.Clicks", "a", "x" * 128, "x" * 129])
 
@@ -44,17 +44,7 @@ def shaped_bodies(draw: st.DrawFn) -> str:
 
 @st.composite
 def mutated_shaped_bodies(draw: st.DrawFn) -> bytes:
-    body = bytearray(_bodies(draw, xml_text).encode("utf-8"))
-    for _ in range(draw(st.integers(1, 3))):
-        at = draw(st.integers(0, len(body)))
-        action = draw(st.sampled_from(["insert", "delete", "replace"]))
-        if action == "insert":
-            body[at:at] = draw(_MUTATION_BYTES)
-        elif action == "delete":
-            del body[at : at + draw(st.integers(1, 12))]
-        else:
-            body[at : at + 1] = draw(_MUTATION_BYTES)
-    return bytes(body)
+    return mutated(draw, _bodies(draw, xml_text).encode("utf-8"), 3)
 
 
 @settings(max_examples=1500)
