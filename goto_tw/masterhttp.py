@@ -74,15 +74,16 @@ MAX_MASTERS = 64
 #: An idle connection older than this is closed rather than used (twisted.web closes at 60 s).
 IDLE_SECONDS = 30.0
 
-_STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9]{2})(?: [^\x00-\x08\x0a-\x1f\x7f]*)?")
-_HEADER_NAME = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+#: The characters a status phrase or header value may not hold: controls but tab.
+_CONTROL = rb"\x00-\x08\x0a-\x1f\x7f"
+_STATUS = rb"HTTP/1\.([01]) ([1-9][0-9]{2})(?: [^" + _CONTROL + rb"]*)?"
+_TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_STATUS_LINE = re.compile(_STATUS)
+_HEADER_NAME = re.compile(_TOKEN)
+_BAD_VALUE = re.compile(rb"[" + _CONTROL + rb"]")
 #: A whole head that :func:`_read_head_by_lines` accepts line by line: the status line, then header
 #: lines ``NAME:VALUE`` (a token, no control characters but tab in the value), each after its CRLF.
-_HEAD_SHAPE = re.compile(
-    rb"HTTP/1\.([01]) ([1-9][0-9]{2})(?: [^\x00-\x08\x0a-\x1f\x7f]*)?"
-    rb"((?:\r\n[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\x00-\x08\x0a-\x1f\x7f]*)*)"
-)
+_HEAD_SHAPE = re.compile(_STATUS + rb"((?:\r\n" + _TOKEN + rb":[^" + _CONTROL + rb"]*)*)")
 #: In a checked, lower-cased header block: the headers that frame the answer, with their values.
 _FRAMING = re.compile(rb"\r\n(content-length|transfer-encoding|connection):([^\r]*)")
 _DIGITS = re.compile(rb"[0-9]{1,18}")
