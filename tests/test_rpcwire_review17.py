@@ -1,0 +1,53 @@
+"""Review 17 (issue 13): the whole-body fault readers of ``rpcwire._common_shape`` take a body only
+when it is exactly the canonical text: anything before or after a lone fault, or a fault's struct
+where it does not stand for a fault, is read as the library reads it (or left to it)."""
+
+from __future__ import annotations
+
+import xmlrpc.client as xmlrpclib
+
+import pytest
+
+from goto_tw import rpcwire
+from tests.test_rpcwire import assert_decodes_as_library, outcome
+
+_FAULT = xmlrpclib.dumps(xmlrpclib.Fault(404, "no link"), methodresponse=True)
+_OPEN = "<methodResponse>\n<fault>\n"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _FAULT + "X",
+        _FAULT + "<x/>",
+        _FAULT + "</methodResponse>\n",
+        _FAULT + _FAULT[len("<?xml version='1.0'?>\n") :],
+        _FAULT + " ",
+        _FAULT.replace(_OPEN, "<methodResponse>\nX<fault>\n"),
+        _FAULT.replace(_OPEN, "<methodResponse>\n<fault>\nX"),
+        _FAULT.replace("</fault>", "X</fault>"),
+    ],
+)
+def test_a_lone_fault_with_anything_around_it_is_not_read_as_a_fault_by_itself(body: str) -> None:
+    """Stray text before or after a lone fault: declined (then expat refuses it, or reads the
+    whitespace as nothing), never raised as the fault by the fast reader alone."""
+    assert body != _FAULT
+    assert rpcwire.loads(body.encode()) is None
+    assert_decodes_as_library(body.encode())
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"faultCode": 404, "faultString": "no link"},
+        [{"faultCode": 404, "faultString": "no link"}],
+        [[{"faultCode": 404, "faultString": "no link"}]],
+        [["a"], [{"faultCode": 404, "faultString": "no link"}]],
+    ],
+)
+def test_a_fault_struct_that_is_an_answers_value_is_a_value(value: object) -> None:
+    """A struct shaped like a fault is a fault only as a multicall's entry or inside <fault>: as
+    a lone answer, or nested in an entry, it is a value (as the library reads it)."""
+    body = xmlrpclib.dumps((value,), methodresponse=True).encode()
+    assert outcome(lambda: rpcwire.loads(body)) == ("value", repr(((value,), None)))
+    assert_decodes_as_library(body)
