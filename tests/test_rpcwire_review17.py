@@ -5,6 +5,7 @@ where it does not stand for a fault, is read as the library reads it (or left to
 from __future__ import annotations
 
 import xmlrpc.client as xmlrpclib
+from typing import Any
 
 import pytest
 
@@ -45,7 +46,7 @@ def test_a_lone_fault_with_anything_around_it_is_not_read_as_a_fault_by_itself(b
         [["a"], [{"faultCode": 404, "faultString": "no link"}]],
     ],
 )
-def test_a_fault_struct_that_is_an_answers_value_is_a_value(value: object) -> None:
+def test_a_fault_struct_that_is_an_answers_value_is_a_value(value: Any) -> None:
     """A struct shaped like a fault is a fault only as a multicall's entry or inside <fault>: as
     a lone answer, or nested in an entry, it is a value (as the library reads it)."""
     body = xmlrpclib.dumps((value,), methodresponse=True).encode()
