@@ -52,3 +52,29 @@ def test_a_fault_struct_that_is_an_answers_value_is_a_value(value: Any) -> None:
     body = xmlrpclib.dumps((value,), methodresponse=True).encode()
     assert outcome(lambda: rpcwire.loads(body)) == ("value", repr(((value,), None)))
     assert_decodes_as_library(body)
+
+
+@pytest.mark.parametrize(
+    ("code", "taken"),
+    [
+        ("007", True),
+        ("-0", True),
+        ("-2147483649", True),
+        ("123456789012345678", True),
+        ("1234567890123456789", False),
+        ("+4", False),
+        (" 4", False),
+        ("4.0", False),
+    ],
+)
+def test_a_fault_code_no_writer_here_would_write_is_read_as_the_library_reads_it(
+    code: str, taken: bool
+) -> None:
+    """Codes beyond 32 bits, with leading zeros or a sign (a master of another make may send them),
+    alone and in a batch: the library's int, or left to the library."""
+    lone = _FAULT.replace("<int>404</int>", f"<int>{code}</int>")
+    batch = xmlrpclib.dumps(([["a"], {"faultCode": 404, "faultString": "no"}],), methodresponse=True)
+    batch = batch.replace("<int>404</int>", f"<int>{code}</int>")
+    for body in (lone.encode(), batch.encode()):
+        assert_decodes_as_library(body)
+        assert (outcome(lambda body=body: rpcwire.loads(body)) != ("value", "None")) == taken
