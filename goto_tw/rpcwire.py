@@ -286,8 +286,9 @@ _MIXED_ANSWERS = re.compile(
 
 def _common_shape(text: str, pos: int, method: str | None) -> tuple[tuple[Any, ...], str | None] | None:
     """``loads`` of ``text`` (a call of ``method``, or an answer when ``None``, whose head ends at
-    ``pos``) if it has one of the four common shapes, else ``None``; :class:`_Decline` for an
-    entity XML-RPC's writer does not write."""
+    ``pos``) if it has one of the common shapes, else ``None``: a lone fault raises
+    ``xmlrpc.client.Fault`` as ``loads`` does; :class:`_Decline` for an entity XML-RPC's writer
+    does not write."""
     if method is not None:
         one = _ONE_STRING_CALL.fullmatch(text, pos)
         if one is not None:
