@@ -1,4 +1,4 @@
-"""Review 17 (issue 13): the whole-body fault readers of ``rpcwire._common_shape`` take a body only
+"""Issue 13: the whole-body fault readers of ``rpcwire._common_shape`` take a body only
 when it is exactly the canonical text: anything before or after a lone fault, or a fault's struct
 where it does not stand for a fault, is read as the library reads it (or left to it)."""
 

@@ -1,4 +1,4 @@
-"""Review 17 (issue 13, unknown keys through a slave): a master's fault, alone or among a multicall's
+"""Issue 13, unknown keys through a slave: a master's fault, alone or among a multicall's
 answers, reaches each waiter once with the same store error whichever way its body came (handed over
 whole, as goto_tw.masterhttp does, or streamed, as through any ``IAgent``) and whichever reader read
 it (rpcwire's fault readers, or the library's, which they replace); the metrics label every outcome."""

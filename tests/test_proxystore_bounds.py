@@ -1,4 +1,4 @@
-"""Review 17 (issue 13): the slave remembers exactly ``cache_size`` keys its master answered
+"""Issue 13: the slave remembers exactly ``cache_size`` keys its master answered
 "disabled" (for good) and ``cache_size`` it answered "unknown" (for negative_ttl), no fewer: the
 errbacks that record them (ProxyStore._not_got) were rewritten with isinstance, and only a test that
 counts the keys answered locally tells a bound of cache_size from one of cache_size - 1."""
