@@ -24,7 +24,8 @@ best round and the median of ``--rounds``. CPU time, not wall-clock: on a shared
 other programs take is not ours. Compare two versions of the code by running this on each, back to
 back, several times (``--root`` runs another checkout's ``goto_tw``)::
 
-    python bench/rpc_calls.py [--n 5000] [--rounds 5] [--batch 16] [--only seq,batch,unknown,mixed] [--root DIR]
+    python bench/rpc_calls.py [--n 5000] [--rounds 5] [--batch 16] [--only seq,batch,unknown,mixed]
+                              [--root DIR]
 """
 
 from __future__ import annotations

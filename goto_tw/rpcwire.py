@@ -262,8 +262,8 @@ _STRING_ANSWER_FIXED = sum(len(part) for part in _STRING_ANSWER_PARTS)
 _ANSWERS_OPEN = _RESPONSE_PARAMS + "<value><array><data>\n"
 _ANSWERS_CLOSE = "</data></array></value>\n" + _RESPONSE_PARAMS_TAIL
 # A master's "no such key" (and every other refusal): a fault, alone or among a multicall's answers,
-# read whole too (an unknown key's answer took the token loop: 7.6 -> 2.7 us with its raise, and a batch of
-# three answers with a fault in it 10.6 -> 4.7 us; timeit, CPython 3.11).
+# read whole too (an unknown key's answer took the token loop: 7.6 -> 2.7 us with its raise, a batch
+# of three answers with a fault in it 10.6 -> 4.7 us; timeit, CPython 3.11).
 _FAULT_STRUCT = (
     re.escape("<value><struct>\n<member>\n<name>faultCode</name>\n<value><int>")
     + r"(-?[0-9]{1,18})"
