@@ -14,14 +14,18 @@ Scenarios (``--only``, comma-separated):
 - ``seq``: one call at a time (the next made when the last is answered): per call *and* per batch,
   as a lone miss costs;
 - ``batch``: ``--batch`` calls made in one reactor turn, again when all are answered: one
-  ``system.multicall`` each, the per-call share of a batch.
+  ``system.multicall`` each, the per-call share of a batch;
+- ``unknown``: ``seq`` of keys the master does not hold (a typo, a scanner): each answered with
+  the master's "no link" fault, which the slave turns into its 404's error;
+- ``mixed``: ``batch`` where every other key is unknown: a multicall answer with faults in it.
 
 Each round makes ``--n`` calls (``seq``) or ``--n`` calls in batches (``batch``); the figure is the
 best round and the median of ``--rounds``. CPU time, not wall-clock: on a shared machine the time
 other programs take is not ours. Compare two versions of the code by running this on each, back to
 back, several times (``--root`` runs another checkout's ``goto_tw``)::
 
-    python bench/rpc_calls.py [--n 5000] [--rounds 5] [--batch 16] [--only seq,batch] [--root DIR]
+    python bench/rpc_calls.py [--n 5000] [--rounds 5] [--batch 16] [--only seq,batch,unknown,mixed]
+                              [--root DIR]
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch", type=int, default=16, help="calls per batch in the batch scenario")
     parser.add_argument("--keys", type=int, default=1000, help="links the master holds")
-    parser.add_argument("--only", default="seq,batch")
+    parser.add_argument("--only", default="seq,batch,unknown,mixed")
     parser.add_argument("--root", default=str(_ROOT), help="the checkout whose goto_tw is measured")
     return parser.parse_args()
 
@@ -60,9 +64,11 @@ def main() -> None:
 def _run(args: argparse.Namespace, sink: Any) -> None:
     from twisted.internet import reactor
     from twisted.internet.defer import Deferred
+    from twisted.python.failure import Failure
 
     import goto_tw
     from goto_tw.accesslog import LineAccessLog
+    from goto_tw.errors import KeyNotFound
     from goto_tw.keys import key_for_index
     from goto_tw.masterhttp import MasterConnections
     from goto_tw.metrics import Metrics
@@ -95,46 +101,71 @@ def _run(args: argparse.Namespace, sink: Any) -> None:
     )
     results: dict[str, list[float]] = {}
 
-    def seq(done: Deferred[None]) -> None:
-        left = [args.n]
+    # Keys past the store's: the master holds none of them (every call of `unknown` is a new one).
+    unknown = [key_for_index(index) for index in range(args.keys + 1, args.keys + 1 + args.n)]
 
-        def one(value: object) -> None:
+    def key_of(index: int, unknown_every: int) -> str:
+        if unknown_every and index % unknown_every == 0:
+            return unknown[index % len(unknown)]
+        return keys[index % len(keys)]
+
+    def check(value: object, index: int, unknown_every: int) -> None:
+        if unknown_every and index % unknown_every == 0:
+            assert isinstance(value, Failure) and isinstance(value.value, KeyNotFound), value
+        else:
             assert isinstance(value, str), value
-            left[0] -= 1
-            if left[0]:
-                remote.get(keys[left[0] % len(keys)]).addCallback(one).addErrback(done.errback)
-            else:
-                done.callback(None)
 
-        remote.get(keys[0]).addCallback(one).addErrback(done.errback)
+    def one_at_a_time(unknown_every: int) -> Callable[[Deferred[None]], None]:
+        def scenario(done: Deferred[None]) -> None:
+            left = [args.n]
 
-    def batch(done: Deferred[None]) -> None:
-        left = [args.n]
-        waiting = [0]
+            def one(value: object, index: int) -> None:
+                check(value, index, unknown_every)
+                left[0] -= 1
+                if left[0]:
+                    remote.get(key_of(left[0], unknown_every)).addBoth(one, left[0]).addErrback(done.errback)
+                else:
+                    done.callback(None)
 
-        def answered(value: object) -> None:
-            assert isinstance(value, str), value
-            waiting[0] -= 1
-            if not waiting[0]:
-                some()
+            remote.get(key_of(args.n, unknown_every)).addBoth(one, args.n).addErrback(done.errback)
 
-        def some() -> None:
-            if left[0] <= 0:
-                done.callback(None)
-                return
-            count = min(args.batch, left[0])
-            left[0] -= count
-            waiting[0] = count
-            for index in range(count):
-                remote.get(keys[(left[0] + index) % len(keys)]).addCallback(answered).addErrback(done.errback)
+        return scenario
 
-        some()
+    def batches(unknown_every: int) -> Callable[[Deferred[None]], None]:
+        def scenario(done: Deferred[None]) -> None:
+            left = [args.n]
+            waiting = [0]
 
-    scenarios: dict[str, Callable[[Deferred[None]], None]] = {"seq": seq, "batch": batch}
+            def answered(value: object, index: int) -> None:
+                check(value, index, unknown_every)
+                waiting[0] -= 1
+                if not waiting[0]:
+                    some()
+
+            def some() -> None:
+                if left[0] <= 0:
+                    done.callback(None)
+                    return
+                count = min(args.batch, left[0])
+                left[0] -= count
+                waiting[0] = count
+                for index in range(left[0], left[0] + count):
+                    remote.get(key_of(index, unknown_every)).addBoth(answered, index).addErrback(done.errback)
+
+            some()
+
+        return scenario
+
+    scenarios: dict[str, Callable[[Deferred[None]], None]] = {
+        "seq": one_at_a_time(0),
+        "batch": batches(0),
+        "unknown": one_at_a_time(1),
+        "mixed": batches(2),
+    }
     plan = [name for name in args.only.split(",") if name]
     for name in plan:
         if name not in scenarios:
-            raise SystemExit(f"unknown scenario {name!r} (seq, batch)")
+            raise SystemExit(f"unknown scenario {name!r} ({', '.join(scenarios)})")
 
     def run(rounds_left: list[tuple[str, int]]) -> None:
         if not rounds_left:
@@ -168,7 +199,7 @@ def _run(args: argparse.Namespace, sink: Any) -> None:
         figures = results.get(name, [])[1:]  # the first is the warm-up
         if not figures:
             continue
-        label = f"batch{args.batch}" if name == "batch" else name
+        label = f"{name}{args.batch}" if name in ("batch", "mixed") else name
         print(f"{label:<10}{min(figures):>14.1f}{statistics.median(figures):>10.1f}")
 
 

@@ -20,7 +20,8 @@ Throughput scenarios (``wrk -t1 -c50``, Lua scripts in ``bench/lua/``, each one 
 - ``e``: uncached redirect through a slave with ``--cache-size 1``: nearly every GET is a cache miss
   and a ``Store.Get`` to the master (slave and master both count as the server);
 - ``c``: durable add on the master (``POST /add``, every URL new, synced: the default);
-  ``c-nofsync``: the same with ``--no-fsync``; ``d``: the same through a slave.
+  ``c-nofsync``: the same with ``--no-fsync``; ``d``: the same through a slave; ``d-nofsync``: through
+  a slave of the ``--no-fsync`` master (the guarantee Go's master gives: ``go-d``'s peer too).
 
 - ``m``: the slave of ``a``: of every 100 requests 98 cached keys, 1 miss (a key the master holds and
   the slave was never asked for, each used once over the run) and 1 unknown key (404; not counted as
@@ -507,7 +508,9 @@ def throughput(
     if "no-fsync" in supported:
         unsynced, unsynced_port = start(
             "master-nofsync",
-            goto_command(twistd, "--file", copy_of_data("store-nofsync.json"), "--host", HOST, "--no-fsync"),
+            goto_command(
+                twistd, "--rpc", "--file", copy_of_data("store-nofsync.json"), "--host", HOST, "--no-fsync"
+            ),
         )
         scenarios.append(
             Scenario(
@@ -522,8 +525,25 @@ def throughput(
             )
         )
         check_add(unsynced_port, "master --no-fsync")
+        # Adds through a slave with the guarantee Go's master gives: acknowledged before any fsync.
+        unsynced_slave, unsynced_slave_port = start(
+            "slave-nofsync", goto_command(twistd, "--master", f"127.0.0.1:{unsynced_port}", "--host", HOST)
+        )
+        check_add(unsynced_slave_port, "slave of the master --no-fsync")
+        through_unsynced = Scenario(
+            "d-nofsync",
+            "d) add through slave, master --no-fsync",
+            "add",
+            unsynced_slave_port,
+            "add.lua",
+            [],
+            [unsynced_slave, unsynced],
+            unsynced_slave_port,
+            go_peer="go-d",
+        )
     else:
-        notes.append("c-nofsync left out: these servers have no --no-fsync option")
+        through_unsynced = None
+        notes.append("c-nofsync and d-nofsync left out: these servers have no --no-fsync option")
     scenarios.append(
         Scenario(
             "d",
@@ -537,6 +557,8 @@ def throughput(
             go_peer="go-d",
         )
     )
+    if through_unsynced is not None:
+        scenarios.append(through_unsynced)
     for port, what in checks:
         check_redirect(port, settings.keys - 1, what)
     check_redirect(master_port, settings.keys + mixed_misses - 1, "master (the mixed scenario's last miss)")

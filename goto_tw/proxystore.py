@@ -246,12 +246,13 @@ class ProxyStore:
         return checked
 
     def _not_got(self, failure: Failure, key: str) -> Failure:
-        if failure.check(KeyDisabled):
+        # isinstance, not Failure.check: see RemoteStore._translate (every unknown key comes here).
+        if isinstance(failure.value, KeyDisabled):
             self._gone[key] = None
             self._cache.pop(key, None)
             if len(self._gone) > self._cache_size:
                 self._gone.popitem(last=False)
-        if failure.check(KeyNotFound) and self._negative_ttl > 0:
+        if self._negative_ttl > 0 and isinstance(failure.value, KeyNotFound):
             self._unknown_until[key] = self._clock.seconds() + self._negative_ttl
             if len(self._unknown_until) > self._cache_size:
                 self._unknown_until.popitem(last=False)

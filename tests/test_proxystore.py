@@ -11,7 +11,7 @@ from twisted.logger import LogLevel
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from goto_tw.errors import InvalidURL, KeyNotFound, MasterUnreachable, StoreUnavailable
+from goto_tw.errors import InvalidURL, KeyDisabled, KeyNotFound, MasterUnreachable, StoreUnavailable
 from goto_tw.interfaces import ILinkAdder, ILocalLookup, IMasterHealth, IURLStore
 from goto_tw.proxystore import BAD_ANSWER_LOG_INTERVAL, HEALTH_PROBE_KEY, ProxyStore
 from tests.conftest import LogCapture
@@ -111,6 +111,26 @@ def test_unknown_key_is_remembered_briefly() -> None:
     assert len(master.calls) == 1, "after negative_ttl the master is asked again"
     master.answer("http://added-elsewhere/")
     assert result_of(later) == "http://added-elsewhere/"
+
+
+def test_a_key_the_master_answers_disabled_is_remembered_for_good_within_a_bound() -> None:
+    """Disabling is for ever: the slave asks the master once, then answers 410 itself; it keeps at
+    most cache_size such keys (the oldest is asked again)."""
+    store, master, clock = make(cache_size=2)
+    first = store.get("gone")
+    master.fail(KeyDisabled("disabled"))
+    assert failure_of(first).check(KeyDisabled)
+    clock.advance(3600)
+    for _ in range(10):
+        assert failure_of(store.get("gone")).check(KeyDisabled)
+    assert master.calls == []
+    for key in ("gone2", "gone3"):
+        store.get(key).addErrback(lambda _: None)
+        master.fail(KeyDisabled("disabled"))
+    asked_again = store.get("gone")
+    assert [(m, a) for m, a, _ in master.calls] == [("get", "gone")], "the oldest left the bound"
+    master.fail(KeyDisabled("disabled"))
+    assert failure_of(asked_again).check(KeyDisabled)
 
 
 def test_put_makes_a_remembered_unknown_key_known() -> None:
