@@ -104,13 +104,16 @@ def _run(args: argparse.Namespace, sink: Any) -> None:
     # Keys past the store's: the master holds none of them (every call of `unknown` is a new one).
     unknown = [key_for_index(index) for index in range(args.keys + 1, args.keys + 1 + args.n)]
 
+    def is_unknown(index: int, unknown_every: int) -> bool:
+        return bool(unknown_every) and index % unknown_every == 0
+
     def key_of(index: int, unknown_every: int) -> str:
-        if unknown_every and index % unknown_every == 0:
+        if is_unknown(index, unknown_every):
             return unknown[index % len(unknown)]
         return keys[index % len(keys)]
 
     def check(value: object, index: int, unknown_every: int) -> None:
-        if unknown_every and index % unknown_every == 0:
+        if is_unknown(index, unknown_every):
             assert isinstance(value, Failure) and isinstance(value.value, KeyNotFound), value
         else:
             assert isinstance(value, str), value

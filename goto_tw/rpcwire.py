@@ -273,15 +273,7 @@ _FAULT_STRUCT = (
 )
 _ONE_FAULT = re.compile(re.escape(_RESPONSE_FAULT) + _FAULT_STRUCT + re.escape(_RESPONSE_FAULT_TAIL))
 # A multicall answer holding faults: each entry [a string] (group 1) or a fault (groups 2 and 3).
-_MIXED_ANSWERS = re.compile(
-    re.escape(_STRING_ANSWER_PARTS[0])
-    + "("
-    + _TEXT
-    + ")"
-    + re.escape(_STRING_ANSWER_PARTS[1])
-    + "|"
-    + _FAULT_STRUCT
-)
+_MIXED_ANSWERS = re.compile(_STRING_ANSWERS.pattern + "|" + _FAULT_STRUCT)
 
 
 def _common_shape(text: str, pos: int, method: str | None) -> tuple[tuple[Any, ...], str | None] | None:
