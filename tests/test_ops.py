@@ -13,7 +13,7 @@ from twisted.web.resource import Resource
 from goto_tw.errors import KeyNotFound, MasterUnreachable
 from goto_tw.metrics import Metrics
 from goto_tw.proxystore import HEALTH_PROBE_KEY, ProxyStore
-from goto_tw.remote import AgentPoster
+from goto_tw.remote import GATHER_PAUSE, AgentPoster
 from goto_tw.rpc import RPCResource
 from goto_tw.site import GotoSite
 from goto_tw.store import URLStore
@@ -117,8 +117,9 @@ class RealSlave:
         )
 
     def settle(self) -> None:
+        """A few turns, each a gather pause apart (the slave's calls to its master wait one out)."""
         for _ in range(6):
-            self.clock.advance(0)
+            self.clock.advance(GATHER_PAUSE)
             self.agent.flush()
 
     def samples(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

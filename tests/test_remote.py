@@ -113,9 +113,10 @@ class Link:
         )
 
     def settle(self) -> None:
-        """Let queued calls go out and the in-memory server answer (a few turns each)."""
+        """Let queued calls go out and the in-memory server answer (a few turns, each a gather
+        pause apart: calls that wait out the pause go too)."""
         for _ in range(6):
-            self.clock.advance(0)
+            self.clock.advance(remote.GATHER_PAUSE)
             self.agent.flush()
 
 

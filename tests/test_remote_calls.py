@@ -72,7 +72,7 @@ def test_a_request_hangs_one_callback_on_the_posts_deferred() -> None:
     bookkeeping are one callback (they were five, and addTimeout's own)."""
     clock = Clock()
     poster = Poster()
-    store = RemoteStore(poster, RPC_URL, clock, timeout=5.0, metrics=Metrics("slave"))
+    store = RemoteStore(poster, RPC_URL, clock, timeout=5.0, gather_pause=0, metrics=Metrics("slave"))
     single = store.get("a")
     clock.advance(0)
     batch = [store.get("b"), store.get("c")]
@@ -136,7 +136,7 @@ def test_a_request_sent_after_the_clock_went_back_still_times_out_in_time() -> N
     clock = Clock()
     clock.advance(100.0)
     poster = Poster()
-    store = RemoteStore(poster, RPC_URL, clock, timeout=5.0)
+    store = RemoteStore(poster, RPC_URL, clock, timeout=5.0, gather_pause=0)
     first = store.get("a")
     clock.advance(0)
     clock.rightNow = 10.0
@@ -200,7 +200,7 @@ def test_a_bug_while_answering_a_request_answers_its_calls_and_frees_its_slot(lo
     free for the next request (MAX_IN_FLIGHT such bugs would otherwise stop every call)."""
     clock = Clock()
     poster = Poster()
-    store = RemoteStore(poster, RPC_URL, clock, timeout=5.0)
+    store = RemoteStore(poster, RPC_URL, clock, timeout=5.0, gather_pause=0)
     for index in range(remote.MAX_IN_FLIGHT + 2):
         asked = store.get("a")
         clock.advance(0)
@@ -274,11 +274,12 @@ def test_a_body_that_stops_coming_times_out_at_the_deadline() -> None:
     stalling = Stalling()
     link = Link(_at_rpc2(stalling), timeout=2.0)
     asked = link.remote.get("k")
+    link.clock.advance(0)  # the call leaves at 0: its deadline is 2.0
     link.settle()
     assert not has_fired(asked)
-    link.clock.advance(1.99)
+    link.clock.advance(1.99 - link.clock.seconds())
     assert not has_fired(asked)
-    link.clock.advance(0.01)
+    link.clock.advance(2.0 - link.clock.seconds())
     failure = failure_of(asked)
     assert failure.check(MasterUnreachable)
     assert "no answer in time (--rpc-timeout)" in detail_of(failure)

@@ -181,7 +181,7 @@ def test_each_outcome_of_a_request_has_its_label_in_the_metrics() -> None:
             xmlrpclib.Fault(503, "the disk is full"),
         ]
     )
-    store = RemoteStore(poster, RPC_URL, clock, timeout=5.0, metrics=metrics)
+    store = RemoteStore(poster, RPC_URL, clock, timeout=5.0, gather_pause=0, metrics=metrics)
     outcomes = []
     for key in "abcdef":
         outcomes.append(_fired(store.get(key)))

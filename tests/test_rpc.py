@@ -19,7 +19,7 @@ from zope.interface import implementer
 
 from goto_tw.errors import InvalidURL, KeyNotFound, MasterRefused, MasterUnreachable, StoreUnavailable
 from goto_tw.interfaces import IURLStore
-from goto_tw.remote import HTTPPoster, RemoteStore, master_rpc_url
+from goto_tw.remote import GATHER_PAUSE, HTTPPoster, RemoteStore, master_rpc_url
 from goto_tw.rpc import RPCResource
 from goto_tw.store import URLStore
 from tests.fakes import ManualLog
@@ -47,8 +47,8 @@ class Master:
         )
 
     def settle(self, deferred: Deferred[Any]) -> Deferred[Any]:
-        """Let queued calls go out (one reactor turn) and the stub answer them."""
-        self.clock.advance(0)
+        """Let queued calls go out (once a gather pause has passed) and the stub answer them."""
+        self.clock.advance(GATHER_PAUSE)
         for _ in range(3):
             self.stub.flush()
         return deferred
