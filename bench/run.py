@@ -18,7 +18,9 @@ Throughput scenarios (``wrk -t1 -c50``, Lua scripts in ``bench/lua/``, each one 
 - ``a``: cached redirect on a slave (every key requested once through the slave beforehand);
 - ``b``: redirect on the master; ``b-nolog``: the same with ``--access-log none``;
 - ``e``: uncached redirect through a slave with ``--cache-size 1``: nearly every GET is a cache miss
-  and a ``Store.Get`` to the master (slave and master both count as the server);
+  and a ``Store.Get`` to the master (slave and master both count as the server); ``e1``: the same
+  with one client (``wrk -c1``), which asks again only once answered: what a slave that held calls
+  back to batch them would slow down (a pause per request);
 - ``c``: durable add on the master (``POST /add``, every URL new, synced: the default);
   ``c-nofsync``: the same with ``--no-fsync``; ``d``: the same through a slave; ``d-nofsync``: through
   a slave of the ``--no-fsync`` master (the guarantee Go's master gives: ``go-d``'s peer too).
@@ -168,8 +170,11 @@ def fresh_keys_needed(settings: Settings, per_second: int) -> int:
 # --- wrk -------------------------------------------------------------------------------------------
 
 
-def run_wrk(url: str, script: str, args: Sequence[str], seconds: float, rundir: Path) -> dict[str, Any]:
-    """Run wrk with one of our Lua scripts; return its JSON summary plus ``rps`` and ``wrk_cpu``.
+def run_wrk(
+    url: str, script: str, args: Sequence[str], seconds: float, rundir: Path, connections: int = CONNECTIONS
+) -> dict[str, Any]:
+    """Run wrk with one of our Lua scripts (``connections`` clients, each waiting for its answer before
+    it asks again); return its JSON summary plus ``rps`` and ``wrk_cpu``.
 
     wrk's own text output goes to ``rundir/wrk.log`` (appended), for a look when something is odd.
     """
@@ -177,7 +182,7 @@ def run_wrk(url: str, script: str, args: Sequence[str], seconds: float, rundir: 
         [
             "wrk",
             f"-t{WRK_THREADS}",
-            f"-c{CONNECTIONS}",
+            f"-c{connections}",
             f"-d{max(1, round(seconds))}s",
             "--timeout",
             WRK_TIMEOUT,
@@ -265,6 +270,8 @@ class Scenario:
     #: table names (an add with ``--no-fsync`` is compared too, but it is not goto-tw's default).
     go_peer: str | None = None
     unknowns: int = 0
+    #: wrk's connections: clients, each waiting for its answer before it asks again.
+    connections: int = CONNECTIONS
 
     def wrk_args(self) -> list[str]:
         """The Lua script's arguments for the next run."""
@@ -299,7 +306,9 @@ class Scenario:
         cache_before = cache_counts(self.slave_port) if self.slave_port else None
         args = self.wrk_args()
         started = time.perf_counter()
-        result = run_wrk(f"http://127.0.0.1:{self.port}", self.script, args, seconds, rundir)
+        result = run_wrk(
+            f"http://127.0.0.1:{self.port}", self.script, args, seconds, rundir, self.connections
+        )
         elapsed = time.perf_counter() - started
         self.account(result)
         cpu_used = [s.cpu_seconds() - b for s, b in zip(self.servers, cpu_before)]
@@ -502,6 +511,17 @@ def throughput(
             [small, master],
             small_port,
             go_peer="go-e",
+        ),
+        Scenario(
+            "e1",
+            "e1) uncached redirect, slave, one client (wrk -c1)",
+            "redirect",
+            small_port,
+            "redirect.lua",
+            keys,
+            [small, master],
+            small_port,
+            connections=1,
         ),
         Scenario("c", "c) durable add, master", "add", master_port, "add.lua", [], [master], go_peer="go-c"),
     ]

@@ -14,10 +14,14 @@ Everything here is bounded, and every caller gets an answer:
 - like the data file's group commit, calls made while :data:`GATHER_IN_FLIGHT` batches are on their
   way wait for one of them to be answered and then travel together: fewer, larger batches (the
   master's cost is mostly per request, not per call); a full batch does not wait;
-- a batch of fewer than :data:`PROMPT_BATCH_CALLS` calls leaves no sooner than :data:`GATHER_PAUSE`
-  after the batch before it: a slave's occasional misses (a new link, a typo) would otherwise
-  reach the master one call a request, and each request wakes the master; the first call after a
-  quiet spell leaves at once, and calls arriving faster than that fill a batch that goes at once;
+- while the process is busy (:data:`BUSY_SHARE` of a CPU or more in its last :data:`BUSY_WINDOW`), a
+  batch of fewer than :data:`PROMPT_BATCH_CALLS` calls leaves no sooner than :data:`GATHER_PAUSE`
+  after the batch before it: a busy slave's occasional misses (a new link, a typo) would otherwise
+  reach the master one call a request, and each request wakes the master. The first call after a
+  quiet spell leaves at once, a batch that fills up goes at once, and so does one made of as many
+  calls as the last batch answered, made since (its callers are back: clients that ask again once
+  answered, which waiting would only slow down); a slave with CPU to spare does not pause at all (a
+  client waiting for each answer would get one a pause, and the pause saves only CPU);
 - at most :data:`MAX_IN_FLIGHT` requests are on their way at once; further calls wait in a queue of
   at most :data:`MAX_QUEUED_CALLS` calls and :data:`MAX_QUEUED_BYTES` bytes, and beyond that fail
   at once (503: the slave is overloaded, waiting longer would not help);
@@ -31,8 +35,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import time
 import xmlrpc.client as xmlrpclib
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Callable, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError, fail, succeed
@@ -94,12 +99,16 @@ MAX_IN_FLIGHT = 4
 #: meanwhile gather into the next one (full batches and calls alone go while MAX_IN_FLIGHT allows).
 GATHER_IN_FLIGHT = 2
 #: Seconds a batch of fewer than PROMPT_BATCH_CALLS calls waits after the batch before it left, to
-#: gather the calls that follow (bench/run.py ``m``, CPython: 1% misses and 1% unknown keys on a slave
-#: cost 0.69x of the all-hits rate with no pause, 0.83x with 10 ms; ``e`` and ``d``, where 50
-#: clients wait on the master, unchanged: their batches fill up).
+#: gather the calls that follow, while the process is busy (bench/run.py ``m``, CPython: 1% misses
+#: and 1% unknown keys on a slave cost 0.69x of the all-hits rate with no pause, 0.83x with 10 ms;
+#: ``e`` and ``d``, where 50 clients wait on the master, unchanged: their batches fill up).
 GATHER_PAUSE = 0.01
 #: Calls that make a batch worth sending without the pause.
 PROMPT_BATCH_CALLS = 16
+#: The share of one CPU this process must have used over the last BUSY_WINDOW seconds (or more) for
+#: small batches to wait out the pause (under the ``m`` load a slave uses 0.9 of a CPU).
+BUSY_SHARE = 0.8
+BUSY_WINDOW = 0.1
 #: Most calls, and bytes of calls, that may wait for a request slot; beyond them calls fail at once.
 MAX_QUEUED_CALLS = 10_000
 MAX_QUEUED_BYTES = 16 * 1024 * 1024
@@ -254,9 +263,15 @@ class RemoteStore:
         secret: bytes | None = None,
         metrics: Metrics | None = None,
         gather_pause: float = GATHER_PAUSE,
+        cpu_seconds: Callable[[], float] = time.process_time,
     ) -> None:
         self._http = http
         self._gather_pause = gather_pause
+        #: This process's CPU time (injectable for tests), read at most once a BUSY_WINDOW.
+        self._cpu_seconds = cpu_seconds
+        self._busy = False
+        self._window_started = clock.seconds()
+        self._window_cpu = cpu_seconds()
         self._metrics = metrics
         self._url = url
         self._clock = clock
@@ -271,6 +286,9 @@ class RemoteStore:
         self._pausing = False
         #: When the last batch (not a call alone) left; none yet: long ago.
         self._last_batch_sent = float("-inf")
+        #: Calls in the last batch answered, and calls made since that answer (see _callers_back).
+        self._answered_calls = 0
+        self._calls_since_answer = 0
         #: The requests on their way (at most MAX_IN_FLIGHT), oldest first, and their one timer.
         self._requests: list[_Request] = []
         self._deadline_call: IDelayedCall | None = None
@@ -333,7 +351,8 @@ class RemoteStore:
         answer: Deferred[Any] = Deferred()
         self._queue.append(_Call(method, params, size, answer, alone))
         self._queued_bytes += size
-        if self._pausing and len(self._queue) >= PROMPT_BATCH_CALLS:
+        self._calls_since_answer += 1
+        if self._pausing and (len(self._queue) >= PROMPT_BATCH_CALLS or self._callers_back()):
             self._stop_pausing()
         self._schedule()
         return answer
@@ -348,12 +367,34 @@ class RemoteStore:
 
     def _pause_left(self) -> float:
         """How long the oldest queued call waits to gather others (see :data:`GATHER_PAUSE`): none for a
-        call alone, a batch of PROMPT_BATCH_CALLS calls or more, or once the pause has passed."""
-        if self._queue[0].alone or len(self._queue) >= PROMPT_BATCH_CALLS:
+        call alone, a batch of PROMPT_BATCH_CALLS calls or more, once the pause has passed, or while
+        the process is not busy."""
+        if self._queue[0].alone or len(self._queue) >= PROMPT_BATCH_CALLS or self._callers_back():
+            return 0.0
+        now = self._clock.seconds()
+        left = self._last_batch_sent + self._gather_pause - now
+        if left <= 0.0 or not self._is_busy(now):
             return 0.0
         # Clamped: the clock is the wall clock, and one set back must not hold calls longer.
-        left = self._last_batch_sent + self._gather_pause - self._clock.seconds()
-        return min(max(left, 0.0), self._gather_pause)
+        return min(left, self._gather_pause)
+
+    def _is_busy(self, now: float) -> bool:
+        """Whether this process used BUSY_SHARE of a CPU or more in its last window of BUSY_WINDOW
+        seconds or more (a window starts when the one before is judged; a clock set back starts a new
+        one, not busy)."""
+        elapsed = now - self._window_started
+        if elapsed >= BUSY_WINDOW or elapsed < 0.0:
+            cpu = self._cpu_seconds()
+            self._busy = elapsed > 0.0 and cpu - self._window_cpu >= BUSY_SHARE * elapsed
+            self._window_started, self._window_cpu = now, cpu
+        return self._busy
+
+    def _callers_back(self) -> bool:
+        """Whether as many calls as the last batch answered (two or more) have been made since: clients
+        that ask again once answered (a crawler's workers) come back together, and holding them gathers
+        nothing more; a trickle of independent calls (a busy slave's misses) is not held up by its own
+        answers. (One call answered tells the two apart from nothing: it does not count.)"""
+        return self._answered_calls >= 2 and self._calls_since_answer >= self._answered_calls
 
     def _stop_pausing(self) -> None:
         assert self._flush_call is not None
@@ -501,6 +542,8 @@ class RemoteStore:
         if request.settled:
             return
         request.settled = True
+        if not request.batch[0].alone:
+            self._answered_calls, self._calls_since_answer = len(request.batch), 0
         self._requests.remove(request)
         answers = [call.answer for call in request.batch]
         failed: Failure | None = None
