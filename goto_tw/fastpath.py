@@ -684,14 +684,21 @@ class FastRedirectChannel(DeadlineChannel):
             super().dataReceived(data)
 
     def _check_budget(self) -> None:
-        """Pause reading while the connection holds more than :data:`BUDGET` bytes; resume below it."""
+        """Pause reading while the connection holds more than :data:`BUDGET` bytes; resume below it.
+
+        A connection being closed answers nothing after the request that closed it, so it holds
+        none of what it has not parsed (a pipelined tail, what arrives before the close completes),
+        and its reading is not resumed."""
+        closing = self.transport is not None and self.transport.disconnecting  # type: ignore[attr-defined]
+        if closing:
+            self._unparsed = b""
         if len(self._unparsed) + self._held_bytes + self._owed_bytes > BUDGET:
             if not self._budget_paused and self.transport is not None:
                 self._budget_paused = True
                 self.transport.pauseProducing()  # type: ignore[attr-defined] # TCP, TLS: IPushProducer
         elif self._budget_paused:
             self._budget_paused = False
-            if not self._send_blocked and self.transport is not None:
+            if not self._send_blocked and self.transport is not None and not closing:
                 self.transport.resumeProducing()  # type: ignore[attr-defined]
 
     def pauseProducing(self) -> None:

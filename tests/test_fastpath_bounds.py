@@ -4,6 +4,7 @@ requests, the idle timeout, failures, clients that leave or half-close, and corr
 from __future__ import annotations
 
 import re
+import xmlrpc.client as xmlrpclib
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
@@ -11,10 +12,11 @@ from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
 from goto_tw.errors import KeyNotFound
-from goto_tw.fastpath import ANSWER_DEADLINE, MAX_OWED, FastAnswer, IFastResponder
+from goto_tw.fastpath import ANSWER_DEADLINE, BUDGET, MAX_OWED, FastAnswer, IFastResponder
 from goto_tw.interfaces import ILocalLookup, IURLStore
 from goto_tw.limits import REQUEST_DEADLINE
 from goto_tw.metrics import Metrics
+from goto_tw.rpc import RPCResource
 from goto_tw.site import GotoSite
 from goto_tw.store import URLStore
 from goto_tw.tap import make_root
@@ -427,3 +429,48 @@ def test_a_client_that_does_not_read_gets_no_more_than_the_send_buffer() -> None
         if received.count(b"302 Found") == requests:
             break
     assert received.count(b"302 Found") == requests, "every request is answered as the client reads"
+
+
+def refused_then_more_than_the_budget() -> bytes:
+    """An RPC call twisted.web refuses and closes on (a multipart body), with more than the byte
+    budget pipelined behind it in the same read (two calls with heads too long for the fast path)."""
+
+    def call(content_type: bytes, body: bytes, pad: int = 0) -> bytes:
+        head = b"POST /RPC2 HTTP/1.1\r\nContent-Type: " + content_type + b"\r\n"
+        if pad:
+            head += b"X-Pad: " + b"p" * pad + b"\r\n"
+        return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+    small = xmlrpclib.dumps(("abc",), "Store.Get").encode()
+    large = xmlrpclib.dumps(("a" * 39_000,), "Store.Get").encode()
+    data = (
+        call(b"multipart/form-data; boundary=xyz", b"z" * 286)
+        + call(b"text/xml", small, pad=5000)
+        + call(b"text/xml", large, pad=5000)
+    )
+    assert len(data) > BUDGET
+    return data
+
+
+def test_a_closing_connection_holds_nothing_it_will_not_answer() -> None:
+    """What follows a request that closes the connection is never answered: the channel drops it
+    rather than hold it, and does not resume reading on a transport being closed (twisted's test
+    transport refuses that; hypothesis found the case in the RPC property test)."""
+    site = GotoSite(
+        make_root(
+            URLStore({"abc": "https://a.example/x"}),
+            "go.example",
+            Metrics("master"),
+            RPCResource(URLStore({})),
+        ),
+        Metrics("master"),
+        reactor=Clock(),
+        store=URLStore({}),
+        host="go.example",
+    )
+    connection = Connection(site)
+    connection.send(refused_then_more_than_the_budget())
+    answer = connection.received()
+    assert answer.count(b"HTTP/1.1 ") == 1 and not answer.startswith(b"HTTP/1.1 200 ")
+    assert connection.transport.disconnecting
+    assert connection.protocol.buffered() == 0

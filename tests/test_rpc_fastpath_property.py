@@ -27,6 +27,7 @@ from goto_tw.site import GotoSite
 from goto_tw.store import URLStore
 from goto_tw.tap import make_root
 from tests.fakes import ManualLog
+from tests.test_fastpath_bounds import refused_then_more_than_the_budget
 from tests.wire import Connection
 
 URLS = {"abc": "https://a.example/x?y=1", "Z9": "http://b.example/", "1": "https://c.example/" + "p" * 300}
@@ -294,6 +295,9 @@ def stays_on_the_fast_path(chunks: list[bytes]) -> bool:
         [True],
         True,
     )
+)
+@example(  # twisted.web refuses a call and closes, more than the byte budget pipelined behind it
+    ([refused_then_more_than_the_budget()], [True], False)
 )
 def test_the_fast_rpc_path_sends_what_twisted_web_sends(
     conversation: tuple[list[bytes], list[bool], bool],
