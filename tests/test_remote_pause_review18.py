@@ -34,6 +34,46 @@ def _timers(clock: Clock) -> list[str]:
     return sorted(names)
 
 
+def test_a_call_alone_made_during_a_pause_does_not_wait_it_out() -> None:
+    """A call alone (a click batch) made while small batches wait out the pause goes at once, as the
+    pause promises calls alone; it does not queue behind the held batch for the rest of the pause.
+    (Before the fix it waited the pause out: the held batch's timer was left running.)"""
+    clock, poster, store, _ = started()
+    held = store.get("held")
+    clock.advance(0)
+    assert len(poster.posts) == 1, "busy, right after a batch: the look-up waits"
+    alone = store.call_alone("Store.Clicks", {})
+    clock.advance(0)
+    assert [calls_in(body) for body, _ in poster.posts[1:]] == [["Store.Get"], ["Store.Clicks"]]
+    poster.answer(1, "https://held.example/")
+    poster.answer(2, True)
+    assert result_of(held) == "https://held.example/"
+    assert result_of(alone) is True
+
+
+def test_calls_alone_do_not_count_as_callers_back() -> None:
+    """Only calls that could be the last batch's callers coming back count: a click batch (a call
+    alone) made since an answer does not, so one look-up after it still waits out the pause. (Before
+    the fix it counted: one click and one miss after a batch of two looked like its callers back.)"""
+    clock, poster, store, _ = started()
+    store.get("a")
+    store.get("b")
+    clock.advance(GATHER_PAUSE)
+    assert len(poster.posts) == 2
+    _answer_batch(poster, 1)  # two calls answered: two calls made since are its callers back
+    store.call_alone("Store.Clicks", {})
+    clock.advance(0)
+    assert len(poster.posts) == 3
+    poster.answer(2, True)
+    trickle = store.get("c")
+    clock.advance(0)
+    assert len(poster.posts) == 3, "one look-up is not two callers back: it waits"
+    clock.advance(GATHER_PAUSE)
+    assert len(poster.posts) == 4
+    poster.answer(3, "https://c.example/")
+    assert result_of(trickle) == "https://c.example/"
+
+
 def test_an_answered_call_alone_leaves_the_callers_count_alone() -> None:
     """A click batch answered between a batch's answer and its callers' return does not reset the
     count (mutant: calls alone set the answered count to 1, and the callers were held a pause)."""
