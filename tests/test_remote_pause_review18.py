@@ -233,3 +233,26 @@ def test_a_silent_master_fails_the_calls_held_by_the_pause_and_later_calls_still
     poster.answer(2, "https://later.example/")
     assert result_of(later) == "https://later.example/"
     assert "_flush" not in _timers(clock)
+
+
+def test_callers_back_let_their_own_batch_go_not_the_calls_after_it() -> None:
+    """Once the callers of the last batch are back and their batch has gone, a call made next (before
+    any answer) is a trickle again: it waits out the pause. (Before the fix the count of calls made
+    since the answer stayed reached, and every call went at once until the next answer.)"""
+    clock, poster, store, _ = started()
+    store.get("a")
+    store.get("b")
+    clock.advance(GATHER_PAUSE)
+    _answer_batch(poster, 1)
+    store.get("a2")
+    store.get("b2")
+    clock.advance(0)
+    assert len(poster.posts) == 3, "the two callers came back: their batch went at once"
+    trickle = store.get("c")
+    clock.advance(0)
+    assert len(poster.posts) == 3, "a third call is no caller of an answered batch: it waits"
+    clock.advance(GATHER_PAUSE)
+    assert len(poster.posts) == 4
+    _answer_batch(poster, 2)
+    poster.answer(3, "https://c.example/")
+    assert result_of(trickle) == "https://c.example/"
