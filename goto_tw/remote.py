@@ -287,8 +287,8 @@ class RemoteStore:
         self._pausing = False
         #: When the last batch (not a call alone) left; none yet: long ago.
         self._last_batch_sent = float("-inf")
-        #: Calls in the last batch answered, and calls (not alone) made since that answer and since the
-        #: last batch left (see _callers_back).
+        #: Calls in the last batch answered (0 once as many calls as it answered have left again), and
+        #: calls (not alone) made since that answer (see _callers_back).
         self._answered_calls = 0
         self._calls_since_answer = 0
         #: The requests on their way (at most MAX_IN_FLIGHT), oldest first, and their one timer.
@@ -398,11 +398,11 @@ class RemoteStore:
         return self._busy
 
     def _callers_back(self) -> bool:
-        """Whether as many calls as the last batch answered (two or more) have been made since, and
-        since the last batch left: clients that ask again once answered (a crawler's workers) come back
-        together, and holding them gathers nothing more; a trickle of independent calls (a busy slave's
-        misses) is not held up by its own answers, nor let through by a batch of callers back that left
-        before it. (One call answered tells the two apart from nothing: it does not count.)"""
+        """Whether as many calls as the last batch answered (two or more) have been made since (until a
+        batch leaves with them: calls made next are a trickle again): clients that ask again once
+        answered (a crawler's workers) come back together, and holding them gathers nothing more; a
+        trickle of independent calls (a busy slave's misses) is not held up by its own answers. (One
+        call answered tells the two apart from nothing: it does not count.)"""
         return self._answered_calls >= 2 and self._calls_since_answer >= self._answered_calls
 
     def _stop_pausing(self) -> None:
@@ -478,7 +478,8 @@ class RemoteStore:
         if not batch[0].alone:
             self._gathering += 1
             self._last_batch_sent = now
-            self._calls_since_answer = 0  # they left: calls made next are not theirs (_callers_back)
+            if self._callers_back():
+                self._answered_calls = 0  # its callers are all back, and gone: calls made next are not
         self._watch(request)
         posted.addBoth(self._answered, request)
 

@@ -256,3 +256,21 @@ def test_callers_back_let_their_own_batch_go_not_the_calls_after_it() -> None:
     _answer_batch(poster, 2)
     poster.answer(3, "https://c.example/")
     assert result_of(trickle) == "https://c.example/"
+
+
+def test_callers_back_past_a_prompt_batch_are_not_held() -> None:
+    """More callers than a prompt batch come back: the first PROMPT_BATCH_CALLS go as soon as they
+    fill a batch, and the rest go as soon as all are back, not a pause later (each closed-loop round
+    of a busy slave's many clients would otherwise hold a few of them)."""
+    clock, poster, store, _ = started()
+    callers = PROMPT_BATCH_CALLS + 4
+    for index in range(callers):
+        store.get(f"k{index}")
+    clock.advance(0)
+    assert len(poster.posts) == 2 and len(calls_in(poster.posts[1][0])) == callers
+    _answer_batch(poster, 1)
+    for index in range(callers):  # each back in a turn of its own
+        store.get(f"k{index}-again")
+        clock.advance(0)
+    assert [len(calls_in(body)) for body, _ in poster.posts[2:]] == [PROMPT_BATCH_CALLS, 4]
+    assert clock.seconds() == BUSY_WINDOW, "no pause was waited out"
