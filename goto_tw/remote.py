@@ -377,11 +377,11 @@ class RemoteStore:
         call alone or calls before one (it is not held: a click batch), a batch of PROMPT_BATCH_CALLS
         calls or more, once the pause has passed, or while the process is not busy."""
         queue = self._queue
-        if len(queue) >= PROMPT_BATCH_CALLS or self._callers_back() or any(call.alone for call in queue):
+        if queue[0].alone or len(queue) >= PROMPT_BATCH_CALLS or self._callers_back():
             return 0.0
         now = self._clock.seconds()
         left = self._last_batch_sent + self._gather_pause - now
-        if left <= 0.0 or not self._is_busy(now):
+        if left <= 0.0 or any(call.alone for call in queue) or not self._is_busy(now):
             return 0.0
         # Clamped: the clock is the wall clock, and one set back must not hold calls longer.
         return min(left, self._gather_pause)
