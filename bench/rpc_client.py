@@ -10,10 +10,10 @@ It starts a real master (``twistd -n goto --rpc``, loopback, a small data file) 
 - ``Proxy``: ``twisted.web.xmlrpc.Proxy``, a new TCP connection per call (HTTP/1.0);
 - ``treq-pool``: one XML-RPC POST per call through treq over a persistent ``HTTPConnectionPool``
   (HTTP/1.1 keep-alive): the persistent connection alone;
-- ``RemoteStore``: ``goto_tw.remote.RemoteStore`` as ``goto_tw.tap.make_slave_store`` builds it,
-  less the gather pause of a busy slave (a wait, not a cost) (over ``goto_tw.masterhttp.MasterConnections``, the slave's own persistent connections), which
-  also sends the calls made in one reactor turn as one ``system.multicall``: with 20 in flight,
-  that batching is in the figure;
+- ``RemoteStore``: ``goto_tw.remote.RemoteStore`` as ``goto_tw.tap.make_slave_store`` builds it
+  (over ``goto_tw.masterhttp.MasterConnections``, the slave's own persistent connections; less the
+  gather pause of a busy slave, a wait and not a cost), which also sends the calls made in one
+  reactor turn as one ``system.multicall``: with 20 in flight, that batching is in the figure;
 - ``RemoteStore-Agent``: the same ``RemoteStore`` over a pooled ``Agent`` on the slave's endpoints
   (Nagle off), as slaves were built before ``goto_tw.masterhttp``: the two in the same run measure
   what it saves.
