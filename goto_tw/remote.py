@@ -18,9 +18,10 @@ Everything here is bounded, and every caller gets an answer:
   batch of fewer than :data:`PROMPT_BATCH_CALLS` calls leaves no sooner than :data:`GATHER_PAUSE`
   after the batch before it: a busy slave's occasional misses (a new link, a typo) would otherwise
   reach the master one call a request, and each request wakes the master. The first call after a
-  quiet spell leaves at once, a batch that fills up goes at once, and so does one made of as many
-  calls as the last batch answered, made since (its callers are back: clients that ask again once
-  answered, which waiting would only slow down); a slave with CPU to spare does not pause at all (a
+  quiet spell leaves at once, a batch that fills up goes at once, a call alone goes at once (with the
+  batch held before it), and so does a batch of as many calls as the last batch answered, made since
+  (its callers are back: clients that ask again once answered, which waiting would only slow down;
+  calls alone do not count); a slave with CPU to spare does not pause at all (a
   client waiting for each answer would get one a pause, and the pause saves only CPU);
 - at most :data:`MAX_IN_FLIGHT` requests are on their way at once; further calls wait in a queue of
   at most :data:`MAX_QUEUED_CALLS` calls and :data:`MAX_QUEUED_BYTES` bytes, and beyond that fail
@@ -286,7 +287,8 @@ class RemoteStore:
         self._pausing = False
         #: When the last batch (not a call alone) left; none yet: long ago.
         self._last_batch_sent = float("-inf")
-        #: Calls in the last batch answered, and calls made since that answer (see _callers_back).
+        #: Calls in the last batch answered (0 once as many calls as it answered have left again), and
+        #: calls (not alone) made since that answer (see _callers_back).
         self._answered_calls = 0
         self._calls_since_answer = 0
         #: The requests on their way (at most MAX_IN_FLIGHT), oldest first, and their one timer.
@@ -351,9 +353,14 @@ class RemoteStore:
         answer: Deferred[Any] = Deferred()
         self._queue.append(_Call(method, params, size, answer, alone))
         self._queued_bytes += size
-        self._calls_since_answer += 1
-        if self._pausing and (len(self._queue) >= PROMPT_BATCH_CALLS or self._callers_back()):
-            self._stop_pausing()
+        if alone:
+            # A call alone is not held (a click batch): it takes the held batch before it along.
+            if self._pausing:
+                self._stop_pausing()
+        else:
+            self._calls_since_answer += 1  # a call alone is no caller of a batch coming back
+            if self._pausing and (len(self._queue) >= PROMPT_BATCH_CALLS or self._callers_back()):
+                self._stop_pausing()
         self._schedule()
         return answer
 
@@ -367,13 +374,14 @@ class RemoteStore:
 
     def _pause_left(self) -> float:
         """How long the oldest queued call waits to gather others (see :data:`GATHER_PAUSE`): none for a
-        call alone, a batch of PROMPT_BATCH_CALLS calls or more, once the pause has passed, or while
-        the process is not busy."""
-        if self._queue[0].alone or len(self._queue) >= PROMPT_BATCH_CALLS or self._callers_back():
+        call alone or calls before one (it is not held: a click batch), a batch of PROMPT_BATCH_CALLS
+        calls or more, once the pause has passed, or while the process is not busy."""
+        queue = self._queue
+        if queue[0].alone or len(queue) >= PROMPT_BATCH_CALLS or self._callers_back():
             return 0.0
         now = self._clock.seconds()
         left = self._last_batch_sent + self._gather_pause - now
-        if left <= 0.0 or not self._is_busy(now):
+        if left <= 0.0 or any(call.alone for call in queue) or not self._is_busy(now):
             return 0.0
         # Clamped: the clock is the wall clock, and one set back must not hold calls longer.
         return min(left, self._gather_pause)
@@ -390,10 +398,11 @@ class RemoteStore:
         return self._busy
 
     def _callers_back(self) -> bool:
-        """Whether as many calls as the last batch answered (two or more) have been made since: clients
-        that ask again once answered (a crawler's workers) come back together, and holding them gathers
-        nothing more; a trickle of independent calls (a busy slave's misses) is not held up by its own
-        answers. (One call answered tells the two apart from nothing: it does not count.)"""
+        """Whether as many calls as the last batch answered (two or more) have been made since (until a
+        batch leaves with them: calls made next are a trickle again): clients that ask again once
+        answered (a crawler's workers) come back together, and holding them gathers nothing more; a
+        trickle of independent calls (a busy slave's misses) is not held up by its own answers. (One
+        call answered tells the two apart from nothing: it does not count.)"""
         return self._answered_calls >= 2 and self._calls_since_answer >= self._answered_calls
 
     def _stop_pausing(self) -> None:
@@ -469,6 +478,8 @@ class RemoteStore:
         if not batch[0].alone:
             self._gathering += 1
             self._last_batch_sent = now
+            if self._callers_back():
+                self._answered_calls = 0  # its callers are all back, and gone: calls made next are not
         self._watch(request)
         posted.addBoth(self._answered, request)
 
