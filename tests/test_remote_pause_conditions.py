@@ -1,4 +1,4 @@
-"""Review 18 of RemoteStore's gather pause (issue 13): what tests/test_remote_pause.py left unpinned.
+"""RemoteStore's gather pause (issue 13), each condition pinned: what tests/test_remote_pause.py left unpinned.
 
 Each test here was checked against a mutation of one condition of the pause (named in its docstring)
 that the first file's tests let pass, or against the code before a fix. Same drivers: a Clock, a CPU
