@@ -92,8 +92,9 @@ def test_an_answered_call_alone_leaves_the_callers_count_alone() -> None:
     assert all(has_fired(call) for call in back)
 
 
-def test_two_callers_back_are_enough() -> None:
-    """A batch of two answered: two calls made since go at once (the threshold is two, mutant: 3)."""
+def two_callers_come_back() -> tuple[Clock, Poster, RemoteStore]:
+    """A busy store whose batch of two (gathered under the pause) was answered, and whose two callers
+    have asked again (one turn later)."""
     clock, poster, store, _ = started()
     store.get("a")
     store.get("b")
@@ -102,6 +103,12 @@ def test_two_callers_back_are_enough() -> None:
     store.get("a2")
     store.get("b2")
     clock.advance(0)
+    return clock, poster, store
+
+
+def test_two_callers_back_are_enough() -> None:
+    """A batch of two answered: two calls made since go at once (the threshold is two, mutant: 3)."""
+    _, poster, _ = two_callers_come_back()
     assert len(poster.posts) == 3
 
 
@@ -239,14 +246,7 @@ def test_callers_back_let_their_own_batch_go_not_the_calls_after_it() -> None:
     """Once the callers of the last batch are back and their batch has gone, a call made next (before
     any answer) is a trickle again: it waits out the pause. (Before the fix the count of calls made
     since the answer stayed reached, and every call went at once until the next answer.)"""
-    clock, poster, store, _ = started()
-    store.get("a")
-    store.get("b")
-    clock.advance(GATHER_PAUSE)
-    _answer_batch(poster, 1)
-    store.get("a2")
-    store.get("b2")
-    clock.advance(0)
+    clock, poster, store = two_callers_come_back()
     assert len(poster.posts) == 3, "the two callers came back: their batch went at once"
     trickle = store.get("c")
     clock.advance(0)
