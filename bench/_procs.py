@@ -8,12 +8,15 @@
   :func:`exit_on_signals`, so ``finally`` blocks and ``atexit`` run).
 - With two or more CPUs and ``taskset``, servers run on CPU 0 and the load generator on CPU 1, so
   the two do not fight over one core; :func:`pinning` says whether that is possible.
+- :func:`without_gather_pause`: for the in-process RPC benchmarks, a slave client that does not
+  wait to gather calls.
 """
 
 from __future__ import annotations
 
 import atexit
 import functools
+import inspect
 import os
 import re
 import shutil
@@ -26,6 +29,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 #: Listen on a port the OS picks, on loopback only.
 LOOPBACK_ANY_PORT = "tcp:0:interface=127.0.0.1"
@@ -268,3 +272,15 @@ def machine_busy_seconds() -> float:
         fields = [int(field) for field in stat.readline().split()[1:]]
     idle = fields[3] + fields[4]
     return (sum(fields[:8]) - idle) / _CLOCK_TICKS
+
+
+def without_gather_pause(remote_store: Any) -> dict[str, Any]:
+    """Keyword arguments that turn ``remote_store``'s gather pause off (``goto_tw.remote.RemoteStore``).
+
+    A benchmark that measures what calls cost must not time a wait: the benchmark process is busy, so
+    each of its sequential calls would wait one pause out. Empty for a ``RemoteStore`` from a checkout
+    older than the pause (``--root``/``--python`` of another checkout), which has no such parameter.
+    """
+    if "gather_pause" in inspect.signature(remote_store).parameters:
+        return {"gather_pause": 0.0}
+    return {}

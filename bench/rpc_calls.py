@@ -31,7 +31,6 @@ back, several times (``--root`` runs another checkout's ``goto_tw``)::
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import statistics
 import sys
@@ -40,6 +39,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 _ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(_ROOT))  # for ``bench._procs`` when run as a script (it imports no goto_tw)
+from bench._procs import without_gather_pause  # noqa: E402
 
 
 def _parse() -> argparse.Namespace:
@@ -93,18 +94,13 @@ def _run(args: argparse.Namespace, sink: Any) -> None:
     )
     port: Any = reactor.listenTCP(0, site, interface="127.0.0.1")  # type: ignore[arg-type]
     client = MasterConnections(reactor, 10, max_answer_bytes=MAX_ANSWER_BYTES)
-    # What is measured is the calls' cost: no gather pause (this process is busy, so `seq`'s calls
-    # would each wait one out); checkouts older than the pause have no such parameter.
-    no_pause: dict[str, Any] = {}
-    if "gather_pause" in inspect.signature(RemoteStore).parameters:
-        no_pause["gather_pause"] = 0.0
     remote = RemoteStore(
         client,
         f"http://127.0.0.1:{port.getHost().port}/RPC2",
         reactor,
         timeout=10,
         metrics=Metrics("slave"),
-        **no_pause,
+        **without_gather_pause(RemoteStore),
     )
     results: dict[str, list[float]] = {}
 

@@ -31,7 +31,6 @@ and this client on CPU 1.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import statistics
@@ -67,6 +66,7 @@ from bench._procs import (
     pinning,
     spread,
     twistd_of,
+    without_gather_pause,
 )
 
 #: Both twisted.web.xmlrpc's import and every ``Proxy`` call warn that ``HTTPClient`` is deprecated.
@@ -200,12 +200,7 @@ def make_clients(reactor: Any, url: str, key: str, pool_size: int) -> tuple[dict
     store_pool = HTTPConnectionPool(reactor, persistent=True)
     store_pool.maxPersistentPerHost = pool_size
     agent = Agent.usingEndpointFactory(reactor, MasterEndpointFactory(reactor, CALL_TIMEOUT), pool=store_pool)
-    # What is compared is the clients' cost per call: no gather pause (this process is busy, so the
-    # sequential calls would each wait one out, as in bench/rpc_calls.py); checkouts older than the
-    # pause have no such parameter.
-    no_pause: dict[str, Any] = {}
-    if "gather_pause" in inspect.signature(RemoteStore).parameters:
-        no_pause["gather_pause"] = 0.0
+    no_pause = without_gather_pause(RemoteStore)
     over_agent = RemoteStore(AgentPoster(agent), url, reactor, timeout=CALL_TIMEOUT, **no_pause)
     connections = MasterConnections(reactor, CALL_TIMEOUT, max_answer_bytes=MAX_ANSWER_BYTES)
     remote = RemoteStore(connections, url, reactor, timeout=CALL_TIMEOUT, **no_pause)
