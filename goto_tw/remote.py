@@ -14,8 +14,8 @@ Everything here is bounded, and every caller gets an answer:
 - like the data file's group commit, calls made while :data:`GATHER_IN_FLIGHT` batches are on their
   way wait for one of them to be answered and then travel together: fewer, larger batches (the
   master's cost is mostly per request, not per call); a full batch does not wait;
-- while the process is busy (:data:`BUSY_SHARE` of a CPU or more in its last :data:`BUSY_WINDOW`), a
-  batch of fewer than :data:`PROMPT_BATCH_CALLS` calls leaves no sooner than :data:`GATHER_PAUSE`
+- while the process is busy (:data:`BUSY_SHARE` of a CPU or more in its last :data:`BUSY_WINDOW`;
+  then busy until a window shows less than :data:`STILL_BUSY_SHARE`), a batch of fewer than :data:`PROMPT_BATCH_CALLS` calls leaves no sooner than :data:`GATHER_PAUSE`
   after the batch before it: a busy slave's occasional misses (a new link, a typo) would otherwise
   reach the master one call a request, and each request wakes the master. The first call after a
   quiet spell leaves at once, a batch that fills up goes at once, a call alone goes at once (with the
@@ -111,6 +111,13 @@ PROMPT_BATCH_CALLS = 16
 #: small batches to wait out the pause (under the ``m`` load a slave uses 0.9 of a CPU).
 BUSY_SHARE = 0.8
 BUSY_WINDOW = 0.1
+#: The share below which a process judged busy is judged not busy again. Lower than BUSY_SHARE
+#: because the pause's absence lowers the share itself: a slave sharing a core with its master (the
+#: bench's ``m``) had windows of 0.55 to 0.75 right after one judged it not busy (every miss waking
+#: the master again takes the slave's CPU), so one dip kept the pause off for the windows after it:
+#: 1 window in 9 was judged not busy, and those windows sent nearly half the batches. A client that
+#: waits for each answer, held by the pause, leaves its slave nearly idle: judged not busy next window.
+STILL_BUSY_SHARE = 0.5
 #: Most calls, and bytes of calls, that may wait for a request slot; beyond them calls fail at once.
 MAX_QUEUED_CALLS = 10_000
 MAX_QUEUED_BYTES = 16 * 1024 * 1024
@@ -389,12 +396,13 @@ class RemoteStore:
 
     def _is_busy(self, now: float) -> bool:
         """Whether this process used BUSY_SHARE of a CPU or more in its last window of BUSY_WINDOW
-        seconds or more (a window starts when the one before is judged; a clock set back starts a new
-        one, not busy)."""
+        seconds or more, or STILL_BUSY_SHARE if the window before was judged busy too (a window starts
+        when the one before is judged; a clock set back starts a new one, not busy)."""
         elapsed = now - self._window_started
         if elapsed >= BUSY_WINDOW or elapsed < 0.0:
             cpu = self._cpu_seconds()
-            self._busy = elapsed > 0.0 and cpu - self._window_cpu >= BUSY_SHARE * elapsed
+            share = STILL_BUSY_SHARE if self._busy else BUSY_SHARE
+            self._busy = elapsed > 0.0 and cpu - self._window_cpu >= share * elapsed
             self._window_started, self._window_cpu = now, cpu
         return self._busy
 

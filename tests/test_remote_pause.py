@@ -13,7 +13,14 @@ from typing import Any
 
 from twisted.internet.task import Clock
 
-from goto_tw.remote import BUSY_SHARE, BUSY_WINDOW, GATHER_PAUSE, PROMPT_BATCH_CALLS, RemoteStore
+from goto_tw.remote import (
+    BUSY_SHARE,
+    BUSY_WINDOW,
+    GATHER_PAUSE,
+    PROMPT_BATCH_CALLS,
+    STILL_BUSY_SHARE,
+    RemoteStore,
+)
 from tests.helpers import has_fired, result_of
 from tests.test_remote_calls import RPC_URL, Poster
 
@@ -132,6 +139,47 @@ def test_the_pause_follows_the_load_within_a_window() -> None:
     assert ask("judged busy") == 6, "the window showed a busy process: the pause again"
     clock.advance(GATHER_PAUSE)
     assert answer_all() == 7
+
+
+def judged_busy(clock: Clock, poster: Poster, store: RemoteStore) -> bool:
+    """Let a window of ten BUSY_WINDOWs pass, then make a call (it leaves at once: a quiet spell) and
+    another right after it: whether that one was held (the window just ended was judged busy). Every
+    request is answered before this returns; the next window starts with the second call, and its
+    first GATHER_PAUSE (1% of it) is at the share of the window before."""
+    clock.advance(BUSY_WINDOW * 10)
+    sent = len(poster.posts)
+    store.get("after a quiet spell")
+    clock.advance(0)
+    assert len(poster.posts) == sent + 1, "the first call after a quiet spell went at once"
+    poster.answer(sent, "https://quiet.example/")
+    store.get("judged")
+    clock.advance(0)
+    held = len(poster.posts) == sent + 1
+    clock.advance(GATHER_PAUSE)
+    poster.answer(sent + 1, "https://judged.example/")
+    return held
+
+
+def test_a_busy_process_stays_busy_until_its_share_falls_below_the_lower_one() -> None:
+    """Judged busy, a process stays busy while a window shows STILL_BUSY_SHARE of a CPU or more:
+    without the pause its misses wake the master again, which takes the process's own share under
+    BUSY_SHARE (the bench's ``m`` on one core: windows of 0.55-0.75 after a dip), and one dip would
+    keep the pause off from then on. Below STILL_BUSY_SHARE it stops; to start again takes BUSY_SHARE."""
+    clock, poster, store, cpu = started()
+    assert judged_busy(clock, poster, store), "a whole CPU: busy"
+    between = (STILL_BUSY_SHARE + BUSY_SHARE) / 2
+    cpu.becomes(between)
+    assert judged_busy(clock, poster, store), "between the two shares, a busy process stays busy"
+    assert judged_busy(clock, poster, store), "window after window"
+    cpu.becomes(STILL_BUSY_SHARE * 1.05)
+    assert judged_busy(clock, poster, store), "just over the lower share: still busy"
+    cpu.becomes(STILL_BUSY_SHARE * 0.95)
+    assert not judged_busy(clock, poster, store), "just under it: not busy"
+    cpu.becomes(between)
+    assert not judged_busy(clock, poster, store), "not busy, it takes BUSY_SHARE to be judged busy again"
+    assert not judged_busy(clock, poster, store)
+    cpu.becomes(BUSY_SHARE * 1.05)
+    assert judged_busy(clock, poster, store)
 
 
 def test_a_batch_that_fills_up_cuts_the_pause_short() -> None:
