@@ -15,9 +15,10 @@ Everything here is bounded, and every caller gets an answer:
   way wait for one of them to be answered and then travel together: fewer, larger batches (the
   master's cost is mostly per request, not per call); a full batch does not wait;
 - while the process is busy (:data:`BUSY_SHARE` of a CPU or more in its last :data:`BUSY_WINDOW`;
-  then busy until a window shows less than :data:`STILL_BUSY_SHARE`), a batch of fewer than :data:`PROMPT_BATCH_CALLS` calls leaves no sooner than :data:`GATHER_PAUSE`
-  after the batch before it: a busy slave's occasional misses (a new link, a typo) would otherwise
-  reach the master one call a request, and each request wakes the master. The first call after a
+  then busy until a window shows less than :data:`STILL_BUSY_SHARE`), a batch of fewer than
+  :data:`PROMPT_BATCH_CALLS` calls leaves no sooner than :data:`GATHER_PAUSE` after the batch before
+  it: a busy slave's occasional misses (a new link, a typo) would otherwise reach the master one call
+  a request, and each request wakes the master. The first call after a
   quiet spell leaves at once, a batch that fills up goes at once, a call alone goes at once (with the
   batch held before it), and so does a batch of as many calls as the last batch answered, made since
   (its callers are back: clients that ask again once answered, which waiting would only slow down;
@@ -115,8 +116,9 @@ BUSY_WINDOW = 0.1
 #: because the pause's absence lowers the share itself: a slave sharing a core with its master (the
 #: bench's ``m``) had windows of 0.55 to 0.75 right after one judged it not busy (every miss waking
 #: the master again takes the slave's CPU), so one dip kept the pause off for the windows after it:
-#: 1 window in 9 was judged not busy, and those windows sent nearly half the batches. A client that
-#: waits for each answer, held by the pause, leaves its slave nearly idle: judged not busy next window.
+#: about 1 window in 10 was judged not busy, and 40% of the decisions to send were made in them.
+#: A client that waits for each answer, held by the pause, leaves its slave nearly idle: judged not
+#: busy the next window.
 STILL_BUSY_SHARE = 0.5
 #: Most calls, and bytes of calls, that may wait for a request slot; beyond them calls fail at once.
 MAX_QUEUED_CALLS = 10_000
