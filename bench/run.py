@@ -235,6 +235,23 @@ def cache_counts(port: int) -> tuple[int, int] | None:
     return int(float(hits.group(1))), int(float(misses.group(1)))
 
 
+def rpc_requests(port: int) -> int | None:
+    """How many ``POST /RPC2`` a master has answered (``/_goto/metrics``), or ``None`` if it does not
+    say: each is one batch (or one call) of its slaves."""
+    try:
+        status, _, body = fetch(port, "GET", "/_goto/metrics")
+    except OSError:
+        return None
+    counts = re.findall(
+        r'^goto_http_requests_total\{[^}]*route="rpc"[^}]*\}\s+([0-9.e+]+)$',
+        body.decode("utf-8", "replace"),
+        re.M,
+    )
+    if status != 200 or not counts:
+        return None
+    return int(sum(float(count) for count in counts))
+
+
 def held_keys(port: int) -> int | None:
     """How many keys a process says it holds (``/_goto/health``), or ``None`` if it does not say."""
     try:
@@ -272,6 +289,8 @@ class Scenario:
     unknowns: int = 0
     #: wrk's connections: clients, each waiting for its answer before it asks again.
     connections: int = CONNECTIONS
+    #: A slave scenario's master: its ``POST /RPC2`` a second are noted (the slaves' batches).
+    master_port: int | None = None
 
     def wrk_args(self) -> list[str]:
         """The Lua script's arguments for the next run."""
@@ -304,6 +323,7 @@ class Scenario:
         cpu_before = [server.cpu_seconds() for server in self.servers]
         machine_before = machine_busy_seconds()
         cache_before = cache_counts(self.slave_port) if self.slave_port else None
+        rpc_before = rpc_requests(self.master_port) if self.master_port else None
         args = self.wrk_args()
         started = time.perf_counter()
         result = run_wrk(
@@ -325,6 +345,9 @@ class Scenario:
         if cache_before and cache_after:
             hits, misses = (after - before for after, before in zip(cache_after, cache_before))
             result["cache_hit_ratio"] = hits / (hits + misses) if hits + misses else None
+        rpc_after = rpc_requests(self.master_port) if self.master_port else None
+        if rpc_before is not None and rpc_after is not None:
+            result["rpc_requests_per_second"] = (rpc_after - rpc_before) / elapsed
         return result
 
 
@@ -487,6 +510,7 @@ def throughput(
             [slave, master],
             slave_port,
             go_peer="go-a",
+            master_port=master_port,
         ),
         Scenario(
             "m",
@@ -500,6 +524,7 @@ def throughput(
             fresh=FreshKeys(settings.keys, mixed_misses),
             all_hits="a",
             go_peer="go-m",
+            master_port=master_port,
         ),
         Scenario(
             "e",
@@ -511,6 +536,7 @@ def throughput(
             [small, master],
             small_port,
             go_peer="go-e",
+            master_port=master_port,
         ),
         Scenario(
             "e1",
@@ -522,6 +548,7 @@ def throughput(
             [small, master],
             small_port,
             connections=1,
+            master_port=master_port,
         ),
         Scenario("c", "c) durable add, master", "add", master_port, "add.lua", [], [master], go_peer="go-c"),
     ]
@@ -560,6 +587,7 @@ def throughput(
             [unsynced_slave, unsynced],
             unsynced_slave_port,
             go_peer="go-d",
+            master_port=unsynced_port,
         )
     else:
         through_unsynced = None
@@ -575,6 +603,7 @@ def throughput(
             [slave, master],
             slave_port,
             go_peer="go-d",
+            master_port=master_port,
         )
     )
     if through_unsynced is not None:
@@ -969,6 +998,9 @@ def summarize(scenarios: list[Scenario]) -> list[dict[str, Any]]:
         hit_ratios = [r["cache_hit_ratio"] for r in rounds if r.get("cache_hit_ratio") is not None]
         if hit_ratios:
             row["cache_hit_ratio"] = statistics.median(hit_ratios)
+        rpc_rates = [r["rpc_requests_per_second"] for r in rounds if "rpc_requests_per_second" in r]
+        if rpc_rates:
+            row["rpc_requests_per_second"] = statistics.median(rpc_rates)
         if scenario.kind != "add":
             row["ratio_to_reference"] = per_round(scenario, reference)
         if scenario.all_hits in by_name:
@@ -1078,6 +1110,11 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         if "cache_hit_ratio" in row:
             notes.append(
                 f"{row['title']}: slave cache hit ratio {row['cache_hit_ratio']:.1%} (from /_goto/metrics)"
+            )
+        if "rpc_requests_per_second" in row:
+            notes.append(
+                f"{row['title']}: {row['rpc_requests_per_second']:,.0f} POST /RPC2 a second on the master "
+                "(batches of its slaves, click and change calls among them; from its /_goto/metrics)"
             )
     print(
         "server = CPU of the server processes (slave + master for a, m, d, e and Go's; 100% = one core); "

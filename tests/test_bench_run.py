@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+import bench.run
 from bench import _procs
 from bench.profile import _OUTER, short_frame, top_functions
 from bench.run import (
@@ -21,6 +22,8 @@ from bench.run import (
     chosen,
     cpu_text,
     go_comparison,
+    print_table,
+    rpc_requests,
     summarize,
 )
 
@@ -123,6 +126,46 @@ def test_summary_ratios_and_expected_refusals() -> None:
     assert rows["m"]["cpu_us_per_request"] == {"master": 4.5, "slave": 31.0}
     assert rows["a"]["cpu_us_per_request"] == {}
     assert go_rows["m"]["go_cpu_us_per_request"] == {"go-master": 2.0, "go-slave": 10.0}
+
+
+METRICS = b"""# HELP goto_http_requests_total Requests answered
+goto_http_requests_total{method="GET",route="redirect",status="302"} 5000.0
+goto_http_requests_total{method="POST",route="rpc",status="200"} 1200.0
+goto_http_requests_total{method="POST",route="rpc",status="401"} 3.0
+goto_http_requests_created{method="POST",route="rpc",status="200"} 1.7e+09
+"""
+
+
+def test_rpc_requests_sums_every_rpc_status_of_the_master(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The master's ``POST /RPC2`` answered, whatever their status (not its other routes, not the
+    ``_created`` timestamps); ``None`` when the metrics cannot be had or do not say."""
+    answers: list[Any] = [(200, {}, METRICS)]
+    monkeypatch.setattr(bench.run, "fetch", lambda port, method, path: answers[0])
+    assert rpc_requests(1) == 1203
+    answers[0] = (200, {}, b'goto_http_requests_total{route="redirect"} 1.0\n')
+    assert rpc_requests(1) is None
+    answers[0] = (503, {}, METRICS)
+    assert rpc_requests(1) is None
+
+    def refused(port: int, method: str, path: str) -> Any:
+        raise ConnectionRefusedError()
+
+    monkeypatch.setattr(bench.run, "fetch", refused)
+    assert rpc_requests(1) is None
+
+
+def test_the_rpc_rate_is_the_median_of_the_rounds_and_printed(capsys: pytest.CaptureFixture[str]) -> None:
+    """A slave scenario's ``POST /RPC2`` a second: the median of the rounds that measured it."""
+    ref, mix, bare = scenario("ref"), scenario("m"), scenario("a")
+    for rate in (100.0, 300.0, 200.0):
+        ref.rounds.append(result(10))
+        mix.rounds.append(result(10, rpc_requests_per_second=rate))
+        bare.rounds.append(result(10))
+    rows = summarize([ref, mix, bare])
+    assert rows[1]["rpc_requests_per_second"] == 200.0
+    assert "rpc_requests_per_second" not in rows[2]
+    print_table(rows)
+    assert "m: 200 POST /RPC2 a second on the master" in capsys.readouterr().out
 
 
 def test_cpu_per_request_reads_process_by_process() -> None:
