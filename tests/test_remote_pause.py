@@ -143,9 +143,10 @@ def test_the_pause_follows_the_load_within_a_window() -> None:
 
 def judged_busy(clock: Clock, poster: Poster, store: RemoteStore) -> bool:
     """Let a window of ten BUSY_WINDOWs pass, then make a call (it leaves at once: a quiet spell) and
-    another right after it: whether that one was held (the window just ended was judged busy). Every
-    request is answered before this returns; the next window starts with the second call, and its
-    first GATHER_PAUSE (1% of it) is at the share of the window before."""
+    another right after it: whether that one was held (the window just ended was judged busy; a
+    third call joins it, so the pause gathered). Every request is answered before this returns; the
+    next window starts with the second call, and its first GATHER_PAUSE (1% of it) is at the share of
+    the window before."""
     clock.advance(BUSY_WINDOW * 10)
     sent = len(poster.posts)
     store.get("after a quiet spell")
@@ -155,8 +156,14 @@ def judged_busy(clock: Clock, poster: Poster, store: RemoteStore) -> bool:
     store.get("judged")
     clock.advance(0)
     held = len(poster.posts) == sent + 1
+    store.get("gathered")  # a second call within the pause: the pause gathers, and goes on (see _flush)
     clock.advance(GATHER_PAUSE)
-    poster.answer(sent + 1, "https://judged.example/")
+    if held:
+        assert calls_in(poster.posts[sent + 1][0]) == ["Store.Get", "Store.Get"]
+        poster.answer(sent + 1, [["https://judged.example/"], ["https://gathered.example/"]])
+    else:
+        poster.answer(sent + 1, "https://judged.example/")
+        poster.answer(sent + 2, "https://gathered.example/")
     return held
 
 
@@ -180,6 +187,52 @@ def test_a_busy_process_stays_busy_until_its_share_falls_below_the_lower_one() -
     assert not judged_busy(clock, poster, store)
     cpu.becomes(BUSY_SHARE * 1.05)
     assert judged_busy(clock, poster, store)
+
+
+def test_a_lone_caller_is_held_once_a_window_not_once_each_call() -> None:
+    """A batch that waited out the pause and left with its one call gathered nothing (a client that
+    asks again once answered, alone): the calls after it leave at once until a window has passed
+    and been judged busy again (mutant: the pause kept, and such a client beside traffic that keeps
+    its slave busy is held every call)."""
+    clock, poster, store, _ = started()
+    lone = store.get("held")
+    clock.advance(0)
+    assert len(poster.posts) == 1, "busy: the lone call waits out the pause"
+    clock.advance(GATHER_PAUSE)
+    assert calls_in(poster.posts[1][0]) == ["Store.Get"]
+    poster.answer(1, "https://held.example/")
+    assert result_of(lone) == "https://held.example/"
+    for index in range(2, 7):  # the same client asking again, once answered: not held
+        asked = store.get(f"k{index}")
+        clock.advance(0)
+        assert len(poster.posts) == index + 1, "the pause gathered nothing: no pause this window"
+        poster.answer(index, f"https://{index}.example/")
+        assert result_of(asked) == f"https://{index}.example/"
+    clock.advance(BUSY_WINDOW)
+    store.get("first of the next window")  # leaves at once (the pause has long passed)
+    clock.advance(0)
+    poster.answer(7, "https://next.example/")
+    store.get("judged busy again")
+    clock.advance(0)
+    assert len(poster.posts) == 8, "a window judged busy again: held once more"
+    clock.advance(GATHER_PAUSE)
+    assert len(poster.posts) == 9
+
+
+def test_a_pause_that_gathered_goes_on() -> None:
+    """A held batch that left with two calls or more gathered: the pause goes on for the next ones."""
+    clock, poster, store, _ = started()
+    store.get("held")
+    clock.advance(0)
+    store.get("gathered")
+    clock.advance(GATHER_PAUSE)
+    assert calls_in(poster.posts[1][0]) == ["Store.Get", "Store.Get"]
+    poster.answer(1, [["https://held.example/"], ["https://gathered.example/"]])
+    store.get("next")
+    clock.advance(0)
+    assert len(poster.posts) == 2, "still pausing"
+    clock.advance(GATHER_PAUSE)
+    assert len(poster.posts) == 3
 
 
 def test_a_batch_that_fills_up_cuts_the_pause_short() -> None:
@@ -253,6 +306,8 @@ def test_a_clock_set_back_a_little_holds_calls_no_longer_than_the_pause() -> Non
     longer than the pause (not the pause plus the step back)."""
     clock, poster, store, _ = started()
     store.get("paused")  # judges the window busy, waits out the pause
+    clock.advance(0)
+    store.get("gathered")  # so the pause gathers, and goes on (see _flush)
     clock.advance(GATHER_PAUSE)
     assert len(poster.posts) == 2
     clock.rightNow -= GATHER_PAUSE / 2
