@@ -6,6 +6,7 @@ No server and no wrk here: the scenarios are given wrk results as run_wrk return
 from __future__ import annotations
 
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -184,7 +185,7 @@ def test_a_slave_scenario_notes_its_masters_rpc_rate(monkeypatch: pytest.MonkeyP
 
     clock = iter([10.0, 12.0])
     monkeypatch.setattr(bench.run, "fetch", fetch)
-    monkeypatch.setattr(bench.run.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(time, "perf_counter", lambda: next(clock))
     monkeypatch.setattr(bench.run, "run_wrk", lambda *args: result(10, wrk_cpu_s=0.0))
     monkeypatch.setattr(bench.run, "machine_busy_seconds", lambda: 0.0)
     slave = scenario("m", slave_port=1, master_port=2)
