@@ -237,13 +237,14 @@ def cache_counts(port: int) -> tuple[int, int] | None:
 
 def rpc_requests(port: int) -> int | None:
     """How many ``POST /RPC2`` a master has answered (``/_goto/metrics``), or ``None`` if it does not
-    say: each is one batch (or one call) of its slaves."""
+    say: each is one batch (or one call) of its slaves. Its labels in any order; another method
+    (a ``GET /RPC2``, 405) is no batch."""
     try:
         status, _, body = fetch(port, "GET", "/_goto/metrics")
     except OSError:
         return None
     counts = re.findall(
-        r'^goto_http_requests_total\{[^}]*route="rpc"[^}]*\}\s+([0-9.e+]+)$',
+        r'^goto_http_requests_total\{(?=[^}]*\broute="rpc")(?=[^}]*\bmethod="POST")[^}]*\}\s+([0-9.e+]+)$',
         body.decode("utf-8", "replace"),
         re.M,
     )

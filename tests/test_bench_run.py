@@ -6,6 +6,7 @@ No server and no wrk here: the scenarios are given wrk results as run_wrk return
 from __future__ import annotations
 
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from bench.run import (
     rpc_requests,
     summarize,
 )
+from goto_tw.metrics import Metrics
 
 
 def result(rps: float, p99_us: int = 1000, **extra: Any) -> dict[str, Any]:
@@ -152,6 +154,45 @@ def test_rpc_requests_sums_every_rpc_status_of_the_master(monkeypatch: pytest.Mo
 
     monkeypatch.setattr(bench.run, "fetch", refused)
     assert rpc_requests(1) is None
+
+
+def test_rpc_requests_reads_a_masters_own_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a goto-tw master's ``/_goto/metrics`` really says, not a hand-written sample: its label
+    order, its counts of a million or more (written ``1.234567e+06``), its ``POST /RPC2`` of every
+    status counted; a ``GET /RPC2`` (405: no batch of a slave) and its other routes not."""
+    metrics = Metrics("master")
+    metrics.requests[("rpc", "POST", 200)] += 1_234_567
+    metrics.count_request("rpc", "POST", 401)
+    metrics.count_request("rpc", "GET", 405)
+    metrics.count_request("redirect", "GET", 302)
+    monkeypatch.setattr(bench.run, "fetch", lambda port, method, path: (200, {}, metrics.render()))
+    assert rpc_requests(1) == 1_234_568
+    reordered = b'goto_http_requests_total{status="200",route="rpc",method="POST"} 7.0\n'
+    monkeypatch.setattr(bench.run, "fetch", lambda port, method, path: (200, {}, reordered))
+    assert rpc_requests(1) == 7, "labels in another order"
+
+
+def test_a_slave_scenario_notes_its_masters_rpc_rate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Scenario.run reads the master's ``POST /RPC2`` count (its port, not the slave's) before and
+    after wrk's run: the difference over the run's time; no master port, no figure."""
+    counts = {2: [100.0, 1100.0]}  # the master's, read before and after the run
+    asked: list[int] = []
+
+    def fetch(port: int, method: str, path: str) -> tuple[int, dict[str, str], bytes]:
+        asked.append(port)
+        rpc = counts[port].pop(0) if port in counts else 0.0
+        return 200, {}, f'goto_http_requests_total{{method="POST",route="rpc",status="200"}} {rpc}\n'.encode()
+
+    clock = iter([10.0, 12.0])
+    monkeypatch.setattr(bench.run, "fetch", fetch)
+    monkeypatch.setattr(time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(bench.run, "run_wrk", lambda *args: result(10, wrk_cpu_s=0.0))
+    monkeypatch.setattr(bench.run, "machine_busy_seconds", lambda: 0.0)
+    slave = scenario("m", slave_port=1, master_port=2)
+    assert slave.run(1.0, tmp_path)["rpc_requests_per_second"] == 500.0
+    assert 2 in asked and not counts[2]
+    clock = iter([10.0, 12.0])
+    assert "rpc_requests_per_second" not in scenario("c", kind="add").run(1.0, tmp_path)
 
 
 def test_the_rpc_rate_is_the_median_of_the_rounds_and_printed(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,69 @@
+"""RemoteStore's "a held batch of one call ends the pausing" rule (issue 13, cf4b3f5, second review):
+what the README says of it pinned where tests/test_remote_pause_hysteresis.py left it open (there the
+other load stays under BUSY_SHARE, so once let go the lone client is never held again).
+
+Same drivers: a Clock, a CPU clock the test sets, an HTTP client whose answers the test gives."""
+
+from __future__ import annotations
+
+from twisted.internet.error import ConnectionRefusedError
+
+from goto_tw.errors import MasterUnreachable
+from goto_tw.remote import BUSY_SHARE, BUSY_WINDOW, GATHER_PAUSE
+from tests.helpers import failure_of, result_of
+from tests.test_remote_pause import calls_in, started
+from tests.test_remote_pause_hysteresis import CPU_PER_CALL, ROUND_TRIP, busy_store
+
+
+def test_a_lone_client_beside_load_judged_busy_every_window_waits_one_pause_a_judgement() -> None:
+    """README: "a lone client of that kind waits at most one pause per judgement", and the pause
+    comes back at each judgement (at 0.8 again). Other load keeps the slave over BUSY_SHARE, so every
+    window is judged busy: over a second, the client is held once a window (10 or 11 times: not once
+    a call, about 100 times, as with no rule; not once and never again)."""
+    other_load = 0.9
+    assert other_load >= BUSY_SHARE
+    clock, poster, store = busy_store(other_load)
+    end = clock.seconds() + 1.0
+    held = answered = 0
+    while clock.seconds() < end:
+        sent = len(poster.posts)
+        asked = store.get(f"k{answered}")
+        clock.advance(0)
+        if len(poster.posts) == sent:
+            held += 1
+            clock.advance(GATHER_PAUSE)
+            assert len(poster.posts) == sent + 1, "held no longer than the pause"
+        assert calls_in(poster.posts[sent][0]) == ["Store.Get"]
+        clock.advance(ROUND_TRIP)
+        poster.answer(sent, "https://answer.example/")
+        assert result_of(asked) == "https://answer.example/"
+        answered += 1
+    windows = 1.0 / BUSY_WINDOW
+    assert windows <= held <= windows + 1, f"held {held} times in a second"
+    assert answered > 3_000, f"{answered} answers in a second ({CPU_PER_CALL} s of CPU each)"
+
+
+def test_a_pause_whose_calls_a_silent_master_failed_keeps_the_slave_busy() -> None:
+    """A silent master fails the held call (with the batch in flight) before the pause runs out: the
+    pause's timer then finds nothing to send. No batch left with one call, so nothing says a lone
+    client was held: the slave stays busy, and a call made right after a batch still waits out the
+    pause (mutant: the rule on a queue of one call or none)."""
+    clock, poster, store, _ = started()
+    store.get("a")
+    store.get("b")
+    clock.advance(GATHER_PAUSE)  # judged busy; a batch of two: the pause goes on
+    held = store.get("held")
+    clock.advance(GATHER_PAUSE / 2)
+    poster.posts[1][1].errback(ConnectionRefusedError())
+    assert failure_of(held).check(MasterUnreachable)
+    clock.advance(GATHER_PAUSE / 2)  # the pause's timer: an empty queue
+    assert len(poster.posts) == 2
+    store.get("after a quiet spell")
+    clock.advance(0)
+    assert len(poster.posts) == 3
+    poster.answer(2, "https://quiet.example/")
+    store.get("soon after")
+    clock.advance(0)
+    assert len(poster.posts) == 3, "still judged busy: it waits out the pause"
+    clock.advance(GATHER_PAUSE)
+    assert len(poster.posts) == 4
