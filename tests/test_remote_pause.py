@@ -219,6 +219,31 @@ def test_a_lone_caller_is_held_once_a_window_not_once_each_call() -> None:
     assert len(poster.posts) == 9
 
 
+def test_a_pause_that_gathered_nothing_keeps_the_lower_share() -> None:
+    """A pause that ran out with one call (now and then, in a trickle of misses) stops the pausing
+    for the rest of that window only: the next judgement is made as ever, and a busy process between
+    the two shares stays busy (mutant: judged not busy, so BUSY_SHARE is needed again, which the
+    misses unpaused keep it under: the dip STILL_BUSY_SHARE is for)."""
+    clock, poster, store, cpu = started()
+    between = (STILL_BUSY_SHARE + BUSY_SHARE) / 2
+    assert judged_busy(clock, poster, store), "a whole CPU: busy"
+    cpu.becomes(between)
+    assert judged_busy(clock, poster, store), "between the shares: still busy"
+    sent = len(poster.posts)
+    lone = store.get("lone")  # right after the judged batch: held, and nothing joins it
+    clock.advance(0)
+    assert len(poster.posts) == sent
+    clock.advance(GATHER_PAUSE)
+    assert len(poster.posts) == sent + 1 and calls_in(poster.posts[sent][0]) == ["Store.Get"]
+    poster.answer(sent, "https://lone.example/")
+    assert result_of(lone) == "https://lone.example/"
+    store.get("next")
+    clock.advance(0)
+    assert len(poster.posts) == sent + 2, "the pause gathered nothing: none for the rest of the window"
+    poster.answer(sent + 1, "https://next.example/")
+    assert judged_busy(clock, poster, store), "the next judgement keeps the lower share: still busy"
+
+
 def test_a_pause_that_gathered_goes_on() -> None:
     """A held batch that left with two calls or more gathered: the pause goes on for the next ones."""
     clock, poster, store, _ = started()

@@ -1,6 +1,6 @@
-"""RemoteStore's "a held batch of one call ends the pausing" rule (issue 13, cf4b3f5, second review):
-what the README says of it pinned where tests/test_remote_pause_hysteresis.py left it open (there the
-other load stays under BUSY_SHARE, so once let go the lone client is never held again).
+"""RemoteStore's "a pause that ran out with one call stops the pausing until the next judgement" rule
+(issue 13, second review): what the README says of it pinned where tests/test_remote_pause_hysteresis.py
+left it open (there the other load stays under BUSY_SHARE).
 
 Same drivers: a Clock, a CPU clock the test sets, an HTTP client whose answers the test gives."""
 
@@ -17,7 +17,7 @@ from tests.test_remote_pause_hysteresis import CPU_PER_CALL, ROUND_TRIP, busy_st
 
 def test_a_lone_client_beside_load_judged_busy_every_window_waits_one_pause_a_judgement() -> None:
     """README: "a lone client of that kind waits at most one pause per judgement", and the pause
-    comes back at each judgement (at 0.8 again). Other load keeps the slave over BUSY_SHARE, so every
+    comes back at each judgement. Other load keeps the slave over BUSY_SHARE, so every
     window is judged busy: over a second, the client is held once a window (10 or 11 times: not once
     a call, about 100 times, as with no rule; not once and never again)."""
     other_load = 0.9

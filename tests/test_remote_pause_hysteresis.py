@@ -1,7 +1,7 @@
 """RemoteStore's busy gate with its two shares (issue 13, review of ac91647): judged busy at BUSY_SHARE
 of a CPU, a process stays busy until a window shows less than STILL_BUSY_SHARE, unless a batch that
-waited out the pause left with its one call (it gathered nothing: then the next window is judged on
-BUSY_SHARE again). What tests/test_remote_pause.py left unpinned: the lower share's own boundary, what
+waited out the pause left with its one call (it gathered nothing: then no pausing until the next
+judgement). What tests/test_remote_pause.py left unpinned: the lower share's own boundary, what
 it must not do to a client that asks again only once answered (ac91647 held it a pause a call while
 other load kept the slave at half a CPU), and what "a window" is (the README said "a 0.1 s").
 
@@ -108,8 +108,8 @@ def test_a_lone_client_held_by_the_pause_leaves_an_otherwise_idle_slave_not_busy
 def test_a_lone_client_is_not_held_while_other_load_keeps_a_busy_slave_at_half_a_cpu() -> None:
     """A slave judged busy that other clients keep at 0.55 of a CPU with hits: a lone client's misses,
     which the pause holds one at a time (it gathers nothing), are not held window after window. Its
-    first held call leaves alone, which ends the pausing until the next window is judged, on
-    BUSY_SHARE: the client's own 0.2 of a CPU keeps the slave under it. (With the lower share alone,
+    held call leaves alone, which ends the pausing until the next judgement: it is held once a
+    judgement, not once a call. (With the lower share alone,
     ac91647, it was held a pause a call for as long as that load lasted: 98 answers a second instead
     of 3,600, the 3,800 -> 92 of the first pause, which the busy gate is for.)"""
     other_load = 0.55
@@ -148,8 +148,8 @@ def test_a_window_runs_from_one_judgement_to_the_next_not_over_the_last_tenth_of
 
 def test_calls_that_travelled_together_once_do_not_keep_a_lone_client_held() -> None:
     """Calls of two clients that travelled together, window after window (the lower share kept the
-    slave busy), do not hold a lone client's misses for good once they stop: its first held call,
-    alone, ends the pausing."""
+    slave busy), do not hold a lone client's misses a pause each once they stop: a held call that
+    leaves alone ends the pausing until the next judgement."""
     clock, poster, store = busy_store(other_load=0.55)
     for round_ in range(4):  # two clients' misses, trickling in: held together, window after window
         if round_:  # (the first round judges the store's first window, at a whole CPU)
