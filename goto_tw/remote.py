@@ -15,7 +15,8 @@ Everything here is bounded, and every caller gets an answer:
   way wait for one of them to be answered and then travel together: fewer, larger batches (the
   master's cost is mostly per request, not per call); a full batch does not wait;
 - while the process is busy (judged at most once a :data:`BUSY_WINDOW`, on its CPU since it was last
-  judged: :data:`BUSY_SHARE` of a CPU or more, and then down to :data:`STILL_BUSY_SHARE`), a batch of
+  judged: :data:`BUSY_SHARE` of a CPU or more, and then down to :data:`STILL_BUSY_SHARE` while its
+  pauses gather), a batch of
   fewer than :data:`PROMPT_BATCH_CALLS` calls leaves no sooner than :data:`GATHER_PAUSE` after the
   batch before it: a busy slave's occasional misses (a new link, a typo) would otherwise reach the
   master one call a request, and each request wakes the master. The first call after a
@@ -23,7 +24,7 @@ Everything here is bounded, and every caller gets an answer:
   batch held before it), and so does a batch of as many calls as the last batch answered, made since
   (its callers are back: clients that ask again once answered, which waiting would only slow down;
   calls alone do not count); a batch that waited out the pause and leaves with its one call gathered
-  nothing, and pausing stops until the process is next judged (on the same shares); a process not
+  nothing, and pausing stops until the process is next judged; a process not
   judged busy does not pause at all (a client waiting for each answer would get one a pause, and the
   pause saves only CPU);
 - at most :data:`MAX_IN_FLIGHT` requests are on their way at once; further calls wait in a queue of
@@ -119,7 +120,8 @@ BUSY_WINDOW = 0.1
 #: bench's ``m``) had windows of 0.55 to 0.75 right after one judged it not busy (every miss waking
 #: the master again takes the slave's CPU), so one dip kept the pause off for the windows after it:
 #: about 1 window in 10 was judged not busy, and 40% of the decisions to send were made in them.
-#: A lone client that waits for each answer gathers nothing and is let go (see ``_flush``).
+#: Only while pauses gather (a pause ran out with two calls or more since the last judgement): a
+#: lone client that waits for each answer gathers nothing and is let go (see ``_flush``).
 STILL_BUSY_SHARE = 0.5
 #: Most calls, and bytes of calls, that may wait for a request slot; beyond them calls fail at once.
 MAX_QUEUED_CALLS = 10_000
@@ -283,8 +285,10 @@ class RemoteStore:
         self._cpu_seconds = cpu_seconds
         self._busy = False
         #: Whether a pause ran out with one call (it gathered nothing): no pausing until the next
-        #: judgement, which keeps its share (see _flush).
+        #: judgement; and whether one ran out with two or more (it gathered) since the last judgement,
+        #: which only then may keep the process busy on STILL_BUSY_SHARE (see _flush).
         self._gathered_nothing = False
+        self._gathered = False
         self._window_started = clock.seconds()
         self._window_cpu = cpu_seconds()
         self._metrics = metrics
@@ -402,16 +406,17 @@ class RemoteStore:
 
     def _is_busy(self, now: float) -> bool:
         """Whether this process used BUSY_SHARE of a CPU or more in its last window of BUSY_WINDOW
-        seconds or more, or STILL_BUSY_SHARE if the window before was judged busy too (a window starts
-        when the one before is judged; a clock set back starts a new one, not busy); and, if so, no
-        pause has run out with one call since that judgement (see _flush)."""
+        seconds or more, or STILL_BUSY_SHARE if the window before was judged busy too and a pause in
+        this one gathered (a window starts when the one before is judged; a clock set back starts a
+        new one, not busy); and, if so, no pause has run out with one call since that judgement (see
+        _flush)."""
         elapsed = now - self._window_started
         if elapsed >= BUSY_WINDOW or elapsed < 0.0:
             cpu = self._cpu_seconds()
-            share = STILL_BUSY_SHARE if self._busy else BUSY_SHARE
+            share = STILL_BUSY_SHARE if self._busy and self._gathered else BUSY_SHARE
             self._busy = elapsed > 0.0 and cpu - self._window_cpu >= share * elapsed
             self._window_started, self._window_cpu = now, cpu
-            self._gathered_nothing = False
+            self._gathered_nothing = self._gathered = False
         return self._busy and not self._gathered_nothing
 
     def _callers_back(self) -> bool:
@@ -448,17 +453,21 @@ class RemoteStore:
         A batch whose pause ran out (was not cut short) and that leaves with one call gathered
         nothing: its caller is most likely a client that asks again only once answered, alone (the
         callers-back rule needs two), whom the pause only slows down, and nothing else is trickling
-        in. Pausing stops until the next judgement, which is made as ever (a busy process stays busy
-        down to STILL_BUSY_SHARE): such a client beside traffic that keeps the slave busy is held one
-        pause a judgement, not one each call; and a trickle of misses that now and then leaves one
-        call in a pause (at 740 a second, about once in 200 pauses) loses the pause for the rest of
-        that window only, not until the slave is at BUSY_SHARE again. A scratch run of one such client
-        beside 2 to 16 clients of cached keys, slave and master on one core: held each call, 93 calls
-        a second; with BUSY_SHARE alone (before STILL_BUSY_SHARE) 270 to 1,730, from run to run, as the
-        gate flipped; let go so, FIXME."""
+        in. Pausing stops until the next judgement, and that judgement keeps the process busy on
+        STILL_BUSY_SHARE only if some pause gathered meanwhile: such a client beside traffic that keeps
+        the slave at BUSY_SHARE or more is held one pause a judgement, not one each call, and one that
+        only it and traffic under BUSY_SHARE keep busy is let go; while a trickle of misses that now
+        and then leaves one call in a pause (at 740 a second, about once in 200 pauses) loses the pause
+        for the rest of that window only. A scratch run of one such client beside 2 to 16 clients of
+        cached keys, slave and master on one core: held each call with STILL_BUSY_SHARE alone, 93
+        calls a second; with BUSY_SHARE alone (before STILL_BUSY_SHARE) 270 to 1,730 from run to run,
+        as the gate flipped; with this rule 680 to 1,770."""
         self._flush_call = None
-        if self._pausing and len(self._queue) == 1:
-            self._gathered_nothing = True  # until the next judgement (see _is_busy)
+        if self._pausing:
+            if len(self._queue) == 1:
+                self._gathered_nothing = True  # until the next judgement (see _is_busy)
+            else:
+                self._gathered = True
         self._pausing = False
         try:
             while self._may_send():
