@@ -16,15 +16,14 @@ Everything here is bounded, and every caller gets an answer:
   master's cost is mostly per request, not per call); a full batch does not wait;
 - while the process is busy (judged at most once a :data:`BUSY_WINDOW`, on its CPU since it was last
   judged: :data:`BUSY_SHARE` of a CPU or more, and then down to :data:`STILL_BUSY_SHARE` while its
-  pauses gather), a batch of
-  fewer than :data:`PROMPT_BATCH_CALLS` calls leaves no sooner than :data:`GATHER_PAUSE` after the
-  batch before it: a busy slave's occasional misses (a new link, a typo) would otherwise reach the
-  master one call a request, and each request wakes the master. The first call after a
-  quiet spell leaves at once, a batch that fills up goes at once, a call alone goes at once (with the
-  batch held before it), and so does a batch of as many calls as the last batch answered, made since
-  (its callers are back: clients that ask again once answered, which waiting would only slow down;
-  calls alone do not count); a batch that waited out the pause and leaves with its one call gathered
-  nothing, and pausing stops until the process is next judged; a process not
+  pauses gather), a batch of fewer than :data:`PROMPT_BATCH_CALLS` calls leaves no sooner than
+  :data:`GATHER_PAUSE` after the batch before it: a busy slave's occasional misses (a new link, a
+  typo) would otherwise reach the master one call a request, and each request wakes the master. The
+  first call after a quiet spell leaves at once, a batch that fills up goes at once, a call alone goes
+  at once (with the batch held before it), and so does a batch of as many calls as the last batch
+  answered, made since (its callers are back: clients that ask again once answered, which waiting
+  would only slow down; calls alone do not count); a batch that waited out the pause and leaves with
+  its one call gathered nothing, and pausing stops until the process is next judged; a process not
   judged busy does not pause at all (a client waiting for each answer would get one a pause, and the
   pause saves only CPU);
 - at most :data:`MAX_IN_FLIGHT` requests are on their way at once; further calls wait in a queue of
