@@ -460,7 +460,7 @@ class RemoteStore:
         for the rest of that window only. A scratch run of one such client beside 2 to 16 clients of
         cached keys, slave and master on one core: held each call with STILL_BUSY_SHARE alone, 93
         calls a second; with BUSY_SHARE alone (before STILL_BUSY_SHARE) 270 to 1,730 from run to run,
-        as the gate flipped; with this rule 680 to 1,770."""
+        as the gate flipped; with this rule 710 to 1,710."""
         self._flush_call = None
         if self._pausing:
             if len(self._queue) == 1:
