@@ -465,7 +465,7 @@ class RemoteStore:
         if self._pausing:
             if len(self._queue) == 1:
                 self._gathered_nothing = True  # until the next judgement (see _is_busy)
-            else:
+            elif self._queue:  # (none left: a silent master failed them meanwhile)
                 self._gathered = True
         self._pausing = False
         try:

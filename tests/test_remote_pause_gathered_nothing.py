@@ -124,3 +124,32 @@ def test_pauses_that_gathered_a_window_ago_do_not_keep_a_lone_client_held() -> N
         assert [result_of(call) for call in together] == ["https://one.example/", "https://another.example/"]
     _holds_in_a_second(clock, poster, store)
     assert _holds_in_a_second(clock, poster, store) == 0, "let go once the pauses stopped gathering"
+
+
+def test_a_pause_emptied_by_a_silent_master_gathered_nothing() -> None:
+    """A pause that ran out with no call left (a silent master failed them) does not count as one
+    that gathered: the next judgement of a slave between the shares is on BUSY_SHARE (mutant: any
+    pause that ran out without exactly one call counted as gathering: still busy, held)."""
+    clock, poster, store = busy_store(other_load=0.65)
+    together = [store.get("one")]
+    clock.advance(0)
+    together.append(store.get("another"))  # judged busy (a whole CPU): held, and it gathers
+    together.append(store.get("a third"))  # (three: two calls after its answer are no callers back)
+    clock.advance(GATHER_PAUSE)
+    poster.answer(1, [["https://one.example/"], ["https://another.example/"], ["https://third.example/"]])
+    clock.advance(BUSY_WINDOW)
+    quiet = store.get("after a quiet spell")
+    clock.advance(0)
+    held = store.get("held")  # judged busy on the lower share (a pause gathered): held
+    clock.advance(0)
+    assert len(poster.posts) == 3
+    poster.posts[2][1].errback(ConnectionRefusedError())  # the master is silent: both calls fail
+    assert failure_of(quiet).check(MasterUnreachable) and failure_of(held).check(MasterUnreachable)
+    clock.advance(GATHER_PAUSE)  # the pause runs out with nothing left
+    clock.advance(BUSY_WINDOW)
+    store.get("after another quiet spell")
+    clock.advance(0)
+    poster.answer(3, "https://quiet.example/")
+    store.get("judged")
+    clock.advance(0)
+    assert len(poster.posts) == 5, "nothing gathered since the last judgement: on BUSY_SHARE, not busy"
