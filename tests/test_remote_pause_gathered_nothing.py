@@ -7,14 +7,12 @@ Same drivers: a Clock, a CPU clock the test sets, an HTTP client whose answers t
 from __future__ import annotations
 
 from twisted.internet.error import ConnectionRefusedError
-from twisted.internet.task import Clock
 
 from goto_tw.errors import MasterUnreachable
-from goto_tw.remote import BUSY_SHARE, BUSY_WINDOW, GATHER_PAUSE, STILL_BUSY_SHARE, RemoteStore
-from tests.helpers import failure_of, result_of
-from tests.test_remote_calls import Poster
-from tests.test_remote_pause import calls_in, started
-from tests.test_remote_pause_hysteresis import CPU_PER_CALL, ROUND_TRIP, busy_store
+from goto_tw.remote import BUSY_SHARE, BUSY_WINDOW, GATHER_PAUSE, STILL_BUSY_SHARE
+from tests.helpers import failure_of
+from tests.test_remote_pause import started
+from tests.test_remote_pause_hysteresis import CPU_PER_CALL, ROUND_TRIP, busy_store, lone_client_held
 
 
 def test_a_lone_client_beside_load_judged_busy_every_window_waits_one_pause_a_judgement() -> None:
@@ -25,21 +23,7 @@ def test_a_lone_client_beside_load_judged_busy_every_window_waits_one_pause_a_ju
     other_load = 0.9
     assert other_load >= BUSY_SHARE
     clock, poster, store = busy_store(other_load)
-    end = clock.seconds() + 1.0
-    held = answered = 0
-    while clock.seconds() < end:
-        sent = len(poster.posts)
-        asked = store.get(f"k{answered}")
-        clock.advance(0)
-        if len(poster.posts) == sent:
-            held += 1
-            clock.advance(GATHER_PAUSE)
-            assert len(poster.posts) == sent + 1, "held no longer than the pause"
-        assert calls_in(poster.posts[sent][0]) == ["Store.Get"]
-        clock.advance(ROUND_TRIP)
-        poster.answer(sent, "https://answer.example/")
-        assert result_of(asked) == "https://answer.example/"
-        answered += 1
+    answered, held = lone_client_held(clock, poster, store)
     windows = 1.0 / BUSY_WINDOW
     assert windows <= held <= windows + 1, f"held {held} times in a second"
     assert answered > 3_000, f"{answered} answers in a second ({CPU_PER_CALL} s of CPU each)"
@@ -71,25 +55,6 @@ def test_a_pause_whose_calls_a_silent_master_failed_keeps_the_slave_busy() -> No
     assert len(poster.posts) == 4
 
 
-def _holds_in_a_second(clock: Clock, poster: Poster, store: RemoteStore) -> int:
-    """Run a lone client that asks again once answered (ROUND_TRIP a call) for a second: how many of
-    its calls the pause held."""
-    end = clock.seconds() + 1.0
-    held = answered = 0
-    while clock.seconds() < end:
-        sent = len(poster.posts)
-        asked = store.get(f"k{answered}")
-        clock.advance(0)
-        if len(poster.posts) == sent:
-            held += 1
-            clock.advance(GATHER_PAUSE)
-        clock.advance(ROUND_TRIP)
-        poster.answer(sent, "https://answer.example/")
-        assert result_of(asked) == "https://answer.example/"
-        answered += 1
-    return held
-
-
 def test_a_lone_client_between_the_shares_is_let_go_for_good() -> None:
     """A slave judged busy once, that a lone client and other load keep between the two shares (0.4 +
     0.2 of a CPU): its pauses gather nothing, so the next judgement is on BUSY_SHARE, not the lower
@@ -97,33 +62,8 @@ def test_a_lone_client_between_the_shares_is_let_go_for_good() -> None:
     once each judgement, about ten times a second, for as long as that load lasts)."""
     clock, poster, store = busy_store(other_load=0.4)
     assert STILL_BUSY_SHARE <= 0.4 + CPU_PER_CALL / ROUND_TRIP < BUSY_SHARE
-    assert _holds_in_a_second(clock, poster, store) <= 1, "held once, in the window judged busy"
-    assert _holds_in_a_second(clock, poster, store) == 0, "and never again"
-
-
-def test_pauses_that_gathered_a_window_ago_do_not_keep_a_lone_client_held() -> None:
-    """Whether a pause gathered is judged window by window: two clients' calls held together for a
-    few windows keep the slave busy on the lower share, but once they stop, a lone client's pauses
-    gather nothing and it is let go (mutant: the mark of a pause that gathered never cleared). Other
-    load: 0.55 of a CPU, between the shares with or without the lone client's 0.2."""
-    clock, poster, store = busy_store(other_load=0.55)
-    for round_ in range(3):
-        if round_:  # (the first round judges the store's first window, at a whole CPU)
-            clock.advance(BUSY_WINDOW)
-            quiet = store.get("after a quiet spell")
-            clock.advance(0)
-            poster.answer(len(poster.posts) - 1, "https://quiet.example/")
-            assert result_of(quiet) == "https://quiet.example/"
-        sent = len(poster.posts)
-        together = [store.get("one")]
-        clock.advance(0)
-        together.append(store.get("another"))
-        clock.advance(GATHER_PAUSE)
-        assert len(poster.posts) == sent + 1 and len(calls_in(poster.posts[sent][0])) == 2, "held together"
-        poster.answer(sent, [["https://one.example/"], ["https://another.example/"]])
-        assert [result_of(call) for call in together] == ["https://one.example/", "https://another.example/"]
-    _holds_in_a_second(clock, poster, store)
-    assert _holds_in_a_second(clock, poster, store) == 0, "let go once the pauses stopped gathering"
+    assert lone_client_held(clock, poster, store)[1] <= 1, "held once, in the window judged busy"
+    assert lone_client_held(clock, poster, store)[1] == 0, "and never again"
 
 
 def test_a_pause_emptied_by_a_silent_master_gathered_nothing() -> None:

@@ -14,7 +14,7 @@ from twisted.internet.task import Clock
 from goto_tw.remote import BUSY_SHARE, BUSY_WINDOW, GATHER_PAUSE, STILL_BUSY_SHARE, RemoteStore
 from tests.helpers import result_of
 from tests.test_remote_calls import RPC_URL, Poster
-from tests.test_remote_pause import CPU, started
+from tests.test_remote_pause import CPU, calls_in, started
 
 
 def test_exactly_the_still_busy_share_keeps_a_busy_process_busy() -> None:
@@ -63,19 +63,30 @@ CPU_PER_CALL = 0.00005
 def lone_client(clock: Clock, poster: Poster, store: RemoteStore, seconds: float) -> int:
     """Run a client that asks again as soon as it is answered, each call answered ROUND_TRIP after it
     left, for ``seconds``; how many answers it got."""
+    return lone_client_held(clock, poster, store, seconds)[0]
+
+
+def lone_client_held(
+    clock: Clock, poster: Poster, store: RemoteStore, seconds: float = 1.0
+) -> tuple[int, int]:
+    """As :func:`lone_client`: how many answers it got, and how many of its calls the pause held (each
+    no longer than the pause, each a request of its own)."""
     end = clock.seconds() + seconds
-    answered = 0
+    answered = held = 0
     while clock.seconds() < end:
         sent = len(poster.posts)
         asked = store.get(f"k{answered}")
         clock.advance(0)
-        while len(poster.posts) == sent:  # held by the pause (at most GATHER_PAUSE)
-            clock.advance(GATHER_PAUSE / 10)
+        if len(poster.posts) == sent:
+            held += 1
+            clock.advance(GATHER_PAUSE)
+            assert len(poster.posts) == sent + 1, "held no longer than the pause"
+        assert calls_in(poster.posts[sent][0]) == ["Store.Get"]
         clock.advance(ROUND_TRIP)
         poster.answer(sent, "https://answer.example/")
         assert result_of(asked) == "https://answer.example/"
         answered += 1
-    return answered
+    return answered, held
 
 
 def busy_store(other_load: float) -> tuple[Clock, Poster, RemoteStore]:
@@ -165,5 +176,6 @@ def test_calls_that_travelled_together_once_do_not_keep_a_lone_client_held() -> 
         clock.advance(GATHER_PAUSE)
         poster.answer(sent + 1, [["https://one.example/"], ["https://another.example/"]])
         assert [result_of(call) for call in together] == ["https://one.example/", "https://another.example/"]
-    answered = lone_client(clock, poster, store, 1.0)
-    assert answered > 2_000, f"{answered} answers in a second: held a pause a call"
+    answered, held = lone_client_held(clock, poster, store)
+    assert answered > 2_000 and held <= 2, f"{answered} answers in a second, {held} held"
+    assert lone_client_held(clock, poster, store)[1] == 0, "let go once the pauses stopped gathering"
