@@ -221,9 +221,10 @@ def test_a_lone_caller_is_held_once_a_window_not_once_each_call() -> None:
 
 def test_a_pause_that_gathered_nothing_keeps_the_lower_share() -> None:
     """A pause that ran out with one call (now and then, in a trickle of misses) stops the pausing
-    for the rest of that window only: the next judgement is made as ever, and a busy process between
-    the two shares stays busy (mutant: judged not busy, so BUSY_SHARE is needed again, which the
-    misses unpaused keep it under: the dip STILL_BUSY_SHARE is for)."""
+    for the rest of that window only: the next judgement is made as ever (a pause gathered earlier in
+    the window: on the lower share), and a busy process between the two shares stays busy (mutant:
+    judged not busy, so BUSY_SHARE is needed again, which the misses unpaused keep it under: the dip
+    STILL_BUSY_SHARE is for)."""
     clock, poster, store, cpu = started()
     between = (STILL_BUSY_SHARE + BUSY_SHARE) / 2
     assert judged_busy(clock, poster, store), "a whole CPU: busy"
