@@ -35,13 +35,13 @@ def test_a_pause_whose_calls_a_silent_master_failed_keeps_the_slave_busy() -> No
     client was held: the slave stays busy, and a call made right after a batch still waits out the
     pause (mutant: the rule on a queue of one call or none)."""
     clock, poster, store, _ = started()
-    store.get("a")
-    store.get("b")
+    sent = [store.get("a"), store.get("b")]
     clock.advance(GATHER_PAUSE)  # judged busy; a batch of two: the pause goes on
     held = store.get("held")
     clock.advance(GATHER_PAUSE / 2)
     poster.posts[1][1].errback(ConnectionRefusedError())
-    assert failure_of(held).check(MasterUnreachable)
+    # (each failure consumed: one left unhandled is logged when collected, in a later test on PyPy)
+    assert all(failure_of(call).check(MasterUnreachable) for call in [*sent, held])
     clock.advance(GATHER_PAUSE / 2)  # the pause's timer: an empty queue
     assert len(poster.posts) == 2
     store.get("after a quiet spell")
