@@ -221,16 +221,23 @@ def fetch(port: int, method: str, path: str, body: bytes | None = None) -> tuple
         connection.close()
 
 
-def cache_counts(port: int) -> tuple[int, int] | None:
-    """A slave's cache (hits, misses) from ``/_goto/metrics``, or ``None`` if it does not say."""
+def metrics_text(port: int) -> str | None:
+    """A process's ``/_goto/metrics`` (Prometheus text), or ``None`` if it cannot be had."""
     try:
         status, _, body = fetch(port, "GET", "/_goto/metrics")
     except OSError:
         return None
-    text = body.decode("utf-8", "replace")
+    return body.decode("utf-8", "replace") if status == 200 else None
+
+
+def cache_counts(port: int) -> tuple[int, int] | None:
+    """A slave's cache (hits, misses) from ``/_goto/metrics``, or ``None`` if it does not say."""
+    text = metrics_text(port)
+    if text is None:
+        return None
     hits = re.search(r"^goto_cache_hits(?:_total)?\s+([0-9.e+]+)$", text, re.MULTILINE)
     misses = re.search(r"^goto_cache_misses(?:_total)?\s+([0-9.e+]+)$", text, re.MULTILINE)
-    if status != 200 or hits is None or misses is None:
+    if hits is None or misses is None:
         return None
     return int(float(hits.group(1))), int(float(misses.group(1)))
 
@@ -239,18 +246,15 @@ def rpc_requests(port: int) -> int | None:
     """How many ``POST /RPC2`` a master has answered (``/_goto/metrics``), or ``None`` if it does not
     say: each is one batch (or one call) of its slaves. Its labels in any order; another method
     (a ``GET /RPC2``, 405) is no batch."""
-    try:
-        status, _, body = fetch(port, "GET", "/_goto/metrics")
-    except OSError:
+    text = metrics_text(port)
+    if text is None:
         return None
     counts = re.findall(
         r'^goto_http_requests_total\{(?=[^}]*\broute="rpc")(?=[^}]*\bmethod="POST")[^}]*\}\s+([0-9.e+]+)$',
-        body.decode("utf-8", "replace"),
+        text,
         re.M,
     )
-    if status != 200 or not counts:
-        return None
-    return int(sum(float(count) for count in counts))
+    return int(sum(float(count) for count in counts)) if counts else None
 
 
 def held_keys(port: int) -> int | None:
