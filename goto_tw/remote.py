@@ -13,7 +13,8 @@ Everything here is bounded, and every caller gets an answer:
   (a click batch, which the master answers only once it is on disk, must not hold up look-ups);
 - like the data file's group commit, calls made while :data:`GATHER_IN_FLIGHT` batches are on their
   way wait for one of them to be answered and then travel together: fewer, larger batches (the
-  master's cost is mostly per request, not per call); a full batch does not wait;
+  master's cost is mostly per request, not per call); a full batch does not wait, nor does a call
+  alone (it passes the calls that wait);
 - while the process is busy (judged at most once a :data:`BUSY_WINDOW`, on its CPU since it was last
   judged: :data:`BUSY_SHARE` of a CPU or more, and then down to :data:`STILL_BUSY_SHARE` while its
   pauses gather), a batch of fewer than :data:`PROMPT_BATCH_CALLS` calls leaves no sooner than
@@ -296,6 +297,7 @@ class RemoteStore:
         self._timeout = timeout
         self._queue: list[_Call] = []
         self._queued_bytes = 0
+        self._alone_queued = 0  # calls alone in the queue (they may pass the batches before them)
         self._in_flight = 0
         self._gathering = 0  # requests in flight that are batches (not calls alone)
         self._overloaded = False
@@ -371,6 +373,7 @@ class RemoteStore:
         self._queue.append(_Call(method, params, size, answer, alone))
         self._queued_bytes += size
         if alone:
+            self._alone_queued += 1
             # A call alone is not held (a click batch): it takes the held batch before it along.
             if self._pausing:
                 self._stop_pausing()
@@ -398,7 +401,7 @@ class RemoteStore:
             return 0.0
         now = self._clock.seconds()
         left = self._last_batch_sent + self._gather_pause - now
-        if left <= 0.0 or any(call.alone for call in queue) or not self._is_busy(now):
+        if left <= 0.0 or self._alone_queued or not self._is_busy(now):
             return 0.0
         # Clamped: the clock is the wall clock, and one set back must not hold calls longer.
         return min(left, self._gather_pause)
@@ -433,17 +436,20 @@ class RemoteStore:
         self._pausing = False
 
     def _may_send(self) -> bool:
-        """Whether the oldest queued call may leave now: a slot is free, and it goes alone, or fewer
-        than GATHER_IN_FLIGHT batches are on their way, or a full batch is waiting."""
+        """Whether a request may leave now: a slot is free, and a call alone waits (see
+        :meth:`_take_batch`), or fewer than GATHER_IN_FLIGHT batches are on their way, or a full
+        batch is waiting."""
         return (
             bool(self._queue)
             and self._in_flight < MAX_IN_FLIGHT
-            and (
-                self._queue[0].alone
-                or self._gathering < GATHER_IN_FLIGHT
-                or len(self._queue) >= MAX_BATCH_CALLS
-                or self._queued_bytes >= MAX_BATCH_BYTES - _BODY_OVERHEAD
-            )
+            and (self._alone_queued > 0 or self._batch_may_go())
+        )
+
+    def _batch_may_go(self) -> bool:
+        return (
+            self._gathering < GATHER_IN_FLIGHT
+            or len(self._queue) >= MAX_BATCH_CALLS
+            or self._queued_bytes >= MAX_BATCH_BYTES - _BODY_OVERHEAD
         )
 
     def _flush(self) -> None:
@@ -477,14 +483,26 @@ class RemoteStore:
                     self._internal_failure(Failure(), [call.answer for call in batch])
         except Exception:
             # A bug above this line must not strand the calls still queued: answer each of them.
-            queue, self._queue, self._queued_bytes = self._queue, [], 0
+            queue, self._queue, self._queued_bytes, self._alone_queued = self._queue, [], 0, 0
             self._internal_failure(Failure(), [call.answer for call in queue])
         if not self._queue:
             self._overloaded = False
 
     def _take_batch(self) -> list[_Call]:
         """The oldest queued calls that fit in one request (at least one call; a call that goes
-        alone is a batch by itself, and ends the batch before it)."""
+        alone is a batch by itself, and ends the batch before it); or, while the calls before it
+        may not go as a batch (GATHER_IN_FLIGHT batches are on their way), the oldest call alone:
+        it passes them, as the module doc promises calls alone (a click batch sent after a look-up
+        that waits for a batch slot is not held up by it; the order of requests on their way is the
+        master's anyway)."""
+        if not self._queue[0].alone and not self._batch_may_go():
+            index = next(n for n, call in enumerate(self._queue) if call.alone)
+            call = self._queue.pop(index)
+            self._queued_bytes -= call.size
+            self._alone_queued -= 1
+            return [call]
+        if self._queue[0].alone:
+            self._alone_queued -= 1
         taken = 1
         size = self._queue[0].size
         while (
@@ -621,7 +639,7 @@ class RemoteStore:
         if failed is not None and isinstance(failed.value, MasterUnreachable):
             # The calls still waiting would go to the same silent master: answer them now rather
             # than after one more timeout each (the proxy store fails new ones fast from here on).
-            queue, self._queue, self._queued_bytes = self._queue, [], 0
+            queue, self._queue, self._queued_bytes, self._alone_queued = self._queue, [], 0, 0
             self._overloaded = False
             _fail_all(failed, [call.answer for call in queue])
         self._schedule()

@@ -373,7 +373,8 @@ def test_every_call_is_answered_once_whatever_happens(
     """Calls, alone or batched, answered, failed, refused, timed out (their cancel failing or not),
     cancelled by their callers, answered after their deadline, in any order: once the clock has run
     past every deadline each call has had exactly one answer, every slot and the timer are free, and
-    the store's own callback never failed on a post's Deferred (a late answer is taken quietly)."""
+    the store's own callback never failed on a post's Deferred (a late answer is taken quietly); and
+    the count of calls alone waiting, which lets them pass the look-ups before them, stays true."""
     clock = Clock()
     poster = Unruly(stubborn)
     store = RemoteStore(poster, RPC_URL, clock, timeout=5.0, metrics=Metrics("slave"))
@@ -390,6 +391,7 @@ def test_every_call_is_answered_once_whatever_happens(
             poster.reply(event[1], event[2])
         elif event[0] == "cancel" and event[1] < len(calls):
             calls[event[1]].cancel()
+        assert store._alone_queued == sum(call.alone for call in store._queue)
     for _ in range(4):
         clock.advance(5.0)
     assert sorted(answered) == list(range(len(calls)))

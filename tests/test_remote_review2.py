@@ -77,6 +77,36 @@ def test_calls_alone_keep_the_queue_bounds() -> None:
     assert result_of(alone) == "http://zero.example/"
 
 
+def test_a_call_alone_passes_look_ups_that_wait_for_a_batch_slot() -> None:
+    """With GATHER_IN_FLIGHT batches on their way, a look-up waits for one of them; a click batch
+    made after it goes at once, while a request slot is free (it waited behind the look-up before),
+    and the look-up still waits, then goes and is answered."""
+    store = URLStore({"0": "http://zero.example/"})
+    held = Held(store)
+    link = Link(_at_rpc2(held))
+    from goto_tw.remote import GATHER_IN_FLIGHT, MAX_IN_FLIGHT
+
+    for _ in range(GATHER_IN_FLIGHT):
+        link.remote.get("0")
+        link.settle()
+    waiting = link.remote.get("0")
+    link.settle()
+    assert len(held.held) == GATHER_IN_FLIGHT, "the look-up waits for a batch to be answered"
+    clicks = [link.remote.call_alone("Store.Clicks", {"0": 1})]
+    link.settle()
+    assert len(held.held) == GATHER_IN_FLIGHT + 1
+    assert _method(held.held[-1].content.getvalue()) == "Store.Clicks"  # type: ignore[union-attr]
+    clicks += [link.remote.call_alone("Store.Clicks", {"0": 1}) for _ in range(2)]
+    link.settle()
+    assert len(held.held) == MAX_IN_FLIGHT, "calls alone still keep to MAX_IN_FLIGHT"
+    assert not has_fired(waiting)
+    while held.held:
+        held.release()
+        link.settle()
+    assert result_of(waiting) == "http://zero.example/"
+    assert all(failure_of(click).check(NotKept) for click in clicks)
+
+
 class Recorder:
     """An HTTP client for the slave's wiring that records each request body and never answers."""
 
