@@ -37,7 +37,7 @@ from goto_tw.linkstats import MasterLinkStats, NoLinkStats, RemoteLinkStats
 from goto_tw.metrics import Metrics
 from goto_tw.openapi import OpenAPIResource
 from goto_tw.ops import ops_resource
-from goto_tw.persistence import AppendLog, CorruptDataFile, open_data_file
+from goto_tw.persistence import WRITER_LINGER, AppendLog, CorruptDataFile, open_data_file
 from goto_tw.proxystore import ProxyStore
 from goto_tw.ratelimit import AddLimiter, LimitAdds, fast_gate, is_api_add, is_form_add
 from goto_tw.reload import ReloadOnSighup
@@ -577,6 +577,7 @@ def make_master_store(
         metrics=metrics,
         key_bound=data.key_bound,
         resume_index=data.next_index,
+        writer_linger=WRITER_LINGER,
     )
     record_log.setServiceParent(parent)
     return URLStore(data.urls, record_log, next_index=data.next_index, disabled=data.disabled, clock=reactor)

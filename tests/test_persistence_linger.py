@@ -1,0 +1,144 @@
+"""Issue 13 (durable adds): the data file's writer run lingers for the next group (``writer_linger``).
+
+These run the writer in real threads, as the reactor's pool does (the other writer tests drive it by
+hand, in the test's thread, where a lingering run would only block): a test waits for what the
+threads hand back by polling with a deadline, never by sleeping a fixed time.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+
+from goto_tw.persistence import AppendLog, OSRecordFile
+from tests.helpers import has_fired, result_of
+from tests.test_persistence import records_in
+
+#: Longest a test waits for the writer thread to do what it must (it takes milliseconds).
+DEADLINE = 10.0
+
+
+class PoolThreads:
+    """The reactor's thread pool and ``callFromThread``, for a test without a reactor: each run is a
+    thread of its own; what a thread hands back, and each run's end, is taken in the test's thread
+    by :meth:`until`, as the reactor would take them in its own."""
+
+    def __init__(self) -> None:
+        self.runs = 0
+        self._handed: queue.Queue[tuple[Callable[..., object], tuple[object, ...]]] = queue.Queue()
+
+    def __call__(self, job: Callable[[], None]) -> Deferred[None]:
+        self.runs += 1
+        done: Deferred[None] = Deferred()
+
+        def run() -> None:
+            try:
+                job()
+            except Exception:
+                failure = Failure()
+                self._handed.put((done.errback, (failure,)))
+            else:
+                self._handed.put((done.callback, (None,)))
+
+        threading.Thread(target=run, daemon=True).start()
+        return done
+
+    def call_from_thread(self, function: Callable[..., object], *args: object) -> None:
+        self._handed.put((function, args))
+
+    def until(self, condition: Callable[[], bool]) -> None:
+        """Take what the threads hand back until ``condition`` holds (fail past the deadline)."""
+        deadline = time.monotonic() + DEADLINE
+        while not condition():
+            left = deadline - time.monotonic()
+            assert left > 0, "the writer thread did not get there in time"
+            try:
+                function, args = self._handed.get(timeout=min(left, 0.05))
+            except queue.Empty:
+                continue
+            function(*args)
+
+
+def _past(moment: float) -> bool:
+    return time.monotonic() >= moment
+
+
+def lingering_log(path: Path, clock: Clock, threads: PoolThreads, linger: float) -> AppendLog:
+    log = AppendLog(
+        OSRecordFile(str(path)),
+        clock,
+        fsync=True,
+        run_in_thread=threads,
+        call_from_thread=threads.call_from_thread,
+        writer_linger=linger,
+    )
+    log.startService()
+    return log
+
+
+def test_a_lingering_run_writes_the_next_group_without_a_new_thread(tmp_path: Path) -> None:
+    """A group handed while the run waits for one is written and synced by that run: under a steady
+    load one run takes group after group (no new run through the pool for each); a stop ends the run
+    at once, though the linger is far longer than the test waits."""
+    path, clock, threads = tmp_path / "store.json", Clock(), PoolThreads()
+    log = lingering_log(path, clock, threads, linger=60.0)
+    acknowledged = []
+    for index in range(5):
+        acknowledged.append(log.append(str(index), f"http://{index}.example/"))
+        clock.advance(0)
+        threads.until(lambda: has_fired(acknowledged[-1]))
+    assert all(result_of(ack) is None for ack in acknowledged)
+    assert threads.runs == 1, "one run of the writer wrote all five groups"
+    stopped = log.stopService()
+    threads.until(lambda: has_fired(stopped))  # well within DEADLINE: the stop woke the run
+    assert records_in(path) == {str(index): f"http://{index}.example/" for index in range(5)}
+
+
+def test_a_run_with_nothing_to_write_gives_its_thread_back_after_the_linger(tmp_path: Path) -> None:
+    """Once no group came within the linger the run ends (its pool thread is free), and the next
+    group starts a run of its own."""
+    path, clock, threads = tmp_path / "store.json", Clock(), PoolThreads()
+    log = lingering_log(path, clock, threads, linger=0.01)
+    first = log.append("0", "http://a.example/")
+    clock.advance(0)
+    threads.until(lambda: has_fired(first) and log._in_flight is None)
+    second = log.append("1", "http://b.example/")
+    clock.advance(0)
+    threads.until(lambda: has_fired(second))
+    assert (result_of(first), result_of(second)) == (None, None)
+    assert threads.runs == 2
+    stopped = log.stopService()
+    threads.until(lambda: has_fired(stopped))
+    assert records_in(path) == {"0": "http://a.example/", "1": "http://b.example/"}
+
+
+def test_groups_handed_at_any_moment_of_a_run_are_all_written(tmp_path: Path) -> None:
+    """Groups handed while the run writes, while it lingers and as its linger runs out (a group
+    handed then, if the run has just ended, starts another): none is left waiting, each record is
+    acknowledged once it is on disk, in order."""
+    path, clock, threads = tmp_path / "store.json", Clock(), PoolThreads()
+    log = lingering_log(path, clock, threads, linger=0.002)
+    acknowledged = []
+    started = time.monotonic()
+    for index in range(200):
+        acknowledged.append(log.append(str(index), f"http://{index}.example/"))
+        clock.advance(0)
+        if index % 3 == 0:  # now and then wait for it: the next comes while the run lingers
+            threads.until(lambda: has_fired(acknowledged[-1]))
+        elif index % 7 == 0:  # or until the linger has run out (the run may or may not be over)
+            threads.until(partial(_past, time.monotonic() + 0.002))
+    threads.until(lambda: all(has_fired(ack) for ack in acknowledged))
+    assert all(result_of(ack) is None for ack in acknowledged)
+    assert 1 <= threads.runs < 200, f"{threads.runs} runs in {time.monotonic() - started:.2f} s"
+    stopped = log.stopService()
+    threads.until(lambda: has_fired(stopped))
+    keys = [line.split('"key":"')[1].split('"')[0] for line in path.read_text().splitlines()]
+    assert keys == [str(index) for index in range(200)]
