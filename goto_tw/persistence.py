@@ -529,8 +529,9 @@ def _acknowledge(records: list[_Queued], failure: Failure | None) -> None:
 
 
 #: Seconds a writer run that has written every group waits for the next (``writer_linger``): a
-#: durable add's write + fsync takes about 0.2 ms here, and a master under load hands a group every
-#: few milliseconds (bench/run.py ``c``: about 340 a second), so one run takes them all.
+#: group's write + fsync takes about 0.2 ms here, and a master under load hands one every few
+#: milliseconds (bench/run.py ``d``: a group per slave batch, about 240 a second), so one run takes
+#: them all; an idle master's run gives its pool thread back 5 ms after its last add.
 WRITER_LINGER = 0.005
 
 #: Runs a blocking callable off the reactor thread, returning a Deferred of its result.
@@ -554,8 +555,10 @@ class AppendLog(Service):
     that has written everything waits that long for the next group before it gives its pool thread
     back: under a steady load of adds one run takes group after group, each handed over by a
     notify instead of a new run through the thread pool (its queue, its worker's wake-up, a
-    Deferred per run: on a CPython master, 7% of the main thread's samples in ``Condition.notify``
-    alone, py-spy; durable adds on a PyPy master 32.0k -> 34.1k a second in a scratch run).
+    Deferred per run: on a CPython master taking adds through a slave, 7% of the main thread's
+    samples were in the pool's ``Condition.notify`` alone, py-spy). ``bench/run.py`` ``d``, the
+    same hour: the master's CPU per add 26.0 -> 24.6 us on CPython, 16.5 -> 15.1 on PyPy;
+    throughput, and ``c``, within the noise.
 
     With a :class:`~goto_tw.keybound.KeyBound`, no record whose key is a counter value at or past
     the durable bound is written (so none is acknowledged) until a higher bound is durable; the
