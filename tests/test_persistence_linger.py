@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 
 from goto_tw.persistence import AppendLog, OSRecordFile
 from tests.helpers import has_fired, result_of
-from tests.test_persistence import records_in
+from tests.test_persistence import records_in, started_log
 
 #: Longest a test waits for the writer thread to do what it must (it takes milliseconds).
 DEADLINE = 10.0
@@ -72,16 +72,9 @@ def _past(moment: float) -> bool:
 
 
 def lingering_log(path: Path, clock: Clock, threads: PoolThreads, linger: float) -> AppendLog:
-    log = AppendLog(
-        OSRecordFile(str(path)),
-        clock,
-        fsync=True,
-        run_in_thread=threads,
-        call_from_thread=threads.call_from_thread,
-        writer_linger=linger,
+    return started_log(
+        OSRecordFile(str(path)), clock, fsync=True, run_in_thread=threads, writer_linger=linger
     )
-    log.startService()
-    return log
 
 
 def test_a_lingering_run_writes_the_next_group_without_a_new_thread(tmp_path: Path) -> None:
