@@ -142,3 +142,45 @@ def test_groups_handed_at_any_moment_of_a_run_are_all_written(tmp_path: Path) ->
     threads.until(lambda: has_fired(stopped))
     keys = [line.split('"key":"')[1].split('"')[0] for line in path.read_text().splitlines()]
     assert keys == [str(index) for index in range(200)]
+
+
+class HeldWrites(OSRecordFile):
+    """A real file whose first write waits until the test lets it go (a slow disk)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.writing = threading.Event()
+        self.go_on = threading.Event()
+
+    def write_all(self, data: bytes) -> None:
+        if not self.writing.is_set():
+            self.writing.set()
+            assert self.go_on.wait(DEADLINE), "the test never let the write go on"
+        super().write_all(data)
+
+
+def test_a_stop_while_the_run_writes_ends_it_without_a_linger(tmp_path: Path) -> None:
+    """A stop made while the run is writing (not waiting: its notify wakes nobody) still ends the run
+    as soon as the write is done, and the run that then writes the group still pending does not
+    linger either: the stop is over well before the linger (60 s) would have run out."""
+    path, clock, threads = tmp_path / "store.json", Clock(), PoolThreads()
+    record_file = HeldWrites(str(path))
+    log = AppendLog(
+        record_file,
+        clock,
+        fsync=True,
+        run_in_thread=threads,
+        call_from_thread=threads.call_from_thread,
+        writer_linger=60.0,
+    )
+    log.startService()
+    first = log.append("0", "http://a.example/")
+    clock.advance(0)
+    assert record_file.writing.wait(DEADLINE), "the writer run never started writing"
+    pending = log.append("1", "http://b.example/")  # not yet handed: the stop's drain hands it
+    stopped = log.stopService()
+    record_file.go_on.set()
+    threads.until(lambda: has_fired(stopped))
+    assert (result_of(first), result_of(pending)) == (None, None)
+    assert threads.runs == 2, "the pending group was written by a run of its own, after the first ended"
+    assert records_in(path) == {"0": "http://a.example/", "1": "http://b.example/"}
