@@ -215,6 +215,34 @@ def test_a_bug_while_answering_a_request_answers_its_calls_and_frees_its_slot(lo
     assert result_of(asked) == "https://b.example/"
 
 
+def test_a_bug_while_taking_calls_forgets_the_calls_alone_it_answered(log_events: LogCapture) -> None:
+    """A bug while queued calls are taken for a request answers every queued call with a 503 (logged),
+    the calls alone among them too, and they count no more: a look-up made next, while
+    GATHER_IN_FLIGHT batches are on their way, waits for one of them and is answered (a call alone
+    still counted would let it go to a take that finds no call alone to pass it: another 503)."""
+    clock = Clock()
+    poster = Poster()
+    store = RemoteStore(poster, RPC_URL, clock, timeout=5.0, gather_pause=0)
+    for _ in range(remote.GATHER_IN_FLIGHT):
+        store.get("a")
+        clock.advance(0)
+    assert len(poster.posts) == remote.GATHER_IN_FLIGHT
+    queued = [store.get("b"), store.call_alone("Store.Clicks", {"b": 1})]
+    with mock.patch.object(RemoteStore, "_take_batch", side_effect=RuntimeError("a bug")):
+        clock.advance(0)
+    assert all(failure_of(call).check(StoreUnavailable) for call in queued)
+    assert len([e for e in log_events.events if e.get("log_failure") is not None]) == 1
+    later = store.get("c")
+    clock.advance(0)
+    assert not has_fired(later), "it waits for a batch slot"
+    assert len(poster.posts) == remote.GATHER_IN_FLIGHT
+    poster.answer(0, "https://a.example/")
+    clock.advance(0)
+    poster.answer(len(poster.posts) - 1, "https://c.example/")
+    assert result_of(later) == "https://c.example/"
+    assert len([e for e in log_events.events if e.get("log_failure") is not None]) == 1
+
+
 def test_a_post_whose_cancel_raises_still_times_out(log_events: LogCapture) -> None:
     """A client whose cancel raises: the call fails at its deadline all the same (503, logged), the
     other requests in flight still time out, and an answer coming after changes nothing."""
