@@ -14,11 +14,14 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
+from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from goto_tw.persistence import AppendLog, OSRecordFile
+from goto_tw.metrics import Metrics
+from goto_tw.persistence import WRITER_LINGER, AppendLog, OSRecordFile
+from goto_tw.tap import make_master_store
 from tests.helpers import has_fired, result_of
 from tests.test_persistence import records_in
 
@@ -184,3 +187,15 @@ def test_a_stop_while_the_run_writes_ends_it_without_a_linger(tmp_path: Path) ->
     assert (result_of(first), result_of(pending)) == (None, None)
     assert threads.runs == 2, "the pending group was written by a run of its own, after the first ended"
     assert records_in(path) == {"0": "http://a.example/", "1": "http://b.example/"}
+
+
+def test_a_master_writer_lingers(tmp_path: Path) -> None:
+    """The master's data file writer (fsync, the default) is made with WRITER_LINGER: the tests above
+    prove what a linger does, this that a master has one."""
+    parent = MultiService()
+    make_master_store({"file": str(tmp_path / "store.json")}, Clock(), parent, Metrics("master"))
+    [record_log] = [service for service in parent if isinstance(service, AppendLog)]
+    assert record_log.fsync
+    assert record_log._writer_linger == WRITER_LINGER > 0
+    parent.startService()
+    assert has_fired(parent.stopService())
