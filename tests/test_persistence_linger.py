@@ -19,11 +19,12 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
+from goto_tw.errors import StoreUnavailable
 from goto_tw.metrics import Metrics
-from goto_tw.persistence import WRITER_LINGER, AppendLog, OSRecordFile
+from goto_tw.persistence import WRITER_LINGER, AppendLog, OSRecordFile, encode_record
 from goto_tw.tap import make_master_store
-from tests.helpers import has_fired, result_of
-from tests.test_persistence import records_in
+from tests.helpers import failure_of, has_fired, result_of
+from tests.test_persistence import FaultyFile, records_in
 
 #: Longest a test waits for the writer thread to do what it must (it takes milliseconds).
 DEADLINE = 10.0
@@ -199,3 +200,32 @@ def test_a_master_writer_lingers(tmp_path: Path) -> None:
     assert record_log._writer_linger == WRITER_LINGER > 0
     parent.startService()
     assert has_fired(parent.stopService())
+
+
+def test_a_failed_write_in_a_lingering_run_fails_its_group_and_the_run_goes_on(tmp_path: Path) -> None:
+    """A write that fails (a full disk) fails its group (503) and leaves no half record; the same
+    run, lingering, writes the next group once the disk has room, after cutting the file back."""
+    path, clock, threads = tmp_path / "store.json", Clock(), PoolThreads()
+    record_file = FaultyFile(str(path))
+    log = AppendLog(
+        record_file,
+        clock,
+        fsync=True,
+        run_in_thread=threads,
+        call_from_thread=threads.call_from_thread,
+        writer_linger=60.0,
+    )
+    log.startService()
+    record_file.fail_writes = 1
+    failed = log.append("0", "http://a.example/")
+    clock.advance(0)
+    threads.until(lambda: has_fired(failed))
+    assert failure_of(failed).check(StoreUnavailable)
+    written = log.append("1", "http://b.example/")
+    clock.advance(0)
+    threads.until(lambda: has_fired(written))
+    assert result_of(written) is None
+    assert threads.runs == 1, "the run that failed the first group lingered and wrote the second"
+    stopped = log.stopService()
+    threads.until(lambda: has_fired(stopped))
+    assert path.read_bytes() == encode_record("1", "http://b.example/")
