@@ -491,30 +491,40 @@ class RemoteStore:
     def _take_batch(self) -> list[_Call]:
         """The oldest queued calls that fit in one request (at least one call; a call that goes
         alone is a batch by itself, and ends the batch before it); or, while the calls before it
-        may not go as a batch (GATHER_IN_FLIGHT batches are on their way), the oldest call alone:
-        it passes them, as the module doc promises calls alone (a click batch sent after a look-up
-        that waits for a batch slot is not held up by it; the order of requests on their way is the
-        master's anyway)."""
-        if not self._queue[0].alone and not self._batch_may_go():
-            index = next(n for n, call in enumerate(self._queue) if call.alone)
-            call = self._queue.pop(index)
+        may not go as a batch (GATHER_IN_FLIGHT batches are on their way, and they are no full
+        batch: the calls after the call alone are another batch), the oldest call alone: it passes
+        them, as the module doc promises calls alone (a click batch sent after a look-up that waits
+        for a batch slot is not held up by it; the order of requests on their way is the master's
+        anyway)."""
+        queue = self._queue
+        if queue[0].alone:
+            self._alone_queued -= 1
+        taken = 1
+        size = queue[0].size
+        while (
+            not queue[0].alone
+            and taken < len(queue)
+            and not queue[taken].alone
+            and taken < MAX_BATCH_CALLS
+            and size + queue[taken].size <= MAX_BATCH_BYTES - _BODY_OVERHEAD
+        ):
+            size += queue[taken].size
+            taken += 1
+        if (
+            not queue[0].alone
+            and taken < len(queue)
+            and queue[taken].alone
+            and self._gathering >= GATHER_IN_FLIGHT
+            and taken < MAX_BATCH_CALLS
+            and size < MAX_BATCH_BYTES - _BODY_OVERHEAD
+        ):
+            # No full batch (the queue's length and bytes, which _batch_may_go judges, count the
+            # calls after the call alone too): it waits, and the call alone after it passes it.
+            call = queue.pop(taken)
             self._queued_bytes -= call.size
             self._alone_queued -= 1
             return [call]
-        if self._queue[0].alone:
-            self._alone_queued -= 1
-        taken = 1
-        size = self._queue[0].size
-        while (
-            not self._queue[0].alone
-            and taken < len(self._queue)
-            and not self._queue[taken].alone
-            and taken < MAX_BATCH_CALLS
-            and size + self._queue[taken].size <= MAX_BATCH_BYTES - _BODY_OVERHEAD
-        ):
-            size += self._queue[taken].size
-            taken += 1
-        batch, self._queue = self._queue[:taken], self._queue[taken:]
+        batch, self._queue = queue[:taken], queue[taken:]
         self._queued_bytes -= size
         return batch
 

@@ -8,6 +8,7 @@ import xmlrpc.client as xmlrpclib
 from typing import Any
 from unittest import mock
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
@@ -215,6 +216,72 @@ def test_a_bug_while_answering_a_request_answers_its_calls_and_frees_its_slot(lo
     assert result_of(asked) == "https://b.example/"
 
 
+def test_a_bug_while_taking_calls_forgets_the_calls_alone_it_answered(log_events: LogCapture) -> None:
+    """A bug while queued calls are taken for a request answers every queued call with a 503 (logged),
+    the calls alone among them too, and they count no more: a look-up made next, while
+    GATHER_IN_FLIGHT batches are on their way, waits for one of them and is answered (a call alone
+    still counted would let it go to a take that finds no call alone to pass it: another 503)."""
+    clock = Clock()
+    poster = Poster()
+    store = RemoteStore(poster, RPC_URL, clock, timeout=5.0, gather_pause=0)
+    for _ in range(remote.GATHER_IN_FLIGHT):
+        store.get("a")
+        clock.advance(0)
+    assert len(poster.posts) == remote.GATHER_IN_FLIGHT
+    queued = [store.get("b"), store.call_alone("Store.Clicks", {"b": 1})]
+    with mock.patch.object(RemoteStore, "_take_batch", side_effect=RuntimeError("a bug")):
+        clock.advance(0)
+    assert all(failure_of(call).check(StoreUnavailable) for call in queued)
+    assert len([e for e in log_events.events if e.get("log_failure") is not None]) == 1
+    later = store.get("c")
+    clock.advance(0)
+    assert not has_fired(later), "it waits for a batch slot"
+    assert len(poster.posts) == remote.GATHER_IN_FLIGHT
+    poster.answer(0, "https://a.example/")
+    clock.advance(0)
+    poster.answer(len(poster.posts) - 1, "https://c.example/")
+    assert result_of(later) == "https://c.example/"
+    assert len([e for e in log_events.events if e.get("log_failure") is not None]) == 1
+
+
+@pytest.mark.parametrize("full_by", ["calls", "bytes"])
+def test_a_full_batch_before_a_call_alone_takes_the_last_slot(
+    full_by: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With GATHER_IN_FLIGHT batches and a call alone on their way, one slot is left: calls before a
+    second call alone that make a full batch (by their count, or by bytes: one call over the budget)
+    take it, as a full batch does not wait; the call alone waits for the next slot."""
+    if full_by == "calls":
+        monkeypatch.setattr(remote, "MAX_BATCH_CALLS", 3)
+        keys = ["b"] * 3
+    else:
+        monkeypatch.setattr(remote, "MAX_BATCH_BYTES", 1024)
+        keys = ["b" * 1000]
+    clock = Clock()
+    poster = Poster()
+    store = RemoteStore(poster, RPC_URL, clock, timeout=5.0, gather_pause=0)
+    for _ in range(remote.GATHER_IN_FLIGHT):
+        store.get("a")
+        clock.advance(0)
+    store.call_alone("Store.Clicks", {"a": 1})
+    clock.advance(0)
+    assert len(poster.posts) == remote.GATHER_IN_FLIGHT + 1 == remote.MAX_IN_FLIGHT - 1
+    for key in keys:
+        store.get(key)
+    store.call_alone("Store.Clicks", {"b": 1})
+    clock.advance(0)
+    assert len(poster.posts) == remote.MAX_IN_FLIGHT
+    assert _method_of(poster.posts[-1][0]) == ("system.multicall" if full_by == "calls" else "Store.Get")
+    poster.answer(0, "https://a.example/")
+    clock.advance(0)
+    assert _method_of(poster.posts[-1][0]) == "Store.Clicks"
+
+
+def _method_of(body: bytes) -> str:
+    _, method = xmlrpclib.loads(body)
+    return str(method)
+
+
 def test_a_post_whose_cancel_raises_still_times_out(log_events: LogCapture) -> None:
     """A client whose cancel raises: the call fails at its deadline all the same (503, logged), the
     other requests in flight still time out, and an answer coming after changes nothing."""
@@ -367,6 +434,36 @@ _EVENTS = st.one_of(
 @example([("call", False), ("advance", 0.0), ("advance", 5.0), ("reply", 0, "ok")], {0})
 @example([("call", True), ("call", False), ("advance", 0.0), ("advance", 5.0), ("reply", 1, "ok")], {0})
 @example([("call", False), ("call", False), ("cancel", 0), ("advance", 0.0), ("reply", 0, "ok")], set())
+@example(  # a silent master fails the calls still queued, a call alone among them
+    [
+        ("call", True),
+        ("advance", 0.0),
+        ("call", True),
+        ("advance", 0.0),
+        ("call", True),
+        ("advance", 0.0),
+        ("call", True),
+        ("advance", 0.0),
+        ("call", True),
+        ("advance", 0.0),
+        ("reply", 0, "refused"),
+    ],
+    set(),
+)
+@example(  # a call alone passes a look-up that waits for a batch slot
+    [
+        ("call", False),
+        ("advance", 0.0),
+        ("call", False),
+        ("advance", 0.0),
+        ("call", False),
+        ("call", True),
+        ("advance", 0.0),
+        ("reply", 0, "ok"),
+        ("advance", 0.0),
+    ],
+    set(),
+)
 def test_every_call_is_answered_once_whatever_happens(
     events: list[tuple[Any, ...]], stubborn: set[int]
 ) -> None:
@@ -392,6 +489,7 @@ def test_every_call_is_answered_once_whatever_happens(
         elif event[0] == "cancel" and event[1] < len(calls):
             calls[event[1]].cancel()
         assert store._alone_queued == sum(call.alone for call in store._queue)
+        assert store._queued_bytes == sum(call.size for call in store._queue)
     for _ in range(4):
         clock.advance(5.0)
     assert sorted(answered) == list(range(len(calls)))

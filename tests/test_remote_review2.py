@@ -7,21 +7,24 @@ from __future__ import annotations
 import xmlrpc.client as xmlrpclib
 from typing import Any
 
+import pytest
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.web.http_headers import Headers
 
+from goto_tw import remote
 from goto_tw.coherence import NO_FEED_RETRY_SECONDS, CacheCoherence
 from goto_tw.errors import InvalidURL, NotKept, StoreUnavailable
 from goto_tw.metrics import Metrics
 from goto_tw.negotiation import head_prefers_html
+from goto_tw.remote import GATHER_IN_FLIGHT, MAX_IN_FLIGHT
 from goto_tw.rpc import RPCResource
 from goto_tw.store import URLStore
 from goto_tw.tap import Options, make_slave
 from tests.conftest import LogCapture
 from tests.helpers import failure_of, has_fired, result_of
-from tests.test_remote import Held, Link, _at_rpc2
+from tests.test_remote import Held, Link, _at_rpc2, _calls_in
 
 
 def _method(body: bytes) -> str:
@@ -105,6 +108,36 @@ def test_a_call_alone_passes_look_ups_that_wait_for_a_batch_slot() -> None:
         link.settle()
     assert result_of(waiting) == "http://zero.example/"
     assert all(failure_of(click).check(NotKept) for click in clicks)
+
+
+def test_a_call_alone_among_many_waiting_calls_lets_no_small_batch_past_the_gathering_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With GATHER_IN_FLIGHT batches on their way, a look-up, a click batch and a full batch's worth of
+    look-ups after it wait: the click batch goes, then the full batch (full batches do not wait); the
+    one look-up before the click batch is no full batch and waits for a batch to be answered. (The
+    queue's length counted the calls on both sides of the click batch as one batch: the lone look-up
+    left as a third batch, and took the last slot the full batch needed.)"""
+    monkeypatch.setattr(remote, "MAX_BATCH_CALLS", 4)
+    store = URLStore({"0": "http://zero.example/"})
+    held = Held(store)
+    link = Link(_at_rpc2(held))
+    calls = []
+    for _ in range(GATHER_IN_FLIGHT):
+        calls.append(link.remote.get("0"))
+        link.settle()
+    calls.append(link.remote.get("0"))
+    clicks = link.remote.call_alone("Store.Clicks", {"0": 1})
+    calls += [link.remote.get("0") for _ in range(4)]
+    link.settle()
+    assert len(held.held) == MAX_IN_FLIGHT
+    sent = [(_method(r.content.getvalue()), _calls_in(r)) for r in held.held[GATHER_IN_FLIGHT:]]  # type: ignore[union-attr]
+    assert sent == [("Store.Clicks", 1), ("system.multicall", 4)], sent
+    while held.held:
+        held.release()
+        link.settle()
+    assert [result_of(call) for call in calls] == ["http://zero.example/"] * len(calls)
+    assert failure_of(clicks).check(NotKept)
 
 
 class Recorder:
