@@ -240,16 +240,22 @@ def test_calls_made_while_batches_are_in_flight_gather_into_the_next_one() -> No
     assert [result_of(call) for call in calls] == ["http://zero.example/"] * len(calls)
 
 
-def test_a_full_batch_does_not_wait_for_the_batches_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Gathering never holds back a batch that is already full: it goes while a slot is free."""
-    monkeypatch.setattr(remote, "MAX_BATCH_CALLS", 3)
-    store = URLStore({"0": "http://zero.example/"})
-    held = Held(store)
+def gathering_full() -> tuple[Held, Link, list[Deferred[Any]]]:
+    """A slave's link to a master that holds each request until the test releases it, with
+    GATHER_IN_FLIGHT batches on their way (a look-up of key "0" each), and those look-ups."""
+    held = Held(URLStore({"0": "http://zero.example/"}))
     link = Link(_at_rpc2(held))
     calls = []
     for _ in range(GATHER_IN_FLIGHT):
         calls.append(link.remote.get("0"))
         link.settle()
+    return held, link, calls
+
+
+def test_a_full_batch_does_not_wait_for_the_batches_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Gathering never holds back a batch that is already full: it goes while a slot is free."""
+    monkeypatch.setattr(remote, "MAX_BATCH_CALLS", 3)
+    held, link, calls = gathering_full()
     calls += [link.remote.get("0") for _ in range(2)]
     link.settle()
     assert len(held.held) == GATHER_IN_FLIGHT, "two calls are not a full batch: they wait"

@@ -216,17 +216,24 @@ def test_a_bug_while_answering_a_request_answers_its_calls_and_frees_its_slot(lo
     assert result_of(asked) == "https://b.example/"
 
 
-def test_a_bug_while_taking_calls_forgets_the_calls_alone_it_answered(log_events: LogCapture) -> None:
-    """A bug while queued calls are taken for a request answers every queued call with a 503 (logged),
-    the calls alone among them too, and they count no more: a look-up made next, while
-    GATHER_IN_FLIGHT batches are on their way, waits for one of them and is answered (a call alone
-    still counted would let it go to a take that finds no call alone to pass it: another 503)."""
+def batches_on_their_way() -> tuple[Clock, Poster, RemoteStore]:
+    """A store (no pause) with GATHER_IN_FLIGHT batches on their way (a look-up of "a" each), and the
+    test's clock and HTTP client."""
     clock = Clock()
     poster = Poster()
     store = RemoteStore(poster, RPC_URL, clock, timeout=5.0, gather_pause=0)
     for _ in range(remote.GATHER_IN_FLIGHT):
         store.get("a")
         clock.advance(0)
+    return clock, poster, store
+
+
+def test_a_bug_while_taking_calls_forgets_the_calls_alone_it_answered(log_events: LogCapture) -> None:
+    """A bug while queued calls are taken for a request answers every queued call with a 503 (logged),
+    the calls alone among them too, and they count no more: a look-up made next, while
+    GATHER_IN_FLIGHT batches are on their way, waits for one of them and is answered (a call alone
+    still counted would let it go to a take that finds no call alone to pass it: another 503)."""
+    clock, poster, store = batches_on_their_way()
     assert len(poster.posts) == remote.GATHER_IN_FLIGHT
     queued = [store.get("b"), store.call_alone("Store.Clicks", {"b": 1})]
     with mock.patch.object(RemoteStore, "_take_batch", side_effect=RuntimeError("a bug")):
@@ -257,12 +264,7 @@ def test_a_full_batch_before_a_call_alone_takes_the_last_slot(
     else:
         monkeypatch.setattr(remote, "MAX_BATCH_BYTES", 1024)
         keys = ["b" * 1000]
-    clock = Clock()
-    poster = Poster()
-    store = RemoteStore(poster, RPC_URL, clock, timeout=5.0, gather_pause=0)
-    for _ in range(remote.GATHER_IN_FLIGHT):
-        store.get("a")
-        clock.advance(0)
+    clock, poster, store = batches_on_their_way()
     store.call_alone("Store.Clicks", {"a": 1})
     clock.advance(0)
     assert len(poster.posts) == remote.GATHER_IN_FLIGHT + 1 == remote.MAX_IN_FLIGHT - 1

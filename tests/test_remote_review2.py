@@ -24,7 +24,7 @@ from goto_tw.store import URLStore
 from goto_tw.tap import Options, make_slave
 from tests.conftest import LogCapture
 from tests.helpers import failure_of, has_fired, result_of
-from tests.test_remote import Held, Link, _at_rpc2, _calls_in
+from tests.test_remote import Held, Link, _at_rpc2, _calls_in, gathering_full
 
 
 def _method(body: bytes) -> str:
@@ -84,14 +84,7 @@ def test_a_call_alone_passes_look_ups_that_wait_for_a_batch_slot() -> None:
     """With GATHER_IN_FLIGHT batches on their way, a look-up waits for one of them; a click batch
     made after it goes at once, while a request slot is free (it waited behind the look-up before),
     and the look-up still waits, then goes and is answered."""
-    store = URLStore({"0": "http://zero.example/"})
-    held = Held(store)
-    link = Link(_at_rpc2(held))
-    from goto_tw.remote import GATHER_IN_FLIGHT, MAX_IN_FLIGHT
-
-    for _ in range(GATHER_IN_FLIGHT):
-        link.remote.get("0")
-        link.settle()
+    held, link, _ = gathering_full()
     waiting = link.remote.get("0")
     link.settle()
     assert len(held.held) == GATHER_IN_FLIGHT, "the look-up waits for a batch to be answered"
@@ -119,13 +112,7 @@ def test_a_call_alone_among_many_waiting_calls_lets_no_small_batch_past_the_gath
     queue's length counted the calls on both sides of the click batch as one batch: the lone look-up
     left as a third batch, and took the last slot the full batch needed.)"""
     monkeypatch.setattr(remote, "MAX_BATCH_CALLS", 4)
-    store = URLStore({"0": "http://zero.example/"})
-    held = Held(store)
-    link = Link(_at_rpc2(held))
-    calls = []
-    for _ in range(GATHER_IN_FLIGHT):
-        calls.append(link.remote.get("0"))
-        link.settle()
+    held, link, calls = gathering_full()
     calls.append(link.remote.get("0"))
     clicks = link.remote.call_alone("Store.Clicks", {"0": 1})
     calls += [link.remote.get("0") for _ in range(4)]
