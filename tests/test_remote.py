@@ -211,6 +211,12 @@ def test_requests_in_flight_are_capped_and_later_calls_wait(monkeypatch: pytest.
     assert [result_of(call) for call in calls[1:]] == ["http://zero.example/"] * (len(calls) - 1)
 
 
+def method_of(body: bytes) -> str:
+    """The XML-RPC method an RPC request body calls."""
+    _, method = xmlrpclib.loads(body)
+    return str(method)
+
+
 def _calls_in(request: Request) -> int:
     """How many calls one held request carries (1 unless it is a multicall)."""
     content: Any = request.content

@@ -26,7 +26,7 @@ from goto_tw.remote import RemoteStore
 from tests.conftest import LogCapture
 from tests.counting import CountingDeferred
 from tests.helpers import failure_of, has_fired, result_of
-from tests.test_remote import Link, _at_rpc2, detail_of
+from tests.test_remote import Link, _at_rpc2, detail_of, method_of
 from tests.test_rpcwire import hostile_text
 
 RPC_URL = "http://master.test:8081/RPC2"
@@ -273,15 +273,10 @@ def test_a_full_batch_before_a_call_alone_takes_the_last_slot(
     store.call_alone("Store.Clicks", {"b": 1})
     clock.advance(0)
     assert len(poster.posts) == remote.MAX_IN_FLIGHT
-    assert _method_of(poster.posts[-1][0]) == ("system.multicall" if full_by == "calls" else "Store.Get")
+    assert method_of(poster.posts[-1][0]) == ("system.multicall" if full_by == "calls" else "Store.Get")
     poster.answer(0, "https://a.example/")
     clock.advance(0)
-    assert _method_of(poster.posts[-1][0]) == "Store.Clicks"
-
-
-def _method_of(body: bytes) -> str:
-    _, method = xmlrpclib.loads(body)
-    return str(method)
+    assert method_of(poster.posts[-1][0]) == "Store.Clicks"
 
 
 def test_a_post_whose_cancel_raises_still_times_out(log_events: LogCapture) -> None:

@@ -4,7 +4,6 @@ its change feed, its click counts (item 9); one Accept rule on both paths (item 
 
 from __future__ import annotations
 
-import xmlrpc.client as xmlrpclib
 from typing import Any
 
 import pytest
@@ -24,13 +23,7 @@ from goto_tw.store import URLStore
 from goto_tw.tap import Options, make_slave
 from tests.conftest import LogCapture
 from tests.helpers import failure_of, has_fired, result_of
-from tests.test_remote import Held, Link, _at_rpc2, _calls_in, gathering_full
-
-
-def _method(body: bytes) -> str:
-    _, method = xmlrpclib.loads(body)
-    return str(method)
-
+from tests.test_remote import Held, Link, _at_rpc2, _calls_in, gathering_full, method_of
 
 # --- item 6 ---------------------------------------------------------------------------------------
 
@@ -46,9 +39,9 @@ def test_a_call_alone_is_its_own_request_and_a_slow_one_holds_up_nothing() -> No
     more = link.remote.get("0")
     link.settle()
     bodies = [request.content.getvalue() for request in held.held]  # type: ignore[union-attr]
-    methods = sorted(_method(body) for body in bodies)
+    methods = sorted(method_of(body) for body in bodies)
     assert methods == ["Store.Clicks", "Store.Get", "system.multicall"], methods
-    clicks_request = next(r for r in held.held if _method(r.content.getvalue()) == "Store.Clicks")  # type: ignore[union-attr]
+    clicks_request = next(r for r in held.held if method_of(r.content.getvalue()) == "Store.Clicks")  # type: ignore[union-attr]
     for request in [r for r in held.held if r is not clicks_request]:
         held.held.remove(request)
         held.held.insert(0, request)
@@ -91,7 +84,7 @@ def test_a_call_alone_passes_look_ups_that_wait_for_a_batch_slot() -> None:
     clicks = [link.remote.call_alone("Store.Clicks", {"0": 1})]
     link.settle()
     assert len(held.held) == GATHER_IN_FLIGHT + 1
-    assert _method(held.held[-1].content.getvalue()) == "Store.Clicks"  # type: ignore[union-attr]
+    assert method_of(held.held[-1].content.getvalue()) == "Store.Clicks"  # type: ignore[union-attr]
     clicks += [link.remote.call_alone("Store.Clicks", {"0": 1}) for _ in range(2)]
     link.settle()
     assert len(held.held) == MAX_IN_FLIGHT, "calls alone still keep to MAX_IN_FLIGHT"
@@ -118,7 +111,7 @@ def test_a_call_alone_among_many_waiting_calls_lets_no_small_batch_past_the_gath
     calls += [link.remote.get("0") for _ in range(4)]
     link.settle()
     assert len(held.held) == MAX_IN_FLIGHT
-    sent = [(_method(r.content.getvalue()), _calls_in(r)) for r in held.held[GATHER_IN_FLIGHT:]]  # type: ignore[union-attr]
+    sent = [(method_of(r.content.getvalue()), _calls_in(r)) for r in held.held[GATHER_IN_FLIGHT:]]  # type: ignore[union-attr]
     assert sent == [("Store.Clicks", 1), ("system.multicall", 4)], sent
     while held.held:
         held.release()
@@ -150,10 +143,10 @@ def test_the_slave_sends_its_clicks_alone() -> None:
     counter.click("abc")
     clock.callLater(1, store.get, "zz")  # a look-up in the turn of the forwarder's tick
     clock.advance(1)
-    methods = [_method(body) for body in http.bodies]
+    methods = [method_of(body) for body in http.bodies]
     assert "Store.Clicks" in methods, methods
     for body in http.bodies:
-        if _method(body) == "system.multicall":
+        if method_of(body) == "system.multicall":
             assert b"Store.Clicks" not in body
 
 
