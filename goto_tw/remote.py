@@ -396,12 +396,11 @@ class RemoteStore:
         """How long the oldest queued call waits to gather others (see :data:`GATHER_PAUSE`): none for a
         call alone or calls before one (it is not held: a click batch), a batch of PROMPT_BATCH_CALLS
         calls or more, once the pause has passed, or while the process is not busy."""
-        queue = self._queue
-        if queue[0].alone or len(queue) >= PROMPT_BATCH_CALLS or self._callers_back():
+        if self._alone_queued or len(self._queue) >= PROMPT_BATCH_CALLS or self._callers_back():
             return 0.0
         now = self._clock.seconds()
         left = self._last_batch_sent + self._gather_pause - now
-        if left <= 0.0 or self._alone_queued or not self._is_busy(now):
+        if left <= 0.0 or not self._is_busy(now):
             return 0.0
         # Clamped: the clock is the wall clock, and one set back must not hold calls longer.
         return min(left, self._gather_pause)
@@ -442,14 +441,16 @@ class RemoteStore:
         return (
             bool(self._queue)
             and self._in_flight < MAX_IN_FLIGHT
-            and (self._alone_queued > 0 or self._batch_may_go())
+            and (self._alone_queued > 0 or self._batch_may_go(len(self._queue), self._queued_bytes))
         )
 
-    def _batch_may_go(self) -> bool:
+    def _batch_may_go(self, calls: int, size: int) -> bool:
+        """Whether a batch of ``calls`` calls of ``size`` bytes may leave: fewer than GATHER_IN_FLIGHT
+        batches are on their way, or it is full."""
         return (
             self._gathering < GATHER_IN_FLIGHT
-            or len(self._queue) >= MAX_BATCH_CALLS
-            or self._queued_bytes >= MAX_BATCH_BYTES - _BODY_OVERHEAD
+            or calls >= MAX_BATCH_CALLS
+            or size >= MAX_BATCH_BYTES - _BODY_OVERHEAD
         )
 
     def _flush(self) -> None:
@@ -514,12 +515,11 @@ class RemoteStore:
             not queue[0].alone
             and taken < len(queue)
             and queue[taken].alone
-            and self._gathering >= GATHER_IN_FLIGHT
-            and taken < MAX_BATCH_CALLS
-            and size < MAX_BATCH_BYTES - _BODY_OVERHEAD
+            and not self._batch_may_go(taken, size)
         ):
-            # No full batch (the queue's length and bytes, which _batch_may_go judges, count the
-            # calls after the call alone too): it waits, and the call alone after it passes it.
+            # The calls before the call alone may not leave as a batch (_may_send judged the whole
+            # queue, whose length and bytes count the calls after the call alone too): they wait,
+            # and the call alone after them passes them.
             call = queue.pop(taken)
             self._queued_bytes -= call.size
             self._alone_queued -= 1
