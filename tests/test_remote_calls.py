@@ -251,6 +251,26 @@ def test_a_bug_while_taking_calls_forgets_the_calls_alone_it_answered(log_events
     assert len([e for e in log_events.events if e.get("log_failure") is not None]) == 1
 
 
+@pytest.mark.parametrize("spare", [0, 1])
+def test_calls_that_fill_the_byte_budget_exactly_are_a_full_batch(
+    spare: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With GATHER_IN_FLIGHT batches on their way, two look-ups whose bytes fill a batch's budget
+    (MAX_BATCH_BYTES less the envelope) to the byte are a full batch and go; one byte of room left,
+    they are not, and wait for a batch to be answered."""
+    size = remote._call_size("Store.Get", ("b",))
+    monkeypatch.setattr(remote, "MAX_BATCH_BYTES", 2 * size + remote._BODY_OVERHEAD + spare)
+    clock, poster, store = batches_on_their_way()
+    store.get("b")
+    store.get("b")
+    clock.advance(0)
+    if spare:
+        assert len(poster.posts) == remote.GATHER_IN_FLIGHT, "one byte short of full: they wait"
+    else:
+        assert len(poster.posts) == remote.GATHER_IN_FLIGHT + 1, "full to the byte: they go"
+        assert method_of(poster.posts[-1][0]) == "system.multicall"
+
+
 @pytest.mark.parametrize("full_by", ["calls", "bytes"])
 def test_a_full_batch_before_a_call_alone_takes_the_last_slot(
     full_by: str, monkeypatch: pytest.MonkeyPatch
