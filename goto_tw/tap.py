@@ -32,6 +32,7 @@ from goto_tw.cors import add_cors
 from goto_tw.fastpath import ANSWER_DEADLINE
 from goto_tw.interfaces import IClickCounter, ILinkStats, IURLStore
 from goto_tw.keybound import CorruptKeyBound
+from goto_tw.leanpoll import use_lean_poll
 from goto_tw.lifecycle import DrainService, StopInOrder, listening_service
 from goto_tw.linkstats import MasterLinkStats, NoLinkStats, RemoteLinkStats
 from goto_tw.metrics import Metrics
@@ -428,6 +429,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
+        use_lean_poll(reactor)  # the reactor twistd runs: one logging context less per event
     top = StopInOrder()
     metrics = Metrics("slave" if options["master"] else "master")
     try:

@@ -1,0 +1,236 @@
+"""The lean poll step (goto_tw.leanpoll): Twisted's epoll poll step, less a logging context per event."""
+
+from __future__ import annotations
+
+import errno
+import inspect
+import socket
+import textwrap
+from collections.abc import Iterator
+from typing import Any, Callable
+
+import pytest
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import MemoryReactor, MemoryReactorClock
+from twisted.python.failure import Failure
+
+from goto_tw import tap
+from goto_tw.leanpoll import drop_lean_poll, use_lean_poll
+from tests.conftest import LogCapture
+
+epollreactor = pytest.importorskip("twisted.internet.epollreactor")
+EPollReactor = epollreactor.EPollReactor
+
+#: Twisted's ``EPollReactor.doPoll``, which ``_lean_poll`` follows step by step (the same in
+#: Twisted 25.5 and 26.10). A Twisted that changes it must be read before the lean step is kept.
+TWISTED_DO_POLL = '''\
+def doPoll(self, timeout):
+    """
+    Poll the poller for new events.
+    """
+    if timeout is None:
+        timeout = -1  # Wait indefinitely.
+
+    try:
+        # Limit the number of events to the number of io objects we're
+        # currently tracking (because that's maybe a good heuristic) and
+        # the amount of time we block to the value specified by our
+        # caller.
+        l = self._poller.poll(timeout, len(self._selectables))
+    except OSError as err:
+        if err.errno == errno.EINTR:
+            return
+        # See epoll_wait(2) for documentation on the other conditions
+        # under which this can fail.  They can only be due to a serious
+        # programming error on our part, so let's just announce them
+        # loudly.
+        raise
+
+    _drdw = self._doReadOrWrite
+    for fd, event in l:
+        try:
+            selectable = self._selectables[fd]
+        except KeyError:
+            pass
+        else:
+            log.callWithLogger(selectable, _drdw, selectable, fd, event)
+'''
+
+
+def test_the_lean_step_follows_twisteds_poll_step_as_it_is() -> None:
+    """The poll step the lean one replaces is the one it was written from (else read it again)."""
+    assert textwrap.dedent(inspect.getsource(EPollReactor.doPoll)) == TWISTED_DO_POLL
+
+
+@pytest.fixture
+def reactor() -> Iterator[Any]:
+    """A new (never run) epoll reactor with the lean poll step, closed afterwards."""
+    made = EPollReactor()
+    assert use_lean_poll(made)
+    try:
+        yield made
+    finally:
+        drop_lean_poll(made)
+        made.removeAll()
+        made.waker.connectionLost(None)
+        made._poller.close()
+
+
+class Reader:
+    """A readable end of a socket pair, as the reactor sees a connection."""
+
+    def __init__(self, name: str, on_read: Callable[[Reader], object] | None = None) -> None:
+        self.name = name
+        self.socket, self.peer = socket.socketpair()
+        self.on_read = on_read
+        self.reads = 0
+        self.lost: list[Failure] = []
+
+    def fileno(self) -> int:
+        return self.socket.fileno()
+
+    def logPrefix(self) -> str:
+        return self.name
+
+    def doRead(self) -> object:
+        self.reads += 1
+        self.socket.recv(100)
+        return self.on_read(self) if self.on_read is not None else None
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.lost.append(reason)
+
+    def close(self) -> None:
+        self.socket.close()
+        self.peer.close()
+
+
+@pytest.fixture
+def readers(reactor: Any) -> Iterator[list[Reader]]:
+    """The connections a test watches: no longer watched, and closed, afterwards."""
+    made: list[Reader] = []
+    yield made
+    for reader in made:
+        reactor.removeReader(reader)
+        reader.close()
+
+
+def ready(reactor: Any, readers: list[Reader], *new: Reader) -> None:
+    """Watch ``new`` for reading, each with a byte to read."""
+    for reader in new:
+        readers.append(reader)
+        reactor.addReader(reader)
+        reader.peer.send(b"x")
+
+
+def test_every_ready_descriptor_is_handled_in_one_turn(reactor: Any, readers: list[Reader]) -> None:
+    first, second = Reader("first"), Reader("second")
+    ready(reactor, readers, first, second)
+    reactor.doIteration(0)
+    assert (first.reads, second.reads) == (1, 1)
+
+
+class Refusing(Reader):
+    """A connection whose ``connectionLost`` raises (which ``_doReadOrWrite`` lets escape)."""
+
+    def connectionLost(self, reason: Failure) -> None:
+        super().connectionLost(reason)
+        raise RuntimeError(f"{self.name} broke")
+
+
+def lose(reader: Reader) -> object:
+    return ConnectionDone()
+
+
+def test_an_exception_out_of_a_handler_is_logged_as_twisted_logs_it_and_the_turn_goes_on(
+    reactor: Any, readers: list[Reader], log_events: LogCapture
+) -> None:
+    """Both connections' ``connectionLost`` raise in one turn: both are logged, each with its own
+    prefix as the system, as ``callWithLogger`` logs them (checked against Twisted's own step)."""
+    ready(reactor, readers, Refusing("one", lose), Refusing("two", lose))
+    reactor.doIteration(0)
+    lean = sorted((event["log_system"], str(event["failure"].value)) for event in log_events.events)
+    assert lean == [("one", "one broke"), ("two", "two broke")]
+    assert [len(reader.lost) for reader in readers] == [1, 1]
+
+    del log_events.events[:]
+    drop_lean_poll(reactor)
+    ready(reactor, readers, Refusing("one", lose), Refusing("two", lose))
+    reactor.doIteration(0)
+    twisteds = sorted((event["log_system"], str(event["failure"].value)) for event in log_events.events)
+    assert twisteds == lean
+
+
+def test_a_descriptor_dropped_by_an_earlier_event_of_the_turn_is_not_handled(
+    reactor: Any, readers: list[Reader]
+) -> None:
+    """Each of two ready connections drops the other when read: whichever comes first, only it is read."""
+
+    def drop_the_other(reader: Reader) -> None:
+        reactor.removeReader(readers[1] if reader is readers[0] else readers[0])
+
+    ready(reactor, readers, Reader("one", drop_the_other), Reader("two", drop_the_other))
+    reactor.doIteration(0)
+    assert sorted(reader.reads for reader in readers) == [0, 1]
+
+
+class FailingPoller:
+    def __init__(self, error: int) -> None:
+        self.error = error
+
+    def poll(self, timeout: float, most: int) -> list[tuple[int, int]]:
+        raise OSError(self.error, "poll failed")
+
+
+def test_an_interrupted_poll_is_a_turn_with_no_events_and_other_poll_errors_are_raised(reactor: Any) -> None:
+    real = reactor._poller
+    try:
+        reactor._poller = FailingPoller(errno.EINTR)
+        assert reactor.doIteration(0) is None
+        reactor._poller = FailingPoller(errno.EBADF)
+        with pytest.raises(OSError) as raised:
+            reactor.doIteration(0)
+        assert raised.value.errno == errno.EBADF
+    finally:
+        reactor._poller = real
+
+
+def test_only_twisteds_own_epoll_reactor_gets_the_lean_step() -> None:
+    """Another reactor, or a subclass of the epoll one (it may have its own poll step), is left alone;
+    asking twice changes nothing; dropping it gives back Twisted's own step."""
+
+    class Subclass(EPollReactor):  # type: ignore[misc,valid-type]
+        pass
+
+    assert not use_lean_poll(MemoryReactor())
+    sub = Subclass()
+    epoll = EPollReactor()
+    try:
+        assert not use_lean_poll(sub)
+        assert sub.doIteration.__func__ is EPollReactor.doPoll
+        assert use_lean_poll(epoll) and use_lean_poll(epoll)
+        assert epoll.doIteration.__func__ is not EPollReactor.doPoll
+        drop_lean_poll(epoll)
+        assert epoll.doIteration.__func__ is EPollReactor.doPoll
+    finally:
+        for made in (sub, epoll):
+            made.waker.connectionLost(None)
+            made._poller.close()
+
+
+def test_twistds_reactor_gets_the_lean_step_and_an_injected_one_does_not(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from twisted.internet import reactor as global_reactor
+
+    def options(name: str) -> tap.Options:
+        parsed = tap.Options()
+        parsed.parseOptions(["--file", str(tmp_path / name)])
+        return parsed
+
+    given: list[object] = []
+    monkeypatch.setattr(tap, "use_lean_poll", given.append)
+    tap.makeService(options("a.json"), reactor=MemoryReactorClock())
+    assert given == []
+    tap.makeService(options("b.json"))
+    assert given == [global_reactor]
