@@ -443,7 +443,7 @@ def test_a_store_that_raises_is_a_500_in_order_not_a_dropped_connection(
 
 def test_a_connection_cut_by_the_answer_deadline_is_aborted_if_it_does_not_close() -> None:
     """Review: the deadline's close waits for the send buffer to drain, and a client that never
-    reads never lets it (with the idle timeout disarmed while the answer was owed, nothing else
+    reads never lets it (the idle timeout closes nothing while the answer is owed, so nothing else
     would ever end it): as twisted.web's idle timeout does, the connection is aborted
     ``abortTimeout`` seconds later if it has not closed by then."""
     slave = Slave(fast=True)
