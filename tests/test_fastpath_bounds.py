@@ -155,6 +155,25 @@ def test_idle_timeout_closes_no_connection_while_a_fast_answer_is_owed() -> None
     assert connection.transport.disconnecting
 
 
+def test_the_idle_timeout_adds_nothing_to_a_close_by_the_answer_deadline(log_events: LogCapture) -> None:
+    """Review of b1a8a22: the answer deadline closes a connection whose answer is still owed and
+    arms the abort ``abortTimeout`` later; the idle timeout, which stays armed now, must not time
+    the connection out again meanwhile (a second "Timing out client" and a second abort, whose
+    call the first one's abort no longer cancels: twisted.web tracks one)."""
+    site, _, _, clock = pending_site()
+    site.answer_deadline = IDLE_TIMEOUT - 10  # the idle period ends while the close waits
+    connection = Connection(site)
+    protocol = connection.protocol
+    connection.send(POST_ADD)
+    clock.advance(site.answer_deadline)
+    assert connection.transport.disconnecting, "closed by the answer deadline"
+    aborting = protocol._abortingCall
+    assert aborting is not None and aborting.getTime() == site.answer_deadline + protocol.abortTimeout
+    clock.advance(12)  # past the idle period (60 s), before the abort (65 s)
+    assert protocol._abortingCall is aborting, "one abort, the deadline's"
+    assert not [text for text in log_events.messages() if "Timing out client" in text]
+
+
 @implementer(IURLStore, ILocalLookup)
 class DictStore:
     """A store over a plain dict, whose URLs nothing validates (as a corrupt source would give)."""
