@@ -155,6 +155,24 @@ def test_idle_timeout_closes_no_connection_while_a_fast_answer_is_owed() -> None
     assert connection.transport.disconnecting
 
 
+def test_an_answer_owed_later_leaves_the_connection_idle_a_whole_period_from_when_it_is_written() -> None:
+    """Review of b1a8a22: the idle timer runs on while an add is owed; the answer, written in the
+    middle of a period, must restart it (a whole period from the answer, as before, not the rest of
+    the period the timer was in)."""
+    site, log, _, clock = pending_site()
+    site.answer_deadline = IDLE_TIMEOUT * 4  # the answer deadline is not what this test is about
+    connection = Connection(site)
+    connection.send(POST_ADD)
+    clock.advance(IDLE_TIMEOUT)  # a period ends with the add owed: the timer runs on
+    clock.advance(IDLE_TIMEOUT / 2)
+    log.complete_all()
+    assert connection.received().startswith(b"HTTP/1.1 200 OK")
+    clock.advance(IDLE_TIMEOUT - 1)
+    assert not connection.transport.disconnecting
+    clock.advance(2)
+    assert connection.transport.disconnecting
+
+
 def test_the_idle_timeout_adds_nothing_to_a_close_by_the_answer_deadline(log_events: LogCapture) -> None:
     """Review of b1a8a22: the answer deadline closes a connection whose answer is still owed and
     arms the abort ``abortTimeout`` later; the idle timeout, which stays armed now, must not time
