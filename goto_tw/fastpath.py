@@ -727,8 +727,11 @@ class FastRedirectChannel(DeadlineChannel):
         its idle timeout while it handles a request; this one runs on for another period instead,
         which costs nothing per answer owed later, where disarming and re-arming it cost a timer
         each: on CPython about 1.3 us of each miss, add or RPC call answered later)."""
-        if self._owed and not self._lost:
-            self.setTimeout(self.timeOut)
+        if self._owed:
+            if not self._lost:
+                self.setTimeout(self.timeOut)
+            # Lost with answers owed: the answer deadline closed it and armed the abort already (a
+            # second close would arm a second abort that twisted.web no longer tracks).
             return
         super().timeoutConnection()
 

@@ -155,6 +155,43 @@ def test_idle_timeout_closes_no_connection_while_a_fast_answer_is_owed() -> None
     assert connection.transport.disconnecting
 
 
+def test_an_answer_owed_later_leaves_the_connection_idle_a_whole_period_from_when_it_is_written() -> None:
+    """Review of b1a8a22: the idle timer runs on while an add is owed; the answer, written in the
+    middle of a period, must restart it (a whole period from the answer, as before, not the rest of
+    the period the timer was in)."""
+    site, log, _, clock = pending_site()
+    site.answer_deadline = IDLE_TIMEOUT * 4  # the answer deadline is not what this test is about
+    connection = Connection(site)
+    connection.send(POST_ADD)
+    clock.advance(IDLE_TIMEOUT)  # a period ends with the add owed: the timer runs on
+    clock.advance(IDLE_TIMEOUT / 2)
+    log.complete_all()
+    assert connection.received().startswith(b"HTTP/1.1 200 OK")
+    clock.advance(IDLE_TIMEOUT - 1)
+    assert not connection.transport.disconnecting
+    clock.advance(2)
+    assert connection.transport.disconnecting
+
+
+def test_the_idle_timeout_adds_nothing_to_a_close_by_the_answer_deadline(log_events: LogCapture) -> None:
+    """Review of b1a8a22: the answer deadline closes a connection whose answer is still owed and
+    arms the abort ``abortTimeout`` later; the idle timeout, which stays armed now, must not time
+    the connection out again meanwhile (a second "Timing out client" and a second abort, whose
+    call the first one's abort no longer cancels: twisted.web tracks one)."""
+    site, _, _, clock = pending_site()
+    site.answer_deadline = IDLE_TIMEOUT - 10  # the idle period ends while the close waits
+    connection = Connection(site)
+    protocol = connection.protocol
+    connection.send(POST_ADD)
+    clock.advance(site.answer_deadline)
+    assert connection.transport.disconnecting, "closed by the answer deadline"
+    aborting = protocol._abortingCall
+    assert aborting is not None and aborting.getTime() == site.answer_deadline + protocol.abortTimeout
+    clock.advance(12)  # past the idle period (60 s), before the abort (65 s)
+    assert protocol._abortingCall is aborting, "one abort, the deadline's"
+    assert not [text for text in log_events.messages() if "Timing out client" in text]
+
+
 @implementer(IURLStore, ILocalLookup)
 class DictStore:
     """A store over a plain dict, whose URLs nothing validates (as a corrupt source would give)."""

@@ -208,7 +208,9 @@ def test_only_twisteds_own_epoll_reactor_gets_the_lean_step() -> None:
     try:
         assert not use_lean_poll(sub)
         assert sub.doIteration.__func__ is EPollReactor.doPoll
-        assert use_lean_poll(epoll) and use_lean_poll(epoll)
+        assert use_lean_poll(epoll)
+        first = epoll.doIteration
+        assert use_lean_poll(epoll) and epoll.doIteration is first
         assert epoll.doIteration.__func__ is not EPollReactor.doPoll
         drop_lean_poll(epoll)
         assert epoll.doIteration.__func__ is EPollReactor.doPoll
@@ -234,3 +236,119 @@ def test_twistds_reactor_gets_the_lean_step_and_an_injected_one_does_not(
     assert given == []
     tap.makeService(options("b.json"))
     assert given == [global_reactor]
+
+
+class RecordingPoller:
+    """A poller that records what it is asked and reports no event."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[float, int]] = []
+
+    def poll(self, timeout: float, most: int) -> list[tuple[int, int]]:
+        self.asked.append((timeout, most))
+        return []
+
+
+def test_the_poller_is_asked_as_twisteds_step_asks_it(reactor: Any, readers: list[Reader]) -> None:
+    """Review: no timeout (``None``: nothing scheduled) waits indefinitely (-1), not 0 (a busy loop
+    of an idle reactor), and a timeout and the number of events are passed as Twisted passes them."""
+    ready(reactor, readers, Reader("one"), Reader("two"))
+    real, recording = reactor._poller, RecordingPoller()
+    try:
+        reactor._poller = recording
+        for timeout in (None, 0, 2.5):
+            reactor.doIteration(timeout)
+        lean = recording.asked[:]
+        assert lean[0][0] == -1
+        del recording.asked[:]
+        drop_lean_poll(reactor)
+        for timeout in (None, 0, 2.5):
+            reactor.doIteration(timeout)
+        assert recording.asked == lean
+    finally:
+        reactor._poller = real
+
+
+def test_a_descriptor_dropped_mid_turn_does_not_stop_the_turn(reactor: Any, readers: list[Reader]) -> None:
+    """Review: of three ready connections, the one read first drops the one read second (in epoll's
+    order); the third is still read in the same turn."""
+
+    def drop_the_next(reader: Reader) -> None:
+        if sum(each.reads for each in readers) == 1:  # the first read of the turn
+            order = [each for each in readers if each is not reader]
+            reactor.removeReader(order[0])
+            dropped.append(order[0])
+
+    dropped: list[Reader] = []
+    ready(reactor, readers, *(Reader(name, drop_the_next) for name in ("one", "two", "three")))
+    real = reactor._poller
+
+    class Ordered:
+        """epoll's events, the first reader's first and the one it drops next."""
+
+        def poll(self, timeout: float, most: int) -> list[tuple[int, int]]:
+            return sorted(real.poll(timeout, most), key=lambda event: event[0])
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)  # (un)registering goes to the real poller
+
+    try:
+        reactor._poller = Ordered()
+        reactor.doIteration(0)
+    finally:
+        reactor._poller = real
+    assert [reader.reads for reader in readers] == [1, 0, 1]
+    assert dropped == [readers[1]]
+
+
+class Interrupting(Reader):
+    """A connection whose ``connectionLost`` raises what it is given (not an ``Exception``)."""
+
+    def __init__(self, name: str, error: type[BaseException]) -> None:
+        super().__init__(name, lose)
+        self.error = error
+
+    def connectionLost(self, reason: Failure) -> None:
+        super().connectionLost(reason)
+        raise self.error()
+
+
+def test_keyboard_interrupt_escapes_the_turn_as_from_twisteds_step(
+    reactor: Any, readers: list[Reader]
+) -> None:
+    """Review: ``callWithLogger`` lets ``KeyboardInterrupt`` through (the reactor's top handler
+    then stops it); the lean step must not log it away."""
+    ready(reactor, readers, Interrupting("one", KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        reactor.doIteration(0)
+
+
+def test_system_exit_out_of_a_handler_is_logged_and_the_turn_goes_on(
+    reactor: Any, readers: list[Reader], log_events: LogCapture
+) -> None:
+    """Review: ``callWithLogger`` logs any other ``BaseException`` (``SystemExit`` too) and the
+    turn goes on; so does the lean step."""
+    ready(reactor, readers, Interrupting("one", SystemExit), Interrupting("two", SystemExit))
+    reactor.doIteration(0)
+    assert sorted((event["log_system"], type(event["failure"].value)) for event in log_events.events) == [
+        ("one", SystemExit),
+        ("two", SystemExit),
+    ]
+
+
+class BuggyPrefix(Refusing):
+    """A connection whose ``logPrefix`` raises too."""
+
+    def logPrefix(self) -> str:
+        raise ValueError("no prefix")
+
+
+def test_an_escaping_exception_of_a_connection_with_a_buggy_log_prefix_is_still_logged(
+    reactor: Any, readers: list[Reader], log_events: LogCapture
+) -> None:
+    """Review: as ``callWithLogger``, a ``logPrefix`` that raises gives the system
+    ``(buggy logPrefix method)``; the exception logged is the handler's."""
+    ready(reactor, readers, BuggyPrefix("one", lose))
+    reactor.doIteration(0)
+    logged = [(event["log_system"], str(event["failure"].value)) for event in log_events.events]
+    assert ("(buggy logPrefix method)", "one broke") in logged

@@ -257,7 +257,10 @@ def test_unwritable_access_log_is_one_line_and_creates_no_data_file(tmp_path: Pa
     data file is created."""
     data = tmp_path / "s.json"
     with pytest.raises(SystemExit) as exited:
-        makeService(parse("--file", str(data), "--access-log", str(tmp_path / "no" / "access.log")))
+        makeService(
+            parse("--file", str(data), "--access-log", str(tmp_path / "no" / "access.log")),
+            reactor=MemoryReactorClock(),  # not the session's reactor (makeService would give it the lean poll)
+        )
     assert str(exited.value.code).startswith("goto: --access-log: cannot open ")
     assert "No such file or directory" in str(exited.value.code)
     assert not data.exists()
