@@ -726,7 +726,7 @@ class FastRedirectChannel(DeadlineChannel):
         """Idle for the whole timeout: close, unless an answer is still owed (twisted.web disarms
         its idle timeout while it handles a request; this one runs on for another period instead,
         which costs nothing per answer owed later, where disarming and re-arming it cost a timer
-        each: on CPython about 1.3 us of each miss, add or RPC call answered later)."""
+        each: ``bench/master_adds.py`` on CPython 3.11, 27.0 -> 24.7 us a ``POST /add``)."""
         if self._owed:
             if not self._lost:
                 self.setTimeout(self.timeOut)

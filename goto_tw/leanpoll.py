@@ -18,7 +18,11 @@ Twisted's own ``_doReadOrWrite``; and, as ``callWithLogger`` does, an exception 
 handler (``_doReadOrWrite`` catches the handler's own; one raised by a protocol's
 ``connectionLost`` escapes it) is logged with the selectable's ``logPrefix()`` as its system, and the
 remaining events are still handled. What differs: a legacy log event emitted *inside* a handler
-carries the system ``-`` instead of the connection's prefix.
+carries the system ``-`` instead of the connection's prefix. The one an operator may meet is Twisted's
+own report of an exception a protocol raised while reading or writing (``_doReadOrWrite`` logs it
+itself, then closes the connection): its traceback still names the code that raised, but the line no
+longer names the connection (``[FastRedirectChannel,12,127.0.0.1]`` becomes ``[-]``). Twisted logs a
+refused accept (``EMFILE``) through ``twisted.logger``, which never read that context.
 
 Twisted's ``doPoll`` is the same in Twisted 25.5 and 26.10 (both tested): a test holds
 :func:`_lean_poll` to its source, so a Twisted that changes it fails the test instead of being
@@ -86,6 +90,8 @@ def _log_escaped(selectable: Any) -> None:
     ``logPrefix()`` as the system (a legacy event, as Twisted's own)."""
     try:
         system = selectable.logPrefix()
+    except KeyboardInterrupt:
+        raise
     except BaseException:
         system = "(buggy logPrefix method)"
     log.err(system=system)

@@ -352,3 +352,20 @@ def test_an_escaping_exception_of_a_connection_with_a_buggy_log_prefix_is_still_
     reactor.doIteration(0)
     logged = [(event["log_system"], str(event["failure"].value)) for event in log_events.events]
     assert ("(buggy logPrefix method)", "one broke") in logged
+
+
+class InterruptedPrefix(Refusing):
+    """A connection whose ``connectionLost`` raises, and whose ``logPrefix`` is interrupted (Ctrl-C)."""
+
+    def logPrefix(self) -> str:
+        raise KeyboardInterrupt()
+
+
+def test_keyboard_interrupt_while_naming_a_connection_escapes_the_turn(
+    reactor: Any, readers: list[Reader]
+) -> None:
+    """Review: ``callWithLogger`` lets a ``KeyboardInterrupt`` out of ``logPrefix`` through too; the
+    lean step asks for the prefix only to log an escaped exception, and lets it through there."""
+    ready(reactor, readers, InterruptedPrefix("one", lose))
+    with pytest.raises(KeyboardInterrupt):
+        reactor.doIteration(0)
