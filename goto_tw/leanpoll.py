@@ -6,11 +6,11 @@ handler inside ``twisted.python.context.call({"system": prefix}, ...)``: four Py
 copied dict per event. That context is read by one thing only, the ``system`` of *legacy* log events
 (``twisted.python.log.msg``/``err``) emitted while the event is handled; this service logs through
 ``twisted.logger``, whose events never read it. On a busy CPython process it is a fixed cost per
-event, and there is about one event per request (measured, CPython 3.11, both processes on one core,
-``wrk -c50``, this patch against none, alternating: cached redirects on a slave 19.9-20.0 -> 16.4-17.1
-us of CPU a request, 48-49k -> 56-58k requests a second; durable adds on a master 51.7-53.0 -> 47.6-49.8
-us an add). PyPy's JIT makes it nearly free there (no difference measured), but the same poll step
-serves both.
+event, and there is about one event per request (``bench/run.py`` on CPython 3.11, without and with
+this step, the same hour: cached redirects on a slave 21.4 -> 17.8 us of CPU a request, 46.5k -> 56.0k
+requests a second; durable adds on a master 55.1 -> 50.5 us an add; adds through a slave 86.7 -> 80.3
+us, slave and master together). PyPy's JIT makes it nearly free there (no difference measured), but
+the same poll step serves both.
 
 :func:`use_lean_poll` replaces the poll step of one ``EPollReactor`` instance (the one ``twistd``
 runs) with :func:`_lean_poll`: the same system call, the same events in the same order, handed to

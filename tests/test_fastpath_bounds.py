@@ -345,8 +345,8 @@ def test_a_half_closed_client_with_nothing_owed_is_closed_at_once() -> None:
 
 
 def test_an_add_answered_at_once_leaves_the_idle_timeout_armed() -> None:
-    """Item 4: an add whose Deferred has already fired (a store without a log) disarms the idle
-    timeout only for the instant it is owed: the connection still times out when idle."""
+    """Item 4: an add whose Deferred has already fired (a store without a log) is owed only for an
+    instant: the connection still times out when idle."""
     store = URLStore({"abc": "https://a.example/x"})
     metrics = Metrics("master")
     clock = Clock()
