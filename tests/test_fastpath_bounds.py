@@ -137,6 +137,14 @@ def test_a_pending_add_is_cut_by_the_answer_deadline() -> None:
     assert connection.received() == b""
 
 
+def assert_times_out_a_whole_period_from_now(connection: Connection, clock: Clock) -> None:
+    """The idle connection is closed :data:`IDLE_TIMEOUT` seconds from now, not a second before."""
+    clock.advance(IDLE_TIMEOUT - 1)
+    assert not connection.transport.disconnecting
+    clock.advance(2)
+    assert connection.transport.disconnecting
+
+
 def test_idle_timeout_closes_no_connection_while_a_fast_answer_is_owed() -> None:
     """Item 4: a pending add is not cut by the idle timeout, however many periods it waits
     (twisted.web's is disarmed while it handles a request); once answered, the connection is idle
@@ -149,10 +157,7 @@ def test_idle_timeout_closes_no_connection_while_a_fast_answer_is_owed() -> None
     assert not connection.transport.disconnecting
     log.complete_all()
     assert connection.received().startswith(b"HTTP/1.1 200 OK")
-    clock.advance(IDLE_TIMEOUT - 1)
-    assert not connection.transport.disconnecting
-    clock.advance(2)
-    assert connection.transport.disconnecting
+    assert_times_out_a_whole_period_from_now(connection, clock)
 
 
 def test_an_answer_owed_later_leaves_the_connection_idle_a_whole_period_from_when_it_is_written() -> None:
@@ -167,10 +172,7 @@ def test_an_answer_owed_later_leaves_the_connection_idle_a_whole_period_from_whe
     clock.advance(IDLE_TIMEOUT / 2)
     log.complete_all()
     assert connection.received().startswith(b"HTTP/1.1 200 OK")
-    clock.advance(IDLE_TIMEOUT - 1)
-    assert not connection.transport.disconnecting
-    clock.advance(2)
-    assert connection.transport.disconnecting
+    assert_times_out_a_whole_period_from_now(connection, clock)
 
 
 def test_the_idle_timeout_adds_nothing_to_a_close_by_the_answer_deadline(log_events: LogCapture) -> None:
