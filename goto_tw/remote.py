@@ -499,34 +499,32 @@ class RemoteStore:
         anyway)."""
         queue = self._queue
         if queue[0].alone:
-            self._alone_queued -= 1
+            return [self._take_call(0)]
         taken = 1
         size = queue[0].size
         while (
-            not queue[0].alone
-            and taken < len(queue)
+            taken < len(queue)
             and not queue[taken].alone
             and taken < MAX_BATCH_CALLS
             and size + queue[taken].size <= MAX_BATCH_BYTES - _BODY_OVERHEAD
         ):
             size += queue[taken].size
             taken += 1
-        if (
-            not queue[0].alone
-            and taken < len(queue)
-            and queue[taken].alone
-            and not self._batch_may_go(taken, size)
-        ):
+        if taken < len(queue) and queue[taken].alone and not self._batch_may_go(taken, size):
             # The calls before the call alone may not leave as a batch (_may_send judged the whole
             # queue, whose length and bytes count the calls after the call alone too): they wait,
             # and the call alone after them passes them.
-            call = queue.pop(taken)
-            self._queued_bytes -= call.size
-            self._alone_queued -= 1
-            return [call]
+            return [self._take_call(taken)]
         batch, self._queue = queue[:taken], queue[taken:]
         self._queued_bytes -= size
         return batch
+
+    def _take_call(self, index: int) -> _Call:
+        """Take the call alone at ``index`` out of the queue, as a batch of its own."""
+        call = self._queue.pop(index)
+        self._queued_bytes -= call.size
+        self._alone_queued -= 1
+        return call
 
     def _send_batch(self, batch: list[_Call]) -> None:
         """Send one XML-RPC request for ``batch`` (a multicall if it has more than one call); each
