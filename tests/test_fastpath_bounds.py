@@ -175,6 +175,37 @@ def test_an_answer_owed_later_leaves_the_connection_idle_a_whole_period_from_whe
     assert_times_out_a_whole_period_from_now(connection, clock)
 
 
+def test_each_request_answered_at_once_restarts_the_idle_period() -> None:
+    """The idle timeout counts from the last request: a client that asks again within each period
+    is never cut, and its connection is closed a whole period after its last request."""
+    site, _, _, clock = pending_site()
+    connection = Connection(site)
+    for _ in range(3):
+        connection.send(GET)
+        assert connection.received().startswith(b"HTTP/1.1 302 Found")
+        clock.advance(IDLE_TIMEOUT - 1)
+    assert not connection.transport.disconnecting
+    clock.advance(2)
+    assert connection.transport.disconnecting
+
+
+def test_a_request_behind_an_owed_answer_leaves_the_connection_idle_a_whole_period_from_the_answer() -> None:
+    """A request that arrives while an add is owed waits for it; once both are answered the
+    connection is idle a whole period from then, not from the request."""
+    site, log, _, clock = pending_site()
+    site.answer_deadline = IDLE_TIMEOUT * 4  # the answer deadline is not what this test is about
+    connection = Connection(site)
+    connection.send(POST_ADD)
+    clock.advance(IDLE_TIMEOUT / 2)
+    connection.send(GET)
+    clock.advance(IDLE_TIMEOUT)  # a period from the request ends with the add still owed
+    assert not connection.transport.disconnecting
+    log.complete_all()
+    answers = connection.received()
+    assert answers.startswith(b"HTTP/1.1 200 OK") and answers.count(b"302 Found") == 1
+    assert_times_out_a_whole_period_from_now(connection, clock)
+
+
 def test_the_idle_timeout_adds_nothing_to_a_close_by_the_answer_deadline(log_events: LogCapture) -> None:
     """Review of b1a8a22: the answer deadline closes a connection whose answer is still owed and
     arms the abort ``abortTimeout`` later; the idle timeout, which stays armed now, must not time

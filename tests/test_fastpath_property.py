@@ -472,8 +472,13 @@ _OTHER_NAMES = st.sampled_from(
         b"Content Length",
         b"",
         b"Connection",
+        b"Connection",
+        b"CONNECTION",
         b"Transfer-Encoding",
         b"Expect",
+        b"Upgrade",
+        b"TE",
+        b"Trailer",
         b"Host",
         b"Accept",
         b"Accept",
@@ -486,6 +491,9 @@ _OTHER_VALUES = st.sampled_from(
         b"*/*",
         b"chunked",
         b"keep-alive",
+        b"keep-alive",
+        b"Keep-Alive \t",
+        b"keep-alive, close",
         b"close",
         b"a: b",
         b"content-length: 5",
@@ -546,9 +554,19 @@ def add_heads(draw: st.DrawFn) -> bytes:
     b"POST /add HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
     b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 5\r\n\r\n"
 )
+@example(
+    b"POST /add HTTP/1.1\r\nConnection: keep-alive\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+    b"Content-Length: 5\r\nconnection:keep-alive\r\n\r\n"
+)
+@example(
+    b"POST /add HTTP/1.1\r\nConnection: Keep-Alive\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+    b"Content-Length: 5\r\n\r\n"
+)
+@example(b"GET /add?url=x HTTP/1.1\r\nConnection: keep-alive\r\nTE: trailers\r\n\r\n")
 def test_parse_simple_add_reads_the_header_lines_as_the_scans_did(head: bytes) -> None:
-    """The one-pass ``parse_simple_add`` answers every head exactly as the four regular-expression
-    scans it replaced (the same add, or the same refusal)."""
+    """The one-pass ``parse_simple_add`` answers every head exactly as the regular-expression scans
+    it replaced (the same add, or the same refusal): those of its header lines, and those of
+    ``_frames`` for the framing headers (any but one ``Connection: keep-alive``)."""
     assert parse_simple_add(head) == scanned_simple_add(head)
 
 
@@ -559,10 +577,18 @@ def test_the_add_heads_reach_every_answer() -> None:
         b"GET /add?url=x HTTP/1.1\r\nHost: h\r\n\r\n",
         b"POST /add HTTP/1.1\r\nContent-Type: text/plain\r\nContent-Length: 57\r\n\r\n",
         b"POST /add HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 8193\r\n\r\n",
+        b"GET /add?url=x HTTP/1.1\r\nConnection: Keep-Alive \r\n\r\n",
+        b"GET /add?url=x HTTP/1.1\r\nConnection: keep-alive\r\nConnection: keep-alive\r\n\r\n",
+        b"GET /add?url=x HTTP/1.1\r\nConnection: close\r\n\r\n",
+        b"GET /add?url=x HTTP/1.1\r\nTrailer: x\r\n\r\n",
     ]
     assert [parse_simple_add(head) for head in heads] == [
         ("POST", b"/add", 57),
         ("GET", b"/add?url=x", 0),
+        None,
+        None,
+        ("GET", b"/add?url=x", 0),
+        None,
         None,
         None,
     ]
