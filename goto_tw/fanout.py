@@ -94,13 +94,13 @@ class Coalescing(Generic[K, T]):
     def __init__(self) -> None:
         self._in_flight: dict[K, SharedResult[T]] = {}
 
-    def call(self, key: K, start: Callable[[], Deferred[T]]) -> Deferred[T]:
-        """Join the call in flight for ``key``, or make it with ``start()``; each caller gets its own
-        Deferred of the one result."""
+    def call(self, key: K, start: Callable[..., Deferred[T]], *args: object) -> Deferred[T]:
+        """Join the call in flight for ``key``, or make it with ``start(*args)``; each caller gets its
+        own Deferred of the one result. (``start`` and its arguments, not a closure made per call.)"""
         shared = self._in_flight.get(key)
         if shared is None:
             shared = SharedResult()
-            source = start()
+            source = start(*args)
             source.addBoth(self._finished, key, shared)  # one callback: forget the call, then fan out
             if not shared.done:  # a call that answered at once leaves nothing in flight
                 self._in_flight[key] = shared

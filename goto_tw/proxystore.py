@@ -140,7 +140,7 @@ class ProxyStore:
             if self._clock.seconds() < unknown_until:
                 return fail(KeyNotFound(f"no link is stored under {key!r}"))
             del self._unknown_until[key]
-        return self._gets.call(key, lambda: self._ask_master_get(key))
+        return self._gets.call(key, self._ask_master_get, key)
 
     def put(self, url: str) -> Deferred[str]:
         """Store ``url`` on the master and cache the pair it confirms."""
@@ -148,7 +148,7 @@ class ProxyStore:
             url = accept_url(url, self.policy)
         except GotoError:
             return fail()
-        return self._puts.call(url, lambda: self._ask_master_put(url))
+        return self._puts.call(url, self._ask_master_put, url)
 
     def add(self, url: str, key: str | None = None) -> Deferred[tuple[str, bool]]:
         """Add through the master's ``Store.Add`` (409 there if a custom key is taken); cache the pair."""
@@ -161,7 +161,7 @@ class ProxyStore:
         master = self._adder
         if master is None:
             return fail(InvalidKey("this server takes no custom keys"))
-        return self._adds.call((key or "", url), lambda: self._ask_master_add(master, url, key))
+        return self._adds.call((key or "", url), self._ask_master_add, master, url, key)
 
     def _add_done(self, answered: object, url: str, key: str | None, generation: int) -> tuple[str, bool]:
         if (
@@ -182,7 +182,7 @@ class ProxyStore:
     # waiters hear of it: so a waiter that joins a call made before a forget caches nothing either.
 
     def _ask_master_get(self, key: str) -> Deferred[str]:
-        return self._ask_master(lambda: self._master.get(key), self._get_answered, key, self._generation)
+        return self._ask_master(self._master.get, (key,), self._get_answered, key, self._generation)
 
     def _get_answered(self, result: object, key: str, generation: int) -> object:
         if isinstance(result, Failure):
@@ -190,7 +190,7 @@ class ProxyStore:
         return self._got(result, key, generation)
 
     def _ask_master_put(self, url: str) -> Deferred[str]:
-        return self._ask_master(lambda: self._master.put(url), self._put_answered, url, self._generation)
+        return self._ask_master(self._master.put, (url,), self._put_answered, url, self._generation)
 
     def _put_answered(self, result: object, url: str, generation: int) -> object:
         if isinstance(result, Failure):
@@ -198,7 +198,7 @@ class ProxyStore:
         return self._put_done(result, url, generation)
 
     def _ask_master_add(self, master: ILinkAdder, url: str, key: str | None) -> Deferred[tuple[str, bool]]:
-        return self._ask_master(lambda: master.add(url, key), self._add_answered, url, key, self._generation)
+        return self._ask_master(master.add, (url, key), self._add_answered, url, key, self._generation)
 
     def _add_answered(self, result: object, url: str, key: str | None, generation: int) -> object:
         if isinstance(result, Failure):
@@ -316,9 +316,13 @@ class ProxyStore:
         return asked.addBoth(answered_properly)
 
     def _ask_master(
-        self, call: Callable[[], Deferred[Any]], answered: Callable[..., object], *args: object
+        self,
+        call: Callable[..., Deferred[Any]],
+        params: tuple[object, ...],
+        answered: Callable[..., object],
+        *args: object,
     ) -> Deferred[Any]:
-        """Make ``call``, unless the master is known to be down and this is not the time to probe:
+        """Make ``call(*params)``, unless the master is known to be down and this is not the time to probe:
         then fail at once with :class:`MasterUnreachable`. Its result, a value or a Failure, goes
         to ``answered(result, *args)``, which makes the result of the Deferred returned.
 
@@ -333,8 +337,8 @@ class ProxyStore:
                     MasterUnreachable(message, detail="failing fast while the master is down")
                 )
                 return failed.addBoth(answered, *args)
-            return self._probe(call).addBoth(answered, *args)
-        asked = call()
+            return self._probe(lambda: call(*params)).addBoth(answered, *args)
+        asked = call(*params)
         self._in_flight += 1  # as _tracked does
         return asked.addBoth(self._master_answered, answered, args)
 
