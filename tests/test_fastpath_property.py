@@ -18,7 +18,7 @@ from zope.interface import implementer
 
 from goto_tw.clicks import ClickCounter
 from goto_tw.errors import DISABLED_MESSAGE, KeyDisabled, KeyNotFound, MasterUnreachable, StoreUnavailable
-from goto_tw.fastpath import _SIMPLE_ADD, BUDGET, MAX_FAST_BODY_BYTES, _match_head, parse_simple_add
+from goto_tw.fastpath import _SIMPLE_ADD, BUDGET, MAX_FAST_BODY_BYTES, _match_within_limits, parse_simple_add
 from goto_tw.interfaces import IURLStore
 from goto_tw.metrics import Metrics
 from goto_tw.proxystore import BAD_ANSWER_MESSAGE, ProxyStore
@@ -404,13 +404,25 @@ _CONTENT_LENGTH_NAME = re.compile(rb"(?im)^content-length[ \t]*:")
 _CONTENT_LENGTH = re.compile(rb"(?im)^content-length:[ \t]*([0-9]{1,7})[ \t]*\r$")
 _CONTENT_TYPE_NAME = re.compile(rb"(?im)^content-type[ \t]*:")
 _FORM_CONTENT_TYPE = re.compile(rb"(?im)^content-type:[ \t]*application/x-www-form-urlencoded[ \t]*\r$")
+#: ``_frames`` as it was (the names written out here, not taken from the module): a reference that
+#: shares the module's list of framing names would follow a name dropped from it, unseen.
+_FRAMING = re.compile(rb"(?im)^(transfer-encoding|expect|upgrade|connection|te|trailer)[ \t]*:")
+_KEEP_ALIVE = re.compile(rb"(?im)^connection:[ \t]*keep-alive[ \t]*\r$")
+
+
+def scanned_frames(headers: bytes) -> bool:
+    """Whether ``headers`` has a framing header, a lone ``Connection: keep-alive`` aside (``_frames``)."""
+    return (
+        _FRAMING.search(headers) is not None
+        and _FRAMING.search(_KEEP_ALIVE.sub(b"", headers, count=1)) is not None
+    )
 
 
 def scanned_simple_add(head: bytes) -> tuple[str, bytes, int] | None:
-    """``parse_simple_add`` as it was, with four regular-expression scans of the header lines: the
-    reference the one-pass version must equal."""
-    match = _match_head(_SIMPLE_ADD, head)
-    if match is None:
+    """``parse_simple_add`` as it was, with four regular-expression scans of the header lines and
+    those of ``_frames``: the reference the one-pass version must equal."""
+    match = _match_within_limits(_SIMPLE_ADD, head)
+    if match is None or scanned_frames(match.group(3)):
         return None
     method, target, headers = match.group(1), match.group(2), match.group(3)
     lengths = _CONTENT_LENGTH_NAME.findall(headers)
@@ -479,6 +491,11 @@ _OTHER_NAMES = st.sampled_from(
         b"Upgrade",
         b"TE",
         b"Trailer",
+        b"Upgrade-Insecure-Requests",  # a framing name as the start of another name (browsers send it)
+        b"Tea",
+        b"Te-X",
+        b"Keep-Alive",
+        b"Proxy-Connection",
         b"Host",
         b"Accept",
         b"Accept",
@@ -512,7 +529,10 @@ def add_header_lines(draw: st.DrawFn) -> list[bytes]:
         b"%s:%s%s%s" % (draw(_TYPE_NAMES), draw(_SPACES), draw(_FORM_TYPES), draw(_SPACES))
         for _ in range(draw(st.sampled_from([0, 1, 1, 1, 2])))
     ]
-    lines += [b"%s: %s" % (draw(_OTHER_NAMES), draw(_OTHER_VALUES)) for _ in range(draw(st.integers(0, 3)))]
+    lines += [
+        b"%s:%s%s" % (draw(_OTHER_NAMES), draw(_SPACES), draw(_OTHER_VALUES))
+        for _ in range(draw(st.integers(0, 3)))
+    ]
     ordered = draw(st.permutations(lines))
     ends = [draw(st.sampled_from([b"\r\n"] * 12 + [b"\n", b"\r\n content-length: 5\r\n"])) for _ in ordered]
     return [line + end for line, end in zip(ordered, ends)]
@@ -563,6 +583,10 @@ def add_heads(draw: st.DrawFn) -> bytes:
     b"Content-Length: 5\r\n\r\n"
 )
 @example(b"GET /add?url=x HTTP/1.1\r\nConnection: keep-alive\r\nTE: trailers\r\n\r\n")
+@example(
+    b"POST /add HTTP/1.1\r\nTE:\tKeep-Alive\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+    b"Content-Length: 5\r\n\r\n"
+)
 def test_parse_simple_add_reads_the_header_lines_as_the_scans_did(head: bytes) -> None:
     """The one-pass ``parse_simple_add`` answers every head exactly as the regular-expression scans
     it replaced (the same add, or the same refusal): those of its header lines, and those of
@@ -581,6 +605,9 @@ def test_the_add_heads_reach_every_answer() -> None:
         b"GET /add?url=x HTTP/1.1\r\nConnection: keep-alive\r\nConnection: keep-alive\r\n\r\n",
         b"GET /add?url=x HTTP/1.1\r\nConnection: close\r\n\r\n",
         b"GET /add?url=x HTTP/1.1\r\nTrailer: x\r\n\r\n",
+        b"GET /add?url=x HTTP/1.1\r\nte:\ttrailers\r\n\r\n",
+        b"GET /add?url=x HTTP/1.1\r\nUpgrade-Insecure-Requests: 1\r\nTea: x\r\n\r\n",
+        b"GET /add?url=x HTTP/1.1\r\nUpgrade: keep-alive\r\n\r\n",  # only Connection may say keep-alive
     ]
     assert [parse_simple_add(head) for head in heads] == [
         ("POST", b"/add", 57),
@@ -590,6 +617,9 @@ def test_the_add_heads_reach_every_answer() -> None:
         ("GET", b"/add?url=x", 0),
         None,
         None,
+        None,
+        None,
+        ("GET", b"/add?url=x", 0),
         None,
     ]
     assert [scanned_simple_add(head) for head in heads] == [parse_simple_add(head) for head in heads]

@@ -463,3 +463,32 @@ def test_adds_while_the_master_is_down_fail_fast_and_the_probe_add_is_cached() -
     assert result_of(probe) == ("5", True)
     assert store.lookup("5") == "http://a.example/"
     assert store.master_reachable
+
+
+@implementer(IURLStore, ILinkAdder)
+class KeyedMaster(CountingMaster):
+    """A CountingMaster whose calls record an add's custom key beside its URL."""
+
+    def add(self, url: str, key: str | None = None) -> Deferred[tuple[str, bool]]:
+        return self._call("add", f"{url} {key}")  # type: ignore[return-value]
+
+
+def test_a_custom_key_reaches_the_master_also_when_its_add_is_the_probe() -> None:
+    """Review of 1e44079: an add is made from ``master.add`` and its arguments, on the up path and
+    as the probe of a down master; both pass the custom key (the probe path had no test with two
+    arguments: one that passed the URL alone went unseen)."""
+    master, clock = KeyedMaster(), Clock()
+    store = ProxyStore(master, clock)
+    up = store.add("http://a.example/", "mine")
+    assert [(m, a) for m, a, _ in master.calls] == [("add", "http://a.example/ mine")]
+    master.calls.pop(0)[2].callback(("mine", True))  # type: ignore[arg-type]
+    assert result_of(up) == ("mine", True)
+    store.get("x").addErrback(lambda _: None)
+    master.fail(MasterUnreachable("down"))
+    clock.advance(1.0)
+    probe = store.add("http://b.example/", "other")
+    assert [(m, a) for m, a, _ in master.calls] == [("add", "http://b.example/ other")]
+    master.calls.pop(0)[2].callback(("other", True))  # type: ignore[arg-type]
+    assert result_of(probe) == ("other", True)
+    assert store.lookup("other") == "http://b.example/"
+    assert store.master_reachable
