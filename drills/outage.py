@@ -14,6 +14,10 @@ each on a new connection. The drill checks that:
 - once the master listens again, each slave serves uncached keys and adds again by itself (no
   restart, nothing but ordinary traffic) within 5 s; it probes the master about once a second.
 
+A restarted master starts a new change feed, so each slave then drops its whole cache (at its next
+poll of the feed, about a second later); before the next round the drill waits for that and has each
+slave fetch the cached keys again.
+
 Usage: ``python drills/outage.py [--quick] [--outage SECONDS] [--signal TERM|KILL|both] [--seed S]``
 """
 
@@ -54,6 +58,10 @@ RECOVERY_BOUND = 5.0
 PROBE_INTERVAL = 0.02
 #: Seconds of cached load before each outage and after each recovery.
 CALM_SECONDS = 0.5
+#: What a slave logs when its master's change feed says the master restarted (``goto_tw.coherence``).
+CACHE_DROPPED = "dropping the cache"
+#: Most seconds from a recovery until each slave has seen the restart in its change feed.
+REBUILD_BOUND = 10.0
 
 
 @dataclass(frozen=True)
@@ -259,12 +267,7 @@ def _drill(
     setup.close()
     cached = links[:link_count]
     for slave in slaves.values():
-        warm = KeepAliveClient(slave.port)
-        for key, url in cached:
-            status, headers, _ = warm.request("GET", f"/{key}")
-            if status != 302 or headers.get("Location") != url:
-                raise RuntimeError(f"setup: {slave.name} answered {status} for cached key {key}")
-        warm.close()
+        _warm(slave, cached)
 
     stop_load = threading.Event()
     deadline = time.monotonic() + len(signals) * (outage + 60) + 60
@@ -296,6 +299,44 @@ def _drill(
     return report.exit_status()
 
 
+def _warm(slave: GotoProcess, cached: list[tuple[str, str]]) -> None:
+    """Have ``slave`` fetch (and so cache) each of the ``cached`` links, checking its answers."""
+    warm = KeepAliveClient(slave.port)
+    try:
+        for key, url in cached:
+            status, headers, _ = warm.request("GET", f"/{key}")
+            if status != 302 or headers.get("Location") != url:
+                raise RuntimeError(f"setup: {slave.name} answered {status} for cached key {key}")
+    finally:
+        warm.close()
+
+
+def _cache_drops(slave: GotoProcess) -> int:
+    """How many times ``slave`` has logged dropping its whole cache (:data:`CACHE_DROPPED`)."""
+    return slave.output().count(CACHE_DROPPED)
+
+
+def _await_caches_rebuilt(
+    slaves: dict[str, GotoProcess], drops_before: dict[str, int], cached: list[tuple[str, str]]
+) -> None:
+    """Wait until each slave has dropped its cache for the restarted master, then have it fetch the
+    cached links again: the next round's outage must find them cached.
+
+    A restarted master starts a new change feed, so each slave drops its whole cache at its next
+    poll of the feed (``goto_tw.coherence``: about a second apart), which may come after the
+    recovery the round waits for; a round that began in between met cached keys not fetched again
+    yet (a drill run on a loaded machine: 94% of round 2's cached-key requests answered)."""
+    deadline = time.monotonic() + REBUILD_BOUND
+    for name, slave in slaves.items():
+        while _cache_drops(slave) <= drops_before[name]:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{name} did not drop its cache within {REBUILD_BOUND:g}s of the master's restart"
+                )
+            time.sleep(0.05)
+        _warm(slave, cached)
+
+
 def _outage_round(
     report: Report,
     fleet: Fleet,
@@ -310,6 +351,7 @@ def _outage_round(
 ) -> GotoProcess:
     """Stop the master with SIG``how`` for ``outage`` seconds, start it again, report; return it."""
     prefix = f"round {round_number} (SIG{how})"
+    drops_before = {name: _cache_drops(slave) for name, slave in slaves.items()}
     time.sleep(CALM_SECONDS)
     stop_probes = threading.Event()
     probe_deadline = time.monotonic() + outage + 60
@@ -422,6 +464,7 @@ def _outage_round(
             f"{prefix} {name} recovers by itself within {RECOVERY_BOUND:g}s",
             first_add is not None and first_add - ready < RECOVERY_BOUND,
         )
+    _await_caches_rebuilt(slaves, drops_before, cached)
     return master
 
 
