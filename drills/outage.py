@@ -306,7 +306,7 @@ def _warm(slave: GotoProcess, cached: list[tuple[str, str]]) -> None:
         for key, url in cached:
             status, headers, _ = warm.request("GET", f"/{key}")
             if status != 302 or headers.get("Location") != url:
-                raise RuntimeError(f"setup: {slave.name} answered {status} for cached key {key}")
+                raise RuntimeError(f"warming {slave.name}: it answered {status} for cached key {key}")
     finally:
         warm.close()
 
