@@ -140,6 +140,9 @@ class ProxyStore:
             if self._clock.seconds() < unknown_until:
                 return fail(KeyNotFound(f"no link is stored under {key!r}"))
             del self._unknown_until[key]
+        failed = self._failed_fast()
+        if failed is not None:
+            return failed
         return self._gets.call(key, self._ask_master_get, key)
 
     def put(self, url: str) -> Deferred[str]:
@@ -148,6 +151,9 @@ class ProxyStore:
             url = accept_url(url, self.policy)
         except GotoError:
             return fail()
+        failed = self._failed_fast()
+        if failed is not None:
+            return failed
         return self._puts.call(url, self._ask_master_put, url)
 
     def add(self, url: str, key: str | None = None) -> Deferred[tuple[str, bool]]:
@@ -161,6 +167,9 @@ class ProxyStore:
         master = self._adder
         if master is None:
             return fail(InvalidKey("this server takes no custom keys"))
+        failed = self._failed_fast()
+        if failed is not None:
+            return failed
         return self._adds.call((key or "", url), self._ask_master_add, master, url, key)
 
     def _add_done(self, answered: object, url: str, key: str | None, generation: int) -> tuple[str, bool]:
@@ -331,16 +340,28 @@ class ProxyStore:
         every miss and put through a slave paid for five (see :mod:`goto_tw.fanout`).
         """
         if self._master_down_since is not None:
-            if self._probing or self._clock.seconds() < self._next_probe_at:
-                message = str(self._down_error) if self._down_error else "the master is unreachable"
-                failed: Deferred[Any] = fail(
-                    MasterUnreachable(message, detail="failing fast while the master is down")
-                )
+            failed = self._failed_fast()
+            if failed is not None:
                 return failed.addBoth(answered, *args)
             return self._probe(lambda: call(*params)).addBoth(answered, *args)
         asked = call(*params)
         self._in_flight += 1  # as _tracked does
         return asked.addBoth(self._master_answered, answered, args)
+
+    def _failed_fast(self) -> Deferred[Any] | None:
+        """A Deferred failed with :class:`MasterUnreachable` while the master is down and this is not
+        the time to probe it (a probe is in flight, or the retry interval has not passed); else ``None``.
+
+        :meth:`get`, :meth:`put` and :meth:`add` ask before a call may join one in flight for the same
+        key or URL: a request for the key the probe is asking for would otherwise wait on the probe,
+        up to ``--rpc-timeout`` against a master that accepts connections and never answers, where
+        every other request is answered 503 at once."""
+        if self._master_down_since is None or (
+            not self._probing and self._clock.seconds() >= self._next_probe_at
+        ):
+            return None
+        message = str(self._down_error) if self._down_error else "the master is unreachable"
+        return fail(MasterUnreachable(message, detail="failing fast while the master is down"))
 
     def _master_answered(
         self, result: object, answered: Callable[..., object], args: tuple[object, ...]

@@ -173,6 +173,28 @@ def test_master_down_cached_keys_still_answer_others_fail_fast(log_events: LogCa
     assert len(down_lines) == 1
 
 
+def test_a_request_for_the_probes_own_key_fails_fast_too(log_events: LogCapture) -> None:
+    """While a probe of a down master is in flight, a request for the very key (or URL) it asks for
+    fails fast like any other, instead of joining the probe and waiting as long as the master takes
+    (up to ``--rpc-timeout`` against one that accepts connections and never answers)."""
+    store, master, clock = make()
+    store.get("x").addErrback(lambda _: None)
+    master.fail(MasterUnreachable("refused"))
+    clock.advance(1.0)
+    probe = store.get("y")
+    assert len(master.calls) == 1
+    assert failure_of(store.get("y")).check(MasterUnreachable), "not joined to the probe"
+    master.fail(MasterUnreachable("still refused"))
+    assert failure_of(probe).check(MasterUnreachable)
+    clock.advance(1.0)
+    probe = store.put("http://new.example/")
+    assert failure_of(store.put("http://new.example/")).check(MasterUnreachable), "not joined either"
+    assert len(master.calls) == 1
+    master.answer("7")
+    assert result_of(probe) == "7"
+    assert store.master_reachable
+
+
 def test_recovers_by_itself_with_one_probe_per_interval(log_events: LogCapture) -> None:
     """After retry_interval one call probes the master; when it answers, everything flows again."""
     store, master, clock = make()

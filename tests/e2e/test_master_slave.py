@@ -317,6 +317,7 @@ def test_a_silent_master_costs_one_probe_and_no_request_waits(goto_processes: Go
     probe of the master and waits. While it waits, and while the master is still silent, 4 clients
     make 40 more requests (uncached keys, adds): each is a 503 with ``Retry-After`` within the
     client's 5 s, so none waited for the master; and the master saw exactly one connection: the probe.
+    A request for the probe's own key is such a 503 too (it once joined the probe and waited with it).
     """
     with ClosedThenSilentServer() as master:
         slave = goto_processes(
@@ -331,19 +332,25 @@ def test_a_silent_master_costs_one_probe_and_no_request_waits(goto_processes: Go
         assert_unavailable(get(f"{slave.base_url}/{key_for_index(1000)}"), "look-up while the master refuses")
         master.silence()
 
+        asked: list[str] = []
+
         def probe_once_allowed() -> list[Reply]:
             # Ask until a request is let through to the master as the probe (about 1 s after the
-            # failure); that one waits until the master's connection is closed at the end.
+            # failure); that one waits until the master's connection is closed at the end. Its keys
+            # are far from the clients' below (which must not be the probe's by chance).
             replies: list[Reply] = []
             while master.connections == 0:
-                replies.append(
-                    get(f"{slave.base_url}/{key_for_index(2000 + len(replies))}", timeout=3 * RPC_TIMEOUT)
-                )
+                asked.append(key_for_index(1_000_000 + len(replies)))
+                replies.append(get(f"{slave.base_url}/{asked[-1]}", timeout=3 * RPC_TIMEOUT))
             return replies
 
         with ThreadPoolExecutor(max_workers=5) as pool:
             prober = pool.submit(probe_once_allowed)
             poll_until(lambda: True if master.connections else None, 10, "the slave to probe the master")
+            # The probe's own key is no exception: a request for it is answered at once too.
+            assert_unavailable(
+                get(f"{slave.base_url}/{asked[-1]}"), "the probe's own key while the master is silent"
+            )
 
             def client(number: int) -> list[Reply]:
                 replies = []
