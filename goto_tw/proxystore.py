@@ -331,18 +331,16 @@ class ProxyStore:
         answered: Callable[..., object],
         *args: object,
     ) -> Deferred[Any]:
-        """Make ``call(*params)``, unless the master is known to be down and this is not the time to probe:
-        then fail at once with :class:`MasterUnreachable`. Its result, a value or a Failure, goes
-        to ``answered(result, *args)``, which makes the result of the Deferred returned.
+        """Make ``call(*params)``, as the one probe if the master is down (the callers, :meth:`get`,
+        :meth:`put` and :meth:`add`, have failed fast already when it is not the time to probe: see
+        :meth:`_failed_fast`). Its result, a value or a Failure, goes to ``answered(result, *args)``,
+        which makes the result of the Deferred returned.
 
         While the master is up (nearly always) that is one callback on the master's Deferred,
         :meth:`_master_answered`, not one per step: each costs about 0.6 us on CPython 3.11, and
         every miss and put through a slave paid for five (see :mod:`goto_tw.fanout`).
         """
         if self._master_down_since is not None:
-            failed = self._failed_fast()
-            if failed is not None:
-                return failed.addBoth(answered, *args)
             return self._probe(lambda: call(*params)).addBoth(answered, *args)
         asked = call(*params)
         self._in_flight += 1  # as _tracked does
