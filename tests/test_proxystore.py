@@ -25,6 +25,12 @@ def make(cache_size: int = 100, negative_ttl: float = 1.0) -> tuple[ProxyStore, 
     return ProxyStore(master, clock, cache_size=cache_size, negative_ttl=negative_ttl), master, clock
 
 
+def mark_master_down(store: ProxyStore, master: Any, error: MasterUnreachable) -> None:
+    """A miss that ``master`` fails with ``error``: ``store`` marks the master down."""
+    store.get("x").addErrback(lambda _: None)
+    master.fail(error)
+
+
 def test_provides_the_store_interfaces() -> None:
     """The front end cannot tell a slave's store from a master's; ops sees its master's health."""
     store = make()[0]
@@ -178,8 +184,7 @@ def test_a_request_for_the_probes_own_key_fails_fast_too(log_events: LogCapture)
     fails fast like any other, instead of joining the probe and waiting as long as the master takes
     (up to ``--rpc-timeout`` against one that accepts connections and never answers)."""
     store, master, clock = make()
-    store.get("x").addErrback(lambda _: None)
-    master.fail(MasterUnreachable("refused"))
+    mark_master_down(store, master, MasterUnreachable("refused"))
     clock.advance(1.0)
     probe = store.get("y")
     assert len(master.calls) == 1
@@ -198,8 +203,7 @@ def test_a_request_for_the_probes_own_key_fails_fast_too(log_events: LogCapture)
 def test_recovers_by_itself_with_one_probe_per_interval(log_events: LogCapture) -> None:
     """After retry_interval one call probes the master; when it answers, everything flows again."""
     store, master, clock = make()
-    store.get("x").addErrback(lambda _: None)
-    master.fail(MasterUnreachable("refused"))
+    mark_master_down(store, master, MasterUnreachable("refused"))
     clock.advance(1.0)
     probe = store.get("y")
     assert len(master.calls) == 1
@@ -282,8 +286,7 @@ def test_a_cancelled_health_check_does_not_mark_a_down_master_up(log_events: Log
     """A load balancer that gives up on /_goto/health changes nothing: the master stays down, the
     probe goes on for the other checks, and only its real answer marks the master up."""
     store, master, _ = make()
-    store.get("x").addErrback(lambda _: None)
-    master.fail(MasterUnreachable("down", detail="refused"))
+    mark_master_down(store, master, MasterUnreachable("down", detail="refused"))
     assert not store.master_reachable
     leaving, staying = store.check_master(), store.check_master()
     leaving.cancel()
@@ -304,8 +307,7 @@ def test_only_a_real_answer_marks_the_master_up() -> None:
     """A failure that did not come from the master (a caller's cancel, our own bug, a 503 of ours)
     leaves a down master down."""
     store, master, clock = make()
-    store.get("x").addErrback(lambda _: None)
-    master.fail(MasterUnreachable("down"))
+    mark_master_down(store, master, MasterUnreachable("down"))
     for error in (CancelledError(), RuntimeError("bug"), StoreUnavailable("busy")):
         clock.advance(1.0)
         probe = store.get("y")
@@ -317,8 +319,9 @@ def test_only_a_real_answer_marks_the_master_up() -> None:
 def test_fail_fast_answers_carry_the_human_message_of_the_outage() -> None:
     """While the master is down, the fast failures say what the first one said, not internals."""
     store, master, _ = make()
-    store.get("x").addErrback(lambda _: None)
-    master.fail(MasterUnreachable("the service cannot reach its store right now", detail="errno 111"))
+    mark_master_down(
+        store, master, MasterUnreachable("the service cannot reach its store right now", detail="errno 111")
+    )
     failure = failure_of(store.get("y"))
     assert str(failure.value) == "the service cannot reach its store right now"
     assert "111" not in str(failure.value)
@@ -345,8 +348,7 @@ def test_health_checks_during_an_outage_share_the_probe_in_flight() -> None:
     """While the master is down, a health check that comes while the one probe is in flight waits
     for that probe instead of asking the master itself, and gets its outcome."""
     store, master, clock = make()
-    store.get("x").addErrback(lambda _: None)
-    master.fail(MasterUnreachable("down"))
+    mark_master_down(store, master, MasterUnreachable("down"))
     clock.advance(1.0)
     probe = store.get("y")
     checks = [store.check_master() for _ in range(3)]
@@ -361,8 +363,7 @@ def test_a_health_probe_of_a_down_master_is_the_one_probe() -> None:
     """While the master is down, a health check's call is the probe: requests meanwhile fail fast
     rather than sending a second call."""
     store, master, clock = make()
-    store.get("x").addErrback(lambda _: None)
-    master.fail(MasterUnreachable("down"))
+    mark_master_down(store, master, MasterUnreachable("down"))
     clock.advance(1.0)  # time for a probe: without the health check's, a request would send one
     check = store.check_master()
     assert [(m, a) for m, a, _ in master.calls] == [("get", HEALTH_PROBE_KEY)]
@@ -474,8 +475,7 @@ def test_adds_while_the_master_is_down_fail_fast_and_the_probe_add_is_cached() -
     """The layered path of a down master serves adds as look-ups: fail fast, then one add probes,
     and its checked answer is cached and marks the master up."""
     store, master, clock = make_counting()
-    store.get("x").addErrback(lambda _: None)
-    master.fail(MasterUnreachable("down"))
+    mark_master_down(store, master, MasterUnreachable("down"))
     assert failure_of(store.add("http://a.example/")).check(MasterUnreachable)
     assert master.calls == []
     clock.advance(1.0)
@@ -505,8 +505,7 @@ def test_a_custom_key_reaches_the_master_also_when_its_add_is_the_probe() -> Non
     assert [(m, a) for m, a, _ in master.calls] == [("add", "http://a.example/ mine")]
     master.calls.pop(0)[2].callback(("mine", True))  # type: ignore[arg-type]
     assert result_of(up) == ("mine", True)
-    store.get("x").addErrback(lambda _: None)
-    master.fail(MasterUnreachable("down"))
+    mark_master_down(store, master, MasterUnreachable("down"))
     clock.advance(1.0)
     probe = store.add("http://b.example/", "other")
     assert [(m, a) for m, a, _ in master.calls] == [("add", "http://b.example/ other")]
