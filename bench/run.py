@@ -15,6 +15,9 @@ Throughput scenarios (``wrk -t1 -c50``, Lua scripts in ``bench/lua/``, each one 
   ``Resource`` redirecting from a dict of the same keys, default ``Site`` logging each request
   through ``twisted.logger`` as it does under twistd), and ``ref-nolog``, the same without its
   access log line. Every redirect figure is also given as a ratio to ``ref`` in the same round.
+- ``floor`` and ``floor-add``: the floor, a ``Protocol`` on goto-tw's reactor and poll step that answers
+  every request with a fixed answer sent as goto-tw's fast path sends one (``bench/floor_server.py``),
+  driven as ``b`` and ``c`` are: what a redirect and an add cost before any of goto-tw's own work.
 - ``a``: cached redirect on a slave (every key requested once through the slave beforehand);
 - ``b``: redirect on the master; ``b-nolog``: the same with ``--access-log none``;
 - ``e``: uncached redirect through a slave with ``--cache-size 1``: nearly every GET is a cache miss
@@ -105,6 +108,7 @@ from goto_tw.keys import key_for_index
 BENCH_DIR = Path(__file__).resolve().parent
 LUA_DIR = BENCH_DIR / "lua"
 REFERENCE_SERVER = BENCH_DIR / "reference_server.py"
+FLOOR_SERVER = BENCH_DIR / "floor_server.py"
 
 CONNECTIONS = 50
 WRK_THREADS = 1
@@ -451,6 +455,7 @@ def throughput(
     ref_quiet, ref_quiet_port = start(
         "reference-nolog", [str(python), str(REFERENCE_SERVER), "--data", str(data), "--no-access-log"]
     )
+    floor, floor_port = start("floor", [str(python), str(FLOOR_SERVER)])
     checks = [
         (master_port, "master"),
         (slave_port, "slave"),
@@ -470,6 +475,26 @@ def throughput(
             "redirect.lua",
             keys,
             [ref_quiet],
+        ),
+        Scenario(
+            "floor",
+            "floor: fixed answer (a redirect)",
+            "redirect",
+            floor_port,
+            "redirect.lua",
+            keys,
+            [floor],
+            go_peer="go-b",
+        ),
+        Scenario(
+            "floor-add",
+            "floor: fixed answer (an add)",
+            "add",
+            floor_port,
+            "add.lua",
+            [],
+            [floor],
+            go_peer="go-c",
         ),
         Scenario(
             "b",
