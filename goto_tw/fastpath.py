@@ -39,10 +39,14 @@ the very bytes the general path would send, and hands everything else to twisted
 - a request split across reads is gathered (up to the header size limit) before deciding;
 - each answer is logged and counted exactly as the general path does it, once it is written (an
   answer owed to a client that has gone is neither); it leaves at once when nothing waits in the
-  connection's send buffer (:func:`~goto_tw.sendnow.send_now`: no writer registration per answer);
+  connection's send buffer (:func:`~goto_tw.sendnow.send_now`: no writer registration per answer),
+  or, with the site's outbox (``twistd goto``'s), with the connection's other answers of the same
+  reactor turn once the turn's work is done (:mod:`goto_tw.outbox`), and always before anything
+  twisted.web writes on the connection or a close;
 - bounds: at most :data:`MAX_OWED` answers owed, and one byte budget (:data:`BUDGET`) for what
   the connection holds (request bytes not yet parsed, bytes held for twisted.web, answers waiting
-  for an earlier one): over it, reading pauses (``transport.pauseProducing``) until it drains, as
+  for an earlier one, answers held for the end of the turn, themselves sent at once past
+  :data:`MAX_UNSENT_BYTES`): over it, reading pauses (``transport.pauseProducing``) until it drains, as
   twisted.web does with the requests it holds; and no request is answered while the transport's
   send buffer is full (a client that pipelines requests but never reads its answers gets no more
   written than that buffer's limit plus one read's worth);
@@ -77,6 +81,7 @@ from zope.interface import Interface, implementer
 from goto_tw.keys import is_reserved
 from goto_tw.limits import MAX_BODY_BYTES, REQUEST_DEADLINE, DeadlineChannel
 from goto_tw.negotiation import head_prefers_html
+from goto_tw.outbox import IHeldWriter, Outbox
 from goto_tw.sendnow import send_now
 
 log = Logger()
@@ -194,6 +199,10 @@ ANSWER_DEADLINE = REQUEST_DEADLINE
 #: gathered never pauses reading by itself.
 BUDGET = 2 * (MAX_HEAD_BYTES + MAX_FAST_BODY_BYTES)
 assert BUDGET >= MAX_FAST_HEAD_BYTES + MAX_FAST_RPC_BYTES
+#: Bytes of answers one connection holds until the end of the reactor turn (with an outbox, see
+#: :mod:`goto_tw.outbox`): past it they are sent at once, so a client pipelining many requests
+#: meets the transport's backpressure as it would without the outbox. Dozens of answers.
+MAX_UNSENT_BYTES = 16 * 1024
 
 
 #: The fields of an owed answer's slot.
@@ -370,7 +379,7 @@ def parse_simple_add(head: bytes) -> tuple[str, bytes, int] | None:
     return ("POST", target, body_length) if 0 < body_length <= MAX_FAST_BODY_BYTES else None
 
 
-@implementer(IHalfCloseableProtocol)
+@implementer(IHalfCloseableProtocol, IHeldWriter)
 class FastRedirectChannel(DeadlineChannel):
     """An ``HTTPChannel`` that answers redirects and adds itself (see the module doc).
 
@@ -422,16 +431,79 @@ class FastRedirectChannel(DeadlineChannel):
     _lent = False
     #: Bytes of a lent request's body still to come (passed on to twisted.web as they arrive).
     _lend_left = 0
+    #: Where written answers wait for the end of the reactor turn (set by the site), or ``None``:
+    #: each is sent at once. See :mod:`goto_tw.outbox`.
+    outbox: Outbox | None = None
+    #: Answers written this turn and not sent yet (with an outbox), and their bytes.
+    _unsent: list[bytes] | None = None
+    _unsent_bytes = 0
 
     def buffered(self) -> int:
         """Bytes this connection holds now, as the budget counts them."""
-        return len(self._unparsed) + self._held_bytes + self._owed_bytes
+        return len(self._unparsed) + self._held_bytes + self._owed_bytes + self._unsent_bytes
+
+    def _send(self, data: bytes) -> None:
+        """Send an answer: at the end of the reactor turn with an outbox (at once past
+        :data:`MAX_UNSENT_BYTES`), else now."""
+        outbox = self.outbox
+        if outbox is None:
+            send_now(self.transport, data)
+            return
+        unsent = self._unsent
+        if unsent is None:
+            self._unsent = [data]
+            self._unsent_bytes = len(data)
+            outbox.hold(self)
+        else:
+            unsent.append(data)
+            self._unsent_bytes += len(data)
+        if self._unsent_bytes >= MAX_UNSENT_BYTES:
+            self.send_held()
+
+    def send_held(self) -> None:
+        """Send the answers written this turn, in one send (the outbox's call, or before anything
+        else may write to or close the connection)."""
+        unsent = self._unsent
+        if unsent is None:
+            return
+        self._unsent = None
+        self._unsent_bytes = 0
+        send_now(self.transport, unsent[0] if len(unsent) == 1 else b"".join(unsent))
+
+    def _web_receives(self, data: bytes) -> None:
+        """Pass ``data`` to twisted.web's parser, after the answers held for this turn: what it
+        answers (or refuses, writing to the transport itself) must follow them."""
+        if self._unsent is not None:
+            self.send_held()
+        super().dataReceived(data)
+
+    # twisted.web writes its answers, and closes, through these: after the answers held.
+
+    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
+        if self._unsent is not None:
+            self.send_held()
+        super().writeHeaders(version, code, reason, headers)
+
+    def write(self, data: bytes) -> None:
+        if self._unsent is not None:
+            self.send_held()
+        super().write(data)
+
+    def writeSequence(self, iovec: list[bytes]) -> None:
+        if self._unsent is not None:
+            self.send_held()
+        super().writeSequence(iovec)
+
+    def loseConnection(self) -> None:
+        if self._unsent is not None:
+            self.send_held()
+        super().loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
         left = self._lend_left
         if left:  # the rest of a lent request's body: twisted.web's, and nothing after it
             self._lend_left = max(0, left - len(data))
-            super().dataReceived(data[:left])
+            self._web_receives(data[:left])
             data = data[left:]
             if not data:
                 return
@@ -441,7 +513,7 @@ class FastRedirectChannel(DeadlineChannel):
                 self._held_bytes += len(data)
                 self._check_budget()
             else:
-                super().dataReceived(data)
+                self._web_receives(data)
             return
         if self.responder is None:
             self._hand_over(data)
@@ -562,7 +634,7 @@ class FastRedirectChannel(DeadlineChannel):
         """Write ``answer`` now if nothing is owed before it, else once everything before it is."""
         owed = self._owed
         if not owed and isinstance(answer, tuple):
-            send_now(self.transport, answer[2])
+            self._send(answer[2])
             self.record(self.client, method, path, route, answer[0], answer[1])
             return
         if owed is None:
@@ -649,7 +721,7 @@ class FastRedirectChannel(DeadlineChannel):
         while owed and owed[0][_ANSWER] is not None:
             answer, method, path, route, _, _ = owed.popleft()
             self._owed_bytes -= len(answer[2])
-            send_now(self.transport, answer[2])
+            self._send(answer[2])
             try:
                 self.record(self.client, method, path, route, answer[0], answer[1])
             except Exception:
@@ -661,7 +733,7 @@ class FastRedirectChannel(DeadlineChannel):
         if not owed and self._held is not None:
             held, self._held, self._held_bytes = b"".join(self._held), None, 0
             self._check_budget()
-            super().dataReceived(held)
+            self._web_receives(held)
         if not self._general and self._unparsed:
             self._parse()
         else:
@@ -680,7 +752,7 @@ class FastRedirectChannel(DeadlineChannel):
         """
         self._lent = True
         self._lend_left = left
-        super().dataReceived(request)
+        self._web_receives(request)
 
     def _hand_over(self, data: bytes) -> None:
         """From now on twisted.web parses everything on this connection, starting with ``data``."""
@@ -692,7 +764,7 @@ class FastRedirectChannel(DeadlineChannel):
             self._check_budget()
         else:
             self._check_budget()
-            super().dataReceived(data)
+            self._web_receives(data)
 
     def _check_budget(self) -> None:
         """Pause reading while the connection holds more than :data:`BUDGET` bytes; resume below it.
@@ -782,5 +854,7 @@ class FastRedirectChannel(DeadlineChannel):
             self.loseConnection()
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        self._unsent = None  # nowhere to send them
+        self._unsent_bytes = 0
         self._give_up()
         super().connectionLost(reason)

@@ -22,6 +22,7 @@ from goto_tw.interfaces import IClickCounter, ILocalLookup, IURLStore
 from goto_tw.keys import is_valid_key
 from goto_tw.limits import BoundedRequest
 from goto_tw.metrics import Metrics
+from goto_tw.outbox import Outbox
 from goto_tw.web import DEFAULT_REDIRECT_STATUS, REDIRECT_STATUSES, FastAnswers, IRPCCalls
 
 #: First path segments with a route name of their own; any other valid key is a redirect.
@@ -66,14 +67,17 @@ class GotoSite(Site):
         clicks: IClickCounter | None = None,
         redirect_status: int = DEFAULT_REDIRECT_STATUS,
         answer_deadline: float = ANSWER_DEADLINE,
+        hold_answers: bool = False,
     ) -> None:
         """With a ``store`` that can look keys up locally (and the ``host`` of short URLs),
         redirects and adds take the fast path; without one every request takes twisted.web's
         general path. ``timeout`` closes idle connections, so slow or silent clients cannot hold
         sockets for ever. ``answer_deadline`` bounds how long the fast path waits for the store's
         answer to one request (a slave's should exceed what its RPC may take) before it closes
-        the connection."""
+        the connection. With ``hold_answers`` the fast path's answers of one reactor turn are
+        sent together at its end (:mod:`goto_tw.outbox`); without, each at once."""
         super().__init__(resource, reactor=reactor, timeout=timeout)
+        self.outbox = Outbox(reactor) if hold_answers else None
         self.answer_deadline = answer_deadline
         self.metrics = metrics
         self.access_log: AccessLog = access_log if access_log is not None else EventAccessLog(reactor)
@@ -94,6 +98,7 @@ class GotoSite(Site):
             channel.add_gate = self.add_gate
             channel.clock = self.reactor
             channel.answer_deadline = self.answer_deadline
+            channel.outbox = self.outbox
         return channel
 
     def log(self, request: Request) -> None:

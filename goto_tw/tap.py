@@ -505,6 +505,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         redirect_status=redirect_status,
         # A slave's look-up may wait for a batch in flight, then its own: twice --rpc-timeout.
         answer_deadline=max(ANSWER_DEADLINE, 2 * float(options.get("rpc-timeout") or 0) + 1),
+        hold_answers=True,  # a busy turn's answers leave together (goto_tw.outbox)
     )
     if isinstance(site.responder, FastAnswers) and options.get("private"):
         site.responder.adds = False  # adds need a key: the general path checks it

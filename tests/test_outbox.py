@@ -1,0 +1,242 @@
+"""Answers held to the end of the reactor turn (goto_tw.outbox, the fast path's ``hold_answers``):
+each connection's answers leave once the turn's work is done, in order, in one write, before
+anything twisted.web writes or a close; past the byte limit at once; nothing to a lost connection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from goto_tw.fastpath import MAX_UNSENT_BYTES
+from goto_tw.outbox import IHeldWriter, Outbox
+from goto_tw.site import GotoSite
+from goto_tw.store import URLStore
+from tests.conftest import LogCapture
+from tests.fakes import ManualLog
+from tests.wire import CLIENT, goto_site
+
+URLS = {"abc": "https://a.example/x", "Z9": "http://b.example/"}
+GET = b"GET /abc HTTP/1.1\r\nHost: go.example\r\n\r\n"
+GET_OTHER = b"GET /Z9 HTTP/1.1\r\nHost: go.example\r\n\r\n"
+FORM_PAGE = b"GET / HTTP/1.1\r\nHost: go.example\r\n\r\n"
+FORM = b"url=https%3A%2F%2Fnew.example%2F"
+POST_ADD = (
+    b"POST /add HTTP/1.1\r\nHost: go.example\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+    b"Content-Length: %d\r\n\r\n%s" % (len(FORM), FORM)
+)
+
+
+class RecordingTransport(StringTransport):
+    """A ``StringTransport`` that also keeps each write (and a close) as one event, in order."""
+
+    def __init__(self) -> None:
+        super().__init__(peerAddress=CLIENT)
+        self.events: list[Any] = []
+
+    def write(self, data: bytes) -> None:
+        self.events.append(data)
+        super().write(data)
+
+    def writeSequence(self, data: Any) -> None:
+        self.events.append(b"".join(data))
+        super().writeSequence(data)
+
+    def loseConnection(self) -> None:
+        self.events.append("close")
+        super().loseConnection()
+
+
+def held_site(log: ManualLog | None = None) -> tuple[GotoSite, Clock]:
+    clock = Clock()
+    site, _ = goto_site(URLStore(dict(URLS), log), clock=clock, hold_answers=True)
+    return site, clock
+
+
+def connect(site: GotoSite) -> tuple[Any, RecordingTransport]:
+    channel = site.buildProtocol(CLIENT)
+    transport = RecordingTransport()
+    channel.makeConnection(transport)
+    return channel, transport
+
+
+def answers(transport: RecordingTransport) -> list[bytes]:
+    """The status lines written, in order."""
+    return [line for line in transport.value().split(b"\r\n") if line.startswith(b"HTTP/1.")]
+
+
+def test_the_answers_of_a_turn_leave_once_its_work_is_done() -> None:
+    site, clock = held_site()
+    first, first_transport = connect(site)
+    second, second_transport = connect(site)
+    first.dataReceived(GET)
+    second.dataReceived(GET_OTHER)
+    assert first_transport.value() == second_transport.value() == b""
+    assert first.buffered() > 0  # held answers count against the connection's budget
+    clock.advance(0)
+    assert first.buffered() == 0
+    assert b"\r\nLocation: https://a.example/x\r\n" in first_transport.value()
+    assert b"\r\nLocation: http://b.example/\r\n" in second_transport.value()
+
+
+def test_a_connections_answers_of_a_turn_leave_in_one_write_in_order() -> None:
+    site, clock = held_site()
+    channel, transport = connect(site)
+    channel.dataReceived(GET + GET_OTHER + GET)
+    clock.advance(0)
+    assert len(transport.events) == 1
+    locations = [line for line in transport.value().split(b"\r\n") if line.startswith(b"Location: ")]
+    assert locations == [
+        b"Location: https://a.example/x",
+        b"Location: http://b.example/",
+        b"Location: https://a.example/x",
+    ]
+
+
+def test_answers_past_the_byte_limit_leave_at_once() -> None:
+    site, clock = held_site()
+    channel, transport = connect(site)
+    requests = MAX_UNSENT_BYTES // 100  # every answer is over 100 bytes
+    channel.dataReceived(GET * requests)
+    sent = len(transport.value())
+    assert sent >= MAX_UNSENT_BYTES  # not held to the end of the turn
+    assert channel.buffered() < MAX_UNSENT_BYTES  # what is still held stays under the limit
+    clock.advance(0)
+    assert len(answers(transport)) == requests
+
+
+def test_twisted_webs_answer_follows_the_answers_held() -> None:
+    """A request the fast path lends to twisted.web (the form page) behind a redirect in the same
+    read: twisted.web writes at once, after the redirect held for the turn."""
+    site, clock = held_site()
+    channel, transport = connect(site)
+    channel.dataReceived(GET + FORM_PAGE)
+    assert answers(transport) == [b"HTTP/1.1 302 Found", b"HTTP/1.1 200 OK"]
+    clock.advance(0)
+    assert answers(transport) == [b"HTTP/1.1 302 Found", b"HTTP/1.1 200 OK"]
+
+
+def test_a_request_handed_to_twisted_web_is_answered_after_the_answers_held() -> None:
+    """HTTP/1.0 hands the rest of the connection to twisted.web (and it closes after answering)."""
+    site, _ = held_site()
+    channel, transport = connect(site)
+    channel.dataReceived(GET + b"GET /Z9 HTTP/1.0\r\n\r\n")
+    assert answers(transport) == [b"HTTP/1.1 302 Found", b"HTTP/1.0 302 Found"]
+    assert transport.events[-1] == "close"
+
+
+def test_twisted_webs_own_refusal_follows_the_answers_held() -> None:
+    """A malformed request behind a redirect: twisted.web writes its 400 to the transport itself
+    (not through the channel) and closes; the redirect held for the turn goes first."""
+    site, _ = held_site()
+    channel, transport = connect(site)
+    channel.dataReceived(GET + b"GET /abc HTTP/1.1 extra\r\nHost: go.example\r\n\r\n")
+    assert answers(transport) == [b"HTTP/1.1 302 Found", b"HTTP/1.1 400 Bad Request"]
+    assert transport.events[-1] == "close"
+
+
+def test_the_answers_held_are_sent_before_the_connection_closes() -> None:
+    site, clock = held_site()
+    channel, transport = connect(site)
+    channel.dataReceived(GET)
+    channel.loseConnection()
+    assert transport.events[-1] == "close"
+    assert answers(transport) == [b"HTTP/1.1 302 Found"]
+    clock.advance(0)
+    assert answers(transport) == [b"HTTP/1.1 302 Found"]  # not a second time
+
+
+def test_a_half_closed_client_gets_its_answers_then_the_close() -> None:
+    site, clock = held_site()
+    channel, transport = connect(site)
+    channel.dataReceived(GET + GET_OTHER)
+    channel.readConnectionLost()
+    clock.advance(0)
+    assert len(answers(transport)) == 2
+    assert transport.events[-1] == "close"
+
+
+def test_an_add_acknowledged_later_leaves_at_the_end_of_that_turn() -> None:
+    log = ManualLog()
+    site, clock = held_site(log)
+    channel, transport = connect(site)
+    channel.dataReceived(POST_ADD)
+    clock.advance(0)
+    assert transport.value() == b""  # not durable yet
+    log.complete_all()
+    assert transport.value() == b""
+    clock.advance(0)
+    assert answers(transport) == [b"HTTP/1.1 200 OK"]
+    assert transport.value().endswith(b"\r\n\r\nhttp://go.example/abd\n")  # the next key
+
+
+def test_a_lost_connection_is_sent_nothing(log_events: LogCapture) -> None:
+    site, clock = held_site()
+    channel, transport = connect(site)
+    channel.dataReceived(GET)
+    channel.connectionLost(Failure(ConnectionDone()))
+    clock.advance(0)
+    assert transport.events == []
+    assert channel.buffered() == 0
+    assert not [event for event in log_events.events if event.get("log_failure")]
+
+
+def test_without_holding_each_answer_leaves_at_once() -> None:
+    site, _ = goto_site(URLStore(dict(URLS)), clock=Clock())
+    assert site.outbox is None
+    channel, transport = connect(site)
+    channel.dataReceived(GET)
+    assert answers(transport) == [b"HTTP/1.1 302 Found"]
+
+
+@implementer(IHeldWriter)
+class Writer:
+    def __init__(self, sent: list[str], name: str, fails: bool = False) -> None:
+        self.sent = sent
+        self.name = name
+        self.fails = fails
+
+    def send_held(self) -> None:
+        if self.fails:
+            raise OSError("broken")
+        self.sent.append(self.name)
+
+
+def test_the_outbox_calls_every_writer_once_a_turn_even_past_one_that_fails(
+    log_events: LogCapture,
+) -> None:
+    clock = Clock()
+    outbox = Outbox(clock)
+    sent: list[str] = []
+    outbox.hold(Writer(sent, "a"))
+    outbox.hold(Writer(sent, "broken", fails=True))
+    outbox.hold(Writer(sent, "b"))
+    assert len(clock.getDelayedCalls()) == 1  # one call for the turn, not one per writer
+    clock.advance(0)
+    assert sent == ["a", "b"]
+    assert any("held for a connection failed" in message for message in log_events.messages())
+    clock.advance(0)
+    assert sent == ["a", "b"]  # each hold is called back once
+    outbox.hold(Writer(sent, "c"))
+    clock.advance(0)
+    assert sent == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("method", ["write", "writeSequence", "writeHeaders"])
+def test_twisted_webs_writes_follow_the_answers_held(method: str) -> None:
+    site, _ = held_site()
+    channel, transport = connect(site)
+    channel.dataReceived(GET)
+    if method == "write":
+        channel.write(b"after")
+    elif method == "writeSequence":
+        channel.writeSequence([b"aft", b"er"])
+    else:
+        channel.writeHeaders(b"HTTP/1.1", b"200", b"OK", [(b"X-After", b"1")])
+    assert transport.events[0].startswith(b"HTTP/1.1 302 Found\r\n")
+    assert len(transport.events) == 2
