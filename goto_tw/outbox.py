@@ -6,16 +6,19 @@ loopback wakes its reader (a client, a local proxy) on another CPU while the ser
 the next answer, so nearly every send pays a wake-up of a reader that has gone back to sleep: on
 this project's VM the kernel's wake-up (``_raw_spin_unlock_irqrestore`` under
 ``sock_def_readable``, ``perf``) took 7% of a master's durable adds. Held until the turn's events
-and timed calls are handled and then sent back to back, they find their reader awake after the
-first, and each connection's answers of the turn leave in one send. ``bench/run.py``, CPython, the
-same hour, two runs each way (before -> after, requests a second): redirects on a master 15.7-17.0k
--> 30.9-33.6k, cached redirects on a slave 18.6-22.2k -> 29.9k, durable adds 7.8-9.2k ->
-10.3-11.0k, adds through a slave 5.4-5.7k -> 6.0-6.2k.
+and timed calls are handled and then sent back to back, the reader is woken about once a turn
+rather than once an answer, and each connection's answers of the turn leave in one send. ``bench/run.py --go``, CPython, the
+releases before and with this module back to back (servers' CPU per request answered, us): a
+redirect on a master 56.0 -> 43.0, a cached redirect on a slave 58.1 -> 44.3, the mix of hits and
+misses 63.3 -> 54.0, an uncached redirect through a slave 135.2 -> 118.0; durable adds and adds
+through a slave within the noise (118.4 -> 116.4, 181.2 -> 193.9).
 
 What is held and for how long: a writer (:class:`IHeldWriter`, the fast path's channel) keeps its
 own unsent bytes and asks :meth:`Outbox.hold` to be called back once per turn; the outbox calls every
 writer back from one ``callLater(0)``, which the reactor runs once this turn's events are handled
-(a call made from a timed call or a thread's result runs in the same pass of timed calls). A writer
+(one made while a thread's result is handled, such as an ``fsync``'s acknowledgements, runs in
+that same pass of timed calls; one made from a timed call, in the next pass, after a poll that
+does not wait). A writer
 bounds what it holds itself (it sends at once past its own limit) and sends what it holds before
 anything else may write to or close its connection. With no outbox (a site built without one, as
 tests build them) every answer is sent at once, as before.
