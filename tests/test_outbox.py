@@ -240,3 +240,97 @@ def test_twisted_webs_writes_follow_the_answers_held(method: str) -> None:
         channel.writeHeaders(b"HTTP/1.1", b"200", b"OK", [(b"X-After", b"1")])
     assert transport.events[0].startswith(b"HTTP/1.1 302 Found\r\n")
     assert len(transport.events) == 2
+
+
+def fresh_reactor() -> Any:
+    """A reactor of its own (not the global one, never run): its passes are driven by hand."""
+    from twisted.internet.selectreactor import SelectReactor
+
+    return SelectReactor()
+
+
+def close_reactor(reactor: Any) -> None:
+    reactor.disconnectAll()
+    reactor.removeReader(reactor.waker)
+    reactor.waker.connectionLost(None)
+
+
+def test_answers_held_when_shutdown_ends_in_a_pass_of_thread_results_still_leave() -> None:
+    """Review 24: twistd's stop of the services can end inside the reactor's pass of thread results
+    (the data file's writer thread with --fsync) or of timed calls (the listener's close): the
+    reactor then drops every connection at once (disconnectAll, "during shutdown"), before the
+    outbox's call of that pass could run. Answers held then never left (the client saw the close
+    alone), where before the outbox they were sent as they were made."""
+    import socket
+
+    reactor = fresh_reactor()
+    try:
+        site, _ = goto_site(URLStore(dict(URLS)), clock=reactor, hold_answers=True)
+        outbox = site.outbox
+        assert outbox is not None
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        client = socket.create_connection(("127.0.0.1", port.getHost().port), timeout=5)
+        client.sendall(GET)
+        held = False
+        for _ in range(100):  # accept, then read: the answer is held for the end of the pass
+            reactor.doIteration(0.05)
+            held = any(getattr(writer, "_unsent", None) for writer in outbox._holding)
+            if held:
+                break
+        assert held
+        # The stop ends with a thread's result: the shutdown's "during" phase drops the connections.
+        reactor.callFromThread(reactor.fireSystemEvent, "shutdown")
+        reactor.runUntilCurrent()
+        received = b""
+        while True:
+            chunk = client.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+        client.close()
+        assert received.startswith(b"HTTP/1.1 302 Found\r\n"), received
+    finally:
+        close_reactor(reactor)
+
+
+def test_once_shutting_down_each_answer_leaves_at_once() -> None:
+    reactor = fresh_reactor()
+    try:
+        site, _ = goto_site(URLStore(dict(URLS)), clock=reactor, hold_answers=True)
+        channel, transport = connect(site)
+        channel.dataReceived(GET)
+        assert transport.value() == b""
+        assert site.outbox is not None
+        site.outbox.stop()  # what the reactor's "before shutdown" calls
+        assert answers(transport) == [b"HTTP/1.1 302 Found"]
+        channel.dataReceived(GET_OTHER)
+        assert answers(transport) == [b"HTTP/1.1 302 Found"] * 2
+    finally:
+        close_reactor(reactor)
+
+
+def test_an_answer_made_in_a_timed_call_leaves_after_one_more_poll() -> None:
+    """Review 24: task.Clock runs a call made during advance() in the same advance; a reactor does
+    not: a callLater(0) made from a timed call (the data file's flush of adds without --fsync) waits
+    for the next pass, after one more poll that does not wait (the reactor's timeout is 0). One made
+    from a thread's result runs in the same pass."""
+    reactor = fresh_reactor()
+    try:
+        log = ManualLog()
+        site, _ = goto_site(URLStore(dict(URLS), log), clock=reactor, hold_answers=True)
+        channel, transport = connect(site)
+        channel.dataReceived(POST_ADD)
+        reactor.runUntilCurrent()
+        assert transport.value() == b""  # not durable yet
+        reactor.callLater(0, log.complete_all)
+        reactor.runUntilCurrent()
+        assert transport.value() == b""  # held past this pass of timed calls
+        assert reactor.timeout() == 0  # the poll in between does not wait
+        reactor.runUntilCurrent()
+        assert answers(transport) == [b"HTTP/1.1 200 OK"]
+        channel.dataReceived(POST_ADD.replace(b"new.example", b"old.example"))
+        reactor.callFromThread(log.complete_all)
+        reactor.runUntilCurrent()
+        assert transport.value().count(b"HTTP/1.1 200 OK\r\n") == 2  # a thread's result: the same pass
+    finally:
+        close_reactor(reactor)
