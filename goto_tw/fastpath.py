@@ -45,11 +45,13 @@ the very bytes the general path would send, and hands everything else to twisted
   twisted.web writes on the connection or a close;
 - bounds: at most :data:`MAX_OWED` answers owed, and one byte budget (:data:`BUDGET`) for what
   the connection holds (request bytes not yet parsed, bytes held for twisted.web, answers waiting
-  for an earlier one, answers held for the end of the turn, themselves sent at once past
-  :data:`MAX_UNSENT_BYTES`): over it, reading pauses (``transport.pauseProducing``) until it drains, as
-  twisted.web does with the requests it holds; and no request is answered while the transport's
-  send buffer is full (a client that pipelines requests but never reads its answers gets no more
-  written than that buffer's limit plus one read's worth);
+  for an earlier one): over it, reading pauses (``transport.pauseProducing``) until it drains, as
+  twisted.web does with the requests it holds; answers held for the end of the turn have a bound of
+  their own (sent at once past :data:`MAX_UNSENT_BYTES`), outside the budget's pause (a pause they
+  caused would wait for a resume that their sending never asks for); and no request is answered
+  while the transport's send buffer is full (a client that pipelines requests but never reads its
+  answers gets no more written than that buffer's limit plus one read's worth, and
+  :data:`MAX_UNSENT_BYTES` with an outbox);
 - the request deadline restarts with each request; the idle timeout closes no connection while an
   answer is owed (twisted.web disarms it while it handles a request), and each answer owed later must be
   ready within :attr:`~FastRedirectChannel.answer_deadline` of its request, or the connection is
@@ -439,7 +441,8 @@ class FastRedirectChannel(DeadlineChannel):
     _unsent_bytes = 0
 
     def buffered(self) -> int:
-        """Bytes this connection holds now, as the budget counts them."""
+        """Bytes this connection holds now: what the budget counts, and the answers held for the
+        end of the turn (bounded by :data:`MAX_UNSENT_BYTES` on their own)."""
         return len(self._unparsed) + self._held_bytes + self._owed_bytes + self._unsent_bytes
 
     def _send(self, data: bytes) -> None:

@@ -77,7 +77,7 @@ def test_the_answers_of_a_turn_leave_once_its_work_is_done() -> None:
     first.dataReceived(GET)
     second.dataReceived(GET_OTHER)
     assert first_transport.value() == second_transport.value() == b""
-    assert first.buffered() > 0  # held answers count against the connection's budget
+    assert first.buffered() > 0  # held answers are held by the connection (bounded on their own)
     clock.advance(0)
     assert first.buffered() == 0
     assert b"\r\nLocation: https://a.example/x\r\n" in first_transport.value()
@@ -334,3 +334,32 @@ def test_an_answer_made_in_a_timed_call_leaves_after_one_more_poll() -> None:
         assert transport.value().count(b"HTTP/1.1 200 OK\r\n") == 2  # a thread's result: the same pass
     finally:
         close_reactor(reactor)
+
+
+def test_a_client_that_does_not_read_gets_no_more_than_the_send_buffer_and_the_held_limit() -> None:
+    """Review 24: a client pipelining small requests and never reading, with answers held: what is
+    written stops at the send buffer's limit plus the held limit, what is held stays under that
+    limit, and every request is answered once the client reads."""
+    from tests.test_fastpath_bounds import SmallSendBuffer
+
+    site, clock = held_site()
+    channel = site.buildProtocol(CLIENT)
+    transport = SmallSendBuffer(peerAddress=CLIENT)
+    channel.makeConnection(transport)
+    requests = 4 * SmallSendBuffer.limit // 100  # answers are over 100 bytes: four buffers' worth
+    channel.dataReceived(GET * requests)
+    answer_size = 200
+    written = len(transport.value())
+    assert written <= SmallSendBuffer.limit + MAX_UNSENT_BYTES + answer_size
+    assert channel._unsent_bytes < MAX_UNSENT_BYTES
+    clock.advance(0)
+    assert len(transport.value()) <= SmallSendBuffer.limit + MAX_UNSENT_BYTES + answer_size
+    assert channel.buffered() <= len(GET) * requests  # nothing beyond what the client sent
+    received = b""
+    for _ in range(requests):
+        received += transport.drain()
+        clock.advance(0)
+        if received.count(b"302 Found") == requests:
+            break
+    received += transport.value()
+    assert received.count(b"302 Found") == requests, "every request is answered as the client reads"
