@@ -136,18 +136,30 @@ def conversations(draw: st.DrawFn) -> tuple[list[bytes], list[bool]]:
 
 
 def converse(
-    fast: bool, chunks: list[bytes], complete_after: list[bool], redirect_status: int = 302
+    fast: bool,
+    chunks: list[bytes],
+    complete_after: list[bool],
+    redirect_status: int = 302,
+    hold: bool = False,
 ) -> tuple[bytes, bool]:
-    """Play a conversation against a fresh site; return the answer bytes and whether it closed."""
+    """Play a conversation against a fresh site; return the answer bytes and whether it closed.
+    ``hold``: the site holds the fast path's answers to the end of each turn (as twistd's does),
+    each send and each completion being a turn of its own."""
     log = ManualLog()
-    site, _ = goto_site(URLStore(dict(URLS), log), fast=fast, redirect_status=redirect_status)
+    clock = Clock()
+    site, _ = goto_site(
+        URLStore(dict(URLS), log), fast=fast, redirect_status=redirect_status, clock=clock, hold_answers=hold
+    )
     connection = Connection(site)
     for chunk, complete in zip(chunks, complete_after):
         connection.send(chunk)
+        clock.advance(0)
         if complete:
             log.complete_all()
+            clock.advance(0)
     while log.appended:  # twisted.web puts one add at a time: complete until none is left
         log.complete_all()
+        clock.advance(0)
     answer = re.sub(rb"\r\nDate: [^\r]*\r\n", b"\r\nDate: -\r\n", connection.received())
     return answer, bool(connection.transport.disconnecting)
 
@@ -241,7 +253,7 @@ def slave_conversations(draw: st.DrawFn) -> tuple[list[bytes], list[bool]]:
 
 
 def converse_slave(
-    fast: bool, chunks: list[bytes], answer_after: list[bool], end: str = ""
+    fast: bool, chunks: list[bytes], answer_after: list[bool], end: str = "", hold: bool = False
 ) -> tuple[Any, ...]:
     """Play a conversation against a fresh slave; return the answer bytes, whether it closed, the
     access log's lines, the metrics and the clicks. ``end``: after its last chunk the client
@@ -262,12 +274,17 @@ def converse_slave(
         host="go.example",
         access_log=ListAccessLog(lines),
         clicks=clicks,
+        hold_answers=hold,
     )
     connection = Connection(site)
     for chunk, answer in zip(chunks, answer_after):
         connection.send(chunk)
+        if hold:
+            clock.advance(0)  # each send a turn of its own
         if answer:
             master.release()
+            if hold:
+                clock.advance(0)
     if end == "half-close":
         connection.protocol.readConnectionLost()
     elif end == "lost":
@@ -623,3 +640,26 @@ def test_the_add_heads_reach_every_answer() -> None:
         None,
     ]
     assert [scanned_simple_add(head) for head in heads] == [parse_simple_add(head) for head in heads]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(slave_conversations(), st.sampled_from(["", "half-close", "lost"]))
+def test_a_slave_holding_its_answers_to_the_turns_end_answers_as_twisted_web_does(
+    conversation: tuple[list[bytes], list[bool]], end: str
+) -> None:
+    """Review 24: the same with the outbox (twistd's site), each send and each answer of the master
+    a turn of its own: the same bytes, close, access-log lines, counts and clicks."""
+    chunks, answer_after = conversation
+    held = converse_slave(True, chunks, answer_after, end, hold=True)
+    assert held == converse_slave(False, chunks, answer_after, end)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(conversations(), st.sampled_from([301, 302, 307, 308]))
+def test_the_fast_path_holding_its_answers_sends_what_twisted_web_sends(
+    conversation: tuple[list[bytes], list[bool]], redirect_status: int
+) -> None:
+    """Review 24: the same with the outbox (twistd's site), each send and completion a turn."""
+    chunks, complete_after = conversation
+    held = converse(True, chunks, complete_after, redirect_status, hold=True)
+    assert held == converse(False, chunks, complete_after, redirect_status)
