@@ -8,10 +8,10 @@ this project's VM the kernel's wake-up (``_raw_spin_unlock_irqrestore`` under
 ``sock_def_readable``, ``perf``) took 7% of a master's durable adds. Held until the turn's events
 and timed calls are handled and then sent back to back, the reader is woken about once a turn
 rather than once an answer, and each connection's answers of the turn leave in one send.
-``bench/run.py --go``, CPython, the releases before and with this module back to back (servers' CPU per request answered, us): a
-redirect on a master 56.0 -> 43.0, a cached redirect on a slave 58.1 -> 44.3, the mix of hits and
-misses 63.3 -> 54.0, an uncached redirect through a slave 135.2 -> 118.0; durable adds and adds
-through a slave within the noise (118.4 -> 116.4, 181.2 -> 193.9).
+``bench/run.py --go``, CPython, the releases before and with this module back to back (servers'
+CPU per request answered, us): a redirect on a master 56.0 -> 43.0, a cached redirect on a slave
+58.1 -> 44.3, the mix of hits and misses 63.3 -> 54.0, an uncached redirect through a slave 135.2
+-> 118.0; durable adds and adds through a slave within the noise (118.4 -> 116.4, 181.2 -> 193.9).
 
 What is held and for how long: a writer (:class:`IHeldWriter`, the fast path's channel) keeps its
 own unsent bytes and asks :meth:`Outbox.hold` to be called back once per turn; the outbox calls every
