@@ -476,30 +476,25 @@ class FastRedirectChannel(DeadlineChannel):
     def _web_receives(self, data: bytes) -> None:
         """Pass ``data`` to twisted.web's parser, after the answers held for this turn: what it
         answers (or refuses, writing to the transport itself) must follow them."""
-        if self._unsent is not None:
-            self.send_held()
+        self.send_held()
         super().dataReceived(data)
 
     # twisted.web writes its answers, and closes, through these: after the answers held.
 
     def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
-        if self._unsent is not None:
-            self.send_held()
+        self.send_held()
         super().writeHeaders(version, code, reason, headers)
 
     def write(self, data: bytes) -> None:
-        if self._unsent is not None:
-            self.send_held()
+        self.send_held()
         super().write(data)
 
     def writeSequence(self, iovec: list[bytes]) -> None:
-        if self._unsent is not None:
-            self.send_held()
+        self.send_held()
         super().writeSequence(iovec)
 
     def loseConnection(self) -> None:
-        if self._unsent is not None:
-            self.send_held()
+        self.send_held()
         super().loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
