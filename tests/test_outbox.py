@@ -121,22 +121,23 @@ def test_twisted_webs_answer_follows_the_answers_held() -> None:
     assert answers(transport) == [b"HTTP/1.1 302 Found", b"HTTP/1.1 200 OK"]
 
 
-def test_a_request_handed_to_twisted_web_is_answered_after_the_answers_held() -> None:
-    """HTTP/1.0 hands the rest of the connection to twisted.web (and it closes after answering)."""
+@pytest.mark.parametrize(
+    ("request_behind", "status_line"),
+    [
+        # HTTP/1.0 hands the rest of the connection to twisted.web (it closes after answering)
+        (b"GET /Z9 HTTP/1.0\r\n\r\n", b"HTTP/1.0 302 Found"),
+        # a malformed request: twisted.web writes its 400 to the transport itself (not through the
+        # channel) and closes
+        (b"GET /abc HTTP/1.1 extra\r\nHost: go.example\r\n\r\n", b"HTTP/1.1 400 Bad Request"),
+    ],
+)
+def test_a_request_handed_to_twisted_web_is_answered_after_the_answers_held(
+    request_behind: bytes, status_line: bytes
+) -> None:
     site, _ = held_site()
     channel, transport = connect(site)
-    channel.dataReceived(GET + b"GET /Z9 HTTP/1.0\r\n\r\n")
-    assert answers(transport) == [b"HTTP/1.1 302 Found", b"HTTP/1.0 302 Found"]
-    assert transport.events[-1] == "close"
-
-
-def test_twisted_webs_own_refusal_follows_the_answers_held() -> None:
-    """A malformed request behind a redirect: twisted.web writes its 400 to the transport itself
-    (not through the channel) and closes; the redirect held for the turn goes first."""
-    site, _ = held_site()
-    channel, transport = connect(site)
-    channel.dataReceived(GET + b"GET /abc HTTP/1.1 extra\r\nHost: go.example\r\n\r\n")
-    assert answers(transport) == [b"HTTP/1.1 302 Found", b"HTTP/1.1 400 Bad Request"]
+    channel.dataReceived(GET + request_behind)
+    assert answers(transport) == [b"HTTP/1.1 302 Found", status_line]
     assert transport.events[-1] == "close"
 
 
