@@ -51,7 +51,8 @@ the very bytes the general path would send, and hands everything else to twisted
   caused would wait for a resume that their sending never asks for); and no request is answered
   while the transport's send buffer is full (a client that pipelines requests but never reads its
   answers gets no more written than that buffer's limit plus one read's worth, and
-  :data:`MAX_UNSENT_BYTES` with an outbox);
+  :data:`MAX_UNSENT_BYTES` with an outbox); the transport reads 16 KiB at a time, which is also
+  that buffer's limit (:mod:`goto_tw.readsize`);
 - the request deadline restarts with each request; the idle timeout closes no connection while an
   answer is owed (twisted.web disarms it while it handles a request), and each answer owed later must be
   ready within :attr:`~FastRedirectChannel.answer_deadline` of its request, or the connection is
@@ -84,6 +85,7 @@ from goto_tw.keys import is_reserved
 from goto_tw.limits import MAX_BODY_BYTES, REQUEST_DEADLINE, DeadlineChannel
 from goto_tw.negotiation import head_prefers_html
 from goto_tw.outbox import IHeldWriter, Outbox
+from goto_tw.readsize import read_at_most
 from goto_tw.sendnow import send_now
 
 log = Logger()
@@ -439,6 +441,10 @@ class FastRedirectChannel(DeadlineChannel):
     #: Answers written this turn and not sent yet (with an outbox), and their bytes.
     _unsent: list[bytes] | None = None
     _unsent_bytes = 0
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        read_at_most(self.transport)  # see goto_tw.readsize: 16 KiB reads, not 64
 
     def buffered(self) -> int:
         """Bytes this connection holds now: what the budget counts, and the answers held for the
