@@ -11,8 +11,9 @@ latency (``PYPYLOG=gc-minor,gc-collect-step``, 5 s of wrk ``-c50``; at 16 KiB, 0
 collections a request). ``bench/run.py --python .venv-pypy/bin/python --go``, before and after:
 cached redirects on a slave 27.2 -> 24.0 us of CPU a request, p99 23.7 -> 13.9 ms (Go's: 7.1 and
 6.5); the mix of hits and misses 39.2 -> 22.7 us; durable adds 64.9 -> 47.9 us; adds through a
-slave 113.4 -> 88.5 us (Go's own CPU a request moved by up to a sixth between the two runs). Reading 4 KiB at a time measured no better than 16 KiB (scratch runs). CPython
-allocates and trims the same way at little cost: its figures stayed within the noise.
+slave 113.4 -> 88.5 us (Go's own CPU a request moved by up to a sixth between the two runs).
+Reading 4 KiB at a time measured no better than 16 KiB (scratch runs). CPython allocates and trims
+the same way at little cost: its figures stayed within the noise.
 
 16 KiB still takes a whole fast-path request in one read (a head of at most 4 KiB and a form of at
 most 8 KiB, or a slave's usual RPC batch of a few KiB); a larger body (an RPC batch of up to
