@@ -23,6 +23,8 @@ from twisted.web.client import BrowserLikePolicyForHTTPS
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
+from goto_tw.transports import beneath
+
 
 @implementer(IStreamClientEndpoint)
 class _NoDelay:
@@ -39,9 +41,7 @@ class _NoDelay:
 
 
 def _no_delay(protocol: IProtocol) -> IProtocol:
-    transport = getattr(protocol, "transport", None)
-    while transport is not None and not ITCPTransport.providedBy(transport):
-        transport = getattr(transport, "transport", None)  # under TLS, the TCP transport is below
+    transport = beneath(getattr(protocol, "transport", None), ITCPTransport.providedBy)  # under TLS: below
     if transport is not None:
         transport.setTcpNoDelay(True)
     return protocol

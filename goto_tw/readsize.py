@@ -34,25 +34,20 @@ from __future__ import annotations
 
 from twisted.internet.abstract import FileDescriptor
 
+from goto_tw.transports import beneath
+
 #: Bytes a client's connection reads at once (Twisted's ``bufferSize``, 64 KiB by default).
 READ_BYTES = 16 * 1024
 
-#: Wrapping transports looked through to the socket's (TLS, the PROXY header's ``haproxy:``):
-#: more than any endpoint string stacks.
-_MAX_WRAPPERS = 4
+
+def _reads_a_socket(transport: object) -> bool:
+    return isinstance(transport, FileDescriptor)
 
 
 def read_at_most(transport: object, size: int = READ_BYTES) -> None:
-    """Make the socket transport beneath ``transport`` read at most ``size`` bytes at a time.
-
-    ``transport`` is a protocol's: a socket's own, or a wrapper whose ``transport`` is the one
-    beneath (``ProtocolWrapper``, TLS). A transport with no socket beneath within
-    :data:`_MAX_WRAPPERS` wrappers (a test's ``StringTransport``) is left as it is.
-    """
-    for _ in range(_MAX_WRAPPERS + 1):
-        if isinstance(transport, FileDescriptor):
-            transport.bufferSize = size
-            return
-        transport = getattr(transport, "transport", None)
-        if transport is None:
-            return
+    """Make the socket transport beneath ``transport`` (a protocol's: the socket's own, or a
+    wrapper's, :func:`~goto_tw.transports.beneath`) read at most ``size`` bytes at a time; one with
+    no socket beneath (a test's ``StringTransport``) is left as it is."""
+    socket = beneath(transport, _reads_a_socket)
+    if socket is not None:
+        socket.bufferSize = size

@@ -101,6 +101,21 @@ def test_connections_have_nagle_off() -> None:
     assert transport.no_delay
 
 
+def test_under_tls_the_tcp_transport_beneath_gets_nagle_off() -> None:
+    """An ``https`` master: the protocol's transport is TLS's wrapper; the TCP one is beneath it."""
+
+    class Wrapper(StringTransport):
+        def __init__(self, beneath: Any) -> None:
+            super().__init__()
+            self.transport = beneath
+
+    protocol = Protocol()
+    tcp = TCPTransport()
+    protocol.makeConnection(Wrapper(tcp))
+    assert result_of(_succeed(protocol)) is protocol
+    assert tcp.no_delay
+
+
 def _succeed(protocol: Protocol) -> Any:
     from twisted.internet.defer import succeed
 

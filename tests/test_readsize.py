@@ -22,11 +22,12 @@ from zope.interface import implementer
 from goto_tw.accesslog import NoAccessLog
 from goto_tw.fastpath import MAX_FAST_RPC_BYTES
 from goto_tw.metrics import Metrics
-from goto_tw.readsize import _MAX_WRAPPERS, READ_BYTES, read_at_most
+from goto_tw.readsize import READ_BYTES, read_at_most
 from goto_tw.rpc import RPCResource
 from goto_tw.site import GotoSite
 from goto_tw.store import URLStore
 from goto_tw.tap import make_root
+from goto_tw.transports import MAX_WRAPPERS
 from tests.test_outbox import close_reactor, fresh_reactor
 
 URLS = {"abc": "https://a.example/x", "Z9": "http://b.example/"}
@@ -206,10 +207,10 @@ def wrapped(beneath: FileDescriptor, wrappers: int) -> object:
 
 def test_wrappers_are_looked_through_up_to_the_bound() -> None:
     beneath = socket_transport()
-    read_at_most(wrapped(beneath, _MAX_WRAPPERS))
+    read_at_most(wrapped(beneath, MAX_WRAPPERS))
     assert beneath.bufferSize == READ_BYTES
     deeper = socket_transport()
-    read_at_most(wrapped(deeper, _MAX_WRAPPERS + 1))
+    read_at_most(wrapped(deeper, MAX_WRAPPERS + 1))
     assert deeper.bufferSize == FileDescriptor.bufferSize  # Twisted's 64 KiB
 
 
