@@ -15,9 +15,10 @@ the floor's distance from Go is what Twisted and the interpreter cost.
 
 It is a benchmark peer for 127.0.0.1, not a server: a connection holding more than
 :data:`MAX_UNPARSED` bytes it cannot answer, or a ``Content-Length`` that is not a number, is
-aborted; what it writes to a client that never reads is not bounded (wrk reads everything). It prints ``Site starting on PORT`` when it listens, as twistd does. It imports this
-checkout's ``goto_tw`` whatever the interpreter (``--python`` of another venv): the floor is this
-checkout's machinery.
+aborted; what it writes to a client that never reads is not bounded (wrk reads everything). It
+prints ``Site starting on PORT`` when it listens, as twistd does. It imports this checkout's
+``goto_tw`` whatever the interpreter (``--python`` of another venv): the floor is this checkout's
+machinery.
 """
 
 from __future__ import annotations
