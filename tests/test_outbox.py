@@ -19,17 +19,13 @@ from goto_tw.site import GotoSite
 from goto_tw.store import URLStore
 from tests.conftest import LogCapture
 from tests.fakes import ManualLog
+from tests.test_fastpath import POST_ADD
 from tests.wire import CLIENT, goto_site
 
 URLS = {"abc": "https://a.example/x", "Z9": "http://b.example/"}
 GET = b"GET /abc HTTP/1.1\r\nHost: go.example\r\n\r\n"
 GET_OTHER = b"GET /Z9 HTTP/1.1\r\nHost: go.example\r\n\r\n"
 FORM_PAGE = b"GET / HTTP/1.1\r\nHost: go.example\r\n\r\n"
-FORM = b"url=https%3A%2F%2Fnew.example%2F"
-POST_ADD = (
-    b"POST /add HTTP/1.1\r\nHost: go.example\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-    b"Content-Length: %d\r\n\r\n%s" % (len(FORM), FORM)
-)
 
 
 class RecordingTransport(StringTransport):

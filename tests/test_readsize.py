@@ -28,10 +28,7 @@ from goto_tw.site import GotoSite
 from goto_tw.store import URLStore
 from goto_tw.tap import make_root
 from goto_tw.transports import MAX_WRAPPERS
-from tests.test_outbox import close_reactor, fresh_reactor
-
-URLS = {"abc": "https://a.example/x", "Z9": "http://b.example/"}
-GET = b"GET /abc HTTP/1.1\r\nHost: go.example\r\n\r\n"
+from tests.test_outbox import GET, URLS, close_reactor, fresh_reactor
 
 
 class CapturingSite(GotoSite):
