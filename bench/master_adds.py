@@ -53,8 +53,11 @@ from twisted.python.failure import Failure
 
 from goto_tw import fastpath
 from goto_tw.accesslog import make_access_log
+from goto_tw.clicks import ClickBook, open_click_book
+from goto_tw.linkstats import MasterLinkStats
 from goto_tw.metrics import Metrics
 from goto_tw.persistence import AppendLog, open_data_file
+from goto_tw.rpc import RPCResource
 from goto_tw.site import GotoSite
 from goto_tw.store import URLStore
 from goto_tw.tap import make_policy, make_root
@@ -86,9 +89,10 @@ def _run_now(blocking: Callable[[], None]) -> Deferred[None]:
 
 
 class Master:
-    """A master's site, store and data file (``--no-fsync``) in ``directory``, on the reactor."""
+    """A master's site, store and data file (``--no-fsync``) in ``directory``, on the reactor; with
+    ``rpc``, also its ``/RPC2`` and click book (``--rpc``), as ``bench/master_clicks.py`` uses it."""
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, *, rpc: bool = False) -> None:
         from twisted.internet import reactor
 
         self.clock: Any = reactor
@@ -106,7 +110,14 @@ class Master:
         self.store.policy = make_policy({"host": HOST})
         metrics = Metrics("master")
         self.access_log: Any = make_access_log(os.path.join(directory, "access.log"), self.clock)
-        root = make_root(self.store, HOST, metrics)
+        self.book: ClickBook | None = None
+        if rpc:
+            self.book = _click_book(os.path.join(directory, "goto.json.clicks"), self.store, self.clock)
+            stats = MasterLinkStats(self.store, self.store, self.book)
+            resource = RPCResource(self.store, None, self.book, stats)
+            root = make_root(self.store, HOST, metrics, resource, self.book.counter, stats)
+        else:
+            root = make_root(self.store, HOST, metrics)
         self.site = GotoSite(
             root, metrics, reactor=self.clock, store=self.store, host=HOST, access_log=self.access_log
         )
@@ -123,10 +134,29 @@ class Master:
 
     def close(self) -> None:
         self.turn()
-        self.access_log.flush()
-        stopped = self.log.stopService()
-        while not stopped.called:
-            self.turn()
+        self.access_log.stopService()  # its last lines written, its file closed
+        for service in (self.book, self.log):
+            if service is not None:
+                stopped = service.stopService()
+                while not stopped.called:
+                    self.turn()
+
+
+def _click_book(path: str, store: URLStore, clock: Any) -> ClickBook:
+    """The master's click book at ``path`` (``--no-fsync``; its writes made at once, not in a thread)."""
+    totals, marks, lines = open_click_book(path, clock.seconds(), store.next_index)
+    book = ClickBook(
+        path,
+        totals,
+        clock,
+        fsync=False,
+        run_in_thread=_run_now,
+        marks=marks,
+        next_index=store.next_index,
+        lines=lines,
+    )
+    book.startService()
+    return book
 
 
 def _through_channels(requests: list[bytes], connections: int) -> Callable[[Master], int]:

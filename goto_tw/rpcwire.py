@@ -223,6 +223,18 @@ _PARAM = re.compile(
 )
 _NEED_MEMBER, _NEED_VALUE, _NEED_MEMBER_CLOSE = 0, 1, 2
 
+# A call whose one parameter is a struct of ints by name (``Store.Clicks({key: count})``, up to 5,000
+# members a batch), read with one ``findall`` whose matches must tile the struct, as the multicalls
+# below: the token loop took three Python steps a member. ``bench/master_clicks.py --keys 5000``:
+# parsing 12.3-13.4 -> 3.5-3.7 ms on CPython 3.11 (PyPy 2.5-2.9 -> 2.5), the whole call 27-30 ->
+# 18-23 ms.
+_INT_MEMBERS = re.compile(
+    r"<member>\n<name>(" + _TEXT + r")</name>\n<value><int>(-?[0-9]{1,18})</int></value>\n</member>\n"
+)
+_INT_MEMBER_FIXED = len("<member>\n<name></name>\n<value><int></int></value>\n</member>\n")
+_STRUCT_PARAM_OPEN = "<param>\n<value><struct>\n"
+_STRUCT_PARAM_CLOSE = "</struct></value>\n</param>\n" + _CALL_TAIL
+
 # Whole bodies of the four shapes a slave and its master exchange for look-ups and puts, each read
 # without a Python step per token: a call with one string parameter and an answer of one string (one
 # regular expression each), and a multicall of such calls and its answer of one string each (one
@@ -286,7 +298,7 @@ def _common_shape(text: str, pos: int, method: str | None) -> tuple[tuple[Any, .
         if one is not None:
             return (_text(one.group(1)),), method
         if method != "system.multicall" or not text.startswith(_MULTICALL_OPEN, pos):
-            return None
+            return _int_struct_call(text, pos, method)
         start, end = pos + len(_MULTICALL_OPEN), len(text) - len(_MULTICALL_CLOSE)
         if end < start or not text.endswith(_MULTICALL_CLOSE):
             return None
@@ -312,6 +324,23 @@ def _common_shape(text: str, pos: int, method: str | None) -> tuple[tuple[Any, .
     if len(values) * _STRING_ANSWER_FIXED + sum(map(len, values)) != end - start:
         return _mixed_answers(text, start, end)
     return ([[_text(value)] for value in values],), None
+
+
+def _int_struct_call(text: str, pos: int, method: str) -> tuple[tuple[Any, ...], str] | None:
+    """``loads`` of a call (its head ending at ``pos``) whose one parameter is a struct of ints,
+    members tiling it; else ``None``."""
+    if not text.startswith(_STRUCT_PARAM_OPEN, pos) or not text.endswith(_STRUCT_PARAM_CLOSE):
+        return None
+    start, end = pos + len(_STRUCT_PARAM_OPEN), len(text) - len(_STRUCT_PARAM_CLOSE)
+    if end < start:
+        return None
+    found = _INT_MEMBERS.findall(text, start, end)
+    size = len(found) * _INT_MEMBER_FIXED
+    for name, number in found:
+        size += len(name) + len(number)
+    if size != end - start:
+        return None
+    return ({_text(name): int(number) for name, number in found},), method
 
 
 def _mixed_answers(text: str, start: int, end: int) -> tuple[tuple[Any, ...], None] | None:

@@ -14,6 +14,7 @@ from goto_tw.clicks import (
     COMPACT_LINES,
     MAX_BATCH_KEYS,
     PREVIEW_BOT_IN_HEAD,
+    SEND_BATCH_KEYS,
     STOP_FLUSH_SECONDS,
     ClickBook,
     ClickCounter,
@@ -154,11 +155,12 @@ def test_forwarder_splits_large_batches_and_flushes_on_stop() -> None:
 
     forwarder = ClickForwarder(counter, send, clock)
     forwarder.startService()
-    for n in range(MAX_BATCH_KEYS + 10):
+    for n in range(2 * SEND_BATCH_KEYS + 10):
         counter.click(f"k{n}")
     stopped = forwarder.stopService()
     assert has_fired(stopped)
-    assert [len(batch) for batch in sent] == [MAX_BATCH_KEYS, 10]
+    assert [len(batch) for batch in sent] == [SEND_BATCH_KEYS, SEND_BATCH_KEYS, 10]
+    assert SEND_BATCH_KEYS <= MAX_BATCH_KEYS  # what a slave sends, a master takes
     assert clock.getDelayedCalls() == []
 
 
