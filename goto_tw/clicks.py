@@ -4,8 +4,8 @@ and keeping a master's totals durable in a companion file.
 - :class:`ClickCounter` is what the redirect path calls: one dict increment per click, nothing else
   (no allocation, no I/O, no lock). Its pending counts are taken as a whole by whoever flushes them.
 - :class:`ClickForwarder` (slave) sends the pending counts to the master at most once a second as
-  ``Store.Clicks({key: count})`` calls of at most :data:`SEND_BATCH_KEYS` keys: nothing per click
-  goes over the network. A batch the master does not acknowledge is merged back and sent again with
+  ``Store.Clicks({key: count})`` calls of :data:`SEND_BATCH_KEYS` keys (larger when many keys wait):
+  nothing per click goes over the network. A batch the master does not acknowledge is merged back and sent again with
   the next one.
 - :class:`ClickBook` (master) holds the totals (an ``array`` slot per counter key, a dict for custom
   keys) and appends each flush as one JSON line to ``<data file>.clicks``; a batch from a slave is
@@ -116,13 +116,19 @@ class PreviewBotFilter:
 #: Most distinct keys waiting to be flushed; a click for a new key beyond it is dropped (and counted
 #: in ``dropped``), so a master outage cannot grow a slave's memory without bound.
 MAX_PENDING_KEYS = 100_000
-#: Most keys one ``Store.Clicks`` call may carry (about 63 bytes each on the wire: below the RPC
-#: client's 512 KiB batch bound); the master refuses more.
+#: Most keys one ``Store.Clicks`` call may carry; the master refuses more. About 63 bytes a key on
+#: the wire, 134 for the longest keys and counts: at most about 670 KB, within the master's 1 MiB.
 MAX_BATCH_KEYS = 5_000
-#: Most keys a slave sends in one call. The master handles a call in one go, and the look-ups of
-#: every slave wait meanwhile: a fifth of MAX_BATCH_KEYS keeps that wait to a few milliseconds
-#: (``bench/master_clicks.py``, CPython 3.11: about 4 ms of CPU for 1,000 keys, 18-23 ms for 5,000).
+#: Keys a slave sends in one call while a flush's keys fit in FLUSH_CALLS such calls. The master
+#: handles a call in one go, and the look-ups of every slave wait meanwhile: a fifth of
+#: MAX_BATCH_KEYS keeps that wait to a few milliseconds (``bench/master_clicks.py``, CPython 3.11:
+#: about 4 ms of CPU for 1,000 keys, 18-23 ms for 5,000).
 SEND_BATCH_KEYS = 1_000
+#: Calls a flush is spread over at most while they stay within MAX_BATCH_KEYS: more keys make larger
+#: calls, so a slave far from its master still forwards many distinct keys a second, and a flush
+#: (a stopping slave's last one too, within STOP_FLUSH_SECONDS) takes at most 20 round trips
+#: (MAX_PENDING_KEYS / MAX_BATCH_KEYS), as many as when every call carried MAX_BATCH_KEYS.
+FLUSH_CALLS = 10
 #: Largest count for one key in one batch (an XML-RPC int is 32 bits).
 MAX_BATCH_COUNT = 2**31 - 1
 #: Seconds between two flushes.
@@ -198,7 +204,7 @@ def check_batch(batch: object) -> dict[str, int]:
 
 class ClickForwarder(Service):
     """A slave's flusher: every second, ``Store.Clicks`` calls with everything counted since (one
-    call per :data:`SEND_BATCH_KEYS` keys).
+    call per :data:`SEND_BATCH_KEYS` keys, larger ones beyond :data:`FLUSH_CALLS` calls).
 
     ``send`` is the RPC (``RemoteStore.call_alone`` bound to ``Store.Clicks``); only one call is in
     flight at a time. On stop, what is pending is sent once more (the RPC's own timeout bounds the
@@ -234,7 +240,8 @@ class ClickForwarder(Service):
             self.flush()
 
     def flush(self) -> Deferred[None]:
-        """Send what is pending now (in calls of at most :data:`SEND_BATCH_KEYS` keys, one after another)."""
+        """Send what is pending now, in calls one after another: :data:`SEND_BATCH_KEYS` keys each,
+        or more (up to :data:`MAX_BATCH_KEYS`) when that would take over :data:`FLUSH_CALLS` calls."""
         if self._in_flight is not None:
             return succeed(None)
         counts = self._counter.take()
@@ -244,7 +251,8 @@ class ClickForwarder(Service):
         if not counts:
             return succeed(None)
         items = list(counts.items())
-        batches = [dict(items[i : i + SEND_BATCH_KEYS]) for i in range(0, len(items), SEND_BATCH_KEYS)]
+        size = min(MAX_BATCH_KEYS, max(SEND_BATCH_KEYS, -(-len(items) // FLUSH_CALLS)))
+        batches = [dict(items[i : i + size]) for i in range(0, len(items), size)]
         done: Deferred[None] = Deferred()
         self._in_flight = done
 
