@@ -5,12 +5,13 @@ and keeping a master's totals durable in a companion file.
   (no allocation, no I/O, no lock). Its pending counts are taken as a whole by whoever flushes them.
 - :class:`ClickForwarder` (slave) sends the pending counts to the master at most once a second as
   ``Store.Clicks({key: count})`` calls of :data:`SEND_BATCH_KEYS` keys (larger when many keys wait):
-  nothing per click goes over the network. A batch the master does not acknowledge is merged back and sent again with
-  the next one.
+  nothing per click goes over the network. A batch the master does not acknowledge is merged back
+  and sent again with the next one.
 - :class:`ClickBook` (master) holds the totals (an ``array`` slot per counter key, a dict for custom
-  keys) and appends each flush as one JSON line to ``<data file>.clicks``; a batch from a slave is
-  acknowledged only once its line is written (and synced, unless ``--no-fsync``). Start-up adds the
-  lines up and, when there are many, rewrites the file as one compact snapshot, so it stays fast.
+  keys) and appends each write (its own counts and the batches that came) as a JSON line per
+  :data:`SNAPSHOT_KEYS` keys to ``<data file>.clicks``; a batch from a slave is acknowledged only
+  once its line is written (and synced, unless ``--no-fsync``). Start-up adds the lines up and, when
+  there are many, rewrites the file as one compact snapshot, so it stays fast.
 
 Loss bounds: a slave killed with ``kill -9`` loses the clicks it has not yet sent (at most about a
 second's); a master loses none it acknowledged, and at most its last second of its own redirects.
