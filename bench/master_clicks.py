@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import statistics
 import sys
 import tempfile
@@ -41,7 +42,7 @@ from twisted.python.failure import Failure
 
 from bench import master_adds
 from bench.startup import write_data_file
-from goto_tw.keys import key_for_index
+from goto_tw.keys import is_reserved, key_for_index
 from goto_tw.xmlrpcbody import parse_call
 
 SCENARIOS = ("call", "parse")
@@ -70,11 +71,17 @@ class Master(master_adds.Master):
 
 
 def _bodies(keys: int, calls: int, links: int) -> list[bytes]:
-    """``calls`` click batches of ``keys`` keys each, the keys taken in turn from ``links`` links."""
+    """``calls`` click batches of ``keys`` keys each, taken in turn from the keys of the ``links``
+    links ``write_data_file`` writes (the counter's, reserved keys skipped)."""
+    stored = list(
+        itertools.islice(
+            filter(lambda key: not is_reserved(key), map(key_for_index, itertools.count())), links
+        )
+    )
     bodies = []
     for number in range(calls):
         first = number * keys
-        batch = {key_for_index((first + offset) % links + 1): 1 + offset % 7 for offset in range(keys)}
+        batch = {stored[(first + offset) % links]: 1 + offset % 7 for offset in range(keys)}
         bodies.append(xmlrpclib.dumps((batch,), "Store.Clicks").encode("utf-8"))
     return bodies
 

@@ -8,13 +8,15 @@ from bench.master_clicks import Master, _bodies, _request, run
 
 
 def test_a_call_is_counted_by_the_master() -> None:
-    """The benchmark's call is one a master takes: acknowledged, and every click in the totals."""
+    """The benchmark's calls are ones a master takes: acknowledged, and every click of every key (each
+    a stored link's, all of them) in the totals."""
     with tempfile.TemporaryDirectory() as directory:
         master = Master(directory, links=50)
         try:
-            master.call(_request(_bodies(keys=20, calls=1, links=50)[0]))
+            for body in _bodies(keys=50, calls=2, links=50):
+                master.call(_request(body))
             assert master.book is not None
-            assert master.book.total() == sum(1 + offset % 7 for offset in range(20))
+            assert master.book.total() == 2 * sum(1 + offset % 7 for offset in range(50))
         finally:
             master.close()
 
