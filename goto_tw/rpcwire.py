@@ -303,10 +303,7 @@ def _common_shape(text: str, pos: int, method: str | None) -> tuple[tuple[Any, .
         if end < start or not text.endswith(_MULTICALL_CLOSE):
             return None
         found = _STRING_CALLS.findall(text, start, end)
-        size = len(found) * _STRING_CALL_FIXED
-        for name, param in found:
-            size += len(name) + len(param)
-        if size != end - start:
+        if not _tiled(found, _STRING_CALL_FIXED, end - start):
             return None
         return ([{"methodName": name, "params": [_text(param)]} for name, param in found],), method
     one = _ONE_STRING_ANSWER.fullmatch(text, pos)
@@ -335,12 +332,18 @@ def _int_struct_call(text: str, pos: int, method: str) -> tuple[tuple[Any, ...],
     if end < start:
         return None
     found = _INT_MEMBERS.findall(text, start, end)
-    size = len(found) * _INT_MEMBER_FIXED
-    for name, number in found:
-        size += len(name) + len(number)
-    if size != end - start:
+    if not _tiled(found, _INT_MEMBER_FIXED, end - start):
         return None
     return ({_text(name): int(number) for name, number in found},), method
+
+
+def _tiled(found: list[tuple[str, str]], fixed: int, span: int) -> bool:
+    """Whether ``findall``'s matches of two groups each (``fixed`` characters besides their groups)
+    add up to ``span`` characters: then they are contiguous and cover the span."""
+    size = len(found) * fixed
+    for first, second in found:
+        size += len(first) + len(second)
+    return size == span
 
 
 def _mixed_answers(text: str, start: int, end: int) -> tuple[tuple[Any, ...], None] | None:
