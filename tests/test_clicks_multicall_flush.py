@@ -37,6 +37,8 @@ def _started(counter: ClickCounter) -> tuple[Clock, FakeMaster, ClickForwarder]:
 
 
 def test_the_second_call_failing_gives_back_it_and_the_rest_only() -> None:
+    """The first call acknowledged is not sent again; the failed one and the unsent one are given
+    back whole and sent with the next flush, beside a click made meanwhile: no click lost or doubled."""
     counter = ClickCounter()
     clock, master, forwarder = _started(counter)
     assert [len(b) for b in master.batches] == [SEND_BATCH_KEYS]  # one call in flight at a time
@@ -59,6 +61,7 @@ def test_the_second_call_failing_gives_back_it_and_the_rest_only() -> None:
 
 
 def test_a_master_keeping_no_clicks_mid_flush_drops_the_rest() -> None:
+    """NotKept in the middle of a flush: the rest is dropped and counted as dropped, not kept."""
     counter = ClickCounter()
     _clock, master, forwarder = _started(counter)
     master.answers[0].callback(True)
@@ -69,6 +72,7 @@ def test_a_master_keeping_no_clicks_mid_flush_drops_the_rest() -> None:
 
 
 def test_stopping_mid_flush_sends_the_rest_then_what_is_pending() -> None:
+    """Stopping while a flush is under way: its remaining calls go, then the clicks made meanwhile."""
     counter = ClickCounter()
     clock, master, forwarder = _started(counter)
     counter.click("late")

@@ -65,6 +65,8 @@ EDITS = {
 
 @pytest.mark.parametrize("edit", sorted(EDITS))
 def test_edge(edit: str) -> None:
+    """One member of a click batch made odd (its name, its number, its tags, the lines around it):
+    read as the library reads it, or left to the library."""
     old, new = EDITS[edit]
     assert old in BASE
     body = BASE.replace(old, new, 1)
@@ -95,6 +97,8 @@ WRAPS = {
 
 @pytest.mark.parametrize("wrap", sorted(WRAPS))
 def test_wrap(wrap: str) -> None:
+    """A click batch inside something else, beside another parameter, or with bytes after it: read as
+    the library reads it, or left to the library."""
     assert_decodes_as_library(WRAPS[wrap](BASE).encode())
 
 
@@ -105,5 +109,7 @@ def test_wrap(wrap: str) -> None:
     )
 )
 def test_dup_and_numbers(members: list[tuple[str, str]]) -> None:
+    """Repeated names (the last value wins, in the first one's place) and numbers of up to 19
+    digits: read as the library reads them, or left to it."""
     body = BASE.replace(A + B, "".join(member(n, v) for n, v in members))
     assert_decodes_as_library(body.encode())
