@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import itertools
 import statistics
 import sys
 import tempfile
@@ -41,8 +40,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 
 from bench import master_adds
-from bench.startup import write_data_file
-from goto_tw.keys import is_reserved, key_for_index
+from bench.startup import counter_keys, write_data_file
 from goto_tw.xmlrpcbody import parse_call
 
 SCENARIOS = ("call", "parse")
@@ -72,12 +70,8 @@ class Master(master_adds.Master):
 
 def _bodies(keys: int, calls: int, links: int) -> list[bytes]:
     """``calls`` click batches of ``keys`` keys each, taken in turn from the keys of the ``links``
-    links ``write_data_file`` writes (the counter's, reserved keys skipped)."""
-    stored = list(
-        itertools.islice(
-            filter(lambda key: not is_reserved(key), map(key_for_index, itertools.count())), links
-        )
-    )
+    links ``write_data_file`` writes (:func:`~bench.startup.counter_keys`)."""
+    stored = [key for _, key in counter_keys(links)]
     bodies = []
     for number in range(calls):
         first = number * keys

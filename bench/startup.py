@@ -16,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from goto_tw.keys import is_reserved, key_for_index
@@ -40,19 +41,19 @@ def bench_url(index: int) -> str:
     return f"https://www.example.com/articles/{index:08d}/some-readable-slug-{index % 997}?ref=bench"
 
 
+def counter_keys(records: int) -> Iterator[tuple[int, str]]:
+    """The first ``records`` keys a master's counter hands out, with their indexes: the reserved
+    keys (``add``, ``api``...) skipped."""
+    keys = ((index, key_for_index(index)) for index in itertools.count())
+    return itertools.islice(((index, key) for index, key in keys if not is_reserved(key)), records)
+
+
 def write_data_file(path: Path, records: int) -> None:
     """Write ``records`` realistic-looking records (URLs of 60-90 characters), keyed as a master
-    would key them: by the counter, skipping the reserved keys (``add``, ``api``...)."""
+    would key them (:func:`counter_keys`)."""
     with path.open("wb") as out:
-        written = 0
-        for index in itertools.count():
-            if written == records:
-                break
-            key = key_for_index(index)
-            if is_reserved(key):
-                continue
+        for index, key in counter_keys(records):
             out.write(encode_record(key, bench_url(index)))
-            written += 1
 
 
 def main() -> None:
