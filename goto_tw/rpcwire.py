@@ -329,9 +329,7 @@ def _int_struct_call(text: str, pos: int, method: str) -> tuple[tuple[Any, ...],
     if not text.startswith(_STRUCT_PARAM_OPEN, pos) or not text.endswith(_STRUCT_PARAM_CLOSE):
         return None
     start, end = pos + len(_STRUCT_PARAM_OPEN), len(text) - len(_STRUCT_PARAM_CLOSE)
-    if end < start:
-        return None
-    found = _INT_MEMBERS.findall(text, start, end)
+    found = _INT_MEMBERS.findall(text, start, end)  # the open and the close cannot overlap
     if not _tiled(found, _INT_MEMBER_FIXED, end - start):
         return None
     return ({_text(name): int(number) for name, number in found},), method
