@@ -37,7 +37,7 @@ from zope.interface import implementer
 
 from goto_tw.errors import NotKept, StoreUnavailable
 from goto_tw.interfaces import IClickCounter
-from goto_tw.keys import is_valid_key
+from goto_tw.keys import all_valid_keys, is_valid_key
 from goto_tw.urlmap import canonical_index
 
 log = Logger()
@@ -189,12 +189,36 @@ class ClickCounter:
         return self.taken + sum(self.pending.values())
 
 
+#: The one type :func:`_all_good` takes for a count (``bool`` is an ``int`` but never a count).
+_INT_ONLY = frozenset({int})
+
+
+def _all_good(counts: dict[Any, Any], most: int | None) -> bool:
+    """Whether every key of ``counts`` is a valid key and every count an ``int`` from 1 to ``most``
+    (no bound: ``None``), checked a few passes over the whole dict at once, not a Python step per
+    key. ``False`` sends the caller to its key-by-key loop, which says what is wrong (or accepts
+    what this is stricter about: a subclass of ``int`` or ``str``)."""
+    if not counts:
+        return True
+    values = counts.values()
+    if not _INT_ONLY.issuperset(map(type, values)):
+        return False
+    if min(values) <= 0 or (most is not None and max(values) > most):
+        return False
+    try:
+        return all_valid_keys(counts)
+    except TypeError:  # a key that is not a string
+        return False
+
+
 def check_batch(batch: object) -> dict[str, int]:
     """Validate a ``Store.Clicks`` argument from a slave: ``{key: count}``, bounded; raise ``ValueError``."""
     if not isinstance(batch, dict):
         raise ValueError("expected one struct of key -> click count")
     if len(batch) > MAX_BATCH_KEYS:
         raise ValueError(f"at most {MAX_BATCH_KEYS} keys in one batch")
+    if _all_good(batch, MAX_BATCH_COUNT):
+        return batch
     for key, count in batch.items():
         if not isinstance(key, str) or not is_valid_key(key):
             raise ValueError("a key in the batch is not a valid key")
@@ -337,14 +361,22 @@ class ClickTotals:
         return len(self._by_index)
 
     def add(self, key: str, count: int) -> None:
-        index = canonical_index(key)
-        if index is None or self._next_index is None or index >= self._next_index():
-            self._others[key] = self._others.get(key, 0) + count
-            return
+        self.add_all({key: count})
+
+    def add_all(self, counts: dict[str, int]) -> None:
+        """:meth:`add` each of ``counts`` (a write's, or a click file line's: thousands of keys), the
+        key counter read once."""
+        next_index = -1 if self._next_index is None else self._next_index()
         slots = self._by_index
-        if index >= len(slots):
-            slots.extend(array("q", [0]) * (index - len(slots) + 1))
-        slots[index] += count
+        others = self._others
+        for key, count in counts.items():
+            index = canonical_index(key)
+            if index is None or index >= next_index:
+                others[key] = others.get(key, 0) + count
+                continue
+            if index >= len(slots):
+                slots.extend(array("q", [0]) * (index - len(slots) + 1))
+            slots[index] += count
 
     def get(self, key: str) -> int:
         index = canonical_index(key)
@@ -448,6 +480,8 @@ def check_batch_unbounded(counts: object) -> dict[str, int]:
     """Like :func:`check_batch` without the key bound (a snapshot line holds up to 10,000 keys)."""
     if not isinstance(counts, dict):
         raise ValueError("expected an object of key -> click count")
+    if _all_good(counts, None):
+        return counts
     for key, count in counts.items():
         if not isinstance(key, str) or not is_valid_key(key):
             raise ValueError("a key is not a valid key")
@@ -494,8 +528,7 @@ def load_clicks(path: str, next_index: Callable[[], int] | None = None) -> tuple
                 if isinstance(parsed, tuple):
                     marks.add(*parsed)
                     continue
-                for key, count in parsed.items():
-                    totals.add(key, count)
+                totals.add_all(parsed)
     finally:
         os.close(fd)
     if tail:
@@ -739,8 +772,7 @@ class ClickBook(Service):
                 for _, waiter in waiting:
                     waiter.errback(error)
                 return
-            for key, count in merged.items():
-                self._totals.add(key, count)
+            self._totals.add_all(merged)
             self.acknowledged += own + sum(sum(batch.values()) for batch, _ in waiting)
             self.counter.taken -= own  # now in acknowledged
             for _, waiter in waiting:

@@ -7,6 +7,7 @@ The reserved paths live here, in one place, so the web layer and the key generat
 from __future__ import annotations
 
 import string
+from collections.abc import Collection
 
 ALPHABET = string.digits + string.ascii_letters
 _BASE = len(ALPHABET)
@@ -84,3 +85,29 @@ def is_valid_key(key: str) -> bool:
     a custom key must pass it too, so a key a person chooses is one the service could serve.
     """
     return 0 < len(key) <= MAX_KEY_LENGTH and KEY_CHARACTERS.issuperset(key) and not is_reserved(key)
+
+
+#: The key characters and the separator :func:`all_valid_keys` joins keys with (never one of them).
+_KEY_CHARACTERS_OR_SEPARATOR = KEY_CHARACTERS | {"\n"}
+
+
+def all_valid_keys(keys: Collection[str]) -> bool:
+    """``all(is_valid_key(key) for key in keys)``, in a few passes over all the keys at once.
+
+    A master checks every key of a slave's click batch (up to 5,000), and a Python call per key
+    was the largest part of that check (CPython: about 0.4 us a key). The rules are
+    :func:`is_valid_key`'s, applied to the keys joined by a separator that no valid key holds.
+    Every key must be a ``str`` (``TypeError`` otherwise, from the join).
+    """
+    if not keys:
+        return True
+    joined = "\n".join(keys)
+    return (
+        joined.count("\n") == len(keys) - 1  # no key holds the separator
+        and min(map(len, keys)) > 0
+        and max(map(len, keys)) <= MAX_KEY_LENGTH
+        and _KEY_CHARACTERS_OR_SEPARATOR.issuperset(joined)
+        and RESERVED_SEGMENTS.isdisjoint(keys)
+        and not joined.startswith(RESERVED_PREFIX)
+        and "\n" + RESERVED_PREFIX not in joined
+    )
