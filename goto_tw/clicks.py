@@ -191,6 +191,8 @@ class ClickCounter:
 
 #: The one type :func:`_all_good` takes for a count (``bool`` is an ``int`` but never a count).
 _INT_ONLY = frozenset({int})
+#: The one type :func:`_all_good` takes for a key (a ``str`` subclass is left to the loop).
+_STR_ONLY = frozenset({str})
 
 
 def _all_good(counts: dict[Any, Any], most: int | None) -> bool:
@@ -200,6 +202,8 @@ def _all_good(counts: dict[Any, Any], most: int | None) -> bool:
     what this is stricter about: a subclass of ``int`` or ``str``)."""
     if not counts:
         return True
+    if type(counts) is not dict or not _STR_ONLY.issuperset(map(type, counts)):
+        return False  # a subclass may override what the loop calls (items, __iter__, startswith)
     values = counts.values()
     if not _INT_ONLY.issuperset(map(type, values)):
         return False

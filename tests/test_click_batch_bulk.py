@@ -7,6 +7,7 @@ with the key counter read once. Each is compared here with the rule it stands fo
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Callable
 
 from hypothesis import given
@@ -150,3 +151,64 @@ def _add_reference(totals: ClickTotals, key: str, count: int) -> None:
     if index >= len(slots):
         slots.extend(array("q", [0]) * (index - len(slots) + 1))
     slots[index] += count
+
+
+class _IterKey(str):
+    """A ``str`` subclass whose characters, as :func:`is_valid_key` iterates them, are not key ones."""
+
+    def __iter__(self) -> Iterator[str]:
+        return iter("!")
+
+
+class _PrefixKey(str):
+    """A ``str`` subclass that says it starts with anything (the reserved prefix too)."""
+
+    def startswith(self, *args: object) -> bool:
+        return True
+
+
+class _ItemsDict(dict[str, int]):
+    """A ``dict`` subclass whose items (what the loop reads) are not its keys."""
+
+    def items(self) -> Any:
+        return [("_bad", 1)]
+
+
+def test_bulk_pass_leaves_subclasses_to_the_loop() -> None:
+    """A ``str`` or ``dict`` subclass may override what the key-by-key rule calls: it decides."""
+    for check, message in (
+        (check_batch, "a key in the batch is not a valid key"),
+        (check_batch_unbounded, "a key is not a valid key"),
+    ):
+        for batch in ({_IterKey("abc"): 1}, {_PrefixKey("abc"): 1}, _ItemsDict(abc=1)):
+            try:
+                check(batch)
+            except ValueError as error:
+                assert str(error) == message
+            else:
+                raise AssertionError(f"{check.__name__} accepted {batch!r}")
+
+
+def test_bulk_pass_refuses_edge_counts_beside_valid_keys() -> None:
+    """Counts the bulk pass must leave to the loop when every key is valid (the random batches
+    above seldom hold only valid keys): a bool, the bound plus one, zero, a float."""
+    for count in (True, MAX_BATCH_COUNT + 1, 0, 1.0):
+        batch = {"a": 1, "b": count}
+        expected = _reference(batch, MAX_BATCH_COUNT, "a key in the batch is not a valid key")
+        assert expected is not None
+        _check_decides_as_the_rule(
+            check_batch, MAX_BATCH_COUNT, "a key in the batch is not a valid key", batch
+        )
+    assert check_batch({"a": MAX_BATCH_COUNT}) == {"a": MAX_BATCH_COUNT}
+    big = {"a": MAX_BATCH_COUNT + 1}
+    assert check_batch_unbounded(big) is big
+    _check_decides_as_the_rule(check_batch_unbounded, None, "a key is not a valid key", {"a": 1, "b": True})
+
+
+def test_add_all_puts_the_key_at_the_counter_in_the_dict() -> None:
+    """A key at exactly ``next_index`` is not made yet: the dict, as ``add`` did; one below: a slot."""
+    totals = ClickTotals(lambda: 100)
+    totals.add_all({key_for_index(100): 2, key_for_index(99): 3})
+    assert totals.slots() == 100
+    assert totals._others == {key_for_index(100): 2}
+    assert totals.get(key_for_index(99)) == 3
