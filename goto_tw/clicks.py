@@ -197,9 +197,9 @@ _STR_ONLY = frozenset({str})
 
 def _all_good(counts: dict[Any, Any], most: int | None) -> bool:
     """Whether every key of ``counts`` is a valid key and every count an ``int`` from 1 to ``most``
-    (no bound: ``None``), checked a few passes over the whole dict at once, not a Python step per
+    (no bound: ``None``), checked in a few passes over the whole dict at once, not a Python step per
     key. ``False`` sends the caller to its key-by-key loop, which says what is wrong (or accepts
-    what this is stricter about: a subclass of ``int`` or ``str``)."""
+    what this is stricter about: a subclass of ``dict``, ``str`` or ``int``)."""
     if not counts:
         return True
     if type(counts) is not dict or not _STR_ONLY.issuperset(map(type, counts)):
@@ -209,10 +209,7 @@ def _all_good(counts: dict[Any, Any], most: int | None) -> bool:
         return False
     if min(values) <= 0 or (most is not None and max(values) > most):
         return False
-    try:
-        return all_valid_keys(counts)
-    except TypeError:  # a key that is not a string
-        return False
+    return all_valid_keys(counts)
 
 
 def check_batch(batch: object) -> dict[str, int]:

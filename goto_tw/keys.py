@@ -90,7 +90,7 @@ def is_valid_key(key: str) -> bool:
 
 #: Only key characters and the separator :func:`all_valid_keys` joins keys with (never one of them):
 #: one regex pass, several times faster than ``frozenset.issuperset`` of the joined text (PyPy: 30x).
-_KEY_CHARACTERS_OR_SEPARATOR = re.compile(r"[0-9A-Za-z_\-\n]*")
+_KEY_CHARACTERS_OR_SEPARATOR = re.compile("[" + re.escape("".join(sorted(KEY_CHARACTERS))) + "\n]*")
 
 
 def all_valid_keys(keys: Collection[str]) -> bool:
@@ -107,10 +107,10 @@ def all_valid_keys(keys: Collection[str]) -> bool:
     joined = "\n".join(keys)
     return (
         joined.count("\n") == len(keys) - 1  # no key holds the separator
+        and not joined.startswith(RESERVED_PREFIX)
+        and "\n" + RESERVED_PREFIX not in joined
+        and RESERVED_SEGMENTS.isdisjoint(keys)
         and min(map(len, keys)) > 0
         and max(map(len, keys)) <= MAX_KEY_LENGTH
         and _KEY_CHARACTERS_OR_SEPARATOR.fullmatch(joined) is not None
-        and RESERVED_SEGMENTS.isdisjoint(keys)
-        and not joined.startswith(RESERVED_PREFIX)
-        and "\n" + RESERVED_PREFIX not in joined
     )
