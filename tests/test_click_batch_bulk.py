@@ -7,6 +7,7 @@ with the key counter read once. Each is compared here with the rule it stands fo
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterator
 from typing import Any, Callable
 
@@ -23,6 +24,7 @@ from goto_tw.keys import (
     is_valid_key,
     key_for_index,
 )
+from goto_tw.urlmap import canonical_index
 
 #: Strings near the rules' edges: key characters, the join's separator, the reserved prefix,
 #: characters outside the alphabet, reserved words and lengths around the bound.
@@ -87,6 +89,7 @@ def _reference(counts: dict[Any, Any], most: int | None, key_error: str) -> str 
 def _check_decides_as_the_rule(
     check: Callable[[object], dict[str, int]], most: int | None, key_error: str, batch: dict[Any, Any]
 ) -> None:
+    """``check`` accepts ``batch`` (and returns it) exactly when the rule does, else raises its message."""
     expected = _reference(batch, most, key_error)
     try:
         accepted = check(batch)
@@ -138,10 +141,6 @@ def test_add_all_is_add_of_each(counts: dict[str, int], next_index: int | None) 
 
 def _add_reference(totals: ClickTotals, key: str, count: int) -> None:
     """``ClickTotals.add`` as it was, key by key (the rule for where a key's count goes)."""
-    from array import array
-
-    from goto_tw.urlmap import canonical_index
-
     index = canonical_index(key)
     next_index = totals._next_index
     if index is None or next_index is None or index >= next_index():
