@@ -218,14 +218,26 @@ def check_batch(batch: object) -> dict[str, int]:
         raise ValueError("expected one struct of key -> click count")
     if len(batch) > MAX_BATCH_KEYS:
         raise ValueError(f"at most {MAX_BATCH_KEYS} keys in one batch")
-    if _all_good(batch, MAX_BATCH_COUNT):
-        return batch
-    for key, count in batch.items():
+    return _counts_checked(batch, MAX_BATCH_COUNT, "a key in the batch is not a valid key")
+
+
+def _counts_checked(counts: dict[Any, Any], most: int | None, bad_key: str) -> dict[str, int]:
+    """``counts`` if every key is a valid key and every count an ``int`` from 1 to ``most`` (no bound:
+    ``None``); else ``ValueError`` for the first item that is not (``bad_key`` for a key). The common
+    case passes :func:`_all_good`'s few passes; anything else is judged key by key."""
+    if _all_good(counts, most):
+        return counts
+    for key, count in counts.items():
         if not isinstance(key, str) or not is_valid_key(key):
-            raise ValueError("a key in the batch is not a valid key")
-        if isinstance(count, bool) or not isinstance(count, int) or not 0 < count <= MAX_BATCH_COUNT:
+            raise ValueError(bad_key)
+        if (
+            isinstance(count, bool)
+            or not isinstance(count, int)
+            or count <= 0
+            or (most is not None and count > most)
+        ):
             raise ValueError("a click count is not a positive whole number")
-    return batch
+    return counts
 
 
 class ClickForwarder(Service):
@@ -481,14 +493,7 @@ def check_batch_unbounded(counts: object) -> dict[str, int]:
     """Like :func:`check_batch` without the key bound (a snapshot line holds up to 10,000 keys)."""
     if not isinstance(counts, dict):
         raise ValueError("expected an object of key -> click count")
-    if _all_good(counts, None):
-        return counts
-    for key, count in counts.items():
-        if not isinstance(key, str) or not is_valid_key(key):
-            raise ValueError("a key is not a valid key")
-        if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
-            raise ValueError("a click count is not a positive whole number")
-    return counts
+    return _counts_checked(counts, None, "a key is not a valid key")
 
 
 def load_clicks(path: str, next_index: Callable[[], int] | None = None) -> tuple[ClickTotals, Marks, int]:
