@@ -10,6 +10,7 @@
   the two do not fight over one core; :func:`pinning` says whether that is possible.
 - :func:`without_gather_pause`: for the in-process RPC benchmarks, a slave client that does not
   wait to gather calls.
+- :func:`give_servers_pypy_nursery`: PyPy servers get the young generation the shipped units give them.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from goto_tw.nursery import RECOMMENDED_NURSERY
+
 #: Listen on a port the OS picks, on loopback only.
 LOOPBACK_ANY_PORT = "tcp:0:interface=127.0.0.1"
 
@@ -49,6 +52,16 @@ def pinning() -> bool:
     affinity = getattr(os, "sched_getaffinity", None)  # PyPy 3.9 has none: then every CPU is ours
     cpus = affinity(0) if affinity is not None else set(range(os.cpu_count() or 1))
     return shutil.which("taskset") is not None and {SERVER_CPU, CLIENT_CPU} <= cpus
+
+
+def give_servers_pypy_nursery() -> str:
+    """Give every server started from here on ``PYPY_GC_NURSERY``: the size the units in
+    ``contrib/systemd`` set (:data:`~goto_tw.nursery.RECOMMENDED_NURSERY`), so PyPy servers are
+    measured as they are shipped. A value already in this process's environment wins, and an empty
+    one (``PYPY_GC_NURSERY=``) leaves the size to PyPy. CPython, Go and wrk ignore it. Return how the
+    servers run, for a benchmark's header."""
+    value = os.environ.setdefault("PYPY_GC_NURSERY", RECOMMENDED_NURSERY)
+    return f"PYPY_GC_NURSERY={value}" if value else "PYPY_GC_NURSERY= (PyPy picks the size)"
 
 
 def pinned(command: Sequence[str], cpu: int | None) -> list[str]:

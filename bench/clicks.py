@@ -34,7 +34,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._procs import Child, exit_on_signals, goto_command, twistd_of
+from bench._procs import Child, exit_on_signals, give_servers_pypy_nursery, goto_command, twistd_of
 
 #: Seconds the whole flow may take, and how long the master may take to have every click.
 FLOW_DEADLINE = 60.0
@@ -230,6 +230,7 @@ def main() -> int:
     if not 0 < args.redirects <= 1_000_000:
         parser.error("--redirects must be between 1 and 1,000,000")
     exit_on_signals()
+    print(f"servers: {args.python}, {give_servers_pypy_nursery()}", file=sys.stderr)
     figures: dict[str, Any] = {}
     if not args.skip_micro:
         figures["micro"] = micro()

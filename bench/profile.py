@@ -48,7 +48,16 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for ``bench.*`` when run as a script
-from bench._procs import CLIENT_CPU, SERVER_CPU, Child, exit_on_signals, goto_command, pinned, twistd_of
+from bench._procs import (
+    CLIENT_CPU,
+    SERVER_CPU,
+    Child,
+    exit_on_signals,
+    give_servers_pypy_nursery,
+    goto_command,
+    pinned,
+    twistd_of,
+)
 from bench.run import (
     HOST,
     MIXED_MISSES_PER_SECOND,
@@ -388,7 +397,11 @@ def main() -> int:
         args.rate = args.rate or 100
     exit_on_signals()
     tool = "vmprof" if use_vmprof else "py-spy"
-    print(f"servers: {interpreter} ({args.python}); scenario {args.scenario}; {tool}", file=sys.stderr)
+    nursery = give_servers_pypy_nursery()
+    print(
+        f"servers: {interpreter} ({args.python}, {nursery}); scenario {args.scenario}; {tool}",
+        file=sys.stderr,
+    )
     with workspace(args.keep) as (tmp, stack):
 
         def under_vmprof(name: str, command: list[str]) -> list[str]:

@@ -61,6 +61,7 @@ from bench._procs import (
     Child,
     exit_on_signals,
     format_spread,
+    give_servers_pypy_nursery,
     goto_command,
     machine_busy_seconds,
     pinning,
@@ -333,6 +334,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here as JSON")
     args = parser.parse_args()
     exit_on_signals()
+    print(f"master: {args.python}, {give_servers_pypy_nursery()}", file=sys.stderr)
 
     with tempfile.TemporaryDirectory(prefix="goto-bench-rpc-") as tmp:
         data_file = Path(tmp) / "store.json"

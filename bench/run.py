@@ -93,6 +93,7 @@ from bench._procs import (
     exit_on_signals,
     format_spread,
     free_port,
+    give_servers_pypy_nursery,
     goto_command,
     goto_options,
     machine_busy_seconds,
@@ -1338,9 +1339,10 @@ def main() -> int:
     else:
         layout = "not pinned (fewer than 2 CPUs or no taskset): servers and wrk share the CPUs"
     interpreter = server_interpreter(args.python)
+    nursery = give_servers_pypy_nursery()
     go_text = f"; Go peer: {args.go} ({go_version(args.go)}, GOMAXPROCS=1)" if args.go else ""
     header = (
-        f"servers: {interpreter} ({args.python}){go_text}; {layout}; {os.cpu_count()} CPUs\n"
+        f"servers: {interpreter} ({args.python}, {nursery}){go_text}; {layout}; {os.cpu_count()} CPUs\n"
         f"wrk -t{WRK_THREADS} -c{CONNECTIONS} --timeout {WRK_TIMEOUT}; {settings.rounds} round(s) of "
         f"{settings.seconds:g} s per scenario after a {settings.warmup:g} s warm-up, scenarios taking turns; "
         f"{settings.keys:,} keys"

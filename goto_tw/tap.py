@@ -36,6 +36,7 @@ from goto_tw.leanpoll import use_lean_poll
 from goto_tw.lifecycle import DrainService, StopInOrder, listening_service
 from goto_tw.linkstats import MasterLinkStats, NoLinkStats, RemoteLinkStats
 from goto_tw.metrics import Metrics
+from goto_tw.nursery import warn_if_small_nursery
 from goto_tw.openapi import OpenAPIResource
 from goto_tw.ops import ops_resource
 from goto_tw.persistence import WRITER_LINGER, AppendLog, CorruptDataFile, open_data_file
@@ -430,6 +431,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
 
         reactor = global_reactor
         use_lean_poll(reactor)  # the reactor twistd runs: one logging context less per event
+        warn_if_small_nursery()  # a PyPy server only: see goto_tw/nursery.py
     top = StopInOrder()
     metrics = Metrics("slave" if options["master"] else "master")
     try:

@@ -5,6 +5,7 @@ No server and no wrk here: the scenarios are given wrk results as run_wrk return
 
 from __future__ import annotations
 
+import os
 import stat
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ from bench.run import (
     summarize,
 )
 from goto_tw.metrics import Metrics
+from goto_tw.nursery import RECOMMENDED_NURSERY
 
 
 def result(rps: float, p99_us: int = 1000, **extra: Any) -> dict[str, Any]:
@@ -258,3 +260,20 @@ def test_profile_reads_collapsed_stacks() -> None:
         "entry_point (<builtin>/app_main.py)"
     )
     assert not _OUTER.search("doRead (twisted/internet/tcp.py)")
+
+
+def test_servers_get_the_nursery_the_units_set_unless_the_environment_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PyPy servers are measured with the units' ``PYPY_GC_NURSERY``; a value already set (even an
+    empty one, which leaves the size to PyPy) is kept, and the header says which."""
+    monkeypatch.setenv("PYPY_GC_NURSERY", "")  # records how it was, so every change below is undone
+    monkeypatch.delenv("PYPY_GC_NURSERY")
+    assert _procs.give_servers_pypy_nursery() == f"PYPY_GC_NURSERY={RECOMMENDED_NURSERY}"
+    assert os.environ["PYPY_GC_NURSERY"] == RECOMMENDED_NURSERY
+    monkeypatch.setenv("PYPY_GC_NURSERY", "16M")
+    assert _procs.give_servers_pypy_nursery() == "PYPY_GC_NURSERY=16M"
+    assert os.environ["PYPY_GC_NURSERY"] == "16M"
+    monkeypatch.setenv("PYPY_GC_NURSERY", "")
+    assert _procs.give_servers_pypy_nursery() == "PYPY_GC_NURSERY= (PyPy picks the size)"
+    assert os.environ["PYPY_GC_NURSERY"] == ""

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from goto_tw.nursery import RECOMMENDED_NURSERY
 from goto_tw.tap import Options
 
 CONTRIB = Path(__file__).resolve().parent.parent / "contrib" / "systemd"
@@ -166,7 +167,7 @@ def test_example_env_file_is_accepted_by_the_daemon(env_file: Path, tmp_path: Pa
     option may insist that its file exists.
     """
     env = parse_env_file(env_file.read_text(encoding="utf-8"))
-    assert set(env) == {"GOTO_OPTS"}
+    assert set(env) == {"GOTO_OPTS", "PYPY_GC_NURSERY"}
     (tmp_path / "rpc-secret").write_text("example-secret", encoding="utf-8")
     words = exec_start_words()
     argv: list[str] = []
@@ -177,6 +178,14 @@ def test_example_env_file_is_accepted_by_the_daemon(env_file: Path, tmp_path: Pa
             argv.append(word.replace("${CREDENTIALS_DIRECTORY}", str(tmp_path)))
     assert "$" not in " ".join(argv), f"unexpanded variable left in {argv!r}"
     Options().parseOptions(argv)
+
+
+@pytest.mark.parametrize("env_file", ENV_FILES, ids=[path.name for path in ENV_FILES])
+def test_example_env_file_gives_pypy_the_nursery_goto_tw_is_measured_with(env_file: Path) -> None:
+    """Every instance runs on PyPy with :data:`~goto_tw.nursery.RECOMMENDED_NURSERY`, the size
+    ``bench/run.py`` measures and ``goto_tw.nursery``'s start-up warning recommends."""
+    env = parse_env_file(env_file.read_text(encoding="utf-8"))
+    assert env["PYPY_GC_NURSERY"] == RECOMMENDED_NURSERY
 
 
 def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:

@@ -1,0 +1,108 @@
+"""PyPy's nursery: the size goto-tw ships with, and the start-up warning when PyPy picked less."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import LogLevel, capturedLogs, formatEvent
+
+from goto_tw import nursery, tap
+from goto_tw.nursery import (
+    RECOMMENDED_NURSERY,
+    RECOMMENDED_NURSERY_BYTES,
+    nursery_size,
+    warn_if_small_nursery,
+)
+
+ON_PYPY = platform.python_implementation() == "PyPy"
+MIB = 1024 * 1024
+
+
+def warned(size: int | None, environ: dict[str, str]) -> tuple[bool, list[dict[str, Any]]]:
+    with capturedLogs() as events:
+        said = warn_if_small_nursery(size, environ)
+    return said, [event for event in events if event.get("log_namespace") == nursery.log.namespace]
+
+
+def test_a_nursery_pypy_picked_below_the_recommended_size_is_warned_once_with_the_advice() -> None:
+    said, events = warned(1 * MIB, {})
+    assert said
+    assert len(events) == 1
+    assert events[0]["log_level"] == LogLevel.warn
+    text = formatEvent(events[0])
+    assert "1,024 KiB" in text
+    assert f"PYPY_GC_NURSERY={RECOMMENDED_NURSERY}" in text
+
+
+def test_a_nursery_the_operator_set_is_left_alone_even_if_smaller() -> None:
+    assert warned(1 * MIB, {"PYPY_GC_NURSERY": "1M"}) == (False, [])
+
+
+@pytest.mark.parametrize("size", [RECOMMENDED_NURSERY_BYTES, 16 * MIB])
+def test_the_recommended_size_or_more_is_not_warned(size: int) -> None:
+    assert warned(size, {}) == (False, [])
+
+
+def test_just_below_the_recommended_size_is_warned() -> None:
+    said, events = warned(RECOMMENDED_NURSERY_BYTES - 1, {})
+    assert said and len(events) == 1
+
+
+def test_an_interpreter_without_a_nursery_is_not_warned(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(nursery, "nursery_size", lambda: None)
+    assert warned(None, {}) == (False, [])
+
+
+def test_the_size_is_read_from_pypy_and_is_none_on_cpython() -> None:
+    size = nursery_size()
+    if ON_PYPY:
+        assert isinstance(size, int) and size > 0
+    else:
+        assert size is None
+
+
+def test_the_recommended_spelling_and_bytes_are_the_same_size() -> None:
+    assert RECOMMENDED_NURSERY.endswith("M")
+    assert int(RECOMMENDED_NURSERY[:-1]) * MIB == RECOMMENDED_NURSERY_BYTES
+
+
+@pytest.mark.skipif(not ON_PYPY, reason="only PyPy reads PYPY_GC_NURSERY")
+def test_pypy_reads_the_recommended_spelling_as_the_recommended_size() -> None:
+    """The value the units set is one PyPy understands: a PyPy started with it has that nursery."""
+    environ = {**os.environ, "PYPY_GC_NURSERY": RECOMMENDED_NURSERY}
+    done = subprocess.run(
+        [sys.executable, "-c", "from goto_tw.nursery import nursery_size; print(nursery_size())"],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert int(done.stdout) == RECOMMENDED_NURSERY_BYTES
+
+
+def test_twistds_server_checks_the_nursery_and_an_injected_reactor_does_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check runs where the lean poll is installed: for the reactor twistd runs, not in tests."""
+
+    def options(name: str) -> tap.Options:
+        parsed = tap.Options()
+        parsed.parseOptions(["--file", str(tmp_path / name)])
+        return parsed
+
+    checked: list[None] = []
+    monkeypatch.setattr(tap, "use_lean_poll", lambda reactor: None)
+    monkeypatch.setattr(tap, "warn_if_small_nursery", lambda: checked.append(None))
+    tap.makeService(options("a.json"), reactor=MemoryReactorClock())
+    assert checked == []
+    tap.makeService(options("b.json"))
+    assert checked == [None]
