@@ -106,3 +106,21 @@ def test_twistds_server_checks_the_nursery_and_an_injected_reactor_does_not(
     assert checked == []
     tap.makeService(options("b.json"))
     assert checked == [None]
+
+
+def test_an_empty_value_the_operator_set_is_left_alone() -> None:
+    """``PYPY_GC_NURSERY=`` (empty) leaves the size to PyPy: a choice too, so nothing is warned."""
+    assert warned(1 * MIB, {"PYPY_GC_NURSERY": ""}) == (False, [])
+
+
+def test_the_environment_checked_by_default_is_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What twistd's ``makeService`` calls (no arguments) reads ``os.environ``: set there, even
+    empty, nothing is warned; unset, it is."""
+    monkeypatch.setenv("PYPY_GC_NURSERY", "")
+    with capturedLogs() as events:
+        assert not warn_if_small_nursery(1 * MIB)
+    assert [event for event in events if event.get("log_namespace") == nursery.log.namespace] == []
+    monkeypatch.delenv("PYPY_GC_NURSERY")
+    with capturedLogs() as events:
+        assert warn_if_small_nursery(1 * MIB)
+    assert len([event for event in events if event.get("log_namespace") == nursery.log.namespace]) == 1
