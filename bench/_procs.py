@@ -61,7 +61,7 @@ def give_servers_pypy_nursery() -> str:
     one (``PYPY_GC_NURSERY=``) leaves the size to PyPy. CPython, Go and wrk ignore it. Return how the
     servers run, for a benchmark's header."""
     value = os.environ.setdefault("PYPY_GC_NURSERY", RECOMMENDED_NURSERY)
-    return f"PYPY_GC_NURSERY={value}" if value else "PYPY_GC_NURSERY= (PyPy picks the size)"
+    return f"PYPY_GC_NURSERY={value} (PyPy only)" if value else "PYPY_GC_NURSERY= (PyPy picks the size)"
 
 
 def pinned(command: Sequence[str], cpu: int | None) -> list[str]:

@@ -48,7 +48,7 @@ def nursery_size() -> int | None:
     PyPy's ``gc.get_stats()`` formats its figures for reading (``"1.0MB"``) and keeps the numbers
     in ``_s``. If a later PyPy stops doing so, this says ``None`` and nothing is warned.
     """
-    get_stats = getattr(gc, "get_stats", None)  # PyPy only: CPython's gc has no get_stats
+    get_stats = getattr(gc, "get_stats", None)  # CPython 3.11 has one too: a list, without ``_s``
     if get_stats is None:
         return None
     size = getattr(getattr(get_stats(), "_s", None), "nursery_size", None)
@@ -69,8 +69,8 @@ def warn_if_small_nursery(size: int | None = None, environ: Mapping[str, str] | 
         return False
     log.warn(
         "PyPy chose a {size_kib:,} KiB nursery for this CPU; set PYPY_GC_NURSERY={recommended} in the"
-        " environment (the units in contrib/systemd do). Durable adds ran about a fifth faster with it,"
-        " for about 12 MiB more memory (see goto_tw/nursery.py).",
+        " environment (the units in contrib/systemd do). A PyPy master's durable adds ran about a fifth"
+        " faster with it, for about 12 MiB more memory (see goto_tw/nursery.py).",
         size_kib=size // 1024,
         recommended=RECOMMENDED_NURSERY,
     )

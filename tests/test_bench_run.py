@@ -269,10 +269,10 @@ def test_servers_get_the_nursery_the_units_set_unless_the_environment_says(
     empty one, which leaves the size to PyPy) is kept, and the header says which."""
     monkeypatch.setenv("PYPY_GC_NURSERY", "")  # records how it was, so every change below is undone
     monkeypatch.delenv("PYPY_GC_NURSERY")
-    assert _procs.give_servers_pypy_nursery() == f"PYPY_GC_NURSERY={RECOMMENDED_NURSERY}"
+    assert _procs.give_servers_pypy_nursery() == f"PYPY_GC_NURSERY={RECOMMENDED_NURSERY} (PyPy only)"
     assert os.environ["PYPY_GC_NURSERY"] == RECOMMENDED_NURSERY
     monkeypatch.setenv("PYPY_GC_NURSERY", "16M")
-    assert _procs.give_servers_pypy_nursery() == "PYPY_GC_NURSERY=16M"
+    assert _procs.give_servers_pypy_nursery() == "PYPY_GC_NURSERY=16M (PyPy only)"
     assert os.environ["PYPY_GC_NURSERY"] == "16M"
     monkeypatch.setenv("PYPY_GC_NURSERY", "")
     assert _procs.give_servers_pypy_nursery() == "PYPY_GC_NURSERY= (PyPy picks the size)"

@@ -232,6 +232,7 @@ def test_twistds_reactor_gets_the_lean_step_and_an_injected_one_does_not(
 
     given: list[object] = []
     monkeypatch.setattr(tap, "use_lean_poll", given.append)
+    monkeypatch.setattr(tap, "warn_if_small_nursery", lambda: False)  # tests/test_nursery.py's concern
     tap.makeService(options("a.json"), reactor=MemoryReactorClock())
     assert given == []
     tap.makeService(options("b.json"))
