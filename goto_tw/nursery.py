@@ -7,12 +7,14 @@ and steps its major collector far more often. The likely reason: an add's object
 group is synced (1-2 ms under load), so a collection finds them young and must make them old.
 ``PYPYLOG=gc-minor,gc-collect-step`` over a master's first 26 s (20 s of wrk ``-c50`` ``POST /add``,
 then a 5 s round), with 1 MiB and with 4 MiB:
+
 - minor collections: 16,472 and 5,274;
 - major-collection steps: 875 and 198;
 - time in both: 15% and 11% of the run.
 
 With ``PYPY_GC_NURSERY=4M``, ``bench/run.py --go --python .venv-pypy/bin/python --only c --rounds 5``
 was run twice each way, taking turns. Durable adds on the master:
+
 - PyPy's 1 MiB: 12,842 and 11,939 a second, 0.65x Go both times, 66 and 71 us of CPU an add;
 - 4M: 14,136 and 15,051 a second, 0.79x and 0.81x Go, 56 and 57 us an add.
 
@@ -20,8 +22,8 @@ Masters started by hand, each after 30 s of load (3 of each, 3 rounds of 5 s eac
 and 16.6k a second. Peak RSS rose from 169-184 MiB to 179-197 MiB (shorter runs). 16M measured no
 faster than 4M, for 226-231 MiB.
 
-The units in ``contrib/systemd`` set :data:`RECOMMENDED_NURSERY`, and ``bench/run.py`` runs PyPy
-servers with it. A server started another way, on a PyPy that picked a smaller nursery, logs
+The units in ``contrib/systemd`` set :data:`RECOMMENDED_NURSERY`, and the benchmarks run PyPy
+servers with it (``bench/_procs.give_servers_pypy_nursery``). A server started another way, on a PyPy that picked a smaller nursery, logs
 :func:`warn_if_small_nursery`'s advice once. A ``PYPY_GC_NURSERY`` that is set, even to less, is an
 operator's choice and is left alone. CPython has no nursery: nothing is checked there.
 """
