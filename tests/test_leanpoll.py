@@ -220,9 +220,10 @@ def test_only_twisteds_own_epoll_reactor_gets_the_lean_step() -> None:
             made._poller.close()
 
 
-def test_twistds_reactor_gets_the_lean_step_and_an_injected_one_does_not(
+def test_twistds_reactor_gets_the_lean_step_and_the_nursery_check_and_an_injected_one_neither(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Both run for the reactor twistd runs, not for a test's (the check itself: tests/test_nursery.py)."""
     from twisted.internet import reactor as global_reactor
 
     def options(name: str) -> tap.Options:
@@ -231,12 +232,15 @@ def test_twistds_reactor_gets_the_lean_step_and_an_injected_one_does_not(
         return parsed
 
     given: list[object] = []
+    checked: list[None] = []
     monkeypatch.setattr(tap, "use_lean_poll", given.append)
-    monkeypatch.setattr(tap, "warn_if_small_nursery", lambda: False)  # tests/test_nursery.py's concern
+    monkeypatch.setattr(tap, "warn_if_small_nursery", lambda: checked.append(None))
     tap.makeService(options("a.json"), reactor=MemoryReactorClock())
     assert given == []
+    assert checked == []
     tap.makeService(options("b.json"))
     assert given == [global_reactor]
+    assert checked == [None]
 
 
 class RecordingPoller:

@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 
-from goto_tw import nursery, tap
+from goto_tw import nursery
 from goto_tw.nursery import (
     RECOMMENDED_NURSERY,
     RECOMMENDED_NURSERY_BYTES,
@@ -25,7 +24,9 @@ ON_PYPY = platform.python_implementation() == "PyPy"
 MIB = 1024 * 1024
 
 
-def warned(size: int | None, environ: dict[str, str]) -> tuple[bool, list[dict[str, Any]]]:
+def warned(size: int | None, environ: dict[str, str] | None) -> tuple[bool, list[dict[str, Any]]]:
+    """What :func:`warn_if_small_nursery` returns and the events it logs (``environ`` ``None``: its
+    default, ``os.environ``)."""
     with capturedLogs() as events:
         said = warn_if_small_nursery(size, environ)
     return said, [event for event in events if event.get("log_namespace") == nursery.log.namespace]
@@ -89,25 +90,6 @@ def test_pypy_reads_the_recommended_spelling_as_the_recommended_size() -> None:
     assert int(done.stdout) == RECOMMENDED_NURSERY_BYTES
 
 
-def test_twistds_server_checks_the_nursery_and_an_injected_reactor_does_not(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The check runs where the lean poll is installed: for the reactor twistd runs, not in tests."""
-
-    def options(name: str) -> tap.Options:
-        parsed = tap.Options()
-        parsed.parseOptions(["--file", str(tmp_path / name)])
-        return parsed
-
-    checked: list[None] = []
-    monkeypatch.setattr(tap, "use_lean_poll", lambda reactor: None)
-    monkeypatch.setattr(tap, "warn_if_small_nursery", lambda: checked.append(None))
-    tap.makeService(options("a.json"), reactor=MemoryReactorClock())
-    assert checked == []
-    tap.makeService(options("b.json"))
-    assert checked == [None]
-
-
 def test_an_empty_value_the_operator_set_is_left_alone() -> None:
     """``PYPY_GC_NURSERY=`` (empty) leaves the size to PyPy: a choice too, so nothing is warned."""
     assert warned(1 * MIB, {"PYPY_GC_NURSERY": ""}) == (False, [])
@@ -117,10 +99,7 @@ def test_the_environment_checked_by_default_is_os_environ(monkeypatch: pytest.Mo
     """What twistd's ``makeService`` calls (no arguments) reads ``os.environ``: set there, even
     empty, nothing is warned; unset, it is."""
     monkeypatch.setenv("PYPY_GC_NURSERY", "")
-    with capturedLogs() as events:
-        assert not warn_if_small_nursery(1 * MIB)
-    assert [event for event in events if event.get("log_namespace") == nursery.log.namespace] == []
+    assert warned(1 * MIB, None) == (False, [])
     monkeypatch.delenv("PYPY_GC_NURSERY")
-    with capturedLogs() as events:
-        assert warn_if_small_nursery(1 * MIB)
-    assert len([event for event in events if event.get("log_namespace") == nursery.log.namespace]) == 1
+    said, events = warned(1 * MIB, None)
+    assert said and len(events) == 1
