@@ -1,11 +1,13 @@
 """The seams between the parts: a store the front end talks to, and the log a master writes through.
 
-A store plays up to three roles, each its own interface so each caller depends on just the one it
+A store plays several roles, each its own interface so each caller depends on just the one it
 uses: :class:`IURLStore` (asynchronous get/put: the web pages, the JSON API, the RPC resource),
-:class:`ILocalLookup` (a synchronous look-up of what is held in this process: the fast path), and
-:class:`IMasterHealth` (whether the master behind a slave answers: ``/_goto/health``). A master's
-:class:`~goto_tw.store.URLStore` and a slave's :class:`~goto_tw.proxystore.ProxyStore` are
-interchangeable behind the first two; only a slave's store provides the third.
+:class:`ILocalLookup` (a synchronous look-up of what is held in this process: the fast path),
+:class:`IKnownKeys` (why a store that holds every link has none under a key, at once: the master's
+``Store.Get``), and :class:`IMasterHealth` (whether the master behind a slave answers:
+``/_goto/health``). A master's :class:`~goto_tw.store.URLStore` and a slave's
+:class:`~goto_tw.proxystore.ProxyStore` are interchangeable behind the first two; only a master's
+file store provides the third, only a slave's store the fourth.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
 from goto_tw.changes import Changes
+from goto_tw.errors import GotoError
 
 
 class IURLStore(Interface):
@@ -47,6 +50,19 @@ class ILocalLookup(Interface):
         A synchronous look-up for the redirect fast path; ``None`` means "ask ``get``", not
         "unknown".
         """
+
+
+class IKnownKeys(Interface):
+    """A store that holds every link itself (a master's file store), so it knows at once why it
+    has none under a key: no Deferred, no failure, no I/O."""
+
+    def refusal(key: str) -> GotoError | None:
+        """The error ``get(key)`` fails with (:class:`~goto_tw.errors.KeyNotFound`,
+        :class:`~goto_tw.errors.KeyDisabled`), at once; ``None`` when ``get`` answers a URL.
+
+        For the master's ``Store.Get`` of keys it has no link under (a typo, a scanner, a key a
+        slave was asked for that was never handed out), which would otherwise make a failure, a
+        Deferred and its chain per call only to write a fault."""
 
 
 class IMasterHealth(Interface):

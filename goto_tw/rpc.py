@@ -21,7 +21,7 @@ from zope.interface import implementer
 
 from goto_tw.clicks import ClickBook, check_batch
 from goto_tw.errors import GotoError, KeyNotFound, NotAuthorized
-from goto_tw.interfaces import IChangeSource, ILinkAdder, ILinkStats, ILocalLookup, IURLStore
+from goto_tw.interfaces import IChangeSource, IKnownKeys, ILinkAdder, ILinkStats, ILocalLookup, IURLStore
 from goto_tw.keys import is_valid_key
 from goto_tw.linkstats import stats_struct
 from goto_tw.rpcwire import dumps_response
@@ -38,11 +38,16 @@ MAX_MULTICALL = 1000
 _MAX_PROCEDURES = 64
 
 
+def _fault_of(error: GotoError) -> xmlrpc.Fault:
+    """The fault a store error is answered with: its code and its message for the client."""
+    return xmlrpc.Fault(error.fault_code, str(error))
+
+
 def _as_fault(failure: Failure) -> Failure:
     """Turn a store error into its fault; leave anything else to XMLRPC's logged generic fault."""
     error = failure.value
     if isinstance(error, GotoError):
-        return Failure(xmlrpc.Fault(error.fault_code, str(error)))
+        return Failure(_fault_of(error))
     return failure
 
 
@@ -62,6 +67,7 @@ class StoreHandler(xmlrpc.XMLRPC):
         super().__init__(allowNone=False)
         self._store = store
         self._local = ILocalLookup(store, None)
+        self._known = IKnownKeys(store, None)
         self._clicks = clicks
         self._stats = stats
 
@@ -92,12 +98,16 @@ class StoreHandler(xmlrpc.XMLRPC):
             raise xmlrpc.Fault(KeyNotFound.fault_code, "no link is stored under that key")
         return self._stats.stats(key).addCallbacks(stats_struct, _as_fault)
 
-    def xmlrpc_Get(self, *args: Any) -> Deferred[str] | str:
-        """Return the long URL stored under the key; fault 404 when there is none.
+    def xmlrpc_Get(self, *args: Any) -> Deferred[str] | str | xmlrpc.Fault:
+        """Return the long URL stored under the key; fault 404 when there is none (410 disabled).
 
         A key the store holds locally is answered at once, as the master's own redirect fast path
-        answers it (no Deferred per call: in a multicall of look-ups that was most of the cost);
-        anything else (unknown, disabled, not local) is asked of ``get``, which says why.
+        answers it (no Deferred per call: in a multicall of look-ups that was most of the cost); so
+        is a key a store that holds every link (:class:`~goto_tw.interfaces.IKnownKeys`) has none
+        under, its fault returned, not raised: no failure, no Deferred (a scanner's keys, a slave's
+        misses of keys never handed out; in a multicall such a call cost twice a look-up, measured
+        in ``bench/rpc_calls.py``). Anything else (a store that does not know at once) is asked of
+        ``get``, which says why.
         """
         key = _single_string(args, "key")
         if not is_valid_key(key):
@@ -106,6 +116,10 @@ class StoreHandler(xmlrpc.XMLRPC):
             url = self._local.lookup(key)
             if url is not None:
                 return url
+        if self._known is not None:
+            refused = self._known.refusal(key)
+            if refused is not None:
+                return _fault_of(refused)
         return self._store.get(key).addErrback(_as_fault)
 
     def xmlrpc_Put(self, *args: Any) -> Deferred[str]:
@@ -199,6 +213,8 @@ class SystemHandler(xmlrpc.XMLRPC):
             return answered.addCallbacks(_one_answer, _failure_struct)
         if isinstance(answered, Failure):
             return _failure_struct(answered)
+        if isinstance(answered, xmlrpc.Fault):  # returned, not raised (Store.Get's refusals)
+            return _fault_struct(answered)
         return [answered]
 
 

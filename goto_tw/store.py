@@ -25,6 +25,7 @@ from goto_tw.errors import (
 from goto_tw.fanout import Coalescing
 from goto_tw.interfaces import (
     IChangeSource,
+    IKnownKeys,
     ILinkAdder,
     ILinkAdmin,
     ILocalLookup,
@@ -41,7 +42,7 @@ from goto_tw.urls import URLPolicy, accept_url, validate_url
 RECENT_ADDS = 10_000
 
 
-@implementer(IURLStore, ILocalLookup, ILinkAdder, ILinkAdmin, IChangeSource)
+@implementer(IURLStore, ILocalLookup, IKnownKeys, ILinkAdder, ILinkAdmin, IChangeSource)
 class URLStore:
     """Holds every pair in memory and makes each new one durable before anyone sees its key.
 
@@ -101,13 +102,24 @@ class URLStore:
         return len(self._urls)
 
     def get(self, key: str) -> Deferred[str]:
-        """Answer the URL stored under ``key`` at once, or fail with :class:`KeyNotFound`."""
+        """Answer the URL stored under ``key`` at once, or fail with :meth:`refusal`'s error."""
         url = self._urls.get(key)
+        error = self._refusal(key, url)
+        if error is None and url is not None:
+            return succeed(url)
+        return fail(error)
+
+    def refusal(self, key: str) -> GotoError | None:
+        """:class:`KeyNotFound` for a key no link is stored under, :class:`KeyDisabled` for a disabled
+        one, else ``None`` (:class:`~goto_tw.interfaces.IKnownKeys`: this store holds every link)."""
+        return self._refusal(key, self._urls.get(key))
+
+    def _refusal(self, key: str, url: str | None) -> GotoError | None:
         if url is None:
-            return fail(KeyNotFound(f"no link is stored under {key!r}"))
+            return KeyNotFound(f"no link is stored under {key!r}")
         if self._disabled and key in self._disabled:
-            return fail(KeyDisabled(DISABLED_MESSAGE))
-        return succeed(url)
+            return KeyDisabled(DISABLED_MESSAGE)
+        return None
 
     def lookup(self, key: str) -> str | None:
         """Return the URL under ``key`` or ``None``, synchronously: for callers on a hot path.

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from treq.testing import StubTreq
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.web import xmlrpc
 from twisted.web.resource import Resource
@@ -275,6 +275,57 @@ def test_multicall_reports_each_call_on_its_own() -> None:
     assert answers[0] == ["0"]
     assert all(isinstance(answer, dict) and "faultCode" in answer for answer in answers[1:5])
     assert answers[5] == ["http://a/"]
+
+
+def test_keys_the_master_has_no_link_under_are_refused_at_once_in_a_multicall() -> None:
+    """A master whose store holds every link answers ``Store.Get`` of an unknown or disabled key
+    with the fault ``get`` would fail with, returned at once (no Deferred: a scanner's keys cost
+    a multicall no more than look-ups); each call of a multicall gets its own fault struct."""
+    store = URLStore({"0": "http://a.example/", "gone": "http://g.example/"}, disabled={"gone": 1})
+    handler = RPCResource(store).getSubHandler("Store")
+    for key, code in (("nope", 404), ("gone", 410)):
+        refused = handler.xmlrpc_Get(key)
+        assert isinstance(refused, xmlrpc.Fault)
+        expected = failure_of(store.get(key)).value
+        assert (refused.faultCode, refused.faultString) == (code, str(expected))
+    answers = multicall(
+        Master(store),
+        [{"methodName": "Store.Get", "params": [key]} for key in ("nope", "0", "gone")],
+    )
+    assert answers == [
+        {"faultCode": 404, "faultString": "no link is stored under 'nope'"},
+        ["http://a.example/"],
+        {"faultCode": 410, "faultString": "This link has been disabled."},
+    ]
+
+
+@implementer(IURLStore)
+class AskedStore:
+    """A store that must be asked (``get`` only, as a PostgreSQL master's): it knows no key."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def get(self, key: str) -> Deferred[str]:
+        self.asked.append(key)
+        return fail(KeyNotFound("not in the database"))
+
+    def put(self, url: str) -> Deferred[str]:
+        raise NotImplementedError
+
+    def count(self) -> int:
+        return 0
+
+
+def test_a_store_that_does_not_know_at_once_is_asked() -> None:
+    """``Store.Get`` on a store without :class:`~goto_tw.interfaces.IKnownKeys` asks ``get``, and
+    the error it fails with is the fault."""
+    store = AskedStore()
+    handler = RPCResource(store).getSubHandler("Store")
+    fault = failure_of(handler.xmlrpc_Get("nope")).value
+    assert store.asked == ["nope"]
+    assert isinstance(fault, xmlrpc.Fault)
+    assert (fault.faultCode, fault.faultString) == (404, "not in the database")
 
 
 def test_multicall_is_bounded() -> None:
@@ -546,7 +597,8 @@ class Reference(RPCResource):
 
     def __init__(self, store: URLStore) -> None:
         super().__init__(store)
-        self.getSubHandler("Store")._local = None
+        store_handler = self.getSubHandler("Store")
+        store_handler._local = store_handler._known = None
         self.putSubHandler("system", ReferenceSystem(self))
 
 

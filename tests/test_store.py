@@ -11,8 +11,8 @@ from twisted.internet.defer import CancelledError
 from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
-from goto_tw.errors import InvalidURL, KeyExists, KeyNotFound, StoreUnavailable
-from goto_tw.interfaces import IURLStore
+from goto_tw.errors import InvalidURL, KeyDisabled, KeyExists, KeyNotFound, StoreUnavailable
+from goto_tw.interfaces import IKnownKeys, IURLStore
 from goto_tw.keys import index_for_key, is_reserved, key_for_index
 from goto_tw.persistence import AppendLog, OSRecordFile
 from goto_tw.store import URLStore
@@ -23,6 +23,20 @@ from tests.helpers import failure_of, has_fired, result_of
 def test_provides_the_store_interface() -> None:
     """The web layer only knows IURLStore; URLStore must provide all of it."""
     assert verifyObject(IURLStore, URLStore())
+
+
+def test_the_store_says_at_once_why_it_has_no_link_under_a_key() -> None:
+    """``refusal`` gives the very error ``get`` fails with (404 for an unknown key, 410 for a disabled
+    one), and ``None`` for a key ``get`` answers."""
+    store = URLStore({"0": "http://a.example/", "gone": "http://g.example/"}, disabled={"gone": 1})
+    assert verifyObject(IKnownKeys, store)
+    assert store.refusal("0") is None
+    assert result_of(store.get("0")) == "http://a.example/"
+    for key, error in (("nope", KeyNotFound), ("gone", KeyDisabled)):
+        refused = store.refusal(key)
+        assert isinstance(refused, error)
+        failed = failure_of(store.get(key)).value
+        assert type(failed) is error and str(failed) == str(refused)
 
 
 def test_put_then_get() -> None:
