@@ -32,8 +32,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from goto_tw.nursery import RECOMMENDED_NURSERY
-
 #: Listen on a port the OS picks, on loopback only.
 LOOPBACK_ANY_PORT = "tcp:0:interface=127.0.0.1"
 
@@ -60,6 +58,10 @@ def give_servers_pypy_nursery() -> str:
     measured as they are shipped. A value already in this process's environment wins, and an empty
     one (``PYPY_GC_NURSERY=``) leaves the size to PyPy. CPython, Go and wrk ignore it. Return how the
     servers run, for a benchmark's header."""
+    # Imported here: this module imports no goto_tw when loaded, or ``bench/rpc_calls.py --root``
+    # (which loads it first) would measure this checkout's goto_tw instead of the one named.
+    from goto_tw.nursery import RECOMMENDED_NURSERY
+
     value = os.environ.setdefault("PYPY_GC_NURSERY", RECOMMENDED_NURSERY)
     return f"PYPY_GC_NURSERY={value} (PyPy only)" if value else "PYPY_GC_NURSERY= (PyPy picks the size)"
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from typing import Any
 import pytest
 
 import bench.run
+import goto_tw
 from bench import _procs
 from bench.profile import _OUTER, short_frame, top_functions
 from bench.run import (
@@ -277,3 +280,19 @@ def test_servers_get_the_nursery_the_units_set_unless_the_environment_says(
     monkeypatch.setenv("PYPY_GC_NURSERY", "")
     assert _procs.give_servers_pypy_nursery() == "PYPY_GC_NURSERY= (PyPy picks the size)"
     assert os.environ["PYPY_GC_NURSERY"] == ""
+
+
+def test_rpc_calls_measures_the_checkout_its_root_names(tmp_path: Path) -> None:
+    """``bench/rpc_calls.py --root DIR`` measures DIR's ``goto_tw``: nothing it loads before reading
+    ``--root`` imports this checkout's (``bench._procs`` once did, and every comparison of two
+    versions then measured the same code twice)."""
+    (tmp_path / "goto_tw").symlink_to(Path(goto_tw.__file__).parent)
+    script = Path(bench.run.__file__).with_name("rpc_calls.py")
+    ran = subprocess.run(
+        [sys.executable, str(script), "--root", str(tmp_path), "--n", "20", "--rounds", "1", "--only", "seq"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert ran.stdout.splitlines()[0] == f"goto_tw from {tmp_path / 'goto_tw'}"
