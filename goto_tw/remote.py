@@ -732,7 +732,8 @@ def _call_size(method: str, params: tuple[Any, ...]) -> int:
         elif type(param) is dict and (bound := _counts_size(param)) is not None:
             size += bound
         else:
-            size += len(xmlrpclib.dumps((param,)))
+            dumped = xmlrpclib.dumps((param,))  # bytes, not characters: the body is sent as UTF-8
+            size += len(dumped) if dumped.isascii() else len(dumped.encode("utf-8", "surrogatepass"))
     return size
 
 

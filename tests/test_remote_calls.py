@@ -197,7 +197,11 @@ def test_a_calls_size_is_estimated_as_before(params: tuple[Any, ...]) -> None:
     assert got == expected
 
 
-_click_keys = st.one_of(st.text(alphabet=ALPHABET, min_size=1, max_size=8), hostile_text)
+_click_keys = st.one_of(
+    st.text(alphabet=ALPHABET, min_size=1, max_size=8),
+    hostile_text,
+    st.text(alphabet="a&<>\xe9\u20ac", min_size=1, max_size=64),  # escaped or wider in UTF-8
+)
 _click_counts = st.one_of(
     st.integers(-(2**31), 2**31 - 1), st.integers(), st.booleans(), st.floats(allow_nan=False), st.none()
 )
@@ -217,6 +221,9 @@ _click_counts = st.one_of(
 @example(struct={"a": True})
 @example(struct={"a&b": 1})
 @example(struct={})
+@example(struct={"&" * 64: 1, "<>" * 32: 2})
+@example(struct={"\xe9" * 64: 1})
+@example(struct={"\u20ac" * 60 + str(index): 1 for index in range(5)})
 def test_a_structs_size_is_never_estimated_under_what_it_adds(struct: dict[Any, Any]) -> None:
     """A click batch (``{key: count}``) is measured without marshalling it, and never as smaller
     than the request it makes, alone or in a multicall; what cannot be marshalled fails to be
@@ -231,7 +238,15 @@ def test_a_structs_size_is_never_estimated_under_what_it_adds(struct: dict[Any, 
             remote._call_size("Store.Clicks", (struct,))
         return
     written = max(len(body.encode("utf-8", "surrogatepass")) for body in bodies)
-    assert written <= remote._call_size("Store.Clicks", (struct,)) + remote._BODY_OVERHEAD
+    size = remote._call_size("Store.Clicks", (struct,))
+    assert written <= size + remote._BODY_OVERHEAD
+    # What it adds to a multicall, with no envelope's slack: batches add up their calls' sizes.
+    others = [("Store.Get", ["0"])]
+    before = len(rpcwire.dumps_multicall(others).encode("utf-8", "surrogatepass"))
+    after = len(
+        rpcwire.dumps_multicall([*others, ("Store.Clicks", [struct])]).encode("utf-8", "surrogatepass")
+    )
+    assert after - before <= size
 
 
 def test_a_bug_while_answering_a_request_answers_its_calls_and_frees_its_slot(log_events: LogCapture) -> None:
