@@ -341,8 +341,7 @@ class RPCResource(PlainResource, xmlrpc.XMLRPC):
     @staticmethod
     def refusal() -> xmlrpc.Fault:
         """The fault answered to a call without the right secret."""
-        error = NotAuthorized("the RPC call needs the shared secret (Authorization: Bearer ...)")
-        return xmlrpc.Fault(error.fault_code, str(error))
+        return _fault_of(NotAuthorized("the RPC call needs the shared secret (Authorization: Bearer ...)"))
 
     def answer(self, body: bytes, request: Request | None = None) -> bytes | Deferred[bytes] | None:
         """The UTF-8 XML answer to the call in ``body`` (an authorized one), or a Deferred of it
