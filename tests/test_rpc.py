@@ -279,8 +279,8 @@ def test_multicall_reports_each_call_on_its_own() -> None:
 
 def test_keys_the_master_has_no_link_under_are_refused_at_once_in_a_multicall() -> None:
     """A master whose store holds every link answers ``Store.Get`` of an unknown or disabled key
-    with the fault ``get`` would fail with, returned at once (no Deferred: a scanner's keys cost
-    a multicall no more than look-ups); each call of a multicall gets its own fault struct."""
+    with the fault ``get`` would fail with, returned at once (no Deferred, no failure); each call of
+    a multicall gets its own fault struct."""
     store = URLStore({"0": "http://a.example/", "gone": "http://g.example/"}, disabled={"gone": 1})
     handler = RPCResource(store).getSubHandler("Store")
     for key, code in (("nope", 404), ("gone", 410)):
