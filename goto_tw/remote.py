@@ -68,7 +68,7 @@ from goto_tw.errors import (
 )
 from goto_tw.interfaces import ILinkAdder, IURLStore
 from goto_tw.metrics import Metrics
-from goto_tw.rpcwire import dumps_call, dumps_multicall
+from goto_tw.rpcwire import INT_MEMBER_FIXED, dumps_call, dumps_multicall
 from goto_tw.xmlrpcbody import RefusedBody, parse_call
 
 log = Logger()
@@ -737,9 +737,9 @@ def _call_size(method: str, params: tuple[Any, ...]) -> int:
     return size
 
 
-#: Bytes of a ``{str: int}`` struct's member besides its key and value (its tags), and of the struct
+#: Bytes of a ``{str: int}`` struct's member besides its key (its tags and value), and of the struct
 #: around its members; an int of XML-RPC's 32 bits is written in at most 11 characters.
-_COUNT_MEMBER = len("<member>\n<name></name>\n<value><int></int></value>\n</member>\n") + 11
+_COUNT_MEMBER = INT_MEMBER_FIXED + 11
 _STRUCT = len("<value><struct>\n</struct></value>\n")
 _INT_RANGE = range(-(2**31), 2**31)
 

@@ -231,7 +231,9 @@ _NEED_MEMBER, _NEED_VALUE, _NEED_MEMBER_CLOSE = 0, 1, 2
 _INT_MEMBERS = re.compile(
     r"<member>\n<name>(" + _TEXT + r")</name>\n<value><int>(-?[0-9]{1,18})</int></value>\n</member>\n"
 )
-_INT_MEMBER_FIXED = len("<member>\n<name></name>\n<value><int></int></value>\n</member>\n")
+#: Bytes of a struct member of an int besides its name and digits (its tags, as the library writes
+#: them); also what a slave's queue counts for each key of a click batch (``goto_tw.remote``).
+INT_MEMBER_FIXED = len("<member>\n<name></name>\n<value><int></int></value>\n</member>\n")
 _STRUCT_PARAM_OPEN = "<param>\n<value><struct>\n"
 _STRUCT_PARAM_CLOSE = "</struct></value>\n</param>\n" + _CALL_TAIL
 
@@ -330,7 +332,7 @@ def _int_struct_call(text: str, pos: int, method: str) -> tuple[tuple[Any, ...],
         return None
     start, end = pos + len(_STRUCT_PARAM_OPEN), len(text) - len(_STRUCT_PARAM_CLOSE)
     found = _INT_MEMBERS.findall(text, start, end)  # the open and the close cannot overlap
-    if not _tiled(found, _INT_MEMBER_FIXED, end - start):
+    if not _tiled(found, INT_MEMBER_FIXED, end - start):
         return None
     return ({_text(name): int(number) for name, number in found},), method
 
