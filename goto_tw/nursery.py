@@ -38,10 +38,11 @@ from twisted.logger import Logger
 
 log = Logger()
 
+_RECOMMENDED_MIB = 4
 #: The nursery goto-tw is measured and shipped with, as ``PYPY_GC_NURSERY`` spells it.
-RECOMMENDED_NURSERY = "4M"
+RECOMMENDED_NURSERY = f"{_RECOMMENDED_MIB}M"
 #: The same size in bytes (PyPy's ``M`` is MiB).
-RECOMMENDED_NURSERY_BYTES = 4 * 1024 * 1024
+RECOMMENDED_NURSERY_BYTES = _RECOMMENDED_MIB * 1024 * 1024
 
 
 def nursery_size() -> int | None:
