@@ -17,7 +17,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from goto_tw.auth import APIKeys, refuse
 from goto_tw.clients import ClientAddresses
-from goto_tw.errors import GotoError, InvalidKey, InvalidURL, NotKept
+from goto_tw.errors import GotoError, InvalidKey, InvalidURL, NotKept, no_link_text
 from goto_tw.interfaces import ILinkAdder, ILinkAdmin, ILinkStats, IURLStore
 from goto_tw.keys import INVALID_KEY, is_valid_key
 from goto_tw.urls import validate_url
@@ -158,7 +158,7 @@ class LinksResource(PlainResource):
     def _read(self, request: Request, segment: bytes) -> int:
         key = segment.decode("ascii", "replace")
         if not is_valid_key(key):
-            write_problem(request, 404, f"no link is stored under {key!r}")
+            write_problem(request, 404, no_link_text(key))
             return NOT_DONE_YET
 
         def with_stats(url: str) -> Deferred[dict[str, Any]]:
@@ -230,7 +230,7 @@ class LinksResource(PlainResource):
             return NOT_DONE_YET
         key = segment.decode("ascii", "replace")
         if not is_valid_key(key):
-            write_problem(request, 404, f"no link is stored under {key!r}")
+            write_problem(request, 404, no_link_text(key))
             return NOT_DONE_YET
 
         def disabled(when: int) -> None:

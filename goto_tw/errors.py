@@ -35,11 +35,28 @@ class GotoError(Exception):
         return f"{self} ({self.detail})" if self.detail else str(self)
 
 
+#: How much of a key :func:`no_link_text` shows: a key no check has bounded yet (a PostgreSQL master's,
+#: a path segment the API refuses) can be as long as the request line.
+SHOWN_KEY_LENGTH = 80
+
+
+def no_link_text(key: str) -> str:
+    """What a client is told for a key no link is stored under: the same words on every path (a page,
+    the JSON API's problem, a master's fault, a slave's 404), the key as ``repr`` writes it (quoted,
+    anything unprintable escaped), cut to :data:`SHOWN_KEY_LENGTH` characters."""
+    return f"no link is stored under {key[:SHOWN_KEY_LENGTH]!r}"
+
+
 class KeyNotFound(GotoError):
     """No long URL is stored under the key."""
 
     http_status = 404
     fault_code = 404
+
+    @classmethod
+    def for_key(cls, key: str) -> KeyNotFound:
+        """The error for ``key``, its message :func:`no_link_text`."""
+        return cls(no_link_text(key))
 
 
 class KeyExists(GotoError):

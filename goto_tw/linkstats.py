@@ -36,7 +36,7 @@ class MasterLinkStats:
 
     def stats(self, key: str) -> Deferred[dict[str, object]]:
         if self._local.lookup(key) is None:
-            return fail(KeyNotFound(f"no link is stored under {key!r}"))
+            return fail(KeyNotFound.for_key(key))
         created = self._store.created(key)  # a custom key's own time
         if created is None:
             index = canonical_index(key)

@@ -209,7 +209,7 @@ class PGStore:
         if url is not None:
             return succeed(url)
         if not is_valid_key(key):
-            return fail(KeyNotFound(f"no link is stored under {key[:80]!r}"))
+            return fail(KeyNotFound.for_key(key))
         self.misses += 1
         return self._gets.call(key, lambda: self._read(key))
 
@@ -261,7 +261,7 @@ class PGStore:
 
         def answered(url: str | None) -> str:
             if url is None:
-                raise KeyNotFound(f"no link is stored under {key!r}")
+                raise KeyNotFound.for_key(key)
             self._remember(key, url)
             return url
 

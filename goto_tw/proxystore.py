@@ -138,7 +138,7 @@ class ProxyStore:
         unknown_until = self._unknown_until.get(key)
         if unknown_until is not None:
             if self._clock.seconds() < unknown_until:
-                return fail(KeyNotFound(f"no link is stored under {key!r}"))
+                return fail(KeyNotFound.for_key(key))
             del self._unknown_until[key]
         failed = self._failed_fast()
         if failed is not None:

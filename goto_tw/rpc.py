@@ -20,7 +20,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from goto_tw.clicks import ClickBook, check_batch
-from goto_tw.errors import GotoError, KeyNotFound, NotAuthorized
+from goto_tw.errors import GotoError, KeyNotFound, NotAuthorized, no_link_text
 from goto_tw.interfaces import IChangeSource, IKnownKeys, ILinkAdder, ILinkStats, ILocalLookup, IURLStore
 from goto_tw.keys import is_valid_key
 from goto_tw.linkstats import stats_struct
@@ -95,7 +95,7 @@ class StoreHandler(xmlrpc.XMLRPC):
         if self._stats is None:
             raise xmlrpc.Fault(xmlrpc.XMLRPC.NOT_FOUND, "this master keeps no statistics")
         if not is_valid_key(key):
-            raise xmlrpc.Fault(KeyNotFound.fault_code, "no link is stored under that key")
+            raise xmlrpc.Fault(KeyNotFound.fault_code, no_link_text(key))
         return self._stats.stats(key).addCallbacks(stats_struct, _as_fault)
 
     def xmlrpc_Get(self, *args: Any) -> Deferred[str] | str | xmlrpc.Fault:
@@ -111,7 +111,7 @@ class StoreHandler(xmlrpc.XMLRPC):
         """
         key = _single_string(args, "key")
         if not is_valid_key(key):
-            raise xmlrpc.Fault(KeyNotFound.fault_code, "no link is stored under that key")
+            raise xmlrpc.Fault(KeyNotFound.fault_code, no_link_text(key))
         if self._local is not None:
             url = self._local.lookup(key)
             if url is not None:

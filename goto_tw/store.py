@@ -116,7 +116,7 @@ class URLStore:
 
     def _refusal(self, key: str, url: str | None) -> GotoError | None:
         if url is None:
-            return KeyNotFound(f"no link is stored under {key!r}")
+            return KeyNotFound.for_key(key)
         if self._disabled and key in self._disabled:
             return KeyDisabled(DISABLED_MESSAGE)
         return None
@@ -292,7 +292,7 @@ class URLStore:
     def disable(self, key: str) -> Deferred[int]:
         """Disable ``key`` once its tombstone is durable; then it answers 410 and enters the feed."""
         if key not in self._urls:
-            return fail(KeyNotFound(f"no link is stored under {key!r}"))
+            return fail(KeyNotFound.for_key(key))
         when = self._disabled.get(key)
         if when is not None:
             return succeed(when)
