@@ -36,15 +36,24 @@ class GotoError(Exception):
 
 
 #: How much of a key :func:`no_link_text` shows: a key no check has bounded yet (a PostgreSQL master's,
-#: a path segment the API refuses) can be as long as the request line.
+#: a path segment the API refuses) can be as long as the request line. It bounds the key as ``repr``
+#: writes it (quotes aside), not the key: ``repr`` writes an unprintable character in up to 10
+#: (``\U000f0000``), and a master's fault text longer than a slave shows (300) would reach the slave's
+#: caller as "cannot reach its store".
 SHOWN_KEY_LENGTH = 80
 
 
 def no_link_text(key: str) -> str:
-    """What a client is told for a key no link is stored under: the same words on every path (a page,
-    the JSON API's problem, a master's fault, a slave's 404), the key as ``repr`` writes it (quoted,
-    anything unprintable escaped), cut to :data:`SHOWN_KEY_LENGTH` characters."""
-    return f"no link is stored under {key[:SHOWN_KEY_LENGTH]!r}"
+    """What a client is told for a key no link is stored under: the same words on every path (the
+    JSON API's problem, a master's fault, a slave's 404, a valid key's page), the longest beginning of
+    the key whose ``repr`` (quoted, anything unprintable escaped) is at most :data:`SHOWN_KEY_LENGTH`
+    characters besides its quotes."""
+    cut = key[:SHOWN_KEY_LENGTH]
+    shown = repr(cut)
+    while len(shown) > SHOWN_KEY_LENGTH + 2:  # only a key with escaped characters: at most 80 turns
+        cut = cut[:-1]
+        shown = repr(cut)
+    return f"no link is stored under {shown}"
 
 
 class KeyNotFound(GotoError):

@@ -71,3 +71,26 @@ def test_a_slave_passes_its_masters_words_on_and_repeats_them_from_its_memory() 
     assert first.check(KeyNotFound) and str(first.value) == no_link_text("zz")
     again = failure_of(slave.get("zz"))
     assert again.check(KeyNotFound) and str(again.value) == no_link_text("zz")
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["\U000f0000" * 100, "\x85" * 100, "a'\"" * 40, "\u00e9" * 90],
+    ids=["astral", "c1", "quotes", "e-acute"],
+)
+def test_a_key_of_escaped_characters_is_shown_short_enough_for_a_slave_to_pass_on(key: str) -> None:
+    """``repr`` writes an unprintable character in up to 10 (``\\U000f0000``): 80 of them made an
+    826-character fault text that a slave's ``_client_text`` (300 at most) refused, so its caller got
+    KeyNotFound worded "cannot reach its store". The shown key is cut so its repr stays short."""
+    text = no_link_text(key)
+    assert text.startswith("no link is stored under ") and text.isprintable()
+    assert len(text) <= len(no_link_text("x" * SHOWN_KEY_LENGTH))
+    master = Master(URLStore())
+    got = failure_of(master.settle(master.remote.get(key)))
+    assert got.check(KeyNotFound) and str(got.value) == text
+
+
+def test_the_shown_key_is_its_longest_beginning_whose_repr_fits() -> None:
+    """Cut to fit, the key is still shown as ``repr`` writes it: a beginning of it, quoted."""
+    assert no_link_text("\x01" * 100) == "no link is stored under " + repr("\x01" * (SHOWN_KEY_LENGTH // 4))
+    assert no_link_text("ab\x01" * 5) == "no link is stored under " + repr("ab\x01" * 5)
