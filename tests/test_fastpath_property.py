@@ -190,7 +190,7 @@ class ScriptedMaster:
         def answer() -> str:
             if key in self.keys:
                 return self.keys[key]
-            known = MASTER_ANSWERS.get(key, KeyNotFound(f"no link is stored under {key!r}"))
+            known = MASTER_ANSWERS.get(key, KeyNotFound.for_key(key))
             if isinstance(known, Exception):
                 raise known
             return known
