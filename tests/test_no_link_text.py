@@ -6,6 +6,8 @@ import json
 import xmlrpc.client as xmlrpclib
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
 from goto_tw.errors import SHOWN_KEY_LENGTH, KeyNotFound, no_link_text
@@ -94,3 +96,15 @@ def test_the_shown_key_is_its_longest_beginning_whose_repr_fits() -> None:
     """Cut to fit, the key is still shown as ``repr`` writes it: a beginning of it, quoted."""
     assert no_link_text("\x01" * 100) == "no link is stored under " + repr("\x01" * (SHOWN_KEY_LENGTH // 4))
     assert no_link_text("ab\x01" * 5) == "no link is stored under " + repr("ab\x01" * 5)
+
+
+@given(st.text(max_size=200))
+@example("\U000f0000" * 100)
+@example("'\"" * 60)
+@example("a" * 79 + "\x00")
+def test_the_shown_key_is_the_longest_beginning_that_fits_whatever_the_key(key: str) -> None:
+    """The bisection finds what cutting one character at a time from SHOWN_KEY_LENGTH would."""
+    cut = key[:SHOWN_KEY_LENGTH]
+    while len(repr(cut)) > SHOWN_KEY_LENGTH + 2:
+        cut = cut[:-1]
+    assert no_link_text(key) == "no link is stored under " + repr(cut)
