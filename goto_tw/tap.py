@@ -31,6 +31,7 @@ from goto_tw.clients import ClientAddresses
 from goto_tw.cors import add_cors
 from goto_tw.fastpath import ANSWER_DEADLINE
 from goto_tw.interfaces import IClickCounter, ILinkStats, IURLStore
+from goto_tw.jitcounters import keep_counters
 from goto_tw.keybound import CorruptKeyBound
 from goto_tw.leanpoll import use_lean_poll
 from goto_tw.lifecycle import DrainService, StopInOrder, listening_service
@@ -432,6 +433,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         reactor = global_reactor
         use_lean_poll(reactor)  # the reactor twistd runs: one logging context less per event
         warn_if_small_nursery()  # a PyPy server only: see goto_tw/nursery.py
+        keep_counters()  # a PyPy server only: see goto_tw/jitcounters.py
     top = StopInOrder()
     metrics = Metrics("slave" if options["master"] else "master")
     try:

@@ -220,10 +220,11 @@ def test_only_twisteds_own_epoll_reactor_gets_the_lean_step() -> None:
             made._poller.close()
 
 
-def test_twistds_reactor_gets_the_lean_step_and_the_nursery_check_and_an_injected_one_neither(
+def test_twistds_reactor_gets_the_lean_step_the_nursery_check_and_the_jit_counters_and_an_injected_one_none(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Both run for the reactor twistd runs, not for a test's (the check itself: tests/test_nursery.py)."""
+    """All three run for the reactor twistd runs, not for a test's (the nursery check itself:
+    tests/test_nursery.py; the JIT counters: tests/test_jitcounters.py)."""
     from twisted.internet import reactor as global_reactor
 
     def options(name: str) -> tap.Options:
@@ -235,12 +236,16 @@ def test_twistds_reactor_gets_the_lean_step_and_the_nursery_check_and_an_injecte
     checked: list[None] = []
     monkeypatch.setattr(tap, "use_lean_poll", given.append)
     monkeypatch.setattr(tap, "warn_if_small_nursery", lambda: checked.append(None))
+    kept: list[None] = []
+    monkeypatch.setattr(tap, "keep_counters", lambda: kept.append(None))
     tap.makeService(options("a.json"), reactor=MemoryReactorClock())
     assert given == []
     assert checked == []
+    assert kept == []
     tap.makeService(options("b.json"))
     assert given == [global_reactor]
     assert checked == [None]
+    assert kept == [None]
 
 
 class RecordingPoller:

@@ -1,0 +1,104 @@
+"""PyPy's JIT counters: a server keeps them from decaying, unless the operator says otherwise."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.logger import LogLevel, capturedLogs, formatEvent
+
+from goto_tw import jitcounters
+from goto_tw.jitcounters import DECAY_VARIABLE, RECOMMENDED_DECAY, keep_counters
+
+ON_PYPY = platform.python_implementation() == "PyPy"
+
+
+def kept(environ: dict[str, str] | None) -> tuple[int | None, list[str], list[dict[str, Any]]]:
+    """What :func:`keep_counters` returns, the parameters it set and the events it logged."""
+    set_params: list[str] = []
+    with capturedLogs() as events:
+        decay = keep_counters(environ, set_params.append)
+    ours = [event for event in events if event.get("log_namespace") == jitcounters.log.namespace]
+    return decay, set_params, ours
+
+
+def test_without_a_choice_the_decay_is_turned_off() -> None:
+    assert RECOMMENDED_DECAY == 0
+    assert kept({}) == (0, ["decay=0"], [])
+
+
+@pytest.mark.parametrize(
+    ("value", "decay"), [("0", 0), ("12", 12), (" 40 ", 40), ("10\n", 10), ("1000", 1000)]
+)
+def test_the_operators_decay_is_set_instead(value: str, decay: int) -> None:
+    assert kept({DECAY_VARIABLE: value}) == (decay, [f"decay={decay}"], [])
+
+
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_value_leaves_pypys_own_decay(value: str) -> None:
+    """Empty: PyPy's default, or a ``--jit decay=N`` given to the interpreter, is left as it is."""
+    assert kept({DECAY_VARIABLE: value}) == (None, [], [])
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "1001", "4.5", "1e3", "\u0663", "0x10", "1 0"])
+def test_a_value_that_is_no_decay_is_logged_once_and_ignored(value: str) -> None:
+    decay, set_params, events = kept({DECAY_VARIABLE: value})
+    assert (decay, set_params) == (None, [])
+    assert len(events) == 1
+    assert events[0]["log_level"] == LogLevel.warn
+    text = formatEvent(events[0])
+    assert DECAY_VARIABLE in text
+    assert repr(value) in text
+    assert "\n" not in text
+
+
+def test_a_long_bad_value_is_shown_cut_short() -> None:
+    decay, set_params, events = kept({DECAY_VARIABLE: "x" * 5000})
+    assert (decay, set_params) == (None, [])
+    assert len(formatEvent(events[0])) < 300
+
+
+def test_an_interpreter_without_a_jit_sets_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jitcounters, "_pypy_set_param", lambda: None)
+    with capturedLogs() as events:
+        assert keep_counters({}) is None
+    assert list(events) == []
+
+
+def test_the_environment_read_by_default_is_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What twistd's ``makeService`` calls (no arguments) reads ``os.environ``."""
+    set_params: list[str] = []
+    monkeypatch.setenv(DECAY_VARIABLE, "7")
+    assert keep_counters(None, set_params.append) == 7
+    monkeypatch.delenv(DECAY_VARIABLE)
+    assert keep_counters(None, set_params.append) == 0
+    assert set_params == ["decay=7", "decay=0"]
+
+
+def run_keep_counters(environ: dict[str, str]) -> str:
+    """``keep_counters()`` in a fresh interpreter like this one's (it changes the whole process's JIT),
+    as ``makeService`` calls it; what it returned."""
+    done = subprocess.run(
+        [sys.executable, "-c", "from goto_tw.jitcounters import keep_counters; print(keep_counters())"],
+        env={**os.environ, **environ},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    return done.stdout.strip()
+
+
+def test_the_interpreters_own_jit_takes_the_setting_or_there_is_none() -> None:
+    """PyPy's ``pypyjit.set_param`` accepts what is set (a bad spelling would raise there); CPython
+    has no ``pypyjit`` and nothing is set."""
+    expected = "0" if ON_PYPY else "None"
+    assert run_keep_counters({}) == expected
+    if ON_PYPY:
+        assert run_keep_counters({DECAY_VARIABLE: "1000"}) == "1000"
