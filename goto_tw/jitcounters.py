@@ -2,15 +2,16 @@
 times a second get compiled.
 
 PyPy compiles a loop, or a bridge from a guard that keeps failing, once a counter for it reaches a
-threshold (1,039 runs of a loop, 200 failures of a guard). To keep rare paths from ever being
-compiled, every minor collection shrinks all the counters by ``decay`` thousandths (40: 4%;
-``decay_all_counters`` in RPython's ``rpython/jit/metainterp/counter.py``). How
-often that happens depends on how fast the process allocates, not on time: a slave answering 40,000
-cached redirects a second collects its nursery (4 MiB) dozens of times a second. Its misses and
-unknown keys (hundreds a second, spread over the guards of the batches to the master and of the
-answers coming back) then never reach the threshold: each one runs in PyPy's interpreter, after the
-compiled code it left has been unwound guard by guard (the "blackhole" interpreter). A master's
-look-ups for its slaves fare the same.
+threshold (1,039 runs of a loop, 1,619 calls of a function, 200 failures of a guard). To keep rare paths
+from ever being compiled, every 32nd minor collection, and whenever a loop or a function reaches its
+threshold, shrinks all the counters by ``decay`` thousandths (40: 4%; ``invoke_after_minor_collection``
+and ``decay_all_counters`` in RPython's ``rpython/jit/metainterp/counter.py``). How often that happens
+depends on how fast the process allocates, not on time: a slave answering 40,000 cached redirects a
+second collects its nursery (4 MiB) dozens of times a second. Its misses and unknown keys (hundreds a
+second, spread over the guards of the batches to the master and of the answers coming back) then never
+reach the threshold: each one runs in PyPy's interpreter, after the compiled code it left has been
+unwound guard by guard (the "blackhole" interpreter). A master's look-ups for its slaves fare the
+same.
 
 Measured on a PyPy slave and master on one CPU (scratch pairs side by side, taking turns, wrk ``-c50``
 of 4 s rounds of all hits, then of the ``m`` mix: 1% misses and 1% unknown keys):
@@ -25,8 +26,11 @@ of 4 s rounds of all hits, then of the ``m`` mix: 1% misses and 1% unknown keys)
   slave's RSS after those rounds: 184 MiB with decay 40, 187 MiB with ``decay=0``.
 
 So a PyPy server sets ``decay=0`` at start-up (:func:`keep_counters`): a path it takes often enough
-is compiled, however much it allocates meanwhile (PyPy still frees compiled loops that go unused:
-its ``loop_longevity``). ``GOTO_PYPY_JIT_DECAY`` in the environment sets another
+is compiled, however much it allocates meanwhile. Nothing ages a counter any more: a path taken
+once an hour reaches 200 in about eight days and is compiled then, and what PyPy compiles is bounded
+only by the paths it takes (its ``loop_longevity`` frees a loop nobody entered during the last 1,000
+compilations, counted in compilations, not time; a bridge lives as long as its loop). The RSS above
+is after minutes, not days. ``GOTO_PYPY_JIT_DECAY`` in the environment sets another
 decay (0 to 1000), or, empty, leaves PyPy's own (the default, or a ``--jit decay=N`` on its command
 line). CPython has no JIT: nothing is done there.
 """
@@ -80,8 +84,12 @@ def keep_counters(
     elif chosen.strip() == "":
         return None  # the operator leaves it to PyPy
     else:
-        text = chosen.strip()
-        if not (text.isascii() and text.isdigit()) or int(text) > MAX_DECAY:
+        text = chosen.strip().lstrip("0") or "0"  # int() refuses more than 4,300 digits
+        if (
+            not (text.isascii() and text.isdigit())
+            or len(text) > len(str(MAX_DECAY))
+            or int(text) > MAX_DECAY
+        ):
             log.warn(
                 "Ignoring {variable}={value!r}: it takes a whole number from 0 to {most}; PyPy keeps"
                 " its own decay",

@@ -33,7 +33,8 @@ def test_without_a_choice_the_decay_is_turned_off() -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "decay"), [("0", 0), ("12", 12), (" 40 ", 40), ("10\n", 10), ("1000", 1000)]
+    ("value", "decay"),
+    [("0", 0), ("12", 12), (" 40 ", 40), ("10\n", 10), ("1000", 1000), ("0040", 40), ("0" * 5000 + "12", 12)],
 )
 def test_the_operators_decay_is_set_instead(value: str, decay: int) -> None:
     assert kept({DECAY_VARIABLE: value}) == (decay, [f"decay={decay}"], [])
@@ -63,6 +64,13 @@ def test_a_long_bad_value_is_shown_cut_short() -> None:
     assert len(formatEvent(events[0])) < 300
 
 
+@pytest.mark.parametrize("value", ["9" * 5000, "1" + "0" * 4400, "10000"])
+def test_a_number_too_long_is_logged_and_ignored_not_raised(value: str) -> None:
+    """``int()`` refuses more than 4,300 digits (CPython 3.11, PyPy 3.9): still a value that is no decay."""
+    decay, set_params, events = kept({DECAY_VARIABLE: value})
+    assert (decay, set_params, len(events)) == (None, [], 1)
+
+
 def test_an_interpreter_without_a_jit_sets_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(jitcounters, "_pypy_set_param", lambda: None)
     with capturedLogs() as events:
@@ -85,7 +93,7 @@ def run_keep_counters(environ: dict[str, str]) -> str:
     as ``makeService`` calls it; what it returned."""
     done = subprocess.run(
         [sys.executable, "-c", "from goto_tw.jitcounters import keep_counters; print(keep_counters())"],
-        env={**os.environ, **environ},
+        env={**{k: v for k, v in os.environ.items() if k != DECAY_VARIABLE}, **environ},
         capture_output=True,
         text=True,
         timeout=120,
@@ -102,3 +110,40 @@ def test_the_interpreters_own_jit_takes_the_setting_or_there_is_none() -> None:
     assert run_keep_counters({}) == expected
     if ON_PYPY:
         assert run_keep_counters({DECAY_VARIABLE: "1000"}) == "1000"
+
+
+#: A loop whose one guard fails every 40,000th run (400 times in all) while it allocates enough for
+#: hundreds of minor collections: the guard's counter reaches 200 only if nothing decays it.
+RARE_GUARD = """
+import pypyjit
+from goto_tw.jitcounters import keep_counters
+bridges = []
+pypyjit.set_compile_hook(lambda info: bridges.append(info.type == "bridge"))
+keep_counters()
+ring = [None] * 1024
+for i in range(16_000_000):
+    ring[i & 1023] = [i, i, i, i]
+    if i % 40_000 == 0:
+        str(i)
+print(sum(bridges))
+"""
+
+
+@pytest.mark.skipif(not ON_PYPY, reason="CPython has no JIT")
+@pytest.mark.parametrize(("environ", "bridges"), [({}, "1"), ({DECAY_VARIABLE: "1000"}, "0")])
+def test_pypy_compiles_a_rarely_failing_guard_only_without_decay(
+    environ: dict[str, str], bridges: str
+) -> None:
+    """The setting reaches PyPy's counters: what the module's docstring promises, on a small scale.
+    The nursery is pinned (1 MiB) so that the collections, hence the decays, do not depend on the CPU."""
+    env = {k: v for k, v in os.environ.items() if k != DECAY_VARIABLE}
+    done = subprocess.run(
+        [sys.executable, "-c", RARE_GUARD],
+        env={**env, "PYPY_GC_NURSERY": "1M", **environ},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert done.stdout.strip() == bridges
