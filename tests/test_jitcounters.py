@@ -27,9 +27,23 @@ def kept(environ: dict[str, str] | None) -> tuple[int | None, list[str], list[di
     return decay, set_params, ours
 
 
-def test_without_a_choice_the_decay_is_turned_off() -> None:
+def said(events: list[dict[str, Any]]) -> list[tuple[LogLevel, str]]:
+    return [(event["log_level"], formatEvent(event)) for event in events]
+
+
+def set_and_logged(decay: int) -> tuple[int, list[str], list[tuple[LogLevel, str]]]:
+    """What :func:`keep_counters` gives back, sets and logs (the decay, at info) when it sets ``decay``."""
+    return (
+        decay,
+        [f"decay={decay}"],
+        [(LogLevel.info, f"PyPy's JIT counters decay by {decay} (see goto_tw/jitcounters.py)")],
+    )
+
+
+def test_without_a_choice_the_decay_is_turned_off_and_logged() -> None:
     assert RECOMMENDED_DECAY == 0
-    assert kept({}) == (0, ["decay=0"], [])
+    decay, set_params, events = kept({})
+    assert (decay, set_params, said(events)) == set_and_logged(0)
 
 
 @pytest.mark.parametrize(
@@ -37,7 +51,8 @@ def test_without_a_choice_the_decay_is_turned_off() -> None:
     [("0", 0), ("12", 12), (" 40 ", 40), ("10\n", 10), ("1000", 1000), ("0040", 40), ("0" * 5000 + "12", 12)],
 )
 def test_the_operators_decay_is_set_instead(value: str, decay: int) -> None:
-    assert kept({DECAY_VARIABLE: value}) == (decay, [f"decay={decay}"], [])
+    got, set_params, events = kept({DECAY_VARIABLE: value})
+    assert (got, set_params, said(events)) == set_and_logged(decay)
 
 
 @pytest.mark.parametrize("value", ["", "  "])
