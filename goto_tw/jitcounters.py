@@ -8,10 +8,10 @@ threshold, shrinks all the counters by ``decay`` thousandths (40: 4%; ``invoke_a
 and ``decay_all_counters`` in RPython's ``rpython/jit/metainterp/counter.py``). How often that happens
 depends on how fast the process allocates, not on time: a slave answering 40,000 cached redirects a
 second collects its nursery (4 MiB) dozens of times a second. Its misses and unknown keys (hundreds a
-second, spread over the guards of the batches to the master and of the answers coming back) then never
-reach the threshold: each one runs in PyPy's interpreter, after the compiled code it left has been
-unwound guard by guard (the "blackhole" interpreter). A master's look-ups for its slaves fare the
-same.
+second, spread over the guards of the batches to the master and of the answers coming back) then stay
+below the threshold, as the measurements below point to: each one runs in PyPy's interpreter, after
+the compiled code it left has been unwound guard by guard (the "blackhole" interpreter). A master's
+look-ups for its slaves fare the same.
 
 Measured on a PyPy slave and master on one CPU (scratch pairs side by side, taking turns, wrk ``-c50``
 of 4 s rounds of all hits, then of the ``m`` mix: 1% misses and 1% unknown keys):
