@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,8 +10,7 @@ from twisted.logger import LogLevel, capturedLogs, formatEvent
 
 from goto_tw import jitcounters
 from goto_tw.jitcounters import DECAY_VARIABLE, RECOMMENDED_DECAY, keep_counters
-
-ON_PYPY = platform.python_implementation() == "PyPy"
+from tests.interpreter import ON_PYPY, printed_by
 
 
 def kept(environ: dict[str, str] | None) -> tuple[int | None, list[str], list[dict[str, Any]]]:
@@ -106,16 +101,15 @@ def test_the_environment_read_by_default_is_os_environ(monkeypatch: pytest.Monke
 def run_keep_counters(environ: dict[str, str]) -> str:
     """``keep_counters()`` in a fresh interpreter like this one's (it changes the whole process's JIT),
     as ``makeService`` calls it; what it returned."""
-    done = subprocess.run(
-        [sys.executable, "-c", "from goto_tw.jitcounters import keep_counters; print(keep_counters())"],
-        env={**{k: v for k, v in os.environ.items() if k != DECAY_VARIABLE}, **environ},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-        cwd=Path(__file__).resolve().parent.parent,
+    return printed_by(
+        "from goto_tw.jitcounters import keep_counters; print(keep_counters())",
+        {**without_decay_variable(), **environ},
     )
-    return done.stdout.strip()
+
+
+def without_decay_variable() -> dict[str, str]:
+    """This environment without an inherited ``GOTO_PYPY_JIT_DECAY``."""
+    return {k: v for k, v in os.environ.items() if k != DECAY_VARIABLE}
 
 
 def test_the_interpreters_own_jit_takes_the_setting_or_there_is_none() -> None:
@@ -151,14 +145,5 @@ def test_pypy_compiles_a_rarely_failing_guard_only_without_decay(
 ) -> None:
     """The setting reaches PyPy's counters: what the module's docstring promises, on a small scale.
     The nursery is pinned (1 MiB) so that the collections, hence the decays, do not depend on the CPU."""
-    env = {k: v for k, v in os.environ.items() if k != DECAY_VARIABLE}
-    done = subprocess.run(
-        [sys.executable, "-c", RARE_GUARD],
-        env={**env, "PYPY_GC_NURSERY": "1M", **environ},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
-    assert done.stdout.strip() == bridges
+    printed = printed_by(RARE_GUARD, {**without_decay_variable(), "PYPY_GC_NURSERY": "1M", **environ})
+    assert printed == bridges

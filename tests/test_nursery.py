@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,8 +15,8 @@ from goto_tw.nursery import (
     nursery_size,
     warn_if_small_nursery,
 )
+from tests.interpreter import ON_PYPY, printed_by
 
-ON_PYPY = platform.python_implementation() == "PyPy"
 MIB = 1024 * 1024
 
 
@@ -78,16 +74,8 @@ def test_the_recommended_spelling_and_bytes_are_the_same_size() -> None:
 def test_pypy_reads_the_recommended_spelling_as_the_recommended_size() -> None:
     """The value the units set is one PyPy understands: a PyPy started with it has that nursery."""
     environ = {**os.environ, "PYPY_GC_NURSERY": RECOMMENDED_NURSERY}
-    done = subprocess.run(
-        [sys.executable, "-c", "from goto_tw.nursery import nursery_size; print(nursery_size())"],
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
-    assert int(done.stdout) == RECOMMENDED_NURSERY_BYTES
+    printed = printed_by("from goto_tw.nursery import nursery_size; print(nursery_size())", environ)
+    assert int(printed) == RECOMMENDED_NURSERY_BYTES
 
 
 def test_an_empty_value_the_operator_set_is_left_alone() -> None:
