@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from functools import lru_cache
 
 from twisted.internet.address import IPv4Address, IPv6Address
 
@@ -20,9 +21,35 @@ MAX_FORWARDED = 16
 _FORWARDED_FOR = re.compile(rb"(?im)^x-forwarded-for:[ \t]*([^\r\n]*)\r?$")
 
 
+#: Peer addresses whose normal form is remembered (only with ``--trusted-proxy``): a proxy's few.
+_NORMAL_FORMS_KEPT = 1024
+
+
+def normal_address(value: str) -> str:
+    """The one spelling of an IP address that every comparison uses, or ``ValueError``.
+
+    IPv6 in its compressed form, and an IPv4-mapped IPv6 address (what a ``tcp6:`` listener reports
+    for an IPv4 peer, ``::ffff:127.0.0.1``) as the IPv4 address it maps: Python itself spells one
+    ``::ffff:7f00:1`` or ``::ffff:127.0.0.1`` depending on its version.
+    """
+    address = ipaddress.ip_address(value)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+@lru_cache(maxsize=_NORMAL_FORMS_KEPT)
+def _normal_peer(peer: str) -> str:
+    """A connection's peer in :func:`normal_address` form (as it is, if it is no address)."""
+    try:
+        return normal_address(peer)
+    except ValueError:
+        return peer
+
+
 def parse_proxy(value: str) -> str:
     """Check one ``--trusted-proxy`` value (an IP address); return its normal form."""
-    return str(ipaddress.ip_address(value.strip()))
+    return normal_address(value.strip())
 
 
 def peer_host(address: object) -> str:
@@ -36,14 +63,18 @@ class ClientAddresses:
     def __init__(self, trusted: frozenset[str] = frozenset()) -> None:
         self.trusted = trusted
 
+    def is_trusted(self, peer: str) -> bool:
+        """Whether ``peer`` (as the transport spells it) is a trusted proxy."""
+        return bool(self.trusted) and _normal_peer(peer) in self.trusted
+
     def client(self, peer: str, forwarded: list[bytes]) -> str:
         """The client of a connection from ``peer`` with these ``X-Forwarded-For`` values."""
-        if not self.trusted or peer not in self.trusted or not forwarded:
+        if not forwarded or not self.is_trusted(peer):
             return peer
         entries = b",".join(forwarded).split(b",")[-MAX_FORWARDED:]
         for entry in reversed(entries):
             try:
-                address = str(ipaddress.ip_address(entry.strip().decode("ascii")))
+                address = normal_address(entry.strip().decode("ascii"))
             except (ValueError, UnicodeDecodeError):
                 return peer
             if address not in self.trusted:
@@ -53,13 +84,13 @@ class ClientAddresses:
     def of_request(self, request: object) -> str:
         """The client of a twisted.web request."""
         peer = peer_host(request.getClientAddress())  # type: ignore[attr-defined]
-        if not self.trusted or peer not in self.trusted:
+        if not self.is_trusted(peer):
             return peer
         headers = request.requestHeaders.getRawHeaders(b"x-forwarded-for") or []  # type: ignore[attr-defined]
         return self.client(peer, headers)
 
     def of_head(self, peer: str, head: bytes) -> str:
         """The client of a raw request head (the fast path's)."""
-        if not self.trusted or peer not in self.trusted:
+        if not self.is_trusted(peer):
             return peer
         return self.client(peer, _FORWARDED_FOR.findall(head))

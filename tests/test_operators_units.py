@@ -14,7 +14,7 @@ from zope.interface.verify import verifyObject
 
 from goto_tw.auth import APIKeys, KeysFileError, parse_keys
 from goto_tw.changes import ChangeFeed
-from goto_tw.clients import ClientAddresses
+from goto_tw.clients import ClientAddresses, parse_proxy
 from goto_tw.coherence import CacheCoherence
 from goto_tw.errors import KeyDisabled, KeyNotFound
 from goto_tw.interfaces import IChangeSource, ILinkAdmin, IRecordLog, ITombstoneLog, IURLStore
@@ -214,3 +214,27 @@ def test_forwarded_for_only_from_trusted_proxies() -> None:
     head = b"GET /add?url=x HTTP/1.1\r\nX-Forwarded-For: 7.7.7.7\r\n\r\n"
     assert clients.of_head("10.0.0.1", head) == "7.7.7.7"
     assert ClientAddresses().of_head("10.0.0.1", head) == "10.0.0.1"
+
+
+@pytest.mark.parametrize("written", ["127.0.0.1", "::ffff:127.0.0.1", "::ffff:7f00:1"])
+def test_a_trusted_proxy_matches_however_its_address_is_spelt(written: str) -> None:
+    """A ``tcp6:`` listener reports an IPv4 peer IPv4-mapped; the option may be written either way:
+    the proxy is trusted, the address it names is the client (a mapped one as plain IPv4)."""
+    clients = ClientAddresses(frozenset({parse_proxy(written)}))
+    head = b"GET /add?url=x HTTP/1.1\r\nX-Forwarded-For: ::ffff:198.51.100.7\r\n\r\n"
+    for peer in ("127.0.0.1", "::ffff:127.0.0.1"):
+        assert clients.of_head(peer, head) == "198.51.100.7"
+        assert clients.client(peer, [b"198.51.100.8, ::ffff:127.0.0.1"]) == "198.51.100.8"
+    assert clients.of_head("::ffff:127.0.0.2", head) == "::ffff:127.0.0.2"
+    assert clients.of_head("::1", head) == "::1"
+
+
+def test_the_remembered_peer_spellings_are_bounded() -> None:
+    """Peers seen behind ``--trusted-proxy`` are remembered in normal form, a bounded number of them."""
+    from goto_tw import clients as module
+
+    clients = ClientAddresses(frozenset({"10.0.0.1"}))
+    for number in range(module._NORMAL_FORMS_KEPT + 500):
+        assert not clients.is_trusted(f"::ffff:192.0.{number // 256}.{number % 256}")
+    assert module._normal_peer.cache_info().currsize <= module._NORMAL_FORMS_KEPT
+    assert clients.is_trusted("::ffff:10.0.0.1")

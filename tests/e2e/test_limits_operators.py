@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from .harness import GotoProcesses, add_url, get, request
 
 
@@ -37,6 +39,33 @@ def test_adds_over_the_rate_are_429_with_retry_after_on_both_paths(
     assert get(f"{master.base_url}/0").status == 302
     metrics = get(f"{master.base_url}/_goto/metrics").text
     assert "goto_adds_rate_limited_total 3.0" in metrics
+
+
+@pytest.mark.parametrize("proxy", ["127.0.0.1", "::ffff:127.0.0.1"])
+def test_a_trusted_proxy_is_recognised_on_a_dual_stack_listener(
+    goto_processes: GotoProcesses, tmp_path: Path, proxy: str
+) -> None:
+    """A ``tcp6:`` listener reports an IPv4 proxy as ``::ffff:127.0.0.1``: written either way,
+    ``--trusted-proxy`` still matches it, so each X-Forwarded-For client keeps its own bucket."""
+    master = goto_processes(
+        "--add-rate", "1/m", "--add-burst", "1", "--trusted-proxy", proxy,
+        data_file=tmp_path / "a.json", http="tcp6:0:interface=\\:\\:ffff\\:127.0.0.1",
+    )  # fmt: skip
+    statuses = [
+        request(
+            "GET",
+            f"{master.base_url}/add?url=https://dual.example/{number}",
+            headers={"X-Forwarded-For": f"198.51.100.{number}"},
+        ).status
+        for number in range(3)
+    ]
+    assert statuses == [200, 200, 200]
+    refused = request(
+        "GET",
+        f"{master.base_url}/add?url=https://dual.example/9",
+        headers={"X-Forwarded-For": "198.51.100.0"},
+    )
+    assert refused.status == 429, refused
 
 
 def test_forwarded_for_is_believed_only_from_a_trusted_proxy(
