@@ -491,8 +491,19 @@ class _Queued(NamedTuple):
 
     line: bytes
     acknowledge: Acknowledge
-    #: The key's counter value, or -1 for a key that is not one (``set`` of a custom key).
+    #: The key's counter value, or -1 for a record the key bound does not cover: a custom key's
+    #: pair (``set``, or an add with its own key), a tombstone.
     key_index: int
+
+
+def _holds_unbounded(group: list[_Queued]) -> bool:
+    """Whether ``group`` holds a record the key bound does not cover (``key_index`` -1).
+
+    Without ``fsync`` such a record is still synced before it is acknowledged: a counter key lost
+    in a power loss is never handed out again (the bound), but nothing else would keep a lost
+    custom key from being claimed again, or counted to, for another URL.
+    """
+    return any(record.key_index < 0 for record in group)
 
 
 def _settle(acknowledged: Deferred[None]) -> Acknowledge:
@@ -560,6 +571,11 @@ class AppendLog(Service):
     same hour: the master's CPU per add 26.0 -> 24.6 us on CPython, 16.5 -> 15.1 on PyPy;
     throughput, and ``c``, within the noise.
 
+    Without ``fsync`` a group is written on the reactor thread and acknowledged at once, except one
+    holding a record the key bound does not cover (a custom key's pair, a tombstone): that group is
+    synced by the writer thread first, as with ``fsync``, so no power loss can free a custom key for
+    another URL; while that runs, later groups queue behind it.
+
     With a :class:`~goto_tw.keybound.KeyBound`, no record whose key is a counter value at or past
     the durable bound is written (so none is acknowledged) until a higher bound is durable; the
     others go ahead. The bound is raised a block ahead, in a thread, whenever keys come within
@@ -597,6 +613,8 @@ class AppendLog(Service):
         self._file = record_file
         self._clock = clock
         self._fsync = fsync
+        #: Whether a writer thread can sync (always when served: tests may run a log without one).
+        self._can_sync = run_in_thread is not None and call_from_thread is not None
         self._run_in_thread = run_in_thread
         self._call_from_thread = call_from_thread
         self._metrics = metrics
@@ -616,7 +634,7 @@ class AppendLog(Service):
         #: With fsync, shared with the writer thread (under the lock): the groups it has still to
         #: write, and whether it is running (it stops once it finds none).
         self._lock = threading.Lock()
-        self._to_write: list[tuple[bytes, list[_Queued]]] = []
+        self._to_write: list[tuple[bytes, list[_Queued], bool]] = []
         self._writer_running = False
         #: How long a writer run with nothing left waits for the next group (see the class doc);
         #: woken through this condition (on the same lock) by the next group, or by a stop.
@@ -744,8 +762,12 @@ class AppendLog(Service):
         if not group:
             return
         data = b"".join(record.line for record in group)
-        if self._fsync:
-            self._hand_to_writer(data, group)
+        unbounded = not self._fsync and self._can_sync and _holds_unbounded(group)
+        # Without fsync the writer thread still syncs what the key bound cannot protect, and while
+        # it runs every group goes through it: one writer at a time, in order. (Only this thread
+        # sets ``_writer_running``, so reading it without the lock can only see a run that ends.)
+        if self._fsync or unbounded or self._writer_running:
+            self._hand_to_writer(data, group, sync=self._fsync or unbounded)
         else:
             try:
                 self._write(data, sync=False)
@@ -754,11 +776,12 @@ class AppendLog(Service):
             else:
                 self._group_done(None, group)
 
-    def _hand_to_writer(self, data: bytes, group: list[_Queued]) -> None:
+    def _hand_to_writer(self, data: bytes, group: list[_Queued], sync: bool) -> None:
         """Queue a group for the writer thread, starting it unless it is running (it then takes the
-        group once its current ``write`` + ``fsync`` ends)."""
+        group once its current ``write`` + ``fsync`` ends); ``sync``: ``fsync`` it before it is
+        acknowledged."""
         with self._lock:
-            self._to_write.append((data, group))
+            self._to_write.append((data, group, sync))
             if self._writer_running:
                 self._group_handed.notify()  # a run lingering for the next group takes it now
                 return
@@ -785,10 +808,10 @@ class AppendLog(Service):
                     return
             failure: Failure | None = None
             try:
-                self._write(b"".join([data for data, _ in taken]), sync=True)
+                self._write(b"".join([data for data, _, _ in taken]), sync=any(sync for _, _, sync in taken))
             except Exception:
                 failure = Failure()
-            self._call_from_thread(self._groups_written, [group for _, group in taken], failure)
+            self._call_from_thread(self._groups_written, [group for _, group, _ in taken], failure)
 
     def _groups_written(self, groups: list[list[_Queued]], failure: Failure | None) -> None:
         """Acknowledge groups the writer thread wrote and synced (or failed to)."""
@@ -806,7 +829,7 @@ class AppendLog(Service):
                 stranded, self._to_write = self._to_write, []
                 self._writer_running = False
             error = StoreUnavailable(NOT_STORED, detail=f"the writer thread failed: {result.value!r}")
-            _tell([record for _, group in stranded for record in group], Failure(error))
+            _tell([record for _, group, _ in stranded for record in group], Failure(error))
 
     def _write(self, data: bytes, sync: bool) -> None:
         """Write one group; on failure cut the file back and raise :class:`StoreUnavailable`.

@@ -6,6 +6,7 @@ the latter. The key bound (``<data file>.next``) is what start-up resumes past.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Callable
@@ -15,7 +16,7 @@ from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
 
-from goto_tw.errors import StoreUnavailable
+from goto_tw.errors import KeyExists, StoreUnavailable
 from goto_tw.keybound import CorruptKeyBound, KeyBound, bound_path, read_key_bound, write_key_bound
 from goto_tw.keys import key_for_index
 from goto_tw.metrics import Metrics
@@ -92,9 +93,21 @@ def start_master(
     urls = parse_records("disk", disk.cached)
     bound = KeyBound(disk.bound, disk.store_bound, block=10)
     resume = resume_index(urls, bound.durable)
-    log = AppendLog(DiskFile(disk), clock, run_in_thread=run_in_thread, key_bound=bound, resume_index=resume)
+    log = AppendLog(
+        DiskFile(disk),
+        clock,
+        run_in_thread=run_in_thread,
+        call_from_thread=getattr(run_in_thread, "call_from_thread", call_now),
+        key_bound=bound,
+        resume_index=resume,
+    )
     log.startService()
-    return URLStore(urls, log, next_index=resume), log
+    return URLStore(urls, log, next_index=resume, clock=clock), log
+
+
+def call_now(function: Callable[..., object], *args: object) -> None:
+    """``call_from_thread`` beside :func:`run_now`: the "thread" ran inline, so its hand-back does too."""
+    function(*args)
 
 
 def add(store: URLStore, clock: Clock, url: str) -> str:
@@ -263,3 +276,55 @@ def test_a_data_file_without_its_bound_file_is_warned_about(tmp_path: Path, log_
     open_data_file(str(data)).record_file.close()
     open_data_file(str(tmp_path / "new.json")).record_file.close()
     assert len([m for m in log_events.messages() if "no key bound file" in m]) == 1
+
+
+@pytest.mark.parametrize("custom", ["launch", key_for_index(15)])
+def test_a_custom_key_is_synced_before_it_is_answered_even_without_fsync(custom: str) -> None:
+    """The key bound covers counter keys only: a custom key (a name, or a counter-shaped key ahead of
+    the counter) is synced before its add is answered, so after a power loss it still points to its
+    URL: nobody can claim it, and the counter never reaches it, for another URL."""
+    disk, clock = Disk(), Clock()
+    threads = ManualThreads()
+    store, _ = start_master(disk, clock, threads)
+    first = store.put("http://first.example/")
+    threads.run_next()  # the first bound raise
+    clock.advance(0)
+    assert result_of(first) == "0"
+    added = store.add("http://mine.example/", custom)
+    clock.advance(0)
+    assert not has_fired(added), "not answered from the page cache"
+    threads.run_next()
+    assert result_of(added) == (custom, True)
+    assert b"mine.example" in disk.synced
+    disk.power_loss()
+
+    clock = Clock()
+    restarted, _ = start_master(disk, clock)
+    assert failure_of(restarted.add("http://evil.example/", custom)).check(KeyExists)
+    keys = {add(restarted, clock, f"http://other/{number}") for number in range(20)}
+    assert custom not in keys
+    assert result_of(restarted.get(custom)) == "http://mine.example/"
+
+
+def test_without_fsync_adds_behind_a_custom_key_wait_their_turn() -> None:
+    """While a custom key's record is being synced, later adds go through the same writer, in order:
+    none is written beside it, and each is answered once written."""
+    disk, clock = Disk(), Clock()
+    threads = ManualThreads()
+    store, _ = start_master(disk, clock, threads)
+    first = store.put("http://first.example/")
+    threads.run_next()  # the first bound raise
+    clock.advance(0)
+    written = disk.cached
+    custom = store.add("http://mine.example/", "launch")
+    clock.advance(0)
+    later = store.put("http://later.example/")
+    clock.advance(0)
+    assert not has_fired(later) and disk.cached == written, "nothing written beside the writer's group"
+    threads.run_next()
+    assert result_of(first) == "0" and result_of(custom) == ("launch", True) and result_of(later) == "1"
+    assert [json.loads(line)["key"] for line in disk.cached.splitlines()] == ["0", "launch", "1"]
+    after = store.put("http://after.example/")
+    clock.advance(0)
+    assert result_of(after) == "2", "the writer is done: plain adds are answered from the page cache again"
+    assert b"after.example" not in disk.synced
