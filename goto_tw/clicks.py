@@ -132,6 +132,14 @@ SEND_BATCH_KEYS = 1_000
 FLUSH_CALLS = 10
 #: Largest count for one key in one batch (an XML-RPC int is 32 bits).
 MAX_BATCH_COUNT = 2**31 - 1
+#: Most clicks a key's total holds: the largest whole number a browser's JSON reader holds exactly
+#: (the API serves totals as JSON numbers). Totals stop there, and a click file line above it is
+#: refused, so no sum of lines can overflow a total's 8-byte slot.
+MAX_CLICK_TOTAL = 2**53 - 1
+#: Latest time a mark may hold (9999-12-31T23:59:59Z): what ``time.gmtime`` can show as a date.
+MAX_MARK_TIME = 253_402_300_799
+#: Highest counter value a mark may hold (its 8-byte slot's).
+MAX_MARK_INDEX = 2**63 - 1
 #: Seconds between two flushes.
 FLUSH_INTERVAL = 1.0
 #: Seconds a stopping slave waits for its last batch to be acknowledged.
@@ -195,9 +203,9 @@ _INT_ONLY = frozenset({int})
 _STR_ONLY = frozenset({str})
 
 
-def _all_good(counts: dict[Any, Any], most: int | None) -> bool:
-    """Whether every key of ``counts`` is a valid key and every count an ``int`` from 1 to ``most``
-    (no bound: ``None``), checked in a few passes over the whole dict at once, not a Python step per
+def _all_good(counts: dict[Any, Any], most: int) -> bool:
+    """Whether every key of ``counts`` is a valid key and every count an ``int`` from 1 to ``most``,
+    checked in a few passes over the whole dict at once, not a Python step per
     key. ``False`` sends the caller to its key-by-key loop, which says what is wrong (or accepts
     what this is stricter about: a subclass of ``dict``, ``str`` or ``int``)."""
     if not counts:
@@ -207,7 +215,7 @@ def _all_good(counts: dict[Any, Any], most: int | None) -> bool:
     values = counts.values()
     if not _INT_ONLY.issuperset(map(type, values)):
         return False
-    if min(values) <= 0 or (most is not None and max(values) > most):
+    if min(values) <= 0 or max(values) > most:
         return False
     return all_valid_keys(counts)
 
@@ -221,21 +229,16 @@ def check_batch(batch: object) -> dict[str, int]:
     return _counts_checked(batch, MAX_BATCH_COUNT, "a key in the batch is not a valid key")
 
 
-def _counts_checked(counts: dict[Any, Any], most: int | None, bad_key: str) -> dict[str, int]:
-    """``counts`` if every key is a valid key and every count an ``int`` from 1 to ``most`` (no bound:
-    ``None``); else ``ValueError`` for the first item that is not (``bad_key`` for a key). The common
-    case passes :func:`_all_good`'s few passes; anything else is judged key by key."""
+def _counts_checked(counts: dict[Any, Any], most: int, bad_key: str) -> dict[str, int]:
+    """``counts`` if every key is a valid key and every count an ``int`` from 1 to ``most``; else
+    ``ValueError`` for the first item that is not (``bad_key`` for a key). The common case passes
+    :func:`_all_good`'s few passes; anything else is judged key by key."""
     if _all_good(counts, most):
         return counts
     for key, count in counts.items():
         if not isinstance(key, str) or not is_valid_key(key):
             raise ValueError(bad_key)
-        if (
-            isinstance(count, bool)
-            or not isinstance(count, int)
-            or count <= 0
-            or (most is not None and count > most)
-        ):
+        if isinstance(count, bool) or not isinstance(count, int) or count <= 0 or count > most:
             raise ValueError("a click count is not a positive whole number")
     return counts
 
@@ -355,6 +358,11 @@ class ClickForwarder(Service):
         log.warn("Gave up sending the last clicks to the master on stop: {error}", error=failure.value)
 
 
+#: How far past twice its length the slot array grows at once; a key further out is counted in the
+#: dict until the array comes near it (``get`` and ``items`` add the two up).
+SLOTS_AHEAD = 1 << 20
+
+
 class ClickTotals:
     """Total clicks per key: an 8-byte slot per counter key, a dict for the others (custom keys).
 
@@ -362,6 +370,9 @@ class ClickTotals:
     or skipped it, so the array never outgrows the keys the store handed out. Anything else (a
     custom key that reads as a far number, say ``4oMw``) goes to the dict: a person choosing keys
     costs one dict entry per key, never megabytes of slots. Without ``next_index``, every key does.
+    The array also grows at most to twice its length plus :data:`SLOTS_AHEAD` at once: a counter
+    that starts far out (a ``.next`` of 10**12) must not make the first click allocate terabytes.
+    A total stops at :data:`MAX_CLICK_TOTAL`.
     """
 
     def __init__(self, next_index: Callable[[], int] | None = None) -> None:
@@ -384,12 +395,12 @@ class ClickTotals:
         others = self._others
         for key, count in counts.items():
             index = canonical_index(key)
-            if index is None or index >= next_index:
-                others[key] = others.get(key, 0) + count
+            if index is None or index >= next_index or index >= 2 * len(slots) + SLOTS_AHEAD:
+                others[key] = min(others.get(key, 0) + count, MAX_CLICK_TOTAL)
                 continue
             if index >= len(slots):
                 slots.extend(array("q", [0]) * (index - len(slots) + 1))
-            slots[index] += count
+            slots[index] = min(slots[index] + count, MAX_CLICK_TOTAL)
 
     def get(self, key: str) -> int:
         index = canonical_index(key)
@@ -441,11 +452,13 @@ def _parse_click_line(path: str, number: int, line: bytes) -> dict[str, int] | t
     try:
         record = json.loads(line)
         if isinstance(record, dict) and set(record) == {"c"}:
-            return check_batch_unbounded(record["c"])
+            return check_line_counts(record["c"])
         if isinstance(record, dict) and set(record) == {"n", "t"}:
             n, t = record["n"], record["t"]
             if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (n, t)):
                 raise ValueError("a mark needs whole numbers n and t")
+            if n > MAX_MARK_INDEX or t > MAX_MARK_TIME:
+                raise ValueError("a mark's n or t is out of range")
             return n, t
         raise ValueError("not a click record")
     except (ValueError, RecursionError) as exc:
@@ -489,11 +502,12 @@ class Marks:
         return kept
 
 
-def check_batch_unbounded(counts: object) -> dict[str, int]:
-    """Like :func:`check_batch` without the key bound (a snapshot line holds up to 10,000 keys)."""
+def check_line_counts(counts: object) -> dict[str, int]:
+    """Like :func:`check_batch` without the key bound (a snapshot line holds up to 10,000 keys), a
+    count up to :data:`MAX_CLICK_TOTAL` (a snapshot's totals)."""
     if not isinstance(counts, dict):
         raise ValueError("expected an object of key -> click count")
-    return _counts_checked(counts, None, "a key is not a valid key")
+    return _counts_checked(counts, MAX_CLICK_TOTAL, "a key is not a valid key")
 
 
 def load_clicks(path: str, next_index: Callable[[], int] | None = None) -> tuple[ClickTotals, Marks, int]:
@@ -729,14 +743,16 @@ class ClickBook(Service):
         def write() -> None:
             if compact:
                 # Rewrite the whole file as a snapshot holding this write too; only this thread
-                # touches the totals and marks meanwhile (the reactor waits for ``done``).
-                self._lines = write_snapshot(self._path, self._totals, self.marks, now, merged)
-                self._size = os.stat(self._path).st_size
-                self._compact_at = max(self._compact_bytes, 2 * self._size)
+                # touches the totals and marks meanwhile (the reactor waits for ``done``). The
+                # descriptor is let go first: whatever fails below, the path names the file the next
+                # write opens, never an old one the snapshot replaced.
                 if self._fd is not None:
                     os.close(self._fd)
                     self._fd = None
                 self._good_size = None
+                self._lines = write_snapshot(self._path, self._totals, self.marks, now, merged)
+                self._size = os.stat(self._path).st_size
+                self._compact_at = max(self._compact_bytes, 2 * self._size)
                 return
             if self._fd is None:
                 self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -778,7 +794,10 @@ class ClickBook(Service):
                 for _, waiter in waiting:
                     waiter.errback(error)
                 return
-            self._totals.add_all(merged)
+            try:
+                self._totals.add_all(merged)
+            except Exception:  # pragma: no cover - no memory, or a bug: the clicks are in the file
+                log.failure("Could not add written clicks to the totals (the next start-up reads them)")
             self.acknowledged += own + sum(sum(batch.values()) for batch, _ in waiting)
             self.counter.taken -= own  # now in acknowledged
             for _, waiter in waiting:

@@ -1,6 +1,6 @@
 """The master's bulk checks of click batches decide exactly what the key-by-key rules decide.
 
-``keys.all_valid_keys`` and ``clicks.check_batch``/``check_batch_unbounded`` check a whole batch in a
+``keys.all_valid_keys`` and ``clicks.check_batch``/``check_line_counts`` check a whole batch in a
 few passes (a slave's batch holds up to 5,000 keys); ``ClickTotals.add_all`` adds a write's counts
 with the key counter read once. Each is compared here with the rule it stands for, on hostile input.
 """
@@ -14,7 +14,7 @@ from typing import Any, Callable
 from hypothesis import given
 from hypothesis import strategies as st
 
-from goto_tw.clicks import MAX_BATCH_COUNT, ClickTotals, check_batch, check_batch_unbounded
+from goto_tw.clicks import MAX_BATCH_COUNT, MAX_CLICK_TOTAL, ClickTotals, check_batch, check_line_counts
 from goto_tw.keys import (
     ALPHABET,
     MAX_KEY_LENGTH,
@@ -68,7 +68,22 @@ class _Str(str):
 
 COUNTS = st.one_of(
     st.integers(min_value=-2, max_value=MAX_BATCH_COUNT + 2),
-    st.sampled_from([0, 1, MAX_BATCH_COUNT, MAX_BATCH_COUNT + 1, 2**63, True, False, 1.0, "1", None]),
+    st.sampled_from(
+        [
+            0,
+            1,
+            MAX_BATCH_COUNT,
+            MAX_BATCH_COUNT + 1,
+            MAX_CLICK_TOTAL,
+            MAX_CLICK_TOTAL + 1,
+            2**63,
+            True,
+            False,
+            1.0,
+            "1",
+            None,
+        ]
+    ),
     st.integers(min_value=1, max_value=9).map(_Int),
 )
 KEYS = st.one_of(HOSTILE_KEYS, HOSTILE_KEYS.map(_Str), st.sampled_from([1, b"a", None, ("a",)]))
@@ -111,9 +126,9 @@ def test_check_batch_decides_as_the_key_by_key_rule(batch: dict[Any, Any]) -> No
 
 
 @given(BATCHES)
-def test_check_batch_unbounded_decides_as_the_key_by_key_rule(batch: dict[Any, Any]) -> None:
-    """The same for a click file's lines, whose counts have no upper bound."""
-    _check_decides_as_the_rule(check_batch_unbounded, None, "a key is not a valid key", batch)
+def test_check_line_counts_decides_as_the_key_by_key_rule(batch: dict[Any, Any]) -> None:
+    """The same for a click file's lines, whose counts go up to a total's bound."""
+    _check_decides_as_the_rule(check_line_counts, MAX_CLICK_TOTAL, "a key is not a valid key", batch)
 
 
 #: Valid keys, many of them counter keys around the key counters drawn beside them (0 to 300).
@@ -177,7 +192,7 @@ def test_bulk_pass_leaves_subclasses_to_the_loop() -> None:
     """A ``str`` or ``dict`` subclass may override what the key-by-key rule calls: it decides."""
     for check, message in (
         (check_batch, "a key in the batch is not a valid key"),
-        (check_batch_unbounded, "a key is not a valid key"),
+        (check_line_counts, "a key is not a valid key"),
     ):
         for batch in ({_IterKey("abc"): 1}, {_PrefixKey("abc"): 1}, _ItemsDict(abc=1)):
             try:
@@ -199,9 +214,12 @@ def test_bulk_pass_refuses_edge_counts_beside_valid_keys() -> None:
             check_batch, MAX_BATCH_COUNT, "a key in the batch is not a valid key", batch
         )
     assert check_batch({"a": MAX_BATCH_COUNT}) == {"a": MAX_BATCH_COUNT}
-    big = {"a": MAX_BATCH_COUNT + 1}
-    assert check_batch_unbounded(big) is big
-    _check_decides_as_the_rule(check_batch_unbounded, None, "a key is not a valid key", {"a": 1, "b": True})
+    big = {"a": MAX_BATCH_COUNT + 1, "b": MAX_CLICK_TOTAL}
+    assert check_line_counts(big) is big
+    for count in (True, MAX_CLICK_TOTAL + 1):
+        _check_decides_as_the_rule(
+            check_line_counts, MAX_CLICK_TOTAL, "a key is not a valid key", {"a": 1, "b": count}
+        )
 
 
 def test_add_all_puts_the_key_at_the_counter_in_the_dict() -> None:

@@ -1,0 +1,125 @@
+"""Review 33's click-file findings: a snapshot failing after its rename leaves no descriptor on the
+replaced file; the click file's counts and marks are bounded where they enter; a counter that starts
+far out grows no huge array; every batch is answered."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+from twisted.internet.task import Clock
+
+from goto_tw.clicks import (
+    MAX_CLICK_TOTAL,
+    MAX_MARK_INDEX,
+    MAX_MARK_TIME,
+    SLOTS_AHEAD,
+    ClickBook,
+    ClickTotals,
+    CorruptClickFile,
+    load_clicks,
+    open_click_book,
+)
+from goto_tw.errors import StoreUnavailable
+from goto_tw.keys import key_for_index
+
+from .helpers import failure_of, result_of
+
+
+def test_a_snapshot_failing_after_its_rename_loses_no_later_clicks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The snapshot is renamed into place, then syncing its directory fails: that write is answered
+    503, and the next batch, acknowledged, is in the file on disk (not in the replaced one)."""
+    path = str(tmp_path / "store.json.clicks")
+    clock = Clock()
+    book = ClickBook(path, ClickTotals(), clock, fsync=False, run_in_thread=None, compact_bytes=200)
+    book.startService()
+    first = book.record({"a1": 1})
+    clock.advance(0)
+    result_of(first)
+    real_open = os.open
+
+    def no_directory(name: str, flags: int, *rest: int) -> int:
+        if os.path.isdir(name):
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_open(name, flags, *rest)
+
+    monkeypatch.setattr(os, "open", no_directory)
+    compacted = book.record({f"b{number}": 2 for number in range(40)})  # past 200 bytes: a snapshot
+    clock.advance(0)
+    monkeypatch.setattr(os, "open", real_open)
+    assert failure_of(compacted).check(StoreUnavailable)
+    later = book.record({"zz": 7})
+    clock.advance(0)
+    assert result_of(later) is None
+    result_of(book.stopService())
+    totals, _, _ = load_clicks(path)
+    assert totals.get("zz") == 7 and totals.get("a1") == 1
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"c":{"1":%d}}' % (MAX_CLICK_TOTAL + 1),
+        b'{"n":%d,"t":1}' % (MAX_MARK_INDEX + 1),
+        b'{"n":1,"t":%d}' % (MAX_MARK_TIME + 1),
+    ],
+)
+def test_a_click_file_out_of_range_stops_start_up_naming_the_line(tmp_path: Path, line: bytes) -> None:
+    """A count past a total's bound, or a mark whose number or time no slot or date holds, is refused
+    at start-up with the file and line (not an ``OverflowError`` then, or a 500 on the info page later)."""
+    path = tmp_path / "store.json.clicks"
+    path.write_bytes(b'{"c":{"1":1}}\n' + line + b"\n")
+    with pytest.raises(CorruptClickFile, match=r"store\.json\.clicks, line 2"):
+        open_click_book(str(path), 0.0, lambda: 10)
+
+
+def test_totals_stop_at_their_bound_and_batches_are_still_answered(tmp_path: Path) -> None:
+    """Lines adding up past :data:`MAX_CLICK_TOTAL` load (the total stops there), and a slave's batch
+    for that key is answered and kept."""
+    path = tmp_path / "store.json.clicks"
+    path.write_bytes(b'{"c":{"1":%d,"z":%d}}\n' % (MAX_CLICK_TOTAL, MAX_CLICK_TOTAL) * 3)
+    totals, marks, lines = open_click_book(str(path), 0.0, lambda: 10)
+    assert totals.get("1") == MAX_CLICK_TOTAL and totals.get("z") == MAX_CLICK_TOTAL
+    clock = Clock()
+    book = ClickBook(
+        str(path),
+        totals,
+        clock,
+        fsync=False,
+        run_in_thread=None,
+        marks=marks,
+        next_index=lambda: 10,
+        lines=lines,
+    )
+    book.startService()
+    answered = book.record({"1": 5, "z": 5})
+    clock.advance(0)
+    assert result_of(answered) is None
+    assert book.clicks("1") == MAX_CLICK_TOTAL
+    result_of(book.stopService())
+    reloaded, _, _ = load_clicks(str(path), lambda: 10)
+    assert reloaded.get("1") == MAX_CLICK_TOTAL
+
+
+def test_a_counter_far_out_grows_no_huge_array(tmp_path: Path) -> None:
+    """With the key counter at 10**12 (a ``.next`` that high), clicks on its keys are answered and
+    counted, and the slot array grows only as far as its bound allows."""
+    far = 10**12
+    clock = Clock()
+    book = ClickBook(
+        str(tmp_path / "c.clicks"), ClickTotals(lambda: far + 10), clock, fsync=False, run_in_thread=None,
+        next_index=lambda: far + 10,
+    )  # fmt: skip
+    book.startService()
+    keys = {key_for_index(far + number): number + 1 for number in range(5)}
+    keys[key_for_index(SLOTS_AHEAD - 1)] = 9
+    answered = book.record(keys)
+    clock.advance(0)
+    assert result_of(answered) is None
+    assert [book.clicks(key) for key in keys] == list(keys.values())
+    assert book._totals.slots() == SLOTS_AHEAD
+    result_of(book.stopService())
