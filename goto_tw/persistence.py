@@ -91,7 +91,7 @@ def _decode_line(path: str, line_number: int, line: bytes) -> tuple[str, str, fl
     """
     try:
         record = json.loads(line)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than the parser goes
         raise CorruptDataFile(path, line_number, f"not a JSON record ({exc})") from None
     if not isinstance(record, dict):
         raise CorruptDataFile(path, line_number, "not a JSON object")
@@ -309,7 +309,7 @@ def _read_records(
 def _is_whole_json(text: bytes) -> bool:
     try:
         json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
     return True
 

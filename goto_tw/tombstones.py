@@ -24,7 +24,7 @@ def parse_tombstone(line: bytes) -> tuple[str, int] | None:
     """``(key, when)`` if ``line`` is a well-formed tombstone, else ``None`` (not one, or damaged)."""
     try:
         record = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(record, dict) or set(record) != {"key", "disabled"}:
         return None

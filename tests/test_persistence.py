@@ -93,6 +93,17 @@ def test_torn_last_line_is_cut_off_with_a_warning(tmp_path: Path, log_events: Lo
     assert any("torn record (21 bytes" in message for message in log_events.messages())
 
 
+def test_a_torn_last_line_nested_past_the_parser_is_cut_off_too(
+    tmp_path: Path, log_events: LogCapture
+) -> None:
+    """A torn tail the JSON parser cannot even descend (review 33) is cut off as any torn tail is."""
+    path = tmp_path / "store.json"
+    path.write_bytes(b'{"key":"0","url":"http://a/"}\n' + b"[" * 20_000)
+    assert load_records(str(path)) == {"0": "http://a/"}
+    assert path.read_bytes() == b'{"key":"0","url":"http://a/"}\n'
+    assert any("torn record" in message for message in log_events.messages())
+
+
 def test_whole_last_record_without_its_newline_is_kept(tmp_path: Path, log_events: LogCapture) -> None:
     """Issue 9 item 18: a last line that is a whole record, lacking only its newline (a hand-edited
     file), is kept and its newline added; only a truly torn record is cut."""
@@ -148,6 +159,9 @@ def test_a_line_without_end_is_refused_before_it_fills_memory(tmp_path: Path) ->
         (['{"key":"1","url":"http://ok/"}', '{"key":"add","url":"http://a/"}'], 2, "not a short key"),
         (['{"key":"1","url":"http://ok/"}', '{"key":"a.b","url":"http://a/"}'], 2, "not a short key"),
         (['{"key":"0","url":"http://ok/"}', '{"key":"1","url":"http://a/' + "x" * 4096 + '"}'], 2, "longer"),
+        # Review 33: nested deeper than the JSON parser goes (a RecursionError, not a traceback).
+        (['{"key":"0","url":"http://ok/"}', "[" * 20_000, '{"key":"1","url":"http://b/"}'], 2, "not a JSON"),
+        (['{"key":"0","url":"http://ok/"}', '{"key":"1","disabled":' + "[" * 20_000], 2, "not a tombstone"),
     ],
 )
 def test_corrupt_record_names_file_and_line(
