@@ -12,10 +12,11 @@ from __future__ import annotations
 import re
 import urllib.parse
 
+import hyperlink
 from twisted.logger import Logger
 
 from goto_tw.errors import InvalidURL
-from goto_tw.urls import simple_host
+from goto_tw.urls import canonical_host, ends_in_number, simple_host
 
 log = Logger()
 
@@ -42,12 +43,26 @@ def read_domains(path: str) -> frozenset[str]:
             continue
         if " " in line or "/" in line:
             raise ValueError(f"{path}, line {number}: not a domain")
-        try:
-            line = line.encode("idna").decode("ascii")  # URLs are stored in ASCII (punycode) form
-        except UnicodeError:
-            raise ValueError(f"{path}, line {number}: not a domain") from None
-        domains.add(line)
+        domain = _blockable(line.strip("[]"))
+        if domain is None:
+            raise ValueError(f"{path}, line {number}: not a domain or IP address")
+        domains.add(domain)
     return frozenset(domains)
+
+
+def _blockable(line: str) -> str | None:
+    """A block file's domain or address in the form hosts are compared in, or ``None``.
+
+    A Unicode domain is converted as a URL's host is (``hyperlink``, IDNA 2008 with UTS 46, as
+    browsers do: ``straße.example`` is ``xn--strae-oqa.example``, not ``strasse.example``); an
+    address as :func:`~goto_tw.urls.canonical_host` spells it.
+    """
+    if not line.isascii():
+        try:
+            line = hyperlink.URL(scheme="http", host=line).to_uri().host
+        except (ValueError, UnicodeError):
+            return None
+    return canonical_host(line)
 
 
 class LinkPolicy:
@@ -58,7 +73,8 @@ class LinkPolicy:
         self._own: dict[str, int | None] = {}
         for own in own_hosts:
             origin = urllib.parse.urlsplit(f"http://{own}")
-            self._own[(origin.hostname or "").rstrip(".").lower()] = origin.port
+            name = (origin.hostname or "").rstrip(".").lower()
+            self._own[canonical_host(name) or name] = origin.port
         self._path = block_path
         self.blocked: frozenset[str] = read_domains(block_path) if block_path else frozenset()
 
@@ -82,6 +98,12 @@ class LinkPolicy:
             host = (parts.hostname or "").rstrip(".")
         else:  # a plain host: no user, no % or \\ (see simple_host), nothing to refuse before its name
             host = simple[0].rstrip(".")
+        address = ":" in host or ends_in_number(host)
+        if address:  # compared as browsers read it: 2130706433, 0x7f.1 and 127.0.0.1 are one address
+            named = canonical_host(host)
+            if named is None:
+                raise InvalidURL("the URL's host ends in a number but is no IP address a browser could open")
+            host = named
         if host in self._own:
             # The same host loops unless the URL names another port than the service's (a link
             # to another service on the same machine); the default ports may be the service behind
@@ -90,7 +112,10 @@ class LinkPolicy:
             if port is None or port in (80, 443) or port == self._own[host]:
                 raise InvalidURL("a link to this service itself would loop")
         blocked = self.blocked
-        if blocked:
+        if blocked and address:
+            if host in blocked:
+                raise InvalidURL("links to this address are not accepted here")
+        elif blocked:
             labels = host.split(".")
             for start in range(len(labels)):
                 if ".".join(labels[start:]) in blocked:

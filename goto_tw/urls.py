@@ -6,7 +6,9 @@ character, and Twisted's redirect would mangle CR/LF, so anything doubtful is re
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import string
 from typing import Callable, Optional
 from urllib.parse import urlsplit
 
@@ -117,6 +119,64 @@ def _validate_general(url: str) -> str:
     if not hostname:
         raise InvalidURL("the URL has no host")
     return url
+
+
+#: The digits an IPv4 address part may use in each base browsers read it in (WHATWG URL standard).
+_IPV4_DIGITS = {16: frozenset(string.hexdigits), 8: frozenset("01234567"), 10: frozenset(string.digits)}
+
+
+def ends_in_number(host: str) -> bool:
+    """Whether a browser reads ``host`` (lower case, no trailing dot) as an IPv4 address: its last
+    label is all digits, or ``0x`` and hex digits (WHATWG URL standard, "ends in a number")."""
+    last = host.rpartition(".")[2]
+    if last.isascii() and last.isdigit():
+        return True
+    return last.startswith("0x") and all(digit in _IPV4_DIGITS[16] for digit in last[2:])
+
+
+def _ipv4_of(host: str) -> str | None:
+    """The dotted-decimal form of an IPv4 host in any notation browsers accept (``2130706433``,
+    ``0x7f.1``, ``0177.0.0.1``, ``127.1``), or ``None`` if a browser would refuse it."""
+    parts = host.split(".")
+    if len(parts) > 4:
+        return None
+    numbers = []
+    for part in parts:
+        if part.startswith("0x"):
+            digits, base = part[2:], 16
+        elif len(part) > 1 and part.startswith("0"):
+            digits, base = part[1:], 8
+        else:
+            digits, base = part, 10
+        if not part or not all(digit in _IPV4_DIGITS[base] for digit in digits):
+            return None
+        numbers.append(int(digits, base) if digits else 0)
+    *leading, last = numbers
+    if any(number > 255 for number in leading) or last >= 256 ** (5 - len(numbers)):
+        return None
+    value = last + sum(number << (8 * (3 - position)) for position, number in enumerate(leading))
+    return str(ipaddress.IPv4Address(value))
+
+
+def canonical_host(host: str) -> str | None:
+    """``host`` (lower case, no trailing dot, no brackets) as a browser resolves it, for comparing
+    hosts: an IPv4 address in dotted-decimal form whatever notation it came in, an IPv6 address in
+    compressed form (an IPv4-mapped one as its IPv4 address), a name unchanged; ``None`` for a host
+    a browser refuses (a name ending in a number that is no IPv4 address: ``example.123``).
+
+    Without it ``http://2130706433/`` would pass a block of ``127.0.0.1`` (and loop to a service on
+    it), and ``http://[0:0::1]/`` one of ``::1``.
+    """
+    if ":" in host:
+        try:
+            address = ipaddress.IPv6Address(host)
+        except ValueError:
+            return None
+        mapped = address.ipv4_mapped
+        return str(mapped) if mapped is not None else str(address)
+    if not ends_in_number(host):
+        return host
+    return _ipv4_of(host)
 
 
 #: A deployment's own rule on top of :func:`validate_url` (the blocklist, the loop check: see

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import urllib.parse
+from pathlib import Path
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from goto_tw.blocklist import LinkPolicy
 from goto_tw.errors import InvalidURL
-from goto_tw.urls import validate_url
+from goto_tw.urls import canonical_host, ends_in_number, validate_url
 
 _PLAIN_HOST = re.compile(r"[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]")
 
@@ -24,11 +27,20 @@ def reference_policy(own: dict[str, int | None], blocked: frozenset[str], url: s
     if _PLAIN_HOST.fullmatch(host_and_port) is None:
         raise InvalidURL("the URL's host holds characters a browser would read differently (% or \\)")
     host = (parts.hostname or "").rstrip(".")
+    address = ":" in host or ends_in_number(host)
+    if address:
+        named = canonical_host(host)
+        if named is None:
+            raise InvalidURL("the URL's host ends in a number but is no IP address a browser could open")
+        host = named
     if host in own:
         port = parts.port
         if port is None or port in (80, 443) or port == own[host]:
             raise InvalidURL("a link to this service itself would loop")
-    if blocked:
+    if blocked and address:
+        if host in blocked:
+            raise InvalidURL("links to this address are not accepted here")
+    elif blocked:
         labels = host.split(".")
         for start in range(len(labels)):
             if ".".join(labels[start:]) in blocked:
@@ -83,3 +95,98 @@ def test_the_policy_judges_every_url_as_urlsplit_does(url: str) -> None:
     else:
         got = None
     assert got == expected
+
+
+def _policy(tmp_path: Path, *lines: str, own: str = "go.test:8080") -> LinkPolicy:
+    block_file = tmp_path / "blocked.txt"
+    block_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return LinkPolicy(frozenset({own}), str(block_file))
+
+
+def _refusal(policy: LinkPolicy, url: str) -> str | None:
+    try:
+        policy(validate_url(url))
+    except InvalidURL as exc:
+        return str(exc)
+    return None
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/",
+        "http://2130706433/",
+        "http://127.1/",
+        "http://0x7f.0.0.1/",
+        "http://0177.0.0.1/",
+        "http://0x7F000001./x",
+        "http://167772165/",
+        "http://10.5/",
+        "http://[::ffff:10.0.0.5]/",
+        "http://[0:0:0:0:0:0:0:1]/",
+        "http://[::0:1]:8000/",
+    ],
+)
+def test_an_address_is_blocked_however_it_is_written(tmp_path: Path, url: str) -> None:
+    """Browsers read all of these as 127.0.0.1, 10.0.0.5 or ::1 (review 33: they passed the block)."""
+    policy = _policy(tmp_path, "127.0.0.1", "0x0a.0.0.5", "[::1]")
+    assert _refusal(policy, url) == "links to this address are not accepted here"
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.2/", "http://2130706434/", "http://[::2]/", "http://1.127.0.0.1.example/"]
+)
+def test_other_addresses_and_names_pass(tmp_path: Path, url: str) -> None:
+    assert _refusal(_policy(tmp_path, "127.0.0.1", "::1"), url) is None
+
+
+def test_a_link_to_the_service_by_another_spelling_of_its_address_loops(tmp_path: Path) -> None:
+    """With ``--host http://127.0.0.1:19620``, ``http://2130706433:19620/1`` is the service itself."""
+    policy = _policy(tmp_path, own="127.0.0.1:19620")
+    for url in ("http://2130706433:19620/1", "http://0x7f.1:19620/", "http://[::ffff:127.0.0.1]:19620/"):
+        assert _refusal(policy, url) == "a link to this service itself would loop", url
+    assert _refusal(policy, "http://2130706433:19621/1") is None
+
+
+@pytest.mark.parametrize(
+    "host", ["example.123", "1.2.3.4.5", "256.1.1.1", "1.0x100.1", "09.1.1.1", "example.0x"]
+)
+def test_a_host_ending_in_a_number_that_is_no_address_is_refused(tmp_path: Path, host: str) -> None:
+    """Browsers refuse such a URL outright: it would never open, and it is no name to compare."""
+    assert "no IP address" in (_refusal(_policy(tmp_path), f"http://{host}/") or "")
+
+
+def test_unicode_domains_block_what_browsers_open(tmp_path: Path) -> None:
+    """A block file's Unicode domain is converted as a URL's host is (IDNA 2008, UTS 46): ``straße``
+    keeps its ß (``xn--strae-oqa``), a final sigma stays final (review 33: they passed)."""
+    policy = _policy(tmp_path, "straße.example", "ςigma.example", "Bücher.Example")
+    assert _refusal(policy, "http://straße.example/") == "links to this domain are not accepted here"
+    assert _refusal(policy, "http://www.ςigma.example/") == "links to this domain are not accepted here"
+    assert _refusal(policy, "http://xn--bcher-kva.example/") == "links to this domain are not accepted here"
+    assert _refusal(policy, "http://strasse.example/") is None
+
+
+@pytest.mark.parametrize("line", ["example.123", "1.2.3.4.5", "[::g]", "a..b\u00fc"])
+def test_a_block_file_line_that_is_no_domain_or_address_is_refused(tmp_path: Path, line: str) -> None:
+    with pytest.raises(ValueError, match="line 2: not a domain or IP address"):
+        _policy(tmp_path, "ok.example", line)
+
+
+_NOTATIONS = st.sampled_from(["decimal", "octal", "hex"])
+
+
+@given(st.integers(min_value=0, max_value=2**32 - 1), st.integers(min_value=1, max_value=4), st.data())
+def test_canonical_host_reads_ipv4_as_the_url_standard_does(
+    value: int, parts: int, data: st.DataObject
+) -> None:
+    """Any split of an address into 1 to 4 parts (the last holding the rest), each part in decimal,
+    octal (leading 0) or hex (0x), is that address in dotted-decimal form."""
+    octets = value.to_bytes(4, "big")
+    numbers = [*octets[: parts - 1], int.from_bytes(octets[parts - 1 :], "big")]
+    written = []
+    for number in numbers:
+        notation = data.draw(_NOTATIONS)
+        written.append({"decimal": str(number), "octal": f"0{number:o}", "hex": f"0x{number:x}"}[notation])
+    host = ".".join(written)
+    assert ends_in_number(host)
+    assert canonical_host(host) == str(ipaddress.IPv4Address(value))
