@@ -23,6 +23,7 @@ from goto_tw.keys import INVALID_KEY, is_valid_key
 from goto_tw.urls import validate_url
 from goto_tw.web import (
     PlainResource,
+    answered_with_a_key,
     respond_when_ready,
     retry_after_header,
     short_url,
@@ -143,6 +144,7 @@ class LinksResource(PlainResource):
             key, new = added
             request.setHeader(b"location", f"/api/v1/links/{key}".encode("ascii"))
             document = {"key": key, "url": url, "short_url": short_url(self._host, key)}
+            answered_with_a_key(request)
             write_json(request, 201 if new else 200, document)
 
         adder = ILinkAdder(self._store, None)

@@ -59,8 +59,10 @@ _NOT_ALLOWED = _problem(
     "The method is not allowed here; Allow lists those that are.",
     {"Allow": {"description": "The methods allowed.", "schema": {"type": "string"}}},
 )
-_UNAVAILABLE = _problem("The store cannot answer now (master unreachable, disk failing).", _RETRY_AFTER)
-_MASTER_REFUSED = _problem("The master refused this slave's call (a wrong RPC secret).")
+_UNAVAILABLE = _problem(
+    "The store cannot answer now (master unreachable or refusing this slave's RPC secret, disk failing).",
+    _RETRY_AFTER,
+)
 
 
 def _json(schema: dict[str, Any], description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -110,7 +112,6 @@ def openapi_document() -> dict[str, Any]:
                             "an invalid custom key."
                         ),
                         "401": _UNAUTHORIZED,
-                        "403": _MASTER_REFUSED,
                         "405": _NOT_ALLOWED,
                         "409": _problem("The custom key is taken (issue 10)."),
                         "413": _problem(f"The body is larger than {MAX_BODY_BYTES} bytes."),
@@ -162,7 +163,6 @@ def openapi_document() -> dict[str, Any]:
                     "security": [{}],
                     "responses": {
                         "200": _json({"$ref": "#/components/schemas/StoredLink"}, "The link."),
-                        "403": _MASTER_REFUSED,
                         "404": _problem("No link is stored under this key."),
                         "405": _NOT_ALLOWED,
                         "410": _problem("The link was disabled."),

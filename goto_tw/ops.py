@@ -9,9 +9,10 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from goto_tw.api import write_json
+from goto_tw.errors import RETRY_AFTER_SECONDS
 from goto_tw.interfaces import IDatabaseHealth, IMasterHealth, IURLStore
 from goto_tw.metrics import Metrics
-from goto_tw.web import PlainResource, respond_when_ready
+from goto_tw.web import RETRY_AFTER, PlainResource, respond_when_ready
 
 
 class HealthResource(PlainResource):
@@ -43,7 +44,7 @@ class HealthResource(PlainResource):
                     "database": "postgresql",
                     "database_reachable": reachable,
                 }
-                write_json(request, 200 if reachable else 503, document)
+                _write_health(request, reachable, document)
 
             return respond_when_ready(request, database.check_database(), answer_master)
 
@@ -54,11 +55,18 @@ class HealthResource(PlainResource):
                 "keys": store.count(),
                 "master_reachable": reachable,
             }
-            write_json(request, 200 if reachable else 503, document)
+            _write_health(request, reachable, document)
 
         return respond_when_ready(request, master.check_master(), answer)
 
     render_HEAD = render_GET
+
+
+def _write_health(request: Request, healthy: bool, document: dict[str, Any]) -> None:
+    """200, or 503 with ``Retry-After`` as every other 503 has (what it depends on is unreachable)."""
+    if not healthy:
+        request.setHeader(RETRY_AFTER, b"%d" % RETRY_AFTER_SECONDS)
+    write_json(request, 200 if healthy else 503, document)
 
 
 class MetricsResource(PlainResource):

@@ -23,7 +23,13 @@ from goto_tw.keys import is_valid_key
 from goto_tw.limits import BoundedRequest
 from goto_tw.metrics import Metrics
 from goto_tw.outbox import Outbox
-from goto_tw.web import DEFAULT_REDIRECT_STATUS, REDIRECT_STATUSES, FastAnswers, IRPCCalls
+from goto_tw.web import (
+    DEFAULT_REDIRECT_STATUS,
+    REDIRECT_STATUSES,
+    FastAnswers,
+    IRPCCalls,
+    was_answered_with_a_key,
+)
 
 #: First path segments with a route name of their own; any other valid key is a redirect.
 _ROUTES = {b"": "form", b"add": "add", b"api": "api", b"RPC2": "rpc", b"_goto": "ops"}
@@ -110,6 +116,7 @@ class GotoSite(Site):
             request.clientproto,
             request.code,
             request.sentLength or "-",
+            was_answered_with_a_key(request),
         )
 
     def record_fast(
@@ -126,15 +133,23 @@ class GotoSite(Site):
         self.access_log.record(client, method, path, b"HTTP/1.1", status, size, route)
 
     def _record(
-        self, client: str, method: str, path: bytes, protocol: bytes, status: int, size: int | str
+        self,
+        client: str,
+        method: str,
+        path: bytes,
+        protocol: bytes,
+        status: int,
+        size: int | str,
+        added: bool,
     ) -> None:
-        """Count one request answered by the general path and write its access-log line."""
+        """Count one request answered by the general path and write its access-log line; ``added``:
+        it was an add answered with its key (the form page, a 200 on ``/add`` too, is not)."""
         route = route_of(path)
         metrics = self.metrics
         metrics.count_request(route, method, status)
         metrics.general_requests[route] += 1
         if status in REDIRECT_STATUSES and route == "redirect":
             metrics.redirects += 1
-        elif (status == 200 and route == "add" and method != "HEAD") or (status == 201 and route == "api"):
+        elif added:
             metrics.adds += 1
         self.access_log.record(client, method, path, protocol, status, size, route)

@@ -120,6 +120,21 @@ def write_text(request: Request, status: int, text: str, headers: dict[bytes, by
     request.finish()
 
 
+#: The attribute marking a general-path request answered with a link's key (an add, new or found).
+_ANSWERED_WITH_A_KEY = "goto_answered_with_a_key"
+
+
+def answered_with_a_key(request: Request) -> None:
+    """Mark ``request`` as an add answered with its key: ``goto_adds_total`` counts it when it is
+    logged (a status alone cannot tell: the form page is a 200 on ``/add`` too)."""
+    setattr(request, _ANSWERED_WITH_A_KEY, True)
+
+
+def was_answered_with_a_key(request: object) -> bool:
+    """Whether :func:`answered_with_a_key` marked ``request``."""
+    return getattr(request, _ANSWERED_WITH_A_KEY, False)
+
+
 def write_json_body(request: Request, status: int, body: bytes, content_type: bytes) -> None:
     """Answer ``status`` with a JSON ``body`` already encoded, and finish the request."""
     request.setResponseCode(status, reason_phrase(status))
@@ -329,6 +344,7 @@ class AddResource(PlainResource):
         return NOT_DONE_YET  # type: ignore[return-value]
 
     def _answer(self, request: Request, key: str) -> None:
+        answered_with_a_key(request)
         write_text(request, http.OK, short_url(self._host, key))
 
     def _added(self, request: Request, added: tuple[str, bool], html: bool, url: str) -> None:
@@ -337,6 +353,7 @@ class AddResource(PlainResource):
             self._answer(request, key)
             return
         stored_url = validate_url(url)  # as stored (an IRI in its ASCII form); the add accepted it
+        answered_with_a_key(request)
         write_html(request, http.OK, result_page(short_url(self._host, key), stored_url, key, new))
 
     @staticmethod

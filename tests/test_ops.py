@@ -10,7 +10,7 @@ from twisted.application.service import MultiService
 from twisted.internet.task import Clock
 from twisted.web.resource import Resource
 
-from goto_tw.errors import KeyNotFound, MasterUnreachable
+from goto_tw.errors import RETRY_AFTER_SECONDS, KeyNotFound, MasterUnreachable
 from goto_tw.metrics import Metrics
 from goto_tw.proxystore import HEALTH_PROBE_KEY, ProxyStore
 from goto_tw.remote import GATHER_PAUSE, AgentPoster
@@ -52,13 +52,15 @@ def test_slave_health_asks_the_master_now() -> None:
 
 
 def test_slave_health_is_503_without_master_and_recovers() -> None:
-    """A slave whose master does not answer is unhealthy (503); the next check sees it recover."""
+    """A slave whose master does not answer is unhealthy (503, with ``Retry-After`` as every 503);
+    the next check sees it recover."""
     client, master, store = slave_client()
     response = client.start("GET", "/_goto/health")
     client.stub.flush()
     master.fail(MasterUnreachable("refused"))
-    status, _, body = client.finish(response)
+    status, headers, body = client.finish(response)
     assert status == 503
+    assert headers.getRawHeaders(b"retry-after") == [b"%d" % RETRY_AFTER_SECONDS]
     assert json.loads(body)["master_reachable"] is False
     assert not store.master_reachable
     response = client.start("GET", "/_goto/health")
@@ -140,6 +142,38 @@ def test_slave_metrics_include_the_cache() -> None:
     assert samples[("goto_cache_hits_total", ())] == 1
     assert samples[("goto_cache_misses_total", ())] == 2
     assert samples[("goto_cache_evictions_total", ())] == 1
+
+
+def test_adds_total_counts_adds_answered_with_a_key_and_nothing_else() -> None:
+    """``goto_adds_total`` ("added or found") counts every add answered with its key, on the fast
+    path, the general path and the API, new or found; the form page (a 200 on ``/add`` too) is not
+    an add (review 33: loading the form counted as one)."""
+    metrics = Metrics("master")
+    store = URLStore()
+    site = GotoSite(make_root(store, "h", metrics), metrics, reactor=Clock())
+    body = b'{"url":"https://c.example/"}'
+    api = (
+        b"POST /api/v1/links HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+        % (
+            len(body),
+            body,
+        )
+    )
+    answers = [
+        exchange(site, request)
+        for request in (
+            b"GET /add HTTP/1.0\r\n\r\n",
+            b"GET /add?foo=1 HTTP/1.0\r\n\r\n",
+            b"GET /add?url=https://a.example/&key= HTTP/1.0\r\n\r\n",
+            b"GET /add?url=https://a.example/ HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET /add?url=https://a.example/ HTTP/1.0\r\n\r\n",
+            b"GET /add?url=https://b.example/ HTTP/1.0\r\nAccept: text/html\r\n\r\n",
+            api,
+            api,
+        )
+    ]
+    assert [answer.split(b" ", 2)[1] for answer in answers] == [b"200"] * 6 + [b"201", b"200"]
+    assert metrics.adds == 6, "all but the two form pages (an empty key= is an add without a key)"
 
 
 def test_slave_health_check_is_not_an_rpc_error() -> None:
