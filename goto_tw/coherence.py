@@ -9,7 +9,8 @@ A slave's first poll gets every key disabled since the master started (tombstone
 data file included), so what it cached before that answer is checked, not dropped. A slave that
 cannot trust an answer whole (a master restarted under a new epoch, or more than
 :data:`~goto_tw.changes.MAX_CHANGES` changes behind after an outage) drops its whole cache. While the master does not answer, nothing changes: the slave serves what it holds, as it
-always has, and the first answer after the outage brings it up to date.
+always has, and asks once a second whether the master is back (the store's own check: one
+probe at a time); the first answer after the outage brings it up to date.
 
 A master that refuses the call itself (a PostgreSQL master has no change feed: fault 400, or an
 older master without the method) is not polled every second for ever: the refusal is logged once
@@ -18,7 +19,7 @@ and the feed asked for again every :data:`NO_FEED_RETRY_SECONDS` only.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, runtime_checkable
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
@@ -44,6 +45,17 @@ class Forgetting(Protocol):
     def forget(self, keys: list[str]) -> None: ...
 
     def forget_all(self) -> None: ...
+
+
+@runtime_checkable
+class WatchingTheMaster(Protocol):
+    """A cache that knows whether its master is reachable, and can ask it now (a
+    :class:`~goto_tw.proxystore.ProxyStore`): while it is not, the poller asks that instead."""
+
+    @property
+    def master_reachable(self) -> bool: ...
+
+    def check_master(self) -> Deferred[bool]: ...
 
 
 class CacheCoherence(Service):
@@ -85,9 +97,19 @@ class CacheCoherence(Service):
             self._polling.cancel()
 
     def poll(self) -> None:
-        """Ask for the changes since the last answer, unless a poll is still in flight."""
-        if self._polling is not None or not getattr(self._cache, "master_reachable", True):
-            return  # one poll at a time; while the master is down, the store's own probes find it back
+        """Ask for the changes since the last answer, unless a poll is still in flight; while the
+        cache holds its master for down, ask whether it is back instead (then poll at once).
+
+        The cache's own probes find a master back only when a request reaches it (a miss, an
+        add): a slave serving cached keys alone would otherwise never poll again after an outage,
+        and a link disabled meanwhile would go on redirecting there.
+        """
+        if self._polling is not None:
+            return  # one poll (or check) at a time
+        if isinstance(self._cache, WatchingTheMaster) and not self._cache.master_reachable:
+            checking = self._polling = self._cache.check_master()
+            checking.addBoth(self._checked_master)
+            return
         if self._clock.seconds() < self._quiet_until:
             return  # the master refused the feed: asked again only now and then
         polling = self._polling = self._call("Store.Changes", self.epoch, self.seq)
@@ -97,6 +119,11 @@ class CacheCoherence(Service):
 
     def _done(self, _: object) -> None:
         self._polling = None
+
+    def _checked_master(self, _: object) -> None:
+        self._polling = None
+        if self.running and getattr(self._cache, "master_reachable", False):
+            self.poll()  # back: what changed meanwhile, now rather than a second later
 
     def _answered(self, answer: object) -> None:
         checked = _checked(answer)

@@ -16,7 +16,7 @@ from goto_tw.auth import APIKeys, KeysFileError, parse_keys
 from goto_tw.changes import ChangeFeed
 from goto_tw.clients import ClientAddresses, parse_proxy
 from goto_tw.coherence import CacheCoherence
-from goto_tw.errors import KeyDisabled, KeyNotFound
+from goto_tw.errors import KeyDisabled, KeyNotFound, MasterUnreachable
 from goto_tw.interfaces import IChangeSource, ILinkAdmin, IRecordLog, ITombstoneLog, IURLStore
 from goto_tw.persistence import CorruptDataFile, open_data_file
 from goto_tw.proxystore import ProxyStore
@@ -238,3 +238,42 @@ def test_the_remembered_peer_spellings_are_bounded() -> None:
         assert not clients.is_trusted(f"::ffff:192.0.{number // 256}.{number % 256}")
     assert module._normal_peer.cache_info().currsize <= module._NORMAL_FORMS_KEPT
     assert clients.is_trusted("::ffff:10.0.0.1")
+
+
+def test_after_an_outage_a_slave_serving_only_cached_keys_finds_its_master_back() -> None:
+    """A master marked down by one failed miss, then back, while the slave serves cached keys only:
+    the poller asks whether it is back (review 33: it waited for a miss that never came), then polls
+    the feed at once, so a link disabled during the outage stops redirecting within seconds."""
+    clock, master = Clock(), FakeMaster()
+    master.urls["cached"] = "https://cached.example/"
+    cache = ProxyStore(master, clock)
+    assert result_of(cache.get("cached")) == "https://cached.example/"
+    poller = CacheCoherence(master.call, cache, clock)
+    poller.startService()
+    master.pending.pop().callback({"epoch": "e", "seq": 1, "keys": [], "complete": True})
+    down = [True]
+    answer_get = master.get
+
+    def get(key: str) -> Deferred[str]:
+        if down[0]:
+            from twisted.internet.defer import fail
+
+            return fail(MasterUnreachable("connection refused"))
+        return answer_get(key)
+
+    master.get = get  # type: ignore[method-assign]
+    assert failure_of(cache.get("missing")).check(MasterUnreachable)
+    assert not cache.master_reachable
+    polls = len(master.calls)
+    for _ in range(3):
+        clock.advance(1)
+        assert result_of(cache.get("cached")) == "https://cached.example/"
+    assert len(master.calls) == polls, "no feed polls while the master is down"
+    down[0] = False
+    del master.urls["cached"]  # disabled on the master meanwhile
+    clock.advance(1)
+    assert cache.master_reachable
+    assert master.calls[-1] == ("Store.Changes", "e", 1)
+    master.pending.pop().callback({"epoch": "e", "seq": 2, "keys": ["cached"], "complete": True})
+    assert failure_of(cache.get("cached")).check(KeyDisabled)
+    poller.stopService()

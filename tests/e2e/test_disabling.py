@@ -71,6 +71,33 @@ def test_disabled_key_answers_410_on_master_and_two_slaves_within_2_seconds(
     assert key in read_tombstones(data)
 
 
+def test_a_slave_serving_only_cached_keys_sees_a_disable_made_after_an_outage(
+    goto_processes: GotoProcesses, tmp_path: Path
+) -> None:
+    """Review 33: the master stops, one uncached look-up through the slave fails (503: the slave
+    marks it down), the master comes back on its port and a cached key is disabled there. With
+    nothing but hits on the slave, the key still answers 410 there within the bound plus a second
+    (the poller checks a down master once a second)."""
+    data = tmp_path / "data.json"
+    keys = keys_file(tmp_path, KEY)
+    master = goto_processes("--rpc", "--api-keys-file", str(keys), data_file=data, name="master")
+    slave = goto_processes("--master", f"127.0.0.1:{master.port}", data_file=None, name="slave")
+    key = key_of(add_url(master.base_url, "https://later-disabled.example/").text)
+    for _ in range(2):
+        assert get(f"{slave.base_url}/{key}").status == 302
+    master.stop()
+    assert get(f"{slave.base_url}/zzzz").status == 503
+    master = goto_processes._run(master.respawn(keep_port=True), True)
+    assert request("DELETE", f"{master.base_url}/api/v1/links/{key}", headers=auth(KEY)).status == 200
+    disabled_at = time.monotonic()
+    poll_until(
+        lambda: get(f"{slave.base_url}/{key}").status == 410 or None,
+        DISABLE_BOUND + 1,
+        "410 on the slave after the outage",
+    )
+    assert time.monotonic() - disabled_at <= DISABLE_BOUND + 1
+
+
 def test_tombstone_survives_a_restart_and_the_key_is_never_given_again(
     goto_processes: GotoProcesses, tmp_path: Path
 ) -> None:
