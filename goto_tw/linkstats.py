@@ -7,7 +7,7 @@ a link through this slave sees it counted at once.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
@@ -44,20 +44,22 @@ class MasterLinkStats:
         return succeed({"clicks": self._book.clicks(key), "created": created})
 
 
-class _Caller(Protocol):
-    def call(self, method: str, *params: Any) -> Deferred[Any]: ...
+#: Makes one call to the master: ``call("Store.Stats", key)``.
+_Call = Callable[..., "Deferred[Any]"]
 
 
 @implementer(ILinkStats)
 class RemoteLinkStats:
     """A slave's stats: the master's ``Store.Stats``, plus the clicks this slave has not sent yet."""
 
-    def __init__(self, remote: _Caller, counter: ClickCounter) -> None:
-        self._remote = remote
+    def __init__(self, call: _Call, counter: ClickCounter) -> None:
+        """``call``: the slave's way to the master (its store's :meth:`~goto_tw.proxystore.ProxyStore.ask`,
+        which fails fast while the master is down, as a look-up does)."""
+        self._call = call
         self._counter = counter
 
     def stats(self, key: str) -> Deferred[dict[str, object]]:
-        asked: Deferred[Any] = self._remote.call("Store.Stats", key)
+        asked: Deferred[Any] = self._call("Store.Stats", key)
         return asked.addCallback(self._checked, key)
 
     def _checked(self, answer: object, key: str) -> dict[str, object]:

@@ -346,6 +346,14 @@ class ProxyStore:
         self._in_flight += 1  # as _tracked does
         return asked.addBoth(self._master_answered, answered, args)
 
+    def ask(self, call: Callable[..., Deferred[Any]], *params: object) -> Deferred[Any]:
+        """``call(*params)`` to the master, for what the store itself does not ask (``Store.Stats``):
+        failing fast while the master is down, or made as the probe when it is time, as a miss is."""
+        failed = self._failed_fast()
+        if failed is not None:
+            return failed
+        return self._ask_master(call, params, _as_answered)
+
     def _failed_fast(self) -> Deferred[Any] | None:
         """A Deferred failed with :class:`MasterUnreachable` while the master is down and this is not
         the time to probe it (a probe is in flight, or the retry interval has not passed); else ``None``.
@@ -485,3 +493,8 @@ def _shown(value: object) -> str:
 
 #: Seconds between two log lines about bad answers from the master (a hot key would flood the log).
 BAD_ANSWER_LOG_INTERVAL = 10.0
+
+
+def _as_answered(result: object) -> object:
+    """What :meth:`ProxyStore.ask` makes of the master's answer: the answer, as it came."""
+    return result

@@ -7,6 +7,7 @@ import math
 import re
 import sys
 import urllib.parse
+from functools import partial
 from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.application.service import IService, MultiService, Service
@@ -638,7 +639,7 @@ def make_slave(
     # and a multicall waits for all of its calls (several masters share PostgreSQL: no clicks kept).
     call = remote.call_alone if isinstance(remote, RemoteStore) else remote.call
     ClickForwarder(counter, lambda batch: call("Store.Clicks", batch), reactor).setServiceParent(parent)
-    return store, counter, RemoteLinkStats(remote, counter)
+    return store, counter, RemoteLinkStats(partial(store.ask, remote.call), counter)
 
 
 def make_postgres_store(

@@ -1,0 +1,55 @@
+"""A slave's link statistics (``/KEY+``, ``GET /api/v1/links/KEY``) ask the master as a miss does:
+failing fast while the master is down (review 33: each waited the whole ``--rpc-timeout``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
+
+from goto_tw.clicks import ClickCounter
+from goto_tw.errors import MasterUnreachable
+from goto_tw.linkstats import RemoteLinkStats
+from goto_tw.proxystore import ProxyStore
+from tests.fakes import FakeMaster
+from tests.helpers import failure_of, has_fired, result_of
+
+
+def test_stats_fail_fast_while_the_master_is_down_and_probe_when_it_is_time() -> None:
+    clock = Clock()
+    master = FakeMaster()
+    store = ProxyStore(master, clock, retry_interval=1.0)
+    asked: list[Deferred[Any]] = []
+
+    def call(method: str, *params: object) -> Deferred[Any]:
+        answer: Deferred[Any] = Deferred()
+        asked.append(answer)
+        return answer
+
+    stats = RemoteLinkStats(lambda method, *params: store.ask(call, method, *params), ClickCounter())
+    missing = store.get("k")
+    master.fail(MasterUnreachable("connection refused"))
+    assert failure_of(missing).check(MasterUnreachable) and not store.master_reachable
+
+    assert failure_of(stats.stats("k")).check(MasterUnreachable), "answered at once, not at the timeout"
+    assert asked == [], "nothing sent to a master known to be down"
+    clock.advance(1)
+    probing = stats.stats("k")
+    assert len(asked) == 1 and not has_fired(probing), "the one probe, when it is time"
+    assert failure_of(stats.stats("k")).check(MasterUnreachable), "others fail fast while it is out"
+    asked[0].callback({"clicks": 3.0})
+    assert result_of(probing) == {"clicks": 3, "created": None}
+    assert store.master_reachable
+
+
+def test_stats_go_to_a_master_that_is_up() -> None:
+    """With the master up, the call goes straight through and its answer is checked as before."""
+    store = ProxyStore(FakeMaster(), Clock())
+
+    def call(method: str, *params: object) -> Deferred[Any]:
+        assert (method, params) == ("Store.Stats", ("k",))
+        return succeed({"clicks": 1.0, "created": 5.0})
+
+    stats = RemoteLinkStats(lambda *args: store.ask(call, *args), ClickCounter())
+    assert result_of(stats.stats("k")) == {"clicks": 1, "created": 5.0}
