@@ -141,6 +141,8 @@ _MAX_FAULT_TEXT = 300
 
 _HOST_PORT = re.compile(r"(\[[^\]\s]*\]|[^:/\[\]\s@?#]+):([0-9]{1,5})")
 _HOST_NAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?")
+#: A path the slave's request line can carry as it is: unreserved characters, ``/`` and escapes.
+_URL_PATH = re.compile(r"(?:/(?:[A-Za-z0-9._~!$&'()*+,;=:@-]|%[0-9A-Fa-f]{2})*)*")
 
 
 def master_rpc_url(master: str) -> str:
@@ -173,6 +175,10 @@ def master_rpc_url(master: str) -> str:
         raise ValueError("no host name or address")
     if port == 0:
         raise ValueError("port 0 is not a port a master listens on")
+    if port is None and parts.netloc.endswith(":"):
+        raise ValueError("a ':' without a port")
+    if not _URL_PATH.fullmatch(parts.path):
+        raise ValueError("the path must be ASCII a URL carries unescaped (letters, digits, -._~/ and %XX)")
     if not parts.path:
         master += "/RPC2"
     return master

@@ -174,7 +174,7 @@ def read_secret(path: str) -> bytes:
             secret = secret_file.read().strip()
     except OSError as exc:
         raise usage.UsageError(f"--rpc-secret-file: cannot read {path}: {exc.strerror}") from None
-    if not secret or not secret.isascii() or any(byte <= 0x20 for byte in secret):
+    if not secret or any(byte <= 0x20 or byte >= 0x7F for byte in secret):  # a header's visible ASCII
         raise usage.UsageError(f"--rpc-secret-file: {path} must hold one printable ASCII word")
     return secret
 
