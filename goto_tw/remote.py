@@ -136,7 +136,8 @@ _BODY_OVERHEAD = 256
 _NO_SUCH_METHOD = 8001
 #: Most (method, outcome) latency histograms remembered (a client calls a handful of methods).
 _MAX_HISTOGRAMS = 64
-#: Longest text from a master's fault that is shown to a user (longer: a generic message).
+#: Longest text from a master's fault that is shown to a user (longer: a generic message), and the
+#: most of it a log line carries.
 _MAX_FAULT_TEXT = 300
 
 _HOST_PORT = re.compile(r"(\[[^\]\s]*\]|[^:/\[\]\s@?#]+):([0-9]{1,5})")
@@ -885,7 +886,8 @@ def _fault_error(code: object, text: object) -> Exception:
     """
     if code == _NO_SUCH_METHOD:
         return NotKept(
-            _client_text(text, "the master does not keep this"), detail=f"the master's fault {code}: {text!r}"
+            _client_text(text, "the master does not keep this"),
+            detail=f"the master's fault {code}: {text!r:.{_MAX_FAULT_TEXT}}",
         )
     if code == NotAuthorized.fault_code:
         # Our own misconfiguration, not the user's fault: they get a 503, the operator a log line.
@@ -894,8 +896,13 @@ def _fault_error(code: object, text: object) -> Exception:
         )
     error_class = ERRORS_BY_FAULT_CODE.get(code) if isinstance(code, int) else None
     if error_class is None or error_class is NotAuthorized:
-        return StoreUnavailable(UNREACHABLE_MESSAGE, detail=f"the master answered fault {code!r}: {text!r}")
-    return error_class(_client_text(text, UNREACHABLE_MESSAGE), detail=f"the master's fault {code}: {text!r}")
+        return StoreUnavailable(
+            UNREACHABLE_MESSAGE, detail=f"the master answered fault {code!r:.40}: {text!r:.{_MAX_FAULT_TEXT}}"
+        )
+    return error_class(
+        _client_text(text, UNREACHABLE_MESSAGE),
+        detail=f"the master's fault {code}: {text!r:.{_MAX_FAULT_TEXT}}",
+    )
 
 
 def _deliver(results: Any, answers: list[Deferred[Any]]) -> None:

@@ -641,3 +641,15 @@ def test_the_masters_answers_are_the_stock_xmlrpc_answers(
         response = result_of(stub.post(RPC_URL, data=body))
         answers.append((response.code, result_of(response.content())))
     assert answers[0] == answers[1]
+
+
+@pytest.mark.parametrize("code", [404, 8001, 999, 10**50])
+def test_a_masters_long_fault_text_is_cut_for_the_log(code: int) -> None:
+    """A fault's text reaches the log (an error's detail) cut to a bound, however long the master
+    made it (review 33: a 1 MB text made a 1 MB log line); the user never sees it."""
+    from goto_tw.remote import _MAX_FAULT_TEXT, _fault_error
+
+    error = _fault_error(code, "x" * 1_000_000)
+    detail = getattr(error, "detail", "")
+    assert "xxx" in detail and len(detail) < _MAX_FAULT_TEXT + 100
+    assert "xxx" not in str(error)
