@@ -62,6 +62,12 @@ def rate_bucket(client: str) -> str:
     return f"{ipaddress.IPv6Address(int(address) >> 64 << 64)}/64"
 
 
+#: QR codes a client may have rendered (one not kept already: see :class:`~goto_tw.qr.QRCodes`)
+#: a second, and at once, while adds are rate-limited: a PNG costs the reactor about 10 ms.
+QR_RENDER_RATE = 2.0
+QR_RENDER_BURST = 20
+
+
 class AddLimiter:
     """Token buckets per client: ``admit(client)`` is ``None`` (go ahead) or seconds to wait."""
 

@@ -37,7 +37,7 @@ from goto_tw.keys import INVALID_KEY, is_valid_key
 from goto_tw.negotiation import prefers_html
 from goto_tw.pages import error_page, form_page, info_page, reason_phrase, result_page, write_html
 from goto_tw.problems import PROBLEM_JSON, is_api_path, problem_body
-from goto_tw.qr import qr_png, qr_svg
+from goto_tw.qr import QRCodes
 from goto_tw.timestamps import PerSecond
 from goto_tw.urls import validate_url
 
@@ -473,16 +473,30 @@ QR_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 )
 
 
+#: Asks whether the client of a request may have a QR code rendered now: ``None`` (yes) or seconds
+#: to wait (``--add-rate``'s limiter, with its own rate).
+RenderGate = Callable[[Request], Optional[int]]
+
+
 class QRResource(PlainResource):
-    """``/KEY.qr``: the short link's QR code as SVG, or PNG with ``?format=png``; 404 if unknown."""
+    """``/KEY.qr``: the short link's QR code as SVG, or PNG with ``?format=png``; 404 if unknown.
+
+    A code is rendered once and kept (:class:`~goto_tw.qr.QRCodes`); rendering one that is not
+    kept first asks ``may_render``, so one client cannot keep the reactor busy rendering (a 429
+    with ``Retry-After`` when it asks too fast).
+    """
 
     isLeaf = True
 
-    def __init__(self, store: IURLStore, host: str, key: str) -> None:
+    def __init__(
+        self, store: IURLStore, host: str, key: str, codes: QRCodes, may_render: RenderGate | None = None
+    ) -> None:
         super().__init__()
         self._store = store
         self._host = host
         self._key = key
+        self._codes = codes
+        self._may_render = may_render
 
     def render_GET(self, request: Request) -> object:
         if request.postpath:
@@ -494,11 +508,21 @@ class QRResource(PlainResource):
         short = short_url(self._host, self._key)
 
         def answer(_: str) -> None:
-            body, kind = (
-                (qr_png(short), b"image/png") if wanted == b"png" else (qr_svg(short), b"image/svg+xml")
-            )
+            kind = wanted.decode("ascii")
+            body = self._codes.kept(short, kind)
+            if body is None:
+                wait = None if self._may_render is None else self._may_render(request)
+                if wait is not None:
+                    write_text(
+                        request,
+                        429,
+                        "Too many QR codes asked for from this address; try again later.",
+                        {RETRY_AFTER: b"%d" % wait},
+                    )
+                    return
+                body = self._codes.make(short, kind)
             request.setResponseCode(http.OK)
-            request.setHeader(b"content-type", kind)
+            request.setHeader(b"content-type", b"image/png" if kind == "png" else b"image/svg+xml")
             for name, value in QR_HEADERS:
                 request.setHeader(name, value)
             request.setHeader(b"content-length", b"%d" % len(body))
@@ -550,6 +574,9 @@ class GotoRoot(PlainResource):
         self._clicks = clicks
         self._stats = stats
         self._redirect_status = redirect_status
+        self._qr_codes = QRCodes()
+        #: Set by the wiring when adds are rate-limited (see :class:`QRResource`).
+        self.may_render: RenderGate | None = None
         self.putChild(b"", FormResource(private))
         self.putChild(b"add", AddResource(store, host, private))
 
@@ -561,7 +588,7 @@ class GotoRoot(PlainResource):
         if key.endswith("+") and is_valid_key(key[:-1]):
             return InfoResource(self._store, self._stats, self._host, key[:-1])
         if key.endswith(".qr") and is_valid_key(key[:-3]):
-            return QRResource(self._store, self._host, key[:-3])
+            return QRResource(self._store, self._host, key[:-3], self._qr_codes, self.may_render)
         if not is_valid_key(key):
             return NotFoundResource()
         return RedirectResource(self._store, key, self._clicks, self._redirect_status)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import GotoProcesses, add_url, get, request
+from .harness import GotoProcesses, add_url, get, key_of, request
 
 
 def api_add(base_url: str, url: str, headers: dict[str, str] | None = None) -> int:
@@ -90,3 +90,19 @@ def test_forwarded_for_is_believed_only_from_a_trusted_proxy(
         for n in range(2)
     ]
     assert statuses == [200, 429]
+
+
+def test_qr_codes_past_a_clients_share_are_429_with_retry_after(
+    goto_processes: GotoProcesses, tmp_path: Path
+) -> None:
+    """With adds rate-limited (the default), a client may have QR codes rendered at a bounded rate:
+    past its burst a new code is 429 with Retry-After, while a code already made is still served."""
+    master = goto_processes("--add-rate", "100/s", "--add-burst", "100", data_file=tmp_path / "data.json")
+    keys = [
+        key_of(add_url(master.base_url, f"https://qr-limit.example/{number}").text) for number in range(30)
+    ]
+    statuses = [get(f"{master.base_url}/{key}.qr").status for key in keys]
+    assert statuses[0] == 200 and 429 in statuses, statuses
+    refused = get(f"{master.base_url}/{keys[statuses.index(429)]}.qr")
+    assert refused.status == 429 and 1 <= int(refused.headers["Retry-After"]) <= 60, refused
+    assert get(f"{master.base_url}/{keys[0]}.qr").status == 200, "a code already made costs no render"

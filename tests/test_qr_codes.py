@@ -1,0 +1,88 @@
+"""QR codes are rendered once and kept, a bounded number of them; rendering more than a client's
+share a second is a 429 (review 33: every request rendered anew, about 10 ms of the reactor each)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pytest
+from twisted.internet.task import Clock
+
+from goto_tw import qr
+from goto_tw.metrics import Metrics
+from goto_tw.qr import QRCodes, qr_png, qr_svg
+from goto_tw.ratelimit import AddLimiter
+from goto_tw.site import GotoSite
+from goto_tw.store import URLStore
+from goto_tw.tap import make_root
+from goto_tw.web import GotoRoot
+from tests.wire import exchange
+
+
+def test_codes_are_kept_up_to_their_bound_the_oldest_dropped() -> None:
+    codes = QRCodes(max_codes=3)
+    made = [codes.make(f"http://go.example/{number}", "svg") for number in range(5)]
+    assert made[4] == qr_svg("http://go.example/4")
+    assert len(codes) == 3
+    assert (
+        codes.kept("http://go.example/0", "svg") is None and codes.kept("http://go.example/1", "svg") is None
+    )
+    assert codes.kept("http://go.example/4", "svg") == made[4]
+    assert codes.kept("http://go.example/4", "png") is None
+    assert codes.make("http://go.example/4", "png") == qr_png("http://go.example/4")
+
+
+def _site(
+    renders: list[str], monkeypatch: pytest.MonkeyPatch, rate: float = 1.0, burst: int = 2
+) -> tuple[GotoSite, Clock]:
+    store = URLStore()
+    for number in range(5):
+        store.put(f"https://qr.example/{number}")
+    clock = Clock()
+    root = make_root(store, "http://go.example", Metrics("master"))
+    assert isinstance(root, GotoRoot)
+    limiter = AddLimiter(rate, burst, clock)
+    root.may_render = lambda request: limiter.admit("client")
+
+    def counted(render: Callable[[str], bytes]) -> Callable[[str], bytes]:
+        def render_counted(text: str) -> bytes:
+            renders.append(text)
+            return render(text)
+
+        return render_counted
+
+    monkeypatch.setattr(qr, "qr_png", counted(qr.qr_png))
+    monkeypatch.setattr(qr, "qr_svg", counted(qr.qr_svg))
+    return GotoSite(root, Metrics("master"), reactor=clock), clock
+
+
+def _status(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1])
+
+
+def test_a_code_asked_for_again_is_not_rendered_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    renders: list[str] = []
+    site, _ = _site(renders, monkeypatch)
+    first = exchange(site, b"GET /1.qr?format=png HTTP/1.0\r\n\r\n")
+    again = exchange(site, b"GET /1.qr?format=png HTTP/1.0\r\n\r\n")
+    assert _status(first) == _status(again) == 200
+    assert first.partition(b"\r\n\r\n")[2] == again.partition(b"\r\n\r\n")[2] == qr_png("http://go.example/1")
+    assert renders == ["http://go.example/1"]
+
+
+def test_renders_past_a_clients_share_are_429_but_kept_codes_are_served(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    renders: list[str] = []
+    site, clock = _site(renders, monkeypatch)
+    assert [_status(exchange(site, b"GET /%d.qr HTTP/1.0\r\n\r\n" % number)) for number in range(2)] == [
+        200,
+        200,
+    ]
+    refused = exchange(site, b"GET /2.qr HTTP/1.0\r\n\r\n")
+    assert _status(refused) == 429 and b"\r\nRetry-After: 1\r\n" in refused
+    assert _status(exchange(site, b"GET /0.qr HTTP/1.0\r\n\r\n")) == 200, "kept: no render, no limit"
+    assert _status(exchange(site, b"GET /zz.qr HTTP/1.0\r\n\r\n")) == 404, "an unknown key renders nothing"
+    clock.advance(1)
+    assert _status(exchange(site, b"GET /2.qr HTTP/1.0\r\n\r\n")) == 200
+    assert len(renders) == 3
