@@ -12,12 +12,19 @@ same key on the second. Any other answer (a key, "unknown key", "invalid URL") i
 
 Only when every master failed the call does it fail, with the last master's error, so the
 :class:`~goto_tw.proxystore.ProxyStore` above it sees one master that is down and fails fast.
+
+All that holds only if the masters share one store. With a ``check`` (the slave's wiring gives one),
+a master takes no call until it passed it: a master keeping its own data file (it answers the
+change feed, which a PostgreSQL master has not) would hand out the same keys as another for other
+URLs, so it is refused for good, logged once as an error. Calls made before any master passed wait
+for the first answer (at most :data:`MAX_WAITING_CALLS` of them); a master that could not be asked
+is asked again with the next call after ``retry_interval``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
@@ -27,6 +34,7 @@ from zope.interface import implementer
 
 from goto_tw.errors import GotoError, MasterUnreachable
 from goto_tw.interfaces import ILinkAdder, IURLStore
+from goto_tw.remote import UNREACHABLE_MESSAGE
 
 log = Logger()
 
@@ -34,15 +42,26 @@ log = Logger()
 RETRY_INTERVAL = 1.0
 #: Seconds of silence after which a call also goes to the next master (a hung master, not a dead one).
 FAILOVER_AFTER = 1.0
+#: Calls that may wait for the masters' first check (a slave that has just started); more fail at once.
+MAX_WAITING_CALLS = 10_000
+
+#: Checks a master before it takes calls: ``None`` when it may, a reason when it must not, a
+#: :class:`MasterUnreachable` failure when it could not be asked.
+MasterCheck = Callable[[Any], "Deferred[Optional[str]]"]
 
 
 class _Member:
-    __slots__ = ("down_until", "name", "store")
+    __slots__ = ("check_again_at", "checking", "down_until", "name", "passed", "refused", "store")
 
-    def __init__(self, name: str, store: IURLStore) -> None:
+    def __init__(self, name: str, store: IURLStore, checked: bool) -> None:
         self.name = name
         self.store = store
         self.down_until = 0.0
+        #: Whether the check passed (no check: from the start); why it failed for good, if it did.
+        self.passed = checked
+        self.refused: str | None = None
+        self.checking = False
+        self.check_again_at = 0.0
 
 
 @implementer(IURLStore, ILinkAdder)
@@ -56,13 +75,16 @@ class FailoverStore:
         *,
         retry_interval: float = RETRY_INTERVAL,
         failover_after: float = FAILOVER_AFTER,
+        check: MasterCheck | None = None,
     ) -> None:
         if not masters:
             raise ValueError("at least one master is needed")
-        self._members = [_Member(name, store) for name, store in masters]
+        self._members = [_Member(name, store, check is None) for name, store in masters]
         self._clock = clock
         self._retry_interval = retry_interval
         self._failover_after = failover_after
+        self._check = check
+        self._waiting: list[Deferred[None]] = []
         self._next = 0
 
     def get(self, key: str) -> Deferred[str]:
@@ -80,20 +102,25 @@ class FailoverStore:
         """Any other call, made of one master at a time: it moves on only when a master refused
         it (unreachable), never because one is slow, so a call that must not be made twice (a
         batch of clicks) is not hedged onto a second master."""
-        return _Race(self, lambda store: store.call(method, *params), self._order(), hedge=False).result
+        return self._when_checked(
+            lambda: _Race(self, lambda store: store.call(method, *params), self._order(), hedge=False).result
+        )
 
     def count(self) -> int:
         return 0
 
     def up(self) -> list[str]:
-        """The names of the masters believed up now."""
+        """The names of the masters believed up now (and checked, with a check)."""
         now = self._clock.seconds()
-        return [member.name for member in self._members if member.down_until <= now]
+        return [member.name for member in self._members if member.passed and member.down_until <= now]
 
     def _order(self) -> list[_Member]:
-        """Every master once, starting at the next in turn; those believed down last."""
-        members = self._members
-        start = self._next
+        """Every master that passed its check once, starting at the next in turn; those believed
+        down last."""
+        members = [member for member in self._members if member.passed]
+        if not members:
+            return []
+        start = self._next % len(members)
         self._next = (start + 1) % len(members)
         rotated = members[start:] + members[:start]
         now = self._clock.seconds()
@@ -102,7 +129,64 @@ class FailoverStore:
         )
 
     def _call(self, call: Callable[[Any], Deferred[Any]]) -> Deferred[Any]:
-        return _Race(self, call, self._order()).result
+        return self._when_checked(lambda: _Race(self, call, self._order()).result)
+
+    def _when_checked(self, race: Callable[[], Deferred[Any]]) -> Deferred[Any]:
+        """``race()`` now if a master passed its check, else once one has (or every check ended)."""
+        if self._check is None:
+            return race()
+        self._start_checks()
+        if any(member.passed for member in self._members) or not any(
+            member.checking for member in self._members
+        ):
+            return race()  # to those that passed; if none did, the race fails saying why
+        if len(self._waiting) >= MAX_WAITING_CALLS:
+            return fail(
+                MasterUnreachable(UNREACHABLE_MESSAGE, detail="too many calls wait for the masters' check")
+            )
+        checked: Deferred[None] = Deferred()
+        self._waiting.append(checked)
+        return checked.addCallback(lambda _: race())
+
+    def _start_checks(self) -> None:
+        """Check every master not checked yet, nor being checked, nor asked too recently."""
+        assert self._check is not None
+        now = None
+        for member in self._members:
+            if member.passed or member.refused or member.checking:
+                continue
+            now = self._clock.seconds() if now is None else now
+            if now < member.check_again_at:
+                continue
+            member.checking = True
+            try:
+                checked = self._check(member.store)
+            except Exception:
+                checked = fail()
+            checked.addBoth(self._checked, member)
+
+    def _checked(self, result: object, member: _Member) -> None:
+        member.checking = False
+        if isinstance(result, Failure):
+            if not result.check(MasterUnreachable):
+                log.failure("Checking master {name} failed", result, name=member.name)
+            member.check_again_at = self._clock.seconds() + self._retry_interval
+        elif result is None:
+            member.passed = True
+            log.info("Master {name} shares the others' store: it takes calls", name=member.name)
+        else:
+            member.refused = str(result)
+            log.error("Master {name} takes no calls from this slave: {why}", name=member.name, why=result)
+        if member.passed or not any(other.checking for other in self._members):
+            waiting, self._waiting = self._waiting, []
+            for checked in waiting:
+                checked.callback(None)
+
+    def _none_may_answer(self) -> MasterUnreachable:
+        """Why a call has no master to go to: every one was refused, or none could be checked yet."""
+        refused = [f"{member.name}: {member.refused}" for member in self._members if member.refused]
+        detail = "; ".join(refused) if refused else "no master could be checked yet"
+        return MasterUnreachable(UNREACHABLE_MESSAGE, detail=detail)
 
     def _mark_down(self, member: _Member, why: str) -> None:
         if member.down_until == 0.0:
@@ -146,8 +230,7 @@ class _Race:
     def _ask_next(self) -> None:
         if not self._waiting:
             if self._outstanding == 0 and not self.result.called:
-                assert self._last is not None
-                self.result.errback(self._last)
+                self.result.errback(self._last or Failure(self._store._none_may_answer()))
             return
         member, self._waiting = self._waiting[0], self._waiting[1:]
         self._outstanding += 1
@@ -192,3 +275,24 @@ class _Race:
 def _log_text(failure: Failure) -> str:
     error = failure.value
     return error.log_text() if isinstance(error, GotoError) else failure.getErrorMessage()
+
+
+#: Why a master answering the change feed is refused as one of several.
+OWN_FILE = (
+    "it keeps a data file of its own (it answers the change feed): several --master values must be "
+    "PostgreSQL masters on one database, or a key could point to two URLs"
+)
+
+
+def shares_a_database(master: Any) -> Deferred[Optional[str]]:
+    """The check a slave with several masters makes of each (see :class:`FailoverStore`): a master
+    with a data file of its own has a change feed (``Store.Changes`` answers), a PostgreSQL master has
+    none (it refuses the call). Masters on two different databases cannot be told apart this way."""
+
+    def judged(result: object) -> object:
+        if isinstance(result, Failure):
+            return result if result.check(MasterUnreachable) else None
+        return OWN_FILE
+
+    asked: Deferred[Any] = master.call("Store.Changes", "", 0)
+    return asked.addBoth(judged)

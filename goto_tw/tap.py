@@ -703,9 +703,9 @@ def _remote_store(
     ]
     if len(remotes) == 1:
         return remotes[0]
-    from goto_tw.failover import FailoverStore
+    from goto_tw.failover import FailoverStore, shares_a_database
 
-    return FailoverStore(list(zip(masters, remotes)), reactor)
+    return FailoverStore(list(zip(masters, remotes)), reactor, check=shares_a_database)
 
 
 def _proxy_store(

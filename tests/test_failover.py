@@ -6,9 +6,10 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from zope.interface import implementer
 
-from goto_tw.errors import KeyNotFound, MasterUnreachable
-from goto_tw.failover import FailoverStore
+from goto_tw.errors import KeyNotFound, MasterUnreachable, StoreUnavailable
+from goto_tw.failover import MAX_WAITING_CALLS, FailoverStore, shares_a_database
 from goto_tw.interfaces import IURLStore
+from tests.conftest import LogCapture
 from tests.helpers import failure_of, has_fired, result_of
 
 
@@ -133,3 +134,75 @@ def test_every_master_failing_fails_once_even_after_a_slow_one() -> None:
     assert not has_fired(asked)
     slow_answer.errback(MasterUnreachable("the master is unreachable"))
     assert failure_of(asked).check(MasterUnreachable)
+
+
+# --- review 33: several masters must share one store ------------------------------------------------
+
+
+class FeedMaster(FakeMaster):
+    """A master that answers ``Store.Changes`` (a file master), refuses it (PostgreSQL), or lets the
+    test answer it (``held``)."""
+
+    def __init__(self, name: str, feed: bool, held: bool = False) -> None:
+        super().__init__(name)
+        self.feed = feed
+        self.held: list[Deferred[object]] = []
+        self.hold = held
+
+    def call(self, method: str, *params: object) -> Deferred[object]:
+        assert (method, params) == ("Store.Changes", ("", 0))
+        self.calls.append(("call", method))
+        if self.hold:
+            asked: Deferred[object] = Deferred()
+            self.held.append(asked)
+            return asked
+        if self.down:
+            return fail(MasterUnreachable("the master is unreachable", detail=f"{self.name} refused"))
+        if self.feed:
+            return succeed({"epoch": "e", "seq": 0, "keys": [], "complete": False})
+        return fail(StoreUnavailable("this store has no change feed"))
+
+
+def _checked_store(*masters: FeedMaster, clock: Clock | None = None) -> FailoverStore:
+    members: list[tuple[str, IURLStore]] = [(m.name, m) for m in masters]
+    return FailoverStore(members, clock or Clock(), check=shares_a_database)
+
+
+def test_a_master_with_a_file_of_its_own_is_refused_for_good(log_events: LogCapture) -> None:
+    """Two file masters would each hand out key 0: one that answers the change feed takes no call,
+    logged once as an error; the PostgreSQL master takes them all."""
+    files, database = FeedMaster("file", feed=True), FeedMaster("pg", feed=False)
+    store = _checked_store(files, database)
+    assert [result_of(store.get(f"k{n}")) for n in range(4)] == [f"https://pg/k{n}" for n in range(4)]
+    assert [call for call in files.calls if call[0] != "call"] == []
+    assert store.up() == ["pg"]
+    errors = [m for m in log_events.messages() if "takes no calls" in m]
+    assert len(errors) == 1 and "file" in errors[0] and "data file of its own" in errors[0]
+
+
+def test_with_every_master_refused_calls_fail_as_unreachable_saying_why() -> None:
+    store = _checked_store(FeedMaster("a", feed=True), FeedMaster("b", feed=True))
+    error = failure_of(store.put("https://x.example/")).value
+    assert isinstance(error, MasterUnreachable) and error.detail is not None
+    assert "a: it keeps a data file" in error.detail and "b: it keeps a data file" in error.detail
+
+
+def test_calls_wait_for_the_first_check_and_a_bounded_number_of_them() -> None:
+    """A slave just started: calls wait until a master passed its check; past the bound they fail
+    at once; a master that could not be asked is asked again a retry interval later."""
+    clock = Clock()
+    slow, down = FeedMaster("slow", feed=False, held=True), FeedMaster("down", feed=False)
+    down.down = True
+    store = _checked_store(slow, down, clock=clock)
+    first = store.get("k")
+    assert not has_fired(first) and len(slow.held) == 1
+    assert down.calls == [("call", "Store.Changes")]
+    others = [store.get(f"k{n}") for n in range(MAX_WAITING_CALLS - 1)]
+    assert failure_of(store.get("over")).check(MasterUnreachable)
+    slow.held.pop().errback(StoreUnavailable("this store has no change feed"))
+    assert result_of(first) == "https://slow/k" and all(has_fired(call) for call in others)
+    down.down = False
+    clock.advance(1)
+    store.get("again")
+    assert down.calls.count(("call", "Store.Changes")) == 2
+    assert sorted(store.up()) == ["down", "slow"]

@@ -23,6 +23,7 @@ from .harness import (
     get,
     key_of,
     poll_until,
+    read_records,
     refuses_connections,
 )
 
@@ -163,3 +164,25 @@ def test_sigterm_lets_accepted_adds_finish(goto_processes: GotoProcesses) -> Non
         assert slave.wait_exit() == -signal.SIGTERM
     assert error_lines(slave) == [], slave.output()
     assert "unreachable" not in slave.output()
+
+
+@pytest.mark.parametrize("same", [False, True])
+def test_several_masters_with_data_files_of_their_own_are_refused(
+    goto_processes: GotoProcesses, tmp_path: Path, same: bool
+) -> None:
+    """Review 33: a slave given two file masters (or one master twice) handed key 0 out for two URLs.
+    Several masters must share one PostgreSQL database: a master with a data file of its own takes
+    no call (logged once as an error naming it), and adds and look-ups through the slave are 503."""
+    a = goto_processes("--rpc", data_file=tmp_path / "a.json", name="master-a")
+    b = a if same else goto_processes("--rpc", data_file=tmp_path / "b.json", name="master-b")
+    names = [f"127.0.0.1:{a.port}", f"localhost:{b.port}"]
+    slave = goto_processes("--master", ",".join(names), data_file=None, name="slave")
+    for attempt in range(2):
+        assert_human_503(add_url(slave.base_url, f"https://two-files.example/{attempt}"), "add")
+        assert_human_503(get(f"{slave.base_url}/0"), "look-up")
+    for name in names:
+        refusals = [
+            line for line in error_lines(slave) if f"Master http://{name}/RPC2 takes no calls" in line
+        ]
+        assert len(refusals) == 1 and "a data file of its own" in refusals[0], slave.output()
+    assert read_records(tmp_path / "a.json") == [] and (same or read_records(tmp_path / "b.json") == [])
