@@ -206,3 +206,13 @@ def test_calls_wait_for_the_first_check_and_a_bounded_number_of_them() -> None:
     store.get("again")
     assert down.calls.count(("call", "Store.Changes")) == 2
     assert sorted(store.up()) == ["down", "slow"]
+
+
+def test_a_caller_giving_up_while_it_waits_for_the_check_changes_nothing() -> None:
+    slow = FeedMaster("slow", feed=False, held=True)
+    store = _checked_store(slow)
+    gave_up, waits = store.get("a"), store.get("b")
+    gave_up.cancel()
+    failure_of(gave_up)
+    slow.held.pop().errback(StoreUnavailable("this store has no change feed"))
+    assert result_of(waits) == "https://slow/b"
