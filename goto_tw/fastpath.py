@@ -765,6 +765,10 @@ class FastRedirectChannel(DeadlineChannel):
         if self._owed:
             self._held = [data]
             self._held_bytes = len(data)
+            if self._deadline_call is not None:
+                # It waits for the answers before it, not for the client; twisted.web's own clock
+                # starts when it is replayed there (a split head held here once ran out meanwhile).
+                self.stop_request_clock()
             self._check_budget()
         else:
             self._check_budget()

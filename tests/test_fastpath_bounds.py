@@ -137,6 +137,26 @@ def test_a_pending_add_is_cut_by_the_answer_deadline() -> None:
     assert connection.received() == b""
 
 
+def test_a_request_for_twisted_web_held_behind_an_owed_answer_waits_on_us_not_the_client() -> None:
+    """Review 33: an HTTP/1.0 request (twisted.web's) split across two reads behind an add whose
+    write takes longer than the request deadline (a slave's answer deadline can be 41 s) is answered
+    once the add is: it waited for us, so the request clock does not cut the connection meanwhile."""
+    log = ManualLog()
+    clock = Clock()
+    site, _ = goto_site(URLStore({"abc": "https://a.example/x"}, log), clock=clock, answer_deadline=41.0)
+    connection = Connection(site)
+    connection.send(POST_ADD)
+    second = b"GET /abc HTTP/1.0\r\nHost: go.example\r\n\r\n"
+    connection.send(second[:10])
+    clock.advance(0.1)
+    connection.send(second[10:])
+    clock.advance(REQUEST_DEADLINE + 1)
+    assert not connection.transport.disconnecting
+    log.complete_all()
+    answers = connection.received()
+    assert answers.startswith(b"HTTP/1.1 200 OK") and b" 302 Found\r\n" in answers
+
+
 def assert_times_out_a_whole_period_from_now(connection: Connection, clock: Clock) -> None:
     """The idle connection is closed :data:`IDLE_TIMEOUT` seconds from now, not a second before."""
     clock.advance(IDLE_TIMEOUT - 1)
