@@ -56,4 +56,5 @@ def head_prefers_html(head: bytes) -> bool:
     on both paths, so a request gets the same answer whichever path serves it.
     """
     values = _ACCEPT_IN_HEAD.findall(head)
-    return bool(values) and prefers_html(values[-1])
+    # twisted.web strips a header value's trailing white space too (it counts against the bound).
+    return bool(values) and prefers_html(values[-1].rstrip())

@@ -223,3 +223,40 @@ def test_the_poller_keeps_polling_through_an_outage() -> None:
 def test_the_fast_path_reads_the_last_accept_as_twisted_web_does() -> None:
     assert head_prefers_html(b"GET /add HTTP/1.1\r\nAccept: */*\r\nAccept: text/html\r\n\r\n")
     assert not head_prefers_html(b"GET /add HTTP/1.1\r\nAccept: text/html\r\naccept: */*\r\n\r\n")
+
+
+def _accept_as_twisted_web_reads_it(head: bytes) -> bytes | None:
+    """The ``Accept`` value twisted.web's own parser gives a resource for ``head``."""
+    from twisted.internet.testing import StringTransport
+    from twisted.web.http import HTTPChannel, Request
+
+    seen: list[bytes | None] = []
+
+    class Recording(Request):
+        def process(self) -> None:
+            seen.append(self.getHeader(b"accept"))
+            self.finish()
+
+    channel = HTTPChannel()
+    channel.requestFactory = Recording
+    channel.makeConnection(StringTransport())
+    channel.dataReceived(head)
+    return seen[0]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"text/html",
+        b"text/html" + b" " * 1020,
+        b"text/html \t\x0b\x0c",
+        b"*/*" + b" " * 2000,
+        b"text/html" + b" " * 1016,
+    ],
+)
+def test_the_fast_path_strips_the_accept_value_as_twisted_web_does(value: bytes) -> None:
+    """Review 33: trailing white space counted against the 1,024-byte bound on the fast path only."""
+    head = b"GET /add HTTP/1.1\r\nHost: h\r\nAccept: " + value + b"\r\n\r\n"
+    from goto_tw.negotiation import prefers_html
+
+    assert head_prefers_html(head) == prefers_html(_accept_as_twisted_web_reads_it(head))
