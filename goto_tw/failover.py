@@ -4,9 +4,7 @@ With PostgreSQL behind them, every master answers every key and any master can a
 may ask any of them. :class:`FailoverStore` sends each call to the next master in turn (round robin)
 among those believed up. When a master does not answer (:class:`MasterUnreachable`: refused, reset,
 timed out), it is believed down for ``retry_interval`` seconds and the same call goes at once to the
-next master: a killed master costs a refused connection, not a request; so does a master that
-answers 503 (:class:`StoreUnavailable`: the database is out of its reach, maybe not of the
-others'). A master silent for
+next master: a killed master costs a refused connection, not a request. A master silent for
 ``failover_after`` seconds (hung, or cut off without a reset) is believed down too and the call also
 goes to the next one, so a call never waits for ``--rpc-timeout`` while another master answers. Retrying an add elsewhere is
 safe: a URL has one key in the database, so an add that did commit on the first master answers the
@@ -34,7 +32,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from goto_tw.errors import GotoError, MasterUnreachable, StoreUnavailable
+from goto_tw.errors import GotoError, MasterUnreachable
 from goto_tw.interfaces import ILinkAdder, IURLStore
 from goto_tw.remote import UNREACHABLE_MESSAGE
 
@@ -206,7 +204,7 @@ class FailoverStore:
 class _Race:
     """One call: asked of the masters in ``order`` until one gives a real answer.
 
-    A master that fails with :class:`StoreUnavailable` (unreachable, or its database) hands the call to the next at once; one
+    A master that fails with :class:`MasterUnreachable` hands the call to the next at once; one
     that is silent for ``failover_after`` seconds is believed down and the call also goes to the
     next, the slow one still counting if it answers first. The first real answer wins; the later
     ones are dropped. The call fails only when every master failed it.
@@ -257,8 +255,7 @@ class _Race:
         self._outstanding -= 1
         if timer is not None and timer.active():
             timer.cancel()
-        if isinstance(result, Failure) and result.check(StoreUnavailable):
-            # Unreachable, or a master whose own store (its database) is: the next may reach it.
+        if isinstance(result, Failure) and result.check(MasterUnreachable):
             self._store._mark_down(member, _log_text(result))
             self._last = result
             if not moved_on[0]:

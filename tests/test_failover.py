@@ -216,23 +216,3 @@ def test_a_caller_giving_up_while_it_waits_for_the_check_changes_nothing() -> No
     failure_of(gave_up)
     slow.held.pop().errback(StoreUnavailable("this store has no change feed"))
     assert result_of(waits) == "https://slow/b"
-
-
-def test_a_master_answering_503_is_failed_over_too() -> None:
-    """A master whose database is out of its reach answers 503: the call goes to the next master,
-    which may reach it (review 33: half the calls failed though the other master answered them)."""
-
-    @implementer(IURLStore)
-    class NoDatabase(FakeMaster):
-        def get(self, key: str) -> Deferred[str]:
-            self.calls.append(("get", key))
-            return fail(StoreUnavailable("the service cannot reach its store", detail="database down"))
-
-    clock = Clock()
-    lost, fine = NoDatabase("lost"), FakeMaster("fine")
-    store = FailoverStore([("lost", lost), ("fine", fine)], clock)
-    assert [result_of(store.get(f"k{n}")) for n in range(6)] == [f"https://fine/k{n}" for n in range(6)]
-    assert store.up() == ["fine"] and len(lost.calls) == 1, "passed over for a retry interval"
-    lost.down = True
-    fine.down = True
-    assert failure_of(store.get("k")).check(StoreUnavailable)
