@@ -32,7 +32,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from goto_tw.errors import GotoError, MasterUnreachable
+from goto_tw.errors import GotoError, InvalidURL, MasterUnreachable, StoreUnavailable
 from goto_tw.interfaces import ILinkAdder, IURLStore
 from goto_tw.remote import UNREACHABLE_MESSAGE
 
@@ -140,9 +140,9 @@ class FailoverStore:
             member.checking for member in self._members
         ):
             return race()  # to those that passed; if none did, the race fails saying why
-        if len(self._waiting) >= MAX_WAITING_CALLS:
+        if len(self._waiting) >= MAX_WAITING_CALLS:  # busy, not unreachable: no master is marked down
             return fail(
-                MasterUnreachable(UNREACHABLE_MESSAGE, detail="too many calls wait for the masters' check")
+                StoreUnavailable(UNREACHABLE_MESSAGE, detail="too many calls wait for the masters' check")
             )
         checked: Deferred[None] = Deferred()
         self._waiting.append(checked)
@@ -168,7 +168,7 @@ class FailoverStore:
     def _checked(self, result: object, member: _Member) -> None:
         member.checking = False
         if isinstance(result, Failure):
-            if not result.check(MasterUnreachable):
+            if not result.check(StoreUnavailable):
                 log.failure("Checking master {name} failed", result, name=member.name)
             member.check_again_at = self._clock.seconds() + self._retry_interval
         elif result is None:
@@ -284,15 +284,26 @@ OWN_FILE = (
 )
 
 
+#: Why a master that answers the change feed neither way is refused as one of several.
+UNTOLD = (
+    "it does not say whether it keeps a data file of its own (Store.Changes answered neither a feed "
+    "nor 'no change feed': an older goto?)"
+)
+
+
 def shares_a_database(master: Any) -> Deferred[Optional[str]]:
     """The check a slave with several masters makes of each (see :class:`FailoverStore`): a master
     with a data file of its own has a change feed (``Store.Changes`` answers), a PostgreSQL master has
     none (it refuses the call). Masters on two different databases cannot be told apart this way."""
 
     def judged(result: object) -> object:
-        if isinstance(result, Failure):
-            return result if result.check(MasterUnreachable) else None
-        return OWN_FILE
+        if not isinstance(result, Failure):
+            return OWN_FILE
+        if result.check(InvalidURL):  # fault 400, "this store has no change feed": PostgreSQL
+            return None
+        if result.check(StoreUnavailable):  # unreachable, or busy: asked again later
+            return result
+        return UNTOLD
 
     asked: Deferred[Any] = master.call("Store.Changes", "", 0)
     return asked.addBoth(judged)

@@ -6,7 +6,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from zope.interface import implementer
 
-from goto_tw.errors import KeyNotFound, MasterUnreachable, StoreUnavailable
+from goto_tw.errors import InvalidURL, KeyNotFound, MasterUnreachable, NotKept, StoreUnavailable
 from goto_tw.failover import MAX_WAITING_CALLS, FailoverStore, shares_a_database
 from goto_tw.interfaces import IURLStore
 from tests.conftest import LogCapture
@@ -160,7 +160,7 @@ class FeedMaster(FakeMaster):
             return fail(MasterUnreachable("the master is unreachable", detail=f"{self.name} refused"))
         if self.feed:
             return succeed({"epoch": "e", "seq": 0, "keys": [], "complete": False})
-        return fail(StoreUnavailable("this store has no change feed"))
+        return fail(InvalidURL("this store has no change feed"))
 
 
 def _checked_store(*masters: FeedMaster, clock: Clock | None = None) -> FailoverStore:
@@ -198,8 +198,9 @@ def test_calls_wait_for_the_first_check_and_a_bounded_number_of_them() -> None:
     assert not has_fired(first) and len(slow.held) == 1
     assert down.calls == [("call", "Store.Changes")]
     others = [store.get(f"k{n}") for n in range(MAX_WAITING_CALLS - 1)]
-    assert failure_of(store.get("over")).check(MasterUnreachable)
-    slow.held.pop().errback(StoreUnavailable("this store has no change feed"))
+    over = failure_of(store.get("over")).value
+    assert isinstance(over, StoreUnavailable) and not isinstance(over, MasterUnreachable), "busy, not down"
+    slow.held.pop().errback(InvalidURL("this store has no change feed"))
     assert result_of(first) == "https://slow/k" and all(has_fired(call) for call in others)
     down.down = False
     clock.advance(1)
@@ -214,5 +215,29 @@ def test_a_caller_giving_up_while_it_waits_for_the_check_changes_nothing() -> No
     gave_up, waits = store.get("a"), store.get("b")
     gave_up.cancel()
     failure_of(gave_up)
-    slow.held.pop().errback(StoreUnavailable("this store has no change feed"))
+    slow.held.pop().errback(InvalidURL("this store has no change feed"))
     assert result_of(waits) == "https://slow/b"
+
+
+def test_a_master_that_answers_the_feed_neither_way_is_refused_and_a_busy_one_asked_again() -> None:
+    """Only the "no change feed" refusal (fault 400) passes: an older master without the method
+    (8001) is refused, one answering 503 (busy, its database away) is asked again later."""
+
+    class Answering(FeedMaster):
+        def __init__(self, name: str, error: Exception) -> None:
+            super().__init__(name, feed=False)
+            self.error = error
+
+        def call(self, method: str, *params: object) -> Deferred[object]:
+            self.calls.append(("call", method))
+            return fail(self.error)
+
+    clock = Clock()
+    old, busy = Answering("old", NotKept("no such method")), Answering("busy", StoreUnavailable("busy"))
+    store = _checked_store(old, busy, clock=clock)
+    error = failure_of(store.get("k")).value
+    assert isinstance(error, MasterUnreachable) and "old: it does not say" in (error.detail or "")
+    clock.advance(1)
+    busy.error = InvalidURL("this store has no change feed")
+    assert result_of(store.get("k")) == "https://busy/k"
+    assert old.calls == [("call", "Store.Changes")] and busy.calls.count(("call", "Store.Changes")) == 2
