@@ -416,7 +416,7 @@ class ClickTotals:
         found = [(key_for_index(index), count) for index, count in enumerate(self._by_index) if count]
         merged = dict(found)
         for key, count in self._others.items():
-            merged[key] = merged.get(key, 0) + count
+            merged[key] = min(merged.get(key, 0) + count, MAX_CLICK_TOTAL)
         return list(merged.items())
 
 
@@ -575,7 +575,7 @@ def write_snapshot(
     atomically and durably; return how many lines it holds."""
     merged = dict(totals.items())
     for key, count in (extra or {}).items():
-        merged[key] = merged.get(key, 0) + count
+        merged[key] = min(merged.get(key, 0) + count, MAX_CLICK_TOTAL)  # what the loader takes
     items = list(merged.items())
     thinned = marks.thinned(now)
     temporary = path + ".tmp"
@@ -717,7 +717,7 @@ class ClickBook(Service):
         merged = dict(own_counts)
         for batch, _ in waiting:
             for key, count in batch.items():
-                merged[key] = merged.get(key, 0) + count
+                merged[key] = min(merged.get(key, 0) + count, MAX_CLICK_TOTAL)
         mark = self._mark_line
         if self._next_index is not None:
             n = self._next_index()

@@ -123,3 +123,24 @@ def test_a_counter_far_out_grows_no_huge_array(tmp_path: Path) -> None:
     assert [book.clicks(key) for key in keys] == list(keys.values())
     assert book._totals.slots() == SLOTS_AHEAD
     result_of(book.stopService())
+
+
+def test_a_snapshot_never_writes_a_total_past_the_bound(tmp_path: Path) -> None:
+    """A compaction adding a write to a total at the bound writes the bound, which the next start-up
+    loads (second read of review 33: it wrote the sum, and start-up refused its own file)."""
+    path = tmp_path / "store.json.clicks"
+    path.write_bytes(b'{"c":{"1":%d}}\n' % MAX_CLICK_TOTAL)
+    totals, marks, lines = open_click_book(str(path), 0.0, lambda: 10)
+    clock = Clock()
+    book = ClickBook(
+        str(path), totals, clock, fsync=False, run_in_thread=None, marks=marks, next_index=lambda: 10,
+        lines=lines, compact_bytes=100,
+    )  # fmt: skip
+    book.startService()
+    answered = book.record({"1": 5, **{f"b{number}": 1 for number in range(40)}})
+    clock.advance(0)
+    assert result_of(answered) is None
+    result_of(book.stopService())
+    reloaded, _, reloaded_lines = open_click_book(str(path), 0.0, lambda: 10)
+    assert reloaded.get("1") == MAX_CLICK_TOTAL and reloaded.get("b0") == 1
+    assert reloaded_lines <= 3, "it was compacted"
