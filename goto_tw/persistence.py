@@ -765,7 +765,7 @@ class AppendLog(Service):
         unbounded = not self._fsync and self._can_sync and _holds_unbounded(group)
         # Without fsync the writer thread still syncs what the key bound cannot protect, and while
         # it runs every group goes through it: one writer at a time, in order. (Only this thread
-        # sets ``_writer_running``, so reading it without the lock can only see a run that ends.)
+        # sets ``_writer_running`` true, so a read without the lock sees a run that is over or ends.)
         if self._fsync or unbounded or self._writer_running:
             self._hand_to_writer(data, group, sync=self._fsync or unbounded)
         else:
@@ -800,7 +800,9 @@ class AppendLog(Service):
         assert self._call_from_thread is not None
         while True:
             with self._lock:
-                if not self._to_write and self._writer_linger > 0 and not self._closed:
+                # Lingering pays with fsync only: without it the writer runs only for what the key
+                # bound cannot protect, and plain groups go back to the reactor once it stops.
+                if not self._to_write and self._writer_linger > 0 and not self._closed and self._fsync:
                     self._group_handed.wait(self._writer_linger)
                 taken, self._to_write = self._to_write, []
                 if not taken:

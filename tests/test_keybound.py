@@ -328,3 +328,31 @@ def test_without_fsync_adds_behind_a_custom_key_wait_their_turn() -> None:
     clock.advance(0)
     assert result_of(after) == "2", "the writer is done: plain adds are answered from the page cache again"
     assert b"after.example" not in disk.synced
+
+
+def test_without_fsync_the_writer_does_not_linger_after_a_custom_key() -> None:
+    """Second read of review 33: a writer run that lingered for more groups kept every plain group of
+    a steady load on the thread after one custom key; without fsync it stops once it has written
+    what it holds, and plain adds are answered from the page cache again."""
+    disk, clock = Disk(), Clock()
+    threads = ManualThreads()
+    store, log = start_master(disk, clock, threads)
+    first = store.put("http://first.example/")
+    threads.run_next()  # the first bound raise
+    clock.advance(0)
+    assert result_of(first) == "0"
+    waits: list[float | None] = []
+
+    def wait(timeout: float | None = None) -> bool:
+        waits.append(timeout)
+        return True
+
+    log._writer_linger = 5.0  # as the wiring gives it (WRITER_LINGER), longer: a wait would show
+    log._group_handed.wait = wait  # type: ignore[method-assign]
+    custom = store.add("http://mine.example/", "launch")
+    clock.advance(0)
+    threads.run_next()
+    assert result_of(custom) == ("launch", True) and waits == []
+    later = store.put("http://later.example/")
+    clock.advance(0)
+    assert result_of(later) == "1" and threads.jobs == []
