@@ -37,6 +37,7 @@ def read_domains(path: str) -> frozenset[str]:
     if len(data) > MAX_BLOCK_FILE_BYTES:
         raise ValueError(f"{path} is larger than {MAX_BLOCK_FILE_BYTES} bytes")
     domains = set()
+    unmatchable: list[tuple[int, str]] = []
     for number, raw in enumerate(data.decode("utf-8", "replace").splitlines(), start=1):
         line = raw.split("#", 1)[0].strip().lower().rstrip(".")
         if not line:
@@ -45,8 +46,21 @@ def read_domains(path: str) -> frozenset[str]:
             raise ValueError(f"{path}, line {number}: not a domain")
         domain = _blockable(line.strip("[]"))
         if domain is None:
-            raise ValueError(f"{path}, line {number}: not a domain or IP address")
-        domains.add(domain)
+            unmatchable.append((number, line))
+        else:
+            domains.add(domain)
+    if unmatchable:
+        # No URL the service accepts has such a host (browsers refuse it too): nothing to block,
+        # and a file that loaded before this check keeps loading.
+        number, line = unmatchable[0]
+        log.warn(
+            "Ignoring {count} line(s) of {path} that no URL can match, neither a domain nor an IP "
+            "address (the first, line {number}: {line!r})",
+            count=len(unmatchable),
+            path=path,
+            number=number,
+            line=line[:80],
+        )
     return frozenset(domains)
 
 
@@ -98,7 +112,8 @@ class LinkPolicy:
             host = (parts.hostname or "").rstrip(".")
         else:  # a plain host: no user, no % or \\ (see simple_host), nothing to refuse before its name
             host = simple[0].rstrip(".")
-        address = ":" in host or ends_in_number(host)
+        # ends_in_number's cheap necessary condition first: nearly every host ends in a letter.
+        address = ":" in host or ((host[-1:].isdigit() or "0x" in host) and ends_in_number(host))
         if address:  # compared as browsers read it: 2130706433, 0x7f.1 and 127.0.0.1 are one address
             named = canonical_host(host)
             if named is None:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from goto_tw.blocklist import LinkPolicy
 from goto_tw.errors import InvalidURL
 from goto_tw.urls import canonical_host, ends_in_number, validate_url
+from tests.conftest import LogCapture
 
 _PLAIN_HOST = re.compile(r"[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]")
 
@@ -166,10 +167,17 @@ def test_unicode_domains_block_what_browsers_open(tmp_path: Path) -> None:
     assert _refusal(policy, "http://strasse.example/") is None
 
 
-@pytest.mark.parametrize("line", ["example.123", "1.2.3.4.5", "[::g]", "a..b\u00fc"])
-def test_a_block_file_line_that_is_no_domain_or_address_is_refused(tmp_path: Path, line: str) -> None:
-    with pytest.raises(ValueError, match="line 2: not a domain or IP address"):
-        _policy(tmp_path, "ok.example", line)
+@pytest.mark.parametrize("line", ["example.123", "1.2.3.4.5", "[::g]", "a..b\u00fc", "\u2603.net"])
+def test_a_block_file_line_no_url_can_match_is_ignored_with_a_warning(
+    tmp_path: Path, line: str, log_events: LogCapture
+) -> None:
+    """Such a line blocks nothing (no URL the service accepts has that host): the rest of the file
+    is in force, and one warning names the first such line (a file that loaded before still does)."""
+    policy = _policy(tmp_path, "ok.example", line, "1.2.3.4.5.6")
+    assert policy.blocked == frozenset({"ok.example"})
+    assert _refusal(policy, f"http://{line.strip('[]')}/") is not None, "its URLs are refused anyway"
+    [warning] = [message for message in log_events.messages() if "Ignoring" in message]
+    assert "2 line(s)" in warning and "line 2" in warning
 
 
 _NOTATIONS = st.sampled_from(["decimal", "octal", "hex"])
