@@ -631,7 +631,11 @@ class ClickBook(Service):
         lines: int = 0,
         compact_lines: int = RUNTIME_COMPACT_LINES,
         compact_bytes: int = RUNTIME_COMPACT_BYTES,
+        keys_written_by: float | None = None,
     ) -> None:
+        """``keys_written_by``: when the data file was last written (its ``mtime`` at start-up), which
+        dates keys made after the last mark of a run that crashed."""
+        self._keys_written_by = keys_written_by
         self.counter = ClickCounter()
         #: Lines in the file, and the size of its last complete line (a failed write is cut back to it).
         self._lines = lines
@@ -685,6 +689,14 @@ class ClickBook(Service):
             # The first mark: keys made before marks existed (an older data file) have no known time.
             self.marks.add(self._next_index(), 0)
             self._mark_line = encode_mark(self._next_index(), 0)
+        elif self._next_index is not None and self._keys_written_by is not None:
+            # Keys made after the last mark and before a crash (its mark, due within the second,
+            # never written) existed when the data file was last written: date them by that.
+            n = self._next_index()
+            if n > self.marks.n[-1]:
+                t = min(int(self._keys_written_by), int(self._clock.seconds()))
+                self.marks.add(n, t)
+                self._mark_line = encode_mark(n, t)
         self._timer = self._clock.callLater(self._interval, self._tick)
 
     def record(self, batch: dict[str, int]) -> Deferred[None]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 import re
 import sys
 import urllib.parse
@@ -615,6 +616,10 @@ def make_click_book(
     except (CorruptClickFile, OSError) as exc:
         sys.exit(f"goto: cannot load the click file: {exc}")
     fsync = not options.get("no-fsync")
+    try:
+        keys_written_by: float | None = os.stat(options["file"]).st_mtime
+    except OSError:
+        keys_written_by = None  # no data file yet: no keys to date
     book = ClickBook(
         path,
         totals,
@@ -624,6 +629,7 @@ def make_click_book(
         marks=marks,
         next_index=next_index,
         lines=lines,
+        keys_written_by=keys_written_by,
     )
     book.setServiceParent(parent)
     return book

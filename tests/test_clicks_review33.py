@@ -144,3 +144,26 @@ def test_a_snapshot_never_writes_a_total_past_the_bound(tmp_path: Path) -> None:
     reloaded, _, reloaded_lines = open_click_book(str(path), 0.0, lambda: 10)
     assert reloaded.get("1") == MAX_CLICK_TOTAL and reloaded.get("b0") == 1
     assert reloaded_lines <= 3, "it was compacted"
+
+
+def test_keys_made_after_the_last_mark_of_a_crashed_run_are_dated_by_the_data_files_last_write(
+    tmp_path: Path,
+) -> None:
+    """Review 33: a link added within the second before a crash (its mark never written) was dated
+    at the restart, and before the first tick at "now" on every request; it is dated by when the data
+    file was last written (its mtime), which is when it existed at the latest."""
+    path = tmp_path / "store.json.clicks"
+    path.write_bytes(b'{"n":5,"t":1000000}\n')  # the last mark of the run that crashed
+    totals, marks, lines = open_click_book(str(path), 0.0, lambda: 8)
+    clock = Clock()
+    clock.advance(1_000_500)  # the restart, 500 s later
+    book = ClickBook(
+        str(path), totals, clock, fsync=False, run_in_thread=None, marks=marks, next_index=lambda: 8,
+        lines=lines, keys_written_by=1_000_000.7,
+    )  # fmt: skip
+    book.startService()
+    assert book.created(6) == 1_000_000.0 and book.created(4) == 1_000_000.0
+    clock.advance(1)
+    result_of(book.stopService())
+    _, reloaded, _ = load_clicks(str(path))
+    assert reloaded.created(6) == 1_000_000.0, "the mark is in the file"
