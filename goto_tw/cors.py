@@ -43,6 +43,30 @@ def parse_origins(value: str) -> frozenset[str]:
     return frozenset(origins)
 
 
+def allowed_origin(origins: frozenset[str], origin: bytes | None) -> bytes | None:
+    """``origin`` (an ``Origin`` header's value) if ``origins`` lets its pages read answers, else ``None``."""
+    if origin is None or not origins:
+        return None
+    try:
+        text = origin.decode("ascii").lower()
+    except UnicodeDecodeError:
+        return None
+    return origin if text in origins or "*" in origins else None
+
+
+def refusal_headers(origins: frozenset[str], origin: bytes | None) -> bytes:
+    """The CORS header lines (CRLF-ended) of an answer written before any resource sees the request
+    (a 413, 431 or 400 under ``/api/``): the same as :class:`CORSResource` sets, so a page can read
+    the problem document instead of a network error."""
+    allowed = allowed_origin(origins, origin)
+    if allowed is None:
+        return b"Vary: Origin\r\n" if origins else b""
+    return b"Vary: Origin\r\nAccess-Control-Allow-Origin: %s\r\nAccess-Control-Expose-Headers: %s\r\n" % (
+        allowed,
+        EXPOSE_HEADERS,
+    )
+
+
 class CORSResource(Resource):
     """Wraps the ``/api`` node: CORS headers for listed origins, and their preflights."""
 
@@ -57,14 +81,8 @@ class CORSResource(Resource):
         """The request's ``Origin`` if it is listed (then the CORS headers are set), else ``None``."""
         # Whatever the origin: an answer that depends on Origin says so, for any cache on the way.
         request.setHeader(b"vary", b"Origin")
-        origin = request.getHeader(b"origin")
+        origin = allowed_origin(self._origins, request.getHeader(b"origin"))
         if origin is None:
-            return None
-        try:
-            text = origin.decode("ascii").lower()
-        except UnicodeDecodeError:
-            return None
-        if text not in self._origins and "*" not in self._origins:
             return None
         request.setHeader(b"access-control-allow-origin", origin)
         request.setHeader(b"access-control-expose-headers", EXPOSE_HEADERS)

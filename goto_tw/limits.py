@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES, HTTPChannel
 from twisted.web.server import Request
 
+from goto_tw.cors import refusal_headers
 from goto_tw.problems import PROBLEM_JSON, is_api_path, problem_body
 
 log = Logger()
@@ -49,22 +50,30 @@ def origin_form(target: bytes) -> bytes:
     return rest[cut:] if rest[cut : cut + 1] == b"/" else b"/" + rest[cut:]
 
 
-def refusal(status: int, text: str, target: bytes = b"") -> bytes:
+def refusal(status: int, text: str, target: bytes = b"", cors: bytes = b"") -> bytes:
     """A whole answer refusing a request before any resource sees it, announcing the close.
 
-    Under ``/api/`` it is a problem document, elsewhere short plain text.
+    Under ``/api/`` it is a problem document, with ``cors``'s header lines (see
+    :func:`~goto_tw.cors.refusal_headers`); elsewhere short plain text.
     """
     if _under_api(target):
         body, content_type = problem_body(status, text), PROBLEM_JSON
     else:
-        body, content_type = text.encode("utf-8") + b"\n", b"text/plain; charset=utf-8"
-    return b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (
+        body, content_type, cors = text.encode("utf-8") + b"\n", b"text/plain; charset=utf-8", b""
+    return b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%sConnection: close\r\n\r\n%s" % (
         status,
         RESPONSES.get(status) or HTTPStatus(status).phrase.encode("ascii"),
         content_type,
         len(body),
+        cors,
         body,
     )
+
+
+def _cors_of(channel: Any, origin: bytes | None) -> bytes:
+    """The CORS header lines of a refusal on ``channel`` (its site's ``cors_origins``) for ``origin``."""
+    site = getattr(channel, "site", None)
+    return refusal_headers(getattr(site, "cors_origins", frozenset()), origin)
 
 
 _TOO_LARGE_TEXT = f"Request body larger than {MAX_BODY_BYTES} bytes."
@@ -95,6 +104,8 @@ class DeadlineChannel(HTTPChannel):
 
     #: Set once a request head has been refused: whatever the client still sends is dropped.
     _head_refused = False
+    #: The ``Origin`` header of the request being parsed, once its line has passed (for CORS).
+    _origin: bytes | None = None
 
     def dataReceived(self, data: bytes) -> None:
         if self._head_refused:
@@ -113,6 +124,9 @@ class DeadlineChannel(HTTPChannel):
                 return
             parts = line.split(b" ", 2)
             self.request_target = parts[1] if len(parts) > 1 else b""
+            self._origin = None
+        elif line[:7].lower() == b"origin:":
+            self._origin = line[7:].strip()
         self._head_lines += 1
         self._head_bytes += len(line)
         if self._head_bytes > self.totalHeadersSize:
@@ -129,10 +143,11 @@ class DeadlineChannel(HTTPChannel):
         self._refuse_head(first)
 
     def _refuse_head(self, request_line: bool) -> None:
+        cors = _cors_of(self, self._origin)
         if request_line:
-            answer = refusal(414, "The request target is too long.", self.request_target)
+            answer = refusal(414, "The request target is too long.", self.request_target, cors)
         else:
-            answer = refusal(431, "The request header fields are too large.", self.request_target)
+            answer = refusal(431, "The request header fields are too large.", self.request_target, cors)
         log.info(
             "Refused {what} from {peer}",
             what="an over-long request line" if request_line else "an over-large header block",
@@ -149,7 +164,8 @@ class DeadlineChannel(HTTPChannel):
             super()._respondToBadRequestAndDisconnect()
             return
         self._head_refused = True
-        self.transport.write(refusal(400, "The request is malformed.", self.request_target))
+        cors = _cors_of(self, self._origin)
+        self.transport.write(refusal(400, "The request is malformed.", self.request_target, cors))
         self.loseConnection()
 
     def allContentReceived(self) -> None:
@@ -225,7 +241,7 @@ class BoundedRequest(Request):
             # error that drops the connection. Answer as for any malformed request.
             self._refused = True
             malformed = (
-                refusal(400, "The request is malformed.", self.target)
+                refusal(400, "The request is malformed.", self.target, self._cors())
                 if _under_api(self.target)
                 else BAD_REQUEST
             )
@@ -244,8 +260,12 @@ class BoundedRequest(Request):
         if self.content is not None:
             self.content.close()  # a chunked body is spooled to a temporary file: release it now
         self._close_with(
-            refusal(413, _TOO_LARGE_TEXT, self.target), f"a request body over {self.max_body_bytes} bytes"
+            refusal(413, _TOO_LARGE_TEXT, self.target, self._cors()),
+            f"a request body over {self.max_body_bytes} bytes",
         )
+
+    def _cors(self) -> bytes:
+        return _cors_of(self.channel, self.getHeader(b"origin"))
 
     def _close_with(self, answer: bytes, what: str) -> None:
         """Answer ``answer`` (unless an earlier pipelined request is still owed its own) and close."""

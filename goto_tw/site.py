@@ -59,6 +59,8 @@ class GotoSite(Site):
     requestFactory = BoundedRequest
     #: The fast path's check before an add (a rate limit), or ``None``.
     add_gate: Callable[[str, bytes], Optional[FastAnswer]] | None = None
+    #: ``--cors-origin``: the refusals written before any resource sees a request carry CORS too.
+    cors_origins: frozenset[str] = frozenset()
 
     def __init__(
         self,

@@ -524,6 +524,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         answer_deadline=max(ANSWER_DEADLINE, 2 * float(options.get("rpc-timeout") or 0) + 1),
         hold_answers=True,  # a busy turn's answers leave together (goto_tw.outbox)
     )
+    site.cors_origins = options.get("cors-origins") or frozenset()
     if isinstance(site.responder, FastAnswers) and options.get("private"):
         site.responder.adds = False  # adds need a key: the general path checks it
     elif limiter is not None:

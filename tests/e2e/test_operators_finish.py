@@ -69,3 +69,43 @@ def test_cors_for_a_listed_origin_on_a_real_master(goto_processes: GotoProcesses
         request("GET", f"{master.base_url}/{key}", headers=listed).headers["Access-Control-Allow-Origin"]
         is None
     )
+
+
+def _raw_answer(port: int, data: bytes) -> bytes:
+    """What the server answers ``data`` with on a fresh connection, up to its close."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(data)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_refusals_under_the_api_carry_cors_for_a_listed_origin(
+    goto_processes: GotoProcesses, tmp_path: Path
+) -> None:
+    """Review 33: the 413 for a body over 1 MiB and the 431 for a header block over the bound are
+    written before any resource sees the request; under /api/ they carry Access-Control-Allow-Origin
+    for a listed origin too, so its page can read the problem document."""
+    master = goto_processes("--cors-origin", "https://app.example", data_file=tmp_path / "d.json")
+    too_large = b"POST /api/v1/links HTTP/1.1\r\nHost: h\r\nOrigin: %s\r\nContent-Type: application/json\r\nContent-Length: 2000000\r\n\r\n"
+    listed = _raw_answer(master.port, too_large % b"https://app.example")
+    assert (
+        listed.startswith(b"HTTP/1.1 413 ")
+        and b"\r\nAccess-Control-Allow-Origin: https://app.example\r\n" in listed
+    )
+    other = _raw_answer(master.port, too_large % b"https://evil.example")
+    assert other.startswith(b"HTTP/1.1 413 ") and b"Access-Control-Allow-Origin" not in other
+    big_head = (
+        b"GET /api/v1/links/0 HTTP/1.1\r\nHost: h\r\nOrigin: https://app.example\r\n"
+        + b"X-Pad: "
+        + b"a" * 8000
+        + b"\r\n" * 1
+    )
+    head_refused = _raw_answer(master.port, big_head + b"X-More: " + b"b" * 20000 + b"\r\n\r\n")
+    assert (
+        head_refused.startswith(b"HTTP/1.1 431 ")
+        and b"Access-Control-Allow-Origin: https://app.example" in head_refused
+    )
