@@ -42,6 +42,8 @@ log = Logger()
 RETRY_INTERVAL = 1.0
 #: Seconds of silence after which a call also goes to the next master (a hung master, not a dead one).
 FAILOVER_AFTER = 1.0
+#: Most seconds a master that keeps failing is passed over before it is tried again.
+MAX_RETRY_INTERVAL = 30.0
 #: Calls that may wait for the masters' first check (a slave that has just started); more fail at once.
 MAX_WAITING_CALLS = 10_000
 
@@ -51,12 +53,26 @@ MasterCheck = Callable[[Any], "Deferred[Optional[str]]"]
 
 
 class _Member:
-    __slots__ = ("check_again_at", "checking", "down_until", "name", "passed", "refused", "store")
+    __slots__ = (
+        "check_again_at",
+        "checking",
+        "down_until",
+        "failures",
+        "name",
+        "on_trial",
+        "passed",
+        "refused",
+        "store",
+    )
 
     def __init__(self, name: str, store: IURLStore, checked: bool) -> None:
         self.name = name
         self.store = store
         self.down_until = 0.0
+        #: Retries in a row that failed (the backoff's exponent), and whether one call is retrying it
+        #: now (the others pass it over meanwhile, so a hung master holds up one call, not a second's).
+        self.failures = 0
+        self.on_trial = False
         #: Whether the check passed (no check: from the start); why it failed for good, if it did.
         self.passed = checked
         self.refused: str | None = None
@@ -124,8 +140,8 @@ class FailoverStore:
         self._next = (start + 1) % len(members)
         rotated = members[start:] + members[:start]
         now = self._clock.seconds()
-        return [m for m in rotated if m.down_until <= now] + sorted(
-            (m for m in rotated if m.down_until > now), key=lambda m: m.down_until
+        return [m for m in rotated if m.down_until <= now and not m.on_trial] + sorted(
+            (m for m in rotated if m.down_until > now or m.on_trial), key=lambda m: m.down_until
         )
 
     def _call(self, call: Callable[[Any], Deferred[Any]]) -> Deferred[Any]:
@@ -189,13 +205,23 @@ class FailoverStore:
         return MasterUnreachable(UNREACHABLE_MESSAGE, detail=detail)
 
     def _mark_down(self, member: _Member, why: str) -> None:
+        """Pass ``member`` over for a while: ``retry_interval``, doubled for each retry that fails in
+        a row up to :data:`MAX_RETRY_INTERVAL`. A hung master is retried with a live call, which
+        waits ``failover_after`` before it moves on; one call at a time (``on_trial``)."""
         if member.down_until == 0.0:
             log.warn(
                 "Master {name} does not answer ({error}); trying the others", name=member.name, error=why
             )
-        member.down_until = self._clock.seconds() + self._retry_interval
+        member.on_trial = False
+        now = self._clock.seconds()
+        if member.down_until <= now:  # up, or retried: this failure counts (not the calls that were out)
+            member.failures += 1
+            backoff = self._retry_interval * 2 ** min(member.failures - 1, 16)
+            member.down_until = now + min(backoff, max(MAX_RETRY_INTERVAL, self._retry_interval))
 
     def _mark_up(self, member: _Member) -> None:
+        member.failures = 0
+        member.on_trial = False
         if member.down_until:
             log.info("Master {name} answers again", name=member.name)
             member.down_until = 0.0
@@ -233,6 +259,8 @@ class _Race:
                 self.result.errback(self._last or Failure(self._store._none_may_answer()))
             return
         member, self._waiting = self._waiting[0], self._waiting[1:]
+        if member.failures:
+            member.on_trial = True  # its retry: the calls after this one pass it over until it ends
         self._outstanding += 1
         moved_on = [False]
         timer = None

@@ -7,7 +7,7 @@ from twisted.internet.task import Clock
 from zope.interface import implementer
 
 from goto_tw.errors import InvalidURL, KeyNotFound, MasterUnreachable, NotKept, StoreUnavailable
-from goto_tw.failover import MAX_WAITING_CALLS, FailoverStore, shares_a_database
+from goto_tw.failover import MAX_RETRY_INTERVAL, MAX_WAITING_CALLS, FailoverStore, shares_a_database
 from goto_tw.interfaces import IURLStore
 from tests.conftest import LogCapture
 from tests.helpers import failure_of, has_fired, result_of
@@ -241,3 +241,38 @@ def test_a_master_that_answers_the_feed_neither_way_is_refused_and_a_busy_one_as
     busy.error = InvalidURL("this store has no change feed")
     assert result_of(store.get("k")) == "https://busy/k"
     assert old.calls == [("call", "Store.Changes")] and busy.calls.count(("call", "Store.Changes")) == 2
+
+
+def test_a_master_that_stays_hung_is_retried_less_and_less_often() -> None:
+    """Review 33: a hung master was put back every second and retried with live calls, each waiting
+    a second before it moved on. Its pause doubles with each retry that fails (1, 2, 4... up to 30 s);
+    one answer brings it back at once."""
+
+    class Hung(FakeMaster):
+        hung = True
+
+        def _answer(self, method: str, arg: str, value: str) -> Deferred[str]:
+            if self.hung:
+                self.calls.append((method, arg))
+                return Deferred()
+            return super()._answer(method, arg, value)
+
+    clock = Clock()
+    hung, good = Hung("m0"), FakeMaster("m1")
+    members: list[tuple[str, IURLStore]] = [("m0", hung), ("m1", good)]
+    store = FailoverStore(members, clock)
+    waited = 0
+    for tick in range(20 * 120):  # two minutes, 20 calls a second
+        if tick == 30:
+            first_second = len(hung.calls)  # before anything is known: half the calls, as ever
+        if not has_fired(store.get("k")):
+            waited += 1
+        clock.advance(0.05)
+    retries = len(hung.calls) - first_second
+    # Then one call per retry, after 1, 2, 4, 8, 16 s and every 30 s: 7 or 8, not 10 a second.
+    assert 5 <= retries <= 8 and waited == len(hung.calls), (first_second, retries, waited)
+    hung.hung = False
+    clock.advance(MAX_RETRY_INTERVAL)
+    answers = [result_of(store.get(f"k{n}")) for n in range(4)]
+    assert "https://m0/k0" in answers or "https://m0/k1" in answers
+    assert sorted(store.up()) == ["m0", "m1"]
