@@ -806,6 +806,7 @@ class FastRedirectChannel(DeadlineChannel):
             self.transport.pauseProducing()  # type: ignore[attr-defined]
         if not self._general and self._unparsed and not self._parsing and not self._lost:
             self._parse()
+        self._close_if_done()  # after a half-close, what waited for the drain is answered now
 
     def requestDone(self, request: Any) -> None:
         super().requestDone(request)
@@ -854,6 +855,8 @@ class FastRedirectChannel(DeadlineChannel):
         self._close_check_due = False
         if self._lost or self._owed:
             return  # an owed answer's flush calls back (what the fast path still holds is incomplete)
+        if self._send_blocked and self._unparsed and not self._general:
+            return  # requests wait for the client to read its answers: resumeProducing calls back
         if (self._lent and not self._lend_left) or (
             self._general and (self._handlingRequest or self._held is not None)
         ):
