@@ -105,6 +105,11 @@ class StoreUnavailable(GotoError):
     retry_after = RETRY_AFTER_SECONDS
 
 
+class MasterBusy(StoreUnavailable):
+    """This slave's queue of calls to one master is full (the master answers too slowly for the
+    load): a 503 for the caller, and, with several masters, a reason to ask another."""
+
+
 class MasterUnreachable(StoreUnavailable):
     """A slave could not get an answer from its master (refused, reset, timed out, not XML-RPC)."""
 

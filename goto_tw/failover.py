@@ -32,7 +32,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from goto_tw.errors import GotoError, InvalidURL, MasterUnreachable, StoreUnavailable
+from goto_tw.errors import GotoError, InvalidURL, MasterBusy, MasterUnreachable, StoreUnavailable
 from goto_tw.interfaces import ILinkAdder, IURLStore
 from goto_tw.remote import UNREACHABLE_MESSAGE
 
@@ -59,20 +59,20 @@ class _Member:
         "down_until",
         "failures",
         "name",
-        "on_trial",
         "passed",
         "refused",
         "store",
+        "trial_until",
     )
 
     def __init__(self, name: str, store: IURLStore, checked: bool) -> None:
         self.name = name
         self.store = store
         self.down_until = 0.0
-        #: Retries in a row that failed (the backoff's exponent), and whether one call is retrying it
-        #: now (the others pass it over meanwhile, so a hung master holds up one call, not a second's).
+        #: Retries in a row that failed (the backoff's exponent), and until when one call is retrying
+        #: it (the others pass it over meanwhile, so a hung master holds up one call, not a second's).
         self.failures = 0
-        self.on_trial = False
+        self.trial_until = 0.0
         #: Whether the check passed (no check: from the start); why it failed for good, if it did.
         self.passed = checked
         self.refused: str | None = None
@@ -140,8 +140,8 @@ class FailoverStore:
         self._next = (start + 1) % len(members)
         rotated = members[start:] + members[:start]
         now = self._clock.seconds()
-        return [m for m in rotated if m.down_until <= now and not m.on_trial] + sorted(
-            (m for m in rotated if m.down_until > now or m.on_trial), key=lambda m: m.down_until
+        return [m for m in rotated if m.down_until <= now and m.trial_until <= now] + sorted(
+            (m for m in rotated if m.down_until > now or m.trial_until > now), key=lambda m: m.down_until
         )
 
     def _call(self, call: Callable[[Any], Deferred[Any]]) -> Deferred[Any]:
@@ -207,12 +207,12 @@ class FailoverStore:
     def _mark_down(self, member: _Member, why: str) -> None:
         """Pass ``member`` over for a while: ``retry_interval``, doubled for each retry that fails in
         a row up to :data:`MAX_RETRY_INTERVAL`. A hung master is retried with a live call, which
-        waits ``failover_after`` before it moves on; one call at a time (``on_trial``)."""
+        waits ``failover_after`` before it moves on; one call at a time (``trial_until``)."""
         if member.down_until == 0.0:
             log.warn(
                 "Master {name} does not answer ({error}); trying the others", name=member.name, error=why
             )
-        member.on_trial = False
+        member.trial_until = 0.0
         now = self._clock.seconds()
         if member.down_until <= now:  # up, or retried: this failure counts (not the calls that were out)
             member.failures += 1
@@ -221,7 +221,7 @@ class FailoverStore:
 
     def _mark_up(self, member: _Member) -> None:
         member.failures = 0
-        member.on_trial = False
+        member.trial_until = 0.0
         if member.down_until:
             log.info("Master {name} answers again", name=member.name)
             member.down_until = 0.0
@@ -260,7 +260,9 @@ class _Race:
             return
         member, self._waiting = self._waiting[0], self._waiting[1:]
         if member.failures:
-            member.on_trial = True  # its retry: the calls after this one pass it over until it ends
+            # Its retry: the calls after this one pass it over until it ends, or for as long as a
+            # hedged call would wait for it (a trial whose caller went elsewhere may never end).
+            member.trial_until = self._store._clock.seconds() + self._store._failover_after
         self._outstanding += 1
         moved_on = [False]
         timer = None
@@ -283,7 +285,8 @@ class _Race:
         self._outstanding -= 1
         if timer is not None and timer.active():
             timer.cancel()
-        if isinstance(result, Failure) and result.check(MasterUnreachable):
+        if isinstance(result, Failure) and result.check(MasterUnreachable, MasterBusy):
+            # Unreachable, or this slave's queue to it full (too slow for the load): the next one.
             self._store._mark_down(member, _log_text(result))
             self._last = result
             if not moved_on[0]:

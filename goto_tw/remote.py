@@ -60,6 +60,7 @@ from zope.interface import implementer
 from goto_tw.errors import (
     ERRORS_BY_FAULT_CODE,
     GotoError,
+    MasterBusy,
     MasterRefused,
     MasterUnreachable,
     NotAuthorized,
@@ -375,7 +376,7 @@ class RemoteStore:
                     "refusing more (503) until the queue drains",
                     calls=len(self._queue),
                 )
-            return fail(StoreUnavailable(BUSY_MESSAGE, detail=f"{len(self._queue)} calls are queued"))
+            return fail(MasterBusy(BUSY_MESSAGE, detail=f"{len(self._queue)} calls are queued"))
         answer: Deferred[Any] = Deferred()
         self._queue.append(_Call(method, params, size, answer, alone))
         self._queued_bytes += size

@@ -6,7 +6,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from zope.interface import implementer
 
-from goto_tw.errors import InvalidURL, KeyNotFound, MasterUnreachable, NotKept, StoreUnavailable
+from goto_tw.errors import InvalidURL, KeyNotFound, MasterBusy, MasterUnreachable, NotKept, StoreUnavailable
 from goto_tw.failover import MAX_RETRY_INTERVAL, MAX_WAITING_CALLS, FailoverStore, shares_a_database
 from goto_tw.interfaces import IURLStore
 from tests.conftest import LogCapture
@@ -276,3 +276,44 @@ def test_a_master_that_stays_hung_is_retried_less_and_less_often() -> None:
     answers = [result_of(store.get(f"k{n}")) for n in range(4)]
     assert "https://m0/k0" in answers or "https://m0/k1" in answers
     assert sorted(store.up()) == ["m0", "m1"]
+
+
+def test_a_master_whose_queue_is_full_is_passed_over() -> None:
+    """Third read of review 33: this slave's queue to one master full (MasterBusy, a 503 the slave
+    makes itself) counted as that master's answer; the call now goes to the next master."""
+
+    @implementer(IURLStore)
+    class Busy(FakeMaster):
+        def get(self, key: str) -> Deferred[str]:
+            self.calls.append(("get", key))
+            return fail(MasterBusy("busy", detail="10000 calls are queued"))
+
+    busy, fine = Busy("m0"), FakeMaster("m1")
+    store = FailoverStore([("m0", busy), ("m1", fine)], Clock())
+    assert [result_of(store.get(f"k{n}")) for n in range(4)] == [f"https://m1/k{n}" for n in range(4)]
+    assert store.up() == ["m1"] and len(busy.calls) == 1
+
+
+def test_a_trial_that_never_ends_holds_its_master_back_for_a_second_only() -> None:
+    """A retry whose call never ends (an unhedged call to a master that never answers) passes the
+    master over for ``failover_after`` only, not until the call ends (third read of review 33)."""
+
+    class Hung(FakeMaster):
+        def call(self, method: str, *params: object) -> Deferred[object]:
+            self.calls.append(("call", method))
+            return Deferred()
+
+    clock = Clock()
+    hung, good = Hung("m0"), FakeMaster("m1")
+    hung.down = True
+    store = FailoverStore([("m0", hung), ("m1", good)], clock)
+    assert result_of(store.get("a")) == "https://m1/a"  # m0 refused: down for a second
+    hung.down = False
+    clock.advance(1)
+    assert result_of(store.get("x")) == "https://m1/x"  # m1's turn; m0's is next
+    store.call("Store.Stats", "a")  # m0's retry, unhedged, that never ends
+    assert hung.calls[-1] == ("call", "Store.Stats")
+    assert [result_of(store.get(f"b{n}")) for n in range(3)] == [f"https://m1/b{n}" for n in range(3)]
+    clock.advance(1)
+    answers = {result_of(store.get(f"c{n}")) for n in range(2)}
+    assert answers & {"https://m0/c0", "https://m0/c1"}, "in rotation again"
