@@ -51,6 +51,8 @@ def allowed_origin(origins: frozenset[str], origin: bytes | None) -> bytes | Non
         text = origin.decode("ascii").lower()
     except UnicodeDecodeError:
         return None
+    if _ORIGIN.fullmatch(text) is None:
+        return None  # echoed into a header: an origin's characters only (no CR, LF, spaces)
     return origin if text in origins or "*" in origins else None
 
 

@@ -140,6 +140,7 @@ class DeadlineChannel(HTTPChannel):
         if first:
             parts = line.split(b" ", 2)
             self.request_target = parts[1] if len(parts) > 1 else b""
+            self._origin = None  # not the previous request's
         self._refuse_head(first)
 
     def _refuse_head(self, request_line: bool) -> None:

@@ -197,3 +197,36 @@ def test_a_slaves_first_poll_lists_every_disabled_key_instead_of_dropping_its_ca
     for key in "xyz":
         truncated.record(key)
     assert truncated.since("", 0).complete is False
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [b"http://a.example\nSet-Cookie: sid=evil", b"http://a.example\rX: y", b"http://a.example x", b"null"],
+)
+def test_an_origin_is_echoed_only_if_it_is_one(origin: bytes) -> None:
+    """Third read of review 33: with ``*`` any Origin value was echoed into a refusal's raw header
+    block (a bare LF or CR in it injected a header); only an origin's characters are echoed."""
+    from goto_tw.cors import allowed_origin, refusal_headers
+
+    assert allowed_origin(frozenset({"*"}), origin) is None
+    assert refusal_headers(frozenset({"*"}), origin) == b"Vary: Origin\r\n"
+    assert allowed_origin(frozenset({"*"}), b"https://App.example:8443") == b"https://App.example:8443"
+
+
+def test_a_refusal_carries_no_origin_of_the_request_before_it() -> None:
+    """Third read of review 33: an over-long request line after a request with an Origin got that
+    Origin's CORS headers; each request's refusal carries its own (here none)."""
+    from goto_tw.cors import add_cors
+
+    store = URLStore({"0": "https://a.example/"})
+    root = make_root(store, HOST, Metrics("master"))
+    add_cors(root, frozenset({"https://app.example"}))
+    site = GotoSite(root, Metrics("master"), reactor=Clock())
+    site.cors_origins = frozenset({"https://app.example"})
+    connection = Connection(site)
+    connection.send(b"GET /api/v1/links/0 HTTP/1.1\r\nHost: h\r\nOrigin: https://app.example\r\n\r\n")
+    first = connection.received()
+    assert b"Access-Control-Allow-Origin: https://app.example" in first
+    connection.send(b"GET /api/v1/links/" + b"a" * 20000 + b" HTTP/1.1\r\nHost: h\r\n\r\n")
+    refused = connection.received()
+    assert refused.startswith(b"HTTP/1.1 414 ") and b"Access-Control-Allow-Origin" not in refused
