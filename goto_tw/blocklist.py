@@ -42,8 +42,8 @@ def read_domains(path: str) -> frozenset[str]:
         line = raw.split("#", 1)[0].strip().lower().rstrip(".")
         if not line:
             continue
-        if " " in line or "/" in line:
-            raise ValueError(f"{path}, line {number}: not a domain")
+        if " " in line or "/" in line or (":" in line and canonical_host(line.strip("[]")) is None):
+            raise ValueError(f"{path}, line {number}: not a domain (a port or a path after it?)")
         domain = _blockable(line.strip("[]"))
         if domain is None:
             unmatchable.append((number, line))

@@ -167,7 +167,15 @@ def test_unicode_domains_block_what_browsers_open(tmp_path: Path) -> None:
     assert _refusal(policy, "http://strasse.example/") is None
 
 
-@pytest.mark.parametrize("line", ["example.123", "1.2.3.4.5", "[::g]", "a..b\u00fc", "\u2603.net"])
+@pytest.mark.parametrize("line", ["evil.example:8080", "1.2.3.4:80", "[::g]", "a/b", "two words"])
+def test_a_block_file_line_with_a_port_or_path_stops_the_file(tmp_path: Path, line: str) -> None:
+    """A line meant to block (a domain with a port, say) must not be ignored: the file is refused
+    (at start-up; on SIGHUP the list in force stays), as before (third read of review 33)."""
+    with pytest.raises(ValueError, match="line 2: not a domain"):
+        _policy(tmp_path, "ok.example", line)
+
+
+@pytest.mark.parametrize("line", ["example.123", "1.2.3.4.5", "a..b\u00fc", "\u2603.net"])
 def test_a_block_file_line_no_url_can_match_is_ignored_with_a_warning(
     tmp_path: Path, line: str, log_events: LogCapture
 ) -> None:
