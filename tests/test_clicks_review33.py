@@ -162,8 +162,27 @@ def test_keys_made_after_the_last_mark_of_a_crashed_run_are_dated_by_the_data_fi
         lines=lines, keys_written_by=1_000_000.7,
     )  # fmt: skip
     book.startService()
-    assert book.created(6) == 1_000_000.0 and book.created(4) == 1_000_000.0
+    assert book.created(6) == 1_000_001.0, "by the last write, rounded up: never before it was made"
+    assert book.created(4) == 1_000_000.0
     clock.advance(1)
     result_of(book.stopService())
     _, reloaded, _ = load_clicks(str(path))
-    assert reloaded.created(6) == 1_000_000.0, "the mark is in the file"
+    assert reloaded.created(6) == 1_000_001.0, "the mark is in the file"
+
+
+def test_a_data_file_dated_before_1970_writes_no_mark_the_next_start_up_refuses(tmp_path: Path) -> None:
+    """Third read of review 33: an mtime before the epoch made a negative mark, which the next
+    start-up refused; such keys are dated 0 ("unknown") instead."""
+    path = tmp_path / "store.json.clicks"
+    path.write_bytes(b'{"n":5,"t":1000000}\n')
+    totals, marks, lines = open_click_book(str(path), 0.0, lambda: 8)
+    clock = Clock()
+    book = ClickBook(
+        str(path), totals, clock, fsync=False, run_in_thread=None, marks=marks, next_index=lambda: 8,
+        lines=lines, keys_written_by=-3600.0,
+    )  # fmt: skip
+    book.startService()
+    clock.advance(1)
+    result_of(book.stopService())
+    _, reloaded, _ = open_click_book(str(path), 0.0, lambda: 8)
+    assert reloaded.created(6) is None
