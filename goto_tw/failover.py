@@ -48,7 +48,7 @@ MAX_RETRY_INTERVAL = 30.0
 MAX_WAITING_CALLS = 10_000
 
 #: Checks a master before it takes calls: ``None`` when it may, a reason when it must not, a
-#: :class:`MasterUnreachable` failure when it could not be asked.
+#: :class:`StoreUnavailable` failure (unreachable, busy) when it could not be asked (asked again later).
 MasterCheck = Callable[[Any], "Deferred[Optional[str]]"]
 
 
