@@ -629,10 +629,10 @@ class AppendLog(Service):
         self._needs_repair = False
         self._pending: list[_Queued] = []
         self._flush_call: IDelayedCall | None = None
-        #: With fsync: the writer thread's run while it lasts (what a stop waits for).
+        #: The writer thread's run while it lasts (what a stop waits for).
         self._in_flight: Deferred[None] | None = None
-        #: With fsync, shared with the writer thread (under the lock): the groups it has still to
-        #: write, and whether it is running (it stops once it finds none).
+        #: Shared with the writer thread (under the lock): the groups it has still to write (each
+        #: with whether it is to be synced), and whether it is running (it stops once it finds none).
         self._lock = threading.Lock()
         self._to_write: list[tuple[bytes, list[_Queued], bool]] = []
         self._writer_running = False
