@@ -50,8 +50,7 @@ def read_domains(path: str) -> frozenset[str]:
         else:
             domains.add(domain)
     if unmatchable:
-        # No URL the service accepts has such a host (browsers refuse it too): nothing to block,
-        # and a file that loaded before this check keeps loading.
+        # No URL the service accepts has such a host (browsers refuse it too): nothing to block.
         number, line = unmatchable[0]
         log.warn(
             "Ignoring {count} line(s) of {path} that no URL can match, neither a domain nor an IP "

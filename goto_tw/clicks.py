@@ -23,7 +23,6 @@ from __future__ import annotations
 import bisect
 import contextlib
 import json
-import math
 import os
 import re
 from array import array
@@ -695,8 +694,8 @@ class ClickBook(Service):
             # never written) existed when the data file was last written: date them by that.
             n = self._next_index()
             if n > self.marks.n[-1]:
-                # Rounded up, as a time "by which" they existed; never before 1970 (no mark holds it).
-                t = max(0, min(math.ceil(self._keys_written_by), math.ceil(self._clock.seconds())))
+                # Whole seconds as the tick's marks (so marks stay in order); never before 1970.
+                t = max(0, min(int(self._keys_written_by), int(self._clock.seconds())))
                 self.marks.add(n, t)
                 self._mark_line = encode_mark(n, t)
         self._timer = self._clock.callLater(self._interval, self._tick)

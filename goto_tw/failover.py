@@ -54,6 +54,7 @@ MasterCheck = Callable[[Any], "Deferred[Optional[str]]"]
 
 class _Member:
     __slots__ = (
+        "announced",
         "check_again_at",
         "checking",
         "down_until",
@@ -73,6 +74,8 @@ class _Member:
         #: it (the others pass it over meanwhile, so a hung master holds up one call, not a second's).
         self.failures = 0
         self.trial_until = 0.0
+        #: Whether its outage was logged (the warning once, and "answers again" once after it).
+        self.announced = False
         #: Whether the check passed (no check: from the start); why it failed for good, if it did.
         self.passed = checked
         self.refused: str | None = None
@@ -204,11 +207,13 @@ class FailoverStore:
         detail = "; ".join(refused) if refused else "no master could be checked yet"
         return MasterUnreachable(UNREACHABLE_MESSAGE, detail=detail)
 
-    def _mark_down(self, member: _Member, why: str) -> None:
+    def _mark_down(self, member: _Member, why: str, *, busy: bool = False) -> None:
         """Pass ``member`` over for a while: ``retry_interval``, doubled for each retry that fails in
         a row up to :data:`MAX_RETRY_INTERVAL`. A hung master is retried with a live call, which
         waits ``failover_after`` before it moves on; one call at a time (``trial_until``)."""
-        if member.down_until == 0.0:
+        if member.down_until == 0.0 and not busy and not member.announced:
+            # Once per outage; a busy master (its queue here full) answers, so it is not announced.
+            member.announced = True
             log.warn(
                 "Master {name} does not answer ({error}); trying the others", name=member.name, error=why
             )
@@ -222,9 +227,10 @@ class FailoverStore:
     def _mark_up(self, member: _Member) -> None:
         member.failures = 0
         member.trial_until = 0.0
-        if member.down_until:
+        member.down_until = 0.0
+        if member.announced:
+            member.announced = False
             log.info("Master {name} answers again", name=member.name)
-            member.down_until = 0.0
 
 
 class _Race:
@@ -287,12 +293,14 @@ class _Race:
             timer.cancel()
         if isinstance(result, Failure) and result.check(MasterUnreachable, MasterBusy):
             # Unreachable, or this slave's queue to it full (too slow for the load): the next one.
-            self._store._mark_down(member, _log_text(result))
-            self._last = result
+            busy = bool(result.check(MasterBusy))
+            self._store._mark_down(member, _log_text(result), busy=busy)
+            if busy or self._last is None or not self._last.check(MasterBusy):
+                self._last = result  # if all fail, a busy one's 503 says it best (no master is down)
             if not moved_on[0]:
                 self._ask_next()
             elif self._outstanding == 0 and not self._waiting and not self.result.called:
-                self.result.errback(result)
+                self.result.errback(self._last)
             return
         self._store._mark_up(member)  # a value, or a definite "no" (unknown key, invalid URL)
         if self.result.called:

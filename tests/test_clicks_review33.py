@@ -162,12 +162,33 @@ def test_keys_made_after_the_last_mark_of_a_crashed_run_are_dated_by_the_data_fi
         lines=lines, keys_written_by=1_000_000.7,
     )  # fmt: skip
     book.startService()
-    assert book.created(6) == 1_000_001.0, "by the last write, rounded up: never before it was made"
+    assert book.created(6) == 1_000_000.0, "by the last write, in whole seconds as every mark"
     assert book.created(4) == 1_000_000.0
     clock.advance(1)
     result_of(book.stopService())
     _, reloaded, _ = load_clicks(str(path))
-    assert reloaded.created(6) == 1_000_001.0, "the mark is in the file"
+    assert reloaded.created(6) == 1_000_000.0, "the mark is in the file"
+
+
+def test_the_start_up_mark_is_never_after_now_so_marks_stay_in_order(tmp_path: Path) -> None:
+    """Fourth read of review 33: a data file written within the current second gave a mark after
+    "now", and the next tick's mark (whole seconds, rounded down) came out earlier than it."""
+    path = tmp_path / "store.json.clicks"
+    path.write_bytes(b'{"n":5,"t":1000000}\n')
+    totals, marks, lines = open_click_book(str(path), 0.0, lambda: 8)
+    clock = Clock()
+    clock.advance(1_000_000.3)
+    counter = [8]
+    book = ClickBook(
+        str(path), totals, clock, fsync=False, run_in_thread=None, marks=marks,
+        next_index=lambda: counter[0], lines=lines, keys_written_by=1_000_000.1,
+    )  # fmt: skip
+    book.startService()
+    counter[0] = 10
+    clock.advance(1)
+    result_of(book.stopService())
+    _, reloaded, _ = load_clicks(str(path))
+    assert list(reloaded.t) == sorted(reloaded.t) and max(reloaded.t) <= 1_000_001
 
 
 def test_a_data_file_dated_before_1970_writes_no_mark_the_next_start_up_refuses(tmp_path: Path) -> None:

@@ -317,3 +317,39 @@ def test_a_trial_that_never_ends_holds_its_master_back_for_a_second_only() -> No
     clock.advance(1)
     answers = {result_of(store.get(f"c{n}")) for n in range(2)}
     assert answers & {"https://m0/c0", "https://m0/c1"}, "in rotation again"
+
+
+def test_a_busy_master_is_not_logged_as_down_and_a_busy_answer_wins_over_a_dead_one(
+    log_events: LogCapture,
+) -> None:
+    """Fourth read of review 33: a master whose queue here filled and drained in turn was logged
+    "does not answer" and "answers again" hundreds of times a second; and with the other master
+    dead, the call failed as unreachable, so the store above marked its master down. A busy master
+    is passed over quietly, and a call every master failed, one of them busy, fails busy (a 503)."""
+
+    @implementer(IURLStore)
+    class Flapping(FakeMaster):
+        busy = True
+
+        def get(self, key: str) -> Deferred[str]:
+            self.calls.append(("get", key))
+            if self.busy:
+                return fail(MasterBusy("busy", detail="10000 calls are queued"))
+            return succeed(f"https://{self.name}/{key}")
+
+    clock = Clock()
+    flapping, dead = Flapping("m0"), FakeMaster("m1")
+    dead.down = True
+    store = FailoverStore([("m0", flapping), ("m1", dead)], clock)
+    for round_ in range(20):
+        flapping.busy = round_ % 2 == 0
+        asked = store.get(f"k{round_}")
+        clock.advance(1)
+        if flapping.busy:
+            error = failure_of(asked).value
+            assert isinstance(error, MasterBusy), error
+        else:
+            assert result_of(asked) == f"https://m0/k{round_}"
+    lines = log_events.messages()
+    assert not [line for line in lines if "m0 does not answer" in line or "m0 answers again" in line]
+    assert len([line for line in lines if "m1 does not answer" in line]) == 1
