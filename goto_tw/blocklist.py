@@ -42,9 +42,10 @@ def read_domains(path: str) -> frozenset[str]:
         line = raw.split("#", 1)[0].strip().lower().rstrip(".")
         if not line:
             continue
-        if " " in line or "/" in line or (":" in line and canonical_host(line.strip("[]")) is None):
+        with_path = " " in line or "/" in line
+        domain = None if with_path else _blockable(line.strip("[]"))
+        if domain is None and (with_path or ":" in line):  # a port, a path: meant to block something
             raise ValueError(f"{path}, line {number}: not a domain (a port or a path after it?)")
-        domain = _blockable(line.strip("[]"))
         if domain is None:
             unmatchable.append((number, line))
         else:
@@ -111,8 +112,7 @@ class LinkPolicy:
             host = (parts.hostname or "").rstrip(".")
         else:  # a plain host: no user, no % or \\ (see simple_host), nothing to refuse before its name
             host = simple[0].rstrip(".")
-        # ends_in_number's cheap necessary condition first: nearly every host ends in a letter.
-        address = ":" in host or ((host[-1:].isdigit() or "0x" in host) and ends_in_number(host))
+        address = ":" in host or ends_in_number(host)
         if address:  # compared as browsers read it: 2130706433, 0x7f.1 and 127.0.0.1 are one address
             named = canonical_host(host)
             if named is None:
