@@ -41,6 +41,11 @@ def test_adds_over_the_rate_are_429_with_retry_after_on_both_paths(
     assert "goto_adds_rate_limited_total 3.0" in metrics
 
 
+def add_for(base_url: str, url: str, client: str) -> int:
+    """The status of ``GET /add?url=URL`` sent as a proxy sends it for ``client`` (X-Forwarded-For)."""
+    return request("GET", f"{base_url}/add?url={url}", headers={"X-Forwarded-For": client}).status
+
+
 @pytest.mark.parametrize("proxy", ["127.0.0.1", "::ffff:127.0.0.1"])
 def test_a_trusted_proxy_is_recognised_on_a_dual_stack_listener(
     goto_processes: GotoProcesses, tmp_path: Path, proxy: str
@@ -51,21 +56,9 @@ def test_a_trusted_proxy_is_recognised_on_a_dual_stack_listener(
         "--add-rate", "1/m", "--add-burst", "1", "--trusted-proxy", proxy,
         data_file=tmp_path / "a.json", http="tcp6:0:interface=\\:\\:ffff\\:127.0.0.1",
     )  # fmt: skip
-    statuses = [
-        request(
-            "GET",
-            f"{master.base_url}/add?url=https://dual.example/{number}",
-            headers={"X-Forwarded-For": f"198.51.100.{number}"},
-        ).status
-        for number in range(3)
-    ]
+    statuses = [add_for(master.base_url, f"https://dual.example/{n}", f"198.51.100.{n}") for n in range(3)]
     assert statuses == [200, 200, 200]
-    refused = request(
-        "GET",
-        f"{master.base_url}/add?url=https://dual.example/9",
-        headers={"X-Forwarded-For": "198.51.100.0"},
-    )
-    assert refused.status == 429, refused
+    assert add_for(master.base_url, "https://dual.example/9", "198.51.100.0") == 429
 
 
 def test_forwarded_for_is_believed_only_from_a_trusted_proxy(
@@ -76,19 +69,10 @@ def test_forwarded_for_is_believed_only_from_a_trusted_proxy(
     trusted = goto_processes(
         "--add-rate", "1/m", "--add-burst", "1", "--trusted-proxy", "127.0.0.1", data_file=tmp_path / "a.json"
     )
-    for number in range(3):
-        headers = {"X-Forwarded-For": f"198.51.100.{number}"}
-        reply = request("GET", f"{trusted.base_url}/add?url=https://xff.example/{number}", headers=headers)
-        assert reply.status == 200, reply
+    statuses = [add_for(trusted.base_url, f"https://xff.example/{n}", f"198.51.100.{n}") for n in range(3)]
+    assert statuses == [200, 200, 200]
     untrusted = goto_processes("--add-rate", "1/m", "--add-burst", "1", data_file=tmp_path / "b.json")
-    statuses = [
-        request(
-            "GET",
-            f"{untrusted.base_url}/add?url=https://xff.example/{n}",
-            headers={"X-Forwarded-For": f"198.51.100.{n}"},
-        ).status
-        for n in range(2)
-    ]
+    statuses = [add_for(untrusted.base_url, f"https://xff.example/{n}", f"198.51.100.{n}") for n in range(2)]
     assert statuses == [200, 429]
 
 
