@@ -146,6 +146,9 @@ FLUSH_INTERVAL = 1.0
 STOP_FLUSH_SECONDS = 5.0
 #: Seconds a slave waits before offering clicks again to a master that keeps none (PostgreSQL).
 UNSUPPORTED_RETRY_SECONDS = 300.0
+#: Most questions about counts (a slave's ``Store.Stats``) that may wait for a batch of clicks on its
+#: way to the master; beyond it they fail at once (503), as calls beyond the RPC's own queue do.
+MAX_ASKING_WAITERS = 10_000
 
 
 @implementer(IClickCounter)
@@ -252,6 +255,10 @@ class ClickForwarder(Service):
     wait). A master that keeps no clicks (:class:`~goto_tw.errors.NotKept`: a PostgreSQL master) is
     logged once and offered clicks again only every :data:`UNSUPPORTED_RETRY_SECONDS`; the clicks
     of the meantime are counted as dropped.
+
+    A question whose answer holds the clicks the master has (``Store.Stats``: see :meth:`asked`) is
+    never on its way while a batch is: the batch's counts would then be in neither the answer nor
+    the pending counts, and the figure shown would drop back for a moment.
     """
 
     def __init__(
@@ -270,6 +277,49 @@ class ClickForwarder(Service):
         self._warned = False
         #: Until when a master that keeps no clicks is left alone (clock seconds; 0: it keeps them).
         self._quiet_until = 0.0
+        #: Questions (:meth:`asked`) on their way; a flush that came due meanwhile waits for them, and
+        #: questions asked while a flush waits or is on its way wait for it (a flush is not starved).
+        self._asking = 0
+        self._flush_due = False
+        self._after_flush: list[Deferred[None]] = []
+
+    def pending(self, key: str) -> int:
+        """Clicks on ``key`` counted here and not yet sent."""
+        return self._counter.pending.get(key, 0)
+
+    def asked(self, ask: Callable[[], Deferred[Any]]) -> Deferred[Any]:
+        """``ask()``'s answer, asked while no batch of this slave's clicks is on its way to the master
+        and with none leaving before it is answered: every click counted here is then either in the
+        answer or still :meth:`pending` (which ``ask``'s Deferred must read in its own callbacks: the next
+        flush may take them as soon as it fires). Waits at most for one batch (the RPC's timeout bounds it);
+        past :data:`MAX_ASKING_WAITERS` waiting, fails at once with :class:`StoreUnavailable`."""
+        if self._in_flight is None and not self._flush_due:
+            self._asking += 1
+            try:
+                answer: Deferred[Any] = ask()
+            except Exception:
+                answer = fail()
+            return answer.addBoth(self._answered)
+        if len(self._after_flush) >= MAX_ASKING_WAITERS:
+            return fail(
+                StoreUnavailable("the link's statistics are not available now", detail="too many waiting")
+            )
+        flushed: Deferred[None] = Deferred()
+        self._after_flush.append(flushed)
+        return flushed.addCallback(lambda _: self.asked(ask))
+
+    def _answered(self, result: object) -> object:
+        self._asking -= 1
+        if not self._asking and self._flush_due:
+            self._flush_due = False
+            self.flush()
+        return result
+
+    def _release_askers(self) -> None:
+        """Let the questions that waited for a flush go (each checks again: another may be due)."""
+        waiting, self._after_flush = self._after_flush, []
+        for flushed in waiting:
+            flushed.callback(None)
 
     def startService(self) -> None:
         super().startService()
@@ -277,8 +327,12 @@ class ClickForwarder(Service):
 
     def _tick(self) -> None:
         self._timer = self._clock.callLater(self._interval, self._tick)
-        if self._in_flight is None:
-            self.flush()
+        if self._in_flight is not None or self._flush_due:
+            return
+        if self._asking and self._counter.pending:
+            self._flush_due = True  # once the questions on their way are answered
+            return
+        self.flush()
 
     def flush(self) -> Deferred[None]:
         """Send what is pending now, in calls one after another: :data:`SEND_BATCH_KEYS` keys each,
@@ -288,8 +342,9 @@ class ClickForwarder(Service):
         counts = self._counter.take()
         if counts and self._clock.seconds() < self._quiet_until:
             self._counter.drop(counts)  # the master keeps none: memory stays small, nothing is sent
-            return succeed(None)
+            counts = {}
         if not counts:
+            self._release_askers()
             return succeed(None)
         items = list(counts.items())
         size = min(MAX_BATCH_KEYS, max(SEND_BATCH_KEYS, -(-len(items) // FLUSH_CALLS)))
@@ -338,6 +393,7 @@ class ClickForwarder(Service):
             error = failure.value
             cause = error.log_text() if isinstance(error, StoreUnavailable) else repr(error)
             log.warn("Could not send clicks to the master (kept, sent again later): {cause}", cause=cause)
+        self._release_askers()
         done.callback(None)
 
     def stopService(self) -> Deferred[None]:
@@ -346,6 +402,7 @@ class ClickForwarder(Service):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        self._flush_due = False  # the last flush goes now, whatever is asked meanwhile
         finished: Deferred[None] = Deferred()
         if self._in_flight is not None:
             self._in_flight.addCallback(lambda _: self.flush()).chainDeferred(finished)
@@ -663,17 +720,24 @@ class ClickBook(Service):
         self._in_flight: Deferred[None] | None = None
         self._waiting: list[tuple[dict[str, int], Deferred[None]]] = []
         self._waiting_keys = 0
+        #: The counts of the write in flight (the master's own and the slaves'), and the slaves' part
+        #: of them: shown (``clicks``, ``total``) until they are in the totals, so no figure goes back.
+        self._writing: dict[str, int] = {}
+        self._writing_from_slaves = 0
         self.acknowledged = 0
         self._mark_line = b""
 
     def clicks(self, key: str) -> int:
         """Clicks counted for ``key``: the durable total plus what is waiting to be written."""
         pending = self.counter.pending.get(key, 0)
-        return self._totals.get(key) + pending + sum(batch.get(key, 0) for batch, _ in self._waiting)
+        waiting = sum(batch.get(key, 0) for batch, _ in self._waiting)
+        return self._totals.get(key) + self._writing.get(key, 0) + pending + waiting
 
     def total(self) -> int:
-        """Every click this master holds (for ``goto_clicks_total``)."""
-        return self.acknowledged + self.counter.total() + sum(sum(b.values()) for b, _ in self._waiting)
+        """Every click this master holds (for ``goto_clicks_total``; its own in a write are still in
+        ``counter.taken``)."""
+        waiting = sum(sum(b.values()) for b, _ in self._waiting)
+        return self.acknowledged + self.counter.total() + self._writing_from_slaves + waiting
 
     def created(self, index: int) -> float | None:
         """When the counter key of ``index`` was made (to the second), ``None`` if unknown or not made."""
@@ -796,9 +860,12 @@ class ClickBook(Service):
             except OSError:
                 written = fail()
         self._in_flight = written
+        self._writing = merged
+        self._writing_from_slaves = sum(sum(batch.values()) for batch, _ in waiting)
 
         def done(result: object) -> None:
             self._in_flight = None
+            self._writing, self._writing_from_slaves = {}, 0
             if isinstance(result, Failure):
                 log.error("Could not write clicks: {error}", error=result.value)
                 error = Failure(StoreUnavailable("clicks cannot be stored now", detail=str(result.value)))

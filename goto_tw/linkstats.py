@@ -12,7 +12,7 @@ from typing import Any, Callable, Protocol
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
-from goto_tw.clicks import ClickBook, ClickCounter
+from goto_tw.clicks import ClickBook, ClickForwarder
 from goto_tw.errors import KeyNotFound, NotKept, StoreUnavailable
 from goto_tw.interfaces import ILinkStats, ILocalLookup
 from goto_tw.urlmap import canonical_index
@@ -52,15 +52,21 @@ _Call = Callable[..., "Deferred[Any]"]
 class RemoteLinkStats:
     """A slave's stats: the master's ``Store.Stats``, plus the clicks this slave has not sent yet."""
 
-    def __init__(self, call: _Call, counter: ClickCounter) -> None:
+    def __init__(self, call: _Call, forwarder: ClickForwarder) -> None:
         """``call``: the slave's way to the master (its store's :meth:`~goto_tw.proxystore.ProxyStore.ask`,
-        which fails fast while the master is down, as a look-up does)."""
+        which fails fast while the master is down, as a look-up does); ``forwarder``: the slave's
+        clicks on their way to the master, which it asks through (so none is counted twice or missed)."""
         self._call = call
-        self._counter = counter
+        self._forwarder = forwarder
 
     def stats(self, key: str) -> Deferred[dict[str, object]]:
-        asked: Deferred[Any] = self._call("Store.Stats", key)
-        return asked.addCallback(self._checked, key)
+        # The pending clicks are added in the answer's own callbacks, before the next flush may go.
+        def ask() -> Deferred[dict[str, object]]:
+            answer: Deferred[Any] = self._call("Store.Stats", key)
+            return answer.addCallback(self._checked, key)
+
+        asked: Deferred[dict[str, object]] = self._forwarder.asked(ask)
+        return asked
 
     def _checked(self, answer: object, key: str) -> dict[str, object]:
         if not isinstance(answer, dict):
@@ -73,7 +79,7 @@ class RemoteLinkStats:
                 "the link's statistics are not available now", detail=f"created {created!r}"
             )
         return {
-            "clicks": int(clicks) + self._counter.pending.get(key, 0),
+            "clicks": int(clicks) + self._forwarder.pending(key),
             "created": None if created is None else float(created),
         }
 

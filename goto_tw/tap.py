@@ -656,8 +656,9 @@ def make_slave(
     # A batch of clicks travels as a request of its own: the master answers it once it is on disk,
     # and a multicall waits for all of its calls (several masters share PostgreSQL: no clicks kept).
     call = remote.call_alone if isinstance(remote, RemoteStore) else remote.call
-    ClickForwarder(counter, lambda batch: call("Store.Clicks", batch), reactor).setServiceParent(parent)
-    return store, counter, RemoteLinkStats(partial(store.ask, remote.call), counter)
+    forwarder = ClickForwarder(counter, lambda batch: call("Store.Clicks", batch), reactor)
+    forwarder.setServiceParent(parent)
+    return store, counter, RemoteLinkStats(partial(store.ask, remote.call), forwarder)
 
 
 def make_postgres_store(

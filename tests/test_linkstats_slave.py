@@ -8,7 +8,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
-from goto_tw.clicks import ClickCounter
+from goto_tw.clicks import ClickCounter, ClickForwarder
 from goto_tw.errors import MasterUnreachable
 from goto_tw.linkstats import RemoteLinkStats
 from goto_tw.proxystore import ProxyStore
@@ -27,7 +27,8 @@ def test_stats_fail_fast_while_the_master_is_down_and_probe_when_it_is_time() ->
         asked.append(answer)
         return answer
 
-    stats = RemoteLinkStats(lambda method, *params: store.ask(call, method, *params), ClickCounter())
+    forwarder = ClickForwarder(ClickCounter(), lambda batch: succeed(True), clock)
+    stats = RemoteLinkStats(lambda method, *params: store.ask(call, method, *params), forwarder)
     missing = store.get("k")
     master.fail(MasterUnreachable("connection refused"))
     assert failure_of(missing).check(MasterUnreachable) and not store.master_reachable
@@ -51,5 +52,6 @@ def test_stats_go_to_a_master_that_is_up() -> None:
         assert (method, params) == ("Store.Stats", ("k",))
         return succeed({"clicks": 1.0, "created": 5.0})
 
-    stats = RemoteLinkStats(lambda *args: store.ask(call, *args), ClickCounter())
+    forwarder = ClickForwarder(ClickCounter(), lambda batch: succeed(True), Clock())
+    stats = RemoteLinkStats(lambda *args: store.ask(call, *args), forwarder)
     assert result_of(stats.stats("k")) == {"clicks": 1, "created": 5.0}
