@@ -23,7 +23,8 @@ from twisted.web.template import Tag, flattenString, tags
 STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:40rem;margin:0 auto;padding:1rem;line-height:1.5;"
     "color:#111;background:#fff}"
-    "h1{font-size:1.4rem}label{display:block;margin:.6rem 0 .2rem;font-weight:600}"
+    # A long key without hyphens (a custom one, in a heading or an error) wraps instead of widening the page.
+    "h1{font-size:1.4rem;overflow-wrap:anywhere}code,.error{overflow-wrap:anywhere}label{display:block;margin:.6rem 0 .2rem;font-weight:600}"
     "input{box-sizing:border-box;width:100%;font-size:1rem;padding:.5rem}"
     "button,input[type=submit]{width:auto;margin-top:.8rem;padding:.5rem 1rem;font-size:1rem;cursor:pointer}"
     ".short{font-size:1.2rem;word-break:break-all}.long{word-break:break-all;color:#444}"

@@ -132,3 +132,44 @@ def test_a_person_shortens_follows_and_sees_the_click(
     poll_until(counted, FLUSH_DEADLINE, "the click on the master's info page")
     browser.get(f"{slave.base_url}/{key}+")
     assert browser.find_element(By.ID, "clicks").text == "1"  # the slave shows the master's count
+
+
+def test_pages_with_the_longest_custom_key_fit_a_phone(
+    browser: Any, goto_processes: GotoProcesses, tmp_path: Path
+) -> None:
+    """A 64-character key without hyphens (review 34: the info page was 880 px wide, the 409 page 595)
+    wraps on the result page, the info page and the error page of a 360 px window."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    master = goto_processes("--rpc", data_file=tmp_path / "data.json")
+    key = "spring_launch_newsletter_" + "x" * 39
+    assert len(key) == 64
+    wait = WebDriverWait(browser, BROWSER_TIMEOUT)
+
+    def submit(url: str) -> None:
+        browser.get(f"{master.base_url}/")
+        browser.find_element(By.ID, "url").send_keys(url)
+        browser.find_element(By.ID, "key").send_keys(key)
+        browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+
+    def page_width() -> int:
+        width: int = browser.execute_script("return document.documentElement.scrollWidth")
+        return width
+
+    # Headless Chromium's window is at least 500 px wide: a phone's screen is emulated instead.
+    phone = {"width": 360, "height": 800, "deviceScaleFactor": 1, "mobile": True}
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", phone)
+    browser.get(f"{master.base_url}/")
+    viewport = browser.execute_script("return window.innerWidth")
+    assert viewport == 360, viewport
+    submit("https://twisted.org/first")
+    wait.until(lambda driver: driver.find_element(By.ID, "short"))
+    assert page_width() <= viewport, "the result page"
+    browser.get(f"{master.base_url}/{key}+")
+    assert browser.find_element(By.TAG_NAME, "h1").text.endswith(key)
+    assert page_width() <= viewport, "the info page"
+    submit("https://twisted.org/second")  # the key is taken: the form again, with the error
+    wait.until(lambda driver: driver.find_elements(By.CSS_SELECTOR, ".error"))
+    assert key in browser.find_element(By.CSS_SELECTOR, ".error").text
+    assert page_width() <= viewport, "the error page"
