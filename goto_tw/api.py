@@ -19,7 +19,7 @@ from goto_tw.auth import APIKeys, refuse
 from goto_tw.clients import ClientAddresses
 from goto_tw.errors import GotoError, InvalidKey, InvalidURL, NotKept, no_link_text
 from goto_tw.interfaces import ILinkAdder, ILinkAdmin, ILinkStats, IURLStore
-from goto_tw.keys import INVALID_KEY, is_valid_key
+from goto_tw.keys import INVALID_KEY, KEY_CHARACTERS, MAX_KEY_LENGTH, is_valid_key
 from goto_tw.urls import validate_url
 from goto_tw.web import (
     PlainResource,
@@ -131,7 +131,8 @@ class LinksResource(PlainResource):
             write_problem(request, 400, 'the JSON object needs a "url" string')
             return NOT_DONE_YET
         key = document.get("key")
-        if key is not None and (not isinstance(key, str) or not is_valid_key(key)):
+        # "key": null is refused as any other non-string is: the OpenAPI document says a string.
+        if "key" in document and (not isinstance(key, str) or not is_valid_key(key)):
             write_error_problem(request, InvalidKey(INVALID_KEY))
             return NOT_DONE_YET
         try:
@@ -202,14 +203,15 @@ class LinksResource(PlainResource):
         if not limit_raw.isdigit() or len(limit_raw) > 4 or not 1 <= int(limit_raw) <= MAX_PAGE:
             write_problem(request, 400, f"limit must be a whole number from 1 to {MAX_PAGE}")
             return NOT_DONE_YET
-        try:
-            after = after_raw.decode("ascii") or None
-        except UnicodeDecodeError:
-            write_problem(request, 400, "after must be a key")
-            return NOT_DONE_YET
-        if after is not None and (len(after) > 64 or not after.isprintable()):
-            write_problem(request, 400, "after must be a key")
-            return NOT_DONE_YET
+        # As the OpenAPI document says: 1 to MAX_KEY_LENGTH key characters (``after=`` included).
+        after: str | None = None
+        if b"after" in args:
+            if not 0 < len(after_raw) <= MAX_KEY_LENGTH or not KEY_CHARACTERS.issuperset(
+                after_raw.decode("latin-1")
+            ):
+                write_problem(request, 400, "after must be a key")
+                return NOT_DONE_YET
+            after = after_raw.decode("ascii")
         limit = int(limit_raw)
         page = admin.links(after, limit)
         document: dict[str, Any] = {

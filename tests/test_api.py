@@ -97,6 +97,9 @@ def test_unknown_link_is_a_404_problem(client: Client, path: str) -> None:
         (b'{"link": "https://a/"}', JSON, 400, '"url" string'),
         (b'{"url": 42}', JSON, 400, '"url" string'),
         (b'{"url": "ftp://a/"}', JSON, 400, "http"),
+        # Review 34: null is not "no key" (the OpenAPI document says a string, schemathesis found it).
+        (b'{"url": "https://a/", "key": null}', JSON, 400, "custom key"),
+        (b'{"url": "https://a/", "key": 7}', JSON, 400, "custom key"),
         (b'{"url": "' + b"x" * 20_000 + b'"}', JSON, 413, "larger than"),
     ],
 )
