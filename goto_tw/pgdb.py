@@ -17,6 +17,8 @@ group commit makes a thread hop per batch of adds, not per add.
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 import threading
 import time
 from typing import Any, Callable, TypeVar
@@ -35,6 +37,16 @@ T = TypeVar("T")
 CONNECT_TIMEOUT = 3
 #: Longest one statement may run on the server (milliseconds): no request waits on a stuck query.
 STATEMENT_TIMEOUT_MS = 5000
+#: Longest one call may take, connecting included, measured here (seconds). The statement timeout
+#: is the server's to enforce, and a server that is frozen (stopped, a paused VM) or cut off without
+#: a reset enforces nothing: past this a call fails with :class:`DatabaseDown` and its connection is
+#: shut down, which wakes the thread blocked on it.
+CALL_TIMEOUT = CONNECT_TIMEOUT + STATEMENT_TIMEOUT_MS / 1000 + 1
+#: TCP keepalives (seconds idle, seconds between probes, probes) on a connection over TCP, so an
+#: idle pooled connection to a vanished server is found dead before a call needs it; and the
+#: longest sent data may stay unacknowledged (milliseconds) before the kernel gives up on it.
+KEEPALIVES = (5, 2, 3)
+TCP_USER_TIMEOUT_MS = int(CALL_TIMEOUT * 1000)
 
 
 class DatabaseDown(Exception):
@@ -58,16 +70,34 @@ def connect(uri: str, statement_timeout_ms: int = STATEMENT_TIMEOUT_MS) -> Any:
         uri,
         connect_timeout=CONNECT_TIMEOUT,
         options=f"-c statement_timeout={statement_timeout_ms}",
+        keepalives=1,
+        keepalives_idle=KEEPALIVES[0],
+        keepalives_interval=KEEPALIVES[1],
+        keepalives_count=KEEPALIVES[2],
+        tcp_user_timeout=TCP_USER_TIMEOUT_MS,
         application_name="goto-tw",
         autocommit=True,  # a look-up is one round trip; writes open their transaction themselves
     )
+
+
+class _Running:
+    """One call in a pool thread: the connection it uses, and whether the reactor gave up on it.
+    Both change under the database's lock only, so a connection is never shut down once its thread
+    has let it go (its descriptor may belong to another socket by then)."""
+
+    __slots__ = ("abandoned", "connection")
+
+    def __init__(self) -> None:
+        self.connection: Any = None
+        self.abandoned = False
 
 
 class Database(Service):
     """Runs ``function(connection)`` in its own thread pool of ``size`` threads, one connection each.
 
     ``observe(seconds, outcome)`` is told how long each call took (for metrics); ``in_use`` is how
-    many calls are running now.
+    many calls are running now. A call that takes longer than ``call_timeout`` seconds fails with
+    :class:`DatabaseDown` (see :data:`CALL_TIMEOUT`), so every caller gets an answer.
     """
 
     def __init__(
@@ -78,12 +108,14 @@ class Database(Service):
         size: int = 4,
         observe: Callable[[float, str], None] | None = None,
         connector: Callable[[str], Any] = connect,
+        call_timeout: float = CALL_TIMEOUT,
     ) -> None:
         self.uri = uri
         self.size = size
         self._reactor = reactor
         self._observe = observe
         self._connector = connector
+        self._call_timeout = call_timeout
         self._pool = ThreadPool(0, size, name="goto-postgres")
         self._idle: list[Any] = []
         self._lock = threading.Lock()
@@ -114,9 +146,17 @@ class Database(Service):
             return succeed(None).addCallback(lambda _: _raise(DatabaseDown("the database pool is stopped")))
         self.in_use += 1
         started = time.monotonic()
+        running = _Running()
         ran: Deferred[T] = deferToThreadPool(
-            self._reactor, self._pool, self._in_thread, function, transaction
+            self._reactor, self._pool, self._in_thread, function, transaction, running
         )
+
+        def timed_out(result: object, timeout: float) -> object:
+            self._abandon(running)
+            return Failure(DatabaseDown(f"no answer from the database within {timeout:g} s"))
+
+        # A Deferred cancelled for its timeout ignores the thread's late result (Deferred.cancel).
+        ran.addTimeout(self._call_timeout, self._reactor, onTimeoutCancel=timed_out)
 
         def done(result: object) -> object:
             self.in_use -= 1
@@ -130,15 +170,29 @@ class Database(Service):
 
         return ran.addBoth(done)
 
-    def _in_thread(self, function: Callable[[Any], T], transaction: bool) -> T:
+    def _abandon(self, running: _Running) -> None:
+        """The reactor gives up on a call: shut its connection down (in whatever thread blocks on
+        it, the call then fails at once), and have its thread close it instead of keeping it."""
+        with self._lock:
+            running.abandoned = True
+            if running.connection is not None:
+                _shut_down(running.connection)
+
+    def _in_thread(self, function: Callable[[Any], T], transaction: bool, running: _Running) -> T:
         import psycopg
         import psycopg.errors
 
         with self._lock:
             connection = self._idle.pop() if self._idle else None
+            running.connection = connection
+        broken = False
         try:
             if connection is None:
                 connection = self._connector(self.uri)
+                with self._lock:
+                    running.connection = connection
+            if running.abandoned:
+                raise DatabaseDown("given up on before it started")
             if transaction:
                 with connection.transaction():
                     result = function(connection)
@@ -147,21 +201,21 @@ class Database(Service):
         except psycopg.errors.TransactionRollback as exc:
             raise TransactionConflict(_describe(exc)) from None
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            if connection is not None and (
-                connection.closed or connection.broken or _is_connection_error(exc)
-            ):
-                _close(connection)
-                connection = None
+            broken = (
+                connection.closed or connection.broken or _is_connection_error(exc) if connection else True
+            )
             raise DatabaseDown(_describe(exc)) from None
         except BaseException:
-            if connection is not None and (connection.closed or connection.broken):
-                _close(connection)
-                connection = None
+            broken = connection is None or connection.closed or connection.broken
             raise
         finally:
-            if connection is not None:
-                with self._lock:
+            with self._lock:  # from here on the reactor no longer touches this connection
+                running.connection = None
+                if connection is not None and not broken and not running.abandoned:
                     self._idle.append(connection)
+                    connection = None
+            if connection is not None:
+                _close(connection)
         return result
 
     def _close_idle(self) -> None:
@@ -185,6 +239,15 @@ def _is_connection_error(exc: Exception) -> bool:
 def _close(connection: Any) -> None:
     with contextlib.suppress(Exception):
         connection.close()
+
+
+def _shut_down(connection: Any) -> None:
+    """Shut the connection's socket down for both directions (from any thread): a thread blocked on
+    it wakes with an error at once. Only while the connection is in use (see :class:`_Running`)."""
+    with contextlib.suppress(Exception):
+        descriptor = connection.pgconn.socket
+        with socket.socket(fileno=os.dup(descriptor)) as duplicate:
+            duplicate.shutdown(socket.SHUT_RDWR)
 
 
 def _describe(exc: Exception) -> str:

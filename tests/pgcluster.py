@@ -12,12 +12,15 @@ a failure.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from goto_tw import pypyctypes
@@ -136,6 +139,24 @@ class Cluster:
         self.stop(mode)
         self.start()
 
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """The server stopped dead (``SIGSTOP`` to the postmaster and every backend) while inside:
+        its sockets stay open and nothing answers, as with a paused VM or a frozen host; thawed
+        (``SIGCONT``) on the way out, whatever happens."""
+        postmaster = int((self.data_dir / "postmaster.pid").read_text().split()[0])
+        stopped: list[int] = []
+        try:
+            for pid in [postmaster, *_children(postmaster)]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP)
+                    stopped.append(pid)
+            yield
+        finally:
+            for pid in stopped:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+
     def destroy(self) -> None:
         """Stop the server if it runs and remove every file of the cluster."""
         if (self.data_dir / "postmaster.pid").exists():
@@ -155,3 +176,15 @@ class Cluster:
         with psycopg.connect(self.uri(), autocommit=True) as connection:
             connection.execute(f'CREATE DATABASE "{name}"')
         return self.uri(name)
+
+
+def _children(parent: int) -> list[int]:
+    """The processes whose parent is ``parent`` (from ``/proc``)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == parent:
+                    found.append(int(entry.name))
+    return found

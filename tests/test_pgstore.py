@@ -11,7 +11,7 @@ from twisted.internet.defer import DeferredList, gatherResults
 
 from goto_tw.errors import InvalidURL, KeyNotFound, StoreUnavailable
 from goto_tw.keys import is_reserved
-from goto_tw.pgdb import Database
+from goto_tw.pgdb import Database, DatabaseDown
 from goto_tw.pgschema import LATEST_VERSION, SchemaTooNew, migrate
 from goto_tw.pgstore import PGStore, allocate_keys
 from tests.pgfixtures import import_psycopg
@@ -198,4 +198,85 @@ def test_the_link_policy_refuses_before_anything_is_written(pg_uri):
         key = yield store.put("https://fine.example/x")
         assert key == "0", "nothing was written for the refused URL"
     finally:
+        yield database.stopService()
+
+
+def _select_one(connection) -> int:
+    return int(connection.execute("SELECT 1").fetchone()[0])
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_frozen_server_fails_calls_at_their_deadline_and_frees_their_threads(pg_cluster, pg_uri):
+    """Review 34: with the server frozen (SIGSTOP: its sockets open, nothing answers) a call blocked
+    its thread and its caller until the kernel gave up (minutes). Each call now fails with
+    DatabaseDown at its deadline, the connection it waited on is shut down, and once the server is
+    back every thread of the pool answers again."""
+    database = Database(pg_uri, reactor, size=2, call_timeout=1.0)
+    database.startService()
+    try:
+        assert (yield database.run(_select_one, transaction=False)) == 1  # one connection pooled
+        with pg_cluster.frozen():
+            results = yield DeferredList(
+                [database.run(_select_one, transaction=False) for _ in range(3)], consumeErrors=True
+            )
+        assert all(not ok and result.check(DatabaseDown) for ok, result in results)
+        assert any("no answer from the database within 1 s" in str(r.value) for _, r in results)
+        assert database.in_use == 0
+        answers = yield gatherResults([database.run(_select_one, transaction=False) for _ in range(4)])
+        assert answers == [1, 1, 1, 1]
+    finally:
+        yield database.stopService()
+
+
+class _SocketConnection:
+    """A stand-in for a psycopg connection whose "query" waits on a socket nobody writes to."""
+
+    def __init__(self, sock) -> None:
+        self._socket = sock
+        self.closed = False
+        self.broken = False
+
+        class PGConn:
+            socket = sock.fileno()
+
+        self.pgconn = PGConn()
+
+    def close(self) -> None:
+        self.closed = True
+        self._socket.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_call_past_its_deadline_has_its_connection_shut_down_and_its_thread_freed():
+    """The deadline does not only answer the caller: the socket the thread blocks on is shut down,
+    so the thread is free again at once (not when the server wakes up), and the connection is closed
+    instead of going back to the pool."""
+    import socket
+
+    ours, theirs = socket.socketpair()
+    connection = _SocketConnection(ours)
+    finished = threading.Event()
+    received: list[bytes] = []
+
+    def wait_for_an_answer(_connection) -> None:
+        try:
+            received.append(ours.recv(1))  # b"" once shut down; blocks for ever otherwise
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        finally:
+            finished.set()
+
+    database = Database("unused", reactor, size=1, connector=lambda uri: connection, call_timeout=0.2)
+    database.startService()
+    try:
+        with pytest.raises(DatabaseDown, match=r"within 0\.2 s"):
+            yield database.run(wait_for_an_answer, transaction=False)
+        deadline = reactor.seconds() + 10
+        while not finished.is_set() and reactor.seconds() < deadline:
+            yield _sleep(0.02)
+        assert finished.is_set() and received == [b""], "the thread woke: its socket was shut down"
+        while not connection.closed and reactor.seconds() < deadline:
+            yield _sleep(0.02)
+        assert connection.closed and database._idle == []
+    finally:
+        theirs.close()
         yield database.stopService()

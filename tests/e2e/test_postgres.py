@@ -120,6 +120,34 @@ def test_database_outage_cached_redirects_503_fast_and_recovery(goto_processes, 
     assert "The database answers again" in master.output()
 
 
+def test_a_frozen_database_is_a_503_at_the_call_deadline_and_the_master_recovers(
+    goto_processes, pg_cluster: Cluster, pg_uri
+):
+    """Review 34: with PostgreSQL frozen (SIGSTOP: connections open, nothing answers) adds, misses and
+    health got no answer at all, nothing was logged, and the master hung on until the kernel gave up.
+    Now the add waiting on the database is a 503 at its deadline, logged once; then misses and health
+    are 503 at once, cached keys redirect, and the master is back by itself once the server is."""
+    from goto_tw.pgdb import CALL_TIMEOUT
+
+    master = _master(goto_processes, pg_uri)
+    cached = key_of(add_url(master.base_url, "https://example.com/cached").text)
+    with pg_cluster.frozen():
+        reply = add_url(master.base_url, "https://example.com/frozen", timeout=CALL_TIMEOUT + 10)
+        assert reply.status == 503 and reply.headers["Retry-After"]
+        assert get(f"{master.base_url}/{cached}").status == 302
+        for path in ("abc", "_goto/health"):
+            started = time.monotonic()
+            assert get(f"{master.base_url}/{path}").status == 503
+            assert time.monotonic() - started < FAST, f"/{path} waited on the frozen database"
+    assert master.output().count("The database is unavailable") == 1
+
+    def back() -> bool | None:
+        return True if add_url(master.base_url, "https://example.com/back").status == 200 else None
+
+    poll_until(back, RECOVERY_DEADLINE, "the master to use the database again")
+    assert "The database answers again" in master.output()
+
+
 def test_master_with_an_unusable_database_exits_saying_why(goto_processes, pg_cluster: Cluster):
     """A database that does not exist stops start-up with a clear message; nothing listens."""
     master = goto_processes.start(
