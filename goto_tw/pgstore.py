@@ -28,7 +28,8 @@ from goto_tw.fanout import Coalescing
 from goto_tw.interfaces import IDatabaseHealth, ILocalLookup, IURLStore
 from goto_tw.keys import is_reserved, is_valid_key, key_for_index
 from goto_tw.pgdb import Database, DatabaseDown, TransactionConflict
-from goto_tw.urls import URLPolicy, accept_url
+from goto_tw.throttledlog import ThrottledError
+from goto_tw.urls import URLPolicy, accept_url, as_stored
 
 log = Logger()
 
@@ -42,6 +43,10 @@ MAX_PENDING_GETS = 10_000
 RETRY_INTERVAL = 1.0
 #: Attempts at a batch whose fresh keys were taken meanwhile (custom or imported keys).
 KEY_ATTEMPTS = 5
+#: What a person is told for a key whose row holds something that is not a URL the service stores.
+BAD_ROW_MESSAGE = "this link cannot be followed now"
+#: Seconds between two log lines about such rows (a hot key would flood the log).
+BAD_ROW_LOG_INTERVAL = 10.0
 
 #: Keys a master fetches from the sequence beyond what a batch needs, so that most batches need none.
 #: A crash loses the spare ones (gaps in the keys, never a key twice).
@@ -187,6 +192,13 @@ class PGStore:
         self._probing = False
         self._count = 0
         self._checks: Coalescing[None, bool] = Coalescing()
+        self._bad_rows = ThrottledError(
+            log,
+            clock,
+            "The database holds {url} under {key!r}, not a URL this service would store: answered 503, "
+            "not cached ({unlogged} more since the last line)",
+            BAD_ROW_LOG_INTERVAL,
+        )
         self.hits = 0
         self.misses = 0
         self.evictions = 0
@@ -231,7 +243,9 @@ class PGStore:
         """Ask the database now (one call for concurrent checks); fire with whether it answered."""
 
         def check() -> Deferred[bool]:
-            asked = self._call(count_links, probe=True, transaction=False)
+            # While the database is down this is refused at once (False), but for the one probe a
+            # ``retry_interval``, as every other call.
+            asked = self._call(count_links, transaction=False)
 
             def counted(result: object) -> bool:
                 if isinstance(result, int):
@@ -262,6 +276,9 @@ class PGStore:
         def answered(url: str | None) -> str:
             if url is None:
                 raise KeyNotFound.for_key(key)
+            if as_stored(url) is None:  # a row written by hand or another program: never redirected to
+                self._bad_rows.error(key=key, url=repr(url)[:200])
+                raise StoreUnavailable(BAD_ROW_MESSAGE, detail=f"the stored URL of {key!r} is not valid")
             self._remember(key, url)
             return url
 
@@ -366,10 +383,12 @@ class PGStore:
     def _call(
         self, function: Callable[[Any], Any], *, probe: bool = False, transaction: bool = True
     ) -> Deferred[Any]:
-        """Run ``function`` on the database, failing fast while it is down (one probe at a time)."""
-        refused = self._refuse_while_down()
-        if refused is not None and not probe:
-            return refused
+        """Run ``function`` on the database, failing fast while it is down (one probe at a time);
+        ``probe``: a call already let through (a batch of adds admitted as the probe)."""
+        if not probe:
+            refused = self._refuse_while_down()
+            if refused is not None:
+                return refused
         is_probe = self._down_since is not None
         if is_probe:
             self._probing = True

@@ -44,7 +44,8 @@ from goto_tw.errors import (
 from goto_tw.fanout import Coalescing, SharedResult
 from goto_tw.interfaces import ILinkAdder, ILocalLookup, IMasterHealth, IURLStore
 from goto_tw.keys import INVALID_KEY, is_valid_key
-from goto_tw.urls import URLPolicy, accept_url, validate_url
+from goto_tw.throttledlog import ThrottledError
+from goto_tw.urls import URLPolicy, accept_url, as_stored
 
 log = Logger()
 T = TypeVar("T")
@@ -100,8 +101,12 @@ class ProxyStore:
         self._in_flight = 0
         self._idle_waiters: list[Deferred[None]] = []
         self._stopping = False
-        self._bad_answer_logged_at = -BAD_ANSWER_LOG_INTERVAL
-        self._bad_answers_unlogged = 0
+        self._bad_answers = ThrottledError(
+            log,
+            clock,
+            "Bad answer from the master, not cached: {detail} ({unlogged} more since the last line)",
+            BAD_ANSWER_LOG_INTERVAL,
+        )
         #: While a probe of a down master is in flight: its outcome (answered or not), shared with
         #: the health checks that come meanwhile, so they cost the master no call of their own.
         self._probe_outcome: SharedResult[bool] | None = None
@@ -245,7 +250,7 @@ class ProxyStore:
             self.stats.evictions += 1
 
     def _got(self, url: object, key: str, generation: int) -> str:
-        checked = _checked_url(url)
+        checked = as_stored(url)
         if checked is None:
             raise self._bad_answer(
                 f"the master answered {_shown(url)} for key {key!r}, which is not a valid URL"
@@ -279,17 +284,7 @@ class ProxyStore:
     def _bad_answer(self, detail: str) -> StoreUnavailable:
         """Log a bad answer from the master (at most one line per :data:`BAD_ANSWER_LOG_INTERVAL`,
         with how many were not logged) and return the error its callers get."""
-        now = self._clock.seconds()
-        if now >= self._bad_answer_logged_at + BAD_ANSWER_LOG_INTERVAL:
-            log.error(
-                "Bad answer from the master, not cached: {detail} ({unlogged} more since the last line)",
-                detail=detail,
-                unlogged=self._bad_answers_unlogged,
-            )
-            self._bad_answer_logged_at = now
-            self._bad_answers_unlogged = 0
-        else:
-            self._bad_answers_unlogged += 1
+        self._bad_answers.error(detail=detail)
         return StoreUnavailable(BAD_ANSWER_MESSAGE, detail=detail)
 
     # --- the master's health ---------------------------------------------------------------------
@@ -473,16 +468,6 @@ def _answered(result: object) -> bool:
         return True
     error = result.value
     return isinstance(error, GotoError) and error.http_status < 500
-
-
-def _checked_url(url: object) -> str | None:
-    """``url`` if it is a URL this slave would accept as it is, else ``None``."""
-    if not isinstance(url, str):
-        return None
-    try:
-        return url if validate_url(url) == url else None
-    except GotoError:
-        return None
 
 
 def _shown(value: object) -> str:

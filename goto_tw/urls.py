@@ -93,6 +93,17 @@ def validate_url(url: str) -> str:
     return _validate_general(url)
 
 
+def as_stored(value: object) -> str | None:
+    """``value`` if it is a URL in the form the service stores it (what :func:`validate_url` gives
+    back unchanged), else ``None``: for URLs read from elsewhere (a master's answer, a database row)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return value if validate_url(value) == value else None
+    except InvalidURL:
+        return None
+
+
 def _validate_general(url: str) -> str:
     """:func:`validate_url` for any URL, through ``urlsplit`` (the reference the fast shape matches)."""
     if not url:

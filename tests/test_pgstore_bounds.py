@@ -88,3 +88,52 @@ def test_adds_arriving_while_a_batch_is_written_go_in_the_next_one() -> None:
     assert len(database.calls) == 2
     database.calls[1][1].callback({f"https://example.com/{i}": str(i + 1) for i in range(10)})
     assert [result_of(d) for d in later] == [str(i + 1) for i in range(10)]
+
+
+def test_health_checks_while_the_database_is_down_make_one_probe_a_second(log_events: Any) -> None:
+    """Review 34: each health check (and the count every 10 s) went to the database while it was
+    down, and left a failed Deferred behind ("Unhandled error in Deferred", critical, each time).
+    Now a check is answered False at once, but for the one probe a ``retry_interval``."""
+    import gc
+
+    store, database, clock = _store(retry_interval=1.0)
+    missed = store.get("abc")
+    database.calls[0][1].errback(Failure(DatabaseDown("connection refused")))
+    assert failure_of(missed).check(StoreUnavailable) and not store.database_reachable
+    checks = [store.check_database() for _ in range(5)]
+    assert [result_of(check) for check in checks] == [False] * 5
+    assert len(database.calls) == 1, "no call while down, until the probe is due"
+    clock.advance(1.0)
+    probe = store.check_database()
+    also = store.check_database()
+    assert len(database.calls) == 2 and not has_fired(probe) and not has_fired(also)
+    database.calls[1][1].callback(7)
+    assert result_of(probe) is True and result_of(also) is True and store.count() == 7
+    assert store.database_reachable
+    gc.collect()
+    assert not [m for m in log_events.messages() if "Unhandled error" in m]
+
+
+def test_a_row_that_is_not_a_stored_url_is_never_redirected_to(log_events: Any) -> None:
+    """Review 34: a row written by hand (or by another program) holding ``javascript:...`` was
+    answered as a redirect. It is a 503 now, not cached, and logged once an interval."""
+    store, database, clock = _store()
+    bad = [store.get("evil") for _ in range(1)] + [store.get("evil2")]
+    database.calls[0][1].callback("javascript:alert(1)")
+    database.calls[1][1].callback("https://user:pw@bank.example.evil/\r\nX: y")
+    for answer in bad:
+        failure = failure_of(answer)
+        assert failure.check(StoreUnavailable) and "cannot be followed" in str(failure.value)
+    assert store.lookup("evil") is None, "not cached"
+    store.get("evil")
+    database.calls[2][1].callback("javascript:alert(1)")
+    lines = [m for m in log_events.messages() if "not a URL this service would store" in m]
+    assert len(lines) == 1 and "javascript:alert(1)" in lines[0] and "'evil'" in lines[0]
+    clock.advance(10.0)
+    store.get("evil")
+    database.calls[3][1].callback("javascript:alert(1)")
+    lines = [m for m in log_events.messages() if "not a URL this service would store" in m]
+    assert len(lines) == 2 and "(2 more since the last line)" in lines[1]
+    good = store.get("fine")
+    database.calls[4][1].callback("https://fine.example/")
+    assert result_of(good) == "https://fine.example/" and store.lookup("fine") == "https://fine.example/"
