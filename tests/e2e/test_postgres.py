@@ -148,6 +148,23 @@ def test_a_frozen_database_is_a_503_at_the_call_deadline_and_the_master_recovers
     assert "The database answers again" in master.output()
 
 
+def test_a_database_with_a_schema_it_cannot_prepare_stops_start_up_saying_why(
+    goto_processes, pg_cluster: Cluster
+):
+    """Review 34: a database holding another program's ``goto_links`` (or no right to create it)
+    stopped start-up with a 30-line traceback; now with one line saying why."""
+    import psycopg
+
+    uri = pg_cluster.new_database()
+    with psycopg.connect(uri, autocommit=True) as connection:
+        connection.execute("CREATE TABLE goto_links (id serial PRIMARY KEY, target text)")
+    master = goto_processes.start("--rpc", "--store", uri, data_file=None, name="master", wait=False)
+    assert master.wait_exit() != 0
+    output = master.output()
+    assert "goto: cannot use the database: its schema could not be prepared" in output
+    assert "goto_links" in output and "Traceback" not in output
+
+
 def test_master_with_an_unusable_database_exits_saying_why(goto_processes, pg_cluster: Cluster):
     """A database that does not exist stops start-up with a clear message; nothing listens."""
     master = goto_processes.start(
