@@ -148,7 +148,7 @@ STOP_FLUSH_SECONDS = 5.0
 UNSUPPORTED_RETRY_SECONDS = 300.0
 #: Most questions about counts (a slave's ``Store.Stats``) that may wait for a batch of clicks on its
 #: way to the master; beyond it they fail at once (503), as calls beyond the RPC's own queue do.
-MAX_ASKING_WAITERS = 10_000
+MAX_ASKING_WAITERS = 1_000
 
 
 @implementer(IClickCounter)
@@ -720,10 +720,9 @@ class ClickBook(Service):
         self._in_flight: Deferred[None] | None = None
         self._waiting: list[tuple[dict[str, int], Deferred[None]]] = []
         self._waiting_keys = 0
-        #: The counts of the write in flight (the master's own and the slaves'), and the slaves' part
-        #: of them: shown (``clicks``, ``total``) until they are in the totals, so no figure goes back.
+        #: The counts of the write in flight (the master's own and the slaves'): shown by ``clicks``
+        #: until they are in the totals, so a link's figure does not go back meanwhile.
         self._writing: dict[str, int] = {}
-        self._writing_from_slaves = 0
         self.acknowledged = 0
         self._mark_line = b""
 
@@ -734,10 +733,10 @@ class ClickBook(Service):
         return self._totals.get(key) + self._writing.get(key, 0) + pending + waiting
 
     def total(self) -> int:
-        """Every click this master holds (for ``goto_clicks_total``; its own in a write are still in
-        ``counter.taken``)."""
-        waiting = sum(sum(b.values()) for b, _ in self._waiting)
-        return self.acknowledged + self.counter.total() + self._writing_from_slaves + waiting
+        """Every click this master has made durable or counted itself (``goto_clicks_total``, a
+        counter, never goes back): a slave's batch counts once written, since a batch that fails is
+        the slave's to send again; the master's own are given back to its counter."""
+        return self.acknowledged + self.counter.total()
 
     def created(self, index: int) -> float | None:
         """When the counter key of ``index`` was made (to the second), ``None`` if unknown or not made."""
@@ -861,11 +860,10 @@ class ClickBook(Service):
                 written = fail()
         self._in_flight = written
         self._writing = merged
-        self._writing_from_slaves = sum(sum(batch.values()) for batch, _ in waiting)
 
         def done(result: object) -> None:
             self._in_flight = None
-            self._writing, self._writing_from_slaves = {}, 0
+            self._writing = {}
             if isinstance(result, Failure):
                 log.error("Could not write clicks: {error}", error=result.value)
                 error = Failure(StoreUnavailable("clicks cannot be stored now", detail=str(result.value)))

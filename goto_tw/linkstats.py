@@ -48,21 +48,34 @@ class MasterLinkStats:
 _Call = Callable[..., "Deferred[Any]"]
 
 
+class _MasterWay(Protocol):
+    """A slave's store as link statistics use it (:class:`~goto_tw.proxystore.ProxyStore`)."""
+
+    def ask(self, call: _Call, *params: object) -> Deferred[Any]: ...
+
+    def failing_fast(self) -> Deferred[Any] | None: ...
+
+
 @implementer(ILinkStats)
 class RemoteLinkStats:
     """A slave's stats: the master's ``Store.Stats``, plus the clicks this slave has not sent yet."""
 
-    def __init__(self, call: _Call, forwarder: ClickForwarder) -> None:
-        """``call``: the slave's way to the master (its store's :meth:`~goto_tw.proxystore.ProxyStore.ask`,
-        which fails fast while the master is down, as a look-up does); ``forwarder``: the slave's
-        clicks on their way to the master, which it asks through (so none is counted twice or missed)."""
+    def __init__(self, store: _MasterWay, call: _Call, forwarder: ClickForwarder) -> None:
+        """``store.ask(call, ...)``: the slave's way to the master, which fails fast while the master
+        is down, as a look-up does; ``forwarder``: the slave's clicks on their way to the master, which
+        the question waits for (so none is counted twice or missed), unless the master is down."""
+        self._store = store
         self._call = call
         self._forwarder = forwarder
 
     def stats(self, key: str) -> Deferred[dict[str, object]]:
+        refused = self._store.failing_fast()  # at once, not after a batch on its way to a dead master
+        if refused is not None:
+            return refused
+
         # The pending clicks are added in the answer's own callbacks, before the next flush may go.
         def ask() -> Deferred[dict[str, object]]:
-            answer: Deferred[Any] = self._call("Store.Stats", key)
+            answer: Deferred[Any] = self._store.ask(self._call, "Store.Stats", key)
             return answer.addCallback(self._checked, key)
 
         asked: Deferred[dict[str, object]] = self._forwarder.asked(ask)

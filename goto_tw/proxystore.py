@@ -349,6 +349,11 @@ class ProxyStore:
             return failed
         return self._ask_master(call, params, _as_answered)
 
+    def failing_fast(self) -> Deferred[Any] | None:
+        """A Deferred failed with :class:`MasterUnreachable` while the master is down and a call now
+        would not be the probe; else ``None`` (for callers that wait before they :meth:`ask`)."""
+        return self._failed_fast()
+
     def _failed_fast(self) -> Deferred[Any] | None:
         """A Deferred failed with :class:`MasterUnreachable` while the master is down and this is not
         the time to probe it (a probe is in flight, or the retry interval has not passed); else ``None``.

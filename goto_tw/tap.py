@@ -8,7 +8,6 @@ import os
 import re
 import sys
 import urllib.parse
-from functools import partial
 from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.application.service import IService, MultiService, Service
@@ -658,7 +657,7 @@ def make_slave(
     call = remote.call_alone if isinstance(remote, RemoteStore) else remote.call
     forwarder = ClickForwarder(counter, lambda batch: call("Store.Clicks", batch), reactor)
     forwarder.setServiceParent(parent)
-    return store, counter, RemoteLinkStats(partial(store.ask, remote.call), forwarder)
+    return store, counter, RemoteLinkStats(store, remote.call, forwarder)
 
 
 def make_postgres_store(

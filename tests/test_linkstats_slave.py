@@ -28,7 +28,7 @@ def test_stats_fail_fast_while_the_master_is_down_and_probe_when_it_is_time() ->
         return answer
 
     forwarder = ClickForwarder(ClickCounter(), lambda batch: succeed(True), clock)
-    stats = RemoteLinkStats(lambda method, *params: store.ask(call, method, *params), forwarder)
+    stats = RemoteLinkStats(store, call, forwarder)
     missing = store.get("k")
     master.fail(MasterUnreachable("connection refused"))
     assert failure_of(missing).check(MasterUnreachable) and not store.master_reachable
@@ -53,5 +53,34 @@ def test_stats_go_to_a_master_that_is_up() -> None:
         return succeed({"clicks": 1.0, "created": 5.0})
 
     forwarder = ClickForwarder(ClickCounter(), lambda batch: succeed(True), Clock())
-    stats = RemoteLinkStats(lambda *args: store.ask(call, *args), forwarder)
+    stats = RemoteLinkStats(store, call, forwarder)
     assert result_of(stats.stats("k")) == {"clicks": 1, "created": 5.0}
+
+
+def test_stats_fail_fast_while_the_master_is_down_even_with_a_click_batch_on_its_way() -> None:
+    """Review 34's second read: a question waits for a batch of clicks on its way (so the count never
+    goes back), but not while the master is known down: then it fails at once, as before."""
+    clock = Clock()
+    master = FakeMaster()
+    store = ProxyStore(master, clock, retry_interval=1.0)
+    batches: list[Deferred[Any]] = []
+
+    def send(batch: dict[str, int]) -> Deferred[Any]:
+        answer: Deferred[Any] = Deferred()  # a master that does not answer: until --rpc-timeout
+        batches.append(answer)
+        return answer
+
+    counter = ClickCounter()
+    forwarder = ClickForwarder(counter, send, clock)
+    forwarder.startService()
+    stats = RemoteLinkStats(store, lambda *params: Deferred(), forwarder)
+    clock.advance(0.5)
+    missing = store.get("k")
+    master.fail(MasterUnreachable("connection refused"))
+    assert failure_of(missing).check(MasterUnreachable) and not store.master_reachable
+    counter.click("k")  # a cached redirect meanwhile
+    clock.advance(0.5)  # the batch leaves; the next probe is not due for another half second
+    assert len(batches) == 1, "the batch is on its way"
+    assert failure_of(stats.stats("k")).check(MasterUnreachable), "at once, not after the batch"
+    batches[0].errback(MasterUnreachable("timed out"))
+    forwarder.stopService()
