@@ -24,7 +24,7 @@ import time
 from typing import Any, Callable, TypeVar
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
@@ -51,6 +51,11 @@ TCP_USER_TIMEOUT_MS = int(CALL_TIMEOUT * 1000)
 
 class DatabaseDown(Exception):
     """The database could not be used for this call (the text says why, for the operator's log)."""
+
+
+class DatabaseBusy(Exception):
+    """No thread of the pool was free for this call in time: the database may well be fine, this
+    master has more calls than its pool answers (the text says so, for the operator's log)."""
 
 
 class TransactionConflict(Exception):
@@ -81,13 +86,15 @@ def connect(uri: str, statement_timeout_ms: int = STATEMENT_TIMEOUT_MS) -> Any:
 
 
 class _Running:
-    """One call in a pool thread: the connection it uses, and whether the reactor gave up on it.
-    Both change under the database's lock only, so a connection is never shut down once its thread
-    has let it go (its descriptor may belong to another socket by then)."""
+    """One call: when a thread took it (``None`` while it waits for one), the connection it uses,
+    and whether the reactor gave up on it. They change under the database's lock only, so a
+    connection is never shut down once its thread has let it go (its descriptor may belong to
+    another socket by then)."""
 
-    __slots__ = ("abandoned", "connection")
+    __slots__ = ("abandoned", "connection", "started")
 
     def __init__(self) -> None:
+        self.started: float | None = None
         self.connection: Any = None
         self.abandoned = False
 
@@ -96,8 +103,9 @@ class Database(Service):
     """Runs ``function(connection)`` in its own thread pool of ``size`` threads, one connection each.
 
     ``observe(seconds, outcome)`` is told how long each call took (for metrics); ``in_use`` is how
-    many calls are running now. A call that takes longer than ``call_timeout`` seconds fails with
-    :class:`DatabaseDown` (see :data:`CALL_TIMEOUT`), so every caller gets an answer.
+    many threads are in a call now. Every caller gets an answer within ``call_timeout`` seconds of
+    its call starting in a thread (:data:`CALL_TIMEOUT`; past it :class:`DatabaseDown`), and within
+    ``call_timeout`` of asking if no thread was free for it (:class:`DatabaseBusy`).
     """
 
     def __init__(
@@ -120,19 +128,40 @@ class Database(Service):
         self._idle: list[Any] = []
         self._lock = threading.Lock()
         self.in_use = 0
+        #: Calls asked for and not yet out of their thread (under the lock); stopping waits for them.
+        self._calls: set[_Running] = set()
+        self._stopping = False
+        self._drained: list[Deferred[None]] = []
 
     def startService(self) -> None:
         super().startService()
         self._pool.start()
 
     def stopService(self) -> Deferred[None]:
+        """Refuse new calls, wait for those under way (their deadlines bound the wait: a thread
+        blocked on a frozen server is woken by its call's deadline, which only the reactor can run,
+        so the pool is joined only once no thread is in a call), close the idle connections, stop."""
         super().stopService()
-        closed = deferToThreadPool(self._reactor, self._pool, self._close_idle)
+        self._stopping = True
+        drained: Deferred[None] = Deferred()
+        self._drained.append(drained)
+        self._reactor.callLater(0, self._check_drained)
+
+        def close_idle(_: object) -> Deferred[None]:
+            return deferToThreadPool(self._reactor, self._pool, self._close_idle)
 
         def stop_pool(_: object) -> None:
             self._pool.stop()
 
-        return closed.addBoth(stop_pool)
+        return drained.addCallback(close_idle).addBoth(stop_pool)
+
+    def _check_drained(self) -> None:
+        with self._lock:
+            busy = bool(self._calls)
+        if not busy:
+            waiting, self._drained = self._drained, []
+            for drained in waiting:
+                drained.callback(None)
 
     def run(self, function: Callable[[Any], T], *, transaction: bool = True) -> Deferred[T]:
         """Run ``function(connection)`` in a pool thread; fire with its result (in the reactor thread).
@@ -140,59 +169,75 @@ class Database(Service):
         With ``transaction`` the function runs inside a transaction that commits when it returns
         and rolls back when it raises; without, each statement commits by itself (a single read is
         then one round trip, not three). Fails with :class:`DatabaseDown` when the database cannot
-        be used.
+        be used, :class:`DatabaseBusy` when no thread was free for it in time.
         """
-        if not self._pool.started:
+        if not self._pool.started or self._stopping:
             return succeed(None).addCallback(lambda _: _raise(DatabaseDown("the database pool is stopped")))
-        self.in_use += 1
-        started = time.monotonic()
+        asked = time.monotonic()
         running = _Running()
+        with self._lock:
+            self._calls.add(running)
         ran: Deferred[T] = deferToThreadPool(
             self._reactor, self._pool, self._in_thread, function, transaction, running
         )
+        timeout = self._call_timeout
+        why: list[Exception] = []
 
-        def timed_out(result: object, timeout: float) -> object:
-            self._abandon(running)
-            return Failure(DatabaseDown(f"no answer from the database within {timeout:g} s"))
+        def expire() -> None:
+            with self._lock:
+                if running.started is None:  # still waiting for a thread: its thread will skip it
+                    running.abandoned = True
+                    why.append(DatabaseBusy(f"no database connection was free within {timeout:g} s"))
+                else:
+                    left = running.started + timeout - time.monotonic()
+                    if left > 0:
+                        timer[0] = self._reactor.callLater(left, expire)
+                        return
+                    running.abandoned = True
+                    if running.connection is not None:
+                        _shut_down(running.connection)  # wakes the thread blocked on it
+                    why.append(DatabaseDown(f"no answer from the database within {timeout:g} s"))
+            ran.cancel()  # fires the caller's Deferred now; the thread's late result is ignored
 
-        # A Deferred cancelled for its timeout ignores the thread's late result (Deferred.cancel).
-        ran.addTimeout(self._call_timeout, self._reactor, onTimeoutCancel=timed_out)
+        timer = [self._reactor.callLater(timeout, expire)]
 
-        def done(result: object) -> object:
-            self.in_use -= 1
+        def settled(result: object) -> object:
+            if timer[0].active():
+                timer[0].cancel()
+            if why and isinstance(result, Failure) and result.check(CancelledError):
+                result = Failure(why[0])
             if self._observe is not None:
                 if not isinstance(result, Failure):
                     outcome = "ok"
+                elif result.check(DatabaseDown):
+                    outcome = "down"
                 else:
-                    outcome = "down" if result.check(DatabaseDown) else "error"
-                self._observe(time.monotonic() - started, outcome)
+                    outcome = "busy" if result.check(DatabaseBusy) else "error"
+                self._observe(time.monotonic() - asked, outcome)
             return result
 
-        return ran.addBoth(done)
-
-    def _abandon(self, running: _Running) -> None:
-        """The reactor gives up on a call: shut its connection down (in whatever thread blocks on
-        it, the call then fails at once), and have its thread close it instead of keeping it."""
-        with self._lock:
-            running.abandoned = True
-            if running.connection is not None:
-                _shut_down(running.connection)
+        return ran.addBoth(settled)
 
     def _in_thread(self, function: Callable[[Any], T], transaction: bool, running: _Running) -> T:
         import psycopg
         import psycopg.errors
 
-        with self._lock:
-            connection = self._idle.pop() if self._idle else None
-            running.connection = connection
+        connection = None
         broken = False
         try:
+            with self._lock:
+                if running.abandoned:  # given up on while it waited: no connection is touched
+                    raise DatabaseBusy("given up on while waiting for a thread")
+                running.started = time.monotonic()
+                self.in_use += 1
+                connection = self._idle.pop() if self._idle else None
+                running.connection = connection
             if connection is None:
                 connection = self._connector(self.uri)
                 with self._lock:
                     running.connection = connection
-            if running.abandoned:
-                raise DatabaseDown("given up on before it started")
+                    if running.abandoned:
+                        raise DatabaseDown("given up on while connecting")
             if transaction:
                 with connection.transaction():
                     result = function(connection)
@@ -201,21 +246,25 @@ class Database(Service):
         except psycopg.errors.TransactionRollback as exc:
             raise TransactionConflict(_describe(exc)) from None
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            broken = (
-                connection.closed or connection.broken or _is_connection_error(exc) if connection else True
-            )
+            broken = connection is None or connection.closed or connection.broken or _is_connection_error(exc)
             raise DatabaseDown(_describe(exc)) from None
         except BaseException:
             broken = connection is None or connection.closed or connection.broken
             raise
         finally:
             with self._lock:  # from here on the reactor no longer touches this connection
+                if running.started is not None:
+                    self.in_use -= 1
                 running.connection = None
                 if connection is not None and not broken and not running.abandoned:
                     self._idle.append(connection)
                     connection = None
+                self._calls.discard(running)
+                last = not self._calls
             if connection is not None:
                 _close(connection)
+            if last and self._stopping:
+                self._reactor.callFromThread(self._check_drained)
         return result
 
     def _close_idle(self) -> None:
@@ -244,10 +293,21 @@ def _close(connection: Any) -> None:
 def _shut_down(connection: Any) -> None:
     """Shut the connection's socket down for both directions (from any thread): a thread blocked on
     it wakes with an error at once. Only while the connection is in use (see :class:`_Running`)."""
-    with contextlib.suppress(Exception):
+    try:
         descriptor = connection.pgconn.socket
-        with socket.socket(fileno=os.dup(descriptor)) as duplicate:
-            duplicate.shutdown(socket.SHUT_RDWR)
+    except Exception:  # libpq has let its socket go already (psycopg: "the connection is lost")
+        return
+    try:
+        copy = os.dup(descriptor)
+    except OSError:  # pragma: no cover - out of descriptors: the call still fails at its deadline
+        return
+    try:
+        duplicate = socket.socket(fileno=copy)
+    except OSError:  # pragma: no cover - not a socket after all
+        os.close(copy)
+        return
+    with duplicate, contextlib.suppress(OSError):
+        duplicate.shutdown(socket.SHUT_RDWR)
 
 
 def _describe(exc: Exception) -> str:

@@ -15,7 +15,7 @@ from twisted.application.service import MultiService
 
 from goto_tw.metrics import LATENCY_BUCKETS, Metrics
 from goto_tw.pgdb import Database, connect
-from goto_tw.pgschema import SchemaTooNew, migrate
+from goto_tw.pgschema import migrate
 from goto_tw.pgstore import PGStore
 
 #: Threads (and so connections) each master uses.
@@ -34,11 +34,11 @@ def prepare_database(uri: str) -> tuple[int, int]:
         connection = connect(uri)
     except Exception as exc:
         raise DatabaseUnusable(" ".join(str(exc).split()) or type(exc).__name__) from None
+    import psycopg
+
     try:
         return migrate(connection)
-    except SchemaTooNew:
-        raise
-    except Exception as exc:  # no right to create the tables, another program's goto_links...
+    except psycopg.Error as exc:  # no right to create the tables, another program's goto_links...
         text = " ".join(str(exc).split()) or type(exc).__name__
         raise DatabaseUnusable(f"its schema could not be prepared: {text}") from None
     finally:

@@ -27,7 +27,7 @@ from goto_tw.errors import GotoError, KeyNotFound, StoreUnavailable
 from goto_tw.fanout import Coalescing
 from goto_tw.interfaces import IDatabaseHealth, ILocalLookup, IURLStore
 from goto_tw.keys import is_reserved, is_valid_key, key_for_index
-from goto_tw.pgdb import Database, DatabaseDown, TransactionConflict
+from goto_tw.pgdb import Database, DatabaseBusy, DatabaseDown, TransactionConflict
 from goto_tw.throttledlog import ThrottledError
 from goto_tw.urls import URLPolicy, accept_url, as_stored
 
@@ -398,6 +398,8 @@ class PGStore:
             if is_probe:
                 self._probing = False
             now = self._clock.seconds()
+            if isinstance(result, Failure) and result.check(DatabaseBusy):  # the database may be fine
+                return Failure(StoreUnavailable("the service is too busy now", detail=str(result.value)))
             if isinstance(result, Failure) and result.check(DatabaseDown):
                 self._next_probe_at = now + self._retry_interval
                 if self._down_since is None:

@@ -11,7 +11,7 @@ from twisted.internet.defer import DeferredList, gatherResults
 
 from goto_tw.errors import InvalidURL, KeyNotFound, StoreUnavailable
 from goto_tw.keys import is_reserved
-from goto_tw.pgdb import Database, DatabaseDown
+from goto_tw.pgdb import Database, DatabaseBusy, DatabaseDown
 from goto_tw.pgschema import LATEST_VERSION, SchemaTooNew, migrate
 from goto_tw.pgstore import PGStore, allocate_keys
 from tests.pgfixtures import import_psycopg
@@ -219,8 +219,12 @@ def test_a_frozen_server_fails_calls_at_their_deadline_and_frees_their_threads(p
             results = yield DeferredList(
                 [database.run(_select_one, transaction=False) for _ in range(3)], consumeErrors=True
             )
-        assert all(not ok and result.check(DatabaseDown) for ok, result in results)
+        # Two calls in the pool's two threads, one waiting for a thread (busy, or down if it got one).
+        assert all(not ok and result.check(DatabaseDown, DatabaseBusy) for ok, result in results)
         assert any("no answer from the database within 1 s" in str(r.value) for _, r in results)
+        deadline = reactor.seconds() + 10  # a thread still connecting is let go by libpq's timeout
+        while database.in_use and reactor.seconds() < deadline:
+            yield _sleep(0.05)
         assert database.in_use == 0
         answers = yield gatherResults([database.run(_select_one, transaction=False) for _ in range(4)])
         assert answers == [1, 1, 1, 1]
@@ -280,3 +284,85 @@ def test_a_call_past_its_deadline_has_its_connection_shut_down_and_its_thread_fr
     finally:
         theirs.close()
         yield database.stopService()
+
+
+class _FakeConnection:
+    closed = False
+    broken = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest_twisted.inlineCallbacks
+def test_calls_waiting_for_a_thread_are_busy_not_down_and_touch_no_connection():
+    """Review 34's second read: the deadline counted from the call, so calls queued behind a busy
+    but healthy pool failed as DatabaseDown (the master then said the database was gone), and each
+    one opened and closed a connection on its way out. A call that waits for a thread longer than
+    its deadline is DatabaseBusy now, and its thread skips it."""
+    import time as clock
+
+    made: list[_FakeConnection] = []
+
+    def connector(uri: str) -> _FakeConnection:
+        made.append(_FakeConnection())
+        return made[-1]
+
+    def slow(connection) -> int:
+        clock.sleep(0.2)
+        return 1
+
+    database = Database("unused", reactor, size=2, connector=connector, call_timeout=1.0)
+    database.startService()
+    try:
+        results = yield DeferredList(
+            [database.run(slow, transaction=False) for _ in range(20)], consumeErrors=True
+        )
+        answered = [result for ok, result in results if ok]
+        busy = [result for ok, result in results if not ok and result.check(DatabaseBusy)]
+        assert answered and busy and len(answered) + len(busy) == 20, results
+        assert "no database connection was free within 1 s" in str(busy[0].value)
+        assert len(made) == 2 and not any(connection.closed for connection in made)
+        assert database.in_use == 0
+    finally:
+        yield database.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_stopping_while_a_call_is_stuck_ends_at_its_deadline():
+    """Review 34's second read: SIGTERM while a call waited on a frozen server joined the pool's
+    threads in the reactor thread, so the deadline that would wake the stuck one never ran and the
+    master hung until the server came back. Stopping now waits for the calls (their deadlines bound
+    it), then joins threads that are free."""
+    import socket
+
+    ours, theirs = socket.socketpair()
+    connection = _SocketConnection(ours)
+    rescued = threading.Event()
+
+    def rescue() -> None:  # only if stopping hangs: wake the thread so the test can fail, not hang
+        rescued.set()
+        theirs.close()
+
+    watchdog = threading.Timer(20.0, rescue)
+    watchdog.start()
+
+    def wait_for_an_answer(_connection) -> None:
+        ours.recv(1)
+        raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    # Two threads: the stuck call's, and one free to close the idle connections on the way out.
+    database = Database("unused", reactor, size=2, connector=lambda uri: connection, call_timeout=0.5)
+    database.startService()
+    try:
+        stuck = database.run(wait_for_an_answer, transaction=False)
+        yield _sleep(0.1)  # the call is in its thread
+        yield database.stopService()
+        assert not rescued.is_set(), "stopping waited for the stuck call to be rescued"
+        with pytest.raises(DatabaseDown, match=r"within 0\.5 s"):
+            yield stuck
+        with pytest.raises(DatabaseDown, match="stopped"):
+            yield database.run(wait_for_an_answer, transaction=False)
+    finally:
+        watchdog.cancel()
+        theirs.close()

@@ -9,7 +9,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
 from goto_tw.errors import StoreUnavailable
-from goto_tw.pgdb import DatabaseDown
+from goto_tw.pgdb import DatabaseBusy, DatabaseDown
 from goto_tw.pgstore import PGStore
 from tests.helpers import failure_of, has_fired, result_of
 
@@ -137,3 +137,16 @@ def test_a_row_that_is_not_a_stored_url_is_never_redirected_to(log_events: Any) 
     good = store.get("fine")
     database.calls[4][1].callback("https://fine.example/")
     assert result_of(good) == "https://fine.example/" and store.lookup("fine") == "https://fine.example/"
+
+
+def test_a_pool_too_busy_is_a_503_that_leaves_the_database_up() -> None:
+    """A call that found no free thread in time (DatabaseBusy) is 503 "too busy" for its caller;
+    the database is not said to be down (health, the log, the other waiters are left alone)."""
+    store, database, _ = _store()
+    waiting = store.get("abc")
+    database.calls[0][1].errback(Failure(DatabaseBusy("no database connection was free within 9 s")))
+    failure = failure_of(waiting)
+    assert failure.check(StoreUnavailable) and "too busy" in str(failure.value)
+    assert store.database_reachable
+    store.get("abd")
+    assert len(database.calls) == 2, "the next call goes to the database as usual"
