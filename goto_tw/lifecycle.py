@@ -8,6 +8,9 @@ another, newest first, and :class:`DrainService` is the "let them finish" step b
 
 from __future__ import annotations
 
+import signal
+import sys
+from types import TracebackType
 from typing import Any, Protocol
 
 from twisted.application import strports
@@ -34,6 +37,43 @@ def listening_service(option: str, description: str, factory: IProtocolFactory, 
     return listener
 
 
+class CannotStart(Exception):
+    """Start-up stops for the reason its message gives in one line (for the operator), exit status 1.
+
+    An ``Exception``, not ``SystemExit``: a daemonizing ``twistd`` (no ``-n``) reports only an
+    ``Exception`` from starting the services to the parent waiting in the foreground, which then
+    prints it and exits 1; after a ``SystemExit`` that parent waited for ever. In the foreground
+    (``-n``) the hook :func:`prepare_process` installs prints the line without a traceback.
+    """
+
+
+def prepare_process() -> None:
+    """What a ``twistd goto`` process needs before its services are built (not for tests' reactors):
+
+    - SIGHUP ignored: its default ends the process, and an operator's reload may come while the data
+      file loads, before the reloader takes the signal over (and after it lets it go, on stop);
+    - an uncaught :class:`CannotStart` printed as its one line, without a traceback.
+    """
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    _report_cannot_start()
+
+
+def _report_cannot_start() -> None:
+    """Print an uncaught :class:`CannotStart` as its one line (no traceback); anything else as before."""
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], value: BaseException, traceback: TracebackType | None) -> None:
+        if isinstance(value, CannotStart):
+            print(value, file=sys.stderr)
+        else:
+            previous(kind, value, traceback)
+
+    if getattr(previous, "reports_cannot_start", False):
+        return
+    hook.reports_cannot_start = True  # type: ignore[attr-defined]
+    sys.excepthook = hook
+
+
 class _ExitIfCannotListen(MultiService):
     """The parent of a listener: its ``CannotListenError`` at start-up becomes one line and exit 1."""
 
@@ -47,7 +87,7 @@ class _ExitIfCannotListen(MultiService):
             super().privilegedStartService()
         except CannotListenError as exc:
             reason = getattr(exc.socketError, "strerror", None) or exc.socketError
-            raise SystemExit(
+            raise CannotStart(
                 f"goto: {self._option}: cannot listen on {self._description}: {reason}"
             ) from None
 

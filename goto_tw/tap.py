@@ -35,7 +35,7 @@ from goto_tw.interfaces import IClickCounter, ILinkStats, IURLStore
 from goto_tw.jitcounters import keep_counters
 from goto_tw.keybound import CorruptKeyBound
 from goto_tw.leanpoll import use_lean_poll
-from goto_tw.lifecycle import DrainService, StopInOrder, listening_service
+from goto_tw.lifecycle import DrainService, StopInOrder, listening_service, prepare_process
 from goto_tw.linkstats import MasterLinkStats, NoLinkStats, RemoteLinkStats
 from goto_tw.metrics import Metrics
 from goto_tw.nursery import warn_if_small_nursery
@@ -440,6 +440,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
+        prepare_process()
         use_lean_poll(reactor)  # the reactor twistd runs: one logging context less per event
         warn_if_small_nursery()  # a PyPy server only: see goto_tw/nursery.py
         keep_counters()  # a PyPy server only: see goto_tw/jitcounters.py

@@ -17,7 +17,7 @@ from twisted.python import usage
 
 from goto_tw.accesslog import LineAccessLog
 from goto_tw.errors import MasterUnreachable
-from goto_tw.lifecycle import StopInOrder
+from goto_tw.lifecycle import CannotStart, StopInOrder
 from goto_tw.metrics import Metrics
 from goto_tw.persistence import AppendLog
 from goto_tw.site import GotoSite
@@ -253,9 +253,10 @@ def test_busy_port_is_one_line_naming_the_option(tmp_path: Path) -> None:
     service = makeService(
         parse("--file", str(tmp_path / "s.json"), "--http", "tcp:8081"), reactor=BusyReactor()
     )
-    with pytest.raises(SystemExit) as exited:
+    with pytest.raises(CannotStart) as exited:
         service.privilegedStartService()
-    assert exited.value.code == "goto: --http: cannot listen on tcp:8081: Address already in use"
+    assert str(exited.value) == "goto: --http: cannot listen on tcp:8081: Address already in use"
+    assert not isinstance(exited.value, SystemExit), "a daemonizing twistd reports Exceptions only"
 
 
 def test_unwritable_access_log_is_one_line_and_creates_no_data_file(tmp_path: Path) -> None:
@@ -332,3 +333,30 @@ def test_a_slaves_answer_deadline_outlasts_its_rpc(tmp_path: Path, rpc_timeout: 
         assert site.answer_deadline == channel.answer_deadline == deadline
     finally:
         service.stopService()
+
+
+def test_a_goto_process_ignores_sighup_until_its_reloader_and_prints_cannot_start_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Review 34: a SIGHUP while the data file loaded (before the reloader took the signal) ended
+    the process with status 129; a CannotStart in the foreground would print a traceback."""
+    import signal
+    import sys
+
+    from goto_tw.lifecycle import prepare_process
+
+    handler, hook = signal.getsignal(signal.SIGHUP), sys.excepthook
+    try:
+        prepare_process()
+        prepare_process()  # twice: one hook, not a chain
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+        sys.excepthook(CannotStart, CannotStart("goto: --http: cannot listen on tcp:1: nope"), None)
+        assert capsys.readouterr().err == "goto: --http: cannot listen on tcp:1: nope\n"
+        try:
+            raise ValueError("other")
+        except ValueError as error:
+            sys.excepthook(ValueError, error, error.__traceback__)
+        assert "Traceback" in capsys.readouterr().err, "anything else as before"
+    finally:
+        signal.signal(signal.SIGHUP, handler)
+        sys.excepthook = hook

@@ -116,6 +116,49 @@ def test_a_busy_port_is_one_clear_line_and_exit_1(
     assert "Traceback" not in output, output
 
 
+def test_a_daemon_that_cannot_listen_says_why_and_its_launcher_exits_1(
+    goto_processes: GotoProcesses, tmp_path: Path
+) -> None:
+    """Review 34: a daemonizing twistd (no ``-n``) whose port was taken never returned: the parent
+    waited for a word from the daemon, which exited with SystemExit (not reported to it). The
+    launcher now exits 1 with the reason, and the pid file is gone."""
+    import subprocess
+
+    from .harness import TWISTD
+
+    holder = goto_processes(data_file=tmp_path / "data.json", name="holder")
+    workdir = tmp_path / "daemon"
+    workdir.mkdir()
+    endpoint = f"tcp:{holder.port}:interface=127.0.0.1"
+    launched = subprocess.run(
+        [
+            str(TWISTD),
+            "--pidfile",
+            "g.pid",
+            "--logfile",
+            "g.log",
+            "goto",
+            "--http",
+            endpoint,
+            "--file",
+            "d.json",
+        ],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert launched.returncode == 1, launched
+    said = launched.stdout + launched.stderr
+    assert "goto: --http: cannot listen on" in said, said  # twistd shows its first 100 bytes
+    logged = (workdir / "g.log").read_text()
+    assert f"goto: --http: cannot listen on {endpoint}: Address already in use" in logged, logged
+    assert "Traceback" not in logged, logged
+    assert not (workdir / "g.pid").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "option"),
     [
