@@ -71,6 +71,10 @@ MAX_RPC_TIMEOUT = 600.0
 MAX_DRAIN_SECONDS = 10.0
 
 
+#: Options naming a file: given empty, each would turn its feature off without a word (the RPC secret!).
+FILE_OPTIONS = ("file", "rpc-secret-file", "api-keys-file", "block-file")
+
+
 def endpoint_option(option: str) -> Any:
     """An option coercer for ``--option``: a port number (``8081``) or any Twisted server endpoint
     string (``tcp:8081:...``), checked at start-up; a refusal names the option."""
@@ -79,11 +83,14 @@ def endpoint_option(option: str) -> Any:
         if value.isdigit():
             value = f"tcp:{value}"
         try:
-            serverFromString(None, value)  # parsing only; nothing listens
+            endpoint = serverFromString(None, value)  # parsing only; nothing listens
         except (ValueError, KeyError, TypeError) as exc:
             raise usage.UsageError(
                 f"--{option}: not a port or endpoint description: {value!r} ({exc})"
             ) from None
+        port = getattr(endpoint, "_port", None)  # TCP and TLS endpoints; the parser takes any int
+        if isinstance(port, int) and not 0 <= port <= 65535:
+            raise usage.UsageError(f"--{option}: port {port} is out of range (0 to 65535): {value!r}")
         return value
 
     parse_endpoint.coerceDoc = "A port number or a Twisted endpoint string."  # type: ignore[attr-defined]
@@ -371,6 +378,9 @@ class Options(usage.Options):
             raise usage.UsageError(f"--cors-origin: {exc}") from None
 
     def postOptions(self) -> None:
+        for name in FILE_OPTIONS:  # "" is a mistake ("$UNSET"), never "leave the feature off"
+            if self.get(name) == "":
+                raise usage.UsageError(f"--{name}: an empty file name; give a file, or leave the option out")
         store = self.get("store")
         if store is not None:
             if self["file"] is not None:
@@ -392,6 +402,10 @@ class Options(usage.Options):
             )
         if not self["master"] and self["file"] is None and not self.get("store"):
             self["file"] = DEFAULT_DATA_FILE
+        if self["file"] is not None:  # else the master listened, then failed to create the file
+            folder = os.path.dirname(os.path.abspath(self["file"]))
+            if not os.path.isdir(folder):
+                raise usage.UsageError(f"--file: the data file's directory {folder!r} does not exist")
         self["rpc-secret"] = read_secret(self["rpc-secret-file"]) if self["rpc-secret-file"] else None
         if self["private"] and not self["api-keys-file"]:
             raise usage.UsageError("--private needs --api-keys-file: nobody could add a link")

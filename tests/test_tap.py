@@ -360,3 +360,26 @@ def test_a_goto_process_ignores_sighup_until_its_reloader_and_prints_cannot_star
     finally:
         signal.signal(signal.SIGHUP, handler)
         sys.excepthook = hook
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        # Review 34: each of these started, serving without a secret, keys or blocklist, or failed
+        # after listening with a traceback, or blamed --block-file for the port.
+        (["--rpc", "--rpc-secret-file", ""], "--rpc-secret-file: an empty file name"),
+        (["--api-keys-file", ""], "--api-keys-file: an empty file name"),
+        (["--block-file", ""], "--block-file: an empty file name"),
+        (["--file", ""], "--file: an empty file name"),
+        (["--file", "/nonexistent/dir/store.json"], "--file: the data file's directory '/nonexistent/dir'"),
+        (["--http", "99999"], "--http: port 99999 is out of range"),
+        (["--http", "tcp:-1"], "--http: port -1 is out of range"),
+        (["--ops", "tcp:70000:interface=127.0.0.1"], "--ops: port 70000 is out of range"),
+    ],
+)
+def test_empty_file_names_missing_folders_and_ports_out_of_range_are_refused(
+    args: list[str], message: str
+) -> None:
+    with pytest.raises(usage.UsageError) as refused:
+        Options().parseOptions(args)
+    assert str(refused.value).startswith(message), refused.value
