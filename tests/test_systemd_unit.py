@@ -125,6 +125,12 @@ def test_stop_and_restart_policy() -> None:
     assert only(section, "TimeoutStopSec")
 
 
+def test_reload_sends_sighup() -> None:
+    """Review 34: ``systemctl reload`` re-reads the keys and block files (the process reloads them on
+    SIGHUP, and ignores SIGHUP before its reloader is up)."""
+    assert only(service(), "ExecReload") == "/bin/kill -HUP $MAINPID"
+
+
 def test_data_lives_in_the_state_directory() -> None:
     """Each instance gets its own state directory, which is also its working directory, so the
     default data file ``store.json`` lands there."""
