@@ -22,9 +22,13 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.web.http import datetimeToLogString
 
+from goto_tw.throttledlog import ThrottledError
 from goto_tw.timestamps import PerSecond
 
 events_log = Logger(namespace="goto.access")
+log = Logger()
+#: Seconds between two log lines about access-log lines that could not be written (a full disk).
+WRITE_FAILURE_LOG_INTERVAL = 10.0
 
 #: The bytes a log line may carry as they are: visible ASCII but the quote and the backslash.
 _SAFE_BYTES = bytes(byte for byte in range(0x21, 0x7F) if byte not in b'"\\')
@@ -88,6 +92,16 @@ class LineAccessLog(Service):
         self._time = PerSecond(clock, _log_time)
         self._lines: list[str] = []
         self._flush_call: IDelayedCall | None = None
+        #: Lines lost to failed writes (a full disk), and whether the last write stopped mid-line.
+        self.lost_lines = 0
+        self._torn = False
+        self._write_failures = ThrottledError(
+            log,
+            clock,
+            "Could not write {lines} access log line(s), lost: {error} ({unlogged} more failures since "
+            "the last line)",
+            WRITE_FAILURE_LOG_INTERVAL,
+        )
 
     def record(
         self, client: str, method: str, path: bytes, protocol: bytes, status: int, size: int | str, route: str
@@ -108,16 +122,26 @@ class LineAccessLog(Service):
         if not lines:
             return
         text = "".join(lines)
-        if self._fd is None:
-            self._out.write(text)
-            self._out.flush()
-            return
-        data = memoryview(text.encode(self._encoding, self._errors))
-        while data:
-            written = os.write(self._fd, data)
-            if written == 0:  # pragma: no cover - a file or pipe never does this; never spin
-                raise OSError(errno.EIO, "write() wrote nothing")
-            data = data[written:]
+        if self._torn:  # the last write stopped mid-line: these start on a line of their own
+            text = "\n" + text
+        try:
+            if self._fd is None:
+                self._torn = True  # unknown how much a failing stream took
+                self._out.write(text)
+                self._out.flush()
+                self._torn = False
+                return
+            data = memoryview(text.encode(self._encoding, self._errors))
+            while data:
+                written = os.write(self._fd, data)
+                if written == 0:  # pragma: no cover - a file or pipe never does this; never spin
+                    raise OSError(errno.EIO, "write() wrote nothing")
+                self._torn = True
+                data = data[written:]
+            self._torn = False
+        except OSError as exc:  # a full disk, a closed pipe: the lines are lost, not the requests
+            self.lost_lines += len(lines)
+            self._write_failures.error(lines=len(lines), error=exc.strerror or exc)
 
     def stopService(self) -> None:
         super().stopService()

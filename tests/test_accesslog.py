@@ -129,3 +129,59 @@ def test_a_line_after_the_log_file_is_closed_never_reaches_another_file(tmp_path
         log.record("192.0.2.1", "GET", b"/late", b"HTTP/1.1", 302, "-", "redirect")
         clock.advance(0)
     assert (tmp_path / "other").read_bytes() == b""
+
+
+def test_a_full_disk_loses_lines_not_requests_and_says_so_once_an_interval(log_events: object) -> None:
+    """Review 34: with the access log's disk full every flush raised out of a timed call (logged
+    critical, with a traceback, each turn). The lines are lost and counted now, logged once every
+    WRITE_FAILURE_LOG_INTERVAL seconds."""
+    from goto_tw.accesslog import WRITE_FAILURE_LOG_INTERVAL
+
+    clock = Clock()
+    with open("/dev/full", "a", encoding="ascii") as full:  # every write: ENOSPC
+        access = LineAccessLog(full, clock)
+        for turn in range(3):
+            access.record("127.0.0.1", "GET", b"/0", b"HTTP/1.1", 302, 0, "redirect")
+            access.record("127.0.0.1", "GET", b"/1", b"HTTP/1.1", 302, 0, "redirect")
+            clock.advance(0)
+        assert access.lost_lines == 6
+        failures = [m for m in log_events.messages() if "access log line" in m]  # type: ignore[attr-defined]
+        assert len(failures) == 1 and "No space left on device" in failures[0]
+        clock.advance(WRITE_FAILURE_LOG_INTERVAL)
+        access.record("127.0.0.1", "GET", b"/2", b"HTTP/1.1", 302, 0, "redirect")
+        clock.advance(0)
+        failures = [m for m in log_events.messages() if "access log line" in m]  # type: ignore[attr-defined]
+        assert len(failures) == 2 and "(2 more failures since the last line)" in failures[1]
+
+
+def test_a_line_cut_by_a_failed_write_is_not_glued_to_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review 34: when space came back, the next line was written onto the end of the torn one."""
+    import os
+
+    import goto_tw.accesslog as accesslog
+
+    clock = Clock()
+    path = tmp_path / "access.log"
+    out = open(path, "a", encoding="ascii")
+    access = LineAccessLog(out, clock, close=True)
+    real_write = os.write
+    calls = []
+
+    def half_then_full(fd: int, data: object) -> int:
+        calls.append(fd)
+        if len(calls) == 1:
+            return real_write(fd, bytes(data)[:10])  # type: ignore[call-overload]
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(accesslog.os, "write", half_then_full)
+    access.record("127.0.0.1", "GET", b"/torn", b"HTTP/1.1", 302, 0, "redirect")
+    clock.advance(0)
+    monkeypatch.setattr(accesslog.os, "write", real_write)
+    access.record("127.0.0.1", "GET", b"/next", b"HTTP/1.1", 302, 0, "redirect")
+    clock.advance(0)
+    access.stopService()
+    lines = path.read_text().splitlines()
+    assert lines[0] == "127.0.0.1 " and lines[1].startswith("127.0.0.1 - - [") and '"GET /next' in lines[1]
+    assert len(lines) == 2
