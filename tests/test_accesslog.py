@@ -159,8 +159,7 @@ def test_a_line_cut_by_a_failed_write_is_not_glued_to_the_next(
 ) -> None:
     """Review 34: when space came back, the next line was written onto the end of the torn one."""
     import os
-
-    import goto_tw.accesslog as accesslog
+    import types
 
     clock = Clock()
     path = tmp_path / "access.log"
@@ -175,10 +174,10 @@ def test_a_line_cut_by_a_failed_write_is_not_glued_to_the_next(
             return real_write(fd, bytes(data)[:10])  # type: ignore[call-overload]
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(accesslog.os, "write", half_then_full)
+    monkeypatch.setattr("goto_tw.accesslog.os", types.SimpleNamespace(write=half_then_full))
     access.record("127.0.0.1", "GET", b"/torn", b"HTTP/1.1", 302, 0, "redirect")
     clock.advance(0)
-    monkeypatch.setattr(accesslog.os, "write", real_write)
+    monkeypatch.setattr("goto_tw.accesslog.os", os)
     access.record("127.0.0.1", "GET", b"/next", b"HTTP/1.1", 302, 0, "redirect")
     clock.advance(0)
     access.stopService()
