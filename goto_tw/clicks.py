@@ -636,13 +636,18 @@ def write_snapshot(
     items = list(merged.items())
     thinned = marks.thinned(now)
     temporary = path + ".tmp"
-    with open(temporary, "wb") as file:
-        file.write(b"".join(encode_mark(n, t) for n, t in thinned))
-        for start in range(0, len(items), SNAPSHOT_KEYS):
-            file.write(encode_clicks(dict(items[start : start + SNAPSHOT_KEYS])))
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "wb") as file:
+            file.write(b"".join(encode_mark(n, t) for n, t in thinned))
+            for start in range(0, len(items), SNAPSHOT_KEYS):
+                file.write(encode_clicks(dict(items[start : start + SNAPSHOT_KEYS])))
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):  # no half-written snapshot left beside the file
+            os.unlink(temporary)
+        raise
     directory = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
     try:
         os.fsync(directory)
@@ -658,7 +663,13 @@ def open_click_book(
     return the totals, the marks and the lines the file holds."""
     totals, marks, lines = load_clicks(path, next_index)
     if lines > COMPACT_LINES:
-        write_snapshot(path, totals, marks, now)
+        try:
+            write_snapshot(path, totals, marks, now)
+        except OSError as exc:  # a full disk: the file as it is serves as well, only slower to load
+            log.warn(
+                "Could not compact the click file {path} ({error}); using it as it is", path=path, error=exc
+            )
+            return totals, marks, lines
         totals, marks, lines = load_clicks(path, next_index)  # what is on disk now, thinned
     return totals, marks, lines
 

@@ -207,3 +207,28 @@ def result_of_stop(clock: Clock, master: Master, forwarder: ClickForwarder) -> N
     for _, answer in master.of("Store.Clicks")[before:]:
         answer.callback(True)
     result_of(stopping)
+
+
+def test_a_start_up_compaction_that_fails_keeps_the_file_as_it_is(
+    tmp_path: Path, monkeypatch: Any, log_events: Any
+) -> None:
+    """Review 34 (operators): with the disk full, a click file long enough to be compacted at
+    start-up stopped the master ("cannot load the click file") and left a .tmp behind; the file had
+    loaded fine. It is used as it is now, with a warning, and no .tmp is left."""
+    import os
+
+    from goto_tw.clicks import COMPACT_LINES, open_click_book
+
+    path = tmp_path / "c.clicks"
+    path.write_bytes(b'{"c":{"a":1}}\n' * (COMPACT_LINES + 1))
+    real_fsync = os.fsync
+
+    def full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("goto_tw.clicks.os.fsync", full)
+    totals, _, lines = open_click_book(str(path), 0.0)
+    monkeypatch.setattr("goto_tw.clicks.os.fsync", real_fsync)
+    assert totals.get("a") == COMPACT_LINES + 1 and lines == COMPACT_LINES + 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.clicks"]
+    assert [m for m in log_events.messages() if "Could not compact the click file" in m]
