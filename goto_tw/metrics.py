@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Callable
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import Counter as PrometheusCounter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -57,6 +58,11 @@ class Metrics:
             "goto_data_file_fsync_seconds",
             "Time for one fsync of the data file (--fsync).",
             buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.refused_records = PrometheusCounter(
+            "goto_data_file_refused_records",
+            "Records (adds, disablings) refused because the data file or its key bound could not be written.",
             registry=self.registry,
         )
         self.registry.register(_Collector(self))

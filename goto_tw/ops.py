@@ -33,7 +33,15 @@ class HealthResource(PlainResource):
         if master is None:
             database = IDatabaseHealth(store, None)
             if database is None:
-                write_json(request, 200, {"status": "ok", "role": "master", "keys": store.count()})
+                # A data file that cannot be written (a full disk) is said, with 200: redirects still
+                # work, and only an add can find the disk writable again (a 503 would keep adds away).
+                failing = getattr(store, "data_file_failing", None)
+                document: dict[str, Any] = {"status": "ok" if failing is None else "data file failing"}
+                document["role"] = "master"
+                document["keys"] = store.count()
+                if failing is not None:
+                    document["data_file_error"] = failing
+                write_json(request, 200, document)
                 return NOT_DONE_YET
 
             def answer_master(reachable: bool) -> None:

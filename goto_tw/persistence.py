@@ -36,6 +36,7 @@ from goto_tw.interfaces import IRecordLog, ITombstoneLog
 from goto_tw.keybound import KeyBound, bound_path
 from goto_tw.keys import RESERVED_SEGMENTS, is_valid_key
 from goto_tw.metrics import Metrics
+from goto_tw.throttledlog import ThrottledError
 from goto_tw.tombstones import MARK, encode_tombstone, parse_tombstone
 from goto_tw.urlmap import URLMap, canonical_index, expected_keys
 from goto_tw.urls import MAX_URL_LENGTH, validate_url
@@ -527,16 +528,9 @@ def _tell(records: list[_Queued], failure: Failure | None) -> None:
             log.failure("Acknowledging a record failed")
 
 
-def _acknowledge(records: list[_Queued], failure: Failure | None) -> None:
-    """Tell ``records`` they are written, or that they failed: the failure as a user-fit
-    :class:`StoreUnavailable` (its cause for the log), logged once for all of them."""
-    if failure is not None:
-        error = failure.value
-        if not isinstance(error, StoreUnavailable):
-            error = StoreUnavailable(NOT_STORED, detail=f"writing the data file failed: {error}")
-            failure = Failure(error)
-        log.error("Could not store {count} record(s): {error}", count=len(records), error=error.log_text())
-    _tell(records, failure)
+#: Seconds between two log lines about failing writes of the data file or its key bound: a client
+#: adding one link at a time meets a full disk once per add.
+FAILURE_LOG_INTERVAL = 10.0
 
 
 #: Seconds a writer run that has written every group waits for the next (``writer_linger``): a
@@ -641,6 +635,16 @@ class AppendLog(Service):
         self._writer_linger = writer_linger
         self._group_handed = threading.Condition(self._lock)
         self._closed = False
+        #: Why the last write (or key-bound update) failed, until one succeeds (``/_goto/health``);
+        #: how many records were refused meanwhile; failures logged once every FAILURE_LOG_INTERVAL.
+        self.failing: str | None = None
+        self._refused = 0
+        self._failures = ThrottledError(
+            log,
+            clock,
+            "Could not store {count} record(s): {error} ({unlogged} more failures since the last line)",
+            FAILURE_LOG_INTERVAL,
+        )
 
     @property
     def fsync(self) -> bool:
@@ -729,12 +733,7 @@ class AppendLog(Service):
                 NOT_STORED, detail=f"making the key bound durable failed: {result.value}"
             )
             self._pending, waiting = self._split_covered()
-            log.error(
-                "Could not make the key bound durable ({count} add(s) waiting for it): {error}",
-                count=len(waiting),
-                error=error.log_text(),
-            )
-            _tell(waiting, Failure(error))
+            self._acknowledge(waiting, Failure(error))
         else:
             self._key_bound.durable = max(self._key_bound.durable, target)
             self._raise_bound_ahead()  # keys may have come near the new bound meanwhile
@@ -817,7 +816,30 @@ class AppendLog(Service):
 
     def _groups_written(self, groups: list[list[_Queued]], failure: Failure | None) -> None:
         """Acknowledge groups the writer thread wrote and synced (or failed to)."""
-        _acknowledge([record for group in groups for record in group], failure)
+        self._acknowledge([record for group in groups for record in group], failure)
+
+    def _acknowledge(self, records: list[_Queued], failure: Failure | None) -> None:
+        """Tell ``records`` they are written, or that they failed: the failure as a user-fit
+        :class:`StoreUnavailable` (its cause for the log, at most once an interval, and for
+        :attr:`failing` until a write succeeds again, which is logged too)."""
+        if failure is not None:
+            error = failure.value
+            if not isinstance(error, StoreUnavailable):
+                error = StoreUnavailable(NOT_STORED, detail=f"writing the data file failed: {error}")
+                failure = Failure(error)
+            self.failing = error.log_text()
+            self._refused += len(records)
+            if self._metrics is not None:
+                self._metrics.refused_records.inc(len(records))
+            self._failures.error(count=len(records), error=self.failing)
+        elif self.failing is not None and records:
+            log.info(
+                "The data file is written again ({refused} record(s) refused while it failed: {error})",
+                refused=self._refused,
+                error=self.failing,
+            )
+            self.failing, self._refused = None, 0
+        _tell(records, failure)
 
     def _writer_stopped(self, result: object, writer: Deferred[None]) -> None:
         """The writer thread's run ended: normally (it found nothing more to write), or not at all
@@ -864,7 +886,7 @@ class AppendLog(Service):
 
     def _group_done(self, result: object, group: list[_Queued]) -> None:
         """Acknowledge a group written on the reactor thread (without ``fsync``), or failed."""
-        _acknowledge(group, result if isinstance(result, Failure) else None)
+        self._acknowledge(group, result if isinstance(result, Failure) else None)
         self._schedule_flush()
 
     def stopService(self) -> Deferred[None]:

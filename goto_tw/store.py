@@ -97,6 +97,12 @@ class URLStore:
         #: Checks a URL before it is stored (blocklist, own host): raises InvalidURL to refuse it.
         self.policy: URLPolicy | None = None
 
+    @property
+    def data_file_failing(self) -> str | None:
+        """Why the data file's last write failed, until one succeeds (``None`` while it works)."""
+        failing: str | None = getattr(self._log, "failing", None)
+        return failing
+
     def count(self) -> int:
         """Return how many pairs are stored (acknowledged ones only)."""
         return len(self._urls)

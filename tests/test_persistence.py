@@ -678,3 +678,51 @@ def test_a_file_that_appears_during_start_up_is_not_taken_for_an_empty_one(tmp_p
     with pytest.raises(OSError, match="appeared"):
         AppendLog(data.record_file, Clock()).startService()
     assert path.read_bytes() == encode_record("0", "http://a/")
+
+
+def test_a_disk_that_stays_full_is_logged_once_an_interval_and_said_by_health(
+    tmp_path: Path, log_events: LogCapture
+) -> None:
+    """Review 34: a client adding one link at a time on a full disk logged one error per add, and
+    /_goto/health said "ok". Failures are logged once every FAILURE_LOG_INTERVAL with a count, the
+    recovery once; health says "data file failing" (200: redirects still work) until a write works,
+    and goto_data_file_refused_records counts the refused records."""
+    from goto_tw.metrics import Metrics
+    from goto_tw.ops import ops_resource
+    from goto_tw.persistence import FAILURE_LOG_INTERVAL
+    from goto_tw.store import URLStore
+    from tests.stub_client import Client
+
+    path = tmp_path / "store.json"
+    clock = Clock()
+    record_file = FaultyFile(str(path))
+    metrics = Metrics("master")
+    log = started_log(record_file, clock, metrics=metrics)
+    store = URLStore({}, log, clock=clock)
+    health = Client(ops_resource(store, metrics))
+
+    def failures() -> list[str]:
+        return [m for m in log_events.messages() if "Could not store" in m]
+
+    record_file.fail_writes = 5
+    for number in range(5):
+        failed = log.append(str(number), f"http://a/{number}")
+        clock.advance(0)
+        assert failure_of(failed).check(StoreUnavailable)
+    assert len(failures()) == 1
+    status, _, body = health.request("GET", "/health")
+    assert status == 200 and b'"status":"data file failing"' in body and b"No space" in body
+    assert b"goto_data_file_refused_records_total 5.0" in metrics.render()
+    clock.advance(FAILURE_LOG_INTERVAL)
+    record_file.fail_writes = 1
+    failed = log.append("5", "http://a/5")
+    clock.advance(0)
+    assert failure_of(failed).check(StoreUnavailable)
+    assert len(failures()) == 2 and "(4 more failures since the last line)" in failures()[1]
+    written = log.append("6", "http://a/6")
+    clock.advance(0)
+    assert result_of(written) is None
+    assert [m for m in log_events.messages() if "The data file is written again (6 record(s)" in m]
+    status, _, body = health.request("GET", "/health")
+    assert status == 200 and b'"status":"ok"' in body and b"data_file_error" not in body
+    result_of(log.stopService())
