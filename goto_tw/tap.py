@@ -65,6 +65,10 @@ if TYPE_CHECKING:
 
 #: A master's data file when ``--file`` is not given.
 DEFAULT_DATA_FILE = "store.json"
+#: Shortest ``--rpc-timeout`` accepted, in seconds: below it no master could ever answer in time.
+MIN_RPC_TIMEOUT = 0.001
+#: Most pairs ``--cache-size`` may ask for (about 30 GiB of a slave's memory at this bound).
+MAX_CACHE_SIZE = 100_000_000
 #: Longest ``--rpc-timeout`` accepted, in seconds: beyond it a request has long been given up on.
 MAX_RPC_TIMEOUT = 600.0
 #: Longest a stopping slave waits for the calls it accepted (it waits ``--rpc-timeout`` + 1 s at most).
@@ -127,9 +131,11 @@ def parse_store(value: str) -> str:
     raise usage.UsageError(f"--store: expected file:PATH or postgresql://..., not {value[:100]!r}")
 
 
-def positive(kind: type[int] | type[float], option: str, maximum: float | None = None) -> Any:
+def positive(
+    kind: type[int] | type[float], option: str, maximum: float | None = None, minimum: float | None = None
+) -> Any:
     """An option coercer for ``--option`` that accepts only finite positive numbers of ``kind``
-    (at most ``maximum``), and names the option when it refuses a value."""
+    (at least ``minimum``, at most ``maximum``), and names the option when it refuses a value."""
 
     def coerce(value: str) -> int | float:
         try:
@@ -140,6 +146,8 @@ def positive(kind: type[int] | type[float], option: str, maximum: float | None =
             raise usage.UsageError(f"--{option}: expected a positive number, not {value!r}")
         if maximum is not None and number > maximum:
             raise usage.UsageError(f"--{option}: at most {maximum:g}, not {value!r}")
+        if minimum is not None and number < minimum:
+            raise usage.UsageError(f"--{option}: at least {minimum:g}, not {value!r}")
         return number
 
     coerce.coerceDoc = "Must be positive."  # type: ignore[attr-defined]
@@ -168,6 +176,8 @@ def parse_host(value: str) -> str:
     if match is None or scheme not in ("http", "https") or (port is not None and not 0 < int(port) < 65536):
         raise usage.UsageError(f"--host: expected [http:// or https://]HOST[:PORT], not {value!r}")
     host = match.group("host")
+    if ".." in host:
+        raise usage.UsageError(f"--host: a host name has no empty label: {value!r}")
     if host.startswith("["):
         try:
             ipaddress.IPv6Address(host[1:-1])
@@ -265,14 +275,14 @@ class Options(usage.Options):
             None,
             100_000,
             "Slave, or master on PostgreSQL: how many pairs the cache holds (LRU).",
-            positive(int, "cache-size"),
+            positive(int, "cache-size", MAX_CACHE_SIZE),
         ],
         [
             "rpc-timeout",
             None,
             5.0,
             "Slave: seconds to wait for the master's answer.",
-            positive(float, "rpc-timeout", MAX_RPC_TIMEOUT),
+            positive(float, "rpc-timeout", MAX_RPC_TIMEOUT, MIN_RPC_TIMEOUT),
         ],
         [
             "rpc-secret-file",
@@ -364,7 +374,10 @@ class Options(usage.Options):
         """Run as a slave of this master: HOST:PORT or http://HOST:PORT/RPC2; several masters (on one
         PostgreSQL database) as a comma-separated list or by repeating the option."""
         for one in value.split(","):
-            self["masters"].append(parse_master(one.strip()))
+            master = parse_master(one.strip())
+            if master in self["masters"]:  # the same master twice would get every call twice
+                raise usage.UsageError(f"--master: {one.strip()!r} is named twice")
+            self["masters"].append(master)
         self["master"] = self["masters"][0]
 
     def opt_cors_origin(self, value: str) -> None:

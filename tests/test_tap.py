@@ -383,3 +383,26 @@ def test_empty_file_names_missing_folders_and_ports_out_of_range_are_refused(
     with pytest.raises(usage.UsageError) as refused:
         Options().parseOptions(args)
     assert str(refused.value).startswith(message), refused.value
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        # Review 34: accepted, then useless or worse.
+        (["--master", "127.0.0.1:8081", "--rpc-timeout", "1e-300"], "--rpc-timeout: at least 0.001"),
+        (["--cache-size", "99999999999999999999"], "--cache-size: at most 1e+08"),
+        (["--host", "https://a..b"], "--host: a host name has no empty label"),
+        (
+            ["--master", "127.0.0.1:8081", "--master", "127.0.0.1:8081"],
+            "--master: '127.0.0.1:8081' is named twice",
+        ),
+        (
+            ["--master", "127.0.0.1:8081,http://127.0.0.1:8081/RPC2"],
+            "--master: 'http://127.0.0.1:8081/RPC2' is named twice",
+        ),
+    ],
+)
+def test_nonsense_that_started_before_is_refused(args: list[str], message: str) -> None:
+    with pytest.raises(usage.UsageError) as refused:
+        Options().parseOptions(args)
+    assert str(refused.value).startswith(message), refused.value
