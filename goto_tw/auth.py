@@ -21,6 +21,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from goto_tw.accesslog import printable
 from goto_tw.clients import ClientAddresses
+from goto_tw.ratelimit import rate_bucket
 from goto_tw.web import PlainResource, write_refusal_page
 
 log = Logger()
@@ -31,6 +32,8 @@ MAX_KEYS_FILE_BYTES = 1 << 20
 MAX_KEY_BYTES = 256
 #: Client addresses remembered for the once-a-second log of failed attempts.
 MAX_LOGGED_CLIENTS = 10_000
+#: Most refusal lines logged in one second, whatever the clients (a botnet guessing keys).
+MAX_REFUSAL_LINES = 10
 
 
 class KeysFileError(Exception):
@@ -88,6 +91,9 @@ class APIKeys:
         self._clock = clock
         self._keys = keys
         self._logged: OrderedDict[str, float] = OrderedDict()
+        self._second = -1
+        self._lines_this_second = 0
+        self._unlogged = 0
 
     @classmethod
     def from_file(cls, path: str, clock: IReactorTime) -> APIKeys:
@@ -129,20 +135,31 @@ class APIKeys:
         return False
 
     def _log_refusal(self, client: str, request: Request) -> None:
+        """One line a second per client (an IPv6 client's /64, as the add rate limit counts it), and
+        at most MAX_REFUSAL_LINES a second in all; lines left out are counted in the next one."""
         now = self._clock.seconds()
-        last = self._logged.get(client)
-        if last is not None and now - last < 1.0:
+        bucket = rate_bucket(client)
+        last = self._logged.get(bucket)
+        second = int(now)
+        if second != self._second:
+            self._second, self._lines_this_second = second, 0
+        if (last is not None and now - last < 1.0) or self._lines_this_second >= MAX_REFUSAL_LINES:
+            self._unlogged += 1
             return
-        self._logged[client] = now
-        self._logged.move_to_end(client)
+        self._lines_this_second += 1
+        self._logged[bucket] = now
+        self._logged.move_to_end(bucket)
         if len(self._logged) > MAX_LOGGED_CLIENTS:
             self._logged.popitem(last=False)
         log.warn(
-            "Refused {method} {path} from {client}: missing or wrong API key",
+            "Refused {method} {path} from {client}: missing or wrong API key ({unlogged} refusals not "
+            "logged since the last line)",
             method=printable(request.method[:20]),
             path=printable((request.path or b"")[:200]),  # the client's bytes: no controls in the log
             client=client,
+            unlogged=self._unlogged,
         )
+        self._unlogged = 0
 
 
 def refuse(request: Request) -> None:

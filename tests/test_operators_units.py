@@ -277,3 +277,37 @@ def test_after_an_outage_a_slave_serving_only_cached_keys_finds_its_master_back(
     master.pending.pop().callback({"epoch": "e", "seq": 2, "keys": ["cached"], "complete": True})
     assert failure_of(cache.get("cached")).check(KeyDisabled)
     poller.stopService()
+
+
+def test_refusals_are_logged_once_a_second_per_slash_64_and_ten_a_second_in_all(log_events: Any) -> None:
+    """Review 34: refusals were logged once a second per address, so addresses of one IPv6 /64 (as
+    the add rate limit counts them: one client) logged 500 lines a second. Now per /64, at most
+    MAX_REFUSAL_LINES a second in all, the lines left out counted in the next one."""
+    from twisted.internet.task import Clock
+    from twisted.web.test.requesthelper import DummyRequest
+
+    from goto_tw.auth import MAX_REFUSAL_LINES, APIKeys
+
+    clock = Clock()
+    clock.advance(100)
+    keys = APIKeys(None, clock, (b"right",))
+
+    def refusals() -> list[str]:
+        return [m for m in log_events.messages() if "missing or wrong API key" in m]
+
+    def request() -> Any:  # a Request as authorize reads it: its path, its headers
+        made: Any = DummyRequest([b"api"])
+        made.path = b"/api/v1/links"
+        return made
+
+    for host in range(500):
+        assert not keys.authorize(request(), f"2001:db8:1:2::{host:x}")
+    assert len(refusals()) == 1
+    for client in range(50):
+        keys.authorize(request(), f"192.0.2.{client}")
+    assert len(refusals()) == MAX_REFUSAL_LINES
+    assert "(499 refusals not logged since the last line)" in refusals()[1]
+    clock.advance(1.0)
+    keys.authorize(request(), "2001:db8:1:2::1")
+    assert len(refusals()) == MAX_REFUSAL_LINES + 1
+    assert f"({50 - (MAX_REFUSAL_LINES - 1)} refusals not logged since the last line)" in refusals()[-1]
