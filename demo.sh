@@ -22,8 +22,13 @@ START_TIMEOUT=20 # seconds for both processes to answer
 STOP_TIMEOUT=10  # seconds for each to stop on SIGTERM before it is killed
 
 for port in "$MASTER_PORT" "$SLAVE_PORT"; do
-    [[ "$port" =~ ^[0-9]+$ ]] || { echo "demo.sh: not a port number: $port" >&2; exit 2; }
+    [[ "$port" =~ ^[0-9]{1,5}$ ]] && ((10#$port >= 1 && 10#$port <= 65535)) ||
+        { echo "demo.sh: not a port number (1 to 65535): $port" >&2; exit 2; }
 done
+if ((10#$MASTER_PORT == 10#$SLAVE_PORT)); then
+    echo "demo.sh: GOTO_MASTER_PORT and GOTO_SLAVE_PORT are both $MASTER_PORT; give them two ports" >&2
+    exit 2
+fi
 
 # True when the virtualenv's twistd would find the goto plugin (an import error hides it silently).
 has_goto() {

@@ -16,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -171,3 +172,32 @@ def socket_listening_on(port: int) -> Iterator[None]:
         listener.bind(("127.0.0.1", port))
         listener.listen()
         yield
+
+
+@pytest.mark.parametrize(
+    ("ports", "said"),
+    [
+        ((99999, None), "not a port number (1 to 65535): 99999"),
+        ((None, 0), "not a port number (1 to 65535): 0"),
+        ("same", "GOTO_MASTER_PORT and GOTO_SLAVE_PORT are both"),
+    ],
+)
+def test_demo_refuses_ports_it_cannot_use_in_one_line(
+    tmp_path: Path, free_ports: tuple[int, int], ports: Any, said: str
+) -> None:
+    """Review 34: a port out of range gave a Python traceback, and one port for both a traceback or,
+    by a race, a banner for a service that was not running."""
+    master_port, slave_port = free_ports
+    if ports == "same":
+        slave_port = master_port
+    else:
+        master_port = ports[0] if ports[0] is not None else master_port
+        slave_port = ports[1] if ports[1] is not None else slave_port
+    demo = Demo(tmp_path, master_port, slave_port)
+    try:
+        status = demo.popen.wait(STOP_DEADLINE)
+    finally:
+        demo.kill_group()
+    assert status == 2, demo.output()
+    assert said in demo.output() and "Traceback" not in demo.output(), demo.output()
+    assert not (demo.data_dir / "master.log").exists(), "demo.sh started the master anyway"
