@@ -27,7 +27,7 @@ from typing import Callable, NamedTuple, Optional, Protocol
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -635,15 +635,25 @@ class AppendLog(Service):
         self._writer_linger = writer_linger
         self._group_handed = threading.Condition(self._lock)
         self._closed = False
-        #: Why the last write (or key-bound update) failed, until one succeeds (``/_goto/health``);
-        #: how many records were refused meanwhile; failures logged once every FAILURE_LOG_INTERVAL.
-        self.failing: str | None = None
+        #: Why the last write of the data file failed, and why the last raise of the key bound did,
+        #: each until one of its own succeeds (:attr:`failing`, for ``/_goto/health``); records
+        #: refused meanwhile; failures and recoveries logged at most once every FAILURE_LOG_INTERVAL.
+        self._data_failing: str | None = None
+        self._bound_failing: str | None = None
         self._refused = 0
         self._failures = ThrottledError(
             log,
             clock,
             "Could not store {count} record(s): {error} ({unlogged} more failures since the last line)",
             FAILURE_LOG_INTERVAL,
+        )
+        self._recoveries = ThrottledError(
+            log,
+            clock,
+            "The {what} is written again ({refused} record(s) refused since the last such line; "
+            "{unlogged} more recoveries since)",
+            FAILURE_LOG_INTERVAL,
+            level=LogLevel.info,
         )
 
     @property
@@ -733,8 +743,14 @@ class AppendLog(Service):
                 NOT_STORED, detail=f"making the key bound durable failed: {result.value}"
             )
             self._pending, waiting = self._split_covered()
-            self._acknowledge(waiting, Failure(error))
+            self._bound_failing = error.log_text()
+            self._refused += len(waiting)
+            self._failures.error(count=len(waiting), error=self._bound_failing)
+            _tell(waiting, Failure(error))
         else:
+            if self._bound_failing is not None:
+                self._bound_failing = None
+                self._recovered("key bound")
             self._key_bound.durable = max(self._key_bound.durable, target)
             self._raise_bound_ahead()  # keys may have come near the new bound meanwhile
         self._schedule_flush()
@@ -818,28 +834,33 @@ class AppendLog(Service):
         """Acknowledge groups the writer thread wrote and synced (or failed to)."""
         self._acknowledge([record for group in groups for record in group], failure)
 
+    @property
+    def failing(self) -> str | None:
+        """Why records cannot be stored now (the data file or the key bound), ``None`` while they can."""
+        return self._data_failing or self._bound_failing
+
     def _acknowledge(self, records: list[_Queued], failure: Failure | None) -> None:
         """Tell ``records`` they are written, or that they failed: the failure as a user-fit
         :class:`StoreUnavailable` (its cause for the log, at most once an interval, and for
-        :attr:`failing` until a write succeeds again, which is logged too)."""
+        :attr:`failing` until a write of the data file succeeds again, which is logged too)."""
         if failure is not None:
             error = failure.value
             if not isinstance(error, StoreUnavailable):
                 error = StoreUnavailable(NOT_STORED, detail=f"writing the data file failed: {error}")
                 failure = Failure(error)
-            self.failing = error.log_text()
+            self._data_failing = error.log_text()
             self._refused += len(records)
             if self._metrics is not None:
                 self._metrics.refused_records.inc(len(records))
-            self._failures.error(count=len(records), error=self.failing)
-        elif self.failing is not None and records:
-            log.info(
-                "The data file is written again ({refused} record(s) refused while it failed: {error})",
-                refused=self._refused,
-                error=self.failing,
-            )
-            self.failing, self._refused = None, 0
+            self._failures.error(count=len(records), error=self._data_failing)
+        elif self._data_failing is not None and records:
+            self._data_failing = None
+            self._recovered("data file")
         _tell(records, failure)
+
+    def _recovered(self, what: str) -> None:
+        self._recoveries.error(what=what, refused=self._refused)
+        self._refused = 0
 
     def _writer_stopped(self, result: object, writer: Deferred[None]) -> None:
         """The writer thread's run ended: normally (it found nothing more to write), or not at all

@@ -353,3 +353,40 @@ def test_without_fsync_the_writer_does_not_linger_after_a_custom_key() -> None:
     later = store.put("http://later.example/")
     clock.advance(0)
     assert result_of(later) == "1" and threads.jobs == []
+
+
+def test_a_failing_key_bound_is_said_until_it_is_raised_whatever_else_is_written(
+    log_events: LogCapture,
+) -> None:
+    """Review 34's second read: one failure state for the data file and the key bound, so a write
+    of a record the bound covers (a custom key, a key below it) said "written again" and health "ok"
+    while every new counter key failed; a raise that failed with no add waiting logged "Could not
+    store 0 record(s)". The bound's failure now lasts until a raise succeeds."""
+    disk, clock = Disk(), Clock()
+    threads = ManualThreads()
+    store, log = start_master(disk, clock, threads)
+    first = store.put("http://a/0")
+    threads.run_next()  # bound 11
+    clock.advance(0)
+    assert result_of(first) == "0" and log.failing is None
+    puts = [store.put(f"http://a/{i}") for i in range(1, 12)]  # the raise starts at key 6
+    disk.fail_bound_writes = 1
+    clock.advance(0)
+    threads.run_next()
+    assert failure_of(puts[10]).check(StoreUnavailable)
+    assert log.failing is not None and "key bound" in log.failing
+    custom = store.add("http://custom/", "mine")
+    clock.advance(0)
+    while threads.jobs:  # a custom key's record is synced by the writer
+        threads.run_next()
+    clock.advance(0)
+    assert result_of(custom) == ("mine", True)
+    assert log.failing is not None, "the bound still fails: said until a raise succeeds"
+    assert not [m for m in log_events.messages() if "written again" in m]
+    assert not [m for m in log_events.messages() if "Could not store 0 record(s)" in m]
+    retry = store.put("http://a/11")
+    clock.advance(0)
+    threads.run_next()
+    clock.advance(0)
+    assert result_of(retry) == "c" and log.failing is None
+    assert len([m for m in log_events.messages() if "The key bound is written again" in m]) == 1

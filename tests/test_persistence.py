@@ -722,7 +722,7 @@ def test_a_disk_that_stays_full_is_logged_once_an_interval_and_said_by_health(
     written = log.append("6", "http://a/6")
     clock.advance(0)
     assert result_of(written) is None
-    assert [m for m in log_events.messages() if "The data file is written again (6 record(s)" in m]
+    assert [m for m in log_events.messages() if "The data file is written again (6 record(s) refused" in m]
     status, _, body = health.request("GET", "/health")
     assert status == 200 and b'"status":"ok"' in body and b"data_file_error" not in body
     result_of(log.stopService())
