@@ -43,8 +43,13 @@ class CannotStart(Exception):
     An ``Exception``, not ``SystemExit``: a daemonizing ``twistd`` (no ``-n``) reports only an
     ``Exception`` from starting the services to the parent waiting in the foreground, which then
     prints it and exits 1; after a ``SystemExit`` that parent waited for ever. In the foreground
-    (``-n``) the hook :func:`prepare_process` installs prints the line without a traceback.
+    (``-n``) the hook :func:`prepare_process` installs prints the line without a traceback. That
+    parent shows only the first 100 bytes of ``goto.CannotStart: MESSAGE``: the reason comes first in
+    the message, the whole line is in the daemon's log.
     """
+
+
+CannotStart.__module__ = "goto"  # shorter where twistd's launcher shows the class (see above)
 
 
 def prepare_process() -> None:
@@ -88,7 +93,7 @@ class _ExitIfCannotListen(MultiService):
         except CannotListenError as exc:
             reason = getattr(exc.socketError, "strerror", None) or exc.socketError
             raise CannotStart(
-                f"goto: {self._option}: cannot listen on {self._description}: {reason}"
+                f"goto: {self._option}: {reason} (cannot listen on {self._description})"
             ) from None
 
 

@@ -145,13 +145,18 @@ def positive(
         if number is None or not math.isfinite(number) or number <= 0:
             raise usage.UsageError(f"--{option}: expected a positive number, not {value!r}")
         if maximum is not None and number > maximum:
-            raise usage.UsageError(f"--{option}: at most {maximum:g}, not {value!r}")
+            raise usage.UsageError(f"--{option}: at most {_shown(maximum)}, not {value!r}")
         if minimum is not None and number < minimum:
-            raise usage.UsageError(f"--{option}: at least {minimum:g}, not {value!r}")
+            raise usage.UsageError(f"--{option}: at least {_shown(minimum)}, not {value!r}")
         return number
 
     coerce.coerceDoc = "Must be positive."  # type: ignore[attr-defined]
     return coerce
+
+
+def _shown(bound: float) -> str:
+    """A bound as people write it: ``100,000,000``, ``600``, ``0.001``."""
+    return f"{bound:,}" if isinstance(bound, int) else f"{bound:g}"
 
 
 #: ``--host``: an optional http(s) scheme, a host name, IPv4 address or bracketed IPv6 address, an
@@ -416,7 +421,7 @@ class Options(usage.Options):
         if not self["master"] and self["file"] is None and not self.get("store"):
             self["file"] = DEFAULT_DATA_FILE
         if self["file"] is not None:  # else the master listened, then failed to create the file
-            folder = os.path.dirname(os.path.abspath(self["file"]))
+            folder = os.path.dirname(os.path.realpath(self["file"]))  # a symlink's target's folder
             if not os.path.isdir(folder):
                 raise usage.UsageError(f"--file: the data file's directory {folder!r} does not exist")
         self["rpc-secret"] = read_secret(self["rpc-secret-file"]) if self["rpc-secret-file"] else None

@@ -216,19 +216,20 @@ def test_a_start_up_compaction_that_fails_keeps_the_file_as_it_is(
     start-up stopped the master ("cannot load the click file") and left a .tmp behind; the file had
     loaded fine. It is used as it is now, with a warning, and no .tmp is left."""
     import os
+    import types
 
     from goto_tw.clicks import COMPACT_LINES, open_click_book
 
     path = tmp_path / "c.clicks"
     path.write_bytes(b'{"c":{"a":1}}\n' * (COMPACT_LINES + 1))
-    real_fsync = os.fsync
 
     def full(fd: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("goto_tw.clicks.os.fsync", full)
+    # The click module's os, not the process's: an fsync that finds the disk full.
+    monkeypatch.setattr("goto_tw.clicks.os", types.SimpleNamespace(**{**vars(os), "fsync": full}))
     totals, _, lines = open_click_book(str(path), 0.0)
-    monkeypatch.setattr("goto_tw.clicks.os.fsync", real_fsync)
+    monkeypatch.setattr("goto_tw.clicks.os", os)
     assert totals.get("a") == COMPACT_LINES + 1 and lines == COMPACT_LINES + 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.clicks"]
     assert [m for m in log_events.messages() if "Could not compact the click file" in m]

@@ -238,14 +238,18 @@ def test_twistds_reactor_gets_the_lean_step_the_nursery_check_and_the_jit_counte
     monkeypatch.setattr(tap, "warn_if_small_nursery", lambda: checked.append(None))
     kept: list[None] = []
     monkeypatch.setattr(tap, "keep_counters", lambda: kept.append(None))
+    prepared: list[None] = []  # SIGHUP and sys.excepthook are the test process's: left alone
+    monkeypatch.setattr(tap, "prepare_process", lambda: prepared.append(None))
     tap.makeService(options("a.json"), reactor=MemoryReactorClock())
     assert given == []
     assert checked == []
     assert kept == []
+    assert prepared == []
     tap.makeService(options("b.json"))
     assert given == [global_reactor]
     assert checked == [None]
     assert kept == [None]
+    assert prepared == [None]
 
 
 class RecordingPoller:

@@ -255,7 +255,7 @@ def test_busy_port_is_one_line_naming_the_option(tmp_path: Path) -> None:
     )
     with pytest.raises(CannotStart) as exited:
         service.privilegedStartService()
-    assert str(exited.value) == "goto: --http: cannot listen on tcp:8081: Address already in use"
+    assert str(exited.value) == "goto: --http: Address already in use (cannot listen on tcp:8081)"
     assert not isinstance(exited.value, SystemExit), "a daemonizing twistd reports Exceptions only"
 
 
@@ -348,7 +348,9 @@ def test_a_goto_process_ignores_sighup_until_its_reloader_and_prints_cannot_star
     handler, hook = signal.getsignal(signal.SIGHUP), sys.excepthook
     try:
         prepare_process()
-        prepare_process()  # twice: one hook, not a chain
+        installed = sys.excepthook
+        prepare_process()
+        assert sys.excepthook is installed, "twice: one hook, not a chain"
         assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
         sys.excepthook(CannotStart, CannotStart("goto: --http: cannot listen on tcp:1: nope"), None)
         assert capsys.readouterr().err == "goto: --http: cannot listen on tcp:1: nope\n"
@@ -390,7 +392,7 @@ def test_empty_file_names_missing_folders_and_ports_out_of_range_are_refused(
     [
         # Review 34: accepted, then useless or worse.
         (["--master", "127.0.0.1:8081", "--rpc-timeout", "1e-300"], "--rpc-timeout: at least 0.001"),
-        (["--cache-size", "99999999999999999999"], "--cache-size: at most 1e+08"),
+        (["--cache-size", "99999999999999999999"], "--cache-size: at most 100,000,000"),
         (["--host", "https://a..b"], "--host: a host name has no empty label"),
         (
             ["--master", "127.0.0.1:8081", "--master", "127.0.0.1:8081"],
