@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from goto_tw.clicks import MAX_ASKING_WAITERS, ClickBook, ClickCounter, ClickForwarder, ClickTotals
@@ -180,15 +180,7 @@ def test_questions_waiting_for_a_batch_are_bounded() -> None:
 
 
 def test_a_question_that_raises_does_not_hold_the_flushes_back() -> None:
-    clock, counter = Clock(), ClickCounter()
-    sent: list[dict[str, int]] = []
-
-    def send(batch: dict[str, int]) -> Deferred[Any]:
-        sent.append(batch)
-        return succeed(True)
-
-    forwarder = ClickForwarder(counter, send, clock)
-    forwarder.startService()
+    clock, master, counter, forwarder, _ = slave()
 
     def broken() -> Deferred[Any]:
         raise RuntimeError("a bug")
@@ -196,8 +188,10 @@ def test_a_question_that_raises_does_not_hold_the_flushes_back() -> None:
     assert failure_of(forwarder.asked(broken)).check(RuntimeError)
     counter.click("k")
     clock.advance(1)
-    assert sent == [{"k": 1}]
-    result_of(forwarder.stopService())
+    [(batch, delivered)] = master.of("Store.Clicks")
+    assert batch == ({"k": 1},)
+    delivered.callback(True)
+    result_of_stop(clock, master, forwarder)
 
 
 def result_of_stop(clock: Clock, master: Master, forwarder: ClickForwarder) -> None:
