@@ -186,6 +186,18 @@ def master_rpc_url(master: str) -> str:
     return master
 
 
+def master_identity(url: str) -> tuple[str, str, int, str]:
+    """What tells two :func:`master_rpc_url` URLs of one master apart from two masters: the scheme
+    and host in lower case (an IPv6 address compressed), the port (the scheme's default filled in),
+    the path without a trailing ``/``."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = ipaddress.IPv6Address(host).compressed
+    return scheme, host, parts.port or (443 if scheme == "https" else 80), parts.path.rstrip("/")
+
+
 class HTTPPoster(Protocol):
     """What RemoteStore needs of an HTTP client: a slave's
     :class:`~goto_tw.masterhttp.MasterConnections`, an :class:`AgentPoster`, or ``StubTreq`` in tests.

@@ -378,9 +378,12 @@ class Options(usage.Options):
     def opt_master(self, value: str) -> None:
         """Run as a slave of this master: HOST:PORT or http://HOST:PORT/RPC2; several masters (on one
         PostgreSQL database) as a comma-separated list or by repeating the option."""
+        from goto_tw.remote import master_identity
+
         for one in value.split(","):
             master = parse_master(one.strip())
-            if master in self["masters"]:  # the same master twice would get every call twice
+            named = {master_identity(known) for known in self["masters"]}
+            if master_identity(master) in named:  # the same master twice would get every call twice
                 raise usage.UsageError(f"--master: {one.strip()!r} is named twice")
             self["masters"].append(master)
         self["master"] = self["masters"][0]

@@ -402,6 +402,17 @@ def test_empty_file_names_missing_folders_and_ports_out_of_range_are_refused(
             ["--master", "127.0.0.1:8081,http://127.0.0.1:8081/RPC2"],
             "--master: 'http://127.0.0.1:8081/RPC2' is named twice",
         ),
+        # Second read: one master in two spellings.
+        (
+            ["--master", "HTTP://127.0.0.1:8081/RPC2/,127.0.0.1:8081"],
+            "--master: '127.0.0.1:8081' is named twice",
+        ),
+        (
+            ["--master", "127.0.0.1:80,http://127.0.0.1/RPC2"],
+            "--master: 'http://127.0.0.1/RPC2' is named twice",
+        ),
+        (["--master", "[::1]:8081,[0:0::1]:8081"], "--master: '[0:0::1]:8081' is named twice"),
+        (["--master", "example.com:8081,EXAMPLE.com:8081"], "--master: 'EXAMPLE.com:8081' is named twice"),
     ],
 )
 def test_nonsense_that_started_before_is_refused(args: list[str], message: str) -> None:
