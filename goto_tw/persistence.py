@@ -647,6 +647,14 @@ class AppendLog(Service):
             "Could not store {count} record(s): {error} ({unlogged} more failures since the last line)",
             FAILURE_LOG_INTERVAL,
         )
+        self._early_bound_failures = ThrottledError(
+            log,
+            clock,
+            "Could not raise the key bound ahead of the keys in use ({error}); adds past it will wait "
+            "for it ({unlogged} more failures since the last line)",
+            FAILURE_LOG_INTERVAL,
+            level=LogLevel.warn,
+        )
         self._recoveries = ThrottledError(
             log,
             clock,
@@ -744,8 +752,13 @@ class AppendLog(Service):
             )
             self._pending, waiting = self._split_covered()
             self._bound_failing = error.log_text()
-            self._refused += len(waiting)
-            self._failures.error(count=len(waiting), error=self._bound_failing)
+            if waiting:
+                self._refused += len(waiting)
+                if self._metrics is not None:
+                    self._metrics.refused_records.inc(len(waiting))
+                self._failures.error(count=len(waiting), error=self._bound_failing)
+            else:  # raised ahead of need: no add is refused (yet)
+                self._early_bound_failures.error(error=self._bound_failing)
             _tell(waiting, Failure(error))
         else:
             if self._bound_failing is not None:

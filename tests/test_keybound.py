@@ -390,3 +390,25 @@ def test_a_failing_key_bound_is_said_until_it_is_raised_whatever_else_is_written
     clock.advance(0)
     assert result_of(retry) == "c" and log.failing is None
     assert len([m for m in log_events.messages() if "The key bound is written again" in m]) == 1
+
+
+def test_a_raise_ahead_of_need_that_fails_refuses_nothing_and_says_so(log_events: LogCapture) -> None:
+    """Review 34's third read: a raise started half a block early that failed, with no add waiting
+    for it, logged "Could not store 0 record(s)". It is a warning of its own now; health says the
+    bound fails until a raise succeeds."""
+    disk, clock = Disk(), Clock()
+    threads = ManualThreads()
+    store, log = start_master(disk, clock, threads)
+    first = store.put("http://a/0")
+    threads.run_next()  # bound 11
+    clock.advance(0)
+    assert result_of(first) == "0"
+    puts = [store.put(f"http://a/{i}") for i in range(1, 7)]  # the raise starts at key 6
+    disk.fail_bound_writes = 1
+    clock.advance(0)
+    threads.run_next()
+    clock.advance(0)
+    assert [result_of(put) for put in puts] == [key_for_index(i) for i in range(1, 7)]
+    assert not [m for m in log_events.messages() if "Could not store" in m]
+    assert [m for m in log_events.messages() if "Could not raise the key bound ahead" in m]
+    assert log.failing is not None
