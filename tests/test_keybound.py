@@ -152,16 +152,22 @@ def test_the_bound_is_raised_ahead_so_adds_rarely_wait() -> None:
     assert disk.bound == 21, "a block past the highest key in use"
 
 
-def test_only_the_adds_past_the_bound_wait_or_fail() -> None:
-    """When raising the bound fails, the adds it held back get a 503 with a short message (the cause
-    goes to the log); adds below the bound are written as usual; the next add tries again."""
+def past_the_first_raise() -> tuple[Disk, Clock, ManualThreads, URLStore, AppendLog]:
+    """A master (threads run by hand) whose first add, key 0, raised the bound to 11 and is written."""
     disk, clock = Disk(), Clock()
     threads = ManualThreads()
-    store, _ = start_master(disk, clock, threads)
+    store, log = start_master(disk, clock, threads)
     first = store.put("http://a/0")
     threads.run_next()  # bound 11
     clock.advance(0)
-    assert result_of(first) == "0"
+    assert result_of(first) == "0" and log.failing is None
+    return disk, clock, threads, store, log
+
+
+def test_only_the_adds_past_the_bound_wait_or_fail() -> None:
+    """When raising the bound fails, the adds it held back get a 503 with a short message (the cause
+    goes to the log); adds below the bound are written as usual; the next add tries again."""
+    disk, clock, threads, store, _ = past_the_first_raise()
     puts = [store.put(f"http://a/{i}") for i in range(1, 12)]  # the raise starts at key 6
     disk.fail_bound_writes = 1
     clock.advance(0)
@@ -362,13 +368,7 @@ def test_a_failing_key_bound_is_said_until_it_is_raised_whatever_else_is_written
     of a record the bound covers (a custom key, a key below it) said "written again" and health "ok"
     while every new counter key failed; a raise that failed with no add waiting logged "Could not
     store 0 record(s)". The bound's failure now lasts until a raise succeeds."""
-    disk, clock = Disk(), Clock()
-    threads = ManualThreads()
-    store, log = start_master(disk, clock, threads)
-    first = store.put("http://a/0")
-    threads.run_next()  # bound 11
-    clock.advance(0)
-    assert result_of(first) == "0" and log.failing is None
+    disk, clock, threads, store, log = past_the_first_raise()
     puts = [store.put(f"http://a/{i}") for i in range(1, 12)]  # the raise starts at key 6
     disk.fail_bound_writes = 1
     clock.advance(0)
@@ -396,13 +396,7 @@ def test_a_raise_ahead_of_need_that_fails_refuses_nothing_and_says_so(log_events
     """Review 34's third read: a raise started half a block early that failed, with no add waiting
     for it, logged "Could not store 0 record(s)". It is a warning of its own now; health says the
     bound fails until a raise succeeds."""
-    disk, clock = Disk(), Clock()
-    threads = ManualThreads()
-    store, log = start_master(disk, clock, threads)
-    first = store.put("http://a/0")
-    threads.run_next()  # bound 11
-    clock.advance(0)
-    assert result_of(first) == "0"
+    disk, clock, threads, store, log = past_the_first_raise()
     puts = [store.put(f"http://a/{i}") for i in range(1, 7)]  # the raise starts at key 6
     disk.fail_bound_writes = 1
     clock.advance(0)
