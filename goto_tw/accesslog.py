@@ -92,7 +92,8 @@ class LineAccessLog(Service):
         self._time = PerSecond(clock, _log_time)
         self._lines: list[str] = []
         self._flush_call: IDelayedCall | None = None
-        #: Lines lost to failed writes (a full disk), and whether the last write stopped mid-line.
+        #: Lines lost to failed writes (a full disk; ``goto_access_log_lost_lines_total``), and
+        #: whether the last write stopped mid-line.
         self.lost_lines = 0
         self._torn = False
         self._write_failures = ThrottledError(
@@ -122,8 +123,11 @@ class LineAccessLog(Service):
         if not lines:
             return
         text = "".join(lines)
-        if self._torn:  # the last write stopped mid-line: these start on a line of their own
+        mended = self._torn  # the last write stopped mid-line: these start on a line of their own
+        if mended:
             text = "\n" + text
+        encoded = b""
+        sent = 0
         try:
             if self._fd is None:
                 self._torn = True  # unknown how much a failing stream took
@@ -131,17 +135,22 @@ class LineAccessLog(Service):
                 self._out.flush()
                 self._torn = False
                 return
-            data = memoryview(text.encode(self._encoding, self._errors))
+            encoded = text.encode(self._encoding, self._errors)
+            data = memoryview(encoded)
             while data:
                 written = os.write(self._fd, data)
                 if written == 0:  # pragma: no cover - a file or pipe never does this; never spin
                     raise OSError(errno.EIO, "write() wrote nothing")
                 self._torn = True
+                sent += written
                 data = data[written:]
             self._torn = False
         except OSError as exc:  # a full disk, a closed pipe: the lines are lost, not the requests
-            self.lost_lines += len(lines)
-            self._write_failures.error(lines=len(lines), error=exc.strerror or exc)
+            # Lines a partial write ended are in the file (the mending newline is none of them).
+            whole = encoded.count(b"\n", 0, sent) - (1 if mended and sent else 0)
+            lost = len(lines) - whole
+            self.lost_lines += lost
+            self._write_failures.error(lines=lost, error=exc.strerror or exc)
 
     def stopService(self) -> None:
         super().stopService()

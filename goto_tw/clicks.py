@@ -196,8 +196,10 @@ class ClickCounter:
         self.dropped += dropped
 
     def total(self) -> int:
-        """Every click counted here and not dropped (for ``goto_clicks_total``)."""
-        return self.taken + sum(self.pending.values())
+        """Every click counted here, kept or dropped (``goto_clicks_total``, a counter): each step
+        moves clicks between ``taken``, ``pending`` and ``dropped``, so the sum never goes back, as
+        Prometheus needs of a counter; ``dropped`` is ``goto_clicks_dropped_total``."""
+        return self.taken + sum(self.pending.values()) + self.dropped
 
 
 #: The one type :func:`_all_good` takes for a count (``bool`` is an ``int`` but never a count).
@@ -744,9 +746,10 @@ class ClickBook(Service):
         return self._totals.get(key) + self._writing.get(key, 0) + pending + waiting
 
     def total(self) -> int:
-        """Every click this master has made durable or counted itself (``goto_clicks_total``, a
-        counter, never goes back): a slave's batch counts once written, since a batch that fails is
-        the slave's to send again; the master's own are given back to its counter."""
+        """Every click this master has made durable or counted itself, kept or dropped
+        (``goto_clicks_total``, a counter, never goes back): a slave's batch counts once written,
+        since a batch that fails is the slave's to send again; the master's own are given back to
+        its counter."""
         return self.acknowledged + self.counter.total()
 
     def created(self, index: int) -> float | None:

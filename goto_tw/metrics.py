@@ -41,6 +41,8 @@ class Metrics:
         self._store_size: Callable[[], int] = lambda: 0
         self._cache_stats: Callable[[], tuple[int, int, int]] | None = None
         self._clicks: Callable[[], int] | None = None
+        self._clicks_dropped: Callable[[], int] = lambda: 0
+        self._access_log_lost: Callable[[], int] | None = None
         self.rpc_latency = Histogram(
             "goto_rpc_call_seconds",
             "Time for a call to the master to be answered (or to fail), by method and outcome.",
@@ -71,9 +73,16 @@ class Metrics:
         """Report ``size()`` as the number of keys held, read at each scrape."""
         self._store_size = size
 
-    def watch_clicks(self, total: Callable[[], int]) -> None:
-        """Report ``total()`` as ``goto_clicks_total``, read at each scrape (nothing per click here)."""
+    def watch_clicks(self, total: Callable[[], int], dropped: Callable[[], int]) -> None:
+        """Report ``total()`` as ``goto_clicks_total`` and ``dropped()`` as
+        ``goto_clicks_dropped_total``, read at each scrape (nothing per click here)."""
         self._clicks = total
+        self._clicks_dropped = dropped
+
+    def watch_access_log(self, lost: Callable[[], int]) -> None:
+        """Report ``lost()`` as ``goto_access_log_lost_lines_total``: access-log lines a failed write
+        (a full disk) lost, read at each scrape."""
+        self._access_log_lost = lost
 
     def watch_cache(self, stats: Callable[[], tuple[int, int, int]]) -> None:
         """Report ``stats()`` as the cache's (hits, misses, evictions), read at each scrape."""
@@ -133,8 +142,20 @@ class _Collector(Collector):
         if metrics._clicks is not None:
             yield CounterMetricFamily(
                 "goto_clicks",
-                "Clicks counted (redirects but HEAD and preview bots).",
+                "Clicks counted (redirects but HEAD and preview bots), kept or dropped.",
                 value=metrics._clicks(),
+            )
+            yield CounterMetricFamily(
+                "goto_clicks_dropped",
+                "Of those, clicks dropped: for a new key past the bound of keys waiting to be written or sent, "
+                "or because the master keeps none (PostgreSQL).",
+                value=metrics._clicks_dropped(),
+            )
+        if metrics._access_log_lost is not None:
+            yield CounterMetricFamily(
+                "goto_access_log_lost_lines",
+                "Access-log lines lost to failed writes (a full disk, a closed pipe).",
+                value=metrics._access_log_lost(),
             )
         if metrics._cache_stats is not None:
             hits, misses, evictions = metrics._cache_stats()

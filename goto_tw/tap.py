@@ -16,7 +16,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python import usage
 from twisted.web.resource import Resource
 
-from goto_tw.accesslog import make_access_log
+from goto_tw.accesslog import LineAccessLog, make_access_log
 from goto_tw.api import LinksResource
 from goto_tw.auth import APIKeys, KeyRequiredToAdd, KeysFileError
 from goto_tw.blocklist import LinkPolicy
@@ -485,6 +485,9 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         access_log = make_access_log(options["access-log"], reactor)  # before any file is created
     except OSError as exc:
         sys.exit(f"goto: --access-log: cannot open {options['access-log']}: {exc.strerror}")
+    if isinstance(access_log, LineAccessLog):
+        line_log = access_log
+        metrics.watch_access_log(lambda: line_log.lost_lines)
     if isinstance(access_log, Service):
         # The first child, so the last to stop: every request answered while the others stop (the
         # adds a master is still writing, the calls a slave drains) still gets its line.
@@ -507,7 +510,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         clicks = book.counter
         stats = MasterLinkStats(master_store, master_store, book)
         store = master_store
-    metrics.watch_clicks(book.total if book is not None else clicks.total)
+    metrics.watch_clicks(book.total if book is not None else clicks.total, lambda: clicks.dropped)
     if drain is not None:
         drain.setServiceParent(top)  # the accepted requests finish before the log and the pool close
     rpc = RPCResource(store, options.get("rpc-secret"), book, stats) if options["rpc"] else None

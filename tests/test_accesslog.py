@@ -184,3 +184,41 @@ def test_a_line_cut_by_a_failed_write_is_not_glued_to_the_next(
     lines = path.read_text().splitlines()
     assert lines[0] == "127.0.0.1 " and lines[1].startswith("127.0.0.1 - - [") and '"GET /next' in lines[1]
     assert len(lines) == 2
+
+
+@pytest.mark.parametrize("mended", [False, True])
+def test_a_partial_write_loses_only_the_lines_it_did_not_end(
+    monkeypatch: pytest.MonkeyPatch, mended: bool
+) -> None:
+    """A write that ended the first of three lines and then failed lost two lines, not three (the
+    whole batch was counted lost before); after a torn line, the newline that mends it is no line."""
+    import os
+    import types
+
+    clock = Clock()
+    with open(os.devnull, "a", encoding="ascii") as out:
+        access = LineAccessLog(out, clock)
+        written: list[bytes] = []
+        fail_next = False
+
+        def first_line_and_a_bit(fd: int, data: object) -> int:
+            nonlocal fail_next
+            if fail_next:
+                fail_next = False
+                raise OSError(28, "No space left on device")
+            fail_next = True
+            chunk = bytes(data)  # type: ignore[call-overload]
+            end = chunk.index(b"\n", 1) + 5 if b"/0" in chunk else 10  # else: tear the line before
+            written.append(chunk[:end])
+            return end
+
+        monkeypatch.setattr("goto_tw.accesslog.os", types.SimpleNamespace(write=first_line_and_a_bit))
+        if mended:  # a line torn by a write that failed after 10 bytes
+            access.record("127.0.0.1", "GET", b"/t", b"HTTP/1.1", 302, 0, "redirect")
+            clock.advance(0)
+            assert access.lost_lines == 1
+        for path in (b"/0", b"/1", b"/2"):
+            access.record("127.0.0.1", "GET", path, b"HTTP/1.1", 302, 0, "redirect")
+        clock.advance(0)
+        assert written[-1].startswith(b"\n127.0.0.1 " if mended else b"127.0.0.1 ")
+        assert access.lost_lines == (1 if mended else 0) + 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,8 @@ from goto_tw.clicks import (
     load_clicks,
     open_click_book,
 )
-from goto_tw.errors import MasterUnreachable, StoreUnavailable
+from goto_tw.errors import MasterUnreachable, NotKept, StoreUnavailable
+from goto_tw.metrics import Metrics
 
 from .helpers import failure_of, has_fired, result_of
 
@@ -40,9 +42,52 @@ def test_counter_counts_and_is_bounded() -> None:
         counter.click(key)
     assert counter.pending == {"a": 3, "b": 1}
     assert counter.dropped == 1
-    assert counter.total() == 4
+    assert counter.total() == 5, "every click counted, the dropped one too"
     assert counter.take() == {"a": 3, "b": 1} and counter.pending == {}
-    assert counter.total() == 4
+    assert counter.total() == 5
+
+
+def _scraped(metrics: Metrics) -> tuple[float, float]:
+    """``goto_clicks_total`` and ``goto_clicks_dropped_total`` as a scrape shows them."""
+    text = metrics.render().decode()
+    values = [
+        float(re.search(rf"^{name} (\S+)$", text, re.MULTILINE).group(1))  # type: ignore[union-attr]
+        for name in ("goto_clicks_total", "goto_clicks_dropped_total")
+    ]
+    return values[0], values[1]
+
+
+def test_goto_clicks_total_never_goes_back_when_clicks_are_dropped() -> None:
+    """A slave whose master keeps no clicks (NotKept) drops the batch it sent, and one whose give-back
+    finds the bound full drops the rest: ``goto_clicks_total`` (a Prometheus counter) stays where it
+    was, and ``goto_clicks_dropped_total`` says how many were dropped. It went down by the dropped
+    clicks before (a reset, to ``rate()``)."""
+    clock, counter = Clock(), ClickCounter(max_keys=2)
+    metrics = Metrics("slave")
+    metrics.watch_clicks(counter.total, lambda: counter.dropped)
+    answers: list[Deferred[Any]] = []
+
+    def send(batch: dict[str, int]) -> Deferred[Any]:
+        answers.append(Deferred())
+        return answers[-1]
+
+    forwarder = ClickForwarder(counter, send, clock)
+    forwarder.startService()
+    for key in ("a", "a", "b"):
+        counter.click(key)
+    assert _scraped(metrics) == (3, 0)
+    clock.advance(1)  # the batch is on its way
+    counter.click("c")
+    counter.click("d")
+    answers[0].errback(MasterUnreachable("the master is unreachable"))  # given back: a and b fill the bound
+    assert _scraped(metrics) == (5, 3), "c and d kept their place; a (2) and b (1) came back to a full bound"
+    clock.advance(1)
+    answers[1].errback(NotKept("this master counts no clicks"))
+    assert _scraped(metrics) == (5, 5)
+    counter.click("e")  # the master keeps none: dropped at once, still counted
+    clock.advance(1)
+    assert _scraped(metrics) == (6, 6)
+    result_of(forwarder.stopService())
 
 
 def test_preview_bots_and_people() -> None:

@@ -14,6 +14,7 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import getPlugins
 from twisted.python import usage
+from twisted.web.server import Site
 
 from goto_tw.accesslog import LineAccessLog
 from goto_tw.errors import MasterUnreachable
@@ -24,6 +25,7 @@ from goto_tw.site import GotoSite
 from goto_tw.tap import Options, default_host, make_slave_store, makeService
 from tests.conftest import LogCapture
 from tests.helpers import failure_of, has_fired
+from tests.wire import exchange
 
 
 def parse(*args: str) -> Options:
@@ -142,6 +144,23 @@ def test_make_service_access_log_then_writer_then_listener(tmp_path: Path) -> No
     assert [type(listener) for listener in children[-1]] == [StreamServerEndpointService]
     service.startService()
     assert len(reactor.tcpServers) == 1
+    service.stopService()
+
+
+def test_access_log_lines_lost_to_a_full_disk_are_a_metric(tmp_path: Path) -> None:
+    """Lines a failed write lost (``--access-log`` on a full disk) show on ``/_goto/metrics`` as
+    ``goto_access_log_lost_lines_total``, not only in the log's throttled lines."""
+    reactor = MemoryReactorClock()
+    options = parse("--file", str(tmp_path / "s.json"), "--http", "tcp:0", "--access-log", "/dev/full")
+    service = makeService(options, reactor=reactor)
+    service.startService()
+    site = reactor.tcpServers[0][1]
+    assert isinstance(site, Site)
+    scrape = b"GET /_goto/metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+    first = exchange(site, scrape)
+    assert b"goto_access_log_lost_lines_total 0.0" in first, first
+    reactor.advance(0)  # the first scrape's line meets the full disk
+    assert b"goto_access_log_lost_lines_total 1.0" in exchange(site, scrape)
     service.stopService()
 
 
