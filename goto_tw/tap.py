@@ -403,14 +403,17 @@ class Options(usage.Options):
             if self.get(name) == "":
                 raise usage.UsageError(f"--{name}: an empty file name; give a file, or leave the option out")
         store = self.get("store")
+        # The option the user named the data file with, for the refusals below.
+        file_option = "--file"
         if store is not None:
+            if self["master"]:
+                raise usage.UsageError("--store is for a master; a slave (--master) has no store of its own")
             if self["file"] is not None:
                 raise usage.UsageError("--store and --file name the same thing: give one of them")
             if store.startswith("file:"):
                 self["file"] = store[len("file:") :]
                 self["store"] = None
-        if self["master"] and self.get("store"):
-            raise usage.UsageError("--store is for a master; a slave (--master) has no store of its own")
+                file_option = "--store"
         if self.get("store") and (self["fsync"] or self["no-fsync"]):
             raise usage.UsageError("--fsync and --no-fsync are for the data file; PostgreSQL commits durably")
         if self["host"] is None:
@@ -426,7 +429,7 @@ class Options(usage.Options):
         if self["file"] is not None:  # else the master listened, then failed to create the file
             folder = os.path.dirname(os.path.realpath(self["file"]))  # a symlink's target's folder
             if not os.path.isdir(folder):
-                raise usage.UsageError(f"--file: the data file's directory {folder!r} does not exist")
+                raise usage.UsageError(f"{file_option}: the data file's directory {folder!r} does not exist")
         self["rpc-secret"] = read_secret(self["rpc-secret-file"]) if self["rpc-secret-file"] else None
         if self["private"] and not self["api-keys-file"]:
             raise usage.UsageError("--private needs --api-keys-file: nobody could add a link")

@@ -393,6 +393,12 @@ def test_a_goto_process_ignores_sighup_until_its_reloader_and_prints_cannot_star
         (["--block-file", ""], "--block-file: an empty file name"),
         (["--file", ""], "--file: an empty file name"),
         (["--file", "/nonexistent/dir/store.json"], "--file: the data file's directory '/nonexistent/dir'"),
+        # Each refusal names the option given (they named --file for --store file:).
+        (
+            ["--store", "file:/nonexistent/dir/store.json"],
+            "--store: the data file's directory '/nonexistent/dir'",
+        ),
+        (["--master", "127.0.0.1:8081", "--store", "file:store.json"], "--store is for a master"),
         (["--http", "99999"], "--http: port 99999 is out of range"),
         (["--http", "tcp:-1"], "--http: port -1 is out of range"),
         (["--ops", "tcp:70000:interface=127.0.0.1"], "--ops: port 70000 is out of range"),
