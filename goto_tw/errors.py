@@ -161,5 +161,5 @@ class NotKept(GotoError):
 #: Errors by fault code, for the RPC client to map a master's fault back to the same error.
 ERRORS_BY_FAULT_CODE: dict[int, type[GotoError]] = {
     cls.fault_code: cls
-    for cls in (KeyNotFound, KeyExists, KeyDisabled, InvalidURL, StoreUnavailable, NotAuthorized)
+    for cls in (KeyNotFound, KeyExists, KeyDisabled, InvalidURL, StoreUnavailable, NotAuthorized, NotKept)
 }

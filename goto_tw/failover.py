@@ -8,7 +8,9 @@ next master: a killed master costs a refused connection, not a request. A master
 ``failover_after`` seconds (hung, or cut off without a reset) is believed down too and the call also
 goes to the next one, so a call never waits for ``--rpc-timeout`` while another master answers. Retrying an add elsewhere is
 safe: a URL has one key in the database, so an add that did commit on the first master answers the
-same key on the second. Any other answer (a key, "unknown key", "invalid URL") is the answer.
+same key on the second. A master that answers but cannot serve (a 503 fault: its own way to the
+database is down, or its database calls queue too long) is passed over the same way: the next master
+may reach the database. Any other answer (a key, "unknown key", "invalid URL") is the answer.
 
 Only when every master failed the call does it fail, with the last master's error, so the
 :class:`~goto_tw.proxystore.ProxyStore` above it sees one master that is down and fails fast.
@@ -18,7 +20,8 @@ a master takes no call until it passed it: a master keeping its own data file (i
 change feed, which a PostgreSQL master has not) would hand out the same keys as another for other
 URLs, so it is refused for good, logged once as an error. Calls made before any master passed wait
 for the first answer (at most :data:`MAX_WAITING_CALLS` of them); a master that could not be asked
-is asked again with the next call after ``retry_interval``.
+is asked again with the next call after ``retry_interval``, its failure logged once (a name that does
+not resolve, a secret it refuses) until it passes.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ class _Member:
     __slots__ = (
         "announced",
         "check_again_at",
+        "check_error",
         "checking",
         "down_until",
         "failures",
@@ -81,6 +85,8 @@ class _Member:
         self.refused: str | None = None
         self.checking = False
         self.check_again_at = 0.0
+        #: Why the last check could not be made (logged once until one passes), for the caller's 503.
+        self.check_error: str | None = None
 
 
 @implementer(IURLStore, ILinkAdder)
@@ -124,6 +130,11 @@ class FailoverStore:
         return self._when_checked(
             lambda: _Race(self, lambda store: store.call(method, *params), self._order(), hedge=False).result
         )
+
+    def read(self, method: str, *params: Any) -> Deferred[Any]:
+        """A call that only reads (``Store.Stats``): hedged as a look-up is, so a hung master costs
+        it ``failover_after``, not ``--rpc-timeout``."""
+        return self._call(lambda store: store.call(method, *params))
 
     def count(self) -> int:
         return 0
@@ -189,9 +200,19 @@ class FailoverStore:
         if isinstance(result, Failure):
             if not result.check(StoreUnavailable):
                 log.failure("Checking master {name} failed", result, name=member.name)
+            elif member.check_error is None:  # once until it passes: its name, its secret, its port...
+                log.warn(
+                    "Master {name} could not be checked ({error}); it takes no calls until it is, "
+                    "asked again every {seconds:g} s",
+                    name=member.name,
+                    error=_log_text(result),
+                    seconds=self._retry_interval,
+                )
+            member.check_error = _log_text(result)
             member.check_again_at = self._clock.seconds() + self._retry_interval
         elif result is None:
             member.passed = True
+            member.check_error = None
             log.info("Master {name} shares the others' store: it takes calls", name=member.name)
         else:
             member.refused = str(result)
@@ -204,18 +225,27 @@ class FailoverStore:
     def _none_may_answer(self) -> MasterUnreachable:
         """Why a call has no master to go to: every one was refused, or none could be checked yet."""
         refused = [f"{member.name}: {member.refused}" for member in self._members if member.refused]
-        detail = "; ".join(refused) if refused else "no master could be checked yet"
+        unchecked = [
+            f"{member.name}: {member.check_error}"
+            for member in self._members
+            if member.check_error is not None and not member.passed and not member.refused
+        ]
+        detail = "; ".join(refused + unchecked) or "no master could be checked yet"
         return MasterUnreachable(UNREACHABLE_MESSAGE, detail=detail)
 
-    def _mark_down(self, member: _Member, why: str, *, busy: bool = False) -> None:
+    def _mark_down(self, member: _Member, why: str, *, busy: bool = False, answered: bool = False) -> None:
         """Pass ``member`` over for a while: ``retry_interval``, doubled for each retry that fails in
         a row up to :data:`MAX_RETRY_INTERVAL`. A hung master is retried with a live call, which
-        waits ``failover_after`` before it moves on; one call at a time (``trial_until``)."""
+        waits ``failover_after`` before it moves on; one call at a time (``trial_until``).
+        ``answered``: it answered, with a 503 (it cannot serve), rather than not at all."""
         if member.down_until == 0.0 and not busy and not member.announced:
             # Once per outage; a busy master (its queue here full) answers, so it is not announced.
             member.announced = True
             log.warn(
-                "Master {name} does not answer ({error}); trying the others", name=member.name, error=why
+                "Master {name} {what} ({error}); trying the others",
+                name=member.name,
+                what="cannot serve" if answered else "does not answer",
+                error=why,
             )
         member.trial_until = 0.0
         now = self._clock.seconds()
@@ -236,7 +266,8 @@ class FailoverStore:
 class _Race:
     """One call: asked of the masters in ``order`` until one gives a real answer.
 
-    A master that fails with :class:`MasterUnreachable` hands the call to the next at once; one
+    A master that fails with :class:`StoreUnavailable` (unreachable, busy, or its own 503) hands
+    the call to the next at once; one
     that is silent for ``failover_after`` seconds is believed down and the call also goes to the
     next, the slow one still counting if it answers first. The first real answer wins; the later
     ones are dropped. The call fails only when every master failed it.
@@ -291,10 +322,12 @@ class _Race:
         self._outstanding -= 1
         if timer is not None and timer.active():
             timer.cancel()
-        if isinstance(result, Failure) and result.check(MasterUnreachable, MasterBusy):
-            # Unreachable, or this slave's queue to it full (too slow for the load): the next one.
+        if isinstance(result, Failure) and result.check(StoreUnavailable):
+            # Unreachable, this slave's queue to it full (too slow for the load), or its own 503 (it
+            # cannot reach the database, which the next one may): the next one.
             busy = bool(result.check(MasterBusy))
-            self._store._mark_down(member, _log_text(result), busy=busy)
+            answered = not result.check(MasterUnreachable, MasterBusy)
+            self._store._mark_down(member, _log_text(result), busy=busy, answered=answered)
             if busy or self._last is None or not self._last.check(MasterBusy):
                 self._last = result  # if all fail, a busy one's 503 says it best (no master is down)
             if not moved_on[0]:

@@ -31,6 +31,10 @@ RESERVED_SEGMENTS = frozenset(
 #: Every path segment starting with this prefix belongs to the service (``/_goto/health``...).
 RESERVED_PREFIX = "_"
 
+#: The key a slave's health check looks up on its master: reserved, so it can never be stored; the
+#: master answers it "unknown key" when it can serve (its database answers), else a 503.
+HEALTH_PROBE_KEY = "_goto_health"
+
 
 def key_for_index(index: int) -> str:
     """Return the base-62 key of ``index`` (0 -> ``"0"``, 61 -> ``"Z"``, 62 -> ``"10"``).

@@ -43,15 +43,12 @@ from goto_tw.errors import (
 )
 from goto_tw.fanout import Coalescing, SharedResult
 from goto_tw.interfaces import ILinkAdder, ILocalLookup, IMasterHealth, IURLStore
-from goto_tw.keys import INVALID_KEY, is_valid_key
+from goto_tw.keys import HEALTH_PROBE_KEY, INVALID_KEY, is_valid_key
 from goto_tw.throttledlog import ThrottledError
 from goto_tw.urls import URLPolicy, accept_url, as_stored
 
 log = Logger()
 T = TypeVar("T")
-
-#: The key a health check looks up on the master: reserved, so it can never be stored.
-HEALTH_PROBE_KEY = "_goto_health"
 
 #: What a user is told when the master's answer cannot be used (the cause goes to the log).
 BAD_ANSWER_MESSAGE = "the service got a bad answer from its store; try again shortly"

@@ -20,9 +20,17 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from goto_tw.clicks import ClickBook, check_batch
-from goto_tw.errors import GotoError, KeyNotFound, NotAuthorized, no_link_text
-from goto_tw.interfaces import IChangeSource, IKnownKeys, ILinkAdder, ILinkStats, ILocalLookup, IURLStore
-from goto_tw.keys import is_valid_key
+from goto_tw.errors import GotoError, KeyNotFound, NotAuthorized, StoreUnavailable, no_link_text
+from goto_tw.interfaces import (
+    IChangeSource,
+    IDatabaseHealth,
+    IKnownKeys,
+    ILinkAdder,
+    ILinkStats,
+    ILocalLookup,
+    IURLStore,
+)
+from goto_tw.keys import HEALTH_PROBE_KEY, is_valid_key
 from goto_tw.linkstats import stats_struct
 from goto_tw.rpcwire import dumps_response
 from goto_tw.web import XML_CONTENT_TYPE, IRPCCalls, PlainResource
@@ -51,6 +59,15 @@ def _as_fault(failure: Failure) -> Failure:
     return failure
 
 
+def _probe_answer(reachable: bool, key: str) -> str:
+    """What a slave's health probe is told, raised as a fault: "unknown key" (the master serves), or
+    a 503 when the master's database does not answer (the slave cannot add or look up either,
+    whatever its cache holds)."""
+    if reachable:
+        raise xmlrpc.Fault(KeyNotFound.fault_code, no_link_text(key))
+    raise _fault_of(StoreUnavailable("the master cannot reach its database now"))
+
+
 def _single_string(args: tuple[Any, ...], what: str) -> str:
     if len(args) != 1 or not isinstance(args[0], str):
         raise xmlrpc.Fault(BAD_ARGUMENTS, f"expected one string argument, the {what}")
@@ -68,6 +85,7 @@ class StoreHandler(xmlrpc.XMLRPC):
         self._store = store
         self._local = ILocalLookup(store, None)
         self._known = IKnownKeys(store, None)
+        self._database = IDatabaseHealth(store, None)
         self._clicks = clicks
         self._stats = stats
 
@@ -111,6 +129,8 @@ class StoreHandler(xmlrpc.XMLRPC):
         """
         key = _single_string(args, "key")
         if not is_valid_key(key):
+            if key == HEALTH_PROBE_KEY and self._database is not None:
+                return self._database.check_database().addCallback(_probe_answer, key)
             raise xmlrpc.Fault(KeyNotFound.fault_code, no_link_text(key))
         if self._local is not None:
             url = self._local.lookup(key)

@@ -699,7 +699,9 @@ def make_slave(
     call = remote.call_alone if isinstance(remote, RemoteStore) else remote.call
     forwarder = ClickForwarder(counter, lambda batch: call("Store.Clicks", batch), reactor)
     forwarder.setServiceParent(parent)
-    return store, counter, RemoteLinkStats(store, remote.call, forwarder)
+    # A question of statistics only reads: with several masters it is hedged as a look-up is.
+    stats_call = remote.call if isinstance(remote, RemoteStore) else remote.read
+    return store, counter, RemoteLinkStats(store, stats_call, forwarder)
 
 
 def make_postgres_store(

@@ -6,9 +6,18 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from zope.interface import implementer
 
-from goto_tw.errors import InvalidURL, KeyNotFound, MasterBusy, MasterUnreachable, NotKept, StoreUnavailable
+from goto_tw.errors import (
+    InvalidURL,
+    KeyNotFound,
+    MasterBusy,
+    MasterRefused,
+    MasterUnreachable,
+    NotKept,
+    StoreUnavailable,
+)
 from goto_tw.failover import MAX_RETRY_INTERVAL, MAX_WAITING_CALLS, FailoverStore, shares_a_database
 from goto_tw.interfaces import IURLStore
+from goto_tw.remote import UNREACHABLE_MESSAGE
 from tests.conftest import LogCapture
 from tests.helpers import failure_of, has_fired, result_of
 
@@ -353,3 +362,91 @@ def test_a_busy_master_is_not_logged_as_down_and_a_busy_answer_wins_over_a_dead_
     lines = log_events.messages()
     assert not [line for line in lines if "m0 does not answer" in line or "m0 answers again" in line]
     assert len([line for line in lines if "m1 does not answer" in line]) == 1
+
+
+# --- review 35: a master that answers but cannot serve, and masters that cannot be checked ----------
+
+
+class DatabaseLess(FakeMaster):
+    """A master whose way to the shared database is cut: it answers every call with its 503 fault."""
+
+    def _answer(self, method: str, arg: str, value: str) -> Deferred[str]:
+        self.calls.append((method, arg))
+        return fail(StoreUnavailable("the service cannot reach its store right now"))
+
+
+def test_a_master_answering_503_is_passed_over_like_a_dead_one(log_events: LogCapture) -> None:
+    """Review 35: a master that had lost its database answered every other call with a 503, which
+    went to the user (adds and misses alternated 503/200) while its neighbour could serve. The call
+    goes to the next master now, and the master is passed over for a while, logged once as one that
+    cannot serve; with every master answering 503 the call fails with that 503 (not "unreachable")."""
+    clock = Clock()
+    cut, good = DatabaseLess("m0"), FakeMaster("m1")
+    store = FailoverStore([("m0", cut), ("m1", good)], clock)
+    assert [result_of(store.get(f"k{n}")) for n in range(6)] == [f"https://m1/k{n}" for n in range(6)]
+    assert result_of(store.put("https://x.example/")) == "k"
+    assert len(cut.calls) == 1, "passed over after its 503"
+    warnings = [m for m in log_events.messages() if "Master m0" in m]
+    assert len(warnings) == 1 and "cannot serve" in warnings[0] and "cannot reach its store" in warnings[0]
+    both = FailoverStore([("a", DatabaseLess("a")), ("b", DatabaseLess("b"))], clock)
+    error = failure_of(both.get("k")).value
+    assert type(error) is StoreUnavailable and error.http_status == 503
+
+
+def test_statistics_are_hedged_as_look_ups_are() -> None:
+    """Review 35: ``Store.Stats`` went through the unhedged ``call``: with one master hung, an info
+    page waited for --rpc-timeout. ``read`` moves on after ``failover_after``, as a look-up does."""
+
+    class Hung(FakeMaster):
+        def call(self, method: str, *params: object) -> Deferred[object]:
+            self.calls.append((method, str(params)))
+            return Deferred()
+
+    class Answers(FakeMaster):
+        def call(self, method: str, *params: object) -> Deferred[object]:
+            self.calls.append((method, str(params)))
+            return succeed({"clicks": 3.0})
+
+    clock = Clock()
+    store = FailoverStore([("hung", Hung("hung")), ("good", Answers("good"))], clock)
+    asked = store.read("Store.Stats", "k")
+    assert not has_fired(asked)
+    clock.advance(1.0)
+    assert result_of(asked) == {"clicks": 3.0}
+
+
+def test_a_master_that_cannot_be_checked_is_logged_once_saying_why(log_events: LogCapture) -> None:
+    """Review 35: a --master that does not resolve, has nothing listening or refuses the secret took
+    no calls, silently, while the others served (the operator believed in a redundancy that was not
+    there); with none checked, the 503's cause said only "no master could be checked yet". Each
+    master's failure is logged once until it passes, and a call that finds none names the causes."""
+    clock = Clock()
+    gone, refusing = FeedMaster("gone", feed=False), FeedMaster("refusing", feed=False, held=True)
+    gone.down = True
+    store = _checked_store(gone, refusing, clock=clock)
+    first = store.get("k")
+    refusing.held.pop().errback(
+        MasterRefused(UNREACHABLE_MESSAGE, detail="the master refused this slave's RPC secret")
+    )
+    error = failure_of(first).value
+    assert isinstance(error, MasterUnreachable)
+    detail = error.detail or ""
+    assert (
+        "gone: the master is unreachable (gone refused)" in detail
+        and "RPC secret" in detail.split("refusing:")[1]
+    )
+    for _ in range(3):  # asked again each retry interval, logged once
+        clock.advance(1)
+        store.get("k").addErrback(lambda _: None)
+        if refusing.held:
+            refusing.held.pop().errback(
+                MasterRefused(UNREACHABLE_MESSAGE, detail="the master refused this slave's RPC secret")
+            )
+    warnings = [m for m in log_events.messages() if "could not be checked" in m]
+    assert len(warnings) == 2, warnings
+    assert any("Master gone" in m and "gone refused" in m for m in warnings)
+    assert any("Master refusing" in m and "RPC secret" in m for m in warnings)
+    gone.down = False
+    clock.advance(1)
+    assert result_of(store.get("k")) == "https://gone/k"
+    assert [m for m in log_events.messages() if "could not be checked" in m] == warnings, "not again"

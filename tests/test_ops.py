@@ -11,8 +11,9 @@ from twisted.internet.task import Clock
 from twisted.web.resource import Resource
 
 from goto_tw.errors import RETRY_AFTER_SECONDS, KeyNotFound, MasterUnreachable
+from goto_tw.keys import HEALTH_PROBE_KEY
 from goto_tw.metrics import Metrics
-from goto_tw.proxystore import HEALTH_PROBE_KEY, ProxyStore
+from goto_tw.proxystore import ProxyStore
 from goto_tw.remote import GATHER_PAUSE, AgentPoster
 from goto_tw.rpc import RPCResource
 from goto_tw.site import GotoSite

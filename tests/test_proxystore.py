@@ -13,7 +13,8 @@ from zope.interface.verify import verifyObject
 
 from goto_tw.errors import InvalidURL, KeyDisabled, KeyNotFound, MasterUnreachable, StoreUnavailable
 from goto_tw.interfaces import ILinkAdder, ILocalLookup, IMasterHealth, IURLStore
-from goto_tw.proxystore import BAD_ANSWER_LOG_INTERVAL, HEALTH_PROBE_KEY, ProxyStore
+from goto_tw.keys import HEALTH_PROBE_KEY
+from goto_tw.proxystore import BAD_ANSWER_LOG_INTERVAL, ProxyStore
 from tests.conftest import LogCapture
 from tests.counting import CountingDeferred
 from tests.fakes import FakeMaster

@@ -18,7 +18,8 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from goto_tw.errors import InvalidURL, KeyNotFound, MasterRefused, MasterUnreachable, StoreUnavailable
-from goto_tw.interfaces import IURLStore
+from goto_tw.interfaces import IDatabaseHealth, IURLStore
+from goto_tw.keys import HEALTH_PROBE_KEY
 from goto_tw.remote import GATHER_PAUSE, HTTPPoster, RemoteStore, master_rpc_url
 from goto_tw.rpc import RPCResource
 from goto_tw.store import URLStore
@@ -653,3 +654,30 @@ def test_a_masters_long_fault_text_is_cut_for_the_log(code: int) -> None:
     detail = getattr(error, "detail", "")
     assert "xxx" in detail and len(detail) < _MAX_FAULT_TEXT + 100
     assert "xxx" not in str(error)
+
+
+@implementer(IDatabaseHealth)
+class DatabaseStore(URLStore):
+    """A master's store with a database behind it (as PostgreSQL's), up or down as the test says."""
+
+    database_reachable = True
+
+    def check_database(self) -> Deferred[bool]:
+        return succeed(self.database_reachable)
+
+
+def test_a_slaves_health_probe_is_told_when_the_masters_database_is_down() -> None:
+    """Review 35: a slave's health probe (a look-up of the reserved HEALTH_PROBE_KEY) was refused as
+    an invalid key before the store was asked, so a slave said "ok" while its master's database was
+    down and every add and miss through it was a 503. A master with a database answers the probe
+    with a 503 while the database does not answer, alone or in a multicall; "unknown key" otherwise."""
+    store = DatabaseStore()
+    master = Master(store)
+    assert failure_of(master.settle(master.remote.get(HEALTH_PROBE_KEY))).check(KeyNotFound)
+    store.database_reachable = False
+    alone = failure_of(master.settle(master.remote.get(HEALTH_PROBE_KEY))).value
+    assert type(alone) is StoreUnavailable and "cannot reach its database" in str(alone)
+    together = [master.remote.get(HEALTH_PROBE_KEY), master.remote.get("nope")]
+    master.settle(together[0])
+    assert type(failure_of(together[0]).value) is StoreUnavailable
+    assert failure_of(together[1]).check(KeyNotFound)

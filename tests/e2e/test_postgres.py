@@ -174,3 +174,49 @@ def test_master_with_an_unusable_database_exits_saying_why(goto_processes, pg_cl
     output = master.output()
     assert "cannot use the database" in output and "no_such_database" in output
     assert "Site starting" not in output
+
+
+def test_slaves_of_postgresql_masters_show_a_link_without_its_clicks(goto_processes, pg_uri):
+    """Review 35: on a slave of PostgreSQL masters the info page and the API answered 503 for every
+    link (the masters' "not kept" fault 501 was read as "unavailable"). Now as on the master: the
+    link, its clicks "not counted by this server", the API without ``clicks``."""
+    a = _master(goto_processes, pg_uri, "a")
+    b = _master(goto_processes, pg_uri, "b")
+    key = key_of(add_url(a.base_url, "https://example.com/info").text)
+    slave = goto_processes.start(
+        "--master", f"127.0.0.1:{a.port},127.0.0.1:{b.port}", data_file=None, name="slave"
+    )
+    for _ in range(2):  # both masters answer, in turn
+        page = get(f"{slave.base_url}/{key}+")
+        assert page.status == 200, page.text
+        assert "https://example.com/info" in page.text and "not counted by this server" in page.text
+        api = get(f"{slave.base_url}/api/v1/links/{key}")
+        assert api.status == 200, api.text
+        document = json.loads(api.body)
+        assert document["url"] == "https://example.com/info" and "clicks" not in document
+
+
+def test_a_slave_is_unhealthy_while_its_masters_database_is_down(goto_processes, pg_cluster: Cluster, pg_uri):
+    """Review 35: with its master's database stopped, a slave answered 503 to every add and miss and
+    still said "ok" on /_goto/health (its probe never reached the database). It says 503 now, and
+    "ok" again once the database is back."""
+    master = _master(goto_processes, pg_uri)
+    slave = goto_processes.start("--master", f"127.0.0.1:{master.port}", data_file=None, name="slave")
+    assert get(f"{slave.base_url}/_goto/health").status == 200
+    pg_cluster.stop("immediate")
+    try:
+
+        def unhealthy():
+            reply = get(f"{slave.base_url}/_goto/health")
+            return reply if reply.status == 503 else None
+
+        health = poll_until(unhealthy, RECOVERY_DEADLINE, "the slave's health to say its master cannot serve")
+        assert health.headers["Retry-After"]
+        assert add_url(slave.base_url, "https://example.com/while-down").status == 503
+    finally:
+        pg_cluster.start()
+    poll_until(
+        lambda: True if get(f"{slave.base_url}/_goto/health").status == 200 else None,
+        RECOVERY_DEADLINE,
+        "the slave's health to be ok again",
+    )
