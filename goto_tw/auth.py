@@ -1,16 +1,22 @@
 """API keys: who may manage links (and, with ``--private``, create them).
 
-``--api-keys-file`` holds one key per line (blank lines and ``#`` comments allowed); it is read at
-start and again on SIGHUP (:mod:`goto_tw.reload`), and a file that cannot be read or holds a bad
-line keeps the keys already loaded. Keys are compared in constant time, each against every key, and
-never logged. A request presents one as ``Authorization: Bearer KEY``; a missing or wrong key is a
-401 with ``WWW-Authenticate: Bearer`` (a problem under ``/api/``, an HTML page for a browser), and failed attempts are logged at most once a second
-per client address (from a bounded table), so a guessing client cannot flood the log.
+``--api-keys-file`` holds one key per line (blank lines and ``#`` comments allowed: a ``#`` that
+starts a line or follows a space or tab; one inside a word is part of the key); each key is at least
+:data:`MIN_KEY_BYTES` bytes, so it cannot be guessed by trying. It is read at start (where any bad
+line, or none at all, stops start-up) and again on SIGHUP (:mod:`goto_tw.reload`): then the keys
+in force are exactly the good lines of the file, so taking a leaked key out (emptying the file, or
+commenting it out) revokes it, and a bad line is logged and left out; only a file that cannot be
+read at all keeps the keys already loaded. Keys are compared in constant time, each against every
+key, and never logged. A request presents one as ``Authorization: Bearer KEY``; a missing or wrong
+key is a 401 with ``WWW-Authenticate: Bearer`` (a problem under ``/api/``, an HTML page for a
+browser), and failed attempts are logged at most once a second per client address (from a bounded
+table), so a guessing client cannot flood the log.
 """
 
 from __future__ import annotations
 
 import hmac
+import re
 from collections import OrderedDict
 from typing import Any
 
@@ -32,6 +38,8 @@ MAX_KEYS_FILE_BYTES = 1 << 20
 MAX_KEY_BYTES = 256
 #: Client addresses remembered for the once-a-second log of failed attempts.
 MAX_LOGGED_CLIENTS = 10_000
+#: Bad lines of a reloaded keys file logged, at most (each names its line).
+MAX_PROBLEMS_LOGGED = 10
 #: Most refusal lines logged in one second, whatever the clients (a botnet guessing keys).
 MAX_REFUSAL_LINES = 10
 
@@ -40,29 +48,47 @@ class KeysFileError(Exception):
     """The keys file cannot be used; the message names the file and line (never a key)."""
 
 
-def parse_keys(path: str, data: bytes) -> tuple[bytes, ...]:
-    """The keys in a keys file's ``data``: one printable ASCII word per line, ``#`` comments."""
+#: Shortest key accepted, in bytes: a shorter one could be found by trying (failed attempts are
+#: logged sparingly, not slowed down).
+MIN_KEY_BYTES = 16
+#: A comment: ``#`` at the start of a line or after a space or tab, to the end of the line.
+_COMMENT = re.compile(rb"(?:^|[ \t])#.*")
+
+
+def _keys_and_problems(path: str, data: bytes) -> tuple[list[bytes], list[str]]:
+    """The good keys of a keys file's ``data``, and what is wrong with each bad line (by number)."""
     keys: list[bytes] = []
+    problems: list[str] = []
     for number, raw in enumerate(data.splitlines(), start=1):
-        line = raw.split(b"#", 1)[0].strip()
+        line = _COMMENT.sub(b"", raw).strip()
         if not line:
             continue
-        if (
-            not line.isascii()
-            or any(byte <= 0x20 or byte == 0x7F for byte in line)
-            or len(line) > MAX_KEY_BYTES
-        ):
-            raise KeysFileError(
-                f"{path}, line {number}: a key is one word of printable ASCII (at most {MAX_KEY_BYTES} bytes)"
+        if not line.isascii() or any(byte <= 0x20 or byte == 0x7F for byte in line):
+            problems.append(f"{path}, line {number}: a key is one word of printable ASCII")
+        elif not MIN_KEY_BYTES <= len(line) <= MAX_KEY_BYTES:
+            problems.append(
+                f"{path}, line {number}: a key is {MIN_KEY_BYTES} to {MAX_KEY_BYTES} bytes long "
+                "(a short one could be guessed)"
             )
-        keys.append(line)
+        else:
+            keys.append(line)
+    return keys, problems
+
+
+def parse_keys(path: str, data: bytes) -> tuple[bytes, ...]:
+    """The keys in a keys file's ``data`` at start-up: one printable ASCII word of
+    :data:`MIN_KEY_BYTES` to :data:`MAX_KEY_BYTES` bytes per line, ``#`` comments; a bad line, or no
+    key at all, is :class:`KeysFileError` (the operator is there to fix it)."""
+    keys, problems = _keys_and_problems(path, data)
+    if problems:
+        raise KeysFileError(problems[0])
     if not keys:
         raise KeysFileError(f"{path} holds no key")
     return tuple(keys)
 
 
-def read_keys(path: str) -> tuple[bytes, ...]:
-    """Read and parse the keys file at ``path`` (bounded), or raise :class:`KeysFileError`."""
+def _read(path: str) -> bytes:
+    """The keys file's bytes (bounded), or :class:`KeysFileError`."""
     try:
         with open(path, "rb") as keys_file:
             data = keys_file.read(MAX_KEYS_FILE_BYTES + 1)
@@ -70,7 +96,12 @@ def read_keys(path: str) -> tuple[bytes, ...]:
         raise KeysFileError(f"cannot read {path}: {exc.strerror}") from None
     if len(data) > MAX_KEYS_FILE_BYTES:
         raise KeysFileError(f"{path} is larger than {MAX_KEYS_FILE_BYTES} bytes")
-    return parse_keys(path, data)
+    return data
+
+
+def read_keys(path: str) -> tuple[bytes, ...]:
+    """Read and parse the keys file at ``path`` (bounded), or raise :class:`KeysFileError`."""
+    return parse_keys(path, _read(path))
 
 
 def bearer_token(request: Request) -> bytes | None:
@@ -104,18 +135,29 @@ class APIKeys:
         return len(self._keys)
 
     def reload(self) -> None:
-        """Read the file again (SIGHUP); keep the keys in force if it is unusable, and say so."""
+        """Read the file again (SIGHUP): its good lines are the keys in force from now on, none if it
+        holds none (a key taken out is revoked, whatever else the file holds); a file that cannot
+        be read keeps the keys in force. Either way it says so."""
         if self.path is None:
             return
         try:
-            keys = read_keys(self.path)
+            data = _read(self.path)
         except KeysFileError as exc:
             log.error(
                 "Keeping the {count} API key(s) in force: {error}", count=len(self._keys), error=str(exc)
             )
             return
-        self._keys = keys
-        log.info("Reloaded {count} API key(s) from {path}", count=len(keys), path=self.path)
+        keys, problems = _keys_and_problems(self.path, data)
+        for problem in problems[:MAX_PROBLEMS_LOGGED]:
+            log.error("Left out of the API keys: {problem}", problem=problem)
+        self._keys = tuple(keys)
+        if keys:
+            log.info("Reloaded {count} API key(s) from {path}", count=len(keys), path=self.path)
+        else:
+            log.warn(
+                "No API key is in force now: {path} holds none; every call that needs one is refused",
+                path=self.path,
+            )
 
     def valid(self, presented: bytes | None) -> bool:
         """Whether ``presented`` is a key in force, compared with every key in constant time."""

@@ -23,6 +23,7 @@ from goto_tw.proxystore import ProxyStore
 from goto_tw.ratelimit import AddLimiter, parse_rate
 from goto_tw.store import URLStore
 from goto_tw.tombstones import encode_tombstone
+from tests.conftest import LogCapture
 from tests.helpers import failure_of, result_of
 
 
@@ -169,24 +170,56 @@ def test_an_answer_asked_for_before_a_forget_is_not_cached() -> None:
     assert cache.lookup("k") is None
 
 
+ONE = b"operator-key-one-0001"
+TWO = b"operator-key-two-0002"
+
+
 def test_keys_file_parsing_and_constant_time_check(tmp_path: Path) -> None:
-    """Comments and blank lines are skipped; a key with spaces or none at all is refused; a failed
-    reload keeps the keys in force."""
-    assert parse_keys("f", b"# c\n\nabc # note\n def\n") == (b"abc", b"def")
-    with pytest.raises(KeysFileError):
-        parse_keys("f", b"a b\n")
-    with pytest.raises(KeysFileError):
-        parse_keys("f", b"# none\n")
+    """Comments and blank lines are skipped; at start a key with spaces, a short one, or none at all
+    is refused."""
+    assert parse_keys("f", b"# c\n\n" + ONE + b" # note\n " + TWO + b"\n") == (ONE, TWO)
+    for bad in (b"a b\n", b"# none\n", b"fifteen-bytes-k\n"):
+        with pytest.raises(KeysFileError):
+            parse_keys("f", bad)
     path = tmp_path / "keys"
-    path.write_bytes(b"one\n")
+    path.write_bytes(ONE + b"\n")
     keys = APIKeys.from_file(str(path), Clock())
-    assert keys.valid(b"one") and not keys.valid(b"two") and not keys.valid(None)
-    path.write_bytes(b"bad key\n")
+    assert keys.valid(ONE) and not keys.valid(TWO) and not keys.valid(None)
+    path.write_bytes(TWO + b"\n")
     keys.reload()
-    assert keys.valid(b"one")
-    path.write_bytes(b"two\n")
+    assert keys.valid(TWO) and not keys.valid(ONE)
+
+
+def test_a_hash_inside_a_key_is_part_of_it() -> None:
+    """Review 35: ``x7#Qm2vLp9RtZk4WcY8nB3sD`` was read as the key ``x7``: the rest was a comment."""
+    assert parse_keys("f", b"x7#Qm2vLp9RtZk4WcY8nB3sD\n#whole line\n") == (b"x7#Qm2vLp9RtZk4WcY8nB3sD",)
+    assert parse_keys("f", ONE + b"\t#tab comment\n") == (ONE,)
+
+
+def test_a_reload_revokes_what_the_file_no_longer_holds(tmp_path: Path, log_events: LogCapture) -> None:
+    """Review 35: emptying the keys file, commenting the leaked key out, or leaving a bad line beside
+    it, then SIGHUP, kept the leaked key working (the reload failed and kept the keys in force). The
+    keys in force are now exactly the file's good lines; only a file that cannot be read keeps them."""
+    path = tmp_path / "keys"
+    path.write_bytes(ONE + b"\n" + TWO + b"\n")
+    keys = APIKeys.from_file(str(path), Clock())
+    path.write_bytes(b"# " + ONE + b" (leaked)\n" + TWO + b"\nnot a key\n")
     keys.reload()
-    assert keys.valid(b"two") and not keys.valid(b"one")
+    assert not keys.valid(ONE) and keys.valid(TWO), "the good line stays, the bad one is left out"
+    assert any("Left out of the API keys" in m and "line 3" in m for m in log_events.messages())
+    for content in (b"", b"# every key revoked\n", b"bad key\n"):
+        path.write_bytes(TWO + b"\n")
+        keys.reload()
+        path.write_bytes(content)
+        keys.reload()
+        assert len(keys) == 0 and not keys.valid(TWO), content
+    assert any("No API key is in force now" in m for m in log_events.messages())
+    path.write_bytes(TWO + b"\n")
+    keys.reload()
+    path.unlink()
+    keys.reload()
+    assert keys.valid(TWO), "a file that cannot be read keeps the keys in force"
+    assert any("Keeping the 1 API key(s) in force: cannot read" in m for m in log_events.messages())
 
 
 def test_limiter_buckets_and_bound() -> None:

@@ -138,6 +138,11 @@ def test_api_keys_are_reloaded_on_sighup(goto_processes: GotoProcesses, tmp_path
         lambda: request("GET", listing, headers=auth(OTHER_KEY)).status == 200 or None, 10, "the new key"
     )
     assert request("GET", listing, headers=auth(KEY)).status == 401
+    keys_file(tmp_path)  # review 35: every key commented out (revoked) was kept in force
+    os.kill(master.pid, signal.SIGHUP)
+    poll_until(
+        lambda: request("GET", listing, headers=auth(OTHER_KEY)).status == 401 or None, 10, "the key revoked"
+    )
     assert KEY not in master.output() and OTHER_KEY not in master.output()
 
 
