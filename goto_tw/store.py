@@ -267,10 +267,12 @@ class URLStore:
 
     def _insert(self, key: str, url: str, custom: bool = False) -> None:
         if custom:
+            # Not remembered as the answer to plain adds of the URL: a key someone chose (perhaps to
+            # mock the page) is theirs, not handed to everyone who shortens the same URL later.
             self._urls.add_custom(key, url, self._clock.seconds() if self._clock is not None else 0.0)
         else:
             self._urls.add(key, url)
-        self._remember(url, key)
+            self._remember(url, key)
 
     def _remember(self, url: str, key: str) -> None:
         """Note ``key`` as the answer to adds of ``url`` (if it has none), among the latest adds."""

@@ -185,6 +185,18 @@ def test_only_recent_adds_are_remembered_by_url(monkeypatch: pytest.MonkeyPatch)
     assert result_of(store.put("http://first/")) == key_for_index(4) != first
 
 
+def test_a_custom_key_is_not_handed_to_plain_adds_of_its_url() -> None:
+    """Review 35: once someone chose ``this-story-is-fake-1`` for a news page, everyone who shortened
+    that page got it (and lost their link when an operator disabled the mocking key). A plain add
+    gets a counter key of its own; the custom pair's retry still answers the custom key."""
+    store = URLStore()
+    url = "https://news.example/story"
+    assert result_of(store.add(url, "this-story-is-fake-1")) == ("this-story-is-fake-1", True)
+    assert result_of(store.add(url)) == ("0", True)
+    assert result_of(store.put(url)) == "0"
+    assert result_of(store.add(url, "this-story-is-fake-1")) == ("this-story-is-fake-1", False)
+
+
 @pytest.mark.parametrize(
     ("key", "url", "error"),
     [
