@@ -10,16 +10,18 @@ without it cannot even make the master parse XML. Bodies are parsed by
 from __future__ import annotations
 
 import hmac
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.logger import Logger
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from twisted.web import xmlrpc
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from goto_tw.clicks import ClickBook, check_batch
+from goto_tw.clients import peer_host
 from goto_tw.errors import GotoError, KeyNotFound, NotAuthorized, StoreUnavailable, no_link_text
 from goto_tw.interfaces import (
     IChangeSource,
@@ -33,6 +35,7 @@ from goto_tw.interfaces import (
 from goto_tw.keys import HEALTH_PROBE_KEY, is_valid_key
 from goto_tw.linkstats import stats_struct
 from goto_tw.rpcwire import dumps_response
+from goto_tw.throttledlog import ThrottledError
 from goto_tw.web import XML_CONTENT_TYPE, IRPCCalls, PlainResource
 from goto_tw.xmlrpcbody import RefusedBody, parse_call
 
@@ -42,6 +45,8 @@ log = Logger()
 BAD_ARGUMENTS = 400
 #: Most calls one ``system.multicall`` may carry (a slave sends at most this many per batch).
 MAX_MULTICALL = 1000
+#: Seconds between two log lines of calls refused for the secret.
+REFUSAL_LOG_INTERVAL = 10.0
 #: Most method names whose procedures the resource remembers (there are about ten).
 _MAX_PROCEDURES = 64
 
@@ -296,9 +301,24 @@ class RPCResource(PlainResource, xmlrpc.XMLRPC):
         secret: bytes | None = None,
         clicks: ClickBook | None = None,
         stats: ILinkStats | None = None,
+        clock: IReactorTime | None = None,
     ) -> None:
         super().__init__(allowNone=False)
         self._secret = secret
+        if clock is None:
+            from twisted.internet import reactor
+
+            clock = cast(IReactorTime, reactor)
+        #: Calls refused for the secret, logged at most once an interval (a slave without the
+        #: secret, or a stranger, sends them as fast as it can).
+        self._refusals = ThrottledError(
+            log,
+            clock,
+            "Refused an RPC call without the right secret from {peer} ({unlogged} more refused "
+            "since the last line)",
+            REFUSAL_LOG_INTERVAL,
+            level=LogLevel.warn,
+        )
         self._procedures: dict[str, Any] = {}
         self.putSubHandler("Store", StoreHandler(store, clicks, stats))
         self.putSubHandler("system", SystemHandler(self))
@@ -326,9 +346,7 @@ class RPCResource(PlainResource, xmlrpc.XMLRPC):
         """
         request.setHeader(b"content-type", XML_CONTENT_TYPE)
         if not self.authorized(request.getHeader(b"authorization")):
-            log.warn(
-                "Refused an RPC call without the right secret from {peer}", peer=request.getClientAddress()
-            )
+            self._refusals.error(peer=peer_host(request.getClientAddress()))
             return self._content(self.refusal())
         assert request.content is not None
         request.content.seek(0, 0)

@@ -516,7 +516,9 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
     metrics.watch_clicks(book.total if book is not None else clicks.total, lambda: clicks.dropped)
     if drain is not None:
         drain.setServiceParent(top)  # the accepted requests finish before the log and the pool close
-    rpc = RPCResource(store, options.get("rpc-secret"), book, stats) if options["rpc"] else None
+    rpc = (
+        RPCResource(store, options.get("rpc-secret"), book, stats, clock=reactor) if options["rpc"] else None
+    )
     keys = make_api_keys(options, reactor)
     clients = ClientAddresses(options.get("trusted-proxies") or frozenset())
     reloaders = [keys.reload] if keys is not None else []
