@@ -10,11 +10,12 @@ from __future__ import annotations
 from typing import Any, Callable, Protocol
 
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from goto_tw.clicks import ClickBook, ClickForwarder
-from goto_tw.errors import KeyNotFound, NotKept, StoreUnavailable
-from goto_tw.interfaces import ILinkStats, ILocalLookup
+from goto_tw.errors import KeyDisabled, KeyNotFound, NotKept, StoreUnavailable
+from goto_tw.interfaces import IKnownKeys, ILinkStats, ILocalLookup
 from goto_tw.urlmap import canonical_index
 
 #: Seconds since the epoch, or ``None`` when unknown.
@@ -32,11 +33,14 @@ class MasterLinkStats:
     def __init__(self, store: _Created, local: ILocalLookup, book: ClickBook) -> None:
         self._store = store
         self._local = local
+        self._known = IKnownKeys(store, None)
         self._book = book
 
     def stats(self, key: str) -> Deferred[dict[str, object]]:
         if self._local.lookup(key) is None:
-            return fail(KeyNotFound.for_key(key))
+            # A disabled key is 410, as its redirect is (a slave shows what its master says).
+            refused = self._known.refusal(key) if self._known is not None else None
+            return fail(refused or KeyNotFound.for_key(key))
         created = self._store.created(key)  # a custom key's own time
         if created is None:
             index = canonical_index(key)
@@ -54,6 +58,8 @@ class _MasterWay(Protocol):
     def ask(self, call: _Call, *params: object) -> Deferred[Any]: ...
 
     def failing_fast(self) -> Deferred[Any] | None: ...
+
+    def note_disabled(self, key: str) -> None: ...
 
 
 @implementer(ILinkStats)
@@ -76,10 +82,17 @@ class RemoteLinkStats:
         # The pending clicks are added in the answer's own callbacks, before the next flush may go.
         def ask() -> Deferred[dict[str, object]]:
             answer: Deferred[Any] = self._store.ask(self._call, "Store.Stats", key)
-            return answer.addCallback(self._checked, key)
+            return answer.addCallbacks(self._checked, self._refused, callbackArgs=(key,), errbackArgs=(key,))
 
         asked: Deferred[dict[str, object]] = self._forwarder.asked(ask)
         return asked
+
+    def _refused(self, failure: Failure, key: str) -> Failure:
+        """A link the master says is disabled is gone from this slave's cache too, at once: its
+        redirect here must not go on while its page says 410."""
+        if isinstance(failure.value, KeyDisabled):
+            self._store.note_disabled(key)
+        return failure
 
     def _checked(self, answer: object, key: str) -> dict[str, object]:
         if not isinstance(answer, dict):

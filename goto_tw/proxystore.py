@@ -229,6 +229,15 @@ class ProxyStore:
             self._cache.pop(key, None)
             self._unknown_until.pop(key, None)
 
+    def note_disabled(self, key: str) -> None:
+        """The master said ``key`` is disabled (a look-up's answer, or another call's, such as
+        ``Store.Stats``): drop it from the cache and answer 410 for it from now on, without waiting
+        for the change feed."""
+        self._gone[key] = None
+        self._cache.pop(key, None)
+        if len(self._gone) > self._cache_size:
+            self._gone.popitem(last=False)
+
     def forget_all(self) -> None:
         """Drop every cached pair (the slave cannot tell what changed: it fell behind, or the master
         restarted). Disabled keys stay known: disabling is for ever."""
@@ -259,10 +268,7 @@ class ProxyStore:
     def _not_got(self, failure: Failure, key: str) -> Failure:
         # isinstance, not Failure.check: see RemoteStore._translate (every unknown key comes here).
         if isinstance(failure.value, KeyDisabled):
-            self._gone[key] = None
-            self._cache.pop(key, None)
-            if len(self._gone) > self._cache_size:
-                self._gone.popitem(last=False)
+            self.note_disabled(key)
         if self._negative_ttl > 0 and isinstance(failure.value, KeyNotFound):
             self._unknown_until[key] = self._clock.seconds() + self._negative_ttl
             if len(self._unknown_until) > self._cache_size:

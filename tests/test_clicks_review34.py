@@ -87,6 +87,7 @@ class Master:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, tuple[Any, ...], Deferred[Any]]] = []
+        self.disabled: list[str] = []
 
     def call(self, method: str, *params: Any) -> Deferred[Any]:
         answer: Deferred[Any] = Deferred()
@@ -99,6 +100,9 @@ class Master:
 
     def failing_fast(self) -> None:
         return None
+
+    def note_disabled(self, key: str) -> None:
+        self.disabled.append(key)
 
     def of(self, method: str) -> list[tuple[tuple[Any, ...], Deferred[Any]]]:
         return [(params, answer) for name, params, answer in self.calls if name == method]

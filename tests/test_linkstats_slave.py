@@ -3,15 +3,17 @@ failing fast while the master is down (review 33: each waited the whole ``--rpc-
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
-from goto_tw.clicks import ClickCounter, ClickForwarder
-from goto_tw.errors import MasterUnreachable
-from goto_tw.linkstats import RemoteLinkStats
+from goto_tw.clicks import ClickBook, ClickCounter, ClickForwarder, ClickTotals
+from goto_tw.errors import DISABLED_MESSAGE, KeyDisabled, KeyNotFound, MasterUnreachable
+from goto_tw.linkstats import MasterLinkStats, RemoteLinkStats
 from goto_tw.proxystore import ProxyStore
+from goto_tw.store import URLStore
 from tests.fakes import FakeMaster
 from tests.helpers import failure_of, has_fired, result_of
 
@@ -84,3 +86,32 @@ def test_stats_fail_fast_while_the_master_is_down_even_with_a_click_batch_on_its
     assert failure_of(stats.stats("k")).check(MasterUnreachable), "at once, not after the batch"
     batches[0].errback(MasterUnreachable("timed out"))
     forwarder.stopService()
+
+
+def test_a_link_whose_stats_say_disabled_stops_redirecting_on_the_slave_at_once() -> None:
+    """Review 35: within the change feed's window a slave's info page and API called a just-disabled
+    link non-existent (404, the master's Stats answered "unknown key") while its redirect went on
+    (302). The master answers 410 now, and the slave drops the pair from its cache on hearing it."""
+    master = FakeMaster()
+    store = ProxyStore(master, Clock())
+    cached = store.get("k")
+    master.answer("https://a.example/")
+    assert result_of(cached) == "https://a.example/" and store.lookup("k") == "https://a.example/"
+
+    def call(method: str, *params: object) -> Deferred[Any]:
+        return fail(KeyDisabled(DISABLED_MESSAGE))
+
+    forwarder = ClickForwarder(ClickCounter(), lambda batch: succeed(True), Clock())
+    stats = RemoteLinkStats(store, call, forwarder)
+    assert failure_of(stats.stats("k")).check(KeyDisabled)
+    assert store.lookup("k") is None
+    assert failure_of(store.get("k")).check(KeyDisabled), "410 here, without asking the master"
+
+
+def test_a_masters_stats_of_a_disabled_link_are_410_not_404(tmp_path: Path) -> None:
+    """Review 35: the master's ``Store.Stats`` of a disabled key said "no link is stored" (404)."""
+    store = URLStore({"k": "https://a.example/"}, disabled={"k": 1_790_000_000})
+    book = ClickBook(str(tmp_path / "clicks"), ClickTotals(), Clock(), fsync=False, run_in_thread=None)
+    stats = MasterLinkStats(store, store, book)
+    assert failure_of(stats.stats("k")).check(KeyDisabled)
+    assert failure_of(stats.stats("nope")).check(KeyNotFound)
