@@ -3,7 +3,10 @@
 The bound: a key disabled on the master is dropped from every slave's cache at most
 :data:`POLL_INTERVAL` + one RPC round trip after the master acknowledged it (the poll in flight
 at that moment may predate it; the next one, started at most a second later, carries it), as long
-as the master answers. The call travels in the slave's existing batches (``system.multicall``).
+as the master answers. The call travels in the slave's existing batches (``system.multicall``). An
+answer that is full (:data:`~goto_tw.changes.MAX_KEYS_PER_ANSWER` keys: more may wait) is followed
+by the next poll at once, not a second later, so a slave catching up on thousands of disabled links
+(a bulk disable, an outage) takes round trips, not seconds.
 
 A slave's first poll gets every key disabled since the master started (tombstones loaded from its
 data file included), so what it cached before that answer is checked, not dropped. A slave that
@@ -14,7 +17,9 @@ probe at a time); the first answer after the outage brings it up to date.
 
 A master that refuses the call itself (a PostgreSQL master has no change feed: fault 400, or an
 older master without the method) is not polled every second for ever: the refusal is logged once
-and the feed asked for again every :data:`NO_FEED_RETRY_SECONDS` only.
+and the feed asked for again every :data:`NO_FEED_RETRY_SECONDS` only, and at once when the master
+answers again after an outage (a restart may have brought a master with a feed: a file master in
+place of a PostgreSQL one, an upgraded one).
 """
 
 from __future__ import annotations
@@ -35,8 +40,8 @@ log = Logger()
 
 #: Seconds between two polls of the master's change feed.
 POLL_INTERVAL = 1.0
-#: Seconds between two asks of a master that refused to give a change feed.
-NO_FEED_RETRY_SECONDS = 300.0
+#: Seconds between two asks of a master that refused to give a change feed (one small call).
+NO_FEED_RETRY_SECONDS = 10.0
 
 
 class Forgetting(Protocol):
@@ -80,6 +85,8 @@ class CacheCoherence(Service):
         self._failing = False
         #: Until when a master that refused the feed is left alone (clock seconds; 0: not refused).
         self._quiet_until = 0.0
+        #: Whether the last answer was full: the next poll goes at once.
+        self._more = False
 
     def startService(self) -> None:
         super().startService()
@@ -119,10 +126,14 @@ class CacheCoherence(Service):
 
     def _done(self, _: object) -> None:
         self._polling = None
+        if self._more and self.running:
+            self._more = False
+            self.poll()  # a full answer: more changes wait
 
     def _checked_master(self, _: object) -> None:
         self._polling = None
         if self.running and getattr(self._cache, "master_reachable", False):
+            self._quiet_until = 0.0  # back, perhaps another master: ask for its feed again too
             self.poll()  # back: what changed meanwhile, now rather than a second later
 
     def _answered(self, answer: object) -> None:
@@ -145,6 +156,7 @@ class CacheCoherence(Service):
         elif keys:
             self._cache.forget(keys)
         self.epoch, self.seq = epoch, seq
+        self._more = complete and len(keys) >= MAX_KEYS_PER_ANSWER
 
     def _failed(self, failure: Failure) -> None:
         if failure.check(StoreUnavailable):

@@ -344,3 +344,28 @@ def test_refusals_are_logged_once_a_second_per_slash_64_and_ten_a_second_in_all(
     keys.authorize(request(), "2001:db8:1:2::1")
     assert len(refusals()) == MAX_REFUSAL_LINES + 1
     assert f"({50 - (MAX_REFUSAL_LINES - 1)} refusals not logged since the last line)" in refusals()[-1]
+
+
+def test_a_full_change_feed_answer_is_followed_by_the_next_poll_at_once() -> None:
+    """Review 35: a slave learned at most MAX_KEYS_PER_ANSWER disabled keys a poll, one poll a
+    second: after 8,000 disables (a bulk disable, or an outage) it served some of them for 8 s. A
+    full answer is followed by the next poll at once; a short one waits for the next second."""
+    from goto_tw.changes import MAX_KEYS_PER_ANSWER
+
+    clock, master = Clock(), FakeMaster()
+    cache = ProxyStore(master, clock)
+    poller = CacheCoherence(master.call, cache, clock)
+    poller.startService()
+    master.pending.pop().callback({"epoch": "e", "seq": 0, "keys": [], "complete": True})
+    clock.advance(1)
+    full = [f"k{n}" for n in range(MAX_KEYS_PER_ANSWER)]
+    master.pending.pop().callback({"epoch": "e", "seq": MAX_KEYS_PER_ANSWER, "keys": full, "complete": True})
+    assert master.calls[-1] == ("Store.Changes", "e", MAX_KEYS_PER_ANSWER), "asked again at once"
+    master.pending.pop().callback(
+        {"epoch": "e", "seq": MAX_KEYS_PER_ANSWER + 1, "keys": ["x"], "complete": True}
+    )
+    calls = len(master.calls)
+    assert not master.pending and calls == 3
+    clock.advance(1)
+    assert len(master.calls) == calls + 1, "then once a second again"
+    poller.stopService()

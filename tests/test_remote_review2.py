@@ -188,13 +188,39 @@ def test_the_poller_stops_asking_a_master_without_a_change_feed(log_events: LogC
     clock, master = Clock(), Feedless()
     poller = CacheCoherence(master.call, master, clock)
     poller.startService()
-    for _ in range(120):
+    for _ in range(int(NO_FEED_RETRY_SECONDS) - 1):
         clock.advance(1)
     assert master.calls == 1
-    assert sum("no change feed" in m for m in log_events.messages()) == 1
-    clock.advance(NO_FEED_RETRY_SECONDS)
     clock.advance(1)
     assert master.calls == 2
+    for _ in range(10 * int(NO_FEED_RETRY_SECONDS)):
+        clock.advance(1)
+    assert master.calls == 12, "once every NO_FEED_RETRY_SECONDS"
+    assert sum("no change feed" in m for m in log_events.messages()) == 1, "logged once"
+    poller.stopService()
+
+
+def test_a_master_back_from_an_outage_is_asked_for_its_feed_at_once() -> None:
+    """Review 35: after one refusal a slave left the feed alone for 300 s, even when a file master
+    (with a feed) had replaced the PostgreSQL one at the same address: a link disabled there kept
+    redirecting here. A master that comes back from an outage is asked again at once."""
+    clock, master = Clock(), Feedless()
+    poller = CacheCoherence(master.call, master, clock)
+    checks: list[Deferred[bool]] = []
+
+    def check_master() -> Deferred[bool]:
+        checks.append(Deferred())
+        return checks[-1]
+
+    master.check_master = check_master  # type: ignore[attr-defined]
+    poller.startService()
+    assert master.calls == 1
+    master.master_reachable = False  # the master goes away (restarted)
+    clock.advance(1)
+    assert len(checks) == 1
+    master.master_reachable = True
+    checks[0].callback(True)
+    assert master.calls == 2, "asked for the feed at once, not after the quiet period"
     poller.stopService()
 
 
