@@ -69,6 +69,10 @@ class URLMap(Mapping[str, str]):
         self._other_indexes: list[int] = []
         #: When each custom key was stored (custom keys are few: a dict is fine).
         self.custom_created: dict[str, float] = {}
+        #: The keys of ``_others`` in order, for :meth:`page`: made by the first page that needs it
+        #: (not at start-up), then kept in order as keys come (a page sorted them each time: 0.4 s
+        #: of the reactor a page with 500,000 custom keys).
+        self._others_in_order: list[str] | None = None
 
     @classmethod
     def of(cls, pairs: Mapping[str, str]) -> URLMap:
@@ -145,11 +149,12 @@ class URLMap(Mapping[str, str]):
                 found.append((key_for_index(index), url.decode("utf-8")))
             index += 1
         if len(found) < limit and self._others:
-            for key in sorted(self._others):
-                if len(found) >= limit:
-                    break
-                if others_after is None or key > others_after:
-                    found.append((key, self._others[key].decode("utf-8")))
+            ordered = self._others_in_order
+            if ordered is None:
+                ordered = self._others_in_order = sorted(self._others)
+            start = 0 if others_after is None else bisect.bisect_right(ordered, others_after)
+            for key in ordered[start : start + limit - len(found)]:
+                found.append((key, self._others[key].decode("utf-8")))
         return found
 
     def next_index(self) -> int:
@@ -202,6 +207,8 @@ class URLMap(Mapping[str, str]):
 
     def _hold_apart(self, key: str, data: bytes) -> None:
         self._others[key] = data
+        if self._others_in_order is not None:
+            bisect.insort(self._others_in_order, key)
         index = canonical_index(key)
         if index is not None:
             bisect.insort(self._other_indexes, index)
