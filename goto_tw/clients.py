@@ -52,9 +52,24 @@ def parse_proxy(value: str) -> str:
     return normal_address(value.strip())
 
 
+@lru_cache(maxsize=_NORMAL_FORMS_KEPT)
+def _checked_host(host: str) -> str:
+    """``host`` in :func:`normal_address` form, or ``"-"`` if it is no IP address."""
+    try:
+        return normal_address(host)
+    except ValueError:
+        return "-"
+
+
 def peer_host(address: object) -> str:
-    """The host of a transport address, or ``"-"``."""
-    return address.host if isinstance(address, (IPv4Address, IPv6Address)) else "-"
+    """The IP address of a transport address in :func:`normal_address` form, or ``"-"``.
+
+    Checked, not taken as it is: behind a ``haproxy:`` endpoint the address is what the PROXY
+    header said, and Twisted's parser takes any text there (a newline forged access-log lines, a
+    non-ASCII one broke the log's write, and every string was a rate-limit bucket of its own)."""
+    if not isinstance(address, (IPv4Address, IPv6Address)):
+        return "-"
+    return _checked_host(address.host)
 
 
 class ClientAddresses:

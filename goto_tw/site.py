@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional, Union
 
-from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.web.http import Request
 from twisted.web.resource import IResource
 from twisted.web.server import Site
 
 from goto_tw.accesslog import AccessLog, EventAccessLog
+from goto_tw.clients import peer_host
 from goto_tw.fastpath import ANSWER_DEADLINE, FastAnswer, FastRedirectChannel, IFastResponder
 from goto_tw.interfaces import IClickCounter, ILocalLookup, IURLStore
 from goto_tw.keys import is_valid_key
@@ -45,10 +45,6 @@ def route_of(path: bytes) -> str:
         return "redirect" if is_valid_key(first.decode("ascii")) else "other"
     except UnicodeDecodeError:
         return "other"
-
-
-def _client_of(address: object) -> str:
-    return address.host if isinstance(address, (IPv4Address, IPv6Address)) else "-"
 
 
 class GotoSite(Site):
@@ -102,7 +98,7 @@ class GotoSite(Site):
         if channel is not None and self.responder is not None:
             channel.responder = self.responder
             channel.record = self.record_fast
-            channel.client_of = _client_of  # the peer a wrapping transport reports, at the first bytes
+            channel.client_of = peer_host  # the peer a wrapping transport reports, at the first bytes
             channel.add_gate = self.add_gate
             channel.clock = self.reactor
             channel.answer_deadline = self.answer_deadline
@@ -112,7 +108,7 @@ class GotoSite(Site):
     def log(self, request: Request) -> None:
         """twisted.web's hook, called once per finished request of the general path."""
         self._record(
-            _client_of(request.getClientAddress()),
+            peer_host(request.getClientAddress()),
             request.method.decode("ascii", "replace"),
             request.uri,
             request.clientproto,

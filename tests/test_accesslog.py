@@ -222,3 +222,19 @@ def test_a_partial_write_loses_only_the_lines_it_did_not_end(
         clock.advance(0)
         assert written[-1].startswith(b"\n127.0.0.1 " if mended else b"127.0.0.1 ")
         assert access.lost_lines == (1 if mended else 0) + 2
+
+
+def test_a_character_the_log_file_cannot_encode_is_escaped_not_a_lost_batch(tmp_path: Path) -> None:
+    """Review 35: one non-ASCII character in a line (a client named by a PROXY header) raised
+    ``UnicodeEncodeError`` out of the flush on an ASCII log: a critical traceback, and every line of
+    the batch lost, other clients' too. It is escaped now; the other lines are written as they are."""
+    clock = Clock()
+    path = tmp_path / "access.log"
+    with open(path, "a", encoding="ascii") as out:
+        access = LineAccessLog(out, clock)
+        access.record("\u00e9vil", "GET", b"/0", b"HTTP/1.1", 302, 0, "redirect")
+        access.record("127.0.0.1", "GET", b"/1", b"HTTP/1.1", 302, 0, "redirect")
+        clock.advance(0)
+    lines = path.read_text(encoding="ascii").splitlines()
+    assert lines[0].startswith("\\xe9vil - - [") and lines[1].startswith("127.0.0.1 - - [")
+    assert access.lost_lines == 0

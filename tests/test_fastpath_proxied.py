@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.address import IPv4Address
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.testing import StringTransport
 from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
 
+from goto_tw.clients import peer_host
 from tests.test_rpc_fastpath import Master
 
 PROXY = IPv4Address("TCP", "10.0.0.1", 5000)
@@ -36,3 +37,32 @@ def test_behind_the_proxy_protocol_the_fast_path_names_the_real_client() -> None
     assert proxied(False, []) == ["203.0.113.9", "203.0.113.9"]  # twisted.web's
     assert proxied(True, gated) == ["203.0.113.9", "203.0.113.9"]
     assert gated == ["203.0.113.9"]
+
+
+def test_a_proxy_header_naming_no_address_is_logged_and_limited_as_no_address() -> None:
+    """Review 35: the PROXY header's source was taken as it came (Twisted's parser checks nothing): a
+    newline in it forged access-log lines, a non-ASCII one broke the log's write (every line of the
+    batch lost), and each string was a rate-limit bucket of its own. What is no IP address is "-"."""
+    for source in (b'"\tforged\n9.9.9.9\t-\t"GET\t/admin"\t200', "\u00e9vil".encode(), b"not-an-ip-1"):
+        for fast in (False, True):
+            gated: list[str] = []
+            master = Master(fast)
+
+            def gate(client: str, head: bytes, gated: list[str] = gated) -> None:
+                gated.append(client)
+
+            master.site.add_gate = gate
+            protocol = HAProxyWrappingFactory(master.site).buildProtocol(PROXY)
+            protocol.makeConnection(StringTransport(peerAddress=PROXY))
+            protocol.dataReceived(b"PROXY TCP4 " + source + b" 10.0.0.2 40000 80\r\n" + REQUESTS)
+            master.complete()
+            assert [line[0] for line in master.lines] == ["-", "-"], (source, fast)
+            assert gated == (["-"] if fast else []), "the fast path's add gate: the same client"
+
+
+def test_peer_hosts_are_ip_addresses_in_one_spelling_or_a_dash() -> None:
+    assert peer_host(IPv4Address("TCP", "203.0.113.9", 1)) == "203.0.113.9"
+    assert peer_host(IPv6Address("TCP", "::ffff:203.0.113.9", 1)) == "203.0.113.9"
+    assert peer_host(IPv6Address("TCP", "2001:DB8:0:0::1", 1)) == "2001:db8::1"
+    assert peer_host(IPv4Address("TCP", "1.2.3.4\nforged", 1)) == "-"
+    assert peer_host(object()) == "-"
