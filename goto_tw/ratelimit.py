@@ -30,7 +30,7 @@ from goto_tw.errors import RateLimited
 from goto_tw.fastpath import FastAnswer
 from goto_tw.metrics import Metrics
 from goto_tw.timestamps import PerSecond
-from goto_tw.web import PlainResource, text_response, write_refusal_page
+from goto_tw.web import PlainResource, RenderRefusal, text_response, write_refusal_page
 
 #: Client addresses tracked at once.
 MAX_CLIENTS = 100_000
@@ -66,6 +66,16 @@ def rate_bucket(client: str) -> str:
 #: a second, and at once, while adds are rate-limited: a PNG costs the reactor about 10 ms.
 QR_RENDER_RATE = 2.0
 QR_RENDER_BURST = 20
+#: QR codes all clients together may have rendered a second, and at once: about a fifth of a core
+#: at 10 ms a PNG. Without it, clients with many addresses (an IPv6 /56 is 256 buckets of the per
+#: client limit; 50 IPv4 addresses will do) kept the reactor rendering and every redirect waited.
+QR_TOTAL_RATE = 20.0
+QR_TOTAL_BURST = 40
+#: What a client asking past its own rate is told, and what anyone is told past everyone's.
+QR_CLIENT_TEXT = "Too many QR codes asked for from this address; try again later."
+QR_BUSY_TEXT = "Too many QR codes are being made right now; try again shortly."
+#: The one bucket of all clients together.
+_EVERYONE = "*"
 
 
 class AddLimiter:
@@ -159,3 +169,32 @@ def fast_gate(
         return 429, len(text), text_response(429, date.now(), text, wait)
 
     return gate
+
+
+class RenderBudget:
+    """Who may have a QR code rendered now (a :data:`~goto_tw.web.RenderGate`): each client within
+    its own rate (else a 429), and all of them together within :data:`QR_TOTAL_RATE` (else a 503,
+    the service is busy), each with ``Retry-After``."""
+
+    def __init__(
+        self,
+        clients: ClientAddresses,
+        clock: IReactorTime,
+        *,
+        rate: float = QR_RENDER_RATE,
+        burst: int = QR_RENDER_BURST,
+        total_rate: float = QR_TOTAL_RATE,
+        total_burst: int = QR_TOTAL_BURST,
+    ) -> None:
+        self._clients = clients
+        self._each = AddLimiter(rate, burst, clock)
+        self._all = AddLimiter(total_rate, total_burst, clock, max_clients=1)
+
+    def __call__(self, request: Request) -> RenderRefusal | None:
+        wait = self._each.admit(self._clients.of_request(request))
+        if wait is not None:
+            return RenderRefusal(429, QR_CLIENT_TEXT, wait)
+        wait = self._all.admit(_EVERYONE)
+        if wait is not None:
+            return RenderRefusal(503, QR_BUSY_TEXT, wait)
+        return None

@@ -43,15 +43,7 @@ from goto_tw.openapi import OpenAPIResource
 from goto_tw.ops import ops_resource
 from goto_tw.persistence import WRITER_LINGER, AppendLog, CorruptDataFile, open_data_file
 from goto_tw.proxystore import ProxyStore
-from goto_tw.ratelimit import (
-    QR_RENDER_BURST,
-    QR_RENDER_RATE,
-    AddLimiter,
-    LimitAdds,
-    fast_gate,
-    is_api_add,
-    is_form_add,
-)
+from goto_tw.ratelimit import AddLimiter, LimitAdds, RenderBudget, fast_gate, is_api_add, is_form_add
 from goto_tw.reload import ReloadOnSighup
 from goto_tw.rpc import RPCResource
 from goto_tw.site import GotoSite
@@ -546,9 +538,8 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
             float(options["add-rate"]), int(options.get("add-burst") or 50), reactor, metrics
         )
         root.putChild(b"add", LimitAdds(root.children[b"add"], limiter, clients, is_form_add))
-        renders = AddLimiter(QR_RENDER_RATE, QR_RENDER_BURST, reactor)
         if isinstance(root, GotoRoot):
-            root.may_render = lambda request: renders.admit(clients.of_request(request))
+            root.may_render = RenderBudget(clients, reactor)
         links = root.children[b"api"].children[b"v1"].children[b"links"]
         root.children[b"api"].children[b"v1"].putChild(
             b"links", LimitAdds(links, limiter, clients, is_api_add)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from functools import partial
-from typing import Any, Callable, Optional, TypeVar, Union
+from typing import Any, Callable, NamedTuple, Optional, TypeVar, Union
 from urllib.parse import unquote_to_bytes
 
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
@@ -473,17 +473,26 @@ QR_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 )
 
 
-#: Asks whether the client of a request may have a QR code rendered now: ``None`` (yes) or seconds
-#: to wait (``--add-rate``'s limiter, with its own rate).
-RenderGate = Callable[[Request], Optional[int]]
+class RenderRefusal(NamedTuple):
+    """Why a QR code is not rendered now: the status (429 for this client, 503 for everyone), the
+    text, and whole seconds until one may be (``Retry-After``)."""
+
+    status: int
+    text: str
+    wait: int
+
+
+#: Asks whether the client of a request may have a QR code rendered now: ``None`` (yes) or why not
+#: (:class:`~goto_tw.ratelimit.RenderBudget`, while adds are rate-limited).
+RenderGate = Callable[[Request], Optional[RenderRefusal]]
 
 
 class QRResource(PlainResource):
     """``/KEY.qr``: the short link's QR code as SVG, or PNG with ``?format=png``; 404 if unknown.
 
     A code is rendered once and kept (:class:`~goto_tw.qr.QRCodes`); rendering one that is not
-    kept first asks ``may_render``, so one client cannot keep the reactor busy rendering (a 429
-    with ``Retry-After`` when it asks too fast).
+    kept first asks ``may_render``, so neither one client nor many together can keep the reactor
+    busy rendering (a 429 or a 503, with ``Retry-After``).
     """
 
     isLeaf = True
@@ -511,14 +520,9 @@ class QRResource(PlainResource):
             kind = wanted.decode("ascii")
             body = self._codes.kept(short, kind)
             if body is None:
-                wait = None if self._may_render is None else self._may_render(request)
-                if wait is not None:
-                    write_text(
-                        request,
-                        429,
-                        "Too many QR codes asked for from this address; try again later.",
-                        {RETRY_AFTER: b"%d" % wait},
-                    )
+                refused = None if self._may_render is None else self._may_render(request)
+                if refused is not None:
+                    write_text(request, refused.status, refused.text, {RETRY_AFTER: b"%d" % refused.wait})
                     return
                 body = self._codes.make(short, kind)
             request.setResponseCode(http.OK)

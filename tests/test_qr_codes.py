@@ -6,12 +6,14 @@ from __future__ import annotations
 from typing import Callable
 
 import pytest
+from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 
 from goto_tw import qr
+from goto_tw.clients import ClientAddresses
 from goto_tw.metrics import Metrics
 from goto_tw.qr import QRCodes, qr_png, qr_svg
-from goto_tw.ratelimit import AddLimiter
+from goto_tw.ratelimit import RenderBudget
 from goto_tw.site import GotoSite
 from goto_tw.store import URLStore
 from goto_tw.tap import make_root
@@ -33,7 +35,12 @@ def test_codes_are_kept_up_to_their_bound_the_oldest_dropped() -> None:
 
 
 def _site(
-    renders: list[str], monkeypatch: pytest.MonkeyPatch, rate: float = 1.0, burst: int = 2
+    renders: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    rate: float = 1.0,
+    burst: int = 2,
+    total_rate: float = 100.0,
+    total_burst: int = 100,
 ) -> tuple[GotoSite, Clock]:
     store = URLStore()
     for number in range(5):
@@ -41,8 +48,9 @@ def _site(
     clock = Clock()
     root = make_root(store, "http://go.example", Metrics("master"))
     assert isinstance(root, GotoRoot)
-    limiter = AddLimiter(rate, burst, clock)
-    root.may_render = lambda request: limiter.admit("client")
+    root.may_render = RenderBudget(
+        ClientAddresses(), clock, rate=rate, burst=burst, total_rate=total_rate, total_burst=total_burst
+    )
 
     def counted(render: Callable[[str], bytes]) -> Callable[[str], bytes]:
         def render_counted(text: str) -> bytes:
@@ -86,3 +94,19 @@ def test_renders_past_a_clients_share_are_429_but_kept_codes_are_served(
     clock.advance(1)
     assert _status(exchange(site, b"GET /2.qr HTTP/1.0\r\n\r\n")) == 200
     assert len(renders) == 3
+
+
+def test_renders_past_everyones_share_are_503_whoever_asks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review 35: the limit was per client only, so clients with many addresses (an IPv6 /56 is 256
+    buckets) had 5,120 PNGs rendered in a burst and kept the reactor busy: another client's redirect
+    took 1.8 s. Past everyone's share a render is a 503 with Retry-After; kept codes are still served."""
+    renders: list[str] = []
+    site, clock = _site(renders, monkeypatch, total_rate=1.0, total_burst=3)
+    clients = [IPv4Address("TCP", f"198.51.100.{n}", 1) for n in range(5)]
+    answers = [exchange(site, b"GET /%d.qr?format=png HTTP/1.0\r\n\r\n" % n, clients[n]) for n in range(5)]
+    assert [_status(answer) for answer in answers] == [200, 200, 200, 503, 503]
+    assert b"Retry-After: 1" in answers[3] and b"being made right now" in answers[3]
+    assert len(renders) == 3
+    assert _status(exchange(site, b"GET /0.qr?format=png HTTP/1.0\r\n\r\n", clients[4])) == 200, "kept"
+    clock.advance(1)
+    assert _status(exchange(site, b"GET /3.qr?format=png HTTP/1.0\r\n\r\n", clients[3])) == 200

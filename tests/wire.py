@@ -20,10 +20,10 @@ CLIENT = IPv4Address("TCP", "192.0.2.7", 40000)
 class Connection:
     """One client connection to ``site``; ``send`` feeds bytes, ``received`` drains the answer."""
 
-    def __init__(self, site: Site) -> None:
-        self.protocol = site.buildProtocol(CLIENT)
+    def __init__(self, site: Site, client: IPv4Address = CLIENT) -> None:
+        self.protocol = site.buildProtocol(client)
         assert self.protocol is not None
-        self.transport = StringTransport(peerAddress=CLIENT)
+        self.transport = StringTransport(peerAddress=client)
         self.protocol.makeConnection(self.transport)
 
     def send(self, data: bytes) -> None:
@@ -35,9 +35,9 @@ class Connection:
         return data
 
 
-def exchange(site: Site, data: bytes) -> bytes:
-    """Send ``data`` on a new connection and return everything the site answered."""
-    connection = Connection(site)
+def exchange(site: Site, data: bytes, client: IPv4Address = CLIENT) -> bytes:
+    """Send ``data`` on a new connection (from ``client``) and return everything the site answered."""
+    connection = Connection(site, client)
     connection.send(data)
     return connection.received()
 
