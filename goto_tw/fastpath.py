@@ -403,6 +403,8 @@ class FastRedirectChannel(DeadlineChannel):
     #: bytes, not when the connection is made: a wrapping transport (a ``haproxy:`` endpoint) knows
     #: the real peer only once it has read the PROXY header, and twisted.web names that one.
     client_of: Callable[[object], str] | None = None
+    #: Called once when the connection is lost (the site's count of its client's connections).
+    on_lost: Callable[[], None] | None = None
     _client_named = False
     _general = False
     #: Bytes received on the fast path and not parsed yet (an incomplete request, or requests
@@ -867,5 +869,8 @@ class FastRedirectChannel(DeadlineChannel):
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         self._unsent = None  # nowhere to send them
         self._unsent_bytes = 0
+        on_lost, self.on_lost = self.on_lost, None
+        if on_lost is not None:
+            on_lost()
         self._give_up()
         super().connectionLost(reason)
