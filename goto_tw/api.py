@@ -17,7 +17,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from goto_tw.auth import APIKeys, refuse
 from goto_tw.clients import ClientAddresses
-from goto_tw.errors import GotoError, InvalidKey, InvalidURL, NotKept, no_link_text
+from goto_tw.errors import NO_CUSTOM_KEYS, GotoError, InvalidKey, InvalidURL, NotKept, no_link_text
 from goto_tw.interfaces import ILinkAdder, ILinkAdmin, ILinkStats, IURLStore
 from goto_tw.keys import INVALID_KEY, KEY_CHARACTERS, MAX_KEY_LENGTH, is_valid_key
 from goto_tw.urls import validate_url
@@ -151,7 +151,7 @@ class LinksResource(PlainResource):
         adder = ILinkAdder(self._store, None)
         if adder is None:
             if key is not None:
-                write_problem(request, 400, "this server takes no custom keys")
+                write_problem(request, 400, NO_CUSTOM_KEYS)
                 return NOT_DONE_YET
             added = self._store.put(url).addCallback(lambda key: (key, True))
         else:

@@ -97,6 +97,11 @@ class InvalidKey(GotoError):
     fault_code = 400
 
 
+#: Why a custom key is refused by a server whose store takes none (PostgreSQL, for now): the one
+#: sentence the form, the API and the RPC all answer.
+NO_CUSTOM_KEYS = "this server takes no custom keys"
+
+
 class StoreUnavailable(GotoError):
     """The store cannot answer now (master unreachable, disk write failed); retrying later may work."""
 

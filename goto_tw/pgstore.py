@@ -23,9 +23,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from goto_tw.errors import GotoError, KeyNotFound, StoreUnavailable
+from goto_tw.errors import NO_CUSTOM_KEYS, GotoError, InvalidKey, KeyNotFound, StoreUnavailable
 from goto_tw.fanout import Coalescing
-from goto_tw.interfaces import IDatabaseHealth, ILocalLookup, IURLStore
+from goto_tw.interfaces import IDatabaseHealth, ILinkAdder, ILocalLookup, IURLStore
 from goto_tw.keys import is_reserved, is_valid_key, key_for_index
 from goto_tw.pgdb import Database, DatabaseBusy, DatabaseDown, TransactionConflict
 from goto_tw.throttledlog import ThrottledError
@@ -57,13 +57,13 @@ WITH input AS (SELECT * FROM unnest(%s::text[], %s::text[]) AS t(key, url)),
 inserted AS (
     INSERT INTO goto_links (key, url) SELECT key, url FROM input ON CONFLICT DO NOTHING RETURNING key, url
 )
-SELECT key, url FROM inserted
+SELECT key, url, true FROM inserted
 UNION ALL
-SELECT key, url FROM goto_links
+SELECT key, url, false FROM goto_links
 WHERE canonical AND url_hash IN (SELECT goto_url_hash(url) FROM input)
 """
 _FIND_URLS = """
-SELECT key, url FROM goto_links
+SELECT key, url, false FROM goto_links
 WHERE canonical AND url_hash IN (SELECT goto_url_hash(u) FROM unnest(%s::text[]) AS u)
 """
 
@@ -90,10 +90,13 @@ class KeyReserve:
         return taken
 
 
-def write_batch(connection: Any, urls: list[str], reserve: KeyReserve | None = None) -> dict[str, str]:
+def write_batch(
+    connection: Any, urls: list[str], reserve: KeyReserve | None = None
+) -> dict[str, tuple[str, bool]]:
     """Store each of ``urls`` (distinct, valid) under a fresh key, or find the key it already has.
 
-    Runs in a pool thread; returns url -> key for every URL, once committed. The usual batch is one
+    Runs in a pool thread; returns url -> (key, whether this batch inserted it) for every URL, once
+    committed. The usual batch is one
     round trip: ``BEGIN``, one statement that inserts the new URLs and finds the known ones, and
     ``COMMIT``, sent together (pipeline mode). A URL another master is adding at this very moment,
     or a fresh key taken meanwhile, is settled by a second transaction.
@@ -106,19 +109,19 @@ def write_batch(connection: Any, urls: list[str], reserve: KeyReserve | None = N
         with connection.transaction():
             cursor = connection.execute(_INSERT_OR_FIND, (keys, urls))
         rows = cursor.fetchall()
-    found = {url: key for key, url in rows}
+    found = {url: (key, new) for key, url, new in rows}
     missing = [url for url in urls if url not in found]
     for _ in range(KEY_ATTEMPTS):
         if not missing:
             return found
         with connection.transaction():
             rows = connection.execute(_FIND_URLS, (missing,)).fetchall()
-            found.update((url, key) for key, url in rows)
+            found.update((url, (key, new)) for key, url, new in rows)
             missing = [url for url in missing if url not in found]
             if missing:
                 keys = reserve.take(connection, len(missing))
                 rows = connection.execute(_INSERT_OR_FIND, (keys, missing)).fetchall()
-                found.update((url, key) for key, url in rows)
+                found.update((url, (key, new)) for key, url, new in rows)
                 missing = [url for url in missing if url not in found]
     if missing:
         raise RuntimeError(f"could not find free keys for {len(missing)} URLs in {KEY_ATTEMPTS} attempts")
@@ -128,6 +131,10 @@ def write_batch(connection: Any, urls: list[str], reserve: KeyReserve | None = N
 def allocate_keys(connection: Any, count: int) -> list[str]:
     """``count`` fresh keys from the shared sequence, reserved ones skipped (values are never reused)."""
     return KeyReserve(spare=0).take(connection, count)
+
+
+def _key_of(added: tuple[str, bool]) -> str:
+    return added[0]
 
 
 def read_url(connection: Any, key: str) -> str | None:
@@ -149,10 +156,11 @@ class _PendingPut:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.done: Deferred[str] = Deferred()
+        #: Fires with (key, whether the link is new).
+        self.done: Deferred[tuple[str, bool]] = Deferred()
 
 
-@implementer(IURLStore, ILocalLookup, IDatabaseHealth)
+@implementer(IURLStore, ILocalLookup, IDatabaseHealth, ILinkAdder)
 class PGStore:
     """A caching, group-committing, outage-aware :class:`IURLStore` over a PostgreSQL database."""
 
@@ -180,7 +188,7 @@ class PGStore:
         self._max_pending_gets = max_pending_gets
         self._cache: OrderedDict[str, str] = OrderedDict()
         self._gets: Coalescing[str, str] = Coalescing()
-        self._puts: Coalescing[str, str] = Coalescing()
+        self._puts: Coalescing[str, tuple[str, bool]] = Coalescing()
         self._pending: list[_PendingPut] = []
         self._keys = KeyReserve()  # used by the one batch being written at a time
         self._writing = False
@@ -226,11 +234,18 @@ class PGStore:
         return self._gets.call(key, lambda: self._read(key))
 
     def put(self, url: str) -> Deferred[str]:
+        return self.add(url).addCallback(_key_of)
+
+    def add(self, url: str, key: str | None = None) -> Deferred[tuple[str, bool]]:
+        """:class:`~goto_tw.interfaces.ILinkAdder`: the link's key, and whether this add made it
+        (the API answers 201 or 200 by it). Custom keys are refused: not kept on PostgreSQL yet."""
+        if key is not None:
+            return fail(InvalidKey(NO_CUSTOM_KEYS))
         try:
             url = accept_url(url, self.policy)
         except GotoError:
             return fail()
-        return self._puts.call(url, lambda: self._enqueue(url))
+        return self._puts.call(url, self._enqueue, url)
 
     # --- health ----------------------------------------------------------------------------------
 
@@ -301,7 +316,7 @@ class PGStore:
 
     # --- writing (group commit) ------------------------------------------------------------------
 
-    def _enqueue(self, url: str) -> Deferred[str]:
+    def _enqueue(self, url: str) -> Deferred[tuple[str, bool]]:
         if len(self._pending) >= self._max_pending_puts:
             return fail(StoreUnavailable("the service is too busy now", detail="too many adds waiting"))
         refused = self._refuse_while_down(probe_allowed=not self._writing)
@@ -325,15 +340,15 @@ class PGStore:
         self._writing = True
         urls = [pending.url for pending in batch]
 
-        def write(connection: Any) -> dict[str, str]:
+        def write(connection: Any) -> dict[str, tuple[str, bool]]:
             return write_batch(connection, urls, self._keys)
 
-        def written(keys: dict[str, str]) -> None:
+        def written(keys: dict[str, tuple[str, bool]]) -> None:
             for pending in batch:
-                key = keys[pending.url]
+                key, new = keys[pending.url]
                 self._remember(key, pending.url)
-                pending.done.callback(key)
-            self._count += len(batch)
+                self._count += new  # links this batch made; a URL found is counted already
+                pending.done.callback((key, new))
 
         def not_written(failure: Failure) -> None:
             if failure.check(TransactionConflict):

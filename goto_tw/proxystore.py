@@ -34,6 +34,7 @@ from zope.interface import implementer
 
 from goto_tw.errors import (
     DISABLED_MESSAGE,
+    NO_CUSTOM_KEYS,
     GotoError,
     InvalidKey,
     KeyDisabled,
@@ -168,7 +169,7 @@ class ProxyStore:
             return fail()
         master = self._adder
         if master is None:
-            return fail(InvalidKey("this server takes no custom keys"))
+            return fail(InvalidKey(NO_CUSTOM_KEYS))
         failed = self._failed_fast()
         if failed is not None:
             return failed

@@ -22,7 +22,14 @@ from zope.interface import implementer
 
 from goto_tw.clicks import ClickBook, check_batch
 from goto_tw.clients import peer_host
-from goto_tw.errors import GotoError, KeyNotFound, NotAuthorized, StoreUnavailable, no_link_text
+from goto_tw.errors import (
+    NO_CUSTOM_KEYS,
+    GotoError,
+    KeyNotFound,
+    NotAuthorized,
+    StoreUnavailable,
+    no_link_text,
+)
 from goto_tw.interfaces import (
     IChangeSource,
     IDatabaseHealth,
@@ -169,7 +176,7 @@ class StoreHandler(xmlrpc.XMLRPC):
         adder = ILinkAdder(self._store, None)
         if adder is None:
             if args[1]:
-                raise xmlrpc.Fault(BAD_ARGUMENTS, "this store takes no custom keys")
+                raise xmlrpc.Fault(BAD_ARGUMENTS, NO_CUSTOM_KEYS)
             # A store that cannot say whether the link is new (PostgreSQL, for now): a plain put,
             # answered as new.
             put = self._store.put(args[0])

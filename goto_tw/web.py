@@ -30,7 +30,7 @@ from twisted.web.server import version as server_version
 from zope.interface import Interface, implementer
 
 from goto_tw.clicks import PreviewBotFilter, is_preview_bot
-from goto_tw.errors import GotoError, InvalidKey, InvalidURL, NotKept
+from goto_tw.errors import NO_CUSTOM_KEYS, GotoError, InvalidKey, InvalidURL, NotKept
 from goto_tw.fastpath import FastAnswer, IFastResponder
 from goto_tw.interfaces import IClickCounter, ILinkAdder, ILinkStats, ILocalLookup, IURLStore
 from goto_tw.keys import INVALID_KEY, is_valid_key
@@ -326,7 +326,7 @@ class AddResource(PlainResource):
         if adder is None or (key is None and not html):
             # Plain clients without a custom key: exactly the seed's answer, through ``put``.
             if key is not None:
-                self._error(request, InvalidKey("this server takes no custom keys"), html, url, key)
+                self._error(request, InvalidKey(NO_CUSTOM_KEYS), html, url, key)
                 return NOT_DONE_YET
             return respond_when_ready(request, self._store.put(url), lambda key: self._answer(request, key))
         return respond_when_ready(

@@ -9,7 +9,7 @@ import pytest_twisted  # type: ignore[import-untyped]
 from twisted.internet import reactor
 from twisted.internet.defer import DeferredList, gatherResults
 
-from goto_tw.errors import InvalidURL, KeyNotFound, StoreUnavailable
+from goto_tw.errors import NO_CUSTOM_KEYS, InvalidKey, InvalidURL, KeyNotFound, StoreUnavailable
 from goto_tw.keys import is_reserved
 from goto_tw.pgdb import Database, DatabaseBusy, DatabaseDown
 from goto_tw.pgschema import LATEST_VERSION, SchemaTooNew, migrate
@@ -81,6 +81,27 @@ def test_put_get_roundtrip_and_same_url_same_key(pg_uri):
             yield store.get("zzz")
         with pytest.raises(InvalidURL):
             yield store.put("ftp://nope")
+    finally:
+        yield database.stopService()
+        yield other_db.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_add_says_whether_it_made_the_link_and_only_new_links_are_counted(pg_uri):
+    """Review 35: on PostgreSQL every add was "new" (the API answered 201 for a URL already stored,
+    where the README promises 200), and the key count grew by every add, found or made, until the
+    next recount. ``add`` tells them apart (through any master), and only made links count."""
+    store, database = _store(pg_uri)
+    other, other_db = _store(pg_uri)
+    try:
+        made = yield store.add("https://twisted.org/new")
+        assert made == ("0", True) and store.count() == 1
+        found = yield other.add("https://twisted.org/new")
+        assert found == ("0", False) and other.count() == 0, "found, not made: nothing to count"
+        again = yield store.add("https://twisted.org/new")
+        assert again == ("0", False) and store.count() == 1
+        with pytest.raises(InvalidKey, match=NO_CUSTOM_KEYS):
+            yield store.add("https://twisted.org/custom", "my-key")
     finally:
         yield database.stopService()
         yield other_db.stopService()

@@ -82,11 +82,11 @@ def test_adds_arriving_while_a_batch_is_written_go_in_the_next_one() -> None:
     later = [store.put(f"https://example.com/{i}") for i in range(10)]
     clock.advance(0)
     assert len(database.calls) == 1
-    database.calls[0][1].callback({"https://example.com/first": "0"})
+    database.calls[0][1].callback({"https://example.com/first": ("0", True)})
     assert result_of(first) == "0"
     clock.advance(0)
     assert len(database.calls) == 2
-    database.calls[1][1].callback({f"https://example.com/{i}": str(i + 1) for i in range(10)})
+    database.calls[1][1].callback({f"https://example.com/{i}": (str(i + 1), True) for i in range(10)})
     assert [result_of(d) for d in later] == [str(i + 1) for i in range(10)]
 
 

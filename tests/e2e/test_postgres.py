@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from tests.pgcluster import Cluster
 
-from .harness import GotoProcesses, add_url, get, key_of, poll_until
+from .harness import GotoProcesses, add_url, get, key_of, poll_until, request
 
 #: Seconds within which a master must notice that the database is back (it probes once a second).
 RECOVERY_DEADLINE = 15.0
@@ -220,3 +220,21 @@ def test_a_slave_is_unhealthy_while_its_masters_database_is_down(goto_processes,
         RECOVERY_DEADLINE,
         "the slave's health to be ok again",
     )
+
+
+def test_the_api_answers_200_for_a_link_already_in_the_database(goto_processes, pg_uri):
+    """Review 35: on PostgreSQL the JSON API answered 201 for a URL already stored (on a master and
+    through a slave), where the README promises 200 with the existing link."""
+    master = _master(goto_processes, pg_uri)
+    slave = goto_processes.start("--master", f"127.0.0.1:{master.port}", data_file=None, name="slave")
+    body = json.dumps({"url": "https://example.com/api-twice"}).encode()
+    headers = {"Content-Type": "application/json"}
+    first = request("POST", f"{master.base_url}/api/v1/links", body=body, headers=headers)
+    assert first.status == 201, first.text
+    key = json.loads(first.body)["key"]
+    for base in (master.base_url, slave.base_url):
+        again = request("POST", f"{base}/api/v1/links", body=body, headers=headers)
+        assert again.status == 200 and json.loads(again.body)["key"] == key, again.text
+    custom = json.dumps({"url": "https://example.com/c", "key": "my-key"}).encode()
+    refused = request("POST", f"{master.base_url}/api/v1/links", body=custom, headers=headers)
+    assert refused.status == 400 and "takes no custom keys" in refused.text
