@@ -7,11 +7,13 @@ them, and a wrong URI or an unreachable database stops start-up with a clear mes
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from prometheus_client import Gauge, Histogram
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
+from twisted.logger import Logger, LogLevel
 
 from goto_tw.metrics import LATENCY_BUCKETS, Metrics
 from goto_tw.pgdb import Database, connect
@@ -22,6 +24,39 @@ from goto_tw.pgstore import PGStore
 POOL_SIZE = 4
 #: Seconds between two counts of the links (health's and metrics' ``keys``).
 COUNT_INTERVAL = 10.0
+
+
+#: What psycopg logs when a connection breaks inside a pipeline (the failure itself is ours to
+#: report, once): kept at debug level, not an error line per database restart.
+_EXPECTED_NOISE = "error ignored terminating"
+
+
+class _PsycopgToTwisted(logging.Handler):
+    """psycopg's ``logging`` records as ``twisted.logger`` events (namespace ``psycopg``): without a
+    handler they went to standard error through Python's last resort, lines the log could not tell
+    apart ("error ignored terminating <psycopg.Pipeline [BAD]...>" twice a master per restart)."""
+
+    _log = Logger(namespace="psycopg")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if text.startswith(_EXPECTED_NOISE):
+            level = LogLevel.debug
+        elif record.levelno >= logging.ERROR:
+            level = LogLevel.error
+        elif record.levelno >= logging.WARNING:
+            level = LogLevel.warn
+        else:
+            level = LogLevel.info
+        self._log.emit(level, "{text}", text=text)
+
+
+def route_psycopg_logs() -> None:
+    """Send psycopg's log records to ``twisted.logger`` (once, however often it is called)."""
+    psycopg_log = logging.getLogger("psycopg")
+    if not any(isinstance(handler, _PsycopgToTwisted) for handler in psycopg_log.handlers):
+        psycopg_log.addHandler(_PsycopgToTwisted())
+        psycopg_log.propagate = False
 
 
 class DatabaseUnusable(Exception):
@@ -55,6 +90,7 @@ def make_pg_store(
     pool_size: int = POOL_SIZE,
 ) -> PGStore:
     """Migrate the database, then start its pool under ``parent`` and return the store over it."""
+    route_psycopg_logs()
     prepare_database(uri)
     latency = Histogram(
         "goto_database_call_seconds",
