@@ -18,7 +18,10 @@ Only when every master failed the call does it fail, with the last master's erro
 All that holds only if the masters share one store. With a ``check`` (the slave's wiring gives one),
 a master takes no call until it passed it: a master keeping its own data file (it answers the
 change feed, which a PostgreSQL master has not) would hand out the same keys as another for other
-URLs, so it is refused for good, logged once as an error. Calls made before any master passed wait
+URLs, so it is refused for good, logged once as an error. A master is checked again whenever its
+connection was lost or could not be made since it passed (the store's ``connection_generation``
+moved): the next process at its address may be another master (restarted without its
+``--store``), and it takes no call until it passed again. Calls made before any master passed wait
 for the first answer (at most :data:`MAX_WAITING_CALLS` of them); a master that could not be asked
 is asked again with the next call after ``retry_interval``, its failure logged once (a name that does
 not resolve, a secret it refuses) until it passes.
@@ -60,8 +63,10 @@ class _Member:
         "announced",
         "check_again_at",
         "check_error",
+        "checked_generation",
         "checking",
         "down_until",
+        "ever_passed",
         "failures",
         "name",
         "passed",
@@ -87,6 +92,10 @@ class _Member:
         self.check_again_at = 0.0
         #: Why the last check could not be made (logged once until one passes), for the caller's 503.
         self.check_error: str | None = None
+        #: The store's connection generation when the check last passed (see _start_checks), and
+        #: whether one ever did (a check again after a lost connection is not announced).
+        self.checked_generation: int | None = None
+        self.ever_passed = checked
 
 
 @implementer(IURLStore, ILinkAdder)
@@ -179,10 +188,13 @@ class FailoverStore:
         return checked.addCallback(lambda _: race())
 
     def _start_checks(self) -> None:
-        """Check every master not checked yet, nor being checked, nor asked too recently."""
+        """Check every master not checked yet, nor being checked, nor asked too recently; and those
+        whose connection was lost since they passed (they take no call until they pass again)."""
         assert self._check is not None
         now = None
         for member in self._members:
+            if member.passed and _generation(member.store) != member.checked_generation:
+                member.passed = False  # another process may answer at its address now
             if member.passed or member.refused or member.checking:
                 continue
             now = self._clock.seconds() if now is None else now
@@ -200,7 +212,7 @@ class FailoverStore:
         if isinstance(result, Failure):
             if not result.check(StoreUnavailable):
                 log.failure("Checking master {name} failed", result, name=member.name)
-            elif member.check_error is None:  # once until it passes: its name, its secret, its port...
+            elif member.check_error is None and not member.announced:  # once until it passes
                 log.warn(
                     "Master {name} could not be checked ({error}); it takes no calls until it is, "
                     "asked again every {seconds:g} s",
@@ -212,8 +224,11 @@ class FailoverStore:
             member.check_again_at = self._clock.seconds() + self._retry_interval
         elif result is None:
             member.passed = True
+            member.checked_generation = _generation(member.store)
             member.check_error = None
-            log.info("Master {name} shares the others' store: it takes calls", name=member.name)
+            if not member.ever_passed:
+                member.ever_passed = True
+                log.info("Master {name} shares the others' store: it takes calls", name=member.name)
         else:
             member.refused = str(result)
             log.error("Master {name} takes no calls from this slave: {why}", name=member.name, why=result)
@@ -342,6 +357,13 @@ class _Race:
             self.result.errback(result)
         else:
             self.result.callback(result)
+
+
+def _generation(store: Any) -> int | None:
+    """The store's connection generation (:meth:`~goto_tw.remote.RemoteStore.connection_generation`),
+    ``None`` for one that keeps none."""
+    generation = getattr(store, "connection_generation", None)
+    return None if generation is None else int(generation())
 
 
 def _log_text(failure: Failure) -> str:

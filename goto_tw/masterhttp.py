@@ -474,6 +474,9 @@ class _Link:
         self._open = 0  # connections made or being made, not yet lost
         self._waiting: deque[_Post] = deque()
         self._closing = False
+        #: Counts connections lost or not made: when it moves, the next connection may reach
+        #: another process at the same address (a master restarted, perhaps on another store).
+        self.generation = 0
 
     def post(self, data: bytes, headers: Headers) -> Deferred[MasterAnswer]:
         lines = [self._request_line]
@@ -530,6 +533,7 @@ class _Link:
 
     def _not_connected(self, failure: Failure, post: _Post) -> None:
         self._open -= 1
+        self.generation += 1
         post.connecting = None
         if not post.answer.called:
             post.answer.errback(failure)
@@ -548,6 +552,7 @@ class _Link:
     def lost(self, connection: _Connection) -> None:
         """``connection`` ended (after it was made)."""
         self._open -= 1
+        self.generation += 1
         if connection in self._idle:
             self._idle.remove(connection)
         self._serve_waiting()
@@ -602,6 +607,13 @@ class MasterConnections(Service):
             )
             self._links[url] = link
         return link.post(data, headers)
+
+    def generation(self, url: str) -> int:
+        """How many connections to ``url`` were lost or could not be made so far: a caller that
+        checked the master at one count checks it again once it moves (see
+        :class:`~goto_tw.failover.FailoverStore`)."""
+        link = self._links.get(url)
+        return 0 if link is None else link.generation
 
     def stopService(self) -> Deferred[Any]:
         super().stopService()

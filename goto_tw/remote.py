@@ -368,6 +368,12 @@ class RemoteStore:
         """
         return self._enqueue(method, params, alone=False)
 
+    def connection_generation(self) -> int | None:
+        """The HTTP client's count of connections to this master lost or not made (``None`` for a
+        client that does not keep one): it moves whenever the next call may reach another process."""
+        generation = getattr(self._http, "generation", None)
+        return None if generation is None else int(generation(self._url))
+
     def call_alone(self, method: str, *params: Any) -> Deferred[Any]:
         """Like :meth:`call`, but as a request of its own: the master answers a multicall only once
         every call in it is done, so a call it may take long over (``Store.Clicks`` waits for the

@@ -450,3 +450,37 @@ def test_a_master_that_cannot_be_checked_is_logged_once_saying_why(log_events: L
     clock.advance(1)
     assert result_of(store.get("k")) == "https://gone/k"
     assert [m for m in log_events.messages() if "could not be checked" in m] == warnings, "not again"
+
+
+class Restartable(FeedMaster):
+    """A master whose connection can be lost (its generation moves), and come back as another."""
+
+    def __init__(self, name: str, feed: bool) -> None:
+        super().__init__(name, feed)
+        self.generation = 0
+
+    def connection_generation(self) -> int:
+        return self.generation
+
+
+def test_a_master_whose_connection_was_lost_is_checked_again_before_its_next_call(
+    log_events: LogCapture,
+) -> None:
+    """Review 35: a master was checked at first contact only; restarted at its address with a data
+    file of its own, it took calls unchecked. One whose connection was lost since it passed is
+    checked again (quietly when it passes again) and refused if it now keeps its own file."""
+    a, b = Restartable("a", feed=False), Restartable("b", feed=False)
+    store = _checked_store(a, b)
+    for n in range(4):
+        result_of(store.get(f"k{n}"))
+    assert [c for c in b.calls if c[0] == "call"] == [("call", "Store.Changes")]
+    b.generation += 1  # its connection dropped (the idle timeout, say): checked again, passes
+    result_of(store.get("x"))
+    assert [c for c in b.calls if c[0] == "call"] == [("call", "Store.Changes")] * 2
+    assert sum("shares the others' store" in m for m in log_events.messages()) == 2, "once per master"
+    b.generation += 1
+    b.feed = True  # restarted on a data file of its own
+    assert [result_of(store.get(f"j{n}")) for n in range(6)] == [f"https://a/j{n}" for n in range(6)]
+    assert store.up() == ["a"]
+    errors = [m for m in log_events.messages() if "Master b takes no calls" in m]
+    assert len(errors) == 1 and "data file of its own" in errors[0]

@@ -544,3 +544,24 @@ def test_stopping_closes_idle_connections_and_later_posts_still_work() -> None:
     answer_to(endpoint, 1, OK)
     assert result_of(late).body == XML
     assert endpoint.transports[1].disconnecting, "not kept once stopped"
+
+
+def test_the_generation_moves_when_a_connection_is_lost_or_not_made() -> None:
+    """Review 35: what a slave of several masters checks them again by (goto_tw.failover): it moves
+    when a connection to the URL is lost or cannot be made, not while one carries answer after
+    answer."""
+    connections, endpoint, _ = client()
+    assert connections.generation(URL) == 0
+    first = post(connections)
+    answer_to(endpoint, 0, OK)
+    result_of(first)
+    second = post(connections)  # the same connection, kept alive
+    answer_to(endpoint, 0, OK)
+    result_of(second)
+    assert len(endpoint.protocols) == 1 and connections.generation(URL) == 0
+    endpoint.protocols[0].connectionLost(Failure(ConnectionDone()))
+    assert connections.generation(URL) == 1
+    refused, _, _ = client(Refusing())
+    failure_of(post(refused))
+    assert refused.generation(URL) == 1
+    assert connections.generation("http://other.example/RPC2") == 0

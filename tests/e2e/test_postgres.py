@@ -238,3 +238,33 @@ def test_the_api_answers_200_for_a_link_already_in_the_database(goto_processes, 
     custom = json.dumps({"url": "https://example.com/c", "key": "my-key"}).encode()
     refused = request("POST", f"{master.base_url}/api/v1/links", body=custom, headers=headers)
     assert refused.status == 400 and "takes no custom keys" in refused.text
+
+
+def test_a_master_restarted_on_a_data_file_of_its_own_takes_no_call_of_the_slave(
+    goto_processes, pg_uri, tmp_path
+):
+    """Review 35: a master was checked once, at first contact. Restarted at its address without its
+    --store (a data file of its own, handing out key 0 again), it took a slave's calls unchecked:
+    key 0 answered two URLs through one slave. A master whose connection was lost is checked again
+    before it takes a call: this one is refused (logged), and every add through the slave gets a
+    key that holds its URL in the database."""
+    a = _master(goto_processes, pg_uri, "a")
+    b = _master(goto_processes, pg_uri, "b")
+    slave = goto_processes.start(
+        "--master", f"127.0.0.1:{a.port},127.0.0.1:{b.port}", data_file=None, name="slave"
+    )
+    for i in range(4):  # both masters take calls
+        assert add_url(slave.base_url, f"https://example.com/before/{i}").status == 200
+    port = b.port
+    b.stop()
+    file_master = goto_processes.start(
+        "--rpc", data_file=tmp_path / "own.json", http=f"tcp:{port}:interface=127.0.0.1", name="b-file"
+    )
+    for i in range(3):  # keys 0, 1, 2 of its own file: the database has them for other URLs
+        assert add_url(file_master.base_url, f"https://example.com/file/{i}").status == 200
+    for i in range(12):
+        reply = add_url(slave.base_url, f"https://example.com/after/{i}")
+        assert reply.status == 200, reply.text
+        key = key_of(reply.text)
+        assert get(f"{a.base_url}/{key}").headers["Location"] == f"https://example.com/after/{i}"
+    assert "takes no calls from this slave" in slave.output() and "data file of its own" in slave.output()
