@@ -210,7 +210,7 @@ MAX_UNSENT_BYTES = 16 * 1024
 
 
 #: The fields of an owed answer's slot.
-_ANSWER, _METHOD, _PATH, _ROUTE, _AWAITED, _DUE = range(6)
+_ANSWER, _METHOD, _PATH, _ROUTE, _AWAITED, _DUE, _CLIENT = range(7)
 
 
 def _match_head(pattern: re.Pattern[bytes], head: bytes) -> re.Match[bytes] | None:
@@ -403,6 +403,10 @@ class FastRedirectChannel(DeadlineChannel):
     #: bytes, not when the connection is made: a wrapping transport (a ``haproxy:`` endpoint) knows
     #: the real peer only once it has read the PROXY header, and twisted.web names that one.
     client_of: Callable[[object], str] | None = None
+    #: Names a request's client from the connection's and the request head (``X-Forwarded-For``
+    #: from a ``--trusted-proxy``), for its access-log line; ``None``: the connection's client.
+    #: Set by the site only when it trusts proxies.
+    forwarded_client: Callable[[str, bytes], str] | None = None
     #: Called once when the connection is lost (the site's count of its client's connections).
     on_lost: Callable[[], None] | None = None
     _client_named = False
@@ -621,7 +625,14 @@ class FastRedirectChannel(DeadlineChannel):
                         break  # resumed by requestDone
                     continue
                 head_end += body_length
-                self._answer(answer, method, path, route)
+                forwarded = self.forwarded_client
+                self._answer(
+                    answer,
+                    method,
+                    path,
+                    route,
+                    self.client if forwarded is None else forwarded(self.client, head),
+                )
                 start = head_end
                 if self._deadline_call is not None:
                     self.stop_request_clock()  # that request is whole: the next one gets its own deadline
@@ -635,17 +646,23 @@ class FastRedirectChannel(DeadlineChannel):
         self._check_budget()
 
     def _answer(
-        self, answer: Union[FastAnswer, Deferred[FastAnswer]], method: str, path: bytes, route: str
+        self,
+        answer: Union[FastAnswer, Deferred[FastAnswer]],
+        method: str,
+        path: bytes,
+        route: str,
+        client: str,
     ) -> None:
-        """Write ``answer`` now if nothing is owed before it, else once everything before it is."""
+        """Write ``answer`` now if nothing is owed before it, else once everything before it is;
+        ``client`` is the request's, for its access-log line."""
         owed = self._owed
         if not owed and isinstance(answer, tuple):
             self._send(answer[2])
-            self.record(self.client, method, path, route, answer[0], answer[1])
+            self.record(client, method, path, route, answer[0], answer[1])
             return
         if owed is None:
             owed = self._owed = deque()
-        slot: list[Any] = [None, method, path, route, None, 0.0]
+        slot: list[Any] = [None, method, path, route, None, 0.0, client]
         owed.append(slot)
         if isinstance(answer, tuple):
             slot[_ANSWER] = answer
@@ -725,11 +742,11 @@ class FastRedirectChannel(DeadlineChannel):
         if self._lost or owed is None:
             return  # nothing is written, logged or counted for a client that has gone
         while owed and owed[0][_ANSWER] is not None:
-            answer, method, path, route, _, _ = owed.popleft()
+            answer, method, path, route, _, _, client = owed.popleft()
             self._owed_bytes -= len(answer[2])
             self._send(answer[2])
             try:
-                self.record(self.client, method, path, route, answer[0], answer[1])
+                self.record(client, method, path, route, answer[0], answer[1])
             except Exception:
                 log.failure("Failed to record an answer to {method} {path}", method=method, path=path)
         if not owed:

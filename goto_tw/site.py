@@ -145,6 +145,8 @@ class GotoSite(Site):
             channel.responder = self.responder
             channel.record = self.record_fast
             channel.client_of = peer_host  # the peer a wrapping transport reports, at the first bytes
+            if self._trusted is not None and self._trusted.trusted:
+                channel.forwarded_client = self._trusted.of_head  # the client behind a trusted proxy
             channel.add_gate = self.add_gate
             channel.clock = self.reactor
             channel.answer_deadline = self.answer_deadline
@@ -161,7 +163,9 @@ class GotoSite(Site):
     def log(self, request: Request) -> None:
         """twisted.web's hook, called once per finished request of the general path."""
         self._record(
-            peer_host(request.getClientAddress()),
+            self._trusted.of_request(request)
+            if self._trusted is not None
+            else peer_host(request.getClientAddress()),
             request.method.decode("ascii", "replace"),
             request.uri,
             request.clientproto,

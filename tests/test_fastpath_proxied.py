@@ -66,3 +66,41 @@ def test_peer_hosts_are_ip_addresses_in_one_spelling_or_a_dash() -> None:
     assert peer_host(IPv6Address("TCP", "2001:DB8:0:0::1", 1)) == "2001:db8::1"
     assert peer_host(IPv4Address("TCP", "1.2.3.4\nforged", 1)) == "-"
     assert peer_host(object()) == "-"
+
+
+def _behind_a_trusted_proxy(fast: bool, peer: IPv4Address) -> list[str]:
+    """The access-log clients of a redirect, a miss, an add and the form page, each with an
+    X-Forwarded-For, from ``peer``, to a site that trusts 10.0.0.1 only."""
+    from goto_tw.clients import ClientAddresses
+    from goto_tw.site import GotoSite
+    from tests.test_rpc_fastpath_property import ListAccessLog
+    from tests.wire import Connection
+
+    master = Master(fast)
+    lines: list[Any] = []
+    site = GotoSite(
+        master.site.resource,
+        master.metrics,
+        reactor=master.clock,
+        store=master.store if fast else None,
+        host="go.example",
+        access_log=ListAccessLog(lines),
+        trusted=ClientAddresses(frozenset({"10.0.0.1"})),
+    )
+    connection = Connection(site, peer)
+    forwarded = b"X-Forwarded-For: 198.51.100.%d\r\n"
+    for number, target in enumerate((b"/abc", b"/zzzz", b"/add?url=https%3A%2F%2Fp.example%2F", b"/")):
+        connection.send(b"GET " + target + b" HTTP/1.1\r\n" + forwarded % number + b"\r\n")
+    master.log.complete_all()
+    return [line[0] for line in lines]
+
+
+def test_behind_a_trusted_proxy_the_access_log_names_the_forwarded_client() -> None:
+    """Review 35: behind --trusted-proxy every access-log line named the proxy (the rate limit and
+    the API-key log named the forwarded client). Both paths name the client now; a peer that is no
+    trusted proxy is named itself, whatever header it sends."""
+    expected = ["198.51.100.0", "198.51.100.1", "198.51.100.2", "198.51.100.3"]
+    for fast in (True, False):
+        assert _behind_a_trusted_proxy(fast, IPv4Address("TCP", "10.0.0.1", 5000)) == expected, fast
+        stranger = _behind_a_trusted_proxy(fast, IPv4Address("TCP", "192.0.2.50", 5000))
+        assert stranger == ["192.0.2.50"] * 4, fast
