@@ -87,6 +87,8 @@ class CacheCoherence(Service):
         self._quiet_until = 0.0
         #: Whether the last answer was full: the next poll goes at once.
         self._more = False
+        #: Whether the master's refusal of the feed was logged (once, until it gives one).
+        self._refusal_logged = False
 
     def startService(self) -> None:
         super().startService()
@@ -142,9 +144,10 @@ class CacheCoherence(Service):
             self._failed(Failure(ValueError(f"a malformed Store.Changes answer: {answer!r:.200}")))
             return
         epoch, seq, keys, complete = checked
-        if self._failing or self._quiet_until:
+        if self._failing or self._quiet_until or self._refusal_logged:
             self._failing = False
             self._quiet_until = 0.0
+            self._refusal_logged = False
             log.info("The master's change feed answers again")
         if not complete:
             if self.epoch:
@@ -163,7 +166,8 @@ class CacheCoherence(Service):
             return  # an outage: the store logs it once, with its cause
         if failure.check(GotoError):
             # The master answered, and said no to the call itself: asking every second cannot help.
-            if not self._quiet_until:
+            if not self._refusal_logged:  # not again after each outage of a master without a feed
+                self._refusal_logged = True
                 log.warn(
                     "The master gives no change feed ({reason}); asking again every {seconds:.0f} s only",
                     reason=str(failure.value),

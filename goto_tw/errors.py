@@ -119,6 +119,11 @@ class MasterUnreachable(StoreUnavailable):
     """A slave could not get an answer from its master (refused, reset, timed out, not XML-RPC)."""
 
 
+class MasterFailed(StoreUnavailable):
+    """The master answered a fault this slave has no meaning for (a bug there, most likely): a 503
+    for the user, and no reason to believe the master down or to ask another master the same."""
+
+
 class MasterRefused(MasterUnreachable):
     """The master refused a slave's RPC secret: a deployment mistake, so a 503 for the user.
 
@@ -136,6 +141,16 @@ class KeyDisabled(GotoError):
 
     http_status = 410
     fault_code = 410
+
+
+class LinkUnusable(GotoError):
+    """The URL stored under a key is not one the service would redirect to (a row written by hand
+    or by another program): a 503 for that key only, not a sign that the store (or its master) is
+    down, so a slave of several masters does not pass its master over for it."""
+
+    http_status = 503
+    fault_code = 500
+    retry_after = RETRY_AFTER_SECONDS
 
 
 class RateLimited(GotoError):
@@ -166,5 +181,14 @@ class NotKept(GotoError):
 #: Errors by fault code, for the RPC client to map a master's fault back to the same error.
 ERRORS_BY_FAULT_CODE: dict[int, type[GotoError]] = {
     cls.fault_code: cls
-    for cls in (KeyNotFound, KeyExists, KeyDisabled, InvalidURL, StoreUnavailable, NotAuthorized, NotKept)
+    for cls in (
+        KeyNotFound,
+        KeyExists,
+        KeyDisabled,
+        InvalidURL,
+        StoreUnavailable,
+        NotAuthorized,
+        NotKept,
+        LinkUnusable,
+    )
 }

@@ -38,7 +38,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from goto_tw.errors import GotoError, InvalidURL, MasterBusy, MasterUnreachable, StoreUnavailable
+from goto_tw.errors import (
+    GotoError,
+    InvalidURL,
+    MasterBusy,
+    MasterFailed,
+    MasterUnreachable,
+    StoreUnavailable,
+)
 from goto_tw.interfaces import ILinkAdder, IURLStore
 from goto_tw.remote import UNREACHABLE_MESSAGE
 
@@ -337,9 +344,10 @@ class _Race:
         self._outstanding -= 1
         if timer is not None and timer.active():
             timer.cancel()
-        if isinstance(result, Failure) and result.check(StoreUnavailable):
+        if isinstance(result, Failure) and result.check(StoreUnavailable) and not result.check(MasterFailed):
             # Unreachable, this slave's queue to it full (too slow for the load), or its own 503 (it
-            # cannot reach the database, which the next one may): the next one.
+            # cannot reach the database, which the next one may): the next one. Not a fault this
+            # slave has no meaning for (a bug there): asking every master the same would not help.
             busy = bool(result.check(MasterBusy))
             answered = not result.check(MasterUnreachable, MasterBusy)
             self._store._mark_down(member, _log_text(result), busy=busy, answered=answered)

@@ -231,6 +231,8 @@ class _Connection(Protocol):
         self._deadline: IDelayedCall | None = None
         self.idle_since = 0.0
         self.lost: Deferred[None] | None = None
+        #: Whether this side ended it (an answer that closes it, an idle one): no sign of a restart.
+        self.ended_here = False
 
     # --- sending ---
 
@@ -261,6 +263,7 @@ class _Connection(Protocol):
         its close_notify, a TCP close for it to read what is unsent), and until the connection is lost
         it holds one of the link's MAX_CONNECTIONS (a master that never completes closes would leave
         every later post waiting) and, at stop, the service's shutdown."""
+        self.ended_here = True
         transport: Any = self.transport
         if transport is not None:
             transport.abortConnection()
@@ -474,8 +477,10 @@ class _Link:
         self._open = 0  # connections made or being made, not yet lost
         self._waiting: deque[_Post] = deque()
         self._closing = False
-        #: Counts connections lost or not made: when it moves, the next connection may reach
-        #: another process at the same address (a master restarted, perhaps on another store).
+        #: Counts connections the master closed, that broke, or that could not be made (not those
+        #: this side ended: an answer that said ``Connection: close``, an idle one): when it moves,
+        #: the next connection may reach another process at the same address (a master restarted,
+        #: perhaps on another store).
         self.generation = 0
 
     def post(self, data: bytes, headers: Headers) -> Deferred[MasterAnswer]:
@@ -552,7 +557,8 @@ class _Link:
     def lost(self, connection: _Connection) -> None:
         """``connection`` ended (after it was made)."""
         self._open -= 1
-        self.generation += 1
+        if not connection.ended_here:  # the master closed it, or it broke: a restart, perhaps
+            self.generation += 1
         if connection in self._idle:
             self._idle.remove(connection)
         self._serve_waiting()
@@ -609,9 +615,9 @@ class MasterConnections(Service):
         return link.post(data, headers)
 
     def generation(self, url: str) -> int:
-        """How many connections to ``url`` were lost or could not be made so far: a caller that
-        checked the master at one count checks it again once it moves (see
-        :class:`~goto_tw.failover.FailoverStore`)."""
+        """How many connections to ``url`` the master closed, broke or could not be made so far
+        (see ``_Link.generation``): a caller that checked the master at one count checks it again
+        once it moves (see :class:`~goto_tw.failover.FailoverStore`)."""
         link = self._links.get(url)
         return 0 if link is None else link.generation
 

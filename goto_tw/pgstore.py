@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from goto_tw.errors import NO_CUSTOM_KEYS, GotoError, InvalidKey, KeyNotFound, StoreUnavailable
+from goto_tw.errors import NO_CUSTOM_KEYS, GotoError, InvalidKey, KeyNotFound, LinkUnusable, StoreUnavailable
 from goto_tw.fanout import Coalescing
 from goto_tw.interfaces import IDatabaseHealth, ILinkAdder, ILocalLookup, IURLStore
 from goto_tw.keys import is_reserved, is_valid_key, key_for_index
@@ -293,7 +293,7 @@ class PGStore:
                 raise KeyNotFound.for_key(key)
             if as_stored(url) is None:  # a row written by hand or another program: never redirected to
                 self._bad_rows.error(key=key, url=repr(url)[:200])
-                raise StoreUnavailable(BAD_ROW_MESSAGE, detail=f"the stored URL of {key!r} is not valid")
+                raise LinkUnusable(BAD_ROW_MESSAGE, detail=f"the stored URL of {key!r} is not valid")
             self._remember(key, url)
             return url
 

@@ -61,6 +61,7 @@ from goto_tw.errors import (
     ERRORS_BY_FAULT_CODE,
     GotoError,
     MasterBusy,
+    MasterFailed,
     MasterRefused,
     MasterUnreachable,
     NotAuthorized,
@@ -915,7 +916,7 @@ def _fault_error(code: object, text: object) -> Exception:
         )
     error_class = ERRORS_BY_FAULT_CODE.get(code) if isinstance(code, int) else None
     if error_class is None or error_class is NotAuthorized:
-        return StoreUnavailable(
+        return MasterFailed(
             UNREACHABLE_MESSAGE, detail=f"the master answered fault {code!r:.40}: {text!r:.{_MAX_FAULT_TEXT}}"
         )
     return error_class(

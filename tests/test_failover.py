@@ -9,7 +9,9 @@ from zope.interface import implementer
 from goto_tw.errors import (
     InvalidURL,
     KeyNotFound,
+    LinkUnusable,
     MasterBusy,
+    MasterFailed,
     MasterRefused,
     MasterUnreachable,
     NotKept,
@@ -484,3 +486,28 @@ def test_a_master_whose_connection_was_lost_is_checked_again_before_its_next_cal
     assert store.up() == ["a"]
     errors = [m for m in log_events.messages() if "Master b takes no calls" in m]
     assert len(errors) == 1 and "data file of its own" in errors[0]
+
+
+def test_a_bad_row_or_a_fault_without_a_meaning_here_is_the_answer_not_a_master_down(
+    log_events: LogCapture,
+) -> None:
+    """Review 35's second read: one key whose stored row is not a URL (503 for that key), or a fault
+    code this slave does not know (a bug on the master), marked every master "cannot serve" in turn,
+    two log lines a request. They are the answer: no other master is asked, none is passed over."""
+    for error in (
+        LinkUnusable("this link cannot be followed now"),
+        MasterFailed(UNREACHABLE_MESSAGE, detail="the master answered fault 8002: 'error'"),
+    ):
+
+        class Answering(FakeMaster):
+            def _answer(self, method: str, arg: str, value: str, error: Exception = error) -> Deferred[str]:
+                self.calls.append((method, arg))
+                return fail(error)
+
+        a, b = Answering("a"), Answering("b")
+        store = FailoverStore([("a", a), ("b", b)], Clock())
+        for n in range(4):
+            assert failure_of(store.get(f"k{n}")).value is error
+        assert len(a.calls) == len(b.calls) == 2, "round robin, one master a call"
+        assert store.up() == ["a", "b"]
+    assert not [m for m in log_events.messages() if "cannot serve" in m or "does not answer" in m]

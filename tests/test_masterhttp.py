@@ -561,6 +561,11 @@ def test_the_generation_moves_when_a_connection_is_lost_or_not_made() -> None:
     assert len(endpoint.protocols) == 1 and connections.generation(URL) == 0
     endpoint.protocols[0].connectionLost(Failure(ConnectionDone()))
     assert connections.generation(URL) == 1
+    closing = post(connections)  # review 35's second read: a master (a proxy) that closes after each
+    answer_to(endpoint, 1, OK.replace(b"Content-Type", b"Connection: close\r\nContent-Type"))
+    result_of(closing)
+    endpoint.protocols[1].connectionLost(Failure(ConnectionDone()))  # this side's abort, after it
+    assert connections.generation(URL) == 1, "a close the answer announced is no sign of a restart"
     refused, _, _ = client(Refusing())
     failure_of(post(refused))
     assert refused.generation(URL) == 1

@@ -8,7 +8,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from goto_tw.errors import StoreUnavailable
+from goto_tw.errors import LinkUnusable, StoreUnavailable
 from goto_tw.pgdb import DatabaseBusy, DatabaseDown
 from goto_tw.pgstore import PGStore
 from tests.helpers import failure_of, has_fired, result_of
@@ -123,7 +123,9 @@ def test_a_row_that_is_not_a_stored_url_is_never_redirected_to(log_events: Any) 
     database.calls[1][1].callback("https://user:pw@bank.example.evil/\r\nX: y")
     for answer in bad:
         failure = failure_of(answer)
-        assert failure.check(StoreUnavailable) and "cannot be followed" in str(failure.value)
+        error = failure.value
+        assert isinstance(error, LinkUnusable) and "cannot be followed" in str(error)
+        assert error.http_status == 503, "a 503 for this key, not a master that is down"
     assert store.lookup("evil") is None, "not cached"
     store.get("evil")
     database.calls[2][1].callback("javascript:alert(1)")

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.web.http_headers import Headers
 
@@ -221,6 +221,26 @@ def test_a_master_back_from_an_outage_is_asked_for_its_feed_at_once() -> None:
     master.master_reachable = True
     checks[0].callback(True)
     assert master.calls == 2, "asked for the feed at once, not after the quiet period"
+    poller.stopService()
+
+
+def test_a_master_without_a_feed_is_not_announced_again_after_each_outage(log_events: LogCapture) -> None:
+    """Review 35's second read: asking again at once after an outage logged the refusal again each
+    time (one line per flap of a master without a feed). Once, until a feed answers."""
+    clock, master = Clock(), Feedless()
+    poller = CacheCoherence(master.call, master, clock)
+
+    def back() -> Deferred[bool]:
+        master.master_reachable = True
+        return succeed(True)
+
+    master.check_master = back  # type: ignore[attr-defined]
+    poller.startService()
+    for _ in range(3):
+        master.master_reachable = False
+        clock.advance(1)  # checked, back, asked at once: refused again
+    assert master.calls == 4
+    assert sum("no change feed" in m for m in log_events.messages()) == 1
     poller.stopService()
 
 
