@@ -26,7 +26,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from goto_tw.accesslog import printable
-from goto_tw.clients import ClientAddresses, rate_bucket
+from goto_tw.clients import ClientAddresses
+from goto_tw.ratelimit import rate_bucket
 from goto_tw.web import PlainResource, write_refusal_page
 
 log = Logger()

@@ -109,18 +109,3 @@ class ClientAddresses:
         if not self.is_trusted(peer):
             return peer
         return self.client(peer, _FORWARDED_FOR.findall(head))
-
-
-def rate_bucket(client: str) -> str:
-    """The bucket a client address spends: an IPv4 address itself (also written IPv4-mapped,
-    ``::ffff:192.0.2.1``), an IPv6 address's /64 (``2001:db8:1:2::/64``); anything else as it is."""
-    if ":" not in client:
-        return client  # IPv4 (or no address): the common case, no parsing
-    try:
-        address = ipaddress.IPv6Address(client.split("%", 1)[0])
-    except ValueError:
-        return client
-    mapped = address.ipv4_mapped
-    if mapped is not None:
-        return str(mapped)
-    return f"{ipaddress.IPv6Address(int(address) >> 64 << 64)}/64"

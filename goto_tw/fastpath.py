@@ -407,8 +407,6 @@ class FastRedirectChannel(DeadlineChannel):
     #: from a ``--trusted-proxy``), for its access-log line; ``None``: the connection's client.
     #: Set by the site only when it trusts proxies.
     forwarded_client: Callable[[str, bytes], str] | None = None
-    #: Called once when the connection is lost (the site's count of its client's connections).
-    on_lost: Callable[[], None] | None = None
     _client_named = False
     _general = False
     #: Bytes received on the fast path and not parsed yet (an incomplete request, or requests
@@ -886,8 +884,5 @@ class FastRedirectChannel(DeadlineChannel):
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         self._unsent = None  # nowhere to send them
         self._unsent_bytes = 0
-        on_lost, self.on_lost = self.on_lost, None
-        if on_lost is not None:
-            on_lost()
         self._give_up()
         super().connectionLost(reason)

@@ -38,8 +38,6 @@ class Metrics:
         self.redirects = 0
         #: Adds refused by the rate limit (429).
         self.rate_limited = 0
-        #: Connections closed at once: their client had --max-client-connections open already.
-        self.connections_refused = 0
         self._store_size: Callable[[], int] = lambda: 0
         self._cache_stats: Callable[[], tuple[int, int, int]] | None = None
         self._clicks: Callable[[], int] | None = None
@@ -133,11 +131,6 @@ class _Collector(Collector):
         yield CounterMetricFamily("goto_adds", "Links added or found (successful adds).", value=metrics.adds)
         yield CounterMetricFamily(
             "goto_adds_rate_limited", "Adds refused by the rate limit (429).", value=metrics.rate_limited
-        )
-        yield CounterMetricFamily(
-            "goto_http_connections_refused",
-            "Connections closed at once because their client had --max-client-connections open already.",
-            value=metrics.connections_refused,
         )
         size = GaugeMetricFamily(
             "goto_store_keys",

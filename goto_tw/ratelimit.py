@@ -15,6 +15,7 @@ subscriber 2^64 buckets.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from collections import OrderedDict
@@ -24,7 +25,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.http import datetimeToString
 from twisted.web.server import NOT_DONE_YET, Request
 
-from goto_tw.clients import ClientAddresses, rate_bucket
+from goto_tw.clients import ClientAddresses
 from goto_tw.errors import RateLimited
 from goto_tw.fastpath import FastAnswer
 from goto_tw.metrics import Metrics
@@ -44,6 +45,21 @@ def parse_rate(value: str) -> float:
         raise ValueError(f"expected N/s, N/m or N/h, not {value!r}")
     per = {"s": 1, "m": 60, "h": 3600}[match.group(2) or "s"]
     return float(match.group(1)) / per
+
+
+def rate_bucket(client: str) -> str:
+    """The bucket a client address spends: an IPv4 address itself (also written IPv4-mapped,
+    ``::ffff:192.0.2.1``), an IPv6 address's /64 (``2001:db8:1:2::/64``); anything else as it is."""
+    if ":" not in client:
+        return client  # IPv4 (or no address): the common case, no parsing
+    try:
+        address = ipaddress.IPv6Address(client.split("%", 1)[0])
+    except ValueError:
+        return client
+    mapped = address.ipv4_mapped
+    if mapped is not None:
+        return str(mapped)
+    return f"{ipaddress.IPv6Address(int(address) >> 64 << 64)}/64"
 
 
 #: QR codes a client may have rendered (one not kept already: see :class:`~goto_tw.qr.QRCodes`)

@@ -9,23 +9,20 @@ through :meth:`GotoSite.record_fast` once the answer is written.
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any, Callable, Optional, Union
 
-from twisted.logger import Logger, LogLevel
 from twisted.web.http import Request
 from twisted.web.resource import IResource
 from twisted.web.server import Site
 
 from goto_tw.accesslog import AccessLog, EventAccessLog
-from goto_tw.clients import ClientAddresses, peer_host, rate_bucket
+from goto_tw.clients import ClientAddresses, peer_host
 from goto_tw.fastpath import ANSWER_DEADLINE, FastAnswer, FastRedirectChannel, IFastResponder
 from goto_tw.interfaces import IClickCounter, ILocalLookup, IURLStore
 from goto_tw.keys import is_valid_key
 from goto_tw.limits import BoundedRequest
 from goto_tw.metrics import Metrics
 from goto_tw.outbox import Outbox
-from goto_tw.throttledlog import ThrottledError
 from goto_tw.web import (
     DEFAULT_REDIRECT_STATUS,
     REDIRECT_STATUSES,
@@ -33,14 +30,6 @@ from goto_tw.web import (
     IRPCCalls,
     was_answered_with_a_key,
 )
-
-log = Logger()
-
-#: Most connections one client may hold open at once by default (``--max-client-connections``):
-#: far more than a browser opens (6) or a slave (its in-flight requests), few beside the descriptors.
-MAX_CLIENT_CONNECTIONS = 256
-#: Seconds between two log lines of refused connections.
-REFUSAL_LOG_INTERVAL = 10.0
 
 #: First path segments with a route name of their own; any other valid key is a redirect.
 _ROUTES = {b"": "form", b"add": "add", b"api": "api", b"RPC2": "rpc", b"_goto": "ops"}
@@ -83,7 +72,6 @@ class GotoSite(Site):
         redirect_status: int = DEFAULT_REDIRECT_STATUS,
         answer_deadline: float = ANSWER_DEADLINE,
         hold_answers: bool = False,
-        max_client_connections: int | None = None,
         trusted: ClientAddresses | None = None,
     ) -> None:
         """With a ``store`` that can look keys up locally (and the ``host`` of short URLs),
@@ -92,25 +80,11 @@ class GotoSite(Site):
         sockets for ever. ``answer_deadline`` bounds how long the fast path waits for the store's
         answer to one request (a slave's should exceed what its RPC may take) before it closes
         the connection. With ``hold_answers`` the fast path's answers of one reactor turn are
-        sent together at its end (:mod:`goto_tw.outbox`); without, each at once.
-
-        ``max_client_connections``: most connections one client (an IPv4 address, an IPv6 /64) may
-        hold open at once; past it a new one is closed at once, so one client cannot take every file
-        descriptor and lock everyone out. The ``trusted`` proxies (``--trusted-proxy``) are exempt:
-        every client behind them comes from their address."""
+        sent together at its end (:mod:`goto_tw.outbox`); without, each at once. Behind the
+        ``trusted`` proxies (``--trusted-proxy``), a request's access-log line names the client
+        their ``X-Forwarded-For`` names, on either path."""
         super().__init__(resource, reactor=reactor, timeout=timeout)
-        self.max_client_connections = max_client_connections
         self._trusted = trusted
-        #: Open connections by client bucket: only clients with one open (bounded by the descriptors).
-        self._open: dict[str, int] = {}
-        self._refusals = ThrottledError(
-            log,
-            reactor,
-            "Refused a connection from {client}: it has {count} open already ({unlogged} more refused "
-            "since the last line)",
-            REFUSAL_LOG_INTERVAL,
-            level=LogLevel.warn,
-        )
         self.outbox = Outbox(reactor) if hold_answers else None
         self.answer_deadline = answer_deadline
         self.metrics = metrics
@@ -124,23 +98,7 @@ class GotoSite(Site):
             self.responder = answers
 
     def buildProtocol(self, addr: Any) -> Any:
-        bucket = None
-        if self.max_client_connections is not None:
-            peer = peer_host(addr)
-            if peer != "-" and not (self._trusted is not None and self._trusted.is_trusted(peer)):
-                bucket = rate_bucket(peer)
-                count = self._open.get(bucket, 0)
-                if count >= self.max_client_connections:
-                    self.metrics.connections_refused += 1
-                    self._refusals.error(client=bucket, count=count)
-                    return None  # the port closes it at once
-                self._open[bucket] = count + 1
         channel = super().buildProtocol(addr)
-        if bucket is not None:
-            if channel is None:
-                self._closed(bucket)
-            else:
-                channel.on_lost = partial(self._closed, bucket)
         if channel is not None and self.responder is not None:
             channel.responder = self.responder
             channel.record = self.record_fast
@@ -152,13 +110,6 @@ class GotoSite(Site):
             channel.answer_deadline = self.answer_deadline
             channel.outbox = self.outbox
         return channel
-
-    def _closed(self, bucket: str) -> None:
-        count = self._open[bucket] - 1
-        if count:
-            self._open[bucket] = count
-        else:
-            del self._open[bucket]
 
     def log(self, request: Request) -> None:
         """twisted.web's hook, called once per finished request of the general path."""

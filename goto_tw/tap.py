@@ -46,7 +46,7 @@ from goto_tw.proxystore import ProxyStore
 from goto_tw.ratelimit import AddLimiter, LimitAdds, RenderBudget, fast_gate, is_api_add, is_form_add
 from goto_tw.reload import ReloadOnSighup
 from goto_tw.rpc import RPCResource
-from goto_tw.site import MAX_CLIENT_CONNECTIONS, GotoSite
+from goto_tw.site import GotoSite
 from goto_tw.store import URLStore
 from goto_tw.web import DEFAULT_REDIRECT_STATUS, FastAnswers, GotoRoot, NotFoundResource, PlainResource
 
@@ -218,18 +218,6 @@ def parse_add_rate(value: str) -> float | None:
         raise usage.UsageError(f"--add-rate: {exc}") from None
 
 
-#: Most connections ``--max-client-connections`` may allow one client.
-MAX_CLIENT_CONNECTIONS_BOUND = 1_000_000
-
-
-def parse_client_connections(value: str) -> int | None:
-    """``--max-client-connections``: a positive number, or ``off`` (``None``): no limit."""
-    if value.strip().lower() == "off":
-        return None
-    coerced: int = positive(int, "max-client-connections", MAX_CLIENT_CONNECTIONS_BOUND)(value)
-    return coerced
-
-
 def parse_redirect_status(value: str) -> int:
     """``--redirect-status``: one of the redirect statuses a short link may answer."""
     from goto_tw.web import REDIRECT_STATUSES
@@ -326,15 +314,6 @@ class Options(usage.Options):
             None,
             None,
             "Comma-separated addresses of reverse proxies whose X-Forwarded-For is believed.",
-        ],
-        [
-            "max-client-connections",
-            None,
-            MAX_CLIENT_CONNECTIONS,
-            "Most connections one client address (an IPv6 /64) may hold open; past it a new one is "
-            "closed at once; 'off' for no limit (not applied to --trusted-proxy addresses or behind "
-            "a haproxy: endpoint) [default: 256].",
-            parse_client_connections,
         ],
         [
             "add-rate",
@@ -578,10 +557,6 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         # A slave's look-up may wait for a batch in flight, then its own: twice --rpc-timeout.
         answer_deadline=max(ANSWER_DEADLINE, 2 * float(options.get("rpc-timeout") or 0) + 1),
         hold_answers=True,  # a busy turn's answers leave together (goto_tw.outbox)
-        # Behind a haproxy: endpoint every connection comes from the proxy until its header is read.
-        max_client_connections=(
-            None if options["http"].startswith("haproxy:") else options.get("max-client-connections")
-        ),
         trusted=clients,
     )
     site.cors_origins = options.get("cors-origins") or frozenset()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.web.server import Site
@@ -20,7 +20,7 @@ CLIENT = IPv4Address("TCP", "192.0.2.7", 40000)
 class Connection:
     """One client connection to ``site``; ``send`` feeds bytes, ``received`` drains the answer."""
 
-    def __init__(self, site: Site, client: IPv4Address | IPv6Address = CLIENT) -> None:
+    def __init__(self, site: Site, client: IPv4Address = CLIENT) -> None:
         self.protocol = site.buildProtocol(client)
         assert self.protocol is not None
         self.transport = StringTransport(peerAddress=client)
@@ -35,7 +35,7 @@ class Connection:
         return data
 
 
-def exchange(site: Site, data: bytes, client: IPv4Address | IPv6Address = CLIENT) -> bytes:
+def exchange(site: Site, data: bytes, client: IPv4Address = CLIENT) -> bytes:
     """Send ``data`` on a new connection (from ``client``) and return everything the site answered."""
     connection = Connection(site, client)
     connection.send(data)
