@@ -1,11 +1,11 @@
 """API keys: who may manage links (and, with ``--private``, create them).
 
-``--api-keys-file`` holds one key per line (blank lines and ``#`` comments allowed: a ``#`` that
-starts a line or follows a space or tab; one inside a word is part of the key); each key is at least
-:data:`MIN_KEY_BYTES` bytes, so it cannot be guessed by trying. It is read at start (where any bad
-line, or none at all, stops start-up) and again on SIGHUP (:mod:`goto_tw.reload`): then the keys
-in force are exactly the good lines of the file, so taking a leaked key out (emptying the file, or
-commenting it out) revokes it, and a bad line is logged and left out; only a file that cannot be
+``--api-keys-file`` holds one key per line (blank lines and ``#`` comments allowed: a key cannot
+hold a ``#``); each key is at least :data:`MIN_KEY_BYTES` bytes, so it cannot be guessed by trying
+(nor a key cut short by a ``#`` be used). It is read at start and again on SIGHUP
+(:mod:`goto_tw.reload`): the keys in force are exactly the file's good lines, a bad line is logged
+and left out, so taking a leaked key out (emptying the file, or commenting it out) revokes it at
+the next reload; at start a file with no good line stops start-up, and on reload one that cannot be
 read at all keeps the keys already loaded. Keys are compared in constant time, each against every
 key, and never logged. A request presents one as ``Authorization: Bearer KEY``; a missing or wrong
 key is a 401 with ``WWW-Authenticate: Bearer`` (a problem under ``/api/``, an HTML page for a
@@ -16,7 +16,6 @@ table), so a guessing client cannot flood the log.
 from __future__ import annotations
 
 import hmac
-import re
 from collections import OrderedDict
 from typing import Any
 
@@ -51,8 +50,6 @@ class KeysFileError(Exception):
 #: Shortest key accepted, in bytes: a shorter one could be found by trying (failed attempts are
 #: logged sparingly, not slowed down).
 MIN_KEY_BYTES = 16
-#: A comment: ``#`` at the start of a line or after a space or tab, to the end of the line.
-_COMMENT = re.compile(rb"(?:^|[ \t])#.*")
 
 
 def _keys_and_problems(path: str, data: bytes) -> tuple[list[bytes], list[str]]:
@@ -60,7 +57,7 @@ def _keys_and_problems(path: str, data: bytes) -> tuple[list[bytes], list[str]]:
     keys: list[bytes] = []
     problems: list[str] = []
     for number, raw in enumerate(data.splitlines(), start=1):
-        line = _COMMENT.sub(b"", raw).strip()
+        line = raw.split(b"#", 1)[0].strip()
         if not line:
             continue
         if not line.isascii() or any(byte <= 0x20 or byte == 0x7F for byte in line):
@@ -77,14 +74,19 @@ def _keys_and_problems(path: str, data: bytes) -> tuple[list[bytes], list[str]]:
 
 def parse_keys(path: str, data: bytes) -> tuple[bytes, ...]:
     """The keys in a keys file's ``data`` at start-up: one printable ASCII word of
-    :data:`MIN_KEY_BYTES` to :data:`MAX_KEY_BYTES` bytes per line, ``#`` comments; a bad line, or no
-    key at all, is :class:`KeysFileError` (the operator is there to fix it)."""
+    :data:`MIN_KEY_BYTES` to :data:`MAX_KEY_BYTES` bytes per line, ``#`` comments. A bad line is
+    logged and left out, as on reload (a key file that served before an upgrade still starts the
+    service); no good line at all is :class:`KeysFileError`."""
     keys, problems = _keys_and_problems(path, data)
-    if problems:
-        raise KeysFileError(problems[0])
+    _log_problems(problems)
     if not keys:
-        raise KeysFileError(f"{path} holds no key")
+        raise KeysFileError(f"{path} holds no usable key" + (f" ({problems[0]})" if problems else ""))
     return tuple(keys)
+
+
+def _log_problems(problems: list[str]) -> None:
+    for problem in problems[:MAX_PROBLEMS_LOGGED]:
+        log.error("Left out of the API keys: {problem}", problem=problem)
 
 
 def _read(path: str) -> bytes:
@@ -148,8 +150,7 @@ class APIKeys:
             )
             return
         keys, problems = _keys_and_problems(self.path, data)
-        for problem in problems[:MAX_PROBLEMS_LOGGED]:
-            log.error("Left out of the API keys: {problem}", problem=problem)
+        _log_problems(problems)
         self._keys = tuple(keys)
         if keys:
             log.info("Reloaded {count} API key(s) from {path}", count=len(keys), path=self.path)
