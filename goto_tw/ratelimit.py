@@ -66,11 +66,14 @@ def rate_bucket(client: str) -> str:
 #: a second, and at once, while adds are rate-limited: a PNG costs the reactor about 10 ms.
 QR_RENDER_RATE = 2.0
 QR_RENDER_BURST = 20
-#: QR codes all clients together may have rendered a second, and at once: about a fifth of a core
-#: at 10 ms a PNG. Without it, clients with many addresses (an IPv6 /56 is 256 buckets of the per
-#: client limit; 50 IPv4 addresses will do) kept the reactor rendering and every redirect waited.
+#: QR codes all clients together may have rendered a second, and at once: a fifth to a third of a
+#: core at 10-16 ms a code (SVG or PNG; a 64-character key's costs the most), and a burst holds
+#: redirects up 0.2-0.3 s. Without it, clients with many addresses (an IPv6 /56 is 256 buckets of
+#: the per-client limit; 50 IPv4 addresses will do) kept the reactor rendering and every redirect
+#: waited; with a burst of 40, one every 2 s held them up 0.3-0.4 s (review 35's second read). Each
+#: result page asks for its link's code: past 20 browser adds a second some show none (a 503).
 QR_TOTAL_RATE = 20.0
-QR_TOTAL_BURST = 40
+QR_TOTAL_BURST = 20
 #: What a client asking past its own rate is told, and what anyone is told past everyone's.
 QR_CLIENT_TEXT = "Too many QR codes asked for from this address; try again later."
 QR_BUSY_TEXT = "Too many QR codes are being made right now; try again shortly."
