@@ -257,3 +257,27 @@ def test_a_refusal_carries_no_origin_of_the_request_before_it() -> None:
     connection.send(b"GET /api/v1/links/" + b"a" * 20000 + b" HTTP/1.1\r\nHost: h\r\n\r\n")
     refused = connection.received()
     assert refused.startswith(b"HTTP/1.1 414 ") and b"Access-Control-Allow-Origin" not in refused
+
+
+def test_listing_pages_follow_next_to_the_end_and_a_limit_of_0_is_400() -> None:
+    """Review 35 (mutation audit): no test followed ``next`` (a listing that never gave one would
+    have passed), nor asked for ``limit=0`` (which must be a 400, not an empty page or a 500)."""
+    import json
+
+    from goto_tw.auth import APIKeys
+
+    store = URLStore({f"k{n}": f"https://e.example/{n}" for n in range(7)})
+    client = Client(make_root(store, HOST, Metrics("master"), keys=APIKeys(None, Clock(), (b"k",))))
+    seen: list[str] = []
+    target = "/api/v1/links?limit=3"
+    for _ in range(5):
+        status, _, body = client.request("GET", target, headers={"Authorization": "Bearer k"})
+        assert status == 200, body
+        page = json.loads(body)
+        seen += [link["key"] for link in page["links"]]
+        if not page.get("next"):
+            break
+        target = page["next"]  # the link to the next page, as given
+    assert sorted(seen) == sorted(f"k{n}" for n in range(7)) and len(seen) == 7
+    status, _, _ = client.request("GET", "/api/v1/links?limit=0", headers={"Authorization": "Bearer k"})
+    assert status == 400

@@ -14,6 +14,7 @@ from .harness import (
     get,
     key_of,
     poll_until,
+    post_form,
     read_records,
     read_tombstones,
     request,
@@ -155,6 +156,8 @@ def test_private_mode_needs_a_key_to_add(goto_processes: GotoProcesses, tmp_path
     json_type = {"Content-Type": "application/json"}
     assert request("POST", f"{master.base_url}/api/v1/links", body=body, headers=json_type).status == 401
     assert add_url(master.base_url, "https://private.example/").status == 401
+    # Review 35 (mutation audit): the form's POST was promised and never tried.
+    assert post_form(f"{master.base_url}/add", {"url": "https://private.example/"}).status == 401
     created = request(
         "POST", f"{master.base_url}/api/v1/links", body=body, headers={**json_type, **auth(KEY)}
     )
