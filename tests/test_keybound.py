@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
+from unittest import mock
 
 import pytest
 from twisted.application.service import MultiService
@@ -406,3 +407,32 @@ def test_a_raise_ahead_of_need_that_fails_refuses_nothing_and_says_so(log_events
     assert not [m for m in log_events.messages() if "Could not store" in m]
     assert [m for m in log_events.messages() if "Could not raise the key bound ahead" in m]
     assert log.failing is not None
+
+
+def test_a_custom_key_taken_behind_a_plain_group_by_a_running_writer_is_synced() -> None:
+    """Review 35 (mutation audit): when one writer run takes several groups, the write is synced if
+    any of them needs it, not only if the first does: a plain group ahead of a custom key's must not
+    leave the custom key in the page cache, answered (a power loss would free it for another URL)."""
+    disk, clock, threads = Disk(), Clock(), ManualThreads()
+    store, _ = started_with_key_0(disk, clock, threads)
+    queued: list[Deferred[Any]] = []
+    sync = DiskFile.sync
+
+    def sync_then_queue_more(file: DiskFile) -> None:
+        sync(file)
+        if not queued:  # while the writer syncs the first custom key: a plain add, then a custom one
+            queued.append(store.put("http://plain.example/"))
+            clock.advance(0)
+            queued.append(store.add("http://second.example/", "second"))
+            clock.advance(0)
+
+    first = store.add("http://first-custom.example/", "first")
+    clock.advance(0)
+    with mock.patch.object(DiskFile, "sync", sync_then_queue_more):
+        threads.run_next()  # writes and syncs "first", then takes [plain, second] in its next turn
+    clock.advance(0)
+    assert result_of(first) == ("first", True) and result_of(queued[1]) == ("second", True)
+    assert b"second.example" in disk.synced, "answered, so synced"
+    disk.power_loss()
+    restarted, _ = start_master(disk, Clock())
+    assert result_of(restarted.get("second")) == "http://second.example/"
