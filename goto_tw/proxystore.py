@@ -233,7 +233,9 @@ class ProxyStore:
     def note_disabled(self, key: str) -> None:
         """The master said ``key`` is disabled (a look-up's answer, or another call's, such as
         ``Store.Stats``): drop it from the cache and answer 410 for it from now on, without waiting
-        for the change feed."""
+        for the change feed. A look-up's answer already on its way is not cached (as after
+        :meth:`forget`): it may predate the disabling."""
+        self._generation += 1
         self._gone[key] = None
         self._cache.pop(key, None)
         if len(self._gone) > self._cache_size:

@@ -178,8 +178,8 @@ class StoreHandler(xmlrpc.XMLRPC):
         if adder is None:
             if args[1]:
                 raise xmlrpc.Fault(BAD_ARGUMENTS, NO_CUSTOM_KEYS)
-            # A store that cannot say whether the link is new (PostgreSQL, for now): a plain put,
-            # answered as new.
+            # A store that cannot say whether the link is new (no ILinkAdder): a plain put, answered
+            # as new.
             put = self._store.put(args[0])
             return put.addCallbacks(lambda key: {"key": key, "new": True}, _as_fault)
         added = adder.add(args[0], args[1] or None)

@@ -115,3 +115,16 @@ def test_a_masters_stats_of_a_disabled_link_are_410_not_404(tmp_path: Path) -> N
     stats = MasterLinkStats(store, store, book)
     assert failure_of(stats.stats("k")).check(KeyDisabled)
     assert failure_of(stats.stats("nope")).check(KeyNotFound)
+
+
+def test_a_look_up_on_its_way_when_the_stats_say_disabled_is_not_cached() -> None:
+    """Review 35, final read: the answer to a look-up sent before the slave heard "disabled" (from
+    ``Store.Stats``) may predate it: passed on, never cached."""
+    master = FakeMaster()
+    store = ProxyStore(master, Clock())
+    on_its_way = store.get("k")
+    store.note_disabled("k")
+    master.answer("https://a.example/")
+    assert result_of(on_its_way) == "https://a.example/"
+    assert store.lookup("k") is None
+    assert failure_of(store.get("k")).check(KeyDisabled)
