@@ -37,7 +37,7 @@ MAX_KEYS_FILE_BYTES = 1 << 20
 MAX_KEY_BYTES = 256
 #: Client addresses remembered for the once-a-second log of failed attempts.
 MAX_LOGGED_CLIENTS = 10_000
-#: Bad lines of a reloaded keys file logged, at most (each names its line).
+#: Bad lines of a keys file logged, at most, each time it is read (each names its line).
 MAX_PROBLEMS_LOGGED = 10
 #: Most refusal lines logged in one second, whatever the clients (a botnet guessing keys).
 MAX_REFUSAL_LINES = 10
