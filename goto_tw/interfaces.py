@@ -69,9 +69,13 @@ class IMasterHealth(Interface):
     """A slave's view of its master, for health checks and load balancers."""
 
     master_reachable = Attribute("False from the first unanswered call until the master answers again.")
+    cannot_serve = Attribute(
+        "Why the master, answering the last check, said it cannot serve (its database is down), "
+        "or None: it answered properly, or did not answer at all."
+    )
 
     def check_master() -> Deferred[bool]:
-        """Ask the master now; fire with True only once it has really answered.
+        """Ask the master now; fire with True only once it has really answered (and can serve).
 
         Concurrent checks share one call in flight; a check whose caller gives up (cancels) never
         changes what the slave believes about its master.

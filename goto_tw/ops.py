@@ -56,14 +56,23 @@ class HealthResource(PlainResource):
 
             return respond_when_ready(request, database.check_database(), answer_master)
 
-        def answer(reachable: bool) -> None:
+        def answer(healthy: bool) -> None:
+            # A master that answered "I cannot serve" (its database is down) is reachable: the
+            # slave is unhealthy all the same (it cannot add or look up), and says why.
+            cannot_serve = None if healthy else master.cannot_serve
             document: dict[str, Any] = {
-                "status": "ok" if reachable else "master unreachable",
+                "status": "ok"
+                if healthy
+                else "master cannot serve"
+                if cannot_serve
+                else "master unreachable",
                 "role": "slave",
                 "keys": store.count(),
-                "master_reachable": reachable,
+                "master_reachable": healthy or cannot_serve is not None,
             }
-            _write_health(request, reachable, document)
+            if cannot_serve is not None:
+                document["master_error"] = cannot_serve
+            _write_health(request, healthy, document)
 
         return respond_when_ready(request, master.check_master(), answer)
 

@@ -96,6 +96,8 @@ class ProxyStore:
         self._next_probe_at = 0.0
         self._probing = False
         self._health_checks: Coalescing[None, bool] = Coalescing()
+        #: Why the master said, at the last check, that it cannot serve (see IMasterHealth).
+        self.cannot_serve: str | None = None
         self._in_flight = 0
         self._idle_waiters: list[Deferred[None]] = []
         self._stopping = False
@@ -321,7 +323,11 @@ class ProxyStore:
             asked.addBoth(self._note_master_health)
 
         def answered_properly(result: object) -> bool:
-            return isinstance(result, Failure) and bool(result.check(KeyNotFound))
+            error = result.value if isinstance(result, Failure) else None
+            # It answered, and said it cannot serve (its database): not "unreachable", for health.
+            serving = isinstance(error, StoreUnavailable) and not isinstance(error, MasterUnreachable)
+            self.cannot_serve = str(error) if serving else None
+            return isinstance(error, KeyNotFound)
 
         return asked.addBoth(answered_properly)
 

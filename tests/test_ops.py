@@ -10,7 +10,7 @@ from twisted.application.service import MultiService
 from twisted.internet.task import Clock
 from twisted.web.resource import Resource
 
-from goto_tw.errors import RETRY_AFTER_SECONDS, KeyNotFound, MasterUnreachable
+from goto_tw.errors import RETRY_AFTER_SECONDS, KeyNotFound, MasterUnreachable, StoreUnavailable
 from goto_tw.keys import HEALTH_PROBE_KEY
 from goto_tw.metrics import Metrics
 from goto_tw.proxystore import ProxyStore
@@ -69,6 +69,30 @@ def test_slave_health_is_503_without_master_and_recovers() -> None:
     master.fail(KeyNotFound("no"))
     assert client.finish(response)[0] == 200
     assert store.master_reachable
+
+
+def test_slave_health_says_when_its_master_answers_that_it_cannot_serve() -> None:
+    """Review 35: a master whose database is down answers the probe with a 503. The slave is
+    unhealthy (it can neither add nor look up), but its master is reachable: the document says so,
+    and why, rather than "master unreachable"."""
+    client, master, store = slave_client()
+    response = client.start("GET", "/_goto/health")
+    client.stub.flush()
+    master.fail(StoreUnavailable("the master cannot reach its database now"))
+    status, _, body = client.finish(response)
+    assert status == 503
+    assert json.loads(body) == {
+        "status": "master cannot serve",
+        "role": "slave",
+        "keys": 0,
+        "master_reachable": True,
+        "master_error": "the master cannot reach its database now",
+    }
+    assert store.master_reachable, "no outage: misses still go to the master"
+    response = client.start("GET", "/_goto/health")
+    client.stub.flush()
+    master.fail(KeyNotFound("no"))
+    assert client.finish(response)[0] == 200
 
 
 def test_metrics_after_traffic_parse_as_prometheus_text() -> None:

@@ -214,7 +214,9 @@ def test_a_slave_is_unhealthy_while_its_masters_database_is_down(goto_processes,
 
         health = poll_until(unhealthy, RECOVERY_DEADLINE, "the slave's health to say its master cannot serve")
         assert health.headers["Retry-After"]
-        assert json.loads(health.body)["master_reachable"] is False
+        document = json.loads(health.body)
+        assert document["status"] == "master cannot serve" and document["master_reachable"] is True
+        assert "database" in document["master_error"]
     finally:
         pg_cluster.start()
     poll_until(
