@@ -7,7 +7,9 @@ Both are safe to re-run. ``import`` reads the file as a master's start-up does (
 checked), copies it in one transaction (``COPY``), adds the pairs the database lacks, skips those it
 already has, and refuses (changing nothing) when a key there points to another URL; the key sequence
 then moves past every imported key, so masters never hand one out again. A URL the file holds under
-several keys keeps every key; adds of it answer the first. ``export`` writes a new file beside the
+several keys keeps every key; adds of it answer the first that is not a custom key (a key someone
+chose is never handed to everyone who adds its URL, as on a file master), and a URL held under
+custom keys only gets a key of its own at its next add. ``export`` writes a new file beside the
 target and renames it into place (refusing a file a running master holds), oldest pairs first.
 
 Clicks, custom-key and disabled-link data (issues 10 and 11) are not moved yet; a data file with
@@ -62,13 +64,15 @@ def import_file(path: str, uri: str) -> tuple[int, int]:
             migrate(connection)
             with connection.transaction():
                 connection.execute(
-                    "CREATE TEMP TABLE goto_import (key text, url text, ord bigint) ON COMMIT DROP"
+                    "CREATE TEMP TABLE goto_import (key text, url text, ord bigint, custom boolean) "
+                    "ON COMMIT DROP"
                 )
-                with connection.cursor().copy("COPY goto_import (key, url, ord) FROM STDIN") as copy:
+                custom = urls.custom_created
+                with connection.cursor().copy("COPY goto_import (key, url, ord, custom) FROM STDIN") as copy:
                     lines: list[str] = []
                     for number, key in enumerate(urls):
                         url = urls[key].replace("\\", "\\\\")
-                        lines.append(f"{key}\t{url}\t{number}\n")
+                        lines.append(f"{key}\t{url}\t{number}\t{'t' if key in custom else 'f'}\n")
                         if len(lines) >= CHUNK:
                             copy.write("".join(lines))
                             lines = []
@@ -86,10 +90,11 @@ def import_file(path: str, uri: str) -> tuple[int, int]:
                 added = connection.execute(
                     """
                     INSERT INTO goto_links (key, url, canonical)
-                    SELECT key, url, first AND NOT EXISTS (
+                    SELECT key, url, first AND NOT custom AND NOT EXISTS (
                         SELECT 1 FROM goto_links l WHERE l.canonical AND l.url_hash = goto_url_hash(i.url))
                     FROM (
-                        SELECT key, url, ord, row_number() OVER (PARTITION BY url ORDER BY ord) = 1 AS first
+                        SELECT key, url, ord, custom,
+                               row_number() OVER (PARTITION BY url ORDER BY custom, ord) = 1 AS first
                         FROM goto_import g WHERE NOT EXISTS (SELECT 1 FROM goto_links l WHERE l.key = g.key)
                     ) AS i
                     ORDER BY ord

@@ -101,3 +101,25 @@ def test_import_refuses_a_file_with_disabled_links(tmp_path, pg_uri, capsys):
     with psycopg.connect(pg_uri) as connection:
         migrate(connection)
         assert connection.execute("SELECT count(*) FROM goto_links").fetchone() == (0,)
+
+
+def test_an_imported_custom_key_is_never_the_answer_to_adds_of_its_url(tmp_path, pg_uri, capsys):
+    """Review 35 (final read): a URL the file held under a custom key only was imported with that key
+    as its canonical one, so every later add of the URL on PostgreSQL answered the key someone chose
+    (the squatting a file master no longer allows). The custom key keeps working; an add of its URL
+    gets a key of its own."""
+    from goto_tw.persistence import encode_custom_record
+
+    source = tmp_path / "store.json"
+    source.write_bytes(
+        encode_record("0", "https://example.com/plain")
+        + encode_custom_record("this-story-is-fake", "https://news.example/story", 1_790_000_000)
+    )
+    assert main(["import", str(source), pg_uri]) == 0
+    with connect(pg_uri) as connection, connection.transaction():
+        keys = write_batch(connection, ["https://news.example/story", "https://example.com/plain"])
+        url = connection.execute("SELECT url FROM goto_links WHERE key = 'this-story-is-fake'").fetchone()
+    new_key, new = keys["https://news.example/story"]
+    assert new and new_key != "this-story-is-fake"
+    assert keys["https://example.com/plain"] == ("0", False)
+    assert url == ("https://news.example/story",)
