@@ -120,6 +120,20 @@ def test_unknown_key_is_remembered_briefly() -> None:
     assert result_of(later) == "http://added-elsewhere/"
 
 
+def test_an_unknown_key_forgotten_is_asked_for_again_at_once() -> None:
+    """Review 35 (mutation audit): ``forget`` drops what is remembered unknown too, not only what is
+    cached: a key the change feed names has changed, and a 404 remembered for it may be stale."""
+    store, master, _ = make(negative_ttl=60.0)
+    first = store.get("nope")
+    master.fail(KeyNotFound("no"))
+    failure_of(first)
+    store.forget(["nope"])
+    again = store.get("nope")
+    assert len(master.calls) == 1, "asked again, not answered 404 from memory"
+    master.answer("http://now-there/")
+    assert result_of(again) == "http://now-there/"
+
+
 def test_a_key_the_master_answers_disabled_is_remembered_for_good_within_a_bound() -> None:
     """Disabling is for ever: the slave asks the master once, then answers 410 itself; it keeps at
     most cache_size such keys (the oldest is asked again)."""
