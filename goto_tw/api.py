@@ -32,7 +32,7 @@ from goto_tw.web import (
 )
 
 #: Largest request body accepted, in bytes: a 4 KiB URL plus JSON framing fits with room to spare.
-MAX_BODY_BYTES = 16 * 1024
+MAX_JSON_BODY_BYTES = 16 * 1024
 #: Links per page of ``GET /api/v1/links`` by default, and at most.
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
@@ -117,9 +117,9 @@ class LinksResource(PlainResource):
             write_problem(request, 415, 'send the link as application/json: {"url": "https://..."}')
             return NOT_DONE_YET
         assert request.content is not None
-        body = request.content.read(MAX_BODY_BYTES + 1)
-        if len(body) > MAX_BODY_BYTES:
-            write_problem(request, 413, f"the body is larger than {MAX_BODY_BYTES} bytes")
+        body = request.content.read(MAX_JSON_BODY_BYTES + 1)
+        if len(body) > MAX_JSON_BODY_BYTES:
+            write_problem(request, 413, f"the body is larger than {MAX_JSON_BODY_BYTES} bytes")
             return NOT_DONE_YET
         try:
             document = json.loads(body)

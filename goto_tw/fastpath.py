@@ -81,7 +81,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
-from goto_tw.keys import is_reserved
+from goto_tw.keys import KEY_PATTERN, is_reserved
 from goto_tw.limits import MAX_BODY_BYTES, REQUEST_DEADLINE, DeadlineChannel
 from goto_tw.negotiation import head_prefers_html
 from goto_tw.outbox import IHeldWriter, Outbox
@@ -142,7 +142,9 @@ _HEADER_LINES = (
     rb"|[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[ \t]*\r\n)*)\r\n"
 )
 #: A redirect head: group 1 the method, 2 the key, 3 the header lines.
-_SIMPLE_GET = re.compile(rb"(GET|HEAD) /([0-9A-Za-z_-]{1,64}) HTTP/1\.1\r\n" + _HEADER_LINES)
+_SIMPLE_GET = re.compile(
+    rb"(GET|HEAD) /(" + KEY_PATTERN.encode("ascii") + rb") HTTP/1\.1\r\n" + _HEADER_LINES
+)
 #: An add head: group 1 the method, 2 the target, 3 the header lines.
 _SIMPLE_ADD = re.compile(rb"(GET|POST) (/add(?:\?[\x21-\x7e]*)?) HTTP/1\.1\r\n" + _HEADER_LINES)
 

@@ -79,6 +79,10 @@ def is_reserved(key: str) -> bool:
 KEY_CHARACTERS = frozenset(ALPHABET + "-_")
 #: Longest key, generated or custom.
 MAX_KEY_LENGTH = 64
+#: A key's shape as a regular expression, for Python's ``re``, JSON Schema and an HTML form's
+#: ``pattern`` alike (the hyphen escaped, as a browser's ``v``-flag pattern needs it): 1 to
+#: MAX_KEY_LENGTH of KEY_CHARACTERS. Reserved paths match it too (:func:`is_valid_key` says those).
+KEY_PATTERN = rf"[0-9A-Za-z_\-]{{1,{MAX_KEY_LENGTH}}}"
 #: Why a custom key is refused: the one sentence the form, the API and the RPC all answer.
 INVALID_KEY = "a custom key is 1 to 64 letters, digits, '-' or '_', and not a path the service uses itself"
 

@@ -14,8 +14,8 @@ from typing import Any
 
 from twisted.web.server import NOT_DONE_YET, Request
 
-from goto_tw.api import DEFAULT_PAGE, MAX_BODY_BYTES, MAX_PAGE
-from goto_tw.keys import RESERVED_SEGMENTS
+from goto_tw.api import DEFAULT_PAGE, MAX_JSON_BODY_BYTES, MAX_PAGE
+from goto_tw.keys import KEY_PATTERN, RESERVED_SEGMENTS
 from goto_tw.web import PlainResource, write_json_body, write_problem
 
 #: The path the document is served at.
@@ -24,7 +24,7 @@ OPENAPI_PATH = "/api/v1/openapi.json"
 _PROBLEM = {"$ref": "#/components/schemas/Problem"}
 #: A URL every instance accepts (unless its block list names the domain).
 _URL_PATTERN = r"^https?://[a-z0-9]{1,20}(\.[a-z0-9]{1,20}){0,3}\.[a-z]{2,10}(/[A-Za-z0-9._~%-]{0,40}){0,5}$"
-_KEY = {"type": "string", "pattern": "^[0-9A-Za-z_-]{1,64}$", "description": "The short link's key."}
+_KEY = {"type": "string", "pattern": f"^{KEY_PATTERN}$", "description": "The short link's key."}
 #: A key a person may choose: as a key, but never a path the service answers itself (``goto_tw.keys``).
 _CUSTOM_KEY = {
     "type": "string",
@@ -114,7 +114,7 @@ def openapi_document() -> dict[str, Any]:
                         "401": _UNAUTHORIZED,
                         "405": _NOT_ALLOWED,
                         "409": _problem("The custom key is taken (issue 10)."),
-                        "413": _problem(f"The body is larger than {MAX_BODY_BYTES} bytes."),
+                        "413": _problem(f"The body is larger than {MAX_JSON_BODY_BYTES} bytes."),
                         "415": _problem("The body is not application/json."),
                         "429": _problem("Too many links added from this address.", _RETRY_AFTER),
                         "503": _UNAVAILABLE,

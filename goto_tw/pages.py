@@ -19,6 +19,8 @@ from twisted.web.http import RESPONSES
 from twisted.web.server import Request
 from twisted.web.template import Tag, flattenString, tags
 
+from goto_tw.keys import KEY_PATTERN, MAX_KEY_LENGTH
+
 #: The one stylesheet: readable on a phone (fluid width, large touch targets), no external fonts.
 STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:40rem;margin:0 auto;padding:1rem;line-height:1.5;"
@@ -118,8 +120,8 @@ def _form(url: str = "", key: str = "", autofocus: bool = True) -> Tag:
             type="text",
             id="key",
             name="key",
-            maxlength="64",
-            pattern="[0-9A-Za-z_\\-]{1,64}",
+            maxlength=str(MAX_KEY_LENGTH),
+            pattern=KEY_PATTERN,
             value=key,
             placeholder="my-launch",
             autocomplete="off",

@@ -72,3 +72,18 @@ def test_generated_keys_are_valid(key: str) -> None:
 def test_paths_no_key_can_match_are_invalid(key: str) -> None:
     """Paths outside the key alphabet, or absurdly long, are answered 404 without a look-up."""
     assert not is_valid_key(key)
+
+
+def test_the_key_pattern_is_the_key_characters_up_to_the_longest_key() -> None:
+    """KEY_PATTERN (the fast path's, the OpenAPI document's, the form's) says what KEY_CHARACTERS and
+    MAX_KEY_LENGTH say: one fact, where four copies of it stood (review 35's audit)."""
+    import re
+
+    from goto_tw.keys import KEY_CHARACTERS, KEY_PATTERN, MAX_KEY_LENGTH
+
+    for code in range(0x20, 0x7F):
+        assert (re.fullmatch(KEY_PATTERN, chr(code)) is not None) == (chr(code) in KEY_CHARACTERS), chr(code)
+    assert re.fullmatch(KEY_PATTERN, "a" * MAX_KEY_LENGTH) and not re.fullmatch(
+        KEY_PATTERN, "a" * (MAX_KEY_LENGTH + 1)
+    )
+    assert not re.fullmatch(KEY_PATTERN, "")
