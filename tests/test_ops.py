@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 from treq.testing import RequestTraversalAgent
@@ -39,6 +40,16 @@ def slave_client() -> tuple[Client, FakeMaster, ProxyStore]:
     return Client(make_root(store, "h", Metrics("slave"))), master, store
 
 
+def health_when_the_master_fails(
+    client: Client, master: FakeMaster, error: Exception
+) -> tuple[int, Any, bytes]:
+    """A slave's ``/_goto/health`` whose probe of the master fails with ``error``: its answer."""
+    response = client.start("GET", "/_goto/health")
+    client.stub.flush()
+    master.fail(error)
+    return client.finish(response)
+
+
 def test_slave_health_asks_the_master_now() -> None:
     """A slave's health check makes a call to the master; its proper 'unknown key' means healthy."""
     client, master, _ = slave_client()
@@ -56,18 +67,12 @@ def test_slave_health_is_503_without_master_and_recovers() -> None:
     """A slave whose master does not answer is unhealthy (503, with ``Retry-After`` as every 503);
     the next check sees it recover."""
     client, master, store = slave_client()
-    response = client.start("GET", "/_goto/health")
-    client.stub.flush()
-    master.fail(MasterUnreachable("refused"))
-    status, headers, body = client.finish(response)
+    status, headers, body = health_when_the_master_fails(client, master, MasterUnreachable("refused"))
     assert status == 503
     assert headers.getRawHeaders(b"retry-after") == [b"%d" % RETRY_AFTER_SECONDS]
     assert json.loads(body)["master_reachable"] is False
     assert not store.master_reachable
-    response = client.start("GET", "/_goto/health")
-    client.stub.flush()
-    master.fail(KeyNotFound("no"))
-    assert client.finish(response)[0] == 200
+    assert health_when_the_master_fails(client, master, KeyNotFound("no"))[0] == 200
     assert store.master_reachable
 
 
@@ -76,10 +81,8 @@ def test_slave_health_says_when_its_master_answers_that_it_cannot_serve() -> Non
     unhealthy (it can neither add nor look up), but its master is reachable: the document says so,
     and why, rather than "master unreachable"."""
     client, master, store = slave_client()
-    response = client.start("GET", "/_goto/health")
-    client.stub.flush()
-    master.fail(StoreUnavailable("the master cannot reach its database now"))
-    status, _, body = client.finish(response)
+    error = StoreUnavailable("the master cannot reach its database now")
+    status, _, body = health_when_the_master_fails(client, master, error)
     assert status == 503
     assert json.loads(body) == {
         "status": "master cannot serve",
@@ -89,10 +92,7 @@ def test_slave_health_says_when_its_master_answers_that_it_cannot_serve() -> Non
         "master_error": "the master cannot reach its database now",
     }
     assert store.master_reachable, "no outage: misses still go to the master"
-    response = client.start("GET", "/_goto/health")
-    client.stub.flush()
-    master.fail(KeyNotFound("no"))
-    assert client.finish(response)[0] == 200
+    assert health_when_the_master_fails(client, master, KeyNotFound("no"))[0] == 200
 
 
 def test_metrics_after_traffic_parse_as_prometheus_text() -> None:
