@@ -60,12 +60,14 @@ class HealthResource(PlainResource):
             # A master that answered "I cannot serve" (its database is down) is reachable: the
             # slave is unhealthy all the same (it cannot add or look up), and says why.
             cannot_serve = None if healthy else master.cannot_serve
+            if healthy:
+                status = "ok"
+            elif cannot_serve is not None:
+                status = "master cannot serve"
+            else:
+                status = "master unreachable"
             document: dict[str, Any] = {
-                "status": "ok"
-                if healthy
-                else "master cannot serve"
-                if cannot_serve
-                else "master unreachable",
+                "status": status,
                 "role": "slave",
                 "keys": store.count(),
                 "master_reachable": healthy or cannot_serve is not None,
