@@ -144,7 +144,7 @@ class CacheCoherence(Service):
             self._failed(Failure(ValueError(f"a malformed Store.Changes answer: {answer!r:.200}")))
             return
         epoch, seq, keys, complete = checked
-        if self._failing or self._quiet_until or self._refusal_logged:
+        if self._failing or self._refusal_logged:  # (a quiet period follows a refusal logged)
             self._failing = False
             self._quiet_until = 0.0
             self._refusal_logged = False
