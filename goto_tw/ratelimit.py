@@ -123,6 +123,14 @@ class AddLimiter:
             buckets.popitem(last=False)
         return waited
 
+    def give_back(self, client: str) -> None:
+        """Return the token :meth:`admit` just took for ``client``: what it was for did not happen."""
+        client = rate_bucket(client)
+        bucket = self._buckets.get(client)
+        if bucket is not None:
+            tokens, last = bucket
+            self._buckets[client] = (min(self._burst, tokens + 1.0), last)
+
 
 class LimitAdds(PlainResource):
     """Wraps a resource that adds links (``/add``, ``/api/v1/links``): each add first takes a token."""
@@ -177,7 +185,8 @@ def fast_gate(
 class RenderBudget:
     """Who may have a QR code rendered now (a :data:`~goto_tw.web.RenderGate`): each client within
     its own rate (else a 429), and all of them together within :data:`QR_TOTAL_RATE` (else a 503,
-    the service is busy), each with ``Retry-After``."""
+    the service is busy), each with ``Retry-After``. A render refused as a 503 costs its client
+    nothing: it did not happen, and the client's next ask should not meet a 429 for it."""
 
     def __init__(
         self,
@@ -194,10 +203,12 @@ class RenderBudget:
         self._all = AddLimiter(total_rate, total_burst, clock, max_clients=1)
 
     def __call__(self, request: Request) -> RenderRefusal | None:
-        wait = self._each.admit(self._clients.of_request(request))
+        client = self._clients.of_request(request)
+        wait = self._each.admit(client)
         if wait is not None:
             return RenderRefusal(429, QR_CLIENT_TEXT, wait)
         wait = self._all.admit(_EVERYONE)
         if wait is not None:
+            self._each.give_back(client)
             return RenderRefusal(503, QR_BUSY_TEXT, wait)
         return None

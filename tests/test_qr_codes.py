@@ -110,3 +110,16 @@ def test_renders_past_everyones_share_are_503_whoever_asks(monkeypatch: pytest.M
     assert _status(exchange(site, b"GET /0.qr?format=png HTTP/1.0\r\n\r\n", clients[4])) == 200, "kept"
     clock.advance(1)
     assert _status(exchange(site, b"GET /3.qr?format=png HTTP/1.0\r\n\r\n", clients[3])) == 200
+
+
+def test_a_render_refused_as_busy_costs_its_client_no_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review 35 left this: a 503 (everyone's share spent) still took the client's own token, so a
+    client that met only 503s was then told 429 for renders it never had."""
+    renders: list[str] = []
+    site, clock = _site(renders, monkeypatch, rate=0.1, burst=1, total_rate=1.0, total_burst=1)
+    other, client = IPv4Address("TCP", "198.51.100.1", 1), IPv4Address("TCP", "198.51.100.2", 1)
+    assert _status(exchange(site, b"GET /0.qr HTTP/1.0\r\n\r\n", other)) == 200
+    assert _status(exchange(site, b"GET /1.qr HTTP/1.0\r\n\r\n", client)) == 503
+    clock.advance(1)  # everyone's share is back; the client's own (one in 10 s) never went
+    assert _status(exchange(site, b"GET /1.qr HTTP/1.0\r\n\r\n", client)) == 200
+    assert renders == ["http://go.example/0", "http://go.example/1"]
