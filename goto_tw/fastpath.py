@@ -43,7 +43,8 @@ the very bytes the general path would send, and hands everything else to twisted
   or, with the site's outbox (``twistd goto``'s), with the connection's other answers of the same
   reactor turn once the turn's work is done (:mod:`goto_tw.outbox`), and always before anything
   twisted.web writes on the connection or a close;
-- bounds: at most :data:`MAX_OWED` answers owed, and one byte budget (:data:`BUDGET`) for what
+- bounds: at most one answer owed (a request behind an owed answer stays unparsed until that
+  answer is written: in order, and in the state twisted.web would answer it in), and one byte budget (:data:`BUDGET`) for what
   the connection holds (request bytes not yet parsed, bytes held for twisted.web, answers waiting
   for an earlier one): over it, reading pauses (``transport.pauseProducing``) until it drains, as
   twisted.web does with the requests it holds; answers held for the end of the turn have a bound of
@@ -192,8 +193,6 @@ MAX_FAST_BODY_BYTES = 8192
 MAX_FAST_RPC_BYTES = 32 * 1024
 #: The path of XML-RPC calls (a master's ``--rpc``).
 RPC_PATH = b"/RPC2"
-#: Most fast answers owed on one connection (of every kind): past it, parsing waits for them.
-MAX_OWED = 64
 #: Seconds an answer owed later (a miss, an add) may take from its request until it is ready; then
 #: the connection is closed. As long as the request deadline: stores keep their own, shorter
 #: timeouts (a slave's ``--rpc-timeout``, 5 s by default; the site gets a longer deadline when that
@@ -551,8 +550,8 @@ class FastRedirectChannel(DeadlineChannel):
         try:
             while True:
                 owed = self._owed
-                if owed and (len(owed) >= MAX_OWED or self._owed_bytes >= BUDGET):
-                    break  # resumed once the owed answers are written
+                if owed and self._owed_bytes >= BUDGET:
+                    break  # resumed once the owed answer is written
                 if self._send_blocked:
                     break  # the client is not reading its answers: resumed when the transport drains
                 if self._lent:

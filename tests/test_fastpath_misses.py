@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from goto_tw.errors import KeyDisabled, KeyNotFound, MasterUnreachable, StoreUnavailable
-from goto_tw.fastpath import BUDGET, MAX_OWED, IFastResponder
+from goto_tw.fastpath import BUDGET, IFastResponder
 from goto_tw.interfaces import IClickCounter, ILocalLookup, IURLStore
 from goto_tw.metrics import Metrics
 from goto_tw.proxystore import BAD_ANSWER_MESSAGE, ProxyStore
@@ -256,14 +256,14 @@ def test_hits_behind_a_miss_wait_unparsed() -> None:
     """A miss is an owed answer like any: the hits pipelined behind it wait, unparsed (within the
     byte budget), and all are answered once it is."""
     slave = Slave(fast=True)
-    slave.send(MISS + HIT * (MAX_OWED * 2))
+    slave.send(MISS + HIT * 128)
     owed = slave.connection.protocol._owed
     assert owed is not None and len(owed) == 1
     assert slave.store.stats.hits == 0, "not looked up yet"
     slave.master.fail(KeyNotFound("no link"))
     answer = slave.received()
     assert answer.startswith(b"HTTP/1.1 404 Not Found\r\n")
-    assert answer.count(b"HTTP/1.1 302 Found\r\n") == MAX_OWED * 2
+    assert answer.count(b"HTTP/1.1 302 Found\r\n") == 128
 
 
 def test_an_unexpected_failure_of_a_miss_is_a_500_like_the_general_path(log_events: LogCapture) -> None:
