@@ -56,10 +56,18 @@ def test_tombstones_load_with_their_pairs(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "line", [encode_tombstone("9", 1), b'{"key":"0","disabled":"x"}\n', b'{"key":"0","disabled":1,"z":2}\n']
+    "line",
+    [
+        encode_tombstone("9", 1),
+        b'{"key":"0","disabled":"x"}\n',
+        b'{"key":"0","disabled":1,"z":2}\n',
+        b'{"key":"0","disabled":-1}\n',  # a time before the epoch: no program writes one
+        b'{"key":"0","disabled":true}\n',
+    ],
 )
 def test_a_bad_tombstone_stops_start_up(tmp_path: Path, line: bytes) -> None:
-    """A tombstone of an unknown key, or a damaged one, is corruption named by line."""
+    """A tombstone of an unknown key, or a damaged one (a time that is not whole seconds since the
+    epoch among them), is corruption named by line."""
     path = tmp_path / "data.json"
     write(path, b'{"key":"0","url":"http://a/"}\n', line)
     with pytest.raises(CorruptDataFile, match="line 2"):
