@@ -6,12 +6,14 @@ interpreter, a timestamp per event, a chain of observers) cost several times the
 Here a line is one f-string, timestamps are formatted once per second, and lines are written in
 one batch per reactor turn.
 
-``--access-log``: ``-`` (standard output, the default), a file path (appended to), ``events``
-(structured ``twisted.logger`` events, for ``--logger goto_tw.logs.json_observer``), or ``none``.
+``--access-log``: ``-`` (standard output, the default), a file path (appended to, and opened
+again on SIGHUP, so that logrotate or an operator can move it aside), ``events`` (structured
+``twisted.logger`` events, for ``--logger goto_tw.logs.json_observer``), or ``none``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sys
@@ -82,17 +84,18 @@ class LineAccessLog(Service):
     but for a character the stream's ``strict`` encoding would refuse: escaped (``\\xe9``) rather than
     losing the batch.
     A service, so that whatever is still buffered is written when the process stops.
+
+    With ``path`` (the file it writes, opened by :func:`make_access_log`), :meth:`reopen` opens that
+    path again: a file moved aside (log rotation) stops growing, and a new one takes the lines.
     """
 
-    def __init__(self, out: IO[str], clock: IReactorTime, *, close: bool = False) -> None:
-        self._out = out
-        self._fd = _descriptor_of(out)
-        self._encoding: str = getattr(out, "encoding", None) or "utf-8"
-        # Never "strict": a character the stream cannot encode is escaped, not a lost batch.
-        errors: str = getattr(out, "errors", None) or "strict"
-        self._errors = "backslashreplace" if errors == "strict" else errors
+    def __init__(
+        self, out: IO[str], clock: IReactorTime, *, close: bool = False, path: str | None = None
+    ) -> None:
+        self._use(out)
         self._clock = clock
         self._close = close
+        self._path = path
         self._time = PerSecond(clock, _log_time)
         self._lines: list[str] = []
         self._flush_call: IDelayedCall | None = None
@@ -107,6 +110,40 @@ class LineAccessLog(Service):
             "the last line)",
             WRITE_FAILURE_LOG_INTERVAL,
         )
+
+    def _use(self, out: IO[str]) -> None:
+        """Write to ``out`` from now on."""
+        self._out = out
+        self._fd = _descriptor_of(out)
+        self._encoding: str = getattr(out, "encoding", None) or "utf-8"
+        # Never "strict": a character the stream cannot encode is escaped, not a lost batch.
+        errors: str = getattr(out, "errors", None) or "strict"
+        self._errors = "backslashreplace" if errors == "strict" else errors
+
+    def reopen(self) -> None:
+        """Open the log's path again (on SIGHUP), after writing what is buffered to the old file.
+
+        Nothing to do for a stream this log did not open (standard output). If the path cannot be
+        opened (a directory gone, no permission), the lines go on to the file already open, and the
+        error is logged."""
+        if self._path is None or not self.running:
+            return
+        try:
+            new = _open_again(self._path, _mode_of(self._out))
+        except OSError as exc:
+            log.error(
+                "Could not open the access log {path} again ({error}); lines go on to the file open before",
+                path=self._path,
+                error=exc.strerror or exc,
+            )
+            return
+        self.flush()
+        old = self._out
+        self._use(new)
+        self._torn = False  # a new file: a line cut short in the old one is not carried over
+        with contextlib.suppress(OSError):  # nothing of ours is buffered in it: batches go out with os.write
+            old.close()
+        log.info("Opened the access log {path} again", path=self._path)
 
     def record(
         self, client: str, method: str, path: bytes, protocol: bytes, status: int, size: int | str, route: str
@@ -205,4 +242,34 @@ def make_access_log(where: str, clock: IReactorTime) -> AccessLog:
         return EventAccessLog(clock)
     if where == "-":
         return LineAccessLog(sys.stdout, clock)
-    return LineAccessLog(open(where, "a", encoding="ascii", buffering=1 << 16), clock, close=True)
+    out = open(where, "a", encoding="ascii", buffering=1 << 16)  # noqa: SIM115 - the log closes it on stop
+    # Its path made absolute now: twistd changes directory (--rundir) after the service is made.
+    return LineAccessLog(out, clock, close=True, path=os.path.abspath(where))
+
+
+def _mode_of(stream: IO[str]) -> int | None:
+    """The permission bits of the file beneath ``stream``, ``None`` if it has no descriptor now."""
+    try:
+        return os.fstat(stream.fileno()).st_mode & 0o777
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _open_again(path: str, mode: int | None) -> IO[str]:
+    """The access log at ``path`` once more, to append to. A file made here gets ``mode``, the old
+    file's (a daemonized twistd's umask would make it 0600, and a log shipper reading the first
+    file could not read the next); a file already there (made by logrotate's ``create``) is kept as
+    it is."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
+        created = True
+    except FileExistsError:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        created = False
+    try:
+        if created and mode is not None:
+            os.fchmod(fd, mode)
+        return open(fd, "a", encoding="ascii", buffering=1 << 16, closefd=True)
+    except BaseException:
+        os.close(fd)
+        raise

@@ -1,4 +1,5 @@
-"""SIGHUP: re-read the files an operator may change while the service runs (API keys, blocklist)."""
+"""SIGHUP: re-read the files an operator may change while the service runs (API keys, blocklist),
+and open the access log file again (log rotation)."""
 
 from __future__ import annotations
 

@@ -516,6 +516,8 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
     reloaders = [keys.reload] if keys is not None else []
     policy = make_policy(options)
     reloaders.append(policy.reload)
+    if isinstance(access_log, LineAccessLog):
+        reloaders.append(access_log.reopen)
     if hasattr(store, "policy"):  # every store that takes adds: the file's, PostgreSQL's, a slave's
         store.policy = policy
     ReloadOnSighup(reactor, reloaders).setServiceParent(top)

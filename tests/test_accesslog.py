@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
 from goto_tw.accesslog import EventAccessLog, LineAccessLog, NoAccessLog, make_access_log, printable
+from tests.conftest import LogCapture
 
 
 def test_lines_are_common_log_format_written_once_per_turn() -> None:
@@ -238,3 +239,108 @@ def test_a_character_the_log_file_cannot_encode_is_escaped_not_a_lost_batch(tmp_
     lines = path.read_text(encoding="ascii").splitlines()
     assert lines[0].startswith("\\xe9vil - - [") and lines[1].startswith("127.0.0.1 - - [")
     assert access.lost_lines == 0
+
+
+def _line(log: LineAccessLog, path: bytes) -> None:
+    log.record("192.0.2.1", "GET", path, b"HTTP/1.1", 302, "-", "redirect")
+
+
+def test_reopen_moves_the_lines_to_a_new_file_at_the_path(tmp_path: Path) -> None:
+    """Log rotation: once the file is moved aside, SIGHUP (``reopen``) opens the path again; what was
+    buffered goes to the old file, later lines to the new one."""
+    clock = Clock()
+    path = tmp_path / "access.log"
+    log = make_access_log(str(path), clock)
+    assert isinstance(log, LineAccessLog)
+    log.startService()
+    _line(log, b"/before")
+    clock.advance(0)
+    path.rename(tmp_path / "access.log.1")
+    _line(log, b"/buffered")
+    log.reopen()
+    _line(log, b"/after")
+    clock.advance(0)
+    log.stopService()
+    old = (tmp_path / "access.log.1").read_text()
+    assert '"GET /before ' in old and '"GET /buffered ' in old and "/after" not in old
+    new = path.read_text().splitlines()
+    assert len(new) == 1 and '"GET /after ' in new[0]
+
+
+def test_a_path_that_cannot_be_opened_again_keeps_the_file_open(
+    tmp_path: Path, log_events: LogCapture
+) -> None:
+    """A reopen that fails (the directory is gone) loses no line: they go on to the open file."""
+    clock = Clock()
+    (tmp_path / "logs").mkdir()
+    log = make_access_log(str(tmp_path / "logs" / "access.log"), clock)
+    assert isinstance(log, LineAccessLog)
+    log.startService()
+    (tmp_path / "logs").rename(tmp_path / "old-logs")
+    log.reopen()
+    _line(log, b"/still")
+    log.stopService()
+    assert '"GET /still ' in (tmp_path / "old-logs" / "access.log").read_text()
+    errors = [m for m in log_events.messages() if "Could not open the access log" in m]
+    assert len(errors) == 1 and "No such file or directory" in errors[0]
+
+
+def test_reopen_leaves_standard_output_alone() -> None:
+    """``--access-log -``: nothing to open again; lines go on to the same stream."""
+    out = io.StringIO()
+    clock = Clock()
+    log = LineAccessLog(out, clock)
+    log.startService()
+    log.reopen()
+    _line(log, b"/x")
+    clock.advance(0)
+    assert '"GET /x ' in out.getvalue()
+
+
+def test_a_relative_path_is_opened_again_where_it_was_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A review of stop 36: twistd changes directory (``--rundir``) after the log is opened, and a
+    relative ``--access-log`` was opened again in the new directory."""
+    clock = Clock()
+    (tmp_path / "launch").mkdir()
+    (tmp_path / "run").mkdir()
+    monkeypatch.chdir(tmp_path / "launch")
+    log = make_access_log("access.log", clock)
+    assert isinstance(log, LineAccessLog)
+    log.startService()
+    monkeypatch.chdir(tmp_path / "run")
+    (tmp_path / "launch" / "access.log").rename(tmp_path / "launch" / "access.log.1")
+    log.reopen()
+    _line(log, b"/after")
+    log.stopService()
+    assert '"GET /after ' in (tmp_path / "launch" / "access.log").read_text()
+    assert not (tmp_path / "run" / "access.log").exists()
+
+
+def test_a_new_file_gets_the_old_files_mode_whatever_the_umask(tmp_path: Path) -> None:
+    """A daemonized twistd runs with umask 077: the next file was 0600 where the first was 0644,
+    and whoever read the first (a log shipper) could not read the next. A file already made at
+    the path (logrotate's ``create``) keeps its own mode."""
+    import os
+
+    clock = Clock()
+    path = tmp_path / "access.log"
+    log = make_access_log(str(path), clock)
+    assert isinstance(log, LineAccessLog)
+    log.startService()
+    path.chmod(0o644)
+    path.rename(tmp_path / "access.log.1")
+    previous = os.umask(0o077)
+    try:
+        log.reopen()
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o644
+    path.rename(tmp_path / "access.log.2")
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    log.reopen()
+    _line(log, b"/kept")
+    log.stopService()
+    assert path.stat().st_mode & 0o777 == 0o600 and '"GET /kept ' in path.read_text()

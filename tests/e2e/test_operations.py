@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from .harness import DEFAULT_HOST, GotoProcesses, add_url, get, key_of, request
+from .harness import DEFAULT_HOST, GotoProcesses, add_url, get, key_of, poll_until, request
 
 
 def samples(base_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -86,6 +88,28 @@ def test_health_and_metrics_after_traffic(goto_processes: GotoProcesses, tmp_pat
         on_slave[("goto_http_requests_total", (("method", "GET"), ("route", "redirect"), ("status", "404")))]
         == 1
     )
+
+
+def test_an_access_log_file_moved_aside_is_opened_again_on_sighup(
+    goto_processes: GotoProcesses, tmp_path: Path
+) -> None:
+    """Log rotation (README, "Running it"): move the file, send SIGHUP, and new lines go to a new
+    file at the same path."""
+    path = tmp_path / "access.log"
+    master = goto_processes("--access-log", str(path), data_file=tmp_path / "data.json", name="master")
+    get(f"{master.base_url}/before")
+    poll_until(lambda: "/before " in path.read_text() or None, 10, "the first line")
+    path.rename(tmp_path / "access.log.1")
+    os.kill(master.pid, signal.SIGHUP)
+
+    def rotated() -> bool | None:
+        get(f"{master.base_url}/after")
+        return (path.exists() and "/after " in path.read_text()) or None
+
+    poll_until(rotated, 10, "a new access log file")
+    master.stop()
+    assert "/before " in (tmp_path / "access.log.1").read_text()
+    assert "/before " not in path.read_text()
 
 
 def test_access_log_lines(goto_processes: GotoProcesses, tmp_path: Path) -> None:
