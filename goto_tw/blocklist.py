@@ -100,10 +100,16 @@ class LinkPolicy:
             self.blocked = read_domains(self._path)
         except (OSError, ValueError) as exc:
             log.error(
-                "Keeping the {count} blocked domain(s) in force: {error}", count=len(self.blocked), error=exc
+                "Keeping the {count} blocked domain(s) and address(es) in force: {error}",
+                count=len(self.blocked),
+                error=exc,
             )
             return
-        log.info("Reloaded {count} blocked domain(s) from {path}", count=len(self.blocked), path=self._path)
+        log.info(
+            "Reloaded {count} blocked domain(s) and address(es) from {path}",
+            count=len(self.blocked),
+            path=self._path,
+        )
 
     def __call__(self, url: str) -> None:
         simple = simple_host(url)

@@ -142,7 +142,10 @@ def positive(
             raise usage.UsageError(f"--{option}: at least {_shown(minimum)}, not {value!r}")
         return number
 
-    coerce.coerceDoc = "Must be positive."  # type: ignore[attr-defined]
+    bounds = [f"at least {_shown(minimum)}" if minimum is not None else "above 0"]
+    if maximum is not None:
+        bounds.append(f"at most {_shown(maximum)}")
+    coerce.coerceDoc = f"{'A whole number' if kind is int else 'A number'}, {' and '.join(bounds)}."  # type: ignore[attr-defined]
     return coerce
 
 
@@ -184,9 +187,14 @@ def parse_host(value: str) -> str:
 
 
 def default_host(endpoint: str) -> str:
-    """Guess the origin of short URLs from the listening endpoint: ``http://localhost:PORT``."""
-    match = re.match(r"^(?:tcp6?|ssl):(?:port=)?(\d+)", endpoint) or re.search(r":port=(\d+)", endpoint)
-    return f"http://localhost:{match.group(1)}" if match else "http://localhost"
+    """Guess the origin of short URLs from the listening endpoint: ``http://localhost:PORT``, and
+    ``https://`` for an ``ssl:`` one; a ``haproxy:`` prefix (PROXY protocol) names the same port."""
+    inner = re.sub(r"^haproxy:", "", endpoint, flags=re.IGNORECASE)
+    scheme = "https" if re.match(r"^ssl:", inner, re.IGNORECASE) else "http"
+    match = re.match(r"^(?:tcp6?|ssl):(?:port=)?(\d+)", inner, re.IGNORECASE) or re.search(
+        r":port=(\d+)", inner
+    )
+    return f"{scheme}://localhost:{match.group(1)}" if match else f"{scheme}://localhost"
 
 
 def read_secret(path: str) -> bytes:
@@ -242,7 +250,7 @@ class Options(usage.Options):
             "http",
             None,
             "tcp:8080",
-            "Port number or Twisted endpoint string to serve HTTP on.",
+            "Where to serve HTTP.",
             endpoint_option("http"),
         ],
         [
@@ -264,7 +272,8 @@ class Options(usage.Options):
             None,
             None,
             "Master: where links are kept: file:PATH (the data file, as --file) or a PostgreSQL "
-            "connection URI postgresql://USER@HOST/DB (password from PGPASSFILE, never here).",
+            "connection URI postgresql://USER@HOST/DB (no password in it: PGPASSFILE, a systemd "
+            "credential or a client certificate).",
             parse_store,
         ],
         [
@@ -292,7 +301,7 @@ class Options(usage.Options):
             None,
             None,
             "Serve /_goto/health and /_goto/metrics on this port or endpoint only (e.g. "
-            "tcp:9100:interface=127.0.0.1), not on --http [default: on --http].",
+            "tcp:9100:interface=127.0.0.1), not on --http [default: on --http]",
             endpoint_option("ops"),
         ],
         [
@@ -306,8 +315,8 @@ class Options(usage.Options):
             "block-file",
             None,
             None,
-            "File of domains (one per line, # comments) whose URLs, and their subdomains', may not be "
-            "shortened; re-read on SIGHUP.",
+            "File of domains and IP addresses (one per line, # comments) whose URLs, and their "
+            "subdomains', may not be shortened; re-read on SIGHUP.",
         ],
         [
             "trusted-proxy",
@@ -319,7 +328,8 @@ class Options(usage.Options):
             "add-rate",
             None,
             DEFAULT_ADD_RATE,
-            "Rate limit on adds per client address: N/s, N/m or N/h, or 'off'; over it, 429 [default: 10/s].",
+            "Rate limit on adds per client address: N/s, N/m or N/h (a bare N: per second), or 'off'; "
+            "over it, 429.",
             parse_add_rate,
         ],
         [
@@ -347,7 +357,11 @@ class Options(usage.Options):
     ]
     optFlags = [
         ["private", None, "Adding links needs an API key too (--api-keys-file)."],
-        ["rpc", None, "Master: serve the store over XML-RPC at /RPC2 (Store.Get, Store.Put) for slaves."],
+        [
+            "rpc",
+            None,
+            "Master: serve the store over XML-RPC at /RPC2 (Store.Get, Store.Put and the calls slaves make).",
+        ],
         [
             "fsync",
             None,
@@ -368,8 +382,8 @@ class Options(usage.Options):
         self["cors-origins"] = frozenset()
 
     def opt_master(self, value: str) -> None:
-        """Run as a slave of this master: HOST:PORT or http://HOST:PORT/RPC2; several masters (on one
-        PostgreSQL database) as a comma-separated list or by repeating the option."""
+        """Run as a slave of this master: HOST:PORT, [IPv6]:PORT or http(s)://HOST[:PORT]/RPC2; several
+        masters (on one PostgreSQL database) as a comma-separated list or by repeating the option."""
         from goto_tw.remote import master_identity
 
         for one in value.split(","):
@@ -389,6 +403,10 @@ class Options(usage.Options):
             self["cors-origins"] = self["cors-origins"] | parse_origins(value)
         except ValueError as exc:
             raise usage.UsageError(f"--cors-origin: {exc}") from None
+
+    # twistd's --help wraps an option's docstring as it is, indentation and all: one line each.
+    opt_master.__doc__ = " ".join((opt_master.__doc__ or "").split())
+    opt_cors_origin.__doc__ = " ".join((opt_cors_origin.__doc__ or "").split())
 
     def postOptions(self) -> None:
         for name in FILE_OPTIONS:  # "" is a mistake ("$UNSET"), never "leave the feature off"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import re
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,11 @@ def test_a_host_that_is_not_an_origin_is_a_usage_error(bad: str) -> None:
         ("tcp:80", "http://localhost:80"),
         ("tcp:port=81:interface=::1", "http://localhost:81"),
         ("unix:/tmp/s", "http://localhost"),
+        # A new user's trial (stop 36): these lost their port, or said http for TLS.
+        ("haproxy:tcp:8080", "http://localhost:8080"),
+        ("HAPROXY:tcp:port=8081", "http://localhost:8081"),
+        ("ssl:8443:privateKey=k.pem", "https://localhost:8443"),
+        ("haproxy:ssl:port=443:privateKey=k.pem", "https://localhost:443"),
     ],
 )
 def test_default_host_from_endpoint(endpoint: str, host: str) -> None:
@@ -444,3 +450,21 @@ def test_nonsense_that_started_before_is_refused(args: list[str], message: str) 
     with pytest.raises(usage.UsageError) as refused:
         Options().parseOptions(args)
     assert str(refused.value).startswith(message), refused.value
+
+
+def test_help_reads_as_the_readme_does() -> None:
+    """A new user's trial (stop 36): ``--help`` showed two defaults for --add-rate, '..' after
+    --ops, a docstring's indentation inside --master's text, and "Must be positive" where each
+    number has real bounds. Each description is one clean sentence run now, with the bounds."""
+    from goto_tw.tap import Options
+
+    text = Options().getUsage(width=80)
+    descriptions = " ".join(
+        re.sub(r"^\s*(--\S+)?\s+", "", line) for line in text.splitlines() if line.strip()
+    )
+    assert "  " not in descriptions, "no run of spaces in a description"
+    assert ".." not in text and "Must be positive" not in text
+    flat = " ".join(text.split())
+    assert "at most 100,000,000" in flat and "at least 0.001 and at most 600" in flat
+    assert flat.count("[default: 10.0]") == 1 and "10/s" not in flat
+    assert "[IPv6]:PORT" in flat and "IP addresses" in flat
