@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Try goto from a fresh clone: sets up .venv (pip install .), starts a master (--rpc, :8081) and a
+# Try goto from a fresh clone: sets up .venv (pip install -e ., as scripts/test does), starts a master (--rpc, :8081) and a
 # slave of it (:8080) on 127.0.0.1, says what to try, and stops both on Enter, Ctrl-C, SIGTERM or
 # end of input (so `./demo.sh < /dev/null` starts, prints, then stops both cleanly).
 #
@@ -46,9 +46,12 @@ if [ -n "${GOTO_VENV:-}" ]; then
 else
     VENV=.venv
     if ! has_goto "$VENV"; then
-        echo "Setting up $VENV (pip install .)..."
+        echo "Setting up $VENV (pip install -e .)..."
         [ -x "$VENV/bin/python" ] || "${PYTHON:-python3}" -m venv "$VENV"
-        "$VENV/bin/python" -m pip install --quiet .
+        # Editable, as scripts/test installs it: a change to the code is what the next run starts.
+        # A pip new enough for that first (a Python 3.9 venv may come with pip 20).
+        "$VENV/bin/python" -m pip install --quiet --upgrade pip
+        "$VENV/bin/python" -m pip install --quiet -e . --config-settings editable_mode=compat
         has_goto "$VENV" || { echo "demo.sh: installed, but twistd does not find the goto plugin" >&2; exit 1; }
     fi
 fi
