@@ -50,24 +50,35 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        # The data file's metrics exist only where there is one (watch_data_file): a slave's or a
+        # PostgreSQL master's would stay at zero for ever, and read as a healthy disk.
         self.write_latency = Histogram(
             "goto_data_file_write_seconds",
             "Time to write one group of records to the data file (and hand it to the OS).",
             buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+            registry=None,
         )
         self.fsync_latency = Histogram(
             "goto_data_file_fsync_seconds",
             "Time for one fsync of the data file (--fsync).",
             buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+            registry=None,
         )
         self.refused_records = PrometheusCounter(
             "goto_data_file_refused_records",
             "Records (adds, disablings) refused because the data file or its key bound could not be written.",
-            registry=self.registry,
+            registry=None,
         )
+        self._data_file_watched = False
         self.registry.register(_Collector(self))
+
+    def watch_data_file(self) -> None:
+        """Report the data file's write and fsync latency and its refused records (the writer of a
+        data file calls this; once is enough)."""
+        if not self._data_file_watched:
+            self._data_file_watched = True
+            for metric in (self.write_latency, self.fsync_latency, self.refused_records):
+                self.registry.register(metric)
 
     def watch_store(self, size: Callable[[], int]) -> None:
         """Report ``size()`` as the number of keys held, read at each scrape."""

@@ -612,6 +612,8 @@ class AppendLog(Service):
         self._run_in_thread = run_in_thread
         self._call_from_thread = call_from_thread
         self._metrics = metrics
+        if metrics is not None:
+            metrics.watch_data_file()
         self._timer = timer
         self._key_bound = key_bound
         #: One past the highest counter value any acknowledged key may have (every key below the

@@ -77,6 +77,10 @@ def test_health_and_metrics_after_traffic(goto_processes: GotoProcesses, tmp_pat
         on_master[("goto_http_requests_total", (("method", "POST"), ("route", "rpc"), ("status", "200")))]
         >= 1
     )
+    assert on_master[("goto_data_file_refused_records_total", ())] == 0
+    assert not [name for name, _ in on_slave if name.startswith("goto_data_file_")], (
+        "a slave has no data file"
+    )
     assert on_slave[("goto_redirects_total", ())] == 3
     assert on_slave[("goto_adds_total", ())] == 1
     assert on_slave[("goto_cache_hits_total", ())] >= 3
