@@ -178,6 +178,15 @@ class NotKept(GotoError):
     fault_code = 501
 
 
+class AddsUnchecked(GotoError):
+    """A private master refuses an add forwarded by a slave that checks no API keys (started
+    without ``--private``): adding needs a key this server cannot check. Everything else that
+    slave asks is answered (redirects, disables, clicks)."""
+
+    http_status = 403
+    fault_code = 403
+
+
 #: Errors by fault code, for the RPC client to map a master's fault back to the same error.
 ERRORS_BY_FAULT_CODE: dict[int, type[GotoError]] = {
     cls.fault_code: cls
@@ -190,5 +199,6 @@ ERRORS_BY_FAULT_CODE: dict[int, type[GotoError]] = {
         NotAuthorized,
         NotKept,
         LinkUnusable,
+        AddsUnchecked,
     )
 }

@@ -68,6 +68,7 @@ from goto_tw.errors import (
     NotKept,
     StoreUnavailable,
 )
+from goto_tw.fastpath import UNCHECKED_ADDS, UNCHECKED_ADDS_HEADER
 from goto_tw.interfaces import ILinkAdder, IURLStore
 from goto_tw.metrics import Metrics
 from goto_tw.rpcwire import INT_MEMBER_FIXED, dumps_call, dumps_multicall
@@ -296,6 +297,7 @@ class RemoteStore:
         *,
         timeout: float,
         secret: bytes | None = None,
+        unchecked_adds: bool = False,
         metrics: Metrics | None = None,
         gather_pause: float = GATHER_PAUSE,
         cpu_seconds: Callable[[], float] = time.process_time,
@@ -339,6 +341,8 @@ class RemoteStore:
         headers: dict[bytes, list[bytes]] = {b"content-type": [b"text/xml"]}
         if secret is not None:
             headers[b"authorization"] = [b"Bearer " + secret]
+        if unchecked_adds:  # this slave checks no API keys: a private master refuses its adds
+            headers[UNCHECKED_ADDS_HEADER] = [UNCHECKED_ADDS]
         #: The same for every request, made once (the HTTP clients copy what they add to).
         self._headers = Headers(headers)
 

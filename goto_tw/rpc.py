@@ -24,12 +24,14 @@ from goto_tw.clicks import ClickBook, check_batch
 from goto_tw.clients import peer_host
 from goto_tw.errors import (
     NO_CUSTOM_KEYS,
+    AddsUnchecked,
     GotoError,
     KeyNotFound,
     NotAuthorized,
     StoreUnavailable,
     no_link_text,
 )
+from goto_tw.fastpath import UNCHECKED_ADDS, UNCHECKED_ADDS_HEADER
 from goto_tw.interfaces import (
     IChangeSource,
     IDatabaseHealth,
@@ -54,6 +56,11 @@ BAD_ARGUMENTS = 400
 MAX_MULTICALL = 1000
 #: Seconds between two log lines of calls refused for the secret.
 REFUSAL_LOG_INTERVAL = 10.0
+#: What a private master answers an add from a slave that checks no keys (its user reads it).
+UNCHECKED_SLAVE_REFUSED = (
+    "Adding links needs an API key on this service, and this server cannot check one "
+    "(its operator must start it with --private)."
+)
 #: Most method names whose procedures the resource remembers (there are about ten).
 _MAX_PROCEDURES = 64
 
@@ -205,6 +212,24 @@ class StoreHandler(xmlrpc.XMLRPC):
         }
 
 
+class _StoreOfUncheckedSlave(StoreHandler):
+    """``Store`` as a private master answers a slave that checks no API keys: every call but the
+    adds, which are refused (:class:`~goto_tw.errors.AddsUnchecked`), each logged at most once an
+    interval (``refused``). Redirects, disables and clicks through that slave go on as before."""
+
+    def __init__(self, refused: ThrottledError, *args: Any) -> None:
+        super().__init__(*args)
+        self._refused = refused
+
+    def xmlrpc_Put(self, *args: Any) -> Deferred[str]:
+        self._refused.error()
+        raise _fault_of(AddsUnchecked(UNCHECKED_SLAVE_REFUSED))
+
+    def xmlrpc_Add(self, *args: Any) -> Deferred[dict[str, Any]]:
+        self._refused.error()
+        raise _fault_of(AddsUnchecked(UNCHECKED_SLAVE_REFUSED))
+
+
 class SystemHandler(xmlrpc.XMLRPC):
     """The ``system`` sub-handler: ``system.multicall``, the de facto standard way to batch calls.
 
@@ -310,6 +335,9 @@ class RPCResource(PlainResource, xmlrpc.XMLRPC):
         clicks: ClickBook | None = None,
         stats: ILinkStats | None = None,
         clock: IReactorTime | None = None,
+        private: bool = False,
+        *,
+        unchecked_refusals: ThrottledError | None = None,
     ) -> None:
         super().__init__(allowNone=False)
         self._secret = secret
@@ -328,8 +356,26 @@ class RPCResource(PlainResource, xmlrpc.XMLRPC):
             level=LogLevel.warn,
         )
         self._procedures: dict[str, Any] = {}
-        self.putSubHandler("Store", StoreHandler(store, clicks, stats))
+        if unchecked_refusals is None:
+            self.putSubHandler("Store", StoreHandler(store, clicks, stats))
+        else:
+            self.putSubHandler("Store", _StoreOfUncheckedSlave(unchecked_refusals, store, clicks, stats))
         self.putSubHandler("system", SystemHandler(self))
+        #: ``--private``: the calls of a slave that checks no API keys (it says so: UNCHECKED_ADDS_HEADER)
+        #: are answered by this twin, which refuses their adds.
+        self._of_unchecked_slaves: RPCResource | None = None
+        if private:
+            refusals = ThrottledError(
+                log,
+                clock,
+                "Refused an add from a slave started without --private: this master is private "
+                "({unlogged} more refused since the last line)",
+                REFUSAL_LOG_INTERVAL,
+                level=LogLevel.warn,
+            )
+            self._of_unchecked_slaves = RPCResource(
+                store, None, clicks, stats, clock, unchecked_refusals=refusals
+            )
 
     def lookupProcedure(self, procedurePath: Any) -> Any:
         # twisted.web's own raises AttributeError (a 500) for a body with no method name.
@@ -358,7 +404,11 @@ class RPCResource(PlainResource, xmlrpc.XMLRPC):
             return self._content(self.refusal())
         assert request.content is not None
         request.content.seek(0, 0)
-        answered = self.answer(request.content.read(), request)
+        unchecked = any(
+            value.strip(b" \t").lower() == UNCHECKED_ADDS
+            for value in request.requestHeaders.getRawHeaders(UNCHECKED_ADDS_HEADER, [])
+        )
+        answered = self._answerer(unchecked).answer(request.content.read(), request)
         assert answered is not None  # only a call without its request is left to twisted.web
         if isinstance(answered, bytes):
             self._write(answered, request)
@@ -368,13 +418,21 @@ class RPCResource(PlainResource, xmlrpc.XMLRPC):
         answered.addCallback(self._write, request, response_failed)
         return NOT_DONE_YET
 
-    def fast_call(self, authorization: bytes | None, body: bytes) -> bytes | Deferred[bytes] | None:
+    def fast_call(
+        self, authorization: bytes | None, body: bytes, unchecked_adds: bool = False
+    ) -> bytes | Deferred[bytes] | None:
         """The fast path's call (:class:`~goto_tw.web.IRPCCalls`): :meth:`answer` of ``body`` if the
-        ``Authorization`` header value is right, else ``None`` (twisted.web then refuses it, as above;
-        a refusal is no hot path). The secret is checked before the body is parsed."""
+        ``Authorization`` header value is right, else ``None`` (twisted.web then refuses it, as
+        above; a refusal is no hot path). The secret is checked before the body is parsed."""
         if not self.authorized(authorization):
             return None
-        return self.answer(body)
+        return self._answerer(unchecked_adds).answer(body)
+
+    def _answerer(self, unchecked_adds: bool) -> RPCResource:
+        """Who answers a call: this resource, or, for a slave that checks no API keys on a private
+        master, the twin that refuses its adds (and its adds only)."""
+        twin = self._of_unchecked_slaves
+        return twin if unchecked_adds and twin is not None else self
 
     def authorized(self, authorization: bytes | None) -> bool:
         """Whether a call with this ``Authorization`` header value may be made: always without a

@@ -527,7 +527,11 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
     if drain is not None:
         drain.setServiceParent(top)  # the accepted requests finish before the log and the pool close
     rpc = (
-        RPCResource(store, options.get("rpc-secret"), book, stats, clock=reactor) if options["rpc"] else None
+        RPCResource(
+            store, options.get("rpc-secret"), book, stats, clock=reactor, private=bool(options.get("private"))
+        )
+        if options["rpc"]
+        else None
     )
     keys = make_api_keys(options, reactor)
     clients = ClientAddresses(options.get("trusted-proxies") or frozenset())
@@ -763,7 +767,15 @@ def _remote_store(
         http = master_client(reactor, timeout, parent)
     masters = options.get("masters") or [options["master"]]
     remotes = [
-        RemoteStore(http, url, reactor, timeout=timeout, secret=options.get("rpc-secret"), metrics=metrics)
+        RemoteStore(
+            http,
+            url,
+            reactor,
+            timeout=timeout,
+            secret=options.get("rpc-secret"),
+            unchecked_adds=not options.get("private"),  # a private master refuses this slave's adds
+            metrics=metrics,
+        )
         for url in masters
     ]
     if len(remotes) == 1:

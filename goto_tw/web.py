@@ -645,12 +645,15 @@ def text_response(status: int, date: bytes, text: bytes, retry_after: int | None
 class IRPCCalls(Interface):
     """The master's XML-RPC calls, as the fast path makes them (``/RPC2``'s resource provides it)."""
 
-    def fast_call(authorization: Optional[bytes], body: bytes) -> Union[bytes, Deferred[bytes], None]:
+    def fast_call(
+        authorization: Optional[bytes], body: bytes, unchecked_adds: bool = False
+    ) -> Union[bytes, Deferred[bytes], None]:
         """The UTF-8 XML answer (or a Deferred of it) to the XML-RPC call in ``body``, sent with the
         ``Authorization`` header value ``authorization`` (``None`` without one): the very content
-        the general path writes; ``None`` to leave the request to twisted.web (the authorization is
-        not the one required: checked before the body is parsed). A Deferred never fails, but with
-        ``CancelledError`` once cancelled (then nothing more is done or logged)."""
+        the general path writes; ``None`` to leave the request to twisted.web, which refuses it (the
+        authorization is not the one required, or ``unchecked_adds`` came to a private master:
+        checked before the body is parsed). A Deferred never fails, but with ``CancelledError``
+        once cancelled (then nothing more is done or logged)."""
 
 
 _XML_HEADERS = b"\r\nContent-Type: %s\r\nContent-Length: " % XML_CONTENT_TYPE
@@ -844,7 +847,7 @@ class FastAnswers:
         return self._failed(result, method, target, date)
 
     def rpc(
-        self, body: bytes, authorization: bytes | None = None
+        self, body: bytes, authorization: bytes | None = None, unchecked_adds: bool = False
     ) -> Union[FastAnswer, Deferred[FastAnswer], None]:
         """Answer ``POST /RPC2`` as the ``/RPC2`` resource does on the general path (its own
         :meth:`IRPCCalls.fast_call` makes the answer), or ``None`` to leave it to twisted.web."""
@@ -852,7 +855,7 @@ class FastAnswers:
         if calls is None:
             return None
         date = self._date.now()  # twisted.web dates a response when the request is processed
-        content = calls.fast_call(authorization, body)
+        content = calls.fast_call(authorization, body, unchecked_adds)
         if content is None:
             return None
         if isinstance(content, bytes):

@@ -320,7 +320,9 @@ class FailingResponder:
     def add(self, method: str, target: bytes, body: bytes, admit: object = None) -> Deferred[FastAnswer]:
         return self.pending
 
-    def rpc(self, body: bytes, authorization: bytes | None = None) -> FastAnswer | None:
+    def rpc(
+        self, body: bytes, authorization: bytes | None = None, unchecked_adds: bool = False
+    ) -> FastAnswer | None:
         return None
 
     def internal_error(self, method: str = "GET") -> FastAnswer:

@@ -164,3 +164,32 @@ def test_private_mode_needs_a_key_to_add(goto_processes: GotoProcesses, tmp_path
     assert created.status == 201
     key = json.loads(created.body)["key"]
     assert get(f"{master.base_url}/{key}").status == 302
+
+
+def test_a_private_master_refuses_the_adds_of_a_slave_that_does_not_check_keys(
+    goto_processes: GotoProcesses, tmp_path: Path
+) -> None:
+    """A new user's trial (stop 36): a slave started without --private added links for anyone
+    through a private master. Its adds are refused now (a 403 saying why); its redirects and its
+    disables go on; a slave with --private adds with a key only."""
+    keys = str(keys_file(tmp_path, KEY))
+    master = goto_processes("--rpc", "--private", "--api-keys-file", keys, data_file=tmp_path / "data.json")
+    master_at = f"127.0.0.1:{master.port}"
+    body = json.dumps({"url": "https://keyed.example/"}).encode()
+    headers = {"Content-Type": "application/json", **auth(KEY)}
+    created = request("POST", f"{master.base_url}/api/v1/links", body=body, headers=headers)
+    key = json.loads(created.body)["key"]
+    unchecked = goto_processes("--master", master_at, data_file=None, name="unchecked")
+    refused = add_url(unchecked.base_url, "https://anyone.example/")
+    assert refused.status == 403 and "needs an API key" in refused.text, refused
+    assert get(f"{unchecked.base_url}/{key}").status == 302
+    assert json.loads(get(f"{unchecked.base_url}/_goto/health").body)["status"] == "ok"
+    disabled = request("DELETE", f"{master.base_url}/api/v1/links/{key}", headers=auth(KEY))
+    assert disabled.status == 200
+    poll_until(lambda: get(f"{unchecked.base_url}/{key}").status == 410 or None, 5, "the disable")
+    checked = goto_processes("--master", master_at, "--private", "--api-keys-file", keys, data_file=None)
+    assert add_url(checked.base_url, "https://anyone.example/").status == 401
+    other = json.dumps({"url": "https://keyed.example/other"}).encode()
+    assert request("POST", f"{checked.base_url}/api/v1/links", body=other, headers=headers).status == 201
+    master.stop()
+    assert "anyone.example" not in (tmp_path / "data.json").read_text()
