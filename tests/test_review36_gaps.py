@@ -204,3 +204,28 @@ def test_a_bodys_encoding_declaration_is_ignored() -> None:
         "<params><param><value><string>https://é.example/</string></value></param></params></methodCall>"
     ).encode()
     assert parse_call(body) == (("https://é.example/",), "Store.Put")
+
+
+@pytest.mark.parametrize("answer", [{"clicks": -1.0}, {"clicks": True}, {"clicks": "3"}, {"created": 1.0}])
+def test_a_masters_stats_answer_is_checked_before_it_is_shown(answer: dict[str, object]) -> None:
+    """ls04: a master's answer crosses a trust boundary; negative clicks (or none) were shown."""
+    from goto_tw.clicks import ClickCounter, ClickForwarder
+    from goto_tw.errors import StoreUnavailable
+    from goto_tw.linkstats import RemoteLinkStats
+    from goto_tw.proxystore import ProxyStore
+    from tests.fakes import FakeMaster
+
+    store = ProxyStore(FakeMaster(), Clock())
+    forwarder = ClickForwarder(ClickCounter(), lambda batch: succeed(True), Clock())
+    stats = RemoteLinkStats(store, lambda method, *params: succeed(answer), forwarder)
+    assert failure_of(stats.stats("k")).check(StoreUnavailable)
+
+
+def test_only_a_preflight_gets_the_preflight_answer() -> None:
+    """co07: any OPTIONS from a listed origin was answered 204 as if it were a preflight; without
+    Access-Control-Request-Method it is what it is without CORS (405)."""
+    from tests.test_operators_finish import cors_client
+
+    client, _ = cors_client()
+    status, _, _ = client.request("OPTIONS", "/api/v1/links/abc", headers={"Origin": "https://app.example"})
+    assert status == 405
