@@ -44,16 +44,17 @@ the very bytes the general path would send, and hands everything else to twisted
   reactor turn once the turn's work is done (:mod:`goto_tw.outbox`), and always before anything
   twisted.web writes on the connection or a close;
 - bounds: at most one answer owed (a request behind an owed answer stays unparsed until that
-  answer is written: in order, and in the state twisted.web would answer it in), and one byte budget (:data:`BUDGET`) for what
-  the connection holds (request bytes not yet parsed, bytes held for twisted.web, answers waiting
-  for an earlier one): over it, reading pauses (``transport.pauseProducing``) until it drains, as
-  twisted.web does with the requests it holds; answers held for the end of the turn have a bound of
-  their own (sent at once past :data:`MAX_UNSENT_BYTES`), outside the budget's pause (a pause they
-  caused would wait for a resume that their sending never asks for); and no request is answered
-  while the transport's send buffer is full (a client that pipelines requests but never reads its
-  answers gets no more written than that buffer's limit plus one read's worth, and
-  :data:`MAX_UNSENT_BYTES` with an outbox); the transport reads 16 KiB at a time, which is also
-  that buffer's limit (:mod:`goto_tw.readsize`);
+  answer is written: in order, and in the state twisted.web would answer it in), and one byte
+  budget (:data:`BUDGET`) for what the connection holds (request bytes not yet parsed, bytes held
+  for twisted.web, answers waiting for an earlier one): over it, reading pauses
+  (``transport.pauseProducing``) until it drains, as twisted.web does with the requests it holds;
+  answers held for the end of the turn have a bound of their own (sent at once past
+  :data:`MAX_UNSENT_BYTES`), outside the budget's pause (a pause they caused would wait for a
+  resume that their sending never asks for); and no request is answered while the transport's send
+  buffer is full (a client that pipelines requests but never reads its answers gets no more
+  written than that buffer's limit plus one read's worth, and :data:`MAX_UNSENT_BYTES` with an
+  outbox); the transport reads 16 KiB at a time, which is also that buffer's limit
+  (:mod:`goto_tw.readsize`);
 - the request deadline restarts with each request; the idle timeout closes no connection while an
   answer is owed (twisted.web disarms it while it handles a request), and each answer owed later must be
   ready within :attr:`~FastRedirectChannel.answer_deadline` of its request, or the connection is

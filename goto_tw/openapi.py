@@ -114,8 +114,12 @@ def openapi_document() -> dict[str, Any]:
                             "an invalid custom key."
                         ),
                         "401": _UNAUTHORIZED,
+                        "403": _problem(
+                            "Adding needs an API key this server cannot check (a slave started without "
+                            "--private, of a private master)."
+                        ),
                         "405": _NOT_ALLOWED,
-                        "409": _problem("The custom key is taken (by another URL)."),
+                        "409": _problem("The custom key is taken (by another URL, or by a disabled link)."),
                         "413": _problem(f"The body is larger than {MAX_JSON_BODY_BYTES} bytes."),
                         "415": _problem("The body is not application/json."),
                         "429": _problem("Too many links added from this address.", _RETRY_AFTER),

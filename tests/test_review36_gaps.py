@@ -168,6 +168,7 @@ def test_the_api_document_states_every_limit_and_refusal() -> None:
     limit = next(p for p in links["get"]["parameters"] if p["name"] == "limit")
     assert limit["schema"]["maximum"] == MAX_PAGE
     assert "410" in link["get"]["responses"] and "429" in links["post"]["responses"]
+    assert "403" in links["post"]["responses"], "a slave without --private, of a private master"
 
 
 @pytest.mark.parametrize(
