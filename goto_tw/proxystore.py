@@ -28,13 +28,14 @@ from typing import Any, Callable, TypeVar
 
 from twisted.internet.defer import Deferred, TimeoutError, fail, succeed
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from goto_tw.errors import (
     DISABLED_MESSAGE,
     NO_CUSTOM_KEYS,
+    AddsUnchecked,
     GotoError,
     InvalidKey,
     KeyDisabled,
@@ -106,6 +107,17 @@ class ProxyStore:
             clock,
             "Bad answer from the master, not cached: {detail} ({unlogged} more since the last line)",
             BAD_ANSWER_LOG_INTERVAL,
+        )
+        #: The master refuses this slave's adds (it is private, this slave checks no keys): the one
+        #: who can fix it runs this slave, so it is told here (its health and redirects are fine).
+        self._adds_refused = ThrottledError(
+            log,
+            clock,
+            "The master is private (--private) and refuses the adds made through this slave, which "
+            "checks no API keys: start it with --private and --api-keys-file ({unlogged} more refused "
+            "since the last line)",
+            ADDS_REFUSED_LOG_INTERVAL,
+            level=LogLevel.warn,
         )
         #: While a probe of a down master is in flight: its outcome (answered or not), shared with
         #: the health checks that come meanwhile, so they cost the master no call of their own.
@@ -208,7 +220,7 @@ class ProxyStore:
 
     def _put_answered(self, result: object, url: str, generation: int) -> object:
         if isinstance(result, Failure):
-            return result
+            return self._refused_add(result)
         return self._put_done(result, url, generation)
 
     def _ask_master_add(self, master: ILinkAdder, url: str, key: str | None) -> Deferred[tuple[str, bool]]:
@@ -216,8 +228,14 @@ class ProxyStore:
 
     def _add_answered(self, result: object, url: str, key: str | None, generation: int) -> object:
         if isinstance(result, Failure):
-            return result
+            return self._refused_add(result)
         return self._add_done(result, url, key, generation)
+
+    def _refused_add(self, failure: Failure) -> Failure:
+        """An add that failed, passed on; one the master refused as unchecked is told in the log."""
+        if failure.check(AddsUnchecked):
+            self._adds_refused.error()
+        return failure
 
     # --- coherence with the master (goto_tw.coherence) -------------------------------------------
 
@@ -495,6 +513,8 @@ def _shown(value: object) -> str:
 
 #: Seconds between two log lines about bad answers from the master (a hot key would flood the log).
 BAD_ANSWER_LOG_INTERVAL = 10.0
+#: Seconds between two log lines about adds a private master refused (one per add would flood it).
+ADDS_REFUSED_LOG_INTERVAL = 60.0
 
 
 def _as_answered(result: object) -> object:

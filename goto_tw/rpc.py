@@ -57,10 +57,7 @@ MAX_MULTICALL = 1000
 #: Seconds between two log lines of calls refused for the secret.
 REFUSAL_LOG_INTERVAL = 10.0
 #: What a private master answers an add from a slave that checks no keys (its user reads it).
-UNCHECKED_SLAVE_REFUSED = (
-    "Adding links needs an API key on this service, and this server cannot check one "
-    "(its operator must start it with --private)."
-)
+UNCHECKED_SLAVE_REFUSED = "Adding links needs an API key on this service, and this server cannot take one."
 #: Most method names whose procedures the resource remembers (there are about ten).
 _MAX_PROCEDURES = 64
 

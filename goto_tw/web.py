@@ -651,9 +651,10 @@ class IRPCCalls(Interface):
         """The UTF-8 XML answer (or a Deferred of it) to the XML-RPC call in ``body``, sent with the
         ``Authorization`` header value ``authorization`` (``None`` without one): the very content
         the general path writes; ``None`` to leave the request to twisted.web, which refuses it (the
-        authorization is not the one required, or ``unchecked_adds`` came to a private master:
-        checked before the body is parsed). A Deferred never fails, but with ``CancelledError``
-        once cancelled (then nothing more is done or logged)."""
+        authorization is not the one required: checked before the body is parsed). With
+        ``unchecked_adds`` (a slave that checks no API keys), a private master refuses the adds in
+        the call and answers the rest. A Deferred never fails, but with ``CancelledError`` once
+        cancelled (then nothing more is done or logged)."""
 
 
 _XML_HEADERS = b"\r\nContent-Type: %s\r\nContent-Length: " % XML_CONTENT_TYPE

@@ -66,13 +66,19 @@ def keys_file(tmp_path: Path) -> str:
     return str(path)
 
 
-def test_a_private_master_refuses_the_adds_of_a_slave_without_private(tmp_path: Path, keys_file: str) -> None:
-    """The slave's add is a 403 saying why (the master stores nothing); its look-ups and the change
-    feed are answered; a slave with --private (which checks keys itself) adds as before."""
+def test_a_private_master_refuses_the_adds_of_a_slave_without_private(
+    tmp_path: Path, keys_file: str, log_events: LogCapture
+) -> None:
+    """The slave's add is a 403 saying why (the master stores nothing), and the slave's log tells
+    its operator what to do, once a minute; its look-ups and the change feed are answered; a slave
+    with --private (which checks keys itself) adds as before."""
     unchecked = Slave(tmp_path, True)
     error = failure_of(unchecked.put("https://anyone.example/")).value
     assert isinstance(error, AddsUnchecked) and error.http_status == 403
-    assert "needs an API key" in str(error) and "--private" in str(error)
+    assert "needs an API key" in str(error)
+    failure_of(unchecked.call(unchecked.store.add("https://anyone.example/b")))
+    told = [m for m in log_events.messages() if "refuses the adds made through this slave" in m]
+    assert len(told) == 1 and "start it with --private and --api-keys-file" in told[0]
     assert unchecked.master_store.count() == 0
     key = result_of(unchecked.master_store.put("https://by-the-master.example/"))
     assert result_of(unchecked.call(unchecked.store.get(key))) == "https://by-the-master.example/"
