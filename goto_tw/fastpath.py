@@ -200,6 +200,14 @@ RPC_PATH = b"/RPC2"
 #: anyone added through it. A slave that checks keys, and any other XML-RPC client, sends none.
 UNCHECKED_ADDS_HEADER = b"x-goto-adds"
 UNCHECKED_ADDS = b"unchecked"
+
+
+def says_unchecked(value: bytes) -> bool:
+    """Whether a :data:`UNCHECKED_ADDS_HEADER` value is :data:`UNCHECKED_ADDS` (white space
+    around it stripped, as twisted.web strips a header value; any case): one rule for both paths."""
+    return value.strip(b" \t").lower() == UNCHECKED_ADDS
+
+
 #: Seconds an answer owed later (a miss, an add) may take from its request until it is ready; then
 #: the connection is closed. As long as the request deadline: stores keep their own, shorter
 #: timeouts (a slave's ``--rpc-timeout``, 5 s by default; the site gets a longer deadline when that
@@ -339,12 +347,12 @@ def parse_simple_rpc(head: bytes) -> tuple[int, bytes | None, bool] | None:
         elif name == UNCHECKED_ADDS_HEADER:
             if adds is not None:
                 return None
-            adds = value.strip(b" \t")
+            adds = value
     if length is None or not length.isdigit() or len(length) > 7 or int(length) > MAX_FAST_RPC_BYTES:
         return None
     if content_type is not None and _XML_CONTENT_TYPE.fullmatch(content_type) is None:
         return None
-    return int(length), authorization, adds is not None and adds.lower() == UNCHECKED_ADDS
+    return int(length), authorization, adds is not None and says_unchecked(adds)
 
 
 def parse_simple_add(head: bytes) -> tuple[str, bytes, int] | None:

@@ -10,7 +10,7 @@ without it cannot even make the master parse XML. Bodies are parsed by
 from __future__ import annotations
 
 import hmac
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -31,7 +31,7 @@ from goto_tw.errors import (
     StoreUnavailable,
     no_link_text,
 )
-from goto_tw.fastpath import UNCHECKED_ADDS, UNCHECKED_ADDS_HEADER
+from goto_tw.fastpath import UNCHECKED_ADDS_HEADER, says_unchecked
 from goto_tw.interfaces import (
     IChangeSource,
     IDatabaseHealth,
@@ -219,10 +219,12 @@ class _StoreOfUncheckedSlave(StoreHandler):
         self._refused = refused
 
     def xmlrpc_Put(self, *args: Any) -> Deferred[str]:
-        self._refused.error()
-        raise _fault_of(AddsUnchecked(UNCHECKED_SLAVE_REFUSED))
+        self._refuse()
 
     def xmlrpc_Add(self, *args: Any) -> Deferred[dict[str, Any]]:
+        self._refuse()
+
+    def _refuse(self) -> NoReturn:
         self._refused.error()
         raise _fault_of(AddsUnchecked(UNCHECKED_SLAVE_REFUSED))
 
@@ -401,10 +403,7 @@ class RPCResource(PlainResource, xmlrpc.XMLRPC):
             return self._content(self.refusal())
         assert request.content is not None
         request.content.seek(0, 0)
-        unchecked = any(
-            value.strip(b" \t").lower() == UNCHECKED_ADDS
-            for value in request.requestHeaders.getRawHeaders(UNCHECKED_ADDS_HEADER, [])
-        )
+        unchecked = any(map(says_unchecked, request.requestHeaders.getRawHeaders(UNCHECKED_ADDS_HEADER, [])))
         answered = self._answerer(unchecked).answer(request.content.read(), request)
         assert answered is not None  # only a call without its request is left to twisted.web
         if isinstance(answered, bytes):
