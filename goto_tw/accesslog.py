@@ -129,7 +129,8 @@ class LineAccessLog(Service):
         if self._path is None or not self.running:
             return
         try:
-            new = _open_again(self._path, _mode_of(self._out))
+            mode = None if self._fd is None else os.fstat(self._fd).st_mode & 0o777
+            new = _open_again(self._path, mode)
         except OSError as exc:
             log.error(
                 "Could not open the access log {path} again ({error}); lines go on to the file open before",
@@ -245,14 +246,6 @@ def make_access_log(where: str, clock: IReactorTime) -> AccessLog:
     out = open(where, "a", encoding="ascii", buffering=1 << 16)  # noqa: SIM115 - the log closes it on stop
     # Its path made absolute now: twistd changes directory (--rundir) after the service is made.
     return LineAccessLog(out, clock, close=True, path=os.path.abspath(where))
-
-
-def _mode_of(stream: IO[str]) -> int | None:
-    """The permission bits of the file beneath ``stream``, ``None`` if it has no descriptor now."""
-    try:
-        return os.fstat(stream.fileno()).st_mode & 0o777
-    except (AttributeError, OSError, ValueError):
-        return None
 
 
 def _open_again(path: str, mode: int | None) -> IO[str]:
