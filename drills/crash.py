@@ -325,6 +325,7 @@ def _drill(
     restart_seconds: list[float] = []
     #: When each kill happened, and how many records the data file held right after it.
     kill_log: list[tuple[float, int]] = []
+    kills_leaving_zeros = 0
     load_started = time.monotonic()
     click_client = ClickClient(master.port, click_ledger, stop, deadline, rng.randint(0, 2**31))
     click_client.start()
@@ -335,7 +336,9 @@ def _drill(
         for _ in range(kills):
             time.sleep(rng.uniform(*uptime))
             master.kill()
-            kill_log.append((time.monotonic(), data_file.read_bytes().count(b"\n")))
+            left = data_file.read_bytes()
+            kill_log.append((time.monotonic(), left.count(b"\n")))
+            kills_leaving_zeros += left.endswith(b"\0")  # zeros written ahead, for the restart to trim
             time.sleep(rng.uniform(*downtime))
             spawned = time.monotonic()
             master = fleet.restart(master)
@@ -447,6 +450,7 @@ def _drill(
 
     report.figure("lookups through the master", f"{len(unique_acks)} in {lookup_seconds:.1f}s")
     report.figure("records in the data file", len(records.pairs))
+    report.figure("kills that left zeros written ahead (trimmed by the restart)", kills_leaving_zeros)
     report.figure("stored but never acknowledged", unacknowledged_stored)
     report.figure("acknowledged after retries", retried)
     report.figure("stored before a kill, answered with that key on a retry after it", answered_after_kill)

@@ -60,7 +60,7 @@ class Metrics:
         )
         self.fsync_latency = Histogram(
             "goto_data_file_fsync_seconds",
-            "Time for one fsync of the data file (--fsync).",
+            "Time for one sync of the data file (fdatasync; --fsync, the default).",
             buckets=LATENCY_BUCKETS,
             registry=None,
         )

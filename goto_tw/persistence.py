@@ -2,7 +2,10 @@
 
 Format: ASCII text, one JSON object per line, ``{"key":"K","url":"U"}``, in the order the pairs
 were stored. A record is one ``write`` of a whole line, so a crash can only tear the last line;
-such a line was never acknowledged, and loading cuts it off. Anything else that does not parse, or
+such a line was never acknowledged, and loading cuts it off. A master syncing every add keeps zero
+bytes written after its records while it runs (:class:`OSRecordFile`); a clean stop trims them, and
+loading trims those a crash left, cutting off what it tore of the last write among them (see
+:func:`open_data_file`). Anything else that does not parse, or
 holds a key or URL the service would not accept from a user, is corruption, and start-up stops
 with the file name and line number rather than guess (or serve a stored URL nobody checked).
 
@@ -14,6 +17,7 @@ touching it. A file that does not exist yet is created only once start-up has su
 from __future__ import annotations
 
 import bisect
+import contextlib
 import errno
 import fcntl
 import json
@@ -49,6 +53,14 @@ NOT_STORED = "the link could not be stored now; try again shortly"
 #: Longest line the loader accepts. A record this program writes is far shorter (a valid key and a
 #: URL of at most MAX_URL_LENGTH characters, escaped); anything longer is not a record.
 MAX_RECORD_BYTES = 64 * 1024
+
+#: Most bytes the writer has written but not yet synced, in ``fsync`` mode: all a power loss can tear.
+#: Start-up allows what is not a zero among the zeros written ahead only this close to the last
+#: complete line (see :func:`open_data_file`).
+MAX_UNSYNCED_BYTES = 1024 * 1024
+
+#: The smallest unit a disk writes whole (a power loss keeps or loses each such piece of a write).
+SECTOR_BYTES = 512
 
 
 class CorruptDataFile(Exception):
@@ -281,14 +293,29 @@ def _decode_lines(
             yield _decode_line(path, number, line)
 
 
-def _read_records(
-    path: str, read: Callable[[int], bytes], disabled: dict[str, int] | None = None
-) -> tuple[URLMap, int, int, bytes]:
-    """Load every complete line ``read`` yields; return the map, the lines, their bytes, and the rest.
+class _Loaded(NamedTuple):
+    """What :func:`_read_records` found in a data file."""
 
-    The rest is what follows the last newline: nothing, a torn record, or a last record whose
-    final newline is missing. It may not grow past :data:`MAX_RECORD_BYTES` (a file with no line
-    breaks must not be gathered into memory whole).
+    urls: URLMap
+    #: The complete lines, and their bytes.
+    lines: int
+    complete: int
+    #: What follows the last complete line, up to the first zero byte or the end: nothing, a torn
+    #: record, or a last record whose final newline is missing.
+    rest: bytes
+    #: Bytes from the first zero byte to the end: zeros written ahead (see :class:`OSRecordFile`)
+    #: that a crash left, maybe with the pieces of a write it tore among them (``torn``).
+    after: int
+    torn: bool
+
+
+def _read_records(path: str, read: Callable[[int], bytes], disabled: dict[str, int] | None = None) -> _Loaded:
+    """Load every complete line ``read`` yields before the first zero byte (none can be in a record).
+
+    The rest may not grow past :data:`MAX_RECORD_BYTES` (a file with no line breaks must not be
+    gathered into memory whole). From the first zero byte on the file must hold zeros only, but
+    for what one torn write left: bytes within MAX_UNSYNCED_BYTES of the last complete line.
+    Anything further is no tail a crash leaves, and raises :class:`CorruptDataFile`.
     """
     urls = URLMap()
     lines_before = complete = 0
@@ -296,8 +323,10 @@ def _read_records(
     while True:
         block = read(_CHUNK_BYTES)
         if not block:
-            return urls, lines_before, complete, carried
-        data = carried + block if carried else block
+            return _Loaded(urls, lines_before, complete, carried, 0, False)
+        zero = block.find(b"\0")
+        records = block if zero < 0 else block[:zero]
+        data = carried + records if carried else records
         end = data.rfind(b"\n") + 1
         if end:
             lines_before += _parse_chunk(path, data[:end], lines_before, urls, disabled)
@@ -305,6 +334,37 @@ def _read_records(
         carried = data[end:]
         if len(carried) > MAX_RECORD_BYTES:
             raise CorruptDataFile(path, lines_before + 1, f"a line longer than {MAX_RECORD_BYTES} bytes")
+        if zero >= 0:
+            room = MAX_UNSYNCED_BYTES - len(carried)  # from the first zero byte on
+            after, torn = _read_zeros(path, block[zero:], read, room, lines_before + 1)
+            if torn and carried and (complete + len(carried)) % SECTOR_BYTES:
+                # A write torn by a power loss lacks whole sectors: zeros among its pieces start
+                # where a sector does, or where it started (after the last line that was synced).
+                raise CorruptDataFile(path, lines_before + 1, "a zero byte inside a record")
+            return _Loaded(urls, lines_before, complete, carried, after, torn)
+
+
+def _read_zeros(
+    path: str, tail: bytes, read: Callable[[int], bytes], room: int, line_number: int
+) -> tuple[int, bool]:
+    """Read the file from its first zero byte (``tail`` is the start of it) to the end; return how
+    many bytes that is, and whether any is not a zero. Such a byte is allowed only within ``room``
+    bytes of the start (where one torn write can reach)."""
+    size = 0
+    torn = False
+    while tail:
+        last = len(tail.rstrip(b"\0"))  # one past this block's last byte that is not zero
+        if last:
+            torn = True
+            if size + last > room:
+                raise CorruptDataFile(
+                    path,
+                    line_number,
+                    "bytes that are not zeros follow zero bytes further on than a torn write reaches",
+                )
+        size += len(tail)
+        tail = read(_CHUNK_BYTES)
+    return size, torn
 
 
 def _is_whole_json(text: bytes) -> bool:
@@ -318,11 +378,12 @@ def _is_whole_json(text: bytes) -> bool:
 class RecordFile(Protocol):
     """The few file operations the writer needs; a seam for tests to inject disk faults."""
 
-    def open(self) -> None:
-        """Make the file ready for appending (creating it now if start-up found none), or raise ``OSError``."""
+    def open(self, spare: int = 0) -> None:
+        """Make the file ready for appending (creating it now if start-up found none), or raise
+        ``OSError``; keep ``spare`` bytes of zeros written past the records (see :class:`OSRecordFile`)."""
 
     def size(self) -> int:
-        """Return the file's current size in bytes."""
+        """Return how many bytes of records the file holds (its zeros written ahead not counted)."""
 
     def write_all(self, data: bytes) -> None:
         """Append all of ``data`` to the file and hand it to the OS, or raise ``OSError``."""
@@ -331,10 +392,10 @@ class RecordFile(Protocol):
         """Cut the file back to ``size`` bytes, or raise ``OSError``."""
 
     def sync(self) -> None:
-        """Make what was written survive a power loss (``fsync``), or raise ``OSError``."""
+        """Make what was written survive a power loss, or raise ``OSError``."""
 
     def close(self) -> None:
-        """Release the file."""
+        """Release the file, trimming its zeros written ahead."""
 
 
 def _in_use(path: str, exc: OSError) -> OSError:
@@ -353,8 +414,18 @@ def _lock(fd: int, path: str) -> int:
     return fd
 
 
+#: Zero bytes a master syncing every add keeps written past its records (``open(spare=...)``), so
+#: that most syncs find the file's size unchanged. Below MAX_RECORD_BYTES with a torn record's room
+#: to spare: a release that knows nothing of them cuts them off after a crash as a torn last line.
+SPARE_BYTES = 32 * 1024
+
+#: ``fdatasync`` where the OS has it: it writes the data and the metadata needed to read it back
+#: (the size), not the times, which nothing here needs after a power loss.
+_sync_data = getattr(os, "fdatasync", os.fsync)
+
+
 class OSRecordFile:
-    """A :class:`RecordFile` over one unbuffered, locked ``O_APPEND`` file descriptor.
+    """A :class:`RecordFile` over one unbuffered, locked file descriptor, written at its own offset.
 
     Construction opens an existing file and locks it (``flock``) at once, before anything reads
     it: two masters on one data file would hand out the same keys, and the second must not even
@@ -363,29 +434,44 @@ class OSRecordFile:
 
     Unbuffered, because "flushed to the OS" must hold when ``write_all`` returns: an acknowledged
     record then survives ``kill -9`` of the process (though not a power loss without ``sync``).
+
+    Opened with ``spare``, the file keeps that many zero bytes written past its records, written
+    (and synced with the records before them) whenever the records reach the end. A record then
+    mostly lands in blocks the file already has, and ``fdatasync`` writes it alone, where an append
+    also has the file system journal a new size: on this project's test machine a sync took 144 us
+    against 298 (medians of six 1.5 s runs of 1,500-byte writes, ``fsx4.py`` in the stop 37 note),
+    and 62 us of system CPU against 106. :meth:`close` trims the zeros; start-up trims those a crash
+    left (see :func:`open_data_file`).
     """
 
     def __init__(self, path: str) -> None:
         self.path = path
         self._fd: int | None = None
+        #: Where the next record goes (the records' end), and where the file's zeros end.
+        self._end = 0
+        self._allocated = 0
+        self._spare = 0
         try:
-            fd = os.open(path, os.O_RDWR | os.O_APPEND)
+            fd = os.open(path, os.O_RDWR)
         except FileNotFoundError:
             return
         self._fd = _lock(fd, path)
+        self._end = self._allocated = os.fstat(fd).st_size
 
     def read(self, size: int) -> bytes:
         """The next ``size`` bytes from the start on (for loading), or ``b""`` at the end."""
         return b"" if self._fd is None else os.read(self._fd, size)
 
-    def open(self) -> None:
+    def open(self, spare: int = 0) -> None:
+        self._spare = spare
         if self._fd is not None:
             return
-        fd = _lock(os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644), self.path)
+        fd = _lock(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644), self.path)
         if os.fstat(fd).st_size:  # another process wrote it since start-up found none
             os.close(fd)
             raise OSError(errno.EEXIST, f"{self.path} appeared while this master was starting")
         self._fd = fd
+        self._end = self._allocated = 0
 
     def _open_fd(self) -> int:
         if self._fd is None:
@@ -393,25 +479,42 @@ class OSRecordFile:
         return self._fd
 
     def size(self) -> int:
-        return os.fstat(self._open_fd()).st_size
+        self._open_fd()
+        return self._end
 
     def write_all(self, data: bytes) -> None:
         fd = self._open_fd()
+        self._write_at(fd, data)
+        if self._spare and self._end >= self._allocated:
+            end = self._end
+            with contextlib.suppress(OSError):  # a nearly full disk: the zeros only save time
+                self._write_at(fd, bytes(self._spare))
+            self._allocated, self._end = self._end, end
+        self._allocated = max(self._allocated, self._end)
+
+    def _write_at(self, fd: int, data: bytes) -> None:
         view = memoryview(data)
         while view:
-            written = os.write(fd, view)
+            written = os.pwrite(fd, view, self._end)
             if written == 0:  # pragma: no cover - a regular file never does this; never spin
                 raise OSError(errno.EIO, "write() wrote nothing")
+            self._end += written
             view = view[written:]
 
     def truncate(self, size: int) -> None:
         os.ftruncate(self._open_fd(), size)
+        self._end = self._allocated = size
 
     def sync(self) -> None:
-        os.fsync(self._open_fd())
+        _sync_data(self._open_fd())
 
     def close(self) -> None:
         if self._fd is not None:
+            try:
+                if self._allocated > self._end:
+                    os.ftruncate(self._fd, self._end)
+            except OSError as exc:  # start-up trims them just as well
+                log.warn("Could not trim {path}'s zeros written ahead: {error}", path=self.path, error=exc)
             os.close(self._fd)
             self._fd = None
 
@@ -439,20 +542,38 @@ def open_data_file(path: str) -> DataFile:
     The lock comes first: a file in use raises ``OSError`` ("in use") untouched. A missing file is
     an empty store (created on start, see :class:`OSRecordFile`). A last line without its newline
     is kept, its newline added, if it is a whole JSON record (checked like any other); otherwise it
-    is a torn write, never acknowledged, and is cut off with a warning. Any other unreadable record
-    raises :class:`CorruptDataFile`; an unreadable key bound raises
+    is a torn write, never acknowledged, and is cut off with a warning. Zeros written ahead that a
+    crash left after the records are trimmed; among them, what a power loss left of the one write
+    that was not synced yet (``fsync`` syncs at most MAX_UNSYNCED_BYTES at a time, so nothing else
+    can be there) is cut off with a warning. Any other unreadable record, or bytes among the zeros
+    further on, raise :class:`CorruptDataFile`; an unreadable key bound raises
     :class:`~goto_tw.keybound.CorruptKeyBound`. Nothing is silently discarded.
     """
     record_file = OSRecordFile(path)
     disabled: dict[str, int] = {}
     try:
-        urls, lines, complete, rest = _read_records(path, record_file.read, disabled)
+        urls, lines, complete, rest, after, torn = _read_records(path, record_file.read, disabled)
+        if torn:
+            log.warn(
+                "Data file {path} ends with a write a crash tore ({after} bytes from its first zero "
+                "byte on, never acknowledged): cutting it off",
+                path=path,
+                after=after,
+            )
+        elif after:
+            log.info(
+                "Data file {path} ends with {after} zero bytes written ahead, left by a crash: trimming them",
+                path=path,
+                after=after,
+            )
         if rest and _is_whole_json(rest):
             _parse_chunk(path, rest + b"\n", lines, urls, disabled)
             log.warn(
                 "Data file {path} ends with a whole record without its newline: adding the newline",
                 path=path,
             )
+            if after:
+                record_file.truncate(complete + len(rest))
             record_file.write_all(b"\n")
         elif rest:
             log.warn(
@@ -460,6 +581,8 @@ def open_data_file(path: str) -> DataFile:
                 path=path,
                 torn=len(rest),
             )
+            record_file.truncate(complete)
+        elif after:
             record_file.truncate(complete)
         key_bound = KeyBound.at(bound_path(path))
         if len(urls) and not os.path.exists(bound_path(path)):
@@ -519,6 +642,20 @@ def _settle(acknowledged: Deferred[None]) -> Acknowledge:
     return acknowledge
 
 
+def _slices(data: bytes, most: int) -> Iterator[bytes]:
+    """``data`` (whole lines) in pieces of whole lines of at most ``most`` bytes each (a longer
+    line makes a piece of its own)."""
+    start = 0
+    while len(data) - start > most:
+        end = data.rfind(b"\n", start, start + most) + 1
+        if end <= start:  # one line longer than ``most``
+            end = data.find(b"\n", start) + 1 or len(data)
+        yield data[start:end]
+        start = end
+    if start < len(data):
+        yield data[start:]
+
+
 def _tell(records: list[_Queued], failure: Failure | None) -> None:
     """Acknowledge each of ``records``: every one is told, whatever one of them does with it."""
     for record in records:
@@ -550,7 +687,8 @@ class AppendLog(Service):
     """The writer service: appends records with group commit, acknowledging each once it is safe.
 
     Appends that arrive in the same reactor turn are written together in one ``write``, then all
-    their Deferreds fire. With ``fsync`` the writing and syncing happen in a thread, one
+    their Deferreds fire. With ``fsync`` (``fdatasync``, mostly into zeros the file keeps written
+    ahead: see :class:`OSRecordFile`) the writing and syncing happen in a thread, one
     ``write`` + ``fsync`` at a time: the records that arrived meanwhile wait, and the thread takes
     all of them for its next ``write`` + ``fsync`` as soon as the last one ends, handing that one's
     acknowledgements to the reactor (``call_from_thread``) without waiting for them. A thread
@@ -672,8 +810,9 @@ class AppendLog(Service):
         return self._fsync
 
     def startService(self) -> None:
-        """Open the file (creating it now if start-up found none): start-up has succeeded."""
-        self._file.open()
+        """Open the file (creating it now if start-up found none): start-up has succeeded. With
+        ``fsync`` it keeps zeros written ahead, so that most syncs write the records alone."""
+        self._file.open(spare=SPARE_BYTES if self._fsync else 0)
         self._opened = True
         self._good_size = self._file.size()
         super().startService()
@@ -895,21 +1034,24 @@ class AppendLog(Service):
         """Write one group; on failure cut the file back and raise :class:`StoreUnavailable`.
 
         It runs on the reactor thread without ``fsync`` (a page-cache write), in the writer thread
-        with it; either way only one call runs at a time.
+        with it; either way only one call runs at a time. What is synced is synced in slices of at
+        most MAX_UNSYNCED_BYTES, whole lines each: only the last slice can be torn by a power loss,
+        which bounds what start-up may cut off (see :func:`open_data_file`).
         """
         try:
             if self._needs_repair:
                 self._file.truncate(self._good_size)
                 self._needs_repair = False
-            started = self._timer()
-            self._file.write_all(data)
-            written = self._timer()
-            if sync:
-                self._file.sync()
-            if self._metrics is not None:
-                self._metrics.write_latency.observe(written - started)
+            for piece in _slices(data, MAX_UNSYNCED_BYTES) if sync else (data,):
+                started = self._timer()
+                self._file.write_all(piece)
+                written = self._timer()
                 if sync:
-                    self._metrics.fsync_latency.observe(self._timer() - written)
+                    self._file.sync()
+                if self._metrics is not None:
+                    self._metrics.write_latency.observe(written - started)
+                    if sync:
+                        self._metrics.fsync_latency.observe(self._timer() - written)
         except OSError as exc:
             self._needs_repair = True
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
@@ -39,3 +40,12 @@ def has_fired(deferred: Deferred[Any]) -> bool:
 
     deferred.addBoth(note)
     return bool(seen)
+
+
+def live_records(path: Path) -> bytes:
+    """The records of a data file a master may still be writing: it keeps zeros written ahead after
+    them (``fsync``), which must be all there is past the first zero byte."""
+    body = path.read_bytes()
+    records, _, ahead = body.partition(b"\0")
+    assert not ahead.strip(b"\0"), "only zeros follow the records"
+    return records

@@ -64,7 +64,7 @@ class DiskFile:
     def __init__(self, disk: Disk) -> None:
         self.disk = disk
 
-    def open(self) -> None:
+    def open(self, spare: int = 0) -> None:
         pass
 
     def size(self) -> int:

@@ -35,7 +35,7 @@ from goto_tw.urlmap import URLMap
 from goto_tw.urls import validate_url
 from tests.conftest import LogCapture
 from tests.fakes import ManualThreads
-from tests.helpers import failure_of, has_fired, result_of
+from tests.helpers import failure_of, has_fired, live_records, result_of
 
 
 def write_lines(path: Path, *lines: str, tail: str = "") -> None:
@@ -44,7 +44,7 @@ def write_lines(path: Path, *lines: str, tail: str = "") -> None:
 
 def records_in(path: Path) -> URLMap:
     """The pairs a file holds, read without locking it (a writer under test holds the lock)."""
-    return parse_records(str(path), path.read_bytes())
+    return parse_records(str(path), live_records(path))
 
 
 def test_missing_file_is_an_empty_store(tmp_path: Path) -> None:
@@ -313,7 +313,7 @@ def test_fsync_runs_off_the_reactor_and_groups_what_arrives_meanwhile(tmp_path: 
     assert seen_in_sync == [(0, False, False), (1, True, False)]
     assert record_file.syncs == 2 and threads.jobs == [], "one run of the thread wrote both groups"
     assert result_of(first) is None and all(result_of(ack) is None for ack in later)
-    assert [json.loads(line)["key"] for line in path.read_text().splitlines()] == ["0", "1", "2"]
+    assert [json.loads(line)["key"] for line in live_records(path).splitlines()] == ["0", "1", "2"]
     result_of(log.stopService())
 
 

@@ -17,7 +17,7 @@ from goto_tw.keys import index_for_key, is_reserved, key_for_index
 from goto_tw.persistence import AppendLog, OSRecordFile
 from goto_tw.store import URLStore
 from tests.fakes import ManualLog, ManualThreads
-from tests.helpers import failure_of, has_fired, result_of
+from tests.helpers import failure_of, has_fired, live_records, result_of
 
 
 def test_provides_the_store_interface() -> None:
@@ -242,7 +242,7 @@ def test_puts_through_the_append_log_answer_once_synced(tmp_path: Path) -> None:
     threads.run_next()
     assert result_of(put) == "0"
     assert result_of(store.get("0")) == "http://a.example/"
-    assert path.read_bytes() == b'{"key":"0","url":"http://a.example/"}\n'
+    assert live_records(path) == b'{"key":"0","url":"http://a.example/"}\n'
     assert result_of(store.put("http://a.example/")) == "0"
     result_of(log.stopService())
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import live_records
+
 from .harness import (
     A_HOST,
     B_HOST,
@@ -151,7 +153,7 @@ def test_custom_keys_work_through_slaves(cluster: Cluster) -> None:
     assert add(cluster.b.base_url, "https://other.example/", key="my-launch").status == 409
     for bad in ("add", "_x", "a.b", "x" * 65, "ü"):
         assert add(cluster.a.base_url, "https://bad.example/", key=bad).status == 400, bad
-    records = [json.loads(line) for line in cluster.data_file.read_text().splitlines()]
+    records = [json.loads(line) for line in live_records(cluster.data_file).splitlines()]
     custom = [record for record in records if record["key"] == "my-launch"]
     assert len(custom) == 1 and custom[0]["custom"] == 1 and custom[0]["url"] == "https://launch.example/"
 

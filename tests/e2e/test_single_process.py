@@ -14,16 +14,19 @@ from concurrent.futures import ThreadPoolExecutor
 from http.client import HTTPException
 from pathlib import Path
 
+from tests.helpers import live_records
+
 from .harness import DEFAULT_HOST, GotoProcess, GotoProcesses, add_url, get, key_of, request
 
 
 def read_data_file(path: Path) -> dict[str, str]:
-    """Parse a data file the way its format is documented: one ``{"key", "url"}`` object per line.
+    """Parse a data file the way its format is documented: one ``{"key", "url"}`` object per line
+    (and while a master runs, zeros after the last).
 
     Fails the test on a line that is not such a record or on a key stored twice.
     """
     urls: dict[str, str] = {}
-    data = path.read_bytes()
+    data = live_records(path)
     assert data.endswith(b"\n"), f"{path} does not end with a newline: {data[-80:]!r}"
     for line_number, line in enumerate(data.decode("ascii").splitlines(), start=1):
         record = json.loads(line)
@@ -131,6 +134,7 @@ def test_kill_9_loses_no_acknowledged_add(goto_processes: GotoProcesses, tmp_pat
             future.result()
 
     assert process.returncode == -signal.SIGKILL, process.output()
+    assert data_file.read_bytes().endswith(b"\0"), "the kill left zeros written ahead for the restart to read"
     assert target <= len(acknowledged) < total, len(acknowledged)
     assert len(set(acknowledged.values())) == len(acknowledged), "two URLs were answered the same key"
 
@@ -166,6 +170,7 @@ def test_sigterm_stops_cleanly_and_restart_keeps_everything(
     assert status == -signal.SIGTERM, process.output()
     assert not process.stop_timed_out
     assert "Server Shut Down." in process.output()
+    assert data_file.read_bytes().endswith(b"}\n"), "a clean stop trims the zeros written ahead"
 
     restarted = goto_processes.restart(process, keep_port=True)
     assert restarted.port == old_port

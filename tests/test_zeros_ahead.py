@@ -1,0 +1,341 @@
+"""The data file's zeros written ahead: kept by a master syncing every add, trimmed by a clean stop,
+and after a crash read and trimmed by start-up, with what a power loss tore cut off and nothing
+acknowledged lost (a simulated disk that keeps any subset of the sectors written since the last
+sync)."""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Callable
+from unittest import mock
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
+
+from goto_tw import persistence
+from goto_tw.keys import key_for_index
+from goto_tw.persistence import (
+    MAX_UNSYNCED_BYTES,
+    SECTOR_BYTES,
+    SPARE_BYTES,
+    AppendLog,
+    CorruptDataFile,
+    OSRecordFile,
+    encode_record,
+    load_records,
+    open_data_file,
+)
+from tests.conftest import LogCapture
+from tests.helpers import has_fired, live_records, result_of
+
+
+def run_now(job: Callable[[], None]) -> Deferred[None]:
+    job()
+    return succeed(None)
+
+
+def durable_log(record_file: OSRecordFile, clock: Clock) -> AppendLog:
+    """A started log that syncs every group, its "writer thread" run inline."""
+    log = AppendLog(
+        record_file, clock, fsync=True, run_in_thread=run_now, call_from_thread=lambda f, *a: f(*a)
+    )
+    log.startService()
+    return log
+
+
+def records(count: int, start: int = 0) -> bytes:
+    return b"".join(encode_record(key_for_index(i), f"https://example.com/{i}") for i in range(start, count))
+
+
+def expected(count: int, start: int = 0) -> dict[str, str]:
+    return {key_for_index(i): f"https://example.com/{i}" for i in range(start, count)}
+
+
+# --- the writer keeps zeros ahead, and a clean stop trims them ---------------------------------------
+
+
+def test_a_master_syncing_adds_keeps_zeros_written_past_its_records_and_a_clean_stop_trims_them(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "store.json"
+    clock = Clock()
+    log = durable_log(OSRecordFile(str(path)), clock)
+    added = log.append("0", "https://example.com/0")
+    clock.advance(0)
+    assert result_of(added) is None
+    assert path.stat().st_size == len(records(1)) + SPARE_BYTES
+    assert live_records(path) == records(1)
+    result_of(log.stopService())
+    assert path.read_bytes() == records(1), "a clean stop leaves the records alone"
+
+
+def test_records_fill_the_zeros_then_more_are_written_ahead(tmp_path: Path) -> None:
+    path = tmp_path / "store.json"
+    file = OSRecordFile(str(path))
+    file.open(spare=100)
+    file.write_all(b"a" * 60 + b"\n")
+    assert path.read_bytes() == b"a" * 60 + b"\n" + bytes(100)
+    file.write_all(b"b" * 39 + b"\n")  # into the zeros: the size stays
+    assert path.stat().st_size == 161 and file.size() == 101
+    file.write_all(b"c" * 99 + b"\n")  # past them: written, and zeros after it again
+    assert path.read_bytes() == b"a" * 60 + b"\n" + b"b" * 39 + b"\n" + b"c" * 99 + b"\n" + bytes(100)
+    file.write_all(b"d" * 99 + b"\n")  # exactly to their end: the next record finds zeros too
+    assert path.stat().st_size == 301 + 100 and file.size() == 301
+    file.close()
+    assert path.read_bytes() == b"a" * 60 + b"\n" + b"b" * 39 + b"\n" + b"c" * 99 + b"\n" + b"d" * 99 + b"\n"
+
+
+def test_without_fsync_no_zeros_are_written(tmp_path: Path) -> None:
+    """Without fsync nothing is synced per add, so nothing would gain from them."""
+    path = tmp_path / "store.json"
+    clock = Clock()
+    log = AppendLog(
+        OSRecordFile(str(path)), clock, run_in_thread=run_now, call_from_thread=lambda f, *a: f(*a)
+    )
+    log.startService()
+    added = log.append("0", "https://example.com/0")
+    clock.advance(0)
+    assert result_of(added) is None
+    assert path.read_bytes() == records(1)
+    result_of(log.stopService())
+
+
+def test_a_cut_back_after_a_failed_write_drops_the_zeros_and_the_next_write_writes_them_again(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "store.json"
+    file = OSRecordFile(str(path))
+    file.open(spare=50)
+    file.write_all(b"a\n")
+    file.truncate(2)
+    assert path.read_bytes() == b"a\n" and file.size() == 2
+    file.write_all(b"b\n")
+    assert path.read_bytes() == b"a\nb\n" + bytes(50)
+    file.close()
+
+
+def test_a_group_longer_than_the_unsynced_limit_is_synced_in_slices_of_whole_lines(tmp_path: Path) -> None:
+    """Only the last slice can be torn by a power loss: what start-up may cut off stays bounded."""
+    path = tmp_path / "store.json"
+    clock = Clock()
+    synced: list[int] = []
+
+    class CountingFile(OSRecordFile):
+        def sync(self) -> None:
+            synced.append(self.size())
+            super().sync()
+
+    log = durable_log(CountingFile(str(path)), clock)
+    url = "https://example.com/" + "x" * 3000
+    count = 2 * MAX_UNSYNCED_BYTES // len(encode_record("0", url)) + 1
+    acknowledged = [log.append(key_for_index(i), url) for i in range(count)]
+    clock.advance(0)
+    assert all(result_of(ack) is None for ack in acknowledged)
+    body = live_records(path)
+    assert len(synced) == 3 and synced[-1] == len(body)
+    assert all(body[end - 1 : end] == b"\n" for end in synced), "each slice ends with a line"
+    assert all(later - earlier <= MAX_UNSYNCED_BYTES for earlier, later in zip([0, *synced], synced))
+    result_of(log.stopService())
+
+
+def test_acknowledgements_wait_for_the_last_slice(tmp_path: Path) -> None:
+    path = tmp_path / "store.json"
+    clock = Clock()
+    seen: list[bool] = []
+    url = "https://example.com/" + "x" * 3000
+    count = MAX_UNSYNCED_BYTES // len(encode_record("0", url)) + 1
+    acknowledged: list[Deferred[None]] = []
+
+    class WatchingFile(OSRecordFile):
+        def sync(self) -> None:
+            seen.append(any(has_fired(ack) for ack in acknowledged))
+            super().sync()
+
+    log = durable_log(WatchingFile(str(path)), clock)
+    acknowledged.extend(log.append(key_for_index(i), url) for i in range(count))
+    clock.advance(0)
+    assert seen == [False, False]
+    assert all(result_of(ack) is None for ack in acknowledged)
+    result_of(log.stopService())
+
+
+# --- start-up reads what a crash left ------------------------------------------------------------
+
+
+def test_start_up_trims_the_zeros_a_crash_left(tmp_path: Path, log_events: LogCapture) -> None:
+    path = tmp_path / "store.json"
+    path.write_bytes(records(3) + bytes(SPARE_BYTES))
+    assert load_records(str(path)) == expected(3)
+    assert path.read_bytes() == records(3)
+    assert any(f"ends with {SPARE_BYTES} zero bytes written ahead" in m for m in log_events.messages())
+
+
+def test_a_whole_last_record_before_the_zeros_is_kept_and_given_its_newline(tmp_path: Path) -> None:
+    path = tmp_path / "store.json"
+    path.write_bytes(records(3)[:-1] + bytes(100))
+    assert load_records(str(path)) == expected(3)
+    assert path.read_bytes() == records(3)
+
+
+def test_a_torn_last_record_before_the_zeros_is_cut_off(tmp_path: Path, log_events: LogCapture) -> None:
+    path = tmp_path / "store.json"
+    path.write_bytes(records(2) + records(3, 2)[:10] + bytes(100))
+    assert load_records(str(path)) == expected(2)
+    assert path.read_bytes() == records(2)
+    assert any("torn record (10 bytes" in m for m in log_events.messages())
+
+
+def test_pieces_of_a_torn_write_among_the_zeros_are_cut_off(tmp_path: Path, log_events: LogCapture) -> None:
+    """A power loss kept a later sector of the last write and lost an earlier one."""
+    path = tmp_path / "store.json"
+    body = records(2)
+    body += bytes(SECTOR_BYTES - len(body))  # the lost sector: zeros written ahead
+    body += b'ple.com/7"}\n{"key":"8","url":"https://example.com/8"}\n' + bytes(300)
+    path.write_bytes(body)
+    assert load_records(str(path)) == expected(2)
+    assert path.read_bytes() == records(2)
+    assert any("a write a crash tore" in m for m in log_events.messages())
+
+
+def test_zeros_followed_by_bytes_beyond_one_write_are_corruption(tmp_path: Path) -> None:
+    """Nothing a crash leaves: start-up stops, naming the line, and leaves the file as it was."""
+    path = tmp_path / "store.json"
+    body = records(2) + bytes(MAX_UNSYNCED_BYTES) + records(3, 2)
+    path.write_bytes(body)
+    with pytest.raises(CorruptDataFile, match="line 3: bytes that are not zeros"):
+        load_records(str(path))
+    assert path.read_bytes() == body
+
+
+@pytest.mark.parametrize("reach, corrupt", [(MAX_UNSYNCED_BYTES - 1, False), (MAX_UNSYNCED_BYTES, True)])
+def test_a_torn_write_reaches_at_most_the_unsynced_limit_past_the_last_line(
+    tmp_path: Path, reach: int, corrupt: bool
+) -> None:
+    """Counted from the end of the last complete line, where the torn write began (a piece of a line
+    before the zeros is part of it)."""
+    path = tmp_path / "store.json"
+    body = records(2)
+    body += b'{"key":"2","url":"' + b"p" * (SECTOR_BYTES - len(body) - 18)  # a piece, up to a sector
+    body = body.ljust(len(records(2)) + reach, b"\0") + b"x"
+    path.write_bytes(body)
+    if corrupt:
+        with pytest.raises(CorruptDataFile, match="line 3: bytes that are not zeros"):
+            load_records(str(path))
+    else:
+        assert load_records(str(path)) == expected(2)
+        assert path.read_bytes() == records(2)
+
+
+def test_a_zero_byte_inside_a_record_is_corruption(tmp_path: Path) -> None:
+    """A zero a torn write leaves starts a sector or follows a line: one anywhere else is damage."""
+    path = tmp_path / "store.json"
+    body = records(2) + b'{"key":"2","url":"https://exa\0ple.com/2"}\n' + records(5, 3)
+    path.write_bytes(body)
+    with pytest.raises(CorruptDataFile, match="line 3: a zero byte inside a record"):
+        load_records(str(path))
+    assert path.read_bytes() == body
+
+
+def test_a_file_without_zeros_loads_as_before(tmp_path: Path, log_events: LogCapture) -> None:
+    path = tmp_path / "store.json"
+    path.write_bytes(records(4))
+    assert load_records(str(path)) == expected(4)
+    assert path.read_bytes() == records(4)
+    assert not [m for m in log_events.messages() if "ends with" in m]
+
+
+def test_the_zeros_a_crash_leaves_fit_in_what_an_older_release_cuts_off_as_a_torn_line() -> None:
+    """Going back after a crash: an older release reads zeros past the last newline as a torn line of
+    at most MAX_RECORD_BYTES, and cuts it off; a longer one would stop its start-up."""
+    longest_record = len(encode_record("a" * 64, "https://e.com/" + "%FF" * 1362))
+    assert SPARE_BYTES + longest_record < persistence.MAX_RECORD_BYTES
+
+
+# --- a power loss at any sync -----------------------------------------------------------------------
+
+
+class TearableFile(OSRecordFile):
+    """A real data file that knows what its last sync made durable; at the chosen sync it takes the
+    image a power loss could leave then: any subset of the sectors written since the last sync, and
+    the file's new size or its old one."""
+
+    def __init__(self, path: str, crash_at: int, chance: random.Random, new_size: bool) -> None:
+        super().__init__(path)
+        self.durable = b""
+        self.syncs = 0
+        self.crash_at = crash_at
+        self.chance = chance
+        self.new_size = new_size
+        self.image: bytes | None = None
+        self.acknowledged_then: dict[str, str] = {}
+        self.acknowledged: dict[str, str] = {}
+
+    def note_acknowledged(self, _: None, key: str, url: str) -> None:
+        self.acknowledged[key] = url
+
+    def sync(self) -> None:
+        if self.syncs == self.crash_at:
+            self.image = self._power_loss()
+            self.acknowledged_then = dict(self.acknowledged)
+        self.syncs += 1
+        super().sync()
+        self.durable = Path(self.path).read_bytes()
+
+    def _power_loss(self) -> bytes:
+        current = Path(self.path).read_bytes()
+        size = len(current) if self.new_size else len(self.durable)
+        image = bytearray(self.durable[:size].ljust(size, b"\0"))
+        for start in range(0, size, SECTOR_BYTES):
+            written = current[start : start + SECTOR_BYTES]
+            if written != self.durable[start : start + SECTOR_BYTES] and self.chance.random() < 0.5:
+                image[start : start + len(written)] = written
+        return bytes(image)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    groups=st.lists(st.lists(st.integers(0, 700), min_size=1, max_size=6), min_size=1, max_size=10),
+    crash_at=st.integers(0, 40),
+    seed=st.integers(0, 2**32),
+    new_size=st.booleans(),
+)
+@mock.patch.object(persistence, "SPARE_BYTES", 700)
+@mock.patch.object(persistence, "MAX_UNSYNCED_BYTES", 1500)
+def test_a_power_loss_at_any_sync_loses_no_acknowledged_record_and_start_up_reads_what_it_left(
+    groups: list[list[int]], crash_at: int, seed: int, new_size: bool
+) -> None:
+    """Zeros ahead and slices are made small here, so that writes cross both often."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "store.json")
+        file = TearableFile(path, crash_at, random.Random(seed), new_size)
+        clock = Clock()
+        log = durable_log(file, clock)
+        written: dict[str, str] = {}
+        for group in groups:
+            for length in group:
+                key = key_for_index(len(written))
+                url = f"https://example.com/{key}/" + "p" * length
+                written[key] = url
+                log.append(key, url).addCallback(file.note_acknowledged, key, url)
+            clock.advance(0)
+        assert file.acknowledged == written
+        if file.image is None:  # no crash: everything was synced
+            file.image, file.acknowledged_then = Path(path).read_bytes(), dict(written)
+        result_of(log.stopService())
+
+        crashed = os.path.join(directory, "crashed.json")
+        Path(crashed).write_bytes(file.image)
+        loaded = load_records(crashed)
+        lost = {key: url for key, url in file.acknowledged_then.items() if loaded.get(key) != url}
+        assert not lost, "an acknowledged record was lost"
+        assert all(written.get(key) == url for key, url in loaded.items()), "a record nobody wrote"
+        assert b"\0" not in Path(crashed).read_bytes(), "start-up trimmed the zeros"
+        reopened = open_data_file(crashed)  # and what start-up left loads again, unchanged
+        assert dict(reopened.urls) == dict(loaded)
+        reopened.record_file.close()
