@@ -313,9 +313,8 @@ def _read_records(path: str, read: Callable[[int], bytes], disabled: dict[str, i
     """Load every complete line ``read`` yields before the first zero byte (none can be in a record).
 
     The rest may not grow past :data:`MAX_RECORD_BYTES` (a file with no line breaks must not be
-    gathered into memory whole). From the first zero byte on the file must hold zeros only, but
-    for what one torn write left: bytes within MAX_UNSYNCED_BYTES of the last complete line.
-    Anything further is no tail a crash leaves, and raises :class:`CorruptDataFile`.
+    gathered into memory whole). From the first zero byte on the file must hold what a crash
+    leaves (see :func:`_read_crash_tail`), or it raises :class:`CorruptDataFile`.
     """
     urls = URLMap()
     lines_before = complete = 0
@@ -335,36 +334,54 @@ def _read_records(path: str, read: Callable[[int], bytes], disabled: dict[str, i
         if len(carried) > MAX_RECORD_BYTES:
             raise CorruptDataFile(path, lines_before + 1, f"a line longer than {MAX_RECORD_BYTES} bytes")
         if zero >= 0:
-            room = MAX_UNSYNCED_BYTES - len(carried)  # from the first zero byte on
-            after, torn = _read_zeros(path, block[zero:], read, room, lines_before + 1)
-            if torn and carried and (complete + len(carried)) % SECTOR_BYTES:
-                # A write torn by a power loss lacks whole sectors: zeros among its pieces start
-                # where a sector does, or where it started (after the last line that was synced).
-                raise CorruptDataFile(path, lines_before + 1, "a zero byte inside a record")
+            start = complete + len(carried)  # where the first zero byte is
+            after, torn = _read_crash_tail(path, block[zero:], read, start, len(carried), lines_before + 1)
             return _Loaded(urls, lines_before, complete, carried, after, torn)
 
 
-def _read_zeros(
-    path: str, tail: bytes, read: Callable[[int], bytes], room: int, line_number: int
+#: Runs of bytes that are not zeros: among the zeros, the pieces a power loss kept of a write.
+_PIECES = re.compile(rb"[^\0]+")
+
+
+def _read_crash_tail(
+    path: str, tail: bytes, read: Callable[[int], bytes], start: int, partial: int, line_number: int
 ) -> tuple[int, bool]:
-    """Read the file from its first zero byte (``tail`` is the start of it) to the end; return how
-    many bytes that is, and whether any is not a zero. Such a byte is allowed only within ``room``
-    bytes of the start (where one torn write can reach)."""
-    size = 0
+    """Read the file from its first zero byte (at ``start``, after ``partial`` bytes of a line;
+    ``tail`` is the start of it) to the end, and check that a crash can leave it; return how many
+    bytes it is, and whether any of them is not a zero.
+
+    A crash leaves the zeros written ahead there, and maybe pieces of the one write not synced yet:
+    that write began where the last complete line ends (``start - partial``) and reached at most
+    MAX_UNSYNCED_BYTES further, the zeros at most SPARE_BYTES beyond it. A power loss keeps or loses
+    whole sectors of it, so zeros begin only where a sector begins or the records end (after a
+    newline), and bytes resume after zeros only where a sector begins. Anything else raises
+    :class:`CorruptDataFile`: start-up stops rather than cut off what may be acknowledged records.
+    """
+
+    def corrupt(reason: str) -> CorruptDataFile:
+        return CorruptDataFile(path, line_number, reason)
+
+    if partial and start % SECTOR_BYTES:
+        raise corrupt("a zero byte inside a record")
+    most = MAX_UNSYNCED_BYTES + SPARE_BYTES - partial
+    while len(tail) <= most:
+        more = read(_CHUNK_BYTES)
+        if not more:
+            break
+        tail += more
+    if len(tail) > most:
+        raise corrupt(f"zero bytes followed by more than {most} bytes: more than a crash leaves")
     torn = False
-    while tail:
-        last = len(tail.rstrip(b"\0"))  # one past this block's last byte that is not zero
-        if last:
-            torn = True
-            if size + last > room:
-                raise CorruptDataFile(
-                    path,
-                    line_number,
-                    "bytes that are not zeros follow zero bytes further on than a torn write reaches",
-                )
-        size += len(tail)
-        tail = read(_CHUNK_BYTES)
-    return size, torn
+    for piece in _PIECES.finditer(tail):
+        begin, end = piece.span()
+        torn = True
+        if (start + begin) % SECTOR_BYTES:
+            raise corrupt("bytes that are not zeros resume inside a sector, after zero bytes")
+        if end < len(tail) and (start + end) % SECTOR_BYTES and tail[end - 1] != 0x0A:
+            raise corrupt("a zero byte inside a record")
+        if end > MAX_UNSYNCED_BYTES - partial:
+            raise corrupt("bytes that are not zeros follow zero bytes further on than a torn write reaches")
+    return len(tail), torn
 
 
 def _is_whole_json(text: bytes) -> bool:
@@ -543,11 +560,12 @@ def open_data_file(path: str) -> DataFile:
     an empty store (created on start, see :class:`OSRecordFile`). A last line without its newline
     is kept, its newline added, if it is a whole JSON record (checked like any other); otherwise it
     is a torn write, never acknowledged, and is cut off with a warning. Zeros written ahead that a
-    crash left after the records are trimmed; among them, what a power loss left of the one write
-    that was not synced yet (``fsync`` syncs at most MAX_UNSYNCED_BYTES at a time, so nothing else
-    can be there) is cut off with a warning. Any other unreadable record, or bytes among the zeros
-    further on, raise :class:`CorruptDataFile`; an unreadable key bound raises
-    :class:`~goto_tw.keybound.CorruptKeyBound`. Nothing is silently discarded.
+    crash left after the records are trimmed with a warning; among them, what a power loss left of
+    the one write that was not synced yet (``fsync`` syncs at most MAX_UNSYNCED_BYTES at a time) is
+    cut off. Any other unreadable record, or a tail no crash leaves (see
+    :func:`_read_crash_tail`), raises :class:`CorruptDataFile`; an unreadable key bound raises
+    :class:`~goto_tw.keybound.CorruptKeyBound`. Nothing is silently discarded. A repair is synced
+    before start-up goes on, so that a power loss soon after finds it made, not the pieces it cut off.
     """
     record_file = OSRecordFile(path)
     disabled: dict[str, int] = {}
@@ -561,7 +579,7 @@ def open_data_file(path: str) -> DataFile:
                 after=after,
             )
         elif after:
-            log.info(
+            log.warn(
                 "Data file {path} ends with {after} zero bytes written ahead, left by a crash: trimming them",
                 path=path,
                 after=after,
@@ -584,6 +602,8 @@ def open_data_file(path: str) -> DataFile:
             record_file.truncate(complete)
         elif after:
             record_file.truncate(complete)
+        if rest or after:  # the repair is durable before anything is written after it
+            record_file.sync()
         key_bound = KeyBound.at(bound_path(path))
         if len(urls) and not os.path.exists(bound_path(path)):
             log.warn(
@@ -1041,6 +1061,8 @@ class AppendLog(Service):
         try:
             if self._needs_repair:
                 self._file.truncate(self._good_size)
+                if sync:  # what a failed write left is gone before this one can be torn
+                    self._file.sync()
                 self._needs_repair = False
             for piece in _slices(data, MAX_UNSYNCED_BYTES) if sync else (data,):
                 started = self._timer()
@@ -1056,6 +1078,8 @@ class AppendLog(Service):
             self._needs_repair = True
             try:
                 self._file.truncate(self._good_size)
+                if sync:
+                    self._file.sync()
                 self._needs_repair = False
             except OSError:
                 pass  # tried again before the next write; until it works, nothing is written
@@ -1090,6 +1114,9 @@ class AppendLog(Service):
             self._lower_bound().addBoth(close)
 
         def close(_: object) -> None:
+            if self._needs_repair:  # a failed write's records were refused: they go, not stay
+                with contextlib.suppress(OSError):
+                    self._file.truncate(self._good_size)
             self._file.close()
             done.callback(None)
 

@@ -19,6 +19,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
 from goto_tw import persistence
+from goto_tw.errors import StoreUnavailable
 from goto_tw.keys import key_for_index
 from goto_tw.persistence import (
     MAX_UNSYNCED_BYTES,
@@ -32,7 +33,7 @@ from goto_tw.persistence import (
     open_data_file,
 )
 from tests.conftest import LogCapture
-from tests.helpers import has_fired, live_records, result_of
+from tests.helpers import failure_of, has_fired, live_records, result_of
 
 
 def run_now(job: Callable[[], None]) -> Deferred[None]:
@@ -176,19 +177,41 @@ def test_start_up_trims_the_zeros_a_crash_left(tmp_path: Path, log_events: LogCa
     assert any(f"ends with {SPARE_BYTES} zero bytes written ahead" in m for m in log_events.messages())
 
 
+def up_to_a_sector(body: bytes) -> bytes:
+    """``body`` and a record, torn (or missing only its newline) where the next sector begins."""
+    record = b'{"key":"x","url":"https://example.com/' + b"p" * SECTOR_BYTES
+    return body + record[: SECTOR_BYTES - len(body) % SECTOR_BYTES]
+
+
 def test_a_whole_last_record_before_the_zeros_is_kept_and_given_its_newline(tmp_path: Path) -> None:
+    """A power loss kept the sector its record ends in, and lost the next one, with its newline."""
     path = tmp_path / "store.json"
-    path.write_bytes(records(3)[:-1] + bytes(100))
-    assert load_records(str(path)) == expected(3)
-    assert path.read_bytes() == records(3)
+    body = records(2)
+    whole = b'{"key":"2","url":"https://example.com/' + b"p" * (SECTOR_BYTES - len(body) - 40) + b'"}'
+    assert (len(body) + len(whole)) % SECTOR_BYTES == 0
+    path.write_bytes(body + whole + bytes(100))
+    loaded = load_records(str(path))
+    assert len(loaded) == 3 and loaded["2"].startswith("https://example.com/pp")
+    assert path.read_bytes() == body + whole + b"\n"
 
 
 def test_a_torn_last_record_before_the_zeros_is_cut_off(tmp_path: Path, log_events: LogCapture) -> None:
     path = tmp_path / "store.json"
-    path.write_bytes(records(2) + records(3, 2)[:10] + bytes(100))
+    torn = up_to_a_sector(records(2))
+    path.write_bytes(torn + bytes(100))
     assert load_records(str(path)) == expected(2)
     assert path.read_bytes() == records(2)
-    assert any("torn record (10 bytes" in m for m in log_events.messages())
+    assert any(f"torn record ({len(torn) - len(records(2))} bytes" in m for m in log_events.messages())
+
+
+def test_a_piece_of_a_record_before_zeros_that_start_inside_a_sector_is_corruption(tmp_path: Path) -> None:
+    """A power loss keeps or loses a whole sector: it cannot end a record's bytes in its middle."""
+    path = tmp_path / "store.json"
+    body = records(2) + records(3, 2)[:10] + bytes(100)
+    path.write_bytes(body)
+    with pytest.raises(CorruptDataFile, match="line 3: a zero byte inside a record"):
+        load_records(str(path))
+    assert path.read_bytes() == body
 
 
 def test_pieces_of_a_torn_write_among_the_zeros_are_cut_off(tmp_path: Path, log_events: LogCapture) -> None:
@@ -203,10 +226,48 @@ def test_pieces_of_a_torn_write_among_the_zeros_are_cut_off(tmp_path: Path, log_
     assert any("a write a crash tore" in m for m in log_events.messages())
 
 
+def test_more_zeros_than_a_crash_leaves_are_corruption(tmp_path: Path) -> None:
+    """Zeroed records (a disk or a tool's damage) are refused, not trimmed as zeros written ahead."""
+    path = tmp_path / "store.json"
+    body = records(2) + bytes(MAX_UNSYNCED_BYTES + SPARE_BYTES + 1)
+    path.write_bytes(body)
+    with pytest.raises(CorruptDataFile, match="line 3: zero bytes followed by more than"):
+        load_records(str(path))
+    assert path.read_bytes() == body
+    path.write_bytes(records(2) + bytes(MAX_UNSYNCED_BYTES + SPARE_BYTES))
+    assert load_records(str(path)) == expected(2)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda body: body[:100] + b"\0" + body[101:], id="one zero byte"),
+        pytest.param(
+            lambda body: body[: body.index(b"\n", 200) + 1] + b"\0" + body[body.index(b"\n", 200) + 2 :],
+            id="a line's first byte",
+        ),
+        pytest.param(lambda body: body[:512] + b"\0" * 20 + body[532:], id="zeros from a sector on"),
+        pytest.param(lambda body: body[:300] + bytes(1024) + body[1324:], id="zeros up to a sector"),
+    ],
+)
+def test_zeros_that_no_torn_write_leaves_are_corruption(
+    tmp_path: Path, damage: Callable[[bytes], bytes]
+) -> None:
+    """Records resume after zeros only where a sector begins (a power loss keeps or loses whole ones)."""
+    path = tmp_path / "store.json"
+    body = damage(records(60))
+    path.write_bytes(body)
+    with pytest.raises(CorruptDataFile, match=r"a zero byte inside a record|resume inside a sector"):
+        load_records(str(path))
+    assert path.read_bytes() == body
+
+
 def test_zeros_followed_by_bytes_beyond_one_write_are_corruption(tmp_path: Path) -> None:
     """Nothing a crash leaves: start-up stops, naming the line, and leaves the file as it was."""
     path = tmp_path / "store.json"
-    body = records(2) + bytes(MAX_UNSYNCED_BYTES) + records(3, 2)
+    body = records(2)
+    body += bytes(-(len(body) + MAX_UNSYNCED_BYTES) % SECTOR_BYTES + MAX_UNSYNCED_BYTES)
+    body += records(3, 2)  # where a sector begins, but past the unsynced write's reach
     path.write_bytes(body)
     with pytest.raises(CorruptDataFile, match="line 3: bytes that are not zeros"):
         load_records(str(path))
@@ -222,7 +283,8 @@ def test_a_torn_write_reaches_at_most_the_unsynced_limit_past_the_last_line(
     path = tmp_path / "store.json"
     body = records(2)
     body += b'{"key":"2","url":"' + b"p" * (SECTOR_BYTES - len(body) - 18)  # a piece, up to a sector
-    body = body.ljust(len(records(2)) + reach, b"\0") + b"x"
+    last = len(records(2)) + reach  # the last byte that is not a zero, in a piece from a sector on
+    body = body.ljust(last - last % SECTOR_BYTES, b"\0") + b"x" * (last % SECTOR_BYTES + 1)
     path.write_bytes(body)
     if corrupt:
         with pytest.raises(CorruptDataFile, match="line 3: bytes that are not zeros"):
@@ -262,11 +324,12 @@ def test_the_zeros_a_crash_leaves_fit_in_what_an_older_release_cuts_off_as_a_tor
 
 class TearableFile(OSRecordFile):
     """A real data file that knows what its last sync made durable; at the chosen sync it takes the
-    image a power loss could leave then: any subset of the sectors written since the last sync, and
-    the file's new size or its old one."""
+    image a power loss could leave then: any subset of the sectors (512 or 4,096 bytes) written since
+    the last sync, and the file's new size or its old one."""
 
-    def __init__(self, path: str, crash_at: int, chance: random.Random, new_size: bool) -> None:
+    def __init__(self, path: str, crash_at: int, chance: random.Random, new_size: bool, sector: int) -> None:
         super().__init__(path)
+        self.sector = sector
         self.durable = b""
         self.syncs = 0
         self.crash_at = crash_at
@@ -291,9 +354,9 @@ class TearableFile(OSRecordFile):
         current = Path(self.path).read_bytes()
         size = len(current) if self.new_size else len(self.durable)
         image = bytearray(self.durable[:size].ljust(size, b"\0"))
-        for start in range(0, size, SECTOR_BYTES):
-            written = current[start : start + SECTOR_BYTES]
-            if written != self.durable[start : start + SECTOR_BYTES] and self.chance.random() < 0.5:
+        for start in range(0, size, self.sector):
+            written = current[start : start + self.sector]
+            if written != self.durable[start : start + self.sector] and self.chance.random() < 0.5:
                 image[start : start + len(written)] = written
         return bytes(image)
 
@@ -304,16 +367,17 @@ class TearableFile(OSRecordFile):
     crash_at=st.integers(0, 40),
     seed=st.integers(0, 2**32),
     new_size=st.booleans(),
+    sector=st.sampled_from([SECTOR_BYTES, 4096]),
 )
 @mock.patch.object(persistence, "SPARE_BYTES", 700)
 @mock.patch.object(persistence, "MAX_UNSYNCED_BYTES", 1500)
 def test_a_power_loss_at_any_sync_loses_no_acknowledged_record_and_start_up_reads_what_it_left(
-    groups: list[list[int]], crash_at: int, seed: int, new_size: bool
+    groups: list[list[int]], crash_at: int, seed: int, new_size: bool, sector: int
 ) -> None:
     """Zeros ahead and slices are made small here, so that writes cross both often."""
     with tempfile.TemporaryDirectory() as directory:
         path = os.path.join(directory, "store.json")
-        file = TearableFile(path, crash_at, random.Random(seed), new_size)
+        file = TearableFile(path, crash_at, random.Random(seed), new_size, sector)
         clock = Clock()
         log = durable_log(file, clock)
         written: dict[str, str] = {}
@@ -339,3 +403,92 @@ def test_a_power_loss_at_any_sync_loses_no_acknowledged_record_and_start_up_read
         reopened = open_data_file(crashed)  # and what start-up left loads again, unchanged
         assert dict(reopened.urls) == dict(loaded)
         reopened.record_file.close()
+
+
+# --- repairs are synced, and a stop leaves no refused record behind ---------------------------------
+
+
+class FailingFile(OSRecordFile):
+    """A real file whose next writes fail after writing half (a full disk), whose truncates can
+    fail, and which notes each sync with how many bytes of records it held then."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.fail_writes = 0
+        self.fail_truncates = 0
+        self.synced_sizes: list[int] = []
+
+    def write_all(self, data: bytes) -> None:
+        if self.fail_writes:
+            self.fail_writes -= 1
+            super().write_all(data[: len(data) // 2])
+            raise OSError(28, "No space left on device")
+        super().write_all(data)
+
+    def truncate(self, size: int) -> None:
+        if self.fail_truncates:
+            self.fail_truncates -= 1
+            raise OSError(5, "Input/output error")
+        super().truncate(size)
+
+    def sync(self) -> None:
+        self.synced_sizes.append(self.size())
+        super().sync()
+
+
+def test_start_up_syncs_its_repair_before_going_on(tmp_path: Path) -> None:
+    """A power loss soon after start-up finds the repair made, not the pieces it cut off (which the
+    next master's writes could otherwise land among)."""
+    path = tmp_path / "store.json"
+    path.write_bytes(records(2) + bytes(100))
+    with mock.patch.object(persistence, "_sync_data") as sync_data:
+        load_records(str(path))
+    assert sync_data.call_count == 1
+    with mock.patch.object(persistence, "_sync_data") as sync_data:
+        load_records(str(path))  # nothing to repair now
+    assert sync_data.call_count == 0
+
+
+@pytest.mark.parametrize("cut_back_fails_first", [False, True])
+def test_the_cut_back_after_a_failed_write_is_synced_before_the_next_write(
+    tmp_path: Path, cut_back_fails_first: bool
+) -> None:
+    path = tmp_path / "store.json"
+    clock = Clock()
+    file = FailingFile(str(path))
+    log = durable_log(file, clock)
+    first = log.append("0", "https://example.com/0")
+    clock.advance(0)
+    assert result_of(first) is None
+    file.fail_writes = 1
+    file.fail_truncates = int(cut_back_fails_first)
+    file.synced_sizes.clear()
+    refused = log.append("1", "https://example.com/1")
+    clock.advance(0)
+    assert failure_of(refused).check(StoreUnavailable)
+    added = log.append("2", "https://example.com/2")
+    clock.advance(0)
+    assert result_of(added) is None
+    two = len(records(1) + encode_record("2", "https://example.com/2"))
+    assert file.synced_sizes == [len(records(1)), two], "the cut-back was synced before the next write"
+    result_of(log.stopService())
+    assert path.read_bytes() == records(1) + encode_record("2", "https://example.com/2")
+
+
+def test_a_stop_with_a_cut_back_still_owed_leaves_only_the_records_written(tmp_path: Path) -> None:
+    """A write failed and so did its cut-back: the refused group's half-written records must not be
+    there (answered 503) when the next master loads the file."""
+    path = tmp_path / "store.json"
+    clock = Clock()
+    file = FailingFile(str(path))
+    log = durable_log(file, clock)
+    first = log.append("0", "https://example.com/0")
+    clock.advance(0)
+    assert result_of(first) is None
+    file.fail_writes = 1
+    file.fail_truncates = 1  # the cut-back right after the failed write
+    refused = [log.append(key_for_index(i), f"https://example.com/{i}") for i in range(1, 40)]
+    clock.advance(0)
+    assert all(failure_of(one).check(StoreUnavailable) for one in refused)
+    result_of(log.stopService())
+    assert path.read_bytes() == records(1)
