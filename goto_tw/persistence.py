@@ -372,7 +372,11 @@ def _read_crash_tail(
             break
         tail += more
     if len(tail) > most:
-        raise corrupt(f"zero bytes followed by more than {most} bytes: more than a crash leaves")
+        raise corrupt(
+            f"zero bytes followed by more than {most} bytes: more than a crash of a master syncing its "
+            f"adds leaves (if a master with --no-fsync lost power, its records end at byte "
+            f"{start - partial}: cut the file there to start)"
+        )
     torn = False
     for piece in _PIECES.finditer(tail):
         begin, end = piece.span()

@@ -237,8 +237,9 @@ def test_more_zeros_than_a_crash_leaves_are_corruption(tmp_path: Path) -> None:
     path = tmp_path / "store.json"
     body = records(2) + bytes(MAX_UNSYNCED_BYTES + SPARE_BYTES + 1)
     path.write_bytes(body)
-    with pytest.raises(CorruptDataFile, match="line 3: zero bytes followed by more than"):
+    with pytest.raises(CorruptDataFile, match="line 3: zero bytes followed by more than") as refused:
         load_records(str(path))
+    assert f"its records end at byte {len(records(2))}: cut the file there" in str(refused.value)
     assert path.read_bytes() == body
     path.write_bytes(records(2) + bytes(MAX_UNSYNCED_BYTES + SPARE_BYTES))
     assert load_records(str(path)) == expected(2)
@@ -526,5 +527,7 @@ def test_a_stop_with_a_cut_back_still_owed_leaves_only_the_records_written(tmp_p
     refused = [log.append(key_for_index(i), f"https://example.com/{i}") for i in range(1, 40)]
     clock.advance(0)
     assert all(failure_of(one).check(StoreUnavailable) for one in refused)
+    syncs_before = len(file.synced_sizes)
     result_of(log.stopService())
     assert path.read_bytes() == records(1)
+    assert file.synced_sizes[syncs_before:] == [len(records(1))], "the cut-back is synced"
