@@ -461,10 +461,10 @@ class OSRecordFile:
     Opened with ``spare``, the file keeps that many zero bytes written past its records, written
     (and synced with the records before them) whenever the records reach the end. A record then
     mostly lands in blocks the file already has, and ``fdatasync`` writes it alone, where an append
-    also has the file system journal a new size: on this project's test machine a sync took 144 us
-    against 298 (medians of six 1.5 s runs of 1,500-byte writes, ``fsx4.py`` in the stop 37 note),
-    and 62 us of system CPU against 106. :meth:`close` trims the zeros; start-up trims those a crash
-    left (see :func:`open_data_file`).
+    also has the file system journal a new size: on this project's test machine a synced write of
+    1,500 bytes took 203 us against 357, and 61 us of system CPU against 126 (``bench/sync_cost.py``,
+    medians of 6 rounds). :meth:`close` trims the zeros; start-up trims those a crash left (see
+    :func:`open_data_file`).
     """
 
     def __init__(self, path: str) -> None:
