@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from typing import Callable
 
 from twisted.internet.defer import Deferred
@@ -10,6 +11,7 @@ from zope.interface import implementer
 
 from goto_tw.errors import StoreUnavailable
 from goto_tw.interfaces import IRecordLog, IURLStore
+from goto_tw.persistence import OSRecordFile
 
 
 @implementer(IRecordLog)
@@ -102,3 +104,39 @@ class FakeMaster:
 
     def fail(self, error: Exception) -> None:
         self.calls.pop(0)[2].errback(error)
+
+
+class FaultyFile(OSRecordFile):
+    """A real data file whose writes can be made to fail after writing part of the data (a full
+    disk), whose truncates can fail, and which notes each sync (with how many bytes of records the
+    file held then)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.fail_writes = 0
+        #: Writes to let through before the next one fails (-1: none fails so).
+        self.fail_writes_after = -1
+        self.fail_truncates = 0
+        self.syncs = 0
+        self.synced_sizes: list[int] = []
+
+    def write_all(self, data: bytes) -> None:
+        if self.fail_writes_after == 0:
+            self.fail_writes += 1
+        self.fail_writes_after -= 1
+        if self.fail_writes:
+            self.fail_writes -= 1
+            super().write_all(data[: len(data) // 2 or 1])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        super().write_all(data)
+
+    def truncate(self, size: int) -> None:
+        if self.fail_truncates:
+            self.fail_truncates -= 1
+            raise OSError(errno.EIO, "Input/output error")
+        super().truncate(size)
+
+    def sync(self) -> None:
+        self.syncs += 1
+        self.synced_sizes.append(self.size())
+        super().sync()

@@ -34,7 +34,7 @@ from goto_tw.tap import make_master_store
 from goto_tw.urlmap import URLMap
 from goto_tw.urls import validate_url
 from tests.conftest import LogCapture
-from tests.fakes import ManualThreads
+from tests.fakes import FaultyFile, ManualThreads
 from tests.helpers import failure_of, has_fired, live_records, result_of
 
 
@@ -206,33 +206,6 @@ def test_any_truncation_loads_every_complete_record_before_it(
 
 
 # --- the writer ------------------------------------------------------------------------------------
-
-
-class FaultyFile(OSRecordFile):
-    """A real file whose writes can be made to fail after writing part of the data (a full disk)."""
-
-    def __init__(self, path: str) -> None:
-        super().__init__(path)
-        self.fail_writes = 0
-        self.fail_truncates = 0
-        self.syncs = 0
-
-    def write_all(self, data: bytes) -> None:
-        if self.fail_writes:
-            self.fail_writes -= 1
-            super().write_all(data[: len(data) // 2 or 1])
-            raise OSError(errno.ENOSPC, "No space left on device")
-        super().write_all(data)
-
-    def truncate(self, size: int) -> None:
-        if self.fail_truncates:
-            self.fail_truncates -= 1
-            raise OSError(errno.EIO, "Input/output error")
-        super().truncate(size)
-
-    def sync(self) -> None:
-        self.syncs += 1
-        super().sync()
 
 
 def started_log(record_file: OSRecordFile, clock: Clock, **kwargs: object) -> AppendLog:

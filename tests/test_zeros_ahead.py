@@ -33,6 +33,7 @@ from goto_tw.persistence import (
     open_data_file,
 )
 from tests.conftest import LogCapture
+from tests.fakes import FaultyFile
 from tests.helpers import failure_of, has_fired, live_records, result_of
 
 
@@ -155,7 +156,7 @@ def test_a_group_longer_than_the_unsynced_limit_is_synced_in_parts_each_acknowle
 def test_a_failing_part_of_a_long_group_refuses_its_own_records_only(tmp_path: Path) -> None:
     path = tmp_path / "store.json"
     clock = Clock()
-    file = FailingFile(str(path))
+    file = FaultyFile(str(path))
     file.fail_writes_after = 1  # the second part's write fails
     log = durable_log(file, clock)
     url = "https://example.com/" + "x" * 3000
@@ -173,6 +174,15 @@ def test_a_failing_part_of_a_long_group_refuses_its_own_records_only(tmp_path: P
 
 
 # --- start-up reads what a crash left ------------------------------------------------------------
+
+
+def refused_at_start(path: Path, body: bytes, match: str) -> CorruptDataFile:
+    """Start-up refuses a file holding ``body`` (its reason matching ``match``), and leaves it as it was."""
+    path.write_bytes(body)
+    with pytest.raises(CorruptDataFile, match=match) as raised:
+        load_records(str(path))
+    assert path.read_bytes() == body
+    return raised.value
 
 
 def test_start_up_trims_the_zeros_a_crash_left(tmp_path: Path, log_events: LogCapture) -> None:
@@ -214,10 +224,7 @@ def test_a_piece_of_a_record_before_zeros_that_start_inside_a_sector_is_corrupti
     """A power loss keeps or loses a whole sector: it cannot end a record's bytes in its middle."""
     path = tmp_path / "store.json"
     body = records(2) + records(3, 2)[:10] + bytes(100)
-    path.write_bytes(body)
-    with pytest.raises(CorruptDataFile, match="line 3: a zero byte inside a record"):
-        load_records(str(path))
-    assert path.read_bytes() == body
+    refused_at_start(path, body, "line 3: a zero byte inside a record")
 
 
 def test_pieces_of_a_torn_write_among_the_zeros_are_cut_off(tmp_path: Path, log_events: LogCapture) -> None:
@@ -236,11 +243,8 @@ def test_more_zeros_than_a_crash_leaves_are_corruption(tmp_path: Path) -> None:
     """Zeroed records (a disk or a tool's damage) are refused, not trimmed as zeros written ahead."""
     path = tmp_path / "store.json"
     body = records(2) + bytes(MAX_UNSYNCED_BYTES + SPARE_BYTES + 1)
-    path.write_bytes(body)
-    with pytest.raises(CorruptDataFile, match="line 3: zero bytes followed by more than") as refused:
-        load_records(str(path))
-    assert f"its records end at byte {len(records(2))}: cut the file there" in str(refused.value)
-    assert path.read_bytes() == body
+    refused = refused_at_start(path, body, "line 3: zero bytes followed by more than")
+    assert f"its records end at byte {len(records(2))}: cut the file there" in str(refused)
     path.write_bytes(records(2) + bytes(MAX_UNSYNCED_BYTES + SPARE_BYTES))
     assert load_records(str(path)) == expected(2)
 
@@ -263,10 +267,7 @@ def test_zeros_that_no_torn_write_leaves_are_corruption(
     """Records resume after zeros only where a sector begins (a power loss keeps or loses whole ones)."""
     path = tmp_path / "store.json"
     body = damage(records(60))
-    path.write_bytes(body)
-    with pytest.raises(CorruptDataFile, match=r"a zero byte inside a record|resume inside a sector"):
-        load_records(str(path))
-    assert path.read_bytes() == body
+    refused_at_start(path, body, r"a zero byte inside a record|resume inside a sector")
 
 
 def test_zeros_followed_by_bytes_beyond_one_write_are_corruption(tmp_path: Path) -> None:
@@ -275,10 +276,7 @@ def test_zeros_followed_by_bytes_beyond_one_write_are_corruption(tmp_path: Path)
     body = records(2)
     body += bytes(-(len(body) + MAX_UNSYNCED_BYTES) % SECTOR_BYTES + MAX_UNSYNCED_BYTES)
     body += records(3, 2)  # where a sector begins, but past the unsynced write's reach
-    path.write_bytes(body)
-    with pytest.raises(CorruptDataFile, match="line 3: bytes that are not zeros"):
-        load_records(str(path))
-    assert path.read_bytes() == body
+    refused_at_start(path, body, "line 3: bytes that are not zeros")
 
 
 @pytest.mark.parametrize("reach, corrupt", [(MAX_UNSYNCED_BYTES - 1, False), (MAX_UNSYNCED_BYTES, True)])
@@ -292,11 +290,10 @@ def test_a_torn_write_reaches_at_most_the_unsynced_limit_past_the_last_line(
     body += b'{"key":"2","url":"' + b"p" * (SECTOR_BYTES - len(body) - 18)  # a piece, up to a sector
     last = len(records(2)) + reach  # the last byte that is not a zero, in a piece from a sector on
     body = body.ljust(last - last % SECTOR_BYTES, b"\0") + b"x" * (last % SECTOR_BYTES + 1)
-    path.write_bytes(body)
     if corrupt:
-        with pytest.raises(CorruptDataFile, match="line 3: bytes that are not zeros"):
-            load_records(str(path))
+        refused_at_start(path, body, "line 3: bytes that are not zeros")
     else:
+        path.write_bytes(body)
         assert load_records(str(path)) == expected(2)
         assert path.read_bytes() == records(2)
 
@@ -305,10 +302,7 @@ def test_a_zero_byte_inside_a_record_is_corruption(tmp_path: Path) -> None:
     """A zero a torn write leaves starts a sector or follows a line: one anywhere else is damage."""
     path = tmp_path / "store.json"
     body = records(2) + b'{"key":"2","url":"https://exa\0ple.com/2"}\n' + records(5, 3)
-    path.write_bytes(body)
-    with pytest.raises(CorruptDataFile, match="line 3: a zero byte inside a record"):
-        load_records(str(path))
-    assert path.read_bytes() == body
+    refused_at_start(path, body, "line 3: a zero byte inside a record")
 
 
 def test_a_file_without_zeros_loads_as_before(tmp_path: Path, log_events: LogCapture) -> None:
@@ -438,39 +432,6 @@ def test_a_power_loss_at_any_sync_loses_no_acknowledged_record_and_start_up_read
 # --- repairs are synced, and a stop leaves no refused record behind ---------------------------------
 
 
-class FailingFile(OSRecordFile):
-    """A real file whose next writes fail after writing half (a full disk), whose truncates can
-    fail, and which notes each sync with how many bytes of records it held then."""
-
-    def __init__(self, path: str) -> None:
-        super().__init__(path)
-        self.fail_writes = 0
-        #: Writes to let through before one fails (-1: none fails so).
-        self.fail_writes_after = -1
-        self.fail_truncates = 0
-        self.synced_sizes: list[int] = []
-
-    def write_all(self, data: bytes) -> None:
-        if self.fail_writes_after == 0:
-            self.fail_writes += 1
-        self.fail_writes_after -= 1
-        if self.fail_writes:
-            self.fail_writes -= 1
-            super().write_all(data[: len(data) // 2])
-            raise OSError(28, "No space left on device")
-        super().write_all(data)
-
-    def truncate(self, size: int) -> None:
-        if self.fail_truncates:
-            self.fail_truncates -= 1
-            raise OSError(5, "Input/output error")
-        super().truncate(size)
-
-    def sync(self) -> None:
-        self.synced_sizes.append(self.size())
-        super().sync()
-
-
 @pytest.mark.parametrize(
     "left", [records(2) + bytes(100), records(2)], ids=["zeros to trim", "unsynced records"]
 )
@@ -486,17 +447,22 @@ def test_start_up_syncs_the_file_before_going_on(tmp_path: Path, left: bytes) ->
     assert synced_sizes == [len(records(2))], "synced once, after the repair"
 
 
+def durable_log_with_one_record(path: Path, clock: Clock) -> tuple[FaultyFile, AppendLog]:
+    file = FaultyFile(str(path))
+    log = durable_log(file, clock)
+    first = log.append("0", "https://example.com/0")
+    clock.advance(0)
+    assert result_of(first) is None
+    return file, log
+
+
 @pytest.mark.parametrize("cut_back_fails_first", [False, True])
 def test_the_cut_back_after_a_failed_write_is_synced_before_the_next_write(
     tmp_path: Path, cut_back_fails_first: bool
 ) -> None:
     path = tmp_path / "store.json"
     clock = Clock()
-    file = FailingFile(str(path))
-    log = durable_log(file, clock)
-    first = log.append("0", "https://example.com/0")
-    clock.advance(0)
-    assert result_of(first) is None
+    file, log = durable_log_with_one_record(path, clock)
     file.fail_writes = 1
     file.fail_truncates = int(cut_back_fails_first)
     file.synced_sizes.clear()
@@ -517,11 +483,7 @@ def test_a_stop_with_a_cut_back_still_owed_leaves_only_the_records_written(tmp_p
     there (answered 503) when the next master loads the file."""
     path = tmp_path / "store.json"
     clock = Clock()
-    file = FailingFile(str(path))
-    log = durable_log(file, clock)
-    first = log.append("0", "https://example.com/0")
-    clock.advance(0)
-    assert result_of(first) is None
+    file, log = durable_log_with_one_record(path, clock)
     file.fail_writes = 1
     file.fail_truncates = 1  # the cut-back right after the failed write
     refused = [log.append(key_for_index(i), f"https://example.com/{i}") for i in range(1, 40)]
