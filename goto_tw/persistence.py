@@ -524,7 +524,7 @@ class OSRecordFile:
         while view:
             written = os.pwrite(fd, view, self._end)
             if written == 0:  # pragma: no cover - a regular file never does this; never spin
-                raise OSError(errno.EIO, "write() wrote nothing")
+                raise OSError(errno.EIO, "pwrite() wrote nothing")
             self._end += written
             view = view[written:]
 
@@ -740,7 +740,8 @@ class AppendLog(Service):
     their Deferreds fire. With ``fsync`` (``fdatasync``, mostly into zeros the file keeps written
     ahead: see :class:`OSRecordFile`) the writing and syncing happen in a thread, one
     ``write`` + ``fsync`` at a time: the records that arrived meanwhile wait, and the thread takes
-    all of them for its next ``write`` + ``fsync`` as soon as the last one ends, handing that one's
+    all of them (in batches of at most MAX_UNSYNCED_BYTES) for its next ``write`` + ``fsync`` as
+    soon as the last one ends, handing that one's
     acknowledgements to the reactor (``call_from_thread``) without waiting for them. A thread
     started per group (as before) left the disk idle twice per group: while the thread woke to
     take it, and while the reactor took the result and started the next (on PyPy, measured with
