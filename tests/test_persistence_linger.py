@@ -23,8 +23,9 @@ from goto_tw.errors import StoreUnavailable
 from goto_tw.metrics import Metrics
 from goto_tw.persistence import WRITER_LINGER, AppendLog, OSRecordFile, encode_record
 from goto_tw.tap import make_master_store
+from tests.fakes import FaultyFile
 from tests.helpers import failure_of, has_fired, result_of
-from tests.test_persistence import FaultyFile, records_in, started_log
+from tests.test_persistence import records_in, started_log
 
 #: Longest a test waits for the writer thread to do what it must (it takes milliseconds).
 DEADLINE = 10.0
