@@ -26,7 +26,7 @@ import re
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from typing import Callable, NamedTuple, Optional, Protocol
+from typing import Callable, NamedTuple, Optional, Protocol, TypeVar
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
@@ -673,37 +673,34 @@ def _settle(acknowledged: Deferred[None]) -> Acknowledge:
     return acknowledge
 
 
-def _parts(group: list[_Queued], most: int) -> Iterator[list[_Queued]]:
-    """``group`` in consecutive parts of at most ``most`` bytes of records each (a longer record makes
-    a part of its own)."""
-    part: list[_Queued] = []
-    size = 0
-    for record in group:
-        if part and size + len(record.line) > most:
-            yield part
-            part, size = [], 0
-        part.append(record)
-        size += len(record.line)
-    if part:
-        yield part
+_Item = TypeVar("_Item")
+
+
+def _runs(items: Iterable[_Item], size: Callable[[_Item], int], most: int) -> Iterator[list[_Item]]:
+    """``items`` in consecutive runs of at most ``most`` bytes each, by ``size`` (an item bigger than
+    that makes a run of its own): the parts of a long group, the batches of a writer run."""
+    run: list[_Item] = []
+    total = 0
+    for item in items:
+        if run and total + size(item) > most:
+            yield run
+            run, total = [], 0
+        run.append(item)
+        total += size(item)
+    if run:
+        yield run
+
+
+def _line_bytes(record: _Queued) -> int:
+    return len(record.line)
 
 
 #: A group for the writer thread: its lines, its records, whether it is to be synced.
-_Handed = tuple[bytes, list["_Queued"], bool]
+_Handed = tuple[bytes, list[_Queued], bool]
 
 
-def _batches(groups: list[_Handed], most: int) -> Iterator[list[_Handed]]:
-    """Consecutive ``groups`` gathered into batches of at most ``most`` bytes (at least one group)."""
-    batch: list[_Handed] = []
-    size = 0
-    for group in groups:
-        if batch and size + len(group[0]) > most:
-            yield batch
-            batch, size = [], 0
-        batch.append(group)
-        size += len(group[0])
-    if batch:
-        yield batch
+def _group_bytes(group: _Handed) -> int:
+    return len(group[0])
 
 
 def _tell(records: list[_Queued], failure: Failure | None) -> None:
@@ -1003,7 +1000,7 @@ class AppendLog(Service):
         if len(data) > MAX_UNSYNCED_BYTES:
             handed = [
                 (b"".join(record.line for record in part), part, sync)
-                for part in _parts(group, MAX_UNSYNCED_BYTES)
+                for part in _runs(group, _line_bytes, MAX_UNSYNCED_BYTES)
             ]
         else:
             handed = [(data, group, sync)]
@@ -1037,7 +1034,7 @@ class AppendLog(Service):
                 if not taken:
                     self._writer_running = False
                     return
-            for batch in _batches(taken, MAX_UNSYNCED_BYTES):
+            for batch in _runs(taken, _group_bytes, MAX_UNSYNCED_BYTES):
                 failure: Failure | None = None
                 try:
                     self._write(
