@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -50,10 +51,14 @@ def counter_keys(records: int) -> Iterator[tuple[int, str]]:
 
 def write_data_file(path: Path, records: int) -> None:
     """Write ``records`` realistic-looking records (URLs of 60-90 characters), keyed as a master
-    would key them (:func:`counter_keys`)."""
+    would key them (:func:`counter_keys`), and sync them to disk."""
     with path.open("wb") as out:
         for index, key in counter_keys(records):
             out.write(encode_record(key, bench_url(index)))
+        # On disk, as a master's data file is when it starts: a master's start-up syncs its data file
+        # (a crash may have left records unsynced), and would otherwise also write this whole file out.
+        out.flush()
+        os.fsync(out.fileno())
 
 
 def main() -> None:
