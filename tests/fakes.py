@@ -109,7 +109,7 @@ class FakeMaster:
 class FaultyFile(OSRecordFile):
     """A real data file whose writes can be made to fail after writing part of the data (a full
     disk), whose truncates can fail, and which notes each sync (with how many bytes of records the
-    file held then)."""
+    file held then: ``synced_sizes``, one entry a sync)."""
 
     def __init__(self, path: str) -> None:
         super().__init__(path)
@@ -117,7 +117,6 @@ class FaultyFile(OSRecordFile):
         #: Writes to let through before the next one fails (-1: none fails so).
         self.fail_writes_after = -1
         self.fail_truncates = 0
-        self.syncs = 0
         self.synced_sizes: list[int] = []
 
     def write_all(self, data: bytes) -> None:
@@ -137,6 +136,5 @@ class FaultyFile(OSRecordFile):
         super().truncate(size)
 
     def sync(self) -> None:
-        self.syncs += 1
         self.synced_sizes.append(self.size())
         super().sync()

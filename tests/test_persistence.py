@@ -273,18 +273,22 @@ def test_fsync_runs_off_the_reactor_and_groups_what_arrives_meanwhile(tmp_path: 
     sync = record_file.sync
 
     def sync_while_adds_arrive() -> None:
-        if record_file.syncs == 0:  # the reactor goes on while the thread syncs the first group
+        if not record_file.synced_sizes:  # the reactor goes on while the thread syncs the first group
             later.extend([log.append("1", "http://b/"), log.append("2", "http://c/")])
             clock.advance(0)
         else:
             threads.hand_over()  # the reactor takes the first group's acknowledgement meanwhile
-        seen_in_sync.append((record_file.syncs, has_fired(first), any(has_fired(ack) for ack in later)))
+        seen_in_sync.append(
+            (len(record_file.synced_sizes), has_fired(first), any(has_fired(ack) for ack in later))
+        )
         sync()
 
     record_file.sync = sync_while_adds_arrive  # type: ignore[method-assign]
     threads.run_next()
     assert seen_in_sync == [(0, False, False), (1, True, False)]
-    assert record_file.syncs == 2 and threads.jobs == [], "one run of the thread wrote both groups"
+    assert len(record_file.synced_sizes) == 2 and threads.jobs == [], (
+        "one run of the thread wrote both groups"
+    )
     assert result_of(first) is None and all(result_of(ack) is None for ack in later)
     assert [json.loads(line)["key"] for line in live_records(path).splitlines()] == ["0", "1", "2"]
     result_of(log.stopService())
