@@ -36,6 +36,7 @@ def test_import_then_export_is_identical_and_safe_to_rerun(tmp_path, pg_uri, cap
     exported = tmp_path / "out.json"
     assert main(["export", pg_uri, str(exported)]) == 0
     assert dict(load_records(str(exported))) == dict(pairs)
+    assert exported.read_bytes() == source.read_bytes(), "the same records, in the file's order"
     with connect(pg_uri) as connection, connection.transaction():
         keys = write_batch(connection, ["https://example.com/5", "https://example.com/new"])
     assert keys["https://example.com/5"] == (key_for_index(5), False), "found, not made"

@@ -131,3 +131,15 @@ def test_the_endpoint_connects_through_the_reactor() -> None:
     endpoint.connect(Factory.forProtocol(Protocol))
     [(host, port, *_)] = reactor.tcpClients
     assert (host, port) == ("127.0.0.1", 8081)
+
+
+@pytest.mark.parametrize("url", [b"http://127.0.0.1:8081/RPC2", b"http://[::1]:8081/RPC2"])
+def test_a_master_given_as_an_address_gets_the_connect_timeout(url: bytes) -> None:
+    """An IP literal's connection attempt is abandoned after the connect timeout, as a host name's
+    is (HostnameEndpoint's), not after the reactor's 30 s default."""
+    reactor = MemoryReactor()
+    MasterEndpointFactory(reactor, 2.5).endpointForURI(URI.fromBytes(url)).connect(
+        Factory.forProtocol(Protocol)
+    )
+    [(_, _, _, timeout, _)] = reactor.tcpClients
+    assert timeout == 2.5

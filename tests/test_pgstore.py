@@ -197,6 +197,42 @@ def test_database_down_fails_fast_serves_cache_and_recovers(pg_cluster, pg_uri, 
         yield database.stopService()
 
 
+@pytest_twisted.inlineCallbacks
+def test_the_reachable_gauge_follows_the_database(pg_cluster, pg_uri):
+    """``goto_database_reachable`` on a master's /_goto/metrics: 1 while PostgreSQL answers, 0 from
+    the first call that finds it down, 1 again once a call reaches it."""
+    from twisted.application.service import MultiService
+
+    from goto_tw.metrics import Metrics
+    from goto_tw.pgmaster import make_pg_store
+
+    metrics = Metrics("master")
+    parent = MultiService()
+    store = make_pg_store(pg_uri, reactor, parent, metrics, cache_size=10)
+    parent.startService()
+
+    def gauge() -> bytes:
+        lines = metrics.render().splitlines()
+        return next(line for line in lines if line.startswith(b"goto_database_reachable "))
+
+    try:
+        yield store.put("https://example.com/up")
+        assert gauge() == b"goto_database_reachable 1.0"
+        pg_cluster.stop("immediate")
+        try:
+            missed = yield DeferredList([store.get("abc")], consumeErrors=True)
+            assert not missed[0][0] and missed[0][1].check(StoreUnavailable)
+            assert gauge() == b"goto_database_reachable 0.0"
+        finally:
+            pg_cluster.start()
+        deadline = reactor.seconds() + 15
+        while not (yield store.check_database()) and reactor.seconds() < deadline:
+            yield _sleep(0.1)
+        assert gauge() == b"goto_database_reachable 1.0"
+    finally:
+        yield parent.stopService()
+
+
 def _sleep(seconds: float):
     from twisted.internet.task import deferLater
 

@@ -331,6 +331,21 @@ def test_a_client_that_leaves_cancels_its_call_without_a_log_line(log_events: Lo
     assert master.store.lookup(key) == "https://n.example/left"
 
 
+def test_a_client_that_leaves_the_general_path_gets_nothing_written(log_events: LogCapture) -> None:
+    """The general path's twin of the test above: a client gone while its put waits for the data
+    file gets no answer written or finished on its lost connection (twisted.web would raise for a
+    ``finish()`` after the connection is lost) and no failure is logged; the put is still durable."""
+    master = Master(fast=False)
+    master.send(put("https://n.example/gone"))
+    key = master.log.appended[0][0]
+    master.protocol.connectionLost(Failure(ConnectionLost()))
+    master.complete()
+    gc.collect()  # a Deferred's unhandled failure is logged once it is collected
+    assert master.received() == b"" and master.lines == []
+    assert not [event for event in log_events.events if event.get("log_failure") is not None]
+    assert master.store.lookup(key) == "https://n.example/gone"
+
+
 def test_without_the_right_secret_the_fast_path_parses_nothing(log_events: LogCapture) -> None:
     """Item 5: with a shared secret, a call without it (or with another) is twisted.web's refusal,
     fault 401, and its body is never parsed; the secret is compared in constant time; with it, the

@@ -56,6 +56,18 @@ def test_extend_run_refuses_overlaps() -> None:
     assert urls == {"0": "http://a/", "3": "http://d/"}
 
 
+def test_extend_run_refuses_a_run_over_a_key_held_apart() -> None:
+    """A run past the end that would cover a key held apart (a custom key that looks like a counter
+    value, or a far one from a hand-edited file) is refused whole; the map is left as it was."""
+    urls = URLMap.of({"0": "http://a/"})
+    urls.add_custom(key_for_index(6), "http://custom/", 1.0)
+    with pytest.raises(KeyError):
+        urls.extend_run(4, [b"http://e/", b"http://f/", b"http://g/"])  # 4, 5, 6
+    assert urls == {"0": "http://a/", key_for_index(6): "http://custom/"}
+    urls.extend_run(4, [b"http://e/", b"http://f/"])  # 4, 5: up to the key held apart
+    assert urls[key_for_index(5)] == "http://f/" and urls[key_for_index(6)] == "http://custom/"
+
+
 @given(st.integers(min_value=0, max_value=10**7), st.integers(min_value=0, max_value=300))
 def test_expected_keys_match_the_generator(start: int, count: int) -> None:
     """The batch key builder agrees with key_for_index everywhere, across 62-key blocks."""
