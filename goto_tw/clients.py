@@ -20,6 +20,10 @@ MAX_FORWARDED = 16
 
 _FORWARDED_FOR = re.compile(rb"(?im)^x-forwarded-for:[ \t]*([^\r\n]*)\r?$")
 
+#: An IPv6 zone ID kept in an address's normal form: what an interface name or index can be (Linux
+#: names have at most 15 characters). ``ipaddress`` takes any text after ``%`` as a zone ID.
+_ZONE_ID = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+
 
 #: Peer addresses whose normal form is remembered (only with ``--trusted-proxy``): a proxy's few.
 _NORMAL_FORMS_KEPT = 1024
@@ -31,10 +35,18 @@ def normal_address(value: str) -> str:
     IPv6 in its compressed form, and an IPv4-mapped IPv6 address (what a ``tcp6:`` listener reports
     for an IPv4 peer, ``::ffff:127.0.0.1``) as the IPv4 address it maps: Python itself spells one
     ``::ffff:7f00:1`` or ``::ffff:127.0.0.1`` depending on its version.
+
+    An IPv6 zone ID (``fe80::1%eth0``) is kept only if it could name an interface: ``ipaddress``
+    takes any text after ``%`` (a PROXY header's newline or quote would reach the access log), so
+    anything else is dropped, leaving the address.
     """
     address = ipaddress.ip_address(value)
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        zone = address.scope_id
+        if zone is not None and not _ZONE_ID.fullmatch(zone):
+            return str(ipaddress.IPv6Address(int(address)))
     return str(address)
 
 

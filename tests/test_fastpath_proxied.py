@@ -60,11 +60,29 @@ def test_a_proxy_header_naming_no_address_is_logged_and_limited_as_no_address() 
             assert gated == (["-"] if fast else []), "the fast path's add gate: the same client"
 
 
+def test_an_ipv6_zone_id_in_a_proxy_header_cannot_forge_log_lines() -> None:
+    """Review 39: ``ipaddress`` takes any text after ``%`` in an IPv6 address as its zone ID, so a
+    PROXY header's TCP6 source carried a newline and quotes into the access log on both paths. A
+    zone ID that could not name an interface is dropped; the address stays."""
+    source = b'fe80::1%\n6.6.6.6\t-\t-\t"GET\tforged"\t200'
+    for fast in (False, True):
+        master = Master(fast)
+        protocol = HAProxyWrappingFactory(master.site).buildProtocol(PROXY)
+        protocol.makeConnection(StringTransport(peerAddress=PROXY))
+        protocol.dataReceived(b"PROXY TCP6 " + source + b" ::1 40000 80\r\n" + REQUESTS)
+        master.complete()
+        assert [line[0] for line in master.lines] == ["fe80::1", "fe80::1"], fast
+
+
 def test_peer_hosts_are_ip_addresses_in_one_spelling_or_a_dash() -> None:
     assert peer_host(IPv4Address("TCP", "203.0.113.9", 1)) == "203.0.113.9"
     assert peer_host(IPv6Address("TCP", "::ffff:203.0.113.9", 1)) == "203.0.113.9"
     assert peer_host(IPv6Address("TCP", "2001:DB8:0:0::1", 1)) == "2001:db8::1"
     assert peer_host(IPv4Address("TCP", "1.2.3.4\nforged", 1)) == "-"
+    assert peer_host(IPv6Address("TCP", "fe80::1%eth0", 1)) == "fe80::1%eth0", "a real zone is kept"
+    assert peer_host(IPv6Address("TCP", "FE80::1%7", 1)) == "fe80::1%7"
+    for zone in ("eth0\nforged", 'a"b', "\x1b[31m", "x" * 16, "\u00e9"):
+        assert peer_host(IPv6Address("TCP", f"fe80::1%{zone}", 1)) == "fe80::1", zone
     assert peer_host(object()) == "-"
 
 
