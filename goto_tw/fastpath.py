@@ -84,7 +84,7 @@ from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from goto_tw.keys import KEY_PATTERN, is_reserved
-from goto_tw.limits import MAX_BODY_BYTES, REQUEST_DEADLINE, DeadlineChannel
+from goto_tw.limits import MAX_BODY_BYTES, DeadlineChannel
 from goto_tw.negotiation import head_prefers_html
 from goto_tw.outbox import IHeldWriter, Outbox
 from goto_tw.readsize import read_at_most
@@ -208,11 +208,6 @@ def says_unchecked(value: bytes) -> bool:
     return value.strip(b" \t").lower() == UNCHECKED_ADDS
 
 
-#: Seconds an answer owed later (a miss, an add) may take from its request until it is ready; then
-#: the connection is closed. As long as the request deadline: stores keep their own, shorter
-#: timeouts (a slave's ``--rpc-timeout``, 5 s by default; the site gets a longer deadline when that
-#: option asks for more), so only a store that never answers meets it.
-ANSWER_DEADLINE = REQUEST_DEADLINE
 #: Bytes one connection may hold (unparsed requests, bytes held for twisted.web, answers waiting
 #: behind an earlier one) before it stops reading. At least the largest request gathered (a head
 #: of :data:`MAX_HEAD_BYTES` and a form body, or a fast head and an RPC body), so a request being
@@ -435,8 +430,6 @@ class FastRedirectChannel(DeadlineChannel):
     _unparsed = b""
     #: Tells the time for :attr:`answer_deadline`; set by the site (its reactor).
     clock: IReactorTime | None = None
-    #: Seconds an answer owed later may take (:data:`ANSWER_DEADLINE`).
-    answer_deadline = ANSWER_DEADLINE
     #: Fast answers still owed, in request order: each ``[answer or None, method, path, route,
     #: the Deferred still awaited or None, when it is due]`` (see ``_ANSWER``...).
     _owed: deque[list[Any]] | None = None
@@ -725,18 +718,8 @@ class FastRedirectChannel(DeadlineChannel):
                     self._answer_call = self.callLater(slot[_DUE] - now, self._check_answer_deadline)
                     return
                 break
-        log.info(
-            "Closing a connection from {peer}: an answer was not ready within {seconds:g} s",
-            peer=self.transport.getPeer() if self.transport is not None else "-",
-            seconds=self.answer_deadline,
-        )
         self._give_up()
-        if self.transport is not None:
-            # As twisted.web's idle timeout: a close waits for the send buffer to drain, which a
-            # client that does not read never lets happen (and nothing else is armed): abort then.
-            if self.abortTimeout is not None:
-                self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
-            self.loseConnection()
+        self.close_for_a_late_answer()
 
     def _give_up(self) -> None:
         """Nothing more is written or done on this connection: cancel every answer still awaited

@@ -26,6 +26,13 @@ log = Logger()
 #: Seconds a client has to send one whole request (head and body) once it starts sending it.
 REQUEST_DEADLINE = 30.0
 
+#: Seconds an answer may take from its request until it is ready, on either path (an add waiting for
+#: its sync, a miss waiting for the master); then the connection is closed. As long as the request
+#: deadline: stores keep their own, shorter timeouts (a slave's ``--rpc-timeout``, 5 s by default;
+#: the site gets a longer deadline when that option asks for more), so only a store that never
+#: answers (a data file's sync that never returns) meets it.
+ANSWER_DEADLINE = REQUEST_DEADLINE
+
 #: Largest request body accepted, in bytes; a larger one is answered 413 before it is read.
 MAX_BODY_BYTES = 1 << 20
 
@@ -86,16 +93,24 @@ BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\n\r\n"
 
 
 class DeadlineChannel(HTTPChannel):
-    """An ``HTTPChannel`` that closes a connection whose request does not arrive whole in time.
+    """An ``HTTPChannel`` that closes a connection whose request does not arrive whole in time, or
+    whose answer is not ready in time.
 
     The clock starts with the first byte of a request and stops when its body is complete, so a
     slow-loris client (a byte every few seconds, never idle long enough for the idle timeout) is
     cut off after :data:`REQUEST_DEADLINE` seconds, while idle keep-alive connections are left to
-    the site's ordinary idle timeout.
+    the site's ordinary idle timeout. twisted.web disarms that idle timeout while it answers a
+    request, so a second clock runs from the request's end until its answer is finished: a
+    resource waiting on a store that never answers holds the connection :attr:`answer_deadline`
+    seconds at most (every answer here is written whole when it is ready: no response streams).
     """
 
     request_deadline = REQUEST_DEADLINE
+    #: Seconds an answer may take (:data:`ANSWER_DEADLINE`); set by the site.
+    answer_deadline = ANSWER_DEADLINE
     _deadline_call: IDelayedCall | None = None
+    #: The answer deadline of the request twisted.web is answering.
+    _general_answer_call: IDelayedCall | None = None
     #: Bytes and lines of the request head being parsed (as twisted.web counts them: no CRLF).
     _head_bytes = 0
     _head_lines = 0
@@ -173,10 +188,42 @@ class DeadlineChannel(HTTPChannel):
         self.stop_request_clock()
         self._head_bytes = self._head_lines = 0
         super().allContentReceived()
+        if self._handlingRequest and self._general_answer_call is None:  # answered later
+            self._general_answer_call = self.callLater(self.answer_deadline, self._general_answer_late)
+
+    def requestDone(self, request: Any) -> None:
+        self._stop_general_answer_clock()
+        super().requestDone(request)
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         self.stop_request_clock()
+        self._stop_general_answer_clock()
         super().connectionLost(reason)
+
+    def _stop_general_answer_clock(self) -> None:
+        if self._general_answer_call is not None:
+            if self._general_answer_call.active():
+                self._general_answer_call.cancel()
+            self._general_answer_call = None
+
+    def _general_answer_late(self) -> None:
+        self._general_answer_call = None
+        self.close_for_a_late_answer()
+
+    def close_for_a_late_answer(self) -> None:
+        """Close the connection: an answer was not ready within :attr:`answer_deadline`. Nothing is
+        answered or logged for its request (the resource still waiting finds the client gone)."""
+        log.info(
+            "Closing a connection from {peer}: an answer was not ready within {seconds:g} s",
+            peer=self.transport.getPeer() if self.transport is not None else "-",
+            seconds=self.answer_deadline,
+        )
+        if self.transport is not None:
+            # As twisted.web's idle timeout: a close waits for the send buffer to drain, which a
+            # client that does not read never lets happen (and nothing else is armed): abort then.
+            if self.abortTimeout is not None:
+                self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
+            self.loseConnection()
 
     def start_request_clock(self) -> None:
         """Start the deadline of the request whose bytes are arriving, unless it is running."""

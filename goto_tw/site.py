@@ -17,10 +17,10 @@ from twisted.web.server import Site
 
 from goto_tw.accesslog import AccessLog, EventAccessLog
 from goto_tw.clients import ClientAddresses, peer_host
-from goto_tw.fastpath import ANSWER_DEADLINE, FastAnswer, FastRedirectChannel, IFastResponder
+from goto_tw.fastpath import FastAnswer, FastRedirectChannel, IFastResponder
 from goto_tw.interfaces import IClickCounter, ILocalLookup, IURLStore
 from goto_tw.keys import is_valid_key
-from goto_tw.limits import BoundedRequest
+from goto_tw.limits import ANSWER_DEADLINE, BoundedRequest
 from goto_tw.metrics import Metrics
 from goto_tw.outbox import Outbox
 from goto_tw.web import (
@@ -77,7 +77,7 @@ class GotoSite(Site):
         """With a ``store`` that can look keys up locally (and the ``host`` of short URLs),
         redirects and adds take the fast path; without one every request takes twisted.web's
         general path. ``timeout`` closes idle connections, so slow or silent clients cannot hold
-        sockets for ever. ``answer_deadline`` bounds how long the fast path waits for the store's
+        sockets for ever. ``answer_deadline`` bounds how long either path waits for the store's
         answer to one request (a slave's should exceed what its RPC may take) before it closes
         the connection. With ``hold_answers`` the fast path's answers of one reactor turn are
         sent together at its end (:mod:`goto_tw.outbox`); without, each at once. Behind the
@@ -99,6 +99,8 @@ class GotoSite(Site):
 
     def buildProtocol(self, addr: Any) -> Any:
         channel = super().buildProtocol(addr)
+        if channel is not None:
+            channel.answer_deadline = self.answer_deadline  # on either path
         if channel is not None and self.responder is not None:
             channel.responder = self.responder
             channel.record = self.record_fast
@@ -107,7 +109,6 @@ class GotoSite(Site):
                 channel.forwarded_client = self._trusted.of_head  # the client behind a trusted proxy
             channel.add_gate = self.add_gate
             channel.clock = self.reactor
-            channel.answer_deadline = self.answer_deadline
             channel.outbox = self.outbox
         return channel
 

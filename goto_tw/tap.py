@@ -30,12 +30,12 @@ from goto_tw.clicks import (
 )
 from goto_tw.clients import ClientAddresses
 from goto_tw.cors import add_cors
-from goto_tw.fastpath import ANSWER_DEADLINE
 from goto_tw.interfaces import IClickCounter, ILinkStats, IURLStore
 from goto_tw.jitcounters import keep_counters
 from goto_tw.keybound import CorruptKeyBound
 from goto_tw.leanpoll import use_lean_poll
 from goto_tw.lifecycle import DrainService, StopInOrder, listening_service, prepare_process
+from goto_tw.limits import ANSWER_DEADLINE
 from goto_tw.linkstats import MasterLinkStats, NoLinkStats, RemoteLinkStats
 from goto_tw.metrics import Metrics
 from goto_tw.nursery import warn_if_small_nursery

@@ -12,9 +12,9 @@ from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
 from goto_tw.errors import KeyNotFound
-from goto_tw.fastpath import ANSWER_DEADLINE, BUDGET, FastAnswer, IFastResponder
+from goto_tw.fastpath import BUDGET, FastAnswer, IFastResponder
 from goto_tw.interfaces import ILocalLookup, IURLStore
-from goto_tw.limits import REQUEST_DEADLINE
+from goto_tw.limits import ANSWER_DEADLINE, REQUEST_DEADLINE
 from goto_tw.metrics import Metrics
 from goto_tw.rpc import RPCResource
 from goto_tw.site import GotoSite

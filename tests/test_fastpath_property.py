@@ -26,7 +26,7 @@ from goto_tw.site import GotoSite
 from goto_tw.store import URLStore
 from goto_tw.tap import make_root
 from tests.fakes import ManualLog
-from tests.wire import Connection, goto_site
+from tests.wire import Connection, ListAccessLog, goto_site
 
 URLS = {"abc": "https://a.example/x?y=1", "Z9": "http://b.example/", "1": "https://c.example/" + "p" * 3000}
 KEYS = [*URLS, "nope", "7", "2", "add", "_goto"]
@@ -296,16 +296,6 @@ def converse_slave(
     answer_bytes = re.sub(rb"\r\nDate: [^\r]*\r\n", b"\r\nDate: -\r\n", connection.received())
     counts = (dict(metrics.requests), metrics.redirects, metrics.adds)
     return answer_bytes, bool(connection.transport.disconnecting), lines, counts, clicks.take()
-
-
-class ListAccessLog:
-    """An access log that keeps its lines' fields."""
-
-    def __init__(self, lines: list[tuple[Any, ...]]) -> None:
-        self.lines = lines
-
-    def record(self, *fields: Any) -> None:
-        self.lines.append(fields)
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -91,8 +91,7 @@ def _behind_a_trusted_proxy(fast: bool, peer: IPv4Address) -> list[str]:
     X-Forwarded-For, from ``peer``, to a site that trusts 10.0.0.1 only."""
     from goto_tw.clients import ClientAddresses
     from goto_tw.site import GotoSite
-    from tests.test_rpc_fastpath_property import ListAccessLog
-    from tests.wire import Connection
+    from tests.wire import Connection, ListAccessLog
 
     master = Master(fast)
     lines: list[Any] = []

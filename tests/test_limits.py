@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import json
+from typing import Any
 
 import pytest
+from twisted.internet.error import ConnectionAborted
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 
 from goto_tw.limits import BAD_REQUEST, MAX_BODY_BYTES, REQUEST_DEADLINE, TOO_LARGE, origin_form
 from goto_tw.metrics import Metrics
@@ -14,7 +18,7 @@ from goto_tw.store import URLStore
 from goto_tw.tap import make_root
 from tests.conftest import LogCapture
 from tests.fakes import ManualLog
-from tests.wire import Connection
+from tests.wire import Connection, ListAccessLog
 
 GET = b"GET /abc HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -270,12 +274,20 @@ def test_refusals_of_absolute_form_api_targets_are_problems(fast: bool) -> None:
 
 def test_a_request_waiting_behind_a_slow_answer_is_not_cut_by_the_deadline() -> None:
     """On twisted.web's path too, the deadline is the client's time to send a request: a complete
-    request pipelined behind one the server takes 40 s to answer is answered, not cut off at 30 s."""
+    request pipelined behind one the server takes 40 s to answer (within the site's answer deadline,
+    a slave's with ``--rpc-timeout 30``) is answered, not cut off at 30 s."""
     log = ManualLog()
     store = URLStore({"abc": "http://a/"}, log)
     metrics = Metrics("master")
     clock = Clock()
-    site = GotoSite(make_root(store, "h", metrics), metrics, reactor=clock, store=None, host="go.example")
+    site = GotoSite(
+        make_root(store, "h", metrics),
+        metrics,
+        reactor=clock,
+        store=None,
+        host="go.example",
+        answer_deadline=61,
+    )
     connection = Connection(site)
     connection.send(b"GET /add?url=http%3A%2F%2Fnew.example%2F HTTP/1.1\r\nHost: x\r\n\r\n")
     connection.send(GET)
@@ -285,6 +297,93 @@ def test_a_request_waiting_behind_a_slow_answer_is_not_cut_by_the_deadline() -> 
     answer = connection.received()
     assert answer.startswith(b"HTTP/1.1 200 OK")
     assert b"HTTP/1.1 302 Found" in answer
+
+
+#: Adds twisted.web answers (a browser's, one closing its connection, the JSON API's), and one the
+#: fast path answers: each of its own URL (the store gives one add of a URL to all who wait for it).
+_FORM_POST = b"POST /add HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+
+
+def _form(headers: bytes, host: str) -> bytes:
+    form = b"url=https%3A%2F%2F" + host.encode() + b"%2F"
+    return _FORM_POST + headers + b"Content-Length: %d\r\n\r\n" % len(form) + form
+
+
+_ADDS = {
+    "the fast path's": _form(b"", "fast.example"),
+    "Connection: close": _form(b"Connection: close\r\n", "close.example"),
+    "a browser's": _form(b"Accept: text/html\r\n", "browser.example"),
+    "the JSON API's": b"POST /api/v1/links HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    b'Content-Length: 30\r\n\r\n{"url":"https://api.example/"}',
+}
+
+
+def _waiting_adds(
+    answer_deadline: float = 30,
+) -> tuple[dict[str, Connection], URLStore, ManualLog, Clock, list[Any]]:
+    """Each of :data:`_ADDS` sent on a connection of its own to a master whose data file has not
+    acknowledged it; the access log's lines."""
+    log = ManualLog()
+    store = URLStore({}, log)
+    metrics = Metrics("master")
+    clock = Clock()
+    lines: list[Any] = []
+    site = GotoSite(
+        make_root(store, "h", metrics),
+        metrics,
+        reactor=clock,
+        store=store,
+        host="go.example",
+        answer_deadline=answer_deadline,
+        access_log=ListAccessLog(lines),
+    )
+    connections = {name: Connection(site) for name in _ADDS}
+    for name, request in _ADDS.items():
+        connections[name].send(request)
+    assert len(log.appended) == 4 and not any(c.transport.value() for c in connections.values())
+    return connections, store, log, clock, lines
+
+
+def test_an_answer_never_ready_closes_its_connection_on_either_path(log_events: LogCapture) -> None:
+    """Review 39: twisted.web disarms its idle timeout while it answers, so an add whose sync never
+    ends held its connection for ever on the general path (the fast path closed it). On either path
+    the connection is closed at the answer deadline, nothing answered or logged for the request but
+    the close; a client that does not read is aborted ``abortTimeout`` later; the store's answer,
+    when it comes, finds the client gone (no failure) and the pair is stored all the same."""
+    connections, store, log, clock, lines = _waiting_adds()
+    keys = [key for key, _, _ in log.appended]
+    clock.advance(29.9)
+    assert not any(c.transport.disconnecting for c in connections.values())
+    clock.advance(0.1)
+    assert {name for name, c in connections.items() if c.transport.disconnecting} == set(_ADDS)
+    closes = [m for m in log_events.messages() if "an answer was not ready within 30 s" in m]
+    assert len(closes) == len(_ADDS)
+    clock.advance(15)  # abortTimeout: StringTransport never reports the close done
+    assert all(c.transport.disconnected for c in connections.values())  # abortConnection's mark
+    for connection in connections.values():
+        connection.protocol.connectionLost(Failure(ConnectionAborted()))  # what a real transport says
+    log.complete_all()
+    gc.collect()  # a Deferred's unhandled failure is logged once it is collected
+    assert not [event for event in log_events.events if event.get("log_failure") is not None]
+    assert all(c.transport.value() == b"" for c in connections.values()) and lines == []
+    assert sorted(str(store.lookup(key)) for key in keys) == [
+        f"https://{name}.example/" for name in ("api", "browser", "close", "fast")
+    ]
+
+
+def test_an_answer_ready_before_the_answer_deadline_is_sent() -> None:
+    """Ready a moment before the deadline, on either path: answered, the connection kept open (but
+    the one the client asked to close), and no deadline left armed to close it later."""
+    connections, _, log, clock, _ = _waiting_adds(answer_deadline=45)
+    clock.advance(44.9)
+    log.complete_all()
+    for name, connection in connections.items():
+        assert connection.received().split(b"\r\n", 1)[0] in (b"HTTP/1.1 200 OK", b"HTTP/1.1 201 Created"), (
+            name
+        )
+        assert connection.transport.disconnecting == (name == "Connection: close"), name
+    clock.advance(30)  # past the deadline, within the idle timeout
+    assert [name for name, c in connections.items() if c.transport.disconnecting] == ["Connection: close"]
 
 
 def test_only_form_posts_have_their_content_type_parsed(monkeypatch: pytest.MonkeyPatch) -> None:

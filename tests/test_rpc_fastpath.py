@@ -29,8 +29,8 @@ from goto_tw.tap import make_root
 from goto_tw.xmlrpcbody import parse_call
 from tests.conftest import LogCapture
 from tests.fakes import ManualLog
-from tests.test_rpc_fastpath_property import SECRET, URLS, ListAccessLog, pinned_dates
-from tests.wire import Connection
+from tests.test_rpc_fastpath_property import SECRET, URLS, pinned_dates
+from tests.wire import Connection, ListAccessLog
 
 GET_ABC = xmlrpclib.dumps(("abc",), "Store.Get").encode()
 HIT = b"GET /abc HTTP/1.1\r\n\r\n"

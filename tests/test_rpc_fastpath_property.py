@@ -28,7 +28,7 @@ from goto_tw.store import URLStore
 from goto_tw.tap import make_root
 from tests.fakes import ManualLog
 from tests.test_fastpath_bounds import refused_then_more_than_the_budget
-from tests.wire import Connection
+from tests.wire import Connection, ListAccessLog
 
 URLS = {"abc": "https://a.example/x?y=1", "Z9": "http://b.example/", "1": "https://c.example/" + "p" * 300}
 SECRET = b"s3cret-token"
@@ -208,16 +208,6 @@ def pinned_dates(clock: Clock) -> Iterator[None]:
         "twisted.web.server.datetimeToString", lambda when=None: datetimeToString(clock.seconds())
     ):
         yield
-
-
-class ListAccessLog:
-    """An access log that keeps its lines' fields."""
-
-    def __init__(self, lines: list[tuple[Any, ...]]) -> None:
-        self.lines = lines
-
-    def record(self, *fields: Any) -> None:
-        self.lines.append(fields)
 
 
 def rpc_master(

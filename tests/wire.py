@@ -42,6 +42,16 @@ def exchange(site: Site, data: bytes, client: IPv4Address = CLIENT) -> bytes:
     return connection.received()
 
 
+class ListAccessLog:
+    """An access log that keeps its lines' fields."""
+
+    def __init__(self, lines: list[tuple[Any, ...]]) -> None:
+        self.lines = lines
+
+    def record(self, *fields: Any) -> None:
+        self.lines.append(fields)
+
+
 def goto_site(
     store: IURLStore,
     *,
