@@ -19,9 +19,12 @@ All that holds only if the masters share one store. With a ``check`` (the slave'
 a master takes no call until it passed it: a master keeping its own data file (it answers the
 change feed, which a PostgreSQL master has not) would hand out the same keys as another for other
 URLs, so it is refused for good, logged once as an error. A master is checked again whenever its
-connection was lost or could not be made since it passed (the store's ``connection_generation``
-moved): the next process at its address may be another master (restarted without its
-``--store``), and it takes no call until it passed again. Calls made before any master passed wait
+connection was lost, could not be made or idled out since it passed (the store's
+``connection_generation`` moved): the next process at its address may be another master (restarted
+without its ``--store``), and it takes no call until it passed again, a call already under way
+included (one handed on to it skips it). A connection the master's answer closed
+(``Connection: close``) does not count: behind a proxy that closes after every answer no connection
+outlives its check, so checking again would not help (the README says to point slaves at masters). Calls made before any master passed wait
 for the first answer (at most :data:`MAX_WAITING_CALLS` of them); a master that could not be asked
 is asked again with the next call after ``retry_interval``, its failure logged once (a name that does
 not resolve, a secret it refuses) until it passes.
@@ -214,6 +217,13 @@ class FailoverStore:
                 checked = fail()
             checked.addBoth(self._checked, member)
 
+    def _may_take_calls(self, member: _Member) -> bool:
+        """Whether ``member`` passed its check and its connection has not been lost since (always,
+        without a check)."""
+        if self._check is None:
+            return True
+        return member.passed and _generation(member.store) == member.checked_generation
+
     def _checked(self, result: object, member: _Member) -> None:
         member.checking = False
         if isinstance(result, Failure):
@@ -313,6 +323,14 @@ class _Race:
         self._ask_next()
 
     def _ask_next(self) -> None:
+        skipped = False
+        while self._waiting and not self._store._may_take_calls(self._waiting[0]):
+            # Its connection was lost (or ended idle) since the call began: another process may
+            # answer at its address now, and it takes no call until it passed its check again.
+            self._waiting = self._waiting[1:]
+            skipped = True
+        if skipped:
+            self._store._start_checks()
         if not self._waiting:
             if self._outstanding == 0 and not self.result.called:
                 self.result.errback(self._last or Failure(self._store._none_may_answer()))

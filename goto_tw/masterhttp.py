@@ -477,10 +477,10 @@ class _Link:
         self._open = 0  # connections made or being made, not yet lost
         self._waiting: deque[_Post] = deque()
         self._closing = False
-        #: Counts connections the master closed, that broke, or that could not be made (not those
-        #: this side ended: an answer that said ``Connection: close``, an idle one): when it moves,
-        #: the next connection may reach another process at the same address (a master restarted,
-        #: perhaps on another store).
+        #: Counts connections the master closed, that broke, or that could not be made, and idle ones
+        #: ended after IDLE_SECONDS (see :meth:`generation_now`; not a connection an answer's
+        #: ``Connection: close`` ended): when it moves, the next connection may reach another
+        #: process at the same address (a master restarted, perhaps on another store).
         self.generation = 0
 
     def post(self, data: bytes, headers: Headers) -> Deferred[MasterAnswer]:
@@ -518,8 +518,27 @@ class _Link:
             connection = self._idle.pop()
             if now - connection.idle_since < IDLE_SECONDS:
                 return connection
-            connection.end()
+            self._end_expired(connection)
         return None
+
+    def _end_expired(self, connection: _Connection) -> None:
+        """End an idle connection too old to use. The process at the address may have changed
+        meanwhile without a close reaching us (a host that crashed and came back): the connection
+        made instead counts as a new generation."""
+        self.generation += 1
+        connection.end()
+
+    def generation_now(self) -> int:
+        """:attr:`generation`, once the idle connections too old to use are ended: a caller that
+        asks before a post (a check made first if it moved) learns that the post would go on a new
+        connection before it is made."""
+        if self._idle:
+            now = self.clock.seconds()
+            expired = [c for c in self._idle if now - c.idle_since >= IDLE_SECONDS]
+            for connection in expired:
+                self._idle.remove(connection)
+                self._end_expired(connection)
+        return self.generation
 
     def _connect(self, post: _Post) -> None:
         self._open += 1
@@ -615,11 +634,12 @@ class MasterConnections(Service):
         return link.post(data, headers)
 
     def generation(self, url: str) -> int:
-        """How many connections to ``url`` the master closed, broke or could not be made so far
-        (see ``_Link.generation``): a caller that checked the master at one count checks it again
-        once it moves (see :class:`~goto_tw.failover.FailoverStore`)."""
+        """How many connections to ``url`` the master closed, broke or could not be made so far,
+        and idle ones ended for their age (see ``_Link.generation``; those too old to use are
+        ended now): a caller that checked the master at one count checks it again once it moves
+        (see :class:`~goto_tw.failover.FailoverStore`)."""
         link = self._links.get(url)
-        return 0 if link is None else link.generation
+        return 0 if link is None else link.generation_now()
 
     def stopService(self) -> Deferred[Any]:
         super().stopService()

@@ -374,8 +374,9 @@ class RemoteStore:
         return self._enqueue(method, params, alone=False)
 
     def connection_generation(self) -> int | None:
-        """The HTTP client's count of connections to this master lost or not made (``None`` for a
-        client that does not keep one): it moves whenever the next call may reach another process."""
+        """The HTTP client's count of connections to this master lost, not made or ended idle
+        (``None`` for a client that does not keep one): it moves whenever the next call may reach
+        another process."""
         generation = getattr(self._http, "generation", None)
         return None if generation is None else int(generation(self._url))
 

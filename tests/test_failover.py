@@ -511,3 +511,90 @@ def test_a_bad_row_or_a_fault_without_a_meaning_here_is_the_answer_not_a_master_
         assert len(a.calls) == len(b.calls) == 2, "round robin, one master a call"
         assert store.up() == ["a", "b"]
     assert not [m for m in log_events.messages() if "cannot serve" in m or "does not answer" in m]
+
+
+def test_a_master_reached_anew_after_its_connections_idled_out_is_checked_first() -> None:
+    """Review 39: a slave of several masters ends a connection idle for IDLE_SECONDS itself, and the
+    connection it made next took an add unchecked (the process at the address may have changed
+    without a close reaching the slave). The real client and remote store, over a fake network: the
+    first call on the new connection is the check."""
+    import xmlrpc.client
+
+    from goto_tw.masterhttp import IDLE_SECONDS, MasterConnections
+    from goto_tw.remote import RemoteStore
+    from tests.test_masterhttp import Endpoint
+
+    def answer(index: int, body: bytes) -> None:
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: %d\r\n\r\n" % len(body)
+        endpoint.protocols[index].dataReceived(head + body)
+
+    def method_sent(index: int) -> str:
+        sent = endpoint.transports[index].value()
+        endpoint.transports[index].clear()
+        return str(xmlrpc.client.loads(sent.split(b"\r\n\r\n", 1)[1])[1])
+
+    endpoint, clock = Endpoint(), Clock()
+    http = MasterConnections(clock, 5.0, max_answer_bytes=100_000, endpoints=endpoint)  # type: ignore[arg-type]
+    url = "http://127.0.0.1:8081/RPC2"
+    store = FailoverStore([("b", RemoteStore(http, url, clock, timeout=5.0))], clock, check=shares_a_database)
+    no_feed = xmlrpc.client.dumps(xmlrpc.client.Fault(400, "this store has no change feed")).encode()
+    got = store.get("k")
+    clock.advance(0.01)
+    assert method_sent(0) == "Store.Changes"
+    answer(0, no_feed)  # a PostgreSQL master: it passes
+    clock.advance(0.01)
+    assert method_sent(0) == "Store.Get"
+    answer(0, xmlrpc.client.dumps(("https://example.com/",), methodresponse=True).encode())
+    assert result_of(got) == "https://example.com/"
+    clock.advance(IDLE_SECONDS + 1)
+    put = store.put("https://example.org/")
+    clock.advance(0.01)
+    assert len(endpoint.protocols) == 2 and method_sent(1) == "Store.Changes", "checked before the put"
+    answer(
+        1,
+        xmlrpc.client.dumps(
+            ({"epoch": "e", "seq": 0, "keys": [], "complete": True},), methodresponse=True
+        ).encode(),
+    )
+    clock.advance(0.01)
+    assert endpoint.transports[1].value() == b"", "a master with a file of its own takes no put"
+    assert failure_of(put).check(StoreUnavailable)
+
+
+class _Silent(Restartable):
+    """A master that may stop answering puts (hung, or cut off without a reset)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name, feed=False)
+        self.silent = False
+
+    def put(self, url: str) -> Deferred[str]:
+        if self.silent:
+            self.calls.append(("put", url))
+            return Deferred()
+        return super().put(url)
+
+
+def test_a_call_handed_on_goes_only_to_a_master_still_checked() -> None:
+    """Review 39: a call's masters were fixed when it began; handed on after ``failover_after`` (the
+    first silent), it went to the next even if that one's connection was lost meanwhile and another
+    process answered there, unchecked. It goes only to a master still checked; the other is checked
+    again (and refused, here: it keeps a data file of its own now)."""
+    clock = Clock()
+    a, b = _Silent("a"), Restartable("b", feed=False)
+    store = _checked_store(a, b, clock=clock)
+    result_of(store.get("k0"))  # both checked: they pass (PostgreSQL)
+    a.silent = True
+    put = store.put("https://example.org/")
+    if has_fired(put):  # round robin gave it to b: the next one goes to a first
+        put = store.put("https://example.org/")
+    assert not has_fired(put), "waiting on the silent master a"
+    before = len(b.calls)
+    b.generation += 1  # b's connection lost: restarted...
+    b.feed = True  # ...on a data file of its own
+    clock.advance(1.0)  # failover_after: the put is handed on
+    assert [c for c in b.calls[before:] if c[0] == "put"] == [], "not to b unchecked"
+    assert ("call", "Store.Changes") in b.calls[before:], "b is checked again"
+    assert store.up() == [], "a believed down, b refused"
+    a.silent = False
+    assert not has_fired(put), "a may still answer it"

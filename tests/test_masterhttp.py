@@ -570,3 +570,31 @@ def test_the_generation_moves_when_a_connection_is_lost_or_not_made() -> None:
     failure_of(post(refused))
     assert refused.generation(URL) == 1
     assert connections.generation("http://other.example/RPC2") == 0
+
+
+def test_the_generation_moves_when_an_idle_connection_is_ended_for_its_age() -> None:
+    """Review 39: an idle connection this side ended after IDLE_SECONDS left the generation where it
+    was, so the connection made instead (maybe to another process: a host that crashed without a
+    close reaching us and came back) took calls unchecked. Reading the generation ends those too old
+    to use first, so a check can be made before the post that would open the new connection."""
+    connections, endpoint, clock = client()
+    kept = post(connections)
+    answer_to(endpoint, 0, OK)
+    result_of(kept)
+    clock.advance(IDLE_SECONDS - 1)
+    assert connections.generation(URL) == 0, "idle, young enough to use"
+    again = post(connections)
+    answer_to(endpoint, 0, OK)
+    result_of(again)
+    clock.advance(IDLE_SECONDS)
+    assert connections.generation(URL) == 1 and endpoint.transports[0].disconnected, "ended, before any post"
+    assert connections.generation(URL) == 1, "once"
+    fresh = post(connections)
+    assert len(endpoint.protocols) == 2
+    answer_to(endpoint, 1, OK)
+    result_of(fresh)
+    clock.advance(IDLE_SECONDS)
+    late = post(connections)  # a post finds it too old itself: the same count
+    assert connections.generation(URL) == 2 and len(endpoint.protocols) == 3
+    answer_to(endpoint, 2, OK)
+    result_of(late)
