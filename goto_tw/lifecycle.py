@@ -80,7 +80,8 @@ def _report_cannot_start() -> None:
 
 
 class _ExitIfCannotListen(MultiService):
-    """The parent of a listener: its ``CannotListenError`` at start-up becomes one line and exit 1."""
+    """The parent of a listener: its ``CannotListenError`` at start-up becomes one line and exit 1,
+    as does an ``OSError`` (a ``unix:`` socket's lock file in a directory that does not exist)."""
 
     def __init__(self, option: str, description: str) -> None:
         super().__init__()
@@ -94,6 +95,10 @@ class _ExitIfCannotListen(MultiService):
             reason = getattr(exc.socketError, "strerror", None) or exc.socketError
             raise CannotStart(
                 f"goto: {self._option}: {reason} (cannot listen on {self._description})"
+            ) from None
+        except OSError as exc:
+            raise CannotStart(
+                f"goto: {self._option}: {exc.strerror or exc} (cannot listen on {self._description})"
             ) from None
 
 

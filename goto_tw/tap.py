@@ -84,6 +84,8 @@ def endpoint_option(option: str) -> Any:
             raise usage.UsageError(
                 f"--{option}: not a port or endpoint description: {value!r} ({exc})"
             ) from None
+        except Exception as exc:  # a parser that opens what it names (ssl: key files, systemd: sockets)
+            raise usage.UsageError(f"--{option}: {value!r} cannot be used: {_reason(exc)}") from None
         port = getattr(endpoint, "_port", None)  # TCP and TLS endpoints; the parser takes any int
         if isinstance(port, int) and not 0 <= port <= 65535:
             raise usage.UsageError(f"--{option}: port {port} is out of range (0 to 65535): {value!r}")
@@ -197,13 +199,28 @@ def default_host(endpoint: str) -> str:
     return f"{scheme}://localhost:{match.group(1)}" if match else f"{scheme}://localhost"
 
 
+def _reason(exc: BaseException) -> str:
+    """An exception as one line for a refusal: its text, or its type when it has none."""
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
+
+
+#: The longest ``--rpc-secret-file`` read: a secret is one word; a file longer than this is not one
+#: (the data file named by mistake, ``/dev/zero``), refused without being read whole.
+MAX_SECRET_BYTES = 4096
+
+
 def read_secret(path: str) -> bytes:
     """Read the shared RPC secret (surrounding white space dropped); it must not be empty."""
     try:
         with open(path, "rb") as secret_file:
-            secret = secret_file.read().strip()
+            secret = secret_file.read(MAX_SECRET_BYTES + 1)
     except OSError as exc:
         raise usage.UsageError(f"--rpc-secret-file: cannot read {path}: {exc.strerror}") from None
+    if len(secret) > MAX_SECRET_BYTES:
+        raise usage.UsageError(
+            f"--rpc-secret-file: {path} is longer than {MAX_SECRET_BYTES} bytes: not a secret"
+        )
+    secret = secret.strip()
     if not secret or any(byte <= 0x20 or byte >= 0x7F for byte in secret):  # a header's visible ASCII
         raise usage.UsageError(f"--rpc-secret-file: {path} must hold one printable ASCII word")
     return secret
@@ -436,6 +453,11 @@ class Options(usage.Options):
             )
         if not self["master"] and self["file"] is None and not self.get("store"):
             self["file"] = DEFAULT_DATA_FILE
+        for name in ("file", "api-keys-file", "block-file"):
+            # Absolute now: twistd changes directory (--rundir) after the service is made, and these
+            # are opened again later (the data file's .next and .clicks beside it, reloads on SIGHUP).
+            if self.get(name):
+                self[name] = os.path.abspath(self[name])
         if self["file"] is not None:  # else the master listened, then failed to create the file
             folder = os.path.dirname(os.path.realpath(self["file"]))  # a symlink's target's folder
             if not os.path.isdir(folder):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,7 @@ def test_defaults() -> None:
     (``--no-fsync`` is the opt-out; ``--fsync`` itself is only accepted for compatibility)."""
     options = parse()
     assert options["http"] == "tcp:8080"
-    assert options["file"] == "store.json"
+    assert options["file"] == os.path.abspath("store.json")
     assert options["host"] == "http://localhost:8080"
     assert not options["no-fsync"]
 
@@ -202,8 +203,60 @@ def test_slave_refuses_master_only_options() -> None:
 
 def test_master_data_file_defaults_to_store_json() -> None:
     """Without --file a master uses store.json; given, it uses that file."""
-    assert parse()["file"] == "store.json"
-    assert parse("--file", "x.json")["file"] == "x.json"
+    assert parse()["file"] == os.path.abspath("store.json")
+    assert parse("--file", "x.json")["file"] == os.path.abspath("x.json")
+
+
+def test_files_are_named_by_absolute_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review 39: twistd changes directory (``--rundir``) after the service is made, and the data
+    file (its ``.next`` and ``.clicks`` beside it), the API keys and the block file are opened again
+    later: relative names are made absolute at once (a key revoked on SIGHUP stayed in force, read
+    from the wrong directory; a data file was created beside the other directory's ``.next``)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "keys").write_text("a" * 24 + "\n")
+    (tmp_path / "block").write_text("evil.example\n")
+    options = parse("--file", "store.json", "--api-keys-file", "keys", "--block-file", "block")
+    for name, file in (("file", "store.json"), ("api-keys-file", "keys"), ("block-file", "block")):
+        assert options[name] == str(tmp_path / file), name
+    assert parse("--store", "file:other.json")["file"] == str(tmp_path / "other.json")
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "ssl:8443:privateKey={missing}",  # a typo in the key's path
+        "ssl:8443:privateKey={tmp}",  # a directory
+        "ssl:8443:privateKey={bad}",  # not PEM
+        "systemd:domain=INET:index=0",  # no socket unit handed sockets over
+    ],
+)
+@pytest.mark.parametrize("option", ["--http", "--ops"])
+def test_an_endpoint_its_parser_cannot_open_is_a_one_line_refusal(
+    option: str, endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review 39: endpoint parsers that open what they name raised other errors than the three the
+    option caught (FileNotFoundError, IsADirectoryError, OpenSSL's, IndexError): a traceback."""
+    monkeypatch.delenv("LISTEN_FDS", raising=False)
+    monkeypatch.delenv("LISTEN_PID", raising=False)
+    (tmp_path / "bad.pem").write_text("not a certificate\n")
+    value = endpoint.format(missing=tmp_path / "missing.pem", tmp=tmp_path, bad=tmp_path / "bad.pem")
+    with pytest.raises(usage.UsageError, match=f"^{option}: .* cannot be used: ") as refused:
+        parse(option, value)
+    assert "\n" not in str(refused.value)
+
+
+def test_a_secret_file_longer_than_a_secret_is_refused_unread(tmp_path: Path) -> None:
+    """Review 39: ``--rpc-secret-file`` was read whole (``/dev/zero``: memory until MemoryError)."""
+    from goto_tw.tap import MAX_SECRET_BYTES
+
+    long = tmp_path / "long"
+    long.write_bytes(b"a" * (MAX_SECRET_BYTES + 1))
+    with pytest.raises(usage.UsageError, match="longer than 4096 bytes"):
+        parse("--rpc-secret-file", str(long))
+    with pytest.raises(usage.UsageError, match="longer than 4096 bytes"):
+        parse("--rpc-secret-file", "/dev/zero")
+    long.write_bytes(b"a" * MAX_SECRET_BYTES)
+    assert parse("--rpc-secret-file", str(long))["rpc-secret"] == b"a" * MAX_SECRET_BYTES
 
 
 @pytest.mark.parametrize(
@@ -282,6 +335,25 @@ def test_busy_port_is_one_line_naming_the_option(tmp_path: Path) -> None:
         service.privilegedStartService()
     assert str(exited.value) == "goto: --http: Address already in use (cannot listen on tcp:8081)"
     assert not isinstance(exited.value, SystemExit), "a daemonizing twistd reports Exceptions only"
+
+
+def test_a_unix_socket_in_a_missing_directory_is_one_line_naming_the_option(tmp_path: Path) -> None:
+    """Review 39: a ``unix:`` endpoint whose directory does not exist failed with a FileNotFoundError
+    from its lock file, not ``CannotListenError``: a traceback."""
+    from twisted.internet import reactor
+
+    socket = tmp_path / "missing" / "http.sock"
+    service = makeService(
+        parse("--file", str(tmp_path / "s.json"), "--http", f"unix:{socket}"), reactor=reactor
+    )
+    try:
+        with pytest.raises(CannotStart) as exited:
+            service.privilegedStartService()
+    finally:
+        for child in service:
+            if child.running:
+                child.stopService()
+    assert str(exited.value) == f"goto: --http: No such file or directory (cannot listen on unix:{socket})"
 
 
 def test_unwritable_access_log_is_one_line_and_creates_no_data_file(tmp_path: Path) -> None:
