@@ -346,13 +346,8 @@ def test_a_unix_socket_in_a_missing_directory_is_one_line_naming_the_option(tmp_
     service = makeService(
         parse("--file", str(tmp_path / "s.json"), "--http", f"unix:{socket}"), reactor=reactor
     )
-    try:
-        with pytest.raises(CannotStart) as exited:
-            service.privilegedStartService()
-    finally:
-        for child in service:
-            if child.running:
-                child.stopService()
+    with pytest.raises(CannotStart) as exited:
+        service.privilegedStartService()
     assert str(exited.value) == f"goto: --http: No such file or directory (cannot listen on unix:{socket})"
 
 
