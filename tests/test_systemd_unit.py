@@ -116,10 +116,13 @@ def test_rpc_secret_is_passed_as_a_credential() -> None:
 
 
 def test_stop_and_restart_policy() -> None:
-    """The process is restarted when it fails, and twistd's exit status 143 after SIGTERM (a normal
-    ``systemctl stop``) counts as a clean stop; stopping is bounded in time."""
+    """The process is restarted when it fails, and when a reload's SIGHUP killed it before goto
+    handles SIGHUP (review 39: systemd counts that death as clean, which ``on-failure`` leaves
+    stopped); twistd's exit status 143 after SIGTERM (a normal ``systemctl stop``) counts as a
+    clean stop; stopping is bounded in time."""
     section = service()
     assert only(section, "Restart") == "on-failure"
+    assert "SIGHUP" in only(section, "RestartForceExitStatus").split()
     success = [word for value in section.get("SuccessExitStatus", []) for word in value.split()]
     assert "143" in success
     assert only(section, "TimeoutStopSec")
