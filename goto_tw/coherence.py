@@ -162,6 +162,8 @@ class CacheCoherence(Service):
         self._more = complete and len(keys) >= MAX_KEYS_PER_ANSWER
 
     def _failed(self, failure: Failure) -> None:
+        if not self.running:
+            return  # stopped: the poll in flight was cancelled by stopService itself
         if failure.check(StoreUnavailable):
             return  # an outage: the store logs it once, with its cause
         if failure.check(GotoError):

@@ -161,6 +161,18 @@ def test_poller_drops_changed_keys_once_a_second() -> None:
     poller.stopService()
 
 
+def test_stopping_with_a_poll_in_flight_logs_nothing(log_events: LogCapture) -> None:
+    """Review 39: stopping cancels the poll in flight, and its CancelledError was logged as a failed
+    poll ("Polling the master's change feed failed (); retrying every second") at every stop."""
+    clock, master = Clock(), FakeMaster()
+    poller = CacheCoherence(master.call, ProxyStore(master, clock), clock)
+    poller.startService()
+    assert master.calls == [("Store.Changes", "", 0)] and master.pending
+    poller.stopService()
+    assert not [m for m in log_events.messages() if "change feed" in m]
+    assert not [event for event in log_events.events if event.get("log_failure") is not None]
+
+
 def test_an_answer_asked_for_before_a_forget_is_not_cached() -> None:
     """A look-up in flight when its key is forgotten is answered but not cached (it may be stale)."""
     clock = Clock()
