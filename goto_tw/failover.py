@@ -317,6 +317,9 @@ class _Race:
         self._hedge = hedge
         self._call = call
         self._waiting = order
+        #: The masters asked so far, and whether the call waits for a master's check to end.
+        self._asked: list[_Member] = []
+        self._awaiting_check = False
         self._outstanding = 0
         self._last: Failure | None = None
         self.result: Deferred[Any] = Deferred()
@@ -332,10 +335,11 @@ class _Race:
         if skipped:
             self._store._start_checks()
         if not self._waiting:
-            if self._outstanding == 0 and not self.result.called:
+            if not self.result.called and not self._wait_for_checks() and self._outstanding == 0:
                 self.result.errback(self._last or Failure(self._store._none_may_answer()))
             return
         member, self._waiting = self._waiting[0], self._waiting[1:]
+        self._asked.append(member)
         if member.failures:
             # Its retry: the calls after this one pass it over until it ends, or for as long as a
             # hedged call would wait for it (a trial whose caller went elsewhere may never end).
@@ -350,6 +354,29 @@ class _Race:
         except Exception:
             asked = fail()
         asked.addBoth(self._answered, member, timer, moved_on)
+
+    def _wait_for_checks(self) -> bool:
+        """No master is left to ask: if one not asked yet is being checked (checked again after its
+        connection idled out, say), go on once the checks end, and tell whether the call waits."""
+        if self._awaiting_check:
+            return True
+        store = self._store
+        if not any(m.checking and m not in self._asked for m in store._members):
+            return False
+        if len(store._waiting) >= MAX_WAITING_CALLS:
+            return False
+        self._awaiting_check = True
+        checked: Deferred[None] = Deferred()
+        store._waiting.append(checked)
+        checked.addCallback(self._checks_ended)
+        return True
+
+    def _checks_ended(self, _: object) -> None:
+        self._awaiting_check = False
+        if self.result.called:
+            return  # a master asked before answered meanwhile
+        self._waiting = [m for m in self._store._order() if m not in self._asked]
+        self._ask_next()
 
     def _slow(self, member: _Member, moved_on: list[bool]) -> None:
         if self.result.called:
@@ -373,8 +400,8 @@ class _Race:
                 self._last = result  # if all fail, a busy one's 503 says it best (no master is down)
             if not moved_on[0]:
                 self._ask_next()
-            elif self._outstanding == 0 and not self._waiting and not self.result.called:
-                self.result.errback(self._last)
+            elif self._outstanding == 0 and not self._waiting and not self._awaiting_check:
+                self._ask_next()  # none left: it fails, or waits for a check under way
             return
         self._store._mark_up(member)  # a value, or a definite "no" (unknown key, invalid URL)
         if self.result.called:

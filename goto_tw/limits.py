@@ -12,6 +12,7 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
+from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -188,7 +189,9 @@ class DeadlineChannel(HTTPChannel):
         self.stop_request_clock()
         self._head_bytes = self._head_lines = 0
         super().allContentReceived()
-        if self._handlingRequest and self._general_answer_call is None:  # answered later
+        # Answered later: still in hand. (A request answered at once on a connection that then closes
+        # leaves ``_handlingRequest`` set, but is no longer among the channel's requests.)
+        if self._handlingRequest and self.requests and self._general_answer_call is None:
             self._general_answer_call = self.callLater(self.answer_deadline, self._general_answer_late)
 
     def requestDone(self, request: Any) -> None:
@@ -208,6 +211,11 @@ class DeadlineChannel(HTTPChannel):
 
     def _general_answer_late(self) -> None:
         self._general_answer_call = None
+        # Its resource learns now that the client is gone (not once the close is done, which a client
+        # that does not read puts off until the abort): an answer ready meanwhile is not written.
+        gone = Failure(ConnectionLost(f"no answer within {self.answer_deadline:g} s"))
+        for request in list(self.requests):
+            request.connectionLost(gone)
         self.close_for_a_late_answer()
 
     def close_for_a_late_answer(self) -> None:

@@ -616,7 +616,9 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         ops_root = PlainResource()
         ops_root.putChild(b"_goto", root.children[b"_goto"])
         root.putChild(b"_goto", NotFoundResource())
-        ops_site = GotoSite(ops_root, metrics, reactor=reactor, access_log=access_log)
+        ops_site = GotoSite(
+            ops_root, metrics, reactor=reactor, access_log=access_log, answer_deadline=site.answer_deadline
+        )
         listening_service("--ops", options["ops"], ops_site, reactor).setServiceParent(top)
     return top
 

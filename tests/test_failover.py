@@ -598,3 +598,63 @@ def test_a_call_handed_on_goes_only_to_a_master_still_checked() -> None:
     assert store.up() == [], "a believed down, b refused"
     a.silent = False
     assert not has_fired(put), "a may still answer it"
+
+
+def test_a_quiet_slave_waits_for_the_check_of_a_master_reached_anew() -> None:
+    """Review 39 (of its own fix): two PostgreSQL masters, a answering 503 (its own way to the
+    database is down), b fine. After a quiet half minute b's idle connection has ended, so b is
+    checked again; the call, with a failing it, waits for that check and goes to b, rather than
+    failing with a's 503."""
+    import xmlrpc.client
+
+    from twisted.internet.defer import fail
+
+    from goto_tw.errors import StoreUnavailable
+    from goto_tw.failover import FailoverStore, shares_a_database
+    from goto_tw.masterhttp import IDLE_SECONDS, MasterConnections
+    from goto_tw.remote import RemoteStore
+    from tests.helpers import failure_of, has_fired, result_of
+    from tests.test_masterhttp import Endpoint
+
+    class CannotServe(FeedMaster):
+        def get(self, key: str) -> Deferred[str]:
+            self.calls.append(("get", key))
+            return fail(StoreUnavailable("the service is unavailable", detail="a: database down"))
+
+    endpoint, clock = Endpoint(), Clock()
+    http = MasterConnections(clock, 5.0, max_answer_bytes=100_000, endpoints=endpoint)  # type: ignore[arg-type]
+    b = RemoteStore(http, "http://127.0.0.1:8082/RPC2", clock, timeout=5.0)
+    a = CannotServe("a", feed=False)
+    store = FailoverStore([("a", a), ("b", b)], clock, check=shares_a_database)
+
+    def serve_b() -> None:
+        """Answer whatever b was sent on its newest connection."""
+        clock.advance(0.01)
+        for index, transport in enumerate(endpoint.transports):
+            sent = transport.value()
+            if not sent:
+                continue
+            transport.clear()
+            method = xmlrpc.client.loads(sent.split(b"\r\n\r\n", 1)[1])[1]
+            if method == "Store.Changes":
+                body = xmlrpc.client.dumps(xmlrpc.client.Fault(400, "this store has no change feed"))
+            else:
+                body = xmlrpc.client.dumps(("https://b.example/",), methodresponse=True)
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: %d\r\n\r\n" % len(body)
+            endpoint.protocols[index].dataReceived(head + body.encode())
+
+    warm = store.get("k0")
+    serve_b()
+    serve_b()
+    assert result_of(warm) == "https://b.example/"
+    for n in range(1, 4):
+        got = store.get(f"k{n}")
+        serve_b()
+        assert result_of(got) == "https://b.example/", n
+    clock.advance(IDLE_SECONDS + 1)  # a quiet half minute
+    got = store.get("k9")
+    serve_b()
+    serve_b()
+    assert has_fired(got)
+    failure = failure_of(got) if not isinstance(getattr(got, "result", None), str) else None
+    assert failure is None, f"503 although b answers: {failure and failure.value!r}"

@@ -18,7 +18,7 @@ from goto_tw.store import URLStore
 from goto_tw.tap import make_root
 from tests.conftest import LogCapture
 from tests.fakes import ManualLog
-from tests.wire import Connection, ListAccessLog
+from tests.wire import Connection, ListAccessLog, goto_site
 
 GET = b"GET /abc HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -431,3 +431,104 @@ def test_a_form_type_in_an_encoded_word_is_still_parsed_as_a_form() -> None:
     )
     assert connection.received().startswith(b"HTTP/1.1 200 OK")
     assert store.count() == 2
+
+
+def _armed(clock: Clock) -> list[str]:
+    return [getattr(c.func, "__name__", repr(c.func)) for c in clock.getDelayedCalls() if c.active()]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("fast", [False, True])
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /abc+ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",  # an info page, answered at once
+        b"GET /abc HTTP/1.0\r\nHost: x\r\n\r\n",  # HTTP/1.0: never persistent
+        b"GET /nope/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",  # a 404 at once
+    ],
+)
+def test_an_answer_written_at_once_on_a_closing_connection_arms_no_answer_deadline(
+    fast: bool, request_bytes: bytes, log_events: LogCapture
+) -> None:
+    """Review 39 (of its own fix): a request twisted.web answers at once on a connection it then
+    closes (``Connection: close``, HTTP/1.0) arms no answer deadline: it is answered. The client
+    reads slowly (the close waits for the send buffer), and nothing says an answer was late."""
+    clock = Clock()
+    store = URLStore({"abc": "http://a/"}, ManualLog())
+    site, _ = goto_site(store, fast=fast, clock=clock)
+    connection = Connection(site)
+    connection.send(request_bytes)
+    answer = connection.received()
+    assert answer.startswith(b"HTTP/1."), answer[:80]
+    assert connection.transport.disconnecting, "closing after its answer"
+    assert "_general_answer_late" not in _armed(clock), _armed(clock)
+    clock.advance(31)
+    assert not [m for m in log_events.messages() if "an answer was not ready" in m]
+
+
+def test_a_whole_answer_on_a_closing_connection_is_later_logged_as_not_ready_and_aborted(
+    log_events: LogCapture,
+) -> None:
+    """What that deadline did: 30 s after a ``Connection: close`` answer was written whole, a client
+    still reading it was logged as "an answer was not ready within 30 s" and aborted 15 s later."""
+    clock = Clock()
+    store = URLStore({"abc": "http://a/"}, ManualLog())
+    site, _ = goto_site(store, fast=False, clock=clock)
+    connection = Connection(site)
+    connection.send(b"GET /abc+ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert b"200 OK" in connection.received().split(b"\r\n", 1)[0]
+    clock.advance(30)
+    clock.advance(15)
+    false_lines = [m for m in log_events.messages() if "an answer was not ready" in m]
+    assert not false_lines and not connection.transport.disconnected, (false_lines, "aborted")
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_a_client_gone_while_twisted_web_waits_leaves_no_answer_deadline_armed(
+    fast: bool, log_events: LogCapture
+) -> None:
+    """A client gone while twisted.web waits for the store: no answer deadline is left armed, and
+    nothing is logged about it later."""
+    from twisted.internet.error import ConnectionLost
+    from twisted.python.failure import Failure
+
+    clock = Clock()
+    log = ManualLog()
+    store = URLStore({}, log)
+    site, _ = goto_site(store, fast=fast, clock=clock)
+    connection = Connection(site)
+    form = b"url=https%3A%2F%2Fbrowser.example%2F"
+    connection.send(
+        b"POST /add HTTP/1.1\r\nHost: x\r\nAccept: text/html\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n" % len(form) + form
+    )
+    assert log.appended and "_general_answer_late" in _armed(clock)
+    connection.protocol.connectionLost(Failure(ConnectionLost()))
+    assert "_general_answer_late" not in _armed(clock)
+    clock.advance(31)
+    assert not [m for m in log_events.messages() if "an answer was not ready" in m]
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_after_the_deadline_closed_it_nothing_more_is_answered_or_logged(fast: bool) -> None:
+    """Once the deadline closed the connection, nothing is answered or logged for its request, even
+    when the store answers between the close (30 s) and the abort (45 s), which a client that does
+    not read puts off (review 39, of its own fix: the resource was not told the client had gone)."""
+    clock = Clock()
+    log = ManualLog()
+    store = URLStore({"abc": "http://a/"}, log)
+    lines: list[Any] = []
+    site, _ = goto_site(store, fast=fast, clock=clock, access_log=ListAccessLog(lines))
+    connection = Connection(site)
+    form = b"url=https%3A%2F%2Fbrowser.example%2F"
+    connection.send(
+        b"POST /add HTTP/1.1\r\nHost: x\r\nAccept: text/html\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n"
+        % len(form)
+        + form
+        + b"GET /abc HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    clock.advance(30)
+    assert connection.transport.disconnecting
+    clock.advance(5)
+    log.complete_all()
+    assert connection.received() == b"" and lines == [], (lines,)

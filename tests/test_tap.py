@@ -535,3 +535,34 @@ def test_help_reads_as_the_readme_does() -> None:
     assert "at most 100,000,000" in flat and "at least 0.001 and at most 600" in flat
     assert flat.count("[default: 10.0]") == 1 and "10/s" not in flat
     assert "[IPv6]:PORT" in flat and "IP addresses" in flat
+
+
+def _sites(service: object) -> list[object]:
+    from twisted.application.service import IServiceCollection
+
+    found = []
+    factory = getattr(service, "factory", None)
+    if factory is not None:
+        found.append(factory)
+    collection = IServiceCollection(service, None)
+    if collection is not None:
+        for child in collection:
+            found.extend(_sites(child))
+    return found
+
+
+def test_a_slaves_ops_site_gets_the_slaves_answer_deadline(tmp_path: object) -> None:
+    """Review 39: a slave with ``--rpc-timeout 20`` waits 41 s for an answer on its public site; its
+    ``--ops`` site's health check asks the master the same way, and waits as long (not 30 s)."""
+    from twisted.internet.testing import MemoryReactorClock
+
+    from goto_tw.site import GotoSite
+    from goto_tw.tap import makeService
+
+    service = makeService(
+        parse("--master", "127.0.0.1:8081", "--rpc-timeout", "20", "--ops", "tcp:9090:interface=127.0.0.1"),
+        reactor=MemoryReactorClock(),
+    )
+    sites = [s for s in _sites(service) if isinstance(s, GotoSite)]
+    assert len(sites) == 2, sites
+    assert sorted(s.answer_deadline for s in sites) == [41.0, 41.0]
