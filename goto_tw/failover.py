@@ -158,6 +158,14 @@ class FailoverStore:
     def count(self) -> int:
         return 0
 
+    def give_up(self) -> None:
+        """Answer every call now (see :meth:`goto_tw.remote.RemoteStore.give_up`), every master's,
+        and the calls waiting for a master's check."""
+        for member in self._members:
+            give_up = getattr(member.store, "give_up", None)
+            if give_up is not None:
+                give_up()
+
     def up(self) -> list[str]:
         """The names of the masters believed up now (and checked, with a check)."""
         now = self._clock.seconds()

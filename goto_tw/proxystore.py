@@ -472,10 +472,14 @@ class ProxyStore:
         """Fire once no call to the master is in flight, or after ``timeout`` seconds (never fails).
 
         For a graceful stop: the listener has stopped taking connections; what was accepted gets
-        its answer. From now on a master that does not answer is logged as part of stopping.
+        its answer. From now on a master that does not answer is logged as part of stopping. Once it
+        fires, every call still unanswered is answered 503, as is every later one (a keep-alive
+        client's request during the last turns): each is answered before the reactor drops its
+        client's connection, not left hanging.
         """
         self._stopping = True
         if self._in_flight == 0:
+            self._give_up_on_the_master()
             return succeed(None)
         idle: Deferred[None] = Deferred(lambda d: self._idle_waiters.remove(d))
         self._idle_waiters.append(idle)
@@ -483,12 +487,19 @@ class ProxyStore:
         def gave_up(failure: Failure) -> None:
             failure.trap(TimeoutError)
             log.warn(
-                "Stopping with {calls} calls to the master still unanswered after {timeout} s",
+                "Stopping with {calls} calls to the master still unanswered after {timeout:g} s: "
+                "answering them 503",
                 calls=self._in_flight,
                 timeout=timeout,
             )
 
-        return idle.addTimeout(timeout, self._clock).addErrback(gave_up)
+        drained = idle.addTimeout(timeout, self._clock).addErrback(gave_up)
+        return drained.addCallback(lambda _: self._give_up_on_the_master())
+
+    def _give_up_on_the_master(self) -> None:
+        give_up = getattr(self._master, "give_up", None)
+        if give_up is not None:
+            give_up()
 
 
 def _cause(error: GotoError) -> str:

@@ -324,6 +324,8 @@ class RemoteStore:
         self._in_flight = 0
         self._gathering = 0  # requests in flight that are batches (not calls alone)
         self._overloaded = False
+        #: Set by :meth:`give_up`: every call fails at once from then on.
+        self._given_up = False
         self._flush_call: IDelayedCall | None = None
         #: Whether the pending flush waits out the gather pause (a batch filling up cuts it short).
         self._pausing = False
@@ -387,7 +389,24 @@ class RemoteStore:
         and counts against the queue bounds like any other call."""
         return self._enqueue(method, params, alone=True)
 
+    def give_up(self) -> None:
+        """Answer every call now, as if each had timed out (a 503), and every later one at once: a
+        slave that stops and cannot wait any longer for its master answers its clients before the
+        reactor drops their connections."""
+        self._given_up = True
+        for request in list(self._requests):
+            if not request.expired:
+                request.expired = True
+                try:
+                    request.posted.cancel()  # its answer: a CancelledError, through _answered
+                except Exception:
+                    self._settle(Failure(), request)
+        queue, self._queue, self._queued_bytes, self._alone_queued = self._queue, [], 0, 0
+        _fail_all(Failure(self._unreachable("this slave is stopping")), [call.answer for call in queue])
+
     def _enqueue(self, method: str, params: tuple[Any, ...], *, alone: bool) -> Deferred[Any]:
+        if self._given_up:
+            return fail(self._unreachable("this slave is stopping"))
         try:
             size = _call_size(method, params)
         except Exception:

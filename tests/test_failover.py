@@ -658,3 +658,14 @@ def test_a_quiet_slave_waits_for_the_check_of_a_master_reached_anew() -> None:
     assert has_fired(got)
     failure = failure_of(got) if not isinstance(getattr(got, "result", None), str) else None
     assert failure is None, f"503 although b answers: {failure and failure.value!r}"
+
+
+def test_giving_up_gives_up_on_every_master() -> None:
+    """A slave of several masters that stops and can wait no longer answers every master's calls
+    (each store's ``give_up``); a master's store without one is left as it is."""
+    gave_up: list[str] = []
+    a, b, c = FakeMaster("a"), FakeMaster("b"), FakeMaster("c")
+    a.give_up = lambda: gave_up.append("a")  # type: ignore[attr-defined]
+    c.give_up = lambda: gave_up.append("c")  # type: ignore[attr-defined]
+    FailoverStore([("a", a), ("b", b), ("c", c)], Clock()).give_up()
+    assert gave_up == ["a", "c"]

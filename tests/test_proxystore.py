@@ -359,6 +359,31 @@ def test_drain_waits_for_calls_in_flight_and_mutes_the_outage_log(log_events: Lo
     assert result_of(store.drain(5.0)) is None, "nothing in flight: at once"
 
 
+def test_a_drain_that_gives_up_or_ends_answers_what_is_left_and_what_comes_later(
+    log_events: LogCapture,
+) -> None:
+    """Review 39: once a drain gives up on a master that does not answer, the calls still in flight
+    are answered (the master's ``give_up``: a 503 each) before the stop goes on, and a drain that
+    ended with nothing in flight gives up too, so a request arriving in the last turns is answered
+    at once rather than left to the reactor's shutdown; the log says so, once."""
+    store, master, clock = make()
+    gave_up: list[bool] = []
+    master.give_up = lambda: gave_up.append(True)  # type: ignore[attr-defined]
+    lookup = store.get("k")
+    drained = store.drain(5.0)
+    clock.advance(4.9)
+    assert not has_fired(drained) and gave_up == []
+    clock.advance(0.1)
+    assert has_fired(drained) and gave_up == [True]
+    assert not has_fired(lookup), "the fake master itself answers nothing: its give_up is the answer"
+    lines = [m for m in log_events.messages() if "still unanswered after 5 s: answering them 503" in m]
+    assert len(lines) == 1
+    idle, idle_master, _ = make()
+    idle_master_gave_up: list[bool] = []
+    idle_master.give_up = lambda: idle_master_gave_up.append(True)  # type: ignore[attr-defined]
+    assert result_of(idle.drain(5.0)) is None and idle_master_gave_up == [True]
+
+
 def test_health_checks_during_an_outage_share_the_probe_in_flight() -> None:
     """While the master is down, a health check that comes while the one probe is in flight waits
     for that probe instead of asking the master itself, and gets its outcome."""

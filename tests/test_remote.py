@@ -546,3 +546,37 @@ def test_a_non_answer_is_not_read_and_its_connection_is_dropped() -> None:
     link.settle()
     assert failure_of(call).check(MasterUnreachable)
     assert len(dropped) == 1, "the connection of the endless 404 is dropped"
+
+
+class Hanging:
+    """An HTTP client whose requests are never answered (a master that accepts and says nothing)."""
+
+    def __init__(self) -> None:
+        self.posted: list[Deferred[Any]] = []
+
+    def post(self, url: str, /, *, data: bytes, headers: Headers) -> Deferred[Any]:
+        self.posted.append(Deferred())
+        return self.posted[-1]
+
+
+def test_giving_up_answers_every_call_at_once_and_every_later_one() -> None:
+    """Review 39: a slave that stops and can wait no longer (``give_up``) answers the calls in flight
+    and those queued behind them with a 503 at once, rather than leaving them to the reactor's
+    shutdown, and fails every later call at once, sending nothing."""
+    clock = Clock()
+    poster = Hanging()
+    store = RemoteStore(poster, RPC_URL, clock, timeout=30.0)
+    in_flight = [store.get("a"), store.put("http://b.example/")]
+    clock.advance(0)
+    assert len(poster.posted) == 1
+    queued = [store.get(f"q{n}") for n in range(3)]  # behind the batch in flight, gathering
+    assert not any(has_fired(call) for call in in_flight + queued)
+    sent = len(poster.posted)
+    store.give_up()
+    for call in in_flight + queued:
+        failure = failure_of(call)
+        assert failure.check(MasterUnreachable) and str(failure.value) == UNREACHABLE_MESSAGE
+    later = store.get("late")
+    assert failure_of(later).check(MasterUnreachable)
+    clock.advance(60)
+    assert len(poster.posted) == sent, "nothing more is sent"

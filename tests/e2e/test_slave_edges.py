@@ -19,6 +19,7 @@ from .harness import (
     GotoProcess,
     GotoProcesses,
     Reply,
+    SilentServer,
     add_url,
     get,
     key_of,
@@ -214,6 +215,43 @@ def test_sigterm_lets_accepted_adds_finish(goto_processes: GotoProcesses) -> Non
         assert slave.wait_exit() == -signal.SIGTERM
     assert error_lines(slave) == [], slave.output()
     assert "unreachable" not in slave.output()
+
+
+def test_a_stop_that_cannot_wait_for_a_hung_master_answers_every_client_503(
+    goto_processes: GotoProcesses, tmp_path: Path
+) -> None:
+    """Review 39: a slave stopped while requests waited on a master that accepts and never answers
+    (``--rpc-timeout 30``: its drain gives up after 10 s) closed some clients' connections with no
+    answer at all, and logged none of the 503s it did send. Every waiting client gets its 503, each
+    is in the access log, and the process exits cleanly."""
+    access_log = tmp_path / "access.log"
+    with SilentServer() as master:
+        slave = goto_processes(
+            "--master",
+            f"127.0.0.1:{master.port}",
+            "--rpc-timeout",
+            "30",
+            "--access-log",
+            str(access_log),
+            data_file=None,
+            name="slave",
+        )
+        keys = [f"waiting{i}" for i in range(6)]
+        with ThreadPoolExecutor(max_workers=len(keys)) as pool:
+            waiting = [pool.submit(get, f"{slave.base_url}/{key}", timeout=40) for key in keys]
+            poll_until(lambda: True if master.connections else None, 5, "a call to reach the master")
+            os.kill(slave.pid, signal.SIGTERM)
+            replies = [reply.result() for reply in waiting]
+        for reply in replies:
+            assert_human_503(reply, "a request the stop could not wait for")
+        assert slave.wait_exit() == -signal.SIGTERM
+    logged = access_log.read_text().splitlines()
+    assert sorted(line.split('"')[1] for line in logged) == sorted(f"GET /{key} HTTP/1.1" for key in keys)
+    assert all('" 503 ' in line for line in logged), logged
+    assert (
+        "Stopping with 6 calls to the master still unanswered after 10 s: answering them 503"
+        in slave.output()
+    )
 
 
 @pytest.mark.parametrize("same", [False, True])
