@@ -4,7 +4,8 @@
     goto-admin export postgresql://goto@db/goto store.json    # database -> data file
 
 Both are safe to re-run. ``import`` reads the file as a master's start-up does (locked, every record
-checked), copies it in one transaction (``COPY``), adds the pairs the database lacks, skips those it
+checked, a crash's tail repaired as start-up repairs it: said on standard error, as every warning
+of the loader is), copies it in one transaction (``COPY``), adds the pairs the database lacks, skips those it
 already has, and refuses (changing nothing) when a key there points to another URL; the key sequence
 then moves past every imported key, so masters never hand one out again. A URL the file holds under
 several keys keeps every key; adds of it answer the first that is not a custom key (a key someone
@@ -25,6 +26,9 @@ import sys
 import time
 from collections.abc import Sequence
 
+from twisted.logger import ILogObserver, LogEvent, LogLevel, formatEvent, globalLogPublisher
+from zope.interface import provider
+
 from goto_tw.keybound import CorruptKeyBound
 from goto_tw.persistence import CorruptDataFile, encode_record, open_data_file
 from goto_tw.pgdb import connect
@@ -35,7 +39,16 @@ CHUNK = 20_000
 
 
 class AdminError(Exception):
-    """What went wrong, in words for the operator; nothing was changed."""
+    """What went wrong, in words for the operator; nothing was imported or exported."""
+
+
+@provider(ILogObserver)
+def _warnings_to_stderr(event: LogEvent) -> None:
+    """A ``twisted.logger`` observer: what the loader warns of (a crash's tail it repaired) is
+    printed, not lost (goto-admin starts no logging of its own)."""
+    level = event.get("log_level")
+    if level in (LogLevel.warn, LogLevel.error, LogLevel.critical):
+        print(f"goto-admin: {formatEvent(event)}", file=sys.stderr)
 
 
 def _is_database(target: str) -> bool:
@@ -181,6 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not _is_database(arguments.database):
         parser.error(f"not a PostgreSQL URI: {arguments.database!r}")
     started = time.monotonic()
+    globalLogPublisher.addObserver(_warnings_to_stderr)
     try:
         if arguments.command == "import":
             added, present = import_file(arguments.file, arguments.database)
@@ -194,6 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # psycopg's errors: connection refused, permission denied...
         print(f"goto-admin: {type(exc).__name__}: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
+    finally:
+        globalLogPublisher.removeObserver(_warnings_to_stderr)
     return 0
 
 

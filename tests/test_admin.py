@@ -124,3 +124,16 @@ def test_an_imported_custom_key_is_never_the_answer_to_adds_of_its_url(tmp_path,
     assert new and new_key != "this-story-is-fake"
     assert keys["https://example.com/plain"] == ("0", False)
     assert url == ("https://news.example/story",)
+
+
+def test_an_import_says_what_it_repaired_in_the_data_file(tmp_path, capsys):
+    """Review 39: the import loads the file as a master's start-up does, which cuts a torn last line
+    off; the loader's warning went to no observer, so the file changed without a word (here the
+    import fails after, for want of a database, and said only that)."""
+    data = tmp_path / "store.json"
+    whole = b'{"key":"0","url":"https://a.example/"}\n{"key":"1","url":"https://b.example/"}\n'
+    data.write_bytes(whole + b'{"key":"2","url":"https://c.exa')
+    assert main(["import", str(data), "postgresql://nobody@127.0.0.1:1/x"]) == 1
+    err = capsys.readouterr().err
+    assert "goto-admin: Data file" in err and "cutting it off" in err, err
+    assert data.read_bytes() == whole
