@@ -472,14 +472,13 @@ class ProxyStore:
         """Fire once no call to the master is in flight, or after ``timeout`` seconds (never fails).
 
         For a graceful stop: the listener has stopped taking connections; what was accepted gets
-        its answer. From now on a master that does not answer is logged as part of stopping. Once it
-        fires, every call still unanswered is answered 503, as is every later one (a keep-alive
-        client's request during the last turns): each is answered before the reactor drops its
-        client's connection, not left hanging.
+        its answer. From now on a master that does not answer is logged as part of stopping. If the
+        time runs out, every call still unanswered is answered 503 then, as is every later one,
+        before the reactor drops the clients' connections. (A drain that ends in time leaves the
+        master to be called: the slave's last click batch goes to it after the drain.)
         """
         self._stopping = True
         if self._in_flight == 0:
-            self._give_up_on_the_master()
             return succeed(None)
         idle: Deferred[None] = Deferred(lambda d: self._idle_waiters.remove(d))
         self._idle_waiters.append(idle)
@@ -492,14 +491,11 @@ class ProxyStore:
                 calls=self._in_flight,
                 timeout=timeout,
             )
+            give_up = getattr(self._master, "give_up", None)
+            if give_up is not None:
+                give_up()
 
-        drained = idle.addTimeout(timeout, self._clock).addErrback(gave_up)
-        return drained.addCallback(lambda _: self._give_up_on_the_master())
-
-    def _give_up_on_the_master(self) -> None:
-        give_up = getattr(self._master, "give_up", None)
-        if give_up is not None:
-            give_up()
+        return idle.addTimeout(timeout, self._clock).addErrback(gave_up)
 
 
 def _cause(error: GotoError) -> str:
