@@ -394,15 +394,17 @@ class RemoteStore:
         slave that stops and cannot wait any longer for its master answers its clients before the
         reactor drops their connections."""
         self._given_up = True
+        stopping = Failure(self._unreachable("this slave is stopping"))
         for request in list(self._requests):
             if not request.expired:
                 request.expired = True
+                self._settle(stopping, request)  # answered now; the post's own end is then ignored
                 try:
-                    request.posted.cancel()  # its answer: a CancelledError, through _answered
+                    request.posted.cancel()
                 except Exception:
-                    self._settle(Failure(), request)
+                    log.failure("Could not cancel a call to the master")
         queue, self._queue, self._queued_bytes, self._alone_queued = self._queue, [], 0, 0
-        _fail_all(Failure(self._unreachable("this slave is stopping")), [call.answer for call in queue])
+        _fail_all(stopping, [call.answer for call in queue])
 
     def _enqueue(self, method: str, params: tuple[Any, ...], *, alone: bool) -> Deferred[Any]:
         if self._given_up:

@@ -669,3 +669,33 @@ def test_giving_up_gives_up_on_every_master() -> None:
     c.give_up = lambda: gave_up.append("c")  # type: ignore[attr-defined]
     FailoverStore([("a", a), ("b", b), ("c", c)], Clock()).give_up()
     assert gave_up == ["a", "c"]
+
+
+def test_a_hedged_call_whose_first_master_fails_last_waits_for_the_check_under_way() -> None:
+    """Handed on after ``failover_after`` while the next master is being checked again, a call whose
+    first master then fails does not fail with it: it waits for the check and goes to the master that
+    passed it."""
+    clock = Clock()
+    silent: list[Deferred[str]] = []
+
+    class Hung(Restartable):
+        def put(self, url: str) -> Deferred[str]:
+            self.calls.append(("put", url))
+            silent.append(Deferred())
+            return silent[-1]
+
+    a, b = Hung("a", feed=False), Restartable("b", feed=False)
+    store = _checked_store(a, b, clock=clock)
+    result_of(store.get("k0"))  # both checked: they pass (PostgreSQL)
+    put = store.put("https://example.org/")
+    if has_fired(put):  # round robin gave it to b: the next one goes to a first
+        put = store.put("https://example.org/")
+    assert not has_fired(put) and len(silent) == 1
+    b.generation += 1  # b's connection idled out: checked again, and its check is slow
+    b.hold = True
+    clock.advance(1.0)  # failover_after: handed on, b skipped, its check under way
+    assert b.held and not has_fired(put)
+    silent[0].errback(MasterUnreachable("the master is unreachable", detail="a reset"))
+    assert not has_fired(put), "waits for b's check rather than failing with a"
+    b.held[-1].errback(InvalidURL("this store has no change feed"))  # b passes
+    assert result_of(put) == "k"

@@ -465,7 +465,7 @@ def test_an_answer_written_at_once_on_a_closing_connection_arms_no_answer_deadli
     assert not [m for m in log_events.messages() if "an answer was not ready" in m]
 
 
-def test_a_whole_answer_on_a_closing_connection_is_later_logged_as_not_ready_and_aborted(
+def test_a_whole_answer_on_a_closing_connection_is_neither_logged_as_late_nor_aborted(
     log_events: LogCapture,
 ) -> None:
     """What that deadline did: 30 s after a ``Connection: close`` answer was written whole, a client

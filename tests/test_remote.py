@@ -576,7 +576,21 @@ def test_giving_up_answers_every_call_at_once_and_every_later_one() -> None:
     for call in in_flight + queued:
         failure = failure_of(call)
         assert failure.check(MasterUnreachable) and str(failure.value) == UNREACHABLE_MESSAGE
+        assert getattr(failure.value, "detail", None) == "this slave is stopping", "not a timeout"
     later = store.get("late")
     assert failure_of(later).check(MasterUnreachable)
     clock.advance(60)
     assert len(poster.posted) == sent, "nothing more is sent"
+
+
+def test_giving_up_answers_calls_queued_with_nothing_in_flight() -> None:
+    """The calls of this turn, not sent yet (nothing in flight to cancel), are answered too."""
+    clock = Clock()
+    poster = Hanging()
+    store = RemoteStore(poster, RPC_URL, clock, timeout=30.0)
+    queued = store.get("a")
+    assert not poster.posted
+    store.give_up()
+    assert failure_of(queued).check(MasterUnreachable)
+    clock.advance(1)
+    assert not poster.posted

@@ -537,7 +537,8 @@ class SilentServer:
 
     The kernel completes every handshake and the request is sent, but no byte ever comes back, so
     a client waits for its own timeout. A thread accepts connections promptly (and holds them
-    open) so that :attr:`connections` counts every attempt to reach it.
+    open) so that :attr:`connections` counts every attempt to reach it; what they send is kept
+    (:meth:`received`).
     """
 
     def __init__(self) -> None:
@@ -547,6 +548,7 @@ class SilentServer:
         self._listener.settimeout(_POLL_INTERVAL)
         self.port: int = self._listener.getsockname()[1]
         self._accepted: list[socket.socket] = []
+        self._received: list[bytes] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._accept_forever, name="silent-server", daemon=True)
@@ -568,6 +570,27 @@ class SilentServer:
                 return  # closed under us
             with self._lock:
                 self._accepted.append(connection)
+            reader = threading.Thread(
+                target=self._read, args=(connection,), name="silent-reader", daemon=True
+            )
+            reader.start()
+
+    def _read(self, connection: socket.socket) -> None:
+        """Keep what a connection sends (:meth:`received`), answering nothing."""
+        while True:
+            try:
+                data = connection.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            with self._lock:
+                self._received.append(data)
+
+    def received(self) -> bytes:
+        """Every byte sent to it so far, all connections together (requests may interleave)."""
+        with self._lock:
+            return b"".join(self._received)
 
     def close(self) -> None:
         """Stop accepting and close the listener and every connection it holds."""
@@ -600,6 +623,7 @@ class ClosedThenSilentServer(SilentServer):
         self._listener.settimeout(_POLL_INTERVAL)
         self.port = self._listener.getsockname()[1]
         self._accepted = []
+        self._received = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._accept_forever, name="silent-server", daemon=True)
