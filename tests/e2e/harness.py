@@ -597,8 +597,16 @@ class SilentServer:
         self._stopping.set()
         self._thread.join(STOP_TIMEOUT)
         self._listener.close()
+        self._close_accepted()
+
+    def _close_accepted(self) -> None:
+        """Close every connection it holds, shut down first: that wakes its reader, blocked in
+        ``recv`` (a bare close from another thread leaves the connection open until that returns,
+        and the client waiting on it is never told)."""
         with self._lock:
             for connection in self._accepted:
+                with contextlib.suppress(OSError):  # the client closed it already
+                    connection.shutdown(socket.SHUT_RDWR)
                 connection.close()
 
     def __enter__(self) -> SilentServer:
@@ -642,9 +650,7 @@ class ClosedThenSilentServer(SilentServer):
         if self._thread.is_alive():
             self._thread.join(STOP_TIMEOUT)
         self._listener.close()
-        with self._lock:
-            for connection in self._accepted:
-                connection.close()
+        self._close_accepted()
 
 
 class GatedMaster:
