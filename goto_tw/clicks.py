@@ -390,6 +390,8 @@ class ClickForwarder(Service):
             if self._warned:
                 log.info("Clicks reach the master again")
                 self._warned = False
+        elif not self.running:
+            self._gave_up(failure)  # the last flush, on stop: nothing is sent again
         elif not self._warned:
             self._warned = True
             error = failure.value

@@ -11,6 +11,12 @@ from __future__ import annotations
 RETRY_AFTER_SECONDS = 5
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception as one line for an operator (libpq's and OpenSSL's texts span lines): its text,
+    at most 300 characters, or its type's name when it has none."""
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
+
+
 class GotoError(Exception):
     """Base of the errors a store reports to its callers.
 
@@ -122,6 +128,11 @@ class MasterUnreachable(StoreUnavailable):
 class MasterFailed(StoreUnavailable):
     """The master answered a fault this slave has no meaning for (a bug there, most likely): a 503
     for the user, and no reason to believe the master down or to ask another master the same."""
+
+
+class SlaveStopping(MasterUnreachable):
+    """A stopping slave gave up waiting for its master (its drain ran out of time): a 503 for the
+    user, and no news of the master (no outage logged, no master passed over or checked again)."""
 
 
 class MasterRefused(MasterUnreachable):

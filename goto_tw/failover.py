@@ -47,10 +47,11 @@ from goto_tw.errors import (
     MasterBusy,
     MasterFailed,
     MasterUnreachable,
+    SlaveStopping,
     StoreUnavailable,
 )
 from goto_tw.interfaces import ILinkAdder, IURLStore
-from goto_tw.remote import UNREACHABLE_MESSAGE
+from goto_tw.remote import UNREACHABLE_MESSAGE, slave_stopping
 
 log = Logger()
 
@@ -130,6 +131,8 @@ class FailoverStore:
         self._check = check
         self._waiting: list[Deferred[None]] = []
         self._next = 0
+        #: Set by :meth:`give_up`: a call no master can take is this slave's stop, not an outage.
+        self._given_up = False
 
     def get(self, key: str) -> Deferred[str]:
         return self._call(lambda store: store.get(key))
@@ -159,12 +162,17 @@ class FailoverStore:
         return 0
 
     def give_up(self) -> None:
-        """Answer every call now (see :meth:`goto_tw.remote.RemoteStore.give_up`), every master's,
-        and the calls waiting for a master's check."""
+        """Answer every call now (see :meth:`goto_tw.remote.RemoteStore.give_up`), every master's;
+        the calls waiting for a master's check go on at once, to masters that fail them at once
+        (:class:`~goto_tw.errors.SlaveStopping`: nothing is logged of the masters for it)."""
+        self._given_up = True  # first: a check the masters' give_up ends releases calls at once
         for member in self._members:
             give_up = getattr(member.store, "give_up", None)
             if give_up is not None:
                 give_up()
+        waiting, self._waiting = self._waiting, []
+        for checked in waiting:
+            checked.callback(None)
 
     def up(self) -> list[str]:
         """The names of the masters believed up now (and checked, with a check)."""
@@ -234,7 +242,9 @@ class FailoverStore:
 
     def _checked(self, result: object, member: _Member) -> None:
         member.checking = False
-        if isinstance(result, Failure):
+        if isinstance(result, Failure) and result.check(SlaveStopping):
+            pass  # this slave stops: no news of the master
+        elif isinstance(result, Failure):
             if not result.check(StoreUnavailable):
                 log.failure("Checking master {name} failed", result, name=member.name)
             elif member.check_error is None and not member.announced:  # once until it passes
@@ -263,7 +273,10 @@ class FailoverStore:
                 checked.callback(None)
 
     def _none_may_answer(self) -> MasterUnreachable:
-        """Why a call has no master to go to: every one was refused, or none could be checked yet."""
+        """Why a call has no master to go to: every one was refused, or none could be checked yet
+        (or this slave stops)."""
+        if self._given_up:
+            return slave_stopping()
         refused = [f"{member.name}: {member.refused}" for member in self._members if member.refused]
         unchecked = [
             f"{member.name}: {member.check_error}"
@@ -397,6 +410,10 @@ class _Race:
         self._outstanding -= 1
         if timer is not None and timer.active():
             timer.cancel()
+        if isinstance(result, Failure) and result.check(SlaveStopping):
+            if not self.result.called:  # this slave stops: the answer, and no news of the master
+                self.result.errback(result)
+            return
         if isinstance(result, Failure) and result.check(StoreUnavailable) and not result.check(MasterFailed):
             # Unreachable, this slave's queue to it full (too slow for the load), or its own 503 (it
             # cannot reach the database, which the next one may): the next one. Not a fault this

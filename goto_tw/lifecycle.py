@@ -93,13 +93,11 @@ class _ExitIfCannotListen(MultiService):
             super().privilegedStartService()
         except CannotListenError as exc:
             reason = getattr(exc.socketError, "strerror", None) or exc.socketError
-            raise CannotStart(
-                f"goto: {self._option}: {reason} (cannot listen on {self._description})"
-            ) from None
         except OSError as exc:
-            raise CannotStart(
-                f"goto: {self._option}: {exc.strerror or exc} (cannot listen on {self._description})"
-            ) from None
+            reason = exc.strerror or exc
+        else:
+            return
+        raise CannotStart(f"goto: {self._option}: {reason} (cannot listen on {self._description})")
 
 
 class StopInOrder(MultiService):

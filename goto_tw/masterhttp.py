@@ -532,12 +532,11 @@ class _Link:
         """:attr:`generation`, once the idle connections too old to use are ended: a caller that
         asks before a post (a check made first if it moved) learns that the post would go on a new
         connection before it is made."""
-        if self._idle:
+        idle = self._idle  # oldest first (``release`` appends): usually one comparison
+        if idle:
             now = self.clock.seconds()
-            expired = [c for c in self._idle if now - c.idle_since >= IDLE_SECONDS]
-            for connection in expired:
-                self._idle.remove(connection)
-                self._end_expired(connection)
+            while idle and now - idle[0].idle_since >= IDLE_SECONDS:
+                self._end_expired(idle.pop(0))
         return self.generation
 
     def _connect(self, post: _Post) -> None:

@@ -15,6 +15,7 @@ from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
 from twisted.logger import Logger, LogLevel
 
+from goto_tw.errors import one_line
 from goto_tw.metrics import LATENCY_BUCKETS, Metrics
 from goto_tw.pgdb import Database, connect
 from goto_tw.pgschema import migrate
@@ -68,13 +69,13 @@ def prepare_database(uri: str) -> tuple[int, int]:
     try:
         connection = connect(uri)
     except Exception as exc:
-        raise DatabaseUnusable(" ".join(str(exc).split()) or type(exc).__name__) from None
+        raise DatabaseUnusable(one_line(exc)) from None
     import psycopg
 
     try:
         return migrate(connection)
     except psycopg.Error as exc:  # no right to create the tables, another program's goto_links...
-        text = " ".join(str(exc).split()) or type(exc).__name__
+        text = one_line(exc)
         raise DatabaseUnusable(f"its schema could not be prepared: {text}") from None
     finally:
         connection.close()

@@ -41,6 +41,7 @@ from goto_tw.errors import (
     KeyDisabled,
     KeyNotFound,
     MasterUnreachable,
+    SlaveStopping,
     StoreUnavailable,
 )
 from goto_tw.fanout import Coalescing, SharedResult
@@ -427,6 +428,8 @@ class ProxyStore:
 
     def _note_master_health(self, result: object) -> object:
         error = result.value if isinstance(result, Failure) else None
+        if isinstance(error, SlaveStopping):
+            return result  # this slave gave up on the master: no news of it
         if isinstance(error, MasterUnreachable):
             now = self._clock.seconds()
             self._next_probe_at = now + self._retry_interval

@@ -66,6 +66,7 @@ from goto_tw.errors import (
     MasterUnreachable,
     NotAuthorized,
     NotKept,
+    SlaveStopping,
     StoreUnavailable,
 )
 from goto_tw.fastpath import UNCHECKED_ADDS, UNCHECKED_ADDS_HEADER
@@ -394,7 +395,7 @@ class RemoteStore:
         slave that stops and cannot wait any longer for its master answers its clients before the
         reactor drops their connections."""
         self._given_up = True
-        stopping = Failure(self._unreachable("this slave is stopping"))
+        stopping = Failure(slave_stopping())
         for request in list(self._requests):
             if not request.expired:
                 request.expired = True
@@ -408,7 +409,7 @@ class RemoteStore:
 
     def _enqueue(self, method: str, params: tuple[Any, ...], *, alone: bool) -> Deferred[Any]:
         if self._given_up:
-            return fail(self._unreachable("this slave is stopping"))
+            return fail(slave_stopping())
         try:
             size = _call_size(method, params)
         except Exception:
@@ -768,6 +769,11 @@ class RemoteStore:
             return Failure(self._unreachable(f"no answer to {method} from {self._url}: {_describe(failure)}"))
         log.failure("Unexpected failure calling {method} on the master", failure, method=method)
         return Failure(StoreUnavailable(UNREACHABLE_MESSAGE, detail=f"{method}: {failure.value!r}"))
+
+
+def slave_stopping() -> SlaveStopping:
+    """What every call is answered once this slave gave up on its master (:meth:`RemoteStore.give_up`)."""
+    return SlaveStopping(UNREACHABLE_MESSAGE, detail="this slave is stopping")
 
 
 def _call_size(method: str, params: tuple[Any, ...]) -> int:

@@ -30,6 +30,7 @@ from goto_tw.clicks import (
 )
 from goto_tw.clients import ClientAddresses
 from goto_tw.cors import add_cors
+from goto_tw.errors import one_line
 from goto_tw.interfaces import IClickCounter, ILinkStats, IURLStore
 from goto_tw.jitcounters import keep_counters
 from goto_tw.keybound import CorruptKeyBound
@@ -85,7 +86,7 @@ def endpoint_option(option: str) -> Any:
                 f"--{option}: not a port or endpoint description: {value!r} ({exc})"
             ) from None
         except Exception as exc:  # a parser that opens what it names (ssl: key files, systemd: sockets)
-            raise usage.UsageError(f"--{option}: {value!r} cannot be used: {_reason(exc)}") from None
+            raise usage.UsageError(f"--{option}: {value!r} cannot be used: {one_line(exc)}") from None
         port = getattr(endpoint, "_port", None)  # TCP and TLS endpoints; the parser takes any int
         if isinstance(port, int) and not 0 <= port <= 65535:
             raise usage.UsageError(f"--{option}: port {port} is out of range (0 to 65535): {value!r}")
@@ -197,11 +198,6 @@ def default_host(endpoint: str) -> str:
         r":port=(\d+)", inner
     )
     return f"{scheme}://localhost:{match.group(1)}" if match else f"{scheme}://localhost"
-
-
-def _reason(exc: BaseException) -> str:
-    """An exception as one line for a refusal: its text, or its type when it has none."""
-    return " ".join(str(exc).split())[:300] or type(exc).__name__
 
 
 #: The longest ``--rpc-secret-file`` read: a secret is one word; a file longer than this is not one

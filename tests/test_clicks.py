@@ -32,6 +32,7 @@ from goto_tw.clicks import (
 from goto_tw.errors import MasterUnreachable, NotKept, StoreUnavailable
 from goto_tw.metrics import Metrics
 
+from .conftest import LogCapture
 from .helpers import failure_of, has_fired, result_of
 
 
@@ -170,6 +171,24 @@ def test_forwarder_sends_one_batch_a_second_and_nothing_per_click() -> None:
     clock.advance(1)
     assert len(master.batches) == 2
     result_of(forwarder.stopService())
+
+
+def test_a_last_flush_that_fails_on_stop_says_the_clicks_are_given_up(log_events: LogCapture) -> None:
+    """Review 39: the last batch, sent on stop, that fails (a slave giving up on a hung master) was
+    logged "kept, sent again later", which a stopping slave never does: it says they are given up."""
+    clock, master, counter = Clock(), FakeMaster(), ClickCounter()
+    forwarder = ClickForwarder(counter, master.send, clock)
+    forwarder.startService()
+    counter.click("a")
+    stopped = forwarder.stopService()
+    assert master.batches == [{"a": 1}]
+    master.answers[0].errback(
+        MasterUnreachable("the service cannot reach its store right now", detail="stopping")
+    )
+    assert has_fired(stopped)
+    messages = log_events.messages()
+    assert [m for m in messages if "Gave up sending the last clicks to the master on stop" in m]
+    assert not [m for m in messages if "sent again later" in m]
 
 
 def test_forwarder_keeps_what_the_master_did_not_take() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import xmlrpc.client
+
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from zope.interface import implementer
@@ -19,9 +21,11 @@ from goto_tw.errors import (
 )
 from goto_tw.failover import MAX_RETRY_INTERVAL, MAX_WAITING_CALLS, FailoverStore, shares_a_database
 from goto_tw.interfaces import IURLStore
-from goto_tw.remote import UNREACHABLE_MESSAGE
+from goto_tw.masterhttp import IDLE_SECONDS, MasterConnections
+from goto_tw.remote import UNREACHABLE_MESSAGE, RemoteStore
 from tests.conftest import LogCapture
 from tests.helpers import failure_of, has_fired, result_of
+from tests.test_masterhttp import Endpoint
 
 
 @implementer(IURLStore)
@@ -518,11 +522,6 @@ def test_a_master_reached_anew_after_its_connections_idled_out_is_checked_first(
     connection it made next took an add unchecked (the process at the address may have changed
     without a close reaching the slave). The real client and remote store, over a fake network: the
     first call on the new connection is the check."""
-    import xmlrpc.client
-
-    from goto_tw.masterhttp import IDLE_SECONDS, MasterConnections
-    from goto_tw.remote import RemoteStore
-    from tests.test_masterhttp import Endpoint
 
     def answer(index: int, body: bytes) -> None:
         head = b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: %d\r\n\r\n" % len(body)
@@ -605,16 +604,6 @@ def test_a_quiet_slave_waits_for_the_check_of_a_master_reached_anew() -> None:
     database is down), b fine. After a quiet half minute b's idle connection has ended, so b is
     checked again; the call, with a failing it, waits for that check and goes to b, rather than
     failing with a's 503."""
-    import xmlrpc.client
-
-    from twisted.internet.defer import fail
-
-    from goto_tw.errors import StoreUnavailable
-    from goto_tw.failover import FailoverStore, shares_a_database
-    from goto_tw.masterhttp import IDLE_SECONDS, MasterConnections
-    from goto_tw.remote import RemoteStore
-    from tests.helpers import failure_of, has_fired, result_of
-    from tests.test_masterhttp import Endpoint
 
     class CannotServe(FeedMaster):
         def get(self, key: str) -> Deferred[str]:

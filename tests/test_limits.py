@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from twisted.internet.error import ConnectionAborted
+from twisted.internet.error import ConnectionAborted, ConnectionLost
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
@@ -488,8 +488,6 @@ def test_a_client_gone_while_twisted_web_waits_leaves_no_answer_deadline_armed(
 ) -> None:
     """A client gone while twisted.web waits for the store: no answer deadline is left armed, and
     nothing is logged about it later."""
-    from twisted.internet.error import ConnectionLost
-    from twisted.python.failure import Failure
 
     clock = Clock()
     log = ManualLog()

@@ -25,6 +25,7 @@ from goto_tw.errors import GotoError, KeyNotFound, MasterRefused, MasterUnreacha
 from goto_tw.keys import key_for_index
 from goto_tw.limits import MAX_BODY_BYTES
 from goto_tw.metrics import Metrics
+from goto_tw.proxystore import ProxyStore
 from goto_tw.remote import (
     BUSY_MESSAGE,
     GATHER_IN_FLIGHT,
@@ -579,6 +580,7 @@ def test_giving_up_answers_every_call_at_once_and_every_later_one() -> None:
         assert getattr(failure.value, "detail", None) == "this slave is stopping", "not a timeout"
     later = store.get("late")
     assert failure_of(later).check(MasterUnreachable)
+    assert all(has_fired(posted) for posted in poster.posted), "the requests themselves are cancelled"
     clock.advance(60)
     assert len(poster.posted) == sent, "nothing more is sent"
 
@@ -594,3 +596,39 @@ def test_giving_up_answers_calls_queued_with_nothing_in_flight() -> None:
     assert failure_of(queued).check(MasterUnreachable)
     clock.advance(1)
     assert not poster.posted
+
+
+def _lines_from(log_events: LogCapture, first: str) -> list[str]:
+    """The messages logged from the first one containing ``first`` on."""
+    lines = log_events.messages()
+    return lines[next(index for index, line in enumerate(lines) if first in line) :]
+
+
+STOP_LINE = "Stopping with {calls} calls to the master still unanswered after 10 s: answering them 503"
+
+
+@pytest.mark.parametrize("masters", ["one", "two", "two, still being checked"])
+def test_a_stop_that_gives_up_on_hung_masters_is_logged_once(masters: str, log_events: LogCapture) -> None:
+    """Review 39 (of its own fix): a slave whose drain gives up on masters that do not answer logs
+    that once, and nothing of the masters for it (no "did not answer", no "does not answer ...
+    trying the others", no "could not be checked"): its own shutdown is no outage. Every miss
+    waiting is answered 503."""
+    from goto_tw.failover import FailoverStore, shares_a_database
+
+    clock = Clock()
+    a = RemoteStore(Hanging(), RPC_URL, clock, timeout=30.0)
+    b = RemoteStore(Hanging(), RPC_URL.replace("8081", "8082"), clock, timeout=30.0)
+    if masters == "one":
+        master: Any = a
+    else:
+        master = FailoverStore(
+            [("a", a), ("b", b)], clock, check=shares_a_database if "checked" in masters else None
+        )
+    store = ProxyStore(master, clock)
+    misses = [store.get(f"k{n}") for n in range(3)]
+    clock.advance(0)
+    store.drain(10.0)
+    clock.advance(10.0)
+    for miss in misses:
+        assert failure_of(miss).check(MasterUnreachable)
+    assert _lines_from(log_events, "Stopping with") == [STOP_LINE.format(calls=3)]
