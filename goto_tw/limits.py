@@ -93,6 +93,12 @@ TOO_LARGE = refusal(413, _TOO_LARGE_TEXT)
 BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\n\r\n"
 
 
+def _cancel(call: IDelayedCall | None) -> None:
+    """Cancel ``call`` unless it is none or has run."""
+    if call is not None and call.active():
+        call.cancel()
+
+
 class DeadlineChannel(HTTPChannel):
     """An ``HTTPChannel`` that closes a connection whose request does not arrive whole in time, or
     whose answer is not ready in time.
@@ -204,10 +210,8 @@ class DeadlineChannel(HTTPChannel):
         super().connectionLost(reason)
 
     def _stop_general_answer_clock(self) -> None:
-        if self._general_answer_call is not None:
-            if self._general_answer_call.active():
-                self._general_answer_call.cancel()
-            self._general_answer_call = None
+        _cancel(self._general_answer_call)
+        self._general_answer_call = None
 
     def _general_answer_late(self) -> None:
         self._general_answer_call = None
@@ -240,10 +244,8 @@ class DeadlineChannel(HTTPChannel):
 
     def stop_request_clock(self) -> None:
         """The request is complete (or the connection gone): no deadline any more."""
-        if self._deadline_call is not None:
-            if self._deadline_call.active():
-                self._deadline_call.cancel()
-            self._deadline_call = None
+        _cancel(self._deadline_call)
+        self._deadline_call = None
 
     def _too_slow(self) -> None:
         self._deadline_call = None
