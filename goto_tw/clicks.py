@@ -29,7 +29,7 @@ from array import array
 from typing import Any, Callable
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, TimeoutError, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -284,6 +284,10 @@ class ClickForwarder(Service):
         self._asking = 0
         self._flush_due = False
         self._after_flush: list[Deferred[None]] = []
+        #: The flush stopService sent last (its failure is given up: nothing is sent again).
+        self._last_flush: Deferred[None] | None = None
+        self._final = False
+        self._gave_up_logged = False
 
     def pending(self, key: str) -> int:
         """Clicks on ``key`` counted here and not yet sent."""
@@ -353,6 +357,8 @@ class ClickForwarder(Service):
         batches = [dict(items[i : i + size]) for i in range(0, len(items), size)]
         done: Deferred[None] = Deferred()
         self._in_flight = done
+        if self._final:
+            self._last_flush = done
 
         def send_next(_: object = None) -> None:
             if not batches:
@@ -390,7 +396,7 @@ class ClickForwarder(Service):
             if self._warned:
                 log.info("Clicks reach the master again")
                 self._warned = False
-        elif not self.running:
+        elif done is self._last_flush:
             self._gave_up(failure)  # the last flush, on stop: nothing is sent again
         elif not self._warned:
             self._warned = True
@@ -409,14 +415,28 @@ class ClickForwarder(Service):
         self._flush_due = False  # the last flush goes now, whatever is asked meanwhile
         finished: Deferred[None] = Deferred()
         if self._in_flight is not None:
-            self._in_flight.addCallback(lambda _: self.flush()).chainDeferred(finished)
+            self._in_flight.addCallback(lambda _: self._flush_last()).chainDeferred(finished)
         else:
-            self.flush().chainDeferred(finished)
+            self._flush_last().chainDeferred(finished)
         finished.addTimeout(STOP_FLUSH_SECONDS, self._clock)
         return finished.addErrback(self._gave_up)
 
+    def _flush_last(self) -> Deferred[None]:
+        self._final = True  # set before: a send that fails at once finishes inside flush()
+        return self.flush()
+
     def _gave_up(self, failure: Failure) -> None:
-        log.warn("Gave up sending the last clicks to the master on stop: {error}", error=failure.value)
+        if self._gave_up_logged:
+            return
+        self._gave_up_logged = True
+        error = failure.value
+        if isinstance(error, StoreUnavailable):
+            cause = error.log_text()
+        elif failure.check(TimeoutError):
+            cause = f"no answer within {STOP_FLUSH_SECONDS:g} s"
+        else:
+            cause = repr(error)
+        log.warn("Gave up sending the last clicks to the master on stop: {cause}", cause=cause)
 
 
 #: How far past twice its length the slot array grows at once; a key further out is counted in the

@@ -132,7 +132,7 @@ class MasterFailed(StoreUnavailable):
 
 class SlaveStopping(MasterUnreachable):
     """A stopping slave gave up waiting for its master (its drain ran out of time): a 503 for the
-    user, and no news of the master (no outage logged, no master passed over or checked again)."""
+    user, and no news of the master (no outage logged, no master passed over or reported)."""
 
 
 class MasterRefused(MasterUnreachable):

@@ -162,17 +162,15 @@ class FailoverStore:
         return 0
 
     def give_up(self) -> None:
-        """Answer every call now (see :meth:`goto_tw.remote.RemoteStore.give_up`), every master's;
-        the calls waiting for a master's check go on at once, to masters that fail them at once
-        (:class:`~goto_tw.errors.SlaveStopping`: nothing is logged of the masters for it)."""
+        """Answer every call now (see :meth:`goto_tw.remote.RemoteStore.give_up`), every master's,
+        with :class:`~goto_tw.errors.SlaveStopping` (nothing is logged of the masters for it); the
+        calls waiting for a master's check are answered so as their checks, failed the same way,
+        end."""
         self._given_up = True  # first: a check the masters' give_up ends releases calls at once
         for member in self._members:
             give_up = getattr(member.store, "give_up", None)
             if give_up is not None:
                 give_up()
-        waiting, self._waiting = self._waiting, []
-        for checked in waiting:
-            checked.callback(None)
 
     def up(self) -> list[str]:
         """The names of the masters believed up now (and checked, with a check)."""
@@ -320,7 +318,8 @@ class _Race:
     """One call: asked of the masters in ``order`` until one gives a real answer.
 
     A master that fails with :class:`StoreUnavailable` (unreachable, busy, or its own 503) hands
-    the call to the next at once; one
+    the call to the next at once (but :class:`~goto_tw.errors.SlaveStopping`, this slave's own
+    stop, which is the answer); one
     that is silent for ``failover_after`` seconds is believed down and the call also goes to the
     next, the slow one still counting if it answers first. The first real answer wins; the later
     ones are dropped. The call fails only when every master failed it.
@@ -357,7 +356,10 @@ class _Race:
             self._store._start_checks()
         if not self._waiting:
             if not self.result.called and not self._wait_for_checks() and self._outstanding == 0:
-                self.result.errback(self._last or Failure(self._store._none_may_answer()))
+                if self._store._given_up:  # ended by this slave's stop, not by its masters
+                    self.result.errback(slave_stopping())
+                else:
+                    self.result.errback(self._last or Failure(self._store._none_may_answer()))
             return
         member, self._waiting = self._waiting[0], self._waiting[1:]
         self._asked.append(member)
@@ -423,6 +425,8 @@ class _Race:
             self._store._mark_down(member, _log_text(result), busy=busy, answered=answered)
             if busy or self._last is None or not self._last.check(MasterBusy):
                 self._last = result  # if all fail, a busy one's 503 says it best (no master is down)
+            if self.result.called:
+                return  # answered already, or its caller gave up: no other master is asked
             if not moved_on[0]:
                 self._ask_next()
             elif self._outstanding == 0 and not self._waiting and not self._awaiting_check:

@@ -532,11 +532,15 @@ class _Link:
         """:attr:`generation`, once the idle connections too old to use are ended: a caller that
         asks before a post (a check made first if it moved) learns that the post would go on a new
         connection before it is made."""
-        idle = self._idle  # oldest first (``release`` appends): usually one comparison
-        if idle:
+        if self._idle:
             now = self.clock.seconds()
-            while idle and now - idle[0].idle_since >= IDLE_SECONDS:
-                self._end_expired(idle.pop(0))
+            # Each looked at (a wall clock set back breaks their order by age); usually none is old.
+            for connection in self._idle:
+                if now - connection.idle_since >= IDLE_SECONDS:
+                    for old in [c for c in self._idle if now - c.idle_since >= IDLE_SECONDS]:
+                        self._idle.remove(old)
+                        self._end_expired(old)
+                    break
         return self.generation
 
     def _connect(self, post: _Post) -> None:

@@ -391,9 +391,9 @@ class RemoteStore:
         return self._enqueue(method, params, alone=True)
 
     def give_up(self) -> None:
-        """Answer every call now, as if each had timed out (a 503), and every later one at once: a
-        slave that stops and cannot wait any longer for its master answers its clients before the
-        reactor drops their connections."""
+        """Answer every call now, and every later one at once, with :class:`SlaveStopping` (a 503):
+        a slave that stops and cannot wait any longer for its master answers its clients before
+        the reactor drops their connections."""
         self._given_up = True
         stopping = Failure(slave_stopping())
         for request in list(self._requests):

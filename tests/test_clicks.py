@@ -431,3 +431,47 @@ def test_an_empty_batch_is_acknowledged_too(tmp_path: Path) -> None:
     acknowledged = made.record({})
     clock.advance(0)
     assert result_of(acknowledged) is None
+
+
+def test_a_batch_failing_after_stop_began_is_not_given_up_when_it_is_sent_again(
+    log_events: LogCapture,
+) -> None:
+    """Review 39: a batch already on its way when the stop begins fails; its counts come back and
+    the stop's last flush sends them again (they reach the master): nothing is said given up."""
+    clock, master, counter = Clock(), FakeMaster(), ClickCounter()
+    forwarder = ClickForwarder(counter, master.send, clock)
+    forwarder.startService()
+    counter.click("a")
+    clock.advance(1)
+    assert master.batches == [{"a": 1}]
+    stopped = forwarder.stopService()
+    master.answers[0].errback(MasterUnreachable("x", detail="a reset"))
+    assert master.batches == [{"a": 1}, {"a": 1}], "sent again by the last flush"
+    master.answers[1].callback(None)
+    assert has_fired(stopped)
+    assert not [m for m in log_events.messages() if "Gave up sending the last clicks" in m]
+
+
+@pytest.mark.parametrize("how", ["times out, then fails", "fails after a batch in flight failed"])
+def test_the_last_clicks_are_given_up_once(how: str, log_events: LogCapture) -> None:
+    """However the last flush ends badly, "Gave up sending the last clicks" is said once, with its
+    cause (not the user's words)."""
+    clock, master, counter = Clock(), FakeMaster(), ClickCounter()
+    forwarder = ClickForwarder(counter, master.send, clock)
+    forwarder.startService()
+    counter.click("a")
+    if how.startswith("times out"):
+        stopped = forwarder.stopService()
+        clock.advance(STOP_FLUSH_SECONDS)
+        assert has_fired(stopped)
+        master.answers[0].errback(MasterUnreachable("x", detail="late"))
+        cause = f"no answer within {STOP_FLUSH_SECONDS:g} s"
+    else:
+        clock.advance(1)
+        stopped = forwarder.stopService()
+        master.answers[0].errback(MasterUnreachable("x", detail="a reset"))
+        master.answers[1].errback(MasterUnreachable("x", detail="again"))
+        assert has_fired(stopped)
+        cause = "x (again)"
+    given_up = [m for m in log_events.messages() if "Gave up sending the last clicks" in m]
+    assert given_up == [f"Gave up sending the last clicks to the master on stop: {cause}"]

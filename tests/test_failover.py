@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import xmlrpc.client
+from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
@@ -17,15 +18,18 @@ from goto_tw.errors import (
     MasterRefused,
     MasterUnreachable,
     NotKept,
+    SlaveStopping,
     StoreUnavailable,
 )
 from goto_tw.failover import MAX_RETRY_INTERVAL, MAX_WAITING_CALLS, FailoverStore, shares_a_database
 from goto_tw.interfaces import IURLStore
 from goto_tw.masterhttp import IDLE_SECONDS, MasterConnections
-from goto_tw.remote import UNREACHABLE_MESSAGE, RemoteStore
+from goto_tw.proxystore import ProxyStore
+from goto_tw.remote import UNREACHABLE_MESSAGE, RemoteStore, slave_stopping
 from tests.conftest import LogCapture
 from tests.helpers import failure_of, has_fired, result_of
 from tests.test_masterhttp import Endpoint
+from tests.test_remote import RPC_URL, Hanging
 
 
 @implementer(IURLStore)
@@ -688,3 +692,105 @@ def test_a_hedged_call_whose_first_master_fails_last_waits_for_the_check_under_w
     assert not has_fired(put), "waits for b's check rather than failing with a"
     b.held[-1].errback(InvalidURL("this store has no change feed"))  # b passes
     assert result_of(put) == "k"
+
+
+class _Stoppable(Restartable):
+    """A master's store with RemoteStore's ``give_up``: its calls held (a put, a check) fail with
+    SlaveStopping then, and every later call at once."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name, feed=False)
+        self.silent: list[Deferred[Any]] = []
+        self.hang_puts = False
+        self.given_up = False
+
+    def put(self, url: str) -> Deferred[str]:
+        if self.given_up:
+            return fail(slave_stopping())
+        if self.hang_puts:
+            self.calls.append(("put", url))
+            self.silent.append(Deferred())
+            return self.silent[-1]
+        return super().put(url)
+
+    def call(self, method: str, *params: object) -> Deferred[object]:
+        if self.given_up:
+            return fail(slave_stopping())
+        return super().call(method, *params)
+
+    def give_up(self) -> None:
+        self.given_up = True
+        held, self.held, self.silent = self.held + self.silent, [], []
+        for call in held:
+            if not call.called:
+                call.errback(slave_stopping())
+
+
+def test_a_call_waiting_for_a_check_when_the_slave_gives_up_is_answered_as_stopping(
+    log_events: LogCapture,
+) -> None:
+    """Review 39: a put whose first master failed waits for the next one's check under way; the
+    stop gives up. The call is ended by the stop, not by its masters: SlaveStopping, and nothing
+    of the masters is logged after the stop's own line."""
+    clock = Clock()
+    a, b = _Stoppable("a"), _Stoppable("b")
+    slave = ProxyStore(FailoverStore([("a", a), ("b", b)], clock, check=shares_a_database), clock)
+    result_of(slave.get("k0"))  # both checked, both pass
+    a.hang_puts = True
+    put = slave.put("https://example.org/")
+    if has_fired(put):  # round robin gave it to b: the next one goes to a first
+        put = slave.put("https://example.org/x")
+    assert not has_fired(put) and len(a.silent) == 1
+    b.generation += 1
+    b.hold = True
+    clock.advance(1.0)  # handed on: b being checked again
+    a.silent.pop().errback(MasterUnreachable("the master is unreachable", detail="a reset"))
+    assert not has_fired(put), "waits for b's check"
+    slave.drain(10.0)
+    clock.advance(10.0)
+    assert failure_of(put).check(SlaveStopping)
+    lines = log_events.messages()
+    assert len(lines[next(i for i, m in enumerate(lines) if "Stopping with" in m) :]) == 1, lines
+
+
+def test_a_call_given_up_before_it_would_be_handed_on_says_nothing_of_its_master(
+    log_events: LogCapture,
+) -> None:
+    """A miss made half a second before the stop gives up (before ``failover_after`` hands it on):
+    answered SlaveStopping, no "does not answer" logged, no master passed over for the stop."""
+    clock = Clock()
+    a = RemoteStore(Hanging(), RPC_URL, clock, timeout=30.0)
+    b = RemoteStore(Hanging(), RPC_URL.replace("8081", "8082"), clock, timeout=30.0)
+    failover = FailoverStore([("a", a), ("b", b)], clock)
+    store = ProxyStore(failover, clock)
+    miss = store.get("k0")
+    clock.advance(0)
+    store.drain(0.5)
+    clock.advance(0.5)
+    assert failure_of(miss).check(SlaveStopping)
+    assert not [m for m in log_events.messages() if "does not answer" in m]
+    assert failover.up() == ["a", "b"]
+
+
+def test_a_failure_after_the_call_is_over_hands_it_to_no_other_master() -> None:
+    """Review 39 (older than it): a master failing after the call was answered elsewhere, or after
+    its caller gave up, handed the call on to the next master all the same (a put made twice)."""
+    held: dict[str, Deferred[str]] = {}
+
+    class Held(FakeMaster):
+        def _answer(self, method: str, arg: str, value: str) -> Deferred[str]:
+            self.calls.append((method, arg))
+            held[self.name] = Deferred()
+            return held[self.name]
+
+    clock = Clock()
+    a, b, c = Held("a"), Held("b"), FakeMaster("c")
+    failover = FailoverStore([("a", a), ("b", b), ("c", c)], clock)
+    put = failover.put("https://x/")
+    clock.advance(1.0)  # handed on to b
+    assert set(held) == {"a", "b"}
+    put.cancel()
+    failure_of(put)
+    held["a"].errback(slave_stopping())
+    held["b"].errback(MasterUnreachable("the master is unreachable", detail="a reset"))
+    assert c.calls == [], "not handed on"
