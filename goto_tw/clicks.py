@@ -329,6 +329,8 @@ class ClickForwarder(Service):
 
     def startService(self) -> None:
         super().startService()
+        self._last_flush = None  # a stop's, before this start
+        self._gave_up_logged = False
         self._timer = self._clock.callLater(self._interval, self._tick)
 
     def _tick(self) -> None:
@@ -423,7 +425,10 @@ class ClickForwarder(Service):
 
     def _flush_last(self) -> Deferred[None]:
         self._final = True  # set before: a send that fails at once finishes inside flush()
-        return self.flush()
+        try:
+            return self.flush()
+        finally:
+            self._final = False
 
     def _gave_up(self, failure: Failure) -> None:
         if self._gave_up_logged:

@@ -475,3 +475,26 @@ def test_the_last_clicks_are_given_up_once(how: str, log_events: LogCapture) -> 
         cause = "x (again)"
     given_up = [m for m in log_events.messages() if "Gave up sending the last clicks" in m]
     assert given_up == [f"Gave up sending the last clicks to the master on stop: {cause}"]
+
+
+def test_a_forwarder_started_again_after_a_stop_warns_as_a_running_one(log_events: LogCapture) -> None:
+    """Review 39: what marks the stop's last flush is the stop's alone: started again, a batch that
+    fails is kept and said so ("sent again later"), and a second stop's last clicks given up are
+    said given up again."""
+    clock, master, counter = Clock(), FakeMaster(), ClickCounter()
+    forwarder = ClickForwarder(counter, master.send, clock)
+    for start in range(2):
+        forwarder.startService()
+        counter.click("a")
+        clock.advance(1)
+        master.answers[-1].errback(MasterUnreachable("x", detail=f"running {start}"))
+        stopped = forwarder.stopService()
+        master.answers[-1].errback(MasterUnreachable("x", detail=f"stopping {start}"))
+        assert has_fired(stopped)
+    messages = log_events.messages()
+    assert [m for m in messages if "sent again later" in m] == [
+        "Could not send clicks to the master (kept, sent again later): x (running 0)"
+    ], "once until the clicks reach the master again"
+    assert [m for m in messages if "Gave up" in m] == [
+        f"Gave up sending the last clicks to the master on stop: x (stopping {n})" for n in range(2)
+    ]

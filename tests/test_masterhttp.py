@@ -598,3 +598,19 @@ def test_the_generation_moves_when_an_idle_connection_is_ended_for_its_age() -> 
     assert connections.generation(URL) == 2 and len(endpoint.protocols) == 3
     answer_to(endpoint, 2, OK)
     result_of(late)
+
+
+def test_idle_connections_too_old_are_found_whatever_their_order() -> None:
+    """The idle connections are kept in the order they were released, which is their age only as
+    long as the wall clock does not go back: each is looked at, so one too old behind a young one
+    is ended (and counted) before a post could take it."""
+    connections, endpoint, clock = client()
+    first, second = post(connections), post(connections)  # two connections
+    clock.advance(100)
+    answer_to(endpoint, 0, OK)  # released at 100
+    clock.rightNow = 50.0  # the wall clock set back
+    answer_to(endpoint, 1, OK)  # released at 50, after the first
+    result_of(first), result_of(second)
+    clock.rightNow = 50.0 + IDLE_SECONDS
+    assert connections.generation(URL) == 1
+    assert endpoint.transports[1].disconnected and not endpoint.transports[0].disconnected
