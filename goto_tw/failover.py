@@ -23,11 +23,12 @@ connection was lost, could not be made or idled out since it passed (the store's
 ``connection_generation`` moved): the next process at its address may be another master (restarted
 without its ``--store``), and it takes no call until it passed again, a call already under way
 included (one handed on to it skips it). A connection the master's answer closed
-(``Connection: close``) does not count: behind a proxy that closes after every answer no connection
-outlives its check, so checking again would not help (the README says to point slaves at masters). Calls made before any master passed wait
-for the first answer (at most :data:`MAX_WAITING_CALLS` of them); a master that could not be asked
-is asked again with the next call after ``retry_interval``, its failure logged once (a name that does
-not resolve, a secret it refuses) until it passes.
+(``Connection: close``) does not count: behind a proxy that closes after every answer no
+connection outlives its check, so checking again would not help (the README says to point slaves
+at masters). Calls made before any master passed wait for the first answer (at most
+:data:`MAX_WAITING_CALLS` of them); a master that could not be asked is asked again with the next
+call after ``retry_interval``, its failure logged once (a name that does not resolve, a secret it
+refuses) until it passes.
 """
 
 from __future__ import annotations
@@ -163,9 +164,8 @@ class FailoverStore:
 
     def give_up(self) -> None:
         """Answer every call now (see :meth:`goto_tw.remote.RemoteStore.give_up`), every master's,
-        with :class:`~goto_tw.errors.SlaveStopping` (nothing is logged of the masters for it); the
-        calls waiting for a master's check are answered so as their checks, failed the same way,
-        end."""
+        with :class:`~goto_tw.errors.SlaveStopping` (nothing is logged of the masters for it); a
+        call waiting for a master's check is answered when that check, failed the same way, ends."""
         self._given_up = True  # first: a check the masters' give_up ends releases calls at once
         for member in self._members:
             give_up = getattr(member.store, "give_up", None)
