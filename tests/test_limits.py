@@ -278,16 +278,8 @@ def test_a_request_waiting_behind_a_slow_answer_is_not_cut_by_the_deadline() -> 
     a slave's with ``--rpc-timeout 30``) is answered, not cut off at 30 s."""
     log = ManualLog()
     store = URLStore({"abc": "http://a/"}, log)
-    metrics = Metrics("master")
     clock = Clock()
-    site = GotoSite(
-        make_root(store, "h", metrics),
-        metrics,
-        reactor=clock,
-        store=None,
-        host="go.example",
-        answer_deadline=61,
-    )
+    site, _ = goto_site(store, fast=False, clock=clock, answer_deadline=61)
     connection = Connection(site)
     connection.send(b"GET /add?url=http%3A%2F%2Fnew.example%2F HTTP/1.1\r\nHost: x\r\n\r\n")
     connection.send(GET)
@@ -325,18 +317,9 @@ def _waiting_adds(
     acknowledged it; the access log's lines."""
     log = ManualLog()
     store = URLStore({}, log)
-    metrics = Metrics("master")
     clock = Clock()
     lines: list[Any] = []
-    site = GotoSite(
-        make_root(store, "h", metrics),
-        metrics,
-        reactor=clock,
-        store=store,
-        host="go.example",
-        answer_deadline=answer_deadline,
-        access_log=ListAccessLog(lines),
-    )
+    site, _ = goto_site(store, clock=clock, answer_deadline=answer_deadline, access_log=ListAccessLog(lines))
     connections = {name: Connection(site) for name in _ADDS}
     for name, request in _ADDS.items():
         connections[name].send(request)
