@@ -99,9 +99,10 @@ class GotoSite(Site):
 
     def buildProtocol(self, addr: Any) -> Any:
         channel = super().buildProtocol(addr)
-        if channel is not None:
-            channel.answer_deadline = self.answer_deadline  # on either path
-        if channel is not None and self.responder is not None:
+        if channel is None:
+            return None
+        channel.answer_deadline = self.answer_deadline  # on either path
+        if self.responder is not None:
             channel.responder = self.responder
             channel.record = self.record_fast
             channel.client_of = peer_host  # the peer a wrapping transport reports, at the first bytes
