@@ -203,13 +203,21 @@ class FailoverStore:
             member.checking for member in self._members
         ):
             return race()  # to those that passed; if none did, the race fails saying why
-        if len(self._waiting) >= MAX_WAITING_CALLS:  # busy, not unreachable: no master is marked down
+        checked = self._after_checks()
+        if checked is None:  # busy, not unreachable: no master is marked down
             return fail(
                 StoreUnavailable(UNREACHABLE_MESSAGE, detail="too many calls wait for the masters' check")
             )
+        return checked.addCallback(lambda _: race())
+
+    def _after_checks(self) -> Deferred[None] | None:
+        """A Deferred that fires once a master passes its check or no check is under way; ``None``
+        when :data:`MAX_WAITING_CALLS` calls wait already."""
+        if len(self._waiting) >= MAX_WAITING_CALLS:
+            return None
         checked: Deferred[None] = Deferred()
         self._waiting.append(checked)
-        return checked.addCallback(lambda _: race())
+        return checked
 
     def _start_checks(self) -> None:
         """Check every master not checked yet, nor being checked, nor asked too recently; and those
@@ -386,11 +394,10 @@ class _Race:
         store = self._store
         if not any(m.checking and m not in self._asked for m in store._members):
             return False
-        if len(store._waiting) >= MAX_WAITING_CALLS:
+        checked = store._after_checks()
+        if checked is None:
             return False
         self._awaiting_check = True
-        checked: Deferred[None] = Deferred()
-        store._waiting.append(checked)
         checked.addCallback(self._checks_ended)
         return True
 
