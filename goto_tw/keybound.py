@@ -63,6 +63,12 @@ def write_key_bound(path: str, bound: int) -> None:
     finally:
         os.close(fd)
     os.replace(temporary, path)
+    sync_directory_of(path)
+
+
+def sync_directory_of(path: str) -> None:
+    """``fsync`` the directory holding ``path``, so that its entry (a file just created or renamed
+    there) survives a power loss: syncing the file alone does not promise that (blocking)."""
     directory = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
     try:
         os.fsync(directory)

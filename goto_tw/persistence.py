@@ -37,7 +37,7 @@ from zope.interface import implementer
 
 from goto_tw.errors import InvalidURL, StoreUnavailable
 from goto_tw.interfaces import IRecordLog, ITombstoneLog
-from goto_tw.keybound import KeyBound, bound_path
+from goto_tw.keybound import KeyBound, bound_path, sync_directory_of
 from goto_tw.keys import RESERVED_SEGMENTS, is_valid_key
 from goto_tw.metrics import Metrics
 from goto_tw.throttledlog import ThrottledError
@@ -499,6 +499,16 @@ class OSRecordFile:
             raise OSError(errno.EEXIST, f"{self.path} appeared while this master was starting")
         self._fd = fd
         self._end = self._allocated = 0
+        # The new file's directory entry is made durable now, before any record is acknowledged:
+        # the key bound's own directory sync comes only with the first counter key, and a custom
+        # key as the first record would otherwise rely on the file system to commit the create
+        # with the file's first sync (a power loss could lose the file, and the key be claimed again).
+        try:
+            sync_directory_of(self.path)
+        except OSError:
+            os.close(fd)
+            self._fd = None
+            raise
 
     def _open_fd(self) -> int:
         if self._fd is None:

@@ -559,6 +559,48 @@ def test_a_second_writer_on_the_same_file_is_refused(tmp_path: Path) -> None:
     OSRecordFile(path).close()
 
 
+def test_creating_the_data_file_syncs_its_directory_entry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new data file's directory entry is synced when the file is created, before any record: a
+    custom key as the very first record is not left to the file system to commit the create."""
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    path = tmp_path / "store.json"
+    record_file = OSRecordFile(str(path))
+    assert synced == []
+    record_file.open()
+    assert synced == [str(tmp_path)]
+    record_file.close()
+    reopened = OSRecordFile(str(path))
+    reopened.open()  # an existing file: nothing to sync
+    reopened.close()
+    assert synced == [str(tmp_path)]
+
+
+def test_a_data_file_whose_directory_cannot_be_synced_is_not_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If the directory sync fails, the open fails (start-up refuses) and the file stays unlocked."""
+
+    def fsync(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    record_file = OSRecordFile(str(tmp_path / "store.json"))
+    with pytest.raises(OSError, match="Input/output error"):
+        record_file.open()
+    assert not record_file.exists()
+    monkeypatch.undo()
+    OSRecordFile(str(tmp_path / "store.json")).close()  # not locked by the failed open
+
+
 # --- the file boundary: every record is checked as a user's add would be (issue 9 item 6) ----------
 
 #: Visible ASCII and a few bytes around it: enough to hit every rule validate_url has.
