@@ -20,6 +20,7 @@ from twisted.web.http import RESPONSES, HTTPChannel
 from twisted.web.server import Request
 
 from goto_tw.cors import refusal_headers
+from goto_tw.formargs import is_form_body, parse_arguments
 from goto_tw.problems import PROBLEM_JSON, is_api_path, problem_body
 
 log = Logger()
@@ -263,6 +264,9 @@ class BoundedRequest(Request):
 
     A declared ``Content-Length`` over the limit is refused before any of the body is read; a
     chunked body as soon as it passes the limit. Either way nothing beyond the limit is kept.
+
+    Its ``args`` are split at ``&`` only (:mod:`goto_tw.formargs`), not at ``;`` as twisted.web
+    splits them, so a URL given unescaped with a ``;`` in it is not cut there.
     """
 
     max_body_bytes = MAX_BODY_BYTES
@@ -312,6 +316,22 @@ class BoundedRequest(Request):
             # an RFC 2047 encoded word ("=?"): the email package decodes those, into "form" too.
             self._parsePOSTFormSubmission = False
         super().requestReceived(command, origin_form(path), version)
+
+    def process(self) -> None:
+        # twisted.web has parsed ``args`` (the query, then a form body) with its parse_qs, which
+        # splits at ";" too; read again where a ";" was in what it split. A multipart body's
+        # arguments are twisted.web's own, as they were.
+        query = self.uri.partition(b"?")[2]
+        content_types = self.requestHeaders.getRawHeaders(b"content-type")
+        content_type = content_types[0] if content_types else None
+        body = b""
+        if self.method == b"POST" and self.content is not None and is_form_body(content_type):
+            body = self.content.read()
+            self.content.seek(0, 0)
+        if b";" in query or b";" in body:
+            self.args = parse_arguments(query)
+            self.args.update(parse_arguments(body))
+        super().process()
 
     def _refuse(self) -> None:
         self._refused = True

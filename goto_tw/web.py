@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.error import UnsupportedMethod
-from twisted.web.http import RESPONSES, datetimeToString, parse_qs
+from twisted.web.http import RESPONSES, datetimeToString
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.server import version as server_version
@@ -32,6 +32,7 @@ from zope.interface import Interface, implementer
 from goto_tw.clicks import PreviewBotFilter, is_preview_bot
 from goto_tw.errors import NO_CUSTOM_KEYS, GotoError, InvalidKey, InvalidURL, NotKept
 from goto_tw.fastpath import FastAnswer, IFastResponder
+from goto_tw.formargs import parse_arguments
 from goto_tw.interfaces import IClickCounter, ILinkAdder, ILinkStats, ILocalLookup, IURLStore
 from goto_tw.keys import INVALID_KEY, is_valid_key
 from goto_tw.negotiation import prefers_html
@@ -786,8 +787,8 @@ class FastAnswers:
         ``None`` (twisted.web answers) when there is no ``url`` (the form page) or there is a custom
         ``key``. Otherwise ``admit`` (the rate limit) is asked, exactly where twisted.web's
         ``LimitAdds`` would ask, and then the answer, or a Deferred of it once the pair is durable;
-        the arguments are those twisted.web's own ``parse_qs`` gives (:meth:`_url_argument`). Asking
-        only here keeps it one token per add: an add left to twisted.web takes its token there.
+        the arguments are those the general path reads (``request.args``: :meth:`_url_argument`).
+        Asking only here keeps it one token per add: an add left to twisted.web takes its token there.
         """
         if not self.adds:
             return None
@@ -814,17 +815,17 @@ class FastAnswers:
     @staticmethod
     def _url_argument(query: bytes) -> tuple[bytes, bool]:
         """The first ``url`` argument of a query string or form body (``b""`` for none), and whether
-        it has a ``key`` argument: as twisted.web's ``parse_qs(query, 1)`` (the general path's
+        it has a ``key`` argument: as :func:`~goto_tw.formargs.parse_arguments` (the general path's
         ``request.args``) gives them, a property test holds them equal.
 
-        The shape nearly every add has, ``url=`` and the URL alone, is read without ``parse_qs``
-        (two ``unquote_to_bytes``, a dict and lists per add), and its usual escapes (``%3A``, ``%2F``,
-        as browsers and wrk encode a URL) are replaced in place: the form wrk sends, measured on
-        CPython 3.11, 2.5 -> 1.0 us. Anything else goes through ``parse_qs``.
+        The shape nearly every add has, ``url=`` and the URL alone, is read without
+        ``parse_arguments`` (two ``unquote_to_bytes``, a dict and lists per add), and its usual
+        escapes (``%3A``, ``%2F``, as browsers and wrk encode a URL) are replaced in place: the form
+        wrk sends, measured on CPython 3.11, 2.5 -> 1.0 us. Anything else goes through it.
         """
-        # One argument, no ``+`` for a space: no ``&``, ``;`` or ``+`` (one C-level scan for the three).
-        if not query.startswith(b"url=") or len(query.translate(None, b"&;+")) != len(query):
-            args = parse_qs(query, 1)
+        # One argument, no ``+`` for a space: no ``&`` or ``+`` (one C-level scan for the two).
+        if not query.startswith(b"url=") or len(query.translate(None, b"&+")) != len(query):
+            args = parse_arguments(query)
             return (args.get(b"url") or [b""])[0], bool(args.get(b"key"))
         url = query[4:]
         escapes = url.count(b"%")

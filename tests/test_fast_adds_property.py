@@ -1,7 +1,7 @@
-"""The fast path's add reads its ``url`` (and notices a ``key``) exactly as twisted.web's ``parse_qs``
-does (issue 13: the plain ``url=...`` shape is read without it, and its usual escapes replaced in
-place): the same bytes for any query string or form body, so the same link, the same refusal, or the
-same hand-over to the general path."""
+"""The fast path's add reads its ``url`` (and notices a ``key``) exactly as the general path's
+``request.args`` does (``goto_tw.formargs.parse_arguments``; issue 13: the plain ``url=...`` shape
+is read without it, and its usual escapes replaced in place): the same bytes for any query string or
+form body, so the same link, the same refusal, or the same hand-over to the general path."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
-from twisted.web.http import parse_qs
 from zope.interface import implementer
 
+from goto_tw.formargs import parse_arguments
 from goto_tw.interfaces import ILocalLookup, IURLStore
 from goto_tw.web import FastAnswers
 
@@ -91,7 +91,7 @@ def queries(draw: st.DrawFn) -> bytes:
 def parsed_by_twisted_web(query: bytes) -> tuple[bytes, bool]:
     """What the general path reads: the first ``url`` of ``request.args`` (``b""`` for none), and
     whether any ``key`` was given (``AddResource`` and the fast path leave a custom key to twisted.web)."""
-    args = parse_qs(query, 1)
+    args = parse_arguments(query)
     return (args.get(b"url") or [b""])[0], bool(args.get(b"key"))
 
 
@@ -109,7 +109,7 @@ def parsed_by_twisted_web(query: bytes) -> tuple[bytes, bool]:
 @example(b"url=a;key=b")
 @example(b"url=")
 @example(b"url")
-def test_the_url_argument_is_what_parse_qs_gives(query: bytes) -> None:
+def test_the_url_argument_is_what_the_general_path_reads(query: bytes) -> None:
     assert FastAnswers._url_argument(query) == parsed_by_twisted_web(query)
 
 
@@ -139,7 +139,7 @@ class RecordingStore:
 def test_the_fast_add_stores_the_url_twisted_web_would(query: bytes, method: str) -> None:
     """``FastAnswers.add`` of a ``GET /add?QUERY`` or a form ``POST`` of QUERY: twisted.web's answer
     (``None``) where it has no ``url`` or has a ``key``, a 400 where the URL is not UTF-8, else a put
-    of exactly the URL ``parse_qs`` reads."""
+    of exactly the URL the general path reads."""
     store = RecordingStore()
     fast = FastAnswers(store, store, "go.example", Clock())
     answer: Any = (
