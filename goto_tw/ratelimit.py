@@ -177,7 +177,7 @@ def fast_gate(
         wait = limiter.admit(clients.of_head(peer, head))
         if wait is None:
             return None
-        return 429, len(text), text_response(429, date.now(), text, wait)
+        return 429, len(text), text_response(429, date.now(), text, wait, vary_accept=True)
 
     return gate
 

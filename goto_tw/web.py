@@ -56,6 +56,11 @@ TEXT_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"Content-Type", b"text/plain; charset=utf-8"),
     (b"X-Content-Type-Options", b"nosniff"),
 )
+#: Every ``/add`` answer says its form (an HTML page or plain text) follows the client's ``Accept``,
+#: so that no cache hands a browser's page to a script or the reverse: the one definition both
+#: paths use (twisted.web writes it right after Date, where the fast path puts it).
+VARY_ACCEPT = (b"Vary", b"Accept")
+_VARY_ACCEPT = b"\r\n%s: %s" % VARY_ACCEPT
 #: The Content-Type of an XML-RPC answer (twisted.web's ``XMLRPC``'s): the one definition both paths use.
 XML_CONTENT_TYPE = b"text/xml; charset=utf-8"
 #: The header telling a client when to try again (its value: ``GotoError.retry_after``).
@@ -171,9 +176,14 @@ def write_refusal_page(
     """Answer a refusal a person may meet in a browser (401 of ``--private``, 429 of the rate limit):
     under ``/api/`` a problem document and for other clients plain text, as :func:`write_refusal`;
     for a browser (``Accept`` preferring HTML) the HTML error page, same status and headers, with
-    the reason and the form holding what was typed, as :class:`AddResource`'s other errors."""
-    if is_api_path(request.path or b"") or not prefers_html(request.getHeader(b"accept")):
-        write_refusal(request, status, text, headers)
+    the reason and the form holding what was typed, as :class:`AddResource`'s other errors. Outside
+    ``/api/`` the answer says :data:`VARY_ACCEPT`, as every answer of ``/add``."""
+    if is_api_path(request.path or b""):
+        write_problem(request, status, text, headers)
+        return
+    request.setHeader(*VARY_ACCEPT)
+    if not prefers_html(request.getHeader(b"accept")):
+        write_text(request, status, text, headers)
         return
     args = request.args or {}
     url = (args.get(b"url") or [b""])[0].decode("utf-8", "replace")
@@ -303,6 +313,10 @@ class AddResource(PlainResource):
         self._store = store
         self._host = host
         self._form = form_page(private)
+
+    def render(self, request: Request) -> object:
+        request.setHeader(*VARY_ACCEPT)
+        return super().render(request)
 
     def render_GET(self, request: Request) -> object:
         args = request.args or {}
@@ -626,16 +640,20 @@ _REDIRECT_ENDS = {
 }
 
 
-def text_response(status: int, date: bytes, text: bytes, retry_after: int | None = None) -> bytes:
-    """The bytes twisted.web sends for :func:`write_text`, header for header."""
+def text_response(
+    status: int, date: bytes, text: bytes, retry_after: int | None = None, vary_accept: bool = False
+) -> bytes:
+    """The bytes twisted.web sends for :func:`write_text`, header for header (``vary_accept``: an
+    ``/add`` answer, with :data:`VARY_ACCEPT`)."""
     start = _STATUS_LINES.get(status) or b"HTTP/1.1 %d %s\r\nServer: %s\r\nDate: " % (
         status,
         RESPONSES.get(status) or reason_phrase(status),
         server_version,
     )
-    return b"%s%s%s\r\nContent-Length: %d\r\n%s\r\n%s" % (
+    return b"%s%s%s%s\r\nContent-Length: %d\r\n%s\r\n%s" % (
         start,
         date,
+        _VARY_ACCEPT if vary_accept else b"",
         _TEXT_HEADERS,
         len(text),
         b"" if retry_after is None else b"%s: %d\r\n" % (RETRY_AFTER, retry_after),
@@ -755,7 +773,9 @@ class FastAnswers:
         """What :func:`respond_when_ready` answers for a failed look-up, dated now."""
         return self._failed(failure, method, b"/" + key.encode(), self._date.now())
 
-    def _failed(self, failure: Failure, method: str, uri: bytes, date: bytes) -> Union[FastAnswer, Failure]:
+    def _failed(
+        self, failure: Failure, method: str, uri: bytes, date: bytes, vary_accept: bool = False
+    ) -> Union[FastAnswer, Failure]:
         """What :func:`respond_when_ready` answers for a store call that failed, dated ``date``: the
         error's status and text (with its ``Retry-After``), nothing for one the channel cancelled (its
         client has gone: nothing to answer or log), a logged 500 for anything else (a bug), logged as
@@ -764,10 +784,10 @@ class FastAnswers:
         if isinstance(error, CancelledError):
             return failure
         if isinstance(error, GotoError):
-            answer = self._dated_text(date, error.http_status, str(error), error.retry_after)
+            answer = self._dated_text(date, error.http_status, str(error), error.retry_after, vary_accept)
         else:
             log.failure("Failed to answer {method} {uri}", failure, method=method.encode(), uri=uri)
-            answer = self._dated_text(date, 500, INTERNAL_ERROR)
+            answer = self._dated_text(date, 500, INTERNAL_ERROR, vary_accept=vary_accept)
         return _headers_only(answer) if method == "HEAD" else answer
 
     def _text(self, method: str, status: int, text: str, retry_after: int | None = None) -> FastAnswer:
@@ -803,7 +823,7 @@ class FastAnswers:
         try:
             url = raw.decode("utf-8")
         except UnicodeDecodeError:
-            return self._dated_text(date, InvalidURL.http_status, NOT_UTF8)
+            return self._dated_text(date, InvalidURL.http_status, NOT_UTF8, vary_accept=True)
         try:
             putting = self._store.put(url)
         except Exception:  # a bug in the store: a 500 in order, not an exception out of dataReceived
@@ -836,17 +856,19 @@ class FastAnswers:
         return unquote_to_bytes(url), False
 
     @staticmethod
-    def _dated_text(date: bytes, status: int, text: str, retry_after: int | None = None) -> FastAnswer:
+    def _dated_text(
+        date: bytes, status: int, text: str, retry_after: int | None = None, vary_accept: bool = False
+    ) -> FastAnswer:
         """The bytes of :func:`write_text` for a ``GET``/``POST`` (not ``HEAD``), dated ``date``."""
         data = text.encode("utf-8") + b"\n"
-        return status, len(data), text_response(status, date, data, retry_after)
+        return status, len(data), text_response(status, date, data, retry_after, vary_accept)
 
     def _add_answered(
         self, result: Union[str, Failure], method: str, target: bytes, date: bytes
     ) -> Union[FastAnswer, Failure]:
         if not isinstance(result, Failure):
-            return self._dated_text(date, 200, short_url(self._host, result))
-        return self._failed(result, method, target, date)
+            return self._dated_text(date, 200, short_url(self._host, result), vary_accept=True)
+        return self._failed(result, method, target, date, vary_accept=True)
 
     def rpc(
         self, body: bytes, authorization: bytes | None = None, unchecked_adds: bool = False
