@@ -3,17 +3,22 @@
 (``https://bank.example@evil.example/``, a classic phishing form). Refusals are 400 with a reason.
 
 The block file holds one domain per line (``#`` comments); a domain blocks itself and its
-subdomains. It is read at start and again on SIGHUP; a file that cannot be read keeps the list in
-force.
+subdomains (``*.evil.example`` and ``.evil.example``, as other lists write that, mean
+``evil.example``). It is read at start and again on SIGHUP, then in a thread: a file of many
+thousand Unicode domains takes seconds to read, and the reactor must keep answering meanwhile. A
+file that cannot be read keeps the list in force.
 """
 
 from __future__ import annotations
 
 import re
 import urllib.parse
+from typing import Callable, NamedTuple, Optional
 
 import hyperlink
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from goto_tw.errors import InvalidURL
 from goto_tw.urls import canonical_host, ends_in_number, simple_host
@@ -30,8 +35,47 @@ _PLAIN_HOST = re.compile(r"[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]")
 MAX_BLOCK_FILE_BYTES = 16 << 20
 
 
+#: What a block file's line must be after conversion: a host made of what :data:`_PLAIN_HOST` lets
+#: a URL's host hold (lower case), or an address as :func:`~goto_tw.urls.canonical_host` spells it.
+#: Anything else (``||evil.example^``, ``evil*.example``) no URL's host can be.
+_BLOCKABLE = re.compile(r"[a-z0-9._-]+|[0-9a-f:.]+")
+
+
+class BlockFile(NamedTuple):
+    """What a block file holds: its domains and addresses, and the lines no URL can match (their
+    count, and the first one with its number, for the one warning)."""
+
+    domains: frozenset[str]
+    unmatchable: int = 0
+    first_unmatchable: tuple[int, str] = (0, "")
+
+
 def read_domains(path: str) -> frozenset[str]:
-    """The domains of a block file (lower case, no trailing dot), or ``OSError``/``ValueError``."""
+    """The domains of a block file (lower case, no trailing dot), or ``OSError``/``ValueError``;
+    lines no URL can match are warned about (once)."""
+    read = read_block_file(path)
+    warn_unmatchable(path, read)
+    return read.domains
+
+
+def warn_unmatchable(path: str, read: BlockFile) -> None:
+    """The one warning about ``read``'s lines that no URL can match, if it has any."""
+    if read.unmatchable:
+        # No URL the service accepts has such a host (browsers refuse it too): nothing to block.
+        number, line = read.first_unmatchable
+        log.warn(
+            "Ignoring {count} line(s) of {path} that no URL can match, neither a domain nor an IP "
+            "address (the first, line {number}: {line!r})",
+            count=read.unmatchable,
+            path=path,
+            number=number,
+            line=line[:80],
+        )
+
+
+def read_block_file(path: str) -> BlockFile:
+    """Read and parse a block file (blocking, logging nothing: it may run in a thread), or raise
+    ``OSError``/``ValueError``."""
     with open(path, "rb") as block_file:
         data = block_file.read(MAX_BLOCK_FILE_BYTES + 1)
     if len(data) > MAX_BLOCK_FILE_BYTES:
@@ -40,6 +84,7 @@ def read_domains(path: str) -> frozenset[str]:
     unmatchable: list[tuple[int, str]] = []
     for number, raw in enumerate(data.decode("utf-8", "replace").splitlines(), start=1):
         line = raw.split("#", 1)[0].strip().lower().rstrip(".")
+        line = line[2:] if line.startswith("*.") else line[1:] if line.startswith(".") else line
         if not line:
             continue
         with_path = " " in line or "/" in line
@@ -51,17 +96,8 @@ def read_domains(path: str) -> frozenset[str]:
         else:
             domains.add(domain)
     if unmatchable:
-        # No URL the service accepts has such a host (browsers refuse it too): nothing to block.
-        number, line = unmatchable[0]
-        log.warn(
-            "Ignoring {count} line(s) of {path} that no URL can match, neither a domain nor an IP "
-            "address (the first, line {number}: {line!r})",
-            count=len(unmatchable),
-            path=path,
-            number=number,
-            line=line[:80],
-        )
-    return frozenset(domains)
+        return BlockFile(frozenset(domains), len(unmatchable), unmatchable[0])
+    return BlockFile(frozenset(domains))
 
 
 def _blockable(line: str) -> str | None:
@@ -76,14 +112,28 @@ def _blockable(line: str) -> str | None:
             line = hyperlink.URL(scheme="http", host=line).to_uri().host
         except (ValueError, UnicodeError):
             return None
-    return canonical_host(line)
+    host = canonical_host(line)
+    return host if host is not None and _BLOCKABLE.fullmatch(host) else None
+
+
+#: Runs a blocking read off the reactor thread, returning a Deferred of its result.
+ReadInThread = Callable[[Callable[[], BlockFile]], "Deferred[BlockFile]"]
 
 
 class LinkPolicy:
     """``check(url)`` raises :class:`InvalidURL` for a URL this service will not shorten."""
 
-    def __init__(self, own_hosts: frozenset[str] = frozenset(), block_path: str | None = None) -> None:
-        """``own_hosts``: this service's ``HOST`` or ``HOST:PORT`` (``--host``): a link to it would loop."""
+    def __init__(
+        self,
+        own_hosts: frozenset[str] = frozenset(),
+        block_path: str | None = None,
+        read_in_thread: Optional[ReadInThread] = None,
+    ) -> None:
+        """``own_hosts``: this service's ``HOST`` or ``HOST:PORT`` (``--host``): a link to it would
+        loop. ``read_in_thread``: how :meth:`reload` reads the block file (at once without it)."""
+        self._read_in_thread = read_in_thread
+        #: Reloads started: of reloads that overlap, the last one started decides.
+        self._reloads = 0
         self._own: dict[str, int | None] = {}
         for own in own_hosts:
             origin = urllib.parse.urlsplit(f"http://{own}")
@@ -92,23 +142,38 @@ class LinkPolicy:
         self._path = block_path
         self.blocked: frozenset[str] = read_domains(block_path) if block_path else frozenset()
 
-    def reload(self) -> None:
-        """Read the block file again (SIGHUP); keep the list in force if it is unusable."""
-        if self._path is None:
-            return
-        try:
-            self.blocked = read_domains(self._path)
-        except (OSError, ValueError) as exc:
+    def reload(self) -> Deferred[None] | None:
+        """Read the block file again (SIGHUP), in a thread when given one; keep the list in force if
+        it is unusable. The Deferred fires once the new list is in force (or the old one kept)."""
+        path = self._path
+        if path is None:
+            return None
+        self._reloads += 1
+        if self._read_in_thread is None:
+            reading: Deferred[BlockFile] = maybeDeferred(read_block_file, path)
+        else:
+            reading = self._read_in_thread(lambda: read_block_file(path))
+        return reading.addBoth(self._reloaded, path, self._reloads)
+
+    def _reloaded(self, read: BlockFile | Failure, path: str, reload: int) -> None:
+        if reload != self._reloads:
+            return  # a later reload has started: its reading decides
+        if isinstance(read, Failure):
+            if not read.check(OSError, ValueError):
+                log.failure("Reading {path} failed", read, path=path)
+                return
             log.error(
                 "Keeping the {count} blocked domain(s) and address(es) in force: {error}",
                 count=len(self.blocked),
-                error=exc,
+                error=read.value,
             )
             return
+        warn_unmatchable(path, read)
+        self.blocked = read.domains
         log.info(
             "Reloaded {count} blocked domain(s) and address(es) from {path}",
             count=len(self.blocked),
-            path=self._path,
+            path=path,
         )
 
     def __call__(self, url: str) -> None:

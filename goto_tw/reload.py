@@ -13,13 +13,14 @@ log = Logger()
 
 
 class ReloadOnSighup(Service):
-    """Calls each reloader, in the reactor thread, when the process gets SIGHUP.
+    """Calls each reloader, in the reactor thread, when the process gets SIGHUP (a reloader with
+    much to read does it in a thread of its own, as the block file's does).
 
     The handler is installed when the service starts and the previous one put back when it stops.
     A reloader that fails is logged; the others still run.
     """
 
-    def __init__(self, reactor: Any, reloaders: list[Callable[[], None]]) -> None:
+    def __init__(self, reactor: Any, reloaders: list[Callable[[], object]]) -> None:
         self._reactor = reactor
         self._reloaders = reloaders
         self._previous: Any = None

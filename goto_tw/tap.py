@@ -476,11 +476,13 @@ def parse_trusted_proxies(value: str | None) -> frozenset[str]:
         raise usage.UsageError(f"--trusted-proxy: expected IP addresses, not {value!r}") from None
 
 
-def make_policy(options: Options | dict[str, Any]) -> LinkPolicy:
-    """What may not be shortened: ``--block-file``'s domains and this service's own host."""
+def make_policy(options: Options | dict[str, Any], reactor: Any = None) -> LinkPolicy:
+    """What may not be shortened: ``--block-file``'s domains and this service's own host; with
+    ``reactor``, the file is read again on SIGHUP in its thread pool."""
     own = urllib.parse.urlsplit(options["host"] if "://" in options["host"] else f"http://{options['host']}")
+    read_in_thread = None if reactor is None else _thread_runner(reactor)
     try:
-        return LinkPolicy(frozenset({own.netloc}), options.get("block-file"))
+        return LinkPolicy(frozenset({own.netloc}), options.get("block-file"), read_in_thread)
     except (OSError, ValueError) as exc:
         sys.exit(f"goto: --block-file: {exc}")
 
@@ -553,8 +555,8 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
     )
     keys = make_api_keys(options, reactor)
     clients = ClientAddresses(options.get("trusted-proxies") or frozenset())
-    reloaders = [keys.reload] if keys is not None else []
-    policy = make_policy(options)
+    reloaders: list[Callable[[], object]] = [keys.reload] if keys is not None else []
+    policy = make_policy(options, reactor)
     reloaders.append(policy.reload)
     if isinstance(access_log, LineAccessLog):
         reloaders.append(access_log.reopen)
