@@ -8,14 +8,22 @@ from __future__ import annotations
 
 import json
 from http import HTTPStatus
+from urllib.parse import unquote_to_bytes
 
 #: The media type of a problem document.
 PROBLEM_JSON = b"application/problem+json"
 
 
 def is_api_path(path: bytes) -> bool:
-    """Tell whether a request path belongs to the JSON API, whose errors are problem documents."""
-    return path == b"/api" or path.startswith((b"/api/", b"/api?"))
+    """Tell whether a request path belongs to the JSON API, whose errors are problem documents: its
+    first segment is ``api`` as twisted.web finds resources, percent-decoded (``/%61pi/v1/links``
+    reaches the API too, so its refusals must be problem documents as well)."""
+    if path == b"/api" or path.startswith((b"/api/", b"/api?")):
+        return True
+    if not path.startswith(b"/") or b"%" not in path:
+        return False
+    first = path[1:].split(b"?", 1)[0].split(b"/", 1)[0]
+    return unquote_to_bytes(first) == b"api"
 
 
 def problem_body(status: int, detail: str) -> bytes:

@@ -235,3 +235,24 @@ def test_a_browser_adding_on_a_private_instance_gets_an_html_401_page_with_the_f
         site, b"GET /add?url=https://p.example/ HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sesame\r\n\r\n"
     )
     assert status == b"HTTP/1.1 200 OK"
+
+
+@pytest.mark.parametrize("path", [b"/%61pi/v1/links", b"/%61%70%69/v1/links", b"/ap%69"])
+def test_an_api_path_written_with_escapes_is_refused_with_a_problem_document(path: bytes) -> None:
+    """twisted.web finds ``/%61pi/v1/links`` at ``/api/v1/links`` (it decodes each segment), so its
+    refusals (the 401 of a private instance here) are problem documents too, as under ``/api/``."""
+    site = limited_site(5, Clock(), private=True)
+    status, headers, _ = answer_of(
+        site,
+        b"POST %s HTTP/1.1\r\nHost: x\r\nAccept: %s\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 29\r\n\r\n{"url": "https://d.example/"}' % (path, BROWSER_ACCEPT),
+    )
+    assert status.split(b" ")[1] in (b"401", b"404", b"405"), status
+    assert headers[b"content-type"] == [b"application/problem+json"]
+
+
+@pytest.mark.parametrize("path", [b"/%61dd", b"/x%2Fapi/", b"/apix", b"/%2Fapi"])
+def test_paths_that_are_not_the_api_are_not_answered_as_the_api(path: bytes) -> None:
+    site = limited_site(5, Clock(), private=True)
+    _, headers, _ = answer_of(site, b"GET %s?url=https://p.example/ HTTP/1.1\r\nHost: x\r\n\r\n" % path)
+    assert headers[b"content-type"] != [b"application/problem+json"]
