@@ -96,6 +96,10 @@ class InvalidURL(GotoError):
     fault_code = 400
 
 
+#: Why a ``POST /add`` without a URL is refused: it would add nothing (a ``GET`` gets the form).
+NO_URL = "no URL to shorten: send it as the form field url"
+
+
 class InvalidKey(GotoError):
     """A custom key is refused (characters, length, a reserved path); the message says why."""
 

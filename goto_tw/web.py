@@ -30,7 +30,7 @@ from twisted.web.server import version as server_version
 from zope.interface import Interface, implementer
 
 from goto_tw.clicks import PreviewBotFilter, is_preview_bot
-from goto_tw.errors import NO_CUSTOM_KEYS, GotoError, InvalidKey, InvalidURL, NotKept
+from goto_tw.errors import NO_CUSTOM_KEYS, NO_URL, GotoError, InvalidKey, InvalidURL, NotKept
 from goto_tw.fastpath import FastAnswer, IFastResponder
 from goto_tw.formargs import parse_arguments
 from goto_tw.interfaces import IClickCounter, ILinkAdder, ILinkStats, ILocalLookup, IURLStore
@@ -304,7 +304,8 @@ class FormResource(PlainResource):
 
 
 class AddResource(PlainResource):
-    """``/add``: the form without ``url``; with it, store the URL and answer ``http://HOST/KEY``."""
+    """``/add``: the form without ``url`` (a ``POST`` without it is a 400: it adds nothing); with it,
+    store the URL and answer ``http://HOST/KEY``. ``/add/anything`` is not it: 404."""
 
     isLeaf = True
 
@@ -315,6 +316,8 @@ class AddResource(PlainResource):
         self._form = form_page(private)
 
     def render(self, request: Request) -> object:
+        if request.postpath not in ([], [b""]):
+            return _not_found(request)
         request.setHeader(*VARY_ACCEPT)
         return super().render(request)
 
@@ -323,6 +326,9 @@ class AddResource(PlainResource):
         raw = (args.get(b"url") or [b""])[0]
         raw_key = (args.get(b"key") or [b""])[0]
         html = prefers_html(request.getHeader(b"accept"))
+        if not raw and request.method == b"POST":
+            self._error(request, InvalidURL(NO_URL), html, "", raw_key.decode("ascii", "replace"))
+            return NOT_DONE_YET
         if not raw:
             write_html(request, http.OK, self._form)
             return NOT_DONE_YET
