@@ -172,8 +172,21 @@ def format_created(created: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(created))
 
 
-def info_page(short: str, url: str, key: str, clicks: int | None, created: float | None) -> bytes:
-    """A link's info page (``GET /KEY+``): where it goes, its QR code, when it was made, its clicks."""
+#: The info page's clicks and creation time while the statistics cannot be had (a slave whose master
+#: is down still shows the link it redirects).
+STATS_UNAVAILABLE = "not available right now"
+
+
+def info_page(
+    short: str, url: str, key: str, clicks: int | None, created: float | None, stats_unavailable: bool = False
+) -> bytes:
+    """A link's info page (``GET /KEY+``): where it goes, its QR code, when it was made, its clicks
+    (``None``: not counted by this server; ``stats_unavailable``: none to be had right now)."""
+    if stats_unavailable:
+        clicks_text = created_text = STATS_UNAVAILABLE
+    else:
+        clicks_text = "not counted by this server" if clicks is None else str(clicks)
+        created_text = format_created(created)
     return _document(
         f"goto: {key}",
         tags.h1("Link ", tags.code(key)),
@@ -183,9 +196,9 @@ def info_page(short: str, url: str, key: str, clicks: int | None, created: float
             tags.dt("Goes to"),
             tags.dd(tags.span(url, class_="long", id="long")),
             tags.dt("Clicks"),
-            tags.dd("not counted by this server" if clicks is None else str(clicks), id="clicks"),
+            tags.dd(clicks_text, id="clicks"),
             tags.dt("Created"),
-            tags.dd(format_created(created), id="created"),
+            tags.dd(created_text, id="created"),
         ),
         tags.button("Copy the short link", type="button", id="copy", hidden=""),
         tags.img(src=f"/{key}.qr", alt="QR code of the short link", class_="qr", width="164", height="164"),

@@ -30,7 +30,15 @@ from twisted.web.server import version as server_version
 from zope.interface import Interface, implementer
 
 from goto_tw.clicks import PreviewBotFilter, is_preview_bot
-from goto_tw.errors import NO_CUSTOM_KEYS, NO_URL, GotoError, InvalidKey, InvalidURL, NotKept
+from goto_tw.errors import (
+    NO_CUSTOM_KEYS,
+    NO_URL,
+    GotoError,
+    InvalidKey,
+    InvalidURL,
+    NotKept,
+    StoreUnavailable,
+)
 from goto_tw.fastpath import FastAnswer, IFastResponder
 from goto_tw.formargs import parse_arguments
 from goto_tw.interfaces import IClickCounter, ILinkAdder, ILinkStats, ILocalLookup, IURLStore
@@ -434,7 +442,11 @@ class RedirectResource(PlainResource):
 
 
 def _stats_not_kept(failure: Failure, url: str) -> tuple[str, dict[str, object]]:
-    """The info page of a store that keeps no statistics: the link, its clicks not counted here."""
+    """The info page of a link whose statistics are not kept here (the link, its clicks not counted
+    here), or cannot be had now (a slave's master is down: the link it still redirects, its clicks
+    unavailable, rather than a 503 for the whole page)."""
+    if failure.check(StoreUnavailable):
+        return url, {"clicks": None, "created": None, "unavailable": True}
     failure.trap(NotKept)
     return url, {"clicks": None, "created": None}
 
@@ -472,6 +484,7 @@ class InfoResource(PlainResource):
                 key,
                 clicks if isinstance(clicks, int) else None,
                 created if isinstance(created, float) else None,
+                stats_unavailable=stats.get("unavailable") is True,
             )
             write_html(request, http.OK, page)
 
