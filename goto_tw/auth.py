@@ -207,9 +207,10 @@ class APIKeys:
 
 def refuse(request: Request) -> None:
     """Answer 401 with ``WWW-Authenticate: Bearer``: a problem under ``/api/``, an HTML page with the
-    form for a browser, else plain text."""
+    form for a browser, else plain text. Outside ``/api/`` only a private instance asks for a key
+    (its ``/add``): the page has its note that adding needs one."""
     request.setHeader(b"www-authenticate", b'Bearer realm="goto"')
-    write_refusal_page(request, 401, "this needs an API key: Authorization: Bearer KEY")
+    write_refusal_page(request, 401, "this needs an API key: Authorization: Bearer KEY", private=True)
 
 
 class KeyRequiredToAdd(PlainResource):

@@ -83,8 +83,10 @@ MAX_KEY_LENGTH = 64
 #: ``pattern`` alike (the hyphen escaped, as a browser's ``v``-flag pattern needs it): 1 to
 #: MAX_KEY_LENGTH of KEY_CHARACTERS. Reserved paths match it too (:func:`is_valid_key` says those).
 KEY_PATTERN = rf"[0-9A-Za-z_\-]{{1,{MAX_KEY_LENGTH}}}"
+#: What a custom key may hold, in words (the form's hint under its key field).
+KEY_HINT = f"1 to {MAX_KEY_LENGTH} letters, digits, '-' or '_'"
 #: Why a custom key is refused: the one sentence the form, the API and the RPC all answer.
-INVALID_KEY = "a custom key is 1 to 64 letters, digits, '-' or '_', and not a path the service uses itself"
+INVALID_KEY = f"a custom key is {KEY_HINT}, and not a path the service uses itself"
 
 
 def is_valid_key(key: str) -> bool:

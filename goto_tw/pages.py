@@ -19,7 +19,7 @@ from twisted.web.http import RESPONSES
 from twisted.web.server import Request
 from twisted.web.template import Tag, flattenString, tags
 
-from goto_tw.keys import KEY_PATTERN, MAX_KEY_LENGTH
+from goto_tw.keys import KEY_HINT, KEY_PATTERN, MAX_KEY_LENGTH
 
 #: The one stylesheet: readable on a phone (fluid width, large touch targets), no external fonts.
 STYLE = (
@@ -30,7 +30,7 @@ STYLE = (
     "input{box-sizing:border-box;width:100%;font-size:1rem;padding:.5rem}"
     "button,input[type=submit]{width:auto;margin-top:.8rem;padding:.5rem 1rem;font-size:1rem;cursor:pointer}"
     ".short{font-size:1.2rem;word-break:break-all}.long{word-break:break-all;color:#444}"
-    ".qr{display:block;margin:1rem 0;image-rendering:pixelated}.error{color:#a00}"
+    ".qr{display:block;margin:1rem 0;image-rendering:pixelated}.error{color:#a00}.hint{display:block;color:#555;margin-top:.2rem}"
     "dl{display:grid;grid-template-columns:auto 1fr;gap:.3rem 1rem}dd{margin:0;word-break:break-all}"
     "dt{font-weight:600}nav{margin-top:1.5rem}"
 )
@@ -100,32 +100,50 @@ def _document(title: str, *content: Tag) -> bytes:
     return b"<!DOCTYPE html>\n" + out[0]
 
 
-def _form(url: str = "", key: str = "", autofocus: bool = True) -> Tag:
+#: The form's fields an error can be about (:func:`error_page`'s ``field``).
+URL_FIELD = "url"
+KEY_FIELD = "key"
+
+
+def _form(url: str = "", key: str = "", autofocus: bool = True, at_fault: str | None = None) -> Tag:
+    """The add form, holding ``url`` and ``key``. The field ``at_fault`` (an error page's) is marked
+    invalid, pointed at the error (``aria-describedby``) and focused, so that a screen reader reads
+    the reason with it; otherwise the URL field is focused (``autofocus``).
+
+    The URL field has no ``maxlength``: a browser would cut a longer pasted URL short without a word,
+    and a link to that cut URL be made; the server refuses it whole, saying why."""
     url_input = tags.input(
         type="url",
         id="url",
         name="url",
         required="",
-        maxlength="4096",
         value=url,
         placeholder="https://example.com/a/long/link",
     )
-    if autofocus:
+    key_input = tags.input(
+        type="text",
+        id="key",
+        name="key",
+        maxlength=str(MAX_KEY_LENGTH),
+        pattern=KEY_PATTERN,
+        title=f"A custom key: {KEY_HINT}",
+        value=key,
+        placeholder="my-launch",
+        autocomplete="off",
+        **{"aria-describedby": "key-hint"},
+    )
+    faulty = {URL_FIELD: url_input, KEY_FIELD: key_input}.get(at_fault or "")
+    if faulty is not None:
+        described = "error key-hint" if faulty is key_input else "error"
+        faulty(autofocus="", **{"aria-invalid": "true", "aria-describedby": described})
+    elif autofocus:
         url_input(autofocus="")
     return tags.form(
         tags.label("Long URL", for_="url"),
         url_input,
         tags.label("Custom key (optional)", for_="key"),
-        tags.input(
-            type="text",
-            id="key",
-            name="key",
-            maxlength=str(MAX_KEY_LENGTH),
-            pattern=KEY_PATTERN,
-            value=key,
-            placeholder="my-launch",
-            autocomplete="off",
-        ),
+        key_input,
+        tags.small(KEY_HINT[0].upper() + KEY_HINT[1:] + ".", id="key-hint", class_="hint"),
         tags.input(type="submit", value="Shorten"),
         method="POST",
         action="/add",
@@ -139,11 +157,14 @@ PRIVATE_NOTE = (
 )
 
 
+def _private_notes(private: bool) -> list[Tag]:
+    return [tags.p(PRIVATE_NOTE, id="private")] if private else []
+
+
 def form_page(private: bool = False) -> bytes:
     """The add form (``GET /``, ``GET /add``); on a private instance it says that adding needs a
     key, so a visitor is not left with a bare 401."""
-    notes = [tags.p(PRIVATE_NOTE, id="private")] if private else []
-    return _document("goto: shorten a link", tags.h1("Shorten a link"), *notes, _form())
+    return _document("goto: shorten a link", tags.h1("Shorten a link"), *_private_notes(private), _form())
 
 
 def result_page(short: str, url: str, key: str, new: bool) -> bytes:
@@ -206,14 +227,19 @@ def info_page(
     )
 
 
-def error_page(status: int, message: str, url: str = "", key: str = "") -> bytes:
-    """An error for a browser: the reason and the form again (with what was typed, escaped)."""
+def error_page(
+    status: int, message: str, url: str = "", key: str = "", field: str | None = None, private: bool = False
+) -> bytes:
+    """An error for a browser: the reason (announced: ``role="alert"``) and the form again, with
+    what was typed (escaped), the ``field`` at fault (:data:`URL_FIELD`, :data:`KEY_FIELD`) marked
+    and focused, and on a private instance the note that adding needs a key, as the form page has."""
     title = status_phrase(status).decode("ascii", "replace")
     return _document(
         f"goto: {title}",
         tags.h1(title),
-        tags.p(message, class_="error", id="error"),
-        _form(url, key),
+        tags.p(message, class_="error", id="error", role="alert"),
+        *_private_notes(private),
+        _form(url, key, at_fault=field),
     )
 
 

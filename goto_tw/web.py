@@ -36,6 +36,7 @@ from goto_tw.errors import (
     GotoError,
     InvalidKey,
     InvalidURL,
+    KeyExists,
     NotKept,
     StoreUnavailable,
 )
@@ -44,7 +45,16 @@ from goto_tw.formargs import parse_arguments
 from goto_tw.interfaces import IClickCounter, ILinkAdder, ILinkStats, ILocalLookup, IURLStore
 from goto_tw.keys import INVALID_KEY, is_valid_key
 from goto_tw.negotiation import prefers_html
-from goto_tw.pages import error_page, form_page, info_page, reason_phrase, result_page, write_html
+from goto_tw.pages import (
+    KEY_FIELD,
+    URL_FIELD,
+    error_page,
+    form_page,
+    info_page,
+    reason_phrase,
+    result_page,
+    write_html,
+)
 from goto_tw.problems import PROBLEM_JSON, is_api_path, problem_body
 from goto_tw.qr import QRCodes
 from goto_tw.timestamps import PerSecond
@@ -179,13 +189,14 @@ def write_refusal(
 
 
 def write_refusal_page(
-    request: Request, status: int, text: str, headers: dict[bytes, bytes] | None = None
+    request: Request, status: int, text: str, headers: dict[bytes, bytes] | None = None, private: bool = False
 ) -> None:
     """Answer a refusal a person may meet in a browser (401 of ``--private``, 429 of the rate limit):
     under ``/api/`` a problem document and for other clients plain text, as :func:`write_refusal`;
     for a browser (``Accept`` preferring HTML) the HTML error page, same status and headers, with
-    the reason and the form holding what was typed, as :class:`AddResource`'s other errors. Outside
-    ``/api/`` the answer says :data:`VARY_ACCEPT`, as every answer of ``/add``."""
+    the reason and the form holding what was typed, as :class:`AddResource`'s other errors (with the
+    note of a ``private`` instance). Outside ``/api/`` the answer says :data:`VARY_ACCEPT`, as every
+    answer of ``/add``."""
     if is_api_path(request.path or b""):
         write_problem(request, status, text, headers)
         return
@@ -196,7 +207,7 @@ def write_refusal_page(
     args = request.args or {}
     url = (args.get(b"url") or [b""])[0].decode("utf-8", "replace")
     key = (args.get(b"key") or [b""])[0].decode("ascii", "replace")
-    write_html(request, status, error_page(status, text, url, key), headers)
+    write_html(request, status, error_page(status, text, url, key, private=private), headers)
 
 
 def write_error(request: Request, error: GotoError) -> None:
@@ -321,6 +332,7 @@ class AddResource(PlainResource):
         super().__init__()
         self._store = store
         self._host = host
+        self._private = private
         self._form = form_page(private)
 
     def render(self, request: Request) -> object:
@@ -385,20 +397,25 @@ class AddResource(PlainResource):
         answered_with_a_key(request)
         write_html(request, http.OK, result_page(short_url(self._host, key), stored_url, key, new))
 
-    @staticmethod
-    def _error(request: Request, error: Exception, html: bool, url: str = "", key: str = "") -> None:
+    def _error(self, request: Request, error: Exception, html: bool, url: str = "", key: str = "") -> None:
         if not isinstance(error, GotoError):
             log.error("Failed to answer an add: {error!r}", error=error)
             error = GotoError(INTERNAL_ERROR)
         if html:
-            write_html(
-                request,
-                error.http_status,
-                error_page(error.http_status, str(error), url, key),
-                retry_after_header(error),
-            )
+            page = error_page(error.http_status, str(error), url, key, _field_at_fault(error), self._private)
+            write_html(request, error.http_status, page, retry_after_header(error))
         else:
             write_error(request, error)
+
+
+def _field_at_fault(error: GotoError) -> str | None:
+    """The form's field an add's error is about, for the error page to mark: the key (refused or
+    taken), the URL (refused), or neither (the service cannot add now, the client is limited)."""
+    if isinstance(error, (InvalidKey, KeyExists)):
+        return KEY_FIELD
+    if isinstance(error, InvalidURL):
+        return URL_FIELD
+    return None
 
 
 class RedirectResource(PlainResource):
@@ -456,12 +473,15 @@ class InfoResource(PlainResource):
 
     isLeaf = True
 
-    def __init__(self, store: IURLStore, stats: ILinkStats | None, host: str, key: str) -> None:
+    def __init__(
+        self, store: IURLStore, stats: ILinkStats | None, host: str, key: str, private: bool = False
+    ) -> None:
         super().__init__()
         self._store = store
         self._stats = stats
         self._host = host
         self._key = key
+        self._private = private
 
     def render_GET(self, request: Request) -> object:
         if request.postpath:
@@ -490,9 +510,8 @@ class InfoResource(PlainResource):
 
         def failed(request: Request, error: GotoError) -> None:
             message = "No link is stored under this key." if error.http_status == 404 else str(error)
-            write_html(
-                request, error.http_status, error_page(error.http_status, message), retry_after_header(error)
-            )
+            page = error_page(error.http_status, message, private=self._private)
+            write_html(request, error.http_status, page, retry_after_header(error))
 
         return respond_when_ready(request, self._store.get(key).addCallback(with_stats), answer, failed)
 
@@ -612,6 +631,7 @@ class GotoRoot(PlainResource):
         self._clicks = clicks
         self._stats = stats
         self._redirect_status = redirect_status
+        self._private = private
         self._qr_codes = QRCodes()
         #: Set by the wiring when adds are rate-limited (see :class:`QRResource`).
         self.may_render: RenderGate | None = None
@@ -624,7 +644,7 @@ class GotoRoot(PlainResource):
         except UnicodeDecodeError:
             key = ""
         if key.endswith("+") and is_valid_key(key[:-1]):
-            return InfoResource(self._store, self._stats, self._host, key[:-1])
+            return InfoResource(self._store, self._stats, self._host, key[:-1], self._private)
         if key.endswith(".qr") and is_valid_key(key[:-3]):
             return QRResource(self._store, self._host, key[:-3], self._qr_codes, self.may_render)
         if not is_valid_key(key):

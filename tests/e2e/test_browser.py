@@ -173,3 +173,61 @@ def test_pages_with_the_longest_custom_key_fit_a_phone(
     wait.until(lambda driver: driver.find_elements(By.CSS_SELECTOR, ".error"))
     assert key in browser.find_element(By.CSS_SELECTOR, ".error").text
     assert page_width() <= viewport, "the error page"
+
+
+def test_a_pasted_url_over_the_limit_is_refused_whole_not_cut(
+    browser: Any, goto_processes: GotoProcesses, tmp_path: Path
+) -> None:
+    """A person pastes a URL longer than the 4096 characters the server takes (audit B, stop 40: the
+    URL field's ``maxlength`` cut it silently, and a link to the cut URL was made and shown as a
+    success): the server's 400 page says why, holding the whole URL, its field marked and focused."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    master = goto_processes("--rpc", data_file=tmp_path / "data.json")
+    pasted = "https://wide.example/" + "x" * 4099
+    browser.get(f"{master.base_url}/")
+    field = browser.find_element(By.ID, "url")
+    browser.execute_script(  # a paste: a browser applies maxlength to it as to typing
+        "arguments[0].focus(); document.execCommand('insertText', false, arguments[1]);", field, pasted
+    )
+    assert field.get_property("value") == pasted
+    field.send_keys(Keys.ENTER)
+    WebDriverWait(browser, BROWSER_TIMEOUT).until(lambda driver: driver.find_elements(By.ID, "error"))
+    assert browser.find_elements(By.ID, "short") == []
+    assert "4096" in browser.find_element(By.ID, "error").text
+    field = browser.find_element(By.ID, "url")
+    assert field.get_property("value") == pasted
+    assert field.get_attribute("aria-invalid") == "true"
+    assert browser.switch_to.active_element == field
+
+
+def test_a_taken_custom_key_is_announced_on_the_key_field(
+    browser: Any, goto_processes: GotoProcesses, tmp_path: Path
+) -> None:
+    """A custom key already taken: the 409 page focuses the key field, marked invalid, and its
+    accessible description (what a screen reader reads with it) is the reason and the hint."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    master = goto_processes("--rpc", data_file=tmp_path / "data.json")
+    wait = WebDriverWait(browser, BROWSER_TIMEOUT)
+    for url in ("https://twisted.org/one", "https://twisted.org/two"):
+        browser.get(f"{master.base_url}/")
+        browser.find_element(By.ID, "url").send_keys(url)
+        browser.find_element(By.ID, "key").send_keys("launch")
+        browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+        wait.until(
+            lambda driver: driver.find_elements(By.ID, "short") or driver.find_elements(By.ID, "error")
+        )
+    error = browser.find_element(By.ID, "error")
+    assert "launch" in error.text and error.get_attribute("role") == "alert"
+    key = browser.find_element(By.ID, "key")
+    assert browser.switch_to.active_element == key
+    assert key.get_attribute("aria-invalid") == "true"
+    described = " ".join(
+        browser.find_element(By.ID, part).text for part in key.get_attribute("aria-describedby").split()
+    )
+    assert error.text in described and "letters, digits" in described
+    assert key.get_property("value") == "launch"
