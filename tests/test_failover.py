@@ -570,11 +570,14 @@ class _Silent(Restartable):
     def __init__(self, name: str) -> None:
         super().__init__(name, feed=False)
         self.silent = False
+        #: The puts it has not answered, in order.
+        self.unanswered: list[Deferred[str]] = []
 
     def put(self, url: str) -> Deferred[str]:
         if self.silent:
             self.calls.append(("put", url))
-            return Deferred()
+            self.unanswered.append(Deferred())
+            return self.unanswered[-1]
         return super().put(url)
 
 
@@ -599,8 +602,9 @@ def test_a_call_handed_on_goes_only_to_a_master_still_checked() -> None:
     assert [c for c in b.calls[before:] if c[0] == "put"] == [], "not to b unchecked"
     assert ("call", "Store.Changes") in b.calls[before:], "b is checked again"
     assert store.up() == [], "a believed down, b refused"
-    a.silent = False
     assert not has_fired(put), "a may still answer it"
+    a.unanswered[-1].callback("k9")
+    assert result_of(put) == "k9"
 
 
 def test_a_quiet_slave_waits_for_the_check_of_a_master_reached_anew() -> None:
