@@ -27,7 +27,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from goto_tw.accesslog import printable
 from goto_tw.clients import ClientAddresses
 from goto_tw.ratelimit import rate_bucket
-from goto_tw.web import PlainResource, write_refusal_page
+from goto_tw.web import PlainResource, is_form_add, write_refusal_page
 
 log = Logger()
 
@@ -225,7 +225,6 @@ class KeyRequiredToAdd(PlainResource):
         self._clients = clients
 
     def render(self, request: Request) -> Any:
-        wants_add = request.method != b"HEAD" and (request.args or {}).get(b"url", [b""])[0]
-        if wants_add and not self._keys.authorize(request, self._clients.of_request(request)):
+        if is_form_add(request) and not self._keys.authorize(request, self._clients.of_request(request)):
             return NOT_DONE_YET
         return self._add.render(request)

@@ -5,16 +5,18 @@ the WHATWG URL standard and Python's own ``urllib.parse`` (since 3.9.2) dropped:
 ``/add?url=https://a.example/p;jsessionid=1``, the URL given unescaped as curl users and the README
 write it, stored ``https://a.example/p``, a link silently cut. ``urllib.parse.parse_qs`` cannot
 stand in: it reads bytes as ASCII and refuses the raw UTF-8 a client may send unescaped. So this is
-twisted.web's ``parse_qs(data, keep_blank_values=1)`` less the ``;`` split, and both paths read
-their arguments with it (the general path's ``request.args``, the fast path's adds).
+twisted.web's ``parse_qs(data, keep_blank_values=1)`` less the ``;`` split: the general path's
+``request.args`` (a query and a form body; see ``goto_tw.limits.BoundedRequest``) and the fast
+path's adds are read with it, on every route.
 """
 
 from __future__ import annotations
 
 from urllib.parse import unquote_to_bytes
 
-#: The Content-Type of a form body whose arguments count (its parameters aside).
+#: The body types twisted.web reads arguments from (as its Content-Type parser names them).
 FORM_CONTENT_TYPE = b"application/x-www-form-urlencoded"
+MULTIPART_CONTENT_TYPE = b"multipart/form-data"
 
 
 def parse_arguments(data: bytes) -> dict[bytes, list[bytes]]:
@@ -32,8 +34,3 @@ def parse_arguments(data: bytes) -> dict[bytes, list[bytes]]:
         else:
             arguments[name] = [value]
     return arguments
-
-
-def is_form_body(content_type: bytes | None) -> bool:
-    """Whether a POST body of ``content_type`` holds form arguments (as twisted.web reads them)."""
-    return content_type is not None and content_type.split(b";", 1)[0].strip().lower() == FORM_CONTENT_TYPE

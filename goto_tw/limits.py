@@ -16,11 +16,14 @@ from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import RESPONSES, HTTPChannel
+
+# _getMultiPartArgs, _parseContentType: twisted.web's own (private) parsers of a request's
+# Content-Type and multipart body, so that BoundedRequest.process reads arguments as it does.
+from twisted.web.http import RESPONSES, HTTPChannel, _getMultiPartArgs, _parseContentType
 from twisted.web.server import Request
 
 from goto_tw.cors import refusal_headers
-from goto_tw.formargs import is_form_body, parse_arguments
+from goto_tw.formargs import FORM_CONTENT_TYPE, MULTIPART_CONTENT_TYPE, parse_arguments
 from goto_tw.problems import PROBLEM_JSON, is_api_path, problem_body
 
 log = Logger()
@@ -309,29 +312,53 @@ class BoundedRequest(Request):
             )
             self._close_with(malformed, "a malformed Content-Type header")
             return
+        target = origin_form(path)
+        if target[:1] != b"/" and (target, command) != (b"*", b"OPTIONS"):
+            # twisted.web drops a target's first byte whatever it is (``Xapi/v1/links`` reached the
+            # API unseen as such): a target is a path, ``*`` (OPTIONS) or the absolute form (RFC 9112, 3.2).
+            self._refused = True
+            self._close_with(BAD_REQUEST, "a request target that is not a path")
+            return
         if not any(b"form" in value.lower() or b"=?" in value for value in content_types):
             # twisted.web parses every POST's Content-Type with the email package (about 40 us a
             # request: 5% of a master's RPC work) only to find form bodies to decode; a type
             # without "form" in it is neither of the two, so the parse is skipped. Unless it holds
             # an RFC 2047 encoded word ("=?"): the email package decodes those, into "form" too.
             self._parsePOSTFormSubmission = False
-        super().requestReceived(command, origin_form(path), version)
+        super().requestReceived(command, target, version)
 
     def process(self) -> None:
         # twisted.web has parsed ``args`` (the query, then a form body) with its parse_qs, which
-        # splits at ";" too; read again where a ";" was in what it split. A multipart body's
-        # arguments are twisted.web's own, as they were.
-        query = self.uri.partition(b"?")[2]
-        content_types = self.requestHeaders.getRawHeaders(b"content-type")
-        content_type = content_types[0] if content_types else None
-        body = b""
-        if self.method == b"POST" and self.content is not None and is_form_body(content_type):
-            body = self.content.read()
-            self.content.seek(0, 0)
-        if b";" in query or b";" in body:
-            self.args = parse_arguments(query)
-            self.args.update(parse_arguments(body))
+        # splits at ";" too. Where a ";" was in what it may have split, they are read again as
+        # twisted.web reads them, each part split at "&" only (goto_tw.formargs).
+        parts = self.uri.split(b"?", 1)
+        query = parts[1] if len(parts) > 1 else None
+        body = self._form_body()
+        if (query is not None and b";" in query) or (body is not None and b";" in body):
+            self.args = self._arguments(query, body)
         super().process()
+
+    def _form_body(self) -> bytes | None:
+        """The body of a POST twisted.web may have read arguments from, else ``None``."""
+        if self.method != b"POST" or not self._parsePOSTFormSubmission or self.content is None:
+            return None
+        body: bytes = self.content.read()
+        self.content.seek(0, 0)
+        return body
+
+    def _arguments(self, query: bytes | None, body: bytes | None) -> dict[bytes, list[bytes]]:
+        """The arguments twisted.web's ``requestReceived`` reads, split at "&" only: the query's,
+        then a body's by twisted.web's own decision of its type and its own multipart parser (a
+        copy of the decision disagreed with it: review 40), which it has run on this request."""
+        arguments = parse_arguments(query) if query is not None else {}
+        content_types = self.requestHeaders.getRawHeaders(b"content-type")
+        if body and content_types:
+            kind = _parseContentType(content_types[0])
+            if kind == FORM_CONTENT_TYPE:
+                arguments.update(parse_arguments(body))
+            elif kind == MULTIPART_CONTENT_TYPE:
+                arguments.update(_getMultiPartArgs(body, content_types[0]))
+        return arguments
 
     def _refuse(self) -> None:
         self._refused = True

@@ -138,27 +138,29 @@ class LimitAdds(PlainResource):
     isLeaf = True
 
     def __init__(
-        self, inner: Any, limiter: AddLimiter, clients: ClientAddresses, is_add: Callable[[Request], bool]
+        self,
+        inner: Any,
+        limiter: AddLimiter,
+        clients: ClientAddresses,
+        is_add: Callable[[Request], bool],
+        private: bool = False,
     ) -> None:
+        """``private``: a ``--private`` instance, whose pages say that adding needs a key."""
         super().__init__()
         self._inner = inner
         self._limiter = limiter
         self._clients = clients
         self._is_add = is_add
+        self._private = private
 
     def render(self, request: Request) -> Any:
         if self._is_add(request):
             wait = self._limiter.admit(self._clients.of_request(request))
             if wait is not None:
                 error = RateLimited(LIMITED_MESSAGE, wait)
-                write_refusal_page(request, 429, str(error), {b"retry-after": b"%d" % wait})
+                write_refusal_page(request, 429, str(error), {b"retry-after": b"%d" % wait}, self._private)
                 return NOT_DONE_YET
         return self._inner.render(request)
-
-
-def is_form_add(request: Request) -> bool:
-    """Whether a request to ``/add`` stores a URL (not the form page, not HEAD)."""
-    return request.method in (b"GET", b"POST") and bool((request.args or {}).get(b"url", [b""])[0])
 
 
 def is_api_add(request: Request) -> bool:

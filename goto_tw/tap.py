@@ -44,12 +44,19 @@ from goto_tw.openapi import OpenAPIResource
 from goto_tw.ops import ops_resource
 from goto_tw.persistence import WRITER_LINGER, AppendLog, CorruptDataFile, open_data_file
 from goto_tw.proxystore import ProxyStore
-from goto_tw.ratelimit import AddLimiter, LimitAdds, RenderBudget, fast_gate, is_api_add, is_form_add
+from goto_tw.ratelimit import AddLimiter, LimitAdds, RenderBudget, fast_gate, is_api_add
 from goto_tw.reload import ReloadOnSighup
 from goto_tw.rpc import RPCResource
 from goto_tw.site import GotoSite
 from goto_tw.store import URLStore
-from goto_tw.web import DEFAULT_REDIRECT_STATUS, FastAnswers, GotoRoot, NotFoundResource, PlainResource
+from goto_tw.web import (
+    DEFAULT_REDIRECT_STATUS,
+    FastAnswers,
+    GotoRoot,
+    NotFoundResource,
+    PlainResource,
+    is_form_add,
+)
 
 if TYPE_CHECKING:
     # Imported at run time by slaves only (see _remote_store).
@@ -581,7 +588,8 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         limiter = AddLimiter(
             float(options["add-rate"]), int(options.get("add-burst") or 50), reactor, metrics
         )
-        root.putChild(b"add", LimitAdds(root.children[b"add"], limiter, clients, is_form_add))
+        private = bool(options.get("private"))
+        root.putChild(b"add", LimitAdds(root.children[b"add"], limiter, clients, is_form_add, private))
         if isinstance(root, GotoRoot):
             root.may_render = RenderBudget(clients, reactor)
         links = root.children[b"api"].children[b"v1"].children[b"links"]

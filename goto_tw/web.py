@@ -408,6 +408,17 @@ class AddResource(PlainResource):
             write_error(request, error)
 
 
+def is_form_add(request: Request) -> bool:
+    """Whether a request to ``/add`` would store a URL: a ``GET`` or ``POST`` with ``url``, at
+    ``/add`` itself (``/add/anything`` is a 404; the form page and ``HEAD`` add nothing). The rate
+    limit takes a token and ``--private`` asks for a key for exactly these."""
+    return (
+        request.method in (b"GET", b"POST")
+        and request.postpath in ([], [b""])
+        and bool((request.args or {}).get(b"url", [b""])[0])
+    )
+
+
 def _field_at_fault(error: GotoError) -> str | None:
     """The form's field an add's error is about, for the error page to mark: the key (refused or
     taken), the URL (refused), or neither (the service cannot add now, the client is limited)."""
@@ -906,7 +917,10 @@ class FastAnswers:
         self, result: Union[str, Failure], method: str, target: bytes, date: bytes
     ) -> Union[FastAnswer, Failure]:
         if not isinstance(result, Failure):
-            return self._dated_text(date, 200, short_url(self._host, result), vary_accept=True)
+            try:
+                return self._dated_text(date, 200, short_url(self._host, result), vary_accept=True)
+            except Exception:  # a bug (a key that is no text): the add's 500, as the general path's
+                result = Failure()
         return self._failed(result, method, target, date, vary_accept=True)
 
     def rpc(

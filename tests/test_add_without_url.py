@@ -74,3 +74,23 @@ def test_a_path_below_add_is_not_found_and_adds_nothing(fast: bool, request_byte
     answer = exchange(site, request_bytes)
     assert answer.startswith(b"HTTP/1.1 404 Not Found"), answer[:200]
     assert store.count() == 0
+
+
+def test_a_path_below_add_takes_no_token_and_asks_for_no_key() -> None:
+    """Review 40: the rate limit and ``--private`` judged an add by its ``url`` alone, before the 404:
+    ``/add/anything?url=`` took a token (the next real add was a 429) and, limited, was itself a
+    429; on a private instance a 401."""
+    from twisted.internet.task import Clock
+
+    from tests.test_fix_http import limited_site
+
+    site = limited_site(1, Clock())
+    for number in (1, 2):
+        answer = exchange(site, b"GET /add/x?url=https://a.example/%d HTTP/1.1\r\nHost: x\r\n\r\n" % number)
+        assert answer.startswith(b"HTTP/1.1 404"), answer[:100]
+    assert exchange(site, b"GET /add?url=https://a.example/3 HTTP/1.1\r\nHost: x\r\n\r\n").startswith(
+        b"HTTP/1.1 200"
+    )
+    private = limited_site(5, Clock(), private=True)
+    answer = exchange(private, b"GET /add/x?url=https://a.example/ HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 404"), answer[:100]

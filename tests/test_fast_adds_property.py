@@ -8,7 +8,7 @@ from __future__ import annotations
 import urllib.parse
 from typing import Any
 
-from hypothesis import example, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
@@ -17,6 +17,7 @@ from zope.interface import implementer
 from goto_tw.formargs import parse_arguments
 from goto_tw.interfaces import ILocalLookup, IURLStore
 from goto_tw.web import FastAnswers
+from tests.wire import exchange, goto_site
 
 #: Pieces of query strings: the usual escapes, odd and broken ones, the separators, other arguments.
 PIECES = st.sampled_from(
@@ -156,3 +157,29 @@ def test_the_fast_add_stores_the_url_twisted_web_would(query: bytes, method: str
         return
     assert isinstance(answer, Deferred)
     assert store.puts == [url]
+
+
+@settings(max_examples=400, deadline=None)
+@given(queries(), st.sampled_from(["GET", "POST"]))
+@example(b"url=https://a.example/p;jsessionid=1", "GET")
+@example(b"url=https://a.example/p;jsessionid=1", "POST")
+@example(b"x=1;url=https://b.example/", "POST")
+def test_the_fast_path_stores_what_the_general_path_stores(query: bytes, method: str) -> None:
+    """End to end, through a real site with the fast path on and off (twisted.web's general path,
+    ``request.args`` as ``BoundedRequest`` reads them, not ``parse_arguments`` again): the same
+    puts, of the same URL, for any query string or form body."""
+    if method == "GET":
+        assume(all(0x21 <= byte <= 0x7E for byte in query) and b"#" not in query)
+        request = b"GET /add?%s HTTP/1.1\r\nHost: x\r\n\r\n" % query
+    else:
+        request = (
+            b"POST /add HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(query), query)
+        )
+    puts = []
+    for fast in (True, False):
+        store = RecordingStore()
+        site, _ = goto_site(store, fast=fast)
+        exchange(site, request)
+        puts.append(store.puts)
+    assert puts[0] == puts[1]

@@ -9,11 +9,11 @@ from twisted.internet.task import Clock
 from goto_tw.auth import APIKeys
 from goto_tw.clients import ClientAddresses
 from goto_tw.metrics import Metrics
-from goto_tw.ratelimit import AddLimiter, LimitAdds, fast_gate, is_api_add, is_form_add, rate_bucket
+from goto_tw.ratelimit import AddLimiter, LimitAdds, fast_gate, is_api_add, rate_bucket
 from goto_tw.site import GotoSite
 from goto_tw.store import URLStore
 from goto_tw.tap import make_root
-from goto_tw.web import FastAnswers
+from goto_tw.web import FastAnswers, is_form_add
 from tests.wire import Connection
 
 HOST = "go.example"

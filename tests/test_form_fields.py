@@ -11,6 +11,7 @@ import pytest
 from twisted.internet.task import Clock
 
 from goto_tw.auth import APIKeys
+from goto_tw.clients import ClientAddresses
 from goto_tw.keys import KEY_HINT
 from goto_tw.metrics import Metrics
 from goto_tw.pages import KEY_FIELD, PRIVATE_NOTE, URL_FIELD, error_page, form_page, result_page
@@ -105,3 +106,24 @@ def test_a_public_instances_error_pages_have_no_private_note() -> None:
     site, _ = goto_site(URLStore(), fast=False)
     answer = exchange(site, b"GET /nope+ HTTP/1.1\r\nHost: x\r\nAccept: " + BROWSER_ACCEPT + b"\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 404") and PRIVATE_NOTE.encode() not in answer
+
+
+def test_a_private_instances_429_page_keeps_its_note() -> None:
+    """Review 40: the rate limit's page on a private instance had no note (its 401 page had)."""
+    from goto_tw.ratelimit import AddLimiter, LimitAdds
+    from goto_tw.web import is_form_add
+
+    site = private_site()
+    add = site.resource.children[b"add"]
+    site.resource.putChild(
+        b"add", LimitAdds(add, AddLimiter(1 / 60, 1, Clock()), ClientAddresses(), is_form_add, True)
+    )
+    request = (
+        b"GET /add?url=https%3A%2F%2Fa.example%2F HTTP/1.1\r\nHost: x\r\nAccept: "
+        + BROWSER_ACCEPT
+        + b"\r\n\r\n"
+    )
+    exchange(site, request)
+    answer = exchange(site, request)
+    assert answer.startswith(b"HTTP/1.1 429"), answer[:200]
+    assert PRIVATE_NOTE.encode() in answer

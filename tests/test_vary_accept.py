@@ -5,6 +5,7 @@ does not depend on ``Accept``, does not say it."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 from twisted.internet.task import Clock
@@ -84,3 +85,23 @@ def test_a_redirect_does_not_say_vary(fast: bool) -> None:
     site, _ = goto_site(URLStore({"abc": "https://a.example/"}), fast=fast)
     answer = exchange(site, b"GET /abc HTTP/1.1\r\nHost: x\r\nAccept: " + BROWSER_ACCEPT + b"\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 302") and b"Vary" not in answer
+
+
+class KeyThatIsNoText(URLStore):
+    """A store whose put answers a key that cannot be sent (a bug)."""
+
+    def put(self, url: str) -> Any:
+        from twisted.internet.defer import succeed
+
+        return succeed("\udcff")
+
+
+def test_the_500_of_an_add_is_the_same_on_both_paths(log_events: Any) -> None:
+    """Review 40: the fast path's 500 for an add (its answer could not be made) had no Vary: Accept;
+    the general path's had."""
+    answers = []
+    for fast in (True, False):
+        site, _ = goto_site(KeyThatIsNoText(), fast=fast)
+        answer = exchange(site, b"GET /add?url=https%3A%2F%2Fv.example%2F HTTP/1.1\r\nHost: x\r\n\r\n")
+        answers.append(re.sub(rb"Date: [^\r]*", b"Date: -", answer))
+    assert answers[0].startswith(b"HTTP/1.1 500") and answers[0] == answers[1]
