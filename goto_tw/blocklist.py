@@ -16,7 +16,7 @@ import urllib.parse
 from typing import Callable, NamedTuple, Optional
 
 import hyperlink
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -35,10 +35,13 @@ _PLAIN_HOST = re.compile(r"[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]")
 MAX_BLOCK_FILE_BYTES = 16 << 20
 
 
-#: What a block file's line must be after conversion: a host made of what :data:`_PLAIN_HOST` lets
-#: a URL's host hold (lower case), or an address as :func:`~goto_tw.urls.canonical_host` spells it.
-#: Anything else (``||evil.example^``, ``evil*.example``) no URL's host can be.
-_BLOCKABLE = re.compile(r"[a-z0-9._-]+|[0-9a-f:.]+")
+#: What a block file's line must be after conversion: DNS labels of what :data:`_PLAIN_HOST` lets a
+#: URL's host hold (lower case, none empty), or an address as :func:`~goto_tw.urls.canonical_host`
+#: spells it. Anything else (``||evil.example^``, ``evil*.example``, ``..evil.example``) matches no
+#: URL's host.
+_BLOCKABLE = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*|[0-9a-f.]*:[0-9a-f:.]*")
+#: Full stops UTS 46 maps to ``.`` (as browsers read a host): mapped before a line's ``*.`` is seen.
+_FULL_STOPS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
 
 
 class BlockFile(NamedTuple):
@@ -83,7 +86,7 @@ def read_block_file(path: str) -> BlockFile:
     domains = set()
     unmatchable: list[tuple[int, str]] = []
     for number, raw in enumerate(data.decode("utf-8", "replace").splitlines(), start=1):
-        line = raw.split("#", 1)[0].strip().lower().rstrip(".")
+        line = raw.split("#", 1)[0].strip().lower().translate(_FULL_STOPS).rstrip(".")
         line = line[2:] if line.startswith("*.") else line[1:] if line.startswith(".") else line
         if not line:
             continue
@@ -132,8 +135,11 @@ class LinkPolicy:
         """``own_hosts``: this service's ``HOST`` or ``HOST:PORT`` (``--host``): a link to it would
         loop. ``read_in_thread``: how :meth:`reload` reads the block file (at once without it)."""
         self._read_in_thread = read_in_thread
-        #: Reloads started: of reloads that overlap, the last one started decides.
-        self._reloads = 0
+        #: Whether a reading runs; whether another must follow it (a SIGHUP came meanwhile); who
+        #: waits for the next reading to end.
+        self._reading = False
+        self._again = False
+        self._waiting: list[Deferred[None]] = []
         self._own: dict[str, int | None] = {}
         for own in own_hosts:
             origin = urllib.parse.urlsplit(f"http://{own}")
@@ -144,20 +150,40 @@ class LinkPolicy:
 
     def reload(self) -> Deferred[None] | None:
         """Read the block file again (SIGHUP), in a thread when given one; keep the list in force if
-        it is unusable. The Deferred fires once the new list is in force (or the old one kept)."""
-        path = self._path
-        if path is None:
+        it is unusable. The Deferred fires once the file as it was at the call is in force (or the
+        old list kept). One reading at a time: reloads asked for while one runs are served by one
+        more reading after it (a burst of SIGHUPs, each a parse of up to 16 MiB, would fill the
+        thread pool the data file's writer needs, and hold the GIL against the reactor)."""
+        if self._path is None:
             return None
-        self._reloads += 1
+        done: Deferred[None] = Deferred()
+        self._waiting.append(done)
+        if self._reading:
+            self._again = True
+        else:
+            self._read_again(self._path)
+        return done
+
+    def _read_again(self, path: str) -> None:
+        self._reading, self._again = True, False
+        waiting, self._waiting = self._waiting, []
         if self._read_in_thread is None:
             reading: Deferred[BlockFile] = maybeDeferred(read_block_file, path)
         else:
-            reading = self._read_in_thread(lambda: read_block_file(path))
-        return reading.addBoth(self._reloaded, path, self._reloads)
+            try:
+                reading = self._read_in_thread(lambda: read_block_file(path))
+            except Exception:  # a thread pool that has quit (the service stops) refuses at once
+                reading = fail()
+        reading.addBoth(self._reloaded, path).addBoth(self._read_ended, path, waiting)
 
-    def _reloaded(self, read: BlockFile | Failure, path: str, reload: int) -> None:
-        if reload != self._reloads:
-            return  # a later reload has started: its reading decides
+    def _read_ended(self, _: object, path: str, waiting: list[Deferred[None]]) -> None:
+        self._reading = False
+        if self._again:
+            self._read_again(path)
+        for done in waiting:
+            done.callback(None)
+
+    def _reloaded(self, read: BlockFile | Failure, path: str) -> None:
         if isinstance(read, Failure):
             if not read.check(OSError, ValueError):
                 log.failure("Reading {path} failed", read, path=path)

@@ -35,10 +35,11 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from goto_tw.errors import InvalidURL, StoreUnavailable
+from goto_tw.errors import InvalidURL, StoreUnavailable, one_line
 from goto_tw.interfaces import IRecordLog, ITombstoneLog
 from goto_tw.keybound import KeyBound, bound_path, sync_directory_of
 from goto_tw.keys import RESERVED_SEGMENTS, is_valid_key
+from goto_tw.lifecycle import CannotStart
 from goto_tw.metrics import Metrics
 from goto_tw.throttledlog import ThrottledError
 from goto_tw.tombstones import MARK, encode_tombstone, parse_tombstone
@@ -506,6 +507,10 @@ class OSRecordFile:
         try:
             sync_directory_of(self.path)
         except OSError:
+            # Not left behind: the next start would take the empty file for one already made
+            # durable, and never sync its directory entry.
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
             os.close(fd)
             self._fd = None
             raise
@@ -869,8 +874,12 @@ class AppendLog(Service):
 
     def startService(self) -> None:
         """Open the file (creating it now if start-up found none): start-up has succeeded. With
-        ``fsync`` it keeps zeros written ahead, so that most syncs write the records alone."""
-        self._file.open(spare=SPARE_BYTES if self._fsync else 0)
+        ``fsync`` it keeps zeros written ahead, so that most syncs write the records alone. A file
+        that cannot be opened or created stops the start with one line (:class:`CannotStart`)."""
+        try:
+            self._file.open(spare=SPARE_BYTES if self._fsync else 0)
+        except OSError as exc:
+            raise CannotStart(f"goto: the data file cannot be opened: {one_line(exc)}") from None
         self._opened = True
         self._good_size = self._file.size()
         super().startService()

@@ -14,7 +14,7 @@ log = Logger()
 
 class ReloadOnSighup(Service):
     """Calls each reloader, in the reactor thread, when the process gets SIGHUP (a reloader with
-    much to read does it in a thread of its own, as the block file's does).
+    much to read does it in the reactor's thread pool, one reading at a time, as the block file's does).
 
     The handler is installed when the service starts and the previous one put back when it stops.
     A reloader that fails is logged; the others still run.

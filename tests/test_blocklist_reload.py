@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 
 from goto_tw.blocklist import BlockFile, LinkPolicy
 from goto_tw.errors import InvalidURL
@@ -71,20 +71,62 @@ def test_a_reload_reads_in_the_thread_and_then_puts_the_new_list_in_force(
     assert any("Reloaded 1 blocked domain(s)" in message for message in messages), messages
 
 
-def test_of_overlapping_reloads_the_last_one_started_decides(tmp_path: Path) -> None:
+def test_the_reading_itself_runs_in_the_thread(tmp_path: Path) -> None:
+    """What the thread runs is the reading of the file, not a list read before it: the file as it
+    is when the thread reads it counts (review 40: a parse on the reactor thread handed to a thread
+    afterwards passed every other test)."""
+    path = tmp_path / "blocked"
+    write(path, "old.example")
+    threads = LaterThreads()
+    policy = LinkPolicy(block_path=str(path), read_in_thread=threads)
+    policy.reload()
+    write(path, "later.example")  # after reload() returned, before the thread ran
+    threads.run()
+    assert refused(policy, "https://later.example/") and not refused(policy, "https://old.example/")
+
+
+def test_a_burst_of_reloads_reads_the_file_twice_at_most(tmp_path: Path) -> None:
+    """Review 40: each SIGHUP started a reading of its own (up to 16 MiB each), filling the thread
+    pool the data file's writer needs. Reloads asked for while a reading runs are served by one more
+    reading after it, which reads the file as it is then; each caller hears once it is done."""
     path = tmp_path / "blocked"
     write(path, "first.example")
     threads = LaterThreads()
     policy = LinkPolicy(block_path=str(path), read_in_thread=threads)
     write(path, "second.example")
-    policy.reload()
+    first = policy.reload()
+    later = [policy.reload() for _ in range(20)]  # a SIGHUP storm while the first reading waits
+    assert len(threads.jobs) == 1
+    threads.run()
+    assert first is not None and first.called and not any(done is not None and done.called for done in later)
+    assert refused(policy, "https://second.example/")
+    assert len(threads.jobs) == 1, "one more reading for the 20 reloads asked for meanwhile"
     write(path, "third.example")
+    threads.run()
+    assert all(done is not None and done.called for done in later)
+    assert refused(policy, "https://third.example/") and not refused(policy, "https://second.example/")
+    assert threads.jobs == []
+
+
+def test_a_thread_pool_that_has_quit_refuses_the_reading_and_the_next_reload_still_reads(
+    tmp_path: Path, log_events: LogCapture
+) -> None:
+    path = tmp_path / "blocked"
+    write(path, "evil.example")
+    quitting = True
+
+    def runner(job: Callable[[], BlockFile]) -> Deferred[BlockFile]:
+        if quitting:
+            raise RuntimeError("the pool has quit")
+        return succeed(job())
+
+    policy = LinkPolicy(block_path=str(path), read_in_thread=runner)
+    done = policy.reload()
+    assert done is not None and done.called and refused(policy, "https://evil.example/")
+    quitting = False
+    write(path, "other.example")
     policy.reload()
-    threads.run(1)  # the later reload's reading ends first
-    threads.run(0)  # the earlier one's (second.example) ends after it: too late to count
-    assert refused(policy, "https://third.example/")
-    assert not refused(policy, "https://second.example/")
-    assert not refused(policy, "https://first.example/")
+    assert refused(policy, "https://other.example/")
 
 
 def test_a_reload_whose_reading_fails_in_the_thread_keeps_the_list(
@@ -131,7 +173,17 @@ def test_the_service_reads_the_block_file_again_in_the_reactors_thread_pool(tmp_
     assert len(reactor.pool.calls) == 1
 
 
-@pytest.mark.parametrize("line", ["*.wild.example", ".wild.example", "*.WILD.example."])
+@pytest.mark.parametrize(
+    "line",
+    [
+        "*.wild.example",
+        ".wild.example",
+        "*.WILD.example.",
+        "*\u3002wild.example",
+        "\uff0ewild.example",
+        "wild\u3002example\u3002",
+    ],
+)
 def test_a_wildcard_line_blocks_the_domain_and_its_subdomains(tmp_path: Path, line: str) -> None:
     path = tmp_path / "blocked"
     write(path, line)
@@ -141,7 +193,10 @@ def test_a_wildcard_line_blocks_the_domain_and_its_subdomains(tmp_path: Path, li
     assert not refused(policy, "https://mild.example/")
 
 
-@pytest.mark.parametrize("line", ["||adb.example^", "evil*.example", "ev!l.example", "*"])
+@pytest.mark.parametrize(
+    "line",
+    ["||adb.example^", "evil*.example", "ev!l.example", "*", "..x.example", "*..x.example", "a..b", "*.*.x"],
+)
 def test_a_line_no_host_can_be_is_warned_about_not_counted(
     tmp_path: Path, line: str, log_events: LogCapture
 ) -> None:

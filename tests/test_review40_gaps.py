@@ -121,8 +121,9 @@ def _form(host: str) -> bytes:
 
 @pytest.mark.parametrize("fast", [True, False])
 def test_a_pipelined_request_behind_a_late_answer_gets_its_own_answer_deadline(fast: bool) -> None:
-    """Kills L12 (the answer clock stopped after twisted.web replays the next request): the second
-    of two pipelined adds, whose sync never returns, still has its connection closed at the deadline."""
+    """Kills L12 (the answer clock stopped after twisted.web replays the next request) on the general
+    path: the second of two pipelined adds, whose sync never returns, still has its connection closed
+    at the deadline; the fast path (``fast``), with a deadline of its own, the same."""
     log = ManualLog()
     clock = Clock()
     site, _ = goto_site(URLStore({}, log), fast=fast, clock=clock, answer_deadline=30)
