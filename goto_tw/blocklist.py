@@ -16,7 +16,7 @@ import urllib.parse
 from typing import Callable, NamedTuple, Optional
 
 import hyperlink
-from twisted.internet.defer import Deferred, fail, maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -170,13 +170,12 @@ class LinkPolicy:
         if self._read_in_thread is None:
             reading: Deferred[BlockFile] = maybeDeferred(read_block_file, path)
         else:
-            try:
-                reading = self._read_in_thread(lambda: read_block_file(path))
-            except Exception:  # a thread pool that has quit (the service stops) refuses at once
-                reading = fail()
+            reading = self._read_in_thread(lambda: read_block_file(path))
         reading.addBoth(self._reloaded, path).addBoth(self._read_ended, path, waiting)
 
-    def _read_ended(self, _: object, path: str, waiting: list[Deferred[None]]) -> None:
+    def _read_ended(self, result: object, path: str, waiting: list[Deferred[None]]) -> None:
+        if isinstance(result, Failure):  # a bug in applying the list: said, never swallowed
+            log.failure("Reloading {path} failed", result, path=path)
         self._reading = False
         if self._again:
             self._read_again(path)

@@ -17,9 +17,15 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-# _getMultiPartArgs, _parseContentType: twisted.web's own (private) parsers of a request's
-# Content-Type and multipart body, so that BoundedRequest.process reads arguments as it does.
-from twisted.web.http import RESPONSES, HTTPChannel, _getMultiPartArgs, _parseContentType
+# _getMultiPartArgs, _MultiPartParseException, _parseContentType: twisted.web's own (private) parsers
+# of a request's Content-Type and multipart body, so that BoundedRequest reads arguments as it does.
+from twisted.web.http import (
+    RESPONSES,
+    HTTPChannel,
+    _getMultiPartArgs,
+    _MultiPartParseException,
+    _parseContentType,
+)
 from twisted.web.server import Request
 
 from goto_tw.cors import refusal_headers
@@ -277,6 +283,8 @@ class BoundedRequest(Request):
     _body_bytes = 0
     #: The request target as sent, known before ``requestReceived`` (for the form of a refusal).
     target = b""
+    #: Whether a Content-Type may name a form body (whose arguments are read then).
+    _may_hold_a_form = False
 
     def gotLength(self, length: int | None) -> None:
         self.target = getattr(self.channel, "request_target", b"")
@@ -319,45 +327,48 @@ class BoundedRequest(Request):
             self._refused = True
             self._close_with(BAD_REQUEST, "a request target that is not a path")
             return
-        if not any(b"form" in value.lower() or b"=?" in value for value in content_types):
-            # twisted.web parses every POST's Content-Type with the email package (about 40 us a
-            # request: 5% of a master's RPC work) only to find form bodies to decode; a type
-            # without "form" in it is neither of the two, so the parse is skipped. Unless it holds
-            # an RFC 2047 encoded word ("=?"): the email package decodes those, into "form" too.
-            self._parsePOSTFormSubmission = False
+        # twisted.web parses every POST's Content-Type with the email package (about 40 us a
+        # request: 5% of a master's RPC work) only to find form bodies to decode; a type without
+        # "form" in it is neither of the two, so the parse is skipped. Unless it holds an RFC 2047
+        # encoded word ("=?"): the email package decodes those, into "form" too. Its own reading of
+        # a body is off: process() reads the arguments, once.
+        self._may_hold_a_form = any(b"form" in value.lower() or b"=?" in value for value in content_types)
+        self._parsePOSTFormSubmission = False
         super().requestReceived(command, target, version)
 
     def process(self) -> None:
-        # twisted.web has parsed ``args`` (the query, then a form body) with its parse_qs, which
-        # splits at ";" too. Where a ";" was in what it may have split, they are read again as
-        # twisted.web reads them, each part split at "&" only (goto_tw.formargs).
-        parts = self.uri.split(b"?", 1)
-        query = parts[1] if len(parts) > 1 else None
-        body = self._form_body()
-        if (query is not None and b";" in query) or (body is not None and b";" in body):
-            self.args = self._arguments(query, body)
+        arguments = self._arguments()
+        if arguments is None:
+            return  # refused: a multipart body that cannot be read
+        self.args = arguments
         super().process()
 
-    def _form_body(self) -> bytes | None:
-        """The body of a POST twisted.web may have read arguments from, else ``None``."""
-        if self.method != b"POST" or not self._parsePOSTFormSubmission or self.content is None:
-            return None
+    def _arguments(self) -> dict[bytes, list[bytes]] | None:
+        """The request's arguments as twisted.web's ``requestReceived`` reads them (the query's, then
+        a POST body's of the type twisted.web's own parser names, by its own multipart parser), but
+        a query and a form body split at "&" only (goto_tw.formargs): twisted.web's parse_qs splits
+        at ";" too. Read here alone, once: a copy of twisted.web's decision of the body's type
+        disagreed with it, and reading a multipart body twice doubled what a client could cost
+        (review 40). ``None``, answered 400, for a multipart body that cannot be read, as
+        twisted.web answers it."""
+        parts = self.uri.split(b"?", 1)
+        arguments = parse_arguments(parts[1]) if len(parts) > 1 else {}
+        if self.method != b"POST" or not self._may_hold_a_form or self.content is None:
+            return arguments
         body: bytes = self.content.read()
         self.content.seek(0, 0)
-        return body
-
-    def _arguments(self, query: bytes | None, body: bytes | None) -> dict[bytes, list[bytes]]:
-        """The arguments twisted.web's ``requestReceived`` reads, split at "&" only: the query's,
-        then a body's by twisted.web's own decision of its type and its own multipart parser (a
-        copy of the decision disagreed with it: review 40), which it has run on this request."""
-        arguments = parse_arguments(query) if query is not None else {}
         content_types = self.requestHeaders.getRawHeaders(b"content-type")
         if body and content_types:
             kind = _parseContentType(content_types[0])
             if kind == FORM_CONTENT_TYPE:
                 arguments.update(parse_arguments(body))
             elif kind == MULTIPART_CONTENT_TYPE:
-                arguments.update(_getMultiPartArgs(body, content_types[0]))
+                try:
+                    arguments.update(_getMultiPartArgs(body, content_types[0]))
+                except _MultiPartParseException:
+                    self._refused = True
+                    self._close_with(BAD_REQUEST, "a multipart body that cannot be read")
+                    return None
         return arguments
 
     def _refuse(self) -> None:

@@ -494,7 +494,11 @@ class OSRecordFile:
         self._spare = spare
         if self._fd is not None:
             return
-        fd = _lock(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644), self.path)
+        try:
+            fd, created = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644), True
+        except FileExistsError:  # an empty file, or a symbolic link to a file yet to be made
+            fd, created = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644), False
+        fd = _lock(fd, self.path)
         if os.fstat(fd).st_size:  # another process wrote it since start-up found none
             os.close(fd)
             raise OSError(errno.EEXIST, f"{self.path} appeared while this master was starting")
@@ -507,10 +511,12 @@ class OSRecordFile:
         try:
             sync_directory_of(self.path)
         except OSError:
-            # Not left behind: the next start would take the empty file for one already made
-            # durable, and never sync its directory entry.
-            with contextlib.suppress(OSError):
-                os.unlink(self.path)
+            # What this open created is not left behind: the next start would take the empty file
+            # for one already made durable, and never sync its directory entry. Nothing else is
+            # removed (a file another process made, a symbolic link).
+            if created:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path)
             os.close(fd)
             self._fd = None
             raise

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 
 from goto_tw.blocklist import BlockFile, LinkPolicy
 from goto_tw.errors import InvalidURL
@@ -108,22 +108,24 @@ def test_a_burst_of_reloads_reads_the_file_twice_at_most(tmp_path: Path) -> None
     assert threads.jobs == []
 
 
-def test_a_thread_pool_that_has_quit_refuses_the_reading_and_the_next_reload_still_reads(
-    tmp_path: Path, log_events: LogCapture
+def test_a_bug_in_applying_a_reloaded_list_is_logged_and_the_next_reload_still_reads(
+    tmp_path: Path, log_events: LogCapture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Review 40: a failure in applying a list was swallowed (the new list not in force, nothing
+    said); it is logged, and reloading goes on."""
+    import goto_tw.blocklist
+
     path = tmp_path / "blocked"
     write(path, "evil.example")
-    quitting = True
+    policy = LinkPolicy(block_path=str(path))
 
-    def runner(job: Callable[[], BlockFile]) -> Deferred[BlockFile]:
-        if quitting:
-            raise RuntimeError("the pool has quit")
-        return succeed(job())
+    def broken(path: str, read: BlockFile) -> None:
+        raise RuntimeError("a bug")
 
-    policy = LinkPolicy(block_path=str(path), read_in_thread=runner)
-    done = policy.reload()
-    assert done is not None and done.called and refused(policy, "https://evil.example/")
-    quitting = False
+    monkeypatch.setattr(goto_tw.blocklist, "warn_unmatchable", broken)
+    policy.reload()
+    assert any("Reloading" in message and "failed" in message for message in log_events.messages())
+    monkeypatch.undo()
     write(path, "other.example")
     policy.reload()
     assert refused(policy, "https://other.example/")

@@ -3,6 +3,8 @@ is stored whole on both paths, where twisted.web's ``parse_qs`` cut it at the ``
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -12,6 +14,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from goto_tw.formargs import parse_arguments
+from goto_tw.limits import BAD_REQUEST
 from goto_tw.metrics import Metrics
 from goto_tw.site import GotoSite
 from goto_tw.store import URLStore
@@ -136,3 +139,32 @@ def test_a_form_body_is_read_as_twisted_web_decides_its_type(content_type: bytes
 
 def test_a_body_twisted_web_does_not_read_adds_no_arguments() -> None:
     assert arguments_of(post(b"text/plain", b"url=https://t.example/;x", b"/x?a=1;2")) == [(b"a", [b"1;2"])]
+
+
+def test_a_multipart_body_is_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review 40: every multipart body holds a ";" (``form-data; name=``), and was read twice, by
+    twisted.web and again: a cost any client could double."""
+    import twisted.web.http
+
+    import goto_tw.limits
+
+    reads: list[str] = []
+    for module in (twisted.web.http, goto_tw.limits):
+        original = module._getMultiPartArgs
+
+        def counting(
+            content: bytes, ctype: bytes, original: Any = original, name: str = module.__name__
+        ) -> Any:
+            reads.append(name)
+            return original(content, ctype)
+
+        monkeypatch.setattr(module, "_getMultiPartArgs", counting)
+    assert arguments_of(post(b"multipart/form-data; boundary=b", MULTIPART, b"/x?x=1;y=2"))[0][0] == b"url"
+    assert arguments_of(post(b"multipart/form-data; boundary=b", MULTIPART))[0][0] == b"url"
+    assert reads == ["goto_tw.limits", "goto_tw.limits"]
+
+
+def test_a_multipart_body_that_cannot_be_read_is_a_400() -> None:
+    site = GotoSite(ArgumentsOf(), Metrics("master"), reactor=Clock())
+    answer = exchange(site, post(b"multipart/form-data; boundary=b", b"not multipart at all"))
+    assert answer == BAD_REQUEST

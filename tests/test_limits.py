@@ -382,7 +382,8 @@ def test_only_form_posts_have_their_content_type_parsed(monkeypatch: pytest.Monk
         parsed.append(line)
         return original(line)
 
-    monkeypatch.setattr(http, "_parseContentType", counting)
+    monkeypatch.setattr(http, "_parseContentType", counting)  # twisted.web's own reading: off
+    monkeypatch.setattr("goto_tw.limits._parseContentType", counting)  # the one reading
     site, store, _ = make_site(
         fast=False
     )  # twisted.web's parse: the general path's (the fast path parses none)

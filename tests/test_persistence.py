@@ -750,3 +750,24 @@ def test_a_disk_that_stays_full_is_logged_once_an_interval_and_said_by_health(
     status, _, body = health.request("GET", "/health")
     assert status == 200 and b'"status":"ok"' in body and b"data_file_error" not in body
     result_of(log.stopService())
+
+
+def test_a_failed_directory_sync_removes_only_what_this_open_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review 40: the file an open did not create (an empty one another process made, a symbolic
+    link to a file yet to be made) is not removed when the directory sync fails."""
+
+    def fsync(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    empty = tmp_path / "empty.json"
+    appeared = OSRecordFile(str(empty))  # none at start-up...
+    empty.write_bytes(b"")  # ...then another process makes one
+    link = tmp_path / "link.json"
+    link.symlink_to(tmp_path / "elsewhere.json")
+    monkeypatch.setattr(os, "fsync", fsync)
+    for record_file in (appeared, OSRecordFile(str(link))):
+        with pytest.raises(OSError, match="Input/output error"):
+            record_file.open()
+    assert empty.exists() and link.is_symlink()
