@@ -16,7 +16,7 @@ import urllib.parse
 from typing import Callable, NamedTuple, Optional
 
 import hyperlink
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -170,7 +170,10 @@ class LinkPolicy:
         if self._read_in_thread is None:
             reading: Deferred[BlockFile] = maybeDeferred(read_block_file, path)
         else:
-            reading = self._read_in_thread(lambda: read_block_file(path))
+            try:
+                reading = self._read_in_thread(lambda: read_block_file(path))
+            except Exception:  # a runner that refuses at once: this reading fails, the next may not
+                reading = fail()
         reading.addBoth(self._reloaded, path).addBoth(self._read_ended, path, waiting)
 
     def _read_ended(self, result: object, path: str, waiting: list[Deferred[None]]) -> None:

@@ -313,12 +313,7 @@ class BoundedRequest(Request):
             # str.splitlines() takes for a line break (CR, LF, VT, FF, \x1c-\x1e, \x85): an unhandled
             # error that drops the connection. Answer as for any malformed request.
             self._refused = True
-            malformed = (
-                refusal(400, "The request is malformed.", self.target, self._cors())
-                if _under_api(self.target)
-                else BAD_REQUEST
-            )
-            self._close_with(malformed, "a malformed Content-Type header")
+            self._close_with(self._malformed(), "a malformed Content-Type header")
             return
         target = origin_form(path)
         if target[:1] != b"/" and (target, command) != (b"*", b"OPTIONS"):
@@ -367,7 +362,7 @@ class BoundedRequest(Request):
                     arguments.update(_getMultiPartArgs(body, content_types[0]))
                 except _MultiPartParseException:
                     self._refused = True
-                    self._close_with(BAD_REQUEST, "a multipart body that cannot be read")
+                    self._close_with(self._malformed(), "a multipart body that cannot be read")
                     return None
         return arguments
 
@@ -379,6 +374,12 @@ class BoundedRequest(Request):
             refusal(413, _TOO_LARGE_TEXT, self.target, self._cors()),
             f"a request body over {self.max_body_bytes} bytes",
         )
+
+    def _malformed(self) -> bytes:
+        """The 400 of a request that cannot be read: a problem document under ``/api/``."""
+        if _under_api(self.target):
+            return refusal(400, "The request is malformed.", self.target, self._cors())
+        return BAD_REQUEST
 
     def _cors(self) -> bytes:
         return _cors_of(self.channel, self.getHeader(b"origin"))

@@ -494,10 +494,13 @@ class OSRecordFile:
         self._spare = spare
         if self._fd is not None:
             return
+        # A symbolic link to a file yet to be made: that file is what is made (and synced in its
+        # directory, or removed again), not the link.
+        path = os.path.realpath(self.path)
         try:
-            fd, created = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644), True
-        except FileExistsError:  # an empty file, or a symbolic link to a file yet to be made
-            fd, created = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644), False
+            fd, created = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644), True
+        except FileExistsError:  # an empty file another process made
+            fd, created = os.open(path, os.O_RDWR | os.O_CREAT, 0o644), False
         fd = _lock(fd, self.path)
         if os.fstat(fd).st_size:  # another process wrote it since start-up found none
             os.close(fd)
@@ -509,14 +512,14 @@ class OSRecordFile:
         # key as the first record would otherwise rely on the file system to commit the create
         # with the file's first sync (a power loss could lose the file, and the key be claimed again).
         try:
-            sync_directory_of(self.path)
+            sync_directory_of(path)
         except OSError:
             # What this open created is not left behind: the next start would take the empty file
             # for one already made durable, and never sync its directory entry. Nothing else is
             # removed (a file another process made, a symbolic link).
             if created:
                 with contextlib.suppress(OSError):
-                    os.unlink(self.path)
+                    os.unlink(path)
             os.close(fd)
             self._fd = None
             raise

@@ -207,3 +207,28 @@ def test_a_line_no_host_can_be_is_warned_about_not_counted(
     policy = LinkPolicy(block_path=str(path))
     assert policy.blocked == frozenset({"kept.example"})
     assert any("Ignoring 1 line(s)" in message for message in log_events.messages()), log_events.messages()
+
+
+def test_a_runner_that_refuses_at_once_does_not_stop_reloading(
+    tmp_path: Path, log_events: LogCapture
+) -> None:
+    """Review 41: a thread runner raising at once left a reading marked as running for good: every
+    later SIGHUP was only noted, and its Deferred never fired."""
+    path = tmp_path / "blocked"
+    write(path, "evil.example")
+    refusing = True
+
+    def runner(job: Callable[[], BlockFile]) -> Deferred[BlockFile]:
+        if refusing:
+            raise RuntimeError("the pool refuses")
+        done: Deferred[BlockFile] = Deferred()
+        done.callback(job())
+        return done
+
+    policy = LinkPolicy(block_path=str(path), read_in_thread=runner)
+    first = policy.reload()
+    assert first is not None and first.called and refused(policy, "https://evil.example/")
+    refusing = False
+    write(path, "other.example")
+    second = policy.reload()
+    assert second is not None and second.called and refused(policy, "https://other.example/")

@@ -168,3 +168,12 @@ def test_a_multipart_body_that_cannot_be_read_is_a_400() -> None:
     site = GotoSite(ArgumentsOf(), Metrics("master"), reactor=Clock())
     answer = exchange(site, post(b"multipart/form-data; boundary=b", b"not multipart at all"))
     assert answer == BAD_REQUEST
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_multipart_body_that_cannot_be_read_under_the_api_is_a_problem_document(fast: bool) -> None:
+    """Review 41: as every refusal under ``/api/``, whichever layer makes it."""
+    site, _ = goto_site(URLStore(), fast=fast)
+    answer = exchange(site, post(b"multipart/form-data; boundary=b", b"junk", b"/api/v1/links"))
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"application/problem+json" in answer.split(b"\r\n\r\n", 1)[0]
