@@ -60,6 +60,20 @@ class FakeMaster:
         return 0
 
 
+class HeldMaster(FakeMaster):
+    """A master whose answers wait for the test: each call's Deferred is kept in ``held`` (shared by
+    the masters of a test), under the master's name."""
+
+    def __init__(self, name: str, held: dict[str, Deferred[str]]) -> None:
+        super().__init__(name)
+        self.held = held
+
+    def _answer(self, method: str, arg: str, value: str) -> Deferred[str]:
+        self.calls.append((method, arg))
+        self.held[self.name] = Deferred()
+        return self.held[self.name]
+
+
 def _store(clock: Clock, count: int = 2) -> tuple[FailoverStore, list[FakeMaster]]:
     masters = [FakeMaster(f"m{i}") for i in range(count)]
     members: list[tuple[str, IURLStore]] = [(m.name, m) for m in masters]
@@ -780,15 +794,8 @@ def test_a_failure_after_the_call_is_over_hands_it_to_no_other_master() -> None:
     """Review 39 (older than it): a master failing after the call was answered elsewhere, or after
     its caller gave up, handed the call on to the next master all the same (a put made twice)."""
     held: dict[str, Deferred[str]] = {}
-
-    class Held(FakeMaster):
-        def _answer(self, method: str, arg: str, value: str) -> Deferred[str]:
-            self.calls.append((method, arg))
-            held[self.name] = Deferred()
-            return held[self.name]
-
     clock = Clock()
-    a, b, c = Held("a"), Held("b"), FakeMaster("c")
+    a, b, c = HeldMaster("a", held), HeldMaster("b", held), FakeMaster("c")
     failover = FailoverStore([("a", a), ("b", b), ("c", c)], clock)
     put = failover.put("https://x/")
     clock.advance(1.0)  # handed on to b

@@ -184,18 +184,11 @@ def test_a_stop_failing_the_slow_master_of_an_answered_call_logs_no_failure(log_
 
     from goto_tw.failover import FailoverStore
     from goto_tw.remote import slave_stopping
-    from tests.test_failover import FakeMaster
+    from tests.test_failover import HeldMaster
 
     held: dict[str, Deferred[str]] = {}
-
-    class Held(FakeMaster):
-        def _answer(self, method: str, arg: str, value: str) -> Deferred[str]:
-            self.calls.append((method, arg))
-            held[self.name] = Deferred()
-            return held[self.name]
-
     clock = Clock()
-    store = FailoverStore([("a", Held("a")), ("b", Held("b"))], clock)
+    store = FailoverStore([("a", HeldMaster("a", held)), ("b", HeldMaster("b", held))], clock)
     put = store.put("https://x/")
     clock.advance(1.0)  # handed on to b
     first, second = sorted(held)  # whichever went first
