@@ -3,6 +3,7 @@ is stored whole on both paths, where twisted.web's ``parse_qs`` cut it at the ``
 
 from __future__ import annotations
 
+import ast
 from typing import Any
 
 import pytest
@@ -92,7 +93,7 @@ def arguments_of(request_bytes: bytes) -> list[tuple[bytes, list[bytes]]]:
     site = GotoSite(ArgumentsOf(), Metrics("master"), reactor=Clock())
     answer = exchange(site, request_bytes)
     assert answer.startswith(b"HTTP/1.1 200"), answer
-    found: list[tuple[bytes, list[bytes]]] = eval(answer.split(b"\r\n\r\n", 1)[1])
+    found: list[tuple[bytes, list[bytes]]] = ast.literal_eval(answer.split(b"\r\n\r\n", 1)[1].decode("ascii"))
     return found
 
 
