@@ -283,8 +283,6 @@ class BoundedRequest(Request):
     _body_bytes = 0
     #: The request target as sent, known before ``requestReceived`` (for the form of a refusal).
     target = b""
-    #: Whether a Content-Type may name a form body (whose arguments are read then).
-    _may_hold_a_form = False
 
     def gotLength(self, length: int | None) -> None:
         self.target = getattr(self.channel, "request_target", b"")
@@ -322,13 +320,7 @@ class BoundedRequest(Request):
             self._refused = True
             self._close_with(BAD_REQUEST, "a request target that is not a path")
             return
-        # twisted.web parses every POST's Content-Type with the email package (about 40 us a
-        # request: 5% of a master's RPC work) only to find form bodies to decode; a type without
-        # "form" in it is neither of the two, so the parse is skipped. Unless it holds an RFC 2047
-        # encoded word ("=?"): the email package decodes those, into "form" too. Its own reading of
-        # a body is off: process() reads the arguments, once.
-        self._may_hold_a_form = any(b"form" in value.lower() or b"=?" in value for value in content_types)
-        self._parsePOSTFormSubmission = False
+        self._parsePOSTFormSubmission = False  # process() reads the arguments, once
         super().requestReceived(command, target, version)
 
     def process(self) -> None:
@@ -348,12 +340,21 @@ class BoundedRequest(Request):
         twisted.web answers it."""
         parts = self.uri.split(b"?", 1)
         arguments = parse_arguments(parts[1]) if len(parts) > 1 else {}
-        if self.method != b"POST" or not self._may_hold_a_form or self.content is None:
+        content_types = self.requestHeaders.getRawHeaders(b"content-type")
+        # twisted.web parses every POST's Content-Type with the email package (about 40 us a
+        # request: 5% of a master's RPC work) only to find form bodies to decode; a type without
+        # "form" in it is neither of the two, so the parse is skipped. Unless it holds an RFC 2047
+        # encoded word ("=?"): the email package decodes those, into "form" too.
+        if (
+            self.method != b"POST"
+            or not content_types
+            or not any(b"form" in value.lower() or b"=?" in value for value in content_types)
+            or self.content is None
+        ):
             return arguments
         body: bytes = self.content.read()
         self.content.seek(0, 0)
-        content_types = self.requestHeaders.getRawHeaders(b"content-type")
-        if body and content_types:
+        if body:
             kind = _parseContentType(content_types[0])
             if kind == FORM_CONTENT_TYPE:
                 arguments.update(parse_arguments(body))
