@@ -108,12 +108,15 @@ trap 'echo; exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
 
-# Children listen on loopback only: the master's /RPC2 has no secret here.
+# Children listen on loopback only, and the master's /RPC2 wants a secret all the same, as it
+# should wherever it runs (README, "Security"): a new one each run, readable by this user only.
+SECRET="$DEMO_DIR/rpc-secret"
+(umask 077 && "$PY" -c 'import secrets; print(secrets.token_urlsafe(32))' >"$SECRET")
 "$TWISTD" -n --pidfile= goto --rpc --http "tcp:$MASTER_PORT:interface=127.0.0.1" \
-    --host "localhost:$MASTER_PORT" --file "$DEMO_DIR/store.json" \
+    --host "localhost:$MASTER_PORT" --file "$DEMO_DIR/store.json" --rpc-secret-file "$SECRET" \
     >"$DEMO_DIR/master.log" 2>&1 </dev/null &
 MASTER_PID=$!
-"$TWISTD" -n --pidfile= goto --master "127.0.0.1:$MASTER_PORT" \
+"$TWISTD" -n --pidfile= goto --master "127.0.0.1:$MASTER_PORT" --rpc-secret-file "$SECRET" \
     --http "tcp:$SLAVE_PORT:interface=127.0.0.1" --host "localhost:$SLAVE_PORT" \
     >"$DEMO_DIR/slave.log" 2>&1 </dev/null &
 SLAVE_PID=$!

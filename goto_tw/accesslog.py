@@ -74,6 +74,14 @@ def _descriptor_of(out: IO[str]) -> int | None:
     return fd
 
 
+def _is_null_device(fd: int) -> bool:
+    """Whether ``fd`` is the null device (what is written there is gone)."""
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(os.devnull))
+    except OSError:
+        return False
+
+
 class LineAccessLog(Service):
     """Writes Common Log Format lines to a text stream, in one batch per reactor turn.
 
@@ -193,6 +201,19 @@ class LineAccessLog(Service):
             lost = len(lines) - whole
             self.lost_lines += lost
             self._write_failures.error(lines=lost, error=getattr(exc, "strerror", None) or exc)
+
+    def startService(self) -> None:
+        """Start; say so if every line would be lost: standard output that is ``/dev/null`` (a
+        daemonized twistd's, which keeps no standard output) logs nothing, and nothing else would
+        tell the operator (no write fails)."""
+        super().startService()
+        if self._path is None and self._fd is not None and _is_null_device(self._fd):
+            log.warn(
+                "The access log goes to standard output, which is {null} here (a daemonized twistd, "
+                "without -n, has none): no request is logged. Give --access-log a file (or events, "
+                "for twistd's own log; none, to log no requests).",
+                null=os.devnull,
+            )
 
     def stopService(self) -> None:
         super().stopService()

@@ -15,7 +15,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 from twisted.web.server import NOT_DONE_YET, Request
 
-from goto_tw.auth import APIKeys, refuse
+from goto_tw.auth import NO_KEYS, APIKeys, refuse
 from goto_tw.clients import ClientAddresses
 from goto_tw.errors import NO_CUSTOM_KEYS, GotoError, InvalidKey, InvalidURL, NotKept, no_link_text
 from goto_tw.interfaces import ILinkAdder, ILinkAdmin, ILinkStats, IURLStore
@@ -74,7 +74,7 @@ class LinksResource(PlainResource):
         clients: ClientAddresses | None = None,
     ) -> None:
         """``keys`` guard the management calls (listing, disabling; and creating if ``private``):
-        without keys, those always answer 401."""
+        without keys, those always answer 401, saying that this server takes no key."""
         super().__init__()
         self._store = store
         self._host = host
@@ -88,7 +88,7 @@ class LinksResource(PlainResource):
         """Whether the request carries an API key in force; if not, it has been answered 401."""
         client = self._clients.of_request(request)
         if self._keys is None:
-            refuse(request)
+            refuse(request, NO_KEYS)  # not "send a key": none would do
             return False
         return self._keys.authorize(request, client)
 

@@ -57,9 +57,18 @@ def _keys_and_problems(path: str, data: bytes) -> tuple[list[bytes], list[str]]:
     keys: list[bytes] = []
     problems: list[str] = []
     for number, raw in enumerate(data.splitlines(), start=1):
-        line = raw.split(b"#", 1)[0].strip()
+        before, comment, _ = raw.partition(b"#")
+        line = before.strip()
         if not line:
             continue
+        if comment and not before[-1:].isspace():
+            # "KEY#x": the key is KEY, which its operator may not know (the line is kept, as before).
+            log.warn(
+                "{path}, line {number}: the key is the text before '#', which starts a comment; "
+                "write a space before a comment if that is what is meant",
+                path=path,
+                number=number,
+            )
         if not line.isascii() or any(byte <= 0x20 or byte == 0x7F for byte in line):
             problems.append(f"{path}, line {number}: a key is one word of printable ASCII")
         elif not MIN_KEY_BYTES <= len(line) <= MAX_KEY_BYTES:
@@ -205,12 +214,16 @@ class APIKeys:
         self._unlogged = 0
 
 
-def refuse(request: Request) -> None:
+#: Why a call that needs a key is refused by a process that has none: no key could ever do.
+NO_KEYS = "this needs an API key, and this server takes none: it was started without --api-keys-file"
+
+
+def refuse(request: Request, text: str = "this needs an API key: Authorization: Bearer KEY") -> None:
     """Answer 401 with ``WWW-Authenticate: Bearer``: a problem under ``/api/``, an HTML page with the
     form for a browser, else plain text. Outside ``/api/`` only a private instance asks for a key
     (its ``/add``): the page has its note that adding needs one."""
     request.setHeader(b"www-authenticate", b'Bearer realm="goto"')
-    write_refusal_page(request, 401, "this needs an API key: Authorization: Bearer KEY", private=True)
+    write_refusal_page(request, 401, text, private=True)
 
 
 class KeyRequiredToAdd(PlainResource):

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import signal
 import sys
+from functools import partial
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from twisted.application import strports
 from twisted.application.service import IService, MultiService, Service
@@ -77,6 +78,65 @@ def _report_cannot_start() -> None:
         return
     hook.reports_cannot_start = True  # type: ignore[attr-defined]
     sys.excepthook = hook
+
+
+#: Sets a signal's handler (``signal.signal``'s signature).
+SetHandler = Callable[[int, Any], object]
+
+
+class StopSignalsOnce(Service):
+    """The first SIGTERM or SIGINT stops the process as twisted's handler does; one that comes while
+    it stops is a line saying so.
+
+    twisted's handler calls ``reactor.stop()`` for every signal, and a second call while the first
+    stop is under way (a slave waiting for its master's answers, a master writing its adds) raises
+    ``ReactorNotRunning``, logged as a critical traceback. Operators and tools (``timeout``, a
+    second Ctrl-C) send a second signal; it changes nothing either way (SIGKILL stops at once).
+    It wraps the reactor's handlers once the reactor runs (the reactor installs them as it starts).
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT),
+        get_handler: Callable[[int], Any] = signal.getsignal,
+        set_handler: SetHandler = signal.signal,
+    ) -> None:
+        self._reactor = reactor
+        self._signals = signals
+        self._get_handler = get_handler
+        self._set_handler = set_handler
+        self._stopping = False
+
+    def startService(self) -> None:
+        super().startService()
+        self._reactor.addSystemEventTrigger("before", "shutdown", self._stop_began)
+        # twistd starts the services before the reactor runs, and the reactor installs its handlers
+        # as it starts running: wrapped once they are there.
+        self._reactor.callWhenRunning(self._wrap_handlers)
+
+    def _wrap_handlers(self) -> None:
+        for number in self._signals:
+            handler = self._get_handler(number)
+            if callable(handler):
+                self._set_handler(number, partial(self._received, handler))
+
+    def _stop_began(self) -> None:
+        self._stopping = True
+
+    def _received(self, handler: Callable[[int, Any], object], number: int, frame: Any) -> None:
+        if not self._stopping:
+            self._stopping = True
+            handler(number, frame)
+            return
+        # A Python signal handler runs between two bytecodes of whatever the main thread was doing:
+        # the line is logged from the reactor's loop.
+        self._reactor.callFromThread(
+            log.info,
+            "Received {signal} again: already stopping (every request accepted is answered first; "
+            "SIGKILL stops at once)",
+            signal=signal.Signals(number).name,
+        )
 
 
 class _ExitIfCannotListen(MultiService):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
@@ -14,19 +15,27 @@ from goto_tw.interfaces import IDatabaseHealth, IMasterHealth, IURLStore
 from goto_tw.metrics import Metrics
 from goto_tw.web import RETRY_AFTER, PlainResource, respond_when_ready
 
+#: Seconds a slave's health check waits for a master it already knows to be down (its misses and
+#: adds are fast 503s meanwhile) before answering 503 itself; the check's call goes on (it is the
+#: probe that finds the master back). A master believed up gets its ``--rpc-timeout``.
+DOWN_MASTER_WAIT = 1.0
+
 
 class HealthResource(PlainResource):
     """``GET /_goto/health``: 200 with ``{"status", "role", "keys"}``; a slave also says whether its
     master answers, checked by a call made now (not a guess from past traffic), and answers 503 when
-    it does not, so a load balancer can take it out of rotation.
+    it does not, so a load balancer can take it out of rotation. While the master is known to be
+    down, a check it does not answer within :data:`DOWN_MASTER_WAIT` is a 503 then, not after
+    ``--rpc-timeout``: a load balancer's probe that gives up sooner would see no answer at all.
     """
 
     isLeaf = True
 
-    def __init__(self, store: IURLStore, master: IMasterHealth | None) -> None:
+    def __init__(self, store: IURLStore, master: IMasterHealth | None, clock: IReactorTime) -> None:
         super().__init__()
         self._store = store
         self._master = master
+        self._clock = clock
 
     def render_GET(self, request: Request) -> int:
         store, master = self._store, self._master
@@ -76,9 +85,17 @@ class HealthResource(PlainResource):
                 document["master_error"] = cannot_serve
             _write_health(request, healthy, document)
 
-        return respond_when_ready(request, master.check_master(), answer)
+        checked = master.check_master()
+        if not master.master_reachable:
+            checked.addTimeout(DOWN_MASTER_WAIT, self._clock, onTimeoutCancel=_still_down)
+        return respond_when_ready(request, checked, answer)
 
     render_HEAD = render_GET
+
+
+def _still_down(result: object, timeout: float) -> bool:
+    """A check of a down master that did not answer in time: still down."""
+    return False
 
 
 def _write_health(request: Request, healthy: bool, document: dict[str, Any]) -> None:
@@ -102,9 +119,14 @@ class MetricsResource(PlainResource):
         return self._metrics.render()
 
 
-def ops_resource(store: IURLStore, metrics: Metrics) -> Resource:
-    """The ``/_goto`` subtree; a store that also sees a master (a slave's) reports on it."""
+def ops_resource(store: IURLStore, metrics: Metrics, clock: IReactorTime | None = None) -> Resource:
+    """The ``/_goto`` subtree; a store that also sees a master (a slave's) reports on it. ``clock``
+    times a health check's wait (the global reactor if not given)."""
+    if clock is None:
+        from twisted.internet import reactor
+
+        clock = cast(IReactorTime, reactor)
     ops = PlainResource()
-    ops.putChild(b"health", HealthResource(store, IMasterHealth(store, None)))
+    ops.putChild(b"health", HealthResource(store, IMasterHealth(store, None), clock))
     ops.putChild(b"metrics", MetricsResource(metrics))
     return ops

@@ -34,8 +34,18 @@ from goto_tw.web import PlainResource, RenderRefusal, text_response, write_refus
 
 #: Client addresses tracked at once.
 MAX_CLIENTS = 100_000
-#: What a limited client is told.
-LIMITED_MESSAGE = "Too many links added from your address; try again shortly."
+
+
+def limited_message(wait: int) -> str:
+    """What a client over its add rate is told, with its ``Retry-After`` of ``wait`` seconds in
+    words (``--add-rate 1/h`` makes waits of an hour: "shortly" would be a lie)."""
+    if wait < 120:
+        when = "1 second" if wait == 1 else f"{max(wait, 1)} seconds"
+    elif wait < 7200:
+        when = f"{math.ceil(wait / 60)} minutes"
+    else:
+        when = f"{math.ceil(wait / 3600)} hours"
+    return f"Too many links added from your address; try again in {when}."
 
 
 def parse_rate(value: str) -> float:
@@ -157,7 +167,7 @@ class LimitAdds(PlainResource):
         if self._is_add(request):
             wait = self._limiter.admit(self._clients.of_request(request))
             if wait is not None:
-                error = RateLimited(LIMITED_MESSAGE, wait)
+                error = RateLimited(limited_message(wait), wait)
                 write_refusal_page(request, 429, str(error), {b"retry-after": b"%d" % wait}, self._private)
                 return NOT_DONE_YET
         return self._inner.render(request)
@@ -173,12 +183,12 @@ def fast_gate(
 ) -> Callable[[str, bytes], FastAnswer | None]:
     """The check the fast path makes before an add: ``None`` to go ahead, or its 429 answer."""
     date = PerSecond(clock, datetimeToString)
-    text = LIMITED_MESSAGE.encode("utf-8") + b"\n"
 
     def gate(peer: str, head: bytes) -> FastAnswer | None:
         wait = limiter.admit(clients.of_head(peer, head))
         if wait is None:
             return None
+        text = limited_message(wait).encode("utf-8") + b"\n"
         return 429, len(text), text_response(429, date.now(), text, wait, vary_accept=True)
 
     return gate

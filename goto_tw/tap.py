@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.resource import Resource
 
@@ -35,7 +36,13 @@ from goto_tw.interfaces import IClickCounter, ILinkStats, IURLStore
 from goto_tw.jitcounters import keep_counters
 from goto_tw.keybound import CorruptKeyBound
 from goto_tw.leanpoll import use_lean_poll
-from goto_tw.lifecycle import DrainService, StopInOrder, listening_service, prepare_process
+from goto_tw.lifecycle import (
+    DrainService,
+    StopInOrder,
+    StopSignalsOnce,
+    listening_service,
+    prepare_process,
+)
 from goto_tw.limits import ANSWER_DEADLINE
 from goto_tw.linkstats import MasterLinkStats, NoLinkStats, RemoteLinkStats
 from goto_tw.metrics import Metrics
@@ -62,6 +69,8 @@ if TYPE_CHECKING:
     # Imported at run time by slaves only (see _remote_store).
     from goto_tw.failover import FailoverStore
     from goto_tw.remote import HTTPPoster, RemoteStore
+
+log = Logger()
 
 #: A master's data file when ``--file`` is not given.
 DEFAULT_DATA_FILE = "store.json"
@@ -468,6 +477,13 @@ class Options(usage.Options):
         self["rpc-secret"] = read_secret(self["rpc-secret-file"]) if self["rpc-secret-file"] else None
         if self["private"] and not self["api-keys-file"]:
             raise usage.UsageError("--private needs --api-keys-file: nobody could add a link")
+        if self["private"] and self["rpc"] and self["rpc-secret"] is None:
+            # /RPC2 is served on --http, and a caller that does not say it checks no keys is taken
+            # for a slave that checks them: without the secret anyone could add without a key.
+            raise usage.UsageError(
+                "--private with --rpc needs --rpc-secret-file (the same file for every slave): "
+                "without it anyone who can reach /RPC2 adds links without an API key"
+            )
         self["trusted-proxies"] = parse_trusted_proxies(self["trusted-proxy"])
 
 
@@ -511,6 +527,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
     A master loads its data file here, before anything listens: a process accepts connections only
     once it can answer them. A corrupt data file stops start-up with the file and line named.
     """
+    top = StopInOrder()
     if reactor is None:
         from twisted.internet import reactor as global_reactor
 
@@ -519,7 +536,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         use_lean_poll(reactor)  # the reactor twistd runs: one logging context less per event
         warn_if_small_nursery()  # a PyPy server only: see goto_tw/nursery.py
         keep_counters()  # a PyPy server only: see goto_tw/jitcounters.py
-    top = StopInOrder()
+        StopSignalsOnce(reactor).setServiceParent(top)  # the process's own signal handlers
     metrics = Metrics("slave" if options["master"] else "master")
     try:
         access_log = make_access_log(options["access-log"], reactor)  # before any file is created
@@ -553,6 +570,12 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
     metrics.watch_clicks(book.total if book is not None else clicks.total, lambda: clicks.dropped)
     if drain is not None:
         drain.setServiceParent(top)  # the accepted requests finish before the log and the pool close
+    if options["rpc"] and options.get("rpc-secret") is None:
+        log.warn(
+            "/RPC2 takes calls without a secret: anyone who can reach --http (directly or through a "
+            "proxy) can add links there, past --add-rate. Give the master and its slaves "
+            "--rpc-secret-file, or serve --http on an interface only they reach."
+        )
     rpc = (
         RPCResource(
             store, options.get("rpc-secret"), book, stats, clock=reactor, private=bool(options.get("private"))
@@ -582,6 +605,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         private=bool(options.get("private")),
         clients=clients,
         redirect_status=redirect_status,
+        clock=reactor,
     )
     limiter = None
     if options.get("add-rate"):
@@ -641,8 +665,10 @@ def make_root(
     private: bool = False,
     clients: ClientAddresses | None = None,
     redirect_status: int = DEFAULT_REDIRECT_STATUS,
+    clock: Any = None,
 ) -> Resource:
-    """The resource tree: the front end, the JSON API, ``/_goto/`` and, on a master, ``/RPC2``."""
+    """The resource tree: the front end, the JSON API, ``/_goto/`` and, on a master, ``/RPC2``
+    (``clock``: the reactor, for what waits a bounded time; the global one if not given)."""
     metrics.watch_store(store.count)
     root = GotoRoot(
         store,
@@ -660,7 +686,7 @@ def make_root(
     version1.putChild(b"openapi.json", OpenAPIResource())
     if private and keys is not None:
         root.putChild(b"add", KeyRequiredToAdd(root.children[b"add"], keys, clients or ClientAddresses()))
-    root.putChild(b"_goto", ops_resource(store, metrics))
+    root.putChild(b"_goto", ops_resource(store, metrics, clock))
     if rpc is not None:
         root.putChild(b"RPC2", rpc)
     return root

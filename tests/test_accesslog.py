@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 from pathlib import Path
 
 import pytest
@@ -344,3 +345,20 @@ def test_a_new_file_gets_the_old_files_mode_whatever_the_umask(tmp_path: Path) -
     _line(log, b"/kept")
     log.stopService()
     assert path.stat().st_mode & 0o777 == 0o600 and '"GET /kept ' in path.read_text()
+
+
+def test_standard_output_that_is_the_null_device_is_said_at_start(
+    tmp_path: Path, log_events: LogCapture
+) -> None:
+    """A new user's trial (stop 41): a daemonized twistd's standard output is /dev/null, and the
+    default access log wrote every line there without a word. Starting says so, once; standard
+    output that is a file (or a stream without a descriptor) says nothing."""
+    with open(os.devnull, "w") as null, open(tmp_path / "out", "w") as file:
+        for out in (null, file, io.StringIO()):
+            LineAccessLog(out, Clock()).startService()
+    told = [m for m in log_events.messages() if "The access log goes to standard output" in m]
+    assert told == [
+        f"The access log goes to standard output, which is {os.devnull} here (a daemonized twistd, "
+        "without -n, has none): no request is logged. Give --access-log a file (or events, for "
+        "twistd's own log; none, to log no requests)."
+    ]

@@ -181,3 +181,16 @@ def test_an_unexpected_error_under_the_api_is_a_500_problem() -> None:
     assert status == 500
     assert problem(headers, body)["status"] == 500
     assert b"secret" not in body
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/api/v1/links"), ("DELETE", "/api/v1/links/0")])
+def test_without_keys_the_refusal_says_no_key_would_do(client: Client, method: str, path: str) -> None:
+    """A new user's trial (stop 41): a process started without --api-keys-file answered "this needs
+    an API key: Authorization: Bearer KEY", and its user went looking for a key that could not exist."""
+    status, headers, body = client.request(
+        method, path, headers={"authorization": "Bearer some-key-or-other"}
+    )
+    assert status == 401
+    assert problem(headers, body)["detail"] == (
+        "this needs an API key, and this server takes none: it was started without --api-keys-file"
+    )

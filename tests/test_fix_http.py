@@ -195,7 +195,8 @@ def test_other_clients_over_the_rate_keep_the_plain_and_problem_answers() -> Non
             status, headers, body = answer_of(site, request)
             assert status.split(b" ", 1)[1] == b"429 Too Many Requests"
             assert headers[b"content-type"] == [b"text/plain; charset=utf-8"]
-            assert body == b"Too many links added from your address; try again shortly.\n"
+            assert body == b"Too many links added from your address; try again in 60 seconds.\n"
+            assert headers[b"retry-after"] == [b"60"]
     status, headers, body = answer_of(
         site,
         b"POST /api/v1/links HTTP/1.1\r\nHost: x\r\nAccept: %s\r\nContent-Type: application/json\r\n"

@@ -20,7 +20,7 @@ from goto_tw.errors import KeyDisabled, KeyNotFound, MasterUnreachable
 from goto_tw.interfaces import IChangeSource, ILinkAdmin, IRecordLog, ITombstoneLog, IURLStore
 from goto_tw.persistence import CorruptDataFile, open_data_file
 from goto_tw.proxystore import ProxyStore
-from goto_tw.ratelimit import AddLimiter, parse_rate
+from goto_tw.ratelimit import AddLimiter, limited_message, parse_rate
 from goto_tw.store import URLStore
 from goto_tw.tombstones import encode_tombstone
 from tests.conftest import LogCapture
@@ -222,6 +222,19 @@ def test_a_key_cut_short_by_a_comment_is_never_a_key() -> None:
     assert parse_keys("f", ONE + b"#comment\n") == (ONE,)
 
 
+def test_a_key_glued_to_a_comment_is_said(log_events: LogCapture) -> None:
+    """A new user's trial (stop 41): ``abcdefghijklmnop#x`` was the key ``abcdefghijklmnop`` without a
+    word, and its operator's clients sent the whole line (401). It still is (files that served stay
+    as they were), and the log says so, once per such line, without the key; a comment after a space
+    says nothing."""
+    assert parse_keys("f", ONE + b"#x\n" + TWO + b" # a note\n#" + ONE + b"\n") == (ONE, TWO)
+    said = [m for m in log_events.messages() if "the key is the text before '#'" in m]
+    assert said == [
+        "f, line 1: the key is the text before '#', which starts a comment; write a space before a "
+        "comment if that is what is meant"
+    ]
+
+
 def test_a_reload_revokes_what_the_file_no_longer_holds(tmp_path: Path, log_events: LogCapture) -> None:
     """Review 35: emptying the keys file, commenting the leaked key out, or leaving a bad line beside
     it, then SIGHUP, kept the leaked key working (the reload failed and kept the keys in force). The
@@ -395,3 +408,22 @@ def test_a_full_change_feed_answer_is_followed_by_the_next_poll_at_once() -> Non
     clock.advance(1)
     assert len(master.calls) == calls + 1, "then once a second again"
     poller.stopService()
+
+
+@pytest.mark.parametrize(
+    ("wait", "when"),
+    [
+        (1, "1 second"),
+        (59, "59 seconds"),
+        (119, "119 seconds"),
+        (120, "2 minutes"),
+        (3600, "60 minutes"),
+        (7199, "120 minutes"),
+        (7200, "2 hours"),
+        (86400, "24 hours"),
+    ],
+)
+def test_a_limited_client_is_told_when_to_try_again(wait: int, when: str) -> None:
+    """A new user's trial (stop 41): ``--add-rate 1/h`` answered "try again shortly" beside
+    ``Retry-After: 3600``. The text says the wait, in words."""
+    assert limited_message(wait) == f"Too many links added from your address; try again in {when}."

@@ -14,6 +14,7 @@ from twisted.web.resource import Resource
 from goto_tw.errors import RETRY_AFTER_SECONDS, KeyNotFound, MasterUnreachable, StoreUnavailable
 from goto_tw.keys import HEALTH_PROBE_KEY
 from goto_tw.metrics import Metrics
+from goto_tw.ops import DOWN_MASTER_WAIT
 from goto_tw.proxystore import ProxyStore
 from goto_tw.remote import GATHER_PAUSE, AgentPoster
 from goto_tw.rpc import RPCResource
@@ -21,6 +22,7 @@ from goto_tw.site import GotoSite
 from goto_tw.store import URLStore
 from goto_tw.tap import Options, make_root, make_slave_store
 from tests.fakes import FakeMaster
+from tests.helpers import has_fired
 from tests.stub_client import Client
 from tests.wire import exchange
 
@@ -34,10 +36,11 @@ def test_master_health() -> None:
     assert json.loads(body) == {"status": "ok", "role": "master", "keys": 1}
 
 
-def slave_client() -> tuple[Client, FakeMaster, ProxyStore]:
+def slave_client(clock: Clock | None = None) -> tuple[Client, FakeMaster, ProxyStore]:
     master = FakeMaster()
-    store = ProxyStore(master, Clock())
-    return Client(make_root(store, "h", Metrics("slave"))), master, store
+    clock = clock or Clock()
+    store = ProxyStore(master, clock)
+    return Client(make_root(store, "h", Metrics("slave"), clock=clock)), master, store
 
 
 def health_when_the_master_fails(
@@ -74,6 +77,39 @@ def test_slave_health_is_503_without_master_and_recovers() -> None:
     assert not store.master_reachable
     assert health_when_the_master_fails(client, master, KeyNotFound("no"))[0] == 200
     assert store.master_reachable
+
+
+def test_a_master_known_down_is_a_fast_503_and_the_probe_goes_on() -> None:
+    """A new user's trial (stop 41): with its master stopped (SIGSTOP), every health check of a slave
+    took the whole --rpc-timeout (5 s) to say 503, while its misses were 503s at once: a load
+    balancer probing with a shorter timeout saw no answer. A master known down gets DOWN_MASTER_WAIT
+    (1 s); the call goes on, and a later check that it answers in time is a 200. A master believed
+    up is waited for (its own timeout)."""
+    clock = Clock()
+    client, master, store = slave_client(clock)
+    assert health_when_the_master_fails(client, master, MasterUnreachable("refused"))[0] == 503
+    assert not store.master_reachable
+    response = client.start("GET", "/_goto/health")
+    client.stub.flush()
+    clock.advance(DOWN_MASTER_WAIT - 0.01)
+    client.stub.flush()
+    assert not has_fired(response), "waits for the probe a little"
+    clock.advance(0.01)
+    status, headers, body = client.finish(response)
+    assert status == 503 and headers.getRawHeaders(b"retry-after") == [b"%d" % RETRY_AFTER_SECONDS]
+    assert json.loads(body)["status"] == "master unreachable"
+    assert [call[0] for call in master.calls] == [
+        "get"
+    ]  # the probe is still out: the next check gets its answer
+    master.fail(KeyNotFound("no"))
+    assert store.master_reachable
+    response = client.start("GET", "/_goto/health")
+    client.stub.flush()
+    clock.advance(DOWN_MASTER_WAIT * 3)
+    client.stub.flush()
+    assert not has_fired(response), "a master believed up is waited for"
+    master.fail(KeyNotFound("no"))
+    assert client.finish(response)[0] == 200
 
 
 def test_slave_health_says_when_its_master_answers_that_it_cannot_serve() -> None:

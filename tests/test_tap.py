@@ -566,3 +566,37 @@ def test_a_slaves_ops_site_gets_the_slaves_answer_deadline(tmp_path: object) -> 
     sites = [s for s in _sites(service) if isinstance(s, GotoSite)]
     assert len(sites) == 2, sites
     assert sorted(s.answer_deadline for s in sites) == [41.0, 41.0]
+
+
+RPC_WITHOUT_SECRET = "/RPC2 takes calls without a secret"
+
+
+def test_a_master_serving_rpc_without_a_secret_says_who_can_add(
+    tmp_path: Path, log_events: LogCapture
+) -> None:
+    """A new user's trial (stop 41): --rpc without --rpc-secret-file started without a word, though
+    anyone reaching --http can add through /RPC2, past --add-rate. Start-up warns, once; with the
+    secret, or without --rpc, it does not."""
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret\n")
+    for args in (["--rpc"], ["--rpc", "--rpc-secret-file", str(secret)], []):
+        makeService(
+            parse("--file", str(tmp_path / "s.json"), "--http", "tcp:0", *args), reactor=MemoryReactorClock()
+        )
+    assert len([m for m in log_events.messages() if RPC_WITHOUT_SECRET in m]) == 1
+
+
+def test_a_private_master_serving_rpc_needs_the_secret(tmp_path: Path) -> None:
+    """A new user's trial (stop 41): a --private master with --rpc and no secret stored a standard
+    XML-RPC client's Store.Put without any API key (such a caller is taken for a slave that checks
+    keys): start-up refuses it, naming the option that closes the hole."""
+    keys = tmp_path / "keys"
+    keys.write_text("a-key-of-sixteen-or-more\n")
+    with pytest.raises(usage.UsageError, match="--private with --rpc needs --rpc-secret-file"):
+        parse("--private", "--api-keys-file", str(keys), "--rpc")
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret\n")
+    assert parse("--private", "--api-keys-file", str(keys), "--rpc", "--rpc-secret-file", str(secret))[
+        "private"
+    ]
+    assert parse("--private", "--api-keys-file", str(keys))["private"]  # no /RPC2: nothing to guard

@@ -63,7 +63,7 @@ HTTP_TIMEOUT = 5.0
 _POLL_INTERVAL = 0.01
 
 #: twistd logs this line (with the real port) once a ``Site`` listens; one per listening site.
-_LISTENING = re.compile(r"Site starting on (\d+)\n")
+LISTENING = re.compile(r"Site starting on (\d+)\n")
 
 T = TypeVar("T")
 
@@ -233,7 +233,7 @@ class GotoProcess:
 
     def ports(self) -> list[int]:
         """The ports of every site the child has logged as listening so far, in order."""
-        return [int(port) for port in _LISTENING.findall(self.output())]
+        return [int(port) for port in LISTENING.findall(self.output())]
 
     @property
     def port(self) -> int:

@@ -14,13 +14,23 @@ import signal
 import socket
 import subprocess
 import sys
+import xmlrpc.client as xmlrpclib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .harness import add_url, free_tcp_port, get, key_of, poll_until, port_is_free, read_records
+from .harness import (
+    add_url,
+    free_tcp_port,
+    get,
+    key_of,
+    poll_until,
+    port_is_free,
+    read_records,
+    rpc_proxy,
+)
 
 DEMO = Path(__file__).resolve().parents[2] / "demo.sh"
 #: The virtualenv running the tests: it has goto installed, so demo.sh can use it as is.
@@ -129,6 +139,10 @@ def test_demo_serves_then_stops_both_at_end_of_input(demo: Demo) -> None:
     assert printed is not None, output
     reply = get(f"{slave}/{printed.group(1)}")
     assert (reply.status, reply.headers["Location"]) == (302, "https://twisted.org/"), reply
+    # Its master's /RPC2 wants the secret demo.sh made (stop 41): a stranger's client adds nothing.
+    master = f"http://127.0.0.1:{demo.master_port}"
+    with rpc_proxy(master) as stranger, pytest.raises(xmlrpclib.Fault, match="401"):
+        stranger.Store.Put("https://stranger.example/")
 
     assert demo.popen.stdin is not None
     demo.popen.stdin.close()
@@ -142,6 +156,7 @@ def test_demo_serves_then_stops_both_at_end_of_input(demo: Demo) -> None:
     for name in ("master", "slave"):
         log = (demo.data_dir / f"{name}.log").read_text(errors="replace")
         assert "Server Shut Down." in log, (name, log)
+        assert "without a secret" not in log, (name, log)
     assert port_is_free(demo.master_port) and port_is_free(demo.slave_port)
     assert not demo.group_alive(), "a process started by demo.sh is still running"
     assert set(read_records(demo.data_dir / "store.json")) == {

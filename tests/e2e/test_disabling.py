@@ -6,7 +6,10 @@ import json
 import os
 import signal
 import time
+import xmlrpc.client as xmlrpclib
 from pathlib import Path
+
+import pytest
 
 from .harness import (
     GotoProcesses,
@@ -18,6 +21,7 @@ from .harness import (
     read_records,
     read_tombstones,
     request,
+    rpc_proxy,
 )
 
 KEY = "e2e-operator-key-1"
@@ -173,13 +177,20 @@ def test_a_private_master_refuses_the_adds_of_a_slave_that_does_not_check_keys(
     through a private master. Its adds are refused now (a 403 saying why); its redirects and its
     disables go on; a slave with --private adds with a key only."""
     keys = str(keys_file(tmp_path, KEY))
-    master = goto_processes("--rpc", "--private", "--api-keys-file", keys, data_file=tmp_path / "data.json")
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("s3cret\n")
+    secret = ("--rpc-secret-file", str(secret_file))
+    master = goto_processes(
+        "--rpc", "--private", "--api-keys-file", keys, *secret, data_file=tmp_path / "data.json"
+    )
     master_at = f"127.0.0.1:{master.port}"
+    with rpc_proxy(master.base_url) as stranger, pytest.raises(xmlrpclib.Fault, match="401"):
+        stranger.Store.Put("https://stranger.example/")  # a stranger's client (stop 41): no secret, no add
     body = json.dumps({"url": "https://keyed.example/"}).encode()
     headers = {"Content-Type": "application/json", **auth(KEY)}
     created = request("POST", f"{master.base_url}/api/v1/links", body=body, headers=headers)
     key = json.loads(created.body)["key"]
-    unchecked = goto_processes("--master", master_at, data_file=None, name="unchecked")
+    unchecked = goto_processes("--master", master_at, *secret, data_file=None, name="unchecked")
     refused = add_url(unchecked.base_url, "https://anyone.example/")
     assert refused.status == 403 and "needs an API key" in refused.text, refused
     assert get(f"{unchecked.base_url}/{key}").status == 302
@@ -187,9 +198,12 @@ def test_a_private_master_refuses_the_adds_of_a_slave_that_does_not_check_keys(
     disabled = request("DELETE", f"{master.base_url}/api/v1/links/{key}", headers=auth(KEY))
     assert disabled.status == 200
     poll_until(lambda: get(f"{unchecked.base_url}/{key}").status == 410 or None, 5, "the disable")
-    checked = goto_processes("--master", master_at, "--private", "--api-keys-file", keys, data_file=None)
+    checked = goto_processes(
+        "--master", master_at, "--private", "--api-keys-file", keys, *secret, data_file=None
+    )
     assert add_url(checked.base_url, "https://anyone.example/").status == 401
     other = json.dumps({"url": "https://keyed.example/other"}).encode()
     assert request("POST", f"{checked.base_url}/api/v1/links", body=other, headers=headers).status == 201
     master.stop()
     assert "anyone.example" not in (tmp_path / "data.json").read_text()
+    assert "stranger.example" not in (tmp_path / "data.json").read_text()

@@ -5,11 +5,25 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from .harness import DEFAULT_HOST, GotoProcesses, add_url, get, key_of, poll_until, request
+from .harness import (
+    DEFAULT_HOST,
+    LISTENING,
+    LOOPBACK_ANY_PORT,
+    START_TIMEOUT,
+    STOP_TIMEOUT,
+    TWISTD,
+    GotoProcesses,
+    add_url,
+    get,
+    key_of,
+    poll_until,
+    request,
+)
 
 
 def samples(base_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -122,3 +136,32 @@ def test_access_log_lines(goto_processes: GotoProcesses, tmp_path: Path) -> None
     get(f"{master.base_url}/nokey")
     master.stop()
     assert '"GET /nokey HTTP/1.1" 404 ' in master.output()
+
+
+def test_a_daemonized_twistd_says_its_access_log_is_lost(tmp_path: Path) -> None:
+    """A new user's trial (stop 41): ``twistd goto`` without ``-n`` daemonizes, its standard output
+    becomes /dev/null, and the default access log (standard output) was lost without a word. Its
+    log file says so now, and the requests are answered all the same."""
+    log_file, pid_file = tmp_path / "twistd.log", tmp_path / "twistd.pid"
+    command = [str(TWISTD), f"--pidfile={pid_file}", f"--logfile={log_file}", "goto"]
+    command += ["--http", LOOPBACK_ANY_PORT, "--file", str(tmp_path / "data.json"), "--host", DEFAULT_HOST]
+    subprocess.run(command, check=True, timeout=STOP_TIMEOUT, cwd=tmp_path)  # returns once daemonized
+    pid = poll_until(
+        lambda: (pid_file.exists() and int(pid_file.read_text())) or None, START_TIMEOUT, "its pid"
+    )
+    try:
+        port = int(poll_until(lambda: LISTENING.search(_text(log_file)), START_TIMEOUT, "listening")[1])
+        assert get(f"http://127.0.0.1:{port}/nokey").status == 404
+        poll_until(
+            lambda: "The access log goes to standard output, which is /dev/null" in _text(log_file) or None,
+            START_TIMEOUT,
+            "the warning",
+        )
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        poll_until(lambda: not pid_file.exists() or None, STOP_TIMEOUT, "its exit")
+    assert '"GET /nokey' not in _text(log_file)
+
+
+def _text(path: Path) -> str:
+    return path.read_text() if path.exists() else ""

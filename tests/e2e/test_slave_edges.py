@@ -285,3 +285,29 @@ def test_several_masters_with_data_files_of_their_own_are_refused(
         ]
         assert len(refusals) == 1 and "a data file of its own" in refusals[0], slave.output()
     assert read_records(tmp_path / "a.json") == [] and (same or read_records(tmp_path / "b.json") == [])
+
+
+def test_a_second_sigterm_while_stopping_is_one_line_not_a_traceback(
+    goto_processes: GotoProcesses, tmp_path: Path
+) -> None:
+    """A new user's trial (stop 41): a slave stopping (waiting for a hung master's answers) and sent
+    SIGTERM again, as impatient operators and ``timeout`` do, logged a critical ``ReactorNotRunning``
+    traceback. The second signal is one line saying the stop is under way; the stop goes on, the
+    waiting client gets its 503, and the process exits as on one SIGTERM."""
+    with SilentServer() as master:
+        slave = goto_processes(
+            "--master", f"127.0.0.1:{master.port}", "--rpc-timeout", "3", data_file=None, name="slave"
+        )
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            waiting = pool.submit(get, f"{slave.base_url}/waiting", timeout=20)
+            poll_until(lambda: True if b"waiting" in master.received() else None, 5, "a call at the master")
+            os.kill(slave.pid, signal.SIGTERM)
+            poll_until(lambda: "Received SIGTERM" in slave.output() or None, 5, "the first signal")
+            os.kill(slave.pid, signal.SIGTERM)
+            poll_until(lambda: "already stopping" in slave.output() or None, 5, "the second signal")
+            assert_human_503(waiting.result(), "the request the stop could not wait for")
+        assert slave.wait_exit() == -signal.SIGTERM
+    output = slave.output()
+    assert "Traceback" not in output and "ReactorNotRunning" not in output, output
+    assert output.count("Received SIGTERM, shutting down") == 1, output
+    assert output.count("already stopping") == 1, output
