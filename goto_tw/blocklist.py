@@ -11,6 +11,7 @@ file that cannot be read keeps the list in force.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import urllib.parse
 from typing import Callable, NamedTuple, Optional
@@ -92,7 +93,8 @@ def read_block_file(path: str) -> BlockFile:
             continue
         with_path = " " in line or "/" in line
         domain = None if with_path else _blockable(line.strip("[]"))
-        if domain is None and (with_path or ":" in line):  # a port, a path: meant to block something
+        port = ":" in line and not _zoned_address(line)  # fe80::1%eth0: no URL's host (a warning)
+        if domain is None and (with_path or port):  # a port, a path: meant to block something
             raise ValueError(f"{path}, line {number}: not a domain (a port or a path after it?)")
         if domain is None:
             unmatchable.append((number, line))
@@ -101,6 +103,19 @@ def read_block_file(path: str) -> BlockFile:
     if unmatchable:
         return BlockFile(frozenset(domains), len(unmatchable), unmatchable[0])
     return BlockFile(frozenset(domains))
+
+
+def _zoned_address(line: str) -> bool:
+    """Whether ``line`` is an IPv6 address with a zone ID (``fe80::1%eth0``): a host no URL the
+    service takes can have (a ``%`` in the host is refused), not a host with a port."""
+    address, zone, _ = line.strip("[]").partition("%")
+    if not zone:
+        return False
+    try:
+        ipaddress.IPv6Address(address)
+    except ValueError:
+        return False
+    return True
 
 
 def _blockable(line: str) -> str | None:
