@@ -16,8 +16,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import select
+import stat
 import sys
-from typing import IO, Protocol
+from typing import IO, Callable, Protocol
 
 from twisted.application.service import Service
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -74,6 +76,35 @@ def _descriptor_of(out: IO[str]) -> int | None:
     return fd
 
 
+#: Most bytes held for a reader that is not keeping up (see ``LineAccessLog._write_when_read``).
+MAX_HELD_BYTES = 1 << 20
+#: Most bytes in one write to such a reader: a pipe that polls writable has a page free.
+WRITE_CHUNK = 4096
+#: Seconds between two tries to write held lines when no new line comes.
+HELD_RETRY_SECONDS = 0.1
+
+
+def _is_regular_file(fd: int) -> bool:
+    """Whether ``fd`` is a regular file (whose writes never wait for a reader)."""
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
+def _poller(fd: int) -> Callable[[], bool]:
+    """Whether ``fd`` takes a write now, without waiting (``poll`` with a zero timeout)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+
+    def writable() -> bool:
+        return any(
+            events & (select.POLLOUT | select.POLLERR | select.POLLHUP) for _, events in poller.poll(0)
+        )
+
+    return writable
+
+
 def _is_null_device(fd: int) -> bool:
     """Whether ``fd`` is the null device (what is written there is gone)."""
     try:
@@ -111,6 +142,10 @@ class LineAccessLog(Service):
         #: whether the last write stopped mid-line.
         self.lost_lines = 0
         self._torn = False
+        #: Bytes a reader that is not keeping up (a pipe, a socket, a terminal) could not take yet,
+        #: written first by the next flush; lines dropped meanwhile since they were last said.
+        self._held = b""
+        self._dropped_while_held = 0
         self._write_failures = ThrottledError(
             log,
             clock,
@@ -123,6 +158,11 @@ class LineAccessLog(Service):
         """Write to ``out`` from now on."""
         self._out = out
         self._fd = _descriptor_of(out)
+        #: Asks whether a descriptor whose reader may stop reading (anything but a regular file:
+        #: the journal's socket, a pipe, a terminal) can take a write now, or ``None``.
+        self._writable: Callable[[], bool] | None = None
+        if self._fd is not None and not _is_regular_file(self._fd):
+            self._writable = _poller(self._fd)
         self._encoding: str = getattr(out, "encoding", None) or "utf-8"
         # Never "strict": a character the stream cannot encode is escaped, not a lost batch.
         errors: str = getattr(out, "errors", None) or "strict"
@@ -170,7 +210,7 @@ class LineAccessLog(Service):
             self._flush_call.cancel()
         self._flush_call = None
         lines, self._lines = self._lines, []
-        if not lines:
+        if not lines and not self._held:
             return
         text = "".join(lines)
         mended = self._torn  # the last write stopped mid-line: these start on a line of their own
@@ -186,6 +226,10 @@ class LineAccessLog(Service):
                 self._torn = False
                 return
             encoded = text.encode(self._encoding, self._errors)
+            if self._writable is not None:
+                self._torn = False  # the mending newline, if any, is in ``encoded``
+                self._write_when_read(encoded, len(lines))
+                return
             data = memoryview(encoded)
             while data:
                 written = os.write(self._fd, data)
@@ -201,6 +245,60 @@ class LineAccessLog(Service):
             lost = len(lines) - whole
             self.lost_lines += lost
             self._write_failures.error(lines=lost, error=getattr(exc, "strerror", None) or exc)
+
+    def _write_when_read(self, encoded: bytes, count: int) -> None:
+        """Write ``encoded`` (``count`` lines) to a descriptor whose reader may stop reading, never
+        waiting for it: what it cannot take now is held (at most :data:`MAX_HELD_BYTES`, whole
+        batches: a batch that does not fit is dropped and counted) and written first next time.
+
+        A blocking ``write`` to a full pipe or socket waits until its reader reads: a stopped or
+        stuck reader of standard output (the journal, ``| tee``, a container's log driver, a
+        terminal on hold) froze the reactor, every request with it, while a client's requests
+        filled the pipe (an operations audit, stop 41). Each write is of at most
+        :data:`WRITE_CHUNK` bytes, made only once ``poll`` says the descriptor takes it: a pipe
+        (or socket) that polls writable takes that much without waiting.
+
+        The loss is said once the reader has caught up (what logging said while it was stuck would
+        be written where twistd writes its own log, standard output too, and wait there)."""
+        if self._held:
+            if len(self._held) + len(encoded) > MAX_HELD_BYTES:
+                self.lost_lines += count
+                self._dropped_while_held += count
+                encoded = b""
+            data = memoryview(self._held + encoded)
+        else:
+            data = memoryview(encoded)
+        assert self._fd is not None and self._writable is not None
+        mid_line = False  # whether the last write ended inside a line (the held bytes finish it)
+        try:
+            while data and self._writable():
+                written = os.write(self._fd, data[:WRITE_CHUNK])
+                if written == 0:  # pragma: no cover - a pipe or socket never does this; never spin
+                    raise OSError(errno.EIO, "write() wrote nothing")
+                mid_line = data[written - 1] != 10
+                data = data[written:]
+        except OSError as exc:  # the reader has gone (EPIPE): what was not written is lost
+            self._torn = mid_line  # the next flush starts on a line of its own
+            self._held = b""
+            lost = bytes(data).count(b"\n")
+            self.lost_lines += lost
+            self._write_failures.error(lines=lost, error=exc.strerror or exc)
+            return
+        self._held = bytes(data)
+        if self._held:
+            if len(self._held) > MAX_HELD_BYTES:  # one batch larger than the bound: its tail goes
+                lost = self._held.count(b"\n", MAX_HELD_BYTES)
+                self.lost_lines += lost
+                self._dropped_while_held += lost
+                self._held = self._held[: self._held.index(b"\n", MAX_HELD_BYTES) + 1]
+            if self._flush_call is None:
+                self._flush_call = self._clock.callLater(HELD_RETRY_SECONDS, self.flush)
+        elif self._dropped_while_held:
+            log.warn(
+                "The access log's reader did not keep up: {lines} line(s) lost meanwhile",
+                lines=self._dropped_while_held,
+            )
+            self._dropped_while_held = 0
 
     def startService(self) -> None:
         """Start; say so if every line would be lost: standard output that is ``/dev/null`` (a
@@ -218,6 +316,12 @@ class LineAccessLog(Service):
     def stopService(self) -> None:
         super().stopService()
         self.flush()
+        if self._held:  # a reader still not reading: not waited for
+            self.lost_lines += self._held.count(b"\n")
+            self._held = b""
+            if self._flush_call is not None and self._flush_call.active():
+                self._flush_call.cancel()
+            self._flush_call = None
         if self._close:
             # Its descriptor number is free for the next file opened: a later line must meet the
             # closed stream (which refuses it), never a raw write to whatever reuses the number.

@@ -5,14 +5,24 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import threading
 from pathlib import Path
+from typing import IO
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
-from goto_tw.accesslog import EventAccessLog, LineAccessLog, NoAccessLog, make_access_log, printable
+from goto_tw.accesslog import (
+    HELD_RETRY_SECONDS,
+    MAX_HELD_BYTES,
+    EventAccessLog,
+    LineAccessLog,
+    NoAccessLog,
+    make_access_log,
+    printable,
+)
 from tests.conftest import LogCapture
 
 
@@ -190,15 +200,14 @@ def test_a_line_cut_by_a_failed_write_is_not_glued_to_the_next(
 
 @pytest.mark.parametrize("mended", [False, True])
 def test_a_partial_write_loses_only_the_lines_it_did_not_end(
-    monkeypatch: pytest.MonkeyPatch, mended: bool
+    monkeypatch: pytest.MonkeyPatch, mended: bool, tmp_path: Path
 ) -> None:
     """A write that ended the first of three lines and then failed lost two lines, not three (the
     whole batch was counted lost before); after a torn line, the newline that mends it is no line."""
-    import os
     import types
 
     clock = Clock()
-    with open(os.devnull, "a", encoding="ascii") as out:
+    with open(tmp_path / "access.log", "a", encoding="ascii") as out:  # a regular file's writes
         access = LineAccessLog(out, clock)
         written: list[bytes] = []
         fail_next = False
@@ -362,3 +371,138 @@ def test_standard_output_that_is_the_null_device_is_said_at_start(
         "without -n, has none): no request is logged. Give --access-log a file (or events, for "
         "twistd's own log; none, to log no requests)."
     ]
+
+
+def _pipe_log(clock: Clock) -> tuple[LineAccessLog, int, IO[str]]:
+    """An access log writing to a pipe nobody reads yet: the log, the reading end, the stream."""
+    read_end, write_end = os.pipe()
+    out = os.fdopen(write_end, "w", encoding="ascii")
+    return LineAccessLog(out, clock), read_end, out
+
+
+def _advance_in_time(clock: Clock, seconds: float) -> None:
+    """``clock.advance(seconds)``, which must return: a write that waits for the reader fails the test."""
+    worker = threading.Thread(target=clock.advance, args=(seconds,), daemon=True)
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive(), "the access log waited for its reader (the reactor would be frozen)"
+
+
+def _read_all(read_end: int) -> bytes:
+    os.set_blocking(read_end, False)
+    chunks = []
+    with contextlib.suppress(BlockingIOError):
+        while chunk := os.read(read_end, 1 << 16):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_a_reader_that_stops_reading_never_stops_the_reactor(log_events: LogCapture) -> None:
+    """An operations audit (stop 41): standard output's reader stopped (a stuck journal, ``| tee``
+    on hold), the pipe filled, and the blocking write froze every request. What the reader cannot
+    take is held and written, whole and in order, once it reads again; nothing is lost or said."""
+    clock = Clock()
+    access, read_end, out = _pipe_log(clock)
+    with out:
+        paths = [b"/%05d" % number for number in range(2000)]  # about 150 KB: more than a pipe holds
+        for start in range(0, len(paths), 100):
+            for path in paths[start : start + 100]:
+                _line(access, path)
+            _advance_in_time(clock, 0)
+        received = _read_all(read_end)
+        assert 0 < len(received) < 150_000
+        for _ in range(100):
+            _advance_in_time(clock, HELD_RETRY_SECONDS)  # the held lines are tried again, unasked
+            received += _read_all(read_end)
+        lines = received.decode().splitlines()
+        assert [line.split('"')[1] for line in lines] == [f"GET {p.decode()} HTTP/1.1" for p in paths]
+        assert access.lost_lines == 0
+        assert not [m for m in log_events.messages() if "did not keep up" in m]
+    os.close(read_end)
+
+
+def test_past_the_bound_a_stopped_readers_lines_are_lost_counted_and_said_once_it_reads(
+    log_events: LogCapture,
+) -> None:
+    """What is held for a stopped reader is bounded (MAX_HELD_BYTES): batches past it are dropped
+    and counted at once (goto_access_log_lost_lines_total), and said in one line once the reader
+    has caught up (said meanwhile, the line would wait on the same stopped reader)."""
+    clock = Clock()
+    access, read_end, out = _pipe_log(clock)
+    with out:
+        batches = MAX_HELD_BYTES // 7000 + 40  # 100 lines of about 75 bytes a batch
+        for batch in range(batches):
+            for number in range(100):
+                _line(access, b"/%04d-%03d" % (batch, number))
+            _advance_in_time(clock, HELD_RETRY_SECONDS)  # written at once, or with the held lines
+        assert access.lost_lines > 0 and access.lost_lines % 100 == 0, "whole batches"
+        assert not [m for m in log_events.messages() if "did not keep up" in m]
+        received = b""
+        for _ in range(400):
+            received += _read_all(read_end)
+            _advance_in_time(clock, HELD_RETRY_SECONDS)
+        received += _read_all(read_end)
+        assert received.count(b"\n") + access.lost_lines == batches * 100
+        assert received.endswith(b"\n") and all(b'"GET /' in line for line in received.splitlines())
+        said = [m for m in log_events.messages() if "did not keep up" in m]
+        assert said == [
+            f"The access log's reader did not keep up: {access.lost_lines} line(s) lost meanwhile"
+        ]
+    os.close(read_end)
+
+
+def test_a_reader_that_has_gone_loses_the_lines_and_says_so(log_events: LogCapture) -> None:
+    """A closed pipe (EPIPE): the lines are lost and counted, said as a failed write, no traceback;
+    the held lines go with them."""
+    clock = Clock()
+    access, read_end, out = _pipe_log(clock)
+    os.close(read_end)
+    with out:
+        _line(access, b"/gone")
+        _advance_in_time(clock, 0)
+        assert access.lost_lines == 1
+        assert any("Broken pipe" in m for m in log_events.messages() if "access log line" in m)
+        access.startService()
+        access.stopService()
+
+
+def test_after_a_reader_went_mid_line_the_next_line_starts_on_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A write to a pipe that ended inside a line and then failed: the next batch starts with the
+    newline that ends the torn line, once (not again on every batch after it)."""
+    import types
+
+    clock = Clock()
+    access, read_end, out = _pipe_log(clock)
+    real_write = os.write
+    fail_after: list[int] = [10]
+
+    def tearing_write(fd: int, data: object) -> int:
+        if fail_after:
+            written = real_write(fd, bytes(data)[: fail_after.pop()])  # type: ignore[call-overload]
+            return written
+        return real_write(fd, data)  # type: ignore[arg-type]
+
+    calls = [0]
+
+    def write(fd: int, data: object) -> int:
+        calls[0] += 1
+        if calls[0] == 2:
+            raise OSError(5, "Input/output error")
+        return tearing_write(fd, data)
+
+    with out:
+        monkeypatch.setattr("goto_tw.accesslog.os", types.SimpleNamespace(write=write))
+        _line(access, b"/torn")
+        _advance_in_time(clock, 0)
+        for path in (b"/a", b"/b"):
+            _line(access, path)
+            _advance_in_time(clock, 0)
+        monkeypatch.undo()
+        received = _read_all(read_end)
+    os.close(read_end)
+    lines = received.split(b"\n")
+    assert lines[0] == b"192.0.2.1 " and lines[1].endswith(b'"GET /a HTTP/1.1" 302 -'), received
+    assert lines[2].endswith(b'"GET /b HTTP/1.1" 302 -') and lines[3:] == [b""], received
+    assert access.lost_lines == 1

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from .harness import (
     DEFAULT_HOST,
+    HTTP_TIMEOUT,
     LISTENING,
     LOOPBACK_ANY_PORT,
     START_TIMEOUT,
@@ -165,3 +169,38 @@ def test_a_daemonized_twistd_says_its_access_log_is_lost(tmp_path: Path) -> None
 
 def _text(path: Path) -> str:
     return path.read_text() if path.exists() else ""
+
+
+def test_a_stopped_reader_of_standard_output_stops_no_request(tmp_path: Path) -> None:
+    """An operations audit (stop 41): a master whose standard output (the access log) goes to a
+    pipe nobody reads (a stuck journal, ``| tee`` on hold) froze after a few hundred requests: the
+    blocking write waited for the reader, and so did every client. Every request is answered now;
+    once the reader reads, the lines come, and those past the bound held meanwhile are counted."""
+    log_file = tmp_path / "twistd.log"
+    command = [str(TWISTD), "-n", "--pidfile=", f"--logfile={log_file}", "goto", "--http", LOOPBACK_ANY_PORT]
+    command += ["--file", str(tmp_path / "data.json"), "--host", DEFAULT_HOST]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    try:
+        port = int(poll_until(lambda: LISTENING.search(_text(log_file)), START_TIMEOUT, "listening")[1])
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=HTTP_TIMEOUT)
+        count = 3000  # about 230 KB of lines: more than a pipe holds
+        for number in range(count):
+            connection.request("GET", f"/nokey{number}")
+            answer = connection.getresponse()
+            answer.read()
+            assert answer.status == 404, number
+        connection.close()
+        lost = samples(f"http://127.0.0.1:{port}")[("goto_access_log_lost_lines_total", ())]
+        assert child.stdout is not None
+        os.set_blocking(child.stdout.fileno(), False)
+        received = b""
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while received.count(b"/nokey") + lost < count and time.monotonic() < deadline:
+            with contextlib.suppress(BlockingIOError, TypeError):
+                received += child.stdout.read() or b""
+        assert received.count(b'"GET /nokey') + lost == count
+    finally:
+        child.terminate()
+        child.wait(STOP_TIMEOUT)
+        if child.stdout is not None:
+            child.stdout.close()
