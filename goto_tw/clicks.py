@@ -38,6 +38,7 @@ from zope.interface import implementer
 from goto_tw.errors import NotKept, StoreUnavailable
 from goto_tw.interfaces import IClickCounter
 from goto_tw.keys import all_valid_keys, is_valid_key
+from goto_tw.throttledlog import ThrottledError
 from goto_tw.urlmap import canonical_index
 
 log = Logger()
@@ -706,6 +707,10 @@ def open_click_book(
 ThreadRunner = Callable[[Callable[[], None]], "Deferred[None]"]
 
 
+#: Seconds between two log lines about failing writes of the clicks file.
+WRITE_FAILURE_LOG_INTERVAL = 10.0
+
+
 class ClickBook(Service):
     """A master's clicks: its own redirects' and the slaves' batches, made durable once a second.
 
@@ -758,6 +763,15 @@ class ClickBook(Service):
         self._timer: IDelayedCall | None = None
         self._soon: IDelayedCall | None = None
         self._in_flight: Deferred[None] | None = None
+        #: Failed writes, said at most once an interval (a full disk fails one a second, for as
+        #: long as it is full: an operations audit, stop 41), and their end, once.
+        self._write_failures = ThrottledError(
+            log,
+            clock,
+            "Could not write clicks: {error} ({unlogged} more failures since the last line)",
+            WRITE_FAILURE_LOG_INTERVAL,
+        )
+        self._failing = False
         self._waiting: list[tuple[dict[str, int], Deferred[None]]] = []
         self._waiting_keys = 0
         #: The counts of the write in flight (the master's own and the slaves'): shown by ``clicks``
@@ -906,13 +920,17 @@ class ClickBook(Service):
             self._in_flight = None
             self._writing = {}
             if isinstance(result, Failure):
-                log.error("Could not write clicks: {error}", error=result.value)
+                self._failing = True
+                self._write_failures.error(error=result.value)
                 error = Failure(StoreUnavailable("clicks cannot be stored now", detail=str(result.value)))
                 if self.running:  # kept for the next try; on stop there is none
                     self.counter.give_back(own_counts)
                 for _, waiter in waiting:
                     waiter.errback(error)
                 return
+            if self._failing:
+                self._failing = False
+                log.info("Clicks are written again")
             try:
                 self._totals.add_all(merged)
             except Exception:  # pragma: no cover - no memory, or a bug: the clicks are in the file

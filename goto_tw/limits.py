@@ -10,11 +10,11 @@ their own status (413, 414, 431; a problem document under ``/api/``) before the 
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.error import ConnectionLost
-from twisted.internet.interfaces import IDelayedCall
-from twisted.logger import Logger
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 # _getMultiPartArgs, _MultiPartParseException, _parseContentType: twisted.web's own (private) parsers
@@ -31,6 +31,7 @@ from twisted.web.server import Request
 from goto_tw.cors import refusal_headers
 from goto_tw.formargs import FORM_CONTENT_TYPE, MULTIPART_CONTENT_TYPE, parse_arguments
 from goto_tw.problems import PROBLEM_JSON, is_api_path, problem_body
+from goto_tw.throttledlog import ThrottledError
 
 log = Logger()
 
@@ -103,6 +104,42 @@ TOO_LARGE = refusal(413, _TOO_LARGE_TEXT)
 BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\n\r\n"
 
 
+#: Seconds between two log lines of one kind about connections a client ended by its own doing (a
+#: refused head or body, a request or answer past its deadline): any client can cause one a
+#: connection, thousands a second.
+CLIENT_LOG_INTERVAL = 10.0
+
+
+class ConnectionLogLines:
+    """The log lines a client can cause once a connection, at most one of each kind an interval
+    (with how many were left out): an operations audit (stop 41) counted a line for each of
+    2,000 slow connections, and 1,000 lines in 1.6 s of refused heads. One for a site (its
+    connections share it); a connection without one makes its own."""
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self.refused = ThrottledError(
+            log,
+            clock,
+            "Refused {what} from {peer} ({unlogged} more refused since the last line)",
+            CLIENT_LOG_INTERVAL,
+            level=LogLevel.info,
+        )
+        self.closed = ThrottledError(
+            log,
+            clock,
+            "Closing a connection from {peer}: {why} ({unlogged} more closed since the last line)",
+            CLIENT_LOG_INTERVAL,
+            level=LogLevel.info,
+        )
+        self.idle = ThrottledError(
+            log,
+            clock,
+            "Timing out client {peer}: idle for {seconds:g} s ({unlogged} more since the last line)",
+            CLIENT_LOG_INTERVAL,
+            level=LogLevel.info,
+        )
+
+
 def _cancel(call: IDelayedCall | None) -> None:
     """Cancel ``call`` unless it is none or has run."""
     if call is not None and call.active():
@@ -138,6 +175,28 @@ class DeadlineChannel(HTTPChannel):
     _head_refused = False
     #: The ``Origin`` header of the request being parsed, once its line has passed (for CORS).
     _origin: bytes | None = None
+    #: Where the lines about this connection's refusals and deadlines go (set by the site).
+    log_lines: ConnectionLogLines | None = None
+
+    def client_log_lines(self) -> ConnectionLogLines:
+        """The site's :class:`ConnectionLogLines`, or this connection's own."""
+        if self.log_lines is None:
+            from twisted.internet import reactor
+
+            self.log_lines = ConnectionLogLines(cast(IReactorTime, reactor))
+        return self.log_lines
+
+    def _peer(self) -> object:
+        return self.transport.getPeer() if self.transport is not None else "-"
+
+    def timeoutConnection(self) -> None:
+        """twisted.web's idle timeout (a line, then the close, aborted ``abortTimeout`` later if the
+        client does not read), its line throttled with the others a client causes: every keep-alive
+        client that goes quiet ends this way."""
+        self.client_log_lines().idle.error(peer=self._peer(), seconds=self.timeOut)
+        if self.abortTimeout is not None:
+            self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
+        self.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
         if self._head_refused:
@@ -181,10 +240,9 @@ class DeadlineChannel(HTTPChannel):
             answer = refusal(414, "The request target is too long.", self.request_target, cors)
         else:
             answer = refusal(431, "The request header fields are too large.", self.request_target, cors)
-        log.info(
-            "Refused {what} from {peer}",
+        self.client_log_lines().refused.error(
             what="an over-long request line" if request_line else "an over-large header block",
-            peer=self.transport.getPeer() if self.transport is not None else "-",
+            peer=self._peer(),
         )
         self._head_refused = True
         if self.transport is not None:
@@ -235,10 +293,8 @@ class DeadlineChannel(HTTPChannel):
     def close_for_a_late_answer(self) -> None:
         """Close the connection: an answer was not ready within :attr:`answer_deadline`. Nothing is
         answered or logged for its request (the resource still waiting finds the client gone)."""
-        log.info(
-            "Closing a connection from {peer}: an answer was not ready within {seconds:g} s",
-            peer=self.transport.getPeer() if self.transport is not None else "-",
-            seconds=self.answer_deadline,
+        self.client_log_lines().closed.error(
+            peer=self._peer(), why=f"an answer was not ready within {self.answer_deadline:g} s"
         )
         if self.transport is not None:
             # As twisted.web's idle timeout: a close waits for the send buffer to drain, which a
@@ -259,10 +315,8 @@ class DeadlineChannel(HTTPChannel):
 
     def _too_slow(self) -> None:
         self._deadline_call = None
-        log.info(
-            "Closing a connection from {peer}: no complete request within {seconds:g} s",
-            peer=self.transport.getPeer() if self.transport is not None else "-",
-            seconds=self.request_deadline,
+        self.client_log_lines().closed.error(
+            peer=self._peer(), why=f"no complete request within {self.request_deadline:g} s"
         )
         if self.transport is not None:
             self.transport.loseConnection()
@@ -391,5 +445,5 @@ class BoundedRequest(Request):
         transport = channel.transport
         if channel.requests and channel.requests[0] is self:
             transport.write(answer)
-        log.info("Refused {what} from {peer}", what=what, peer=transport.getPeer())
+        channel.client_log_lines().refused.error(what=what, peer=transport.getPeer())
         transport.loseConnection()

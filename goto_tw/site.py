@@ -20,7 +20,7 @@ from goto_tw.clients import ClientAddresses, peer_host
 from goto_tw.fastpath import FastAnswer, FastRedirectChannel, IFastResponder
 from goto_tw.interfaces import IClickCounter, ILocalLookup, IURLStore
 from goto_tw.keys import is_valid_key
-from goto_tw.limits import ANSWER_DEADLINE, BoundedRequest
+from goto_tw.limits import ANSWER_DEADLINE, BoundedRequest, ConnectionLogLines
 from goto_tw.metrics import Metrics
 from goto_tw.outbox import Outbox
 from goto_tw.web import (
@@ -87,6 +87,8 @@ class GotoSite(Site):
         self._trusted = trusted
         self.outbox = Outbox(reactor) if hold_answers else None
         self.answer_deadline = answer_deadline
+        #: The lines about connections ended by their client's doing, shared by every connection.
+        self.connection_log_lines = ConnectionLogLines(reactor)
         self.metrics = metrics
         self.access_log: AccessLog = access_log if access_log is not None else EventAccessLog(reactor)
         local = ILocalLookup(store, None)
@@ -102,6 +104,7 @@ class GotoSite(Site):
         if channel is None:
             return None
         channel.answer_deadline = self.answer_deadline  # on either path
+        channel.log_lines = self.connection_log_lines
         if self.responder is not None:
             channel.responder = self.responder
             channel.record = self.record_fast

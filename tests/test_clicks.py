@@ -498,3 +498,36 @@ def test_a_forwarder_started_again_after_a_stop_warns_as_a_running_one(log_event
     assert [m for m in messages if "Gave up" in m] == [
         f"Gave up sending the last clicks to the master on stop: x (stopping {n})" for n in range(2)
     ]
+
+
+def test_a_full_disk_is_said_once_an_interval_and_its_end_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, log_events: LogCapture
+) -> None:
+    """An operations audit (stop 41): with the clicks file's disk full, "Could not write clicks" was
+    logged every second for as long as it lasted, and nothing said when writes worked again. One
+    line an interval (with how many were left out), and one when a write succeeds again."""
+    import os
+
+    from goto_tw.clicks import WRITE_FAILURE_LOG_INTERVAL
+
+    path, clock = tmp_path / "c.clicks", Clock()
+    made = book(path, clock)
+    real_write = os.write
+
+    def full(fd: int, data: Any) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    for _ in range(int(WRITE_FAILURE_LOG_INTERVAL) + 5):  # a write a second, each failing
+        made.counter.click("a")
+        clock.advance(1)
+    failed = [m for m in log_events.messages() if "Could not write clicks" in m]
+    assert len(failed) == 2 and failed[1].endswith("(9 more failures since the last line)"), failed
+    monkeypatch.setattr(os, "write", real_write)
+    clock.advance(1)
+    clock.advance(1)
+    assert [m for m in log_events.messages() if "Clicks are written again" in m] == [
+        "Clicks are written again"
+    ]
+    result_of(made.stopService())
+    assert load_clicks(str(path))[0].get("a") == int(WRITE_FAILURE_LOG_INTERVAL) + 5

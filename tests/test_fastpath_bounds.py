@@ -234,7 +234,7 @@ def test_a_request_behind_an_owed_answer_leaves_the_connection_idle_a_whole_peri
 def test_the_idle_timeout_adds_nothing_to_a_close_by_the_answer_deadline(log_events: LogCapture) -> None:
     """Review of b1a8a22: the answer deadline closes a connection whose answer is still owed and
     arms the abort ``abortTimeout`` later; the idle timeout, which stays armed now, must not time
-    the connection out again meanwhile (a second "Timing out client" and a second abort, whose
+    the connection out again meanwhile (a "Timing out client" line and a second abort, whose
     call the first one's abort no longer cancels: twisted.web tracks one)."""
     site, _, _, clock = pending_site()
     site.answer_deadline = IDLE_TIMEOUT - 10  # the idle period ends while the close waits
