@@ -120,6 +120,23 @@ class ProxyStore:
             ADDS_REFUSED_LOG_INTERVAL,
             level=LogLevel.warn,
         )
+        #: A master's outages and their ends, said at most once an interval each: one whose new
+        #: connections are closed at once (out of descriptors) while a pooled one still answers
+        #: was down and back 14 times a second, each a pair of lines (an operations audit, stop 41).
+        self._outages = ThrottledError(
+            log,
+            clock,
+            "The master is unreachable ({error}); serving cached keys only, answering 503 for the "
+            "rest until it is back ({unlogged} more outages since the last line)",
+            OUTAGE_LOG_INTERVAL,
+        )
+        self._recoveries = ThrottledError(
+            log,
+            clock,
+            "The master answers again after {seconds:.1f} s ({unlogged} more times since the last line)",
+            OUTAGE_LOG_INTERVAL,
+            level=LogLevel.info,
+        )
         #: While a probe of a down master is in flight: its outcome (answered or not), shared with
         #: the health checks that come meanwhile, so they cost the master no call of their own.
         self._probe_outcome: SharedResult[bool] | None = None
@@ -441,16 +458,9 @@ class ProxyStore:
                         "The master did not answer while this slave stops ({error})", error=_cause(error)
                     )
                 else:
-                    log.error(
-                        "The master is unreachable ({error}); serving cached keys only, "
-                        "answering 503 for the rest until it is back",
-                        error=_cause(error),
-                    )
+                    self._outages.error(error=_cause(error))
         elif self._master_down_since is not None and _answered(result):
-            log.info(
-                "The master answers again after {seconds:.1f} s",
-                seconds=self._clock.seconds() - self._master_down_since,
-            )
+            self._recoveries.error(seconds=self._clock.seconds() - self._master_down_since)
             self._master_down_since = None
             self._down_error = None
         return result
@@ -523,6 +533,8 @@ def _shown(value: object) -> str:
 
 #: Seconds between two log lines about bad answers from the master (a hot key would flood the log).
 BAD_ANSWER_LOG_INTERVAL = 10.0
+#: Seconds between two log lines about the master's outages (and two about their ends).
+OUTAGE_LOG_INTERVAL = 10.0
 #: Seconds between two log lines about adds a private master refused (one per add would flood it).
 ADDS_REFUSED_LOG_INTERVAL = 60.0
 

@@ -551,3 +551,31 @@ def test_a_custom_key_reaches_the_master_also_when_its_add_is_the_probe() -> Non
     assert result_of(probe) == ("other", True)
     assert store.lookup("other") == "http://b.example/"
     assert store.master_reachable
+
+
+def test_a_flapping_master_is_said_once_an_interval(log_events: LogCapture) -> None:
+    """An operations audit (stop 41): a master out of descriptors closes new connections at once
+    while a pooled one still answers, and its slave logged an outage and a recovery many times a
+    second. Outages, and recoveries, are one line each an interval, with how many were left out;
+    the slave's state follows every one of them all the same."""
+    from goto_tw.proxystore import OUTAGE_LOG_INTERVAL
+
+    store, master, clock = make()
+
+    def outage(number: int) -> None:
+        store.get(f"x{number}").addErrback(lambda _: None)
+        master.fail(MasterUnreachable("refused"))
+
+    for number in range(5):
+        outage(number)
+        assert not store.master_reachable
+        clock.advance(1.0)
+        probe = store.get(f"y{number}")
+        master.answer("http://y/")
+        assert result_of(probe) == "http://y/" and store.master_reachable
+    clock.advance(OUTAGE_LOG_INTERVAL)
+    outage(5)
+    messages = log_events.messages()
+    outages = [m for m in messages if "unreachable" in m]
+    assert len(outages) == 2 and outages[1].endswith("(4 more outages since the last line)"), outages
+    assert len([m for m in messages if "answers again" in m]) == 1
