@@ -455,7 +455,8 @@ class ProxyStore:
                 self._down_error = error
                 if self._stopping:
                     log.info(
-                        "The master did not answer while this slave stops ({error})", error=_cause(error)
+                        "A call to the master ended unanswered while this slave stops ({error})",
+                        error=_cause(error),
                     )
                 else:
                     self._outages.error(error=_cause(error))
