@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
@@ -49,3 +51,16 @@ def live_records(path: Path) -> bytes:
     records, _, ahead = body.partition(b"\0")
     assert not ahead.strip(b"\0"), "only zeros follow the records"
     return records
+
+
+def record_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What ``os.fsync`` is called on from now on (each descriptor's path), in order; it still syncs."""
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return synced

@@ -36,7 +36,7 @@ from goto_tw.urlmap import URLMap
 from goto_tw.urls import validate_url
 from tests.conftest import LogCapture
 from tests.fakes import FaultyFile, ManualThreads
-from tests.helpers import failure_of, has_fired, live_records, result_of
+from tests.helpers import failure_of, has_fired, live_records, record_fsyncs, result_of
 
 
 def write_lines(path: Path, *lines: str, tail: str = "") -> None:
@@ -565,14 +565,7 @@ def test_creating_the_data_file_syncs_its_directory_entry(
 ) -> None:
     """A new data file's directory entry is synced when the file is created, before any record: a
     custom key as the very first record is not left to the file system to commit the create."""
-    synced: list[str] = []
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
+    synced = record_fsyncs(monkeypatch)
     path = tmp_path / "store.json"
     record_file = OSRecordFile(str(path))
     assert synced == []

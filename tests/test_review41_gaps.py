@@ -22,22 +22,10 @@ from goto_tw.site import GotoSite
 from goto_tw.store import URLStore
 from goto_tw.tap import Options, makeService
 from tests.conftest import LogCapture
+from tests.helpers import record_fsyncs
 from tests.test_fix_http import BROWSER_ACCEPT, limited_site
 from tests.test_form_fields import private_site
 from tests.wire import exchange, goto_site
-
-
-def _fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """What ``os.fsync`` is called on from now on (the paths of the descriptors), in order."""
-    synced: list[str] = []
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
-    return synced
 
 
 def test_a_head_of_an_add_takes_no_token_and_asks_for_no_key() -> None:
@@ -97,7 +85,7 @@ def test_a_symbolic_links_new_target_is_synced_in_the_targets_directory(
     (tmp_path / "b").mkdir()
     link = tmp_path / "a" / "store.json"
     link.symlink_to(tmp_path / "b" / "store.json")
-    synced = _fsyncs(monkeypatch)
+    synced = record_fsyncs(monkeypatch)
     record_file = OSRecordFile(str(link))
     record_file.open()
     record_file.close()
@@ -108,7 +96,7 @@ def test_a_symbolic_links_new_target_is_synced_in_the_targets_directory(
 def test_the_key_bound_is_synced_then_its_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``write_key_bound``: the new bound is synced, then renamed over the old one, and the rename is
     made durable by syncing the directory (or a power loss could bring the old bound back)."""
-    synced = _fsyncs(monkeypatch)
+    synced = record_fsyncs(monkeypatch)
     write_key_bound(str(tmp_path / "store.json.next"), 5)
     assert synced == [str(tmp_path / "store.json.next.tmp"), str(tmp_path)]
     assert (tmp_path / "store.json.next").read_text() == "5\n"
