@@ -84,12 +84,16 @@ WRITE_CHUNK = 4096
 HELD_RETRY_SECONDS = 0.1
 
 
-def _is_regular_file(fd: int) -> bool:
-    """Whether ``fd`` is a regular file (whose writes never wait for a reader)."""
+def _is_pipe_or_socket(fd: int) -> bool:
+    """Whether ``fd`` is a pipe (or FIFO) or a socket: a reader that may stop reading, and a
+    descriptor that polls writable only when a write of :data:`WRITE_CHUNK` bytes will not wait.
+    A terminal polls writable and still makes a write wait when its reader is held (measured with a
+    pseudo-terminal): it is written as a file is."""
     try:
-        return stat.S_ISREG(os.fstat(fd).st_mode)
+        mode = os.fstat(fd).st_mode
     except OSError:
         return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
 def _poller(fd: int) -> Callable[[], bool]:
@@ -142,7 +146,7 @@ class LineAccessLog(Service):
         #: whether the last write stopped mid-line.
         self.lost_lines = 0
         self._torn = False
-        #: Bytes a reader that is not keeping up (a pipe, a socket, a terminal) could not take yet,
+        #: Bytes a reader that is not keeping up (a pipe's, a socket's) could not take yet,
         #: written first by the next flush; lines dropped meanwhile since they were last said.
         self._held = b""
         self._dropped_while_held = 0
@@ -158,10 +162,10 @@ class LineAccessLog(Service):
         """Write to ``out`` from now on."""
         self._out = out
         self._fd = _descriptor_of(out)
-        #: Asks whether a descriptor whose reader may stop reading (anything but a regular file:
-        #: the journal's socket, a pipe, a terminal) can take a write now, or ``None``.
+        #: Asks whether a descriptor whose reader may stop reading (a pipe, a socket: the journal's
+        #: under systemd) can take a write now, or ``None``.
         self._writable: Callable[[], bool] | None = None
-        if self._fd is not None and not _is_regular_file(self._fd):
+        if self._fd is not None and _is_pipe_or_socket(self._fd):
             self._writable = _poller(self._fd)
         self._encoding: str = getattr(out, "encoding", None) or "utf-8"
         # Never "strict": a character the stream cannot encode is escaped, not a lost batch.
@@ -252,11 +256,11 @@ class LineAccessLog(Service):
         batches: a batch that does not fit is dropped and counted) and written first next time.
 
         A blocking ``write`` to a full pipe or socket waits until its reader reads: a stopped or
-        stuck reader of standard output (the journal, ``| tee``, a container's log driver, a
-        terminal on hold) froze the reactor, every request with it, while a client's requests
-        filled the pipe (an operations audit, stop 41). Each write is of at most
-        :data:`WRITE_CHUNK` bytes, made only once ``poll`` says the descriptor takes it: a pipe
-        (or socket) that polls writable takes that much without waiting.
+        stuck reader of standard output (the journal, ``| tee``, a container's log driver) froze
+        the reactor, every request with it, while a client's requests filled the pipe (an
+        operations audit, stop 41). Each write is of at most :data:`WRITE_CHUNK` bytes, made only
+        once ``poll`` says the descriptor takes it: a pipe, a Unix or a TCP socket that polls
+        writable takes that much without waiting (measured: each stopped at "not writable").
 
         The loss is said once the reader has caught up (what logging said while it was stuck would
         be written where twistd writes its own log, standard output too, and wait there)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import socket
 import threading
 from pathlib import Path
 from typing import IO
@@ -373,9 +374,14 @@ def test_standard_output_that_is_the_null_device_is_said_at_start(
     ]
 
 
-def _pipe_log(clock: Clock) -> tuple[LineAccessLog, int, IO[str]]:
-    """An access log writing to a pipe nobody reads yet: the log, the reading end, the stream."""
-    read_end, write_end = os.pipe()
+def _pipe_log(clock: Clock, kind: str = "pipe") -> tuple[LineAccessLog, int, IO[str]]:
+    """An access log writing to a pipe (or a Unix stream socket, as the journal's) nobody reads
+    yet: the log, the reading end, the stream."""
+    if kind == "pipe":
+        read_end, write_end = os.pipe()
+    else:
+        reader, writer = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        read_end, write_end = reader.detach(), writer.detach()
     out = os.fdopen(write_end, "w", encoding="ascii")
     return LineAccessLog(out, clock), read_end, out
 
@@ -397,12 +403,13 @@ def _read_all(read_end: int) -> bytes:
     return b"".join(chunks)
 
 
-def test_a_reader_that_stops_reading_never_stops_the_reactor(log_events: LogCapture) -> None:
+@pytest.mark.parametrize("kind", ["pipe", "socket"])
+def test_a_reader_that_stops_reading_never_stops_the_reactor(kind: str, log_events: LogCapture) -> None:
     """An operations audit (stop 41): standard output's reader stopped (a stuck journal, ``| tee``
     on hold), the pipe filled, and the blocking write froze every request. What the reader cannot
     take is held and written, whole and in order, once it reads again; nothing is lost or said."""
     clock = Clock()
-    access, read_end, out = _pipe_log(clock)
+    access, read_end, out = _pipe_log(clock, kind)
     with out:
         paths = [b"/%05d" % number for number in range(2000)]  # about 150 KB: more than a pipe holds
         for start in range(0, len(paths), 100):
@@ -506,3 +513,19 @@ def test_after_a_reader_went_mid_line_the_next_line_starts_on_its_own(
     assert lines[0] == b"192.0.2.1 " and lines[1].endswith(b'"GET /a HTTP/1.1" 302 -'), received
     assert lines[2].endswith(b'"GET /b HTTP/1.1" 302 -') and lines[3:] == [b""], received
     assert access.lost_lines == 1
+
+
+def test_a_terminal_is_written_as_a_file_is() -> None:
+    """A terminal polls writable and a write to it still waits when its reader is held (measured
+    with a pseudo-terminal), so it gets no held lines: its lines go out as they always did."""
+    import pty
+
+    clock = Clock()
+    controller, terminal = pty.openpty()
+    with os.fdopen(terminal, "w", encoding="ascii") as out:
+        access = LineAccessLog(out, clock)
+        _line(access, b"/tty")
+        clock.advance(0)
+        assert b"GET /tty HTTP/1.1" in os.read(controller, 4096)
+        assert access._writable is None
+    os.close(controller)
