@@ -38,7 +38,7 @@ from zope.interface import implementer
 from goto_tw.errors import NotKept, StoreUnavailable
 from goto_tw.interfaces import IClickCounter
 from goto_tw.keys import all_valid_keys, is_valid_key
-from goto_tw.throttledlog import ThrottledError
+from goto_tw.throttledlog import ThrottledCondition
 from goto_tw.urlmap import canonical_index
 
 log = Logger()
@@ -765,10 +765,11 @@ class ClickBook(Service):
         self._in_flight: Deferred[None] | None = None
         #: Failed writes, said at most once an interval (a full disk fails one a second, for as
         #: long as it is full: an operations audit, stop 41), and their end, once.
-        self._write_failures = ThrottledError(
+        self._write_failures = ThrottledCondition(
             log,
             clock,
             "Could not write clicks: {error} ({unlogged} more failures since the last line)",
+            "Clicks are written again ({unlogged} more times since the last line)",
             WRITE_FAILURE_LOG_INTERVAL,
         )
         self._failing = False
@@ -921,7 +922,7 @@ class ClickBook(Service):
             self._writing = {}
             if isinstance(result, Failure):
                 self._failing = True
-                self._write_failures.error(error=result.value)
+                self._write_failures.holds(error=result.value)
                 error = Failure(StoreUnavailable("clicks cannot be stored now", detail=str(result.value)))
                 if self.running:  # kept for the next try; on stop there is none
                     self.counter.give_back(own_counts)
@@ -930,7 +931,7 @@ class ClickBook(Service):
                 return
             if self._failing:
                 self._failing = False
-                log.info("Clicks are written again")
+                self._write_failures.ended()
             try:
                 self._totals.add_all(merged)
             except Exception:  # pragma: no cover - no memory, or a bug: the clicks are in the file
@@ -946,6 +947,7 @@ class ClickBook(Service):
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
+        self._write_failures.stop()
         for call in (self._timer, self._soon):
             if call is not None and call.active():
                 call.cancel()

@@ -41,7 +41,7 @@ from goto_tw.keybound import KeyBound, bound_path, sync_directory_of
 from goto_tw.keys import RESERVED_SEGMENTS, is_valid_key
 from goto_tw.lifecycle import CannotStart
 from goto_tw.metrics import Metrics
-from goto_tw.throttledlog import ThrottledError
+from goto_tw.throttledlog import ThrottledCondition, ThrottledError
 from goto_tw.tombstones import MARK, encode_tombstone, parse_tombstone
 from goto_tw.urlmap import URLMap, canonical_index, expected_keys
 from goto_tw.urls import MAX_URL_LENGTH, validate_url
@@ -739,6 +739,8 @@ def _tell(records: list[_Queued], failure: Failure | None) -> None:
 #: Seconds between two log lines about failing writes of the data file or its key bound: a client
 #: adding one link at a time meets a full disk once per add.
 FAILURE_LOG_INTERVAL = 10.0
+#: The line for records refused because the data file or the key bound cannot be written.
+_REFUSED_LINE = "Could not store {count} record(s): {error} ({unlogged} more failures since the last line)"
 
 
 #: Seconds a writer run that has written every group waits for the next (``writer_linger``): a
@@ -853,10 +855,22 @@ class AppendLog(Service):
         self._data_failing: str | None = None
         self._bound_failing: str | None = None
         self._refused = 0
-        self._failures = ThrottledError(
+        #: Each a condition: its failures and its recovery, each kind said at most once an interval,
+        #: and a line left out said later if the log's last line would otherwise be wrong.
+        self._data_file_lines = ThrottledCondition(
             log,
             clock,
-            "Could not store {count} record(s): {error} ({unlogged} more failures since the last line)",
+            _REFUSED_LINE,
+            "The data file is written again ({refused} record(s) refused since the last such line; "
+            "{unlogged} more recoveries since)",
+            FAILURE_LOG_INTERVAL,
+        )
+        self._key_bound_lines = ThrottledCondition(
+            log,
+            clock,
+            _REFUSED_LINE,
+            "The key bound is written again ({refused} record(s) refused since the last such line; "
+            "{unlogged} more recoveries since)",
             FAILURE_LOG_INTERVAL,
         )
         self._early_bound_failures = ThrottledError(
@@ -866,14 +880,6 @@ class AppendLog(Service):
             "for it ({unlogged} more failures since the last line)",
             FAILURE_LOG_INTERVAL,
             level=LogLevel.warn,
-        )
-        self._recoveries = ThrottledError(
-            log,
-            clock,
-            "The {what} is written again ({refused} record(s) refused since the last such line; "
-            "{unlogged} more recoveries since)",
-            FAILURE_LOG_INTERVAL,
-            level=LogLevel.info,
         )
 
     @property
@@ -973,14 +979,14 @@ class AppendLog(Service):
                 self._refused += len(waiting)
                 if self._metrics is not None:
                     self._metrics.refused_records.inc(len(waiting))
-                self._failures.error(count=len(waiting), error=self._bound_failing)
+                self._key_bound_lines.holds(count=len(waiting), error=self._bound_failing)
             else:  # raised ahead of need: no add is refused (yet)
                 self._early_bound_failures.error(error=self._bound_failing)
             _tell(waiting, Failure(error))
         else:
             if self._bound_failing is not None:
                 self._bound_failing = None
-                self._recovered("key bound")
+                self._recovered(self._key_bound_lines)
             self._key_bound.durable = max(self._key_bound.durable, target)
             self._raise_bound_ahead()  # keys may have come near the new bound meanwhile
         self._schedule_flush()
@@ -1094,14 +1100,14 @@ class AppendLog(Service):
             self._refused += len(records)
             if self._metrics is not None:
                 self._metrics.refused_records.inc(len(records))
-            self._failures.error(count=len(records), error=self._data_failing)
+            self._data_file_lines.holds(count=len(records), error=self._data_failing)
         elif self._data_failing is not None and records:
             self._data_failing = None
-            self._recovered("data file")
+            self._recovered(self._data_file_lines)
         _tell(records, failure)
 
-    def _recovered(self, what: str) -> None:
-        self._recoveries.error(what=what, refused=self._refused)
+    def _recovered(self, lines: ThrottledCondition) -> None:
+        lines.ended(refused=self._refused)
         self._refused = 0
 
     def _writer_stopped(self, result: object, writer: Deferred[None]) -> None:
@@ -1185,6 +1191,8 @@ class AppendLog(Service):
                     self._file.truncate(self._good_size)
                     self._file.sync()
             self._file.close()
+            for lines in (self._data_file_lines, self._key_bound_lines):
+                lines.stop()
             done.callback(None)
 
         drain()

@@ -47,7 +47,7 @@ from goto_tw.errors import (
 from goto_tw.fanout import Coalescing, SharedResult
 from goto_tw.interfaces import ILinkAdder, ILocalLookup, IMasterHealth, IURLStore
 from goto_tw.keys import HEALTH_PROBE_KEY, INVALID_KEY, is_valid_key
-from goto_tw.throttledlog import ThrottledError
+from goto_tw.throttledlog import ThrottledCondition, ThrottledError
 from goto_tw.urls import URLPolicy, accept_url, as_stored
 
 log = Logger()
@@ -120,22 +120,16 @@ class ProxyStore:
             ADDS_REFUSED_LOG_INTERVAL,
             level=LogLevel.warn,
         )
-        #: A master's outages and their ends, said at most once an interval each: one whose new
-        #: connections are closed at once (out of descriptors) while a pooled one still answers
+        #: A master's outages and their ends, each kind said at most once an interval: one whose
+        #: new connections are closed at once (out of descriptors) while a pooled one still answers
         #: was down and back 14 times a second, each a pair of lines (an operations audit, stop 41).
-        self._outages = ThrottledError(
+        self._outages = ThrottledCondition(
             log,
             clock,
             "The master is unreachable ({error}); serving cached keys only, answering 503 for the "
             "rest until it is back ({unlogged} more outages since the last line)",
-            OUTAGE_LOG_INTERVAL,
-        )
-        self._recoveries = ThrottledError(
-            log,
-            clock,
             "The master answers again after {seconds:.1f} s ({unlogged} more times since the last line)",
             OUTAGE_LOG_INTERVAL,
-            level=LogLevel.info,
         )
         #: While a probe of a down master is in flight: its outcome (answered or not), shared with
         #: the health checks that come meanwhile, so they cost the master no call of their own.
@@ -448,6 +442,9 @@ class ProxyStore:
         if isinstance(error, SlaveStopping):
             return result  # this slave gave up on the master: no news of it
         if isinstance(error, MasterUnreachable):
+            # What the master said when it last answered a check is not how it stands now: a
+            # health check that times out waiting for the probe reports it unreachable.
+            self.cannot_serve = None
             now = self._clock.seconds()
             self._next_probe_at = now + self._retry_interval
             if self._master_down_since is None:
@@ -459,9 +456,9 @@ class ProxyStore:
                         error=_cause(error),
                     )
                 else:
-                    self._outages.error(error=_cause(error))
+                    self._outages.holds(error=_cause(error))
         elif self._master_down_since is not None and _answered(result):
-            self._recoveries.error(seconds=self._clock.seconds() - self._master_down_since)
+            self._outages.ended(seconds=self._clock.seconds() - self._master_down_since)
             self._master_down_since = None
             self._down_error = None
         return result
@@ -492,6 +489,7 @@ class ProxyStore:
         master to be called: the slave's last click batch goes to it after the drain.)
         """
         self._stopping = True
+        self._outages.stop()
         if self._in_flight == 0:
             return succeed(None)
         idle: Deferred[None] = Deferred(lambda d: self._idle_waiters.remove(d))

@@ -527,7 +527,42 @@ def test_a_full_disk_is_said_once_an_interval_and_its_end_once(
     clock.advance(1)
     clock.advance(1)
     assert [m for m in log_events.messages() if "Clicks are written again" in m] == [
-        "Clicks are written again"
+        "Clicks are written again (0 more times since the last line)"
     ]
     result_of(made.stopService())
     assert load_clicks(str(path))[0].get("a") == int(WRITE_FAILURE_LOG_INTERVAL) + 5
+
+
+def test_a_disk_at_the_edge_is_said_a_line_a_kind_an_interval_and_truly_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, log_events: LogCapture
+) -> None:
+    """A hostile review (stop 42): with every other write failing for a minute, "Clicks are written
+    again" was logged 30 times (failures, throttled, 6): both kinds are said at most once an
+    interval. Then writes fail for good: the log's last line says so, not "written again"."""
+    import os
+
+    from goto_tw.clicks import WRITE_FAILURE_LOG_INTERVAL
+
+    path, clock = tmp_path / "c.clicks", Clock()
+    made = book(path, clock)
+    real_write = os.write
+
+    def full(fd: int, data: Any) -> int:
+        raise OSError(28, "No space left on device")
+
+    for second in range(60):
+        monkeypatch.setattr(os, "write", full if second % 2 == 0 else real_write)
+        made.counter.click("a")
+        clock.advance(1)
+    messages = log_events.messages()
+    bound = 60 / WRITE_FAILURE_LOG_INTERVAL + 1
+    assert len([m for m in messages if "Clicks are written again" in m]) <= bound
+    assert len([m for m in messages if "Could not write clicks" in m]) <= bound
+    monkeypatch.setattr(os, "write", full)
+    for _ in range(60):
+        made.counter.click("a")
+        clock.advance(1)
+    said = [m for m in log_events.messages() if "Clicks are written again" in m or "Could not write" in m]
+    assert "Could not write clicks" in said[-1], said
+    monkeypatch.setattr(os, "write", real_write)
+    result_of(made.stopService())

@@ -131,6 +131,27 @@ def test_slave_health_says_when_its_master_answers_that_it_cannot_serve() -> Non
     assert health_when_the_master_fails(client, master, KeyNotFound("no"))[0] == 200
 
 
+def test_a_master_that_could_not_serve_then_went_down_is_said_unreachable() -> None:
+    """A hostile review (stop 42): the master answered "cannot serve", then a miss found it
+    unreachable; a health check that then timed out waiting for the probe said "master cannot
+    serve" and ``master_reachable: true`` (what the master said before it went away)."""
+    clock = Clock()
+    client, master, store = slave_client(clock)
+    error = StoreUnavailable("the master cannot reach its database now")
+    assert health_when_the_master_fails(client, master, error)[0] == 503
+    store.get("abc").addErrback(lambda _: None)
+    master.fail(MasterUnreachable("connection refused"))
+    assert not store.master_reachable
+    response = client.start("GET", "/_goto/health")
+    client.stub.flush()
+    clock.advance(DOWN_MASTER_WAIT)
+    status, _, body = client.finish(response)
+    document = json.loads(body)
+    assert status == 503
+    assert document["status"] == "master unreachable" and document["master_reachable"] is False
+    assert "master_error" not in document
+
+
 def test_metrics_after_traffic_parse_as_prometheus_text() -> None:
     """After real requests, /_goto/metrics parses with prometheus_client and counts them."""
     metrics = Metrics("master")

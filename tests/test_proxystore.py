@@ -579,3 +579,24 @@ def test_a_flapping_master_is_said_once_an_interval(log_events: LogCapture) -> N
     outages = [m for m in messages if "unreachable" in m]
     assert len(outages) == 2 and outages[1].endswith("(4 more outages since the last line)"), outages
     assert len([m for m in messages if "answers again" in m]) == 1
+
+
+def test_a_master_that_flapped_then_stayed_down_is_said_down_last(log_events: LogCapture) -> None:
+    """A hostile review (stop 42): down and back three times a second apart, then down for an
+    hour: the outage left out by the throttle was never said, and the log's last line about the
+    master said "answers again" for that hour. It is said once the interval ends."""
+    store, master, clock = make()
+    for number in range(3):
+        store.get(f"x{number}").addErrback(lambda _: None)
+        master.fail(MasterUnreachable("refused"))
+        clock.advance(1.0)
+        probe = store.get(f"y{number}")
+        master.answer("http://y/")
+        assert result_of(probe) == "http://y/"
+        clock.advance(1.0)
+    store.get("z").addErrback(lambda _: None)
+    master.fail(MasterUnreachable("refused"))
+    clock.advance(3600)
+    said = [m for m in log_events.messages() if "unreachable" in m or "answers again" in m]
+    assert "The master is unreachable" in said[-1], said
+    assert len(said) == 3, said
