@@ -111,6 +111,8 @@ trap 'exit 129' HUP
 # Children listen on loopback only, and the master's /RPC2 wants a secret all the same, as it
 # should wherever it runs (README, "Security"): a new one each run, readable by this user only.
 SECRET="$DEMO_DIR/rpc-secret"
+# A new file each run (a file left from before, or made by someone else, keeps its own mode).
+rm -f "$SECRET"
 (umask 077 && "$PY" -c 'import secrets; print(secrets.token_urlsafe(32))' >"$SECRET")
 "$TWISTD" -n --pidfile= goto --rpc --http "tcp:$MASTER_PORT:interface=127.0.0.1" \
     --host "localhost:$MASTER_PORT" --file "$DEMO_DIR/store.json" --rpc-secret-file "$SECRET" \

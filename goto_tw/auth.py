@@ -56,19 +56,14 @@ def _keys_and_problems(path: str, data: bytes) -> tuple[list[bytes], list[str]]:
     """The good keys of a keys file's ``data``, and what is wrong with each bad line (by number)."""
     keys: list[bytes] = []
     problems: list[str] = []
+    glued: list[int] = []  # "KEY#x" lines: the key is KEY, which the operator may not know
     for number, raw in enumerate(data.splitlines(), start=1):
         before, comment, _ = raw.partition(b"#")
         line = before.strip()
         if not line:
             continue
         if comment and not before[-1:].isspace():
-            # "KEY#x": the key is KEY, which its operator may not know (the line is kept, as before).
-            log.warn(
-                "{path}, line {number}: the key is the text before '#', which starts a comment; "
-                "write a space before a comment if that is what is meant",
-                path=path,
-                number=number,
-            )
+            glued.append(number)  # the line is kept, as before
         if not line.isascii() or any(byte <= 0x20 or byte == 0x7F for byte in line):
             problems.append(f"{path}, line {number}: a key is one word of printable ASCII")
         elif not MIN_KEY_BYTES <= len(line) <= MAX_KEY_BYTES:
@@ -78,6 +73,15 @@ def _keys_and_problems(path: str, data: bytes) -> tuple[list[bytes], list[str]]:
             )
         else:
             keys.append(line)
+    if glued:
+        more = len(glued) - MAX_PROBLEMS_LOGGED
+        log.warn(
+            "{path}, line(s) {numbers}{more}: the key is the text before '#', which starts a comment; "
+            "write a space before a comment if that is what is meant",
+            path=path,
+            numbers=", ".join(str(number) for number in glued[:MAX_PROBLEMS_LOGGED]),
+            more=f" and {more} more" if more > 0 else "",
+        )
     return keys, problems
 
 

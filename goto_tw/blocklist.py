@@ -108,8 +108,8 @@ def read_block_file(path: str) -> BlockFile:
 def _zoned_address(line: str) -> bool:
     """Whether ``line`` is an IPv6 address with a zone ID (``fe80::1%eth0``): a host no URL the
     service takes can have (a ``%`` in the host is refused), not a host with a port."""
-    address, zone, _ = line.strip("[]").partition("%")
-    if not zone:
+    address, percent, zone = line.strip("[]").partition("%")
+    if not percent or any(mark in zone for mark in ":[]"):  # fe80::1%eth0:80, [fe80::1%eth0]:80: a port
         return False
     try:
         ipaddress.IPv6Address(address)

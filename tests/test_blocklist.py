@@ -167,10 +167,14 @@ def test_unicode_domains_block_what_browsers_open(tmp_path: Path) -> None:
     assert _refusal(policy, "http://strasse.example/") is None
 
 
-@pytest.mark.parametrize("line", ["evil.example:8080", "1.2.3.4:80", "[::g]", "a/b", "two words"])
+@pytest.mark.parametrize(
+    "line",
+    ["evil.example:8080", "1.2.3.4:80", "[::g]", "a/b", "two words", "[fe80::1%eth0]:80", "fe80::1%eth0:80"],
+)
 def test_a_block_file_line_with_a_port_or_path_stops_the_file(tmp_path: Path, line: str) -> None:
     """A line meant to block (a domain with a port, say) must not be ignored: the file is refused
-    (at start-up; on SIGHUP the list in force stays), as before (third read of review 33)."""
+    (at start-up; on SIGHUP the list in force stays), as before (third read of review 33); an
+    address with a zone ID and a port too (a hostile review, stop 42: it was ignored with a warning)."""
     with pytest.raises(ValueError, match="line 2: not a domain"):
         _policy(tmp_path, "ok.example", line)
 

@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from goto_tw.auth import APIKeys, KeysFileError, parse_keys
+from goto_tw.auth import MAX_PROBLEMS_LOGGED, APIKeys, KeysFileError, parse_keys
 from goto_tw.changes import ChangeFeed
 from goto_tw.clients import ClientAddresses, parse_proxy
 from goto_tw.coherence import CacheCoherence
@@ -225,13 +225,26 @@ def test_a_key_cut_short_by_a_comment_is_never_a_key() -> None:
 def test_a_key_glued_to_a_comment_is_said(log_events: LogCapture) -> None:
     """A new user's trial (stop 41): ``abcdefghijklmnop#x`` was the key ``abcdefghijklmnop`` without a
     word, and its operator's clients sent the whole line (401). It still is (files that served stay
-    as they were), and the log says so, once per such line, without the key; a comment after a space
+    as they were), and the log says so, naming the line, without the key; a comment after a space
     says nothing."""
     assert parse_keys("f", ONE + b"#x\n" + TWO + b" # a note\n#" + ONE + b"\n") == (ONE, TWO)
     said = [m for m in log_events.messages() if "the key is the text before '#'" in m]
     assert said == [
-        "f, line 1: the key is the text before '#', which starts a comment; write a space before a "
+        "f, line(s) 1: the key is the text before '#', which starts a comment; write a space before a "
         "comment if that is what is meant"
+    ]
+
+
+def test_keys_glued_to_comments_are_said_in_one_bounded_line(log_events: LogCapture) -> None:
+    """A hostile review (stop 42): a file of 5,000 ``KEY#team`` lines logged 5,000 warnings, again on
+    every SIGHUP. It is one line naming the first MAX_PROBLEMS_LOGGED lines and how many more."""
+    lines = [b"%016d#team" % number for number in range(5000)]
+    assert len(parse_keys("f", b"\n".join(lines))) == 5000
+    said = [m for m in log_events.messages() if "the key is the text before '#'" in m]
+    numbers = ", ".join(str(number) for number in range(1, MAX_PROBLEMS_LOGGED + 1))
+    assert said == [
+        f"f, line(s) {numbers} and {5000 - MAX_PROBLEMS_LOGGED} more: the key is the text before '#', "
+        "which starts a comment; write a space before a comment if that is what is meant"
     ]
 
 

@@ -99,7 +99,12 @@ def free_ports() -> tuple[int, int]:
 
 @pytest.fixture
 def demo(tmp_path: Path, free_ports: tuple[int, int]) -> Iterator[Demo]:
-    """A ``demo.sh`` started on free ports; whatever the test does, nothing of it outlives the test."""
+    """A ``demo.sh`` started on free ports; whatever the test does, nothing of it outlives the test.
+    Its directory holds a secret an earlier run left, readable by all (an older demo.sh's)."""
+    leftover = tmp_path / "demo-data" / "rpc-secret"
+    leftover.parent.mkdir()
+    leftover.write_text("an old secret\n")
+    leftover.chmod(0o644)
     running = Demo(tmp_path, *free_ports)
     try:
         yield running
@@ -140,6 +145,9 @@ def test_demo_serves_then_stops_both_at_end_of_input(demo: Demo) -> None:
     reply = get(f"{slave}/{printed.group(1)}")
     assert (reply.status, reply.headers["Location"]) == (302, "https://twisted.org/"), reply
     # Its master's /RPC2 wants the secret demo.sh made (stop 41): a stranger's client adds nothing.
+    # The secret is new, and readable by this user alone, whatever file was there (review, stop 42).
+    secret = demo.data_dir / "rpc-secret"
+    assert secret.stat().st_mode & 0o777 == 0o600 and "an old secret" not in secret.read_text()
     master = f"http://127.0.0.1:{demo.master_port}"
     with rpc_proxy(master) as stranger, pytest.raises(xmlrpclib.Fault, match="401"):
         stranger.Store.Put("https://stranger.example/")
