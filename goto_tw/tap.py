@@ -546,8 +546,10 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         line_log = access_log
         metrics.watch_access_log(lambda: line_log.lost_lines)
     if isinstance(access_log, Service):
-        # The first child, so the last to stop: every request answered while the others stop (the
-        # adds a master is still writing, the calls a slave drains) still gets its line.
+        # Added before every child that can answer a request (only the signal wrapper above, which
+        # has nothing to stop, comes before it), so stopped after all of them: every request
+        # answered while the others stop (the adds a master is still writing, the calls a slave
+        # drains) still gets its line.
         access_log.setServiceParent(top)
     drain: Service | None = None
     book: ClickBook | None = None
