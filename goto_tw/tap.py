@@ -238,9 +238,14 @@ def read_secret(path: str) -> bytes:
     return secret
 
 
+#: ``--cache-size`` and ``--rpc-timeout`` by default; a master that is given other values is told
+#: they are not its options (a file master keeps every link in memory and calls no one).
+DEFAULT_CACHE_SIZE = 100_000
+DEFAULT_RPC_TIMEOUT = 5.0
+
 #: ``--add-rate`` by default: adds per second per client (10/s), far above what a person adding
 #: links by hand ever does, far below what a script spamming the service needs.
-DEFAULT_ADD_RATE = 10.0
+DEFAULT_ADD_RATE = "10/s"
 
 
 def parse_add_rate(value: str) -> float | None:
@@ -308,14 +313,14 @@ class Options(usage.Options):
         [
             "cache-size",
             None,
-            100_000,
+            DEFAULT_CACHE_SIZE,
             "Slave, or master on PostgreSQL: how many pairs the cache holds (LRU).",
             positive(int, "cache-size", MAX_CACHE_SIZE),
         ],
         [
             "rpc-timeout",
             None,
-            5.0,
+            DEFAULT_RPC_TIMEOUT,
             "Slave: seconds to wait for the master's answer.",
             positive(float, "rpc-timeout", MAX_RPC_TIMEOUT, MIN_RPC_TIMEOUT),
         ],
@@ -465,6 +470,13 @@ class Options(usage.Options):
             )
         if not self["master"] and self["file"] is None and not self.get("store"):
             self["file"] = DEFAULT_DATA_FILE
+        if not self["master"] and self["rpc-timeout"] != DEFAULT_RPC_TIMEOUT:
+            raise usage.UsageError("--rpc-timeout is for a slave (--master): a master waits for no master")
+        if self["file"] is not None and self["cache-size"] != DEFAULT_CACHE_SIZE:
+            raise usage.UsageError(
+                "--cache-size is for a slave (--master) or a master on PostgreSQL (--store "
+                "postgresql://...): a master with a data file keeps every link in memory"
+            )
         for name in ("file", "api-keys-file", "block-file"):
             # Absolute now: twistd changes directory (--rundir) after the service is made, and these
             # are opened again later (the data file's .next and .clicks beside it, reloads on SIGHUP).
@@ -485,6 +497,8 @@ class Options(usage.Options):
                 "without it anyone who can reach /RPC2 adds links without an API key"
             )
         self["trusted-proxies"] = parse_trusted_proxies(self["trusted-proxy"])
+        if self["add-rate"] == DEFAULT_ADD_RATE:  # shown as written in --help; taken as given ones are
+            self["add-rate"] = parse_add_rate(DEFAULT_ADD_RATE)
 
 
 def parse_trusted_proxies(value: str | None) -> frozenset[str]:

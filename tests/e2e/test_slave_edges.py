@@ -176,6 +176,8 @@ def test_a_daemon_that_cannot_listen_says_why_and_its_launcher_exits_1(
         (("--master", "127.0.0.1:8081", "--rpc-timeout", "nan"), "--rpc-timeout"),
         (("--master", "127.0.0.1:8081", "--file", "store.json"), "--file"),
         (("--cache-size", "-1"), "--cache-size"),
+        (("--cache-size", "5"), "--cache-size"),  # a file master's: it keeps every link in memory
+        (("--rpc-timeout", "2"), "--rpc-timeout"),  # a master's: it waits for no master
     ],
 )
 def test_nonsense_options_are_refused_at_start_up(
