@@ -22,6 +22,7 @@ import sys
 from typing import IO, Callable, Protocol
 
 from twisted.application.service import Service
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.web.http import datetimeToLogString
@@ -82,6 +83,9 @@ MAX_HELD_BYTES = 1 << 20
 WRITE_CHUNK = 4096
 #: Seconds between two tries to write held lines when no new line comes.
 HELD_RETRY_SECONDS = 0.1
+#: Seconds a stop waits for a reader that is behind to take the held lines (a journal busy as the
+#: whole machine shuts down); a reader still behind then loses them, and the log says how many.
+STOP_WAIT_SECONDS = 2.0
 
 
 def _is_pipe_or_socket(fd: int) -> bool:
@@ -103,10 +107,25 @@ def _poller(fd: int) -> Callable[[], bool]:
 
     def writable() -> bool:
         return any(
-            events & (select.POLLOUT | select.POLLERR | select.POLLHUP) for _, events in poller.poll(0)
+            # An error, a hang-up or a descriptor closed under us: "writable", so that the write
+            # fails and says why, rather than held lines tried again for ever.
+            events & (select.POLLOUT | select.POLLERR | select.POLLHUP | select.POLLNVAL)
+            for _, events in poller.poll(0)
         )
 
     return writable
+
+
+def _chunk_end(data: bytes, start: int) -> int:
+    """Where the write of ``data`` from ``start`` ends: at most :data:`WRITE_CHUNK` bytes on, after
+    the last whole line within them (a longer line alone is cut). A pipe takes a write of that
+    size whole or not at all, so what is held starts a line: twistd's own lines, written to the
+    same standard output meanwhile, fall between two lines, never inside one."""
+    end = start + WRITE_CHUNK
+    if end >= len(data):
+        return len(data)
+    newline = data.rfind(b"\n", start, end)
+    return newline + 1 if newline >= 0 else end
 
 
 def _is_null_device(fd: int) -> bool:
@@ -150,6 +169,10 @@ class LineAccessLog(Service):
         #: written first by the next flush; lines dropped meanwhile since they were last said.
         self._held = b""
         self._dropped_while_held = 0
+        #: Whether the last byte written to such a reader ended inside a line (held bytes finish it).
+        self._mid_line = False
+        #: While a stop waits for the reader to take the held lines: fired once they are written.
+        self._caught_up: Deferred[None] | None = None
         self._write_failures = ThrottledError(
             log,
             clock,
@@ -269,40 +292,54 @@ class LineAccessLog(Service):
                 self.lost_lines += count
                 self._dropped_while_held += count
                 encoded = b""
-            data = memoryview(self._held + encoded)
+            data = self._held + encoded
         else:
-            data = memoryview(encoded)
+            data = encoded
         assert self._fd is not None and self._writable is not None
-        mid_line = False  # whether the last write ended inside a line (the held bytes finish it)
+        done = 0
         try:
-            while data and self._writable():
-                written = os.write(self._fd, data[:WRITE_CHUNK])
+            while done < len(data) and self._writable():
+                end = _chunk_end(data, done)
+                written = os.write(self._fd, memoryview(data)[done:end])
                 if written == 0:  # pragma: no cover - a pipe or socket never does this; never spin
                     raise OSError(errno.EIO, "write() wrote nothing")
-                mid_line = data[written - 1] != 10
-                data = data[written:]
+                done += written
+                self._mid_line = data[done - 1] != 10
+        except BlockingIOError:
+            pass  # a descriptor another process made non-blocking, full: as "not writable now"
         except OSError as exc:  # the reader has gone (EPIPE): what was not written is lost
-            self._torn = mid_line  # the next flush starts on a line of its own
+            self._torn = self._mid_line  # the next flush starts on a line of its own
+            self._mid_line = False
             self._held = b""
-            lost = bytes(data).count(b"\n")
+            lost = data.count(b"\n", done)
             self.lost_lines += lost
             self._write_failures.error(lines=lost, error=exc.strerror or exc)
+            self._said_caught_up()
             return
-        self._held = bytes(data)
+        self._held = data[done:]
         if self._held:
             if len(self._held) > MAX_HELD_BYTES:  # one batch larger than the bound: its tail goes
-                lost = self._held.count(b"\n", MAX_HELD_BYTES)
+                cut = self._held.index(b"\n", MAX_HELD_BYTES) + 1
+                lost = self._held.count(b"\n", cut)
                 self.lost_lines += lost
                 self._dropped_while_held += lost
-                self._held = self._held[: self._held.index(b"\n", MAX_HELD_BYTES) + 1]
+                self._held = self._held[:cut]
             if self._flush_call is None:
                 self._flush_call = self._clock.callLater(HELD_RETRY_SECONDS, self.flush)
-        elif self._dropped_while_held:
+            return
+        self._said_caught_up()
+
+    def _said_caught_up(self) -> None:
+        """Nothing is held any more: say what was lost meanwhile; a stop waiting for it goes on."""
+        if self._dropped_while_held:
             log.warn(
                 "The access log's reader did not keep up: {lines} line(s) lost meanwhile",
                 lines=self._dropped_while_held,
             )
             self._dropped_while_held = 0
+        waiting, self._caught_up = self._caught_up, None
+        if waiting is not None:
+            waiting.callback(None)
 
     def startService(self) -> None:
         """Start; say so if every line would be lost: standard output that is ``/dev/null`` (a
@@ -317,15 +354,39 @@ class LineAccessLog(Service):
                 null=os.devnull,
             )
 
-    def stopService(self) -> None:
+    def stopService(self) -> Deferred[None] | None:
+        """Write what is buffered; a reader that is behind (a pipe's, a socket's) gets up to
+        :data:`STOP_WAIT_SECONDS` to take the held lines, without waiting in a write (the stop's
+        Deferred fires then). What it has not taken by then is lost, counted and said."""
         super().stopService()
         self.flush()
-        if self._held:  # a reader still not reading: not waited for
-            self.lost_lines += self._held.count(b"\n")
-            self._held = b""
-            if self._flush_call is not None and self._flush_call.active():
-                self._flush_call.cancel()
-            self._flush_call = None
+        if not self._held:
+            self._close_stream()
+            return None
+        caught_up: Deferred[None] = Deferred()
+        self._caught_up = caught_up
+        give_up = self._clock.callLater(STOP_WAIT_SECONDS, self._give_up_held)
+
+        def stopped(_: object) -> None:
+            if give_up.active():
+                give_up.cancel()
+            self._close_stream()
+
+        return caught_up.addCallback(stopped)
+
+    def _give_up_held(self) -> None:
+        """The stop has waited long enough for the reader: the held lines are lost, and said."""
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+        self._flush_call = None
+        lost = self._held.count(b"\n")
+        self.lost_lines += lost
+        self._dropped_while_held += lost
+        self._held = b""
+        self._mid_line = False
+        self._said_caught_up()
+
+    def _close_stream(self) -> None:
         if self._close:
             # Its descriptor number is free for the next file opened: a later line must meet the
             # closed stream (which refuses it), never a raw write to whatever reuses the number.

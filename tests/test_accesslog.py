@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import os
 import socket
@@ -15,9 +16,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
+from goto_tw import accesslog
 from goto_tw.accesslog import (
     HELD_RETRY_SECONDS,
     MAX_HELD_BYTES,
+    STOP_WAIT_SECONDS,
     EventAccessLog,
     LineAccessLog,
     NoAccessLog,
@@ -25,6 +28,10 @@ from goto_tw.accesslog import (
     printable,
 )
 from tests.conftest import LogCapture
+from tests.helpers import has_fired
+
+#: fcntl's F_SETPIPE_SZ (Linux; Python 3.10 names it): a pipe of one page fills fast.
+F_SETPIPE_SZ = 1031
 
 
 def test_lines_are_common_log_format_written_once_per_turn() -> None:
@@ -513,6 +520,125 @@ def test_after_a_reader_went_mid_line_the_next_line_starts_on_its_own(
     assert lines[0] == b"192.0.2.1 " and lines[1].endswith(b'"GET /a HTTP/1.1" 302 -'), received
     assert lines[2].endswith(b'"GET /b HTTP/1.1" 302 -') and lines[3:] == [b""], received
     assert access.lost_lines == 1
+
+
+def test_what_is_held_starts_a_line_so_other_writers_fall_between_lines() -> None:
+    """A hostile review (stop 42): writes were cut every 4,096 bytes, mid-line, so the held bytes
+    began inside a line, and twistd's own log line, written to the same standard output meanwhile,
+    landed in the middle of an access-log line. Each write now ends after a whole line."""
+    clock = Clock()
+    access, read_end, out = _pipe_log(clock)
+    with out:
+        fcntl.fcntl(out.fileno(), F_SETPIPE_SZ, 4096)
+        for number in range(100):
+            _line(access, b"/" + b"a" * 50 + b"%03d" % number)
+        _advance_in_time(clock, 0)
+        first = _read_all(read_end)
+        assert first and first.endswith(b"\n"), "what was written ends a line"
+        os.write(out.fileno(), b"TWISTD LOG LINE\n")  # twistd -n's own observer
+        for _ in range(20):
+            _advance_in_time(clock, HELD_RETRY_SECONDS)
+            first += _read_all(read_end)
+    os.close(read_end)
+    lines = first.split(b"\n")[:-1]
+    assert [line for line in lines if not line.startswith(b"192.0.2.1 ")] == [b"TWISTD LOG LINE"]
+    assert len(lines) == 101
+
+
+def test_a_batch_past_the_bound_counts_exactly_the_lines_it_loses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hostile review (stop 42): the line that ends past MAX_HELD_BYTES is kept, and was counted
+    lost too: every line is either read, held, or counted lost, once."""
+    monkeypatch.setattr(accesslog, "MAX_HELD_BYTES", 1000)
+    clock = Clock()
+    access, read_end, out = _pipe_log(clock)
+    with out:
+        fcntl.fcntl(out.fileno(), F_SETPIPE_SZ, 4096)
+        for number in range(200):
+            _line(access, b"/k%03d" % number)
+        _advance_in_time(clock, 0)
+        written = _read_all(read_end).count(b"\n")
+        held = access._held.count(b"\n")
+        assert held > 0 and access.lost_lines == 200 - written - held
+        for _ in range(5):
+            _advance_in_time(clock, HELD_RETRY_SECONDS)
+            written += _read_all(read_end).count(b"\n")
+        assert written + access.lost_lines == 200
+    os.close(read_end)
+
+
+def test_a_stop_waits_a_while_for_a_reader_that_is_behind(log_events: LogCapture) -> None:
+    """A hostile review (stop 42): a stop dropped the held lines at once, with no line said (a
+    journal busy while the machine shuts down). The stop now waits, without waiting in a write, up
+    to STOP_WAIT_SECONDS for the reader: one that reads meanwhile gets every line."""
+    clock = Clock()
+    access, read_end, out = _pipe_log(clock)
+    access.startService()
+    for number in range(2000):
+        _line(access, b"/%05d" % number)
+    _advance_in_time(clock, 0)
+    received = _read_all(read_end)
+    stopped = access.stopService()
+    assert stopped is not None and not has_fired(stopped)
+    for _ in range(5):
+        _advance_in_time(clock, HELD_RETRY_SECONDS)
+        received += _read_all(read_end)
+    assert has_fired(stopped) and clock.getDelayedCalls() == []
+    assert received.count(b"\n") == 2000 and access.lost_lines == 0
+    assert not [m for m in log_events.messages() if "did not keep up" in m]
+    out.close()
+    os.close(read_end)
+
+
+def test_a_stop_gives_up_on_a_reader_still_behind_and_says_what_it_lost(log_events: LogCapture) -> None:
+    """A reader that does not read within STOP_WAIT_SECONDS: the held lines are lost, counted, and
+    said; the stop ends then, with nothing left scheduled."""
+    clock = Clock()
+    access, read_end, out = _pipe_log(clock)
+    access.startService()
+    for number in range(2000):
+        _line(access, b"/%05d" % number)
+    _advance_in_time(clock, 0)
+    stopped = access.stopService()
+    assert stopped is not None
+    for _ in range(int(STOP_WAIT_SECONDS / HELD_RETRY_SECONDS) - 1):
+        _advance_in_time(clock, HELD_RETRY_SECONDS)
+    assert not has_fired(stopped)
+    _advance_in_time(clock, HELD_RETRY_SECONDS * 2)
+    assert has_fired(stopped) and clock.getDelayedCalls() == []
+    received = _read_all(read_end)
+    assert 0 < access.lost_lines == 2000 - received.count(b"\n")
+    said = [m for m in log_events.messages() if "did not keep up" in m]
+    assert said == [f"The access log's reader did not keep up: {access.lost_lines} line(s) lost meanwhile"]
+    out.close()
+    os.close(read_end)
+
+
+def test_a_write_refused_for_now_holds_the_lines_rather_than_losing_them(
+    monkeypatch: pytest.MonkeyPatch, log_events: LogCapture
+) -> None:
+    """Standard output another process shares, and made non-blocking, can answer a write with
+    EAGAIN though it polled writable (that process wrote in between): that is "not now", not a
+    reader gone; the lines are held and written next time, none lost."""
+    import types
+
+    clock = Clock()
+    access, read_end, out = _pipe_log(clock)
+    real_write = os.write
+
+    def busy(fd: int, data: object) -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    with out:
+        monkeypatch.setattr("goto_tw.accesslog.os", types.SimpleNamespace(write=busy))
+        for number in range(100):
+            _line(access, b"/%03d" % number)
+        _advance_in_time(clock, 0)
+        assert access.lost_lines == 0 and access._held.count(b"\n") == 100
+        monkeypatch.setattr("goto_tw.accesslog.os", types.SimpleNamespace(write=real_write))
+        _advance_in_time(clock, HELD_RETRY_SECONDS)
+        assert _read_all(read_end).count(b"\n") == 100 and access.lost_lines == 0
+        assert not [m for m in log_events.messages() if "access log line" in m]
+    os.close(read_end)
 
 
 def test_a_terminal_is_written_as_a_file_is() -> None:
