@@ -947,7 +947,6 @@ class ClickBook(Service):
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
-        self._write_failures.stop()
         for call in (self._timer, self._soon):
             if call is not None and call.active():
                 call.cancel()
@@ -964,6 +963,7 @@ class ClickBook(Service):
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+            self._write_failures.stop()  # after the last write: what it met is said
             finished.callback(None)
 
         drain()

@@ -31,7 +31,7 @@ from typing import Callable, NamedTuple, Optional, Protocol, TypeVar
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger, LogLevel
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -41,7 +41,7 @@ from goto_tw.keybound import KeyBound, bound_path, sync_directory_of
 from goto_tw.keys import RESERVED_SEGMENTS, is_valid_key
 from goto_tw.lifecycle import CannotStart
 from goto_tw.metrics import Metrics
-from goto_tw.throttledlog import ThrottledCondition, ThrottledError
+from goto_tw.throttledlog import ThrottledCondition
 from goto_tw.tombstones import MARK, encode_tombstone, parse_tombstone
 from goto_tw.urlmap import URLMap, canonical_index, expected_keys
 from goto_tw.urls import MAX_URL_LENGTH, validate_url
@@ -739,8 +739,6 @@ def _tell(records: list[_Queued], failure: Failure | None) -> None:
 #: Seconds between two log lines about failing writes of the data file or its key bound: a client
 #: adding one link at a time meets a full disk once per add.
 FAILURE_LOG_INTERVAL = 10.0
-#: The line for records refused because the data file or the key bound cannot be written.
-_REFUSED_LINE = "Could not store {count} record(s): {error} ({unlogged} more failures since the last line)"
 
 
 #: Seconds a writer run that has written every group waits for the next (``writer_linger``): a
@@ -854,32 +852,24 @@ class AppendLog(Service):
         #: refused meanwhile; failures and recoveries logged at most once every FAILURE_LOG_INTERVAL.
         self._data_failing: str | None = None
         self._bound_failing: str | None = None
-        self._refused = 0
         #: Each a condition: its failures and its recovery, each kind said at most once an interval,
-        #: and a line left out said later if the log's last line would otherwise be wrong.
+        #: and a line left out said later if the log's last line would otherwise be wrong; its
+        #: cost, the records it refused.
         self._data_file_lines = ThrottledCondition(
             log,
             clock,
-            _REFUSED_LINE,
-            "The data file is written again ({refused} record(s) refused since the last such line; "
+            "Could not store {count} record(s): {error} ({unlogged} more failures since the last line)",
+            "The data file is written again ({cost} record(s) refused since the last such line; "
             "{unlogged} more recoveries since)",
             FAILURE_LOG_INTERVAL,
         )
         self._key_bound_lines = ThrottledCondition(
             log,
             clock,
-            _REFUSED_LINE,
-            "The key bound is written again ({refused} record(s) refused since the last such line; "
+            "{failure} ({unlogged} more failures since the last line)",
+            "The key bound is written again ({cost} record(s) refused since the last such line; "
             "{unlogged} more recoveries since)",
             FAILURE_LOG_INTERVAL,
-        )
-        self._early_bound_failures = ThrottledError(
-            log,
-            clock,
-            "Could not raise the key bound ahead of the keys in use ({error}); adds past it will wait "
-            "for it ({unlogged} more failures since the last line)",
-            FAILURE_LOG_INTERVAL,
-            level=LogLevel.warn,
         )
 
     @property
@@ -976,17 +966,20 @@ class AppendLog(Service):
             self._pending, waiting = self._split_covered()
             self._bound_failing = error.log_text()
             if waiting:
-                self._refused += len(waiting)
                 if self._metrics is not None:
                     self._metrics.refused_records.inc(len(waiting))
-                self._key_bound_lines.holds(count=len(waiting), error=self._bound_failing)
+                failure = f"Could not store {len(waiting)} record(s): {self._bound_failing}"
             else:  # raised ahead of need: no add is refused (yet)
-                self._early_bound_failures.error(error=self._bound_failing)
+                failure = (
+                    f"Could not raise the key bound ahead of the keys in use ({self._bound_failing}); "
+                    "adds past it will wait for it"
+                )
+            self._key_bound_lines.holds(cost=len(waiting), failure=failure)
             _tell(waiting, Failure(error))
         else:
             if self._bound_failing is not None:
                 self._bound_failing = None
-                self._recovered(self._key_bound_lines)
+                self._key_bound_lines.ended()
             self._key_bound.durable = max(self._key_bound.durable, target)
             self._raise_bound_ahead()  # keys may have come near the new bound meanwhile
         self._schedule_flush()
@@ -1097,18 +1090,13 @@ class AppendLog(Service):
                 error = StoreUnavailable(NOT_STORED, detail=f"writing the data file failed: {error}")
                 failure = Failure(error)
             self._data_failing = error.log_text()
-            self._refused += len(records)
             if self._metrics is not None:
                 self._metrics.refused_records.inc(len(records))
-            self._data_file_lines.holds(count=len(records), error=self._data_failing)
+            self._data_file_lines.holds(cost=len(records), count=len(records), error=self._data_failing)
         elif self._data_failing is not None and records:
             self._data_failing = None
-            self._recovered(self._data_file_lines)
+            self._data_file_lines.ended()
         _tell(records, failure)
-
-    def _recovered(self, lines: ThrottledCondition) -> None:
-        lines.ended(refused=self._refused)
-        self._refused = 0
 
     def _writer_stopped(self, result: object, writer: Deferred[None]) -> None:
         """The writer thread's run ended: normally (it found nothing more to write), or not at all
@@ -1190,10 +1178,12 @@ class AppendLog(Service):
                 with contextlib.suppress(OSError):
                     self._file.truncate(self._good_size)
                     self._file.sync()
-            self._file.close()
             for lines in (self._data_file_lines, self._key_bound_lines):
                 lines.stop()
-            done.callback(None)
+            try:
+                self._file.close()
+            finally:
+                done.callback(None)
 
         drain()
         return done

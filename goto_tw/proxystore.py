@@ -489,8 +489,8 @@ class ProxyStore:
         master to be called: the slave's last click batch goes to it after the drain.)
         """
         self._stopping = True
-        self._outages.stop()
         if self._in_flight == 0:
+            self._outages.stop()
             return succeed(None)
         idle: Deferred[None] = Deferred(lambda d: self._idle_waiters.remove(d))
         self._idle_waiters.append(idle)
@@ -507,7 +507,10 @@ class ProxyStore:
             if give_up is not None:
                 give_up()
 
-        return idle.addTimeout(timeout, self._clock).addErrback(gave_up)
+        def drained(_: object) -> None:
+            self._outages.stop()  # after the calls the drain waited for: what they met is said
+
+        return idle.addTimeout(timeout, self._clock).addErrback(gave_up).addCallback(drained)
 
 
 def _cause(error: GotoError) -> str:

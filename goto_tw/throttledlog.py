@@ -40,13 +40,18 @@ class ThrottledCondition:
     """A condition that comes and goes (a master out of reach, a file that cannot be written):
     ``holds(**fields)`` each time it is found to hold, ``ended(**fields)`` when it ends, each kind
     of line logged at most once an interval (``holds_format`` at ``holds_level``, ``ended_format``
-    at info), with how many of that kind were left out since its last line (``unlogged``).
+    at info), with how many of that kind were left out since its last line (``unlogged``) and,
+    in either line, ``cost``: what the ``cost`` given to ``holds`` adds up to since the last line
+    that said the condition ended (records refused meanwhile, say).
 
     Two :class:`ThrottledError`\\ s, one a kind, could leave the log's last line telling the
     opposite of how things stand: a master down and back within one interval, then down for an
     hour, left "answers again" as the last line for that hour (a hostile review, stop 42). Here a
     line left out is made up for once its interval ends, if the log's last line then disagrees with
     how things stand, with the fields of the latest change: the last line always tells the truth.
+    A reactor that stalled runs such a make-up late: a change noted after its time makes it up
+    first, so the lines still alternate as the changes did. :meth:`stop` says how things stand
+    at once (one line more than the interval allows, at most).
     """
 
     def __init__(
@@ -66,13 +71,15 @@ class ThrottledCondition:
         self._unlogged = {True: 0, False: 0}
         self._fields: dict[bool, dict[str, Any]] = {True: {}, False: {}}
         self._making_up: dict[bool, IDelayedCall | None] = {True: None, False: None}
+        self._cost = 0
         #: How things stand, and what the log's last line said (before any line: it does not hold).
         self._holding = False
         self._said = False
-        self._stopped = False
 
-    def holds(self, **fields: Any) -> None:
-        """The condition holds (again, or still): logged unless a line said so within the interval."""
+    def holds(self, cost: int = 0, **fields: Any) -> None:
+        """The condition holds (again, or still), at ``cost``: logged unless a line said so within
+        the interval."""
+        self._cost += cost
         self._note(True, fields)
 
     def ended(self, **fields: Any) -> None:
@@ -81,26 +88,43 @@ class ThrottledCondition:
 
     def stop(self) -> None:
         """The service stops: a line left out that the log's last line contradicts is said now, and
-        nothing more is scheduled (what comes later is logged only as the intervals allow)."""
-        self._stopped = True
-        for call in self._making_up.values():
-            if call is not None and call.active():
-                call.cancel()
-        self._making_up = {True: None, False: None}
+        nothing stays scheduled (a later change schedules its own make-up again)."""
+        for kind in (True, False):
+            self._cancel_making_up(kind)
         if self._holding != self._said:
             self._make_up(self._holding)
 
     def _note(self, holding: bool, fields: dict[str, Any]) -> None:
-        self._holding = holding
         now = self._clock.seconds()
+        self._make_up_overdue(now)
+        self._holding = holding
         due = self._logged_at[holding] + self._interval
         if now >= due:
             self._say(holding, fields, now)
             return
         self._unlogged[holding] += 1
         self._fields[holding] = fields
-        if self._making_up[holding] is None and not self._stopped:
+        if self._making_up[holding] is None:
             self._making_up[holding] = self._clock.callLater(due - now, self._make_up, holding)
+
+    def _make_up_overdue(self, now: float) -> None:
+        """Make-ups whose time has come but which have not run (a stalled reactor runs its timed
+        calls late, in their order, with the clock already late): run now, in their order, before
+        the change that is being noted."""
+        overdue = [
+            (call.getTime(), kind)
+            for kind, call in self._making_up.items()
+            if call is not None and call.active() and call.getTime() <= now
+        ]
+        for _, kind in sorted(overdue):
+            self._cancel_making_up(kind)
+            self._make_up(kind)
+
+    def _cancel_making_up(self, kind: bool) -> None:
+        call = self._making_up[kind]
+        if call is not None and call.active():
+            call.cancel()
+        self._making_up[kind] = None
 
     def _make_up(self, kind: bool) -> None:
         self._making_up[kind] = None
@@ -109,12 +133,11 @@ class ThrottledCondition:
             self._say(kind, self._fields[kind], self._clock.seconds())
 
     def _say(self, kind: bool, fields: dict[str, Any], now: float) -> None:
-        making_up = self._making_up[kind]
-        if making_up is not None and making_up.active():  # this line is the one it would make up
-            making_up.cancel()
-        self._making_up[kind] = None
+        self._cancel_making_up(kind)  # this line is the one it would make up
         level, text = self._lines[kind]
-        self._log.emit(level, text, unlogged=self._unlogged[kind], **fields)
+        self._log.emit(level, text, unlogged=self._unlogged[kind], cost=self._cost, **fields)
+        if not kind:
+            self._cost = 0
         self._unlogged[kind] = 0
         self._fields[kind] = {}
         self._logged_at[kind] = now

@@ -102,8 +102,9 @@ def test_nothing_is_made_up_when_things_stand_as_the_log_says(log_events: LogCap
 
 
 def test_stopping_says_how_things_stand_and_leaves_no_call(log_events: LogCapture) -> None:
-    """On stop a line the log's last line contradicts is said at once, nothing stays scheduled,
-    and nothing is scheduled afterwards."""
+    """On stop a line the log's last line contradicts is said at once and nothing stays scheduled;
+    a change after it (a service started again) is made up for again (a hostile review, stop 42:
+    a restarted service made up nothing more)."""
     clock = Clock()
     outages = _outages(clock)
     outages.holds(why="refused")
@@ -115,7 +116,50 @@ def test_stopping_says_how_things_stand_and_leaves_no_call(log_events: LogCaptur
     outages.stop()
     assert _said(log_events)[-1] == "down (reset; 0 more)"
     assert clock.getDelayedCalls() == []
+    outages.ended()  # left out (the "up" of 1 s ago)
+    clock.advance(INTERVAL)
+    assert _said(log_events)[-1] == "up (0 more)"
+    assert clock.getDelayedCalls() == []
+
+
+def test_a_stalled_reactor_still_says_the_changes_in_their_order(log_events: LogCapture) -> None:
+    """A hostile review (stop 42): a reactor that stalled runs its timed calls late, with the clock
+    already late; a change noted then was said before the make-up due before it, which then found
+    nothing to make up: "up", "up", the "down" between them never said. The overdue make-up runs
+    first."""
+    clock = Clock()
+    outages = _outages(clock)
+    outages.holds(why="refused")
+    clock.advance(1)
     outages.ended()
     clock.advance(1)
-    outages.holds(why="refused")
-    assert clock.getDelayedCalls() == []
+    outages.holds(why="reset")  # left out: made up at 10
+    clock.callLater(1, outages.ended)  # due at 3, run at 62 with the stall
+    clock.advance(60)
+    assert _said(log_events) == [
+        "down (refused; 0 more)",
+        "up (0 more)",
+        "down (reset; 0 more)",
+        "up (0 more)",
+    ]
+
+
+def test_the_cost_adds_up_until_a_line_says_it_ended(log_events: LogCapture) -> None:
+    """What the condition cost (records refused) adds up over the lines left out, and goes in the
+    next line that says it ended (a hostile review, stop 42: an end left out lost its count)."""
+    clock = Clock()
+    costs = ThrottledCondition(Logger(namespace="test"), clock, "down {cost}", "up {cost}", INTERVAL)
+    costs.holds(cost=2)
+    costs.ended()
+    clock.advance(1)
+    costs.holds(cost=3)  # left out
+    costs.ended()  # left out; the log is right: nothing made up
+    clock.advance(INTERVAL)
+    costs.holds(cost=1)
+    costs.ended()
+    assert [m for m in log_events.messages() if m.startswith(("down", "up"))] == [
+        "down 2",
+        "up 2",
+        "down 4",
+        "up 4",
+    ], "the 3 of the lines left out with the 1 after them"
