@@ -745,16 +745,9 @@ def test_a_disk_that_stays_full_is_logged_once_an_interval_and_said_by_health(
     result_of(log.stopService())
 
 
-def test_a_recovery_left_out_by_the_throttle_is_said_once_its_interval_ends(
-    tmp_path: Path, log_events: LogCapture
-) -> None:
-    """A hostile review (stop 42, of the same shape in the slave's outage lines): a write failed
-    (said), the next worked (said), one failed 10 s later (said) and the next worked within the
-    interval of the last recovery line: that recovery was never said, and the log's last line
-    said "Could not store" for as long as the disk then worked. It is said when its interval ends."""
-    from goto_tw.persistence import FAILURE_LOG_INTERVAL
-
-    clock = Clock()
+def log_with_failing_writes(tmp_path: Path, clock: Clock) -> tuple[AppendLog, Callable[[int, bool], None]]:
+    """A started log on a file whose writes fail when told, and ``add(number, fails)``: one record
+    appended and written, refused if ``fails``, acknowledged if not."""
     record_file = FaultyFile(str(tmp_path / "store.json"))
     log = started_log(record_file, clock)
 
@@ -767,16 +760,31 @@ def test_a_recovery_left_out_by_the_throttle_is_said_once_its_interval_ends(
         else:
             assert result_of(added) is None
 
+    return log, add
+
+
+def test_a_recovery_left_out_by_the_throttle_is_said_once_its_interval_ends(
+    tmp_path: Path, log_events: LogCapture
+) -> None:
+    """A hostile review (stop 42, of the same shape in the slave's outage lines): a write failed
+    (said), the next worked (said), one failed 10 s later (said) and the next worked within the
+    interval of the last recovery line: that recovery was never said, and the log's last line
+    said "Could not store" for as long as the disk then worked. It is said when its interval ends."""
+    from goto_tw.persistence import FAILURE_LOG_INTERVAL
+
+    clock = Clock()
+    log, add = log_with_failing_writes(tmp_path, clock)
+
     def said() -> list[str]:
         return [m for m in log_events.messages() if "Could not store" in m or "written again" in m]
 
-    add(0, fails=True)
+    add(0, True)
     clock.advance(1)
-    add(1, fails=False)
+    add(1, False)
     clock.advance(FAILURE_LOG_INTERVAL - 1)
-    add(2, fails=True)
+    add(2, True)
     clock.advance(0.5)
-    add(3, fails=False)
+    add(3, False)
     assert "Could not store" in said()[-1] and len(said()) == 3
     clock.advance(FAILURE_LOG_INTERVAL)
     assert said()[-1].startswith("The data file is written again (1 record(s) refused"), said()

@@ -10,13 +10,12 @@ from typing import Any
 import pytest
 from twisted.internet.task import Clock
 
-from goto_tw.errors import MasterUnreachable, StoreUnavailable
+from goto_tw.errors import MasterUnreachable
 from tests.conftest import LogCapture
-from tests.fakes import FaultyFile
 from tests.helpers import failure_of, result_of
 from tests.test_clicks import book
 from tests.test_keybound import DiskFile, past_the_first_raise
-from tests.test_persistence import started_log
+from tests.test_persistence import log_with_failing_writes
 from tests.test_proxystore import make
 
 
@@ -179,17 +178,7 @@ def test_records_refused_before_a_recovery_left_out_are_counted_in_the_next(
     """A refusal whose recovery line the throttle left out is counted in the next recovery line said
     (its count was zeroed with the line left out)."""
     clock = Clock()
-    record_file = FaultyFile(str(tmp_path / "store.json"))
-    log = started_log(record_file, clock)
-
-    def add(number: int, fails: bool) -> None:
-        record_file.fail_writes = 1 if fails else 0
-        added = log.append(str(number), f"http://a/{number}")
-        clock.advance(0)
-        if fails:
-            assert failure_of(added).check(StoreUnavailable)
-        else:
-            assert result_of(added) is None
+    log, add = log_with_failing_writes(tmp_path, clock)
 
     add(0, True)  # said
     add(1, False)  # said: 1 refused
