@@ -173,6 +173,12 @@ class LineAccessLog(Service):
         self._mid_line = False
         #: While a stop waits for the reader to take the held lines: fired once they are written.
         self._caught_up: Deferred[None] | None = None
+        #: Whether lines are lost as they come: a stop closed the stream (see :meth:`_finish`) or
+        #: gave up on its reader (until started again); and when a stop that waits gives up.
+        self._finished = False
+        self._give_up_call: IDelayedCall | None = None
+        #: Stops asked for again while one waits: they end with it.
+        self._also_waiting: list[Deferred[None]] = []
         self._write_failures = ThrottledError(
             log,
             clock,
@@ -224,6 +230,9 @@ class LineAccessLog(Service):
     def record(
         self, client: str, method: str, path: bytes, protocol: bytes, status: int, size: int | str, route: str
     ) -> None:
+        if self._finished:
+            self.lost_lines += 1
+            return
         protocol_text = _PROTOCOL_TEXT.get(protocol) or printable(protocol)
         self._lines.append(
             f'{client} - - [{self._time.now()}] "{method} {printable(path)} {protocol_text}" {status} {size}\n'
@@ -255,7 +264,7 @@ class LineAccessLog(Service):
             encoded = text.encode(self._encoding, self._errors)
             if self._writable is not None:
                 self._torn = False  # the mending newline, if any, is in ``encoded``
-                self._write_when_read(encoded, len(lines))
+                self._write_when_read(encoded, len(lines), mended)
                 return
             data = memoryview(encoded)
             while data:
@@ -273,7 +282,7 @@ class LineAccessLog(Service):
             self.lost_lines += lost
             self._write_failures.error(lines=lost, error=getattr(exc, "strerror", None) or exc)
 
-    def _write_when_read(self, encoded: bytes, count: int) -> None:
+    def _write_when_read(self, encoded: bytes, count: int, mended: bool = False) -> None:
         """Write ``encoded`` (``count`` lines) to a descriptor whose reader may stop reading, never
         waiting for it: what it cannot take now is held (at most :data:`MAX_HELD_BYTES`, whole
         batches: a batch that does not fit is dropped and counted) and written first next time.
@@ -286,7 +295,9 @@ class LineAccessLog(Service):
         writable takes that much without waiting (measured: each stopped at "not writable").
 
         The loss is said once the reader has caught up (what logging said while it was stuck would
-        be written where twistd writes its own log, standard output too, and wait there)."""
+        be written where twistd writes its own log, standard output too, and wait there).
+        ``mended``: ``encoded`` starts with the newline that ends a line cut short before (no line
+        of its own: never counted as one)."""
         if self._held:
             if len(self._held) + len(encoded) > MAX_HELD_BYTES:
                 self.lost_lines += count
@@ -311,7 +322,9 @@ class LineAccessLog(Service):
             self._torn = self._mid_line  # the next flush starts on a line of its own
             self._mid_line = False
             self._held = b""
-            lost = data.count(b"\n", done)
+            # The mending newline starts ``encoded``, and nothing is held then (a line is cut short
+            # only when what was held is dropped): unwritten, it is no line lost.
+            lost = data.count(b"\n", done) - (1 if mended and done == 0 else 0)
             self.lost_lines += lost
             self._write_failures.error(lines=lost, error=exc.strerror or exc)
             self._said_caught_up()
@@ -340,12 +353,21 @@ class LineAccessLog(Service):
         waiting, self._caught_up = self._caught_up, None
         if waiting is not None:
             waiting.callback(None)
+        also, self._also_waiting = self._also_waiting, []
+        for stop in also:
+            stop.callback(None)
 
     def startService(self) -> None:
         """Start; say so if every line would be lost: standard output that is ``/dev/null`` (a
         daemonized twistd's, which keeps no standard output) logs nothing, and nothing else would
-        tell the operator (no write fails)."""
+        tell the operator (no write fails). Started again while a stop waits for the reader: that
+        stop ends (the held lines are written as the reader reads, as before it)."""
         super().startService()
+        if not self._close:  # a stream this log closed on stop cannot be written again
+            self._finished = False
+        if self._caught_up is not None:
+            self._cancel_give_up()
+            self._said_caught_up()  # what was lost meanwhile, if anything; the stops waiting end
         if self._path is None and self._fd is not None and _is_null_device(self._fd):
             log.warn(
                 "The access log goes to standard output, which is {null} here (a daemonized twistd, "
@@ -357,34 +379,57 @@ class LineAccessLog(Service):
     def stopService(self) -> Deferred[None] | None:
         """Write what is buffered; a reader that is behind (a pipe's, a socket's) gets up to
         :data:`STOP_WAIT_SECONDS` to take the held lines, without waiting in a write (the stop's
-        Deferred fires then). What it has not taken by then is lost, counted and said."""
+        Deferred fires then). What it has not taken by then is lost, counted and said, as is a
+        line recorded after the stop has ended."""
         super().stopService()
+        if self._caught_up is not None:  # stopped again while a stop waits: the same wait
+            again: Deferred[None] = Deferred()
+            self._also_waiting.append(again)
+            return again
         self.flush()
         if not self._held:
-            self._close_stream()
+            self._finish()
             return None
         caught_up: Deferred[None] = Deferred()
         self._caught_up = caught_up
-        give_up = self._clock.callLater(STOP_WAIT_SECONDS, self._give_up_held)
+        self._give_up_call = self._clock.callLater(STOP_WAIT_SECONDS, self._give_up_held)
 
         def stopped(_: object) -> None:
-            if give_up.active():
-                give_up.cancel()
-            self._close_stream()
+            self._cancel_give_up()
+            if not self.running:  # not started again meanwhile
+                self._finish()
 
         return caught_up.addCallback(stopped)
 
+    def _cancel_give_up(self) -> None:
+        if self._give_up_call is not None and self._give_up_call.active():
+            self._give_up_call.cancel()
+        self._give_up_call = None
+
     def _give_up_held(self) -> None:
-        """The stop has waited long enough for the reader: the held lines are lost, and said."""
+        """The stop has waited long enough for the reader: the held lines, and any recorded while
+        it waited, are lost, and said."""
         if self._flush_call is not None and self._flush_call.active():
             self._flush_call.cancel()
         self._flush_call = None
-        lost = self._held.count(b"\n")
+        lost = self._held.count(b"\n") + len(self._lines)
+        self._lines = []
         self.lost_lines += lost
         self._dropped_while_held += lost
         self._held = b""
+        self._torn = self._mid_line  # a line cut short stays cut: what comes next starts its own
         self._mid_line = False
+        self._finished = True  # later lines are lost, not held for a reader given up on, for ever
         self._said_caught_up()
+
+    def _finish(self) -> None:
+        """The stop has ended. A stream this log opened is closed: a line recorded from now on (an
+        answer on a connection still open as the process stops) is lost and counted, never
+        buffered for a flush that would meet the closed stream. Standard output stays open and
+        takes such lines as before."""
+        if self._close:
+            self._finished = True
+        self._close_stream()
 
     def _close_stream(self) -> None:
         if self._close:

@@ -461,6 +461,9 @@ class ProxyStore:
             self._outages.ended(seconds=self._clock.seconds() - self._master_down_since)
             self._master_down_since = None
             self._down_error = None
+        if self._stopping and self._in_flight == 0:
+            # The last call a drain waits for (counted done just before): what it met is said.
+            self._outages.stop()
         return result
 
     # --- stopping --------------------------------------------------------------------------------
@@ -492,6 +495,7 @@ class ProxyStore:
         if self._in_flight == 0:
             self._outages.stop()
             return succeed(None)
+        # The outage lines stop once the last call in flight has been noted (_note_master_health).
         idle: Deferred[None] = Deferred(lambda d: self._idle_waiters.remove(d))
         self._idle_waiters.append(idle)
 
@@ -507,10 +511,7 @@ class ProxyStore:
             if give_up is not None:
                 give_up()
 
-        def drained(_: object) -> None:
-            self._outages.stop()  # after the calls the drain waited for: what they met is said
-
-        return idle.addTimeout(timeout, self._clock).addErrback(gave_up).addCallback(drained)
+        return idle.addTimeout(timeout, self._clock).addErrback(gave_up)
 
 
 def _cause(error: GotoError) -> str:

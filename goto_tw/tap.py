@@ -624,10 +624,11 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         clock=reactor,
     )
     limiter = None
-    if options.get("add-rate"):
-        limiter = AddLimiter(
-            float(options["add-rate"]), int(options.get("add-burst") or 50), reactor, metrics
-        )
+    add_rate = options.get("add-rate")
+    if isinstance(add_rate, str):  # a plain dict of options, not parsed by Options: "10/s"
+        add_rate = parse_add_rate(add_rate)
+    if add_rate:
+        limiter = AddLimiter(float(add_rate), int(options.get("add-burst") or 50), reactor, metrics)
         private = bool(options.get("private"))
         root.putChild(b"add", LimitAdds(root.children[b"add"], limiter, clients, is_form_add, private))
         if isinstance(root, GotoRoot):

@@ -1,18 +1,22 @@
-"""Gaps a hostile review of stop 42's condition lines found (``goto_tw.throttledlog.ThrottledCondition``
-in the click book, the data file's writer and the slave's outages): each test failed before its fix."""
+"""Gaps two hostile reviews of stop 42's own change found: the condition lines
+(``goto_tw.throttledlog.ThrottledCondition`` in the click book, the data file's writer and the
+slave's outages) and the access log's stop. Each test failed before its fix."""
 
 from __future__ import annotations
 
 import os
+import types
 from pathlib import Path
 from typing import Any
 
 import pytest
 from twisted.internet.task import Clock
 
+from goto_tw.accesslog import HELD_RETRY_SECONDS, STOP_WAIT_SECONDS, LineAccessLog, make_access_log
 from goto_tw.errors import MasterUnreachable
 from tests.conftest import LogCapture
-from tests.helpers import failure_of, result_of
+from tests.helpers import failure_of, has_fired, result_of
+from tests.test_accesslog import _advance_in_time, _line, _pipe_log, _read_all
 from tests.test_clicks import book
 from tests.test_keybound import DiskFile, past_the_first_raise
 from tests.test_persistence import log_with_failing_writes
@@ -216,3 +220,161 @@ def test_a_master_back_during_the_drain_is_said_last(log_events: LogCapture) -> 
     clock.advance(60)
     said = [m for m in log_events.messages() if "unreachable" in m or "answers again" in m]
     assert "answers again" in said[-1], said
+
+
+# --- the access log's stop (a second hostile review of this stop's change) ---------------------
+
+
+def _stall(access: LineAccessLog, clock: Clock) -> None:
+    """2,000 lines for a pipe nobody reads: more than it holds, the rest held."""
+    for number in range(2000):
+        _line(access, b"/%05d" % number)
+    _advance_in_time(clock, 0)
+
+
+def test_a_line_recorded_while_a_stop_waits_is_counted_when_it_gives_up() -> None:
+    """A line recorded while the stop waited for the reader (a request answered meanwhile) was
+    neither written nor counted when the stop gave up: every line is read or counted lost."""
+    clock = Clock()
+    access, read_end, out = _pipe_log(clock)
+    access.startService()
+    _stall(access, clock)
+    stopped = access.stopService()
+    assert stopped is not None
+    _advance_in_time(clock, STOP_WAIT_SECONDS - 0.05)
+    _line(access, b"/late")
+    _advance_in_time(clock, 0.05)
+    assert has_fired(stopped)
+    received = _read_all(read_end).count(b"\n")
+    out.close()
+    os.close(read_end)
+    assert received + access.lost_lines == 2001
+
+
+def test_the_newline_that_mends_a_cut_line_is_no_line_lost(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write cut a line short, the reader then went (EPIPE): the next line, lost too, is one line
+    lost, not two (the newline that would have ended the cut line was counted as a line)."""
+    clock = Clock()
+    access, read_end, out = _pipe_log(clock)
+    real_write = os.write
+    calls = [0]
+
+    def write(fd: int, data: Any) -> int:
+        calls[0] += 1
+        if calls[0] == 1:
+            return real_write(fd, bytes(data)[:10])  # a socket's partial write: mid-line
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr("goto_tw.accesslog.os", types.SimpleNamespace(write=write))
+    _line(access, b"/torn")
+    _advance_in_time(clock, 0)
+    _advance_in_time(clock, HELD_RETRY_SECONDS)
+    assert access.lost_lines == 1
+    _line(access, b"/next")
+    _advance_in_time(clock, 0)
+    out.close()
+    os.close(read_end)
+    assert access.lost_lines == 2
+
+
+def test_a_stop_asked_again_while_one_waits_ends_with_it() -> None:
+    """Stopped, started and stopped again while the first stop waited for the reader: both stops
+    end (the first one's Deferred never fired), and the reader gets every line."""
+    clock = Clock()
+    access, read_end, out = _pipe_log(clock)
+    access.startService()
+    _stall(access, clock)
+    first = access.stopService()
+    access.startService()
+    second = access.stopService()
+    third = access.stopService()
+    assert first is not None and second is not None and third is not None
+    received = b""
+    for _ in range(40):
+        _advance_in_time(clock, HELD_RETRY_SECONDS)
+        received += _read_all(read_end)
+    out.close()
+    os.close(read_end)
+    assert has_fired(first) and has_fired(second) and has_fired(third)
+    assert received.count(b"\n") == 2000 and access.lost_lines == 0
+    assert clock.getDelayedCalls() == []
+
+
+def test_after_giving_up_on_a_cut_line_the_next_line_starts_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stop gave up on a line a socket's partial write had cut short: the stream stays marked
+    cut, so a line written after it (the log started again) starts on a line of its own instead of
+    being glued to the cut one; a line recorded while stopped is counted lost, not buffered."""
+    clock = Clock()
+    access, read_end, out = _pipe_log(clock, "socket")
+    real_write = os.write
+    calls = [0]
+
+    def write(fd: int, data: Any) -> int:
+        calls[0] += 1
+        if calls[0] == 1:
+            return real_write(fd, bytes(data)[:10])
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    access.startService()
+    monkeypatch.setattr("goto_tw.accesslog.os", types.SimpleNamespace(write=write))
+    _line(access, b"/first")
+    stopped = access.stopService()
+    assert stopped is not None
+    _advance_in_time(clock, STOP_WAIT_SECONDS + 0.1)
+    assert has_fired(stopped) and access.lost_lines == 1
+    monkeypatch.undo()
+    _line(access, b"/while-stopped")
+    assert access.lost_lines == 2
+    access.startService()
+    _line(access, b"/second")
+    _advance_in_time(clock, 0)
+    received = _read_all(read_end)
+    out.close()
+    os.close(read_end)
+    lines = received.split(b"\n")
+    assert lines[0] == b"192.0.2.1 " and lines[1].endswith(b'"GET /second HTTP/1.1" 302 -'), received
+
+
+def test_a_drain_says_what_its_last_call_met(log_events: LogCapture) -> None:
+    """The master came back on the very call a drain waited for, within the interval of the last
+    "answers again": that is said (the lines stopped as the drain's Deferred fired, before the call
+    was noted), and nothing stays scheduled."""
+    store, master, clock = make()
+    store.get("a").addErrback(lambda _: None)
+    master.fail(MasterUnreachable("refused"))
+    clock.advance(1.0)
+    probe = store.get("b")
+    master.answer("http://b/")
+    assert result_of(probe) == "http://b/"
+    clock.advance(1.0)
+    store.get("c").addErrback(lambda _: None)
+    master.fail(MasterUnreachable("refused"))  # left out: within the interval
+    clock.advance(1.0)
+    probe = store.get("d")  # the probe, in flight at the stop
+    drained = store.drain(5.0)
+    master.answer("http://d/")
+    assert result_of(probe) == "http://d/" and has_fired(drained)
+    said = [m for m in log_events.messages() if "unreachable" in m or "answers again" in m]
+    assert "answers again" in said[-1], said
+    assert clock.getDelayedCalls() == []
+
+
+def test_after_a_stop_standard_output_takes_lines_and_a_closed_file_counts_them(tmp_path: Path) -> None:
+    """An answer on a connection still open as the process stops is recorded after the access log
+    stopped: standard output, still open, takes its line as before; a file the log closed counts it
+    lost (it met the closed stream: an unhandled ValueError in a timed call)."""
+    clock = Clock()
+    with open(tmp_path / "stdout", "w", encoding="ascii") as stdout:
+        kept = LineAccessLog(stdout, clock)
+        kept.startService()
+        kept.stopService()
+        _line(kept, b"/after")
+        clock.advance(0)
+    assert b'"GET /after HTTP/1.1"' in (tmp_path / "stdout").read_bytes() and kept.lost_lines == 0
+    closed = make_access_log(str(tmp_path / "access.log"), clock)
+    assert isinstance(closed, LineAccessLog)
+    closed.startService()
+    closed.stopService()
+    _line(closed, b"/after")
+    clock.advance(0)
+    assert closed.lost_lines == 1 and clock.getDelayedCalls() == []

@@ -171,6 +171,22 @@ def test_access_log_lines_lost_to_a_full_disk_are_a_metric(tmp_path: Path) -> No
     service.stopService()
 
 
+def test_a_plain_dict_of_options_may_hold_the_add_rate_as_written(tmp_path: Path) -> None:
+    """``makeService`` takes a plain dict too (a hostile review, stop 42): one that copies
+    ``--add-rate``'s default as ``--help`` shows it (``10/s``, parsed only by ``Options``) gets the
+    same limit, rather than a ``ValueError`` at start-up."""
+    from goto_tw.tap import DEFAULT_ADD_RATE
+
+    reactor = MemoryReactorClock()
+    options = dict(parse("--file", str(tmp_path / "s.json"), "--http", "tcp:0"))
+    options["add-rate"] = DEFAULT_ADD_RATE
+    service = makeService(options, reactor=reactor)
+    service.startService()
+    site = reactor.tcpServers[0][1]
+    assert isinstance(site, GotoSite) and site.add_gate is not None, "adds are rate-limited"
+    service.stopService()
+
+
 def test_corrupt_data_file_stops_start_up_with_a_clear_message(tmp_path: Path) -> None:
     """A corrupt record exits with a one-line message naming the file and line, not a traceback."""
     data = tmp_path / "s.json"
