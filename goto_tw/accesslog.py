@@ -169,12 +169,15 @@ class LineAccessLog(Service):
         #: written first by the next flush; lines dropped meanwhile since they were last said.
         self._held = b""
         self._dropped_while_held = 0
-        #: Whether the last byte written to such a reader ended inside a line (held bytes finish it).
+        #: Whether the last byte written to such a reader ended inside a line (held bytes finish it),
+        #: and whether the held bytes start with the newline that ends a line cut short before (no
+        #: line of its own: never counted as a line lost).
         self._mid_line = False
+        self._held_mending = False
         #: While a stop waits for the reader to take the held lines: fired once they are written.
         self._caught_up: Deferred[None] | None = None
-        #: Whether lines are lost as they come: a stop closed the stream (see :meth:`_finish`) or
-        #: gave up on its reader (until started again); and when a stop that waits gives up.
+        #: Whether lines are lost as they come: a stop closed the stream (see :meth:`_finish`;
+        #: until :meth:`reopen` opens another); and when a stop that waits gives up.
         self._finished = False
         self._give_up_call: IDelayedCall | None = None
         #: Stops asked for again while one waits: they end with it.
@@ -222,6 +225,7 @@ class LineAccessLog(Service):
         self.flush()
         old = self._out
         self._use(new)
+        self._finished = False  # a log stopped and started again writes to the new file
         self._torn = False  # a new file: a line cut short in the old one is not carried over
         with contextlib.suppress(OSError):  # nothing of ours is buffered in it: batches go out with os.write
             old.close()
@@ -299,12 +303,14 @@ class LineAccessLog(Service):
         ``mended``: ``encoded`` starts with the newline that ends a line cut short before (no line
         of its own: never counted as one)."""
         if self._held:
+            mending = self._held_mending
             if len(self._held) + len(encoded) > MAX_HELD_BYTES:
                 self.lost_lines += count
                 self._dropped_while_held += count
                 encoded = b""
             data = self._held + encoded
         else:
+            mending = mended
             data = encoded
         assert self._fd is not None and self._writable is not None
         done = 0
@@ -322,14 +328,15 @@ class LineAccessLog(Service):
             self._torn = self._mid_line  # the next flush starts on a line of its own
             self._mid_line = False
             self._held = b""
-            # The mending newline starts ``encoded``, and nothing is held then (a line is cut short
-            # only when what was held is dropped): unwritten, it is no line lost.
-            lost = data.count(b"\n", done) - (1 if mended and done == 0 else 0)
+            # A mending newline that starts ``data``, unwritten, is no line lost.
+            lost = data.count(b"\n", done) - (1 if mending and done == 0 else 0)
+            self._held_mending = False
             self.lost_lines += lost
             self._write_failures.error(lines=lost, error=exc.strerror or exc)
             self._said_caught_up()
             return
         self._held = data[done:]
+        self._held_mending = mending and done == 0 and bool(self._held)
         if self._held:
             if len(self._held) > MAX_HELD_BYTES:  # one batch larger than the bound: its tail goes
                 cut = self._held.index(b"\n", MAX_HELD_BYTES) + 1
@@ -350,6 +357,10 @@ class LineAccessLog(Service):
                 lines=self._dropped_while_held,
             )
             self._dropped_while_held = 0
+        self._end_stops()
+
+    def _end_stops(self) -> None:
+        """A stop waiting for the reader ends (with the stops asked for meanwhile)."""
         waiting, self._caught_up = self._caught_up, None
         if waiting is not None:
             waiting.callback(None)
@@ -363,11 +374,9 @@ class LineAccessLog(Service):
         tell the operator (no write fails). Started again while a stop waits for the reader: that
         stop ends (the held lines are written as the reader reads, as before it)."""
         super().startService()
-        if not self._close:  # a stream this log closed on stop cannot be written again
-            self._finished = False
         if self._caught_up is not None:
             self._cancel_give_up()
-            self._said_caught_up()  # what was lost meanwhile, if anything; the stops waiting end
+            self._end_stops()  # the held lines go on being written as the reader reads
         if self._path is None and self._fd is not None and _is_null_device(self._fd):
             log.warn(
                 "The access log goes to standard output, which is {null} here (a daemonized twistd, "
@@ -412,14 +421,14 @@ class LineAccessLog(Service):
         if self._flush_call is not None and self._flush_call.active():
             self._flush_call.cancel()
         self._flush_call = None
-        lost = self._held.count(b"\n") + len(self._lines)
+        lost = self._held.count(b"\n") - (1 if self._held_mending else 0) + len(self._lines)
         self._lines = []
         self.lost_lines += lost
         self._dropped_while_held += lost
         self._held = b""
+        self._held_mending = False
         self._torn = self._mid_line  # a line cut short stays cut: what comes next starts its own
         self._mid_line = False
-        self._finished = True  # later lines are lost, not held for a reader given up on, for ever
         self._said_caught_up()
 
     def _finish(self) -> None:

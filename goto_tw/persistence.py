@@ -848,13 +848,12 @@ class AppendLog(Service):
         self._group_handed = threading.Condition(self._lock)
         self._closed = False
         #: Why the last write of the data file failed, and why the last raise of the key bound did,
-        #: each until one of its own succeeds (:attr:`failing`, for ``/_goto/health``); records
-        #: refused meanwhile; failures and recoveries logged at most once every FAILURE_LOG_INTERVAL.
+        #: each until one of its own succeeds (:attr:`failing`, for ``/_goto/health``).
         self._data_failing: str | None = None
         self._bound_failing: str | None = None
-        #: Each a condition: its failures and its recovery, each kind said at most once an interval,
-        #: and a line left out said later if the log's last line would otherwise be wrong; its
-        #: cost, the records it refused.
+        #: The same two as conditions for the log: failures and recoveries, each kind said at most
+        #: once every FAILURE_LOG_INTERVAL, a line left out said later if the log's last line would
+        #: otherwise be wrong; each one's cost, the records it refused.
         self._data_file_lines = ThrottledCondition(
             log,
             clock,

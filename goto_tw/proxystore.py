@@ -510,6 +510,7 @@ class ProxyStore:
             give_up = getattr(self._master, "give_up", None)
             if give_up is not None:
                 give_up()
+            self._outages.stop()  # the calls given up on say nothing of the master
 
         return idle.addTimeout(timeout, self._clock).addErrback(gave_up)
 

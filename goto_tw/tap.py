@@ -625,7 +625,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
     )
     limiter = None
     add_rate = options.get("add-rate")
-    if isinstance(add_rate, str):  # a plain dict of options, not parsed by Options: "10/s"
+    if isinstance(add_rate, str) and add_rate:  # a plain dict of options, not parsed: "10/s"
         add_rate = parse_add_rate(add_rate)
     if add_rate:
         limiter = AddLimiter(float(add_rate), int(options.get("add-burst") or 50), reactor, metrics)

@@ -302,8 +302,8 @@ def test_a_stop_asked_again_while_one_waits_ends_with_it() -> None:
 
 def test_after_giving_up_on_a_cut_line_the_next_line_starts_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
     """The stop gave up on a line a socket's partial write had cut short: the stream stays marked
-    cut, so a line written after it (the log started again) starts on a line of its own instead of
-    being glued to the cut one; a line recorded while stopped is counted lost, not buffered."""
+    cut, so a line written after it (an answer on a connection still open) starts on a line of its
+    own instead of being glued to the cut one, and standard output still takes it."""
     clock = Clock()
     access, read_end, out = _pipe_log(clock, "socket")
     real_write = os.write
@@ -323,16 +323,110 @@ def test_after_giving_up_on_a_cut_line_the_next_line_starts_its_own(monkeypatch:
     _advance_in_time(clock, STOP_WAIT_SECONDS + 0.1)
     assert has_fired(stopped) and access.lost_lines == 1
     monkeypatch.undo()
-    _line(access, b"/while-stopped")
-    assert access.lost_lines == 2
-    access.startService()
-    _line(access, b"/second")
+    _line(access, b"/after")
     _advance_in_time(clock, 0)
     received = _read_all(read_end)
     out.close()
     os.close(read_end)
     lines = received.split(b"\n")
-    assert lines[0] == b"192.0.2.1 " and lines[1].endswith(b'"GET /second HTTP/1.1" 302 -'), received
+    assert lines[0] == b"192.0.2.1 " and lines[1].endswith(b'"GET /after HTTP/1.1" 302 -'), received
+    assert access.lost_lines == 1
+
+
+def test_a_mending_newline_held_then_given_up_is_no_line_lost(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A third reader (stop 42): after a give-up on a cut line, the next line, held with the newline
+    that mends the cut one and given up on too, counted two lines lost: the newline is none."""
+    clock = Clock()
+    access, read_end, out = _pipe_log(clock, "socket")
+    real_write = os.write
+    calls = [0]
+
+    def write(fd: int, data: Any) -> int:
+        calls[0] += 1
+        if calls[0] == 1:
+            return real_write(fd, bytes(data)[:10])
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    access.startService()
+    monkeypatch.setattr(os, "write", write)  # all of os but write is needed: a restart checks the descriptor
+    _line(access, b"/first")
+    access.stopService()
+    _advance_in_time(clock, STOP_WAIT_SECONDS + 0.1)
+    assert access.lost_lines == 1
+    access.startService()
+    _line(access, b"/second")  # held: the mending newline, then its line
+    _advance_in_time(clock, 0)
+    access.stopService()
+    _advance_in_time(clock, STOP_WAIT_SECONDS + 0.1)
+    out.close()
+    os.close(read_end)
+    assert access.lost_lines == 2
+
+
+def test_standard_output_takes_lines_after_a_stop_gave_up_once_its_reader_reads() -> None:
+    """A third reader (stop 42): once a stop had given up on a reader behind, every later line (a
+    connection still open) was dropped, even with the reader reading again: it is written."""
+    clock = Clock()
+    access, read_end, out = _pipe_log(clock)
+    access.startService()
+    _stall(access, clock)
+    stopped = access.stopService()
+    _advance_in_time(clock, STOP_WAIT_SECONDS + 0.1)
+    assert stopped is not None and has_fired(stopped)
+    _read_all(read_end)
+    _line(access, b"/after")
+    _advance_in_time(clock, 0)
+    received = _read_all(read_end)
+    out.close()
+    os.close(read_end)
+    assert b'"GET /after HTTP/1.1"' in received
+
+
+def test_a_file_log_started_again_logs_once_reopened(tmp_path: Path) -> None:
+    """A third reader (stop 42): a file log stopped (its file closed), started again and reopened
+    (SIGHUP) dropped every line; the reopened file takes them."""
+    clock = Clock()
+    access = make_access_log(str(tmp_path / "a.log"), clock)
+    assert isinstance(access, LineAccessLog)
+    access.startService()
+    access.stopService()
+    access.startService()
+    access.reopen()
+    _line(access, b"/again")
+    clock.advance(0)
+    assert b'"GET /again HTTP/1.1"' in (tmp_path / "a.log").read_bytes()
+    access.stopService()
+
+
+def test_a_drain_that_times_out_stops_the_outage_lines(log_events: LogCapture) -> None:
+    """A third reader (stop 42): a drain that timed out (its calls answered "slave stopping") never
+    stopped the outage lines: a make-up stayed scheduled past the stop, and the log's last line
+    said "answers again" with the master down. The stop says how things stand."""
+    from goto_tw.remote import slave_stopping
+
+    store, master, clock = make()
+
+    def give_up() -> None:
+        for _, _, waiting in master.calls:
+            if not waiting.called:
+                waiting.errback(slave_stopping())
+
+    master.give_up = give_up  # type: ignore[attr-defined]
+    store.get("a").addErrback(lambda _: None)
+    master.fail(MasterUnreachable("refused"))
+    clock.advance(1.0)
+    store.get("b")
+    master.answer("http://b/")
+    clock.advance(1.0)
+    store.get("c").addErrback(lambda _: None)
+    master.fail(MasterUnreachable("refused"))  # left out: a make-up scheduled
+    clock.advance(1.0)
+    store.get("d").addErrback(lambda _: None)  # the probe, in flight at the stop
+    drained = store.drain(5.0)
+    clock.advance(5.0)
+    assert has_fired(drained) and clock.getDelayedCalls() == []
+    said = [m for m in log_events.messages() if "unreachable" in m or "answers again" in m]
+    assert "The master is unreachable" in said[-1], said
 
 
 def test_a_drain_says_what_its_last_call_met(log_events: LogCapture) -> None:

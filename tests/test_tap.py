@@ -185,6 +185,11 @@ def test_a_plain_dict_of_options_may_hold_the_add_rate_as_written(tmp_path: Path
     site = reactor.tcpServers[0][1]
     assert isinstance(site, GotoSite) and site.add_gate is not None, "adds are rate-limited"
     service.stopService()
+    options["add-rate"] = ""  # nothing, as before: no limit
+    reactor = MemoryReactorClock()
+    makeService(options, reactor=reactor).startService()
+    unlimited = reactor.tcpServers[0][1]
+    assert isinstance(unlimited, GotoSite) and unlimited.add_gate is None
 
 
 def test_corrupt_data_file_stops_start_up_with_a_clear_message(tmp_path: Path) -> None:
