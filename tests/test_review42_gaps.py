@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import types
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 from twisted.internet.task import Clock
@@ -300,12 +300,9 @@ def test_a_stop_asked_again_while_one_waits_ends_with_it() -> None:
     assert clock.getDelayedCalls() == []
 
 
-def test_after_giving_up_on_a_cut_line_the_next_line_starts_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The stop gave up on a line a socket's partial write had cut short: the stream stays marked
-    cut, so a line written after it (an answer on a connection still open) starts on a line of its
-    own instead of being glued to the cut one, and standard output still takes it."""
-    clock = Clock()
-    access, read_end, out = _pipe_log(clock, "socket")
+def _cuts_a_line_then_waits() -> Callable[[int, Any], int]:
+    """An ``os.write`` for a socket whose reader takes 10 bytes (a partial write: mid-line), then
+    nothing more (``EAGAIN``)."""
     real_write = os.write
     calls = [0]
 
@@ -315,6 +312,16 @@ def test_after_giving_up_on_a_cut_line_the_next_line_starts_its_own(monkeypatch:
             return real_write(fd, bytes(data)[:10])
         raise BlockingIOError(11, "Resource temporarily unavailable")
 
+    return write
+
+
+def test_after_giving_up_on_a_cut_line_the_next_line_starts_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stop gave up on a line a socket's partial write had cut short: the stream stays marked
+    cut, so a line written after it (an answer on a connection still open) starts on a line of its
+    own instead of being glued to the cut one, and standard output still takes it."""
+    clock = Clock()
+    access, read_end, out = _pipe_log(clock, "socket")
+    write = _cuts_a_line_then_waits()
     access.startService()
     monkeypatch.setattr("goto_tw.accesslog.os", types.SimpleNamespace(write=write))
     _line(access, b"/first")
@@ -338,15 +345,7 @@ def test_a_mending_newline_held_then_given_up_is_no_line_lost(monkeypatch: pytes
     that mends the cut one and given up on too, counted two lines lost: the newline is none."""
     clock = Clock()
     access, read_end, out = _pipe_log(clock, "socket")
-    real_write = os.write
-    calls = [0]
-
-    def write(fd: int, data: Any) -> int:
-        calls[0] += 1
-        if calls[0] == 1:
-            return real_write(fd, bytes(data)[:10])
-        raise BlockingIOError(11, "Resource temporarily unavailable")
-
+    write = _cuts_a_line_then_waits()
     access.startService()
     monkeypatch.setattr(os, "write", write)  # all of os but write is needed: a restart checks the descriptor
     _line(access, b"/first")
