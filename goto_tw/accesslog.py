@@ -388,8 +388,8 @@ class LineAccessLog(Service):
     def stopService(self) -> Deferred[None] | None:
         """Write what is buffered; a reader that is behind (a pipe's, a socket's) gets up to
         :data:`STOP_WAIT_SECONDS` to take the held lines, without waiting in a write (the stop's
-        Deferred fires then). What it has not taken by then is lost, counted and said, as is a
-        line recorded after the stop has ended."""
+        Deferred fires then). What it has not taken by then is lost, counted and said (see
+        :meth:`_finish` for a line recorded after the stop has ended)."""
         super().stopService()
         if self._caught_up is not None:  # stopped again while a stop waits: the same wait
             again: Deferred[None] = Deferred()
